@@ -1,0 +1,287 @@
+//! The built-in JSON document CRDT: registers (`set`/`del`), PN-counters (`incr`) and add-wins
+//! OR-sets (`add`/`remove`), nested by path.
+//!
+//! Every element is tagged with the [`Dot`] of the op that wrote it. A removing op (`set`,
+//! `del`, `remove`) removes exactly the elements under its scope that it had *observed*: those
+//! whose experience is in its causal past (or earlier in the same experience). Concurrent
+//! elements survive (add-wins, update-wins). Because a removal only ever touches elements in
+//! its own past, the state after applying a set of experiences is the same for every
+//! topological order: the document morphism is commutative and ops apply on arrival.
+
+use std::collections::BTreeMap;
+
+use imbl::{OrdMap, OrdSet};
+use serde::Serialize;
+
+use crate::id::Id;
+use crate::op::{Op, Path};
+use crate::value::Value;
+
+/// Names one op: the experience's canonical sort key `(depth, id)` and the op's index. Dots
+/// order exactly as the canonical order of the ops they name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Dot {
+    /// Causal depth of the experience.
+    pub depth: u64,
+    /// The experience id.
+    pub exp: Id,
+    /// Index of the op within the experience.
+    pub op: u32,
+}
+
+impl Serialize for Dot {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        (self.depth, &self.exp, self.op).serialize(s)
+    }
+}
+
+/// Answers "had the op at `by` observed the element written at `elem`?".
+pub trait Observer {
+    /// True if `elem`'s experience precedes `by`'s, or is the same experience at a lower op.
+    fn observed(&self, elem: &Dot, by: &Dot) -> bool;
+}
+
+/// Everything at one path.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Leaf {
+    /// Surviving register writes; the greatest dot is the winner.
+    pub regs: OrdMap<Dot, Value>,
+    /// Surviving increments.
+    pub incs: OrdMap<Dot, i64>,
+    /// Cached sum of `incs`.
+    pub inc_sum: i128,
+    /// Set elements by canonical bytes, with the adds that keep them alive.
+    pub elems: OrdMap<Vec<u8>, OrdSet<Dot>>,
+}
+
+impl Leaf {
+    fn is_empty(&self) -> bool {
+        self.regs.is_empty() && self.incs.is_empty() && self.elems.is_empty()
+    }
+
+    /// The winning register value (greatest dot in canonical order).
+    pub fn winner(&self) -> Option<&Value> {
+        self.regs.get_max().map(|(_, v)| v)
+    }
+
+    fn remove_observed(&mut self, by: &Dot, obs: &dyn Observer) {
+        let regs: Vec<Dot> = self.regs.keys().filter(|d| obs.observed(d, by)).copied().collect();
+        for d in regs {
+            self.regs.remove(&d);
+        }
+        let incs: Vec<Dot> = self.incs.keys().filter(|d| obs.observed(d, by)).copied().collect();
+        for d in incs {
+            if let Some(n) = self.incs.remove(&d) {
+                self.inc_sum -= i128::from(n);
+            }
+        }
+        let keys: Vec<Vec<u8>> = self.elems.keys().cloned().collect();
+        for k in keys {
+            remove_elem_observed(&mut self.elems, &k, by, obs);
+        }
+    }
+}
+
+fn remove_elem_observed(
+    elems: &mut OrdMap<Vec<u8>, OrdSet<Dot>>,
+    key: &[u8],
+    by: &Dot,
+    obs: &dyn Observer,
+) {
+    let Some(dots) = elems.get(key) else { return };
+    let keep: OrdSet<Dot> = dots.iter().filter(|d| !obs.observed(d, by)).copied().collect();
+    if keep.is_empty() {
+        elems.remove(key);
+    } else if keep.len() != dots.len() {
+        elems.insert(key.to_vec(), keep);
+    }
+}
+
+/// The document state: path → leaf. Cheap to clone (persistent maps share structure), which
+/// is what makes checkpoints cheap.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Doc {
+    leaves: OrdMap<Path, Leaf>,
+}
+
+impl Doc {
+    /// Applies one document op (a genesis writes its initial value). Other ops are ignored.
+    pub fn apply(&mut self, op: &Op, dot: Dot, obs: &dyn Observer) {
+        match op {
+            Op::Set { path, value } => {
+                self.remove_observed(path, &dot, obs);
+                self.write(path, value, dot);
+            }
+            Op::Del { path } => self.remove_observed(path, &dot, obs),
+            Op::Incr { path, by } => {
+                let leaf = self.leaf_mut(path);
+                leaf.incs.insert(dot, *by);
+                leaf.inc_sum += i128::from(*by);
+            }
+            Op::Add { path, value } => {
+                let key = value.to_cbor();
+                let leaf = self.leaf_mut(path);
+                let mut dots = leaf.elems.get(&key).cloned().unwrap_or_default();
+                dots.insert(dot);
+                leaf.elems.insert(key, dots);
+            }
+            Op::Remove { path, value } => {
+                let key = value.to_cbor();
+                if let Some(leaf) = self.leaves.get_mut(path) {
+                    remove_elem_observed(&mut leaf.elems, &key, &dot, obs);
+                    if leaf.is_empty() {
+                        self.leaves.remove(path);
+                    }
+                }
+            }
+            Op::Genesis(g) => self.write(&Path::root(), &g.init, dot),
+            Op::Call { .. } | Op::AddMember { .. } => {}
+        }
+    }
+
+    fn leaf_mut(&mut self, path: &Path) -> &mut Leaf {
+        self.leaves.entry(path.clone()).or_default()
+    }
+
+    /// Writes `value` at `path`: maps become an empty-map marker plus one write per key, so a
+    /// later write or delete of one key touches only that key.
+    fn write(&mut self, path: &Path, value: &Value, dot: Dot) {
+        match value {
+            Value::Map(m) => {
+                self.leaf_mut(path).regs.insert(dot, Value::map());
+                for (k, v) in m {
+                    self.write(&path.child(k), v, dot);
+                }
+            }
+            other => {
+                self.leaf_mut(path).regs.insert(dot, other.clone());
+            }
+        }
+    }
+
+    fn remove_observed(&mut self, scope: &Path, by: &Dot, obs: &dyn Observer) {
+        let paths: Vec<Path> = self
+            .leaves
+            .range(scope.clone()..)
+            .take_while(|(p, _)| p.starts_with(scope))
+            .map(|(p, _)| p.clone())
+            .collect();
+        for p in paths {
+            let Some(leaf) = self.leaves.get_mut(&p) else {
+                continue;
+            };
+            leaf.remove_observed(by, obs);
+            if leaf.is_empty() {
+                self.leaves.remove(&p);
+            }
+        }
+    }
+
+    /// The leaf at exactly `path`.
+    pub fn leaf(&self, path: &Path) -> Option<&Leaf> {
+        self.leaves.get(path)
+    }
+
+    /// All surviving register values at `path`, in canonical order (the last one wins).
+    /// More than one means concurrent writes.
+    pub fn conflicts(&self, path: &Path) -> Vec<(Dot, Value)> {
+        self.leaves
+            .get(path)
+            .map(|l| l.regs.iter().map(|(d, v)| (*d, v.clone())).collect())
+            .unwrap_or_default()
+    }
+
+    /// Number of paths that hold something.
+    pub fn len(&self) -> usize {
+        self.leaves.len()
+    }
+
+    /// True if nothing is stored.
+    pub fn is_empty(&self) -> bool {
+        self.leaves.is_empty()
+    }
+
+    /// The materialised document at `path` (the root by default), or `None` if nothing is
+    /// there. Precedence at one path: set elements, then a counter, then children (a map),
+    /// then the winning register value.
+    pub fn materialize(&self, path: &Path) -> Option<Value> {
+        let mut tree = Tree::default();
+        for (p, leaf) in self
+            .leaves
+            .range(path.clone()..)
+            .take_while(|(p, _)| p.starts_with(path))
+        {
+            let mut node = &mut tree;
+            for seg in &p.0[path.0.len()..] {
+                node = node.children.entry(seg.as_str()).or_default();
+            }
+            node.leaf = Some(leaf);
+        }
+        tree.value()
+    }
+
+    /// Feeds the canonical encoding of the full CRDT state (dots included) to `out`.
+    pub fn encode_into(&self, out: &mut impl std::io::Write) {
+        for (path, leaf) in &self.leaves {
+            let regs: Vec<(&Dot, &Value)> = leaf.regs.iter().collect();
+            let incs: Vec<(&Dot, &i64)> = leaf.incs.iter().collect();
+            let elems: Vec<(serde_bytes_ref::Bytes<'_>, Vec<&Dot>)> = leaf
+                .elems
+                .iter()
+                .map(|(k, ds)| (serde_bytes_ref::Bytes(k), ds.iter().collect()))
+                .collect();
+            let record = (path, regs, incs, elems);
+            serde_ipld_dagcbor::to_writer(&mut *out, &record).expect("hash writer cannot fail");
+        }
+    }
+}
+
+mod serde_bytes_ref {
+    /// A borrowed byte string that encodes as CBOR bytes.
+    pub struct Bytes<'a>(pub &'a [u8]);
+    impl serde::Serialize for Bytes<'_> {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            s.serialize_bytes(self.0)
+        }
+    }
+}
+
+#[derive(Default)]
+struct Tree<'a> {
+    leaf: Option<&'a Leaf>,
+    children: BTreeMap<&'a str, Tree<'a>>,
+}
+
+impl Tree<'_> {
+    fn value(&self) -> Option<Value> {
+        let leaf = self.leaf;
+        if let Some(l) = leaf.filter(|l| !l.elems.is_empty()) {
+            return Some(Value::List(
+                l.elems
+                    .keys()
+                    .filter_map(|k| crate::codec::from_canonical(k).ok())
+                    .collect(),
+            ));
+        }
+        if let Some(l) = leaf.filter(|l| !l.incs.is_empty()) {
+            let base = match l.winner() {
+                Some(Value::Int(i)) => i128::from(*i),
+                _ => 0,
+            };
+            let total = base + l.inc_sum;
+            return Some(match i64::try_from(total) {
+                Ok(i) => Value::Int(i),
+                Err(_) => Value::Float(total as f64),
+            });
+        }
+        let children: BTreeMap<String, Value> = self
+            .children
+            .iter()
+            .filter_map(|(k, t)| Some(((*k).to_owned(), t.value()?)))
+            .collect();
+        if !children.is_empty() {
+            return Some(Value::Map(children));
+        }
+        leaf.and_then(Leaf::winner).cloned()
+    }
+}

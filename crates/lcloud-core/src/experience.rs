@@ -1,0 +1,537 @@
+//! The experience: a signed, hash-linked header plus a batch of ops, its canonical bytes, and
+//! the stateless half of validation that alone makes a [`Verified`] experience.
+
+use std::fmt;
+use std::ops::Deref;
+
+use ed25519_consensus::{Signature, SigningKey, VerificationKey, VerificationKeyBytes};
+use serde::de::{self, SeqAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::codec::{self, DecodeError};
+use crate::id::{CloudId, Id, NodeId, Sig};
+use crate::op::{Genesis, Op, PathError};
+
+/// The format version this crate writes and reads.
+pub const FORMAT_VERSION: u8 = 1;
+/// Largest encoded experience accepted, in bytes.
+pub const EXPERIENCE_BYTES_MAX: usize = 1 << 20;
+/// Most dependencies one experience may name.
+pub const DEPS_MAX: usize = 256;
+/// Most ops one experience may carry.
+pub const OPS_MAX: usize = 65_536;
+/// Prefix of every signed message, so an experience signature can never be replayed as a
+/// signature over anything else a node signs.
+pub const SIGN_CONTEXT: &[u8] = b"lcloud/experience/v1\0";
+
+/// The signed part of an experience. Its canonical bytes are what is signed; their BLAKE3 is
+/// the experience id.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Header {
+    /// Format version ([`FORMAT_VERSION`]).
+    pub version: u8,
+    /// The cloud (its genesis id); all zeros in the genesis itself.
+    pub cloud: CloudId,
+    /// Who wrote it.
+    pub author: NodeId,
+    /// Position in the author's chain, from 1.
+    pub seq: u64,
+    /// The author's previous experience; `None` exactly when `seq == 1`.
+    pub prev: Option<Id>,
+    /// Heads of other chains the author had seen, sorted ascending, no duplicates.
+    pub deps: Vec<Id>,
+    /// BLAKE3 of the canonical encoding of the ops.
+    pub ops: Id,
+    /// Optional state root of the author's causal past (the fold of prev and deps).
+    pub root: Option<Id>,
+    /// Optional fuel limit for the order-sensitive morphisms the ops call.
+    pub fuel: Option<u64>,
+}
+
+impl Header {
+    /// The canonical bytes of this header.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        codec::to_canonical(self)
+    }
+
+    /// The id: BLAKE3 of the canonical header bytes.
+    pub fn id(&self) -> Id {
+        Id::hash(&self.to_bytes())
+    }
+
+    /// The bytes the author's signature covers.
+    pub fn signing_message(&self) -> Vec<u8> {
+        let mut msg = SIGN_CONTEXT.to_vec();
+        msg.extend_from_slice(&self.to_bytes());
+        msg
+    }
+
+    /// Whether this is the header of a genesis experience.
+    pub fn is_genesis(&self) -> bool {
+        self.cloud == Id::default()
+    }
+}
+
+impl Serialize for Header {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        (
+            self.version,
+            &self.cloud,
+            &self.author,
+            self.seq,
+            &self.prev,
+            &self.deps,
+            &self.ops,
+            &self.root,
+            &self.fuel,
+        )
+            .serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Header {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Header;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a header: [version, cloud, author, seq, prev, deps, ops, root, fuel]")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Header, A::Error> {
+                fn next<'de, A: SeqAccess<'de>, T: Deserialize<'de>>(
+                    seq: &mut A,
+                    what: &str,
+                ) -> Result<T, A::Error> {
+                    seq.next_element()?
+                        .ok_or_else(|| de::Error::custom(format!("header is missing {what}")))
+                }
+                let version: u8 = next(&mut seq, "version")?;
+                if version != FORMAT_VERSION {
+                    return Err(de::Error::custom(format!(
+                        "unknown format version {version}"
+                    )));
+                }
+                let header = Header {
+                    version,
+                    cloud: next(&mut seq, "cloud")?,
+                    author: next(&mut seq, "author")?,
+                    seq: next(&mut seq, "seq")?,
+                    prev: next(&mut seq, "prev")?,
+                    deps: next(&mut seq, "deps")?,
+                    ops: next(&mut seq, "ops digest")?,
+                    root: next(&mut seq, "root")?,
+                    fuel: next(&mut seq, "fuel")?,
+                };
+                if seq.next_element::<de::IgnoredAny>()?.is_some() {
+                    return Err(de::Error::custom("header has extra fields"));
+                }
+                Ok(header)
+            }
+        }
+        d.deserialize_seq(V)
+    }
+}
+
+/// A signed experience: header, signature, and the ops the header's digest names.
+#[derive(Clone, PartialEq)]
+pub struct Experience {
+    header: Header,
+    sig: Sig,
+    ops: Vec<Op>,
+    id: Id,
+}
+
+impl fmt::Debug for Experience {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "Experience({} by {} seq {}, {} ops)",
+            self.id.short(),
+            self.header.author.short(),
+            self.header.seq,
+            self.ops.len()
+        )
+    }
+}
+
+impl Experience {
+    /// The id (BLAKE3 of the canonical header bytes).
+    pub fn id(&self) -> Id {
+        self.id
+    }
+    /// The signed header.
+    pub fn header(&self) -> &Header {
+        &self.header
+    }
+    /// The signature over [`Header::signing_message`].
+    pub fn sig(&self) -> &Sig {
+        &self.sig
+    }
+    /// The ops, in the order they apply.
+    pub fn ops(&self) -> &[Op] {
+        &self.ops
+    }
+    /// Shorthand for `header().author`.
+    pub fn author(&self) -> NodeId {
+        self.header.author
+    }
+    /// Shorthand for `header().seq`.
+    pub fn seq(&self) -> u64 {
+        self.header.seq
+    }
+    /// Prev followed by deps: every experience this one links to.
+    pub fn parents(&self) -> impl Iterator<Item = &Id> {
+        self.header.prev.iter().chain(self.header.deps.iter())
+    }
+    /// The genesis body, if this is a genesis experience.
+    pub fn genesis(&self) -> Option<&Genesis> {
+        match (self.header.is_genesis(), self.ops.first()) {
+            (true, Some(Op::Genesis(g))) => Some(g),
+            _ => None,
+        }
+    }
+
+    /// The canonical bytes: `[header, signature, ops]` in DAG-CBOR.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        codec::to_canonical(&(&self.header, &self.sig, &self.ops))
+    }
+
+    /// Decodes canonical bytes without checking anything beyond the encoding. Use
+    /// [`validate`] for untrusted input; this is for re-reading one's own verified store.
+    pub fn decode(bytes: &[u8]) -> Result<Experience, DecodeError> {
+        let (header, sig, ops): (Header, Sig, Vec<Op>) =
+            codec::from_canonical_capped(bytes, EXPERIENCE_BYTES_MAX)?;
+        let id = header.id();
+        Ok(Experience {
+            header,
+            sig,
+            ops,
+            id,
+        })
+    }
+
+    /// Signs `draft` with `key`. An experience this node signs itself is verified by
+    /// construction, so it is returned as [`Verified`] without a signature check.
+    pub fn sign(draft: Draft, key: &SigningKey) -> Verified<Experience> {
+        let header = Header {
+            version: FORMAT_VERSION,
+            cloud: draft.cloud,
+            author: NodeId(key.verification_key().to_bytes()),
+            seq: draft.seq,
+            prev: draft.prev,
+            deps: draft.deps,
+            ops: ops_digest(&draft.ops),
+            root: draft.root,
+            fuel: draft.fuel,
+        };
+        let header_bytes = header.to_bytes();
+        let mut msg = SIGN_CONTEXT.to_vec();
+        msg.extend_from_slice(&header_bytes);
+        let sig = Sig(key.sign(&msg).to_bytes());
+        let exp = Experience {
+            id: Id::hash(&header_bytes),
+            header,
+            sig,
+            ops: draft.ops,
+        };
+        debug_assert!(check_shape(&exp).is_ok(), "signed a malformed experience");
+        Verified(exp)
+    }
+
+    /// Creates and signs the genesis experience of a new cloud; its id is the cloud id.
+    ///
+    /// ```
+    /// use lcloud_core::{Experience, Genesis, Value, ForkPolicy};
+    /// let key = ed25519_consensus::SigningKey::from([1u8; 32]);
+    /// let g = Experience::create_genesis(&key, Genesis {
+    ///     name: "demo".into(), init: Value::map(), members: None,
+    ///     fork_policy: ForkPolicy::Concurrent,
+    /// });
+    /// let again = lcloud_core::validate(&g.to_bytes(), &g.id()).unwrap();
+    /// assert_eq!(again.id(), g.id());
+    /// ```
+    pub fn create_genesis(key: &SigningKey, genesis: Genesis) -> Verified<Experience> {
+        Experience::sign(
+            Draft {
+                cloud: Id::default(),
+                seq: 1,
+                prev: None,
+                deps: Vec::new(),
+                ops: vec![Op::Genesis(genesis)],
+                root: None,
+                fuel: None,
+            },
+            key,
+        )
+    }
+}
+
+/// Everything an author chooses about a new experience; [`Experience::sign`] fills in the rest.
+#[derive(Clone, Debug)]
+pub struct Draft {
+    /// The cloud.
+    pub cloud: CloudId,
+    /// Next seq in the author's chain.
+    pub seq: u64,
+    /// The author's previous experience.
+    pub prev: Option<Id>,
+    /// Other chains' heads seen, sorted.
+    pub deps: Vec<Id>,
+    /// The batch of ops.
+    pub ops: Vec<Op>,
+    /// Optional state root of the causal past.
+    pub root: Option<Id>,
+    /// Optional fuel limit.
+    pub fuel: Option<u64>,
+}
+
+/// BLAKE3 of the canonical encoding of a batch of ops.
+pub fn ops_digest(ops: &[Op]) -> Id {
+    Id::hash(&codec::to_canonical(ops))
+}
+
+/// A value that passed validation. Only [`validate`], [`validate_batch`] and
+/// [`Experience::sign`] make one, so anything holding a `Verified<Experience>` knows its bytes
+/// are canonical, its signature verifies and its shape is lawful.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Verified<T>(T);
+
+impl<T> Deref for Verified<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+impl<T> Verified<T> {
+    /// Gives up the guarantee and returns the value.
+    pub fn into_inner(self) -> T {
+        self.0
+    }
+}
+
+/// Why an experience was refused. Each variant is named after the rule it breaks.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ValidationError {
+    /// The bytes are not a canonical experience encoding.
+    #[error("malformed: {0}")]
+    Malformed(#[from] DecodeError),
+    /// The experience belongs to another cloud.
+    #[error("wrong cloud: experience names cloud {found}, expected {expected}")]
+    WrongCloud {
+        /// The cloud being validated for.
+        expected: CloudId,
+        /// The cloud the header names.
+        found: CloudId,
+    },
+    /// `seq` is 0, or `seq == 1` and `prev` disagree.
+    #[error("seq {seq} does not match prev ({})", if *.has_prev { "present" } else { "absent" })]
+    SeqPrevMismatch {
+        /// The seq.
+        seq: u64,
+        /// Whether prev is present.
+        has_prev: bool,
+    },
+    /// Deps are not strictly ascending.
+    #[error("deps are not sorted ascending without duplicates")]
+    DepsNotSorted,
+    /// Prev also appears among deps.
+    #[error("prev is repeated among deps")]
+    DepIsPrev,
+    /// A first experience that does not descend from anything (only a genesis may).
+    #[error("first experience of a chain names no deps, so it does not descend from genesis")]
+    NotRootedInGenesis,
+    /// Too many deps.
+    #[error("{0} deps, at most {DEPS_MAX} allowed")]
+    TooManyDeps(usize),
+    /// No ops, or too many.
+    #[error("{0} ops: an experience carries 1 to {OPS_MAX}")]
+    OpCount(usize),
+    /// The ops do not hash to the header's ops digest.
+    #[error("ops digest mismatch: ops hash to {found}, header says {expected}")]
+    OpsDigestMismatch {
+        /// The digest in the header.
+        expected: Id,
+        /// The digest of the ops carried.
+        found: Id,
+    },
+    /// A genesis op outside a genesis, or a genesis without exactly one.
+    #[error("genesis op misplaced: a genesis carries exactly one genesis op and nothing else")]
+    GenesisOpMisplaced,
+    /// A genesis that links to something.
+    #[error("genesis must have seq 1, no prev and no deps")]
+    GenesisNotFirst,
+    /// A path breaks the size rules.
+    #[error("bad path in op {index}: {error}")]
+    BadPath {
+        /// Op index.
+        index: usize,
+        /// What is wrong.
+        error: PathError,
+    },
+    /// The author field is not a valid Ed25519 public key encoding.
+    #[error("author {0} is not a valid Ed25519 public key")]
+    BadAuthorKey(NodeId),
+    /// The signature does not verify under ZIP-215.
+    #[error("bad signature on experience {0}")]
+    BadSignature(Id),
+}
+
+/// Decodes and validates one experience for `cloud` (the genesis itself validates against its
+/// own id). Checks the canonical encoding, the size bounds, the shape rules and the signature
+/// under ZIP-215. Checks that need other experiences (prev's seq, membership, that deps exist)
+/// happen when the lattice admits it.
+pub fn validate(bytes: &[u8], cloud: &CloudId) -> Result<Verified<Experience>, ValidationError> {
+    let exp = decode_and_check(bytes, cloud)?;
+    let vk = VerificationKey::try_from(exp.header.author.0)
+        .map_err(|_| ValidationError::BadAuthorKey(exp.header.author))?;
+    vk.verify(&Signature::from(exp.sig.0), &exp.header.signing_message())
+        .map_err(|_| ValidationError::BadSignature(exp.id))?;
+    Ok(Verified(exp))
+}
+
+/// Validates many experiences with one ZIP-215 batch verification. The outcome for each input
+/// is exactly what [`validate`] would say: ZIP-215 makes batch and single verification agree,
+/// and on a failed batch every signature is checked alone to name the bad ones. The batch's
+/// random coefficients are derived from its contents, so the core needs no randomness source.
+pub fn validate_batch(
+    inputs: &[&[u8]],
+    cloud: &CloudId,
+) -> Vec<Result<Verified<Experience>, ValidationError>> {
+    let results: Vec<Result<Experience, ValidationError>> = inputs
+        .iter()
+        .map(|bytes| decode_and_check(bytes, cloud))
+        .collect();
+    let mut verifier = ed25519_consensus::batch::Verifier::new();
+    let mut transcript = blake3::Hasher::new();
+    for exp in results.iter().flatten() {
+        let msg = exp.header.signing_message();
+        transcript.update(&exp.sig.0);
+        transcript.update(&msg);
+        verifier.queue((
+            VerificationKeyBytes::from(exp.header.author.0),
+            Signature::from(exp.sig.0),
+            &msg,
+        ));
+    }
+    let batch_ok = verifier.verify(TranscriptRng(transcript.finalize_xof())).is_ok();
+    results
+        .into_iter()
+        .map(|r| {
+            let exp = r?;
+            if !batch_ok {
+                let vk = VerificationKey::try_from(exp.header.author.0)
+                    .map_err(|_| ValidationError::BadAuthorKey(exp.header.author))?;
+                vk.verify(&Signature::from(exp.sig.0), &exp.header.signing_message())
+                    .map_err(|_| ValidationError::BadSignature(exp.id))?;
+            }
+            Ok(Verified(exp))
+        })
+        .collect()
+}
+
+/// Deterministic coefficients for batch verification: BLAKE3's XOF over the whole batch.
+/// An attacker must fix every signature before learning the coefficients, which is what the
+/// random-linear-combination argument needs.
+struct TranscriptRng(blake3::OutputReader);
+
+impl rand_core::RngCore for TranscriptRng {
+    fn next_u32(&mut self) -> u32 {
+        let mut b = [0u8; 4];
+        self.0.fill(&mut b);
+        u32::from_le_bytes(b)
+    }
+    fn next_u64(&mut self) -> u64 {
+        let mut b = [0u8; 8];
+        self.0.fill(&mut b);
+        u64::from_le_bytes(b)
+    }
+    fn fill_bytes(&mut self, dest: &mut [u8]) {
+        self.0.fill(dest);
+    }
+    fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), rand_core::Error> {
+        self.0.fill(dest);
+        Ok(())
+    }
+}
+
+impl rand_core::CryptoRng for TranscriptRng {}
+
+fn decode_and_check(bytes: &[u8], cloud: &CloudId) -> Result<Experience, ValidationError> {
+    let exp = Experience::decode(bytes)?;
+    if exp.header.is_genesis() {
+        if exp.id != *cloud {
+            return Err(ValidationError::WrongCloud {
+                expected: *cloud,
+                found: exp.id,
+            });
+        }
+    } else if exp.header.cloud != *cloud {
+        return Err(ValidationError::WrongCloud {
+            expected: *cloud,
+            found: exp.header.cloud,
+        });
+    }
+    check_shape(&exp)?;
+    Ok(exp)
+}
+
+/// The shape rules every experience obeys, independent of any other experience.
+fn check_shape(exp: &Experience) -> Result<(), ValidationError> {
+    let h = &exp.header;
+    if h.seq == 0 || (h.seq == 1) != h.prev.is_none() {
+        return Err(ValidationError::SeqPrevMismatch {
+            seq: h.seq,
+            has_prev: h.prev.is_some(),
+        });
+    }
+    if h.deps.len() > DEPS_MAX {
+        return Err(ValidationError::TooManyDeps(h.deps.len()));
+    }
+    if h.deps.windows(2).any(|w| w[0] >= w[1]) {
+        return Err(ValidationError::DepsNotSorted);
+    }
+    if let Some(prev) = &h.prev {
+        if h.deps.binary_search(prev).is_ok() {
+            return Err(ValidationError::DepIsPrev);
+        }
+    }
+    if exp.ops.is_empty() || exp.ops.len() > OPS_MAX {
+        return Err(ValidationError::OpCount(exp.ops.len()));
+    }
+    let found = ops_digest(&exp.ops);
+    if found != h.ops {
+        return Err(ValidationError::OpsDigestMismatch {
+            expected: h.ops,
+            found,
+        });
+    }
+    let genesis_ops = exp
+        .ops
+        .iter()
+        .filter(|op| matches!(op, Op::Genesis(_)))
+        .count();
+    if h.is_genesis() {
+        if exp.ops.len() != 1 || genesis_ops != 1 {
+            return Err(ValidationError::GenesisOpMisplaced);
+        }
+        if h.seq != 1 || !h.deps.is_empty() {
+            return Err(ValidationError::GenesisNotFirst);
+        }
+    } else {
+        if genesis_ops != 0 {
+            return Err(ValidationError::GenesisOpMisplaced);
+        }
+        if h.seq == 1 && h.deps.is_empty() {
+            return Err(ValidationError::NotRootedInGenesis);
+        }
+    }
+    for (index, op) in exp.ops.iter().enumerate() {
+        if let Some(path) = op.path() {
+            path.check()
+                .map_err(|error| ValidationError::BadPath { index, error })?;
+        }
+    }
+    Ok(())
+}

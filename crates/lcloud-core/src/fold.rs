@@ -1,0 +1,251 @@
+//! Folding: applying the ops of experiences to a state. The document part is commutative and
+//! applies on arrival; calls to order-sensitive morphisms fold in canonical order, with
+//! checkpoints to rewind to when a concurrent experience sorts earlier.
+
+use std::collections::BTreeMap;
+
+use imbl::OrdMap;
+
+use crate::doc::{Doc, Dot, Observer};
+use crate::id::Id;
+use crate::lattice::{Idx, Lattice};
+use crate::morphism::{CallContext, Registry, Rejection};
+use crate::op::{Op, Path};
+use crate::value::Value;
+
+/// Domain separation for state roots.
+const ROOT_CONTEXT: &[u8] = b"lcloud/state/v1\0";
+
+/// Calls applied between two checkpoints of the ordered part.
+const CALL_CHECKPOINT_EVERY: usize = 64;
+
+/// A call that a morphism refused: which op, and why.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Rejected {
+    /// The morphism called.
+    pub morphism: Id,
+    /// Why it refused.
+    pub reason: String,
+}
+
+/// The state of the order-sensitive part: each morphism's state, and the refused calls.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct OrderedState {
+    /// Morphism id → its state (absent: never successfully called).
+    pub contracts: OrdMap<Id, Value>,
+    /// Refused calls, by the dot of the op.
+    pub rejections: OrdMap<Dot, Rejected>,
+}
+
+/// A folded state: the document plus the order-sensitive part.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct State {
+    /// The document CRDT.
+    pub doc: Doc,
+    /// Contract states and rejections.
+    pub ordered: OrderedState,
+}
+
+impl State {
+    /// The state root: BLAKE3 of the canonical encoding of the whole folded state, CRDT
+    /// metadata included. Equal sets of experiences give equal roots on every node.
+    pub fn root(&self) -> Id {
+        let mut h = blake3::Hasher::new();
+        h.update(ROOT_CONTEXT);
+        self.doc.encode_into(&mut h);
+        h.update(b"\0contracts");
+        for (id, v) in &self.ordered.contracts {
+            serde_ipld_dagcbor::to_writer(&mut h, &(id, v)).expect("hash writer cannot fail");
+        }
+        h.update(b"\0rejections");
+        for (dot, r) in &self.ordered.rejections {
+            serde_ipld_dagcbor::to_writer(&mut h, &(dot, &r.morphism, &r.reason))
+                .expect("hash writer cannot fail");
+        }
+        Id(*h.finalize().as_bytes())
+    }
+
+    /// The whole document as a value (`null` if everything was deleted).
+    pub fn document(&self) -> Value {
+        self.doc.materialize(&Path::root()).unwrap_or(Value::Null)
+    }
+
+    /// The document at `path`, if anything is there.
+    pub fn get(&self, path: &Path) -> Option<Value> {
+        self.doc.materialize(path)
+    }
+}
+
+/// Causality for the document CRDT, answered by the lattice.
+pub(crate) struct LatticeObserver<'a>(pub &'a Lattice);
+
+impl Observer for LatticeObserver<'_> {
+    fn observed(&self, elem: &Dot, by: &Dot) -> bool {
+        if elem.exp == by.exp {
+            return elem.op < by.op;
+        }
+        match (self.0.idx(&elem.exp), self.0.idx(&by.exp)) {
+            (Some(e), Some(b)) => self.0.precedes(e, b),
+            _ => false,
+        }
+    }
+}
+
+/// Applies the document ops of experience `idx` to `doc`.
+pub(crate) fn apply_doc(doc: &mut Doc, lattice: &Lattice, idx: Idx) {
+    let exp = lattice.get(idx);
+    let depth = lattice.depth(idx);
+    let obs = LatticeObserver(lattice);
+    for (i, op) in exp.ops().iter().enumerate() {
+        let dot = Dot {
+            depth,
+            exp: exp.id(),
+            op: i as u32,
+        };
+        doc.apply(op, dot, &obs);
+    }
+}
+
+/// Whether experience `idx` carries calls to order-sensitive morphisms.
+pub(crate) fn has_calls(lattice: &Lattice, idx: Idx) -> bool {
+    lattice
+        .get(idx)
+        .ops()
+        .iter()
+        .any(|op| matches!(op, Op::Call { .. }))
+}
+
+/// Applies the calls of experience `idx` to `state`, recording refusals.
+pub(crate) fn apply_calls(state: &mut OrderedState, registry: &Registry, lattice: &Lattice, idx: Idx) {
+    let exp = lattice.get(idx);
+    let depth = lattice.depth(idx);
+    for (i, op) in exp.ops().iter().enumerate() {
+        let Op::Call { morphism, args } = op else {
+            continue;
+        };
+        let dot = Dot {
+            depth,
+            exp: exp.id(),
+            op: i as u32,
+        };
+        let ctx = CallContext {
+            author: exp.author(),
+            seq: exp.seq(),
+            exp: exp.id(),
+            op: i as u32,
+            fuel: exp.header().fuel,
+        };
+        let outcome = match registry.get(morphism) {
+            None => Err(Rejection(format!("unknown morphism {morphism}"))),
+            Some(m) => {
+                let current = state
+                    .contracts
+                    .get(morphism)
+                    .cloned()
+                    .unwrap_or_else(|| m.initial());
+                m.apply(&current, args, &ctx)
+            }
+        };
+        match outcome {
+            Ok(next) => {
+                state.contracts.insert(*morphism, next);
+            }
+            Err(Rejection(reason)) => {
+                state.rejections.insert(
+                    dot,
+                    Rejected {
+                        morphism: *morphism,
+                        reason,
+                    },
+                );
+            }
+        }
+    }
+}
+
+/// The order-sensitive fold: calls in canonical order, with checkpoints for rewinds.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct OrderedFold {
+    /// Experiences with calls that the fold includes, by canonical key.
+    pub calls: BTreeMap<(u64, Id), Idx>,
+    /// The state after every call in `calls`.
+    pub state: OrderedState,
+    /// State right after the call experience at each key.
+    pub checkpoints: BTreeMap<(u64, Id), OrderedState>,
+    /// How many times a late, earlier-sorting experience forced a rewind.
+    pub rewinds: u64,
+    since_checkpoint: usize,
+}
+
+impl OrderedFold {
+    /// Adds experience `idx` (which has calls) and brings the state up to date, rewinding to
+    /// the nearest earlier checkpoint if it sorts before calls already applied.
+    pub fn insert(&mut self, registry: &Registry, lattice: &Lattice, idx: Idx) {
+        let key = lattice.order_key(idx);
+        let last = self.calls.keys().next_back().copied();
+        self.calls.insert(key, idx);
+        if last.is_none_or(|l| key > l) {
+            self.apply(registry, lattice, key, idx);
+            return;
+        }
+        self.rewinds += 1;
+        let later: Vec<(u64, Id)> = self.checkpoints.range(key..).map(|(k, _)| *k).collect();
+        for k in later {
+            self.checkpoints.remove(&k);
+        }
+        let (from, state) = match self.checkpoints.iter().next_back() {
+            Some((k, s)) => (Some(*k), s.clone()),
+            None => (None, OrderedState::default()),
+        };
+        self.state = state;
+        self.since_checkpoint = 0;
+        let replay: Vec<((u64, Id), Idx)> = match from {
+            Some(k) => self
+                .calls
+                .range(k..)
+                .filter(|(c, _)| **c > k)
+                .map(|(c, i)| (*c, *i))
+                .collect(),
+            None => self.calls.iter().map(|(c, i)| (*c, *i)).collect(),
+        };
+        for (k, i) in replay {
+            self.apply(registry, lattice, k, i);
+        }
+    }
+
+    fn apply(&mut self, registry: &Registry, lattice: &Lattice, key: (u64, Id), idx: Idx) {
+        apply_calls(&mut self.state, registry, lattice, idx);
+        self.since_checkpoint += 1;
+        if self.since_checkpoint >= CALL_CHECKPOINT_EVERY {
+            self.checkpoints.insert(key, self.state.clone());
+            self.since_checkpoint = 0;
+        }
+    }
+
+    /// The ordered state of the sub-fold that includes exactly the call experiences for which
+    /// `included` holds, reusing the longest checkpointed prefix that it shares with this fold.
+    pub fn state_of(
+        &self,
+        registry: &Registry,
+        lattice: &Lattice,
+        included: impl Fn(Idx) -> bool,
+    ) -> OrderedState {
+        let shared = self
+            .calls
+            .iter()
+            .take_while(|(_, i)| included(**i))
+            .last()
+            .map(|(k, _)| *k);
+        let base = shared.and_then(|s| self.checkpoints.range(..=s).next_back());
+        let (mut state, rest) = match base {
+            Some((k, s)) => (s.clone(), self.calls.range(*k..).skip(1)),
+            None => (OrderedState::default(), self.calls.range(..).skip(0)),
+        };
+        for (_, i) in rest {
+            if included(*i) {
+                apply_calls(&mut state, registry, lattice, *i);
+            }
+        }
+        state
+    }
+}

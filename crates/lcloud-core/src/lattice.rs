@@ -1,0 +1,578 @@
+//! The lattice: the union of all chains of one cloud, a content-addressed causal DAG.
+//!
+//! Experiences are admitted only as [`Verified`], only once everything they link to is
+//! present (the rest wait, parked), and only if the contextual rules hold: `seq = prev.seq + 1`
+//! on the author's own chain, the author may write, only admins grant membership. Clocks,
+//! depths and heads are derived here from the links, never read from input. Merge is set union.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+
+use crate::clock::VectorClock;
+use crate::experience::{Experience, Verified};
+use crate::fork::ForkProof;
+use crate::id::{CloudId, Id, NodeId};
+use crate::op::{ForkPolicy, Op};
+
+/// Index of an admitted experience: its position in this lattice's arrival order. Local to one
+/// lattice; never hashed, signed or sent.
+pub type Idx = u32;
+
+/// Most experiences waiting for missing links before new ones are refused.
+pub const PARKED_MAX: usize = 1 << 20;
+
+/// Why an experience was refused by the lattice. Each variant is named after its rule.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum InsertError {
+    /// `prev` is by another author.
+    #[error("prev {prev} of experience {id} is not by the same author")]
+    PrevNotOwnChain {
+        /// The experience.
+        id: Id,
+        /// Its prev.
+        prev: Id,
+    },
+    /// `seq` is not one more than prev's.
+    #[error("experience {id}: seq {found} is not prev's seq + 1 = {expected}")]
+    SeqNotNext {
+        /// The experience.
+        id: Id,
+        /// prev.seq + 1.
+        expected: u64,
+        /// The seq it has.
+        found: u64,
+    },
+    /// The author may not write in this cloud (in the experience's causal past).
+    #[error("experience {id}: author {author} is not a member of this cloud")]
+    NotMember {
+        /// The experience.
+        id: Id,
+        /// Its author.
+        author: NodeId,
+    },
+    /// Someone other than an admin tried to grant membership.
+    #[error("experience {id}: author {author} is not an admin, so cannot add members")]
+    NotAdmin {
+        /// The experience.
+        id: Id,
+        /// Its author.
+        author: NodeId,
+    },
+    /// A second genesis for this cloud cannot exist; a genesis of another cloud does not fit.
+    #[error("experience {0} is a genesis, but this lattice already has its genesis")]
+    SecondGenesis(Id),
+    /// Too many experiences are waiting for their links.
+    #[error("{PARKED_MAX} experiences already wait for missing links")]
+    ParkedFull,
+    /// The lattice must start from a genesis.
+    #[error("experience {0} is not a genesis")]
+    NotGenesis(Id),
+}
+
+/// What happened to an inserted experience.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Inserted {
+    /// Experiences admitted by this call, in the order they entered (the inserted one and any
+    /// parked experiences it released).
+    pub admitted: Vec<Idx>,
+    /// The experience was already known (admitted or parked).
+    pub duplicate: bool,
+    /// The experience waits for these missing ids.
+    pub parked_on: Vec<Id>,
+    /// Parked experiences released by this call but refused by the rules.
+    pub rejected: Vec<InsertError>,
+    /// Fork proofs discovered by this call.
+    pub forks: Vec<ForkProof>,
+}
+
+#[derive(Clone, Debug)]
+struct Node {
+    exp: Arc<Verified<Experience>>,
+    author: u32,
+    depth: u64,
+    parents: Box<[Idx]>,
+    /// Dense clock by author index; authors interned later are implicitly 0.
+    clock: Box<[u64]>,
+}
+
+/// Who may write and what the fork rule is, as fixed by the genesis.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rules {
+    /// The genesis author: the admin.
+    pub creator: NodeId,
+    /// Listed members (besides the creator); `None`: open cloud.
+    pub members: Option<BTreeSet<NodeId>>,
+    /// The fork policy.
+    pub fork_policy: ForkPolicy,
+}
+
+/// The causal DAG of one cloud.
+#[derive(Clone, Debug)]
+pub struct Lattice {
+    cloud: CloudId,
+    rules: Rules,
+    nodes: Vec<Node>,
+    by_id: HashMap<Id, Idx>,
+    authors: Vec<NodeId>,
+    author_index: HashMap<NodeId, u32>,
+    /// Per author index, per seq - 1: the experiences at that seq (more than one: a fork).
+    chains: Vec<Vec<Vec<Idx>>>,
+    heads: BTreeSet<Id>,
+    parked: BTreeMap<Id, Arc<Verified<Experience>>>,
+    waiting: BTreeMap<Id, Vec<Id>>,
+    forks: Vec<ForkProof>,
+    /// Author index → lowest forked seq.
+    forked: BTreeMap<u32, u64>,
+    /// Member → the experiences that granted membership.
+    grants: BTreeMap<NodeId, Vec<Idx>>,
+}
+
+impl Lattice {
+    /// Starts a lattice from its genesis.
+    pub fn new(genesis: Verified<Experience>) -> Result<Lattice, InsertError> {
+        let Some(g) = genesis.genesis() else {
+            return Err(InsertError::NotGenesis(genesis.id()));
+        };
+        let rules = Rules {
+            creator: genesis.author(),
+            members: g.members.as_ref().map(|m| m.iter().copied().collect()),
+            fork_policy: g.fork_policy,
+        };
+        let mut lattice = Lattice {
+            cloud: genesis.id(),
+            rules,
+            nodes: Vec::new(),
+            by_id: HashMap::new(),
+            authors: Vec::new(),
+            author_index: HashMap::new(),
+            chains: Vec::new(),
+            heads: BTreeSet::new(),
+            parked: BTreeMap::new(),
+            waiting: BTreeMap::new(),
+            forks: Vec::new(),
+            forked: BTreeMap::new(),
+            grants: BTreeMap::new(),
+        };
+        lattice.admit(Arc::new(genesis), Vec::new());
+        Ok(lattice)
+    }
+
+    /// The cloud id (= genesis id).
+    pub fn cloud(&self) -> CloudId {
+        self.cloud
+    }
+    /// The genesis rules.
+    pub fn rules(&self) -> &Rules {
+        &self.rules
+    }
+    /// Number of admitted experiences (the genesis included).
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+    /// Always false: a lattice holds at least its genesis.
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+    /// Number of parked experiences.
+    pub fn parked_len(&self) -> usize {
+        self.parked.len()
+    }
+    /// Ids of parked experiences, sorted.
+    pub fn parked_ids(&self) -> impl Iterator<Item = &Id> {
+        self.parked.keys()
+    }
+    /// Missing ids that parked experiences wait for, sorted.
+    pub fn missing(&self) -> impl Iterator<Item = &Id> {
+        self.waiting.keys()
+    }
+    /// Whether `id` is admitted.
+    pub fn contains(&self, id: &Id) -> bool {
+        self.by_id.contains_key(id)
+    }
+    /// The index of an admitted experience.
+    pub fn idx(&self, id: &Id) -> Option<Idx> {
+        self.by_id.get(id).copied()
+    }
+    /// An admitted experience by index.
+    pub fn get(&self, idx: Idx) -> &Verified<Experience> {
+        &self.nodes[idx as usize].exp
+    }
+    /// An admitted experience by id.
+    pub fn experience(&self, id: &Id) -> Option<&Verified<Experience>> {
+        self.idx(id).map(|i| self.get(i))
+    }
+    /// All admitted experiences in arrival order (a topological order, local to this node).
+    pub fn iter(&self) -> impl Iterator<Item = &Verified<Experience>> {
+        self.nodes.iter().map(|n| &*n.exp)
+    }
+    /// Causal depth: 0 for genesis, else 1 + the deepest parent.
+    pub fn depth(&self, idx: Idx) -> u64 {
+        self.nodes[idx as usize].depth
+    }
+    /// The canonical sort key: `(depth, id)`.
+    pub fn order_key(&self, idx: Idx) -> (u64, Id) {
+        (self.depth(idx), self.get(idx).id())
+    }
+    /// Parents (prev, then deps) of an admitted experience.
+    pub fn parents(&self, idx: Idx) -> &[Idx] {
+        &self.nodes[idx as usize].parents
+    }
+    /// The heads: admitted experiences with no admitted successor, sorted by id.
+    pub fn heads(&self) -> &BTreeSet<Id> {
+        &self.heads
+    }
+    /// Fork proofs found so far, in discovery order.
+    pub fn forks(&self) -> &[ForkProof] {
+        &self.forks
+    }
+    /// Authors that forked, with the lowest seq at which they did.
+    pub fn forked_authors(&self) -> BTreeMap<NodeId, u64> {
+        self.forked
+            .iter()
+            .map(|(a, s)| (self.authors[*a as usize], *s))
+            .collect()
+    }
+    /// Whether anyone forked.
+    pub fn has_forks(&self) -> bool {
+        !self.forked.is_empty()
+    }
+    /// The authors seen, in arrival order.
+    pub fn authors(&self) -> &[NodeId] {
+        &self.authors
+    }
+
+    /// The vector clock of an admitted experience (its causal past, itself included).
+    pub fn clock(&self, idx: Idx) -> VectorClock {
+        let node = &self.nodes[idx as usize];
+        VectorClock(
+            node.clock
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| **s > 0)
+                .map(|(a, s)| (self.authors[a], *s))
+                .collect(),
+        )
+    }
+
+    /// The clock of the whole lattice: the join of all heads.
+    pub fn frontier(&self) -> VectorClock {
+        let mut c = VectorClock::default();
+        for (a, chain) in self.chains.iter().enumerate() {
+            if !chain.is_empty() {
+                c.observe(self.authors[a], chain.len() as u64);
+            }
+        }
+        c
+    }
+
+    /// The experiences of `author`, by seq; a fork shows as two at one seq.
+    pub fn chain(&self, author: &NodeId) -> Vec<&Verified<Experience>> {
+        let Some(a) = self.author_index.get(author) else {
+            return Vec::new();
+        };
+        self.chains[*a as usize]
+            .iter()
+            .flatten()
+            .map(|i| self.get(*i))
+            .collect()
+    }
+
+    /// The latest unforked experience of `author` (its chain tip), if any.
+    pub fn tip(&self, author: &NodeId) -> Option<Idx> {
+        let a = *self.author_index.get(author)?;
+        self.chains[a as usize].last().map(|tips| tips[0])
+    }
+
+    /// `a` happened strictly before `b`: `a` is in `b`'s causal past.
+    pub fn precedes(&self, a: Idx, b: Idx) -> bool {
+        if a == b {
+            return false;
+        }
+        let na = &self.nodes[a as usize];
+        let seq_a = na.exp.seq();
+        let seen = |i: Idx| clock_at(&self.nodes[i as usize].clock, na.author);
+        if seen(b) < seq_a {
+            return false;
+        }
+        if !self.forked.contains_key(&na.author) {
+            return true;
+        }
+        // The author forked: clocks cannot tell branches apart, so search the DAG, pruned to
+        // experiences whose past reaches seq_a of that author.
+        let mut stack = vec![b];
+        let mut visited = BTreeSet::new();
+        while let Some(i) = stack.pop() {
+            for p in self.parents(i) {
+                if *p == a {
+                    return true;
+                }
+                if seen(*p) >= seq_a && visited.insert(*p) {
+                    stack.push(*p);
+                }
+            }
+        }
+        false
+    }
+
+    /// Neither precedes the other.
+    pub fn concurrent(&self, a: Idx, b: Idx) -> bool {
+        a != b && !self.precedes(a, b) && !self.precedes(b, a)
+    }
+
+    /// `precedes` by id; `None` if either is unknown.
+    pub fn happened_before(&self, a: &Id, b: &Id) -> Option<bool> {
+        Some(self.precedes(self.idx(a)?, self.idx(b)?))
+    }
+
+    /// Inserts a verified experience: admits it (and whatever it releases) if its links are
+    /// present and the rules hold, parks it if links are missing.
+    pub fn insert(&mut self, exp: Verified<Experience>) -> Result<Inserted, InsertError> {
+        self.insert_arc(Arc::new(exp))
+    }
+
+    fn insert_arc(&mut self, exp: Arc<Verified<Experience>>) -> Result<Inserted, InsertError> {
+        let mut out = Inserted::default();
+        let id = exp.id();
+        if self.by_id.contains_key(&id) || self.parked.contains_key(&id) {
+            out.duplicate = true;
+            return Ok(out);
+        }
+        if exp.header().is_genesis() {
+            return Err(InsertError::SecondGenesis(id));
+        }
+        let missing: Vec<Id> = exp
+            .parents()
+            .filter(|p| !self.by_id.contains_key(*p))
+            .copied()
+            .collect();
+        if !missing.is_empty() {
+            if self.parked.len() >= PARKED_MAX {
+                return Err(InsertError::ParkedFull);
+            }
+            for m in &missing {
+                self.waiting.entry(*m).or_default().push(id);
+            }
+            self.parked.insert(id, exp);
+            out.parked_on = missing;
+            return Ok(out);
+        }
+        self.check_rules(&exp)?;
+        self.admit_and_release(exp, &mut out);
+        Ok(out)
+    }
+
+    fn admit_and_release(&mut self, exp: Arc<Verified<Experience>>, out: &mut Inserted) {
+        let mut ready = vec![exp];
+        while let Some(exp) = ready.pop() {
+            let id = exp.id();
+            let (idx, fork) = self.admit_with_fork(exp);
+            out.admitted.push(idx);
+            out.forks.extend(fork);
+            let Some(waiters) = self.waiting.remove(&id) else {
+                continue;
+            };
+            for w in waiters {
+                let Some(parked) = self.parked.get(&w) else {
+                    continue;
+                };
+                if parked.parents().all(|p| self.by_id.contains_key(p)) {
+                    let parked = self.parked.remove(&w).expect("checked above");
+                    match self.check_rules(&parked) {
+                        Ok(()) => ready.push(parked),
+                        Err(e) => out.rejected.push(e),
+                    }
+                }
+            }
+        }
+    }
+
+    /// The contextual rules, checked once all links are present.
+    fn check_rules(&self, exp: &Verified<Experience>) -> Result<(), InsertError> {
+        let h = exp.header();
+        let id = exp.id();
+        let parents: Vec<Idx> = exp.parents().map(|p| self.by_id[p]).collect();
+        if let Some(prev) = &h.prev {
+            let p = self.get(self.by_id[prev]);
+            if p.author() != h.author {
+                return Err(InsertError::PrevNotOwnChain { id, prev: *prev });
+            }
+            if h.seq != p.seq() + 1 {
+                return Err(InsertError::SeqNotNext {
+                    id,
+                    expected: p.seq() + 1,
+                    found: h.seq,
+                });
+            }
+        }
+        if !self.may_write(&h.author, &parents) {
+            return Err(InsertError::NotMember {
+                id,
+                author: h.author,
+            });
+        }
+        let grants = exp.ops().iter().any(|op| matches!(op, Op::AddMember { .. }));
+        if grants && h.author != self.rules.creator {
+            return Err(InsertError::NotAdmin {
+                id,
+                author: h.author,
+            });
+        }
+        Ok(())
+    }
+
+    /// Whether `author` may write an experience whose parents are `parents`.
+    fn may_write(&self, author: &NodeId, parents: &[Idx]) -> bool {
+        let Some(members) = &self.rules.members else {
+            return true;
+        };
+        if *author == self.rules.creator || members.contains(author) {
+            return true;
+        }
+        let Some(grants) = self.grants.get(author) else {
+            return false;
+        };
+        grants
+            .iter()
+            .any(|g| parents.iter().any(|p| *p == *g || self.precedes(*g, *p)))
+    }
+
+    fn intern(&mut self, author: NodeId) -> u32 {
+        if let Some(a) = self.author_index.get(&author) {
+            return *a;
+        }
+        let a = self.authors.len() as u32;
+        self.authors.push(author);
+        self.author_index.insert(author, a);
+        self.chains.push(Vec::new());
+        a
+    }
+
+    fn admit(&mut self, exp: Arc<Verified<Experience>>, parents: Vec<Idx>) -> Idx {
+        let author = self.intern(exp.author());
+        let mut clock = vec![0u64; self.authors.len()];
+        let mut depth = 0;
+        for p in &parents {
+            let pn = &self.nodes[*p as usize];
+            depth = depth.max(pn.depth + 1);
+            for (slot, seq) in clock.iter_mut().zip(pn.clock.iter()) {
+                *slot = (*slot).max(*seq);
+            }
+        }
+        let seq = exp.seq();
+        clock[author as usize] = clock[author as usize].max(seq);
+        let idx = self.nodes.len() as Idx;
+        for p in &parents {
+            self.heads.remove(&self.nodes[*p as usize].exp.id());
+        }
+        self.heads.insert(exp.id());
+        self.by_id.insert(exp.id(), idx);
+        for op in exp.ops() {
+            if let Op::AddMember { node } = op {
+                self.grants.entry(*node).or_default().push(idx);
+            }
+        }
+        let chain = &mut self.chains[author as usize];
+        if chain.len() < seq as usize {
+            chain.resize_with(seq as usize, Vec::new);
+        }
+        chain[seq as usize - 1].push(idx);
+        self.nodes.push(Node {
+            exp,
+            author,
+            depth,
+            parents: parents.into_boxed_slice(),
+            clock: clock.into_boxed_slice(),
+        });
+        idx
+    }
+
+    fn admit_with_fork(&mut self, exp: Arc<Verified<Experience>>) -> (Idx, Option<ForkProof>) {
+        let parents: Vec<Idx> = exp.parents().map(|p| self.by_id[p]).collect();
+        let idx = self.admit(exp, parents);
+        let node = &self.nodes[idx as usize];
+        let (author, seq) = (node.author, node.exp.seq());
+        let at_seq = &self.chains[author as usize][seq as usize - 1];
+        if at_seq.len() < 2 {
+            return (idx, None);
+        }
+        let proof = ForkProof::new(self.get(at_seq[0]), self.get(idx));
+        let lowest = self.forked.entry(author).or_insert(seq);
+        *lowest = (*lowest).min(seq);
+        self.forks.push(proof.clone());
+        (idx, Some(proof))
+    }
+
+    /// Set union: inserts everything `other` has (admitted and parked) that `self` lacks.
+    /// Errors are the rules refusing one of `other`'s experiences; the rest still merge.
+    pub fn merge(&mut self, other: &Lattice) -> Inserted {
+        let mut total = Inserted::default();
+        let parked = other.parked.values();
+        for exp in other.nodes.iter().map(|n| &n.exp).chain(parked) {
+            if exp.header().is_genesis() {
+                continue;
+            }
+            match self.insert_arc(exp.clone()) {
+                Ok(r) => {
+                    total.admitted.extend(r.admitted);
+                    total.rejected.extend(r.rejected);
+                    total.forks.extend(r.forks);
+                }
+                Err(e) => total.rejected.push(e),
+            }
+        }
+        total
+    }
+
+    /// The dense clock of a node, for the fold's fast cut tests.
+    pub(crate) fn dense_clock(&self, idx: Idx) -> &[u64] {
+        &self.nodes[idx as usize].clock
+    }
+
+    /// Dense form of a clock (authors this lattice has not seen are dropped: nothing of
+    /// theirs is here).
+    pub(crate) fn densify(&self, clock: &VectorClock) -> Vec<u64> {
+        self.authors.iter().map(|a| clock.get(a)).collect()
+    }
+
+    /// Author index and seq of an experience.
+    pub(crate) fn author_seq(&self, idx: Idx) -> (u32, u64) {
+        let n = &self.nodes[idx as usize];
+        (n.author, n.exp.seq())
+    }
+
+    /// The experiences of author index `a` with seq in `from..=to`.
+    pub(crate) fn chain_range(&self, a: u32, from: u64, to: u64) -> impl Iterator<Item = Idx> {
+        let chain = &self.chains[a as usize];
+        let lo = (from.max(1) - 1) as usize;
+        let hi = (to as usize).min(chain.len());
+        chain[lo.min(hi)..hi].iter().flatten().copied()
+    }
+
+    /// Lowest forked seq of an author index.
+    pub(crate) fn fork_seq(&self, a: u32) -> Option<u64> {
+        self.forked.get(&a).copied()
+    }
+
+    /// Index of an author, if seen.
+    pub(crate) fn author_idx(&self, node: &NodeId) -> Option<u32> {
+        self.author_index.get(node).copied()
+    }
+
+    /// Number of authors seen.
+    pub(crate) fn author_count(&self) -> usize {
+        self.authors.len()
+    }
+}
+
+/// `clock[a]`, 0 past the end.
+pub(crate) fn clock_at(clock: &[u64], a: u32) -> u64 {
+    clock.get(a as usize).copied().unwrap_or(0)
+}
+
+/// Pointwise `x ≤ y` of dense clocks.
+pub(crate) fn dense_le(x: &[u64], y: &[u64]) -> bool {
+    x.iter()
+        .enumerate()
+        .all(|(a, s)| *s <= y.get(a).copied().unwrap_or(0))
+}

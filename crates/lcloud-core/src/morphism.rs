@@ -1,0 +1,210 @@
+//! Morphisms: pure functions `(state, op, context) -> state | rejection`, named by a stable
+//! content id. The document CRDT is the built-in commutative morphism (see [`crate::doc`]);
+//! `call` ops go to order-sensitive morphisms such as the built-in [`Ledger`], and WASM
+//! contracts plug in behind the same trait.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use crate::id::{Id, NodeId};
+use crate::value::Value;
+
+/// What a morphism may know about the op it applies: nothing from the outside world.
+#[derive(Clone, Debug)]
+pub struct CallContext {
+    /// The experience's author.
+    pub author: NodeId,
+    /// The experience's seq.
+    pub seq: u64,
+    /// The experience id.
+    pub exp: Id,
+    /// The op's index in the experience.
+    pub op: u32,
+    /// The fuel limit from the signed header, if any.
+    pub fuel: Option<u64>,
+}
+
+/// A deterministic refusal: the same op is refused for the same reason on every node.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Rejection(pub String);
+
+/// A pure state transition.
+pub trait Morphism: Send + Sync {
+    /// The stable content id that names this morphism.
+    fn id(&self) -> Id;
+    /// A human name.
+    fn name(&self) -> &str;
+    /// The state before any call.
+    fn initial(&self) -> Value {
+        Value::map()
+    }
+    /// Applies `args` to `state`, or refuses. Must be a pure function of its inputs.
+    fn apply(&self, state: &Value, args: &Value, ctx: &CallContext) -> Result<Value, Rejection>;
+}
+
+/// The morphisms a replica knows, by id. Every node must hold the same set for the same
+/// cloud (built-ins are always present; contracts are named by experiences).
+#[derive(Clone, Default)]
+pub struct Registry {
+    by_id: BTreeMap<Id, Arc<dyn Morphism>>,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.by_id.values().map(|m| m.name().to_owned()))
+            .finish()
+    }
+}
+
+impl Registry {
+    /// The built-in morphisms.
+    pub fn builtin() -> Registry {
+        let mut r = Registry::default();
+        r.register(Arc::new(Ledger));
+        r
+    }
+
+    /// Adds a morphism.
+    pub fn register(&mut self, m: Arc<dyn Morphism>) {
+        self.by_id.insert(m.id(), m);
+    }
+
+    /// Looks one up.
+    pub fn get(&self, id: &Id) -> Option<&Arc<dyn Morphism>> {
+        self.by_id.get(id)
+    }
+}
+
+/// A content id for a built-in morphism: BLAKE3 of its versioned name.
+pub fn builtin_id(name: &str) -> Id {
+    Id::hash(format!("lcloud/builtin/{name}").as_bytes())
+}
+
+/// An order-sensitive built-in: accounts with balances that may not go negative.
+///
+/// Args: `{"op": "deposit" | "withdraw", "account": A, "amount": N}` or
+/// `{"op": "transfer", "from": A, "to": B, "amount": N}`. A withdrawal or transfer beyond
+/// the balance is rejected as an overdraft, which is why the order of concurrent calls
+/// matters and why this morphism folds in canonical order.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Ledger;
+
+impl Ledger {
+    /// The ledger's content id.
+    pub fn id() -> Id {
+        builtin_id("ledger/v1")
+    }
+}
+
+fn field<'a>(args: &'a Value, key: &str) -> Result<&'a Value, Rejection> {
+    match args {
+        Value::Map(m) => m
+            .get(key)
+            .ok_or_else(|| Rejection(format!("missing argument {key:?}"))),
+        _ => Err(Rejection("arguments must be a map".into())),
+    }
+}
+
+fn str_field<'a>(args: &'a Value, key: &str) -> Result<&'a str, Rejection> {
+    match field(args, key)? {
+        Value::Str(s) => Ok(s),
+        other => Err(Rejection(format!("{key:?} must be a string, not {}", other.kind()))),
+    }
+}
+
+fn amount(args: &Value) -> Result<i64, Rejection> {
+    match field(args, "amount")? {
+        Value::Int(n) if *n > 0 => Ok(*n),
+        _ => Err(Rejection("\"amount\" must be a positive integer".into())),
+    }
+}
+
+impl Morphism for Ledger {
+    fn id(&self) -> Id {
+        Ledger::id()
+    }
+    fn name(&self) -> &str {
+        "ledger/v1"
+    }
+    fn apply(&self, state: &Value, args: &Value, _: &CallContext) -> Result<Value, Rejection> {
+        let Value::Map(accounts) = state else {
+            return Err(Rejection("ledger state is not a map".into()));
+        };
+        let mut accounts = accounts.clone();
+        let balance = |accounts: &BTreeMap<String, Value>, a: &str| match accounts.get(a) {
+            Some(Value::Int(n)) => *n,
+            _ => 0,
+        };
+        let n = amount(args)?;
+        match str_field(args, "op")? {
+            "deposit" => {
+                let a = str_field(args, "account")?;
+                let b = balance(&accounts, a)
+                    .checked_add(n)
+                    .ok_or_else(|| Rejection("balance overflow".into()))?;
+                accounts.insert(a.to_owned(), Value::Int(b));
+            }
+            "withdraw" => {
+                let a = str_field(args, "account")?;
+                let b = balance(&accounts, a);
+                if b < n {
+                    return Err(Rejection(format!("overdraft: {a} has {b}, needs {n}")));
+                }
+                accounts.insert(a.to_owned(), Value::Int(b - n));
+            }
+            "transfer" => {
+                let (from, to) = (str_field(args, "from")?, str_field(args, "to")?);
+                let b = balance(&accounts, from);
+                if b < n {
+                    return Err(Rejection(format!("overdraft: {from} has {b}, needs {n}")));
+                }
+                accounts.insert(from.to_owned(), Value::Int(b - n));
+                let t = balance(&accounts, to)
+                    .checked_add(n)
+                    .ok_or_else(|| Rejection("balance overflow".into()))?;
+                accounts.insert(to.to_owned(), Value::Int(t));
+            }
+            other => return Err(Rejection(format!("unknown ledger op {other:?}"))),
+        }
+        Ok(Value::Map(accounts))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ctx() -> CallContext {
+        CallContext {
+            author: NodeId([0; 32]),
+            seq: 1,
+            exp: Id([0; 32]),
+            op: 0,
+            fuel: None,
+        }
+    }
+
+    fn args(json: &str) -> Value {
+        Value::from_json(&serde_json::from_str(json).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn overdraft_is_rejected() {
+        let l = Ledger;
+        let s = l
+            .apply(&l.initial(), &args(r#"{"op":"deposit","account":"a","amount":5}"#), &ctx())
+            .unwrap();
+        let err = l
+            .apply(&s, &args(r#"{"op":"withdraw","account":"a","amount":6}"#), &ctx())
+            .unwrap_err();
+        assert!(err.0.contains("overdraft"));
+        let s = l
+            .apply(&s, &args(r#"{"op":"transfer","from":"a","to":"b","amount":5}"#), &ctx())
+            .unwrap();
+        assert_eq!(s, args(r#"{"a":0,"b":5}"#));
+        assert!(l.apply(&s, &args(r#"{"op":"x","amount":1}"#), &ctx()).is_err());
+        assert!(l.apply(&s, &args(r#"{"op":"deposit","account":"a","amount":0}"#), &ctx()).is_err());
+    }
+}

@@ -1,0 +1,376 @@
+//! Ops: the small, compactly encoded instructions an experience carries, and document paths.
+
+use std::fmt;
+
+use serde::de::{self, SeqAccess, Visitor};
+use serde::ser::SerializeTuple;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::id::{Id, NodeId};
+use crate::value::Value;
+
+/// Most segments in one path.
+pub const PATH_SEGMENTS_MAX: usize = 32;
+/// Longest path segment, in bytes.
+pub const PATH_SEGMENT_BYTES_MAX: usize = 256;
+
+/// A path into the document: a list of map keys. Written as a JSON Pointer (RFC 6901), e.g.
+/// `/users/alice/visits`; the empty pointer `""` is the document root.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Path(pub Vec<String>);
+
+/// Why a path was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PathError {
+    /// A non-empty JSON Pointer must start with `/`.
+    #[error("path {0:?} must be empty or start with '/'")]
+    NoLeadingSlash(String),
+    /// `~` must be followed by `0` or `1`.
+    #[error("path {0:?} has a '~' not followed by 0 or 1")]
+    BadEscape(String),
+    /// Too many segments.
+    #[error("path has {0} segments, at most {PATH_SEGMENTS_MAX} allowed")]
+    TooDeep(usize),
+    /// A segment is too long.
+    #[error("path segment of {0} bytes, at most {PATH_SEGMENT_BYTES_MAX} allowed")]
+    SegmentTooLong(usize),
+}
+
+impl Path {
+    /// The document root.
+    pub fn root() -> Path {
+        Path(Vec::new())
+    }
+
+    /// Parses an RFC 6901 JSON Pointer.
+    ///
+    /// ```
+    /// use lcloud_core::Path;
+    /// let p = Path::parse("/users/a~1b/visits").unwrap();
+    /// assert_eq!(p.0, ["users", "a/b", "visits"]);
+    /// assert_eq!(p.to_string(), "/users/a~1b/visits");
+    /// ```
+    pub fn parse(pointer: &str) -> Result<Path, PathError> {
+        if pointer.is_empty() {
+            return Ok(Path::root());
+        }
+        let Some(rest) = pointer.strip_prefix('/') else {
+            return Err(PathError::NoLeadingSlash(pointer.to_owned()));
+        };
+        let mut segments = Vec::new();
+        for raw in rest.split('/') {
+            segments.push(unescape(raw).ok_or_else(|| PathError::BadEscape(pointer.to_owned()))?);
+        }
+        let path = Path(segments);
+        path.check()?;
+        Ok(path)
+    }
+
+    /// Checks the size bounds.
+    pub fn check(&self) -> Result<(), PathError> {
+        if self.0.len() > PATH_SEGMENTS_MAX {
+            return Err(PathError::TooDeep(self.0.len()));
+        }
+        match self.0.iter().find(|s| s.len() > PATH_SEGMENT_BYTES_MAX) {
+            Some(s) => Err(PathError::SegmentTooLong(s.len())),
+            None => Ok(()),
+        }
+    }
+
+    /// Whether `self` is `prefix` or lies below it.
+    pub fn starts_with(&self, prefix: &Path) -> bool {
+        self.0.starts_with(&prefix.0)
+    }
+
+    /// This path extended by one key.
+    pub fn child(&self, key: &str) -> Path {
+        let mut segments = self.0.clone();
+        segments.push(key.to_owned());
+        Path(segments)
+    }
+}
+
+fn unescape(raw: &str) -> Option<String> {
+    let mut out = String::with_capacity(raw.len());
+    let mut chars = raw.chars();
+    while let Some(c) = chars.next() {
+        if c == '~' {
+            match chars.next() {
+                Some('0') => out.push('~'),
+                Some('1') => out.push('/'),
+                _ => return None,
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    Some(out)
+}
+
+impl fmt::Display for Path {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for segment in &self.0 {
+            write!(f, "/{}", segment.replace('~', "~0").replace('/', "~1"))?;
+        }
+        Ok(())
+    }
+}
+
+/// What the cloud does with an author's experiences once that author has forked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum ForkPolicy {
+    /// Both branches fold as concurrent experiences (the default).
+    #[default]
+    Concurrent,
+    /// The forked author's ops from the fork point on are left out of the fold.
+    Quarantine,
+}
+
+/// The body of a genesis experience: what a cloud is when it begins.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Genesis {
+    /// A human name for the cloud.
+    pub name: String,
+    /// The initial document (a map, usually empty).
+    pub init: Value,
+    /// Who may write besides the creator; `None` means the cloud is open to anyone.
+    pub members: Option<Vec<NodeId>>,
+    /// What happens when an author forks.
+    pub fork_policy: ForkPolicy,
+}
+
+/// One instruction in an experience.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Op {
+    /// Register write: `path` holds `value` (maps are written key by key).
+    Set {
+        /// Where.
+        path: Path,
+        /// What.
+        value: Value,
+    },
+    /// Removes everything at and below `path` that this experience has seen.
+    Del {
+        /// Where.
+        path: Path,
+    },
+    /// PN-counter increment (negative to decrement).
+    Incr {
+        /// Where.
+        path: Path,
+        /// By how much.
+        by: i64,
+    },
+    /// Adds `value` to the add-wins set at `path`.
+    Add {
+        /// Where.
+        path: Path,
+        /// The element.
+        value: Value,
+    },
+    /// Removes the adds of `value` this experience has seen from the set at `path`.
+    Remove {
+        /// Where.
+        path: Path,
+        /// The element.
+        value: Value,
+    },
+    /// Calls an order-sensitive morphism, named by its content id.
+    Call {
+        /// Which morphism.
+        morphism: Id,
+        /// Its arguments.
+        args: Value,
+    },
+    /// Only in a genesis experience, as its single op.
+    Genesis(Genesis),
+    /// Lets `node` write (only admins: the genesis author).
+    AddMember {
+        /// The new member.
+        node: NodeId,
+    },
+}
+
+impl Op {
+    /// The document path this op touches, if any.
+    pub fn path(&self) -> Option<&Path> {
+        match self {
+            Op::Set { path, .. }
+            | Op::Del { path }
+            | Op::Incr { path, .. }
+            | Op::Add { path, .. }
+            | Op::Remove { path, .. } => Some(path),
+            _ => None,
+        }
+    }
+
+    /// A short name, as used in the CLI and in `lcloud batch` lines.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Op::Set { .. } => "set",
+            Op::Del { .. } => "del",
+            Op::Incr { .. } => "incr",
+            Op::Add { .. } => "add",
+            Op::Remove { .. } => "remove",
+            Op::Call { .. } => "call",
+            Op::Genesis(_) => "genesis",
+            Op::AddMember { .. } => "add_member",
+        }
+    }
+}
+
+// Wire tags. Never renumber: they are part of format version 1.
+const TAG_SET: u8 = 0;
+const TAG_DEL: u8 = 1;
+const TAG_INCR: u8 = 2;
+const TAG_ADD: u8 = 3;
+const TAG_REMOVE: u8 = 4;
+const TAG_CALL: u8 = 5;
+const TAG_GENESIS: u8 = 6;
+const TAG_ADD_MEMBER: u8 = 7;
+
+impl Serialize for Op {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Op::Set { path, value } => (TAG_SET, path, value).serialize(s),
+            Op::Del { path } => (TAG_DEL, path).serialize(s),
+            Op::Incr { path, by } => (TAG_INCR, path, by).serialize(s),
+            Op::Add { path, value } => (TAG_ADD, path, value).serialize(s),
+            Op::Remove { path, value } => (TAG_REMOVE, path, value).serialize(s),
+            Op::Call { morphism, args } => (TAG_CALL, morphism, args).serialize(s),
+            Op::AddMember { node } => (TAG_ADD_MEMBER, node).serialize(s),
+            Op::Genesis(g) => {
+                let mut t = s.serialize_tuple(5)?;
+                t.serialize_element(&TAG_GENESIS)?;
+                t.serialize_element(&g.name)?;
+                t.serialize_element(&g.init)?;
+                t.serialize_element(&g.members)?;
+                t.serialize_element(&match g.fork_policy {
+                    ForkPolicy::Concurrent => 0u8,
+                    ForkPolicy::Quarantine => 1u8,
+                })?;
+                t.end()
+            }
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Op {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_seq(OpVisitor)
+    }
+}
+
+struct OpVisitor;
+
+fn next<'de, A: SeqAccess<'de>, T: Deserialize<'de>>(seq: &mut A, what: &str) -> Result<T, A::Error> {
+    seq.next_element()?
+        .ok_or_else(|| de::Error::custom(format!("op is missing its {what}")))
+}
+
+impl<'de> Visitor<'de> for OpVisitor {
+    type Value = Op;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an op: [tag, fields…]")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Op, A::Error> {
+        let tag: u8 = next(&mut seq, "tag")?;
+        let op = match tag {
+            TAG_SET => Op::Set {
+                path: next(&mut seq, "path")?,
+                value: next(&mut seq, "value")?,
+            },
+            TAG_DEL => Op::Del {
+                path: next(&mut seq, "path")?,
+            },
+            TAG_INCR => Op::Incr {
+                path: next(&mut seq, "path")?,
+                by: next(&mut seq, "amount")?,
+            },
+            TAG_ADD => Op::Add {
+                path: next(&mut seq, "path")?,
+                value: next(&mut seq, "value")?,
+            },
+            TAG_REMOVE => Op::Remove {
+                path: next(&mut seq, "path")?,
+                value: next(&mut seq, "value")?,
+            },
+            TAG_CALL => Op::Call {
+                morphism: next(&mut seq, "morphism")?,
+                args: next(&mut seq, "args")?,
+            },
+            TAG_ADD_MEMBER => Op::AddMember {
+                node: next(&mut seq, "node")?,
+            },
+            TAG_GENESIS => Op::Genesis(Genesis {
+                name: next(&mut seq, "name")?,
+                init: next(&mut seq, "initial value")?,
+                members: next(&mut seq, "members")?,
+                fork_policy: match next::<A, u8>(&mut seq, "fork policy")? {
+                    0 => ForkPolicy::Concurrent,
+                    1 => ForkPolicy::Quarantine,
+                    other => {
+                        return Err(de::Error::custom(format!("unknown fork policy {other}")));
+                    }
+                },
+            }),
+            other => return Err(de::Error::custom(format!("unknown op tag {other}"))),
+        };
+        if seq.next_element::<de::IgnoredAny>()?.is_some() {
+            return Err(de::Error::custom("op has extra fields"));
+        }
+        Ok(op)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::{from_canonical, to_canonical};
+
+    #[test]
+    fn ops_round_trip_compactly() {
+        let ops = vec![
+            Op::Set {
+                path: Path::parse("/a/b").unwrap(),
+                value: Value::Int(1),
+            },
+            Op::Del { path: Path::root() },
+            Op::Incr {
+                path: Path::parse("/n").unwrap(),
+                by: -3,
+            },
+            Op::Genesis(Genesis {
+                name: "c".into(),
+                init: Value::map(),
+                members: Some(vec![NodeId([1; 32])]),
+                fork_policy: ForkPolicy::Quarantine,
+            }),
+        ];
+        let bytes = to_canonical(&ops);
+        let back: Vec<Op> = from_canonical(&bytes).unwrap();
+        assert_eq!(back, ops);
+        // [0, ["a","b"], 1] is 8 bytes: the per-op overhead is a few bytes.
+        assert_eq!(to_canonical(&ops[0]).len(), 8);
+    }
+
+    #[test]
+    fn unknown_tag_and_extra_fields_are_refused() {
+        assert!(from_canonical::<Op>(&to_canonical(&(9u8, 1u8))).is_err());
+        assert!(from_canonical::<Op>(&to_canonical(&(TAG_DEL, Path::root(), 1u8))).is_err());
+    }
+
+    #[test]
+    fn path_parsing() {
+        assert_eq!(Path::parse("").unwrap(), Path::root());
+        assert!(matches!(Path::parse("a"), Err(PathError::NoLeadingSlash(_))));
+        assert!(matches!(Path::parse("/a~2"), Err(PathError::BadEscape(_))));
+        assert_eq!(Path::parse("/").unwrap().0, [""]);
+        let deep = "/x".repeat(40);
+        assert!(matches!(Path::parse(&deep), Err(PathError::TooDeep(40))));
+    }
+}

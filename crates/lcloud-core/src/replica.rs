@@ -1,0 +1,512 @@
+//! A replica of one cloud: the lattice, the incrementally maintained fold, checkpoints, and
+//! the views built on them (time travel, one node's chain, perspective, without a node, diff,
+//! the stable frontier).
+
+use std::sync::OnceLock;
+
+use ed25519_consensus::SigningKey;
+
+use crate::clock::VectorClock;
+use crate::doc::Doc;
+use crate::experience::{Draft, Experience, Verified};
+use crate::fold::{OrderedFold, State, apply_doc, has_calls};
+use crate::id::{Id, NodeId};
+use crate::lattice::{Idx, InsertError, Inserted, Lattice, clock_at, dense_le};
+use crate::morphism::Registry;
+use crate::op::{ForkPolicy, Op, Path};
+use crate::value::Value;
+
+/// Most document checkpoints kept; past this, every other one is dropped and the spacing
+/// doubles, so a cut never replays more than about 1/128 of the history.
+const CHECKPOINTS_MAX: usize = 256;
+/// Ops between document checkpoints at the start.
+const CHECKPOINT_OPS_MIN: usize = 1024;
+
+/// A causal cut, named by a clock or by heads.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Cut {
+    /// Every experience whose clock is ≤ this clock.
+    Clock(VectorClock),
+    /// These experiences and their causal past.
+    Heads(Vec<Id>),
+}
+
+/// What to fold: a cut (default: everything) and optionally a node left out.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct View {
+    /// The cut; `None` is the whole lattice.
+    pub cut: Option<Cut>,
+    /// Leave out this node's ops (its experiences stay as links; see ARCHITECTURE.md).
+    pub without: Option<NodeId>,
+}
+
+/// Why a view could not be made.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ViewError {
+    /// A head is not in the lattice.
+    #[error("unknown experience {0}")]
+    UnknownExperience(Id),
+    /// The clock asks for more of a chain than this replica has.
+    #[error("clock asks for {node}:{asked}, but this replica has only {node}:{known}")]
+    ClockAhead {
+        /// The node.
+        node: NodeId,
+        /// Seq asked for.
+        asked: u64,
+        /// Seq known.
+        known: u64,
+    },
+}
+
+/// One difference between two documents.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Change {
+    /// Where.
+    pub path: Path,
+    /// The value in the first cut (`None`: absent).
+    pub before: Option<Value>,
+    /// The value in the second cut (`None`: absent).
+    pub after: Option<Value>,
+}
+
+#[derive(Clone, Debug)]
+struct Checkpoint {
+    /// Covers arrival indexes `0..upto`.
+    upto: usize,
+    /// Dense join of their clocks.
+    clock: Vec<u64>,
+    doc: Doc,
+}
+
+/// A replica of one cloud.
+#[derive(Clone, Debug)]
+pub struct Replica {
+    lattice: Lattice,
+    registry: Registry,
+    doc: Doc,
+    ordered: OrderedFold,
+    checkpoints: Vec<Checkpoint>,
+    checkpoint_ops: usize,
+    ops_since: usize,
+    frontier: Vec<u64>,
+    root: OnceLock<Id>,
+}
+
+struct CutSet {
+    clock: Vec<u64>,
+    exact: Option<Vec<bool>>,
+}
+
+impl Replica {
+    /// A replica holding only `genesis`, with the built-in morphisms.
+    pub fn new(genesis: Verified<Experience>) -> Result<Replica, InsertError> {
+        Replica::with_registry(genesis, Registry::builtin())
+    }
+
+    /// A replica with a given morphism registry.
+    pub fn with_registry(
+        genesis: Verified<Experience>,
+        registry: Registry,
+    ) -> Result<Replica, InsertError> {
+        let lattice = Lattice::new(genesis)?;
+        let mut r = Replica {
+            lattice,
+            registry,
+            doc: Doc::default(),
+            ordered: OrderedFold::default(),
+            checkpoints: Vec::new(),
+            checkpoint_ops: CHECKPOINT_OPS_MIN,
+            ops_since: 0,
+            frontier: Vec::new(),
+            root: OnceLock::new(),
+        };
+        r.fold_admitted(&[0]);
+        Ok(r)
+    }
+
+    /// The lattice.
+    pub fn lattice(&self) -> &Lattice {
+        &self.lattice
+    }
+
+    /// The cloud id.
+    pub fn cloud(&self) -> Id {
+        self.lattice.cloud()
+    }
+
+    /// Inserts a verified experience and folds whatever it admits.
+    pub fn insert(&mut self, exp: Verified<Experience>) -> Result<Inserted, InsertError> {
+        let out = self.lattice.insert(exp)?;
+        self.after_insert(&out);
+        Ok(out)
+    }
+
+    /// Set union with another replica of the same cloud.
+    pub fn merge(&mut self, other: &Replica) -> Inserted {
+        let out = self.lattice.merge(&other.lattice);
+        self.after_insert(&out);
+        out
+    }
+
+    fn after_insert(&mut self, out: &Inserted) {
+        if out.admitted.is_empty() {
+            return;
+        }
+        self.root = OnceLock::new();
+        let quarantine = self.lattice.rules().fork_policy == ForkPolicy::Quarantine;
+        if quarantine && !out.forks.is_empty() {
+            // A fork retroactively removes the author's ops from the fork point: refold.
+            self.rebuild();
+        } else {
+            self.fold_admitted(&out.admitted);
+        }
+    }
+
+    fn rebuild(&mut self) {
+        self.doc = Doc::default();
+        self.ordered = OrderedFold::default();
+        self.checkpoints.clear();
+        self.checkpoint_ops = CHECKPOINT_OPS_MIN;
+        self.ops_since = 0;
+        self.frontier.clear();
+        let all: Vec<Idx> = (0..self.lattice.len() as Idx).collect();
+        self.fold_admitted(&all);
+    }
+
+    fn fold_admitted(&mut self, admitted: &[Idx]) {
+        for &idx in admitted {
+            let (author, seq) = self.lattice.author_seq(idx);
+            if self.frontier.len() <= author as usize {
+                self.frontier.resize(author as usize + 1, 0);
+            }
+            let slot = &mut self.frontier[author as usize];
+            *slot = (*slot).max(seq);
+            if !self.skipped(idx) {
+                apply_doc(&mut self.doc, &self.lattice, idx);
+                if has_calls(&self.lattice, idx) {
+                    self.ordered.insert(&self.registry, &self.lattice, idx);
+                }
+            }
+            self.ops_since += self.lattice.get(idx).ops().len();
+            if self.ops_since >= self.checkpoint_ops {
+                self.push_checkpoint(idx as usize + 1);
+            }
+        }
+    }
+
+    fn push_checkpoint(&mut self, upto: usize) {
+        self.ops_since = 0;
+        self.checkpoints.push(Checkpoint {
+            upto,
+            clock: self.frontier.clone(),
+            doc: self.doc.clone(),
+        });
+        if self.checkpoints.len() > CHECKPOINTS_MAX {
+            let mut i = 0;
+            self.checkpoints.retain(|_| {
+                i += 1;
+                i % 2 == 0
+            });
+            self.checkpoint_ops *= 2;
+        }
+    }
+
+    /// Whether the fold leaves out `idx` under the cloud's fork rule.
+    fn skipped(&self, idx: Idx) -> bool {
+        if self.lattice.rules().fork_policy != ForkPolicy::Quarantine {
+            return false;
+        }
+        let (author, seq) = self.lattice.author_seq(idx);
+        self.lattice.fork_seq(author).is_some_and(|s| seq >= s)
+    }
+
+    /// The current folded state.
+    pub fn state(&self) -> State {
+        State {
+            doc: self.doc.clone(),
+            ordered: self.ordered.state.clone(),
+        }
+    }
+
+    /// The current document.
+    pub fn document(&self) -> Value {
+        self.doc.materialize(&Path::root()).unwrap_or(Value::Null)
+    }
+
+    /// The current state root (cached until the next insert).
+    pub fn root(&self) -> Id {
+        *self.root.get_or_init(|| self.state().root())
+    }
+
+    /// How many rewinds the order-sensitive fold has done.
+    pub fn rewinds(&self) -> u64 {
+        self.ordered.rewinds
+    }
+
+    /// The next experience `author` would write: seq, prev and deps filled in.
+    pub fn draft(&self, author: &NodeId, ops: Vec<Op>) -> Draft {
+        let tip = self.lattice.tip(author).map(|i| self.lattice.get(i));
+        let deps: Vec<Id> = self
+            .lattice
+            .heads()
+            .iter()
+            .filter(|h| {
+                self.lattice
+                    .experience(h)
+                    .is_some_and(|e| e.author() != *author)
+            })
+            .copied()
+            .collect();
+        Draft {
+            cloud: self.cloud(),
+            seq: tip.map_or(1, |t| t.seq() + 1),
+            prev: tip.map(|t| t.id()),
+            deps,
+            ops,
+            root: None,
+            fuel: None,
+        }
+    }
+
+    /// Signs `ops` as the next experience of `key`'s chain and inserts it.
+    pub fn write(
+        &mut self,
+        key: &SigningKey,
+        ops: Vec<Op>,
+    ) -> Result<Verified<Experience>, InsertError> {
+        let author = NodeId(key.verification_key().to_bytes());
+        let exp = Experience::sign(self.draft(&author, ops), key);
+        self.insert(exp.clone())?;
+        Ok(exp)
+    }
+
+    /// Folds a view: a cut, optionally without one node.
+    pub fn view(&self, view: &View) -> Result<State, ViewError> {
+        let cut = match &view.cut {
+            Some(c) => Some(self.resolve(c)?),
+            None => None,
+        };
+        let without = view.without.and_then(|n| self.lattice.author_idx(&n));
+        if view.without.is_some() && without.is_none() {
+            // A node with no experiences here: leaving it out changes nothing.
+            return self.view(&View {
+                cut: view.cut.clone(),
+                without: None,
+            });
+        }
+        let included = |i: Idx| {
+            !self.skipped(i)
+                && cut.as_ref().is_none_or(|c| self.in_cut(c, i))
+                && without.is_none_or(|w| self.lattice.author_seq(i).0 != w)
+        };
+        let doc = match (&cut, without) {
+            (None, None) => self.doc.clone(),
+            (Some(c), None) => self.doc_at(c, &included),
+            (_, Some(_)) => {
+                let mut doc = Doc::default();
+                for i in (0..self.lattice.len() as Idx).filter(|i| included(*i)) {
+                    apply_doc(&mut doc, &self.lattice, i);
+                }
+                doc
+            }
+        };
+        let ordered = self
+            .ordered
+            .state_of(&self.registry, &self.lattice, included);
+        Ok(State { doc, ordered })
+    }
+
+    /// Time travel: the state at a cut.
+    pub fn state_at(&self, cut: &Cut) -> Result<State, ViewError> {
+        self.view(&View {
+            cut: Some(cut.clone()),
+            without: None,
+        })
+    }
+
+    /// The state `id`'s author saw when writing it: the fold of its causal past, without it.
+    pub fn perspective(&self, id: &Id) -> Result<State, ViewError> {
+        let exp = self
+            .lattice
+            .experience(id)
+            .ok_or(ViewError::UnknownExperience(*id))?;
+        let parents: Vec<Id> = exp.parents().copied().collect();
+        self.state_at(&Cut::Heads(parents))
+    }
+
+    /// The state without `node`'s ops.
+    pub fn without(&self, node: &NodeId) -> Result<State, ViewError> {
+        self.view(&View {
+            cut: None,
+            without: Some(*node),
+        })
+    }
+
+    /// The documents' differences between two views, path by path.
+    pub fn diff(&self, a: &View, b: &View) -> Result<Vec<Change>, ViewError> {
+        let before = self.view(a)?.doc.materialize(&Path::root());
+        let after = self.view(b)?.doc.materialize(&Path::root());
+        let mut out = Vec::new();
+        diff_values(&Path::root(), before.as_ref(), after.as_ref(), &mut out);
+        Ok(out)
+    }
+
+    /// Checks an experience's optional state root against this replica's fold of its past.
+    pub fn check_root(&self, id: &Id) -> Result<Option<bool>, ViewError> {
+        let exp = self
+            .lattice
+            .experience(id)
+            .ok_or(ViewError::UnknownExperience(*id))?;
+        match exp.header().root {
+            None => Ok(None),
+            Some(claimed) => Ok(Some(self.perspective(id)?.root() == claimed)),
+        }
+    }
+
+    /// All admitted experiences in canonical order: by causal depth, then by id.
+    pub fn canonical_order(&self) -> Vec<Idx> {
+        let mut order: Vec<Idx> = (0..self.lattice.len() as Idx).collect();
+        order.sort_by_key(|i| self.lattice.order_key(*i));
+        order
+    }
+
+    /// The stable frontier for `members`: the clock of the experiences every member has
+    /// acknowledged (some experience of each member depends on them). Assumes `members` is
+    /// the complete set of writers and none of them forks.
+    pub fn stable_frontier(&self, members: &[NodeId]) -> VectorClock {
+        let mut frontier: Option<VectorClock> = None;
+        for m in members {
+            let Some(tip) = self.lattice.tip(m) else {
+                return VectorClock::default();
+            };
+            let mut seen = self.lattice.clock(tip);
+            let own = seen.get(m) - 1;
+            seen.0.insert(*m, own);
+            frontier = Some(match frontier {
+                None => seen,
+                Some(f) => VectorClock(
+                    f.0.iter()
+                        .map(|(n, s)| (*n, (*s).min(seen.get(n))))
+                        .collect(),
+                ),
+            });
+        }
+        let mut f = frontier.unwrap_or_default();
+        f.0.retain(|_, s| *s > 0);
+        f
+    }
+
+    fn resolve(&self, cut: &Cut) -> Result<CutSet, ViewError> {
+        match cut {
+            Cut::Clock(c) => {
+                for (node, asked) in &c.0 {
+                    let known = self.lattice.frontier().get(node);
+                    if *asked > known {
+                        return Err(ViewError::ClockAhead {
+                            node: *node,
+                            asked: *asked,
+                            known,
+                        });
+                    }
+                }
+                Ok(CutSet {
+                    clock: self.lattice.densify(c),
+                    exact: None,
+                })
+            }
+            Cut::Heads(heads) => {
+                let mut idxs = Vec::with_capacity(heads.len());
+                for h in heads {
+                    idxs.push(self.lattice.idx(h).ok_or(ViewError::UnknownExperience(*h))?);
+                }
+                let mut clock = vec![0u64; self.lattice.author_count()];
+                for i in &idxs {
+                    for (slot, s) in clock.iter_mut().zip(self.lattice.dense_clock(*i)) {
+                        *slot = (*slot).max(*s);
+                    }
+                }
+                let exact = self.lattice.has_forks().then(|| self.ancestors(&idxs));
+                Ok(CutSet { clock, exact })
+            }
+        }
+    }
+
+    fn ancestors(&self, heads: &[Idx]) -> Vec<bool> {
+        let mut seen = vec![false; self.lattice.len()];
+        let mut stack: Vec<Idx> = heads.to_vec();
+        while let Some(i) = stack.pop() {
+            if std::mem::replace(&mut seen[i as usize], true) {
+                continue;
+            }
+            stack.extend(self.lattice.parents(i).iter().copied());
+        }
+        seen
+    }
+
+    fn in_cut(&self, cut: &CutSet, idx: Idx) -> bool {
+        match &cut.exact {
+            Some(set) => set[idx as usize],
+            None => dense_le(self.lattice.dense_clock(idx), &cut.clock),
+        }
+    }
+
+    /// The document at a cut: the latest checkpoint inside the cut, plus the rest of the cut
+    /// applied in arrival order (a topological order; the document CRDT is order-free).
+    fn doc_at(&self, cut: &CutSet, included: &impl Fn(Idx) -> bool) -> Doc {
+        let usable = |cp: &Checkpoint| {
+            dense_le(&cp.clock, &cut.clock)
+                && cut
+                    .exact
+                    .as_ref()
+                    .is_none_or(|set| set[..cp.upto].iter().all(|b| *b))
+        };
+        // Checkpoints cover growing prefixes, so usability is monotone: binary search.
+        let n = self.checkpoints.partition_point(usable);
+        let (mut doc, upto, base_clock) = match n.checked_sub(1).map(|i| &self.checkpoints[i]) {
+            Some(cp) => (cp.doc.clone(), cp.upto, cp.clock.clone()),
+            None => (Doc::default(), 0, Vec::new()),
+        };
+        let mut rest: Vec<Idx> = if cut.exact.is_none() && !self.lattice.has_forks() {
+            // Walk each chain from the checkpoint's clock up to the cut's clock.
+            let mut rest = Vec::new();
+            for (a, to) in cut.clock.iter().enumerate() {
+                let from = clock_at(&base_clock, a as u32) + 1;
+                for i in self.lattice.chain_range(a as u32, from, *to) {
+                    if !self.in_cut(cut, i) {
+                        break;
+                    }
+                    rest.push(i);
+                }
+            }
+            rest.sort_unstable();
+            rest
+        } else {
+            (upto as Idx..self.lattice.len() as Idx)
+                .filter(|i| self.in_cut(cut, *i))
+                .collect()
+        };
+        rest.retain(|i| *i as usize >= upto && included(*i));
+        for i in rest {
+            apply_doc(&mut doc, &self.lattice, i);
+        }
+        doc
+    }
+}
+
+fn diff_values(path: &Path, a: Option<&Value>, b: Option<&Value>, out: &mut Vec<Change>) {
+    match (a, b) {
+        (Some(Value::Map(x)), Some(Value::Map(y))) => {
+            let keys: std::collections::BTreeSet<&String> = x.keys().chain(y.keys()).collect();
+            for k in keys {
+                diff_values(&path.child(k), x.get(k), y.get(k), out);
+            }
+        }
+        (x, y) if x == y => {}
+        (x, y) => out.push(Change {
+            path: path.clone(),
+            before: x.cloned(),
+            after: y.cloned(),
+        }),
+    }
+}
