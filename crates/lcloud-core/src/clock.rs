@@ -85,8 +85,8 @@ impl VectorClock {
                 .trim()
                 .parse()
                 .map_err(|_| ClockParseError::BadSeq(entry.to_owned()))?;
-            let node =
-                resolve(name.trim()).ok_or_else(|| ClockParseError::UnknownNode(name.to_owned()))?;
+            let node = resolve(name.trim())
+                .ok_or_else(|| ClockParseError::UnknownNode(name.to_owned()))?;
             if clock.0.insert(node, seq).is_some() {
                 return Err(ClockParseError::Duplicate(name.to_owned()));
             }
@@ -143,7 +143,10 @@ mod tests {
             VectorClock::parse("A:1,A:2", resolve),
             Err(ClockParseError::Duplicate(_))
         ));
-        assert_eq!(VectorClock::parse("", resolve).unwrap(), VectorClock::default());
+        assert_eq!(
+            VectorClock::parse("", resolve).unwrap(),
+            VectorClock::default()
+        );
     }
 
     #[test]

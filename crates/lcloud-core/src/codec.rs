@@ -222,8 +222,14 @@ mod tests {
         assert!(precheck(&bytes).is_ok());
         bytes.push(0);
         assert_eq!(precheck(&bytes), Err(DecodeError::TrailingBytes(1)));
-        assert_eq!(precheck(&[0x82, 0x01, 0x18]), Err(DecodeError::Truncated(2)));
-        assert!(matches!(precheck(&[0x82, 0x01]), Err(DecodeError::LengthTooLarge { .. })));
+        assert_eq!(
+            precheck(&[0x82, 0x01, 0x18]),
+            Err(DecodeError::Truncated(2))
+        );
+        assert!(matches!(
+            precheck(&[0x82, 0x01]),
+            Err(DecodeError::LengthTooLarge { .. })
+        ));
     }
 
     #[test]

@@ -9,8 +9,10 @@
 //! topological order: the document morphism is commutative and ops apply on arrival.
 
 use std::collections::BTreeMap;
+use std::ops::Bound;
+use std::sync::Arc;
 
-use imbl::{OrdMap, OrdSet};
+use imbl::OrdMap;
 use serde::Serialize;
 
 use crate::id::Id;
@@ -42,16 +44,19 @@ pub trait Observer {
 }
 
 /// Everything at one path.
+///
+/// Registers are a short sorted vector (usually one entry); increments and set elements,
+/// which can grow large, are persistent maps so that a checkpoint never copies them whole.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Leaf {
-    /// Surviving register writes; the greatest dot is the winner.
-    pub regs: OrdMap<Dot, Value>,
+    /// Surviving register writes, sorted by dot; the last (greatest) is the winner.
+    pub regs: Vec<(Dot, Value)>,
     /// Surviving increments.
     pub incs: OrdMap<Dot, i64>,
     /// Cached sum of `incs`.
     pub inc_sum: i128,
-    /// Set elements by canonical bytes, with the adds that keep them alive.
-    pub elems: OrdMap<Vec<u8>, OrdSet<Dot>>,
+    /// Set elements by canonical bytes, with the adds (sorted dots) that keep them alive.
+    pub elems: OrdMap<Vec<u8>, Vec<Dot>>,
 }
 
 impl Leaf {
@@ -61,15 +66,31 @@ impl Leaf {
 
     /// The winning register value (greatest dot in canonical order).
     pub fn winner(&self) -> Option<&Value> {
-        self.regs.get_max().map(|(_, v)| v)
+        self.regs.last().map(|(_, v)| v)
+    }
+
+    fn insert_reg(&mut self, dot: Dot, value: Value) {
+        match self.regs.binary_search_by(|(d, _)| d.cmp(&dot)) {
+            Ok(i) => self.regs[i].1 = value,
+            Err(i) => self.regs.insert(i, (dot, value)),
+        }
+    }
+
+    /// Whether anything here was observed by `by` (so `remove_observed` would change it).
+    fn any_observed(&self, by: &Dot, obs: &dyn Observer) -> bool {
+        self.regs.iter().any(|(d, _)| obs.observed(d, by))
+            || self.incs.keys().any(|d| obs.observed(d, by))
+            || self.elems.values().flatten().any(|d| obs.observed(d, by))
     }
 
     fn remove_observed(&mut self, by: &Dot, obs: &dyn Observer) {
-        let regs: Vec<Dot> = self.regs.keys().filter(|d| obs.observed(d, by)).copied().collect();
-        for d in regs {
-            self.regs.remove(&d);
-        }
-        let incs: Vec<Dot> = self.incs.keys().filter(|d| obs.observed(d, by)).copied().collect();
+        self.regs.retain(|(d, _)| !obs.observed(d, by));
+        let incs: Vec<Dot> = self
+            .incs
+            .keys()
+            .filter(|d| obs.observed(d, by))
+            .copied()
+            .collect();
         for d in incs {
             if let Some(n) = self.incs.remove(&d) {
                 self.inc_sum -= i128::from(n);
@@ -83,16 +104,23 @@ impl Leaf {
 }
 
 fn remove_elem_observed(
-    elems: &mut OrdMap<Vec<u8>, OrdSet<Dot>>,
+    elems: &mut OrdMap<Vec<u8>, Vec<Dot>>,
     key: &[u8],
     by: &Dot,
     obs: &dyn Observer,
 ) {
     let Some(dots) = elems.get(key) else { return };
-    let keep: OrdSet<Dot> = dots.iter().filter(|d| !obs.observed(d, by)).copied().collect();
+    if !dots.iter().any(|d| obs.observed(d, by)) {
+        return;
+    }
+    let keep: Vec<Dot> = dots
+        .iter()
+        .filter(|d| !obs.observed(d, by))
+        .copied()
+        .collect();
     if keep.is_empty() {
         elems.remove(key);
-    } else if keep.len() != dots.len() {
+    } else {
         elems.insert(key.to_vec(), keep);
     }
 }
@@ -101,7 +129,7 @@ fn remove_elem_observed(
 /// is what makes checkpoints cheap.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Doc {
-    leaves: OrdMap<Path, Leaf>,
+    leaves: OrdMap<Arc<Path>, Arc<Leaf>>,
 }
 
 impl Doc {
@@ -109,8 +137,13 @@ impl Doc {
     pub fn apply(&mut self, op: &Op, dot: Dot, obs: &dyn Observer) {
         match op {
             Op::Set { path, value } => {
-                self.remove_observed(path, &dot, obs);
-                self.write(path, value, dot);
+                self.remove_observed_below(path, &dot, obs);
+                let leaf = self.leaf_mut(path);
+                leaf.remove_observed(&dot, obs);
+                match value {
+                    Value::Map(_) => self.write(path, value, dot),
+                    scalar => leaf.insert_reg(dot, scalar.clone()),
+                }
             }
             Op::Del { path } => self.remove_observed(path, &dot, obs),
             Op::Incr { path, by } => {
@@ -122,12 +155,15 @@ impl Doc {
                 let key = value.to_cbor();
                 let leaf = self.leaf_mut(path);
                 let mut dots = leaf.elems.get(&key).cloned().unwrap_or_default();
-                dots.insert(dot);
+                if let Err(i) = dots.binary_search(&dot) {
+                    dots.insert(i, dot);
+                }
                 leaf.elems.insert(key, dots);
             }
             Op::Remove { path, value } => {
                 let key = value.to_cbor();
                 if let Some(leaf) = self.leaves.get_mut(path) {
+                    let leaf = Arc::make_mut(leaf);
                     remove_elem_observed(&mut leaf.elems, &key, &dot, obs);
                     if leaf.is_empty() {
                         self.leaves.remove(path);
@@ -140,7 +176,16 @@ impl Doc {
     }
 
     fn leaf_mut(&mut self, path: &Path) -> &mut Leaf {
-        self.leaves.entry(path.clone()).or_default()
+        // Look up once on the common path (the leaf exists); insert only when it does not.
+        if self.leaves.get_mut(path).is_none() {
+            self.leaves
+                .insert(Arc::new(path.clone()), Arc::new(Leaf::default()));
+        }
+        let leaf = self
+            .leaves
+            .get_mut(path)
+            .expect("present or inserted above");
+        Arc::make_mut(leaf)
     }
 
     /// Writes `value` at `path`: maps become an empty-map marker plus one write per key, so a
@@ -148,38 +193,52 @@ impl Doc {
     fn write(&mut self, path: &Path, value: &Value, dot: Dot) {
         match value {
             Value::Map(m) => {
-                self.leaf_mut(path).regs.insert(dot, Value::map());
+                self.leaf_mut(path).insert_reg(dot, Value::map());
                 for (k, v) in m {
                     self.write(&path.child(k), v, dot);
                 }
             }
             other => {
-                self.leaf_mut(path).regs.insert(dot, other.clone());
+                self.leaf_mut(path).insert_reg(dot, other.clone());
             }
         }
     }
 
     fn remove_observed(&mut self, scope: &Path, by: &Dot, obs: &dyn Observer) {
-        let paths: Vec<Path> = self
-            .leaves
-            .range(scope.clone()..)
-            .take_while(|(p, _)| p.starts_with(scope))
-            .map(|(p, _)| p.clone())
-            .collect();
-        for p in paths {
-            let Some(leaf) = self.leaves.get_mut(&p) else {
-                continue;
-            };
+        if let Some(leaf) = self.leaves.get_mut(scope) {
+            let leaf = Arc::make_mut(leaf);
             leaf.remove_observed(by, obs);
             if leaf.is_empty() {
-                self.leaves.remove(&p);
+                self.leaves.remove(scope);
+            }
+        }
+        self.remove_observed_below(scope, by, obs);
+    }
+
+    /// `remove_observed` for the paths strictly below `scope`.
+    fn remove_observed_below(&mut self, scope: &Path, by: &Dot, obs: &dyn Observer) {
+        let touched: Vec<Arc<Path>> = self
+            .leaves
+            .range::<_, Path>((Bound::Excluded(scope), Bound::Unbounded))
+            .take_while(|(p, _)| p.starts_with(scope))
+            .filter(|(_, leaf)| leaf.any_observed(by, obs))
+            .map(|(p, _)| p.clone())
+            .collect();
+        for p in touched {
+            let Some(leaf) = self.leaves.get_mut(&*p) else {
+                continue;
+            };
+            let leaf = Arc::make_mut(leaf);
+            leaf.remove_observed(by, obs);
+            if leaf.is_empty() {
+                self.leaves.remove(&*p);
             }
         }
     }
 
     /// The leaf at exactly `path`.
     pub fn leaf(&self, path: &Path) -> Option<&Leaf> {
-        self.leaves.get(path)
+        self.leaves.get(path).map(|l| &**l)
     }
 
     /// All surviving register values at `path`, in canonical order (the last one wins).
@@ -187,7 +246,7 @@ impl Doc {
     pub fn conflicts(&self, path: &Path) -> Vec<(Dot, Value)> {
         self.leaves
             .get(path)
-            .map(|l| l.regs.iter().map(|(d, v)| (*d, v.clone())).collect())
+            .map(|l| l.regs.clone())
             .unwrap_or_default()
     }
 
@@ -208,14 +267,14 @@ impl Doc {
         let mut tree = Tree::default();
         for (p, leaf) in self
             .leaves
-            .range(path.clone()..)
+            .range::<_, Path>(path..)
             .take_while(|(p, _)| p.starts_with(path))
         {
             let mut node = &mut tree;
             for seg in &p.0[path.0.len()..] {
                 node = node.children.entry(seg.as_str()).or_default();
             }
-            node.leaf = Some(leaf);
+            node.leaf = Some(&**leaf);
         }
         tree.value()
     }
@@ -223,14 +282,14 @@ impl Doc {
     /// Feeds the canonical encoding of the full CRDT state (dots included) to `out`.
     pub fn encode_into(&self, out: &mut impl std::io::Write) {
         for (path, leaf) in &self.leaves {
-            let regs: Vec<(&Dot, &Value)> = leaf.regs.iter().collect();
+            let regs = &leaf.regs;
             let incs: Vec<(&Dot, &i64)> = leaf.incs.iter().collect();
             let elems: Vec<(serde_bytes_ref::Bytes<'_>, Vec<&Dot>)> = leaf
                 .elems
                 .iter()
                 .map(|(k, ds)| (serde_bytes_ref::Bytes(k), ds.iter().collect()))
                 .collect();
-            let record = (path, regs, incs, elems);
+            let record = (&**path, regs, incs, elems);
             serde_ipld_dagcbor::to_writer(&mut *out, &record).expect("hash writer cannot fail");
         }
     }

@@ -415,7 +415,9 @@ pub fn validate_batch(
             &msg,
         ));
     }
-    let batch_ok = verifier.verify(TranscriptRng(transcript.finalize_xof())).is_ok();
+    let batch_ok = verifier
+        .verify(TranscriptRng(transcript.finalize_xof()))
+        .is_ok();
     results
         .into_iter()
         .map(|r| {
@@ -492,10 +494,10 @@ fn check_shape(exp: &Experience) -> Result<(), ValidationError> {
     if h.deps.windows(2).any(|w| w[0] >= w[1]) {
         return Err(ValidationError::DepsNotSorted);
     }
-    if let Some(prev) = &h.prev {
-        if h.deps.binary_search(prev).is_ok() {
-            return Err(ValidationError::DepIsPrev);
-        }
+    if h.prev
+        .is_some_and(|prev| h.deps.binary_search(&prev).is_ok())
+    {
+        return Err(ValidationError::DepIsPrev);
     }
     if exp.ops.is_empty() || exp.ops.len() > OPS_MAX {
         return Err(ValidationError::OpCount(exp.ops.len()));

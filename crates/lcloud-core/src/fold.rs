@@ -3,6 +3,7 @@
 //! checkpoints to rewind to when a concurrent experience sorts earlier.
 
 use std::collections::BTreeMap;
+use std::ops::Bound;
 
 use imbl::OrdMap;
 
@@ -76,16 +77,25 @@ impl State {
     }
 }
 
-/// Causality for the document CRDT, answered by the lattice.
-pub(crate) struct LatticeObserver<'a>(pub &'a Lattice);
+/// Causality for the document CRDT, answered by the lattice, for the ops of one experience.
+pub(crate) struct LatticeObserver<'a> {
+    lattice: &'a Lattice,
+    /// The experience whose ops are being applied (the usual `by`), and its index.
+    current: (Id, Idx),
+}
 
 impl Observer for LatticeObserver<'_> {
     fn observed(&self, elem: &Dot, by: &Dot) -> bool {
         if elem.exp == by.exp {
             return elem.op < by.op;
         }
-        match (self.0.idx(&elem.exp), self.0.idx(&by.exp)) {
-            (Some(e), Some(b)) => self.0.precedes(e, b),
+        let by = if by.exp == self.current.0 {
+            Some(self.current.1)
+        } else {
+            self.lattice.idx(&by.exp)
+        };
+        match (self.lattice.idx(&elem.exp), by) {
+            (Some(e), Some(b)) => self.lattice.precedes(e, b),
             _ => false,
         }
     }
@@ -95,7 +105,10 @@ impl Observer for LatticeObserver<'_> {
 pub(crate) fn apply_doc(doc: &mut Doc, lattice: &Lattice, idx: Idx) {
     let exp = lattice.get(idx);
     let depth = lattice.depth(idx);
-    let obs = LatticeObserver(lattice);
+    let obs = LatticeObserver {
+        lattice,
+        current: (exp.id(), idx),
+    };
     for (i, op) in exp.ops().iter().enumerate() {
         let dot = Dot {
             depth,
@@ -116,7 +129,12 @@ pub(crate) fn has_calls(lattice: &Lattice, idx: Idx) -> bool {
 }
 
 /// Applies the calls of experience `idx` to `state`, recording refusals.
-pub(crate) fn apply_calls(state: &mut OrderedState, registry: &Registry, lattice: &Lattice, idx: Idx) {
+pub(crate) fn apply_calls(
+    state: &mut OrderedState,
+    registry: &Registry,
+    lattice: &Lattice,
+    idx: Idx,
+) {
     let exp = lattice.get(idx);
     let depth = lattice.depth(idx);
     for (i, op) in exp.ops().iter().enumerate() {
@@ -237,10 +255,12 @@ impl OrderedFold {
             .last()
             .map(|(k, _)| *k);
         let base = shared.and_then(|s| self.checkpoints.range(..=s).next_back());
-        let (mut state, rest) = match base {
-            Some((k, s)) => (s.clone(), self.calls.range(*k..).skip(1)),
-            None => (OrderedState::default(), self.calls.range(..).skip(0)),
+        let (mut state, from) = match base {
+            Some((k, s)) => (s.clone(), Some(*k)),
+            None => (OrderedState::default(), None),
         };
+        let lower = from.map_or(Bound::Unbounded, Bound::Excluded);
+        let rest = self.calls.range((lower, Bound::Unbounded));
         for (_, i) in rest {
             if included(*i) {
                 apply_calls(&mut state, registry, lattice, *i);

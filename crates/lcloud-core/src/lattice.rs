@@ -411,7 +411,10 @@ impl Lattice {
                 author: h.author,
             });
         }
-        let grants = exp.ops().iter().any(|op| matches!(op, Op::AddMember { .. }));
+        let grants = exp
+            .ops()
+            .iter()
+            .any(|op| matches!(op, Op::AddMember { .. }));
         if grants && h.author != self.rules.creator {
             return Err(InsertError::NotAdmin {
                 id,

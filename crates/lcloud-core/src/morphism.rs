@@ -110,7 +110,10 @@ fn field<'a>(args: &'a Value, key: &str) -> Result<&'a Value, Rejection> {
 fn str_field<'a>(args: &'a Value, key: &str) -> Result<&'a str, Rejection> {
     match field(args, key)? {
         Value::Str(s) => Ok(s),
-        other => Err(Rejection(format!("{key:?} must be a string, not {}", other.kind()))),
+        other => Err(Rejection(format!(
+            "{key:?} must be a string, not {}",
+            other.kind()
+        ))),
     }
 }
 
@@ -194,17 +197,39 @@ mod tests {
     fn overdraft_is_rejected() {
         let l = Ledger;
         let s = l
-            .apply(&l.initial(), &args(r#"{"op":"deposit","account":"a","amount":5}"#), &ctx())
+            .apply(
+                &l.initial(),
+                &args(r#"{"op":"deposit","account":"a","amount":5}"#),
+                &ctx(),
+            )
             .unwrap();
         let err = l
-            .apply(&s, &args(r#"{"op":"withdraw","account":"a","amount":6}"#), &ctx())
+            .apply(
+                &s,
+                &args(r#"{"op":"withdraw","account":"a","amount":6}"#),
+                &ctx(),
+            )
             .unwrap_err();
         assert!(err.0.contains("overdraft"));
         let s = l
-            .apply(&s, &args(r#"{"op":"transfer","from":"a","to":"b","amount":5}"#), &ctx())
+            .apply(
+                &s,
+                &args(r#"{"op":"transfer","from":"a","to":"b","amount":5}"#),
+                &ctx(),
+            )
             .unwrap();
         assert_eq!(s, args(r#"{"a":0,"b":5}"#));
-        assert!(l.apply(&s, &args(r#"{"op":"x","amount":1}"#), &ctx()).is_err());
-        assert!(l.apply(&s, &args(r#"{"op":"deposit","account":"a","amount":0}"#), &ctx()).is_err());
+        assert!(
+            l.apply(&s, &args(r#"{"op":"x","amount":1}"#), &ctx())
+                .is_err()
+        );
+        assert!(
+            l.apply(
+                &s,
+                &args(r#"{"op":"deposit","account":"a","amount":0}"#),
+                &ctx()
+            )
+            .is_err()
+        );
     }
 }

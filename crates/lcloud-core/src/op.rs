@@ -265,7 +265,10 @@ impl<'de> Deserialize<'de> for Op {
 
 struct OpVisitor;
 
-fn next<'de, A: SeqAccess<'de>, T: Deserialize<'de>>(seq: &mut A, what: &str) -> Result<T, A::Error> {
+fn next<'de, A: SeqAccess<'de>, T: Deserialize<'de>>(
+    seq: &mut A,
+    what: &str,
+) -> Result<T, A::Error> {
     seq.next_element()?
         .ok_or_else(|| de::Error::custom(format!("op is missing its {what}")))
 }
@@ -367,7 +370,10 @@ mod tests {
     #[test]
     fn path_parsing() {
         assert_eq!(Path::parse("").unwrap(), Path::root());
-        assert!(matches!(Path::parse("a"), Err(PathError::NoLeadingSlash(_))));
+        assert!(matches!(
+            Path::parse("a"),
+            Err(PathError::NoLeadingSlash(_))
+        ));
         assert!(matches!(Path::parse("/a~2"), Err(PathError::BadEscape(_))));
         assert_eq!(Path::parse("/").unwrap().0, [""]);
         let deep = "/x".repeat(40);

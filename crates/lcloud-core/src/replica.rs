@@ -418,7 +418,11 @@ impl Replica {
             Cut::Heads(heads) => {
                 let mut idxs = Vec::with_capacity(heads.len());
                 for h in heads {
-                    idxs.push(self.lattice.idx(h).ok_or(ViewError::UnknownExperience(*h))?);
+                    idxs.push(
+                        self.lattice
+                            .idx(h)
+                            .ok_or(ViewError::UnknownExperience(*h))?,
+                    );
                 }
                 let mut clock = vec![0u64; self.lattice.author_count()];
                 for i in &idxs {

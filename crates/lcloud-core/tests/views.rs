@@ -26,7 +26,11 @@ fn concurrent_sets_keep_both_values_and_agree_on_a_winner() {
     assert_eq!(a.root(), b.root());
     assert_eq!(a.document(), b.document());
     let conflicts = a.state().doc.conflicts(&p("/x"));
-    assert_eq!(conflicts.len(), 2, "both concurrent values stay inspectable");
+    assert_eq!(
+        conflicts.len(),
+        2,
+        "both concurrent values stay inspectable"
+    );
     // The winner is the greatest dot in canonical order.
     assert_eq!(a.state().get(&p("/x")), Some(conflicts[1].1.clone()));
     // A later write that saw both replaces both.
@@ -39,8 +43,11 @@ fn concurrent_sets_keep_both_values_and_agree_on_a_winner() {
 fn counters_sets_and_nested_maps() {
     let mut r = Replica::new(genesis()).unwrap();
     let k = key(1);
-    r.write(&k, vec![set("/users/alice", r#"{"visits": 5, "name": "A"}"#)])
-        .unwrap();
+    r.write(
+        &k,
+        vec![set("/users/alice", r#"{"visits": 5, "name": "A"}"#)],
+    )
+    .unwrap();
     r.write(
         &k,
         vec![
@@ -255,24 +262,45 @@ fn ledger_rejections_are_deterministic_and_late_experiences_rewind() {
         morphism: Ledger::id(),
         args: v(json),
     };
-    a.write(&key(1), vec![call(r#"{"op":"deposit","account":"x","amount":10}"#)])
-        .unwrap();
+    a.write(
+        &key(1),
+        vec![call(r#"{"op":"deposit","account":"x","amount":10}"#)],
+    )
+    .unwrap();
     sync(&mut a, &mut b);
     // Two concurrent withdrawals of 7: exactly one must be refused, the same one everywhere.
     for _ in 0..3 {
         a.write(&key(1), vec![set("/pad", "0")]).unwrap();
     }
-    a.write(&key(1), vec![call(r#"{"op":"withdraw","account":"x","amount":7}"#)])
-        .unwrap();
-    b.write(&key(2), vec![call(r#"{"op":"withdraw","account":"x","amount":7}"#)])
-        .unwrap();
+    a.write(
+        &key(1),
+        vec![call(r#"{"op":"withdraw","account":"x","amount":7}"#)],
+    )
+    .unwrap();
+    b.write(
+        &key(2),
+        vec![call(r#"{"op":"withdraw","account":"x","amount":7}"#)],
+    )
+    .unwrap();
     sync(&mut a, &mut b);
     assert_eq!(a.root(), b.root());
     let rejections = a.state().ordered.rejections;
     assert_eq!(rejections.len(), 1);
-    assert!(rejections.values().next().unwrap().reason.contains("overdraft"));
+    assert!(
+        rejections
+            .values()
+            .next()
+            .unwrap()
+            .reason
+            .contains("overdraft")
+    );
     assert_eq!(
-        a.state().ordered.contracts.get(&Ledger::id()).unwrap().to_json(),
+        a.state()
+            .ordered
+            .contracts
+            .get(&Ledger::id())
+            .unwrap()
+            .to_json(),
         json!({"x": 3})
     );
     // b's withdrawal has the lower depth, so it sorts first and wins; a had applied its own
@@ -307,5 +335,8 @@ fn own_experiences_validate_from_bytes() {
     let e = r.write(&key(1), vec![set("/x", "1")]).unwrap();
     let back = validate(&e.to_bytes(), &g.id()).unwrap();
     assert_eq!(back.id(), e.id());
-    assert_eq!(Experience::decode(&e.to_bytes()).unwrap().to_bytes(), e.to_bytes());
+    assert_eq!(
+        Experience::decode(&e.to_bytes()).unwrap().to_bytes(),
+        e.to_bytes()
+    );
 }
