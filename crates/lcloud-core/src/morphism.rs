@@ -82,6 +82,12 @@ pub fn builtin_id(name: &str) -> Id {
     Id::hash(format!("lcloud/builtin/{name}").as_bytes())
 }
 
+/// The content id of the built-in document CRDT (the commutative morphism behind `set`,
+/// `del`, `incr`, `add` and `remove`).
+pub fn document_morphism_id() -> Id {
+    builtin_id("document/v1")
+}
+
 /// An order-sensitive built-in: accounts with balances that may not go negative.
 ///
 /// Args: `{"op": "deposit" | "withdraw", "account": A, "amount": N}` or

@@ -9,7 +9,7 @@ use ed25519_consensus::SigningKey;
 use crate::clock::VectorClock;
 use crate::doc::Doc;
 use crate::experience::{Draft, Experience, Verified};
-use crate::fold::{OrderedFold, State, apply_doc, has_calls};
+use crate::fold::{OrderedFold, State, apply_calls, apply_doc, has_calls};
 use crate::id::{Id, NodeId};
 use crate::lattice::{Idx, InsertError, Inserted, Lattice, clock_at, dense_le};
 use crate::morphism::Registry;
@@ -91,6 +91,7 @@ pub struct Replica {
     ops_since: usize,
     frontier: Vec<u64>,
     root: OnceLock<Id>,
+    self_check: bool,
 }
 
 struct CutSet {
@@ -120,6 +121,7 @@ impl Replica {
             ops_since: 0,
             frontier: Vec::new(),
             root: OnceLock::new(),
+            self_check: false,
         };
         r.fold_admitted(&[0]);
         Ok(r)
@@ -161,6 +163,33 @@ impl Replica {
         } else {
             self.fold_admitted(&out.admitted);
         }
+        if self.self_check {
+            let fresh = self.refold();
+            assert_eq!(
+                fresh.root(),
+                self.state().root(),
+                "incremental fold diverged from a fresh fold in canonical order"
+            );
+        }
+    }
+
+    /// Slow-path assertion for tests: after every insert, recompute the state from genesis in
+    /// canonical order and assert that the incremental fold agrees.
+    pub fn set_self_check(&mut self, on: bool) {
+        self.self_check = on;
+    }
+
+    /// The state folded from scratch, every included experience in canonical order.
+    pub fn refold(&self) -> State {
+        let mut state = State::default();
+        for idx in self.canonical_order() {
+            if self.skipped(idx) {
+                continue;
+            }
+            apply_doc(&mut state.doc, &self.lattice, idx);
+            apply_calls(&mut state.ordered, &self.registry, &self.lattice, idx);
+        }
+        state
     }
 
     fn rebuild(&mut self) {

@@ -244,3 +244,51 @@ fn clock_cut_before_any_write_is_genesis() {
     let fresh = deliver(written[0].id(), &written[0], &[]);
     assert_eq!(s.root(), fresh.root());
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 128, .. ProptestConfig::default() })]
+
+    /// Once an experience is stable for the members, nothing admitted later sorts before it:
+    /// stable prefixes of the canonical order never rewind.
+    #[test]
+    fn stable_prefixes_never_rewind(
+        first in prop::collection::vec(action(), 1..30),
+        then in prop::collection::vec(action(), 1..30),
+    ) {
+        let members: Vec<_> = (0..NODES).map(node).collect();
+        let (mut replicas, _) = run(&first);
+        let observer = replicas[0].clone();
+        let frontier = observer.stable_frontier(&members);
+        let stable: Vec<(u64, Id)> = (0..observer.lattice().len() as u32)
+            .filter(|i| observer.lattice().clock(*i).le(&frontier))
+            .map(|i| observer.lattice().order_key(i))
+            .collect();
+        let Some(last_stable) = stable.iter().max().copied() else {
+            return Ok(());
+        };
+        // Continue the same replicas with more writes and syncs, then give node 0 everything.
+        for a in &then {
+            match a {
+                Action::Write { node: n, ops } => {
+                    let ops = ops.iter().map(|b| op_from(*b)).collect();
+                    replicas[*n as usize].write(&key(*n), ops).unwrap();
+                }
+                Action::Sync { from, to } => {
+                    let src = replicas[*from as usize].clone();
+                    replicas[*to as usize].merge(&src);
+                }
+            }
+        }
+        let mut all = observer.clone();
+        for r in &replicas {
+            all.merge(r);
+        }
+        for i in observer.lattice().len() as u32..all.lattice().len() as u32 {
+            let e = all.lattice().get(i).id();
+            if observer.lattice().contains(&e) {
+                continue;
+            }
+            prop_assert!(all.lattice().order_key(i) > last_stable, "new experience sorts before a stable one");
+        }
+    }
+}
