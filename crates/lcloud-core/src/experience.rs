@@ -391,6 +391,16 @@ pub fn validate(bytes: &[u8], cloud: &CloudId) -> Result<Verified<Experience>, V
     Ok(Verified(exp))
 }
 
+/// Re-admits bytes that this node itself validated and stored earlier, checking everything
+/// [`validate`] checks except the signature. Only for a node's own store, whose records carry
+/// checksums; never for bytes from a peer or a file (`lcloud verify` re-checks signatures).
+pub fn revalidate_stored(
+    bytes: &[u8],
+    cloud: &CloudId,
+) -> Result<Verified<Experience>, ValidationError> {
+    decode_and_check(bytes, cloud).map(Verified)
+}
+
 /// Validates many experiences with one ZIP-215 batch verification. The outcome for each input
 /// is exactly what [`validate`] would say: ZIP-215 makes batch and single verification agree,
 /// and on a failed batch every signature is checked alone to name the bad ones. The batch's

@@ -45,7 +45,7 @@ pub use codec::DecodeError;
 pub use doc::{Doc, Dot};
 pub use experience::{
     DEPS_MAX, Draft, EXPERIENCE_BYTES_MAX, Experience, FORMAT_VERSION, Header, OPS_MAX,
-    ValidationError, Verified, validate, validate_batch,
+    ValidationError, Verified, revalidate_stored, validate, validate_batch,
 };
 pub use fold::{OrderedState, Rejected, State};
 pub use fork::{ForkProof, ForkProofError, SignedHeader};

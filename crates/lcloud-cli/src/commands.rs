@@ -1,0 +1,868 @@
+//! What each command does: open the store, act through the core, persist durably, print.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, IsTerminal};
+use std::path::{Path as FsPath, PathBuf};
+
+use anyhow::{Context, Result, anyhow, bail};
+use indicatif::{ProgressBar, ProgressStyle};
+use lcloud_core::{
+    Cut, EXPERIENCE_BYTES_MAX, Experience, ForkPolicy, Genesis, Id, Inserted, NodeId, OPS_MAX, Op,
+    Replica, State, Value, View, validate, validate_batch,
+};
+use lcloud_store::{Identity, Store, bundle};
+use serde_json::json;
+
+use crate::resolve::{self, Names};
+use crate::{Cli, Command, CutArgs, MemberAction};
+
+/// Everything a command needs from the node's directory.
+struct Node {
+    store: Store,
+    replica: Replica,
+    names: Names,
+}
+
+fn default_dir() -> PathBuf {
+    directories::ProjectDirs::from("", "", "lcloud")
+        .map(|d| d.data_dir().to_path_buf())
+        .unwrap_or_else(|| PathBuf::from(".lcloud"))
+}
+
+fn progress(len: u64, what: &str) -> ProgressBar {
+    if !std::io::stderr().is_terminal() || len < 1000 {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(len);
+    bar.set_style(
+        ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} ({per_sec}, {eta})")
+            .expect("static template")
+            .progress_chars("=> "),
+    );
+    bar.set_message(what.to_owned());
+    bar
+}
+
+fn open(dir: &FsPath) -> Result<Node> {
+    let store = Store::open(dir)?;
+    let bar = progress(store.len(), "loading");
+    let replica = store.load(&mut |n| bar.set_position(n))?;
+    bar.finish_and_clear();
+    let names = Names::new(store.aliases()?, &replica);
+    Ok(Node {
+        store,
+        replica,
+        names,
+    })
+}
+
+pub fn run(cli: Cli) -> Result<()> {
+    let dir = cli.dir.clone().unwrap_or_else(default_dir);
+    let json_out = cli.json;
+    match cli.command {
+        Command::Init {
+            alias,
+            cloud,
+            members,
+            quarantine_forks,
+            initial,
+        } => init(
+            &dir,
+            json_out,
+            alias,
+            cloud,
+            members,
+            quarantine_forks,
+            initial,
+        ),
+        Command::Join { file, alias } => join(&dir, json_out, &file, alias),
+        Command::Id => {
+            let id = Identity::load_or_create(&dir)?;
+            print(json_out, json!({"node": id.id().to_hex()}), || {
+                id.id().to_hex()
+            });
+            Ok(())
+        }
+        Command::Set { path, value } => {
+            let op = Op::Set {
+                path: resolve::path(&path)?,
+                value: resolve::json(&value)?,
+            };
+            write(&dir, json_out, vec![op])
+        }
+        Command::Incr { path, n } => write(
+            &dir,
+            json_out,
+            vec![Op::Incr {
+                path: resolve::path(&path)?,
+                by: n,
+            }],
+        ),
+        Command::Add { path, value } => write(
+            &dir,
+            json_out,
+            vec![Op::Add {
+                path: resolve::path(&path)?,
+                value: resolve::json(&value)?,
+            }],
+        ),
+        Command::Remove { path, value } => write(
+            &dir,
+            json_out,
+            vec![Op::Remove {
+                path: resolve::path(&path)?,
+                value: resolve::json(&value)?,
+            }],
+        ),
+        Command::Del { path } => write(
+            &dir,
+            json_out,
+            vec![Op::Del {
+                path: resolve::path(&path)?,
+            }],
+        ),
+        Command::Batch => write(&dir, json_out, read_batch()?),
+        Command::Member {
+            action: MemberAction::Add { node },
+        } => {
+            let node = NodeId::from_hex(&node)
+                .ok_or_else(|| anyhow!("bad node id {node:?}: give all 64 hex digits"))?;
+            write(&dir, json_out, vec![Op::AddMember { node }])
+        }
+        Command::State { path, cut } => state(&dir, json_out, path, &cut),
+        Command::Conflicts { path } => conflicts(&dir, json_out, &path),
+        Command::Root { cut } => {
+            let node = open(&dir)?;
+            let root = view_state(&node, &cut)?.root();
+            print(json_out, json!({"root": root.to_hex()}), || root.to_hex());
+            Ok(())
+        }
+        Command::Clock => {
+            let node = open(&dir)?;
+            let clock = node.replica.lattice().frontier();
+            let as_json: BTreeMap<String, u64> =
+                clock.0.iter().map(|(n, s)| (n.to_hex(), *s)).collect();
+            print(json_out, json!({"clock": as_json}), || {
+                node.names.show_clock(&clock)
+            });
+            Ok(())
+        }
+        Command::Heads => {
+            let node = open(&dir)?;
+            let heads: Vec<String> = node
+                .replica
+                .lattice()
+                .heads()
+                .iter()
+                .map(Id::to_hex)
+                .collect();
+            print(json_out, json!({"heads": heads}), || heads.join("\n"));
+            Ok(())
+        }
+        Command::Diff { from, to } => diff(&dir, json_out, &from, &to),
+        Command::Log { graph, node } => log(&dir, json_out, graph, node),
+        Command::Export { file, since } => export(&dir, json_out, &file, since),
+        Command::Import { file } => {
+            let mut node = open(&dir)?;
+            import(&mut node, json_out, &file)
+        }
+        Command::Verify => verify(&dir, json_out),
+        Command::Forks => forks(&dir, json_out),
+    }
+}
+
+fn print(json_out: bool, value: serde_json::Value, human: impl FnOnce() -> String) {
+    if json_out {
+        println!("{value}");
+    } else {
+        println!("{}", human());
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn init(
+    dir: &FsPath,
+    json_out: bool,
+    alias: Option<String>,
+    cloud: String,
+    members: Vec<String>,
+    quarantine: bool,
+    initial: Option<String>,
+) -> Result<()> {
+    if Store::exists(dir) {
+        bail!("a λCLOUD store already exists in {}", dir.display());
+    }
+    let members = if members.is_empty() {
+        None
+    } else {
+        let mut ids = members
+            .iter()
+            .map(|m| {
+                NodeId::from_hex(m)
+                    .ok_or_else(|| anyhow!("bad --member {m:?}: give all 64 hex digits"))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        ids.sort();
+        ids.dedup();
+        Some(ids)
+    };
+    let init = match initial {
+        Some(text) => resolve::json(&text)?,
+        None => Value::map(),
+    };
+    let identity = Identity::load_or_create(dir)?;
+    let genesis = Experience::create_genesis(
+        identity.key(),
+        Genesis {
+            name: cloud.clone(),
+            init,
+            members,
+            fork_policy: if quarantine {
+                ForkPolicy::Quarantine
+            } else {
+                ForkPolicy::Concurrent
+            },
+        },
+    );
+    let mut store = Store::create(dir, &genesis)?;
+    store.record_signed(1)?;
+    if let Some(a) = &alias {
+        store.set_alias(&identity.id(), a)?;
+    }
+    print(
+        json_out,
+        json!({"cloud": genesis.id().to_hex(), "node": identity.id().to_hex(), "dir": dir}),
+        || {
+            format!(
+                "created cloud {cloud:?} {}\nnode {}{}\nstore {}",
+                genesis.id(),
+                identity.id(),
+                alias.map(|a| format!(" ({a})")).unwrap_or_default(),
+                dir.display()
+            )
+        },
+    );
+    Ok(())
+}
+
+fn join(dir: &FsPath, json_out: bool, file: &FsPath, alias: Option<String>) -> Result<()> {
+    if Store::exists(dir) {
+        bail!("a λCLOUD store already exists in {}", dir.display());
+    }
+    let bytes = read_file(file)?;
+    let b =
+        bundle::decode(&bytes).with_context(|| format!("cannot join from {}", file.display()))?;
+    let first = b
+        .records
+        .first()
+        .ok_or_else(|| anyhow!("{} holds no experiences", file.display()))?;
+    let genesis = validate(first, &b.cloud).with_context(|| {
+        format!(
+            "the first experience in {} is not this cloud's genesis",
+            file.display()
+        )
+    })?;
+    if genesis.genesis().is_none() {
+        bail!(
+            "the first experience in {} is not a genesis",
+            file.display()
+        );
+    }
+    let identity = Identity::load_or_create(dir)?;
+    let store = Store::create(dir, &genesis)?;
+    let replica = Replica::new(genesis).map_err(|e| anyhow!(e))?;
+    let mut node = Node {
+        names: Names::new(store.aliases()?, &replica),
+        store,
+        replica,
+    };
+    if let Some(a) = &alias {
+        node.store.set_alias(&identity.id(), a)?;
+    }
+    import(&mut node, json_out, file)?;
+    if !json_out {
+        println!(
+            "joined cloud {} as node {}",
+            node.store.cloud(),
+            identity.id()
+        );
+    }
+    Ok(())
+}
+
+fn read_file(file: &FsPath) -> Result<Vec<u8>> {
+    std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))
+}
+
+fn read_batch() -> Result<Vec<Op>> {
+    let mut ops = Vec::new();
+    for (n, line) in std::io::stdin().lock().lines().enumerate() {
+        let line = line.context("cannot read stdin")?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        if ops.len() == OPS_MAX {
+            bail!("more than {OPS_MAX} ops: split the batch");
+        }
+        ops.push(batch_op(&line).with_context(|| format!("line {}", n + 1))?);
+    }
+    if ops.is_empty() {
+        bail!(
+            "no ops on stdin (one JSON object per line, e.g. {{\"op\":\"set\",\"path\":\"/a\",\"value\":1}})"
+        );
+    }
+    Ok(ops)
+}
+
+fn batch_op(line: &str) -> Result<Op> {
+    let j: serde_json::Value =
+        serde_json::from_str(line).with_context(|| format!("malformed JSON {line:?}"))?;
+    let field = |k: &str| j.get(k).ok_or_else(|| anyhow!("missing {k:?} in {line}"));
+    let path = resolve::path(
+        field("path")?
+            .as_str()
+            .ok_or_else(|| anyhow!("\"path\" must be a string"))?,
+    )?;
+    let value = || -> Result<Value> { Value::from_json(field("value")?).map_err(|e| anyhow!(e)) };
+    let op = field("op")?.as_str().unwrap_or_default();
+    Ok(match op {
+        "set" => Op::Set {
+            path,
+            value: value()?,
+        },
+        "add" => Op::Add {
+            path,
+            value: value()?,
+        },
+        "remove" => Op::Remove {
+            path,
+            value: value()?,
+        },
+        "del" => Op::Del { path },
+        "incr" => Op::Incr {
+            path,
+            by: match j.get("by") {
+                None => 1,
+                Some(b) => b
+                    .as_i64()
+                    .ok_or_else(|| anyhow!("\"by\" must be an integer"))?,
+            },
+        },
+        other => bail!("unknown op {other:?} (set, incr, add, remove, del)"),
+    })
+}
+
+/// Refuses ops that would do nothing because their target does not exist.
+fn check_targets(state: &State, ops: &[Op]) -> Result<()> {
+    for op in ops {
+        match op {
+            Op::Del { path } if state.get(path).is_none() => {
+                bail!("nothing at {path} to delete")
+            }
+            Op::Remove { path, value } => {
+                let present = match state.get(path) {
+                    Some(Value::List(items)) => items.contains(value),
+                    _ => false,
+                };
+                if !present {
+                    bail!("{value} is not in the set at {path}");
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+fn write(dir: &FsPath, json_out: bool, ops: Vec<Op>) -> Result<()> {
+    let mut node = open(dir)?;
+    let identity = Identity::load(dir)?.ok_or_else(|| {
+        anyhow!(
+            "no identity in {}: run `lcloud init` or `lcloud join`",
+            dir.display()
+        )
+    })?;
+    let me = identity.id();
+    check_targets(&node.replica.state(), &ops)?;
+    node.store.check_can_sign(&me, &node.replica)?;
+    let exp = Experience::sign(node.replica.draft(&me, ops), identity.key());
+    let size = exp.to_bytes().len();
+    if size > EXPERIENCE_BYTES_MAX {
+        bail!(
+            "the experience would be {size} bytes; at most {EXPERIENCE_BYTES_MAX} are allowed: split it"
+        );
+    }
+    let out = node.replica.insert(exp.clone())?;
+    node.store.persist(&node.replica, &[&out])?;
+    node.store.record_signed(exp.seq())?;
+    print(
+        json_out,
+        json!({"id": exp.id().to_hex(), "seq": exp.seq(), "ops": exp.ops().len()}),
+        || {
+            format!(
+                "{} seq {} ({} op{})",
+                exp.id().short(),
+                exp.seq(),
+                exp.ops().len(),
+                if exp.ops().len() == 1 { "" } else { "s" }
+            )
+        },
+    );
+    Ok(())
+}
+
+fn view_of(node: &Node, cut: &CutArgs) -> Result<View> {
+    let without = cut
+        .without
+        .as_deref()
+        .map(|n| node.names.node(n))
+        .transpose()?;
+    let cut = if let Some(at) = &cut.at {
+        Some(Cut::Clock(node.names.clock(at)?))
+    } else if let Some(h) = &cut.heads {
+        Some(resolve::heads(&node.replica, h)?)
+    } else if let Some(s) = &cut.seen_by {
+        let id = resolve::seen_by(&node.names, &node.replica, s)?;
+        let exp = node
+            .replica
+            .lattice()
+            .experience(&id)
+            .expect("resolved above");
+        Some(Cut::Heads(exp.parents().copied().collect()))
+    } else {
+        None
+    };
+    Ok(View { cut, without })
+}
+
+fn view_state(node: &Node, cut: &CutArgs) -> Result<State> {
+    let view = view_of(node, cut)?;
+    Ok(node.replica.view(&view)?)
+}
+
+fn state(dir: &FsPath, json_out: bool, path: Option<String>, cut: &CutArgs) -> Result<()> {
+    let node = open(dir)?;
+    let state = view_state(&node, cut)?;
+    let value = match &path {
+        None => state.document(),
+        Some(p) => {
+            let p = resolve::path(p)?;
+            state.get(&p).ok_or_else(|| anyhow!("nothing at {p}"))?
+        }
+    };
+    let j = value.to_json();
+    if json_out {
+        println!("{j}");
+    } else {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&j).expect("JSON values print")
+        );
+    }
+    Ok(())
+}
+
+fn conflicts(dir: &FsPath, json_out: bool, path: &str) -> Result<()> {
+    let node = open(dir)?;
+    let p = resolve::path(path)?;
+    let values = node.replica.state().doc.conflicts(&p);
+    if values.is_empty() {
+        bail!("no register value at {p}");
+    }
+    let rows: Vec<serde_json::Value> = values
+        .iter()
+        .map(|(dot, v)| {
+            let author = node
+                .replica
+                .lattice()
+                .experience(&dot.exp)
+                .map(|e| e.author());
+            json!({
+                "experience": dot.exp.to_hex(),
+                "author": author.map(|a| a.to_hex()),
+                "value": v.to_json(),
+            })
+        })
+        .collect();
+    print(
+        json_out,
+        json!({"path": p.to_string(), "values": rows}),
+        || {
+            values
+                .iter()
+                .enumerate()
+                .map(|(i, (dot, v))| {
+                    let author = node
+                        .replica
+                        .lattice()
+                        .experience(&dot.exp)
+                        .map(|e| node.names.show(&e.author()));
+                    let mark = if i + 1 == values.len() {
+                        "  <- shown"
+                    } else {
+                        ""
+                    };
+                    format!(
+                        "{} by {}: {v}{mark}",
+                        dot.exp.short(),
+                        author.unwrap_or_default()
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join("\n")
+        },
+    );
+    Ok(())
+}
+
+fn diff(dir: &FsPath, json_out: bool, from: &str, to: &str) -> Result<()> {
+    let node = open(dir)?;
+    let a = View {
+        cut: resolve::cut(&node.names, &node.replica, from)?,
+        without: None,
+    };
+    let b = View {
+        cut: resolve::cut(&node.names, &node.replica, to)?,
+        without: None,
+    };
+    let changes = node.replica.diff(&a, &b)?;
+    let show = |v: &Option<Value>| v.as_ref().map_or(serde_json::Value::Null, Value::to_json);
+    if json_out {
+        let rows: Vec<_> = changes
+            .iter()
+            .map(|c| json!({"path": c.path.to_string(), "before": show(&c.before), "after": show(&c.after)}))
+            .collect();
+        println!("{}", json!({"changes": rows}));
+        return Ok(());
+    }
+    if changes.is_empty() {
+        println!("no changes");
+    }
+    for c in changes {
+        match (&c.before, &c.after) {
+            (None, Some(v)) => println!("+ {} = {v}", c.path),
+            (Some(v), None) => println!("- {} (was {v})", c.path),
+            (Some(x), Some(y)) => println!("~ {}: {x} -> {y}", c.path),
+            (None, None) => {}
+        }
+    }
+    Ok(())
+}
+
+fn log(dir: &FsPath, json_out: bool, graph: bool, only: Option<String>) -> Result<()> {
+    let node = open(dir)?;
+    let lattice = node.replica.lattice();
+    let only = only.as_deref().map(|n| node.names.node(n)).transpose()?;
+    let forked = lattice.forked_authors();
+    let mut order = node.replica.canonical_order();
+    order.reverse();
+    order.retain(|i| only.is_none_or(|n| lattice.get(*i).author() == n));
+    let lanes: Vec<NodeId> = {
+        let mut seen = Vec::new();
+        for i in order.iter().rev() {
+            let a = lattice.get(*i).author();
+            if !seen.contains(&a) {
+                seen.push(a);
+            }
+        }
+        seen
+    };
+    if json_out {
+        let rows: Vec<_> = order
+            .iter()
+            .map(|i| {
+                let e = lattice.get(*i);
+                json!({
+                    "id": e.id().to_hex(),
+                    "author": e.author().to_hex(),
+                    "seq": e.seq(),
+                    "deps": e.header().deps.iter().map(Id::to_hex).collect::<Vec<_>>(),
+                    "ops": e.ops().iter().map(Op::name).collect::<Vec<_>>(),
+                    "fork": forked.get(&e.author()).is_some_and(|s| e.seq() >= *s),
+                })
+            })
+            .collect();
+        println!("{}", json!({"log": rows}));
+        return Ok(());
+    }
+    // A lane is drawn from a node's first experience up to its last one.
+    let last_row: BTreeMap<NodeId, usize> = order
+        .iter()
+        .enumerate()
+        .map(|(row, i)| (lattice.get(*i).author(), row))
+        .rev()
+        .collect();
+    let first_row: BTreeMap<NodeId, usize> = order
+        .iter()
+        .enumerate()
+        .rev()
+        .map(|(row, i)| (lattice.get(*i).author(), row))
+        .rev()
+        .collect();
+    for (row, i) in order.iter().enumerate() {
+        let e = lattice.get(*i);
+        let is_fork = lattice
+            .chain(&e.author())
+            .iter()
+            .filter(|x| x.seq() == e.seq())
+            .count()
+            > 1;
+        let mut line = String::new();
+        if graph {
+            for lane in &lanes {
+                let active = first_row[lane] <= row && row <= last_row[lane];
+                line.push_str(match (*lane == e.author(), is_fork, active) {
+                    (true, true, _) => "⑂ ",
+                    (true, false, _) => "● ",
+                    (false, _, true) => "│ ",
+                    _ => "  ",
+                });
+            }
+        }
+        let ops: Vec<&str> = e.ops().iter().map(Op::name).collect();
+        line.push_str(&format!(
+            "{} {} seq {}  {}",
+            e.id().short(),
+            node.names.show(&e.author()),
+            e.seq(),
+            ops.join(",")
+        ));
+        if !e.header().deps.is_empty() {
+            let deps: Vec<String> = e.header().deps.iter().map(|d| d.short()).collect();
+            line.push_str(&format!("  <- {}", deps.join(",")));
+        }
+        if is_fork {
+            line.push_str("  FORK");
+        }
+        println!("{line}");
+    }
+    Ok(())
+}
+
+fn export(dir: &FsPath, json_out: bool, file: &FsPath, since: Option<String>) -> Result<()> {
+    let node = open(dir)?;
+    let lattice = node.replica.lattice();
+    let since = since.as_deref().map(|c| node.names.clock(c)).transpose()?;
+    let bar = progress(lattice.len() as u64, "exporting");
+    let mut records: Vec<Vec<u8>> = Vec::new();
+    for (i, e) in lattice.iter().enumerate() {
+        let old = since
+            .as_ref()
+            .is_some_and(|c| i > 0 && lattice.clock(i as u32).le(c));
+        if !old {
+            records.push(e.to_bytes());
+        }
+        bar.set_position(i as u64);
+    }
+    bar.finish_and_clear();
+    let bytes = bundle::encode(&node.store.cloud(), records.iter().map(|r| r.as_slice()));
+    let tmp = file.with_extension("partial");
+    std::fs::write(&tmp, &bytes)
+        .and_then(|_| std::fs::rename(&tmp, file))
+        .with_context(|| format!("cannot write {}", file.display()))?;
+    print(
+        json_out,
+        json!({"file": file, "experiences": records.len(), "bytes": bytes.len()}),
+        || {
+            format!(
+                "wrote {} experiences ({} bytes) to {}",
+                records.len(),
+                bytes.len(),
+                file.display()
+            )
+        },
+    );
+    Ok(())
+}
+
+#[derive(Default)]
+struct ImportReport {
+    new: usize,
+    known: usize,
+    parked: usize,
+    rejected: BTreeMap<String, usize>,
+    first_rejection: Option<String>,
+}
+
+fn reason(e: &dyn std::fmt::Debug) -> String {
+    let text = format!("{e:?}");
+    // The variant name: `Malformed(..)` → Malformed, `NotMember { .. }` → NotMember.
+    let outer: String = text.chars().take_while(|c| c.is_alphanumeric()).collect();
+    if outer == "Malformed" {
+        let inner: String = text["Malformed(".len().min(text.len())..]
+            .chars()
+            .take_while(|c| c.is_alphanumeric())
+            .collect();
+        return format!("Malformed/{inner}");
+    }
+    outer
+}
+
+fn import(node: &mut Node, json_out: bool, file: &FsPath) -> Result<()> {
+    let bytes = read_file(file)?;
+    let b = bundle::decode(&bytes).with_context(|| format!("cannot import {}", file.display()))?;
+    let cloud = node.store.cloud();
+    if b.cloud != cloud {
+        bail!(
+            "{} is a bundle of cloud {}, but this store holds cloud {cloud}",
+            file.display(),
+            b.cloud
+        );
+    }
+    let mut report = ImportReport::default();
+    let mut outcomes: Vec<Inserted> = Vec::new();
+    let mut parked: Vec<Experience> = Vec::new();
+    let bar = progress(b.records.len() as u64, "importing");
+    for chunk in b.records.chunks(1024) {
+        for (bytes, result) in chunk.iter().zip(validate_batch(chunk, &cloud)) {
+            let exp = match result {
+                Ok(exp) => exp,
+                Err(e) => {
+                    *report.rejected.entry(reason(&e)).or_default() += 1;
+                    report.first_rejection.get_or_insert_with(|| format!("{e}"));
+                    continue;
+                }
+            };
+            let _ = bytes;
+            let candidate = exp.clone().into_inner();
+            match node.replica.insert(exp) {
+                Ok(out) if out.duplicate => report.known += 1,
+                Ok(out) => {
+                    if !out.parked_on.is_empty() {
+                        report.parked += 1;
+                        parked.push(candidate);
+                    }
+                    report.new += out.admitted.len();
+                    for e in &out.rejected {
+                        *report.rejected.entry(reason(e)).or_default() += 1;
+                        report.first_rejection.get_or_insert_with(|| format!("{e}"));
+                    }
+                    outcomes.push(out);
+                }
+                Err(e) => {
+                    *report.rejected.entry(reason(&e)).or_default() += 1;
+                    report.first_rejection.get_or_insert_with(|| format!("{e}"));
+                }
+            }
+        }
+        bar.inc(chunk.len() as u64);
+    }
+    bar.finish_and_clear();
+    // Parked experiences released later in the same import are admitted, not parked.
+    let still_parked: Vec<&Experience> = parked
+        .iter()
+        .filter(|e| !node.replica.lattice().contains(&e.id()))
+        .collect();
+    report.parked = still_parked.len();
+    let refs: Vec<&Inserted> = outcomes.iter().collect();
+    node.store
+        .persist_with_parked(&node.replica, &refs, &still_parked)?;
+    let rejected: usize = report.rejected.values().sum();
+    print(
+        json_out,
+        json!({
+            "new": report.new, "known": report.known, "parked": report.parked,
+            "rejected": report.rejected, "root": node.replica.root().to_hex(),
+        }),
+        || {
+            let mut s = format!(
+                "imported {}: {} new, {} already known, {} parked (waiting for missing experiences), {rejected} rejected",
+                file.display(),
+                report.new,
+                report.known,
+                report.parked
+            );
+            for (why, n) in &report.rejected {
+                s.push_str(&format!("\n  rejected {n} × {why}"));
+            }
+            if let Some(first) = &report.first_rejection {
+                s.push_str(&format!("\n  first rejection: {first}"));
+            }
+            s.push_str(&format!("\nroot {}", node.replica.root()));
+            s
+        },
+    );
+    Ok(())
+}
+
+fn verify(dir: &FsPath, json_out: bool) -> Result<()> {
+    let store = Store::open(dir)?;
+    let cloud = store.cloud();
+    let bar = progress(store.len(), "verifying");
+    let mut replica: Option<Replica> = None;
+    store.for_each(|n, bytes| {
+        let exp = validate(bytes, &cloud).map_err(|e| corrupt_at(n, bytes, &e.to_string()))?;
+        match replica.as_mut() {
+            None => {
+                replica = Some(Replica::new(exp).map_err(|e| corrupt_at(n, bytes, &e.to_string()))?)
+            }
+            Some(r) => {
+                r.insert(exp)
+                    .map_err(|e| corrupt_at(n, bytes, &e.to_string()))?;
+            }
+        }
+        bar.set_position(n);
+        Ok(())
+    })?;
+    bar.finish_and_clear();
+    let replica = replica.ok_or_else(|| anyhow!("the store holds no genesis"))?;
+    let root = replica.root();
+    let fresh = replica.refold().root();
+    if fresh != root {
+        bail!("state root mismatch: incremental fold gives {root}, a fresh fold gives {fresh}");
+    }
+    let n = replica.lattice().len();
+    print(
+        json_out,
+        json!({"experiences": n, "root": root.to_hex(), "ok": true}),
+        || format!("verified {n} experiences: every hash, signature and link holds\nroot {root}"),
+    );
+    Ok(())
+}
+
+fn corrupt_at(n: u64, bytes: &[u8], why: &str) -> lcloud_store::StoreError {
+    let id = Experience::decode(bytes)
+        .map(|e| e.id().to_hex())
+        .unwrap_or_else(|_| "undecodable".into());
+    lcloud_store::StoreError::Corrupt {
+        what: format!("experience #{n} ({id}) is bad: {why}"),
+    }
+}
+
+fn forks(dir: &FsPath, json_out: bool) -> Result<()> {
+    let node = open(dir)?;
+    let proofs = node.replica.lattice().forks();
+    if json_out {
+        let rows: Vec<_> = proofs
+            .iter()
+            .map(|p| {
+                json!({
+                    "author": p.author().to_hex(), "seq": p.seq(),
+                    "a": {"header": hex::encode(p.a.header.to_bytes()), "sig": hex::encode(p.a.sig.0)},
+                    "b": {"header": hex::encode(p.b.header.to_bytes()), "sig": hex::encode(p.b.sig.0)},
+                    "valid": p.check().is_ok(),
+                })
+            })
+            .collect();
+        println!("{}", json!({"forks": rows}));
+        return Ok(());
+    }
+    if proofs.is_empty() {
+        println!("no forks");
+    }
+    for p in proofs {
+        let (a, b) = p.ids();
+        println!(
+            "{} forked at seq {}: {} and {} — proof {}",
+            node.names.show(&p.author()),
+            p.seq(),
+            a.short(),
+            b.short(),
+            match p.check() {
+                Ok(()) => "valid".to_owned(),
+                Err(e) => format!("INVALID: {e}"),
+            }
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,229 @@
+//! `lcloud`: one λCLOUD node on disk. Writes signed experiences, reads the folded state at any
+//! cut, merges offline through bundles, and audits the store.
+
+mod commands;
+mod resolve;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+const AFTER_HELP: &str = "\
+Examples:
+  lcloud init --alias alice --cloud notes       create an identity, a store and a cloud
+  lcloud set /users/alice '{\"visits\": 0}'       write a value (one signed experience)
+  lcloud incr /users/alice/visits               increment a counter
+  lcloud state /users                           read the current state at a path
+  lcloud state --at alice:3,bob:5               time travel to a vector clock
+  lcloud export /tmp/alice.bundle               write a bundle for another node
+  lcloud import /tmp/bob.bundle                 merge another node's bundle
+
+Paths are JSON Pointers (RFC 6901): /users/alice/visits; \"\" is the whole document.
+Clocks are NODE:SEQ,NODE:SEQ where NODE is an alias or a hex prefix of a node id.";
+
+/// λCLOUD: replicated state without a coordinator. Strong eventual consistency and causal
+/// consistency, not linearizability.
+#[derive(Parser, Debug)]
+#[command(name = "lcloud", version, after_help = AFTER_HELP, max_term_width = 100)]
+struct Cli {
+    /// The node's directory: identity, store and metadata.
+    #[arg(long, global = true, env = "LCLOUD_DIR", value_name = "DIR")]
+    dir: Option<PathBuf>,
+    /// Print machine-readable JSON instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Options that pick the cut (and view) to read.
+#[derive(Args, Debug, Clone, Default)]
+struct CutArgs {
+    /// Read the state at this vector clock, e.g. `alice:3,bob:5`.
+    #[arg(long, value_name = "CLOCK", conflicts_with_all = ["heads", "seen_by"])]
+    at: Option<String>,
+    /// Read the state at these heads: comma-separated experience id prefixes.
+    #[arg(long, value_name = "IDS", conflicts_with = "seen_by")]
+    heads: Option<String>,
+    /// Leave out this node's ops (its experiences' links stay).
+    #[arg(long, value_name = "NODE")]
+    without: Option<String>,
+    /// The state NODE saw when it wrote its experience number SEQ.
+    #[arg(long, value_name = "NODE@SEQ")]
+    seen_by: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Create this node's identity, a store and a new cloud (with its genesis).
+    #[command(
+        after_help = "Examples:\n  lcloud init --alias alice --cloud notes\n  lcloud init --member 3fa2… --member 9bc1…   (only these nodes and you may write)"
+    )]
+    Init {
+        /// A local name for this node.
+        #[arg(long)]
+        alias: Option<String>,
+        /// The cloud's name.
+        #[arg(long, default_value = "default")]
+        cloud: String,
+        /// A node allowed to write (repeatable). Without any, the cloud is open to anyone who
+        /// holds its genesis. The creator can add members later with `lcloud member add`.
+        #[arg(long = "member", value_name = "NODEID")]
+        members: Vec<String>,
+        /// Leave out a forking author's ops from the fork point on (default: fold both branches).
+        #[arg(long)]
+        quarantine_forks: bool,
+        /// The initial document, as JSON (default `{}`).
+        #[arg(long, value_name = "JSON")]
+        initial: Option<String>,
+    },
+    /// Join an existing cloud from a bundle (any bundle holds the genesis).
+    #[command(after_help = "Example:\n  lcloud join /tmp/alice.bundle --alias bob")]
+    Join {
+        /// The bundle file.
+        file: PathBuf,
+        /// A local name for this node.
+        #[arg(long)]
+        alias: Option<String>,
+    },
+    /// Print this node's id (creating the identity if there is none yet).
+    Id,
+    /// Write JSON at a path.
+    #[command(
+        after_help = "Examples:\n  lcloud set /title '\"hello\"'\n  lcloud set /users/alice '{\"visits\": 0}'"
+    )]
+    Set {
+        /// JSON Pointer.
+        path: String,
+        /// JSON value.
+        #[arg(value_name = "JSON")]
+        value: String,
+    },
+    /// Add N (default 1; negative to subtract) to the counter at a path.
+    #[command(
+        allow_negative_numbers = true,
+        after_help = "Examples:\n  lcloud incr /visits\n  lcloud incr /stock -3"
+    )]
+    Incr {
+        /// JSON Pointer.
+        path: String,
+        /// The amount.
+        #[arg(default_value_t = 1)]
+        n: i64,
+    },
+    /// Add a JSON value to the set at a path (add wins over a concurrent remove).
+    Add {
+        /// JSON Pointer.
+        path: String,
+        /// JSON value.
+        #[arg(value_name = "JSON")]
+        value: String,
+    },
+    /// Remove a JSON value from the set at a path.
+    Remove {
+        /// JSON Pointer.
+        path: String,
+        /// JSON value.
+        #[arg(value_name = "JSON")]
+        value: String,
+    },
+    /// Delete whatever is at a path (and below it).
+    Del {
+        /// JSON Pointer.
+        path: String,
+    },
+    /// Read ops from stdin, one JSON object per line, and write them as one experience.
+    #[command(
+        after_help = "Each line is one op:\n  {\"op\":\"set\",\"path\":\"/a\",\"value\":1}\n  {\"op\":\"incr\",\"path\":\"/n\",\"by\":2}\n  {\"op\":\"add\",\"path\":\"/s\",\"value\":\"x\"}\n  {\"op\":\"remove\",\"path\":\"/s\",\"value\":\"x\"}\n  {\"op\":\"del\",\"path\":\"/a\"}\nExample:\n  printf '%s\\n' '{\"op\":\"set\",\"path\":\"/a\",\"value\":1}' '{\"op\":\"incr\",\"path\":\"/n\"}' | lcloud batch"
+    )]
+    Batch,
+    /// Manage who may write.
+    Member {
+        #[command(subcommand)]
+        action: MemberAction,
+    },
+    /// Print the state (the whole document, or at PATH), now or at a cut.
+    #[command(
+        after_help = "Examples:\n  lcloud state\n  lcloud state /users --at alice:3,bob:2\n  lcloud state --without bob\n  lcloud state --seen-by alice@4"
+    )]
+    State {
+        /// JSON Pointer (default: the whole document).
+        path: Option<String>,
+        #[command(flatten)]
+        cut: CutArgs,
+    },
+    /// Show every concurrent value kept at a path, in canonical order (the last one shows).
+    Conflicts {
+        /// JSON Pointer.
+        path: String,
+    },
+    /// Print the state root (BLAKE3 of the folded state), now or at a cut.
+    Root {
+        #[command(flatten)]
+        cut: CutArgs,
+    },
+    /// Print the vector clock of everything this node holds.
+    Clock,
+    /// Print the heads: experiences nothing else builds on yet.
+    Heads,
+    /// Show what changed between two cuts. A CUT is `now`, a clock (`alice:3,bob:5`) or
+    /// heads (`@ID,ID`, id prefixes).
+    #[command(after_help = "Examples:\n  lcloud diff alice:2 now\n  lcloud diff @3fa2 @9bc1")]
+    Diff {
+        /// The earlier cut.
+        from: String,
+        /// The later cut.
+        to: String,
+    },
+    /// Show the history, newest first, one lane per node; forks marked.
+    Log {
+        /// Draw one lane per node.
+        #[arg(long)]
+        graph: bool,
+        /// Only this node's chain.
+        #[arg(long, value_name = "NODE")]
+        node: Option<String>,
+    },
+    /// Write a bundle of experiences for another node (offline merge).
+    #[command(
+        after_help = "Examples:\n  lcloud export /tmp/all.bundle\n  lcloud export /tmp/new.bundle --since alice:10,bob:7"
+    )]
+    Export {
+        /// Where to write it.
+        file: PathBuf,
+        /// Only what is not already within this clock.
+        #[arg(long, value_name = "CLOCK")]
+        since: Option<String>,
+    },
+    /// Verify and merge a bundle. Reports new, already known, parked and rejected (by reason).
+    Import {
+        /// The bundle file.
+        file: PathBuf,
+    },
+    /// Recompute every hash, signature and link, and the state root.
+    Verify,
+    /// List fork proofs (two signed experiences by one author at one seq) and check them.
+    Forks,
+}
+
+#[derive(Subcommand, Debug)]
+enum MemberAction {
+    /// Allow NODEID to write (only the cloud's creator may).
+    Add {
+        /// The node's id (64 hex digits).
+        node: String,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match commands::run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let msg = format!("{e:#}").replace('\n', " ");
+            eprintln!("error: {msg}");
+            ExitCode::FAILURE
+        }
+    }
+}

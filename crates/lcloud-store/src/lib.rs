@@ -1,0 +1,13 @@
+//! The durable store of λCLOUD: one cloud's experiences on disk (redb), the node's identity,
+//! and bundles for offline merge.
+//!
+//! A store directory holds `store.redb` (experiences, parked experiences, metadata, aliases),
+//! `identity.key` (the node's Ed25519 secret, mode 0600) and `signed-seq` (the highest seq this
+//! identity has signed, written after each durable commit; see [`Store::check_can_sign`]).
+
+pub mod bundle;
+mod identity;
+mod store;
+
+pub use identity::Identity;
+pub use store::{Store, StoreError};

@@ -1,0 +1,419 @@
+//! The store proper: experiences in arrival order (a topological order), parked experiences,
+//! metadata and aliases, in one redb database; every commit durable before it is acknowledged.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use lcloud_core::{
+    Experience, Id, Inserted, NodeId, Replica, ValidationError, Verified, revalidate_stored,
+};
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+
+const DB_FILE: &str = "store.redb";
+const SIGNED_SEQ_FILE: &str = "signed-seq";
+/// Store format version, in `meta["format"]`.
+const FORMAT: u8 = 1;
+
+/// Arrival index → record (16-byte BLAKE3 tag ‖ experience bytes).
+const EXPS: TableDefinition<u64, &[u8]> = TableDefinition::new("experiences");
+/// Experience id → record, for experiences waiting for missing links.
+const PARKED: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("parked");
+/// Metadata: "format", "cloud".
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+/// Node id → local alias.
+const ALIASES: TableDefinition<&[u8; 32], &str> = TableDefinition::new("aliases");
+
+/// Why the store refused or failed. Each message names what is wrong and where.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// There is no store in the directory.
+    #[error("no λCLOUD store in {0}: run `lcloud init` or `lcloud join FILE` first")]
+    NoStore(PathBuf),
+    /// A store already exists.
+    #[error("a λCLOUD store already exists in {0}")]
+    AlreadyExists(PathBuf),
+    /// Another process holds the store.
+    #[error("the store in {0} is open in another process (a running `lcloud node`?)")]
+    Busy(PathBuf),
+    /// Something on disk is corrupt; nothing of it was used.
+    #[error("store corrupt: {what}")]
+    Corrupt {
+        /// What and where.
+        what: String,
+    },
+    /// The disk is full; nothing was written.
+    #[error("disk full while writing {0}: nothing was written; free space and retry")]
+    DiskFull(PathBuf),
+    /// Another I/O failure.
+    #[error("I/O error on {path}: {error}")]
+    Io {
+        /// Where.
+        path: PathBuf,
+        /// What.
+        error: String,
+    },
+    /// The store is behind what this identity has signed: probably restored from a backup.
+    #[error(
+        "this store has your chain up to seq {stored}, but this identity has signed up to seq {signed}: \
+         the store may be restored from a backup. Import a bundle (or sync from a peer) holding your \
+         chain up to seq {signed} before writing, so you never sign two different experiences at one seq"
+    )]
+    BehindSignedSeq {
+        /// Highest seq signed.
+        signed: u64,
+        /// Highest seq of this identity in the store.
+        stored: u64,
+    },
+    /// The store was written by a newer format.
+    #[error("store format {0} is newer than this lcloud understands ({FORMAT})")]
+    NewerFormat(u8),
+}
+
+impl StoreError {
+    pub(crate) fn io(path: &Path, e: std::io::Error) -> StoreError {
+        if e.kind() == std::io::ErrorKind::StorageFull || e.raw_os_error() == Some(28) {
+            StoreError::DiskFull(path.to_owned())
+        } else {
+            StoreError::Io {
+                path: path.to_owned(),
+                error: e.to_string(),
+            }
+        }
+    }
+}
+
+/// An open store of one cloud.
+pub struct Store {
+    db: Database,
+    dir: PathBuf,
+    cloud: Id,
+    next: u64,
+}
+
+fn tag(bytes: &[u8]) -> [u8; 16] {
+    let mut t = [0u8; 16];
+    t.copy_from_slice(&blake3::hash(bytes).as_bytes()[..16]);
+    t
+}
+
+fn record(bytes: &[u8]) -> Vec<u8> {
+    let mut r = Vec::with_capacity(16 + bytes.len());
+    r.extend_from_slice(&tag(bytes));
+    r.extend_from_slice(bytes);
+    r
+}
+
+/// The experience bytes of a record, after checking its tag.
+fn unrecord<'a>(rec: &'a [u8], what: &dyn Fn() -> String) -> Result<&'a [u8], StoreError> {
+    if rec.len() < 16 || rec[..16] != tag(&rec[16..]) {
+        return Err(StoreError::Corrupt {
+            what: format!("{}: checksum mismatch", what()),
+        });
+    }
+    Ok(&rec[16..])
+}
+
+impl Store {
+    fn map_db(&self, e: impl Into<redb::Error>) -> StoreError {
+        map_db(&self.dir, e)
+    }
+
+    /// Whether `dir` holds a store.
+    pub fn exists(dir: &Path) -> bool {
+        dir.join(DB_FILE).exists()
+    }
+
+    /// Creates a store for the cloud of `genesis` in `dir`.
+    pub fn create(dir: &Path, genesis: &Verified<Experience>) -> Result<Store, StoreError> {
+        if Store::exists(dir) {
+            return Err(StoreError::AlreadyExists(dir.to_owned()));
+        }
+        fs::create_dir_all(dir).map_err(|e| StoreError::io(dir, e))?;
+        let db = Database::create(dir.join(DB_FILE)).map_err(|e| map_db(dir, e))?;
+        let mut store = Store {
+            db,
+            dir: dir.to_owned(),
+            cloud: genesis.id(),
+            next: 0,
+        };
+        let txn = store.db.begin_write().map_err(|e| store.map_db(e))?;
+        {
+            let mut meta = txn.open_table(META).map_err(|e| map_db(dir, e))?;
+            meta.insert("format", [FORMAT].as_slice())
+                .map_err(|e| map_db(dir, e))?;
+            meta.insert("cloud", genesis.id().as_bytes().as_slice())
+                .map_err(|e| map_db(dir, e))?;
+            let mut exps = txn.open_table(EXPS).map_err(|e| map_db(dir, e))?;
+            exps.insert(0, record(&genesis.to_bytes()).as_slice())
+                .map_err(|e| map_db(dir, e))?;
+            txn.open_table(PARKED).map_err(|e| map_db(dir, e))?;
+            txn.open_table(ALIASES).map_err(|e| map_db(dir, e))?;
+        }
+        txn.commit().map_err(|e| map_db(dir, e))?;
+        store.next = 1;
+        Ok(store)
+    }
+
+    /// Opens the store in `dir`.
+    pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        if !Store::exists(dir) {
+            return Err(StoreError::NoStore(dir.to_owned()));
+        }
+        let db = Database::open(dir.join(DB_FILE)).map_err(|e| map_db(dir, e))?;
+        let txn = db.begin_read().map_err(|e| map_db(dir, e))?;
+        let meta = txn.open_table(META).map_err(|e| map_db(dir, e))?;
+        let format = meta
+            .get("format")
+            .map_err(|e| map_db(dir, e))?
+            .map(|v| v.value().first().copied().unwrap_or(0))
+            .ok_or_else(|| corrupt("the store has no format version"))?;
+        if format > FORMAT {
+            return Err(StoreError::NewerFormat(format));
+        }
+        let cloud = meta
+            .get("cloud")
+            .map_err(|e| map_db(dir, e))?
+            .and_then(|v| v.value().try_into().ok())
+            .map(Id)
+            .ok_or_else(|| corrupt("the store names no cloud"))?;
+        let exps = txn.open_table(EXPS).map_err(|e| map_db(dir, e))?;
+        let next = exps.len().map_err(|e| map_db(dir, e))?;
+        drop((meta, exps, txn));
+        Ok(Store {
+            db,
+            dir: dir.to_owned(),
+            cloud,
+            next,
+        })
+    }
+
+    /// The cloud this store holds.
+    pub fn cloud(&self) -> Id {
+        self.cloud
+    }
+
+    /// The directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Number of admitted experiences stored.
+    pub fn len(&self) -> u64 {
+        self.next
+    }
+
+    /// True if only... never: a store holds at least its genesis.
+    pub fn is_empty(&self) -> bool {
+        self.next == 0
+    }
+
+    /// Reads every stored experience's bytes in arrival order, checking each record's
+    /// checksum. `visit` gets the arrival index and the bytes.
+    pub fn for_each(
+        &self,
+        mut visit: impl FnMut(u64, &[u8]) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        let txn = self.db.begin_read().map_err(|e| self.map_db(e))?;
+        let exps = txn.open_table(EXPS).map_err(|e| self.map_db(e))?;
+        for (expected, row) in (0u64..).zip(exps.iter().map_err(|e| self.map_db(e))?) {
+            let (k, v) = row.map_err(|e| self.map_db(e))?;
+            let n = k.value();
+            if n != expected {
+                return Err(corrupt(&format!("experience #{expected} is missing")));
+            }
+            let bytes = unrecord(v.value(), &|| format!("experience #{n}"))?;
+            visit(n, bytes)?;
+        }
+        Ok(())
+    }
+
+    /// Loads the replica: every stored experience in arrival order, then the parked ones.
+    /// Records are checked by checksum, canonical decoding, shape and links; signatures were
+    /// checked when they were first stored (`lcloud verify` checks them again).
+    pub fn load(&self, progress: &mut dyn FnMut(u64)) -> Result<Replica, StoreError> {
+        let mut replica: Option<Replica> = None;
+        let cloud = self.cloud;
+        self.for_each(|n, bytes| {
+            let exp = revalidate_stored(bytes, &cloud).map_err(|e| bad_record(n, &e))?;
+            match replica.as_mut() {
+                None => {
+                    replica =
+                        Some(Replica::new(exp).map_err(|e| corrupt(&format!("genesis: {e}")))?)
+                }
+                Some(r) => {
+                    let id = exp.id();
+                    let out = r
+                        .insert(exp)
+                        .map_err(|e| corrupt(&format!("experience #{n} ({id}): {e}")))?;
+                    if out.admitted.first().map(|i| u64::from(*i)) != Some(n) {
+                        return Err(corrupt(&format!(
+                            "experience #{n} ({id}) is stored before what it depends on"
+                        )));
+                    }
+                }
+            }
+            progress(n);
+            Ok(())
+        })?;
+        let mut replica = replica.ok_or_else(|| corrupt("the store has no genesis"))?;
+        let txn = self.db.begin_read().map_err(|e| self.map_db(e))?;
+        let parked = txn.open_table(PARKED).map_err(|e| self.map_db(e))?;
+        for row in parked.iter().map_err(|e| self.map_db(e))? {
+            let (k, v) = row.map_err(|e| self.map_db(e))?;
+            let id = Id(*k.value());
+            let bytes = unrecord(v.value(), &|| format!("parked experience {id}"))?;
+            let exp = revalidate_stored(bytes, &cloud)
+                .map_err(|e| corrupt(&format!("parked experience {id}: {e}")))?;
+            replica
+                .insert(exp)
+                .map_err(|e| corrupt(&format!("parked experience {id}: {e}")))?;
+        }
+        Ok(replica)
+    }
+
+    /// Durably stores what `outcome` (an insert into `replica`) changed: newly admitted
+    /// experiences in admission order, a newly parked one, and parked ones now admitted.
+    /// Returns only after the commit is on disk.
+    pub fn persist(&mut self, replica: &Replica, outcomes: &[&Inserted]) -> Result<(), StoreError> {
+        self.persist_with_parked(replica, outcomes, &[])
+    }
+
+    /// [`Store::persist`], also storing `parked` experiences (bytes already validated).
+    pub fn persist_with_parked(
+        &mut self,
+        replica: &Replica,
+        outcomes: &[&Inserted],
+        parked: &[&Experience],
+    ) -> Result<(), StoreError> {
+        let dir = self.dir.clone();
+        let txn = self.db.begin_write().map_err(|e| map_db(&dir, e))?;
+        let mut next = self.next;
+        {
+            let mut exps = txn.open_table(EXPS).map_err(|e| map_db(&dir, e))?;
+            let mut park = txn.open_table(PARKED).map_err(|e| map_db(&dir, e))?;
+            for idx in outcomes.iter().flat_map(|o| o.admitted.iter()) {
+                assert_eq!(
+                    u64::from(*idx),
+                    next,
+                    "admissions are persisted in order, none skipped"
+                );
+                let exp = replica.lattice().get(*idx);
+                exps.insert(next, record(&exp.to_bytes()).as_slice())
+                    .map_err(|e| map_db(&dir, e))?;
+                park.remove(exp.id().as_bytes())
+                    .map_err(|e| map_db(&dir, e))?;
+                next += 1;
+            }
+            for exp in parked {
+                if replica.lattice().contains(&exp.id()) {
+                    continue;
+                }
+                park.insert(exp.id().as_bytes(), record(&exp.to_bytes()).as_slice())
+                    .map_err(|e| map_db(&dir, e))?;
+            }
+        }
+        txn.commit().map_err(|e| map_db(&dir, e))?;
+        self.next = next;
+        Ok(())
+    }
+
+    /// Refuses to sign if the store is behind what this identity has already signed.
+    pub fn check_can_sign(&self, me: &NodeId, replica: &Replica) -> Result<(), StoreError> {
+        let signed = self.signed_seq()?;
+        let stored = replica
+            .lattice()
+            .tip(me)
+            .map_or(0, |i| replica.lattice().get(i).seq());
+        if signed > stored {
+            return Err(StoreError::BehindSignedSeq { signed, stored });
+        }
+        Ok(())
+    }
+
+    /// Records that this identity has signed up to `seq`. Call after the experience is durably
+    /// committed and before acknowledging or publishing it.
+    pub fn record_signed(&self, seq: u64) -> Result<(), StoreError> {
+        if seq <= self.signed_seq()? {
+            return Ok(());
+        }
+        let path = self.dir.join(SIGNED_SEQ_FILE);
+        let tmp = self.dir.join(format!("{SIGNED_SEQ_FILE}.tmp"));
+        let write = || -> std::io::Result<()> {
+            let mut f = fs::File::create(&tmp)?;
+            f.write_all(seq.to_string().as_bytes())?;
+            f.sync_all()?;
+            fs::rename(&tmp, &path)?;
+            fs::File::open(&self.dir)?.sync_all()
+        };
+        write().map_err(|e| StoreError::io(&path, e))
+    }
+
+    /// The highest seq this identity has signed, per the `signed-seq` file (0 if none).
+    pub fn signed_seq(&self) -> Result<u64, StoreError> {
+        let path = self.dir.join(SIGNED_SEQ_FILE);
+        match fs::read_to_string(&path) {
+            Ok(t) => t.trim().parse().map_err(|_| StoreError::Corrupt {
+                what: format!("{} does not hold a number", path.display()),
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
+            Err(e) => Err(StoreError::io(&path, e)),
+        }
+    }
+
+    /// Local aliases of nodes.
+    pub fn aliases(&self) -> Result<BTreeMap<NodeId, String>, StoreError> {
+        let txn = self.db.begin_read().map_err(|e| self.map_db(e))?;
+        let t = txn.open_table(ALIASES).map_err(|e| self.map_db(e))?;
+        let mut out = BTreeMap::new();
+        for row in t.iter().map_err(|e| self.map_db(e))? {
+            let (k, v) = row.map_err(|e| self.map_db(e))?;
+            out.insert(NodeId(*k.value()), v.value().to_owned());
+        }
+        Ok(out)
+    }
+
+    /// Sets a local alias.
+    pub fn set_alias(&mut self, node: &NodeId, alias: &str) -> Result<(), StoreError> {
+        let dir = self.dir.clone();
+        let txn = self.db.begin_write().map_err(|e| map_db(&dir, e))?;
+        {
+            let mut t = txn.open_table(ALIASES).map_err(|e| map_db(&dir, e))?;
+            t.insert(node.as_bytes(), alias)
+                .map_err(|e| map_db(&dir, e))?;
+        }
+        txn.commit().map_err(|e| map_db(&dir, e))
+    }
+}
+
+fn corrupt(what: &str) -> StoreError {
+    StoreError::Corrupt {
+        what: what.to_owned(),
+    }
+}
+
+fn bad_record(n: u64, e: &ValidationError) -> StoreError {
+    corrupt(&format!("experience #{n}: {e}"))
+}
+
+fn map_db(dir: &Path, e: impl Into<redb::Error>) -> StoreError {
+    let path = dir.join(DB_FILE);
+    match e.into() {
+        redb::Error::DatabaseAlreadyOpen => StoreError::Busy(dir.to_owned()),
+        redb::Error::Corrupted(what) => StoreError::Corrupt {
+            what: format!("{}: {what}", path.display()),
+        },
+        redb::Error::Io(io) if io.kind() == std::io::ErrorKind::InvalidData => {
+            StoreError::Corrupt {
+                what: format!("{}: {io}", path.display()),
+            }
+        }
+        redb::Error::Io(io) => StoreError::io(&path, io),
+        other => StoreError::Io {
+            path,
+            error: other.to_string(),
+        },
+    }
+}
