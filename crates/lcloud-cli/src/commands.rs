@@ -585,19 +585,17 @@ fn log(dir: &FsPath, json_out: bool, graph: bool, only: Option<String>) -> Resul
         println!("{}", json!({"log": rows}));
         return Ok(());
     }
-    // A lane is drawn from a node's first experience up to its last one.
+    // A lane is drawn from a node's first row to its last (later inserts win in `collect`).
     let last_row: BTreeMap<NodeId, usize> = order
         .iter()
         .enumerate()
         .map(|(row, i)| (lattice.get(*i).author(), row))
-        .rev()
         .collect();
     let first_row: BTreeMap<NodeId, usize> = order
         .iter()
         .enumerate()
         .rev()
         .map(|(row, i)| (lattice.get(*i).author(), row))
-        .rev()
         .collect();
     for (row, i) in order.iter().enumerate() {
         let e = lattice.get(*i);

@@ -1,0 +1,145 @@
+//! Durability under `kill -9` and a full disk, on real processes and real filesystems.
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+fn lcloud(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_lcloud"))
+        .arg("--dir")
+        .arg(dir)
+        .args(args)
+        .env_remove("LCLOUD_DIR")
+        .output()
+        .expect("lcloud runs")
+}
+
+fn ok(dir: &Path, args: &[&str]) -> String {
+    let out = lcloud(dir, args);
+    assert!(
+        out.status.success(),
+        "lcloud {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Write, kill at a random moment, reopen: every acknowledged write survives, and the store
+/// always opens and verifies.
+#[test]
+fn kill_9_at_random_moments_loses_no_acknowledged_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    ok(dir, &["init", "--alias", "me"]);
+    let mut acknowledged = Vec::new();
+    let mut killed = 0;
+    let mut seed = 0x5eed_u64;
+    for i in 0..40u64 {
+        seed = seed
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        let delay_us = (seed >> 33) % 40_000;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_lcloud"))
+            .arg("--dir")
+            .arg(dir)
+            .args(["set", &format!("/k/{i}"), &i.to_string()])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_micros(delay_us));
+        let _ = child.kill(); // SIGKILL
+        let out = child.wait_with_output().unwrap();
+        if out.status.success() {
+            acknowledged.push(i);
+        } else {
+            killed += 1;
+        }
+        // The store opens after every kill, and holds every acknowledged write.
+        let state: serde_json::Value =
+            serde_json::from_str(&ok(dir, &["--json", "state"])).unwrap();
+        for a in &acknowledged {
+            assert_eq!(state["k"][a.to_string()], *a, "acknowledged write {a} lost");
+        }
+    }
+    ok(dir, &["verify"]);
+    println!(
+        "{} acknowledged, {killed} killed mid-way",
+        acknowledged.len()
+    );
+    assert!(killed > 0, "the test killed some writes mid-way");
+}
+
+fn batch(dir: &Path, lines: &str) -> Output {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_lcloud"))
+        .arg("--dir")
+        .arg(dir)
+        .arg("batch")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(lines.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// Unmounts the tmpfs when the test ends, whatever happens.
+struct Mount(std::path::PathBuf);
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_full_disk_gives_a_clean_error_and_writing_resumes_after_freeing_space() {
+    let base = tempfile::tempdir().unwrap();
+    let mnt = base.path().join("small");
+    std::fs::create_dir(&mnt).unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=8m", "tmpfs"])
+        .arg(&mnt)
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if !mounted {
+        println!("skipped: cannot mount a tmpfs here (needs root)");
+        return;
+    }
+    let _guard = Mount(mnt.clone());
+    let dir = mnt.join("node");
+    ok(&dir, &["init"]);
+    ok(&dir, &["set", "/before", "1"]);
+    // Fill the disk.
+    let filler = mnt.join("filler");
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&filler).unwrap();
+        let chunk = vec![0u8; 64 * 1024];
+        while f.write_all(&chunk).is_ok() {}
+        let _ = f.sync_all();
+    }
+    let root = ok(&dir, &["root"]);
+    let big = format!(
+        "{{\"op\":\"set\",\"path\":\"/big\",\"value\":\"{}\"}}\n",
+        "x".repeat(300_000)
+    );
+    let out = batch(&dir, &big);
+    assert!(!out.status.success(), "a write on a full disk must fail");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("disk full"), "clear error, got {err}");
+    assert_eq!(ok(&dir, &["root"]), root, "nothing changed");
+    ok(&dir, &["verify"]);
+    std::fs::remove_file(&filler).unwrap();
+    assert!(batch(&dir, &big).status.success(), "writing resumes");
+    ok(&dir, &["verify"]);
+}
