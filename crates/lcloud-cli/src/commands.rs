@@ -132,8 +132,11 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::State { path, cut } => state(&dir, json_out, path, &cut),
         Command::Conflicts { path } => conflicts(&dir, json_out, &path),
         Command::Root { cut } => {
-            let node = open(&dir)?;
-            let root = view_state(&node, &cut)?.root();
+            let root = if is_now(&cut) {
+                Store::open(&dir)?.state()?.root()
+            } else {
+                view_state(&open(&dir)?, &cut)?.root()
+            };
             print(json_out, json!({"root": root.to_hex()}), || root.to_hex());
             Ok(())
         }
@@ -353,14 +356,14 @@ fn batch_op(line: &str) -> Result<Op> {
 }
 
 /// Refuses ops that would do nothing because their target does not exist.
-fn check_targets(state: &State, ops: &[Op]) -> Result<()> {
+fn check_targets(store: &Store, ops: &[Op]) -> Result<()> {
     for op in ops {
         match op {
-            Op::Del { path } if state.get(path).is_none() => {
+            Op::Del { path } if store.document(path)?.is_none() => {
                 bail!("nothing at {path} to delete")
             }
             Op::Remove { path, value } => {
-                let present = match state.get(path) {
+                let present = match store.document(path)? {
                     Some(Value::List(items)) => items.contains(value),
                     _ => false,
                 };
@@ -375,26 +378,35 @@ fn check_targets(state: &State, ops: &[Op]) -> Result<()> {
 }
 
 fn write(dir: &FsPath, json_out: bool, ops: Vec<Op>) -> Result<()> {
-    let mut node = open(dir)?;
+    let mut store = Store::open(dir)?;
     let identity = Identity::load(dir)?.ok_or_else(|| {
         anyhow!(
             "no identity in {}: run `lcloud init` or `lcloud join`",
             dir.display()
         )
     })?;
-    let me = identity.id();
-    check_targets(&node.replica.state(), &ops)?;
-    node.store.check_can_sign(&me, &node.replica)?;
-    let exp = Experience::sign(node.replica.draft(&me, ops), identity.key());
-    let size = exp.to_bytes().len();
-    if size > EXPERIENCE_BYTES_MAX {
-        bail!(
-            "the experience would be {size} bytes; at most {EXPERIENCE_BYTES_MAX} are allowed: split it"
-        );
-    }
-    let out = node.replica.insert(exp.clone())?;
-    node.store.persist(&node.replica, &[&out])?;
-    node.store.record_signed(exp.seq())?;
+    check_targets(&store, &ops)?;
+    // The fast path applies the ops to the persisted state; calls need the whole history.
+    let exp = match store.write_local(&identity, ops.clone())? {
+        Some(exp) => exp,
+        None => {
+            drop(store);
+            let mut node = open(dir)?;
+            let me = identity.id();
+            node.store.check_can_sign(&me, &node.replica)?;
+            let exp = Experience::sign(node.replica.draft(&me, ops), identity.key());
+            let size = exp.to_bytes().len();
+            if size > EXPERIENCE_BYTES_MAX {
+                bail!(
+                    "the experience would be {size} bytes; at most {EXPERIENCE_BYTES_MAX} are allowed: split it"
+                );
+            }
+            let out = node.replica.insert(exp.clone())?;
+            node.store.persist(&node.replica, &[&out])?;
+            node.store.record_signed(exp.seq())?;
+            exp
+        }
+    };
     print(
         json_out,
         json!({"id": exp.id().to_hex(), "seq": exp.seq(), "ops": exp.ops().len()}),
@@ -409,6 +421,10 @@ fn write(dir: &FsPath, json_out: bool, ops: Vec<Op>) -> Result<()> {
         },
     );
     Ok(())
+}
+
+fn is_now(cut: &CutArgs) -> bool {
+    cut.at.is_none() && cut.heads.is_none() && cut.without.is_none() && cut.seen_by.is_none()
 }
 
 fn view_of(node: &Node, cut: &CutArgs) -> Result<View> {
@@ -441,14 +457,23 @@ fn view_state(node: &Node, cut: &CutArgs) -> Result<State> {
 }
 
 fn state(dir: &FsPath, json_out: bool, path: Option<String>, cut: &CutArgs) -> Result<()> {
-    let node = open(dir)?;
-    let state = view_state(&node, cut)?;
-    let value = match &path {
-        None => state.document(),
-        Some(p) => {
-            let p = resolve::path(p)?;
-            state.get(&p).ok_or_else(|| anyhow!("nothing at {p}"))?
+    let p = path.as_deref().map(resolve::path).transpose()?;
+    let value = if is_now(cut) {
+        // The current state comes from the persisted fold: no history is read.
+        let store = Store::open(dir)?;
+        store.document(p.as_ref().unwrap_or(&lcloud_core::Path::root()))?
+    } else {
+        let node = open(dir)?;
+        let state = view_state(&node, cut)?;
+        match &p {
+            None => Some(state.document()),
+            Some(p) => state.get(p),
         }
+    };
+    let value = match (value, &p) {
+        (Some(v), _) => v,
+        (None, Some(p)) => bail!("nothing at {p}"),
+        (None, None) => Value::Null,
     };
     let j = value.to_json();
     if json_out {
@@ -808,6 +833,12 @@ fn verify(dir: &FsPath, json_out: bool) -> Result<()> {
     let fresh = replica.refold().root();
     if fresh != root {
         bail!("state root mismatch: incremental fold gives {root}, a fresh fold gives {fresh}");
+    }
+    let persisted = store.state()?.root();
+    if persisted != root {
+        bail!(
+            "the persisted state (root {persisted}) differs from the fold of the history (root {root})"
+        );
     }
     let n = replica.lattice().len();
     print(

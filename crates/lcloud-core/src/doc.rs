@@ -37,6 +37,53 @@ impl Serialize for Dot {
     }
 }
 
+impl<'de> serde::Deserialize<'de> for Dot {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let (depth, exp, op) = <(u64, Id, u32)>::deserialize(d)?;
+        Ok(Dot { depth, exp, op })
+    }
+}
+
+/// Every element was observed by every op of another experience: true for an experience
+/// whose causal past is everything folded so far (a local write that depends on all heads).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ObservesEverything;
+
+impl Observer for ObservesEverything {
+    fn observed(&self, elem: &Dot, by: &Dot) -> bool {
+        elem.exp != by.exp || elem.op < by.op
+    }
+}
+
+/// The stored form of a leaf: `[regs, incs, elems]`, canonical DAG-CBOR.
+type LeafRecord = (Vec<(Dot, Value)>, Vec<(Dot, i64)>, Vec<(ByteBuf, Vec<Dot>)>);
+
+/// An owned byte string that encodes as CBOR bytes.
+#[derive(Clone, Debug, PartialEq)]
+struct ByteBuf(Vec<u8>);
+
+impl Serialize for ByteBuf {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(&self.0)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for ByteBuf {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = ByteBuf;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a byte string")
+            }
+            fn visit_bytes<E>(self, v: &[u8]) -> Result<ByteBuf, E> {
+                Ok(ByteBuf(v.to_vec()))
+            }
+        }
+        d.deserialize_bytes(V)
+    }
+}
+
 /// Answers "had the op at `by` observed the element written at `elem`?".
 pub trait Observer {
     /// True if `elem`'s experience precedes `by`'s, or is the same experience at a lower op.
@@ -60,7 +107,33 @@ pub struct Leaf {
 }
 
 impl Leaf {
-    fn is_empty(&self) -> bool {
+    /// The canonical bytes of this leaf, for storage.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let record: LeafRecord = (
+            self.regs.clone(),
+            self.incs.iter().map(|(d, n)| (*d, *n)).collect(),
+            self.elems
+                .iter()
+                .map(|(k, ds)| (ByteBuf(k.clone()), ds.clone()))
+                .collect(),
+        );
+        crate::codec::to_canonical(&record)
+    }
+
+    /// Decodes [`Leaf::to_bytes`].
+    pub fn from_bytes(bytes: &[u8]) -> Result<Leaf, crate::codec::DecodeError> {
+        let (regs, incs, elems): LeafRecord = crate::codec::from_canonical(bytes)?;
+        let inc_sum = incs.iter().map(|(_, n)| i128::from(*n)).sum();
+        Ok(Leaf {
+            regs,
+            incs: incs.into_iter().collect(),
+            inc_sum,
+            elems: elems.into_iter().map(|(k, ds)| (k.0, ds)).collect(),
+        })
+    }
+
+    /// True if nothing is stored here.
+    pub fn is_empty(&self) -> bool {
         self.regs.is_empty() && self.incs.is_empty() && self.elems.is_empty()
     }
 
@@ -234,6 +307,22 @@ impl Doc {
                 self.leaves.remove(&*p);
             }
         }
+    }
+
+    /// The leaves at and below `path`, in path order.
+    pub fn leaves_under<'a>(
+        &'a self,
+        path: &'a Path,
+    ) -> impl Iterator<Item = (&'a Path, &'a Leaf)> {
+        self.leaves
+            .range::<_, Path>(path..)
+            .take_while(move |(p, _)| p.starts_with(path))
+            .map(|(p, l)| (&**p, &**l))
+    }
+
+    /// Puts a leaf (read back from storage) at `path`.
+    pub fn insert_leaf(&mut self, path: Path, leaf: Leaf) {
+        self.leaves.insert(Arc::new(path), Arc::new(leaf));
     }
 
     /// The leaf at exactly `path`.

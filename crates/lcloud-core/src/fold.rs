@@ -21,7 +21,7 @@ const ROOT_CONTEXT: &[u8] = b"lcloud/state/v1\0";
 const CALL_CHECKPOINT_EVERY: usize = 64;
 
 /// A call that a morphism refused: which op, and why.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Rejected {
     /// The morphism called.
     pub morphism: Id,
@@ -45,6 +45,25 @@ pub struct State {
     pub doc: Doc,
     /// Contract states and rejections.
     pub ordered: OrderedState,
+}
+
+impl OrderedState {
+    /// Canonical bytes, for storage.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let contracts: Vec<(&Id, &Value)> = self.contracts.iter().collect();
+        let rejections: Vec<(&Dot, &Rejected)> = self.rejections.iter().collect();
+        crate::codec::to_canonical(&(contracts, rejections))
+    }
+
+    /// Decodes [`OrderedState::to_bytes`].
+    pub fn from_bytes(bytes: &[u8]) -> Result<OrderedState, crate::codec::DecodeError> {
+        type Record = (Vec<(Id, Value)>, Vec<(Dot, Rejected)>);
+        let (contracts, rejections): Record = crate::codec::from_canonical(bytes)?;
+        Ok(OrderedState {
+            contracts: contracts.into_iter().collect(),
+            rejections: rejections.into_iter().collect(),
+        })
+    }
 }
 
 impl State {

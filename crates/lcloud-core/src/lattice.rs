@@ -237,6 +237,11 @@ impl Lattice {
     pub fn has_forks(&self) -> bool {
         !self.forked.is_empty()
     }
+    /// Nodes granted membership by an admitted `add_member`, sorted.
+    pub fn granted(&self) -> impl Iterator<Item = &NodeId> {
+        self.grants.keys()
+    }
+
     /// The authors seen, in arrival order.
     pub fn authors(&self) -> &[NodeId] {
         &self.authors

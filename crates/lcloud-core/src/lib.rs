@@ -42,7 +42,7 @@ pub mod value;
 
 pub use clock::{ClockParseError, VectorClock};
 pub use codec::DecodeError;
-pub use doc::{Doc, Dot};
+pub use doc::{Doc, Dot, Leaf, Observer, ObservesEverything};
 pub use experience::{
     DEPS_MAX, Draft, EXPERIENCE_BYTES_MAX, Experience, FORMAT_VERSION, Header, OPS_MAX,
     ValidationError, Verified, revalidate_stored, validate, validate_batch,

@@ -7,6 +7,7 @@
 
 pub mod bundle;
 mod identity;
+mod state;
 mod store;
 
 pub use identity::Identity;

@@ -4,11 +4,16 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::{Path as FsPath, PathBuf};
 
 use lcloud_core::{
-    Experience, Id, Inserted, NodeId, Replica, ValidationError, Verified, revalidate_stored,
+    Doc, Draft, EXPERIENCE_BYTES_MAX, Experience, ForkPolicy, Id, InsertError, Inserted, NodeId,
+    ObservesEverything, Op, Path, Replica, State, ValidationError, Value, Verified,
+    revalidate_stored,
 };
+
+use crate::identity::Identity;
+use crate::state::{self, LEAVES, Summary, read_doc, sealed, unseal, write_leaves};
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 
 const DB_FILE: &str = "store.redb";
@@ -67,13 +72,21 @@ pub enum StoreError {
         /// Highest seq of this identity in the store.
         stored: u64,
     },
+    /// The cloud's rules refuse the write.
+    #[error("refused: {0}")]
+    Refused(#[from] InsertError),
+    /// The experience would be larger than the cap.
+    #[error(
+        "the experience would be {0} bytes; at most {EXPERIENCE_BYTES_MAX} are allowed: split it"
+    )]
+    TooLarge(usize),
     /// The store was written by a newer format.
     #[error("store format {0} is newer than this lcloud understands ({FORMAT})")]
     NewerFormat(u8),
 }
 
 impl StoreError {
-    pub(crate) fn io(path: &Path, e: std::io::Error) -> StoreError {
+    pub(crate) fn io(path: &FsPath, e: std::io::Error) -> StoreError {
         if e.kind() == std::io::ErrorKind::StorageFull || e.raw_os_error() == Some(28) {
             StoreError::DiskFull(path.to_owned())
         } else {
@@ -122,12 +135,12 @@ impl Store {
     }
 
     /// Whether `dir` holds a store.
-    pub fn exists(dir: &Path) -> bool {
+    pub fn exists(dir: &FsPath) -> bool {
         dir.join(DB_FILE).exists()
     }
 
     /// Creates a store for the cloud of `genesis` in `dir`.
-    pub fn create(dir: &Path, genesis: &Verified<Experience>) -> Result<Store, StoreError> {
+    pub fn create(dir: &FsPath, genesis: &Verified<Experience>) -> Result<Store, StoreError> {
         if Store::exists(dir) {
             return Err(StoreError::AlreadyExists(dir.to_owned()));
         }
@@ -151,6 +164,14 @@ impl Store {
                 .map_err(|e| map_db(dir, e))?;
             txn.open_table(PARKED).map_err(|e| map_db(dir, e))?;
             txn.open_table(ALIASES).map_err(|e| map_db(dir, e))?;
+            let replica = Replica::new(genesis.clone())?;
+            meta.insert(
+                "summary",
+                sealed(&Summary::of(&replica).to_bytes()).as_slice(),
+            )
+            .map_err(|e| map_db(dir, e))?;
+            let mut leaves = txn.open_table(LEAVES).map_err(|e| map_db(dir, e))?;
+            write_leaves(&mut leaves, &replica.state().doc, &[Path::root()])?;
         }
         txn.commit().map_err(|e| map_db(dir, e))?;
         store.next = 1;
@@ -158,7 +179,7 @@ impl Store {
     }
 
     /// Opens the store in `dir`.
-    pub fn open(dir: &Path) -> Result<Store, StoreError> {
+    pub fn open(dir: &FsPath) -> Result<Store, StoreError> {
         if !Store::exists(dir) {
             return Err(StoreError::NoStore(dir.to_owned()));
         }
@@ -196,7 +217,7 @@ impl Store {
     }
 
     /// The directory.
-    pub fn dir(&self) -> &Path {
+    pub fn dir(&self) -> &FsPath {
         &self.dir
     }
 
@@ -314,10 +335,146 @@ impl Store {
                 park.insert(exp.id().as_bytes(), record(&exp.to_bytes()).as_slice())
                     .map_err(|e| map_db(&dir, e))?;
             }
+            let mut meta = txn.open_table(META).map_err(|e| map_db(&dir, e))?;
+            meta.insert(
+                "summary",
+                sealed(&Summary::of(replica).to_bytes()).as_slice(),
+            )
+            .map_err(|e| map_db(&dir, e))?;
+            let state = replica.state();
+            meta.insert("ordered", sealed(&state.ordered.to_bytes()).as_slice())
+                .map_err(|e| map_db(&dir, e))?;
+            let mut leaves = txn.open_table(LEAVES).map_err(|e| map_db(&dir, e))?;
+            write_leaves(&mut leaves, &state.doc, &touched(replica, outcomes))?;
         }
         txn.commit().map_err(|e| map_db(&dir, e))?;
         self.next = next;
         Ok(())
+    }
+
+    /// Writes `ops` as this node's next experience without loading the history: the draft
+    /// comes from the stored heads and tip, and the ops apply to the stored document leaves
+    /// they touch. A local write depends on every head, so it has observed every element
+    /// already folded. Returns `None` (nothing written) when only a full load can apply the
+    /// ops: calls to order-sensitive morphisms, or a forked author.
+    pub fn write_local(
+        &mut self,
+        identity: &Identity,
+        ops: Vec<Op>,
+    ) -> Result<Option<Verified<Experience>>, StoreError> {
+        let me = identity.id();
+        if ops.iter().any(|op| matches!(op, Op::Call { .. })) {
+            return Ok(None);
+        }
+        let dir = self.dir.clone();
+        let txn = self.db.begin_write().map_err(|e| map_db(&dir, e))?;
+        let exp = {
+            let mut meta = txn.open_table(META).map_err(|e| map_db(&dir, e))?;
+            let summary = read_summary(&meta)?;
+            if summary.forked.contains(&me) {
+                return Ok(None);
+            }
+            let tip = summary.tip(&me);
+            let signed = self.signed_seq()?;
+            let stored = tip.map_or(0, |(s, _)| s);
+            if signed > stored {
+                return Err(StoreError::BehindSignedSeq { signed, stored });
+            }
+            let draft = Draft {
+                cloud: self.cloud,
+                seq: stored + 1,
+                prev: tip.map(|(_, id)| id),
+                deps: summary
+                    .heads
+                    .iter()
+                    .filter(|(_, _, a)| *a != me)
+                    .map(|(id, _, _)| *id)
+                    .collect(),
+                ops,
+                root: None,
+                fuel: None,
+            };
+            let exp = Experience::sign(draft, identity.key());
+            let id = exp.id();
+            if summary.writers.as_ref().is_some_and(|w| !w.contains(&me)) {
+                return Err(InsertError::NotMember { id, author: me }.into());
+            }
+            let grants = exp
+                .ops()
+                .iter()
+                .any(|op| matches!(op, Op::AddMember { .. }));
+            if grants && me != summary.creator {
+                return Err(InsertError::NotAdmin { id, author: me }.into());
+            }
+            let bytes = exp.to_bytes();
+            if bytes.len() > EXPERIENCE_BYTES_MAX {
+                return Err(StoreError::TooLarge(bytes.len()));
+            }
+            let depth = 1 + summary.heads.iter().map(|(_, d, _)| *d).max().unwrap_or(0);
+            // Fold: the touched leaves only.
+            let mut leaves = txn.open_table(LEAVES).map_err(|e| map_db(&dir, e))?;
+            let touched: Vec<Path> = exp.ops().iter().filter_map(Op::path).cloned().collect();
+            let mut doc = Doc::default();
+            for p in &touched {
+                read_doc(&leaves, p, &mut doc)?;
+            }
+            for (i, op) in exp.ops().iter().enumerate() {
+                let dot = lcloud_core::Dot {
+                    depth,
+                    exp: id,
+                    op: i as u32,
+                };
+                doc.apply(op, dot, &ObservesEverything);
+            }
+            write_leaves(&mut leaves, &doc, &touched)?;
+            // The frontier: this experience is now the only head.
+            let mut next = summary.clone();
+            next.heads = vec![(id, depth, me)];
+            next.tips.retain(|(a, _, _)| *a != me);
+            next.tips.push((me, exp.seq(), id));
+            next.tips.sort();
+            if let Some(w) = next.writers.as_mut() {
+                for op in exp.ops() {
+                    if let Op::AddMember { node } = op {
+                        w.push(*node);
+                    }
+                }
+                w.sort();
+                w.dedup();
+            }
+            meta.insert("summary", sealed(&next.to_bytes()).as_slice())
+                .map_err(|e| map_db(&dir, e))?;
+            let mut exps = txn.open_table(EXPS).map_err(|e| map_db(&dir, e))?;
+            exps.insert(self.next, record(&bytes).as_slice())
+                .map_err(|e| map_db(&dir, e))?;
+            exp
+        };
+        txn.commit().map_err(|e| map_db(&dir, e))?;
+        self.next += 1;
+        self.record_signed(exp.seq())?;
+        Ok(Some(exp))
+    }
+
+    /// The current document at `path` (`None`: nothing there), read from the persisted fold
+    /// without loading the history.
+    pub fn document(&self, path: &Path) -> Result<Option<Value>, StoreError> {
+        let txn = self.db.begin_read().map_err(|e| self.map_db(e))?;
+        let leaves = txn.open_table(LEAVES).map_err(|e| self.map_db(e))?;
+        let mut doc = Doc::default();
+        read_doc(&leaves, path, &mut doc)?;
+        Ok(doc.materialize(path))
+    }
+
+    /// The current state, read from the persisted fold without loading the history.
+    pub fn state(&self) -> Result<State, StoreError> {
+        let txn = self.db.begin_read().map_err(|e| self.map_db(e))?;
+        let leaves = txn.open_table(LEAVES).map_err(|e| self.map_db(e))?;
+        let meta = txn.open_table(META).map_err(|e| self.map_db(e))?;
+        let mut doc = Doc::default();
+        read_doc(&leaves, &Path::root(), &mut doc)?;
+        let ordered = meta.get("ordered").map_err(|e| self.map_db(e))?;
+        let ordered = state::ordered_from(ordered.as_ref().map(|v| v.value()))?;
+        Ok(State { doc, ordered })
     }
 
     /// Refuses to sign if the store is behind what this identity has already signed.
@@ -388,6 +545,37 @@ impl Store {
     }
 }
 
+fn read_summary(
+    meta: &impl ReadableTable<&'static str, &'static [u8]>,
+) -> Result<Summary, StoreError> {
+    let rec = meta
+        .get("summary")
+        .map_err(|e| StoreError::Io {
+            path: DB_FILE.into(),
+            error: e.to_string(),
+        })?
+        .ok_or_else(|| corrupt("the store has no summary of its heads"))?;
+    Summary::from_bytes(unseal(rec.value(), &|| "the stored summary".into())?)
+}
+
+/// The document paths whose leaves `outcomes` may have changed.
+fn touched(replica: &Replica, outcomes: &[&Inserted]) -> Vec<Path> {
+    let quarantine = replica.lattice().rules().fork_policy == ForkPolicy::Quarantine;
+    if quarantine && outcomes.iter().any(|o| !o.forks.is_empty()) {
+        return vec![Path::root()];
+    }
+    let mut paths = Vec::new();
+    for idx in outcomes.iter().flat_map(|o| o.admitted.iter()) {
+        for op in replica.lattice().get(*idx).ops() {
+            match op {
+                Op::Genesis(_) => return vec![Path::root()],
+                other => paths.extend(other.path().cloned()),
+            }
+        }
+    }
+    paths
+}
+
 fn corrupt(what: &str) -> StoreError {
     StoreError::Corrupt {
         what: what.to_owned(),
@@ -398,7 +586,7 @@ fn bad_record(n: u64, e: &ValidationError) -> StoreError {
     corrupt(&format!("experience #{n}: {e}"))
 }
 
-fn map_db(dir: &Path, e: impl Into<redb::Error>) -> StoreError {
+fn map_db(dir: &FsPath, e: impl Into<redb::Error>) -> StoreError {
     let path = dir.join(DB_FILE);
     match e.into() {
         redb::Error::DatabaseAlreadyOpen => StoreError::Busy(dir.to_owned()),

@@ -1,0 +1,287 @@
+//! The persisted fold: the document's leaves by path, the order-sensitive state, and a summary
+//! of the lattice's frontier (heads, chain tips, writers, forked authors). Reading the current
+//! state or writing a local experience uses these alone, so neither replays history.
+
+use lcloud_core::codec::{from_canonical, to_canonical};
+use lcloud_core::{Doc, Id, Leaf, NodeId, OrderedState, Path, Replica};
+use redb::{ReadableTable, Table, TableDefinition};
+
+use crate::store::StoreError;
+
+/// Path key → tagged leaf bytes.
+pub(crate) const LEAVES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("leaves");
+
+/// The lattice's frontier, as much as a local write needs.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub(crate) struct Summary {
+    /// Heads: (id, depth, author), sorted by id.
+    pub heads: Vec<(Id, u64, NodeId)>,
+    /// Chain tips: (author, seq, id), sorted by author. A forked author keeps one tip.
+    pub tips: Vec<(NodeId, u64, Id)>,
+    /// Who may write: `None` for an open cloud; else the creator, listed and granted members.
+    pub writers: Option<Vec<NodeId>>,
+    /// The cloud's creator (the only admin).
+    pub creator: NodeId,
+    /// Authors that forked.
+    pub forked: Vec<NodeId>,
+}
+
+impl Summary {
+    pub fn of(replica: &Replica) -> Summary {
+        let lattice = replica.lattice();
+        let heads = lattice
+            .heads()
+            .iter()
+            .map(|h| {
+                let i = lattice.idx(h).expect("heads are admitted");
+                (*h, lattice.depth(i), lattice.get(i).author())
+            })
+            .collect();
+        let mut tips: Vec<(NodeId, u64, Id)> = lattice
+            .authors()
+            .iter()
+            .filter_map(|a| {
+                let i = lattice.tip(a)?;
+                Some((*a, lattice.get(i).seq(), lattice.get(i).id()))
+            })
+            .collect();
+        tips.sort();
+        let rules = lattice.rules();
+        let writers = rules.members.as_ref().map(|m| {
+            let mut w: Vec<NodeId> = m.iter().copied().collect();
+            w.push(rules.creator);
+            w.extend(lattice.granted().copied());
+            w.sort();
+            w.dedup();
+            w
+        });
+        Summary {
+            heads,
+            tips,
+            writers,
+            creator: rules.creator,
+            forked: lattice.forked_authors().into_keys().collect(),
+        }
+    }
+
+    pub fn to_bytes(&self) -> Vec<u8> {
+        to_canonical(&(
+            &self.heads,
+            &self.tips,
+            &self.writers,
+            &self.creator,
+            &self.forked,
+        ))
+    }
+
+    pub fn from_bytes(bytes: &[u8]) -> Result<Summary, StoreError> {
+        type Record = (
+            Vec<(Id, u64, NodeId)>,
+            Vec<(NodeId, u64, Id)>,
+            Option<Vec<NodeId>>,
+            NodeId,
+            Vec<NodeId>,
+        );
+        let (heads, tips, writers, creator, forked): Record =
+            from_canonical(bytes).map_err(|e| StoreError::Corrupt {
+                what: format!("the stored summary: {e}"),
+            })?;
+        Ok(Summary {
+            heads,
+            tips,
+            writers,
+            creator,
+            forked,
+        })
+    }
+
+    pub fn tip(&self, author: &NodeId) -> Option<(u64, Id)> {
+        self.tips
+            .iter()
+            .find(|(a, _, _)| a == author)
+            .map(|(_, s, i)| (*s, *i))
+    }
+}
+
+/// A path as a key whose byte order is the path order and whose descendants share its prefix:
+/// each segment with 0x00 escaped as 0x00 0x01, then 0x00 0x00.
+pub(crate) fn path_key(path: &Path) -> Vec<u8> {
+    let mut key = Vec::new();
+    for seg in &path.0 {
+        for b in seg.as_bytes() {
+            key.push(*b);
+            if *b == 0 {
+                key.push(1);
+            }
+        }
+        key.extend_from_slice(&[0, 0]);
+    }
+    key
+}
+
+fn path_from_key(key: &[u8]) -> Option<Path> {
+    let mut segments = Vec::new();
+    let mut seg = Vec::new();
+    let mut i = 0;
+    while i < key.len() {
+        if key[i] == 0 {
+            match key.get(i + 1)? {
+                0 => segments.push(String::from_utf8(std::mem::take(&mut seg)).ok()?),
+                1 => seg.push(0),
+                _ => return None,
+            }
+            i += 2;
+        } else {
+            seg.push(key[i]);
+            i += 1;
+        }
+    }
+    seg.is_empty().then_some(Path(segments))
+}
+
+fn tag(bytes: &[u8]) -> [u8; 16] {
+    let mut t = [0u8; 16];
+    t.copy_from_slice(&blake3::hash(bytes).as_bytes()[..16]);
+    t
+}
+
+/// Tag ‖ bytes.
+pub(crate) fn sealed(bytes: &[u8]) -> Vec<u8> {
+    let mut r = tag(bytes).to_vec();
+    r.extend_from_slice(bytes);
+    r
+}
+
+/// The bytes of a sealed value, after checking its tag.
+pub(crate) fn unseal<'a>(rec: &'a [u8], what: &dyn Fn() -> String) -> Result<&'a [u8], StoreError> {
+    if rec.len() < 16 || rec[..16] != tag(&rec[16..]) {
+        return Err(StoreError::Corrupt {
+            what: format!("{}: checksum mismatch", what()),
+        });
+    }
+    Ok(&rec[16..])
+}
+
+/// The leaves at and below `under`, read into a (partial) document.
+pub(crate) fn read_doc(
+    table: &impl ReadableTable<&'static [u8], &'static [u8]>,
+    under: &Path,
+    doc: &mut Doc,
+) -> Result<Vec<Vec<u8>>, StoreError> {
+    let prefix = path_key(under);
+    let mut keys = Vec::new();
+    for row in table.range(prefix.as_slice()..).map_err(db)? {
+        let (k, v) = row.map_err(db)?;
+        let key = k.value();
+        if !key.starts_with(&prefix) {
+            break;
+        }
+        let path = path_from_key(key).ok_or_else(|| StoreError::Corrupt {
+            what: "a stored document path is malformed".into(),
+        })?;
+        let bytes = unseal(v.value(), &|| format!("document leaf {path}"))?;
+        let leaf = Leaf::from_bytes(bytes).map_err(|e| StoreError::Corrupt {
+            what: format!("document leaf {path}: {e}"),
+        })?;
+        doc.insert_leaf(path, leaf);
+        keys.push(key.to_vec());
+    }
+    Ok(keys)
+}
+
+/// Replaces the stored leaves at and below each of `touched` by `doc`'s.
+pub(crate) fn write_leaves(
+    table: &mut Table<'_, &'static [u8], &'static [u8]>,
+    doc: &Doc,
+    touched: &[Path],
+) -> Result<(), StoreError> {
+    let mut roots: Vec<&Path> = touched.iter().collect();
+    roots.sort();
+    roots.dedup();
+    let mut kept: Vec<&Path> = Vec::new();
+    for p in roots {
+        if !kept.iter().any(|k| p.starts_with(k)) {
+            kept.push(p);
+        }
+    }
+    for p in kept {
+        let prefix = path_key(p);
+        let mut old = Vec::new();
+        for row in table.range(prefix.as_slice()..).map_err(db)? {
+            let (k, _) = row.map_err(db)?;
+            if !k.value().starts_with(&prefix) {
+                break;
+            }
+            old.push(k.value().to_vec());
+        }
+        for k in old {
+            table.remove(k.as_slice()).map_err(db)?;
+        }
+        for (path, leaf) in doc.leaves_under(p) {
+            table
+                .insert(
+                    path_key(path).as_slice(),
+                    sealed(&leaf.to_bytes()).as_slice(),
+                )
+                .map_err(db)?;
+        }
+    }
+    Ok(())
+}
+
+/// Decodes the stored order-sensitive state.
+pub(crate) fn ordered_from(bytes: Option<&[u8]>) -> Result<OrderedState, StoreError> {
+    match bytes {
+        None => Ok(OrderedState::default()),
+        Some(rec) => {
+            let bytes = unseal(rec, &|| "the order-sensitive state".into())?;
+            OrderedState::from_bytes(bytes).map_err(|e| StoreError::Corrupt {
+                what: format!("the order-sensitive state: {e}"),
+            })
+        }
+    }
+}
+
+fn db(e: impl Into<redb::Error>) -> StoreError {
+    StoreError::Io {
+        path: "store.redb".into(),
+        error: e.into().to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn path_keys_sort_like_paths_and_nest_as_prefixes() {
+        let paths: Vec<Path> = [
+            vec![],
+            vec!["a"],
+            vec!["a", ""],
+            vec!["a", "b"],
+            vec!["a", "z"],
+            vec!["a\0"],
+            vec!["aa"],
+            vec!["b"],
+        ]
+        .into_iter()
+        .map(|v| Path(v.into_iter().map(String::from).collect()))
+        .collect();
+        let mut sorted = paths.clone();
+        sorted.sort();
+        let mut by_key = paths.clone();
+        by_key.sort_by_key(path_key);
+        assert_eq!(sorted, by_key);
+        for p in &paths {
+            assert_eq!(path_from_key(&path_key(p)).as_ref(), Some(p));
+            for q in &paths {
+                assert_eq!(
+                    q.starts_with(p),
+                    path_key(q).starts_with(&path_key(p)),
+                    "{p} {q}"
+                );
+            }
+        }
+    }
+}
