@@ -7,8 +7,8 @@ use std::path::{Path as FsPath, PathBuf};
 use anyhow::{Context, Result, anyhow, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use lcloud_core::{
-    Cut, EXPERIENCE_BYTES_MAX, Experience, ForkPolicy, Genesis, Id, Inserted, NodeId, OPS_MAX, Op,
-    Replica, State, Value, View, validate, validate_batch,
+    Cut, EXPERIENCE_BYTES_MAX, Experience, ForkPolicy, Genesis, Id, NodeId, OPS_MAX, Op, Replica,
+    State, Value, View, validate,
 };
 use lcloud_store::{Identity, Store, bundle};
 use serde_json::json;
@@ -698,29 +698,6 @@ fn export(dir: &FsPath, json_out: bool, file: &FsPath, since: Option<String>) ->
     Ok(())
 }
 
-#[derive(Default)]
-struct ImportReport {
-    new: usize,
-    known: usize,
-    parked: usize,
-    rejected: BTreeMap<String, usize>,
-    first_rejection: Option<String>,
-}
-
-fn reason(e: &dyn std::fmt::Debug) -> String {
-    let text = format!("{e:?}");
-    // The variant name: `Malformed(..)` → Malformed, `NotMember { .. }` → NotMember.
-    let outer: String = text.chars().take_while(|c| c.is_alphanumeric()).collect();
-    if outer == "Malformed" {
-        let inner: String = text["Malformed(".len().min(text.len())..]
-            .chars()
-            .take_while(|c| c.is_alphanumeric())
-            .collect();
-        return format!("Malformed/{inner}");
-    }
-    outer
-}
-
 fn import(node: &mut Node, json_out: bool, file: &FsPath) -> Result<()> {
     let bytes = read_file(file)?;
     let b = bundle::decode(&bytes).with_context(|| format!("cannot import {}", file.display()))?;
@@ -732,55 +709,12 @@ fn import(node: &mut Node, json_out: bool, file: &FsPath) -> Result<()> {
             b.cloud
         );
     }
-    let mut report = ImportReport::default();
-    let mut outcomes: Vec<Inserted> = Vec::new();
-    let mut parked: Vec<Experience> = Vec::new();
     let bar = progress(b.records.len() as u64, "importing");
-    for chunk in b.records.chunks(1024) {
-        for (bytes, result) in chunk.iter().zip(validate_batch(chunk, &cloud)) {
-            let exp = match result {
-                Ok(exp) => exp,
-                Err(e) => {
-                    *report.rejected.entry(reason(&e)).or_default() += 1;
-                    report.first_rejection.get_or_insert_with(|| format!("{e}"));
-                    continue;
-                }
-            };
-            let _ = bytes;
-            let candidate = exp.clone().into_inner();
-            match node.replica.insert(exp) {
-                Ok(out) if out.duplicate => report.known += 1,
-                Ok(out) => {
-                    if !out.parked_on.is_empty() {
-                        report.parked += 1;
-                        parked.push(candidate);
-                    }
-                    report.new += out.admitted.len();
-                    for e in &out.rejected {
-                        *report.rejected.entry(reason(e)).or_default() += 1;
-                        report.first_rejection.get_or_insert_with(|| format!("{e}"));
-                    }
-                    outcomes.push(out);
-                }
-                Err(e) => {
-                    *report.rejected.entry(reason(&e)).or_default() += 1;
-                    report.first_rejection.get_or_insert_with(|| format!("{e}"));
-                }
-            }
-        }
-        bar.inc(chunk.len() as u64);
-    }
+    let report = node
+        .store
+        .import(&mut node.replica, &b.records, &mut |n| bar.set_position(n))?;
     bar.finish_and_clear();
-    // Parked experiences released later in the same import are admitted, not parked.
-    let still_parked: Vec<&Experience> = parked
-        .iter()
-        .filter(|e| !node.replica.lattice().contains(&e.id()))
-        .collect();
-    report.parked = still_parked.len();
-    let refs: Vec<&Inserted> = outcomes.iter().collect();
-    node.store
-        .persist_with_parked(&node.replica, &refs, &still_parked)?;
-    let rejected: usize = report.rejected.values().sum();
+    let rejected = report.rejected_total();
     print(
         json_out,
         json!({

@@ -36,7 +36,7 @@ impl Node {
             "lcloud {args:?} failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+        String::from_utf8(out.stdout).unwrap().trim_end().to_owned()
     }
     /// Runs a command that must fail; returns its one-line error.
     fn fails(&self, args: &[&str]) -> String {

@@ -213,29 +213,9 @@ impl Experience {
     /// Signs `draft` with `key`. An experience this node signs itself is verified by
     /// construction, so it is returned as [`Verified`] without a signature check.
     pub fn sign(draft: Draft, key: &SigningKey) -> Verified<Experience> {
-        let header = Header {
-            version: FORMAT_VERSION,
-            cloud: draft.cloud,
-            author: NodeId(key.verification_key().to_bytes()),
-            seq: draft.seq,
-            prev: draft.prev,
-            deps: draft.deps,
-            ops: ops_digest(&draft.ops),
-            root: draft.root,
-            fuel: draft.fuel,
-        };
-        let header_bytes = header.to_bytes();
-        let mut msg = SIGN_CONTEXT.to_vec();
-        msg.extend_from_slice(&header_bytes);
-        let sig = Sig(key.sign(&msg).to_bytes());
-        let exp = Experience {
-            id: Id::hash(&header_bytes),
-            header,
-            sig,
-            ops: draft.ops,
-        };
-        debug_assert!(check_shape(&exp).is_ok(), "signed a malformed experience");
-        Verified(exp)
+        draft
+            .seal(NodeId(key.verification_key().to_bytes()))
+            .sign(key)
     }
 
     /// Creates and signs the genesis experience of a new cloud; its id is the cloud id.
@@ -283,6 +263,77 @@ pub struct Draft {
     pub root: Option<Id>,
     /// Optional fuel limit.
     pub fuel: Option<u64>,
+}
+
+impl Draft {
+    /// Fixes the header for `author`. The id is known before signing (it hashes the header,
+    /// not the signature), so a writer can chain many drafts and sign them in parallel.
+    pub fn seal(self, author: NodeId) -> Unsigned {
+        let header = Header {
+            version: FORMAT_VERSION,
+            cloud: self.cloud,
+            author,
+            seq: self.seq,
+            prev: self.prev,
+            deps: self.deps,
+            ops: ops_digest(&self.ops),
+            root: self.root,
+            fuel: self.fuel,
+        };
+        let header_bytes = header.to_bytes();
+        Unsigned {
+            id: Id::hash(&header_bytes),
+            header,
+            header_bytes,
+            ops: self.ops,
+        }
+    }
+}
+
+/// An experience whose header is fixed but not yet signed.
+#[derive(Clone, Debug)]
+pub struct Unsigned {
+    header: Header,
+    header_bytes: Vec<u8>,
+    ops: Vec<Op>,
+    id: Id,
+}
+
+impl Unsigned {
+    /// The id the signed experience will have.
+    pub fn id(&self) -> Id {
+        self.id
+    }
+
+    /// The header.
+    pub fn header(&self) -> &Header {
+        &self.header
+    }
+
+    /// The ops.
+    pub fn ops(&self) -> &[Op] {
+        &self.ops
+    }
+
+    /// Signs it. `key` must be the author's.
+    pub fn sign(self, key: &SigningKey) -> Verified<Experience> {
+        assert_eq!(
+            key.verification_key().to_bytes(),
+            self.header.author.0,
+            "an experience is signed by its author"
+        );
+        let mut msg = SIGN_CONTEXT.to_vec();
+        msg.extend_from_slice(&self.header_bytes);
+        let sig = Sig(key.sign(&msg).to_bytes());
+        let exp = Experience {
+            id: self.id,
+            header: self.header,
+            sig,
+            ops: self.ops,
+        };
+        debug_assert!(check_shape(&exp).is_ok(), "signed a malformed experience");
+        Verified(exp)
+    }
 }
 
 /// BLAKE3 of the canonical encoding of a batch of ops.

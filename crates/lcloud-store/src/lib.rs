@@ -6,9 +6,13 @@
 //! identity has signed, written after each durable commit; see [`Store::check_can_sign`]).
 
 pub mod bundle;
+mod commit;
 mod identity;
+mod import;
 mod state;
 mod store;
 
+pub use commit::{BATCH_MAX, Committer, Writer};
 pub use identity::Identity;
+pub use import::ImportReport;
 pub use store::{Store, StoreError};

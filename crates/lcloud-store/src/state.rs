@@ -95,6 +95,23 @@ impl Summary {
         })
     }
 
+    /// This node's experience `u` at `depth` became the only head and its chain's tip.
+    pub fn advance(&mut self, me: &NodeId, u: &lcloud_core::Unsigned, depth: u64) {
+        self.heads = vec![(u.id(), depth, *me)];
+        self.tips.retain(|(a, _, _)| a != me);
+        self.tips.push((*me, u.header().seq, u.id()));
+        self.tips.sort();
+        if let Some(w) = self.writers.as_mut() {
+            for op in u.ops() {
+                if let lcloud_core::Op::AddMember { node } = op {
+                    w.push(*node);
+                }
+            }
+            w.sort();
+            w.dedup();
+        }
+    }
+
     pub fn tip(&self, author: &NodeId) -> Option<(u64, Id)> {
         self.tips
             .iter()

@@ -80,6 +80,12 @@ pub enum StoreError {
         "the experience would be {0} bytes; at most {EXPERIENCE_BYTES_MAX} are allowed: split it"
     )]
     TooLarge(usize),
+    /// The committer has stopped.
+    #[error("the store's committer has stopped")]
+    Closed,
+    /// This write needs the whole history loaded (calls, or this node forked).
+    #[error("this write needs the full history loaded (a call, or this node's chain forked)")]
+    NeedsFullLoad,
     /// The store was written by a newer format.
     #[error("store format {0} is newer than this lcloud understands ({FORMAT})")]
     NewerFormat(u8),
@@ -362,97 +368,123 @@ impl Store {
         identity: &Identity,
         ops: Vec<Op>,
     ) -> Result<Option<Verified<Experience>>, StoreError> {
-        let me = identity.id();
         if ops.iter().any(|op| matches!(op, Op::Call { .. })) {
             return Ok(None);
         }
+        match self.write_batch_local(identity, vec![ops])? {
+            None => Ok(None),
+            Some(mut results) => results.pop().expect("one result per request").map(Some),
+        }
+    }
+
+    /// Writes each entry of `batch` as one experience of this node, chained one after the
+    /// other, in **one** durable commit (one fsync for all: group commit). Signatures are
+    /// computed in parallel on all cores (ids hash headers, not signatures, so the chain is
+    /// fixed before signing). Each entry gets its own result: a refused entry (not a member,
+    /// too large) does not stop the others. `None` when only a full load can apply them
+    /// (this node forked); entries must not contain calls.
+    pub fn write_batch_local(
+        &mut self,
+        identity: &Identity,
+        batch: Vec<Vec<Op>>,
+    ) -> Result<Option<Vec<Result<Verified<Experience>, StoreError>>>, StoreError> {
+        let me = identity.id();
+        assert!(
+            batch
+                .iter()
+                .flatten()
+                .all(|op| !matches!(op, Op::Call { .. })),
+            "calls need the full fold"
+        );
         let dir = self.dir.clone();
         let txn = self.db.begin_write().map_err(|e| map_db(&dir, e))?;
-        let exp = {
+        let results = {
             let mut meta = txn.open_table(META).map_err(|e| map_db(&dir, e))?;
-            let summary = read_summary(&meta)?;
+            let mut summary = read_summary(&meta)?;
             if summary.forked.contains(&me) {
                 return Ok(None);
             }
-            let tip = summary.tip(&me);
             let signed = self.signed_seq()?;
-            let stored = tip.map_or(0, |(s, _)| s);
+            let stored = summary.tip(&me).map_or(0, |(s, _)| s);
             if signed > stored {
                 return Err(StoreError::BehindSignedSeq { signed, stored });
             }
-            let draft = Draft {
-                cloud: self.cloud,
-                seq: stored + 1,
-                prev: tip.map(|(_, id)| id),
-                deps: summary
-                    .heads
-                    .iter()
-                    .filter(|(_, _, a)| *a != me)
-                    .map(|(id, _, _)| *id)
-                    .collect(),
-                ops,
-                root: None,
-                fuel: None,
-            };
-            let exp = Experience::sign(draft, identity.key());
-            let id = exp.id();
-            if summary.writers.as_ref().is_some_and(|w| !w.contains(&me)) {
-                return Err(InsertError::NotMember { id, author: me }.into());
+            // Chain the drafts: each depends on the one before (it is the only head).
+            let mut planned: Vec<Result<(lcloud_core::Unsigned, u64), StoreError>> = Vec::new();
+            for ops in batch {
+                let tip = summary.tip(&me);
+                let draft = Draft {
+                    cloud: self.cloud,
+                    seq: tip.map_or(1, |(s, _)| s + 1),
+                    prev: tip.map(|(_, id)| id),
+                    deps: summary
+                        .heads
+                        .iter()
+                        .filter(|(_, _, a)| *a != me)
+                        .map(|(id, _, _)| *id)
+                        .collect(),
+                    ops,
+                    root: None,
+                    fuel: None,
+                };
+                let unsigned = draft.seal(me);
+                match check_local(&summary, &me, &unsigned) {
+                    Err(e) => planned.push(Err(e)),
+                    Ok(()) => {
+                        let depth = 1 + summary.heads.iter().map(|(_, d, _)| *d).max().unwrap_or(0);
+                        summary.advance(&me, &unsigned, depth);
+                        planned.push(Ok((unsigned, depth)));
+                    }
+                }
             }
-            let grants = exp
-                .ops()
-                .iter()
-                .any(|op| matches!(op, Op::AddMember { .. }));
-            if grants && me != summary.creator {
-                return Err(InsertError::NotAdmin { id, author: me }.into());
-            }
-            let bytes = exp.to_bytes();
-            if bytes.len() > EXPERIENCE_BYTES_MAX {
-                return Err(StoreError::TooLarge(bytes.len()));
-            }
-            let depth = 1 + summary.heads.iter().map(|(_, d, _)| *d).max().unwrap_or(0);
-            // Fold: the touched leaves only.
+            let signed = sign_all(identity, planned);
+            // Fold the ops into the leaves they touch, then store everything.
             let mut leaves = txn.open_table(LEAVES).map_err(|e| map_db(&dir, e))?;
-            let touched: Vec<Path> = exp.ops().iter().filter_map(Op::path).cloned().collect();
+            let touched: Vec<Path> = signed
+                .iter()
+                .flatten()
+                .flat_map(|(e, _)| e.ops().iter().filter_map(Op::path).cloned())
+                .collect();
             let mut doc = Doc::default();
             for p in &touched {
                 read_doc(&leaves, p, &mut doc)?;
             }
-            for (i, op) in exp.ops().iter().enumerate() {
-                let dot = lcloud_core::Dot {
-                    depth,
-                    exp: id,
-                    op: i as u32,
+            let mut exps = txn.open_table(EXPS).map_err(|e| map_db(&dir, e))?;
+            let mut next = self.next;
+            let mut results = Vec::new();
+            for r in signed {
+                let (exp, depth) = match r {
+                    Ok(x) => x,
+                    Err(e) => {
+                        results.push(Err(e));
+                        continue;
+                    }
                 };
-                doc.apply(op, dot, &ObservesEverything);
+                for (i, op) in exp.ops().iter().enumerate() {
+                    let dot = lcloud_core::Dot {
+                        depth,
+                        exp: exp.id(),
+                        op: i as u32,
+                    };
+                    doc.apply(op, dot, &ObservesEverything);
+                }
+                let bytes = exp.to_bytes();
+                exps.insert(next, record(&bytes).as_slice())
+                    .map_err(|e| map_db(&dir, e))?;
+                next += 1;
+                results.push(Ok(exp));
             }
             write_leaves(&mut leaves, &doc, &touched)?;
-            // The frontier: this experience is now the only head.
-            let mut next = summary.clone();
-            next.heads = vec![(id, depth, me)];
-            next.tips.retain(|(a, _, _)| *a != me);
-            next.tips.push((me, exp.seq(), id));
-            next.tips.sort();
-            if let Some(w) = next.writers.as_mut() {
-                for op in exp.ops() {
-                    if let Op::AddMember { node } = op {
-                        w.push(*node);
-                    }
-                }
-                w.sort();
-                w.dedup();
-            }
-            meta.insert("summary", sealed(&next.to_bytes()).as_slice())
+            meta.insert("summary", sealed(&summary.to_bytes()).as_slice())
                 .map_err(|e| map_db(&dir, e))?;
-            let mut exps = txn.open_table(EXPS).map_err(|e| map_db(&dir, e))?;
-            exps.insert(self.next, record(&bytes).as_slice())
-                .map_err(|e| map_db(&dir, e))?;
-            exp
+            results
         };
         txn.commit().map_err(|e| map_db(&dir, e))?;
-        self.next += 1;
-        self.record_signed(exp.seq())?;
-        Ok(Some(exp))
+        self.next += results.iter().filter(|r| r.is_ok()).count() as u64;
+        if let Some(last) = results.iter().flatten().map(|e| e.seq()).max() {
+            self.record_signed(last)?;
+        }
+        Ok(Some(results))
     }
 
     /// The current document at `path` (`None`: nothing there), read from the persisted fold
@@ -543,6 +575,75 @@ impl Store {
         }
         txn.commit().map_err(|e| map_db(&dir, e))
     }
+}
+
+/// The rules a local write must pass, checked against the stored frontier.
+fn check_local(
+    summary: &Summary,
+    me: &NodeId,
+    unsigned: &lcloud_core::Unsigned,
+) -> Result<(), StoreError> {
+    let id = unsigned.id();
+    if summary.writers.as_ref().is_some_and(|w| !w.contains(me)) {
+        return Err(InsertError::NotMember { id, author: *me }.into());
+    }
+    // The header, the signature, and the ops with their framing: an upper bound on the size.
+    let ops_bytes = lcloud_core::codec::to_canonical(unsigned.ops()).len();
+    let size = unsigned.header().to_bytes().len() + 66 + ops_bytes + 4;
+    if size > EXPERIENCE_BYTES_MAX {
+        return Err(StoreError::TooLarge(size));
+    }
+    let grants = unsigned
+        .ops()
+        .iter()
+        .any(|op| matches!(op, Op::AddMember { .. }));
+    if grants && *me != summary.creator {
+        return Err(InsertError::NotAdmin { id, author: *me }.into());
+    }
+    Ok(())
+}
+
+/// Signs every planned experience, spreading the work over the machine's cores.
+#[allow(clippy::type_complexity)]
+fn sign_all(
+    identity: &Identity,
+    planned: Vec<Result<(lcloud_core::Unsigned, u64), StoreError>>,
+) -> Vec<Result<(Verified<Experience>, u64), StoreError>> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(8);
+    if planned.len() < 64 || threads == 1 {
+        return planned
+            .into_iter()
+            .map(|r| r.map(|(u, d)| (u.sign(identity.key()), d)))
+            .collect();
+    }
+    let chunk = planned.len().div_ceil(threads);
+    let mut parts: Vec<Vec<_>> = Vec::new();
+    let mut it = planned.into_iter();
+    loop {
+        let part: Vec<_> = it.by_ref().take(chunk).collect();
+        if part.is_empty() {
+            break;
+        }
+        parts.push(part);
+    }
+    std::thread::scope(|s| {
+        let handles: Vec<_> = parts
+            .into_iter()
+            .map(|part| {
+                s.spawn(move || {
+                    part.into_iter()
+                        .map(|r| r.map(|(u, d)| (u.sign(identity.key()), d)))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("signing does not panic"))
+            .collect()
+    })
 }
 
 fn read_summary(

@@ -1,0 +1,136 @@
+//! Importing experiences from untrusted bytes (a bundle, later a peer): validation in ZIP-215
+//! batches spread over every core, admission in order, one durable commit.
+
+use std::collections::BTreeMap;
+
+use lcloud_core::{Experience, Inserted, Replica, ValidationError, Verified, validate_batch};
+
+use crate::store::{Store, StoreError};
+
+/// Signatures checked per batch.
+const BATCH: usize = 1024;
+
+/// What an import did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ImportReport {
+    /// Experiences admitted (including parked ones this import released).
+    pub new: usize,
+    /// Experiences already held.
+    pub known: usize,
+    /// Experiences still waiting for missing links.
+    pub parked: usize,
+    /// Refusals by rule name (`BadSignature`, `Malformed/Truncated`, `NotMember`, …).
+    pub rejected: BTreeMap<String, usize>,
+    /// The first refusal, in full.
+    pub first_rejection: Option<String>,
+}
+
+impl ImportReport {
+    fn reject(&mut self, e: &dyn std::fmt::Display, kind: String) {
+        *self.rejected.entry(kind).or_default() += 1;
+        self.first_rejection.get_or_insert_with(|| e.to_string());
+    }
+
+    /// Total refused.
+    pub fn rejected_total(&self) -> usize {
+        self.rejected.values().sum()
+    }
+}
+
+/// The variant name of an error: `Malformed(Truncated(3))` → `Malformed/Truncated`.
+fn rule(e: &dyn std::fmt::Debug) -> String {
+    let text = format!("{e:?}");
+    let mut parts = text
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|p| !p.is_empty());
+    let outer = parts.next().unwrap_or("Unknown").to_owned();
+    if outer == "Malformed" {
+        return format!("{outer}/{}", parts.next().unwrap_or(""));
+    }
+    outer
+}
+
+/// Validates `records` in batches over all cores; results in input order.
+fn validate_all(
+    records: &[&[u8]],
+    cloud: &lcloud_core::Id,
+) -> Vec<Result<Verified<Experience>, ValidationError>> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(8);
+    let chunks: Vec<&[&[u8]]> = records.chunks(BATCH).collect();
+    if threads == 1 || chunks.len() < 2 {
+        return chunks
+            .iter()
+            .flat_map(|c| validate_batch(c, cloud))
+            .collect();
+    }
+    let per = chunks.len().div_ceil(threads);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = chunks
+            .chunks(per)
+            .map(|group| {
+                s.spawn(move || {
+                    group
+                        .iter()
+                        .flat_map(|c| validate_batch(c, cloud))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("validation does not panic"))
+            .collect()
+    })
+}
+
+impl Store {
+    /// Validates `records` (untrusted canonical experience bytes), inserts them into
+    /// `replica` (which must hold this store's history) and persists the result durably.
+    pub fn import(
+        &mut self,
+        replica: &mut Replica,
+        records: &[&[u8]],
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<ImportReport, StoreError> {
+        let cloud = self.cloud();
+        let mut report = ImportReport::default();
+        let mut outcomes: Vec<Inserted> = Vec::new();
+        let mut parked: Vec<Experience> = Vec::new();
+        for (n, result) in validate_all(records, &cloud).into_iter().enumerate() {
+            progress(n as u64);
+            let exp = match result {
+                Ok(exp) => exp,
+                Err(e) => {
+                    report.reject(&e, rule(&e));
+                    continue;
+                }
+            };
+            let candidate = exp.clone();
+            match replica.insert(exp) {
+                Ok(out) if out.duplicate => report.known += 1,
+                Ok(out) => {
+                    if !out.parked_on.is_empty() {
+                        parked.push(candidate.into_inner());
+                    }
+                    report.new += out.admitted.len();
+                    for e in &out.rejected {
+                        report.reject(e, rule(e));
+                    }
+                    outcomes.push(out);
+                }
+                Err(e) => report.reject(&e, rule(&e)),
+            }
+        }
+        // Parked experiences released later in the same import are admitted, not parked.
+        let still_parked: Vec<&Experience> = parked
+            .iter()
+            .filter(|e| !replica.lattice().contains(&e.id()))
+            .collect();
+        report.parked = still_parked.len();
+        let refs: Vec<&Inserted> = outcomes.iter().collect();
+        self.persist_with_parked(replica, &refs, &still_parked)?;
+        Ok(report)
+    }
+}
