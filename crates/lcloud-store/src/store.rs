@@ -104,6 +104,9 @@ impl StoreError {
     }
 }
 
+/// The outcome of one write in a batch.
+pub type WriteResult = Result<Verified<Experience>, StoreError>;
+
 /// An open store of one cloud.
 pub struct Store {
     db: Database,
@@ -387,7 +390,7 @@ impl Store {
         &mut self,
         identity: &Identity,
         batch: Vec<Vec<Op>>,
-    ) -> Result<Option<Vec<Result<Verified<Experience>, StoreError>>>, StoreError> {
+    ) -> Result<Option<Vec<WriteResult>>, StoreError> {
         let me = identity.id();
         assert!(
             batch
