@@ -215,9 +215,10 @@ pub(crate) fn write_leaves(
     let mut roots: Vec<&Path> = touched.iter().collect();
     roots.sort();
     roots.dedup();
+    // Sorted, a path's descendants follow it directly: compare with the last kept root only.
     let mut kept: Vec<&Path> = Vec::new();
     for p in roots {
-        if !kept.iter().any(|k| p.starts_with(k)) {
+        if !kept.last().is_some_and(|k| p.starts_with(k)) {
             kept.push(p);
         }
     }

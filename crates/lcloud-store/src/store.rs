@@ -3,7 +3,6 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::Write;
 use std::path::{Path as FsPath, PathBuf};
 
 use lcloud_core::{
@@ -526,19 +525,27 @@ impl Store {
     }
 
     /// Records that this identity has signed up to `seq`. Call after the experience is durably
-    /// committed and before acknowledging or publishing it.
+    /// committed and before acknowledging or publishing it. The file holds one fixed-width
+    /// number rewritten in place and synced: one fsync, no rename.
     pub fn record_signed(&self, seq: u64) -> Result<(), StoreError> {
+        use std::os::unix::fs::FileExt;
         if seq <= self.signed_seq()? {
             return Ok(());
         }
         let path = self.dir.join(SIGNED_SEQ_FILE);
-        let tmp = self.dir.join(format!("{SIGNED_SEQ_FILE}.tmp"));
+        let existed = path.exists();
         let write = || -> std::io::Result<()> {
-            let mut f = fs::File::create(&tmp)?;
-            f.write_all(seq.to_string().as_bytes())?;
-            f.sync_all()?;
-            fs::rename(&tmp, &path)?;
-            fs::File::open(&self.dir)?.sync_all()
+            let f = fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&path)?;
+            f.write_all_at(format!("{seq:020}\n").as_bytes(), 0)?;
+            f.sync_data()?;
+            if !existed {
+                fs::File::open(&self.dir)?.sync_all()?;
+            }
+            Ok(())
         };
         write().map_err(|e| StoreError::io(&path, e))
     }
