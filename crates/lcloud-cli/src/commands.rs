@@ -83,6 +83,26 @@ pub fn run(cli: Cli) -> Result<()> {
             });
             Ok(())
         }
+        Command::Alias { name, node } => {
+            let id = NodeId::from_hex(&node)
+                .ok_or_else(|| anyhow!("bad node id {node:?}: give all 64 hex digits"))?;
+            if name.is_empty()
+                || name.contains([':', ',', '@'])
+                || NodeId::from_hex(&name).is_some()
+            {
+                bail!(
+                    "bad alias {name:?}: it may not be empty, contain ':', ',' or '@', or be a node id"
+                );
+            }
+            let mut store = Store::open(&dir)?;
+            store.set_alias(&id, &name)?;
+            print(
+                json_out,
+                json!({"alias": name, "node": id.to_hex()}),
+                || format!("{name} = {id}"),
+            );
+            Ok(())
+        }
         Command::Set { path, value } => {
             let op = Op::Set {
                 path: resolve::path(&path)?,
@@ -171,6 +191,7 @@ pub fn run(cli: Cli) -> Result<()> {
         }
         Command::Verify => verify(&dir, json_out),
         Command::Forks => forks(&dir, json_out),
+        Command::Demo => crate::demo::run(cli.dir.clone()),
     }
 }
 

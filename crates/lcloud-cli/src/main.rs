@@ -2,6 +2,7 @@
 //! cut, merges offline through bundles, and audits the store.
 
 mod commands;
+mod demo;
 mod resolve;
 
 use std::path::PathBuf;
@@ -88,7 +89,20 @@ enum Command {
         alias: Option<String>,
     },
     /// Print this node's id (creating the identity if there is none yet).
+    #[command(
+        after_help = "Example:\n  lcloud id     (give it to a cloud's creator to be added with `lcloud member add`)"
+    )]
     Id,
+    /// Give a node a local name, usable wherever a NODE is asked for (clocks, --without, …).
+    #[command(
+        after_help = "Example:\n  lcloud alias bob 9bc1e2…(64 hex digits)\n  lcloud state --at alice:3,bob:2"
+    )]
+    Alias {
+        /// The name.
+        name: String,
+        /// The node's id (64 hex digits).
+        node: String,
+    },
     /// Write JSON at a path.
     #[command(
         after_help = "Examples:\n  lcloud set /title '\"hello\"'\n  lcloud set /users/alice '{\"visits\": 0}'"
@@ -204,7 +218,16 @@ enum Command {
     /// Recompute every hash, signature and link, and the state root.
     Verify,
     /// List fork proofs (two signed experiences by one author at one seq) and check them.
+    #[command(
+        after_help = "Example:\n  lcloud forks --json   (the signed headers, hex, for anyone to check)"
+    )]
     Forks,
+    /// Play the seed story on three local nodes with real stores: writes, a partition, offline
+    /// merge by bundles, convergence to one state root, time travel, one node's chain.
+    #[command(
+        after_help = "Example:\n  lcloud demo                      (in a new temporary directory)\n  lcloud demo --dir /tmp/mydemo    (keep the nodes somewhere you choose)"
+    )]
+    Demo,
 }
 
 #[derive(Subcommand, Debug)]

@@ -348,3 +348,43 @@ fn forks_are_listed_with_valid_proofs() {
     assert_eq!(forks["forks"][0]["valid"], true);
     assert!(a.ok(&["log", "--graph"]).contains("FORK"));
 }
+
+#[test]
+fn the_demo_converges_and_explains_itself() {
+    let base = tempfile::tempdir().unwrap();
+    let dir = base.path().join("demo");
+    let out = Command::new(env!("CARGO_BIN_EXE_lcloud"))
+        .args(["demo", "--dir"])
+        .arg(&dir)
+        .env_remove("LCLOUD_DIR")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for expected in [
+        "carol is on her own branch (true)",
+        "converged: one state root on every node",
+        "time travel",
+        "verified",
+        "not linearizability",
+    ] {
+        assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
+    }
+    // The nodes it leaves behind agree.
+    let roots: Vec<String> = ["alice", "bob", "carol"]
+        .iter()
+        .map(|n| String::from_utf8(lcloud(&dir.join(n), &["root"]).stdout).unwrap())
+        .collect();
+    assert!(roots.windows(2).all(|w| w[0] == w[1]));
+    // A non-empty directory is refused rather than mixed into.
+    let again = Command::new(env!("CARGO_BIN_EXE_lcloud"))
+        .args(["demo", "--dir"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(!again.status.success());
+}
