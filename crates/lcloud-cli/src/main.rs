@@ -127,6 +127,9 @@ enum Command {
         n: i64,
     },
     /// Add a JSON value to the set at a path (add wins over a concurrent remove).
+    #[command(
+        after_help = "Examples:\n  lcloud add /tags '\"rust\"'\n  lcloud add /members '{\"name\": \"ada\"}'"
+    )]
     Add {
         /// JSON Pointer.
         path: String,
@@ -135,6 +138,9 @@ enum Command {
         value: String,
     },
     /// Remove a JSON value from the set at a path.
+    #[command(
+        after_help = "Example:\n  lcloud remove /tags '\"rust\"'   (removes the adds this node has seen; a concurrent add wins)"
+    )]
     Remove {
         /// JSON Pointer.
         path: String,
@@ -143,6 +149,9 @@ enum Command {
         value: String,
     },
     /// Delete whatever is at a path (and below it).
+    #[command(
+        after_help = "Examples:\n  lcloud del /users/alice\n  lcloud del ''      (the whole document)"
+    )]
     Del {
         /// JSON Pointer.
         path: String,
@@ -153,6 +162,9 @@ enum Command {
     )]
     Batch,
     /// Manage who may write.
+    #[command(
+        after_help = "Example:\n  lcloud member add 9bc1…(64 hex digits)   (only the cloud's creator may)"
+    )]
     Member {
         #[command(subcommand)]
         action: MemberAction,
@@ -168,18 +180,28 @@ enum Command {
         cut: CutArgs,
     },
     /// Show every concurrent value kept at a path, in canonical order (the last one shows).
+    #[command(after_help = "Example:\n  lcloud conflicts /title")]
     Conflicts {
         /// JSON Pointer.
         path: String,
     },
     /// Print the state root (BLAKE3 of the folded state), now or at a cut.
+    #[command(
+        after_help = "Examples:\n  lcloud root                 (compare with another node's: equal roots, equal state)\n  lcloud root --at alice:3"
+    )]
     Root {
         #[command(flatten)]
         cut: CutArgs,
     },
     /// Print the vector clock of everything this node holds.
+    #[command(
+        after_help = "Example:\n  lcloud clock      -> alice:4,bob:2   (usable with --at and diff)"
+    )]
     Clock,
     /// Print the heads: experiences nothing else builds on yet.
+    #[command(
+        after_help = "Example:\n  lcloud heads      (ids usable as @ID with diff, or with --heads)"
+    )]
     Heads,
     /// Show what changed between two cuts. A CUT is `now`, a clock (`alice:3,bob:5`) or
     /// heads (`@ID,ID`, id prefixes).
@@ -191,6 +213,7 @@ enum Command {
         to: String,
     },
     /// Show the history, newest first, one lane per node; forks marked.
+    #[command(after_help = "Examples:\n  lcloud log --graph\n  lcloud log --node bob")]
     Log {
         /// Draw one lane per node.
         #[arg(long)]
@@ -211,11 +234,15 @@ enum Command {
         since: Option<String>,
     },
     /// Verify and merge a bundle. Reports new, already known, parked and rejected (by reason).
+    #[command(after_help = "Example:\n  lcloud import /tmp/bob.bundle")]
     Import {
         /// The bundle file.
         file: PathBuf,
     },
     /// Recompute every hash, signature and link, and the state root.
+    #[command(
+        after_help = "Example:\n  lcloud verify     (exits non-zero naming the first bad experience)"
+    )]
     Verify,
     /// List fork proofs (two signed experiences by one author at one seq) and check them.
     #[command(
@@ -233,6 +260,9 @@ enum Command {
 #[derive(Subcommand, Debug)]
 enum MemberAction {
     /// Allow NODEID to write (only the cloud's creator may).
+    #[command(
+        after_help = "Example:\n  lcloud member add 9bc1…(64 hex digits, from `lcloud id` on that node)"
+    )]
     Add {
         /// The node's id (64 hex digits).
         node: String,

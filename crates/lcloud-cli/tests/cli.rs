@@ -388,3 +388,33 @@ fn the_demo_converges_and_explains_itself() {
         .unwrap();
     assert!(!again.status.success());
 }
+
+#[test]
+fn every_command_has_help_with_an_example() {
+    let dir = tempfile::tempdir().unwrap();
+    let top = String::from_utf8(lcloud(dir.path(), &["--help"]).stdout).unwrap();
+    let commands: Vec<String> = top
+        .lines()
+        .skip_while(|l| !l.starts_with("Commands:"))
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+        .filter(|l| !l.starts_with("   "))
+        .filter_map(|l| l.split_whitespace().next().map(String::from))
+        .filter(|c| c != "help")
+        .collect();
+    assert!(commands.len() >= 20, "{commands:?}");
+    for c in &commands {
+        let mut args = vec![c.as_str()];
+        if c == "member" {
+            args.push("add");
+        }
+        args.push("--help");
+        let out = lcloud(dir.path(), &args);
+        assert!(out.status.success(), "{c} --help");
+        let text = String::from_utf8(out.stdout).unwrap();
+        assert!(
+            text.contains("Example"),
+            "`lcloud {c} --help` has no example:\n{text}"
+        );
+    }
+}

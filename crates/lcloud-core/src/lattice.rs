@@ -182,6 +182,10 @@ impl Lattice {
     pub fn parked_ids(&self) -> impl Iterator<Item = &Id> {
         self.parked.keys()
     }
+    /// A parked experience, by id.
+    pub fn parked_experience(&self, id: &Id) -> Option<&Verified<Experience>> {
+        self.parked.get(id).map(|e| &**e)
+    }
     /// Missing ids that parked experiences wait for, sorted.
     pub fn missing(&self) -> impl Iterator<Item = &Id> {
         self.waiting.keys()

@@ -50,39 +50,47 @@ fn rule(e: &dyn std::fmt::Debug) -> String {
     outer
 }
 
-/// Validates `records` in batches over all cores; results in input order.
-fn validate_all(
+/// Validates `records` in batches on every core while `admit` consumes the results, in input
+/// order, on the calling thread: signature checking and admission overlap.
+fn validate_pipelined(
     records: &[&[u8]],
     cloud: &lcloud_core::Id,
-) -> Vec<Result<Verified<Experience>, ValidationError>> {
+    mut admit: impl FnMut(Result<Verified<Experience>, ValidationError>),
+) {
     let threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .min(8);
     let chunks: Vec<&[&[u8]]> = records.chunks(BATCH).collect();
     if threads == 1 || chunks.len() < 2 {
-        return chunks
-            .iter()
-            .flat_map(|c| validate_batch(c, cloud))
-            .collect();
+        for c in &chunks {
+            validate_batch(c, cloud).into_iter().for_each(&mut admit);
+        }
+        return;
     }
-    let per = chunks.len().div_ceil(threads);
     std::thread::scope(|s| {
-        let handles: Vec<_> = chunks
-            .chunks(per)
-            .map(|group| {
-                s.spawn(move || {
-                    group
-                        .iter()
-                        .flat_map(|c| validate_batch(c, cloud))
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().expect("validation does not panic"))
-            .collect()
-    })
+        let (tx, rx) = std::sync::mpsc::sync_channel(threads * 2);
+        for t in 0..threads {
+            let tx = tx.clone();
+            let chunks = &chunks;
+            s.spawn(move || {
+                for (i, c) in chunks.iter().enumerate().skip(t).step_by(threads) {
+                    if tx.send((i, validate_batch(c, cloud))).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+        drop(tx);
+        let mut pending = BTreeMap::new();
+        let mut next = 0;
+        for (i, results) in rx {
+            pending.insert(i, results);
+            while let Some(results) = pending.remove(&next) {
+                results.into_iter().for_each(&mut admit);
+                next += 1;
+            }
+        }
+    });
 }
 
 impl Store {
@@ -98,21 +106,28 @@ impl Store {
         let mut report = ImportReport::default();
         let mut outcomes: Vec<Inserted> = Vec::new();
         let mut parked: Vec<Experience> = Vec::new();
-        for (n, result) in validate_all(records, &cloud).into_iter().enumerate() {
-            progress(n as u64);
+        let mut n = 0u64;
+        validate_pipelined(records, &cloud, |result| {
+            progress(n);
+            n += 1;
             let exp = match result {
                 Ok(exp) => exp,
                 Err(e) => {
                     report.reject(&e, rule(&e));
-                    continue;
+                    return;
                 }
             };
-            let candidate = exp.clone();
+            let id = exp.id();
             match replica.insert(exp) {
                 Ok(out) if out.duplicate => report.known += 1,
                 Ok(out) => {
                     if !out.parked_on.is_empty() {
-                        parked.push(candidate.into_inner());
+                        parked.extend(
+                            replica
+                                .lattice()
+                                .parked_experience(&id)
+                                .map(|e| (**e).clone()),
+                        );
                     }
                     report.new += out.admitted.len();
                     for e in &out.rejected {
@@ -122,7 +137,7 @@ impl Store {
                 }
                 Err(e) => report.reject(&e, rule(&e)),
             }
-        }
+        });
         // Parked experiences released later in the same import are admitted, not parked.
         let still_parked: Vec<&Experience> = parked
             .iter()
