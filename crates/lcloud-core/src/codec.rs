@@ -103,11 +103,21 @@ where
 
 /// Walks the item headers of `bytes` without allocating; see the module docs.
 pub fn precheck(bytes: &[u8]) -> Result<(), DecodeError> {
+    let end = item_end(bytes, 0)?;
+    if end != bytes.len() {
+        return Err(DecodeError::TrailingBytes(bytes.len() - end));
+    }
+    Ok(())
+}
+
+/// The offset just past the one item that starts at `start`, with the same checks as
+/// [`precheck`] (bounded lengths and depth, DAG-CBOR headers only), without allocating.
+pub fn item_end(bytes: &[u8], start: usize) -> Result<usize, DecodeError> {
     // `pending[d]` counts the items still expected at nesting depth d.
     let mut pending: [u64; MAX_DEPTH + 1] = [0; MAX_DEPTH + 1];
     let mut depth = 0usize;
     pending[0] = 1;
-    let mut pos = 0usize;
+    let mut pos = start;
     loop {
         while depth > 0 && pending[depth] == 0 {
             depth -= 1;
@@ -153,10 +163,7 @@ pub fn precheck(bytes: &[u8]) -> Result<(), DecodeError> {
             _ => check_simple(bytes[at] & 0x1f, at)?,
         }
     }
-    if pos != bytes.len() {
-        return Err(DecodeError::TrailingBytes(bytes.len() - pos));
-    }
-    Ok(())
+    Ok(pos)
 }
 
 fn check_simple(info: u8, at: usize) -> Result<(), DecodeError> {

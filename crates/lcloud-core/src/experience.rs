@@ -199,15 +199,7 @@ impl Experience {
     /// Decodes canonical bytes without checking anything beyond the encoding. Use
     /// [`validate`] for untrusted input; this is for re-reading one's own verified store.
     pub fn decode(bytes: &[u8]) -> Result<Experience, DecodeError> {
-        let (header, sig, ops): (Header, Sig, Vec<Op>) =
-            codec::from_canonical_capped(bytes, EXPERIENCE_BYTES_MAX)?;
-        let id = header.id();
-        Ok(Experience {
-            header,
-            sig,
-            ops,
-            id,
-        })
+        Raw::decode(bytes).map(|raw| raw.exp)
     }
 
     /// Signs `draft` with `key`. An experience this node signs itself is verified by
@@ -243,6 +235,44 @@ impl Experience {
             },
             key,
         )
+    }
+}
+
+/// A decoded experience with the byte ranges of its header and ops in the input, so that the
+/// id, the signed message and the ops digest are hashed from the input bytes instead of being
+/// encoded again.
+struct Raw<'a> {
+    exp: Experience,
+    header: &'a [u8],
+    ops_digest: Id,
+}
+
+impl<'a> Raw<'a> {
+    fn decode(bytes: &'a [u8]) -> Result<Raw<'a>, DecodeError> {
+        let (header, sig, ops): (Header, Sig, Vec<Op>) =
+            codec::from_canonical_capped(bytes, EXPERIENCE_BYTES_MAX)?;
+        // Canonical `[header, sig, ops]`: one byte of array header, then the three items.
+        let header_end = codec::item_end(bytes, 1)?;
+        let ops_start = codec::item_end(bytes, header_end)?;
+        let header_bytes = &bytes[1..header_end];
+        debug_assert_eq!(header_bytes, header.to_bytes().as_slice());
+        Ok(Raw {
+            exp: Experience {
+                id: Id::hash(header_bytes),
+                header,
+                sig,
+                ops,
+            },
+            header: header_bytes,
+            ops_digest: Id::hash(&bytes[ops_start..]),
+        })
+    }
+
+    fn signing_message(&self) -> Vec<u8> {
+        let mut msg = Vec::with_capacity(SIGN_CONTEXT.len() + self.header.len());
+        msg.extend_from_slice(SIGN_CONTEXT);
+        msg.extend_from_slice(self.header);
+        msg
     }
 }
 
@@ -331,7 +361,10 @@ impl Unsigned {
             sig,
             ops: self.ops,
         };
-        debug_assert!(check_shape(&exp).is_ok(), "signed a malformed experience");
+        debug_assert!(
+            check_shape(&exp, ops_digest(&exp.ops)).is_ok(),
+            "signed a malformed experience"
+        );
         Verified(exp)
     }
 }
@@ -434,12 +467,13 @@ pub enum ValidationError {
 /// under ZIP-215. Checks that need other experiences (prev's seq, membership, that deps exist)
 /// happen when the lattice admits it.
 pub fn validate(bytes: &[u8], cloud: &CloudId) -> Result<Verified<Experience>, ValidationError> {
-    let exp = decode_and_check(bytes, cloud)?;
-    let vk = VerificationKey::try_from(exp.header.author.0)
-        .map_err(|_| ValidationError::BadAuthorKey(exp.header.author))?;
-    vk.verify(&Signature::from(exp.sig.0), &exp.header.signing_message())
-        .map_err(|_| ValidationError::BadSignature(exp.id))?;
-    Ok(Verified(exp))
+    let raw = decode_and_check(bytes, cloud)?;
+    let author = raw.exp.header.author;
+    let vk =
+        VerificationKey::try_from(author.0).map_err(|_| ValidationError::BadAuthorKey(author))?;
+    vk.verify(&Signature::from(raw.exp.sig.0), &raw.signing_message())
+        .map_err(|_| ValidationError::BadSignature(raw.exp.id))?;
+    Ok(Verified(raw.exp))
 }
 
 /// Re-admits bytes that this node itself validated and stored earlier, checking everything
@@ -449,7 +483,7 @@ pub fn revalidate_stored(
     bytes: &[u8],
     cloud: &CloudId,
 ) -> Result<Verified<Experience>, ValidationError> {
-    decode_and_check(bytes, cloud).map(Verified)
+    decode_and_check(bytes, cloud).map(|raw| Verified(raw.exp))
 }
 
 /// Validates many experiences with one ZIP-215 batch verification. The outcome for each input
@@ -460,36 +494,41 @@ pub fn validate_batch(
     inputs: &[&[u8]],
     cloud: &CloudId,
 ) -> Vec<Result<Verified<Experience>, ValidationError>> {
-    let results: Vec<Result<Experience, ValidationError>> = inputs
+    let decoded: Vec<Result<(Raw<'_>, Vec<u8>), ValidationError>> = inputs
         .iter()
-        .map(|bytes| decode_and_check(bytes, cloud))
+        .map(|bytes| {
+            decode_and_check(bytes, cloud).map(|raw| {
+                let msg = raw.signing_message();
+                (raw, msg)
+            })
+        })
         .collect();
     let mut verifier = ed25519_consensus::batch::Verifier::new();
     let mut transcript = blake3::Hasher::new();
-    for exp in results.iter().flatten() {
-        let msg = exp.header.signing_message();
-        transcript.update(&exp.sig.0);
-        transcript.update(&msg);
+    for (raw, msg) in decoded.iter().flatten() {
+        transcript.update(&raw.exp.sig.0);
+        transcript.update(msg);
         verifier.queue((
-            VerificationKeyBytes::from(exp.header.author.0),
-            Signature::from(exp.sig.0),
-            &msg,
+            VerificationKeyBytes::from(raw.exp.header.author.0),
+            Signature::from(raw.exp.sig.0),
+            msg,
         ));
     }
     let batch_ok = verifier
         .verify(TranscriptRng(transcript.finalize_xof()))
         .is_ok();
-    results
+    decoded
         .into_iter()
         .map(|r| {
-            let exp = r?;
+            let (raw, msg) = r?;
             if !batch_ok {
-                let vk = VerificationKey::try_from(exp.header.author.0)
-                    .map_err(|_| ValidationError::BadAuthorKey(exp.header.author))?;
-                vk.verify(&Signature::from(exp.sig.0), &exp.header.signing_message())
-                    .map_err(|_| ValidationError::BadSignature(exp.id))?;
+                let author = raw.exp.header.author;
+                let vk = VerificationKey::try_from(author.0)
+                    .map_err(|_| ValidationError::BadAuthorKey(author))?;
+                vk.verify(&Signature::from(raw.exp.sig.0), &msg)
+                    .map_err(|_| ValidationError::BadSignature(raw.exp.id))?;
             }
-            Ok(Verified(exp))
+            Ok(Verified(raw.exp))
         })
         .collect()
 }
@@ -521,8 +560,9 @@ impl rand_core::RngCore for TranscriptRng {
 
 impl rand_core::CryptoRng for TranscriptRng {}
 
-fn decode_and_check(bytes: &[u8], cloud: &CloudId) -> Result<Experience, ValidationError> {
-    let exp = Experience::decode(bytes)?;
+fn decode_and_check<'a>(bytes: &'a [u8], cloud: &CloudId) -> Result<Raw<'a>, ValidationError> {
+    let raw = Raw::decode(bytes)?;
+    let exp = &raw.exp;
     if exp.header.is_genesis() {
         if exp.id != *cloud {
             return Err(ValidationError::WrongCloud {
@@ -536,12 +576,12 @@ fn decode_and_check(bytes: &[u8], cloud: &CloudId) -> Result<Experience, Validat
             found: exp.header.cloud,
         });
     }
-    check_shape(&exp)?;
-    Ok(exp)
+    check_shape(exp, raw.ops_digest)?;
+    Ok(raw)
 }
 
 /// The shape rules every experience obeys, independent of any other experience.
-fn check_shape(exp: &Experience) -> Result<(), ValidationError> {
+fn check_shape(exp: &Experience, ops_digest: Id) -> Result<(), ValidationError> {
     let h = &exp.header;
     if h.seq == 0 || (h.seq == 1) != h.prev.is_none() {
         return Err(ValidationError::SeqPrevMismatch {
@@ -563,7 +603,7 @@ fn check_shape(exp: &Experience) -> Result<(), ValidationError> {
     if exp.ops.is_empty() || exp.ops.len() > OPS_MAX {
         return Err(ValidationError::OpCount(exp.ops.len()));
     }
-    let found = ops_digest(&exp.ops);
+    let found = ops_digest;
     if found != h.ops {
         return Err(ValidationError::OpsDigestMismatch {
             expected: h.ops,

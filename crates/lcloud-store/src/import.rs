@@ -107,7 +107,10 @@ impl Store {
         let mut outcomes: Vec<Inserted> = Vec::new();
         let mut parked: Vec<Experience> = Vec::new();
         let mut n = 0u64;
+        // The input bytes of every admitted experience, stored as they came (they are canonical).
+        let mut input: std::collections::HashMap<lcloud_core::Id, &[u8]> = Default::default();
         validate_pipelined(records, &cloud, |result| {
+            let bytes = records[n as usize];
             progress(n);
             n += 1;
             let exp = match result {
@@ -118,6 +121,7 @@ impl Store {
                 }
             };
             let id = exp.id();
+            input.insert(id, bytes);
             match replica.insert(exp) {
                 Ok(out) if out.duplicate => report.known += 1,
                 Ok(out) => {
@@ -145,7 +149,7 @@ impl Store {
             .collect();
         report.parked = still_parked.len();
         let refs: Vec<&Inserted> = outcomes.iter().collect();
-        self.persist_with_parked(replica, &refs, &still_parked)?;
+        self.persist_bytes(replica, &refs, &still_parked, &|id| input.get(id).copied())?;
         Ok(report)
     }
 }

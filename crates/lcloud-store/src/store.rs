@@ -317,12 +317,25 @@ impl Store {
         outcomes: &[&Inserted],
         parked: &[&Experience],
     ) -> Result<(), StoreError> {
+        self.persist_bytes(replica, outcomes, parked, &|_| None)
+    }
+
+    /// [`Store::persist_with_parked`], taking the canonical bytes of experiences from
+    /// `bytes_of` where it has them (an import holds its input) instead of encoding them again.
+    pub(crate) fn persist_bytes<'b>(
+        &mut self,
+        replica: &Replica,
+        outcomes: &[&Inserted],
+        parked: &[&Experience],
+        bytes_of: &dyn Fn(&Id) -> Option<&'b [u8]>,
+    ) -> Result<(), StoreError> {
         let dir = self.dir.clone();
         let txn = self.db.begin_write().map_err(|e| map_db(&dir, e))?;
         let mut next = self.next;
         {
             let mut exps = txn.open_table(EXPS).map_err(|e| map_db(&dir, e))?;
             let mut park = txn.open_table(PARKED).map_err(|e| map_db(&dir, e))?;
+            let had_parked = !park.is_empty().map_err(|e| map_db(&dir, e))? || !parked.is_empty();
             for idx in outcomes.iter().flat_map(|o| o.admitted.iter()) {
                 assert_eq!(
                     u64::from(*idx),
@@ -330,10 +343,16 @@ impl Store {
                     "admissions are persisted in order, none skipped"
                 );
                 let exp = replica.lattice().get(*idx);
-                exps.insert(next, record(&exp.to_bytes()).as_slice())
+                let id = exp.id();
+                let rec = match bytes_of(&id) {
+                    Some(bytes) => record(bytes),
+                    None => record(&exp.to_bytes()),
+                };
+                exps.insert(next, rec.as_slice())
                     .map_err(|e| map_db(&dir, e))?;
-                park.remove(exp.id().as_bytes())
-                    .map_err(|e| map_db(&dir, e))?;
+                if had_parked {
+                    park.remove(id.as_bytes()).map_err(|e| map_db(&dir, e))?;
+                }
                 next += 1;
             }
             for exp in parked {
