@@ -16,6 +16,10 @@ use crate::store::{Store, StoreError};
 /// Most requests folded into one commit.
 pub const BATCH_MAX: usize = 4096;
 
+/// The longest a commit waits for more writers to join it (only while recent commits were
+/// shared by many writers; a lone writer is never delayed).
+const LINGER: std::time::Duration = std::time::Duration::from_micros(500);
+
 struct Request {
     ops: Vec<Op>,
     reply: mpsc::Sender<Result<Verified<Experience>, StoreError>>,
@@ -48,19 +52,37 @@ impl Committer {
     /// Starts the committer thread, which owns `store` until [`Committer::stop`].
     pub fn start(mut store: Store, identity: Identity) -> Committer {
         let (tx, rx) = mpsc::channel::<Request>();
-        let thread = std::thread::spawn(move || {
-            while let Ok(first) = rx.recv() {
-                let mut batch = vec![first];
-                while batch.len() < BATCH_MAX {
-                    match rx.try_recv() {
-                        Ok(r) => batch.push(r),
-                        Err(_) => break,
+        let thread = std::thread::Builder::new()
+            .name("lcloud-commit".into())
+            .spawn(move || {
+                // How many requests the last commit carried: while writers keep the committer busy,
+                // wait briefly for about as many to gather, so an fsync is shared by many.
+                let mut last_batch = 1usize;
+                while let Ok(first) = rx.recv() {
+                    let mut batch = vec![first];
+                    let deadline = std::time::Instant::now() + LINGER;
+                    while batch.len() < BATCH_MAX {
+                        match rx.try_recv() {
+                            Ok(r) => batch.push(r),
+                            Err(mpsc::TryRecvError::Disconnected) => break,
+                            Err(mpsc::TryRecvError::Empty) => {
+                                let now = std::time::Instant::now();
+                                if batch.len() >= last_batch / 2 || now >= deadline {
+                                    break;
+                                }
+                                match rx.recv_timeout(deadline - now) {
+                                    Ok(r) => batch.push(r),
+                                    Err(_) => break,
+                                }
+                            }
+                        }
                     }
+                    last_batch = batch.len();
+                    commit(&mut store, &identity, batch);
                 }
-                commit(&mut store, &identity, batch);
-            }
-            store
-        });
+                store
+            })
+            .expect("can start the committer thread");
         Committer {
             writer: Writer { tx },
             thread,

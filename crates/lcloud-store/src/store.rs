@@ -641,7 +641,7 @@ fn sign_all(
     let threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .min(8);
-    if planned.len() < 64 || threads == 1 {
+    if planned.len() < 8 || threads == 1 {
         return planned
             .into_iter()
             .map(|r| r.map(|(u, d)| (u.sign(identity.key()), d)))
