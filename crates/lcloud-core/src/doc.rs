@@ -320,6 +320,18 @@ impl Doc {
             .map(|(p, l)| (&**p, &**l))
     }
 
+    /// The leaves at and below `path` as shared pointers: two documents that share a leaf
+    /// (one cloned from the other and then changed elsewhere) hold the same pointer.
+    pub fn shared_leaves_under<'a>(
+        &'a self,
+        path: &'a Path,
+    ) -> impl Iterator<Item = (&'a Path, &'a Arc<Leaf>)> {
+        self.leaves
+            .range::<_, Path>(path..)
+            .take_while(move |(p, _)| p.starts_with(path))
+            .map(|(p, l)| (&**p, l))
+    }
+
     /// Puts a leaf (read back from storage) at `path`.
     pub fn insert_leaf(&mut self, path: Path, leaf: Leaf) {
         self.leaves.insert(Arc::new(path), Arc::new(leaf));

@@ -299,6 +299,7 @@ impl Draft {
     /// Fixes the header for `author`. The id is known before signing (it hashes the header,
     /// not the signature), so a writer can chain many drafts and sign them in parallel.
     pub fn seal(self, author: NodeId) -> Unsigned {
+        let ops_bytes = codec::to_canonical(&self.ops);
         let header = Header {
             version: FORMAT_VERSION,
             cloud: self.cloud,
@@ -306,7 +307,7 @@ impl Draft {
             seq: self.seq,
             prev: self.prev,
             deps: self.deps,
-            ops: ops_digest(&self.ops),
+            ops: Id::hash(&ops_bytes),
             root: self.root,
             fuel: self.fuel,
         };
@@ -315,6 +316,7 @@ impl Draft {
             id: Id::hash(&header_bytes),
             header,
             header_bytes,
+            ops_bytes,
             ops: self.ops,
         }
     }
@@ -325,6 +327,7 @@ impl Draft {
 pub struct Unsigned {
     header: Header,
     header_bytes: Vec<u8>,
+    ops_bytes: Vec<u8>,
     ops: Vec<Op>,
     id: Id,
 }
@@ -343,6 +346,26 @@ impl Unsigned {
     /// The ops.
     pub fn ops(&self) -> &[Op] {
         &self.ops
+    }
+
+    /// The length of the signed experience's canonical bytes.
+    pub fn encoded_len(&self) -> usize {
+        // [header, sig, ops]: one byte of array header and 2 bytes of byte-string header.
+        1 + self.header_bytes.len() + 2 + 64 + self.ops_bytes.len()
+    }
+
+    /// Signs it and returns the canonical bytes too, assembled from the parts already encoded.
+    pub fn sign_with_bytes(mut self, key: &SigningKey) -> (Verified<Experience>, Vec<u8>) {
+        let mut bytes = Vec::with_capacity(self.encoded_len());
+        bytes.push(0x83);
+        bytes.extend_from_slice(&self.header_bytes);
+        let ops_bytes = std::mem::take(&mut self.ops_bytes);
+        let exp = self.sign(key);
+        bytes.extend_from_slice(&[0x58, 0x40]);
+        bytes.extend_from_slice(&exp.sig.0);
+        bytes.extend_from_slice(&ops_bytes);
+        debug_assert_eq!(bytes, exp.to_bytes(), "assembled bytes are canonical");
+        (exp, bytes)
     }
 
     /// Signs it. `key` must be the author's.

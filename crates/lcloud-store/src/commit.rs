@@ -20,9 +20,12 @@ pub const BATCH_MAX: usize = 4096;
 /// shared by many writers; a lone writer is never delayed).
 const LINGER: std::time::Duration = std::time::Duration::from_micros(500);
 
+/// What a writer is told when its write is durable (or refused).
+pub type Reply = Box<dyn FnOnce(Result<Verified<Experience>, StoreError>) + Send>;
+
 struct Request {
     ops: Vec<Op>,
-    reply: mpsc::Sender<Result<Verified<Experience>, StoreError>>,
+    reply: Reply,
 }
 
 /// A handle to submit writes to the committer thread; clone it for each writer.
@@ -34,11 +37,22 @@ pub struct Writer {
 impl Writer {
     /// Writes `ops` as one experience and returns once it is durable.
     pub fn write(&self, ops: Vec<Op>) -> Result<Verified<Experience>, StoreError> {
-        let (reply, rx) = mpsc::channel();
+        let (tx, rx) = mpsc::channel();
+        self.submit(
+            ops,
+            Box::new(move |r| {
+                let _ = tx.send(r);
+            }),
+        )?;
+        rx.recv().map_err(|_| StoreError::Closed)?
+    }
+
+    /// Queues `ops` as one experience; `reply` is called from the committer thread once it is
+    /// durable or refused. For async callers: send the result to a oneshot channel there.
+    pub fn submit(&self, ops: Vec<Op>, reply: Reply) -> Result<(), StoreError> {
         self.tx
             .send(Request { ops, reply })
-            .map_err(|_| StoreError::Closed)?;
-        rx.recv().map_err(|_| StoreError::Closed)?
+            .map_err(|_| StoreError::Closed)
     }
 }
 
@@ -51,6 +65,7 @@ pub struct Committer {
 impl Committer {
     /// Starts the committer thread, which owns `store` until [`Committer::stop`].
     pub fn start(mut store: Store, identity: Identity) -> Committer {
+        store.cache_document(true);
         let (tx, rx) = mpsc::channel::<Request>();
         let thread = std::thread::Builder::new()
             .name("lcloud-commit".into())
@@ -109,7 +124,7 @@ fn commit(store: &mut Store, identity: &Identity, batch: Vec<Request>) {
         .into_iter()
         .partition(|r| r.ops.iter().any(|op| matches!(op, Op::Call { .. })));
     for r in calls {
-        let _ = r.reply.send(Err(StoreError::NeedsFullLoad));
+        (r.reply)(Err(StoreError::NeedsFullLoad));
     }
     if batch.is_empty() {
         return;
@@ -119,12 +134,12 @@ fn commit(store: &mut Store, identity: &Identity, batch: Vec<Request>) {
     match store.write_batch_local(identity, local) {
         Ok(Some(results)) => {
             for (reply, result) in replies.into_iter().zip(results) {
-                let _ = reply.send(result);
+                reply(result);
             }
         }
         Ok(None) => {
             for reply in replies {
-                let _ = reply.send(Err(StoreError::NeedsFullLoad));
+                reply(Err(StoreError::NeedsFullLoad));
             }
         }
         Err(e) => {
@@ -135,7 +150,7 @@ fn commit(store: &mut Store, identity: &Identity, batch: Vec<Request>) {
                     path: store.dir().to_owned(),
                     error: msg.clone(),
                 });
-                let _ = reply.send(Err(err));
+                reply(Err(err));
             }
         }
     }

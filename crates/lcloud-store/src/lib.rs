@@ -12,7 +12,7 @@ mod import;
 mod state;
 mod store;
 
-pub use commit::{BATCH_MAX, Committer, Writer};
+pub use commit::{BATCH_MAX, Committer, Reply, Writer};
 pub use identity::Identity;
 pub use import::ImportReport;
 pub use store::{Store, StoreError};

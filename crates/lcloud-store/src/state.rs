@@ -212,17 +212,7 @@ pub(crate) fn write_leaves(
     doc: &Doc,
     touched: &[Path],
 ) -> Result<(), StoreError> {
-    let mut roots: Vec<&Path> = touched.iter().collect();
-    roots.sort();
-    roots.dedup();
-    // Sorted, a path's descendants follow it directly: compare with the last kept root only.
-    let mut kept: Vec<&Path> = Vec::new();
-    for p in roots {
-        if !kept.last().is_some_and(|k| p.starts_with(k)) {
-            kept.push(p);
-        }
-    }
-    for p in kept {
+    for p in roots(touched) {
         let prefix = path_key(p);
         let mut old = Vec::new();
         for row in table.range(prefix.as_slice()..).map_err(db)? {
@@ -245,6 +235,67 @@ pub(crate) fn write_leaves(
         }
     }
     Ok(())
+}
+
+/// Writes the difference between `before` and `after` under each of `touched`: leaves that
+/// disappeared are removed, leaves that changed (a different pointer) are rewritten. Needs no
+/// scan of the table: `before` holds every stored leaf under the touched paths.
+pub(crate) fn write_leaves_diff(
+    table: &mut Table<'_, &'static [u8], &'static [u8]>,
+    before: &Doc,
+    after: &Doc,
+    touched: &[Path],
+) -> Result<(), StoreError> {
+    for p in roots(touched) {
+        let old: std::collections::BTreeMap<&Path, &std::sync::Arc<Leaf>> =
+            before.shared_leaves_under(p).collect();
+        let mut kept = 0;
+        for (path, leaf) in after.shared_leaves_under(p) {
+            match old.get(path) {
+                Some(o) if std::sync::Arc::ptr_eq(o, leaf) => kept += 1,
+                Some(_) => {
+                    kept += 1;
+                    table
+                        .insert(
+                            path_key(path).as_slice(),
+                            sealed(&leaf.to_bytes()).as_slice(),
+                        )
+                        .map_err(db)?;
+                }
+                None => {
+                    table
+                        .insert(
+                            path_key(path).as_slice(),
+                            sealed(&leaf.to_bytes()).as_slice(),
+                        )
+                        .map_err(db)?;
+                }
+            }
+        }
+        if kept < old.len() {
+            for path in old.keys() {
+                if after.leaf(path).is_none() {
+                    table.remove(path_key(path).as_slice()).map_err(db)?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The touched paths with every path that lies below another one dropped.
+fn roots(touched: &[Path]) -> Vec<&Path> {
+    let mut all: Vec<&Path> = touched.iter().collect();
+    all.sort();
+    all.dedup();
+    // Sorted, a path's descendants follow it directly: compare with the last kept root only.
+    let mut kept: Vec<&Path> = Vec::new();
+    for p in all {
+        if !kept.last().is_some_and(|k| p.starts_with(k)) {
+            kept.push(p);
+        }
+    }
+    kept
 }
 
 /// Decodes the stored order-sensitive state.

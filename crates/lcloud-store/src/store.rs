@@ -112,6 +112,10 @@ pub struct Store {
     dir: PathBuf,
     cloud: Id,
     next: u64,
+    /// The whole current document, kept in memory by a long-lived writer (the committer) so
+    /// local writes neither read leaves back nor scan for them. `None`: read what is touched.
+    doc_cache: Option<Doc>,
+    cache_document: bool,
 }
 
 fn tag(bytes: &[u8]) -> [u8; 16] {
@@ -159,6 +163,8 @@ impl Store {
             dir: dir.to_owned(),
             cloud: genesis.id(),
             next: 0,
+            doc_cache: None,
+            cache_document: false,
         };
         let txn = store.db.begin_write().map_err(|e| store.map_db(e))?;
         {
@@ -216,7 +222,18 @@ impl Store {
             dir: dir.to_owned(),
             cloud,
             next,
+            doc_cache: None,
+            cache_document: false,
         })
+    }
+
+    /// Keep the whole current document in memory between local writes (for a long-lived
+    /// writer such as the committer; memory grows with the state, not the history).
+    pub fn cache_document(&mut self, on: bool) {
+        self.cache_document = on;
+        if !on {
+            self.doc_cache = None;
+        }
     }
 
     /// The cloud this store holds.
@@ -330,6 +347,7 @@ impl Store {
         bytes_of: &dyn Fn(&Id) -> Option<&'b [u8]>,
     ) -> Result<(), StoreError> {
         let dir = self.dir.clone();
+        self.doc_cache = None;
         let txn = self.db.begin_write().map_err(|e| map_db(&dir, e))?;
         let mut next = self.next;
         {
@@ -419,6 +437,7 @@ impl Store {
         );
         let dir = self.dir.clone();
         let txn = self.db.begin_write().map_err(|e| map_db(&dir, e))?;
+        let mut cached = None;
         let results = {
             let mut meta = txn.open_table(META).map_err(|e| map_db(&dir, e))?;
             let mut summary = read_summary(&meta)?;
@@ -459,22 +478,34 @@ impl Store {
                 }
             }
             let signed = sign_all(identity, planned);
-            // Fold the ops into the leaves they touch, then store everything.
+            // Fold the ops into the document (cached whole, or just the touched leaves).
             let mut leaves = txn.open_table(LEAVES).map_err(|e| map_db(&dir, e))?;
             let touched: Vec<Path> = signed
                 .iter()
                 .flatten()
-                .flat_map(|(e, _)| e.ops().iter().filter_map(Op::path).cloned())
+                .flat_map(|(e, _, _)| e.ops().iter().filter_map(Op::path).cloned())
                 .collect();
-            let mut doc = Doc::default();
-            for p in &touched {
-                read_doc(&leaves, p, &mut doc)?;
-            }
+            let mut doc = match self.doc_cache.take() {
+                Some(doc) => doc,
+                None if self.cache_document => {
+                    let mut doc = Doc::default();
+                    read_doc(&leaves, &Path::root(), &mut doc)?;
+                    doc
+                }
+                None => {
+                    let mut doc = Doc::default();
+                    for p in &touched {
+                        read_doc(&leaves, p, &mut doc)?;
+                    }
+                    doc
+                }
+            };
+            let before = doc.clone();
             let mut exps = txn.open_table(EXPS).map_err(|e| map_db(&dir, e))?;
             let mut next = self.next;
             let mut results = Vec::new();
             for r in signed {
-                let (exp, depth) = match r {
+                let (exp, bytes, depth) = match r {
                     Ok(x) => x,
                     Err(e) => {
                         results.push(Err(e));
@@ -489,18 +520,22 @@ impl Store {
                     };
                     doc.apply(op, dot, &ObservesEverything);
                 }
-                let bytes = exp.to_bytes();
                 exps.insert(next, record(&bytes).as_slice())
                     .map_err(|e| map_db(&dir, e))?;
                 next += 1;
                 results.push(Ok(exp));
             }
-            write_leaves(&mut leaves, &doc, &touched)?;
+            state::write_leaves_diff(&mut leaves, &before, &doc, &touched)?;
             meta.insert("summary", sealed(&summary.to_bytes()).as_slice())
                 .map_err(|e| map_db(&dir, e))?;
+            if self.cache_document {
+                // Kept only once the commit succeeds (below); dropped if it fails.
+                cached = Some(doc);
+            }
             results
         };
         txn.commit().map_err(|e| map_db(&dir, e))?;
+        self.doc_cache = cached;
         self.next += results.iter().filter(|r| r.is_ok()).count() as u64;
         if let Some(last) = results.iter().flatten().map(|e| e.seq()).max() {
             self.record_signed(last)?;
@@ -616,9 +651,7 @@ fn check_local(
     if summary.writers.as_ref().is_some_and(|w| !w.contains(me)) {
         return Err(InsertError::NotMember { id, author: *me }.into());
     }
-    // The header, the signature, and the ops with their framing: an upper bound on the size.
-    let ops_bytes = lcloud_core::codec::to_canonical(unsigned.ops()).len();
-    let size = unsigned.header().to_bytes().len() + 66 + ops_bytes + 4;
+    let size = unsigned.encoded_len();
     if size > EXPERIENCE_BYTES_MAX {
         return Err(StoreError::TooLarge(size));
     }
@@ -637,15 +670,18 @@ fn check_local(
 fn sign_all(
     identity: &Identity,
     planned: Vec<Result<(lcloud_core::Unsigned, u64), StoreError>>,
-) -> Vec<Result<(Verified<Experience>, u64), StoreError>> {
+) -> Vec<Result<(Verified<Experience>, Vec<u8>, u64), StoreError>> {
+    let sign = |r: Result<(lcloud_core::Unsigned, u64), StoreError>| {
+        r.map(|(u, d)| {
+            let (exp, bytes) = u.sign_with_bytes(identity.key());
+            (exp, bytes, d)
+        })
+    };
     let threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .min(8);
     if planned.len() < 8 || threads == 1 {
-        return planned
-            .into_iter()
-            .map(|r| r.map(|(u, d)| (u.sign(identity.key()), d)))
-            .collect();
+        return planned.into_iter().map(sign).collect();
     }
     let chunk = planned.len().div_ceil(threads);
     let mut parts: Vec<Vec<_>> = Vec::new();
@@ -660,13 +696,7 @@ fn sign_all(
     std::thread::scope(|s| {
         let handles: Vec<_> = parts
             .into_iter()
-            .map(|part| {
-                s.spawn(move || {
-                    part.into_iter()
-                        .map(|r| r.map(|(u, d)| (u.sign(identity.key()), d)))
-                        .collect::<Vec<_>>()
-                })
-            })
+            .map(|part| s.spawn(move || part.into_iter().map(sign).collect::<Vec<_>>()))
             .collect();
         handles
             .into_iter()
