@@ -814,8 +814,10 @@ fn corrupt_at(n: u64, bytes: &[u8], why: &str) -> lcloud_store::StoreError {
 }
 
 fn forks(dir: &FsPath, json_out: bool) -> Result<()> {
-    let node = open(dir)?;
-    let proofs = node.replica.lattice().forks();
+    // Fork proofs are stored as they are found: no history is read.
+    let store = Store::open(dir)?;
+    let proofs = store.forks()?;
+    let names = Names::from_aliases(store.aliases()?);
     if json_out {
         let rows: Vec<_> = proofs
             .iter()
@@ -834,11 +836,11 @@ fn forks(dir: &FsPath, json_out: bool) -> Result<()> {
     if proofs.is_empty() {
         println!("no forks");
     }
-    for p in proofs {
+    for p in &proofs {
         let (a, b) = p.ids();
         println!(
             "{} forked at seq {}: {} and {} — proof {}",
-            node.names.show(&p.author()),
+            names.show(&p.author()),
             p.seq(),
             a.short(),
             b.short(),

@@ -24,6 +24,12 @@ impl Names {
         Names { aliases, known }
     }
 
+    /// Names from aliases alone (no replica loaded).
+    pub fn from_aliases(aliases: BTreeMap<NodeId, String>) -> Names {
+        let known = aliases.keys().copied().collect();
+        Names { aliases, known }
+    }
+
     /// An alias, or a hex prefix (at least 4 digits) of exactly one known node.
     pub fn node(&self, name: &str) -> Result<NodeId> {
         if let Some((id, _)) = self.aliases.iter().find(|(_, a)| a.as_str() == name) {

@@ -26,6 +26,8 @@ const EXPS: TableDefinition<u64, &[u8]> = TableDefinition::new("experiences");
 const PARKED: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("parked");
 /// Metadata: "format", "cloud".
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+/// (author ‖ seq ‖ id a ‖ id b) → sealed fork proof (DAG-CBOR of the two signed headers).
+const FORKS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("forks");
 /// Node id → local alias.
 const ALIASES: TableDefinition<&[u8; 32], &str> = TableDefinition::new("aliases");
 
@@ -563,6 +565,28 @@ impl Store {
         let ordered = meta.get("ordered").map_err(|e| self.map_db(e))?;
         let ordered = state::ordered_from(ordered.as_ref().map(|v| v.value()))?;
         Ok(State { doc, ordered })
+    }
+
+    /// The fork proofs stored, by author and seq. Each is checked again before it is returned.
+    pub fn forks(&self) -> Result<Vec<lcloud_core::ForkProof>, StoreError> {
+        let txn = self.db.begin_read().map_err(|e| self.map_db(e))?;
+        let table = match txn.open_table(FORKS) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(self.map_db(e)),
+        };
+        let mut out = Vec::new();
+        for row in table.iter().map_err(|e| self.map_db(e))? {
+            let (_, v) = row.map_err(|e| self.map_db(e))?;
+            let bytes = unseal(v.value(), &|| "a stored fork proof".into())?;
+            let proof: lcloud_core::ForkProof = lcloud_core::codec::from_canonical(bytes)
+                .map_err(|e| corrupt(&format!("a stored fork proof: {e}")))?;
+            proof
+                .check()
+                .map_err(|e| corrupt(&format!("a stored fork proof does not hold: {e}")))?;
+            out.push(proof);
+        }
+        Ok(out)
     }
 
     /// Refuses to sign if the store is behind what this identity has already signed.
