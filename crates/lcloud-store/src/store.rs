@@ -382,6 +382,18 @@ impl Store {
                 park.insert(exp.id().as_bytes(), record(&exp.to_bytes()).as_slice())
                     .map_err(|e| map_db(&dir, e))?;
             }
+            let mut forks = txn.open_table(FORKS).map_err(|e| map_db(&dir, e))?;
+            for proof in outcomes.iter().flat_map(|o| o.forks.iter()) {
+                let (a, b) = proof.ids();
+                let mut key = proof.author().0.to_vec();
+                key.extend_from_slice(&proof.seq().to_be_bytes());
+                key.extend_from_slice(a.as_bytes());
+                key.extend_from_slice(b.as_bytes());
+                let bytes = lcloud_core::codec::to_canonical(proof);
+                forks
+                    .insert(key.as_slice(), sealed(&bytes).as_slice())
+                    .map_err(|e| map_db(&dir, e))?;
+            }
             let mut meta = txn.open_table(META).map_err(|e| map_db(&dir, e))?;
             meta.insert(
                 "summary",
