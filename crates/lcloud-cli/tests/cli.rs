@@ -1,20 +1,14 @@
 //! The `lcloud` binary on real stores in temporary directories.
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
+
+use common::{lcloud, lcloud_stdin};
 
 struct Node {
     dir: tempfile::TempDir,
-}
-
-fn lcloud(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_lcloud"))
-        .arg("--dir")
-        .arg(dir)
-        .args(args)
-        .env_remove("LCLOUD_DIR")
-        .output()
-        .expect("lcloud runs")
 }
 
 impl Node {
@@ -303,24 +297,11 @@ fn a_store_restored_from_an_old_backup_refuses_to_sign_until_it_catches_up() {
 #[test]
 fn batch_writes_one_experience() {
     let (a, _) = pair();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_lcloud"))
-        .arg("--dir")
-        .arg(a.path())
-        .args(["--json", "batch"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(
-            b"{\"op\":\"set\",\"path\":\"/a\",\"value\":1}\n{\"op\":\"incr\",\"path\":\"/n\",\"by\":3}\n{\"op\":\"add\",\"path\":\"/s\",\"value\":\"x\"}\n",
-        )
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = lcloud_stdin(
+        a.path(),
+        &["--json", "batch"],
+        b"{\"op\":\"set\",\"path\":\"/a\",\"value\":1}\n{\"op\":\"incr\",\"path\":\"/n\",\"by\":3}\n{\"op\":\"add\",\"path\":\"/s\",\"value\":\"x\"}\n",
+    );
     assert!(out.status.success());
     let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(j["ops"], 3);

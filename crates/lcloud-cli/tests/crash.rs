@@ -1,18 +1,12 @@
 //! Durability under `kill -9` and a full disk, on real processes and real filesystems.
 
+mod common;
+
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-fn lcloud(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_lcloud"))
-        .arg("--dir")
-        .arg(dir)
-        .args(args)
-        .env_remove("LCLOUD_DIR")
-        .output()
-        .expect("lcloud runs")
-}
+use common::{lcloud, lcloud_stdin};
 
 fn ok(dir: &Path, args: &[&str]) -> String {
     let out = lcloud(dir, args);
@@ -71,23 +65,7 @@ fn kill_9_at_random_moments_loses_no_acknowledged_write() {
 }
 
 fn batch(dir: &Path, lines: &str) -> Output {
-    use std::io::Write;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_lcloud"))
-        .arg("--dir")
-        .arg(dir)
-        .arg("batch")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(lines.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
+    lcloud_stdin(dir, &["batch"], lines.as_bytes())
 }
 
 /// Unmounts the tmpfs when the test ends, whatever happens.
