@@ -320,13 +320,17 @@ fn main() {
     );
     println!("| workload | result | ratio | target | peak MiB |");
     println!("|---|---:|---:|---|---:|");
-    let w1r = f(&w1["exps_per_s"]);
-    println!(
-        "| durable 1-op experiences/s, 64 writers, group commit | {w1r:.0} | {:.2} of 1-core sign | ≥ 50 000/s and ≥ 0.90: {} | {:.0} |",
-        w1r / sign,
-        mark(w1r >= 50_000.0 && w1r / sign >= 0.9),
-        f(&w1["peak_mib"])
-    );
+    for (label, rate) in [
+        ("64 blocking writer threads", f(&w1["threads_per_s"])),
+        ("64 async writer tasks", f(&w1["exps_per_s"])),
+    ] {
+        println!(
+            "| durable 1-op experiences/s, {label}, group commit | {rate:.0} | {:.2} of 1-core sign | ≥ 50 000/s and ≥ 0.90: {} | {:.0} |",
+            rate / sign,
+            mark(rate >= 50_000.0 && rate / sign >= 0.9),
+            f(&w1["peak_mib"])
+        );
+    }
     let w1sr = f(&w1s["exps_per_s"]);
     println!(
         "| durable 1-op experiences/s, one sequential writer | {w1sr:.0} | {:.2} of fsync/s | — | {:.0} |",
