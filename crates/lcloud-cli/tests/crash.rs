@@ -121,3 +121,34 @@ fn a_full_disk_gives_a_clean_error_and_writing_resumes_after_freeing_space() {
     assert!(batch(&dir, &big).status.success(), "writing resumes");
     ok(&dir, &["verify"]);
 }
+
+/// Several `lcloud` commands at once on one store: each waits for the others, none is lost.
+#[test]
+fn concurrent_commands_on_one_store_all_succeed() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    ok(dir, &["init"]);
+    let children: Vec<_> = (0..8)
+        .map(|i| {
+            Command::new(env!("CARGO_BIN_EXE_lcloud"))
+                .arg("--dir")
+                .arg(dir)
+                .args(["incr", "/n", &(i + 1).to_string()])
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for c in children {
+        let out = c.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let state: serde_json::Value = serde_json::from_str(&ok(dir, &["--json", "state"])).unwrap();
+    assert_eq!(state["n"], 36);
+    ok(dir, &["verify"]);
+}

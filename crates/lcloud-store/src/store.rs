@@ -199,7 +199,7 @@ impl Store {
         if !Store::exists(dir) {
             return Err(StoreError::NoStore(dir.to_owned()));
         }
-        let db = Database::open(dir.join(DB_FILE)).map_err(|e| map_db(dir, e))?;
+        let db = open_waiting(dir)?;
         let txn = db.begin_read().map_err(|e| map_db(dir, e))?;
         let meta = txn.open_table(META).map_err(|e| map_db(dir, e))?;
         let format = meta
@@ -739,6 +739,23 @@ fn sign_all(
             .flat_map(|h| h.join().expect("signing does not panic"))
             .collect()
     })
+}
+
+/// How long opening waits for another process (another `lcloud` command) to let go.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Opens the database, waiting up to [`LOCK_WAIT`] while another process holds it.
+fn open_waiting(dir: &FsPath) -> Result<Database, StoreError> {
+    let start = std::time::Instant::now();
+    loop {
+        match Database::open(dir.join(DB_FILE)) {
+            Ok(db) => return Ok(db),
+            Err(redb::DatabaseError::DatabaseAlreadyOpen) if start.elapsed() < LOCK_WAIT => {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            Err(e) => return Err(map_db(dir, e)),
+        }
+    }
 }
 
 fn read_summary(
