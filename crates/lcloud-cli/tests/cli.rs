@@ -399,3 +399,39 @@ fn every_command_has_help_with_an_example() {
         );
     }
 }
+
+#[test]
+fn export_since_sends_only_what_is_new_and_gaps_park_until_filled() {
+    let (a, b) = pair();
+    a.ok(&["set", "/v", "1"]); // alice:2
+    let first = a.bundle("first.bundle");
+    a.ok(&["set", "/v", "2"]); // alice:3
+    a.ok(&["set", "/v", "3"]); // alice:4
+    let since = a.path().join("since.bundle");
+    a.ok(&["export", since.to_str().unwrap(), "--since", "alice:3"]);
+    let all = a.bundle("all.bundle");
+    assert!(
+        std::fs::metadata(&since).unwrap().len() < std::fs::metadata(&all).unwrap().len(),
+        "--since leaves out what the clock covers"
+    );
+    // Bob has only the genesis: alice:4 waits for alice:2 and alice:3.
+    let report = b.import(&since);
+    assert_eq!(
+        (report["new"].as_u64(), report["parked"].as_u64()),
+        (Some(0), Some(1))
+    );
+    let root_before = b.root();
+    // The parked experience survives a restart of the command (it is stored)…
+    let report = b.import(&first);
+    assert_eq!(
+        report["new"], 1,
+        "alice:2 enters; alice:4 still waits for alice:3"
+    );
+    assert_eq!(report["parked"], 0);
+    assert_ne!(b.root(), root_before);
+    // …and enters once the gap is filled.
+    let report = b.import(&all);
+    assert_eq!(report["new"], 2, "alice:3 and the parked alice:4");
+    assert_eq!(b.root(), a.root());
+    b.ok(&["verify"]);
+}

@@ -20,6 +20,8 @@ pub type Idx = u32;
 
 /// Most experiences waiting for missing links before new ones are refused.
 pub const PARKED_MAX: usize = 1 << 20;
+/// Most bytes (canonical encodings) of experiences waiting for missing links.
+pub const PARKED_BYTES_MAX: usize = 256 << 20;
 
 /// Why an experience was refused by the lattice. Each variant is named after its rule.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -62,8 +64,10 @@ pub enum InsertError {
     /// A second genesis for this cloud cannot exist; a genesis of another cloud does not fit.
     #[error("experience {0} is a genesis, but this lattice already has its genesis")]
     SecondGenesis(Id),
-    /// Too many experiences are waiting for their links.
-    #[error("{PARKED_MAX} experiences already wait for missing links")]
+    /// Too many experiences (or bytes) are waiting for their links.
+    #[error(
+        "the parking for experiences with missing links is full ({PARKED_MAX} experiences or {PARKED_BYTES_MAX} bytes)"
+    )]
     ParkedFull,
     /// The lattice must start from a genesis.
     #[error("experience {0} is not a genesis")]
@@ -120,6 +124,11 @@ pub struct Lattice {
     chains: Vec<Vec<Vec<Idx>>>,
     heads: BTreeSet<Id>,
     parked: BTreeMap<Id, Arc<Verified<Experience>>>,
+    /// Encoded size of each parked experience, and their total.
+    parked_sizes: BTreeMap<Id, usize>,
+    parked_bytes: usize,
+    /// Caps on parking: experiences and bytes.
+    parked_max: (usize, usize),
     waiting: BTreeMap<Id, Vec<Id>>,
     forks: Vec<ForkProof>,
     /// Author index → lowest forked seq.
@@ -149,6 +158,9 @@ impl Lattice {
             chains: Vec::new(),
             heads: BTreeSet::new(),
             parked: BTreeMap::new(),
+            parked_sizes: BTreeMap::new(),
+            parked_bytes: 0,
+            parked_max: (PARKED_MAX, PARKED_BYTES_MAX),
             waiting: BTreeMap::new(),
             forks: Vec::new(),
             forked: BTreeMap::new(),
@@ -174,6 +186,16 @@ impl Lattice {
     pub fn is_empty(&self) -> bool {
         self.nodes.is_empty()
     }
+    /// Lowers (or raises) the caps on parked experiences: count and total encoded bytes.
+    pub fn set_parked_limits(&mut self, count_max: usize, bytes_max: usize) {
+        self.parked_max = (count_max, bytes_max);
+    }
+
+    /// Total encoded bytes of parked experiences.
+    pub fn parked_bytes(&self) -> usize {
+        self.parked_bytes
+    }
+
     /// Number of parked experiences.
     pub fn parked_len(&self) -> usize {
         self.parked.len()
@@ -356,9 +378,13 @@ impl Lattice {
             .copied()
             .collect();
         if !missing.is_empty() {
-            if self.parked.len() >= PARKED_MAX {
+            let size = exp.to_bytes().len();
+            let (count_max, bytes_max) = self.parked_max;
+            if self.parked.len() >= count_max || self.parked_bytes + size > bytes_max {
                 return Err(InsertError::ParkedFull);
             }
+            self.parked_bytes += size;
+            self.parked_sizes.insert(id, size);
             for m in &missing {
                 self.waiting.entry(*m).or_default().push(id);
             }
@@ -387,6 +413,7 @@ impl Lattice {
                 };
                 if parked.parents().all(|p| self.by_id.contains_key(p)) {
                     let parked = self.parked.remove(&w).expect("checked above");
+                    self.parked_bytes -= self.parked_sizes.remove(&w).unwrap_or(0);
                     match self.check_rules(&parked) {
                         Ok(()) => ready.push(parked),
                         Err(e) => out.rejected.push(e),

@@ -181,3 +181,41 @@ fn happens_before_and_concurrency_queries() {
     assert!(l.clock(ix).concurrent(&l.clock(iy)));
     assert_eq!(l.heads().len(), 1);
 }
+
+#[test]
+fn parking_is_bounded_in_count_and_bytes() {
+    let g = genesis();
+    let mut source = Replica::new(g.clone()).unwrap();
+    let first = source.write(&key(1), vec![set("/a", "1")]).unwrap();
+    let later: Vec<_> = (0..5)
+        .map(|i| {
+            source
+                .write(&key(1), vec![set("/a", &i.to_string())])
+                .unwrap()
+        })
+        .collect();
+    let mut lattice = lcloud_core::Lattice::new(g).unwrap();
+    let one = later[0].to_bytes().len();
+    lattice.set_parked_limits(100, one * 2);
+    // Without `first`, every later experience must park: two fit in the byte budget.
+    assert!(lattice.insert(later[0].clone()).is_ok());
+    assert!(lattice.insert(later[1].clone()).is_ok());
+    assert!(matches!(
+        lattice.insert(later[2].clone()),
+        Err(InsertError::ParkedFull)
+    ));
+    assert_eq!(lattice.parked_len(), 2);
+    assert_eq!(
+        lattice.parked_bytes(),
+        later[0].to_bytes().len() + later[1].to_bytes().len()
+    );
+    // Releasing them frees the budget.
+    lattice.insert(first).unwrap();
+    assert_eq!((lattice.parked_len(), lattice.parked_bytes()), (0, 0));
+    lattice.set_parked_limits(1, usize::MAX);
+    assert!(lattice.insert(later[3].clone()).is_ok());
+    assert!(matches!(
+        lattice.insert(later[4].clone()),
+        Err(InsertError::ParkedFull)
+    ));
+}
