@@ -3,7 +3,9 @@
 
 use std::collections::BTreeMap;
 
-use lcloud_core::{Experience, Inserted, Replica, ValidationError, Verified, validate_batch};
+use std::collections::HashMap;
+
+use lcloud_core::{Experience, Id, Inserted, Replica, ValidationError, Verified, validate_batch};
 
 use crate::store::{Store, StoreError};
 
@@ -54,7 +56,7 @@ fn rule(e: &dyn std::fmt::Debug) -> String {
 /// order, on the calling thread: signature checking and admission overlap.
 fn validate_pipelined(
     records: &[&[u8]],
-    cloud: &lcloud_core::Id,
+    cloud: &Id,
     mut admit: impl FnMut(Result<Verified<Experience>, ValidationError>),
 ) {
     let threads = std::thread::available_parallelism()
@@ -68,7 +70,8 @@ fn validate_pipelined(
         return;
     }
     std::thread::scope(|s| {
-        let (tx, rx) = std::sync::mpsc::sync_channel(threads * 2);
+        // Room for validation to run ahead while the caller writes a chunk to disk.
+        let (tx, rx) = std::sync::mpsc::sync_channel(threads * 16);
         for t in 0..threads {
             let tx = tx.clone();
             let chunks = &chunks;
@@ -93,9 +96,82 @@ fn validate_pipelined(
     });
 }
 
+/// Admitted experiences are made durable in chunks of this many records, so that writing one
+/// chunk overlaps validating the next.
+const FLUSH_EVERY: usize = 8192;
+
+/// The state of one import between flushes.
+struct Importer<'s, 'r, 'b> {
+    store: &'s mut Store,
+    replica: &'r mut Replica,
+    report: ImportReport,
+    outcomes: Vec<Inserted>,
+    parked: Vec<Experience>,
+    /// The input bytes of every experience admitted since the last flush (they are canonical,
+    /// so they are stored as they came).
+    input: HashMap<Id, &'b [u8]>,
+    since_flush: usize,
+    failed: Option<StoreError>,
+}
+
+impl<'b> Importer<'_, '_, 'b> {
+    fn admit(&mut self, result: Result<Verified<Experience>, ValidationError>, bytes: &'b [u8]) {
+        if self.failed.is_some() {
+            return;
+        }
+        let exp = match result {
+            Ok(exp) => exp,
+            Err(e) => return self.report.reject(&e, rule(&e)),
+        };
+        let id = exp.id();
+        match self.replica.insert(exp) {
+            Ok(out) if out.duplicate => self.report.known += 1,
+            Ok(out) => {
+                if !out.parked_on.is_empty() {
+                    let parked = self.replica.lattice().parked_experience(&id);
+                    self.parked.extend(parked.map(|e| (**e).clone()));
+                }
+                self.input.insert(id, bytes);
+                self.report.new += out.admitted.len();
+                for e in &out.rejected {
+                    self.report.reject(e, rule(e));
+                }
+                self.outcomes.push(out);
+            }
+            Err(e) => self.report.reject(&e, rule(&e)),
+        }
+        self.since_flush += 1;
+        if self.since_flush >= FLUSH_EVERY {
+            if let Err(e) = self.flush() {
+                self.failed = Some(e);
+            }
+        }
+    }
+
+    /// Durably stores what was admitted since the last flush, and what is still parked.
+    fn flush(&mut self) -> Result<(), StoreError> {
+        let still_parked: Vec<&Experience> = self
+            .parked
+            .iter()
+            .filter(|e| !self.replica.lattice().contains(&e.id()))
+            .collect();
+        let refs: Vec<&Inserted> = self.outcomes.iter().collect();
+        let input = &self.input;
+        self.store
+            .persist_bytes(self.replica, &refs, &still_parked, &|id| {
+                input.get(id).copied()
+            })?;
+        self.outcomes.clear();
+        self.input.clear();
+        self.since_flush = 0;
+        Ok(())
+    }
+}
+
 impl Store {
     /// Validates `records` (untrusted canonical experience bytes), inserts them into
-    /// `replica` (which must hold this store's history) and persists the result durably.
+    /// `replica` (which must hold this store's history) and persists the result durably, in
+    /// chunks: if the import fails midway, what was stored is a consistent prefix.
     pub fn import(
         &mut self,
         replica: &mut Replica,
@@ -103,53 +179,32 @@ impl Store {
         progress: &mut dyn FnMut(u64),
     ) -> Result<ImportReport, StoreError> {
         let cloud = self.cloud();
-        let mut report = ImportReport::default();
-        let mut outcomes: Vec<Inserted> = Vec::new();
-        let mut parked: Vec<Experience> = Vec::new();
-        let mut n = 0u64;
-        // The input bytes of every admitted experience, stored as they came (they are canonical).
-        let mut input: std::collections::HashMap<lcloud_core::Id, &[u8]> = Default::default();
+        let mut importer = Importer {
+            store: self,
+            replica,
+            report: ImportReport::default(),
+            outcomes: Vec::new(),
+            parked: Vec::new(),
+            input: HashMap::new(),
+            since_flush: 0,
+            failed: None,
+        };
+        let mut n = 0usize;
         validate_pipelined(records, &cloud, |result| {
-            let bytes = records[n as usize];
-            progress(n);
+            progress(n as u64);
+            importer.admit(result, records[n]);
             n += 1;
-            let exp = match result {
-                Ok(exp) => exp,
-                Err(e) => {
-                    report.reject(&e, rule(&e));
-                    return;
-                }
-            };
-            let id = exp.id();
-            input.insert(id, bytes);
-            match replica.insert(exp) {
-                Ok(out) if out.duplicate => report.known += 1,
-                Ok(out) => {
-                    if !out.parked_on.is_empty() {
-                        parked.extend(
-                            replica
-                                .lattice()
-                                .parked_experience(&id)
-                                .map(|e| (**e).clone()),
-                        );
-                    }
-                    report.new += out.admitted.len();
-                    for e in &out.rejected {
-                        report.reject(e, rule(e));
-                    }
-                    outcomes.push(out);
-                }
-                Err(e) => report.reject(&e, rule(&e)),
-            }
         });
-        // Parked experiences released later in the same import are admitted, not parked.
-        let still_parked: Vec<&Experience> = parked
+        if let Some(e) = importer.failed.take() {
+            return Err(e);
+        }
+        importer.flush()?;
+        let mut report = importer.report;
+        report.parked = importer
+            .parked
             .iter()
-            .filter(|e| !replica.lattice().contains(&e.id()))
-            .collect();
-        report.parked = still_parked.len();
-        let refs: Vec<&Inserted> = outcomes.iter().collect();
-        self.persist_bytes(replica, &refs, &still_parked, &|id| input.get(id).copied())?;
+            .filter(|e| !importer.replica.lattice().contains(&e.id()))
+            .count();
         Ok(report)
     }
 }
