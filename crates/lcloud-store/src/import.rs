@@ -141,10 +141,10 @@ impl<'b> Importer<'_, '_, 'b> {
             Err(e) => self.report.reject(&e, rule(&e)),
         }
         self.since_flush += 1;
-        if self.since_flush >= FLUSH_EVERY {
-            if let Err(e) = self.flush() {
-                self.failed = Some(e);
-            }
+        if self.since_flush >= FLUSH_EVERY
+            && let Err(e) = self.flush()
+        {
+            self.failed = Some(e);
         }
     }
 
