@@ -273,6 +273,10 @@ fn a_tampered_store_is_refused_by_name() {
         err.contains("corrupt") && err.contains("experience #"),
         "{err}"
     );
+    // A file of garbage in place of the store is refused by name, not a panic.
+    std::fs::write(&db, vec![0x5au8; 8192]).unwrap();
+    let err = a.fails(&["state"]);
+    assert!(err.contains("store"), "{err}");
     // A truncated file is refused too.
     std::fs::write(&db, &bytes[..bytes.len() / 3]).unwrap();
     let err = a.fails(&["state"]);

@@ -142,6 +142,37 @@ mod tests {
     }
 
     #[test]
+    fn random_and_mutated_input_never_panics() {
+        let good = encode(&Id([1; 32]), [b"abc".as_slice(), b"defg"].into_iter());
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for _ in 0..20_000 {
+            let mut bytes = good.clone();
+            for _ in 0..1 + next() % 4 {
+                let at = (next() as usize) % bytes.len();
+                match next() % 3 {
+                    0 => bytes[at] = next() as u8,
+                    1 => bytes.truncate(at),
+                    _ => bytes.insert(at, next() as u8),
+                }
+                if bytes.is_empty() {
+                    break;
+                }
+            }
+            if bytes != good {
+                assert!(decode(&bytes).is_err(), "a changed bundle must not decode");
+            }
+            let random: Vec<u8> = (0..next() % 200).map(|_| next() as u8).collect();
+            let _ = decode(&random);
+        }
+    }
+
+    #[test]
     fn huge_counts_and_lengths_do_not_allocate() {
         let mut bytes = MAGIC.to_vec();
         bytes.extend_from_slice(&[0; 32]);
