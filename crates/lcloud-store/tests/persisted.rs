@@ -82,3 +82,91 @@ fn persisted_state_matches_the_fold_of_the_history() {
         }
     }
 }
+
+#[test]
+fn persisted_state_follows_a_quarantine_after_a_fork_arrives() {
+    let dir = tempfile::tempdir().unwrap();
+    let me = Identity::load_or_create(dir.path()).unwrap();
+    let genesis = Experience::create_genesis(
+        me.key(),
+        Genesis {
+            name: "q".into(),
+            init: Value::map(),
+            members: None,
+            fork_policy: ForkPolicy::Quarantine,
+        },
+    );
+    let mut store = Store::create(dir.path(), &genesis).unwrap();
+    let other = SigningKey::from([42; 32]);
+    let mut left = Replica::new(genesis.clone()).unwrap();
+    left.write(
+        &other,
+        vec![Op::Set {
+            path: Path::parse("/base").unwrap(),
+            value: Value::Int(1),
+        }],
+    )
+    .unwrap();
+    let mut right = left.clone();
+    // The other node equivocates: two different experiences at seq 2.
+    left.write(
+        &other,
+        vec![Op::Set {
+            path: Path::parse("/x").unwrap(),
+            value: Value::Int(1),
+        }],
+    )
+    .unwrap();
+    right
+        .write(
+            &other,
+            vec![Op::Incr {
+                path: Path::parse("/n").unwrap(),
+                by: 5,
+            }],
+        )
+        .unwrap();
+    store
+        .write_local(
+            &me,
+            vec![Op::Set {
+                path: Path::parse("/mine").unwrap(),
+                value: Value::Int(7),
+            }],
+        )
+        .unwrap()
+        .unwrap();
+    for source in [&left, &right] {
+        let mut local = store.load(&mut |_| {}).unwrap();
+        let records: Vec<Vec<u8>> = source
+            .lattice()
+            .iter()
+            .skip(1)
+            .map(|e| e.to_bytes())
+            .collect();
+        let refs: Vec<&[u8]> = records.iter().map(|r| r.as_slice()).collect();
+        store.import(&mut local, &refs, &mut |_| {}).unwrap();
+        assert_eq!(store.state().unwrap().root(), local.root());
+    }
+    let loaded = store.load(&mut |_| {}).unwrap();
+    assert_eq!(loaded.lattice().forks().len(), 1);
+    assert_eq!(store.forks().unwrap().len(), 1);
+    // The forked author's ops from the fork point on are out; everything else stays.
+    let doc = store.document(&Path::root()).unwrap().unwrap().to_json();
+    assert_eq!(doc, serde_json::json!({"base": 1, "mine": 7}));
+    // A local write after the fork still folds into the persisted state correctly.
+    store
+        .write_local(
+            &me,
+            vec![Op::Incr {
+                path: Path::parse("/n").unwrap(),
+                by: 1,
+            }],
+        )
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        store.state().unwrap().root(),
+        store.load(&mut |_| {}).unwrap().root()
+    );
+}
