@@ -1,6 +1,8 @@
 //! `lcloud`: one λCLOUD node on disk. Writes signed experiences, reads the folded state at any
 //! cut, merges offline through bundles, and audits the store.
 
+#![forbid(unsafe_code)]
+
 mod commands;
 mod demo;
 mod resolve;

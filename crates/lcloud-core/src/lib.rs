@@ -27,6 +27,8 @@
 //! assert_eq!(ra.document().to_json(), serde_json::json!({"visits": 3}));
 //! ```
 
+#![forbid(unsafe_code)]
+
 pub mod clock;
 pub mod codec;
 pub mod doc;

@@ -5,6 +5,8 @@
 //! `identity.key` (the node's Ed25519 secret, mode 0600) and `signed-seq` (the highest seq this
 //! identity has signed, written after each durable commit; see [`Store::check_can_sign`]).
 
+#![forbid(unsafe_code)]
+
 pub mod bundle;
 mod commit;
 mod identity;
