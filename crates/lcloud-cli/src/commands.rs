@@ -14,7 +14,7 @@ use lcloud_store::{Identity, Store, bundle};
 use serde_json::json;
 
 use crate::resolve::{self, Names};
-use crate::{Cli, Command, CutArgs, MemberAction};
+use crate::{Cli, Command, CutArgs, InitArgs, MemberAction};
 
 /// Everything a command needs from the node's directory.
 struct Node {
@@ -60,21 +60,7 @@ pub fn run(cli: Cli) -> Result<()> {
     let dir = cli.dir.clone().unwrap_or_else(default_dir);
     let json_out = cli.json;
     match cli.command {
-        Command::Init {
-            alias,
-            cloud,
-            members,
-            quarantine_forks,
-            initial,
-        } => init(
-            &dir,
-            json_out,
-            alias,
-            cloud,
-            members,
-            quarantine_forks,
-            initial,
-        ),
+        Command::Init(args) => init(&dir, json_out, args),
         Command::Join { file, alias } => join(&dir, json_out, &file, alias),
         Command::Id => {
             let id = Identity::load_or_create(&dir)?;
@@ -203,16 +189,14 @@ fn print(json_out: bool, value: serde_json::Value, human: impl FnOnce() -> Strin
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn init(
-    dir: &FsPath,
-    json_out: bool,
-    alias: Option<String>,
-    cloud: String,
-    members: Vec<String>,
-    quarantine: bool,
-    initial: Option<String>,
-) -> Result<()> {
+fn init(dir: &FsPath, json_out: bool, args: InitArgs) -> Result<()> {
+    let InitArgs {
+        alias,
+        cloud,
+        members,
+        quarantine_forks: quarantine,
+        initial,
+    } = args;
     if Store::exists(dir) {
         bail!("a λCLOUD store already exists in {}", dir.display());
     }

@@ -57,30 +57,34 @@ struct CutArgs {
     seen_by: Option<String>,
 }
 
+/// What `lcloud init` creates.
+#[derive(Args, Debug)]
+struct InitArgs {
+    /// A local name for this node.
+    #[arg(long)]
+    alias: Option<String>,
+    /// The cloud's name.
+    #[arg(long, default_value = "default")]
+    cloud: String,
+    /// A node allowed to write (repeatable). Without any, the cloud is open to anyone who
+    /// holds its genesis. The creator can add members later with `lcloud member add`.
+    #[arg(long = "member", value_name = "NODEID")]
+    members: Vec<String>,
+    /// Leave out a forking author's ops from the fork point on (default: fold both branches).
+    #[arg(long)]
+    quarantine_forks: bool,
+    /// The initial document, as JSON (default `{}`).
+    #[arg(long, value_name = "JSON")]
+    initial: Option<String>,
+}
+
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Create this node's identity, a store and a new cloud (with its genesis).
     #[command(
         after_help = "Examples:\n  lcloud init --alias alice --cloud notes\n  lcloud init --member 3fa2… --member 9bc1…   (only these nodes and you may write)"
     )]
-    Init {
-        /// A local name for this node.
-        #[arg(long)]
-        alias: Option<String>,
-        /// The cloud's name.
-        #[arg(long, default_value = "default")]
-        cloud: String,
-        /// A node allowed to write (repeatable). Without any, the cloud is open to anyone who
-        /// holds its genesis. The creator can add members later with `lcloud member add`.
-        #[arg(long = "member", value_name = "NODEID")]
-        members: Vec<String>,
-        /// Leave out a forking author's ops from the fork point on (default: fold both branches).
-        #[arg(long)]
-        quarantine_forks: bool,
-        /// The initial document, as JSON (default `{}`).
-        #[arg(long, value_name = "JSON")]
-        initial: Option<String>,
-    },
+    Init(InitArgs),
     /// Join an existing cloud from a bundle (any bundle holds the genesis).
     #[command(after_help = "Example:\n  lcloud join /tmp/alice.bundle --alias bob")]
     Join {
