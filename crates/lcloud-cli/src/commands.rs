@@ -140,6 +140,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Root { cut } => {
             let root = if is_now(&cut) {
                 Store::open(&dir)?.state()?.root()
+            } else if let Some(state) = state_from_index(&dir, &cut)? {
+                state.root()
             } else {
                 view_state(&open(&dir)?, &cut)?.root()
             };
@@ -432,6 +434,19 @@ fn is_now(cut: &CutArgs) -> bool {
     cut.at.is_none() && cut.heads.is_none() && cut.without.is_none() && cut.seen_by.is_none()
 }
 
+/// The state at `--at CLOCK` from the store's index and checkpoints, without loading the
+/// history; `None` when the cut asks for more than a clock or the store cannot answer so.
+fn state_from_index(dir: &FsPath, cut: &CutArgs) -> Result<Option<State>> {
+    let Some(at) = &cut.at else { return Ok(None) };
+    if cut.heads.is_some() || cut.without.is_some() || cut.seen_by.is_some() {
+        return Ok(None);
+    }
+    let store = Store::open(dir)?;
+    let names = Names::from_store(store.aliases()?, store.authors()?);
+    let clock = names.clock(at)?;
+    Ok(store.state_at_clock(&clock)?)
+}
+
 fn view_of(node: &Node, cut: &CutArgs) -> Result<View> {
     let without = cut
         .without
@@ -467,6 +482,11 @@ fn state(dir: &FsPath, json_out: bool, path: Option<String>, cut: &CutArgs) -> R
         // The current state comes from the persisted fold: no history is read.
         let store = Store::open(dir)?;
         store.document(p.as_ref().unwrap_or(&lcloud_core::Path::root()))?
+    } else if let Some(state) = state_from_index(dir, cut)? {
+        match &p {
+            None => Some(state.document()),
+            Some(p) => state.get(p),
+        }
     } else {
         let node = open(dir)?;
         let state = view_state(&node, cut)?;
@@ -801,7 +821,7 @@ fn forks(dir: &FsPath, json_out: bool) -> Result<()> {
     // Fork proofs are stored as they are found: no history is read.
     let store = Store::open(dir)?;
     let proofs = store.forks()?;
-    let names = Names::from_aliases(store.aliases()?);
+    let names = Names::from_store(store.aliases()?, Vec::new());
     if json_out {
         let rows: Vec<_> = proofs
             .iter()

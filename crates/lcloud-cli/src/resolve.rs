@@ -24,9 +24,11 @@ impl Names {
         Names { aliases, known }
     }
 
-    /// Names from aliases alone (no replica loaded).
-    pub fn from_aliases(aliases: BTreeMap<NodeId, String>) -> Names {
-        let known = aliases.keys().copied().collect();
+    /// Names from aliases and the store's list of authors (no replica loaded).
+    pub fn from_store(aliases: BTreeMap<NodeId, String>, authors: Vec<NodeId>) -> Names {
+        let mut known: Vec<NodeId> = aliases.keys().copied().chain(authors).collect();
+        known.sort();
+        known.dedup();
         Names { aliases, known }
     }
 

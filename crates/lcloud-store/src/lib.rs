@@ -13,6 +13,7 @@ mod identity;
 mod import;
 mod state;
 mod store;
+mod travel;
 
 pub use commit::{BATCH_MAX, Committer, Reply, Writer};
 pub use identity::Identity;

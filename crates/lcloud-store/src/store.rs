@@ -7,12 +7,13 @@ use std::path::{Path as FsPath, PathBuf};
 
 use lcloud_core::{
     Doc, Draft, EXPERIENCE_BYTES_MAX, Experience, ForkPolicy, Id, InsertError, Inserted, NodeId,
-    ObservesEverything, Op, Path, Replica, State, ValidationError, Value, Verified,
+    ObservesEverything, Op, Path, Replica, State, ValidationError, Value, VectorClock, Verified,
     revalidate_stored,
 };
 
 use crate::identity::Identity;
 use crate::state::{self, LEAVES, Summary, read_doc, sealed, unseal, write_leaves};
+use crate::travel::{self, Indexer};
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 
 const DB_FILE: &str = "store.redb";
@@ -81,6 +82,16 @@ pub enum StoreError {
         "the experience would be {0} bytes; at most {EXPERIENCE_BYTES_MAX} are allowed: split it"
     )]
     TooLarge(usize),
+    /// A clock beyond what the store holds.
+    #[error("clock asks for {node}:{asked}, but this store has only {node}:{known}")]
+    ClockAhead {
+        /// The node.
+        node: NodeId,
+        /// Seq asked for.
+        asked: u64,
+        /// Seq held.
+        known: u64,
+    },
     /// The committer has stopped.
     #[error("the store's committer has stopped")]
     Closed,
@@ -118,6 +129,7 @@ pub struct Store {
     /// local writes neither read leaves back nor scan for them. `None`: read what is touched.
     doc_cache: Option<Doc>,
     cache_document: bool,
+    checkpoint_ops: u64,
 }
 
 fn tag(bytes: &[u8]) -> [u8; 16] {
@@ -167,6 +179,7 @@ impl Store {
             next: 0,
             doc_cache: None,
             cache_document: false,
+            checkpoint_ops: travel::CHECKPOINT_OPS_MIN,
         };
         let txn = store.db.begin_write().map_err(|e| store.map_db(e))?;
         {
@@ -188,6 +201,21 @@ impl Store {
             .map_err(|e| map_db(dir, e))?;
             let mut leaves = txn.open_table(LEAVES).map_err(|e| map_db(dir, e))?;
             write_leaves(&mut leaves, &replica.state().doc, &[Path::root()])?;
+            let mut indexer = Indexer::open(&txn)?;
+            indexer.add(
+                0,
+                genesis.id(),
+                &genesis.author(),
+                1,
+                0,
+                &replica.lattice().clock(0),
+            )?;
+            txn.open_table(travel::CHECKPOINTS)
+                .map_err(|e| map_db(dir, e))?;
+            txn.open_table(travel::CHECKPOINT_CLOCKS)
+                .map_err(|e| map_db(dir, e))?;
+            meta.insert("checkpoint", checkpoint_meta(0, 0).as_slice())
+                .map_err(|e| map_db(dir, e))?;
         }
         txn.commit().map_err(|e| map_db(dir, e))?;
         store.next = 1;
@@ -226,6 +254,7 @@ impl Store {
             next,
             doc_cache: None,
             cache_document: false,
+            checkpoint_ops: travel::CHECKPOINT_OPS_MIN,
         })
     }
 
@@ -356,6 +385,9 @@ impl Store {
             let mut exps = txn.open_table(EXPS).map_err(|e| map_db(&dir, e))?;
             let mut park = txn.open_table(PARKED).map_err(|e| map_db(&dir, e))?;
             let had_parked = !park.is_empty().map_err(|e| map_db(&dir, e))? || !parked.is_empty();
+            let mut indexer = Indexer::open(&txn)?;
+            let mut ops_added = 0u64;
+            let mut calls = false;
             for idx in outcomes.iter().flat_map(|o| o.admitted.iter()) {
                 assert_eq!(
                     u64::from(*idx),
@@ -370,6 +402,17 @@ impl Store {
                 };
                 exps.insert(next, rec.as_slice())
                     .map_err(|e| map_db(&dir, e))?;
+                let lattice = replica.lattice();
+                indexer.add(
+                    next,
+                    id,
+                    &exp.author(),
+                    exp.seq(),
+                    lattice.depth(*idx),
+                    &lattice.clock(*idx),
+                )?;
+                ops_added += exp.ops().len() as u64;
+                calls |= exp.ops().iter().any(|op| matches!(op, Op::Call { .. }));
                 if had_parked {
                     park.remove(id.as_bytes()).map_err(|e| map_db(&dir, e))?;
                 }
@@ -405,6 +448,18 @@ impl Store {
                 .map_err(|e| map_db(&dir, e))?;
             let mut leaves = txn.open_table(LEAVES).map_err(|e| map_db(&dir, e))?;
             write_leaves(&mut leaves, &state.doc, &touched(replica, outcomes))?;
+            if calls {
+                meta.insert("has_calls", [1u8].as_slice())
+                    .map_err(|e| map_db(&dir, e))?;
+            }
+            self.maybe_checkpoint(
+                &txn,
+                &mut meta,
+                next,
+                ops_added,
+                &replica.lattice().frontier(),
+                &|| Ok(state.doc.clone()),
+            )?;
         }
         txn.commit().map_err(|e| map_db(&dir, e))?;
         self.next = next;
@@ -458,6 +513,7 @@ impl Store {
             if summary.forked.contains(&me) {
                 return Ok(None);
             }
+            let base_heads = summary.heads.clone();
             let signed = self.signed_seq()?;
             let stored = summary.tip(&me).map_or(0, |(s, _)| s);
             if signed > stored {
@@ -518,6 +574,16 @@ impl Store {
             let mut exps = txn.open_table(EXPS).map_err(|e| map_db(&dir, e))?;
             let mut next = self.next;
             let mut results = Vec::new();
+            let mut indexer = Indexer::open(&txn)?;
+            // The first new experience has seen every head; each later one, the one before.
+            let mut clock = VectorClock::default();
+            for (head, _, _) in &base_heads {
+                let seen = indexer
+                    .clock_of(head)?
+                    .ok_or_else(|| corrupt(&format!("head {head} is not indexed")))?;
+                clock.join(&seen);
+            }
+            let mut ops_added = 0u64;
             for r in signed {
                 let (exp, bytes, depth) = match r {
                     Ok(x) => x,
@@ -526,6 +592,9 @@ impl Store {
                         continue;
                     }
                 };
+                clock.observe(me, exp.seq());
+                indexer.add(next, exp.id(), &me, exp.seq(), depth, &clock)?;
+                ops_added += exp.ops().len() as u64;
                 for (i, op) in exp.ops().iter().enumerate() {
                     let dot = lcloud_core::Dot {
                         depth,
@@ -542,6 +611,23 @@ impl Store {
             state::write_leaves_diff(&mut leaves, &before, &doc, &touched)?;
             meta.insert("summary", sealed(&summary.to_bytes()).as_slice())
                 .map_err(|e| map_db(&dir, e))?;
+            let frontier = VectorClock(summary.tips.iter().map(|(a, s, _)| (*a, *s)).collect());
+            let whole = self.cache_document.then(|| doc.clone());
+            self.maybe_checkpoint(
+                &txn,
+                &mut meta,
+                next,
+                ops_added,
+                &frontier,
+                &|| match &whole {
+                    Some(d) => Ok(d.clone()),
+                    None => {
+                        let mut all = Doc::default();
+                        read_doc(&leaves, &Path::root(), &mut all)?;
+                        Ok(all)
+                    }
+                },
+            )?;
             if self.cache_document {
                 // Kept only once the commit succeeds (below); dropped if it fails.
                 cached = Some(doc);
@@ -555,6 +641,86 @@ impl Store {
             self.record_signed(last)?;
         }
         Ok(Some(results))
+    }
+
+    /// Writes a checkpoint of the document if enough ops came since the last one.
+    #[allow(clippy::too_many_arguments)]
+    fn maybe_checkpoint(
+        &self,
+        txn: &redb::WriteTransaction,
+        meta: &mut redb::Table<'_, &'static str, &'static [u8]>,
+        upto: u64,
+        ops_added: u64,
+        frontier: &VectorClock,
+        doc: &dyn Fn() -> Result<Doc, StoreError>,
+    ) -> Result<(), StoreError> {
+        let (last, since, leaves) = match meta.get("checkpoint").map_err(|e| self.map_db(e))? {
+            Some(v) => read_checkpoint_meta(v.value())?,
+            None => (0, 0, 0),
+        };
+        let since = since + ops_added;
+        let (last, since, leaves) = if travel::checkpoint_due(since, leaves, self.checkpoint_ops) {
+            let doc = doc()?;
+            travel::write_checkpoint(txn, upto, frontier, &doc)?;
+            (upto, 0, doc.len())
+        } else {
+            (last, since, leaves)
+        };
+        let mut m = checkpoint_meta(last, since);
+        m.extend_from_slice(&(leaves as u64).to_le_bytes());
+        meta.insert("checkpoint", m.as_slice())
+            .map_err(|e| self.map_db(e))?;
+        Ok(())
+    }
+
+    /// Sets the fewest ops between time-travel checkpoints (default 4096).
+    pub fn set_checkpoint_ops(&mut self, ops: u64) {
+        self.checkpoint_ops = ops.max(1);
+    }
+
+    /// The state at `clock`, read from the index and the checkpoints without loading the
+    /// history. `None` when only a full load can answer: an author forked, the cloud has calls
+    /// to order-sensitive morphisms, or the store predates the index.
+    pub fn state_at_clock(&self, clock: &VectorClock) -> Result<Option<State>, StoreError> {
+        let txn = self.db.begin_read().map_err(|e| self.map_db(e))?;
+        let meta = txn.open_table(META).map_err(|e| self.map_db(e))?;
+        let summary = read_summary(&meta)?;
+        let calls = meta.get("has_calls").map_err(|e| self.map_db(e))?.is_some();
+        if !summary.forked.is_empty() || calls || travel::indexed(&txn)? < self.next {
+            return Ok(None);
+        }
+        for (node, asked) in &clock.0 {
+            let known = summary.tip(node).map_or(0, |(s, _)| s);
+            if *asked > known {
+                return Err(StoreError::ClockAhead {
+                    node: *node,
+                    asked: *asked,
+                    known,
+                });
+            }
+        }
+        let exps = txn.open_table(EXPS).map_err(|e| self.map_db(e))?;
+        let doc = travel::document_at(&txn, &self.cloud, clock, &exps)?;
+        Ok(Some(State {
+            doc,
+            ordered: Default::default(),
+        }))
+    }
+
+    /// The nodes that wrote in this cloud, as indexed.
+    pub fn authors(&self) -> Result<Vec<NodeId>, StoreError> {
+        let txn = self.db.begin_read().map_err(|e| self.map_db(e))?;
+        let table = match txn.open_table(travel::AUTHORS) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(self.map_db(e)),
+        };
+        let mut out = Vec::new();
+        for row in table.iter().map_err(|e| self.map_db(e))? {
+            let (_, v) = row.map_err(|e| self.map_db(e))?;
+            out.push(NodeId(*v.value()));
+        }
+        Ok(out)
     }
 
     /// The current document at `path` (`None`: nothing there), read from the persisted fold
@@ -755,6 +921,24 @@ fn open_waiting(dir: &FsPath) -> Result<Database, StoreError> {
             }
             Err(e) => return Err(map_db(dir, e)),
         }
+    }
+}
+
+fn checkpoint_meta(last: u64, since: u64) -> Vec<u8> {
+    let mut m = last.to_le_bytes().to_vec();
+    m.extend_from_slice(&since.to_le_bytes());
+    m
+}
+
+fn read_checkpoint_meta(bytes: &[u8]) -> Result<(u64, u64, usize), StoreError> {
+    let word = |i: usize| {
+        bytes
+            .get(i * 8..i * 8 + 8)
+            .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
+    };
+    match (word(0), word(1)) {
+        (Some(last), Some(since)) => Ok((last, since, word(2).unwrap_or(0) as usize)),
+        _ => Err(corrupt("the checkpoint record is malformed")),
     }
 }
 
