@@ -799,6 +799,16 @@ fn verify(dir: &FsPath, json_out: bool) -> Result<()> {
             "the persisted state (root {persisted}) differs from the fold of the history (root {root})"
         );
     }
+    // The time-travel index and checkpoints must give the same state at the frontier.
+    let frontier = replica.lattice().frontier();
+    if let Some(state) = store.state_at_clock(&frontier)? {
+        let indexed = state.root();
+        if indexed != root {
+            bail!(
+                "the time-travel index gives root {indexed} at the frontier, the history gives {root}"
+            );
+        }
+    }
     let n = replica.lattice().len();
     print(
         json_out,

@@ -576,12 +576,15 @@ impl Store {
             let mut results = Vec::new();
             let mut indexer = Indexer::open(&txn)?;
             // The first new experience has seen every head; each later one, the one before.
+            // (A store written before the index existed has heads that are not indexed: then
+            // nothing new is indexed either, and time travel falls back to a full load.)
             let mut clock = VectorClock::default();
+            let mut indexable = true;
             for (head, _, _) in &base_heads {
-                let seen = indexer
-                    .clock_of(head)?
-                    .ok_or_else(|| corrupt(&format!("head {head} is not indexed")))?;
-                clock.join(&seen);
+                match indexer.clock_of(head)? {
+                    Some(seen) => clock.join(&seen),
+                    None => indexable = false,
+                }
             }
             let mut ops_added = 0u64;
             for r in signed {
@@ -593,7 +596,9 @@ impl Store {
                     }
                 };
                 clock.observe(me, exp.seq());
-                indexer.add(next, exp.id(), &me, exp.seq(), depth, &clock)?;
+                if indexable {
+                    indexer.add(next, exp.id(), &me, exp.seq(), depth, &clock)?;
+                }
                 ops_added += exp.ops().len() as u64;
                 for (i, op) in exp.ops().iter().enumerate() {
                     let dot = lcloud_core::Dot {
