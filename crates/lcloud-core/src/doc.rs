@@ -332,6 +332,17 @@ impl Doc {
             .map(|(p, l)| (&**p, l))
     }
 
+    /// The experiences whose ops wrote something still present, sorted.
+    pub fn dot_experiences(&self) -> std::collections::BTreeSet<Id> {
+        let mut out = std::collections::BTreeSet::new();
+        for leaf in self.leaves.values() {
+            out.extend(leaf.regs.iter().map(|(d, _)| d.exp));
+            out.extend(leaf.incs.keys().map(|d| d.exp));
+            out.extend(leaf.elems.values().flatten().map(|d| d.exp));
+        }
+        out
+    }
+
     /// Puts a leaf (read back from storage) at `path`.
     pub fn insert_leaf(&mut self, path: Path, leaf: Leaf) {
         self.leaves.insert(Arc::new(path), Arc::new(leaf));

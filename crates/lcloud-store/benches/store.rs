@@ -394,10 +394,4 @@ fn main() {
         f(&op["state_at_p99_ms"]),
         mark(ratio <= 0.01)
     );
-    println!(
-        "| `state --at` on that store vs a full replay ({:.0} ms) | {:.0} ms | {ratio:.2} | ≤ 0.01: {} | |",
-        f(&op["replay_ms"]),
-        f(&op["state_at_ms"]),
-        mark(ratio <= 0.01)
-    );
 }

@@ -452,6 +452,7 @@ impl Store {
                 meta.insert("has_calls", [1u8].as_slice())
                     .map_err(|e| map_db(&dir, e))?;
             }
+            drop(indexer);
             self.maybe_checkpoint(
                 &txn,
                 &mut meta,
@@ -514,6 +515,7 @@ impl Store {
                 return Ok(None);
             }
             let base_heads = summary.heads.clone();
+            let base_tips = summary.tips.clone();
             let signed = self.signed_seq()?;
             let stored = summary.tip(&me).map_or(0, |(s, _)| s);
             if signed > stored {
@@ -580,8 +582,16 @@ impl Store {
             // nothing new is indexed either, and time travel falls back to a full load.)
             let mut clock = VectorClock::default();
             let mut indexable = true;
-            for (head, _, _) in &base_heads {
-                match indexer.clock_of(head)? {
+            for (head, _, author) in &base_heads {
+                // Without forks every head is its author's chain tip.
+                let seen = match base_tips
+                    .iter()
+                    .find(|(a, _, id)| a == author && id == head)
+                {
+                    Some((_, seq, _)) => indexer.clock_at(author, *seq)?,
+                    None => None,
+                };
+                match seen {
                     Some(seen) => clock.join(&seen),
                     None => indexable = false,
                 }
@@ -618,6 +628,7 @@ impl Store {
                 .map_err(|e| map_db(&dir, e))?;
             let frontier = VectorClock(summary.tips.iter().map(|(a, s, _)| (*a, *s)).collect());
             let whole = self.cache_document.then(|| doc.clone());
+            drop(indexer);
             self.maybe_checkpoint(
                 &txn,
                 &mut meta,
@@ -666,8 +677,11 @@ impl Store {
         let since = since + ops_added;
         let (last, since, leaves) = if travel::checkpoint_due(since, leaves, self.checkpoint_ops) {
             let doc = doc()?;
-            travel::write_checkpoint(txn, upto, frontier, &doc)?;
-            (upto, 0, doc.len())
+            if travel::write_checkpoint(txn, upto, frontier, &doc)? {
+                (upto, 0, doc.len())
+            } else {
+                (last, since, leaves)
+            }
         } else {
             (last, since, leaves)
         };

@@ -3,7 +3,6 @@
 //! arrival prefixes. The state at a clock is the latest checkpoint inside the cut plus the
 //! experiences of the cut that came after it, applied with causality read from the index.
 
-use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 
 use lcloud_core::codec::{from_canonical, to_canonical};
@@ -17,8 +16,6 @@ use crate::store::StoreError;
 pub(crate) const AUTHORS: TableDefinition<u32, &[u8; 32]> = TableDefinition::new("authors");
 /// Arrival index → (id, author index, seq, depth, clock as (author index, seq) pairs).
 pub(crate) const INDEX: TableDefinition<u64, &[u8]> = TableDefinition::new("index");
-/// Experience id → arrival index.
-pub(crate) const BY_ID: TableDefinition<&[u8; 32], u64> = TableDefinition::new("by_id");
 /// (author index, seq, arrival index) → (): each chain by seq.
 pub(crate) const CHAINS: TableDefinition<(u32, u64, u64), ()> = TableDefinition::new("chains");
 /// Arrival count covered → sealed leaves: the document after that many arrivals.
@@ -61,13 +58,6 @@ impl Entry {
             clock,
         })
     }
-
-    fn seen(&self, author: u32) -> u64 {
-        self.clock
-            .iter()
-            .find(|(a, _)| *a == author)
-            .map_or(0, |(_, s)| *s)
-    }
 }
 
 fn corrupt(what: &str) -> StoreError {
@@ -88,7 +78,6 @@ pub(crate) struct Indexer<'t> {
     authors: Table<'t, u32, &'static [u8; 32]>,
     by_node: BTreeMap<NodeId, u32>,
     index: Table<'t, u64, &'static [u8]>,
-    by_id: Table<'t, &'static [u8; 32], u64>,
     chains: Table<'t, (u32, u64, u64), ()>,
 }
 
@@ -104,7 +93,6 @@ impl<'t> Indexer<'t> {
             authors,
             by_node,
             index: txn.open_table(INDEX).map_err(db)?,
-            by_id: txn.open_table(BY_ID).map_err(db)?,
             chains: txn.open_table(CHAINS).map_err(db)?,
         })
     }
@@ -145,17 +133,24 @@ impl<'t> Indexer<'t> {
         self.index
             .insert(arrival, entry.to_bytes().as_slice())
             .map_err(db)?;
-        self.by_id.insert(id.as_bytes(), arrival).map_err(db)?;
         self.chains.insert((a, seq, arrival), ()).map_err(db)?;
         Ok(())
     }
 
-    /// The clock of an indexed experience, by node id.
-    pub fn clock_of(&self, id: &Id) -> Result<Option<VectorClock>, StoreError> {
-        let Some(arrival) = self.by_id.get(id.as_bytes()).map_err(db)? else {
+    /// The clock of `author`'s indexed experience at `seq` (the first one, if it forked).
+    pub fn clock_at(&self, author: &NodeId, seq: u64) -> Result<Option<VectorClock>, StoreError> {
+        let Some(a) = self.by_node.get(author) else {
             return Ok(None);
         };
-        let arrival = arrival.value();
+        let Some(row) = self
+            .chains
+            .range((*a, seq, 0)..=(*a, seq, u64::MAX))
+            .map_err(db)?
+            .next()
+        else {
+            return Ok(None);
+        };
+        let (_, _, arrival) = row.map_err(db)?.0.value();
         let rec = self
             .index
             .get(arrival)
@@ -174,13 +169,46 @@ impl<'t> Indexer<'t> {
     }
 }
 
-/// Writes a checkpoint covering arrivals `0..upto`: its frontier clock and every leaf.
+/// Who wrote each experience whose ops are still visible in a document: (id, author, seq).
+type Writers = BTreeMap<Id, (u32, u64)>;
+
+/// Writes a checkpoint covering arrivals `0..upto`: its frontier clock, every leaf, and who
+/// wrote each experience the leaves still name (so time travel never looks an id up). Those
+/// writers are the previous checkpoint's plus the experiences indexed since it. Returns
+/// whether it was written.
 pub(crate) fn write_checkpoint(
     txn: &WriteTransaction,
     upto: u64,
     clock: &VectorClock,
     doc: &Doc,
-) -> Result<(), StoreError> {
+) -> Result<bool, StoreError> {
+    let mut known: Writers = BTreeMap::new();
+    let from = {
+        let checkpoints = txn.open_table(CHECKPOINTS).map_err(db)?;
+        let last = checkpoints.last().map_err(db)?;
+        match last {
+            Some((k, v)) => {
+                known = decode_checkpoint(v.value())?.1;
+                k.value()
+            }
+            None => 0,
+        }
+    };
+    let index = txn.open_table(INDEX).map_err(db)?;
+    for row in index.range(from..upto).map_err(db)? {
+        let entry = Entry::from_bytes(row.map_err(db)?.1.value())?;
+        known.insert(entry.id, (entry.author, entry.seq));
+    }
+    let mut writers: Vec<(Id, u32, u64)> = Vec::new();
+    for id in doc.dot_experiences() {
+        match known.get(&id) {
+            Some((a, s)) => writers.push((id, *a, *s)),
+            // Only a refold after a fork (quarantine) can bring back an element whose writer
+            // the chain of checkpoints has not seen; time travel through the index is off once
+            // anyone forked, so this checkpoint is simply not written.
+            None => return Ok(false),
+        }
+    }
     let clock: Vec<(&NodeId, &u64)> = clock.0.iter().collect();
     let root = Path::root();
     let leaves: Vec<(&Path, LeafBytes)> = doc
@@ -193,9 +221,9 @@ pub(crate) fn write_checkpoint(
         .map_err(db)?;
     txn.open_table(CHECKPOINTS)
         .map_err(db)?
-        .insert(upto, sealed(&to_canonical(&leaves)).as_slice())
+        .insert(upto, sealed(&to_canonical(&(leaves, writers))).as_slice())
         .map_err(db)?;
-    Ok(())
+    Ok(true)
 }
 
 struct LeafBytes(Vec<u8>);
@@ -229,57 +257,44 @@ fn decode_checkpoint_clock(rec: &[u8]) -> Result<VectorClock, StoreError> {
     Ok(VectorClock(clock.into_iter().collect()))
 }
 
-fn decode_checkpoint(rec: &[u8]) -> Result<Doc, StoreError> {
+fn decode_checkpoint(rec: &[u8]) -> Result<(Doc, Writers), StoreError> {
     let bytes = unseal(rec, &|| "a checkpoint".into())?;
-    let leaves: Vec<(Path, LeafBytes)> =
+    type Record = (Vec<(Path, LeafBytes)>, Vec<(Id, u32, u64)>);
+    let (leaves, writers): Record =
         from_canonical(bytes).map_err(|e| corrupt(&format!("a checkpoint: {e}")))?;
     let mut doc = Doc::default();
     for (path, leaf) in leaves {
         let leaf = Leaf::from_bytes(&leaf.0).map_err(|e| corrupt(&format!("a checkpoint: {e}")))?;
         doc.insert_leaf(path, leaf);
     }
-    Ok(doc)
+    Ok((
+        doc,
+        writers.into_iter().map(|(id, a, s)| (id, (a, s))).collect(),
+    ))
 }
 
-/// Causality for the experiences applied after a checkpoint, read from the index.
-struct IndexObserver<
-    'a,
-    T: ReadableTable<u64, &'static [u8]>,
-    B: ReadableTable<&'static [u8; 32], u64>,
-> {
-    index: &'a T,
-    by_id: &'a B,
-    cache: RefCell<HashMap<Id, Option<Entry>>>,
+/// Causality for the experiences applied after a checkpoint: who wrote each element (from the
+/// checkpoint and the tail), and what each tail experience had seen (its clock).
+struct IndexObserver {
+    writers: Writers,
+    clocks: HashMap<Id, Vec<(u32, u64)>>,
 }
 
-impl<T: ReadableTable<u64, &'static [u8]>, B: ReadableTable<&'static [u8; 32], u64>>
-    IndexObserver<'_, T, B>
-{
-    fn entry(&self, id: &Id) -> Option<Entry> {
-        if let Some(e) = self.cache.borrow().get(id) {
-            return e.clone();
-        }
-        let found = (|| {
-            let arrival = self.by_id.get(id.as_bytes()).ok()??.value();
-            let rec = self.index.get(arrival).ok()??;
-            Entry::from_bytes(rec.value()).ok()
-        })();
-        self.cache.borrow_mut().insert(*id, found.clone());
-        found
-    }
-}
-
-impl<T: ReadableTable<u64, &'static [u8]>, B: ReadableTable<&'static [u8; 32], u64>> Observer
-    for IndexObserver<'_, T, B>
-{
+impl Observer for IndexObserver {
     fn observed(&self, elem: &Dot, by: &Dot) -> bool {
         if elem.exp == by.exp {
             return elem.op < by.op;
         }
-        match (self.entry(&elem.exp), self.entry(&by.exp)) {
+        match (self.writers.get(&elem.exp), self.clocks.get(&by.exp)) {
             // No author forked (time travel through the index requires it), so seeing the
             // author's seq means seeing the element's experience.
-            (Some(e), Some(b)) => b.seen(e.author) >= e.seq,
+            (Some((author, seq)), Some(clock)) => {
+                clock
+                    .iter()
+                    .find(|(a, _)| a == author)
+                    .map_or(0, |(_, s)| *s)
+                    >= *seq
+            }
             _ => false,
         }
     }
@@ -295,7 +310,6 @@ pub(crate) fn document_at(
 ) -> Result<Doc, StoreError> {
     let authors = txn.open_table(AUTHORS).map_err(db)?;
     let index = txn.open_table(INDEX).map_err(db)?;
-    let by_id = txn.open_table(BY_ID).map_err(db)?;
     let chains = txn.open_table(CHAINS).map_err(db)?;
     let checkpoints = txn.open_table(CHECKPOINTS).map_err(db)?;
     let checkpoint_clocks = txn.open_table(CHECKPOINT_CLOCKS).map_err(db)?;
@@ -315,7 +329,7 @@ pub(crate) fn document_at(
             .all(|(a, s)| *s <= dense.iter().find(|(b, _)| b == a).map_or(0, |(_, t)| *t))
     };
     // The latest checkpoint whose frontier lies inside the cut.
-    let mut base: Option<(u64, VectorClock, Doc)> = None;
+    let mut base: Option<(u64, VectorClock, (Doc, Writers))> = None;
     for row in checkpoint_clocks.iter().map_err(db)?.rev() {
         let (k, v) = row.map_err(db)?;
         let cp_clock = decode_checkpoint_clock(v.value())?;
@@ -329,7 +343,8 @@ pub(crate) fn document_at(
             break;
         }
     }
-    let (upto, cp_clock, mut doc) = base.unwrap_or((0, VectorClock::default(), Doc::default()));
+    let (upto, cp_clock, (mut doc, writers)) =
+        base.unwrap_or((0, VectorClock::default(), (Doc::default(), Writers::new())));
     // The rest of the cut: along each chain, from the checkpoint's seq up to the clock's.
     let mut rest: Vec<(u64, Entry)> = Vec::new();
     for (node, a) in &by_node {
@@ -358,11 +373,14 @@ pub(crate) fn document_at(
         }
     }
     rest.sort_by_key(|(arrival, _)| *arrival);
-    let observer = IndexObserver {
-        index: &index,
-        by_id: &by_id,
-        cache: RefCell::new(HashMap::new()),
+    let mut observer = IndexObserver {
+        writers,
+        clocks: HashMap::new(),
     };
+    for (_, entry) in &rest {
+        observer.writers.insert(entry.id, (entry.author, entry.seq));
+        observer.clocks.insert(entry.id, entry.clock.clone());
+    }
     for (arrival, entry) in rest {
         let rec = experiences
             .get(arrival)
