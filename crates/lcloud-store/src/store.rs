@@ -214,6 +214,8 @@ impl Store {
                 .map_err(|e| map_db(dir, e))?;
             txn.open_table(travel::CHECKPOINT_CLOCKS)
                 .map_err(|e| map_db(dir, e))?;
+            txn.open_table(travel::CHECKPOINT_WRITERS)
+                .map_err(|e| map_db(dir, e))?;
             meta.insert("checkpoint", checkpoint_meta(0, 0).as_slice())
                 .map_err(|e| map_db(dir, e))?;
         }

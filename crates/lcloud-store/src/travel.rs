@@ -24,6 +24,10 @@ pub(crate) const CHECKPOINTS: TableDefinition<u64, &[u8]> = TableDefinition::new
 /// checkpoint for a cut reads only small records).
 pub(crate) const CHECKPOINT_CLOCKS: TableDefinition<u64, &[u8]> =
     TableDefinition::new("checkpoint_clocks");
+/// Arrival count covered → sealed (id, author index, seq) of every experience whose ops are
+/// still visible in that checkpoint's document.
+pub(crate) const CHECKPOINT_WRITERS: TableDefinition<u64, &[u8]> =
+    TableDefinition::new("checkpoint_writers");
 
 /// Ops between checkpoints, at least; past that, at least as many ops as the state has leaves,
 /// so writing checkpoints costs O(1) per op.
@@ -184,11 +188,11 @@ pub(crate) fn write_checkpoint(
 ) -> Result<bool, StoreError> {
     let mut known: Writers = BTreeMap::new();
     let from = {
-        let checkpoints = txn.open_table(CHECKPOINTS).map_err(db)?;
-        let last = checkpoints.last().map_err(db)?;
+        let table = txn.open_table(CHECKPOINT_WRITERS).map_err(db)?;
+        let last = table.last().map_err(db)?;
         match last {
             Some((k, v)) => {
-                known = decode_checkpoint(v.value())?.1;
+                known = decode_writers(v.value())?;
                 k.value()
             }
             None => 0,
@@ -221,7 +225,11 @@ pub(crate) fn write_checkpoint(
         .map_err(db)?;
     txn.open_table(CHECKPOINTS)
         .map_err(db)?
-        .insert(upto, sealed(&to_canonical(&(leaves, writers))).as_slice())
+        .insert(upto, sealed(&to_canonical(&leaves)).as_slice())
+        .map_err(db)?;
+    txn.open_table(CHECKPOINT_WRITERS)
+        .map_err(db)?
+        .insert(upto, sealed(&to_canonical(&writers)).as_slice())
         .map_err(db)?;
     Ok(true)
 }
@@ -257,20 +265,23 @@ fn decode_checkpoint_clock(rec: &[u8]) -> Result<VectorClock, StoreError> {
     Ok(VectorClock(clock.into_iter().collect()))
 }
 
-fn decode_checkpoint(rec: &[u8]) -> Result<(Doc, Writers), StoreError> {
+fn decode_checkpoint(rec: &[u8]) -> Result<Doc, StoreError> {
     let bytes = unseal(rec, &|| "a checkpoint".into())?;
-    type Record = (Vec<(Path, LeafBytes)>, Vec<(Id, u32, u64)>);
-    let (leaves, writers): Record =
+    let leaves: Vec<(Path, LeafBytes)> =
         from_canonical(bytes).map_err(|e| corrupt(&format!("a checkpoint: {e}")))?;
     let mut doc = Doc::default();
     for (path, leaf) in leaves {
         let leaf = Leaf::from_bytes(&leaf.0).map_err(|e| corrupt(&format!("a checkpoint: {e}")))?;
         doc.insert_leaf(path, leaf);
     }
-    Ok((
-        doc,
-        writers.into_iter().map(|(id, a, s)| (id, (a, s))).collect(),
-    ))
+    Ok(doc)
+}
+
+fn decode_writers(rec: &[u8]) -> Result<Writers, StoreError> {
+    let bytes = unseal(rec, &|| "a checkpoint's writers".into())?;
+    let writers: Vec<(Id, u32, u64)> =
+        from_canonical(bytes).map_err(|e| corrupt(&format!("a checkpoint's writers: {e}")))?;
+    Ok(writers.into_iter().map(|(id, a, s)| (id, (a, s))).collect())
 }
 
 /// Causality for the experiences applied after a checkpoint: who wrote each element (from the
@@ -313,6 +324,7 @@ pub(crate) fn document_at(
     let chains = txn.open_table(CHAINS).map_err(db)?;
     let checkpoints = txn.open_table(CHECKPOINTS).map_err(db)?;
     let checkpoint_clocks = txn.open_table(CHECKPOINT_CLOCKS).map_err(db)?;
+    let checkpoint_writers = txn.open_table(CHECKPOINT_WRITERS).map_err(db)?;
     let mut dense: Vec<(u32, u64)> = Vec::new();
     let mut by_node = BTreeMap::new();
     for row in authors.iter().map_err(db)? {
@@ -339,7 +351,12 @@ pub(crate) fn document_at(
                 .get(upto)
                 .map_err(db)?
                 .ok_or_else(|| corrupt(&format!("checkpoint {upto} is missing")))?;
-            base = Some((upto, cp_clock, decode_checkpoint(rec.value())?));
+            let writers = checkpoint_writers
+                .get(upto)
+                .map_err(db)?
+                .ok_or_else(|| corrupt(&format!("checkpoint {upto} has no writers")))?;
+            let base_doc = decode_checkpoint(rec.value())?;
+            base = Some((upto, cp_clock, (base_doc, decode_writers(writers.value())?)));
             break;
         }
     }
