@@ -56,33 +56,11 @@ impl Observer for ObservesEverything {
 }
 
 /// The stored form of a leaf: `[regs, incs, elems]`, canonical DAG-CBOR.
-type LeafRecord = (Vec<(Dot, Value)>, Vec<(Dot, i64)>, Vec<(ByteBuf, Vec<Dot>)>);
-
-/// An owned byte string that encodes as CBOR bytes.
-#[derive(Clone, Debug, PartialEq)]
-struct ByteBuf(Vec<u8>);
-
-impl Serialize for ByteBuf {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_bytes(&self.0)
-    }
-}
-
-impl<'de> serde::Deserialize<'de> for ByteBuf {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl serde::de::Visitor<'_> for V {
-            type Value = ByteBuf;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a byte string")
-            }
-            fn visit_bytes<E>(self, v: &[u8]) -> Result<ByteBuf, E> {
-                Ok(ByteBuf(v.to_vec()))
-            }
-        }
-        d.deserialize_bytes(V)
-    }
-}
+type LeafRecord = (
+    Vec<(Dot, Value)>,
+    Vec<(Dot, i64)>,
+    Vec<(crate::codec::ByteBuf, Vec<Dot>)>,
+);
 
 /// Answers "had the op at `by` observed the element written at `elem`?".
 pub trait Observer {
@@ -114,7 +92,7 @@ impl Leaf {
             self.incs.iter().map(|(d, n)| (*d, *n)).collect(),
             self.elems
                 .iter()
-                .map(|(k, ds)| (ByteBuf(k.clone()), ds.clone()))
+                .map(|(k, ds)| (crate::codec::ByteBuf(k.clone()), ds.clone()))
                 .collect(),
         );
         crate::codec::to_canonical(&record)

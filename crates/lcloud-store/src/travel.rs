@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use lcloud_core::codec::{from_canonical, to_canonical};
+use lcloud_core::codec::{ByteBuf, from_canonical, to_canonical};
 use lcloud_core::{Doc, Dot, Id, Leaf, NodeId, Observer, Path, VectorClock, revalidate_stored};
 use redb::{ReadableTable, ReadableTableMetadata, Table, TableDefinition, WriteTransaction};
 
@@ -215,9 +215,9 @@ pub(crate) fn write_checkpoint(
     }
     let clock: Vec<(&NodeId, &u64)> = clock.0.iter().collect();
     let root = Path::root();
-    let leaves: Vec<(&Path, LeafBytes)> = doc
+    let leaves: Vec<(&Path, ByteBuf)> = doc
         .leaves_under(&root)
-        .map(|(p, l)| (p, LeafBytes(l.to_bytes())))
+        .map(|(p, l)| (p, ByteBuf(l.to_bytes())))
         .collect();
     txn.open_table(CHECKPOINT_CLOCKS)
         .map_err(db)?
@@ -234,30 +234,6 @@ pub(crate) fn write_checkpoint(
     Ok(true)
 }
 
-struct LeafBytes(Vec<u8>);
-
-impl serde::Serialize for LeafBytes {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_bytes(&self.0)
-    }
-}
-
-impl<'de> serde::Deserialize<'de> for LeafBytes {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl serde::de::Visitor<'_> for V {
-            type Value = LeafBytes;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("leaf bytes")
-            }
-            fn visit_bytes<E>(self, v: &[u8]) -> Result<LeafBytes, E> {
-                Ok(LeafBytes(v.to_vec()))
-            }
-        }
-        d.deserialize_bytes(V)
-    }
-}
-
 fn decode_checkpoint_clock(rec: &[u8]) -> Result<VectorClock, StoreError> {
     let bytes = unseal(rec, &|| "a checkpoint clock".into())?;
     let clock: Vec<(NodeId, u64)> =
@@ -267,7 +243,7 @@ fn decode_checkpoint_clock(rec: &[u8]) -> Result<VectorClock, StoreError> {
 
 fn decode_checkpoint(rec: &[u8]) -> Result<Doc, StoreError> {
     let bytes = unseal(rec, &|| "a checkpoint".into())?;
-    let leaves: Vec<(Path, LeafBytes)> =
+    let leaves: Vec<(Path, ByteBuf)> =
         from_canonical(bytes).map_err(|e| corrupt(&format!("a checkpoint: {e}")))?;
     let mut doc = Doc::default();
     for (path, leaf) in leaves {

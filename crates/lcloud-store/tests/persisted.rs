@@ -1,51 +1,17 @@
 //! The persisted fold (what `lcloud state` reads without loading history) always equals the
 //! fold of the stored history, through any mix of fast local writes and imported experiences.
 
-use ed25519_consensus::SigningKey;
-use lcloud_core::{Experience, ForkPolicy, Genesis, Op, Path, Replica, Value, validate};
-use lcloud_store::{Identity, Store};
+mod common;
 
-fn ops(seed: &mut u64) -> Vec<Op> {
-    let mut next = || {
-        *seed = seed
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
-        (*seed >> 33) as usize
-    };
-    let paths = ["/a", "/a/b", "/c", "/s", "/n", ""];
-    (0..1 + next() % 3)
-        .map(|_| {
-            let path = Path::parse(paths[next() % paths.len()]).unwrap();
-            let v = Value::Int((next() % 4) as i64);
-            match next() % 5 {
-                0 => Op::Set { path, value: v },
-                1 => Op::Set {
-                    path,
-                    value: Value::from_json(&serde_json::json!({"x": 1, "y": {"z": 2}})).unwrap(),
-                },
-                2 => Op::Incr { path, by: 2 },
-                3 => Op::Add { path, value: v },
-                _ => Op::Del { path },
-            }
-        })
-        .collect()
-}
+use common::{new_store, ops};
+use ed25519_consensus::SigningKey;
+use lcloud_core::{ForkPolicy, Op, Path, Replica, Value, validate};
 
 #[test]
 fn persisted_state_matches_the_fold_of_the_history() {
     for round in 0..8u64 {
         let dir = tempfile::tempdir().unwrap();
-        let me = Identity::load_or_create(dir.path()).unwrap();
-        let genesis = Experience::create_genesis(
-            me.key(),
-            Genesis {
-                name: "t".into(),
-                init: Value::map(),
-                members: None,
-                fork_policy: ForkPolicy::Concurrent,
-            },
-        );
-        let mut store = Store::create(dir.path(), &genesis).unwrap();
+        let (mut store, me, genesis) = new_store(dir.path(), ForkPolicy::Concurrent);
         let mut remote = Replica::new(genesis.clone()).unwrap();
         let other = SigningKey::from([round as u8 + 7; 32]);
         let mut seed = round;
@@ -86,17 +52,7 @@ fn persisted_state_matches_the_fold_of_the_history() {
 #[test]
 fn persisted_state_follows_a_quarantine_after_a_fork_arrives() {
     let dir = tempfile::tempdir().unwrap();
-    let me = Identity::load_or_create(dir.path()).unwrap();
-    let genesis = Experience::create_genesis(
-        me.key(),
-        Genesis {
-            name: "q".into(),
-            init: Value::map(),
-            members: None,
-            fork_policy: ForkPolicy::Quarantine,
-        },
-    );
-    let mut store = Store::create(dir.path(), &genesis).unwrap();
+    let (mut store, me, genesis) = new_store(dir.path(), ForkPolicy::Quarantine);
     let other = SigningKey::from([42; 32]);
     let mut left = Replica::new(genesis.clone()).unwrap();
     left.write(

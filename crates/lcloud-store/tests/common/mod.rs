@@ -1,0 +1,52 @@
+//! Helpers shared by the store's integration tests.
+#![allow(dead_code)]
+
+use lcloud_core::{Experience, ForkPolicy, Genesis, Op, Path, Value, Verified};
+use lcloud_store::{Identity, Store};
+
+/// A seeded batch of 1–3 document ops over a few overlapping paths.
+pub fn ops(seed: &mut u64) -> Vec<Op> {
+    let mut next = || {
+        *seed = seed
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (*seed >> 33) as usize
+    };
+    let paths = ["/a", "/a/b", "/c", "/s", "/n", ""];
+    (0..1 + next() % 3)
+        .map(|_| {
+            let path = Path::parse(paths[next() % paths.len()]).unwrap();
+            let v = Value::Int((next() % 4) as i64);
+            match next() % 6 {
+                0 => Op::Set { path, value: v },
+                1 => Op::Set {
+                    path,
+                    value: Value::from_json(&serde_json::json!({"x": 1, "y": {"z": 2}})).unwrap(),
+                },
+                2 => Op::Incr { path, by: 2 },
+                3 => Op::Add { path, value: v },
+                4 => Op::Remove { path, value: v },
+                _ => Op::Del { path },
+            }
+        })
+        .collect()
+}
+
+/// A new identity and a store in `dir` for a new cloud it creates.
+pub fn new_store(
+    dir: &std::path::Path,
+    fork_policy: ForkPolicy,
+) -> (Store, Identity, Verified<Experience>) {
+    let me = Identity::load_or_create(dir).unwrap();
+    let genesis = Experience::create_genesis(
+        me.key(),
+        Genesis {
+            name: "test".into(),
+            init: Value::map(),
+            members: None,
+            fork_policy,
+        },
+    );
+    let store = Store::create(dir, &genesis).unwrap();
+    (store, me, genesis)
+}
