@@ -182,7 +182,8 @@ pub fn run(base: Option<PathBuf>) -> Result<()> {
         &roots[0][..16]
     );
     println!(
-        "explore:  lcloud --dir {} state    (also bob, carol; try log --graph, diff, forks)",
+        "explore:  {} --dir {} state    (also bob, carol; try log --graph, diff, forks)",
+        d.exe.display(),
         base.join("alice").display()
     );
     println!("guarantee: strong eventual consistency and causal consistency, not linearizability");
