@@ -292,10 +292,7 @@ impl Doc {
         &'a self,
         path: &'a Path,
     ) -> impl Iterator<Item = (&'a Path, &'a Leaf)> {
-        self.leaves
-            .range::<_, Path>(path..)
-            .take_while(move |(p, _)| p.starts_with(path))
-            .map(|(p, l)| (&**p, &**l))
+        self.shared_leaves_under(path).map(|(p, l)| (p, &**l))
     }
 
     /// The leaves at and below `path` as shared pointers: two documents that share a leaf
@@ -355,16 +352,12 @@ impl Doc {
     /// then the winning register value.
     pub fn materialize(&self, path: &Path) -> Option<Value> {
         let mut tree = Tree::default();
-        for (p, leaf) in self
-            .leaves
-            .range::<_, Path>(path..)
-            .take_while(|(p, _)| p.starts_with(path))
-        {
+        for (p, leaf) in self.leaves_under(path) {
             let mut node = &mut tree;
             for seg in &p.0[path.0.len()..] {
                 node = node.children.entry(seg.as_str()).or_default();
             }
-            node.leaf = Some(&**leaf);
+            node.leaf = Some(leaf);
         }
         tree.value()
     }

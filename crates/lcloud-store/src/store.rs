@@ -132,29 +132,6 @@ pub struct Store {
     checkpoint_ops: u64,
 }
 
-fn tag(bytes: &[u8]) -> [u8; 16] {
-    let mut t = [0u8; 16];
-    t.copy_from_slice(&blake3::hash(bytes).as_bytes()[..16]);
-    t
-}
-
-fn record(bytes: &[u8]) -> Vec<u8> {
-    let mut r = Vec::with_capacity(16 + bytes.len());
-    r.extend_from_slice(&tag(bytes));
-    r.extend_from_slice(bytes);
-    r
-}
-
-/// The experience bytes of a record, after checking its tag.
-fn unrecord<'a>(rec: &'a [u8], what: &dyn Fn() -> String) -> Result<&'a [u8], StoreError> {
-    if rec.len() < 16 || rec[..16] != tag(&rec[16..]) {
-        return Err(StoreError::Corrupt {
-            what: format!("{}: checksum mismatch", what()),
-        });
-    }
-    Ok(&rec[16..])
-}
-
 impl Store {
     fn map_db(&self, e: impl Into<redb::Error>) -> StoreError {
         map_db(&self.dir, e)
@@ -189,7 +166,7 @@ impl Store {
             meta.insert("cloud", genesis.id().as_bytes().as_slice())
                 .map_err(|e| map_db(dir, e))?;
             let mut exps = txn.open_table(EXPS).map_err(|e| map_db(dir, e))?;
-            exps.insert(0, record(&genesis.to_bytes()).as_slice())
+            exps.insert(0, sealed(&genesis.to_bytes()).as_slice())
                 .map_err(|e| map_db(dir, e))?;
             txn.open_table(PARKED).map_err(|e| map_db(dir, e))?;
             txn.open_table(ALIASES).map_err(|e| map_db(dir, e))?;
@@ -303,7 +280,7 @@ impl Store {
             if n != expected {
                 return Err(corrupt(&format!("experience #{expected} is missing")));
             }
-            let bytes = unrecord(v.value(), &|| format!("experience #{n}"))?;
+            let bytes = unseal(v.value(), &|| format!("experience #{n}"))?;
             visit(n, bytes)?;
         }
         Ok(())
@@ -343,7 +320,7 @@ impl Store {
         for row in parked.iter().map_err(|e| self.map_db(e))? {
             let (k, v) = row.map_err(|e| self.map_db(e))?;
             let id = Id(*k.value());
-            let bytes = unrecord(v.value(), &|| format!("parked experience {id}"))?;
+            let bytes = unseal(v.value(), &|| format!("parked experience {id}"))?;
             let exp = revalidate_stored(bytes, &cloud)
                 .map_err(|e| corrupt(&format!("parked experience {id}: {e}")))?;
             replica
@@ -399,8 +376,8 @@ impl Store {
                 let exp = replica.lattice().get(*idx);
                 let id = exp.id();
                 let rec = match bytes_of(&id) {
-                    Some(bytes) => record(bytes),
-                    None => record(&exp.to_bytes()),
+                    Some(bytes) => sealed(bytes),
+                    None => sealed(&exp.to_bytes()),
                 };
                 exps.insert(next, rec.as_slice())
                     .map_err(|e| map_db(&dir, e))?;
@@ -424,7 +401,7 @@ impl Store {
                 if replica.lattice().contains(&exp.id()) {
                     continue;
                 }
-                park.insert(exp.id().as_bytes(), record(&exp.to_bytes()).as_slice())
+                park.insert(exp.id().as_bytes(), sealed(&exp.to_bytes()).as_slice())
                     .map_err(|e| map_db(&dir, e))?;
             }
             let mut forks = txn.open_table(FORKS).map_err(|e| map_db(&dir, e))?;
@@ -518,11 +495,7 @@ impl Store {
             }
             let base_heads = summary.heads.clone();
             let base_tips = summary.tips.clone();
-            let signed = self.signed_seq()?;
-            let stored = summary.tip(&me).map_or(0, |(s, _)| s);
-            if signed > stored {
-                return Err(StoreError::BehindSignedSeq { signed, stored });
-            }
+            self.check_signed_up_to(summary.tip(&me).map_or(0, |(s, _)| s))?;
             // Chain the drafts: each depends on the one before (it is the only head).
             let mut planned: Vec<Result<(lcloud_core::Unsigned, u64), StoreError>> = Vec::new();
             for ops in batch {
@@ -620,7 +593,7 @@ impl Store {
                     };
                     doc.apply(op, dot, &ObservesEverything);
                 }
-                exps.insert(next, record(&bytes).as_slice())
+                exps.insert(next, sealed(&bytes).as_slice())
                     .map_err(|e| map_db(&dir, e))?;
                 next += 1;
                 results.push(Ok(exp));
@@ -730,18 +703,7 @@ impl Store {
 
     /// The nodes that wrote in this cloud, as indexed.
     pub fn authors(&self) -> Result<Vec<NodeId>, StoreError> {
-        let txn = self.db.begin_read().map_err(|e| self.map_db(e))?;
-        let table = match txn.open_table(travel::AUTHORS) {
-            Ok(t) => t,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-            Err(e) => return Err(self.map_db(e)),
-        };
-        let mut out = Vec::new();
-        for row in table.iter().map_err(|e| self.map_db(e))? {
-            let (_, v) = row.map_err(|e| self.map_db(e))?;
-            out.push(NodeId(*v.value()));
-        }
-        Ok(out)
+        self.read_all(travel::AUTHORS, |_, v: &[u8; 32]| Ok(NodeId(*v)))
     }
 
     /// The current document at `path` (`None`: nothing there), read from the persisted fold
@@ -768,33 +730,46 @@ impl Store {
 
     /// The fork proofs stored, by author and seq. Each is checked again before it is returned.
     pub fn forks(&self) -> Result<Vec<lcloud_core::ForkProof>, StoreError> {
+        self.read_all(FORKS, |_, v: &[u8]| {
+            let bytes = unseal(v, &|| "a stored fork proof".into())?;
+            let proof: lcloud_core::ForkProof = lcloud_core::codec::from_canonical(bytes)
+                .map_err(|e| corrupt(&format!("a stored fork proof: {e}")))?;
+            proof
+                .check()
+                .map_err(|e| corrupt(&format!("a stored fork proof does not hold: {e}")))?;
+            Ok(proof)
+        })
+    }
+
+    /// Every row of a table through `f`, in key order; nothing if the table was never created.
+    fn read_all<K: redb::Key + 'static, V: redb::Value + 'static, T>(
+        &self,
+        table: TableDefinition<K, V>,
+        mut f: impl FnMut(K::SelfType<'_>, V::SelfType<'_>) -> Result<T, StoreError>,
+    ) -> Result<Vec<T>, StoreError> {
         let txn = self.db.begin_read().map_err(|e| self.map_db(e))?;
-        let table = match txn.open_table(FORKS) {
+        let table = match txn.open_table(table) {
             Ok(t) => t,
             Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
             Err(e) => return Err(self.map_db(e)),
         };
         let mut out = Vec::new();
         for row in table.iter().map_err(|e| self.map_db(e))? {
-            let (_, v) = row.map_err(|e| self.map_db(e))?;
-            let bytes = unseal(v.value(), &|| "a stored fork proof".into())?;
-            let proof: lcloud_core::ForkProof = lcloud_core::codec::from_canonical(bytes)
-                .map_err(|e| corrupt(&format!("a stored fork proof: {e}")))?;
-            proof
-                .check()
-                .map_err(|e| corrupt(&format!("a stored fork proof does not hold: {e}")))?;
-            out.push(proof);
+            let (k, v) = row.map_err(|e| self.map_db(e))?;
+            out.push(f(k.value(), v.value())?);
         }
         Ok(out)
     }
 
     /// Refuses to sign if the store is behind what this identity has already signed.
     pub fn check_can_sign(&self, me: &NodeId, replica: &Replica) -> Result<(), StoreError> {
+        let lattice = replica.lattice();
+        self.check_signed_up_to(lattice.tip(me).map_or(0, |i| lattice.get(i).seq()))
+    }
+
+    /// Refuses to sign on top of a chain tip `stored` lower than what `signed-seq` records.
+    fn check_signed_up_to(&self, stored: u64) -> Result<(), StoreError> {
         let signed = self.signed_seq()?;
-        let stored = replica
-            .lattice()
-            .tip(me)
-            .map_or(0, |i| replica.lattice().get(i).seq());
         if signed > stored {
             return Err(StoreError::BehindSignedSeq { signed, stored });
         }
@@ -841,14 +816,8 @@ impl Store {
 
     /// Local aliases of nodes.
     pub fn aliases(&self) -> Result<BTreeMap<NodeId, String>, StoreError> {
-        let txn = self.db.begin_read().map_err(|e| self.map_db(e))?;
-        let t = txn.open_table(ALIASES).map_err(|e| self.map_db(e))?;
-        let mut out = BTreeMap::new();
-        for row in t.iter().map_err(|e| self.map_db(e))? {
-            let (k, v) = row.map_err(|e| self.map_db(e))?;
-            out.insert(NodeId(*k.value()), v.value().to_owned());
-        }
-        Ok(out)
+        let rows = self.read_all(ALIASES, |k, v| Ok((NodeId(*k), v.to_owned())))?;
+        Ok(rows.into_iter().collect())
     }
 
     /// Sets a local alias.

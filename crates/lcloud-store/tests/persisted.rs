@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{new_store, ops};
+use common::{import_all, new_store, ops};
 use ed25519_consensus::SigningKey;
 use lcloud_core::{ForkPolicy, Op, Path, Replica, Value, validate};
 
@@ -93,15 +93,7 @@ fn persisted_state_follows_a_quarantine_after_a_fork_arrives() {
         .unwrap()
         .unwrap();
     for source in [&left, &right] {
-        let mut local = store.load(&mut |_| {}).unwrap();
-        let records: Vec<Vec<u8>> = source
-            .lattice()
-            .iter()
-            .skip(1)
-            .map(|e| e.to_bytes())
-            .collect();
-        let refs: Vec<&[u8]> = records.iter().map(|r| r.as_slice()).collect();
-        store.import(&mut local, &refs, &mut |_| {}).unwrap();
+        let local = import_all(&mut store, source);
         assert_eq!(store.state().unwrap().root(), local.root());
     }
     let loaded = store.load(&mut |_| {}).unwrap();

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{new_store, ops};
+use common::{import_all, new_store, ops};
 use ed25519_consensus::SigningKey;
 use lcloud_core::{Cut, ForkPolicy, Replica, VectorClock};
 use lcloud_store::StoreError;
@@ -21,15 +21,7 @@ fn store_time_travel_equals_replica_time_travel() {
             if step % 4 == 0 {
                 remote.write(&other, ops(&mut seed)).unwrap();
                 remote.write(&other, ops(&mut seed)).unwrap();
-                let mut local = store.load(&mut |_| {}).unwrap();
-                let records: Vec<Vec<u8>> = remote
-                    .lattice()
-                    .iter()
-                    .skip(1)
-                    .map(|e| e.to_bytes())
-                    .collect();
-                let refs: Vec<&[u8]> = records.iter().map(|r| r.as_slice()).collect();
-                store.import(&mut local, &refs, &mut |_| {}).unwrap();
+                let local = import_all(&mut store, &remote);
                 if step % 8 == 0 {
                     remote.merge(&local);
                 }

@@ -50,3 +50,20 @@ pub fn new_store(
     let store = Store::create(dir, &genesis).unwrap();
     (store, me, genesis)
 }
+
+/// Imports everything `source` holds (but its genesis) into `store`, as a bundle would.
+pub fn import_all(
+    store: &mut lcloud_store::Store,
+    source: &lcloud_core::Replica,
+) -> lcloud_core::Replica {
+    let mut local = store.load(&mut |_| {}).unwrap();
+    let records: Vec<Vec<u8>> = source
+        .lattice()
+        .iter()
+        .skip(1)
+        .map(|e| e.to_bytes())
+        .collect();
+    let refs: Vec<&[u8]> = records.iter().map(|r| r.as_slice()).collect();
+    store.import(&mut local, &refs, &mut |_| {}).unwrap();
+    local
+}
