@@ -11,7 +11,11 @@ use std::thread::JoinHandle;
 use lcloud_core::{Experience, Op, Verified};
 
 use crate::identity::Identity;
+use crate::sign::SignPool;
+use crate::signed::SignedSeq;
 use crate::store::{Store, StoreError};
+
+type WriteResult = Result<Verified<Experience>, StoreError>;
 
 /// Most requests folded into one commit.
 pub const BATCH_MAX: usize = 4096;
@@ -64,12 +68,26 @@ pub struct Committer {
 
 impl Committer {
     /// Starts the committer thread, which owns `store` until [`Committer::stop`].
+    ///
+    /// Two threads share the work: the committer drafts, signs (with a pool of signing threads,
+    /// one per core), writes and commits each batch; the acknowledger then records the highest
+    /// seq signed in `signed-seq` (the second fsync) and answers the batch's writers, while the
+    /// committer goes on with the next batch. A writer is answered only after both syncs.
     pub fn start(mut store: Store, identity: Identity) -> Committer {
-        store.cache_document(true);
+        store
+            .cache_document(true)
+            .expect("turning the cache on writes nothing");
         let (tx, rx) = mpsc::channel::<Request>();
+        let (acks, acked) = mpsc::channel::<Done>();
+        let signed = store.signed_seq_file();
+        let acker = std::thread::Builder::new()
+            .name("lcloud-ack".into())
+            .spawn(move || acknowledge(&signed, acked))
+            .expect("can start the acknowledging thread");
         let thread = std::thread::Builder::new()
             .name("lcloud-commit".into())
             .spawn(move || {
+                let pool = SignPool::new(identity.key());
                 // How many requests the last commit carried: while writers keep the committer busy,
                 // wait briefly for about as many to gather, so an fsync is shared by many.
                 let mut last_batch = 1usize;
@@ -93,8 +111,16 @@ impl Committer {
                         }
                     }
                     last_batch = batch.len();
-                    commit(&mut store, &identity, batch);
+                    let done = commit(&mut store, &identity, &pool, batch);
+                    if acks.send(done).is_err() {
+                        break;
+                    }
                 }
+                drop(acks);
+                let _ = acker.join();
+                // Write the leaves the cache holds. If this fails, nothing is lost: readers
+                // apply the experiences the leaves lack, and the next open writes them.
+                let _ = store.cache_document(false);
                 store
             })
             .expect("can start the committer thread");
@@ -119,29 +145,59 @@ impl Committer {
     }
 }
 
-fn commit(store: &mut Store, identity: &Identity, batch: Vec<Request>) {
+/// A committed batch on its way to its writers: each writer's reply and result.
+struct Done {
+    answers: Vec<(Reply, WriteResult)>,
+}
+
+/// Records the highest seq signed of every batch waiting (one fsync for all), then answers
+/// their writers.
+fn acknowledge(signed: &SignedSeq, done: mpsc::Receiver<Done>) {
+    while let Ok(first) = done.recv() {
+        let mut batches = vec![first];
+        batches.extend(done.try_iter());
+        let last = batches
+            .iter()
+            .flat_map(|b| b.answers.iter())
+            .filter_map(|(_, r)| r.as_ref().ok().map(|e| e.seq()))
+            .max();
+        let recorded = match last {
+            Some(seq) => signed.record(seq),
+            None => Ok(()),
+        };
+        for (reply, result) in batches.into_iter().flat_map(|b| b.answers) {
+            match (&recorded, result) {
+                (Ok(()), result) => reply(result),
+                (Err(e), Ok(_)) => reply(Err(StoreError::Io {
+                    path: "signed-seq".into(),
+                    error: e.to_string(),
+                })),
+                (Err(_), Err(e)) => reply(Err(e)),
+            }
+        }
+    }
+}
+
+fn commit(store: &mut Store, identity: &Identity, pool: &SignPool, batch: Vec<Request>) -> Done {
     let (calls, batch): (Vec<Request>, Vec<Request>) = batch
         .into_iter()
         .partition(|r| r.ops.iter().any(|op| matches!(op, Op::Call { .. })));
-    for r in calls {
-        (r.reply)(Err(StoreError::NeedsFullLoad));
-    }
+    let mut answers: Vec<(Reply, WriteResult)> = calls
+        .into_iter()
+        .map(|r| (r.reply, Err(StoreError::NeedsFullLoad)))
+        .collect();
     if batch.is_empty() {
-        return;
+        return Done { answers };
     }
     let (local, replies): (Vec<Vec<Op>>, Vec<_>) =
         batch.into_iter().map(|r| (r.ops, r.reply)).unzip();
-    match store.write_batch_local(identity, local) {
-        Ok(Some(results)) => {
-            for (reply, result) in replies.into_iter().zip(results) {
-                reply(result);
-            }
-        }
-        Ok(None) => {
-            for reply in replies {
-                reply(Err(StoreError::NeedsFullLoad));
-            }
-        }
+    match store.write_batch(identity, local, Some(pool)) {
+        Ok(Some(results)) => answers.extend(replies.into_iter().zip(results)),
+        Ok(None) => answers.extend(
+            replies
+                .into_iter()
+                .map(|reply| (reply, Err(StoreError::NeedsFullLoad))),
+        ),
         Err(e) => {
             let msg = e.to_string();
             let mut first = Some(e);
@@ -150,8 +206,9 @@ fn commit(store: &mut Store, identity: &Identity, batch: Vec<Request>) {
                     path: store.dir().to_owned(),
                     error: msg.clone(),
                 });
-                reply(Err(err));
+                answers.push((reply, Err(err)));
             }
         }
     }
+    Done { answers }
 }

@@ -11,6 +11,8 @@ pub mod bundle;
 mod commit;
 mod identity;
 mod import;
+mod sign;
+mod signed;
 mod state;
 mod store;
 mod travel;

@@ -284,7 +284,7 @@ pub(crate) fn write_leaves_diff(
 }
 
 /// The touched paths with every path that lies below another one dropped.
-fn roots(touched: &[Path]) -> Vec<&Path> {
+pub(crate) fn roots(touched: &[Path]) -> Vec<&Path> {
     let mut all: Vec<&Path> = touched.iter().collect();
     all.sort();
     all.dedup();

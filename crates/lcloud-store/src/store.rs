@@ -1,7 +1,7 @@
 //! The store proper: experiences in arrival order (a topological order), parked experiences,
 //! metadata and aliases, in one redb database; every commit durable before it is acknowledged.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path as FsPath, PathBuf};
 
@@ -12,12 +12,14 @@ use lcloud_core::{
 };
 
 use crate::identity::Identity;
+use crate::sign::{self, SignPool, Signed};
+use crate::signed::SignedSeq;
 use crate::state::{self, LEAVES, Summary, read_doc, sealed, unseal, write_leaves};
 use crate::travel::{self, Indexer};
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+use std::sync::Arc;
 
 const DB_FILE: &str = "store.redb";
-const SIGNED_SEQ_FILE: &str = "signed-seq";
 /// Store format version, in `meta["format"]`.
 const FORMAT: u8 = 1;
 
@@ -31,6 +33,25 @@ const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const FORKS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("forks");
 /// Node id → local alias.
 const ALIASES: TableDefinition<&[u8; 32], &str> = TableDefinition::new("aliases");
+
+/// Meta key (u64, little-endian): the experiences from this arrival number on are not yet in
+/// the leaves table. The committer keeps the whole document in memory and writes the leaves
+/// that changed every [`LEAVES_EVERY`] ops rather than at every commit, so a hot key is
+/// written once per flush instead of once per commit. Readers apply this tail to what the
+/// leaves hold; opening a store writes it into the leaves.
+const LEAVES_AT: &str = "leaves_at";
+
+/// The most ops the committer lets the leaves table fall behind by (plus one batch).
+const LEAVES_EVERY: u64 = 4096;
+
+/// What the committer has folded in memory but not yet written to the leaves table.
+struct PendingLeaves {
+    /// The document as the leaves table holds it.
+    base: Doc,
+    /// Where it changed since.
+    touched: BTreeSet<Path>,
+    ops: u64,
+}
 
 /// Why the store refused or failed. Each message names what is wrong and where.
 #[derive(Debug, thiserror::Error)]
@@ -129,7 +150,9 @@ pub struct Store {
     /// local writes neither read leaves back nor scan for them. `None`: read what is touched.
     doc_cache: Option<Doc>,
     cache_document: bool,
+    pending: Option<PendingLeaves>,
     checkpoint_ops: u64,
+    signed: Arc<SignedSeq>,
 }
 
 impl Store {
@@ -156,7 +179,9 @@ impl Store {
             next: 0,
             doc_cache: None,
             cache_document: false,
+            pending: None,
             checkpoint_ops: travel::CHECKPOINT_OPS_MIN,
+            signed: Arc::new(SignedSeq::new(dir)),
         };
         let txn = store.db.begin_write().map_err(|e| store.map_db(e))?;
         {
@@ -225,25 +250,100 @@ impl Store {
             .ok_or_else(|| corrupt("the store names no cloud"))?;
         let exps = txn.open_table(EXPS).map_err(|e| map_db(dir, e))?;
         let next = exps.len().map_err(|e| map_db(dir, e))?;
+        let behind = meta.get(LEAVES_AT).map_err(|e| map_db(dir, e))?.is_some();
         drop((meta, exps, txn));
-        Ok(Store {
+        let mut store = Store {
             db,
             dir: dir.to_owned(),
             cloud,
             next,
             doc_cache: None,
             cache_document: false,
+            pending: None,
             checkpoint_ops: travel::CHECKPOINT_OPS_MIN,
-        })
+            signed: Arc::new(SignedSeq::new(dir)),
+        };
+        if behind {
+            // The committer stopped (crashed) before writing its last leaves.
+            store.flush()?;
+        }
+        Ok(store)
     }
 
     /// Keep the whole current document in memory between local writes (for a long-lived
-    /// writer such as the committer; memory grows with the state, not the history).
-    pub fn cache_document(&mut self, on: bool) {
+    /// writer such as the committer; memory grows with the state, not the history). The leaves
+    /// table is then written every few thousand ops, not at every commit (see [`Store::flush`]).
+    pub fn cache_document(&mut self, on: bool) -> Result<(), StoreError> {
         self.cache_document = on;
         if !on {
+            self.flush()?;
             self.doc_cache = None;
         }
+        Ok(())
+    }
+
+    /// Brings the leaves table up to date with every committed experience: writes what the
+    /// document cache holds and the table not yet, or, without the cache (after a crash or a
+    /// failed commit), applies the experiences written since the leaves were. Readers do not
+    /// need this (they apply that tail themselves); it keeps the tail short.
+    pub fn flush(&mut self) -> Result<(), StoreError> {
+        let dir = self.dir.clone();
+        {
+            let txn = self.db.begin_read().map_err(|e| map_db(&dir, e))?;
+            let meta = txn.open_table(META).map_err(|e| map_db(&dir, e))?;
+            if meta.get(LEAVES_AT).map_err(|e| map_db(&dir, e))?.is_none() {
+                self.pending = None;
+                return Ok(());
+            }
+        }
+        let txn = self.db.begin_write().map_err(|e| map_db(&dir, e))?;
+        {
+            let mut meta = txn.open_table(META).map_err(|e| map_db(&dir, e))?;
+            let mut leaves = txn.open_table(LEAVES).map_err(|e| map_db(&dir, e))?;
+            match (self.pending.take(), &self.doc_cache) {
+                (Some(p), Some(doc)) => {
+                    let touched: Vec<Path> = p.touched.into_iter().collect();
+                    state::write_leaves_diff(&mut leaves, &p.base, doc, &touched)?;
+                }
+                _ => {
+                    let exps = txn.open_table(EXPS).map_err(|e| map_db(&dir, e))?;
+                    let index = txn.open_table(travel::INDEX).map_err(|e| map_db(&dir, e))?;
+                    let tail = read_tail(&dir, &meta, &exps, &index, &self.cloud, self.next)?;
+                    let paths = tail_paths(&tail);
+                    let mut base = Doc::default();
+                    for p in state::roots(&paths) {
+                        read_doc(&leaves, p, &mut base)?;
+                    }
+                    let mut doc = base.clone();
+                    apply_tail(&mut doc, &tail);
+                    state::write_leaves_diff(&mut leaves, &base, &doc, &paths)?;
+                }
+            }
+            meta.remove(LEAVES_AT).map_err(|e| map_db(&dir, e))?;
+        }
+        txn.commit().map_err(|e| map_db(&dir, e))
+    }
+
+    /// The current document under each of `paths`: the leaves, and the experiences written
+    /// since the leaves were (see [`LEAVES_AT`]).
+    fn current_doc(&self, txn: &redb::ReadTransaction, paths: &[Path]) -> Result<Doc, StoreError> {
+        let leaves = txn.open_table(LEAVES).map_err(|e| self.map_db(e))?;
+        let meta = txn.open_table(META).map_err(|e| self.map_db(e))?;
+        let mut doc = Doc::default();
+        let tail = if meta.get(LEAVES_AT).map_err(|e| self.map_db(e))?.is_some() {
+            let exps = txn.open_table(EXPS).map_err(|e| self.map_db(e))?;
+            let index = txn.open_table(travel::INDEX).map_err(|e| self.map_db(e))?;
+            read_tail(&self.dir, &meta, &exps, &index, &self.cloud, self.next)?
+        } else {
+            Vec::new()
+        };
+        let mut all = paths.to_vec();
+        all.extend(tail_paths(&tail));
+        for p in state::roots(&all) {
+            read_doc(&leaves, p, &mut doc)?;
+        }
+        apply_tail(&mut doc, &tail);
+        Ok(doc)
     }
 
     /// The cloud this store holds.
@@ -357,6 +457,7 @@ impl Store {
         bytes_of: &dyn Fn(&Id) -> Option<&'b [u8]>,
     ) -> Result<(), StoreError> {
         let dir = self.dir.clone();
+        self.flush()?;
         self.doc_cache = None;
         let txn = self.db.begin_write().map_err(|e| map_db(&dir, e))?;
         let mut next = self.next;
@@ -476,6 +577,21 @@ impl Store {
         identity: &Identity,
         batch: Vec<Vec<Op>>,
     ) -> Result<Option<Vec<WriteResult>>, StoreError> {
+        let results = self.write_batch(identity, batch, None)?;
+        if let Some(last) = results.iter().flatten().flatten().map(|e| e.seq()).max() {
+            self.record_signed(last)?;
+        }
+        Ok(results)
+    }
+
+    /// [`Store::write_batch_local`] without recording the highest seq signed: the caller must
+    /// record it (the `SignedSeq` of [`Store::signed_seq_file`]) before acknowledging.
+    pub(crate) fn write_batch(
+        &mut self,
+        identity: &Identity,
+        batch: Vec<Vec<Op>>,
+        pool: Option<&SignPool>,
+    ) -> Result<Option<Vec<WriteResult>>, StoreError> {
         let me = identity.id();
         assert!(
             batch
@@ -485,8 +601,12 @@ impl Store {
             "calls need the full fold"
         );
         let dir = self.dir.clone();
+        if self.doc_cache.is_none() {
+            self.flush()?;
+        }
         let txn = self.db.begin_write().map_err(|e| map_db(&dir, e))?;
         let mut cached = None;
+        let mut pending = None;
         let results = {
             let mut meta = txn.open_table(META).map_err(|e| map_db(&dir, e))?;
             let mut summary = read_summary(&meta)?;
@@ -524,7 +644,7 @@ impl Store {
                     }
                 }
             }
-            let signed = sign_all(identity, planned);
+            let signed = sign_all(identity, planned, pool);
             // Fold the ops into the document (cached whole, or just the touched leaves).
             let mut leaves = txn.open_table(LEAVES).map_err(|e| map_db(&dir, e))?;
             let touched: Vec<Path> = signed
@@ -598,7 +718,29 @@ impl Store {
                 next += 1;
                 results.push(Ok(exp));
             }
-            state::write_leaves_diff(&mut leaves, &before, &doc, &touched)?;
+            // The leaves: with the document cached (and indexed, so a restart can redo the
+            // tail), written every LEAVES_EVERY ops; otherwise now.
+            let mut p = self.pending.take().unwrap_or_else(|| PendingLeaves {
+                base: before,
+                touched: BTreeSet::new(),
+                ops: 0,
+            });
+            let fresh = p.ops == 0 && p.touched.is_empty();
+            p.touched.extend(touched.iter().cloned());
+            p.ops += ops_added;
+            if self.cache_document && indexable && p.ops < LEAVES_EVERY {
+                if fresh {
+                    meta.insert(LEAVES_AT, self.next.to_le_bytes().as_slice())
+                        .map_err(|e| map_db(&dir, e))?;
+                }
+                pending = Some(p);
+            } else {
+                let all: Vec<Path> = p.touched.into_iter().collect();
+                state::write_leaves_diff(&mut leaves, &p.base, &doc, &all)?;
+                if !fresh {
+                    meta.remove(LEAVES_AT).map_err(|e| map_db(&dir, e))?;
+                }
+            }
             meta.insert("summary", sealed(&summary.to_bytes()).as_slice())
                 .map_err(|e| map_db(&dir, e))?;
             let frontier = VectorClock(summary.tips.iter().map(|(a, s, _)| (*a, *s)).collect());
@@ -627,10 +769,8 @@ impl Store {
         };
         txn.commit().map_err(|e| map_db(&dir, e))?;
         self.doc_cache = cached;
+        self.pending = pending;
         self.next += results.iter().filter(|r| r.is_ok()).count() as u64;
-        if let Some(last) = results.iter().flatten().map(|e| e.seq()).max() {
-            self.record_signed(last)?;
-        }
         Ok(Some(results))
     }
 
@@ -710,19 +850,15 @@ impl Store {
     /// without loading the history.
     pub fn document(&self, path: &Path) -> Result<Option<Value>, StoreError> {
         let txn = self.db.begin_read().map_err(|e| self.map_db(e))?;
-        let leaves = txn.open_table(LEAVES).map_err(|e| self.map_db(e))?;
-        let mut doc = Doc::default();
-        read_doc(&leaves, path, &mut doc)?;
+        let doc = self.current_doc(&txn, std::slice::from_ref(path))?;
         Ok(doc.materialize(path))
     }
 
     /// The current state, read from the persisted fold without loading the history.
     pub fn state(&self) -> Result<State, StoreError> {
         let txn = self.db.begin_read().map_err(|e| self.map_db(e))?;
-        let leaves = txn.open_table(LEAVES).map_err(|e| self.map_db(e))?;
+        let doc = self.current_doc(&txn, &[Path::root()])?;
         let meta = txn.open_table(META).map_err(|e| self.map_db(e))?;
-        let mut doc = Doc::default();
-        read_doc(&leaves, &Path::root(), &mut doc)?;
         let ordered = meta.get("ordered").map_err(|e| self.map_db(e))?;
         let ordered = state::ordered_from(ordered.as_ref().map(|v| v.value()))?;
         Ok(State { doc, ordered })
@@ -780,38 +916,17 @@ impl Store {
     /// committed and before acknowledging or publishing it. The file holds one fixed-width
     /// number rewritten in place and synced: one fsync, no rename.
     pub fn record_signed(&self, seq: u64) -> Result<(), StoreError> {
-        use std::os::unix::fs::FileExt;
-        if seq <= self.signed_seq()? {
-            return Ok(());
-        }
-        let path = self.dir.join(SIGNED_SEQ_FILE);
-        let existed = path.exists();
-        let write = || -> std::io::Result<()> {
-            let f = fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .open(&path)?;
-            f.write_all_at(format!("{seq:020}\n").as_bytes(), 0)?;
-            f.sync_data()?;
-            if !existed {
-                fs::File::open(&self.dir)?.sync_all()?;
-            }
-            Ok(())
-        };
-        write().map_err(|e| StoreError::io(&path, e))
+        self.signed.record(seq)
     }
 
     /// The highest seq this identity has signed, per the `signed-seq` file (0 if none).
     pub fn signed_seq(&self) -> Result<u64, StoreError> {
-        let path = self.dir.join(SIGNED_SEQ_FILE);
-        match fs::read_to_string(&path) {
-            Ok(t) => t.trim().parse().map_err(|_| StoreError::Corrupt {
-                what: format!("{} does not hold a number", path.display()),
-            }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
-            Err(e) => Err(StoreError::io(&path, e)),
-        }
+        self.signed.get()
+    }
+
+    /// The `signed-seq` file, for a committer that records it on a thread of its own.
+    pub(crate) fn signed_seq_file(&self) -> Arc<SignedSeq> {
+        self.signed.clone()
     }
 
     /// Local aliases of nodes.
@@ -862,39 +977,22 @@ fn check_local(
 fn sign_all(
     identity: &Identity,
     planned: Vec<Result<(lcloud_core::Unsigned, u64), StoreError>>,
-) -> Vec<Result<(Verified<Experience>, Vec<u8>, u64), StoreError>> {
-    let sign = |r: Result<(lcloud_core::Unsigned, u64), StoreError>| {
-        r.map(|(u, d)| {
-            let (exp, bytes) = u.sign_with_bytes(identity.key());
-            (exp, bytes, d)
-        })
+    pool: Option<&SignPool>,
+) -> Vec<Result<Signed, StoreError>> {
+    let mut drafts = Vec::with_capacity(planned.len());
+    let mut slots = Vec::with_capacity(planned.len());
+    for r in planned {
+        slots.push(r.map(|d| drafts.push(d)));
+    }
+    let signed = match pool {
+        Some(pool) => pool.sign(drafts),
+        None => sign::sign_once(identity.key(), drafts),
     };
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(8);
-    if planned.len() < 8 || threads == 1 {
-        return planned.into_iter().map(sign).collect();
-    }
-    let chunk = planned.len().div_ceil(threads);
-    let mut parts: Vec<Vec<_>> = Vec::new();
-    let mut it = planned.into_iter();
-    loop {
-        let part: Vec<_> = it.by_ref().take(chunk).collect();
-        if part.is_empty() {
-            break;
-        }
-        parts.push(part);
-    }
-    std::thread::scope(|s| {
-        let handles: Vec<_> = parts
-            .into_iter()
-            .map(|part| s.spawn(move || part.into_iter().map(sign).collect::<Vec<_>>()))
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().expect("signing does not panic"))
-            .collect()
-    })
+    let mut signed = signed.into_iter();
+    slots
+        .into_iter()
+        .map(|slot| slot.map(|()| signed.next().expect("one signature per draft")))
+        .collect()
 }
 
 /// How long opening waits for another process (another `lcloud` command) to let go.
@@ -961,6 +1059,69 @@ fn touched(replica: &Replica, outcomes: &[&Inserted]) -> Vec<Path> {
         }
     }
     paths
+}
+
+/// The experiences stored since the leaves were last written (from [`LEAVES_AT`] to `next`):
+/// id, depth and ops of each, in arrival order. All are this node's local writes.
+type Tail = Vec<(Id, u64, Vec<Op>)>;
+
+fn read_tail(
+    dir: &FsPath,
+    meta: &impl ReadableTable<&'static str, &'static [u8]>,
+    exps: &impl ReadableTable<u64, &'static [u8]>,
+    index: &impl ReadableTable<u64, &'static [u8]>,
+    cloud: &Id,
+    next: u64,
+) -> Result<Tail, StoreError> {
+    let Some(from) = meta.get(LEAVES_AT).map_err(|e| map_db(dir, e))? else {
+        return Ok(Vec::new());
+    };
+    let from = <[u8; 8]>::try_from(from.value())
+        .map(u64::from_le_bytes)
+        .map_err(|_| corrupt("the leaves' arrival mark is malformed"))?;
+    if from > next {
+        return Err(corrupt(&format!(
+            "the leaves claim experience #{from}, but the store holds {next}"
+        )));
+    }
+    let mut tail = Vec::new();
+    for n in from..next {
+        let rec = exps
+            .get(n)
+            .map_err(|e| map_db(dir, e))?
+            .ok_or_else(|| corrupt(&format!("experience #{n} is missing")))?;
+        let bytes = unseal(rec.value(), &|| format!("experience #{n}"))?;
+        let exp = revalidate_stored(bytes, cloud).map_err(|e| bad_record(n, &e))?;
+        let (id, depth) = travel::id_and_depth(index, n)?;
+        if id != exp.id() {
+            return Err(corrupt(&format!(
+                "index entry #{n} names {id}, but experience #{n} is {}",
+                exp.id()
+            )));
+        }
+        tail.push((id, depth, exp.ops().to_vec()));
+    }
+    Ok(tail)
+}
+
+fn tail_paths(tail: &Tail) -> Vec<Path> {
+    tail.iter()
+        .flat_map(|(_, _, ops)| ops.iter().filter_map(Op::path).cloned())
+        .collect()
+}
+
+/// Applies local writes: each observed everything folded before it.
+fn apply_tail(doc: &mut Doc, tail: &Tail) {
+    for (id, depth, ops) in tail {
+        for (i, op) in ops.iter().enumerate() {
+            let dot = lcloud_core::Dot {
+                depth: *depth,
+                exp: *id,
+                op: i as u32,
+            };
+            doc.apply(op, dot, &ObservesEverything);
+        }
+    }
 }
 
 fn corrupt(what: &str) -> StoreError {

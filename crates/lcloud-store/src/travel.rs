@@ -64,6 +64,19 @@ impl Entry {
     }
 }
 
+/// The id and depth of the experience that arrived `arrival`-th, from the index.
+pub(crate) fn id_and_depth(
+    index: &impl ReadableTable<u64, &'static [u8]>,
+    arrival: u64,
+) -> Result<(Id, u64), StoreError> {
+    let rec = index
+        .get(arrival)
+        .map_err(db)?
+        .ok_or_else(|| corrupt(&format!("index entry #{arrival} is missing")))?;
+    let entry = Entry::from_bytes(rec.value())?;
+    Ok((entry.id, entry.depth))
+}
+
 fn corrupt(what: &str) -> StoreError {
     StoreError::Corrupt {
         what: what.to_owned(),

@@ -74,3 +74,106 @@ fn concurrent_writers_share_commits_and_lose_nothing() {
     }
     assert_eq!(store.state().unwrap().root(), replica.root());
 }
+
+/// Set in the child process of the crash test: the store directory to write into.
+const CHILD: &str = "LCLOUD_COMMIT_CRASH_CHILD";
+
+/// The committer writes document leaves every few thousand ops, not at every commit. Killed
+/// with `kill -9` between two such writes (or just after one), it loses no acknowledged
+/// experience, and the reopened store's persisted fold equals a full replay.
+#[test]
+fn a_committer_killed_between_leaf_writes_loses_nothing() {
+    if let Ok(dir) = std::env::var(CHILD) {
+        crash_child(std::path::Path::new(&dir));
+    }
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let me = Identity::load_or_create(dir.path()).unwrap();
+    let genesis = Experience::create_genesis(
+        me.key(),
+        Genesis {
+            name: "g".into(),
+            init: Value::map(),
+            members: None,
+            fork_policy: ForkPolicy::Concurrent,
+        },
+    );
+    drop(Store::create(dir.path(), &genesis).unwrap());
+    let mut acked: Vec<lcloud_core::Id> = Vec::new();
+    // Killed before the first leaf write (700 ops), then after crossing one (4096 ops).
+    for kill_after in [700usize, 5_000] {
+        let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "a_committer_killed_between_leaf_writes_loses_nothing",
+                "--exact",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(CHILD, dir.path())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let out = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut n = 0;
+        for line in out.lines() {
+            let line = line.unwrap();
+            let Some(hex) = line.strip_prefix("acked ") else {
+                continue;
+            };
+            acked.push(lcloud_core::Id::from_hex(hex).unwrap());
+            n += 1;
+            if n == kill_after {
+                break;
+            }
+        }
+        assert_eq!(n, kill_after, "the child stopped early");
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let replica = store.load(&mut |_| {}).unwrap();
+        for id in &acked {
+            assert!(replica.lattice().contains(id), "acknowledged {id} is lost");
+        }
+        assert_eq!(store.state().unwrap().root(), replica.root());
+        assert_eq!(
+            store.document(&Path::root()).unwrap().unwrap().to_json(),
+            replica.document().to_json()
+        );
+    }
+}
+
+/// Writes through the committer from 8 threads until killed, printing each acknowledged id.
+fn crash_child(dir: &std::path::Path) -> ! {
+    use std::io::Write;
+    let me = Identity::load_or_create(dir).unwrap();
+    let committer = Committer::start(Store::open(dir).unwrap(), me);
+    let out = std::sync::Mutex::new(std::io::stdout());
+    std::thread::scope(|s| {
+        for t in 0..8 {
+            let writer = committer.writer();
+            let out = &out;
+            s.spawn(move || {
+                for i in 0.. {
+                    let e = writer
+                        .write(vec![
+                            Op::Incr {
+                                path: Path::parse(&format!("/n/{t}")).unwrap(),
+                                by: 1,
+                            },
+                            Op::Set {
+                                path: Path::parse(&format!("/last/{}", i % 50)).unwrap(),
+                                value: Value::Int(i),
+                            },
+                        ])
+                        .unwrap();
+                    let mut out = out.lock().unwrap();
+                    // The parent stops reading before it kills this process.
+                    if writeln!(out, "acked {}", e.id().to_hex()).is_err() || out.flush().is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    unreachable!("the writers write until the process is killed")
+}

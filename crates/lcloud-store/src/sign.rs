@@ -1,0 +1,124 @@
+//! Signing on every core: a small pool of long-lived threads, so a commit does not spawn
+//! threads (or ask the OS how many cores it has) each time.
+
+use std::sync::OnceLock;
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+
+use ed25519_consensus::SigningKey;
+use lcloud_core::{Experience, Unsigned, Verified};
+
+/// A signed experience, its canonical bytes, and its depth.
+pub(crate) type Signed = (Verified<Experience>, Vec<u8>, u64);
+
+type Job = (Vec<(Unsigned, u64)>, mpsc::Sender<Vec<Signed>>);
+
+/// Cores to sign on (looked up once: the lookup reads cgroup files).
+pub(crate) fn cores() -> usize {
+    static CORES: OnceLock<usize> = OnceLock::new();
+    *CORES.get_or_init(|| {
+        std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(8)
+    })
+}
+
+/// Helper threads that sign with one key; the calling thread signs a share too.
+pub(crate) struct SignPool {
+    key: SigningKey,
+    jobs: Vec<mpsc::Sender<Job>>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl SignPool {
+    pub(crate) fn new(key: &SigningKey) -> SignPool {
+        let mut jobs = Vec::new();
+        let mut threads = Vec::new();
+        for i in 1..cores() {
+            let (tx, rx) = mpsc::channel::<Job>();
+            let key = key.clone();
+            let t = std::thread::Builder::new()
+                .name(format!("lcloud-sign-{i}"))
+                .spawn(move || {
+                    while let Ok((part, back)) = rx.recv() {
+                        let _ = back.send(sign_part(&key, part));
+                    }
+                })
+                .expect("can start a signing thread");
+            jobs.push(tx);
+            threads.push(t);
+        }
+        SignPool {
+            key: key.clone(),
+            jobs,
+            threads,
+        }
+    }
+
+    /// Signs every draft, in order.
+    pub(crate) fn sign(&self, drafts: Vec<(Unsigned, u64)>) -> Vec<Signed> {
+        sign_spread(&self.key, drafts, &self.jobs)
+    }
+}
+
+impl Drop for SignPool {
+    fn drop(&mut self) {
+        self.jobs.clear();
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+fn sign_part(key: &SigningKey, part: Vec<(Unsigned, u64)>) -> Vec<Signed> {
+    part.into_iter()
+        .map(|(u, d)| {
+            let (exp, bytes) = u.sign_with_bytes(key);
+            (exp, bytes, d)
+        })
+        .collect()
+}
+
+/// Signs `drafts` here and on `helpers` (threads that answer on the channel they are sent).
+fn sign_spread(
+    key: &SigningKey,
+    drafts: Vec<(Unsigned, u64)>,
+    helpers: &[mpsc::Sender<Job>],
+) -> Vec<Signed> {
+    let ways = 1 + helpers.len();
+    if drafts.len() < 8 || ways == 1 {
+        return sign_part(key, drafts);
+    }
+    let chunk = drafts.len().div_ceil(ways);
+    let mut it = drafts.into_iter();
+    let mine: Vec<_> = it.by_ref().take(chunk).collect();
+    let mut waiting = Vec::new();
+    for h in helpers {
+        let part: Vec<_> = it.by_ref().take(chunk).collect();
+        if part.is_empty() {
+            break;
+        }
+        let (tx, rx) = mpsc::channel();
+        match h.send((part, tx)) {
+            Ok(()) => waiting.push(Ok(rx)),
+            // The helper is gone (never expected): sign its share here.
+            Err(mpsc::SendError((part, _))) => waiting.push(Err(part)),
+        }
+    }
+    let mut out = sign_part(key, mine);
+    for w in waiting {
+        match w {
+            Ok(rx) => out.extend(rx.recv().expect("a signing thread answers every job")),
+            Err(part) => out.extend(sign_part(key, part)),
+        }
+    }
+    out
+}
+
+/// Signs `drafts` on every core without a pool (threads for this call only).
+pub(crate) fn sign_once(key: &SigningKey, drafts: Vec<(Unsigned, u64)>) -> Vec<Signed> {
+    if drafts.len() < 8 || cores() == 1 {
+        return sign_part(key, drafts);
+    }
+    SignPool::new(key).sign(drafts)
+}
