@@ -40,6 +40,7 @@ pub mod lattice;
 pub mod morphism;
 pub mod op;
 pub mod replica;
+pub mod sync;
 pub mod value;
 
 pub use clock::{ClockParseError, VectorClock};
