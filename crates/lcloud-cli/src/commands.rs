@@ -327,39 +327,7 @@ fn read_batch() -> Result<Vec<Op>> {
 fn batch_op(line: &str) -> Result<Op> {
     let j: serde_json::Value =
         serde_json::from_str(line).with_context(|| format!("malformed JSON {line:?}"))?;
-    let field = |k: &str| j.get(k).ok_or_else(|| anyhow!("missing {k:?} in {line}"));
-    let path = resolve::path(
-        field("path")?
-            .as_str()
-            .ok_or_else(|| anyhow!("\"path\" must be a string"))?,
-    )?;
-    let value = || -> Result<Value> { Value::from_json(field("value")?).map_err(|e| anyhow!(e)) };
-    let op = field("op")?.as_str().unwrap_or_default();
-    Ok(match op {
-        "set" => Op::Set {
-            path,
-            value: value()?,
-        },
-        "add" => Op::Add {
-            path,
-            value: value()?,
-        },
-        "remove" => Op::Remove {
-            path,
-            value: value()?,
-        },
-        "del" => Op::Del { path },
-        "incr" => Op::Incr {
-            path,
-            by: match j.get("by") {
-                None => 1,
-                Some(b) => b
-                    .as_i64()
-                    .ok_or_else(|| anyhow!("\"by\" must be an integer"))?,
-            },
-        },
-        other => bail!("unknown op {other:?} (set, incr, add, remove, del)"),
-    })
+    Op::from_json(&j).map_err(|e| anyhow!(e))
 }
 
 /// Refuses ops that would do nothing because their target does not exist.

@@ -194,6 +194,49 @@ pub enum Op {
 }
 
 impl Op {
+    /// An op from its JSON form, as the CLI's `batch` and the HTTP API take it:
+    /// `{"op":"set","path":"/a","value":1}`, `{"op":"incr","path":"/n","by":2}` (`by`
+    /// defaults to 1), `add` and `remove` with a `value`, `del` with a `path`. The error says
+    /// what is wrong.
+    pub fn from_json(j: &serde_json::Value) -> Result<Op, String> {
+        let field = |k: &str| j.get(k).ok_or_else(|| format!("missing {k:?} in {j}"));
+        let pointer = field("path")?
+            .as_str()
+            .ok_or_else(|| "\"path\" must be a string".to_owned())?;
+        let path = Path::parse(pointer).map_err(|e| {
+            format!("bad path {pointer:?} ({e}; paths are JSON Pointers like /users/alice)")
+        })?;
+        let value = || -> Result<Value, String> {
+            Value::from_json(field("value")?).map_err(|e| e.to_string())
+        };
+        let op = field("op")?.as_str().unwrap_or_default();
+        Ok(match op {
+            "set" => Op::Set {
+                path,
+                value: value()?,
+            },
+            "add" => Op::Add {
+                path,
+                value: value()?,
+            },
+            "remove" => Op::Remove {
+                path,
+                value: value()?,
+            },
+            "del" => Op::Del { path },
+            "incr" => Op::Incr {
+                path,
+                by: match j.get("by") {
+                    None => 1,
+                    Some(b) => b
+                        .as_i64()
+                        .ok_or_else(|| "\"by\" must be an integer".to_owned())?,
+                },
+            },
+            other => return Err(format!("unknown op {other:?} (set, incr, add, remove, del)")),
+        })
+    }
+
     /// The document path this op touches, if any.
     pub fn path(&self) -> Option<&Path> {
         match self {

@@ -1,1 +1,387 @@
-//! placeholder
+//! The network of λCLOUD: carries the core's sync messages ([`lcloud_core::sync`]) between
+//! nodes over libp2p (TCP, Noise, Yamux), pushes new experiences with gossipsub, and does
+//! nothing else: what to send and what to accept is decided by the node, which owns the replica.
+//!
+//! Peers are authenticated by Noise with their node keys: a libp2p peer id is the node's
+//! Ed25519 key, so [`node_of`] tells the node which λCLOUD node is on the other end.
+//!
+//! Nothing reaches an address the user did not give: the network dials only the peers it is
+//! told to and listens where it is told to; there is no discovery.
+
+use std::collections::{BTreeSet, HashMap};
+use std::time::Duration;
+
+use futures::StreamExt;
+use libp2p::request_response::{self, ProtocolSupport};
+use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
+use libp2p::{Multiaddr, PeerId, StreamProtocol, gossipsub, identify, identity};
+use lcloud_core::NodeId;
+use lcloud_core::sync::{MESSAGE_BYTES_MAX, Request, Response};
+use tokio::sync::mpsc;
+
+pub use libp2p::Multiaddr as Addr;
+pub use libp2p::PeerId as Peer;
+
+mod codec;
+
+/// The request-response protocol name (version 1 of the sync protocol).
+pub const SYNC_PROTOCOL: &str = "/lcloud/sync/1";
+
+/// Largest gossip message (one experience, with room for its framing).
+pub const GOSSIP_BYTES_MAX: usize = lcloud_core::EXPERIENCE_BYTES_MAX + 1024;
+
+/// The λCLOUD node behind a peer id (peer ids of Ed25519 keys embed the key).
+pub fn node_of(peer: &PeerId) -> Option<NodeId> {
+    let mh: &libp2p::multihash::Multihash<64> = peer.as_ref();
+    if mh.code() != 0 {
+        return None;
+    }
+    let key = identity::PublicKey::try_decode_protobuf(mh.digest()).ok()?;
+    let ed = key.try_into_ed25519().ok()?;
+    Some(NodeId(ed.to_bytes()))
+}
+
+/// The peer id of a λCLOUD node.
+pub fn peer_of(node: &NodeId) -> Option<PeerId> {
+    let ed = identity::ed25519::PublicKey::try_from_bytes(&node.0).ok()?;
+    Some(PeerId::from_public_key(&identity::PublicKey::from(ed)))
+}
+
+/// How to run the network.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The node's Ed25519 secret (its identity key; the same key signs experiences).
+    pub secret: [u8; 32],
+    /// Addresses to listen on, e.g. `/ip4/127.0.0.1/tcp/4001` (port 0: any free port).
+    pub listen: Vec<Multiaddr>,
+    /// Peers to dial, and to dial again while they are not connected.
+    pub peers: Vec<Multiaddr>,
+    /// The gossip topic (the cloud id in hex).
+    pub topic: String,
+    /// How often to dial the given peers that are not connected.
+    pub redial_every: Duration,
+}
+
+/// What the network tells the node.
+#[derive(Debug)]
+pub enum Event {
+    /// Listening on this address.
+    Listening(Multiaddr),
+    /// A connection to a peer is up (first connection to it).
+    Connected(PeerId),
+    /// The last connection to a peer is gone.
+    Disconnected(PeerId),
+    /// A gossiped experience (bytes as received), from the peer that forwarded it.
+    Gossip {
+        /// The peer it came through.
+        from: PeerId,
+        /// Its id in gossipsub, for [`Command::Judge`].
+        id: gossipsub::MessageId,
+        /// The canonical bytes of one experience (unchecked).
+        data: Vec<u8>,
+    },
+    /// A peer asks something; answer with [`Command::Respond`] and this token.
+    Request {
+        /// Who asks.
+        peer: PeerId,
+        /// The request, decoded within the size cap.
+        request: Request,
+        /// Pass back in [`Command::Respond`].
+        token: u64,
+    },
+    /// The answer to a [`Command::Request`].
+    Response {
+        /// Who answered.
+        peer: PeerId,
+        /// The answer, decoded within the size cap.
+        response: Response,
+    },
+    /// A request of ours failed (timeout, connection lost, undecodable answer).
+    RequestFailed {
+        /// The peer asked.
+        peer: PeerId,
+        /// What went wrong.
+        error: String,
+    },
+}
+
+/// What the node tells the network.
+#[derive(Debug)]
+pub enum Command {
+    /// Gossip one experience's bytes to every subscribed peer.
+    Publish(Vec<u8>),
+    /// Send a request to a peer; the answer comes as [`Event::Response`].
+    Request {
+        /// To whom.
+        peer: PeerId,
+        /// What.
+        request: Request,
+    },
+    /// Answer a request.
+    Respond {
+        /// The token of the [`Event::Request`].
+        token: u64,
+        /// The answer.
+        response: Response,
+    },
+    /// Tell gossipsub whether a gossiped message was valid (it forwards only accepted ones
+    /// and lowers the score of peers that send rejected ones).
+    Judge {
+        /// The message.
+        id: gossipsub::MessageId,
+        /// Who forwarded it.
+        from: PeerId,
+        /// Valid or not.
+        valid: bool,
+    },
+    /// Disconnect a peer and refuse it from now on (misbehaviour).
+    Ban(PeerId),
+    /// Cut every connection and refuse new ones (`true`), or heal (`false`). For the demo and
+    /// for partition tests.
+    Isolate(bool),
+}
+
+#[derive(NetworkBehaviour)]
+struct Behaviour {
+    sync: request_response::Behaviour<codec::SyncCodec>,
+    gossip: gossipsub::Behaviour,
+    identify: identify::Behaviour,
+}
+
+/// A running network: send [`Command`]s, receive [`Event`]s.
+pub struct Net {
+    /// Commands to the network.
+    pub commands: mpsc::Sender<Command>,
+    /// Events from the network.
+    pub events: mpsc::Receiver<Event>,
+    /// This node's peer id.
+    pub peer: PeerId,
+}
+
+/// Errors starting the network.
+#[derive(Debug, thiserror::Error)]
+pub enum NetError {
+    /// The identity key is not a valid Ed25519 secret.
+    #[error("the identity key is not a valid Ed25519 secret: {0}")]
+    Key(String),
+    /// The transport or a behaviour could not be built.
+    #[error("cannot start the network: {0}")]
+    Build(String),
+    /// Cannot listen on an address.
+    #[error("cannot listen on {addr}: {error}")]
+    Listen {
+        /// The address.
+        addr: Multiaddr,
+        /// Why.
+        error: String,
+    },
+}
+
+/// Starts the network on the current tokio runtime.
+pub fn start(config: Config) -> Result<Net, NetError> {
+    let mut secret = config.secret;
+    let keypair =
+        identity::Keypair::ed25519_from_bytes(&mut secret).map_err(|e| NetError::Key(e.to_string()))?;
+    let me = keypair.public().to_peer_id();
+    let topic = gossipsub::IdentTopic::new(config.topic.clone());
+    let mut swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
+        .with_tokio()
+        .with_tcp(
+            libp2p::tcp::Config::default().nodelay(true),
+            libp2p::noise::Config::new,
+            libp2p::yamux::Config::default,
+        )
+        .map_err(|e| NetError::Build(e.to_string()))?
+        .with_behaviour(|key| {
+            let gossip_config = gossipsub::ConfigBuilder::default()
+                .heartbeat_interval(Duration::from_millis(500))
+                .validation_mode(gossipsub::ValidationMode::Strict)
+                .validate_messages()
+                .max_transmit_size(GOSSIP_BYTES_MAX)
+                .message_id_fn(|m: &gossipsub::Message| {
+                    gossipsub::MessageId::from(blake3::hash(&m.data).as_bytes().to_vec())
+                })
+                .build()
+                .map_err(|e| e.to_string())?;
+            let gossip = gossipsub::Behaviour::new(
+                gossipsub::MessageAuthenticity::Signed(key.clone()),
+                gossip_config,
+            )?;
+            let sync = request_response::Behaviour::with_codec(
+                codec::SyncCodec::default(),
+                [(StreamProtocol::new(SYNC_PROTOCOL), ProtocolSupport::Full)],
+                request_response::Config::default()
+                    .with_request_timeout(Duration::from_secs(30))
+                    .with_max_concurrent_streams(16),
+            );
+            let identify = identify::Behaviour::new(identify::Config::new(
+                "/lcloud/1".into(),
+                key.public(),
+            ));
+            Ok(Behaviour {
+                sync,
+                gossip,
+                identify,
+            })
+        })
+        .map_err(|e| NetError::Build(e.to_string()))?
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
+        .build();
+    swarm
+        .behaviour_mut()
+        .gossip
+        .subscribe(&topic)
+        .map_err(|e| NetError::Build(e.to_string()))?;
+    for addr in &config.listen {
+        swarm.listen_on(addr.clone()).map_err(|e| NetError::Listen {
+            addr: addr.clone(),
+            error: e.to_string(),
+        })?;
+    }
+    let (cmd_tx, cmd_rx) = mpsc::channel(1024);
+    let (ev_tx, ev_rx) = mpsc::channel(1024);
+    tokio::spawn(drive(swarm, config, topic, cmd_rx, ev_tx));
+    Ok(Net {
+        commands: cmd_tx,
+        events: ev_rx,
+        peer: me,
+    })
+}
+
+async fn drive(
+    mut swarm: libp2p::Swarm<Behaviour>,
+    config: Config,
+    topic: gossipsub::IdentTopic,
+    mut commands: mpsc::Receiver<Command>,
+    events: mpsc::Sender<Event>,
+) {
+    let mut channels: HashMap<u64, request_response::ResponseChannel<Response>> = HashMap::new();
+    let mut next_token = 0u64;
+    let mut banned: BTreeSet<PeerId> = BTreeSet::new();
+    let mut isolated = false;
+    let mut redial = tokio::time::interval(config.redial_every);
+    let mut connected: BTreeSet<PeerId> = BTreeSet::new();
+    // Dialed addresses and the peer each turned out to be.
+    let mut dialed: HashMap<Multiaddr, PeerId> = HashMap::new();
+    loop {
+        tokio::select! {
+            _ = redial.tick() => {
+                if isolated {
+                    continue;
+                }
+                for addr in &config.peers {
+                    let up = dialed.get(addr).is_some_and(|p| connected.contains(p));
+                    if !up {
+                        let _ = swarm.dial(addr.clone());
+                    }
+                }
+            }
+            cmd = commands.recv() => {
+                let Some(cmd) = cmd else { return };
+                match cmd {
+                    Command::Publish(data) => {
+                        // No subscribed peer yet is not an error: anti-entropy delivers later.
+                        let _ = swarm.behaviour_mut().gossip.publish(topic.clone(), data);
+                    }
+                    Command::Request { peer, request } => {
+                        swarm.behaviour_mut().sync.send_request(&peer, request);
+                    }
+                    Command::Respond { token, response } => {
+                        if let Some(ch) = channels.remove(&token) {
+                            let _ = swarm.behaviour_mut().sync.send_response(ch, response);
+                        }
+                    }
+                    Command::Judge { id, from, valid } => {
+                        let verdict = if valid {
+                            gossipsub::MessageAcceptance::Accept
+                        } else {
+                            gossipsub::MessageAcceptance::Reject
+                        };
+                        swarm
+                            .behaviour_mut()
+                            .gossip
+                            .report_message_validation_result(&id, &from, verdict);
+                    }
+                    Command::Ban(peer) => {
+                        banned.insert(peer);
+                        let _ = swarm.disconnect_peer_id(peer);
+                    }
+                    Command::Isolate(on) => {
+                        isolated = on;
+                        if on {
+                            for p in connected.clone() {
+                                let _ = swarm.disconnect_peer_id(p);
+                            }
+                        } else {
+                            redial.reset_immediately();
+                        }
+                    }
+                }
+            }
+            ev = swarm.select_next_some() => {
+                let out = match ev {
+                    SwarmEvent::NewListenAddr { address, .. } => Some(Event::Listening(address)),
+                    SwarmEvent::ConnectionEstablished { peer_id, endpoint, num_established, .. } => {
+                        if isolated || banned.contains(&peer_id) {
+                            let _ = swarm.disconnect_peer_id(peer_id);
+                            None
+                        } else {
+                            if endpoint.is_dialer() {
+                                dialed.insert(endpoint.get_remote_address().clone(), peer_id);
+                            }
+                            if num_established.get() == 1 && connected.insert(peer_id) {
+                                Some(Event::Connected(peer_id))
+                            } else {
+                                None
+                            }
+                        }
+                    }
+                    SwarmEvent::ConnectionClosed { peer_id, num_established, .. } => {
+                        if num_established == 0 && connected.remove(&peer_id) {
+                            Some(Event::Disconnected(peer_id))
+                        } else {
+                            None
+                        }
+                    }
+                    SwarmEvent::Behaviour(BehaviourEvent::Gossip(gossipsub::Event::Message {
+                        propagation_source,
+                        message_id,
+                        message,
+                    })) => Some(Event::Gossip {
+                        from: propagation_source,
+                        id: message_id,
+                        data: message.data,
+                    }),
+                    SwarmEvent::Behaviour(BehaviourEvent::Sync(request_response::Event::Message {
+                        peer,
+                        message,
+                        ..
+                    })) => match message {
+                        request_response::Message::Request { request, channel, .. } => {
+                            next_token += 1;
+                            channels.insert(next_token, channel);
+                            Some(Event::Request { peer, request, token: next_token })
+                        }
+                        request_response::Message::Response { response, .. } => {
+                            Some(Event::Response { peer, response })
+                        }
+                    },
+                    SwarmEvent::Behaviour(BehaviourEvent::Sync(
+                        request_response::Event::OutboundFailure { peer, error, .. },
+                    )) => Some(Event::RequestFailed { peer, error: error.to_string() }),
+                    _ => None,
+                };
+                // Responses never sent (the node dropped them) must not pile up.
+                channels.retain(|_, ch| ch.is_open());
+                if let Some(out) = out
+                    && events.send(out).await.is_err()
+                {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// The most bytes a sync message may have on the wire.
+pub const FRAME_BYTES_MAX: usize = MESSAGE_BYTES_MAX;
