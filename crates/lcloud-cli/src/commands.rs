@@ -14,7 +14,7 @@ use lcloud_store::{Identity, Store, bundle};
 use serde_json::json;
 
 use crate::resolve::{self, Names};
-use crate::{Cli, Command, CutArgs, InitArgs, MemberAction};
+use crate::{Cli, Command, CutArgs, InitArgs, MemberAction, NodeAction};
 
 /// Everything a command needs from the node's directory.
 struct Node {
@@ -59,6 +59,9 @@ fn open(dir: &FsPath) -> Result<Node> {
 pub fn run(cli: Cli) -> Result<()> {
     let dir = cli.dir.clone().unwrap_or_else(default_dir);
     let json_out = cli.json;
+    if let Some(url) = cli.node.clone() {
+        return crate::remote_run(&url, json_out, cli.command);
+    }
     match cli.command {
         Command::Init(args) => init(&dir, json_out, args),
         Command::Join { file, alias } => join(&dir, json_out, &file, alias),
@@ -180,7 +183,59 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Verify => verify(&dir, json_out),
         Command::Forks => forks(&dir, json_out),
         Command::Demo => crate::demo::run(cli.dir.clone()),
+        Command::Node {
+            action:
+                NodeAction::Run {
+                    listen,
+                    peers,
+                    api,
+                    sync_every,
+                },
+        } => {
+            let addr = |a: &String| -> Result<lcloud_net::Addr> {
+                a.parse()
+                    .with_context(|| format!("bad multiaddr {a:?} (e.g. /ip4/127.0.0.1/tcp/7401)"))
+            };
+            if !(sync_every > 0.0 && sync_every.is_finite()) {
+                bail!("--sync-every must be a positive number of seconds");
+            }
+            lcloud_node::run(lcloud_node::Config {
+                dir,
+                listen: listen.iter().map(addr).collect::<Result<_>>()?,
+                peers: peers.iter().map(addr).collect::<Result<_>>()?,
+                api,
+                sync_every: std::time::Duration::from_secs_f64(sync_every),
+            })?;
+            Ok(())
+        }
     }
+}
+
+/// The ops a write command carries (parsed and checked locally), or `None` for others.
+pub fn write_ops(command: &Command) -> Result<Option<Vec<Op>>> {
+    Ok(Some(match command {
+        Command::Set { path, value } => vec![Op::Set {
+            path: resolve::path(path)?,
+            value: resolve::json(value)?,
+        }],
+        Command::Incr { path, n } => vec![Op::Incr {
+            path: resolve::path(path)?,
+            by: *n,
+        }],
+        Command::Add { path, value } => vec![Op::Add {
+            path: resolve::path(path)?,
+            value: resolve::json(value)?,
+        }],
+        Command::Remove { path, value } => vec![Op::Remove {
+            path: resolve::path(path)?,
+            value: resolve::json(value)?,
+        }],
+        Command::Del { path } => vec![Op::Del {
+            path: resolve::path(path)?,
+        }],
+        Command::Batch => read_batch()?,
+        _ => return Ok(None),
+    }))
 }
 
 fn print(json_out: bool, value: serde_json::Value, human: impl FnOnce() -> String) {

@@ -5,6 +5,7 @@
 
 mod commands;
 mod demo;
+mod remote;
 mod resolve;
 
 use std::path::PathBuf;
@@ -36,6 +37,10 @@ struct Cli {
     /// Print machine-readable JSON instead of text.
     #[arg(long, global = true)]
     json: bool,
+    /// Talk to a running node's HTTP API (e.g. http://127.0.0.1:7400) instead of opening the
+    /// store: writes, `state` and `root` without cut options, `clock` and `heads`.
+    #[arg(long, global = true, env = "LCLOUD_NODE", value_name = "URL")]
+    node: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -261,6 +266,33 @@ enum Command {
         after_help = "Example:\n  lcloud demo                      (in a new temporary directory)\n  lcloud demo --dir /tmp/mydemo    (keep the nodes somewhere you choose)"
     )]
     Demo,
+    /// Run this node as a daemon: store, peer-to-peer sync and the HTTP/JSON API.
+    #[command(
+        after_help = "Examples:\n  lcloud node run --listen /ip4/0.0.0.0/tcp/7401 --api 127.0.0.1:7400\n  lcloud node run --listen /ip4/127.0.0.1/tcp/0 --peer /ip4/10.0.0.2/tcp/7401\n\nThe node prints `p2p ADDR` for each listen address and `api http://ADDR`; give another\nnode one of the p2p addresses as --peer. SIGTERM or Ctrl-C stops it cleanly. Only the\naddresses you give are dialed (no discovery)."
+    )]
+    Node {
+        #[command(subcommand)]
+        action: NodeAction,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum NodeAction {
+    /// Run the node until SIGTERM or Ctrl-C.
+    Run {
+        /// A peer-to-peer listen address (repeatable).
+        #[arg(long, value_name = "MULTIADDR", default_value = "/ip4/127.0.0.1/tcp/0")]
+        listen: Vec<String>,
+        /// A peer to connect to and keep connected (repeatable).
+        #[arg(long = "peer", value_name = "MULTIADDR")]
+        peers: Vec<String>,
+        /// Where the HTTP/JSON API listens.
+        #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:7400")]
+        api: std::net::SocketAddr,
+        /// Seconds between anti-entropy rounds with every peer.
+        #[arg(long, value_name = "SECONDS", default_value_t = 5.0)]
+        sync_every: f64,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -273,6 +305,83 @@ enum MemberAction {
         /// The node's id (64 hex digits).
         node: String,
     },
+}
+
+/// Runs a command against a running node's API.
+fn remote_run(url: &str, json_out: bool, command: Command) -> anyhow::Result<()> {
+    use serde_json::json;
+    let remote = remote::Remote::new(url);
+    let show = |value: serde_json::Value, human: String| {
+        if json_out {
+            println!("{value}");
+        } else {
+            println!("{human}");
+        }
+    };
+    if let Some(ops) = commands::write_ops(&command)? {
+        let w = remote.write(&ops)?;
+        let id = w["id"].as_str().unwrap_or_default().to_owned();
+        let seq = w["seq"].as_u64().unwrap_or_default();
+        show(
+            json!({"id": id, "seq": seq, "ops": ops.len()}),
+            format!(
+                "{} seq {seq} ({} op{})",
+                &id[..id.len().min(12)],
+                ops.len(),
+                if ops.len() == 1 { "" } else { "s" }
+            ),
+        );
+        return Ok(());
+    }
+    let no_cut = |cut: &CutArgs| {
+        cut.at.is_none() && cut.heads.is_none() && cut.without.is_none() && cut.seen_by.is_none()
+    };
+    match command {
+        Command::State { path, cut } if no_cut(&cut) => {
+            let p = path.unwrap_or_default();
+            let v = remote.get("/api/state", &[("path", p.as_str())])?;
+            show(v.clone(), serde_json::to_string_pretty(&v)?);
+        }
+        Command::Root { cut } if no_cut(&cut) => {
+            let v = remote.get("/api/root", &[])?;
+            show(v.clone(), v["root"].as_str().unwrap_or_default().to_owned());
+        }
+        Command::Clock => {
+            let v = remote.get("/api/clock", &[])?;
+            let human = v
+                .as_object()
+                .map(|m| {
+                    m.iter()
+                        .map(|(n, s)| format!("{}:{s}", &n[..n.len().min(8)]))
+                        .collect::<Vec<_>>()
+                        .join(",")
+                })
+                .unwrap_or_default();
+            show(json!({"clock": v}), human);
+        }
+        Command::Heads => {
+            let v = remote.get("/api/heads", &[])?;
+            let human = v
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|h| h.as_str())
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                })
+                .unwrap_or_default();
+            show(json!({"heads": v}), human);
+        }
+        other => anyhow::bail!(
+            "{} is not available through --node yet: stop the node (or omit --node) and run it on the store",
+            format!("{other:?}")
+                .split([' ', '{', '('])
+                .next()
+                .unwrap_or("this command")
+                .to_lowercase()
+        ),
+    }
+    Ok(())
 }
 
 fn main() -> ExitCode {

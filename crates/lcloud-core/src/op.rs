@@ -233,7 +233,11 @@ impl Op {
                         .ok_or_else(|| "\"by\" must be an integer".to_owned())?,
                 },
             },
-            other => return Err(format!("unknown op {other:?} (set, incr, add, remove, del)")),
+            other => {
+                return Err(format!(
+                    "unknown op {other:?} (set, incr, add, remove, del)"
+                ));
+            }
         })
     }
 

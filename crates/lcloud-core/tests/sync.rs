@@ -53,8 +53,7 @@ fn exchange(a: &mut Replica, b: &mut Replica, max_bytes: usize) -> usize {
                 cloud: a.cloud(),
                 exps: batch,
             };
-            let Request::Push { exps, .. } = Request::from_bytes(&push.to_bytes()).unwrap()
-            else {
+            let Request::Push { exps, .. } = Request::from_bytes(&push.to_bytes()).unwrap() else {
                 unreachable!()
             };
             receive(b, &exps);
@@ -70,8 +69,11 @@ fn history(r: &mut Replica, rng: &mut Rng, authors: &[u8], writes: usize) {
     for _ in 0..writes {
         let a = authors[rng.below(authors.len() as u64) as usize];
         let k = rng.below(20);
-        r.write(&key(a), vec![set(&format!("/k{k}"), &rng.below(1000).to_string())])
-            .unwrap();
+        r.write(
+            &key(a),
+            vec![set(&format!("/k{k}"), &rng.below(1000).to_string())],
+        )
+        .unwrap();
     }
 }
 
@@ -110,7 +112,11 @@ fn small_batches_page_through_everything_dependencies_first() {
     let trips = exchange(&mut a, &mut b, 1024);
     assert!(trips > 10, "{trips} round trips");
     assert_eq!(a.root(), b.root());
-    assert_eq!(a.lattice().parked_len(), 0, "nothing waited for a dependency");
+    assert_eq!(
+        a.lattice().parked_len(),
+        0,
+        "nothing waited for a dependency"
+    );
     assert_eq!(b.lattice().parked_len(), 0);
 }
 

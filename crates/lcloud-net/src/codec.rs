@@ -31,7 +31,10 @@ async fn write_frame<T: AsyncWrite + Unpin + Send>(io: &mut T, bytes: &[u8]) -> 
     if bytes.len() > MESSAGE_BYTES_MAX {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
-            format!("a frame of {} bytes (at most {MESSAGE_BYTES_MAX})", bytes.len()),
+            format!(
+                "a frame of {} bytes (at most {MESSAGE_BYTES_MAX})",
+                bytes.len()
+            ),
         ));
     }
     io.write_all(&(bytes.len() as u32).to_be_bytes()).await?;
@@ -62,14 +65,24 @@ impl libp2p::request_response::Codec for SyncCodec {
         Response::from_bytes(&read_frame(io).await?).map_err(invalid)
     }
 
-    async fn write_request<T>(&mut self, _: &StreamProtocol, io: &mut T, req: Request) -> io::Result<()>
+    async fn write_request<T>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        req: Request,
+    ) -> io::Result<()>
     where
         T: AsyncWrite + Unpin + Send,
     {
         write_frame(io, &req.to_bytes()).await
     }
 
-    async fn write_response<T>(&mut self, _: &StreamProtocol, io: &mut T, res: Response) -> io::Result<()>
+    async fn write_response<T>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        res: Response,
+    ) -> io::Result<()>
     where
         T: AsyncWrite + Unpin + Send,
     {

@@ -12,11 +12,11 @@ use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
 use futures::StreamExt;
+use lcloud_core::NodeId;
+use lcloud_core::sync::{MESSAGE_BYTES_MAX, Request, Response};
 use libp2p::request_response::{self, ProtocolSupport};
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{Multiaddr, PeerId, StreamProtocol, gossipsub, identify, identity};
-use lcloud_core::NodeId;
-use lcloud_core::sync::{MESSAGE_BYTES_MAX, Request, Response};
 use tokio::sync::mpsc;
 
 pub use libp2p::Multiaddr as Addr;
@@ -180,8 +180,8 @@ pub enum NetError {
 /// Starts the network on the current tokio runtime.
 pub fn start(config: Config) -> Result<Net, NetError> {
     let mut secret = config.secret;
-    let keypair =
-        identity::Keypair::ed25519_from_bytes(&mut secret).map_err(|e| NetError::Key(e.to_string()))?;
+    let keypair = identity::Keypair::ed25519_from_bytes(&mut secret)
+        .map_err(|e| NetError::Key(e.to_string()))?;
     let me = keypair.public().to_peer_id();
     let topic = gossipsub::IdentTopic::new(config.topic.clone());
     let mut swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
@@ -214,10 +214,8 @@ pub fn start(config: Config) -> Result<Net, NetError> {
                     .with_request_timeout(Duration::from_secs(30))
                     .with_max_concurrent_streams(16),
             );
-            let identify = identify::Behaviour::new(identify::Config::new(
-                "/lcloud/1".into(),
-                key.public(),
-            ));
+            let identify =
+                identify::Behaviour::new(identify::Config::new("/lcloud/1".into(), key.public()));
             Ok(Behaviour {
                 sync,
                 gossip,
@@ -233,10 +231,12 @@ pub fn start(config: Config) -> Result<Net, NetError> {
         .subscribe(&topic)
         .map_err(|e| NetError::Build(e.to_string()))?;
     for addr in &config.listen {
-        swarm.listen_on(addr.clone()).map_err(|e| NetError::Listen {
-            addr: addr.clone(),
-            error: e.to_string(),
-        })?;
+        swarm
+            .listen_on(addr.clone())
+            .map_err(|e| NetError::Listen {
+                addr: addr.clone(),
+                error: e.to_string(),
+            })?;
     }
     let (cmd_tx, cmd_rx) = mpsc::channel(1024);
     let (ev_tx, ev_rx) = mpsc::channel(1024);

@@ -1,0 +1,278 @@
+//! The HTTP/JSON API (axum). Every handler asks the node's core thread and waits for its
+//! answer; nothing here touches the store.
+
+use std::convert::Infallible;
+
+use axum::extract::{Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use futures::Stream;
+use lcloud_core::{Op, Path};
+use serde_json::{Value as J, json};
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+use crate::node::{Announced, Call, Msg, Status};
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct Api {
+    pub(crate) inbox: mpsc::UnboundedSender<Msg>,
+    pub(crate) announce: broadcast::Sender<Announced>,
+}
+
+/// Most ops one `POST /api/ops` may carry (the same cap as one experience).
+const OPS_MAX: usize = lcloud_core::OPS_MAX;
+
+fn error(status: StatusCode, msg: impl Into<String>) -> Response {
+    (status, Json(json!({"error": msg.into()}))).into_response()
+}
+
+impl Api {
+    async fn ask<T>(&self, call: impl FnOnce(oneshot::Sender<T>) -> Call) -> Result<T, Response> {
+        let (tx, rx) = oneshot::channel();
+        self.inbox
+            .send(Msg::Api(call(tx)))
+            .map_err(|_| error(StatusCode::SERVICE_UNAVAILABLE, "the node is stopping"))?;
+        rx.await
+            .map_err(|_| error(StatusCode::SERVICE_UNAVAILABLE, "the node is stopping"))
+    }
+}
+
+/// The router.
+pub fn router(api: Api) -> Router {
+    Router::new()
+        .route("/api/openapi.json", get(openapi))
+        .route("/api/state", get(state))
+        .route("/api/root", get(root))
+        .route("/api/status", get(status))
+        .route("/api/heads", get(heads))
+        .route("/api/clock", get(clock))
+        .route("/api/ops", post(write))
+        .route("/api/events", get(events))
+        .route("/debug/heads", get(heads))
+        .route("/debug/state-hash", get(state_hash))
+        .route("/debug/isolate", post(isolate))
+        .route("/metrics", get(metrics))
+        .with_state(api)
+}
+
+#[derive(serde::Deserialize)]
+struct PathQuery {
+    path: Option<String>,
+}
+
+async fn state(State(api): State<Api>, Query(q): Query<PathQuery>) -> Response {
+    let pointer = q.path.unwrap_or_default();
+    let path = match Path::parse(&pointer) {
+        Ok(p) => p,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("bad path {pointer:?}: {e} (paths are JSON Pointers like /users/alice)"),
+            );
+        }
+    };
+    match api.ask(|tx| Call::State(path, tx)).await {
+        Ok(Some(v)) => Json(v).into_response(),
+        Ok(None) => error(StatusCode::NOT_FOUND, format!("nothing at {pointer:?}")),
+        Err(r) => r,
+    }
+}
+
+fn status_json(s: &Status) -> J {
+    json!({
+        "node": s.node.to_hex(),
+        "cloud": s.cloud.to_hex(),
+        "root": s.root.to_hex(),
+        "heads": s.heads.iter().map(|h| h.to_hex()).collect::<Vec<_>>(),
+        "clock": s.clock.iter().map(|(n, q)| (n.to_hex(), json!(q))).collect::<serde_json::Map<_, _>>(),
+        "experiences": s.experiences,
+        "peers": s.peers.iter().map(|(p, n)| json!({"peer": p, "node": n.map(|n| n.to_hex())})).collect::<Vec<_>>(),
+    })
+}
+
+async fn status(State(api): State<Api>) -> Response {
+    match api.ask(Call::Status).await {
+        Ok(s) => Json(status_json(&s)).into_response(),
+        Err(r) => r,
+    }
+}
+
+async fn root(State(api): State<Api>) -> Response {
+    match api.ask(Call::Status).await {
+        Ok(s) => Json(json!({"root": s.root.to_hex()})).into_response(),
+        Err(r) => r,
+    }
+}
+
+async fn heads(State(api): State<Api>) -> Response {
+    match api.ask(Call::Status).await {
+        Ok(s) => Json(json!(
+            s.heads.iter().map(|h| h.to_hex()).collect::<Vec<_>>()
+        ))
+        .into_response(),
+        Err(r) => r,
+    }
+}
+
+async fn clock(State(api): State<Api>) -> Response {
+    match api.ask(Call::Status).await {
+        Ok(s) => Json(status_json(&s)["clock"].clone()).into_response(),
+        Err(r) => r,
+    }
+}
+
+async fn state_hash(State(api): State<Api>) -> Response {
+    match api.ask(Call::Status).await {
+        Ok(s) => (
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            format!("{}\n", s.root.to_hex()),
+        )
+            .into_response(),
+        Err(r) => r,
+    }
+}
+
+async fn metrics(State(api): State<Api>) -> Response {
+    match api.ask(Call::Metrics).await {
+        Ok(text) => (
+            [(
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
+            text,
+        )
+            .into_response(),
+        Err(r) => r,
+    }
+}
+
+async fn write(State(api): State<Api>, body: axum::body::Bytes) -> Response {
+    let j: J = match serde_json::from_slice(&body) {
+        Ok(j) => j,
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("malformed JSON: {e}")),
+    };
+    let Some(list) = j.get("ops").and_then(|o| o.as_array()) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "expected {\"ops\": [{\"op\":\"set\",\"path\":\"/a\",\"value\":1}, …]}",
+        );
+    };
+    if list.is_empty() || list.len() > OPS_MAX {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("between 1 and {OPS_MAX} ops per write, got {}", list.len()),
+        );
+    }
+    let mut ops = Vec::with_capacity(list.len());
+    for (n, o) in list.iter().enumerate() {
+        match Op::from_json(o) {
+            Ok(op) => ops.push(op),
+            Err(e) => return error(StatusCode::BAD_REQUEST, format!("op {n}: {e}")),
+        }
+    }
+    match api.ask(|tx| Call::Write(ops, tx)).await {
+        Ok(Ok(w)) => Json(json!({"id": w.id.to_hex(), "seq": w.seq})).into_response(),
+        Ok(Err(e)) => error(StatusCode::UNPROCESSABLE_ENTITY, e),
+        Err(r) => r,
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct IsolateBody {
+    on: bool,
+}
+
+async fn isolate(State(api): State<Api>, Json(b): Json<IsolateBody>) -> Response {
+    match api.inbox.send(Msg::Api(Call::Isolate(b.on))) {
+        Ok(()) => Json(json!({"isolated": b.on})).into_response(),
+        Err(_) => error(StatusCode::SERVICE_UNAVAILABLE, "the node is stopping"),
+    }
+}
+
+async fn events(State(api): State<Api>) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
+    let rx = api.announce.subscribe();
+    let stream = futures::stream::unfold(rx, |mut rx| async move {
+        loop {
+            match rx.recv().await {
+                Ok(a) => {
+                    let data = json!({
+                        "id": a.id.to_hex(),
+                        "author": a.author.to_hex(),
+                        "seq": a.seq,
+                        "ops": a.ops,
+                        "local": a.local,
+                    });
+                    return Some((
+                        Ok(SseEvent::default()
+                            .event("experience")
+                            .data(data.to_string())),
+                        rx,
+                    ));
+                }
+                // A slow subscriber misses some: say so and go on.
+                Err(broadcast::error::RecvError::Lagged(n)) => {
+                    return Some((
+                        Ok(SseEvent::default().event("lagged").data(n.to_string())),
+                        rx,
+                    ));
+                }
+                Err(broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    });
+    Sse::new(stream).keep_alive(KeepAlive::default())
+}
+
+async fn openapi() -> Json<J> {
+    Json(openapi_document())
+}
+
+/// The OpenAPI 3.1 description of this API.
+pub fn openapi_document() -> J {
+    let err = json!({"description": "error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}});
+    let ok_json = |desc: &str, schema: J| json!({"description": desc, "content": {"application/json": {"schema": schema}}});
+    json!({
+        "openapi": "3.1.0",
+        "info": {"title": "λCLOUD node API", "version": "1"},
+        "paths": {
+            "/api/state": {"get": {
+                "summary": "The current document at a path (JSON Pointer; empty: the whole document).",
+                "parameters": [{"name": "path", "in": "query", "required": false, "schema": {"type": "string"}}],
+                "responses": {"200": ok_json("the value", json!({})), "400": err, "404": err}}},
+            "/api/root": {"get": {"summary": "The state root.",
+                "responses": {"200": ok_json("root", json!({"type": "object", "properties": {"root": {"type": "string"}}}))}}},
+            "/api/status": {"get": {"summary": "Node, cloud, root, heads, frontier clock, experiences, peers.",
+                "responses": {"200": ok_json("status", json!({"type": "object"}))}}},
+            "/api/heads": {"get": {"summary": "Heads of the DAG.",
+                "responses": {"200": ok_json("ids", json!({"type": "array", "items": {"type": "string"}}))}}},
+            "/api/clock": {"get": {"summary": "Frontier clock: node id → highest seq held.",
+                "responses": {"200": ok_json("clock", json!({"type": "object", "additionalProperties": {"type": "integer"}}))}}},
+            "/api/ops": {"post": {"summary": "Write ops as one experience of this node (durable before the answer).",
+                "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Ops"}}}},
+                "responses": {"200": ok_json("written", json!({"type": "object", "properties": {"id": {"type": "string"}, "seq": {"type": "integer"}}})), "400": err, "422": err}}},
+            "/api/events": {"get": {"summary": "Server-sent events: one `experience` event per experience stored (written here or received).",
+                "responses": {"200": {"description": "text/event-stream"}}}},
+            "/debug/heads": {"get": {"summary": "Heads of the DAG.", "responses": {"200": {"description": "ids"}}}},
+            "/debug/state-hash": {"get": {"summary": "The state root as text.", "responses": {"200": {"description": "hex"}}}},
+            "/debug/isolate": {"post": {"summary": "Cut every peer connection and refuse new ones (on: true), or heal (on: false).",
+                "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object", "properties": {"on": {"type": "boolean"}}}}}},
+                "responses": {"200": {"description": "done"}}}},
+            "/metrics": {"get": {"summary": "Prometheus text: peers, experiences in/out, rejections by reason, sync lag.",
+                "responses": {"200": {"description": "text/plain"}}}},
+            "/api/openapi.json": {"get": {"summary": "This document.", "responses": {"200": {"description": "OpenAPI"}}}}
+        },
+        "components": {"schemas": {
+            "Error": {"type": "object", "properties": {"error": {"type": "string"}}},
+            "Ops": {"type": "object", "required": ["ops"], "properties": {"ops": {"type": "array", "items": {"$ref": "#/components/schemas/Op"}}}},
+            "Op": {"type": "object", "required": ["op", "path"], "properties": {
+                "op": {"type": "string", "enum": ["set", "incr", "add", "remove", "del"]},
+                "path": {"type": "string", "description": "JSON Pointer"},
+                "value": {"description": "for set, add, remove"},
+                "by": {"type": "integer", "description": "for incr (default 1)"}}}
+        }}
+    })
+}

@@ -1,0 +1,168 @@
+//! The λCLOUD node daemon (`lcloud node run`): the store, the network and the HTTP/JSON API
+//! in one process.
+//!
+//! One thread (the core, [`node::Node`]) owns the store and the replica. The network
+//! ([`lcloud_net`]) and the API ([`api`]) run on a tokio runtime and talk to the core through
+//! one queue, so every change is handled in one order and is durable before it is
+//! acknowledged or sent on. SIGTERM or Ctrl-C stops the node cleanly: what was acknowledged is
+//! already on disk.
+
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod node;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use lcloud_net::{Addr, Event};
+use lcloud_store::{Identity, Store};
+use tokio::sync::{broadcast, mpsc};
+
+use crate::node::{Msg, Node};
+
+/// How to run a node.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The store directory (created by `lcloud init` or `lcloud join`).
+    pub dir: PathBuf,
+    /// Peer-to-peer listen addresses.
+    pub listen: Vec<Addr>,
+    /// Peers to connect to (and reconnect to).
+    pub peers: Vec<Addr>,
+    /// Where the HTTP API listens (port 0: any free port).
+    pub api: SocketAddr,
+    /// How often to run anti-entropy with every connected peer.
+    pub sync_every: Duration,
+}
+
+/// Why a node could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// The store.
+    #[error(transparent)]
+    Store(#[from] lcloud_store::StoreError),
+    /// No identity in the directory.
+    #[error("no identity in {0}: run `lcloud init` or `lcloud join` first")]
+    NoIdentity(PathBuf),
+    /// The network.
+    #[error(transparent)]
+    Net(#[from] lcloud_net::NetError),
+    /// The API address.
+    #[error("cannot listen for the API on {addr}: {error}")]
+    Api {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        error: String,
+    },
+    /// The runtime.
+    #[error("cannot start the runtime: {0}")]
+    Runtime(String),
+}
+
+/// Runs a node until SIGTERM or Ctrl-C. Prints `p2p ADDR` for every listen address and `api
+/// http://ADDR` once the API listens (one line each on stdout), then `stopped` when done.
+pub fn run(config: Config) -> Result<(), NodeError> {
+    let store = Store::open(&config.dir)?;
+    let identity =
+        Identity::load(&config.dir)?.ok_or_else(|| NodeError::NoIdentity(config.dir.clone()))?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| NodeError::Runtime(e.to_string()))?;
+    rt.block_on(serve(config, store, identity))
+}
+
+async fn serve(config: Config, store: Store, identity: Identity) -> Result<(), NodeError> {
+    let cloud = store.cloud();
+    let mut net = lcloud_net::start(lcloud_net::Config {
+        secret: identity.key().to_bytes(),
+        listen: config.listen.clone(),
+        peers: config.peers.clone(),
+        topic: cloud.to_hex(),
+        redial_every: Duration::from_secs(1),
+    })?;
+    let me = net.peer;
+    let (inbox, rx) = mpsc::unbounded_channel::<Msg>();
+    let (announce, _) = broadcast::channel(4096);
+    let node = Node::open(store, identity, net.commands.clone(), announce.clone())?;
+    let core = std::thread::Builder::new()
+        .name("lcloud-node".into())
+        .spawn(move || node.run(rx))
+        .map_err(|e| NodeError::Runtime(e.to_string()))?;
+
+    // Network events into the core's queue (and listen addresses to stdout).
+    let to_core = inbox.clone();
+    tokio::spawn(async move {
+        while let Some(ev) = net.events.recv().await {
+            if let Event::Listening(addr) = &ev {
+                println!("p2p {addr}/p2p/{me}");
+            }
+            if to_core.send(Msg::Net(ev)).is_err() {
+                return;
+            }
+        }
+    });
+    // Anti-entropy.
+    let ticks = inbox.clone();
+    let every = config.sync_every;
+    tokio::spawn(async move {
+        let mut t = tokio::time::interval(every);
+        t.tick().await;
+        loop {
+            t.tick().await;
+            if ticks.send(Msg::Tick).is_err() {
+                return;
+            }
+        }
+    });
+
+    let listener = tokio::net::TcpListener::bind(config.api)
+        .await
+        .map_err(|e| NodeError::Api {
+            addr: config.api,
+            error: e.to_string(),
+        })?;
+    let bound = listener.local_addr().map_err(|e| NodeError::Api {
+        addr: config.api,
+        error: e.to_string(),
+    })?;
+    println!("api http://{bound}");
+    let app = api::router(api::Api {
+        inbox: inbox.clone(),
+        announce,
+    });
+    let server = axum::serve(listener, app).with_graceful_shutdown(shutdown_signal());
+    let result = server.await;
+    // Stop the core after the API: it finishes what it is doing; everything acknowledged is
+    // already durable.
+    let _ = inbox.send(Msg::Stop);
+    let store = tokio::task::spawn_blocking(move || core.join())
+        .await
+        .ok()
+        .and_then(|r| r.ok());
+    drop(store);
+    println!("stopped");
+    result.map_err(|e| NodeError::Api {
+        addr: bound,
+        error: e.to_string(),
+    })
+}
+
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+}
