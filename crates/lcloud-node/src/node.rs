@@ -201,6 +201,16 @@ impl Node {
         match ev {
             Event::Listening(addr) => tracing::info!(%addr, "listening"),
             Event::Connected(peer) => {
+                if !self.allowed(&peer) {
+                    // A non-member gets nothing of the cloud, gossip included: no connection.
+                    *self
+                        .metrics
+                        .rejected
+                        .entry("not a member".into())
+                        .or_default() += 1;
+                    self.send(Command::Ban(peer));
+                    return;
+                }
                 self.peers.entry(peer).or_default();
                 self.start_sync(peer);
             }

@@ -1,0 +1,357 @@
+//! Nodes as separate processes on loopback, with real sockets: convergence, a node killed with
+//! `kill -9` catching up, a non-member refused, a silent peer not stalling the others, and a
+//! peer sending tampered experiences rejected and banned.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::lcloud;
+
+/// A running `lcloud node run`; killed (by pid) when dropped.
+struct NodeProc {
+    child: Child,
+    api: String,
+    p2p: String,
+    dir: PathBuf,
+}
+
+impl NodeProc {
+    fn start(dir: &Path, peers: &[&str]) -> NodeProc {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_lcloud"));
+        cmd.arg("--dir")
+            .arg(dir)
+            .args(["node", "run", "--api", "127.0.0.1:0", "--sync-every", "0.5"])
+            .args(["--listen", "/ip4/127.0.0.1/tcp/0"])
+            .env_remove("LCLOUD_DIR")
+            .env_remove("LCLOUD_NODE")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        for p in peers {
+            cmd.args(["--peer", p]);
+        }
+        let mut child = cmd.spawn().expect("the node starts");
+        let out = BufReader::new(child.stdout.take().expect("stdout is piped"));
+        let (mut api, mut p2p) = (None, None);
+        let mut lines = out.lines();
+        while api.is_none() || p2p.is_none() {
+            let line = lines
+                .next()
+                .expect("the node prints its addresses before anything else")
+                .expect("stdout reads");
+            if let Some(a) = line.strip_prefix("api ") {
+                api = Some(a.to_owned());
+            } else if let Some(a) = line.strip_prefix("p2p ") {
+                p2p = Some(a.to_owned());
+            }
+        }
+        // Keep draining stdout so the node never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        NodeProc {
+            child,
+            api: api.unwrap(),
+            p2p: p2p.unwrap(),
+            dir: dir.to_owned(),
+        }
+    }
+
+    /// `lcloud --node API ARGS…`: the command's stdout, or its error.
+    fn cli(&self, args: &[&str]) -> Result<String, String> {
+        let out = Command::new(env!("CARGO_BIN_EXE_lcloud"))
+            .args(["--node", &self.api])
+            .args(args)
+            .env_remove("LCLOUD_DIR")
+            .output()
+            .expect("lcloud runs");
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).trim().to_owned())
+        }
+    }
+
+    fn root(&self) -> String {
+        self.cli(&["root"]).expect("the node answers")
+    }
+
+    fn state(&self) -> serde_json::Value {
+        serde_json::from_str(&self.cli(&["--json", "state"]).expect("the node answers"))
+            .expect("JSON")
+    }
+
+    fn metrics(&self) -> String {
+        let addr = self.api.trim_start_matches("http://");
+        http_get(addr, "/metrics")
+    }
+
+    fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for NodeProc {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// A GET over a plain socket (the tests need no HTTP client for text endpoints).
+fn http_get(addr: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("the API listens");
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out.split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default()
+}
+
+/// Waits (up to 30 s) until every node reports the same root; returns it.
+fn converge(nodes: &[&NodeProc]) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let roots: Vec<String> = nodes.iter().map(|n| n.root()).collect();
+        if roots.iter().all(|r| *r == roots[0]) {
+            return roots[0].clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no convergence within 30 s: {roots:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// A cloud created in `base/a`, joined by the other names (from a bundle of its genesis).
+fn cloud(base: &Path, names: &[&str], members: Option<&[&str]>) -> Vec<PathBuf> {
+    let dirs: Vec<PathBuf> = names.iter().map(|n| base.join(n)).collect();
+    let mut init = vec!["init", "--alias", names[0], "--cloud", "net"];
+    let ids: Vec<String> = match members {
+        Some(m) => m
+            .iter()
+            .map(|n| {
+                let out = lcloud(&base.join(n), &["--json", "id"]);
+                let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+                j["node"].as_str().unwrap().to_owned()
+            })
+            .collect(),
+        None => Vec::new(),
+    };
+    for id in &ids {
+        init.extend(["--member", id.as_str()]);
+    }
+    assert!(lcloud(&dirs[0], &init).status.success());
+    let bundle = base.join("genesis.bundle");
+    assert!(
+        lcloud(&dirs[0], &["export", bundle.to_str().unwrap()])
+            .status
+            .success()
+    );
+    for (d, n) in dirs.iter().zip(names).skip(1) {
+        let out = lcloud(d, &["join", bundle.to_str().unwrap(), "--alias", n]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    dirs
+}
+
+#[test]
+fn three_nodes_converge_and_a_killed_node_catches_up() {
+    let base = tempfile::tempdir().unwrap();
+    let dirs = cloud(base.path(), &["a", "b", "c"], None);
+    let a = NodeProc::start(&dirs[0], &[]);
+    let b = NodeProc::start(&dirs[1], &[&a.p2p]);
+    let mut c = NodeProc::start(&dirs[2], &[&b.p2p]);
+    for (n, node) in [&a, &b, &c].iter().enumerate() {
+        node.cli(&["set", &format!("/from/{n}"), &n.to_string()])
+            .unwrap();
+        node.cli(&["incr", "/count"]).unwrap();
+    }
+    converge(&[&a, &b, &c]);
+    let doc = a.state();
+    assert_eq!(doc["count"], 3);
+    assert_eq!(doc["from"], serde_json::json!({"0": 0, "1": 1, "2": 2}));
+
+    // kill -9 c, write elsewhere, restart c: it catches up and keeps what it acknowledged.
+    let acked = c.cli(&["--json", "set", "/last-of-c", "true"]).unwrap();
+    c.kill9();
+    let c_dir = c.dir.clone();
+    drop(c);
+    for i in 0..20 {
+        a.cli(&["incr", "/count"]).unwrap();
+        b.cli(&["set", &format!("/while-c-was-down/{i}"), "1"])
+            .unwrap();
+    }
+    let c = NodeProc::start(&c_dir, &[&a.p2p]);
+    converge(&[&a, &b, &c]);
+    let doc = c.state();
+    assert_eq!(doc["count"], 23);
+    assert_eq!(
+        doc["last-of-c"], true,
+        "acknowledged before the kill: {acked}"
+    );
+    assert_eq!(doc["while-c-was-down"].as_object().unwrap().len(), 20);
+}
+
+#[test]
+fn a_non_member_is_refused_writes_and_reads() {
+    let base = tempfile::tempdir().unwrap();
+    // a creates a cloud where only a and b may write; c holds the genesis but is no member.
+    for n in ["b", "c"] {
+        assert!(lcloud(&base.path().join(n), &["id"]).status.success());
+    }
+    let dirs = cloud(base.path(), &["a", "b", "c"], Some(&["b"]));
+    let a = NodeProc::start(&dirs[0], &[]);
+    let b = NodeProc::start(&dirs[1], &[&a.p2p]);
+    let c = NodeProc::start(&dirs[2], &[&a.p2p, &b.p2p]);
+    a.cli(&["set", "/secret", "42"]).unwrap();
+    b.cli(&["set", "/also", "1"]).unwrap();
+    converge(&[&a, &b]);
+    // c may not write...
+    let err = c.cli(&["set", "/intruder", "1"]).unwrap_err();
+    assert!(err.contains("member"), "{err}");
+    // ...and receives nothing, gossip included.
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(c.state(), serde_json::json!({}));
+    assert!(
+        a.metrics()
+            .contains("lcloud_rejected_total{reason=\"not a member\"}"),
+        "{}",
+        a.metrics()
+    );
+}
+
+#[test]
+fn a_silent_peer_does_not_stall_the_others() {
+    let base = tempfile::tempdir().unwrap();
+    let dirs = cloud(base.path(), &["a", "b"], None);
+    // A peer that accepts connections and never says a word.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_addr = format!("/ip4/127.0.0.1/tcp/{}", silent.local_addr().unwrap().port());
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop = done.clone();
+    let held = std::thread::spawn(move || {
+        let mut conns = Vec::new();
+        silent.set_nonblocking(true).unwrap();
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            if let Ok((s, _)) = silent.accept() {
+                conns.push(s);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    });
+    let a = NodeProc::start(&dirs[0], &[&silent_addr]);
+    let b = NodeProc::start(&dirs[1], &[&silent_addr, &a.p2p]);
+    for i in 0..10 {
+        b.cli(&["set", &format!("/k{i}"), "1"]).unwrap();
+    }
+    a.cli(&["incr", "/n"]).unwrap();
+    converge(&[&a, &b]);
+    assert_eq!(a.state().as_object().unwrap().len(), 11);
+    drop((a, b));
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    held.join().unwrap();
+}
+
+#[test]
+fn a_peer_sending_tampered_experiences_is_rejected_scored_and_banned() {
+    use lcloud_core::codec::ByteBuf;
+    use lcloud_core::sync::{Request, Response};
+    use lcloud_core::{Op, Path, Value};
+    use lcloud_net::Event;
+
+    let base = tempfile::tempdir().unwrap();
+    let dirs = cloud(base.path(), &["a", "mallory"], None);
+    let a = NodeProc::start(&dirs[0], &[]);
+    a.cli(&["set", "/honest", "1"]).unwrap();
+    // Mallory (a member: the cloud is open) signs an experience, then changes its value.
+    let mallory = lcloud_store::Identity::load(&dirs[1]).unwrap().unwrap();
+    let store = lcloud_store::Store::open(&dirs[1]).unwrap();
+    let mut replica = store.load(&mut |_| {}).unwrap();
+    let exp = replica
+        .write(
+            mallory.key(),
+            vec![Op::Set {
+                path: Path::parse("/forged").unwrap(),
+                value: Value::Str("aaaa".into()),
+            }],
+        )
+        .unwrap();
+    let mut tampered = exp.to_bytes();
+    let at = tampered.windows(4).position(|w| w == b"aaaa").unwrap();
+    tampered[at] = b'b';
+    let cloud = replica.cloud();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let answers = rt.block_on(async {
+        let mut net = lcloud_net::start(lcloud_net::Config {
+            secret: mallory.key().to_bytes(),
+            listen: vec![],
+            peers: vec![a.p2p.parse().unwrap()],
+            topic: cloud.to_hex(),
+            redial_every: Duration::from_secs(60),
+        })
+        .unwrap();
+        let peer = loop {
+            match tokio::time::timeout(Duration::from_secs(20), net.events.recv()).await {
+                Ok(Some(Event::Connected(p))) => break p,
+                Ok(Some(_)) => {}
+                other => panic!("no connection to the node: {other:?}"),
+            }
+        };
+        let mut answers = Vec::new();
+        for _ in 0..6 {
+            net.commands
+                .send(lcloud_net::Command::Request {
+                    peer,
+                    request: Request::Push {
+                        cloud,
+                        exps: vec![ByteBuf(tampered.clone())],
+                    },
+                })
+                .await
+                .unwrap();
+            // Wait for this push's answer (or its failure once banned).
+            loop {
+                match tokio::time::timeout(Duration::from_secs(20), net.events.recv()).await {
+                    Ok(Some(Event::Response { response, .. })) => {
+                        answers.push(Some(response));
+                        break;
+                    }
+                    Ok(Some(Event::RequestFailed { .. })) => {
+                        answers.push(None);
+                        break;
+                    }
+                    Ok(Some(_)) => {}
+                    other => panic!("no answer: {other:?}"),
+                }
+            }
+        }
+        answers
+    });
+    // The first pushes are answered with a rejection; once the score reaches the ban, the
+    // node disconnects and the rest fail.
+    assert_eq!(
+        answers[0],
+        Some(Response::Pushed {
+            new: 0,
+            rejected: 1
+        })
+    );
+    assert!(answers.last().unwrap().is_none(), "{answers:?}");
+    let m = a.metrics();
+    assert!(m.contains("lcloud_peers_banned_total 1"), "{m}");
+    assert!(m.contains("lcloud_rejected_total{reason="), "{m}");
+    assert_eq!(a.state(), serde_json::json!({"honest": 1}));
+}
