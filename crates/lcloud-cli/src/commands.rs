@@ -59,8 +59,14 @@ fn open(dir: &FsPath) -> Result<Node> {
 pub fn run(cli: Cli) -> Result<()> {
     let dir = cli.dir.clone().unwrap_or_else(default_dir);
     let json_out = cli.json;
-    if let Some(url) = cli.node.clone() {
-        return crate::remote_run(&url, json_out, cli.command);
+    match cli.node.as_deref() {
+        Some(url) if url.starts_with("http://") || url.starts_with("https://") => {
+            return crate::remote_run(url, json_out, cli.command);
+        }
+        Some(other) if !matches!(cli.command, Command::Log { .. }) => bail!(
+            "--node takes a running node's API URL, like http://127.0.0.1:7400 (got {other:?})"
+        ),
+        _ => {}
     }
     match cli.command {
         Command::Init(args) => init(&dir, json_out, args),
@@ -174,7 +180,7 @@ pub fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Diff { from, to } => diff(&dir, json_out, &from, &to),
-        Command::Log { graph, node } => log(&dir, json_out, graph, node),
+        Command::Log { graph } => log(&dir, json_out, graph, cli.node.clone()),
         Command::Export { file, since } => export(&dir, json_out, &file, since),
         Command::Import { file } => {
             let mut node = open(&dir)?;

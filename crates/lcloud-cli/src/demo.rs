@@ -1,11 +1,80 @@
-//! `lcloud demo`: the seed story on three real nodes with real stores on disk, merging
-//! offline through bundles. Every step runs this same `lcloud` binary against a node's
-//! directory, exactly as a person would.
+//! `lcloud demo`: the seed story on three real nodes: three `lcloud node run` daemons on
+//! loopback, each with its own store on disk, syncing peer to peer over real sockets. Every
+//! step runs this same `lcloud` binary, exactly as a person would.
 
+use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::Command;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+
+/// A node daemon started by the demo; stopped (SIGTERM, then kill) when dropped.
+struct Daemon {
+    child: Child,
+    api: String,
+    p2p: String,
+}
+
+impl Daemon {
+    fn start(exe: &PathBuf, dir: &PathBuf, peers: &[&str]) -> Result<Daemon> {
+        let mut cmd = Command::new(exe);
+        cmd.arg("--dir")
+            .arg(dir)
+            .args(["node", "run", "--api", "127.0.0.1:0", "--sync-every", "0.5"])
+            .args(["--listen", "/ip4/127.0.0.1/tcp/0"])
+            .env_remove("LCLOUD_DIR")
+            .env_remove("LCLOUD_NODE")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        for p in peers {
+            cmd.args(["--peer", p]);
+        }
+        let mut child = cmd.spawn().context("cannot start a node")?;
+        let out = BufReader::new(child.stdout.take().context("stdout is piped")?);
+        let (mut api, mut p2p) = (None, None);
+        let mut lines = out.lines();
+        while api.is_none() || p2p.is_none() {
+            let Some(line) = lines.next().transpose()? else {
+                bail!("a node stopped before it listened");
+            };
+            if let Some(a) = line.strip_prefix("api ") {
+                api = Some(a.to_owned());
+            } else if let Some(a) = line.strip_prefix("p2p ") {
+                p2p = Some(a.to_owned());
+            }
+        }
+        std::thread::spawn(move || for _ in lines {});
+        Ok(Daemon {
+            child,
+            api: api.context("api address")?,
+            p2p: p2p.context("p2p address")?,
+        })
+    }
+
+    /// SIGTERM and wait: the node stops cleanly, losing nothing acknowledged.
+    fn stop(mut self) -> Result<()> {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status()?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if self.child.try_wait()?.is_some() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        bail!("a node did not stop within 10 s of SIGTERM")
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
 
 struct Demo {
     exe: PathBuf,
@@ -50,17 +119,65 @@ impl Demo {
         Ok(out)
     }
 
-    /// `from` exports a bundle and `to` imports it.
-    fn send(&self, from: &str, to: &str) -> Result<()> {
-        let file = self.base.join(format!("{from}-to-{to}.bundle"));
-        let f = file.to_str().context("path is UTF-8")?;
-        self.run(from, &["export", f])?;
-        let report = self.run(to, &["import", f])?;
-        let first = report.lines().next().unwrap_or_default();
-        println!(
-            "  {from} → {to}: {}",
-            first.split(": ").nth(1).unwrap_or(first)
-        );
+    /// `lcloud --node URL ARGS…`, shown as a person would type it.
+    fn remote(&self, name: &str, node: &Daemon, args: &[&str]) -> Result<String> {
+        let mut full = vec!["--node", node.api.as_str()];
+        full.extend_from_slice(args);
+        println!("  {name:>5}$ lcloud --node {} {}", node.api, args.join(" "));
+        let out = self.run_anywhere(&full)?;
+        for line in out.lines() {
+            println!("         {line}");
+        }
+        Ok(out)
+    }
+
+    fn remote_quiet(&self, node: &Daemon, args: &[&str]) -> Result<String> {
+        let mut full = vec!["--node", node.api.as_str()];
+        full.extend_from_slice(args);
+        self.run_anywhere(&full)
+    }
+
+    fn run_anywhere(&self, args: &[&str]) -> Result<String> {
+        let out = Command::new(&self.exe)
+            .args(args)
+            .env_remove("LCLOUD_DIR")
+            .output()
+            .context("cannot run lcloud")?;
+        if !out.status.success() {
+            bail!(
+                "`lcloud {}` failed: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).trim_end().to_owned())
+    }
+
+    /// Waits (up to 20 s) until these nodes report one root.
+    fn converge(&self, nodes: &[(&str, &Daemon)]) -> Result<String> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let roots: Vec<String> = nodes
+                .iter()
+                .map(|(_, n)| self.remote_quiet(n, &["root"]))
+                .collect::<Result<_>>()?;
+            if roots.windows(2).all(|w| w[0] == w[1]) {
+                return Ok(roots[0].clone());
+            }
+            if Instant::now() > deadline {
+                bail!("the nodes did not converge within 20 s: {roots:?}");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Cuts a node off from every peer, or heals it, through its API.
+    fn isolate(&self, node: &Daemon, on: bool) -> Result<()> {
+        let agent: ureq::Agent = ureq::Agent::config_builder().build().into();
+        agent
+            .post(format!("{}/debug/isolate", node.api))
+            .send_json(serde_json::json!({ "on": on }))
+            .context("the node's API refused /debug/isolate")?;
         Ok(())
     }
 
@@ -76,6 +193,7 @@ impl Demo {
 }
 
 pub fn run(base: Option<PathBuf>) -> Result<()> {
+    let started = Instant::now();
     let base = match base {
         Some(b) => b,
         None => std::env::temp_dir().join(format!("lcloud-demo-{}", std::process::id())),
@@ -93,7 +211,7 @@ pub fn run(base: Option<PathBuf>) -> Result<()> {
     };
     let all = ["alice", "bob", "carol"];
     println!(
-        "λCLOUD demo: three nodes, each with its own signed chain and its own store in {}\n",
+        "λCLOUD demo: three nodes on this machine, each with its own signed chain and its own\nstore in {}, syncing peer to peer over TCP (libp2p: Noise, Yamux) on loopback\n",
         base.display()
     );
 
@@ -119,75 +237,94 @@ pub fn run(base: Option<PathBuf>) -> Result<()> {
             }
         }
     }
-    println!("  (each node names the others with `lcloud alias NAME NODEID`)");
 
-    println!("\n2. each node writes, then they exchange bundles (offline merge)");
-    d.say("alice", &["set", "/title", "\"hello from alice\""])?;
-    d.say("bob", &["incr", "/visits"])?;
-    d.say("carol", &["add", "/tags", "\"seed\""])?;
-    for from in all {
-        for to in all {
-            if from != to {
-                d.send(from, to)?;
-            }
-        }
+    println!("\n2. the three nodes start (`lcloud node run`) and connect to each other");
+    let dir = |n: &str| base.join(n);
+    let alice = Daemon::start(&d.exe, &dir("alice"), &[])?;
+    let bob = Daemon::start(&d.exe, &dir("bob"), &[&alice.p2p])?;
+    let carol = Daemon::start(&d.exe, &dir("carol"), &[&alice.p2p, &bob.p2p])?;
+    let nodes = [("alice", &alice), ("bob", &bob), ("carol", &carol)];
+    for (n, node) in &nodes {
+        println!(
+            "  {n:>5}: HTTP API {}  p2p {}",
+            node.api,
+            short_addr(&node.p2p)
+        );
     }
-    let roots = d.roots(&all)?;
-    assert_same(&roots)?;
-    let before = d.run("alice", &["clock"])?;
-    println!("  one state root everywhere; the vector clock now: {before}");
 
-    println!("\n3. carol is cut off; both sides keep writing (partitions become branches)");
-    d.say("alice", &["set", "/title", "\"alice's title\""])?;
-    d.say("bob", &["incr", "/visits", "10"])?;
-    d.say("carol", &["set", "/title", "\"carol's title\""])?;
-    d.say("carol", &["incr", "/visits", "100"])?;
-    d.send("alice", "bob")?;
-    d.send("bob", "alice")?;
-    let roots = d.roots(&all)?;
+    println!("\n3. each node writes (through its API: `lcloud --node URL …`); gossip spreads it");
+    d.remote("alice", &alice, &["set", "/title", "\"hello from alice\""])?;
+    d.remote("bob", &bob, &["incr", "/visits"])?;
+    d.remote("carol", &carol, &["add", "/tags", "\"seed\""])?;
+    let root = d.converge(&nodes)?;
+    println!(
+        "  converged: one state root on every node ({})",
+        &root[..16]
+    );
+    let before = d.remote_quiet(&alice, &["clock"])?;
+    println!("  the vector clock now: {before}");
+
+    println!("\n4. carol is cut off (POST /debug/isolate); both sides keep writing");
+    d.isolate(&carol, true)?;
+    d.remote("alice", &alice, &["set", "/title", "\"alice's title\""])?;
+    d.remote("bob", &bob, &["incr", "/visits", "10"])?;
+    d.remote("carol", &carol, &["set", "/title", "\"carol's title\""])?;
+    d.remote("carol", &carol, &["incr", "/visits", "100"])?;
+    let ab = d.converge(&nodes[..2])?;
+    let c = d.remote_quiet(&carol, &["root"])?;
     println!(
         "  alice and bob agree ({}), carol is on her own branch ({})",
-        roots[0] == roots[1],
-        roots[2] != roots[0]
+        &ab[..16],
+        c != ab
     );
 
-    println!("\n4. the partition heals: bundles flow again and all three converge");
-    for (from, to) in [
-        ("carol", "alice"),
-        ("alice", "bob"),
-        ("bob", "carol"),
-        ("alice", "carol"),
-    ] {
-        d.send(from, to)?;
+    println!("\n5. the partition heals: the nodes reconnect, sync what each lacks, and converge");
+    let healed = Instant::now();
+    d.isolate(&carol, false)?;
+    let root = d.converge(&nodes)?;
+    println!(
+        "  converged in {:.1} s: one state root on every node ({})",
+        healed.elapsed().as_secs_f64(),
+        &root[..16]
+    );
+    d.remote("bob", &bob, &["state"])?;
+
+    println!("\n6. the nodes stop cleanly (SIGTERM); their stores keep everything");
+    for (n, node) in [("alice", alice), ("bob", bob), ("carol", carol)] {
+        node.stop()?;
+        println!("  {n:>5} stopped");
     }
-    let roots = d.roots(&all)?;
-    assert_same(&roots)?;
-    println!("  converged: one state root on every node");
-    d.say("bob", &["state"])?;
     println!("  the concurrent titles are both kept; one wins deterministically everywhere:");
     d.say("bob", &["conflicts", "/title"])?;
 
-    println!("\n5. time travel to the clock before the partition ({before})");
+    println!("\n7. time travel to the clock before the partition ({before})");
     d.say("carol", &["state", "--at", &before])?;
 
-    println!("\n6. one node's chain alone (carol), and the whole history, one lane per node");
+    println!("\n8. one node's chain alone (carol), and the whole history, one lane per node");
     d.say("alice", &["log", "--node", "carol"])?;
     d.say("alice", &["log", "--graph"])?;
 
-    println!("\n7. audit: every hash, signature and link, and the state root");
+    println!("\n9. audit: every hash, signature and link, and the state root");
     d.say("carol", &["verify"])?;
+    let roots = d.roots(&all)?;
+    assert_same(&roots)?;
 
     println!(
-        "\nsummary: 3 nodes, writes on both sides of a partition, merged offline, one root {}",
-        &roots[0][..16]
+        "\nsummary: 3 nodes over real sockets, writes on both sides of a partition, healed and\nconverged to one root {} in {:.1} s",
+        &roots[0][..16],
+        started.elapsed().as_secs_f64()
     );
     println!(
-        "explore:  {} --dir {} state    (also bob, carol; try log --graph, diff, forks)",
-        d.exe.display(),
-        base.join("alice").display()
+        "explore:  {exe} --dir {dir} node run --api 127.0.0.1:7400\n          then http://127.0.0.1:7400/api/state, /api/events, /metrics, /api/openapi.json\n          or {exe} --dir {dir} log --graph   (also bob, carol; try diff, forks)",
+        exe = d.exe.display(),
+        dir = base.join("alice").display()
     );
     println!("guarantee: strong eventual consistency and causal consistency, not linearizability");
     Ok(())
+}
+
+fn short_addr(p2p: &str) -> &str {
+    p2p.split("/p2p/").next().unwrap_or(p2p)
 }
 
 fn assert_same(roots: &[String]) -> Result<()> {

@@ -38,8 +38,15 @@ struct Cli {
     #[arg(long, global = true)]
     json: bool,
     /// Talk to a running node's HTTP API (e.g. http://127.0.0.1:7400) instead of opening the
-    /// store: writes, `state` and `root` without cut options, `clock` and `heads`.
-    #[arg(long, global = true, env = "LCLOUD_NODE", value_name = "URL")]
+    /// store: writes, `state` and `root` without cut options, `clock` and `heads`. (With
+    /// `log`, a NODE name instead shows only that node's chain.)
+    #[arg(
+        long = "node",
+        id = "node_url",
+        global = true,
+        env = "LCLOUD_NODE",
+        value_name = "URL"
+    )]
     node: Option<String>,
     #[command(subcommand)]
     command: Command,
@@ -223,15 +230,15 @@ enum Command {
         /// The later cut.
         to: String,
     },
-    /// Show the history, newest first, one lane per node; forks marked.
-    #[command(after_help = "Examples:\n  lcloud log --graph\n  lcloud log --node bob")]
+    /// Show the history, newest first, one lane per node; forks marked. `--node NODE` (an
+    /// alias or id prefix) shows only that node's chain.
+    #[command(
+        after_help = "Examples:\n  lcloud log --graph\n  lcloud log --node bob      (only bob's chain)"
+    )]
     Log {
         /// Draw one lane per node.
         #[arg(long)]
         graph: bool,
-        /// Only this node's chain.
-        #[arg(long, value_name = "NODE")]
-        node: Option<String>,
     },
     /// Write a bundle of experiences for another node (offline merge).
     #[command(
