@@ -76,7 +76,7 @@ impl Summary {
                 })
             })
             .collect();
-        chains.sort_by(|x, y| x.author.cmp(&y.author));
+        chains.sort_by_key(|c| c.author);
         Summary {
             cloud: lattice.cloud(),
             chains,

@@ -208,7 +208,7 @@ pub fn start(config: Config) -> Result<Net, NetError> {
                 gossip_config,
             )?;
             let sync = request_response::Behaviour::with_codec(
-                codec::SyncCodec::default(),
+                codec::SyncCodec,
                 [(StreamProtocol::new(SYNC_PROTOCOL), ProtocolSupport::Full)],
                 request_response::Config::default()
                     .with_request_timeout(Duration::from_secs(30))

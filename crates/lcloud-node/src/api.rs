@@ -196,33 +196,26 @@ async fn isolate(State(api): State<Api>, Json(b): Json<IsolateBody>) -> Response
 async fn events(State(api): State<Api>) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
     let rx = api.announce.subscribe();
     let stream = futures::stream::unfold(rx, |mut rx| async move {
-        loop {
-            match rx.recv().await {
-                Ok(a) => {
-                    let data = json!({
-                        "id": a.id.to_hex(),
-                        "author": a.author.to_hex(),
-                        "seq": a.seq,
-                        "ops": a.ops,
-                        "local": a.local,
-                    });
-                    return Some((
-                        Ok(SseEvent::default()
-                            .event("experience")
-                            .data(data.to_string())),
-                        rx,
-                    ));
-                }
-                // A slow subscriber misses some: say so and go on.
-                Err(broadcast::error::RecvError::Lagged(n)) => {
-                    return Some((
-                        Ok(SseEvent::default().event("lagged").data(n.to_string())),
-                        rx,
-                    ));
-                }
-                Err(broadcast::error::RecvError::Closed) => return None,
+        let event = match rx.recv().await {
+            Ok(a) => {
+                let data = json!({
+                    "id": a.id.to_hex(),
+                    "author": a.author.to_hex(),
+                    "seq": a.seq,
+                    "ops": a.ops,
+                    "local": a.local,
+                });
+                SseEvent::default()
+                    .event("experience")
+                    .data(data.to_string())
             }
-        }
+            // A slow subscriber misses some: say how many and go on.
+            Err(broadcast::error::RecvError::Lagged(n)) => {
+                SseEvent::default().event("lagged").data(n.to_string())
+            }
+            Err(broadcast::error::RecvError::Closed) => return None,
+        };
+        Some((Ok(event), rx))
     });
     Sse::new(stream).keep_alive(KeepAlive::default())
 }
