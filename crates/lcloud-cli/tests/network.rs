@@ -203,6 +203,16 @@ fn three_nodes_converge_and_a_killed_node_catches_up() {
         "acknowledged before the kill: {acked}"
     );
     assert_eq!(doc["while-c-was-down"].as_object().unwrap().len(), 20);
+    // Each store's persisted fold equals a replay of its history (and every signature holds).
+    drop((a, b, c));
+    for d in &dirs {
+        let out = lcloud(d, &["verify"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }
 
 #[test]

@@ -16,6 +16,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use lcloud_core::sync::{Request, Response};
 use lcloud_net::{Addr, Event};
 use lcloud_store::{Identity, Store};
 use tokio::sync::{broadcast, mpsc};
@@ -88,20 +89,50 @@ async fn serve(config: Config, store: Store, identity: Identity) -> Result<(), N
     let me = net.peer;
     let (inbox, rx) = mpsc::unbounded_channel::<Msg>();
     let (announce, _) = broadcast::channel(4096);
-    let node = Node::open(store, identity, net.commands.clone(), announce.clone())?;
+    let node = Node::open(me, store, identity, net.commands.clone(), announce.clone())?;
     let core = std::thread::Builder::new()
         .name("lcloud-node".into())
         .spawn(move || node.run(rx))
         .map_err(|e| NodeError::Runtime(e.to_string()))?;
 
-    // Network events into the core's queue (and listen addresses to stdout).
+    // Network events into the core's queue (and listen addresses to stdout). Experiences in
+    // pushes and sync answers are checked here, on every core, while the core thread stores
+    // the previous batch.
     let to_core = inbox.clone();
     tokio::spawn(async move {
         while let Some(ev) = net.events.recv().await {
-            if let Event::Listening(addr) = &ev {
-                println!("p2p {addr}/p2p/{me}");
-            }
-            if to_core.send(Msg::Net(ev)).is_err() {
+            let msg = match ev {
+                Event::Listening(addr) => {
+                    println!("p2p {addr}/p2p/{me}");
+                    Msg::Net(Event::Listening(addr))
+                }
+                Event::Request {
+                    peer,
+                    request: Request::Push { cloud: c, exps },
+                    token,
+                } => {
+                    let exps = checked(exps, cloud).await;
+                    Msg::Push {
+                        peer,
+                        token,
+                        cloud: c,
+                        exps,
+                    }
+                }
+                Event::Response {
+                    peer,
+                    response: Response::Sync { summary, exps, .. },
+                } => {
+                    let exps = checked(exps, cloud).await;
+                    Msg::SyncAnswer {
+                        peer,
+                        summary,
+                        exps,
+                    }
+                }
+                other => Msg::Net(other),
+            };
+            if to_core.send(msg).is_err() {
                 return;
             }
         }
@@ -150,6 +181,12 @@ async fn serve(config: Config, store: Store, identity: Identity) -> Result<(), N
         addr: bound,
         error: e.to_string(),
     })
+}
+
+async fn checked(exps: Vec<lcloud_core::codec::ByteBuf>, cloud: lcloud_core::Id) -> node::Checked {
+    tokio::task::spawn_blocking(move || node::check(exps, &cloud))
+        .await
+        .unwrap_or_default()
 }
 
 async fn shutdown_signal() {

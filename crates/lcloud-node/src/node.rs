@@ -2,14 +2,14 @@
 //! what the network and the API ask. Nothing else touches them, so there are no locks around
 //! the state, and every change is durable before it is acknowledged or sent on.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use lcloud_core::codec::ByteBuf;
 use lcloud_core::sync::{self, Request, Response, Summary};
 use lcloud_core::{
-    EXPERIENCE_BYTES_MAX, Experience, Id, Idx, Inserted, NodeId, Op, Path, Replica, Verified,
-    validate, validate_batch,
+    EXPERIENCE_BYTES_MAX, Experience, Id, Idx, Inserted, NodeId, Op, Path, Replica,
+    ValidationError, Verified, validate,
 };
 use lcloud_net::{Command, Event, Peer, node_of};
 use lcloud_store::{Identity, Store, StoreError};
@@ -22,7 +22,55 @@ const INVALID_POINTS: u32 = 25;
 /// Points for a request beyond the rate limit.
 const FLOOD_POINTS: u32 = 5;
 /// Requests a peer may make per second before it is refused (and scored).
-const REQUESTS_PER_SECOND: u32 = 50;
+const REQUESTS_PER_SECOND: u32 = 200;
+/// Push batches in flight to one peer (each ≤ `sync::BATCH_BYTES`): two keep the link busy
+/// while the peer stores the previous one.
+const PUSH_WINDOW: u32 = 2;
+
+/// Experiences from a peer, already checked (off the core thread; see [`check`]), each with
+/// the bytes it came as (canonical: they are stored as they are).
+pub type Checked = Vec<Result<(Verified<Experience>, ByteBuf), ValidationError>>;
+
+/// Most pushes stored in one commit when several wait.
+const PUSHES_PER_COMMIT: usize = 8;
+
+/// Validates experiences' bytes on every core (ZIP-215 batches).
+pub fn check(exps: Vec<ByteBuf>, cloud: &Id) -> Checked {
+    let results = {
+        let inputs: Vec<&[u8]> = exps.iter().map(|b| b.0.as_slice()).collect();
+        let ways = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(8);
+        if inputs.len() < 64 || ways == 1 {
+            lcloud_core::validate_batch(&inputs, cloud)
+        } else {
+            let chunk = inputs.len().div_ceil(ways);
+            std::thread::scope(|s| {
+                let parts: Vec<_> = inputs
+                    .chunks(chunk)
+                    .map(|part| s.spawn(move || lcloud_core::validate_batch(part, cloud)))
+                    .collect();
+                parts
+                    .into_iter()
+                    .flat_map(|h| h.join().expect("validation does not panic"))
+                    .collect()
+            })
+        }
+    };
+    results
+        .into_iter()
+        .zip(exps)
+        .map(|(r, b)| r.map(|e| (e, b)))
+        .collect()
+}
+
+/// Experiences inserted into the replica and not yet stored.
+#[derive(Default)]
+struct Intake {
+    outcomes: Vec<Inserted>,
+    parked: Vec<Verified<Experience>>,
+    bytes: std::collections::HashMap<Id, Vec<u8>>,
+}
 
 /// What the API asks the node.
 pub enum Call {
@@ -70,6 +118,26 @@ pub struct Status {
 pub enum Msg {
     /// From the network.
     Net(Event),
+    /// A peer's `Push`, its experiences already checked.
+    Push {
+        /// Who pushed.
+        peer: Peer,
+        /// The request's token, to answer.
+        token: u64,
+        /// The cloud named in the request.
+        cloud: Id,
+        /// The experiences, checked.
+        exps: Checked,
+    },
+    /// A peer's answer to our `Sync`, its experiences already checked.
+    SyncAnswer {
+        /// Who answered.
+        peer: Peer,
+        /// Its summary.
+        summary: Summary,
+        /// The first batch of what we lack, checked.
+        exps: Checked,
+    },
     /// From the API.
     Api(Call),
     /// Time for anti-entropy with every connected peer.
@@ -96,9 +164,10 @@ pub struct Announced {
 #[derive(Default)]
 struct PeerState {
     score: u32,
-    /// What this peer lacks and we still have to push, in batches.
-    pushing: VecDeque<Idx>,
-    push_in_flight: bool,
+    /// What this peer lacks and we still have to push, in arrival order (dependencies first).
+    pushing: BTreeSet<Idx>,
+    /// Push batches sent and not yet answered.
+    pushes_in_flight: u32,
     sync_in_flight: bool,
     window_start: Option<Instant>,
     window_requests: u32,
@@ -117,6 +186,7 @@ struct Metrics {
 
 /// The core: the store, the replica, the peers.
 pub struct Node {
+    me: Peer,
     store: Store,
     replica: Replica,
     identity: Identity,
@@ -124,18 +194,24 @@ pub struct Node {
     announce: broadcast::Sender<Announced>,
     peers: BTreeMap<Peer, PeerState>,
     metrics: Metrics,
+    /// The document as the store last persisted it (so a commit writes only changed leaves).
+    persisted: lcloud_core::Doc,
 }
 
 impl Node {
     /// Loads the store's history into a replica.
     pub fn open(
+        me: Peer,
         store: Store,
         identity: Identity,
         net: mpsc::Sender<Command>,
         announce: broadcast::Sender<Announced>,
     ) -> Result<Node, StoreError> {
         let replica = store.load(&mut |_| {})?;
+        let persisted = replica.state().doc;
         Ok(Node {
+            persisted,
+            me,
             store,
             replica,
             identity,
@@ -148,9 +224,47 @@ impl Node {
 
     /// Handles messages until [`Msg::Stop`] or until every sender is gone.
     pub fn run(mut self, mut inbox: mpsc::UnboundedReceiver<Msg>) -> Store {
-        while let Some(msg) = inbox.blocking_recv() {
+        let mut next: Option<Msg> = None;
+        loop {
+            let msg = match next.take() {
+                Some(m) => m,
+                None => match inbox.blocking_recv() {
+                    Some(m) => m,
+                    None => break,
+                },
+            };
             match msg {
                 Msg::Net(ev) => self.on_net(ev),
+                Msg::Push {
+                    peer,
+                    token,
+                    cloud,
+                    exps,
+                } => {
+                    // Pushes that already wait are stored in the same commit.
+                    let mut group = vec![(peer, token, cloud, exps)];
+                    while group.len() < PUSHES_PER_COMMIT {
+                        match inbox.try_recv() {
+                            Ok(Msg::Push {
+                                peer,
+                                token,
+                                cloud,
+                                exps,
+                            }) => group.push((peer, token, cloud, exps)),
+                            Ok(other) => {
+                                next = Some(other);
+                                break;
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                    self.on_pushes(group);
+                }
+                Msg::SyncAnswer {
+                    peer,
+                    summary,
+                    exps,
+                } => self.on_sync_answer(peer, summary, exps),
                 Msg::Api(call) => self.on_call(call),
                 Msg::Tick => {
                     let peers: Vec<Peer> = self.peers.keys().copied().collect();
@@ -212,7 +326,10 @@ impl Node {
                     return;
                 }
                 self.peers.entry(peer).or_default();
-                self.start_sync(peer);
+                // One side starts the exchange (it serves both directions).
+                if self.me < peer {
+                    self.start_sync(peer);
+                }
             }
             Event::Disconnected(peer) => {
                 self.peers.remove(&peer);
@@ -229,11 +346,13 @@ impl Node {
                 }
                 match validate(&data, &self.replica.cloud()) {
                     Ok(exp) => {
-                        let stored = self.receive(vec![exp]);
+                        let mut intake = Intake::default();
+                        let (_, refused) = self.insert(&mut intake, vec![(exp, ByteBuf(data))]);
+                        let stored = self.commit(intake);
                         self.send(Command::Judge {
                             id,
                             from,
-                            valid: stored.is_ok(),
+                            valid: stored && refused == 0,
                         });
                     }
                     Err(e) => {
@@ -257,9 +376,10 @@ impl Node {
             Event::Response { peer, response } => self.on_response(peer, response),
             Event::RequestFailed { peer, error } => {
                 tracing::debug!(%peer, %error, "request failed");
+                // What was lost is found again by the next anti-entropy exchange.
                 if let Some(s) = self.peers.get_mut(&peer) {
                     s.sync_in_flight = false;
-                    s.push_in_flight = false;
+                    s.pushes_in_flight = 0;
                     s.pushing.clear();
                 }
             }
@@ -281,22 +401,30 @@ impl Node {
         s.window_requests > REQUESTS_PER_SECOND
     }
 
-    fn on_request(&mut self, peer: Peer, request: Request) -> Response {
+    /// Membership and rate checks for any request; `Some` is the refusal to send.
+    fn admit_request(&mut self, peer: Peer) -> Option<Response> {
         if !self.allowed(&peer) {
             *self
                 .metrics
                 .rejected
                 .entry("not a member".into())
                 .or_default() += 1;
-            return Response::Refused {
+            return Some(Response::Refused {
                 reason: "not a member of this cloud".into(),
-            };
+            });
         }
         if self.rate_limited(peer) {
             self.misbehaved(peer, "flood", FLOOD_POINTS);
-            return Response::Refused {
+            return Some(Response::Refused {
                 reason: format!("more than {REQUESTS_PER_SECOND} requests per second"),
-            };
+            });
+        }
+        None
+    }
+
+    fn on_request(&mut self, peer: Peer, request: Request) -> Response {
+        if let Some(refused) = self.admit_request(peer) {
+            return refused;
         }
         let cloud = self.replica.cloud();
         match request {
@@ -307,52 +435,103 @@ impl Node {
                     };
                 }
                 self.metrics.syncs += 1;
-                let answer = sync::answer(self.replica.lattice(), &summary, sync::BATCH_BYTES);
-                if let Response::Sync { exps, .. } = &answer {
-                    self.metrics.exps_out += exps.len() as u64;
+                // The first batch goes in the answer; the rest is streamed as pushes.
+                let missing = sync::missing(self.replica.lattice(), &summary);
+                let (exps, more) = sync::batch(self.replica.lattice(), &missing, sync::BATCH_BYTES);
+                self.metrics.exps_out += exps.len() as u64;
+                if more {
+                    self.queue_push(peer, missing[exps.len()..].iter().copied());
                 }
-                answer
+                Response::Sync {
+                    summary: Summary::of(self.replica.lattice()),
+                    exps,
+                    more,
+                }
             }
+            // Pushes are checked off this thread first and arrive as `Msg::Push`; one that
+            // reaches here was not (never expected): check it now.
             Request::Push { cloud: c, exps } => {
-                if c != cloud {
-                    return Response::Refused {
-                        reason: "another cloud".into(),
-                    };
+                let checked = check(exps, &cloud);
+                let mut intake = Intake::default();
+                match self.take_push(&mut intake, peer, c, checked) {
+                    Ok((new, rejected)) => {
+                        let stored = self.commit(intake);
+                        Response::Pushed {
+                            new: if stored { new } else { 0 },
+                            rejected,
+                        }
+                    }
+                    Err(refused) => refused,
                 }
-                let (new, rejected) = self.receive_bytes(peer, &exps);
-                Response::Pushed { new, rejected }
             }
         }
     }
 
+    /// Inserts what one push carries (after the membership, rate and cloud checks): (new,
+    /// rejected), or the refusal to answer.
+    fn take_push(
+        &mut self,
+        intake: &mut Intake,
+        peer: Peer,
+        cloud: Id,
+        exps: Checked,
+    ) -> Result<(u32, u32), Response> {
+        if let Some(refused) = self.admit_request(peer) {
+            return Err(refused);
+        }
+        if cloud != self.replica.cloud() {
+            return Err(Response::Refused {
+                reason: "another cloud".into(),
+            });
+        }
+        Ok(self.insert_checked(intake, peer, exps))
+    }
+
+    /// Several pushes, stored in one commit, each answered after it.
+    fn on_pushes(&mut self, group: Vec<(Peer, u64, Id, Checked)>) {
+        let mut intake = Intake::default();
+        let mut answers = Vec::with_capacity(group.len());
+        for (peer, token, cloud, exps) in group {
+            answers.push((token, self.take_push(&mut intake, peer, cloud, exps)));
+        }
+        let stored = self.commit(intake);
+        for (token, answer) in answers {
+            let response = match answer {
+                Ok((new, rejected)) => Response::Pushed {
+                    new: if stored { new } else { 0 },
+                    rejected,
+                },
+                Err(refused) => refused,
+            };
+            self.send(Command::Respond { token, response });
+        }
+    }
+
+    fn on_sync_answer(&mut self, peer: Peer, summary: Summary, exps: Checked) {
+        if let Some(s) = self.peers.get_mut(&peer) {
+            s.sync_in_flight = false;
+        }
+        if summary.cloud != self.replica.cloud() {
+            self.misbehaved(peer, "another cloud", INVALID_POINTS);
+            return;
+        }
+        let mut intake = Intake::default();
+        self.insert_checked(&mut intake, peer, exps);
+        self.commit(intake);
+        let lacking = sync::missing(self.replica.lattice(), &summary);
+        self.queue_push(peer, lacking);
+    }
+
     fn on_response(&mut self, peer: Peer, response: Response) {
         match response {
-            Response::Sync {
-                summary,
-                exps,
-                more,
-            } => {
-                if summary.cloud != self.replica.cloud() {
-                    self.misbehaved(peer, "another cloud", INVALID_POINTS);
-                    return;
-                }
-                self.receive_bytes(peer, &exps);
-                let lacking = sync::missing(self.replica.lattice(), &summary);
-                let Some(s) = self.peers.get_mut(&peer) else {
-                    return;
-                };
-                s.sync_in_flight = false;
-                if s.pushing.is_empty() && !s.push_in_flight {
-                    s.pushing = lacking.into();
-                    self.push_next(peer);
-                }
-                if more {
-                    self.start_sync(peer);
-                }
+            // Normally checked off this thread and delivered as `Msg::SyncAnswer`.
+            Response::Sync { summary, exps, .. } => {
+                let checked = check(exps, &self.replica.cloud());
+                self.on_sync_answer(peer, summary, checked);
             }
             Response::Pushed { .. } => {
                 if let Some(s) = self.peers.get_mut(&peer) {
-                    s.push_in_flight = false;
+                    s.pushes_in_flight = s.pushes_in_flight.saturating_sub(1);
                 }
                 self.push_next(peer);
             }
@@ -360,11 +539,20 @@ impl Node {
                 tracing::info!(%peer, %reason, "peer refused");
                 if let Some(s) = self.peers.get_mut(&peer) {
                     s.sync_in_flight = false;
-                    s.push_in_flight = false;
+                    s.pushes_in_flight = 0;
                     s.pushing.clear();
                 }
             }
         }
+    }
+
+    /// Adds experiences `peer` lacks to what is pushed to it, and pushes.
+    fn queue_push(&mut self, peer: Peer, idxs: impl IntoIterator<Item = Idx>) {
+        let Some(s) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        s.pushing.extend(idxs);
+        self.push_next(peer);
     }
 
     fn start_sync(&mut self, peer: Peer) {
@@ -382,67 +570,76 @@ impl Node {
         });
     }
 
-    /// Sends the next batch of what `peer` lacks (one at a time: the answer is the
-    /// backpressure).
+    /// Sends batches of what `peer` lacks while fewer than [`PUSH_WINDOW`] are unanswered
+    /// (the answers are the backpressure).
     fn push_next(&mut self, peer: Peer) {
-        let Some(s) = self.peers.get_mut(&peer) else {
-            return;
-        };
-        if s.push_in_flight || s.pushing.is_empty() {
-            return;
-        }
-        let lacking: Vec<Idx> = s.pushing.iter().copied().collect();
-        let (exps, _) = sync::batch(self.replica.lattice(), &lacking, sync::BATCH_BYTES);
-        s.pushing.drain(..exps.len());
-        s.push_in_flight = true;
-        self.metrics.exps_out += exps.len() as u64;
         let cloud = self.replica.cloud();
-        self.send(Command::Request {
-            peer,
-            request: Request::Push { cloud, exps },
-        });
+        loop {
+            let Some(s) = self.peers.get_mut(&peer) else {
+                return;
+            };
+            if s.pushes_in_flight >= PUSH_WINDOW || s.pushing.is_empty() {
+                return;
+            }
+            let mut exps = Vec::new();
+            let mut bytes = 0;
+            while let Some(idx) = s.pushing.first().copied() {
+                let b = self.replica.lattice().get(idx).to_bytes();
+                if !exps.is_empty() && bytes + b.len() > sync::BATCH_BYTES {
+                    break;
+                }
+                s.pushing.remove(&idx);
+                bytes += b.len();
+                exps.push(ByteBuf(b));
+            }
+            s.pushes_in_flight += 1;
+            self.metrics.exps_out += exps.len() as u64;
+            self.send(Command::Request {
+                peer,
+                request: Request::Push { cloud, exps },
+            });
+        }
     }
 
-    /// Validates (in batch) and stores experiences a peer sent; scores invalid ones.
-    fn receive_bytes(&mut self, peer: Peer, exps: &[ByteBuf]) -> (u32, u32) {
-        let cloud = self.replica.cloud();
-        let inputs: Vec<&[u8]> = exps.iter().map(|b| b.0.as_slice()).collect();
-        let mut valid = Vec::new();
+    /// Inserts checked experiences from a peer into the replica (to be stored by
+    /// [`Node::commit`]); scores the invalid ones. Returns (new, rejected).
+    fn insert_checked(&mut self, intake: &mut Intake, peer: Peer, exps: Checked) -> (u32, u32) {
         let mut rejected = 0u32;
-        for r in validate_batch(&inputs, &cloud) {
+        let mut valid = Vec::with_capacity(exps.len());
+        for r in exps {
             match r {
-                Ok(exp) => valid.push(exp),
+                Ok(x) => valid.push(x),
                 Err(e) => {
                     rejected += 1;
                     self.misbehaved(peer, &reason_of(&e.to_string()), INVALID_POINTS);
                 }
             }
         }
-        match self.receive(valid) {
-            Ok(new) => (new, rejected),
-            Err(n) => (0, rejected + n),
-        }
+        let (new, refused) = self.insert(intake, valid);
+        (new, rejected + refused)
     }
 
-    /// Inserts verified experiences and stores what changed in one durable commit. Returns
-    /// how many were new, or how many were refused by the rules.
-    fn receive(&mut self, exps: Vec<Verified<Experience>>) -> Result<u32, u32> {
-        let mut outcomes: Vec<Inserted> = Vec::new();
-        let mut parked: Vec<Verified<Experience>> = Vec::new();
-        let mut refused = 0u32;
-        for exp in exps {
-            if self.replica.lattice().contains(&exp.id()) {
+    /// Inserts verified experiences into the replica. Returns (new, refused by the rules).
+    fn insert(
+        &mut self,
+        intake: &mut Intake,
+        exps: Vec<(Verified<Experience>, ByteBuf)>,
+    ) -> (u32, u32) {
+        let (mut new, mut refused) = (0u32, 0u32);
+        for (exp, bytes) in exps {
+            let id = exp.id();
+            if self.replica.lattice().contains(&id) {
                 continue;
             }
             match self.replica.insert(exp.clone()) {
+                Ok(out) if out.duplicate => {}
                 Ok(out) => {
-                    if out.duplicate {
-                        continue;
-                    }
+                    new += 1;
                     if !out.parked_on.is_empty() {
-                        parked.push(exp);
+                        intake.parked.push(exp);
                     }
-                    outcomes.push(out);
+                    intake.bytes.insert(id, bytes.0);
+                    intake.outcomes.push(out);
                 }
                 Err(e) => {
                     refused += 1;
@@ -454,23 +651,37 @@ impl Node {
                 }
             }
         }
-        if outcomes.is_empty() {
-            return if refused > 0 { Err(refused) } else { Ok(0) };
+        (new, refused)
+    }
+
+    /// Stores what `intake` inserted, in one durable commit, and announces it. `false`: the
+    /// commit failed and the replica was loaded again from the store.
+    fn commit(&mut self, intake: Intake) -> bool {
+        if intake.outcomes.is_empty() {
+            return true;
         }
-        let refs: Vec<&Inserted> = outcomes.iter().collect();
-        let parked_refs: Vec<&Experience> = parked.iter().map(|e| &**e).collect();
-        if let Err(e) = self
-            .store
-            .persist_with_parked(&self.replica, &refs, &parked_refs)
-        {
+        let refs: Vec<&Inserted> = intake.outcomes.iter().collect();
+        let parked: Vec<&Experience> = intake
+            .parked
+            .iter()
+            .filter(|e| !self.replica.lattice().contains(&e.id()))
+            .map(|e| &**e)
+            .collect();
+        let bytes = &intake.bytes;
+        if let Err(e) = self.store.persist_bytes(
+            &self.replica,
+            &refs,
+            &parked,
+            &|id| bytes.get(id).map(Vec::as_slice),
+            Some(&self.persisted),
+        ) {
             tracing::error!(error = %e, "cannot store received experiences; reloading");
             self.reload();
-            return Err(refused);
+            return false;
         }
-        let mut new = 0;
-        for idx in outcomes.iter().flat_map(|o| o.admitted.iter()) {
+        self.persisted = self.replica.state().doc;
+        for idx in intake.outcomes.iter().flat_map(|o| o.admitted.iter()) {
             let exp = self.replica.lattice().get(*idx);
-            new += 1;
             self.metrics.exps_in += 1;
             let _ = self.announce.send(Announced {
                 id: exp.id(),
@@ -480,14 +691,16 @@ impl Node {
                 local: false,
             });
         }
-        new += parked.len() as u32;
-        Ok(new)
+        true
     }
 
     /// After a failed commit the replica may hold what the store does not: load it again.
     fn reload(&mut self) {
         match self.store.load(&mut |_| {}) {
-            Ok(r) => self.replica = r,
+            Ok(r) => {
+                self.persisted = r.state().doc;
+                self.replica = r;
+            }
             Err(e) => tracing::error!(error = %e, "cannot reload the store"),
         }
     }
@@ -512,10 +725,18 @@ impl Node {
             .replica
             .insert(exp.clone())
             .map_err(|e| e.to_string())?;
-        if let Err(e) = self.store.persist(&self.replica, &[&out]) {
+        let id = exp.id();
+        if let Err(e) = self.store.persist_bytes(
+            &self.replica,
+            &[&out],
+            &[],
+            &|i| (*i == id).then_some(bytes.as_slice()),
+            Some(&self.persisted),
+        ) {
             self.reload();
             return Err(e.to_string());
         }
+        self.persisted = self.replica.state().doc;
         if let Err(e) = self.store.record_signed(exp.seq()) {
             return Err(e.to_string());
         }

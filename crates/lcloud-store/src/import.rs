@@ -112,6 +112,8 @@ struct Importer<'s, 'r, 'b> {
     input: HashMap<Id, &'b [u8]>,
     since_flush: usize,
     failed: Option<StoreError>,
+    /// The document as last persisted (so a flush writes only the leaves that changed).
+    before: lcloud_core::Doc,
 }
 
 impl<'b> Importer<'_, '_, 'b> {
@@ -157,10 +159,14 @@ impl<'b> Importer<'_, '_, 'b> {
             .collect();
         let refs: Vec<&Inserted> = self.outcomes.iter().collect();
         let input = &self.input;
-        self.store
-            .persist_bytes(self.replica, &refs, &still_parked, &|id| {
-                input.get(id).copied()
-            })?;
+        self.store.persist_bytes(
+            self.replica,
+            &refs,
+            &still_parked,
+            &|id| input.get(id).copied(),
+            Some(&self.before),
+        )?;
+        self.before = self.replica.state().doc;
         self.outcomes.clear();
         self.input.clear();
         self.since_flush = 0;
@@ -179,7 +185,9 @@ impl Store {
         progress: &mut dyn FnMut(u64),
     ) -> Result<ImportReport, StoreError> {
         let cloud = self.cloud();
+        let before = replica.state().doc;
         let mut importer = Importer {
+            before,
             store: self,
             replica,
             report: ImportReport::default(),

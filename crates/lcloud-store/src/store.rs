@@ -444,17 +444,21 @@ impl Store {
         outcomes: &[&Inserted],
         parked: &[&Experience],
     ) -> Result<(), StoreError> {
-        self.persist_bytes(replica, outcomes, parked, &|_| None)
+        self.persist_bytes(replica, outcomes, parked, &|_| None, None)
     }
 
     /// [`Store::persist_with_parked`], taking the canonical bytes of experiences from
-    /// `bytes_of` where it has them (an import holds its input) instead of encoding them again.
-    pub(crate) fn persist_bytes<'b>(
+    /// `bytes_of` where it has them (an import or a peer's message holds them) instead of
+    /// encoding them again. With `before` (the document as the store last persisted it: a
+    /// caller that keeps the replica between persists holds it for free), only the leaves that
+    /// changed are written; without it, every leaf under a touched path is rewritten.
+    pub fn persist_bytes<'b>(
         &mut self,
         replica: &Replica,
         outcomes: &[&Inserted],
         parked: &[&Experience],
         bytes_of: &dyn Fn(&Id) -> Option<&'b [u8]>,
+        before: Option<&Doc>,
     ) -> Result<(), StoreError> {
         let dir = self.dir.clone();
         self.flush()?;
@@ -527,7 +531,13 @@ impl Store {
             meta.insert("ordered", sealed(&state.ordered.to_bytes()).as_slice())
                 .map_err(|e| map_db(&dir, e))?;
             let mut leaves = txn.open_table(LEAVES).map_err(|e| map_db(&dir, e))?;
-            write_leaves(&mut leaves, &state.doc, &touched(replica, outcomes))?;
+            let touched = touched(replica, outcomes);
+            match before {
+                Some(before) => {
+                    state::write_leaves_diff(&mut leaves, before, &state.doc, &touched)?
+                }
+                None => write_leaves(&mut leaves, &state.doc, &touched)?,
+            }
             if calls {
                 meta.insert("has_calls", [1u8].as_slice())
                     .map_err(|e| map_db(&dir, e))?;
