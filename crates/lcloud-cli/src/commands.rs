@@ -240,6 +240,12 @@ pub fn write_ops(command: &Command) -> Result<Option<Vec<Op>>> {
             path: resolve::path(path)?,
         }],
         Command::Batch => read_batch()?,
+        Command::Member {
+            action: MemberAction::Add { node },
+        } => vec![Op::AddMember {
+            node: NodeId::from_hex(node)
+                .ok_or_else(|| anyhow!("bad node id {node:?}: give all 64 hex digits"))?,
+        }],
         _ => return Ok(None),
     }))
 }

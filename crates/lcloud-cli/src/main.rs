@@ -316,6 +316,7 @@ enum MemberAction {
 
 /// Runs a command against a running node's API.
 fn remote_run(url: &str, json_out: bool, command: Command) -> anyhow::Result<()> {
+    use anyhow::Context;
     use serde_json::json;
     let remote = remote::Remote::new(url);
     let show = |value: serde_json::Value, human: String| {
@@ -379,8 +380,49 @@ fn remote_run(url: &str, json_out: bool, command: Command) -> anyhow::Result<()>
                 .unwrap_or_default();
             show(json!({"heads": v}), human);
         }
+        Command::Import { file } => {
+            let bytes =
+                std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            let r = remote.import(&bytes)?;
+            let rejected: u64 = r["rejected"]
+                .as_object()
+                .map(|m| m.values().filter_map(|v| v.as_u64()).sum())
+                .unwrap_or(0);
+            show(
+                r.clone(),
+                format!(
+                    "imported {} into the node: {} new, {} already known, {rejected} rejected\nroot {}",
+                    file.display(),
+                    r["new"],
+                    r["known"],
+                    r["root"].as_str().unwrap_or_default()
+                ),
+            );
+        }
+        command @ (Command::State { .. }
+        | Command::Root { .. }
+        | Command::Conflicts { .. }
+        | Command::Diff { .. }
+        | Command::Log { .. }
+        | Command::Export { .. }
+        | Command::Verify
+        | Command::Forks) => {
+            // Read commands the API does not serve directly run on a snapshot of the node's
+            // history, fetched as a bundle into a temporary store.
+            let snapshot = remote::Snapshot::fetch(&remote)?;
+            let verify = matches!(command, Command::Verify);
+            commands::run(Cli {
+                dir: Some(snapshot.dir().to_owned()),
+                json: json_out,
+                node: None,
+                command,
+            })?;
+            if verify && !json_out {
+                println!("(checked the history node {url} serves, fetched as a bundle)");
+            }
+        }
         other => anyhow::bail!(
-            "{} is not available through --node yet: stop the node (or omit --node) and run it on the store",
+            "{} works on a node's directory, not through --node: omit --node (and stop the node if it holds the directory)",
             format!("{other:?}")
                 .split([' ', '{', '('])
                 .next()

@@ -51,6 +51,36 @@ impl Remote {
         self.answer(path, req.call())
     }
 
+    /// Every experience the node holds, as a bundle.
+    pub fn bundle(&self) -> Result<Vec<u8>> {
+        let mut r = self
+            .agent
+            .get(format!("{}/api/bundle", self.base))
+            .call()
+            .with_context(|| format!("cannot reach the node at {}", self.base))?;
+        if !r.status().is_success() {
+            bail!(
+                "the node refused to send its history (HTTP {})",
+                r.status().as_u16()
+            );
+        }
+        r.body_mut()
+            .with_config()
+            .limit(1 << 30)
+            .read_to_vec()
+            .with_context(|| format!("cannot read the history from {}", self.base))
+    }
+
+    /// Imports a bundle into the node.
+    pub fn import(&self, bytes: &[u8]) -> Result<J> {
+        let r = self
+            .agent
+            .post(format!("{}/api/bundle", self.base))
+            .header("content-type", "application/octet-stream")
+            .send(bytes);
+        self.answer("the import", r)
+    }
+
     pub fn write(&self, ops: &[Op]) -> Result<J> {
         let ops: Vec<J> = ops.iter().map(op_json).collect::<Result<_>>()?;
         let r = self
@@ -76,10 +106,65 @@ fn op_json(op: &Op) -> Result<J> {
         }
         Op::Del { path } => json!({"op": "del", "path": path.to_string()}),
         Op::Incr { path, by } => json!({"op": "incr", "path": path.to_string(), "by": by}),
+        Op::AddMember { node } => json!({"op": "add_member", "node": node.to_hex()}),
         other => {
             return Err(anyhow!(
                 "{other:?} cannot be written through --node yet: stop the node and run the command on its store"
             ));
         }
     })
+}
+
+/// A temporary store holding a copy of a node's history (removed when dropped).
+pub struct Snapshot {
+    dir: std::path::PathBuf,
+}
+
+impl Snapshot {
+    pub fn fetch(remote: &Remote) -> Result<Snapshot> {
+        let bytes = remote.bundle()?;
+        let b =
+            lcloud_store::bundle::decode(&bytes).context("the node sent a malformed history")?;
+        let first = b
+            .records
+            .first()
+            .ok_or_else(|| anyhow!("the node sent an empty history"))?;
+        let genesis = lcloud_core::validate(first, &b.cloud)
+            .context("the node's history does not start with its cloud's genesis")?;
+        let dir = std::env::temp_dir().join(format!(
+            "lcloud-snapshot-{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos())
+        ));
+        let snapshot = Snapshot { dir };
+        let mut store = lcloud_store::Store::create(&snapshot.dir, &genesis)?;
+        let mut replica = store.load(&mut |_| {})?;
+        let report = store.import(&mut replica, &b.records[1..], &mut |_| {})?;
+        if report.rejected_total() > 0 {
+            bail!(
+                "the node's history holds {} invalid experiences: {}",
+                report.rejected_total(),
+                report.first_rejection.unwrap_or_default()
+            );
+        }
+        let aliases = remote.get("/api/aliases", &[])?;
+        for (id, name) in aliases.as_object().into_iter().flatten() {
+            if let (Some(id), Some(name)) = (lcloud_core::NodeId::from_hex(id), name.as_str()) {
+                store.set_alias(&id, name)?;
+            }
+        }
+        Ok(snapshot)
+    }
+
+    pub fn dir(&self) -> &std::path::Path {
+        &self.dir
+    }
+}
+
+impl Drop for Snapshot {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }

@@ -506,3 +506,56 @@ fn sigterm_stops_a_node_cleanly_and_keeps_every_acknowledged_write() {
     assert_eq!(k.as_object().unwrap().len(), 50);
     assert!(lcloud(&dirs[0], &["verify"]).status.success());
 }
+
+#[test]
+fn every_read_and_write_command_works_through_the_api() {
+    let base = tempfile::tempdir().unwrap();
+    let dirs = cloud(base.path(), &["a", "b"], None);
+    // b writes offline; its bundle is imported into the running a through the API.
+    assert!(lcloud(&dirs[1], &["set", "/from-b", "1"]).status.success());
+    let b_bundle = base.path().join("b.bundle");
+    assert!(
+        lcloud(&dirs[1], &["export", b_bundle.to_str().unwrap()])
+            .status
+            .success()
+    );
+    let a = NodeProc::start(&dirs[0], &[]);
+    a.cli(&["set", "/x", "1"]).unwrap();
+    let clock_before = a.cli(&["clock"]).unwrap();
+    a.cli(&["set", "/x", "2"]).unwrap();
+    a.cli(&["incr", "/n", "3"]).unwrap();
+    let imported = a.cli(&["import", b_bundle.to_str().unwrap()]).unwrap();
+    assert!(imported.contains("1 new"), "{imported}");
+    // Reads at cuts, history and audit run on a snapshot of the node's history.
+    let at: serde_json::Value =
+        serde_json::from_str(&a.cli(&["--json", "state", "--at", &clock_before]).unwrap()).unwrap();
+    assert_eq!(at, serde_json::json!({"x": 1}));
+    let now = a.state();
+    assert_eq!(now, serde_json::json!({"x": 2, "n": 3, "from-b": 1}));
+    assert!(a.cli(&["log", "--graph"]).unwrap().contains("set"));
+    assert!(
+        a.cli(&["diff", &clock_before, "now"])
+            .unwrap()
+            .contains("/n")
+    );
+    assert!(a.cli(&["conflicts", "/x"]).unwrap().contains('2'));
+    assert!(a.cli(&["verify"]).unwrap().contains("verified"));
+    assert!(a.cli(&["--json", "forks"]).unwrap().contains("\"forks\""));
+    let out = base.path().join("from-node.bundle");
+    a.cli(&["export", out.to_str().unwrap()]).unwrap();
+    assert!(out.exists());
+    assert_eq!(
+        a.cli(&["root"]).unwrap(),
+        a.cli(&["root", "--at", &a.cli(&["clock"]).unwrap()])
+            .unwrap()
+    );
+    // Commands that belong to a directory say so.
+    let err = a.cli(&["alias", "x", &"0".repeat(64)]).unwrap_err();
+    assert!(err.contains("directory"), "{err}");
+    // A bad bundle is refused with the reason, and changes nothing.
+    let junk = base.path().join("junk.bundle");
+    std::fs::write(&junk, b"not a bundle at all").unwrap();
+    let err = a.cli(&["import", junk.to_str().unwrap()]).unwrap_err();
+    assert!(err.contains("not a valid bundle"), "{err}");
+    assert_eq!(a.state(), now);
+}

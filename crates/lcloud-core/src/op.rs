@@ -196,10 +196,18 @@ pub enum Op {
 impl Op {
     /// An op from its JSON form, as the CLI's `batch` and the HTTP API take it:
     /// `{"op":"set","path":"/a","value":1}`, `{"op":"incr","path":"/n","by":2}` (`by`
-    /// defaults to 1), `add` and `remove` with a `value`, `del` with a `path`. The error says
-    /// what is wrong.
+    /// defaults to 1), `add` and `remove` with a `value`, `del` with a `path`, and
+    /// `{"op":"add_member","node":"<64 hex digits>"}`. The error says what is wrong.
     pub fn from_json(j: &serde_json::Value) -> Result<Op, String> {
         let field = |k: &str| j.get(k).ok_or_else(|| format!("missing {k:?} in {j}"));
+        if j.get("op").and_then(|o| o.as_str()) == Some("add_member") {
+            let hex = field("node")?
+                .as_str()
+                .ok_or_else(|| "\"node\" must be a string".to_owned())?;
+            let node = NodeId::from_hex(hex)
+                .ok_or_else(|| format!("bad node id {hex:?}: give all 64 hex digits"))?;
+            return Ok(Op::AddMember { node });
+        }
         let pointer = field("path")?
             .as_str()
             .ok_or_else(|| "\"path\" must be a string".to_owned())?;

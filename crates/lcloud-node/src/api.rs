@@ -23,6 +23,9 @@ pub struct Api {
     pub(crate) announce: broadcast::Sender<Announced>,
 }
 
+/// Largest bundle `POST /api/bundle` accepts.
+const BUNDLE_BYTES_MAX: usize = 1 << 30;
+
 /// Most ops one `POST /api/ops` may carry (the same cap as one experience).
 const OPS_MAX: usize = lcloud_core::OPS_MAX;
 
@@ -52,6 +55,13 @@ pub fn router(api: Api) -> Router {
         .route("/api/clock", get(clock))
         .route("/api/ops", post(write))
         .route("/api/events", get(events))
+        .route(
+            "/api/bundle",
+            get(bundle_out)
+                .post(bundle_in)
+                .layer(axum::extract::DefaultBodyLimit::max(BUNDLE_BYTES_MAX)),
+        )
+        .route("/api/aliases", get(aliases))
         .route("/debug/heads", get(heads))
         .route("/debug/state-hash", get(state_hash))
         .route("/debug/isolate", post(isolate))
@@ -181,6 +191,39 @@ async fn write(State(api): State<Api>, body: axum::body::Bytes) -> Response {
     }
 }
 
+async fn bundle_out(State(api): State<Api>) -> Response {
+    match api.ask(Call::Bundle).await {
+        Ok(bytes) => ([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response(),
+        Err(r) => r,
+    }
+}
+
+async fn bundle_in(State(api): State<Api>, body: axum::body::Bytes) -> Response {
+    match api.ask(|tx| Call::Import(body.to_vec(), tx)).await {
+        Ok(Ok(r)) => Json(json!({
+            "new": r.new,
+            "known": r.known,
+            "rejected": r.rejected,
+            "root": r.root.map(|id| id.to_hex()),
+        }))
+        .into_response(),
+        Ok(Err(e)) => error(StatusCode::BAD_REQUEST, e),
+        Err(r) => r,
+    }
+}
+
+async fn aliases(State(api): State<Api>) -> Response {
+    match api.ask(Call::Aliases).await {
+        Ok(a) => Json(
+            a.iter()
+                .map(|(n, name)| (n.to_hex(), json!(name)))
+                .collect::<serde_json::Map<_, _>>(),
+        )
+        .into_response(),
+        Err(r) => r,
+    }
+}
+
 #[derive(serde::Deserialize)]
 struct IsolateBody {
     on: bool,
@@ -247,6 +290,14 @@ pub fn openapi_document() -> J {
             "/api/ops": {"post": {"summary": "Write ops as one experience of this node (durable before the answer).",
                 "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Ops"}}}},
                 "responses": {"200": ok_json("written", json!({"type": "object", "properties": {"id": {"type": "string"}, "seq": {"type": "integer"}}})), "400": err, "422": err}}},
+            "/api/bundle": {
+                "get": {"summary": "Every experience the node holds, as a bundle (LCLOUD-BUNDLE-1, see docs/format.md).",
+                    "responses": {"200": {"description": "application/octet-stream"}}},
+                "post": {"summary": "Import a bundle: every experience is validated; reports new, known and rejected by reason.",
+                    "requestBody": {"required": true, "content": {"application/octet-stream": {}}},
+                    "responses": {"200": ok_json("report", json!({"type": "object"})), "400": err}}},
+            "/api/aliases": {"get": {"summary": "The node's local aliases: node id → name.",
+                "responses": {"200": ok_json("aliases", json!({"type": "object", "additionalProperties": {"type": "string"}}))}}},
             "/api/events": {"get": {"summary": "Server-sent events: one `experience` event per experience stored (written here or received).",
                 "responses": {"200": {"description": "text/event-stream"}}}},
             "/debug/heads": {"get": {"summary": "Heads of the DAG.", "responses": {"200": {"description": "ids"}}}},

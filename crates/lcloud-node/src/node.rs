@@ -84,6 +84,25 @@ pub enum Call {
     Metrics(oneshot::Sender<String>),
     /// Cut every connection (`true`) or heal (`false`).
     Isolate(bool),
+    /// Every admitted experience, as a bundle (LCLOUD-BUNDLE-1).
+    Bundle(oneshot::Sender<Vec<u8>>),
+    /// The store's local aliases.
+    Aliases(oneshot::Sender<BTreeMap<NodeId, String>>),
+    /// Import a bundle (validated like a peer's experiences).
+    Import(Vec<u8>, oneshot::Sender<Result<Imported, String>>),
+}
+
+/// What an import through the API did.
+#[derive(Clone, Debug, Default)]
+pub struct Imported {
+    /// Experiences new to this node (admitted or parked).
+    pub new: u32,
+    /// Experiences it already held.
+    pub known: u32,
+    /// Experiences refused, by reason.
+    pub rejected: BTreeMap<String, u32>,
+    /// The state root afterwards.
+    pub root: Option<Id>,
 }
 
 /// A written experience.
@@ -694,6 +713,53 @@ impl Node {
         true
     }
 
+    /// Imports a bundle: validated on every core, stored in chunks of one commit each.
+    fn import(&mut self, bytes: &[u8]) -> Result<Imported, String> {
+        let b =
+            lcloud_store::bundle::decode(bytes).map_err(|e| format!("not a valid bundle: {e}"))?;
+        let cloud = self.replica.cloud();
+        if b.cloud != cloud {
+            return Err(format!(
+                "a bundle of cloud {}, but this node holds cloud {cloud}",
+                b.cloud
+            ));
+        }
+        let mut report = Imported::default();
+        for chunk in b.records.chunks(8192) {
+            let exps: Vec<ByteBuf> = chunk.iter().map(|r| ByteBuf(r.to_vec())).collect();
+            let mut valid = Vec::with_capacity(exps.len());
+            for r in check(exps, &cloud) {
+                match r {
+                    Ok((exp, _)) if self.replica.lattice().contains(&exp.id()) => report.known += 1,
+                    Ok(x) => valid.push(x),
+                    Err(e) => {
+                        *report
+                            .rejected
+                            .entry(reason_of(&e.to_string()))
+                            .or_default() += 1
+                    }
+                }
+            }
+            let mut intake = Intake::default();
+            let before = self.metrics.rejected.clone();
+            let (new, refused) = self.insert(&mut intake, valid);
+            if refused > 0 {
+                for (reason, n) in &self.metrics.rejected {
+                    let was = before.get(reason).copied().unwrap_or(0);
+                    if *n > was {
+                        *report.rejected.entry(reason.clone()).or_default() += (*n - was) as u32;
+                    }
+                }
+            }
+            if !self.commit(intake) {
+                return Err("the node could not store the bundle (see its log); nothing of this chunk was kept".into());
+            }
+            report.new += new;
+        }
+        report.root = Some(self.replica.root());
+        Ok(report)
+    }
+
     /// After a failed commit the replica may hold what the store does not: load it again.
     fn reload(&mut self) {
         match self.store.load(&mut |_| {}) {
@@ -775,6 +841,20 @@ impl Node {
                     self.peers.clear();
                 }
                 self.send(Command::Isolate(on));
+            }
+            Call::Bundle(reply) => {
+                let lattice = self.replica.lattice();
+                let records: Vec<Vec<u8>> = lattice.iter().map(|e| e.to_bytes()).collect();
+                let _ = reply.send(lcloud_store::bundle::encode(
+                    &self.replica.cloud(),
+                    records.iter().map(Vec::as_slice),
+                ));
+            }
+            Call::Aliases(reply) => {
+                let _ = reply.send(self.store.aliases().unwrap_or_default());
+            }
+            Call::Import(bytes, reply) => {
+                let _ = reply.send(self.import(&bytes));
             }
         }
     }
