@@ -89,3 +89,46 @@ impl libp2p::request_response::Codec for SyncCodec {
         write_frame(io, &res.to_bytes()).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::io::Cursor;
+    use libp2p::request_response::Codec;
+
+    fn read(bytes: Vec<u8>) -> io::Result<Request> {
+        let protocol = StreamProtocol::new(crate::SYNC_PROTOCOL);
+        futures::executor::block_on(SyncCodec.read_request(&protocol, &mut Cursor::new(bytes)))
+    }
+
+    #[test]
+    fn a_frame_longer_than_the_cap_is_refused_before_it_is_read() {
+        // Claims 4 GiB - 1 and carries nothing: refused from the length alone.
+        let err = read(u32::MAX.to_be_bytes().to_vec()).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+        assert!(err.to_string().contains("at most"), "{err}");
+    }
+
+    #[test]
+    fn garbage_and_truncated_frames_are_refused() {
+        let mut frame = 8u32.to_be_bytes().to_vec();
+        frame.extend_from_slice(&[0xff; 8]);
+        assert_eq!(read(frame).unwrap_err().kind(), io::ErrorKind::InvalidData);
+        let mut short = 100u32.to_be_bytes().to_vec();
+        short.extend_from_slice(&[0; 10]);
+        assert!(read(short).is_err());
+    }
+
+    #[test]
+    fn a_request_round_trips_through_a_frame() {
+        let req = Request::Push {
+            cloud: lcloud_core::Id([7; 32]),
+            exps: vec![lcloud_core::codec::ByteBuf(vec![1, 2, 3])],
+        };
+        let protocol = StreamProtocol::new(crate::SYNC_PROTOCOL);
+        let mut out = Cursor::new(Vec::new());
+        futures::executor::block_on(SyncCodec.write_request(&protocol, &mut out, req.clone()))
+            .unwrap();
+        assert_eq!(read(out.into_inner()).unwrap(), req);
+    }
+}

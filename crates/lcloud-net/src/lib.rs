@@ -16,7 +16,7 @@ use lcloud_core::NodeId;
 use lcloud_core::sync::{MESSAGE_BYTES_MAX, Request, Response};
 use libp2p::request_response::{self, ProtocolSupport};
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
-use libp2p::{Multiaddr, PeerId, StreamProtocol, gossipsub, identify, identity};
+use libp2p::{Multiaddr, PeerId, StreamProtocol, connection_limits, gossipsub, identify, identity};
 use tokio::sync::mpsc;
 
 pub use libp2p::Multiaddr as Addr;
@@ -96,6 +96,13 @@ pub enum Event {
         /// The answer, decoded within the size cap.
         response: Response,
     },
+    /// A peer sent a request we could not read (oversized or malformed frame).
+    Malformed {
+        /// Who sent it.
+        peer: PeerId,
+        /// What was wrong.
+        error: String,
+    },
     /// A request of ours failed (timeout, connection lost, undecodable answer).
     RequestFailed {
         /// The peer asked.
@@ -141,8 +148,16 @@ pub enum Command {
     Isolate(bool),
 }
 
+/// Connections: at most this many in total, per peer, and pending inbound.
+pub const CONNECTIONS_MAX: u32 = 256;
+/// Connections one peer may hold at once.
+pub const CONNECTIONS_PER_PEER_MAX: u32 = 2;
+/// Inbound connections still in their handshake at once.
+pub const PENDING_INBOUND_MAX: u32 = 32;
+
 #[derive(NetworkBehaviour)]
 struct Behaviour {
+    limits: connection_limits::Behaviour,
     sync: request_response::Behaviour<codec::SyncCodec>,
     gossip: gossipsub::Behaviour,
     identify: identify::Behaviour,
@@ -216,7 +231,14 @@ pub fn start(config: Config) -> Result<Net, NetError> {
             );
             let identify =
                 identify::Behaviour::new(identify::Config::new("/lcloud/1".into(), key.public()));
+            let limits = connection_limits::Behaviour::new(
+                connection_limits::ConnectionLimits::default()
+                    .with_max_established(Some(CONNECTIONS_MAX))
+                    .with_max_established_per_peer(Some(CONNECTIONS_PER_PEER_MAX))
+                    .with_max_pending_incoming(Some(PENDING_INBOUND_MAX)),
+            );
             Ok(Behaviour {
+                limits,
                 sync,
                 gossip,
                 identify,
@@ -369,6 +391,15 @@ async fn drive(
                     SwarmEvent::Behaviour(BehaviourEvent::Sync(
                         request_response::Event::OutboundFailure { peer, error, .. },
                     )) => Some(Event::RequestFailed { peer, error: error.to_string() }),
+                    SwarmEvent::Behaviour(BehaviourEvent::Sync(
+                        request_response::Event::InboundFailure {
+                            peer,
+                            error: request_response::InboundFailure::Io(e),
+                            ..
+                        },
+                    )) if e.kind() == std::io::ErrorKind::InvalidData => {
+                        Some(Event::Malformed { peer, error: e.to_string() })
+                    }
                     _ => None,
                 };
                 // Responses never sent (the node dropped them) must not pile up.

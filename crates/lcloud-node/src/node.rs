@@ -393,6 +393,10 @@ impl Node {
                 self.send(Command::Respond { token, response });
             }
             Event::Response { peer, response } => self.on_response(peer, response),
+            Event::Malformed { peer, error } => {
+                tracing::info!(%peer, %error, "malformed request");
+                self.misbehaved(peer, "malformed frame", INVALID_POINTS);
+            }
             Event::RequestFailed { peer, error } => {
                 tracing::debug!(%peer, %error, "request failed");
                 // What was lost is found again by the next anti-entropy exchange.
