@@ -1,0 +1,446 @@
+//! λCLOUD's benchmark suite: every workload for λCLOUD, Automerge and Loro side by side, and
+//! the machine's limits, measured in one run; one table; the results section of
+//! `docs/BENCHMARKS.md` rewritten with the date, the machine and the command.
+//!
+//! `cargo run --release -p lcloud-bench` (N = 100 000 ops per replica)
+//! `cargo run --release -p lcloud-bench -- --quick` (small N, under a minute; CI's smoke test)
+//! `--no-write` leaves `docs/BENCHMARKS.md` alone.
+//!
+//! Each (workload, system) runs in a child process of its own, so its peak memory (W8) is its
+//! own. What is compared, honestly: λCLOUD's writes are signed and durable (fsync) before they
+//! are acknowledged; Automerge's and Loro's are in memory (neither has a durable store), so
+//! their W1–W3 rates are an upper bound for what a durable deployment of them would reach.
+
+mod peers;
+mod us;
+
+use std::collections::BTreeMap;
+use std::process::Command;
+use std::time::Instant;
+
+use serde_json::{Value as J, json};
+
+/// Workload sizes.
+#[derive(Clone, Copy, Debug)]
+pub struct Size {
+    /// Ops per replica (N).
+    pub n: usize,
+    /// Ops in the history of W7.
+    pub history: usize,
+    /// Writes by one sequential durable writer (fsync-bound).
+    pub sequential: usize,
+}
+
+fn size(quick: bool) -> Size {
+    if quick {
+        Size {
+            n: 5_000,
+            history: 100_000,
+            sequential: 200,
+        }
+    } else {
+        Size {
+            n: 100_000,
+            history: 1_000_000,
+            sequential: 2_000,
+        }
+    }
+}
+
+/// The workloads, in the order they run (W5 is measured within W1 and W2; W8 within each).
+pub const WORKLOADS: [&str; 7] = ["w1", "w2", "w3", "w4", "w6", "w7", "w5"];
+/// The systems compared.
+pub const SYSTEMS: [&str; 3] = ["lcloud", "automerge", "loro"];
+
+/// Peak resident memory of this process, in MiB (Linux `VmHWM`).
+pub fn peak_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// The 16-byte value of op `i`.
+pub fn value16(i: usize) -> String {
+    format!("v{i:015}")
+}
+
+/// The key of op `i` (1000 keys).
+pub fn key(i: usize) -> String {
+    format!("k{}", i % 1000)
+}
+
+/// A small seeded generator (SplitMix64) for the random cuts of W7.
+pub struct Rng(pub u64);
+
+impl Rng {
+    /// A number below `n`.
+    pub fn below(&mut self, n: usize) -> usize {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        ((z ^ (z >> 31)) % n.max(1) as u64) as usize
+    }
+}
+
+/// Median and 99th percentile of durations in seconds.
+pub fn p50_p99(mut xs: Vec<f64>) -> (f64, f64) {
+    xs.sort_by(|a, b| a.total_cmp(b));
+    let at = |q: f64| xs[((xs.len() as f64 - 1.0) * q).round() as usize];
+    (at(0.5), at(0.99))
+}
+
+fn child(workload: &str, system: &str, size: Size) -> J {
+    let mut out = match system {
+        "lcloud" => us::run(workload, size),
+        "automerge" => peers::automerge(workload, size),
+        "loro" => peers::loro(workload, size),
+        other => panic!("unknown system {other}"),
+    };
+    out["peak_mib"] = json!(peak_mib());
+    out
+}
+
+/// The machine's limits, measured now.
+fn limits() -> J {
+    use ed25519_consensus::{SigningKey, VerificationKey, batch};
+    let key = SigningKey::from([7u8; 32]);
+    let vk = VerificationKey::from(&key);
+    let msg = [0x5au8; 200];
+    let rate = |n: usize, f: &mut dyn FnMut()| {
+        let t = Instant::now();
+        for _ in 0..n {
+            f();
+        }
+        n as f64 / t.elapsed().as_secs_f64()
+    };
+    let sign = rate(20_000, &mut || {
+        std::hint::black_box(key.sign(&msg));
+    });
+    let sig = key.sign(&msg);
+    let verify = rate(5_000, &mut || {
+        vk.verify(&sig, &msg).unwrap();
+    });
+    let sigs: Vec<_> = (0..1024u32)
+        .map(|i| {
+            let m = i.to_le_bytes();
+            (m, key.sign(&m))
+        })
+        .collect();
+    let batch_rate = |size: usize| {
+        let t = Instant::now();
+        let rounds = (20_000 / size).max(4);
+        for _ in 0..rounds {
+            let mut v = batch::Verifier::new();
+            for (m, s) in &sigs[..size] {
+                v.queue((vk.into(), *s, m));
+            }
+            v.verify(rand_core::OsRng).unwrap();
+        }
+        (rounds * size) as f64 / t.elapsed().as_secs_f64()
+    };
+    let b64 = batch_rate(64);
+    let b1024 = batch_rate(1024);
+    let blake = rate(2_000_000, &mut || {
+        std::hint::black_box(blake3::hash(std::hint::black_box(&msg)));
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let f = std::fs::File::create(dir.path().join("sync")).unwrap();
+    let fsync = {
+        use std::io::Write;
+        let mut f = f;
+        rate(500, &mut || {
+            f.write_all(&[1u8; 512]).unwrap();
+            f.sync_data().unwrap();
+        })
+    };
+    json!({"sign": sign, "verify": verify, "batch64": b64, "batch1024": b1024,
+           "blake3_200": blake, "fsync": fsync})
+}
+
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".into())
+}
+
+fn today() -> String {
+    // Days since the epoch to a civil date (no clock crate needed for a date line).
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs()) as i64;
+    let z = secs / 86_400 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    format!("{}-{m:02}-{d:02}", if m <= 2 { y + 1 } else { y })
+}
+
+fn f(j: &J) -> f64 {
+    j.as_f64().unwrap_or(f64::NAN)
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    let size = size(quick);
+    if let Some(i) = args.iter().position(|a| a == "--child") {
+        let out = child(&args[i + 1], &args[i + 2], size);
+        println!("{out}");
+        return;
+    }
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    println!(
+        "λCLOUD benchmark suite: N = {} ops per replica, W7 history {} ops, {cores} cores ({})",
+        size.n,
+        size.history,
+        cpu_model()
+    );
+    let lim = limits();
+    let mut results: BTreeMap<(String, String), J> = BTreeMap::new();
+    let exe = std::env::current_exe().expect("own path");
+    for w in WORKLOADS {
+        if w == "w5" {
+            continue; // measured within w1 and w2
+        }
+        for s in SYSTEMS {
+            let mut cmd = Command::new(&exe);
+            cmd.args(["--child", w, s]);
+            if quick {
+                cmd.arg("--quick");
+            }
+            let t = Instant::now();
+            let out = cmd.output().expect("the child runs");
+            let line = String::from_utf8_lossy(&out.stdout);
+            let j: J = match serde_json::from_str(line.lines().last().unwrap_or("")) {
+                Ok(j) if out.status.success() => j,
+                _ => json!({"error": String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or("failed").to_owned()}),
+            };
+            eprintln!("  {w} {s}: {:.1} s", t.elapsed().as_secs_f64());
+            results.insert((w.to_owned(), s.to_owned()), j);
+        }
+    }
+    let table = render(&results, &lim, size, cores);
+    println!("\n{table}");
+    if !args.iter().any(|a| a == "--no-write") {
+        let command = if quick {
+            "cargo run --release -p lcloud-bench -- --quick"
+        } else {
+            "cargo run --release -p lcloud-bench"
+        };
+        let section = format!(
+            "### Results — {}, {cores} cores ({}), `{command}`\n\n{table}",
+            today(),
+            cpu_model()
+        );
+        write_docs(&section);
+    }
+}
+
+const START: &str = "<!-- lcloud-bench:start -->";
+const END: &str = "<!-- lcloud-bench:end -->";
+
+fn write_docs(section: &str) {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/BENCHMARKS.md");
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        eprintln!("{} not found: results not written", path.display());
+        return;
+    };
+    let (Some(a), Some(b)) = (text.find(START), text.find(END)) else {
+        eprintln!("no {START} … {END} markers in {}: results not written", path.display());
+        return;
+    };
+    let new = format!("{}{START}\n{section}\n{}", &text[..a], &text[b..]);
+    match std::fs::write(&path, new) {
+        Ok(()) => eprintln!("wrote the results into {}", path.display()),
+        Err(e) => eprintln!("cannot write {}: {e}", path.display()),
+    }
+}
+
+fn render(r: &BTreeMap<(String, String), J>, lim: &J, size: Size, cores: usize) -> String {
+    let get = |w: &str, s: &str| r.get(&(w.to_owned(), s.to_owned())).cloned().unwrap_or(J::Null);
+    let num = |x: f64| {
+        if x.is_nan() {
+            "—".to_owned()
+        } else if x >= 100.0 {
+            format!("{x:.0}")
+        } else {
+            format!("{x:.3}")
+        }
+    };
+    let mut t = String::new();
+    t.push_str(&format!(
+        "Limits measured in this run (one core): Ed25519 sign {:.0}/s, verify {:.0}/s, ZIP-215 batch-64 {:.0}/s, batch-1024 {:.0}/s; BLAKE3 of 200 B {:.0}/s; fsync of 512 B {:.0}/s.\n\n",
+        f(&lim["sign"]), f(&lim["verify"]), f(&lim["batch64"]), f(&lim["batch1024"]), f(&lim["blake3_200"]), f(&lim["fsync"])
+    ));
+    t.push_str("| workload | λCLOUD | Automerge | Loro | ratio | target |\n|---|---:|---:|---:|---|---|\n");
+    let mut row = |name: &str, key: &str, w: &str, ratio: String, target: String| {
+        let v = |s: &str| {
+            let j = get(w, s);
+            if let Some(e) = j.get("error") {
+                format!("error: {}", e.as_str().unwrap_or("?"))
+            } else {
+                num(f(&j[key]))
+            }
+        };
+        t.push_str(&format!(
+            "| {name} | {} | {} | {} | {ratio} | {target} |\n",
+            v("lcloud"),
+            v("automerge"),
+            v("loro")
+        ));
+    };
+    let us = |w: &str, k: &str| f(&get(w, "lcloud")[k]);
+    let am = |w: &str, k: &str| f(&get(w, "automerge")[k]);
+    let lo = |w: &str, k: &str| f(&get(w, "loro")[k]);
+    let flag = |ok: bool| if ok { "met" } else { "**missed**" };
+    let w1 = us("w1", "ops_per_s");
+    row(
+        "W1 ops/s, 1 op per experience/transaction (λCLOUD: 64 concurrent durable writers)",
+        "ops_per_s",
+        "w1",
+        format!("{:.2} of 1-core sign", w1 / f(&lim["sign"])),
+        format!("≥ 50 000: {}", flag(w1 >= 50_000.0)),
+    );
+    row(
+        "W1 ops/s, one sequential writer (λCLOUD: fsync per write)",
+        "sequential_ops_per_s",
+        "w1",
+        format!("{:.2} of fsync/s", us("w1", "sequential_ops_per_s") / f(&lim["fsync"])),
+        "—".into(),
+    );
+    let w2 = us("w2", "ops_per_s");
+    row(
+        "W2 ops/s, 1000 ops per experience/transaction",
+        "ops_per_s",
+        "w2",
+        format!("{:.2} × Loro", w2 / lo("w2", "ops_per_s")),
+        format!(
+            "≥ 1 000 000 and ≥ 2 × Loro: {}",
+            flag(w2 >= 1e6 && w2 >= 2.0 * lo("w2", "ops_per_s"))
+        ),
+    );
+    row("W3 counter increments/s, batches of 1", "batch1_per_s", "w3", "—".into(), "—".into());
+    let w3 = us("w3", "batch1000_per_s");
+    row(
+        "W3 counter increments/s, batches of 1000",
+        "batch1000_per_s",
+        "w3",
+        format!("{:.2} × Loro", w3 / lo("w3", "batch1000_per_s")),
+        format!("≥ Loro: {}", flag(w3 >= lo("w3", "batch1000_per_s"))),
+    );
+    let w4 = us("w4", "secs");
+    row(
+        &format!("W4 sync of {} concurrent ops per replica: wall s", size.n),
+        "secs",
+        "w4",
+        "—".into(),
+        format!(
+            "faster than both: {}",
+            flag(w4 < am("w4", "secs") && w4 < lo("w4", "secs"))
+        ),
+    );
+    let bytes = us("w4", "bytes_ratio");
+    row(
+        "W4 bytes exchanged ÷ bytes of what was missing",
+        "bytes_ratio",
+        "w4",
+        "—".into(),
+        format!("≤ 1.02: {}", flag(bytes <= 1.02)),
+    );
+    let trips = us("w4", "round_trips");
+    row(
+        "W4 round trips",
+        "round_trips",
+        "w4",
+        "—".into(),
+        format!("1: {}", flag(trips == 1.0)),
+    );
+    row("W4 converged (1 = same root / same document)", "converged", "w4", "—".into(), "1".into());
+    let b1 = us("w1", "bytes_per_op");
+    row(
+        "W5 bytes at rest per op after W1",
+        "bytes_per_op",
+        "w1",
+        "—".into(),
+        "—".into(),
+    );
+    let b2 = us("w2", "bytes_per_op");
+    row(
+        "W5 bytes at rest per op after W2",
+        "bytes_per_op",
+        "w2",
+        format!("{:.2} × Automerge", b2 / am("w2", "bytes_per_op")),
+        format!("≤ Automerge: {}", flag(b2 <= am("w2", "bytes_per_op"))),
+    );
+    let _ = b1;
+    let w6 = us("w6", "secs");
+    row(
+        "W6 reopen the W2 history and read the state: s",
+        "secs",
+        "w6",
+        format!("{:.3} × Automerge", w6 / am("w6", "secs")),
+        format!("≤ 0.1 × Automerge: {}", flag(w6 <= 0.1 * am("w6", "secs"))),
+    );
+    let w7 = us("w7", "p50") / us("w7", "replay");
+    row(
+        &format!("W7 state at a random cut of {} ops: median s", size.history),
+        "p50",
+        "w7",
+        format!("{w7:.4} of a full replay"),
+        format!("≤ 0.01: {}", flag(w7 <= 0.01)),
+    );
+    row("W7 p99 s", "p99", "w7", "—".into(), "—".into());
+    row("W7 one full replay: s", "replay", "w7", "—".into(), "—".into());
+    let peak = |s: &str| {
+        WORKLOADS
+            .iter()
+            .filter(|w| **w != "w5")
+            .map(|w| f(&get(w, s)["peak_mib"]))
+            .fold(0.0f64, f64::max)
+    };
+    t.push_str(&format!(
+        "| W8 peak MiB, the largest over W1–W7 (each in its own process) | {:.0} | {:.0} | {:.0} | {:.2} × Automerge | ≤ 0.5 × Automerge: {} |\n",
+        peak("lcloud"),
+        peak("automerge"),
+        peak("loro"),
+        peak("lcloud") / peak("automerge"),
+        flag(peak("lcloud") <= 0.5 * peak("automerge"))
+    ));
+    t.push_str("\nPeak MiB per workload (λCLOUD / Automerge / Loro): ");
+    let per: Vec<String> = WORKLOADS
+        .iter()
+        .filter(|w| **w != "w5")
+        .map(|w| {
+            format!(
+                "{} {:.0}/{:.0}/{:.0}",
+                w.to_uppercase(),
+                f(&get(w, "lcloud")["peak_mib"]),
+                f(&get(w, "automerge")["peak_mib"]),
+                f(&get(w, "loro")["peak_mib"])
+            )
+        })
+        .collect();
+    t.push_str(&per.join(", "));
+    t.push_str(&format!(
+        ".\n\n{cores} cores. λCLOUD's W1–W3 writes are signed and durable; Automerge's and Loro's are in memory.\n"
+    ));
+    t
+}
