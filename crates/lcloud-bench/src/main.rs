@@ -231,7 +231,9 @@ fn main() {
             let line = String::from_utf8_lossy(&out.stdout);
             let j: J = match serde_json::from_str(line.lines().last().unwrap_or("")) {
                 Ok(j) if out.status.success() => j,
-                _ => json!({"error": String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or("failed").to_owned()}),
+                _ => {
+                    json!({"error": String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or("failed").to_owned()})
+                }
             };
             eprintln!("  {w} {s}: {:.1} s", t.elapsed().as_secs_f64());
             results.insert((w.to_owned(), s.to_owned()), j);
@@ -264,7 +266,10 @@ fn write_docs(section: &str) {
         return;
     };
     let (Some(a), Some(b)) = (text.find(START), text.find(END)) else {
-        eprintln!("no {START} … {END} markers in {}: results not written", path.display());
+        eprintln!(
+            "no {START} … {END} markers in {}: results not written",
+            path.display()
+        );
         return;
     };
     let new = format!("{}{START}\n{section}\n{}", &text[..a], &text[b..]);
@@ -275,7 +280,11 @@ fn write_docs(section: &str) {
 }
 
 fn render(r: &BTreeMap<(String, String), J>, lim: &J, size: Size, cores: usize) -> String {
-    let get = |w: &str, s: &str| r.get(&(w.to_owned(), s.to_owned())).cloned().unwrap_or(J::Null);
+    let get = |w: &str, s: &str| {
+        r.get(&(w.to_owned(), s.to_owned()))
+            .cloned()
+            .unwrap_or(J::Null)
+    };
     let num = |x: f64| {
         if x.is_nan() {
             "—".to_owned()
@@ -290,7 +299,9 @@ fn render(r: &BTreeMap<(String, String), J>, lim: &J, size: Size, cores: usize) 
         "Limits measured in this run (one core): Ed25519 sign {:.0}/s, verify {:.0}/s, ZIP-215 batch-64 {:.0}/s, batch-1024 {:.0}/s; BLAKE3 of 200 B {:.0}/s; fsync of 512 B {:.0}/s.\n\n",
         f(&lim["sign"]), f(&lim["verify"]), f(&lim["batch64"]), f(&lim["batch1024"]), f(&lim["blake3_200"]), f(&lim["fsync"])
     ));
-    t.push_str("| workload | λCLOUD | Automerge | Loro | ratio | target |\n|---|---:|---:|---:|---|---|\n");
+    t.push_str(
+        "| workload | λCLOUD | Automerge | Loro | ratio | target |\n|---|---:|---:|---:|---|---|\n",
+    );
     let mut row = |name: &str, key: &str, w: &str, ratio: String, target: String| {
         let v = |s: &str| {
             let j = get(w, s);
@@ -323,7 +334,10 @@ fn render(r: &BTreeMap<(String, String), J>, lim: &J, size: Size, cores: usize) 
         "W1 ops/s, one sequential writer (λCLOUD: fsync per write)",
         "sequential_ops_per_s",
         "w1",
-        format!("{:.2} of fsync/s", us("w1", "sequential_ops_per_s") / f(&lim["fsync"])),
+        format!(
+            "{:.2} of fsync/s",
+            us("w1", "sequential_ops_per_s") / f(&lim["fsync"])
+        ),
         "—".into(),
     );
     let w2 = us("w2", "ops_per_s");
@@ -337,7 +351,13 @@ fn render(r: &BTreeMap<(String, String), J>, lim: &J, size: Size, cores: usize) 
             flag(w2 >= 1e6 && w2 >= 2.0 * lo("w2", "ops_per_s"))
         ),
     );
-    row("W3 counter increments/s, batches of 1", "batch1_per_s", "w3", "—".into(), "—".into());
+    row(
+        "W3 counter increments/s, batches of 1",
+        "batch1_per_s",
+        "w3",
+        "—".into(),
+        "—".into(),
+    );
     let w3 = us("w3", "batch1000_per_s");
     row(
         "W3 counter increments/s, batches of 1000",
@@ -373,7 +393,13 @@ fn render(r: &BTreeMap<(String, String), J>, lim: &J, size: Size, cores: usize) 
         "—".into(),
         format!("1: {}", flag(trips == 1.0)),
     );
-    row("W4 converged (1 = same root / same document)", "converged", "w4", "—".into(), "1".into());
+    row(
+        "W4 converged (1 = same root / same document)",
+        "converged",
+        "w4",
+        "—".into(),
+        "1".into(),
+    );
     let b1 = us("w1", "bytes_per_op");
     row(
         "W5 bytes at rest per op after W1",
@@ -408,7 +434,13 @@ fn render(r: &BTreeMap<(String, String), J>, lim: &J, size: Size, cores: usize) 
         format!("≤ 0.01: {}", flag(w7 <= 0.01)),
     );
     row("W7 p99 s", "p99", "w7", "—".into(), "—".into());
-    row("W7 one full replay: s", "replay", "w7", "—".into(), "—".into());
+    row(
+        "W7 one full replay: s",
+        "replay",
+        "w7",
+        "—".into(),
+        "—".into(),
+    );
     let peak = |s: &str| {
         WORKLOADS
             .iter()

@@ -64,10 +64,7 @@ pub fn automerge(workload: &str, size: Size) -> J {
                 .chain(b.get_changes(&[]).iter())
                 .map(|c| c.raw_bytes().len())
                 .sum();
-            let (mut sa, mut sb) = (
-                automerge::sync::State::new(),
-                automerge::sync::State::new(),
-            );
+            let (mut sa, mut sb) = (automerge::sync::State::new(), automerge::sync::State::new());
             let (mut wire, mut trips) = (0usize, 0usize);
             let t = Instant::now();
             loop {

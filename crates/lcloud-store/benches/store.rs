@@ -25,8 +25,9 @@ fn peak_rss_mib() -> f64 {
 }
 
 fn op(i: usize) -> Op {
-    let mut s = format!("{i:08}");
-    s.extend(std::iter::repeat_n('x', 200 - s.len()));
+    let mut s = String::with_capacity(200);
+    s.push_str(&format!("{i:08}"));
+    s.push_str(&"x".repeat(200 - s.len()));
     Op::Set {
         path: Path(vec!["k".into(), (i % 1000).to_string()]),
         value: Value::Str(s),

@@ -657,11 +657,19 @@ impl Store {
             let signed = sign_all(identity, planned, pool);
             // Fold the ops into the document (cached whole, or just the touched leaves).
             let mut leaves = txn.open_table(LEAVES).map_err(|e| map_db(&dir, e))?;
-            let touched: Vec<Path> = signed
+            // The paths the batch touches, each once, leaving out those the pending leaves
+            // already list (hot keys are not cloned again at every commit).
+            let mut touched: BTreeSet<Path> = BTreeSet::new();
+            let listed = self.pending.as_ref().map(|p| &p.touched);
+            for path in signed
                 .iter()
                 .flatten()
-                .flat_map(|(e, _, _)| e.ops().iter().filter_map(Op::path).cloned())
-                .collect();
+                .flat_map(|(e, _, _)| e.ops().iter().filter_map(Op::path))
+            {
+                if !touched.contains(path) && !listed.is_some_and(|l| l.contains(path)) {
+                    touched.insert(path.clone());
+                }
+            }
             let mut doc = match self.doc_cache.take() {
                 Some(doc) => doc,
                 None if self.cache_document => {
@@ -736,7 +744,7 @@ impl Store {
                 ops: 0,
             });
             let fresh = p.ops == 0 && p.touched.is_empty();
-            p.touched.extend(touched.iter().cloned());
+            p.touched.extend(touched);
             p.ops += ops_added;
             if self.cache_document && indexable && p.ops < LEAVES_EVERY {
                 if fresh {
