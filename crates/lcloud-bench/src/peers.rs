@@ -17,7 +17,7 @@ fn am_writes(doc: &mut AutoCommit, from: usize, n: usize, per_commit: usize) {
     };
     for i in from..from + n {
         doc.put(&m, key(i), value16(i)).unwrap();
-        if (i - from + 1) % per_commit == 0 {
+        if (i - from + 1).is_multiple_of(per_commit) {
             doc.commit();
         }
     }
@@ -44,7 +44,7 @@ pub fn automerge(workload: &str, size: Size) -> J {
                 let t = Instant::now();
                 for i in 0..n {
                     doc.increment(ROOT, "c", 1).unwrap();
-                    if (i + 1) % per == 0 {
+                    if (i + 1).is_multiple_of(per) {
                         doc.commit();
                     }
                 }
@@ -139,7 +139,7 @@ fn loro_writes(doc: &LoroDoc, from: usize, n: usize, per_commit: usize) {
     let m = doc.get_map("m");
     for i in from..from + n {
         m.insert(&key(i), value16(i)).unwrap();
-        if (i - from + 1) % per_commit == 0 {
+        if (i - from + 1).is_multiple_of(per_commit) {
             doc.commit();
         }
     }
@@ -165,7 +165,7 @@ pub fn loro(workload: &str, size: Size) -> J {
                 let t = Instant::now();
                 for i in 0..n {
                     c.increment(1.0).unwrap();
-                    if (i + 1) % per == 0 {
+                    if (i + 1).is_multiple_of(per) {
                         doc.commit();
                     }
                 }
