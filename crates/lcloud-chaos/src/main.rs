@@ -20,6 +20,7 @@
 mod check;
 mod history;
 mod sim;
+mod storage;
 
 use std::process::ExitCode;
 
@@ -31,7 +32,7 @@ fn arg_value(args: &[String], name: &str) -> Option<String> {
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: lcloud-chaos ci [--seeds N]\n       lcloud-chaos sim --seed S [--history FILE] [--broken-counter]"
+        "usage: lcloud-chaos ci [--seeds N] [--rounds R]\n       lcloud-chaos sim --seed S [--history FILE] [--broken-counter]\n       lcloud-chaos storage [--rounds R] [--seed S]"
     );
     ExitCode::from(2)
 }
@@ -65,9 +66,48 @@ fn describe(seed: u64, o: &sim::Outcome) -> String {
     )
 }
 
+fn describe_storage(r: &storage::Report) -> String {
+    let mut s = format!(
+        "storage: {} kill -9, {} truncations, {} flipped bits, {} backup restores; acknowledged lost={} corrupt accepted={} self-equivocations={}",
+        r.rounds[0],
+        r.rounds[1],
+        r.rounds[2],
+        r.rounds[3],
+        r.lost,
+        r.corrupt_accepted,
+        r.self_equivocations
+    );
+    for refusal in &r.refusals {
+        s.push_str(&format!("\n  refused (as it should), e.g. {refusal}"));
+    }
+    for f in &r.failures {
+        s.push_str(&format!("\n  FAILED: {f}"));
+    }
+    s
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
     match args.get(1).map(String::as_str) {
+        Some("storage-writer") => match args.get(2) {
+            Some(dir) => storage::writer_child(std::path::Path::new(dir)),
+            None => usage(),
+        },
+        Some("storage") => {
+            let rounds = arg_value(&args, "--rounds")
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(200);
+            let seed = arg_value(&args, "--seed")
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0);
+            let r = storage::run(rounds, seed);
+            println!("{}", describe_storage(&r));
+            if r.valid() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
         Some("sim") => {
             let Some(seed) = arg_value(&args, "--seed").and_then(|s| s.parse().ok()) else {
                 return usage();
@@ -143,13 +183,23 @@ fn main() -> ExitCode {
                     "FAILED seed {seed}: replay with `cargo run --release -p lcloud-chaos -- sim --seed {seed} --history seed-{seed}.jsonl`"
                 );
             }
+            let rounds = arg_value(&args, "--rounds")
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(200);
+            let storage = storage::run(rounds, 0);
+            println!("{}", describe_storage(&storage));
             println!(
-                "chaos: {seeds} seeds, 5 nodes, {writes} writes, {faults} faults; lost={lost} unexpected={unexpected} duplicates={duplicates}; T_conv max {:.1}s (simulated); replays identical {replay_ok}/{}; negative control caught: {caught}; {:.0} s",
+                "chaos: {seeds} seeds, 5 nodes, {writes} writes, {faults} faults; lost={lost} unexpected={unexpected} duplicates={duplicates}; T_conv max {:.1}s (simulated); replays identical {replay_ok}/{}; negative control caught: {caught}; storage {}/{rounds}; {:.0} s",
                 t_conv_max as f64 / 1e9,
                 traces.len(),
+                if storage.valid() {
+                    storage.rounds.iter().sum::<usize>()
+                } else {
+                    0
+                },
                 started.elapsed().as_secs_f64()
             );
-            if failed.is_empty() && caught {
+            if failed.is_empty() && caught && storage.valid() {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::FAILURE

@@ -1,0 +1,269 @@
+//! The storage tier: a real store on disk (redb) under `kill -9` at random moments, truncation
+//! at a random byte and single flipped bytes, then reopened; and a store restored from an old
+//! backup. Pass criteria: no acknowledged experience lost, no corrupt record accepted (a
+//! damaged store either refuses to open or read, naming what is wrong, or serves exactly what
+//! it held), no self-equivocation (a node never signs a seq it may have signed before).
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use lcloud_core::{Experience, ForkPolicy, Genesis, Id, Op, Path as DocPath, Value};
+use lcloud_store::{Committer, Identity, Store};
+
+/// What the storage tier found.
+#[derive(Debug, Default)]
+pub struct Report {
+    /// Rounds run, by kind (kill -9, truncation, flipped byte, backup).
+    pub rounds: [usize; 4],
+    /// Acknowledged experiences missing after a kill.
+    pub lost: usize,
+    /// Damaged stores that served something other than what they held.
+    pub corrupt_accepted: usize,
+    /// Damaged stores that refused, with the reason (first of each kind).
+    pub refusals: Vec<String>,
+    /// Times a store signed a seq it may have signed before.
+    pub self_equivocations: usize,
+    /// What failed, in words.
+    pub failures: Vec<String>,
+}
+
+impl Report {
+    /// Nothing lost, nothing corrupt accepted, no self-equivocation.
+    pub fn valid(&self) -> bool {
+        self.lost == 0
+            && self.corrupt_accepted == 0
+            && self.self_equivocations == 0
+            && self.failures.is_empty()
+    }
+}
+
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        (z ^ (z >> 31)) % n.max(1)
+    }
+}
+
+fn op(i: u64) -> Op {
+    Op::Set {
+        path: DocPath(vec!["k".into(), (i % 50).to_string()]),
+        value: Value::Int(i as i64),
+    }
+}
+
+/// The child of a kill round: writes through the group committer from 4 threads until it is
+/// killed, printing every acknowledged id.
+pub fn writer_child(dir: &Path) -> ! {
+    let me = Identity::load(dir).expect("identity").expect("identity");
+    let store = Store::open(dir).expect("the store opens");
+    let committer = Committer::start(store, me);
+    let out = std::sync::Mutex::new(std::io::stdout());
+    std::thread::scope(|s| {
+        for t in 0..4u64 {
+            let writer = committer.writer();
+            let out = &out;
+            s.spawn(move || {
+                for i in 0.. {
+                    let Ok(e) = writer.write(vec![op(t * 1_000_000 + i)]) else {
+                        return;
+                    };
+                    let mut o = out.lock().expect("not poisoned");
+                    if writeln!(o, "{}", e.id().to_hex()).is_err() || o.flush().is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    std::process::exit(0)
+}
+
+/// What a store serves: its history's root and length, and its persisted state's root.
+fn read(dir: &Path) -> Result<(Id, usize, Id), String> {
+    let store = Store::open(dir).map_err(|e| e.to_string())?;
+    let replica = store.load(&mut |_| {}).map_err(|e| e.to_string())?;
+    let state = store.state().map_err(|e| e.to_string())?;
+    Ok((replica.root(), replica.lattice().len(), state.root()))
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("a temporary directory");
+    for entry in std::fs::read_dir(from).expect("the store directory") {
+        let entry = entry.expect("an entry");
+        std::fs::copy(entry.path(), to.join(entry.file_name())).expect("copied");
+    }
+}
+
+/// Runs `rounds` rounds (kinds in turn) from `seed`.
+pub fn run(rounds: usize, seed: u64) -> Report {
+    let mut report = Report::default();
+    let mut rng = Rng(seed);
+    let base = std::env::temp_dir().join(format!(
+        "lcloud-chaos-storage-{}-{seed}",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&base);
+    let dir = base.join("node");
+    let me = Identity::load_or_create(&dir).expect("identity");
+    let genesis = Experience::create_genesis(
+        me.key(),
+        Genesis {
+            name: "storage".into(),
+            init: Value::map(),
+            members: None,
+            fork_policy: ForkPolicy::Concurrent,
+        },
+    );
+    drop(Store::create(&dir, &genesis).expect("a store"));
+    let mut acked: Vec<Id> = Vec::new();
+    let exe = std::env::current_exe().expect("own path");
+    for round in 0..rounds {
+        let kind = round % 4;
+        report.rounds[kind] += 1;
+        match kind {
+            0 => kill_round(&exe, &dir, &mut rng, &mut acked, &mut report),
+            1 | 2 => damage_round(&base, &dir, kind == 1, &mut rng, &mut report),
+            _ => backup_round(&base, &dir, &me, &mut report),
+        }
+        if report.failures.len() > 10 {
+            break;
+        }
+    }
+    let _ = std::fs::remove_dir_all(&base);
+    report
+}
+
+fn kill_round(exe: &Path, dir: &Path, rng: &mut Rng, acked: &mut Vec<Id>, report: &mut Report) {
+    let mut child = Command::new(exe)
+        .arg("storage-writer")
+        .arg(dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the writer starts");
+    let want = 1 + rng.below(60) as usize;
+    let mut lines = BufReader::new(child.stdout.take().expect("piped")).lines();
+    let mut got = 0;
+    while got < want {
+        match lines.next() {
+            Some(Ok(l)) => match Id::from_hex(l.trim()) {
+                Some(id) => {
+                    acked.push(id);
+                    got += 1;
+                }
+                None => break,
+            },
+            _ => break,
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    // Reopen: everything acknowledged is there, the persisted fold equals a replay.
+    match Store::open(dir).and_then(|s| s.load(&mut |_| {}).map(|r| (s, r))) {
+        Ok((store, replica)) => {
+            let missing = acked
+                .iter()
+                .filter(|id| !replica.lattice().contains(id))
+                .count();
+            report.lost += missing;
+            match store.state() {
+                Ok(state) if state.root() == replica.root() => {}
+                Ok(_) => report
+                    .failures
+                    .push("after a kill the persisted fold differs from a replay".into()),
+                Err(e) => report.failures.push(format!("after a kill: {e}")),
+            }
+            // No self-equivocation: signed-seq never runs ahead of the stored chain.
+            let me = replica.lattice().authors().first().copied();
+            let tip = me
+                .and_then(|a| replica.lattice().tip(&a))
+                .map_or(0, |i| replica.lattice().get(i).seq());
+            if store.signed_seq().unwrap_or(0) > tip {
+                report.self_equivocations += 1;
+            }
+        }
+        Err(e) => report
+            .failures
+            .push(format!("a store killed mid-write does not reopen: {e}")),
+    }
+}
+
+fn damage_round(base: &Path, dir: &Path, truncate: bool, rng: &mut Rng, report: &mut Report) {
+    let Ok(original) = read(dir) else {
+        report
+            .failures
+            .push("the undamaged store does not read".into());
+        return;
+    };
+    let copy: PathBuf = base.join("damaged");
+    let _ = std::fs::remove_dir_all(&copy);
+    copy_dir(dir, &copy);
+    let file = copy.join("store.redb");
+    let mut bytes = std::fs::read(&file).expect("the store file");
+    let at = rng.below(bytes.len() as u64) as usize;
+    if truncate {
+        bytes.truncate(at);
+    } else {
+        bytes[at] ^= 1 << rng.below(8);
+    }
+    std::fs::write(&file, &bytes).expect("written");
+    match read(&copy) {
+        // Serving is fine only if it serves exactly what the store held.
+        Ok(got) if got == original => {}
+        Ok(_) => {
+            report.corrupt_accepted += 1;
+            report.failures.push(format!(
+                "a {} at byte {at} was served as a different history",
+                if truncate {
+                    "truncation"
+                } else {
+                    "flipped bit"
+                }
+            ));
+        }
+        Err(e) => {
+            let kind = if truncate { "truncated" } else { "flipped" };
+            if !report.refusals.iter().any(|r| r.starts_with(kind)) {
+                report.refusals.push(format!("{kind}: {e}"));
+            }
+        }
+    }
+    let _ = std::fs::remove_dir_all(&copy);
+}
+
+fn backup_round(base: &Path, dir: &Path, me: &Identity, report: &mut Report) {
+    // Back up the store file only (as an operator restoring store.redb would), write more,
+    // then restore the backup: the node must refuse to sign until it has caught up.
+    let backup = base.join("backup.redb");
+    std::fs::copy(dir.join("store.redb"), &backup).expect("backed up");
+    let wrote = {
+        let mut store = Store::open(dir).expect("opens");
+        store.write_local(me, vec![op(u64::MAX / 2)])
+    };
+    if !matches!(wrote, Ok(Some(_))) {
+        report
+            .failures
+            .push(format!("a plain write failed: {wrote:?}"));
+        return;
+    }
+    let current = std::fs::read(dir.join("store.redb")).expect("the store file");
+    std::fs::copy(&backup, dir.join("store.redb")).expect("restored");
+    let refused = {
+        let mut store = Store::open(dir).expect("opens");
+        store.write_local(me, vec![op(1)])
+    };
+    if refused.is_ok() {
+        report.self_equivocations += 1;
+        report
+            .failures
+            .push("a store restored from a backup signed a seq it had signed before".into());
+    }
+    // Put the current file back (as importing the node's own published chain would).
+    std::fs::write(dir.join("store.redb"), current).expect("put back");
+}
