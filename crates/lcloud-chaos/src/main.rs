@@ -19,6 +19,7 @@
 
 mod check;
 mod history;
+mod real;
 mod sim;
 mod storage;
 
@@ -32,7 +33,7 @@ fn arg_value(args: &[String], name: &str) -> Option<String> {
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: lcloud-chaos ci [--seeds N] [--rounds R]\n       lcloud-chaos sim --seed S [--history FILE] [--broken-counter]\n       lcloud-chaos storage [--rounds R] [--seed S]"
+        "usage: lcloud-chaos ci [--seeds N] [--rounds R] [--real [--lcloud PATH]]\n       lcloud-chaos real [--nodes N] [--seconds S] [--faults F] [--seed S] [--lcloud PATH]\n       lcloud-chaos sim --seed S [--history FILE] [--broken-counter]\n       lcloud-chaos storage [--rounds R] [--seed S]"
     );
     ExitCode::from(2)
 }
@@ -66,6 +67,55 @@ fn describe(seed: u64, o: &sim::Outcome) -> String {
     )
 }
 
+fn real_config(args: &[String]) -> real::Config {
+    let num = |name: &str, default: u64| {
+        arg_value(args, name)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(default)
+    };
+    let lcloud = arg_value(args, "--lcloud")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::env::current_exe()
+                .ok()
+                .and_then(|e| e.parent().map(|d| d.join("lcloud")))
+                .unwrap_or_else(|| "lcloud".into())
+        });
+    real::Config {
+        lcloud,
+        nodes: num("--nodes", 5) as usize,
+        seconds: num("--seconds", 60),
+        faults: num("--faults", 100) as usize,
+        seed: num("--seed", 1),
+    }
+}
+
+fn describe_real(o: &real::Outcome) -> String {
+    let writes = o
+        .history
+        .iter()
+        .filter(|e| e.kind == history::Kind::Invoke)
+        .count();
+    let count = |k| o.history.iter().filter(|e| e.kind == k).count();
+    format!(
+        "real: {} nodes as processes in network namespaces, {writes} writes ({} ok, {} fail, {} info), faults {:?}; lost={} unexpected={} duplicates={}, counter {} in [{}, {}]; converged={} T_conv {:.1}s; peak RSS per node {:.0} MiB",
+        o.history.iter().map(|e| e.process).max().unwrap_or(0),
+        count(history::Kind::Ok),
+        count(history::Kind::Fail),
+        count(history::Kind::Info),
+        o.faults,
+        o.set.lost.len(),
+        o.set.unexpected.len(),
+        o.set.duplicates.len(),
+        if o.counter.valid() { "all" } else { "NOT all" },
+        o.counter.lower,
+        o.counter.upper,
+        o.converged,
+        o.t_conv,
+        o.peak_rss_mib
+    )
+}
+
 fn describe_storage(r: &storage::Report) -> String {
     let mut s = format!(
         "storage: {} kill -9, {} truncations, {} flipped bits, {} backup restores; acknowledged lost={} corrupt accepted={} self-equivocations={}",
@@ -92,6 +142,20 @@ fn main() -> ExitCode {
         Some("storage-writer") => match args.get(2) {
             Some(dir) => storage::writer_child(std::path::Path::new(dir)),
             None => usage(),
+        },
+        Some("real") => match real::run(&real_config(&args)) {
+            Ok(o) => {
+                println!("{}", describe_real(&o));
+                if o.valid() {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::FAILURE
+                }
+            }
+            Err(e) => {
+                println!("real: cannot run here: {e}");
+                ExitCode::FAILURE
+            }
         },
         Some("storage") => {
             let rounds = arg_value(&args, "--rounds")
@@ -188,6 +252,20 @@ fn main() -> ExitCode {
                 .unwrap_or(200);
             let storage = storage::run(rounds, 0);
             println!("{}", describe_storage(&storage));
+            let real_ok = if args.iter().any(|a| a == "--real") {
+                match real::run(&real_config(&args)) {
+                    Ok(o) => {
+                        println!("{}", describe_real(&o));
+                        o.valid() && o.t_conv <= 10.0 && o.peak_rss_mib <= 256.0
+                    }
+                    Err(e) => {
+                        println!("real: cannot run here: {e}");
+                        false
+                    }
+                }
+            } else {
+                true
+            };
             println!(
                 "chaos: {seeds} seeds, 5 nodes, {writes} writes, {faults} faults; lost={lost} unexpected={unexpected} duplicates={duplicates}; T_conv max {:.1}s (simulated); replays identical {replay_ok}/{}; negative control caught: {caught}; storage {}/{rounds}; {:.0} s",
                 t_conv_max as f64 / 1e9,
@@ -199,7 +277,7 @@ fn main() -> ExitCode {
                 },
                 started.elapsed().as_secs_f64()
             );
-            if failed.is_empty() && caught && storage.valid() {
+            if failed.is_empty() && caught && storage.valid() && real_ok {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::FAILURE

@@ -1,0 +1,616 @@
+//! The real-process backend: `lcloud node run` processes, one per Linux network namespace,
+//! joined by veth pairs to a bridge in a namespace of their own; the harness reaches their
+//! HTTP APIs through one more veth on that bridge. Clients write through the APIs and the
+//! history records what they were told; faults are nftables DROP partitions (isolate one,
+//! halves, one way), lossy links (nft `numgen`), `kill -9` and restart, and SIGSTOP/SIGCONT
+//! pauses. Then the final heal, convergence, final reads, checks.
+//!
+//! Needs root and `ip`/`nft`. Traffic stays inside the namespaces it creates (no route leads
+//! out); everything it starts it stops by process id, and it deletes what it created.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::check::{self, CounterReport, SetReport};
+use crate::history::{Event, F, Kind};
+
+const NET: &str = "10.233.0";
+const API_PORT: u16 = 7400;
+const P2P_PORT: u16 = 7401;
+
+/// One run's parameters.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The `lcloud` binary.
+    pub lcloud: PathBuf,
+    /// Nodes.
+    pub nodes: usize,
+    /// Length of the write phase.
+    pub seconds: u64,
+    /// Faults during the write phase.
+    pub faults: usize,
+    /// Seed for the fault schedule.
+    pub seed: u64,
+}
+
+/// What the run found.
+#[derive(Debug)]
+pub struct Outcome {
+    /// The clients' history.
+    pub history: Vec<Event>,
+    /// Set checker.
+    pub set: SetReport,
+    /// Counter checker.
+    pub counter: CounterReport,
+    /// Same heads and root everywhere at the end.
+    pub converged: bool,
+    /// Seconds from the final heal until converged.
+    pub t_conv: f64,
+    /// Faults applied, by kind.
+    pub faults: BTreeMap<&'static str, usize>,
+    /// Peak resident memory of each node process (MiB), the largest seen.
+    pub peak_rss_mib: f64,
+}
+
+impl Outcome {
+    /// Nothing lost, unexpected or duplicated; counters in bounds; converged.
+    pub fn valid(&self) -> bool {
+        self.set.valid() && self.counter.valid() && self.converged
+    }
+}
+
+fn run_cmd(cmd: &str, args: &[&str]) -> Result<(), String> {
+    let out = Command::new(cmd)
+        .args(args)
+        .output()
+        .map_err(|e| format!("{cmd}: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{cmd} {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+/// The namespaces, the bridge and the harness's link; removed when dropped.
+struct Net {
+    prefix: String,
+    nodes: usize,
+}
+
+impl Net {
+    fn ns(&self, i: usize) -> String {
+        format!("{}{i}", self.prefix)
+    }
+
+    fn create(nodes: usize) -> Result<Net, String> {
+        let net = Net {
+            prefix: format!("lcc{}n", std::process::id()),
+            nodes,
+        };
+        let sw = format!("{}sw", net.prefix);
+        run_cmd("ip", &["netns", "add", &sw])?;
+        run_cmd("ip", &["-n", &sw, "link", "add", "br0", "type", "bridge"])?;
+        run_cmd("ip", &["-n", &sw, "link", "set", "br0", "up"])?;
+        for i in 1..=nodes {
+            let ns = net.ns(i);
+            run_cmd("ip", &["netns", "add", &ns])?;
+            let v = format!("v{i}");
+            run_cmd(
+                "ip",
+                &[
+                    "-n", &sw, "link", "add", &v, "type", "veth", "peer", "name", "eth0", "netns",
+                    &ns,
+                ],
+            )?;
+            run_cmd("ip", &["-n", &sw, "link", "set", &v, "master", "br0", "up"])?;
+            run_cmd("ip", &["-n", &ns, "link", "set", "lo", "up"])?;
+            run_cmd(
+                "ip",
+                &[
+                    "-n",
+                    &ns,
+                    "addr",
+                    "add",
+                    &format!("{NET}.{i}/24"),
+                    "dev",
+                    "eth0",
+                ],
+            )?;
+            run_cmd("ip", &["-n", &ns, "link", "set", "eth0", "up"])?;
+        }
+        // The harness's own link to the bridge (its clients reach the nodes' APIs).
+        let host = format!("{}h", net.prefix);
+        run_cmd(
+            "ip",
+            &[
+                "link", "add", &host, "type", "veth", "peer", "name", "vh", "netns", &sw,
+            ],
+        )?;
+        run_cmd(
+            "ip",
+            &["-n", &sw, "link", "set", "vh", "master", "br0", "up"],
+        )?;
+        run_cmd(
+            "ip",
+            &["addr", "add", &format!("{NET}.254/24"), "dev", &host],
+        )?;
+        run_cmd("ip", &["link", "set", &host, "up"])?;
+        Ok(net)
+    }
+
+    /// Node `i` drops everything from the nodes in `from` (never the harness).
+    fn drop_from(&self, i: usize, from: &[usize]) {
+        let ns = self.ns(i);
+        let _ = run_cmd(
+            "ip",
+            &[
+                "netns", "exec", &ns, "nft", "add", "table", "inet", "lcpart",
+            ],
+        );
+        let _ = run_cmd(
+            "ip",
+            &[
+                "netns",
+                "exec",
+                &ns,
+                "nft",
+                "add chain inet lcpart input { type filter hook input priority 0 ; policy accept ; }",
+            ],
+        );
+        for j in from {
+            let _ = run_cmd(
+                "ip",
+                &[
+                    "netns",
+                    "exec",
+                    &ns,
+                    "nft",
+                    "add",
+                    "rule",
+                    "inet",
+                    "lcpart",
+                    "input",
+                    "ip",
+                    "saddr",
+                    &format!("{NET}.{j}"),
+                    "drop",
+                ],
+            );
+        }
+    }
+
+    /// Every node drops a random `pct` percent of what the other nodes send it (nft numgen).
+    fn lossy(&self, pct: u32) {
+        for i in 1..=self.nodes {
+            let ns = self.ns(i);
+            let _ = run_cmd(
+                "ip",
+                &[
+                    "netns", "exec", &ns, "nft", "add", "table", "inet", "lcpart",
+                ],
+            );
+            let _ = run_cmd(
+                "ip",
+                &[
+                    "netns",
+                    "exec",
+                    &ns,
+                    "nft",
+                    "add chain inet lcpart input { type filter hook input priority 0 ; policy accept ; }",
+                ],
+            );
+            let _ = run_cmd(
+                "ip",
+                &[
+                    "netns",
+                    "exec",
+                    &ns,
+                    "nft",
+                    "add",
+                    "rule",
+                    "inet",
+                    "lcpart",
+                    "input",
+                    "ip",
+                    "saddr",
+                    &format!("{NET}.1-{NET}.{}", self.nodes),
+                    "numgen",
+                    "random",
+                    "mod",
+                    "100",
+                    "<",
+                    &pct.to_string(),
+                    "drop",
+                ],
+            );
+        }
+    }
+
+    fn heal(&self) {
+        for i in 1..=self.nodes {
+            let _ = run_cmd(
+                "ip",
+                &[
+                    "netns",
+                    "exec",
+                    &self.ns(i),
+                    "nft",
+                    "delete",
+                    "table",
+                    "inet",
+                    "lcpart",
+                ],
+            );
+        }
+    }
+}
+
+impl Drop for Net {
+    fn drop(&mut self) {
+        let _ = run_cmd("ip", &["link", "del", &format!("{}h", self.prefix)]);
+        for i in 1..=self.nodes {
+            let _ = run_cmd("ip", &["netns", "del", &self.ns(i)]);
+        }
+        let _ = run_cmd("ip", &["netns", "del", &format!("{}sw", self.prefix)]);
+    }
+}
+
+struct Proc {
+    child: Option<Child>,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Some(c) = self.child.as_mut() {
+            let _ = Command::new("kill")
+                .args(["-CONT", &c.id().to_string()])
+                .status();
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn start(cfg: &Config, net: &Net, dir: &Path, i: usize) -> Proc {
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", &net.ns(i)])
+        .arg(&cfg.lcloud)
+        .arg("--dir")
+        .arg(dir)
+        .args(["node", "run", "--sync-every", "0.5"])
+        .args(["--api", &format!("0.0.0.0:{API_PORT}")])
+        .args(["--listen", &format!("/ip4/{NET}.{i}/tcp/{P2P_PORT}")])
+        .env_remove("LCLOUD_DIR")
+        .env_remove("LCLOUD_NODE")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    for j in 1..=cfg.nodes {
+        if j != i {
+            cmd.args(["--peer", &format!("/ip4/{NET}.{j}/tcp/{P2P_PORT}")]);
+        }
+    }
+    Proc {
+        child: Some(cmd.spawn().expect("the node starts")),
+    }
+}
+
+/// One HTTP request with a timeout: `Ok((status, body))`, or `Err(sent)` where `sent` says
+/// whether the request may have reached the node (then the outcome is unknown).
+fn http(i: usize, method: &str, path: &str, body: &str) -> Result<(u16, String), bool> {
+    let addr = format!("{NET}.{i}:{API_PORT}");
+    let mut s = TcpStream::connect_timeout(
+        &addr.parse().expect("an address"),
+        Duration::from_millis(500),
+    )
+    .map_err(|_| false)?;
+    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+    let _ = s.set_write_timeout(Some(Duration::from_secs(2)));
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .map_err(|_| true)?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).map_err(|_| true)?;
+    let code = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or(true)?;
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    Ok((code, body))
+}
+
+fn peak_rss_mib(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// The node process's own pid (the child is `ip netns exec`, which execs into lcloud, so it is
+/// the same process).
+fn pid(p: &Proc) -> Option<u32> {
+    p.child.as_ref().map(Child::id)
+}
+
+/// Runs the real-process tier. `Err` when it cannot run here (no root, no `ip netns`).
+pub fn run(cfg: &Config) -> Result<Outcome, String> {
+    let net = Net::create(cfg.nodes)?;
+    let base = std::env::temp_dir().join(format!("lcloud-chaos-real-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&base);
+    let dirs: Vec<PathBuf> = (1..=cfg.nodes)
+        .map(|i| base.join(format!("n{i}")))
+        .collect();
+    let lcloud = |dir: &Path, args: &[&str]| -> Result<(), String> {
+        let out = Command::new(&cfg.lcloud)
+            .arg("--dir")
+            .arg(dir)
+            .args(args)
+            .env_remove("LCLOUD_DIR")
+            .output()
+            .map_err(|e| e.to_string())?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).trim().to_owned())
+        }
+    };
+    lcloud(&dirs[0], &["init", "--cloud", "chaos"])?;
+    let bundle = base.join("genesis.bundle");
+    lcloud(&dirs[0], &["export", bundle.to_str().ok_or("utf-8")?])?;
+    for d in &dirs[1..] {
+        lcloud(d, &["join", bundle.to_str().ok_or("utf-8")?])?;
+    }
+    let procs: Arc<Mutex<Vec<Proc>>> = Arc::new(Mutex::new(
+        (1..=cfg.nodes)
+            .map(|i| start(cfg, &net, &dirs[i - 1], i))
+            .collect(),
+    ));
+    // Wait for every API.
+    let t = Instant::now();
+    while (1..=cfg.nodes).any(|i| http(i, "GET", "/api/root", "").is_err()) {
+        if t.elapsed() > Duration::from_secs(20) {
+            return Err("the nodes' APIs did not come up within 20 s".into());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let started = Instant::now();
+    let history: Arc<Mutex<Vec<Event>>> = Arc::new(Mutex::new(Vec::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let next_element = Arc::new(AtomicU64::new(0));
+    let clients: Vec<_> = (1..=cfg.nodes)
+        .map(|i| {
+            let (history, stop, next_element) =
+                (history.clone(), stop.clone(), next_element.clone());
+            std::thread::spawn(move || {
+                let mut k = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    k += 1;
+                    let (f, value, body) = if k.is_multiple_of(2) {
+                        let e = next_element.fetch_add(1, Ordering::Relaxed) as i64;
+                        (
+                            F::Add,
+                            e,
+                            format!(r#"{{"ops":[{{"op":"add","path":"/s","value":{e}}}]}}"#),
+                        )
+                    } else {
+                        (
+                            F::Incr,
+                            1,
+                            r#"{"ops":[{"op":"incr","path":"/c","by":1}]}"#.to_owned(),
+                        )
+                    };
+                    let time = started.elapsed().as_nanos() as u64;
+                    let ev = |kind| Event {
+                        kind,
+                        process: i as u32,
+                        f,
+                        value,
+                        time: started.elapsed().as_nanos() as u64,
+                    };
+                    history.lock().expect("not poisoned").push(Event {
+                        kind: Kind::Invoke,
+                        process: i as u32,
+                        f,
+                        value,
+                        time,
+                    });
+                    let kind = match http(i, "POST", "/api/ops", &body) {
+                        Ok((200, _)) => Kind::Ok,
+                        // A refusal with a reason: nothing was written.
+                        Ok((code, _)) if (400..500).contains(&code) => Kind::Fail,
+                        Ok(_) => Kind::Info,
+                        // Never reached the node: definitely not applied.
+                        Err(false) => Kind::Fail,
+                        Err(true) => Kind::Info,
+                    };
+                    history.lock().expect("not poisoned").push(ev(kind));
+                    if kind != Kind::Ok {
+                        std::thread::sleep(Duration::from_millis(50));
+                    }
+                }
+            })
+        })
+        .collect();
+    // Faults.
+    let mut rng = cfg.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut below = |n: u64| {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng % n.max(1)
+    };
+    let mut faults: BTreeMap<&'static str, usize> = BTreeMap::new();
+    let mut peak = 0.0f64;
+    let gap = Duration::from_millis(cfg.seconds * 1000 / cfg.faults.max(1) as u64);
+    let mut paused: BTreeSet<usize> = BTreeSet::new();
+    for _ in 0..cfg.faults {
+        std::thread::sleep(gap);
+        for p in procs.lock().expect("not poisoned").iter() {
+            if let Some(pid) = pid(p) {
+                peak = peak.max(peak_rss_mib(pid));
+            }
+        }
+        let n = cfg.nodes;
+        let i = 1 + below(n as u64) as usize;
+        match below(8) {
+            6 => {
+                // One way: i hears nobody; everybody hears i.
+                net.heal();
+                let others: Vec<usize> = (1..=n).filter(|j| *j != i).collect();
+                net.drop_from(i, &others);
+                *faults.entry("partition (one way)").or_default() += 1;
+            }
+            7 => {
+                net.heal();
+                net.lossy(20);
+                *faults.entry("lossy links (20%, nft numgen)").or_default() += 1;
+            }
+            0 => {
+                net.heal();
+                let all: Vec<usize> = (1..=n).collect();
+                net.drop_from(i, &all);
+                for j in 1..=n {
+                    if j != i {
+                        net.drop_from(j, &[i]);
+                    }
+                }
+                *faults.entry("partition (isolate one)").or_default() += 1;
+            }
+            1 => {
+                net.heal();
+                let half = n / 2;
+                let (a, b): (Vec<usize>, Vec<usize>) = (1..=n).partition(|j| *j <= half);
+                for x in &a {
+                    net.drop_from(*x, &b);
+                }
+                for y in &b {
+                    net.drop_from(*y, &a);
+                }
+                *faults.entry("partition (halves)").or_default() += 1;
+            }
+            2 | 3 => {
+                net.heal();
+                *faults.entry("heal").or_default() += 1;
+            }
+            4 => {
+                // kill -9, restart a moment later.
+                let mut ps = procs.lock().expect("not poisoned");
+                if let Some(c) = ps[i - 1].child.as_mut() {
+                    let _ = c.kill();
+                    let _ = c.wait();
+                }
+                ps[i - 1].child = None;
+                drop(ps);
+                paused.remove(&i);
+                std::thread::sleep(Duration::from_millis(300 + below(700)));
+                let p = start(cfg, &net, &dirs[i - 1], i);
+                procs.lock().expect("not poisoned")[i - 1] = p;
+                *faults.entry("kill -9 and restart").or_default() += 1;
+            }
+            _ => {
+                // Pause for a moment.
+                let ps = procs.lock().expect("not poisoned");
+                if let Some(pid) = pid(&ps[i - 1]) {
+                    let _ = Command::new("kill")
+                        .args(["-STOP", &pid.to_string()])
+                        .status();
+                    drop(ps);
+                    std::thread::sleep(Duration::from_millis(300 + below(1200)));
+                    let _ = Command::new("kill")
+                        .args(["-CONT", &pid.to_string()])
+                        .status();
+                }
+                *faults.entry("pause (SIGSTOP/SIGCONT)").or_default() += 1;
+            }
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    for c in clients {
+        let _ = c.join();
+    }
+    // The final heal.
+    net.heal();
+    let healed = Instant::now();
+    let mut converged = false;
+    let mut t_conv = f64::NAN;
+    while healed.elapsed() < Duration::from_secs(60) {
+        let status: Vec<Option<(String, String)>> = (1..=cfg.nodes)
+            .map(|i| {
+                http(i, "GET", "/api/status", "").ok().and_then(|(_, b)| {
+                    let j: serde_json::Value = serde_json::from_str(&b).ok()?;
+                    Some((j["root"].to_string(), j["heads"].to_string()))
+                })
+            })
+            .collect();
+        if status.iter().all(Option::is_some) {
+            let roots: Vec<_> = status.iter().flatten().map(|(r, _)| r.clone()).collect();
+            let heads: Vec<_> = status.iter().flatten().map(|(_, h)| h.clone()).collect();
+            if check::converged(&heads, &roots) {
+                converged = true;
+                t_conv = healed.elapsed().as_secs_f64();
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Final reads.
+    let read = |i: usize, path: &str| -> serde_json::Value {
+        http(i, "GET", &format!("/api/state?path={path}"), "")
+            .ok()
+            .and_then(|(code, b)| (code == 200).then_some(b))
+            .and_then(|b| serde_json::from_str(&b).ok())
+            .unwrap_or(serde_json::Value::Null)
+    };
+    let sets: Vec<Vec<i64>> = (1..=cfg.nodes)
+        .map(|i| {
+            read(i, "/s")
+                .as_array()
+                .map(|a| a.iter().filter_map(|v| v.as_i64()).collect())
+                .unwrap_or_default()
+        })
+        .collect();
+    let counters: Vec<i64> = (1..=cfg.nodes)
+        .map(|i| read(i, "/c").as_i64().unwrap_or(0))
+        .collect();
+    for p in procs.lock().expect("not poisoned").iter() {
+        if let Some(pid) = pid(p) {
+            peak = peak.max(peak_rss_mib(pid));
+        }
+    }
+    let history = history.lock().expect("not poisoned").clone();
+    let set = check::set_full(&history, &sets, &BTreeMap::new());
+    let counter = check::counter(&history, &counters);
+    drop(procs);
+    drop(net);
+    let _ = std::fs::remove_dir_all(&base);
+    Ok(Outcome {
+        history,
+        set,
+        counter,
+        converged,
+        t_conv,
+        faults,
+        peak_rss_mib: peak,
+    })
+}
