@@ -92,12 +92,13 @@ fn read(dir: &Path) -> Result<(Id, usize, Id), String> {
     Ok((replica.root(), replica.lattice().len(), state.root()))
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).expect("a temporary directory");
-    for entry in std::fs::read_dir(from).expect("the store directory") {
-        let entry = entry.expect("an entry");
-        std::fs::copy(entry.path(), to.join(entry.file_name())).expect("copied");
+fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        std::fs::copy(entry.path(), to.join(entry.file_name()))?;
     }
+    Ok(())
 }
 
 /// Runs `rounds` rounds (kinds in turn) from `seed`.
@@ -203,16 +204,30 @@ fn damage_round(base: &Path, dir: &Path, truncate: bool, rng: &mut Rng, report: 
     };
     let copy: PathBuf = base.join("damaged");
     let _ = std::fs::remove_dir_all(&copy);
-    copy_dir(dir, &copy);
+    if let Err(e) = copy_dir(dir, &copy) {
+        report.failures.push(format!("cannot copy the store: {e}"));
+        return;
+    }
     let file = copy.join("store.redb");
-    let mut bytes = std::fs::read(&file).expect("the store file");
+    let mut bytes = match std::fs::read(&file) {
+        Ok(b) => b,
+        Err(e) => {
+            report.failures.push(format!("cannot read the copy: {e}"));
+            return;
+        }
+    };
     let at = rng.below(bytes.len() as u64) as usize;
     if truncate {
         bytes.truncate(at);
     } else {
         bytes[at] ^= 1 << rng.below(8);
     }
-    std::fs::write(&file, &bytes).expect("written");
+    if let Err(e) = std::fs::write(&file, &bytes) {
+        report
+            .failures
+            .push(format!("cannot write the damaged copy: {e}"));
+        return;
+    }
     match read(&copy) {
         // Serving is fine only if it serves exactly what the store held.
         Ok(got) if got == original => {}
@@ -241,29 +256,39 @@ fn backup_round(base: &Path, dir: &Path, me: &Identity, report: &mut Report) {
     // Back up the store file only (as an operator restoring store.redb would), write more,
     // then restore the backup: the node must refuse to sign until it has caught up.
     let backup = base.join("backup.redb");
-    std::fs::copy(dir.join("store.redb"), &backup).expect("backed up");
-    let wrote = {
-        let mut store = Store::open(dir).expect("opens");
-        store.write_local(me, vec![op(u64::MAX / 2)])
-    };
-    if !matches!(wrote, Ok(Some(_))) {
-        report
-            .failures
-            .push(format!("a plain write failed: {wrote:?}"));
-        return;
+    let mut fail = |what: String| report.failures.push(format!("backup round: {what}"));
+    if let Err(e) = std::fs::copy(dir.join("store.redb"), &backup) {
+        return fail(format!("cannot back up: {e}"));
     }
-    let current = std::fs::read(dir.join("store.redb")).expect("the store file");
-    std::fs::copy(&backup, dir.join("store.redb")).expect("restored");
-    let refused = {
-        let mut store = Store::open(dir).expect("opens");
-        store.write_local(me, vec![op(1)])
+    let wrote =
+        Store::open(dir).and_then(|mut store| store.write_local(me, vec![op(u64::MAX / 2)]));
+    if !matches!(wrote, Ok(Some(_))) {
+        return fail(format!("a plain write failed: {wrote:?}"));
+    }
+    let current = match std::fs::read(dir.join("store.redb")) {
+        Ok(c) => c,
+        Err(e) => return fail(format!("cannot read the store file: {e}")),
     };
-    if refused.is_ok() {
-        report.self_equivocations += 1;
-        report
-            .failures
-            .push("a store restored from a backup signed a seq it had signed before".into());
+    if let Err(e) = std::fs::copy(&backup, dir.join("store.redb")) {
+        return fail(format!("cannot restore the backup: {e}"));
+    }
+    let refused = Store::open(dir).and_then(|mut store| store.write_local(me, vec![op(1)]));
+    match refused {
+        Err(lcloud_store::StoreError::BehindSignedSeq { .. }) => {}
+        Ok(_) => {
+            report.self_equivocations += 1;
+            report
+                .failures
+                .push("a store restored from a backup signed a seq it had signed before".into());
+        }
+        Err(e) => report.failures.push(format!(
+            "backup round: refused, but not for being behind: {e}"
+        )),
     }
     // Put the current file back (as importing the node's own published chain would).
-    std::fs::write(dir.join("store.redb"), current).expect("put back");
+    if let Err(e) = std::fs::write(dir.join("store.redb"), current) {
+        report
+            .failures
+            .push(format!("backup round: cannot put the store back: {e}"));
+    }
 }
