@@ -99,7 +99,7 @@ fn describe_real(o: &real::Outcome) -> String {
     let count = |k| o.history.iter().filter(|e| e.kind == k).count();
     format!(
         "real: {} nodes as processes in network namespaces, {writes} writes ({} ok, {} fail, {} info), faults {:?}; lost={} unexpected={} duplicates={}, counter {} in [{}, {}]; converged={} T_conv {:.1}s; peak RSS per node {:.0} MiB",
-        o.history.iter().map(|e| e.process).max().unwrap_or(0),
+        o.nodes,
         count(history::Kind::Ok),
         count(history::Kind::Fail),
         count(history::Kind::Info),

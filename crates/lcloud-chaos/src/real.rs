@@ -42,6 +42,8 @@ pub struct Config {
 /// What the run found.
 #[derive(Debug)]
 pub struct Outcome {
+    /// Nodes.
+    pub nodes: usize,
     /// The clients' history.
     pub history: Vec<Event>,
     /// Set checker.
@@ -148,89 +150,40 @@ impl Net {
         Ok(net)
     }
 
+    /// Adds a rule (`nft add rule inet lcpart input …`) to node `i`'s input filter, creating
+    /// the table and chain if they are not there.
+    fn rule(&self, i: usize, rule: &[&str]) {
+        let ns = self.ns(i);
+        let nft = |args: &[&str]| {
+            let mut full = vec!["netns", "exec", ns.as_str(), "nft"];
+            full.extend_from_slice(args);
+            let _ = run_cmd("ip", &full);
+        };
+        nft(&["add", "table", "inet", "lcpart"]);
+        nft(&[
+            "add chain inet lcpart input { type filter hook input priority 0 ; policy accept ; }",
+        ]);
+        let mut full = vec!["add", "rule", "inet", "lcpart", "input"];
+        full.extend_from_slice(rule);
+        nft(&full);
+    }
+
     /// Node `i` drops everything from the nodes in `from` (never the harness).
     fn drop_from(&self, i: usize, from: &[usize]) {
-        let ns = self.ns(i);
-        let _ = run_cmd(
-            "ip",
-            &[
-                "netns", "exec", &ns, "nft", "add", "table", "inet", "lcpart",
-            ],
-        );
-        let _ = run_cmd(
-            "ip",
-            &[
-                "netns",
-                "exec",
-                &ns,
-                "nft",
-                "add chain inet lcpart input { type filter hook input priority 0 ; policy accept ; }",
-            ],
-        );
         for j in from {
-            let _ = run_cmd(
-                "ip",
-                &[
-                    "netns",
-                    "exec",
-                    &ns,
-                    "nft",
-                    "add",
-                    "rule",
-                    "inet",
-                    "lcpart",
-                    "input",
-                    "ip",
-                    "saddr",
-                    &format!("{NET}.{j}"),
-                    "drop",
-                ],
-            );
+            self.rule(i, &["ip", "saddr", &format!("{NET}.{j}"), "drop"]);
         }
     }
 
     /// Every node drops a random `pct` percent of what the other nodes send it (nft numgen).
     fn lossy(&self, pct: u32) {
+        let nodes = format!("{NET}.1-{NET}.{}", self.nodes);
+        let pct = pct.to_string();
         for i in 1..=self.nodes {
-            let ns = self.ns(i);
-            let _ = run_cmd(
-                "ip",
+            self.rule(
+                i,
                 &[
-                    "netns", "exec", &ns, "nft", "add", "table", "inet", "lcpart",
-                ],
-            );
-            let _ = run_cmd(
-                "ip",
-                &[
-                    "netns",
-                    "exec",
-                    &ns,
-                    "nft",
-                    "add chain inet lcpart input { type filter hook input priority 0 ; policy accept ; }",
-                ],
-            );
-            let _ = run_cmd(
-                "ip",
-                &[
-                    "netns",
-                    "exec",
-                    &ns,
-                    "nft",
-                    "add",
-                    "rule",
-                    "inet",
-                    "lcpart",
-                    "input",
-                    "ip",
-                    "saddr",
-                    &format!("{NET}.1-{NET}.{}", self.nodes),
-                    "numgen",
-                    "random",
-                    "mod",
-                    "100",
-                    "<",
-                    &pct.to_string(),
-                    "drop",
+                    "ip", "saddr", &nodes, "numgen", "random", "mod", "100", "<", &pct, "drop",
                 ],
             );
         }
@@ -605,6 +558,7 @@ pub fn run(cfg: &Config) -> Result<Outcome, String> {
     drop(net);
     let _ = std::fs::remove_dir_all(&base);
     Ok(Outcome {
+        nodes: cfg.nodes,
         history,
         set,
         counter,

@@ -112,6 +112,7 @@ impl Rng {
     }
 }
 
+#[derive(Clone)]
 enum Wire {
     Req(Vec<u8>),
     Resp(Vec<u8>),
@@ -158,17 +159,10 @@ impl World {
         } else {
             1
         };
-        let bytes = match &wire {
-            Wire::Req(b) | Wire::Resp(b) => b.clone(),
-        };
-        for c in 0..copies {
+        for _ in 0..copies {
             let at = self.now + (1 + self.rng.below(30)) * MS;
             self.seq += 1;
-            let w = match (&wire, c) {
-                (Wire::Req(_), _) => Wire::Req(bytes.clone()),
-                (Wire::Resp(_), _) => Wire::Resp(bytes.clone()),
-            };
-            self.queue.insert((at, self.seq), (from, to, w));
+            self.queue.insert((at, self.seq), (from, to, wire.clone()));
         }
     }
 

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use lcloud_core::NodeId;
-use lcloud_core::sync::{MESSAGE_BYTES_MAX, Request, Response};
+use lcloud_core::sync::{Request, Response};
 use libp2p::request_response::{self, ProtocolSupport};
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{Multiaddr, PeerId, StreamProtocol, connection_limits, gossipsub, identify, identity};
@@ -413,6 +413,3 @@ async fn drive(
         }
     }
 }
-
-/// The most bytes a sync message may have on the wire.
-pub const FRAME_BYTES_MAX: usize = MESSAGE_BYTES_MAX;

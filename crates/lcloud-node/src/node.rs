@@ -34,13 +34,21 @@ pub type Checked = Vec<Result<(Verified<Experience>, ByteBuf), ValidationError>>
 /// Most pushes stored in one commit when several wait.
 const PUSHES_PER_COMMIT: usize = 8;
 
+/// Cores to validate on (looked up once: the lookup reads cgroup files).
+fn cores() -> usize {
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CORES.get_or_init(|| {
+        std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(8)
+    })
+}
+
 /// Validates experiences' bytes on every core (ZIP-215 batches).
 pub fn check(exps: Vec<ByteBuf>, cloud: &Id) -> Checked {
     let results = {
         let inputs: Vec<&[u8]> = exps.iter().map(|b| b.0.as_slice()).collect();
-        let ways = std::thread::available_parallelism()
-            .map_or(1, |n| n.get())
-            .min(8);
+        let ways = cores();
         if inputs.len() < 64 || ways == 1 {
             lcloud_core::validate_batch(&inputs, cloud)
         } else {
@@ -371,7 +379,7 @@ impl Node {
                         self.send(Command::Judge {
                             id,
                             from,
-                            valid: stored && refused == 0,
+                            valid: stored && refused.is_empty(),
                         });
                     }
                     Err(e) => {
@@ -639,16 +647,18 @@ impl Node {
             }
         }
         let (new, refused) = self.insert(intake, valid);
-        (new, rejected + refused)
+        (new, rejected + refused.len() as u32)
     }
 
-    /// Inserts verified experiences into the replica. Returns (new, refused by the rules).
+    /// Inserts verified experiences into the replica. Returns how many were new and the
+    /// reason of each one the rules refused (also counted in the metrics).
     fn insert(
         &mut self,
         intake: &mut Intake,
         exps: Vec<(Verified<Experience>, ByteBuf)>,
-    ) -> (u32, u32) {
-        let (mut new, mut refused) = (0u32, 0u32);
+    ) -> (u32, Vec<String>) {
+        let mut new = 0u32;
+        let mut refused = Vec::new();
         for (exp, bytes) in exps {
             let id = exp.id();
             if self.replica.lattice().contains(&id) {
@@ -665,12 +675,9 @@ impl Node {
                     intake.outcomes.push(out);
                 }
                 Err(e) => {
-                    refused += 1;
-                    *self
-                        .metrics
-                        .rejected
-                        .entry(reason_of(&e.to_string()))
-                        .or_default() += 1;
+                    let reason = reason_of(&e.to_string());
+                    *self.metrics.rejected.entry(reason.clone()).or_default() += 1;
+                    refused.push(reason);
                 }
             }
         }
@@ -745,15 +752,9 @@ impl Node {
                 }
             }
             let mut intake = Intake::default();
-            let before = self.metrics.rejected.clone();
             let (new, refused) = self.insert(&mut intake, valid);
-            if refused > 0 {
-                for (reason, n) in &self.metrics.rejected {
-                    let was = before.get(reason).copied().unwrap_or(0);
-                    if *n > was {
-                        *report.rejected.entry(reason.clone()).or_default() += (*n - was) as u32;
-                    }
-                }
+            for reason in refused {
+                *report.rejected.entry(reason).or_default() += 1;
             }
             if !self.commit(intake) {
                 return Err("the node could not store the bundle (see its log); nothing of this chunk was kept".into());
