@@ -7,8 +7,9 @@
 //!    chain and the id at that height.
 //! 2. The responder answers [`Response::Sync`]: its own summary and the first batch (at most
 //!    [`BATCH_BYTES`]) of what the initiator lacks, dependencies first; `more` says whether
-//!    more is missing. The responder keeps no state: the initiator asks again (with its new
-//!    summary) once it has stored the batch, which is the backpressure.
+//!    more is missing. The responder keeps no state: the rest can be streamed to the initiator
+//!    as pushes (what `lcloud node run` does), or the initiator asks again with its new
+//!    summary once it has stored the batch.
 //! 3. From the responder's summary the initiator knows what the responder lacks and sends it as
 //!    [`Request::Push`] batches, each acknowledged by [`Response::Pushed`] before the next.
 //!
