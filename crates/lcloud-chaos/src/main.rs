@@ -17,6 +17,7 @@
 
 #![forbid(unsafe_code)]
 
+mod attack;
 mod check;
 mod history;
 mod real;
@@ -33,7 +34,7 @@ fn arg_value(args: &[String], name: &str) -> Option<String> {
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: lcloud-chaos ci [--seeds N] [--rounds R] [--real [--lcloud PATH]]\n       lcloud-chaos real [--nodes N] [--seconds S] [--faults F] [--seed S] [--lcloud PATH]\n       lcloud-chaos sim --seed S [--history FILE] [--broken-counter]\n       lcloud-chaos storage [--rounds R] [--seed S]"
+        "usage: lcloud-chaos ci [--seeds N] [--rounds R] [--real [--lcloud PATH]]\n       lcloud-chaos real [--nodes N] [--seconds S] [--faults F] [--seed S] [--lcloud PATH]\n       lcloud-chaos sim --seed S [--history FILE] [--broken-counter]\n       lcloud-chaos storage [--rounds R] [--seed S]\n       lcloud-chaos attacks [--only NAME] [--lcloud PATH]"
     );
     ExitCode::from(2)
 }
@@ -116,6 +117,33 @@ fn describe_real(o: &real::Outcome) -> String {
     )
 }
 
+/// Runs the attack suite, printing one line per attack: (passed, total).
+fn attacks(args: &[String]) -> (usize, usize) {
+    let cfg = attack::Config {
+        lcloud: real_config(args).lcloud,
+        only: arg_value(args, "--only"),
+    };
+    if !cfg.lcloud.exists() {
+        println!(
+            "attacks: no lcloud binary at {} (build it with `cargo build -p lcloud-cli` and pass --lcloud PATH)",
+            cfg.lcloud.display()
+        );
+        return (0, 7);
+    }
+    let verdicts = attack::run(&cfg);
+    let mut passed = 0;
+    for v in &verdicts {
+        match &v.result {
+            Ok(s) => {
+                passed += 1;
+                println!("attack {}: ok: {s}", v.name);
+            }
+            Err(e) => println!("attack {}: FAILED: {e}", v.name),
+        }
+    }
+    (passed, verdicts.len())
+}
+
 fn describe_storage(r: &storage::Report) -> String {
     let mut s = format!(
         "storage: {} kill -9, {} truncations, {} flipped bits, {} backup restores; acknowledged lost={} corrupt accepted={} self-equivocations={}",
@@ -157,6 +185,15 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Some("attacks") => {
+            let (passed, total) = attacks(&args);
+            println!("attacks {passed}/{total}");
+            if passed == total && total > 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
         Some("storage") => {
             let rounds = arg_value(&args, "--rounds")
                 .and_then(|s| s.parse().ok())
@@ -266,8 +303,9 @@ fn main() -> ExitCode {
             } else {
                 true
             };
+            let (attacks_passed, attacks_total) = attacks(&args);
             println!(
-                "chaos: {seeds} seeds, 5 nodes, {writes} writes, {faults} faults; lost={lost} unexpected={unexpected} duplicates={duplicates}; T_conv max {:.1}s (simulated); replays identical {replay_ok}/{}; negative control caught: {caught}; storage {}/{rounds}; {:.0} s",
+                "chaos: {seeds} seeds, 5 nodes, {writes} writes, {faults} faults; lost={lost} unexpected={unexpected} duplicates={duplicates}; T_conv max {:.1}s (simulated); replays identical {replay_ok}/{}; negative control caught: {caught}; attacks {attacks_passed}/{attacks_total}; storage {}/{rounds}; {:.0} s",
                 t_conv_max as f64 / 1e9,
                 traces.len(),
                 if storage.valid() {
@@ -277,7 +315,12 @@ fn main() -> ExitCode {
                 },
                 started.elapsed().as_secs_f64()
             );
-            if failed.is_empty() && caught && storage.valid() && real_ok {
+            if failed.is_empty()
+                && caught
+                && storage.valid()
+                && real_ok
+                && attacks_passed == attacks_total
+            {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::FAILURE

@@ -491,6 +491,38 @@ pub enum ValidationError {
     BadSignature(Id),
 }
 
+impl ValidationError {
+    /// A short, stable label for the rule broken (no ids, offsets or counts), for metrics and
+    /// logs: one label per variant, and per kind of decoding error for malformed bytes.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ValidationError::Malformed(e) => match e {
+                DecodeError::Truncated(_) => "malformed: truncated",
+                DecodeError::TrailingBytes(_) => "malformed: trailing bytes",
+                DecodeError::LengthTooLarge { .. } => "malformed: length exceeds input",
+                DecodeError::TooDeep(_) => "malformed: nesting too deep",
+                DecodeError::NotDagCbor { .. } => "malformed: not DAG-CBOR",
+                DecodeError::Shape(_) => "malformed: wrong shape",
+                DecodeError::NonCanonical => "malformed: non-canonical",
+                DecodeError::TooLarge { .. } => "malformed: too large",
+            },
+            ValidationError::WrongCloud { .. } => "wrong cloud",
+            ValidationError::SeqPrevMismatch { .. } => "seq does not match prev",
+            ValidationError::DepsNotSorted => "deps not sorted",
+            ValidationError::DepIsPrev => "prev repeated among deps",
+            ValidationError::NotRootedInGenesis => "not rooted in genesis",
+            ValidationError::TooManyDeps(_) => "too many deps",
+            ValidationError::OpCount(_) => "op count",
+            ValidationError::OpsDigestMismatch { .. } => "ops digest mismatch",
+            ValidationError::GenesisOpMisplaced => "genesis op misplaced",
+            ValidationError::GenesisNotFirst => "genesis not first",
+            ValidationError::BadPath { .. } => "bad path",
+            ValidationError::BadAuthorKey(_) => "bad author key",
+            ValidationError::BadSignature(_) => "bad signature",
+        }
+    }
+}
+
 /// Decodes and validates one experience for `cloud` (the genesis itself validates against its
 /// own id). Checks the canonical encoding, the size bounds, the shape rules and the signature
 /// under ZIP-215. Checks that need other experiences (prev's seq, membership, that deps exist)

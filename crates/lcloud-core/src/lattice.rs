@@ -74,6 +74,27 @@ pub enum InsertError {
     NotGenesis(Id),
 }
 
+impl InsertError {
+    /// A short, stable label for the rule broken (no ids), for metrics and logs.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            InsertError::PrevNotOwnChain { .. } => "prev not own chain",
+            InsertError::SeqNotNext { .. } => "seq not next",
+            InsertError::NotMember { .. } => "not a member",
+            InsertError::NotAdmin { .. } => "not an admin",
+            InsertError::SecondGenesis(_) => "second genesis",
+            InsertError::ParkedFull => "parking full",
+            InsertError::NotGenesis(_) => "not a genesis",
+        }
+    }
+
+    /// Whether the experience itself breaks a rule (so whoever sent it misbehaved). `false`
+    /// only for [`InsertError::ParkedFull`], which says nothing about the experience.
+    pub fn is_invalid(&self) -> bool {
+        !matches!(self, InsertError::ParkedFull)
+    }
+}
+
 /// What happened to an inserted experience.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Inserted {

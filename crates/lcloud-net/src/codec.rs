@@ -12,18 +12,84 @@ use libp2p::StreamProtocol;
 #[derive(Clone, Default)]
 pub struct SyncCodec;
 
+/// Why a frame was refused: what a peer's misbehaviour is counted as.
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    /// The length prefix is above the cap (nothing was allocated).
+    #[error("a frame of {0} bytes (at most {MESSAGE_BYTES_MAX})")]
+    TooLarge(usize),
+    /// The stream ended before the frame did.
+    #[error("truncated frame: the stream ended after {got} of {want} bytes")]
+    Truncated {
+        /// Bytes received (prefix included).
+        got: usize,
+        /// Bytes the prefix announced (prefix included).
+        want: usize,
+    },
+    /// More bytes followed the frame (a sender closes its side after one frame).
+    #[error("bytes after the frame")]
+    TrailingBytes,
+    /// The frame's bytes are not a message of the protocol.
+    #[error("undecodable message: {0}")]
+    Undecodable(String),
+}
+
+impl FrameError {
+    /// A short, stable label (for metrics).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            FrameError::TooLarge(_) => "frame too large",
+            FrameError::Truncated { .. } => "frame truncated",
+            FrameError::TrailingBytes => "frame trailing bytes",
+            FrameError::Undecodable(_) => "message undecodable",
+        }
+    }
+}
+
+impl From<FrameError> for io::Error {
+    fn from(e: FrameError) -> io::Error {
+        io::Error::new(io::ErrorKind::InvalidData, e)
+    }
+}
+
+/// Reads exactly `buf.len()` bytes; a clean end of stream before that is a truncated frame
+/// (`got_before` bytes of the frame came earlier), a failed read is passed on.
+async fn fill<T: AsyncRead + Unpin + Send>(
+    io: &mut T,
+    buf: &mut [u8],
+    got_before: usize,
+    want: usize,
+) -> io::Result<()> {
+    let mut at = 0;
+    while at < buf.len() {
+        match io.read(&mut buf[at..]).await? {
+            0 => {
+                return Err(FrameError::Truncated {
+                    got: got_before + at,
+                    want,
+                }
+                .into());
+            }
+            n => at += n,
+        }
+    }
+    Ok(())
+}
+
 async fn read_frame<T: AsyncRead + Unpin + Send>(io: &mut T) -> io::Result<Vec<u8>> {
     let mut len = [0u8; 4];
-    io.read_exact(&mut len).await?;
+    fill(io, &mut len, 0, 4).await?;
     let len = u32::from_be_bytes(len) as usize;
     if len > MESSAGE_BYTES_MAX {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("a frame of {len} bytes (at most {MESSAGE_BYTES_MAX})"),
-        ));
+        return Err(FrameError::TooLarge(len).into());
     }
     let mut buf = vec![0u8; len];
-    io.read_exact(&mut buf).await?;
+    fill(io, &mut buf, 4, 4 + len).await?;
+    // The sender closes its side after the frame: anything more is not the protocol.
+    let mut more = [0u8; 1];
+    if io.read(&mut more).await? != 0 {
+        return Err(FrameError::TrailingBytes.into());
+    }
     Ok(buf)
 }
 
@@ -43,19 +109,39 @@ async fn write_frame<T: AsyncWrite + Unpin + Send>(io: &mut T, bytes: &[u8]) -> 
 }
 
 fn invalid(e: impl std::fmt::Display) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, e.to_string())
+    FrameError::Undecodable(e.to_string()).into()
 }
+
+/// The frame error inside `e`, or `e` itself when it is not one (the stream failed).
+fn frame_error(e: io::Error) -> io::Result<FrameError> {
+    if e.get_ref().is_some_and(|inner| inner.is::<FrameError>()) {
+        let inner = e.into_inner().expect("checked above");
+        Ok(*inner.downcast::<FrameError>().expect("checked above"))
+    } else {
+        Err(e)
+    }
+}
+
+/// A request as read from a peer: the request, or what was wrong with its frame. A broken
+/// frame is delivered (not dropped as a failed stream) so that the node learns who sent it
+/// and counts it against that peer.
+pub type Inbound = Result<Request, FrameError>;
 
 impl libp2p::request_response::Codec for SyncCodec {
     type Protocol = StreamProtocol;
-    type Request = Request;
+    type Request = Inbound;
     type Response = Response;
 
-    async fn read_request<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Request>
+    async fn read_request<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Inbound>
     where
         T: AsyncRead + Unpin + Send,
     {
-        Request::from_bytes(&read_frame(io).await?).map_err(invalid)
+        match read_frame(io).await {
+            Ok(bytes) => {
+                Ok(Request::from_bytes(&bytes).map_err(|e| FrameError::Undecodable(e.to_string())))
+            }
+            Err(e) => frame_error(e).map(Err),
+        }
     }
 
     async fn read_response<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Response>
@@ -69,12 +155,18 @@ impl libp2p::request_response::Codec for SyncCodec {
         &mut self,
         _: &StreamProtocol,
         io: &mut T,
-        req: Request,
+        req: Inbound,
     ) -> io::Result<()>
     where
         T: AsyncWrite + Unpin + Send,
     {
-        write_frame(io, &req.to_bytes()).await
+        match req {
+            Ok(req) => write_frame(io, &req.to_bytes()).await,
+            Err(e) => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("not sending a broken request ({e})"),
+            )),
+        }
     }
 
     async fn write_response<T>(
@@ -99,6 +191,7 @@ mod tests {
     fn read(bytes: Vec<u8>) -> io::Result<Request> {
         let protocol = StreamProtocol::new(crate::SYNC_PROTOCOL);
         futures::executor::block_on(SyncCodec.read_request(&protocol, &mut Cursor::new(bytes)))
+            .and_then(|r| r.map_err(io::Error::from))
     }
 
     #[test]
@@ -116,7 +209,24 @@ mod tests {
         assert_eq!(read(frame).unwrap_err().kind(), io::ErrorKind::InvalidData);
         let mut short = 100u32.to_be_bytes().to_vec();
         short.extend_from_slice(&[0; 10]);
-        assert!(read(short).is_err());
+        let err = read(short).unwrap_err();
+        assert!(err.to_string().contains("truncated frame"), "{err}");
+    }
+
+    #[test]
+    fn bytes_after_the_frame_are_refused() {
+        let req = Request::Push {
+            cloud: lcloud_core::Id([7; 32]),
+            exps: vec![],
+        };
+        let body = req.to_bytes();
+        let mut frame = (body.len() as u32).to_be_bytes().to_vec();
+        frame.extend_from_slice(&body);
+        assert_eq!(read(frame.clone()).unwrap(), req);
+        frame.push(0);
+        let err = read(frame).unwrap_err();
+        let inner = err.get_ref().and_then(|e| e.downcast_ref::<FrameError>());
+        assert_eq!(inner.map(FrameError::reason), Some("frame trailing bytes"));
     }
 
     #[test]
@@ -127,7 +237,7 @@ mod tests {
         };
         let protocol = StreamProtocol::new(crate::SYNC_PROTOCOL);
         let mut out = Cursor::new(Vec::new());
-        futures::executor::block_on(SyncCodec.write_request(&protocol, &mut out, req.clone()))
+        futures::executor::block_on(SyncCodec.write_request(&protocol, &mut out, Ok(req.clone())))
             .unwrap();
         assert_eq!(read(out.into_inner()).unwrap(), req);
     }
@@ -140,7 +250,8 @@ mod fuzz {
     use libp2p::request_response::Codec;
 
     /// Wire frames (bolero): no input panics; the length prefix is checked before anything is
-    /// allocated; an accepted request re-encodes to exactly the frame.
+    /// allocated; an accepted request re-encodes to exactly the input (one frame, nothing
+    /// after it).
     #[test]
     fn fuzz_wire_frames() {
         let protocol = StreamProtocol::new(crate::SYNC_PROTOCOL);
@@ -148,14 +259,11 @@ mod fuzz {
             let read = futures::executor::block_on(
                 SyncCodec.read_request(&protocol, &mut Cursor::new(bytes.to_vec())),
             );
-            if let Ok(req) = read {
+            if let Ok(Ok(req)) = read {
                 let mut out = Cursor::new(Vec::new());
-                futures::executor::block_on(SyncCodec.write_request(&protocol, &mut out, req))
+                futures::executor::block_on(SyncCodec.write_request(&protocol, &mut out, Ok(req)))
                     .unwrap();
-                assert_eq!(
-                    &out.into_inner()[..],
-                    &bytes[..4 + u32::from_be_bytes(bytes[..4].try_into().unwrap()) as usize]
-                );
+                assert_eq!(&out.into_inner()[..], bytes);
             }
         });
     }

@@ -96,10 +96,14 @@ pub enum Event {
         /// The answer, decoded within the size cap.
         response: Response,
     },
-    /// A peer sent a request we could not read (oversized or malformed frame).
+    /// A peer sent a request we could not read (oversized, truncated or undecodable frame, or
+    /// bytes after it).
     Malformed {
         /// Who sent it.
         peer: PeerId,
+        /// A short, stable label: `frame too large`, `frame truncated`, `frame trailing
+        /// bytes` or `message undecodable`.
+        reason: &'static str,
         /// What was wrong.
         error: String,
     },
@@ -306,7 +310,7 @@ async fn drive(
                         let _ = swarm.behaviour_mut().gossip.publish(topic.clone(), data);
                     }
                     Command::Request { peer, request } => {
-                        swarm.behaviour_mut().sync.send_request(&peer, request);
+                        swarm.behaviour_mut().sync.send_request(&peer, Ok(request));
                     }
                     Command::Respond { token, response } => {
                         if let Some(ch) = channels.remove(&token) {
@@ -379,10 +383,17 @@ async fn drive(
                         message,
                         ..
                     })) => match message {
-                        request_response::Message::Request { request, channel, .. } => {
+                        request_response::Message::Request { request: Ok(request), channel, .. } => {
                             next_token += 1;
                             channels.insert(next_token, channel);
                             Some(Event::Request { peer, request, token: next_token })
+                        }
+                        request_response::Message::Request { request: Err(e), channel, .. } => {
+                            let _ = swarm.behaviour_mut().sync.send_response(
+                                channel,
+                                Response::Refused { reason: e.to_string() },
+                            );
+                            Some(Event::Malformed { peer, reason: e.reason(), error: e.to_string() })
                         }
                         request_response::Message::Response { response, .. } => {
                             Some(Event::Response { peer, response })
@@ -391,15 +402,6 @@ async fn drive(
                     SwarmEvent::Behaviour(BehaviourEvent::Sync(
                         request_response::Event::OutboundFailure { peer, error, .. },
                     )) => Some(Event::RequestFailed { peer, error: error.to_string() }),
-                    SwarmEvent::Behaviour(BehaviourEvent::Sync(
-                        request_response::Event::InboundFailure {
-                            peer,
-                            error: request_response::InboundFailure::Io(e),
-                            ..
-                        },
-                    )) if e.kind() == std::io::ErrorKind::InvalidData => {
-                        Some(Event::Malformed { peer, error: e.to_string() })
-                    }
                     _ => None,
                 };
                 // Responses never sent (the node dropped them) must not pile up.

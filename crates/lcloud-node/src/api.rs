@@ -53,6 +53,7 @@ pub fn router(api: Api) -> Router {
         .route("/api/status", get(status))
         .route("/api/heads", get(heads))
         .route("/api/clock", get(clock))
+        .route("/api/forks", get(forks))
         .route("/api/ops", post(write))
         .route("/api/events", get(events))
         .route(
@@ -101,7 +102,31 @@ fn status_json(s: &Status) -> J {
         "clock": s.clock.iter().map(|(n, q)| (n.to_hex(), json!(q))).collect::<serde_json::Map<_, _>>(),
         "experiences": s.experiences,
         "peers": s.peers.iter().map(|(p, n)| json!({"peer": p, "node": n.map(|n| n.to_hex())})).collect::<Vec<_>>(),
+        "parked": s.parked,
+        "missing": s.missing.iter().map(|m| m.to_hex()).collect::<Vec<_>>(),
+        "forks": s.forks.len(),
     })
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+async fn forks(State(api): State<Api>) -> Response {
+    match api.ask(Call::Status).await {
+        Ok(s) => Json(json!(
+            s.forks
+                .iter()
+                .map(|(author, seq, proof)| json!({
+                    "author": author.to_hex(),
+                    "seq": seq,
+                    "proof": hex(proof),
+                }))
+                .collect::<Vec<_>>()
+        ))
+        .into_response(),
+        Err(r) => r,
+    }
 }
 
 async fn status(State(api): State<Api>) -> Response {
@@ -281,12 +306,14 @@ pub fn openapi_document() -> J {
                 "responses": {"200": ok_json("the value", json!({})), "400": err, "404": err}}},
             "/api/root": {"get": {"summary": "The state root.",
                 "responses": {"200": ok_json("root", json!({"type": "object", "properties": {"root": {"type": "string"}}}))}}},
-            "/api/status": {"get": {"summary": "Node, cloud, root, heads, frontier clock, experiences, peers.",
+            "/api/status": {"get": {"summary": "Node, cloud, root, heads, frontier clock, experiences, peers; parked experiences and the first ids they wait for (a gap), and the number of fork proofs.",
                 "responses": {"200": ok_json("status", json!({"type": "object"}))}}},
             "/api/heads": {"get": {"summary": "Heads of the DAG.",
                 "responses": {"200": ok_json("ids", json!({"type": "array", "items": {"type": "string"}}))}}},
             "/api/clock": {"get": {"summary": "Frontier clock: node id → highest seq held.",
                 "responses": {"200": ok_json("clock", json!({"type": "object", "additionalProperties": {"type": "integer"}}))}}},
+            "/api/forks": {"get": {"summary": "Fork proofs: each author caught signing two experiences at one place of its chain, with the proof (canonical DAG-CBOR, hex; `lcloud forks` checks them).",
+                "responses": {"200": ok_json("forks", json!({"type": "array", "items": {"type": "object", "properties": {"author": {"type": "string"}, "seq": {"type": "integer"}, "proof": {"type": "string"}}}}))}}},
             "/api/ops": {"post": {"summary": "Write ops as one experience of this node (durable before the answer).",
                 "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Ops"}}}},
                 "responses": {"200": ok_json("written", json!({"type": "object", "properties": {"id": {"type": "string"}, "seq": {"type": "integer"}}})), "400": err, "422": err}}},

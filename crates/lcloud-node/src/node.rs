@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use lcloud_core::codec::ByteBuf;
 use lcloud_core::sync::{self, Request, Response, Summary};
 use lcloud_core::{
-    EXPERIENCE_BYTES_MAX, Experience, Id, Idx, Inserted, NodeId, Op, Path, Replica,
+    EXPERIENCE_BYTES_MAX, Experience, Id, Idx, InsertError, Inserted, NodeId, Op, Path, Replica,
     ValidationError, Verified, validate,
 };
 use lcloud_net::{Command, Event, Peer, node_of};
@@ -19,6 +19,8 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 pub const BAN_SCORE: u32 = 100;
 /// Points for an invalid experience or an undecodable message.
 const INVALID_POINTS: u32 = 25;
+/// Peers whose misbehaviour points are remembered at once.
+const SCORES_MAX: usize = 65_536;
 /// Points for a request beyond the rate limit.
 const FLOOD_POINTS: u32 = 5;
 /// Requests a peer may make per second before it is refused (and scored).
@@ -139,7 +141,17 @@ pub struct Status {
     pub experiences: usize,
     /// Connected peers and the node each is.
     pub peers: Vec<(String, Option<NodeId>)>,
+    /// Experiences held back because something they link to has not arrived (a gap).
+    pub parked: usize,
+    /// The first [`MISSING_SHOWN`] ids parked experiences wait for (sorted).
+    pub missing: Vec<Id>,
+    /// Fork proofs: authors caught signing two experiences at one place of their chain, each
+    /// proof as canonical DAG-CBOR bytes (the same on every node that holds both branches).
+    pub forks: Vec<(NodeId, u64, Vec<u8>)>,
 }
+
+/// Missing ids listed in [`Status::missing`] at most.
+pub const MISSING_SHOWN: usize = 16;
 
 /// Everything the core thread receives.
 pub enum Msg {
@@ -190,7 +202,6 @@ pub struct Announced {
 
 #[derive(Default)]
 struct PeerState {
-    score: u32,
     /// What this peer lacks and we still have to push, in arrival order (dependencies first).
     pushing: BTreeSet<Idx>,
     /// Push batches sent and not yet answered.
@@ -220,6 +231,11 @@ pub struct Node {
     net: mpsc::Sender<Command>,
     announce: broadcast::Sender<Announced>,
     peers: BTreeMap<Peer, PeerState>,
+    /// Peers banned for misbehaviour (the network refuses them; nothing more is scored).
+    banned: BTreeSet<Peer>,
+    /// Misbehaviour points per peer. Kept across reconnections (a peer cannot wipe its score
+    /// by dialling again); at most [`SCORES_MAX`] peers.
+    scores: BTreeMap<Peer, u32>,
     metrics: Metrics,
     /// The document as the store last persisted it (so a commit writes only changed leaves).
     persisted: lcloud_core::Doc,
@@ -245,6 +261,8 @@ impl Node {
             net,
             announce,
             peers: BTreeMap::new(),
+            banned: BTreeSet::new(),
+            scores: BTreeMap::new(),
             metrics: Metrics::default(),
         })
     }
@@ -328,12 +346,28 @@ impl Node {
 
     fn misbehaved(&mut self, peer: Peer, reason: &str, points: u32) {
         *self.metrics.rejected.entry(reason.to_owned()).or_default() += 1;
-        let state = self.peers.entry(peer).or_default();
-        state.score += points;
-        if state.score >= BAN_SCORE {
-            tracing::warn!(%peer, reason, "banning peer");
+        self.score(peer, points);
+    }
+
+    /// Adds misbehaviour points; bans the peer at [`BAN_SCORE`].
+    fn score(&mut self, peer: Peer, points: u32) {
+        if self.banned.contains(&peer) {
+            return;
+        }
+        if self.scores.len() >= SCORES_MAX && !self.scores.contains_key(&peer) {
+            // Forget the least suspicious peer to make room.
+            if let Some(least) = self.scores.iter().min_by_key(|(_, s)| **s).map(|(p, _)| *p) {
+                self.scores.remove(&least);
+            }
+        }
+        let score = self.scores.entry(peer).or_default();
+        *score += points;
+        if *score >= BAN_SCORE {
+            self.scores.remove(&peer);
+            tracing::warn!(%peer, "banning peer for misbehaviour");
             self.metrics.banned += 1;
             self.peers.remove(&peer);
+            self.banned.insert(peer);
             self.send(Command::Ban(peer));
         }
     }
@@ -381,6 +415,9 @@ impl Node {
                             from,
                             valid: stored && refused.is_empty(),
                         });
+                        if refused.iter().any(InsertError::is_invalid) {
+                            self.score(from, INVALID_POINTS);
+                        }
                     }
                     Err(e) => {
                         self.send(Command::Judge {
@@ -388,7 +425,7 @@ impl Node {
                             from,
                             valid: false,
                         });
-                        self.misbehaved(from, &reason_of(&e.to_string()), INVALID_POINTS);
+                        self.misbehaved(from, e.reason(), INVALID_POINTS);
                     }
                 }
             }
@@ -401,9 +438,13 @@ impl Node {
                 self.send(Command::Respond { token, response });
             }
             Event::Response { peer, response } => self.on_response(peer, response),
-            Event::Malformed { peer, error } => {
+            Event::Malformed {
+                peer,
+                reason,
+                error,
+            } => {
                 tracing::info!(%peer, %error, "malformed request");
-                self.misbehaved(peer, "malformed frame", INVALID_POINTS);
+                self.misbehaved(peer, reason, INVALID_POINTS);
             }
             Event::RequestFailed { peer, error } => {
                 tracing::debug!(%peer, %error, "request failed");
@@ -642,21 +683,27 @@ impl Node {
                 Ok(x) => valid.push(x),
                 Err(e) => {
                     rejected += 1;
-                    self.misbehaved(peer, &reason_of(&e.to_string()), INVALID_POINTS);
+                    self.misbehaved(peer, e.reason(), INVALID_POINTS);
                 }
             }
         }
         let (new, refused) = self.insert(intake, valid);
+        // An honest node never sends what the rules refuse: the sender misbehaved (counted
+        // once already, by `insert`).
+        for _ in refused.iter().filter(|e| e.is_invalid()) {
+            self.score(peer, INVALID_POINTS);
+        }
         (new, rejected + refused.len() as u32)
     }
 
-    /// Inserts verified experiences into the replica. Returns how many were new and the
-    /// reason of each one the rules refused (also counted in the metrics).
+    /// Inserts verified experiences into the replica. Returns how many were new and why the
+    /// rules refused the others (each also counted in the metrics), including parked ones
+    /// released and then refused.
     fn insert(
         &mut self,
         intake: &mut Intake,
         exps: Vec<(Verified<Experience>, ByteBuf)>,
-    ) -> (u32, Vec<String>) {
+    ) -> (u32, Vec<InsertError>) {
         let mut new = 0u32;
         let mut refused = Vec::new();
         for (exp, bytes) in exps {
@@ -666,8 +713,12 @@ impl Node {
             }
             match self.replica.insert(exp.clone()) {
                 Ok(out) if out.duplicate => {}
-                Ok(out) => {
+                Ok(mut out) => {
                     new += 1;
+                    for e in std::mem::take(&mut out.rejected) {
+                        *self.metrics.rejected.entry(e.reason().into()).or_default() += 1;
+                        refused.push(e);
+                    }
                     if !out.parked_on.is_empty() {
                         intake.parked.push(exp);
                     }
@@ -675,9 +726,8 @@ impl Node {
                     intake.outcomes.push(out);
                 }
                 Err(e) => {
-                    let reason = reason_of(&e.to_string());
-                    *self.metrics.rejected.entry(reason.clone()).or_default() += 1;
-                    refused.push(reason);
+                    *self.metrics.rejected.entry(e.reason().into()).or_default() += 1;
+                    refused.push(e);
                 }
             }
         }
@@ -743,18 +793,13 @@ impl Node {
                 match r {
                     Ok((exp, _)) if self.replica.lattice().contains(&exp.id()) => report.known += 1,
                     Ok(x) => valid.push(x),
-                    Err(e) => {
-                        *report
-                            .rejected
-                            .entry(reason_of(&e.to_string()))
-                            .or_default() += 1
-                    }
+                    Err(e) => *report.rejected.entry(e.reason().into()).or_default() += 1,
                 }
             }
             let mut intake = Intake::default();
             let (new, refused) = self.insert(&mut intake, valid);
-            for reason in refused {
-                *report.rejected.entry(reason).or_default() += 1;
+            for e in refused {
+                *report.rejected.entry(e.reason().into()).or_default() += 1;
             }
             if !self.commit(intake) {
                 return Err("the node could not store the bundle (see its log); nothing of this chunk was kept".into());
@@ -878,6 +923,19 @@ impl Node {
                 .keys()
                 .map(|p| (p.to_string(), node_of(p)))
                 .collect(),
+            parked: lattice.parked_len(),
+            // What parked experiences wait for and no one here holds, parked or not: the gap.
+            missing: lattice
+                .missing()
+                .filter(|id| lattice.parked_experience(id).is_none())
+                .take(MISSING_SHOWN)
+                .copied()
+                .collect(),
+            forks: lattice
+                .forks()
+                .iter()
+                .map(|f| (f.author(), f.seq(), lcloud_core::codec::to_canonical(f)))
+                .collect(),
         }
     }
 
@@ -962,10 +1020,4 @@ impl Node {
         }
         out
     }
-}
-
-/// A short, stable label for a rejection reason (the error's first clause).
-fn reason_of(error: &str) -> String {
-    let first = error.split([':', '(']).next().unwrap_or(error).trim();
-    first.chars().take(60).collect()
 }
