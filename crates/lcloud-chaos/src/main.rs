@@ -99,7 +99,7 @@ fn describe_real(o: &real::Outcome) -> String {
         .count();
     let count = |k| o.history.iter().filter(|e| e.kind == k).count();
     format!(
-        "real: {} nodes as processes in network namespaces, {writes} writes ({} ok, {} fail, {} info), faults {:?}; lost={} unexpected={} duplicates={}, counter {} in [{}, {}]; converged={} T_conv {:.1}s; peak RSS per node {:.0} MiB",
+        "real: {} nodes as processes in network namespaces, {writes} writes ({} ok, {} fail, {} info), faults {:?}; lost={} unexpected={} duplicates={}, counter {} in [{}, {}]; converged={} T_conv {:.1}s; peak RSS per node {:.0} MiB; skewed clocks {}; writes acknowledged by the disk-full node after space was freed {}",
         o.nodes,
         count(history::Kind::Ok),
         count(history::Kind::Fail),
@@ -113,7 +113,10 @@ fn describe_real(o: &real::Outcome) -> String {
         o.counter.upper,
         o.converged,
         o.t_conv,
-        o.peak_rss_mib
+        o.peak_rss_mib,
+        o.skewed,
+        o.resumed_after_full
+            .map_or("(the disk never filled)".to_owned(), |n| n.to_string())
     )
 }
 

@@ -58,12 +58,23 @@ pub struct Outcome {
     pub faults: BTreeMap<&'static str, usize>,
     /// Peak resident memory of each node process (MiB), the largest seen.
     pub peak_rss_mib: f64,
+    /// Nodes that ran with a skewed clock (libfaketime).
+    pub skewed: usize,
+    /// Writes the disk-full node acknowledged after its space was last freed (`None`: the
+    /// disk never filled).
+    pub resumed_after_full: Option<usize>,
+    /// Faults scheduled.
+    pub fault_count: usize,
 }
 
 impl Outcome {
-    /// Nothing lost, unexpected or duplicated; counters in bounds; converged.
+    /// Nothing lost, unexpected or duplicated; counters in bounds; converged; and, when the
+    /// run had room for them (3 faults or more), a node ran with a skewed clock and the
+    /// disk-full node acknowledged writes again after its space was freed.
     pub fn valid(&self) -> bool {
-        self.set.valid() && self.counter.valid() && self.converged
+        let extra = self.fault_count < 3
+            || (self.skewed > 0 && self.resumed_after_full.is_some_and(|n| n > 0));
+        self.set.valid() && self.counter.valid() && self.converged && extra
     }
 }
 
@@ -222,11 +233,53 @@ struct Proc {
     child: Option<Child>,
 }
 
+/// A small tmpfs (root), unmounted when dropped.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(at: &Path) -> Result<Tmpfs, String> {
+        std::fs::create_dir_all(at).map_err(|e| e.to_string())?;
+        let p = at.to_str().ok_or("utf-8 path")?;
+        run_cmd("mount", &["-t", "tmpfs", "-o", "size=64m", "tmpfs", p])?;
+        Ok(Tmpfs(at.to_owned()))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        if let Some(p) = self.0.to_str() {
+            let _ = run_cmd("umount", &["-l", p]);
+        }
+    }
+}
+
+/// Copies a directory's files (not subdirectories).
+fn copy_dir(from: &Path, to: &Path) -> Result<(), String> {
+    for e in std::fs::read_dir(from).map_err(|e| e.to_string())? {
+        let e = e.map_err(|e| e.to_string())?;
+        if e.file_type().map_err(|e| e.to_string())?.is_file() {
+            std::fs::copy(e.path(), to.join(e.file_name())).map_err(|e| e.to_string())?;
+        }
+    }
+    Ok(())
+}
+
+/// Writes zeros to `path` until the file system is full.
+fn fill(path: &Path) {
+    let Ok(mut f) = std::fs::File::create(path) else {
+        return;
+    };
+    let chunk = vec![0u8; 1 << 20];
+    while f.write_all(&chunk).is_ok() {}
+    let _ = f.sync_all();
+}
+
 impl Drop for Proc {
     fn drop(&mut self) {
         if let Some(c) = self.child.as_mut() {
             let _ = Command::new("kill")
                 .args(["-CONT", &c.id().to_string()])
+                .stderr(Stdio::null())
                 .status();
             let _ = c.kill();
             let _ = c.wait();
@@ -234,8 +287,28 @@ impl Drop for Proc {
     }
 }
 
-fn start(cfg: &Config, net: &Net, dir: &Path, i: usize) -> Proc {
+/// libfaketime (Debian's `faketime` package), for clock skew.
+fn faketime() -> Option<PathBuf> {
+    [
+        "/usr/lib/x86_64-linux-gnu",
+        "/usr/lib/aarch64-linux-gnu",
+        "/usr/lib",
+    ]
+    .iter()
+    .map(|d| Path::new(d).join("faketime/libfaketimeMT.so.1"))
+    .find(|p| p.exists())
+}
+
+/// The skew a skewed node runs with: two hours behind, and its clock 1.5× fast (so its
+/// timers, timeouts and intervals all run short).
+const SKEW: &str = "-2h x1.5";
+
+fn start(cfg: &Config, net: &Net, dir: &Path, i: usize, skew: Option<&Path>) -> Proc {
     let mut cmd = Command::new("ip");
+    if let Some(lib) = skew {
+        // `ip netns exec` execs the node, which keeps the environment (and the pid).
+        cmd.env("LD_PRELOAD", lib).env("FAKETIME", SKEW);
+    }
     cmd.args(["netns", "exec", &net.ns(i)])
         .arg(&cfg.lcloud)
         .arg("--dir")
@@ -311,7 +384,7 @@ pub fn run(cfg: &Config) -> Result<Outcome, String> {
     let net = Net::create(cfg.nodes)?;
     let base = std::env::temp_dir().join(format!("lcloud-chaos-real-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&base);
-    let dirs: Vec<PathBuf> = (1..=cfg.nodes)
+    let mut dirs: Vec<PathBuf> = (1..=cfg.nodes)
         .map(|i| base.join(format!("n{i}")))
         .collect();
     let lcloud = |dir: &Path, args: &[&str]| -> Result<(), String> {
@@ -334,9 +407,18 @@ pub fn run(cfg: &Config) -> Result<Outcome, String> {
     for d in &dirs[1..] {
         lcloud(d, &["join", bundle.to_str().ok_or("utf-8")?])?;
     }
+    // The last node's directory is a small tmpfs of its own, to be filled (disk full).
+    let full_node = cfg.nodes;
+    std::fs::create_dir_all(&dirs[full_node - 1]).map_err(|e| e.to_string())?;
+    let tmpfs = Tmpfs::mount(&dirs[full_node - 1].with_extension("tmpfs"))?;
+    copy_dir(&dirs[full_node - 1], &tmpfs.0)?;
+    dirs[full_node - 1] = tmpfs.0.clone();
+    let faketime = faketime();
+    let mut skewed: BTreeSet<usize> = BTreeSet::new();
+    let mut full_ended: Option<Instant> = None;
     let procs: Arc<Mutex<Vec<Proc>>> = Arc::new(Mutex::new(
         (1..=cfg.nodes)
-            .map(|i| start(cfg, &net, &dirs[i - 1], i))
+            .map(|i| start(cfg, &net, &dirs[i - 1], i, None))
             .collect(),
     ));
     // Wait for every API.
@@ -417,7 +499,7 @@ pub fn run(cfg: &Config) -> Result<Outcome, String> {
     let mut peak = 0.0f64;
     let gap = Duration::from_millis(cfg.seconds * 1000 / cfg.faults.max(1) as u64);
     let mut paused: BTreeSet<usize> = BTreeSet::new();
-    for _ in 0..cfg.faults {
+    for f in 0..cfg.faults {
         std::thread::sleep(gap);
         for p in procs.lock().expect("not poisoned").iter() {
             if let Some(pid) = pid(p) {
@@ -426,6 +508,46 @@ pub fn run(cfg: &Config) -> Result<Outcome, String> {
         }
         let n = cfg.nodes;
         let i = 1 + below(n as u64) as usize;
+        let skew_now = f == cfg.faults / 3 && faketime.is_some();
+        let full_now = f == cfg.faults / 2 || f == 2 * cfg.faults / 3;
+        if skew_now || full_now {
+            net.heal();
+        }
+        if skew_now {
+            // Clock skew: node i stops (SIGTERM) and comes back with a skewed clock, which it
+            // keeps (restarts included) until the end.
+            let lib = faketime.as_deref();
+            let mut ps = procs.lock().expect("not poisoned");
+            if let Some(c) = ps[i - 1].child.as_mut() {
+                for sig in ["-CONT", "-TERM"] {
+                    let _ = Command::new("kill")
+                        .args([sig, &c.id().to_string()])
+                        .stderr(Stdio::null())
+                        .status();
+                }
+                let _ = c.wait();
+            }
+            paused.remove(&i);
+            skewed.insert(i);
+            ps[i - 1] = start(cfg, &net, &dirs[i - 1], i, lib);
+            drop(ps);
+            *faults
+                .entry("clock skew (libfaketime -2h x1.5)")
+                .or_default() += 1;
+            continue;
+        }
+        if full_now {
+            // Disk full on the tmpfs node for a moment, then the space is freed.
+            let filler = dirs[full_node - 1].join("filler");
+            fill(&filler);
+            std::thread::sleep(Duration::from_millis(1500));
+            let _ = std::fs::remove_file(&filler);
+            full_ended = Some(Instant::now());
+            *faults
+                .entry("disk full (tmpfs filled, then freed)")
+                .or_default() += 1;
+            continue;
+        }
         match below(8) {
             6 => {
                 // One way: i hears nobody; everybody hears i.
@@ -477,7 +599,8 @@ pub fn run(cfg: &Config) -> Result<Outcome, String> {
                 drop(ps);
                 paused.remove(&i);
                 std::thread::sleep(Duration::from_millis(300 + below(700)));
-                let p = start(cfg, &net, &dirs[i - 1], i);
+                let lib = faketime.as_deref().filter(|_| skewed.contains(&i));
+                let p = start(cfg, &net, &dirs[i - 1], i, lib);
                 procs.lock().expect("not poisoned")[i - 1] = p;
                 *faults.entry("kill -9 and restart").or_default() += 1;
             }
@@ -487,11 +610,13 @@ pub fn run(cfg: &Config) -> Result<Outcome, String> {
                 if let Some(pid) = pid(&ps[i - 1]) {
                     let _ = Command::new("kill")
                         .args(["-STOP", &pid.to_string()])
+                        .stderr(Stdio::null())
                         .status();
                     drop(ps);
                     std::thread::sleep(Duration::from_millis(300 + below(1200)));
                     let _ = Command::new("kill")
                         .args(["-CONT", &pid.to_string()])
+                        .stderr(Stdio::null())
                         .status();
                 }
                 *faults.entry("pause (SIGSTOP/SIGCONT)").or_default() += 1;
@@ -552,10 +677,19 @@ pub fn run(cfg: &Config) -> Result<Outcome, String> {
         }
     }
     let history = history.lock().expect("not poisoned").clone();
+    // Writes the disk-full node acknowledged after its space was freed (writing resumed).
+    let resumed_after_full = full_ended.map(|t| {
+        let since = t.duration_since(started).as_nanos() as u64;
+        history
+            .iter()
+            .filter(|e| e.kind == Kind::Ok && e.process == full_node as u32 && e.time >= since)
+            .count()
+    });
     let set = check::set_full(&history, &sets, &BTreeMap::new());
     let counter = check::counter(&history, &counters);
     drop(procs);
     drop(net);
+    drop(tmpfs);
     let _ = std::fs::remove_dir_all(&base);
     Ok(Outcome {
         nodes: cfg.nodes,
@@ -566,5 +700,8 @@ pub fn run(cfg: &Config) -> Result<Outcome, String> {
         t_conv,
         faults,
         peak_rss_mib: peak,
+        skewed: skewed.len(),
+        resumed_after_full,
+        fault_count: cfg.faults,
     })
 }

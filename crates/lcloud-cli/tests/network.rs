@@ -559,3 +559,88 @@ fn every_read_and_write_command_works_through_the_api() {
     assert!(err.contains("not a valid bundle"), "{err}");
     assert_eq!(a.state(), now);
 }
+
+/// Unmounts a tmpfs when the test ends, whatever happens.
+struct Mount(PathBuf);
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// A node whose disk fills up refuses writes with 503 and a clear reason, takes nothing it
+/// cannot store, and once space is freed writes again and catches up with its peer.
+#[test]
+fn a_node_on_a_full_disk_refuses_writes_and_resumes_once_space_is_freed() {
+    let base = tempfile::tempdir().unwrap();
+    let dirs = cloud(base.path(), &["a", "b"], None);
+    let mnt = base.path().join("small");
+    std::fs::create_dir(&mnt).unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=16m", "tmpfs"])
+        .arg(&mnt)
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        println!("skipped: cannot mount a tmpfs here (needs root)");
+        return;
+    }
+    let _guard = Mount(mnt.clone());
+    // b's directory moves onto the small tmpfs.
+    let b_dir = mnt.join("b");
+    std::fs::create_dir(&b_dir).unwrap();
+    for f in std::fs::read_dir(&dirs[1]).unwrap() {
+        let f = f.unwrap();
+        std::fs::copy(f.path(), b_dir.join(f.file_name())).unwrap();
+    }
+    let a = NodeProc::start(&dirs[0], &[]);
+    let b = NodeProc::start(&b_dir, &[&a.p2p]);
+    let b_addr = b.api.trim_start_matches("http://").to_owned();
+    let write = |v: u32| {
+        http(
+            &b_addr,
+            "POST",
+            "/api/ops",
+            &format!(r#"{{"ops":[{{"op":"add","path":"/s","value":{v}}}]}}"#),
+        )
+    };
+    assert_eq!(write(1).0, 200);
+    converge(&[&a, &b]);
+    // Fill the disk.
+    let filler = mnt.join("filler");
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&filler).unwrap();
+        let chunk = vec![0u8; 64 * 1024];
+        while f.write_all(&chunk).is_ok() {}
+        let _ = f.sync_all();
+    }
+    let (code, body) = write(2);
+    assert_eq!(code, 503, "a write on a full disk: {body}");
+    assert!(body.contains("disk full"), "a clear reason: {body}");
+    // a's writes meanwhile: b cannot store them yet.
+    for i in 0..20 {
+        a.cli(&["add", "/s", &(100 + i).to_string()]).unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    // Space freed: b writes again and catches up.
+    std::fs::remove_file(&filler).unwrap();
+    let (code, body) = write(3);
+    assert_eq!(code, 200, "writing resumes: {body}");
+    converge(&[&a, &b]);
+    let s = a.state();
+    let set: Vec<i64> = s["s"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_i64().unwrap())
+        .collect();
+    assert!(
+        set.contains(&1) && set.contains(&3) && set.contains(&119),
+        "{set:?}"
+    );
+    drop(b);
+    assert!(lcloud(&b_dir, &["verify"]).status.success());
+}

@@ -14,7 +14,7 @@ use lcloud_core::{Op, Path};
 use serde_json::{Value as J, json};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
-use crate::node::{Announced, Call, Msg, Status};
+use crate::node::{Announced, Call, Msg, Status, WriteError};
 
 /// What the handlers share.
 #[derive(Clone)]
@@ -103,6 +103,7 @@ fn status_json(s: &Status) -> J {
         "experiences": s.experiences,
         "peers": s.peers.iter().map(|(p, n)| json!({"peer": p, "node": n.map(|n| n.to_hex())})).collect::<Vec<_>>(),
         "parked": s.parked,
+        "store_error": s.store_error,
         "missing": s.missing.iter().map(|m| m.to_hex()).collect::<Vec<_>>(),
         "forks": s.forks.len(),
     })
@@ -211,7 +212,8 @@ async fn write(State(api): State<Api>, body: axum::body::Bytes) -> Response {
     }
     match api.ask(|tx| Call::Write(ops, tx)).await {
         Ok(Ok(w)) => Json(json!({"id": w.id.to_hex(), "seq": w.seq})).into_response(),
-        Ok(Err(e)) => error(StatusCode::UNPROCESSABLE_ENTITY, e),
+        Ok(Err(WriteError::Refused(e))) => error(StatusCode::UNPROCESSABLE_ENTITY, e),
+        Ok(Err(WriteError::Unavailable(e))) => error(StatusCode::SERVICE_UNAVAILABLE, e),
         Err(r) => r,
     }
 }

@@ -85,7 +85,7 @@ struct Intake {
 /// What the API asks the node.
 pub enum Call {
     /// Write ops as one experience of this node.
-    Write(Vec<Op>, oneshot::Sender<Result<Written, String>>),
+    Write(Vec<Op>, oneshot::Sender<Result<Written, WriteError>>),
     /// The document at a path (`None`: nothing there).
     State(Path, oneshot::Sender<Option<serde_json::Value>>),
     /// State root, heads, frontier clock, counts.
@@ -113,6 +113,24 @@ pub struct Imported {
     pub rejected: BTreeMap<String, u32>,
     /// The state root afterwards.
     pub root: Option<Id>,
+}
+
+/// Why a write was not acknowledged.
+#[derive(Clone, Debug)]
+pub enum WriteError {
+    /// Refused: nothing was written (bad ops, too large, the rules).
+    Refused(String),
+    /// The store failed (a full disk, an I/O error): the write is not acknowledged, and it
+    /// may or may not be stored. Retry once the cause is fixed.
+    Unavailable(String),
+}
+
+impl std::fmt::Display for WriteError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            WriteError::Refused(e) | WriteError::Unavailable(e) => f.write_str(e),
+        }
+    }
 }
 
 /// A written experience.
@@ -145,6 +163,9 @@ pub struct Status {
     pub parked: usize,
     /// The first [`MISSING_SHOWN`] ids parked experiences wait for (sorted).
     pub missing: Vec<Id>,
+    /// Why the store cannot be used right now (a failed write that it has not recovered
+    /// from yet), if so.
+    pub store_error: Option<String>,
     /// Fork proofs: authors caught signing two experiences at one place of their chain, each
     /// proof as canonical DAG-CBOR bytes (the same on every node that holds both branches).
     pub forks: Vec<(NodeId, u64, Vec<u8>)>,
@@ -233,6 +254,11 @@ pub struct Node {
     peers: BTreeMap<Peer, PeerState>,
     /// Peers banned for misbehaviour (the network refuses them; nothing more is scored).
     banned: BTreeSet<Peer>,
+    /// Why the store cannot be used (a failed write, e.g. a full disk, and the store could
+    /// not be opened and loaded again yet). Meanwhile the replica may hold what is not
+    /// stored, so the node writes nothing, serves nothing to peers and takes nothing from
+    /// them; it tries again at every tick and every write.
+    unstored: Option<String>,
     /// Misbehaviour points per peer. Kept across reconnections (a peer cannot wipe its score
     /// by dialling again); at most [`SCORES_MAX`] peers.
     scores: BTreeMap<Peer, u32>,
@@ -262,6 +288,7 @@ impl Node {
             announce,
             peers: BTreeMap::new(),
             banned: BTreeSet::new(),
+            unstored: None,
             scores: BTreeMap::new(),
             metrics: Metrics::default(),
         })
@@ -312,6 +339,9 @@ impl Node {
                 } => self.on_sync_answer(peer, summary, exps),
                 Msg::Api(call) => self.on_call(call),
                 Msg::Tick => {
+                    if self.unstored.is_some() && !self.reload() {
+                        continue;
+                    }
                     let peers: Vec<Peer> = self.peers.keys().copied().collect();
                     for p in peers {
                         self.start_sync(p);
@@ -397,6 +427,10 @@ impl Node {
             }
             Event::Gossip { from, id, data } => {
                 self.metrics.gossip_in += 1;
+                if self.unstored.is_some() {
+                    // Not judged: the forwarder did nothing wrong; anti-entropy brings it later.
+                    return;
+                }
                 if !self.allowed(&from) {
                     self.send(Command::Judge {
                         id,
@@ -475,6 +509,11 @@ impl Node {
 
     /// Membership and rate checks for any request; `Some` is the refusal to send.
     fn admit_request(&mut self, peer: Peer) -> Option<Response> {
+        if let Some(e) = &self.unstored {
+            return Some(Response::Refused {
+                reason: format!("store unavailable: {e}"),
+            });
+        }
         if !self.allowed(&peer) {
             *self
                 .metrics
@@ -583,6 +622,9 @@ impl Node {
         if let Some(s) = self.peers.get_mut(&peer) {
             s.sync_in_flight = false;
         }
+        if self.unstored.is_some() {
+            return;
+        }
         if summary.cloud != self.replica.cloud() {
             self.misbehaved(peer, "another cloud", INVALID_POINTS);
             return;
@@ -628,6 +670,9 @@ impl Node {
     }
 
     fn start_sync(&mut self, peer: Peer) {
+        if self.unstored.is_some() {
+            return;
+        }
         let Some(s) = self.peers.get_mut(&peer) else {
             return;
         };
@@ -645,6 +690,9 @@ impl Node {
     /// Sends batches of what `peer` lacks while fewer than [`PUSH_WINDOW`] are unanswered
     /// (the answers are the backpressure).
     fn push_next(&mut self, peer: Peer) {
+        if self.unstored.is_some() {
+            return;
+        }
         let cloud = self.replica.cloud();
         loop {
             let Some(s) = self.peers.get_mut(&peer) else {
@@ -810,37 +858,63 @@ impl Node {
         Ok(report)
     }
 
-    /// After a failed commit the replica may hold what the store does not: load it again.
-    fn reload(&mut self) {
-        match self.store.load(&mut |_| {}) {
+    /// After a failed commit the replica may hold what the store does not: open the store
+    /// again (redb refuses everything after a failed write until then) and load it. `false`:
+    /// the store is still unusable (see [`Node::unstored`]).
+    fn reload(&mut self) -> bool {
+        let loaded = self
+            .store
+            .reopen()
+            .and_then(|()| self.store.load(&mut |_| {}));
+        match loaded {
             Ok(r) => {
+                if self.unstored.take().is_some() {
+                    tracing::warn!("the store works again");
+                }
                 self.persisted = r.state().doc;
                 self.replica = r;
+                // What peers lack is found again by the next exchange.
+                for s in self.peers.values_mut() {
+                    s.pushing.clear();
+                }
+                true
             }
-            Err(e) => tracing::error!(error = %e, "cannot reload the store"),
+            Err(e) => {
+                if self.unstored.is_none() {
+                    tracing::error!(error = %e, "the store cannot be used until it opens again");
+                }
+                self.unstored = Some(e.to_string());
+                false
+            }
         }
     }
 
-    fn write(&mut self, ops: Vec<Op>) -> Result<Written, String> {
+    fn write(&mut self, ops: Vec<Op>) -> Result<Written, WriteError> {
         if ops.is_empty() {
-            return Err("no ops to write".into());
+            return Err(WriteError::Refused("no ops to write".into()));
+        }
+        if self.unstored.is_some() && !self.reload() {
+            return Err(WriteError::Unavailable(format!(
+                "the store cannot be used: {}",
+                self.unstored.as_deref().unwrap_or_default()
+            )));
         }
         let me = self.identity.id();
         self.store
             .check_can_sign(&me, &self.replica)
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| WriteError::Refused(e.to_string()))?;
         let exp = Experience::sign(self.replica.draft(&me, ops), self.identity.key());
         let bytes = exp.to_bytes();
         if bytes.len() > EXPERIENCE_BYTES_MAX {
-            return Err(format!(
+            return Err(WriteError::Refused(format!(
                 "the experience would be {} bytes; at most {EXPERIENCE_BYTES_MAX} are allowed: split it",
                 bytes.len()
-            ));
+            )));
         }
         let out = self
             .replica
             .insert(exp.clone())
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| WriteError::Refused(e.to_string()))?;
         let id = exp.id();
         if let Err(e) = self.store.persist_bytes(
             &self.replica,
@@ -850,11 +924,12 @@ impl Node {
             Some(&self.persisted),
         ) {
             self.reload();
-            return Err(e.to_string());
+            return Err(WriteError::Unavailable(e.to_string()));
         }
         self.persisted = self.replica.state().doc;
         if let Err(e) = self.store.record_signed(exp.seq()) {
-            return Err(e.to_string());
+            // Stored, but not acknowledged: the outcome is unknown to the writer.
+            return Err(WriteError::Unavailable(e.to_string()));
         }
         self.metrics.written += 1;
         let _ = self.announce.send(Announced {
@@ -924,6 +999,7 @@ impl Node {
                 .map(|p| (p.to_string(), node_of(p)))
                 .collect(),
             parked: lattice.parked_len(),
+            store_error: self.unstored.clone(),
             // What parked experiences wait for and no one here holds, parked or not: the gap.
             missing: lattice
                 .missing()

@@ -142,7 +142,8 @@ pub type WriteResult = Result<Verified<Experience>, StoreError>;
 
 /// An open store of one cloud.
 pub struct Store {
-    db: Database,
+    /// `None` after [`Store::close_after_failure`] until [`Store::reopen`] succeeds.
+    db: Option<Database>,
     dir: PathBuf,
     cloud: Id,
     next: u64,
@@ -160,6 +161,32 @@ impl Store {
         map_db(&self.dir, e)
     }
 
+    fn db(&self) -> Result<&Database, StoreError> {
+        self.db.as_ref().ok_or_else(|| StoreError::Io {
+            path: self.dir.join(DB_FILE),
+            error: "the database was closed after a failed write and could not be opened again yet"
+                .into(),
+        })
+    }
+
+    /// Closes the database file and opens it again, dropping every cache. After a failed
+    /// write (a full disk, an I/O error) redb refuses every operation until the database is
+    /// opened again; a long-lived writer (the node) calls this and then loads the store again.
+    /// What was committed before the failure is all there; the failed commit left nothing.
+    /// If opening fails (the disk is still full and the leaves need writing), the store stays
+    /// closed and every operation says so until a later call succeeds.
+    pub fn reopen(&mut self) -> Result<(), StoreError> {
+        // redb allows one handle per file: close first.
+        self.db = None;
+        let fresh = Store::open(&self.dir)?;
+        self.db = fresh.db;
+        self.cloud = fresh.cloud;
+        self.next = fresh.next;
+        self.doc_cache = None;
+        self.pending = None;
+        Ok(())
+    }
+
     /// Whether `dir` holds a store.
     pub fn exists(dir: &FsPath) -> bool {
         dir.join(DB_FILE).exists()
@@ -173,7 +200,7 @@ impl Store {
         fs::create_dir_all(dir).map_err(|e| StoreError::io(dir, e))?;
         let db = Database::create(dir.join(DB_FILE)).map_err(|e| map_db(dir, e))?;
         let mut store = Store {
-            db,
+            db: Some(db),
             dir: dir.to_owned(),
             cloud: genesis.id(),
             next: 0,
@@ -183,7 +210,7 @@ impl Store {
             checkpoint_ops: travel::CHECKPOINT_OPS_MIN,
             signed: Arc::new(SignedSeq::new(dir)),
         };
-        let txn = store.db.begin_write().map_err(|e| store.map_db(e))?;
+        let txn = store.db()?.begin_write().map_err(|e| store.map_db(e))?;
         {
             let mut meta = txn.open_table(META).map_err(|e| map_db(dir, e))?;
             meta.insert("format", [FORMAT].as_slice())
@@ -253,7 +280,7 @@ impl Store {
         let behind = meta.get(LEAVES_AT).map_err(|e| map_db(dir, e))?.is_some();
         drop((meta, exps, txn));
         let mut store = Store {
-            db,
+            db: Some(db),
             dir: dir.to_owned(),
             cloud,
             next,
@@ -289,14 +316,14 @@ impl Store {
     pub fn flush(&mut self) -> Result<(), StoreError> {
         let dir = self.dir.clone();
         {
-            let txn = self.db.begin_read().map_err(|e| map_db(&dir, e))?;
+            let txn = self.db()?.begin_read().map_err(|e| map_db(&dir, e))?;
             let meta = txn.open_table(META).map_err(|e| map_db(&dir, e))?;
             if meta.get(LEAVES_AT).map_err(|e| map_db(&dir, e))?.is_none() {
                 self.pending = None;
                 return Ok(());
             }
         }
-        let txn = self.db.begin_write().map_err(|e| map_db(&dir, e))?;
+        let txn = self.db()?.begin_write().map_err(|e| map_db(&dir, e))?;
         {
             let mut meta = txn.open_table(META).map_err(|e| map_db(&dir, e))?;
             let mut leaves = txn.open_table(LEAVES).map_err(|e| map_db(&dir, e))?;
@@ -372,7 +399,7 @@ impl Store {
         &self,
         mut visit: impl FnMut(u64, &[u8]) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
-        let txn = self.db.begin_read().map_err(|e| self.map_db(e))?;
+        let txn = self.db()?.begin_read().map_err(|e| self.map_db(e))?;
         let exps = txn.open_table(EXPS).map_err(|e| self.map_db(e))?;
         for (expected, row) in (0u64..).zip(exps.iter().map_err(|e| self.map_db(e))?) {
             let (k, v) = row.map_err(|e| self.map_db(e))?;
@@ -415,7 +442,7 @@ impl Store {
             Ok(())
         })?;
         let mut replica = replica.ok_or_else(|| corrupt("the store has no genesis"))?;
-        let txn = self.db.begin_read().map_err(|e| self.map_db(e))?;
+        let txn = self.db()?.begin_read().map_err(|e| self.map_db(e))?;
         let parked = txn.open_table(PARKED).map_err(|e| self.map_db(e))?;
         for row in parked.iter().map_err(|e| self.map_db(e))? {
             let (k, v) = row.map_err(|e| self.map_db(e))?;
@@ -463,7 +490,7 @@ impl Store {
         let dir = self.dir.clone();
         self.flush()?;
         self.doc_cache = None;
-        let txn = self.db.begin_write().map_err(|e| map_db(&dir, e))?;
+        let txn = self.db()?.begin_write().map_err(|e| map_db(&dir, e))?;
         let mut next = self.next;
         {
             let mut exps = txn.open_table(EXPS).map_err(|e| map_db(&dir, e))?;
@@ -614,7 +641,7 @@ impl Store {
         if self.doc_cache.is_none() {
             self.flush()?;
         }
-        let txn = self.db.begin_write().map_err(|e| map_db(&dir, e))?;
+        let txn = self.db()?.begin_write().map_err(|e| map_db(&dir, e))?;
         let mut cached = None;
         let mut pending = None;
         let results = {
@@ -834,7 +861,7 @@ impl Store {
     /// history. `None` when only a full load can answer: an author forked, the cloud has calls
     /// to order-sensitive morphisms, or the store predates the index.
     pub fn state_at_clock(&self, clock: &VectorClock) -> Result<Option<State>, StoreError> {
-        let txn = self.db.begin_read().map_err(|e| self.map_db(e))?;
+        let txn = self.db()?.begin_read().map_err(|e| self.map_db(e))?;
         let meta = txn.open_table(META).map_err(|e| self.map_db(e))?;
         let summary = read_summary(&meta)?;
         let calls = meta.get("has_calls").map_err(|e| self.map_db(e))?.is_some();
@@ -867,14 +894,14 @@ impl Store {
     /// The current document at `path` (`None`: nothing there), read from the persisted fold
     /// without loading the history.
     pub fn document(&self, path: &Path) -> Result<Option<Value>, StoreError> {
-        let txn = self.db.begin_read().map_err(|e| self.map_db(e))?;
+        let txn = self.db()?.begin_read().map_err(|e| self.map_db(e))?;
         let doc = self.current_doc(&txn, std::slice::from_ref(path))?;
         Ok(doc.materialize(path))
     }
 
     /// The current state, read from the persisted fold without loading the history.
     pub fn state(&self) -> Result<State, StoreError> {
-        let txn = self.db.begin_read().map_err(|e| self.map_db(e))?;
+        let txn = self.db()?.begin_read().map_err(|e| self.map_db(e))?;
         let doc = self.current_doc(&txn, &[Path::root()])?;
         let meta = txn.open_table(META).map_err(|e| self.map_db(e))?;
         let ordered = meta.get("ordered").map_err(|e| self.map_db(e))?;
@@ -901,7 +928,7 @@ impl Store {
         table: TableDefinition<K, V>,
         mut f: impl FnMut(K::SelfType<'_>, V::SelfType<'_>) -> Result<T, StoreError>,
     ) -> Result<Vec<T>, StoreError> {
-        let txn = self.db.begin_read().map_err(|e| self.map_db(e))?;
+        let txn = self.db()?.begin_read().map_err(|e| self.map_db(e))?;
         let table = match txn.open_table(table) {
             Ok(t) => t,
             Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
@@ -956,7 +983,7 @@ impl Store {
     /// Sets a local alias.
     pub fn set_alias(&mut self, node: &NodeId, alias: &str) -> Result<(), StoreError> {
         let dir = self.dir.clone();
-        let txn = self.db.begin_write().map_err(|e| map_db(&dir, e))?;
+        let txn = self.db()?.begin_write().map_err(|e| map_db(&dir, e))?;
         {
             let mut t = txn.open_table(ALIASES).map_err(|e| map_db(&dir, e))?;
             t.insert(node.as_bytes(), alias)
