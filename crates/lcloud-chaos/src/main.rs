@@ -34,14 +34,14 @@ fn arg_value(args: &[String], name: &str) -> Option<String> {
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: lcloud-chaos ci [--seeds N] [--rounds R] [--real [--lcloud PATH]]\n       lcloud-chaos real [--nodes N] [--seconds S] [--faults F] [--seed S] [--lcloud PATH]\n       lcloud-chaos sim --seed S [--history FILE] [--broken-counter]\n       lcloud-chaos storage [--rounds R] [--seed S]\n       lcloud-chaos attacks [--only NAME] [--lcloud PATH]"
+        "usage: lcloud-chaos ci [--seeds N] [--rounds R] [--real [--lcloud PATH]]\n       lcloud-chaos real [--nodes N] [--seconds S] [--faults F] [--seed S] [--lcloud PATH]\n       lcloud-chaos sim --seed S [--history FILE] [--broken-counter]\n       lcloud-chaos storage [--rounds R] [--seed S]\n       lcloud-chaos attacks [--only NAME] [--lcloud PATH]\n       lcloud-chaos soak [--minutes M] [--seeds N] [--nodes N] [--lcloud PATH]"
     );
     ExitCode::from(2)
 }
 
 fn describe(seed: u64, o: &sim::Outcome) -> String {
     format!(
-        "seed {seed}: {} acknowledged adds, lost={} unexpected={} duplicates={}, counter {} in [{}, {}]{}, {} faults, messages {} (dropped {}, duplicated {}), T_conv {:.2}s (simulated), visible everywhere p50/p95/p99/max {:.2}/{:.2}/{:.2}/{:.2}s, converged={}, trace {}",
+        "seed {seed}: {} acknowledged adds, lost={} unexpected={} duplicates={}, counter {} in [{}, {}]{}, {} faults ({} restarts with a lost disk, destroying {} acknowledged writes no peer had yet), messages {} (dropped {}, duplicated {}), T_conv {:.2}s (simulated), visible everywhere p50/p95/p99/max {:.2}/{:.2}/{:.2}/{:.2}s, converged={}, trace {}",
         o.set.acknowledged,
         o.set.lost.len(),
         o.set.unexpected.len(),
@@ -55,6 +55,8 @@ fn describe(seed: u64, o: &sim::Outcome) -> String {
             format!(" (out of bounds: {:?})", o.counter.out_of_bounds)
         },
         o.faults,
+        o.amnesia,
+        o.destroyed,
         o.messages.0,
         o.messages.1,
         o.messages.2,
@@ -99,7 +101,7 @@ fn describe_real(o: &real::Outcome) -> String {
         .count();
     let count = |k| o.history.iter().filter(|e| e.kind == k).count();
     format!(
-        "real: {} nodes as processes in network namespaces, {writes} writes ({} ok, {} fail, {} info), faults {:?}; lost={} unexpected={} duplicates={}, counter {} in [{}, {}]; converged={} T_conv {:.1}s; peak RSS per node {:.0} MiB; skewed clocks {}; writes acknowledged by the disk-full node after space was freed {}",
+        "real: {} nodes as processes in network namespaces, {writes} writes ({} ok, {} fail, {} info), faults {:?}; lost={} unexpected={} duplicates={}, counter {} in [{}, {}]; converged={} T_conv {:.1}s; per heal (writes going on) p50/p99/max {:.1}/{:.1}/{:.1}s over {} heals ({} interrupted by the next fault); peak RSS per node {:.0} MiB; skewed clocks {}; writes acknowledged by the disk-full node after space was freed {}",
         o.nodes,
         count(history::Kind::Ok),
         count(history::Kind::Fail),
@@ -113,6 +115,11 @@ fn describe_real(o: &real::Outcome) -> String {
         o.counter.upper,
         o.converged,
         o.t_conv,
+        o.heal_quantile(0.5),
+        o.heal_quantile(0.99),
+        o.heal_quantile(1.0),
+        o.heal_times.len(),
+        o.heals_interrupted,
         o.peak_rss_mib,
         o.skewed,
         o.resumed_after_full
@@ -165,6 +172,127 @@ fn describe_storage(r: &storage::Report) -> String {
         s.push_str(&format!("\n  FAILED: {f}"));
     }
     s
+}
+
+fn num(args: &[String], name: &str, default: u64) -> u64 {
+    arg_value(args, name)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
+}
+
+/// The simulation tier over `seeds` seeds, the storage tier, the attacks and (with `real`) the
+/// real-process tier; prints one summary line. Per-heal convergence (real processes) must stay
+/// within `heal_p99_max` seconds at the 99th percentile.
+fn tiers(
+    args: &[String],
+    seeds: u64,
+    rounds: usize,
+    real: Option<real::Config>,
+    heal_p99_max: f64,
+) -> ExitCode {
+    let started = std::time::Instant::now();
+    let (mut writes, mut faults, mut lost, mut unexpected, mut duplicates) =
+        (0usize, 0usize, 0usize, 0usize, 0usize);
+    let mut t_conv_max = 0u64;
+    let (mut amnesia, mut destroyed) = (0usize, 0usize);
+    let mut failed = Vec::new();
+    let mut traces = Vec::new();
+    let quiet = seeds > 256;
+    for seed in 0..seeds {
+        let o = sim::run(sim::Config::ci(seed));
+        if !quiet || !o.valid() || seed % 500 == 0 {
+            println!("{}", describe(seed, &o));
+        }
+        writes += o
+            .history
+            .iter()
+            .filter(|e| e.kind == history::Kind::Invoke)
+            .count();
+        faults += o.faults;
+        amnesia += o.amnesia;
+        destroyed += o.destroyed;
+        lost += o.set.lost.len() + o.counter.out_of_bounds.len();
+        unexpected += o.set.unexpected.len();
+        duplicates += o.set.duplicates.len();
+        t_conv_max = t_conv_max.max(o.t_conv);
+        if !o.valid() || o.t_conv > 5_000_000_000 {
+            failed.push(seed);
+        }
+        if seed < 4 {
+            traces.push((seed, o.trace));
+        }
+    }
+    // Determinism: four seeds again give the same traces.
+    let mut replay_ok = 0;
+    for (seed, trace) in &traces {
+        let again = sim::run(sim::Config::ci(*seed));
+        if again.trace == *trace {
+            replay_ok += 1;
+        } else {
+            println!("seed {seed}: a second run gave a different trace");
+            failed.push(*seed);
+        }
+    }
+    // The negative control: a last-writer-wins counter must be caught.
+    let control = sim::run(sim::Config {
+        broken_counter: true,
+        ..sim::Config::ci(0)
+    });
+    let caught = !control.counter.valid();
+    if !caught {
+        println!("the negative control (a last-writer-wins counter) was NOT caught");
+    }
+    for seed in &failed {
+        println!(
+            "FAILED seed {seed}: replay with `cargo run --release -p lcloud-chaos -- sim --seed {seed} --history seed-{seed}.jsonl`"
+        );
+    }
+    let storage = storage::run(rounds, 0);
+    println!("{}", describe_storage(&storage));
+    let (attacks_passed, attacks_total) = attacks(args);
+    let mut real_summary = String::new();
+    let real_ok = match real {
+        Some(cfg) => match real::run(&cfg) {
+            Ok(o) => {
+                println!("{}", describe_real(&o));
+                real_summary = format!(
+                    "; real: {} nodes, {} s, {} faults, lost={} T_conv {:.1}s, per heal p99 {:.1}s",
+                    o.nodes,
+                    cfg.seconds,
+                    o.faults.values().sum::<usize>(),
+                    o.set.lost.len() + o.counter.out_of_bounds.len(),
+                    o.t_conv,
+                    o.heal_quantile(0.99)
+                );
+                o.valid()
+                    && o.t_conv <= 10.0
+                    && o.peak_rss_mib <= 256.0
+                    && o.heal_quantile(0.99) <= heal_p99_max
+            }
+            Err(e) => {
+                println!("real: cannot run here: {e}");
+                false
+            }
+        },
+        None => true,
+    };
+    println!(
+        "chaos: {seeds} seeds, 5 nodes, {writes} writes, {faults} faults ({amnesia} lost disks, destroying {destroyed} unreplicated acknowledged writes); lost={lost} unexpected={unexpected} duplicates={duplicates}; T_conv max {:.1}s (simulated); replays identical {replay_ok}/{}; negative control caught: {caught}; attacks {attacks_passed}/{attacks_total}; storage {}/{rounds}{real_summary}; {:.0} s",
+        t_conv_max as f64 / 1e9,
+        traces.len(),
+        if storage.valid() {
+            storage.rounds.iter().sum::<usize>()
+        } else {
+            0
+        },
+        started.elapsed().as_secs_f64()
+    );
+    if failed.is_empty() && caught && storage.valid() && real_ok && attacks_passed == attacks_total
+    {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }
 
 fn main() -> ExitCode {
@@ -233,101 +361,23 @@ fn main() -> ExitCode {
             }
         }
         Some("ci") => {
-            let seeds: u64 = arg_value(&args, "--seeds")
-                .and_then(|s| s.parse().ok())
-                .unwrap_or(64);
-            let started = std::time::Instant::now();
-            let (mut writes, mut faults, mut lost, mut unexpected, mut duplicates) =
-                (0usize, 0usize, 0usize, 0usize, 0usize);
-            let mut t_conv_max = 0u64;
-            let mut failed = Vec::new();
-            let mut traces = Vec::new();
-            for seed in 0..seeds {
-                let o = sim::run(sim::Config::ci(seed));
-                println!("{}", describe(seed, &o));
-                writes += o
-                    .history
-                    .iter()
-                    .filter(|e| e.kind == history::Kind::Invoke)
-                    .count();
-                faults += o.faults;
-                lost += o.set.lost.len() + o.counter.out_of_bounds.len();
-                unexpected += o.set.unexpected.len();
-                duplicates += o.set.duplicates.len();
-                t_conv_max = t_conv_max.max(o.t_conv);
-                if !o.valid() || o.t_conv > 5_000_000_000 {
-                    failed.push(seed);
-                }
-                if seed < 4 {
-                    traces.push((seed, o.trace));
-                }
-            }
-            // Determinism: four seeds again give the same traces.
-            let mut replay_ok = 0;
-            for (seed, trace) in &traces {
-                let again = sim::run(sim::Config::ci(*seed));
-                if again.trace == *trace {
-                    replay_ok += 1;
-                } else {
-                    println!("seed {seed}: a second run gave a different trace");
-                    failed.push(*seed);
-                }
-            }
-            // The negative control: a last-writer-wins counter must be caught.
-            let control = sim::run(sim::Config {
-                broken_counter: true,
-                ..sim::Config::ci(0)
-            });
-            let caught = !control.counter.valid();
-            if !caught {
-                println!("the negative control (a last-writer-wins counter) was NOT caught");
-            }
-            for seed in &failed {
-                println!(
-                    "FAILED seed {seed}: replay with `cargo run --release -p lcloud-chaos -- sim --seed {seed} --history seed-{seed}.jsonl`"
-                );
-            }
-            let rounds = arg_value(&args, "--rounds")
-                .and_then(|s| s.parse().ok())
-                .unwrap_or(200);
-            let storage = storage::run(rounds, 0);
-            println!("{}", describe_storage(&storage));
-            let real_ok = if args.iter().any(|a| a == "--real") {
-                match real::run(&real_config(&args)) {
-                    Ok(o) => {
-                        println!("{}", describe_real(&o));
-                        o.valid() && o.t_conv <= 10.0 && o.peak_rss_mib <= 256.0
-                    }
-                    Err(e) => {
-                        println!("real: cannot run here: {e}");
-                        false
-                    }
-                }
-            } else {
-                true
-            };
-            let (attacks_passed, attacks_total) = attacks(&args);
-            println!(
-                "chaos: {seeds} seeds, 5 nodes, {writes} writes, {faults} faults; lost={lost} unexpected={unexpected} duplicates={duplicates}; T_conv max {:.1}s (simulated); replays identical {replay_ok}/{}; negative control caught: {caught}; attacks {attacks_passed}/{attacks_total}; storage {}/{rounds}; {:.0} s",
-                t_conv_max as f64 / 1e9,
-                traces.len(),
-                if storage.valid() {
-                    storage.rounds.iter().sum::<usize>()
-                } else {
-                    0
-                },
-                started.elapsed().as_secs_f64()
-            );
-            if failed.is_empty()
-                && caught
-                && storage.valid()
-                && real_ok
-                && attacks_passed == attacks_total
-            {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            }
+            let seeds = num(&args, "--seeds", 64);
+            let rounds = num(&args, "--rounds", 200) as usize;
+            let real = args
+                .iter()
+                .any(|a| a == "--real")
+                .then(|| real_config(&args));
+            tiers(&args, seeds, rounds, real, 10.0)
+        }
+        Some("soak") => {
+            // The long tier: 5 000 seeds, then 7 real nodes for 30 minutes with 1 500 faults.
+            let minutes = num(&args, "--minutes", 30);
+            let seeds = num(&args, "--seeds", 5000);
+            let mut real = real_config(&args);
+            real.nodes = num(&args, "--nodes", 7) as usize;
+            real.seconds = minutes * 60;
+            real.faults = num(&args, "--faults", minutes * 50) as usize;
+            tiers(&args, seeds, 200, Some(real), 5.0)
         }
         _ => usage(),
     }

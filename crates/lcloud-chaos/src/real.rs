@@ -65,9 +65,24 @@ pub struct Outcome {
     pub resumed_after_full: Option<usize>,
     /// Faults scheduled.
     pub fault_count: usize,
+    /// For each heal during the run, seconds until every node held what any node held at
+    /// the heal (writes go on meanwhile), sorted.
+    pub heal_times: Vec<f64>,
+    /// Heals followed by another fault before every node caught up (not measured).
+    pub heals_interrupted: usize,
 }
 
 impl Outcome {
+    /// The `q` quantile of the heal times (0 when none was measured).
+    pub fn heal_quantile(&self, q: f64) -> f64 {
+        if self.heal_times.is_empty() {
+            return 0.0;
+        }
+        let i =
+            ((self.heal_times.len() as f64 * q).ceil() as usize).clamp(1, self.heal_times.len());
+        self.heal_times[i - 1]
+    }
+
     /// Nothing lost, unexpected or duplicated; counters in bounds; converged; and, when the
     /// run had room for them (3 faults or more), a node ran with a skewed clock and the
     /// disk-full node acknowledged writes again after its space was freed.
@@ -319,7 +334,15 @@ fn start(cfg: &Config, net: &Net, dir: &Path, i: usize, skew: Option<&Path>) -> 
         .env_remove("LCLOUD_DIR")
         .env_remove("LCLOUD_NODE")
         .stdout(Stdio::null())
-        .stderr(Stdio::null());
+        .stderr(match std::env::var_os("LCLOUD_CHAOS_LOGS") {
+            // Each node's log (RUST_LOG applies), appended across restarts.
+            Some(d) => std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(Path::new(&d).join(format!("n{i}.log")))
+                .map_or(Stdio::null(), Stdio::from),
+            None => Stdio::null(),
+        });
     for j in 1..=cfg.nodes {
         if j != i {
             cmd.args(["--peer", &format!("/ip4/{NET}.{j}/tcp/{P2P_PORT}")]);
@@ -359,6 +382,48 @@ fn http(i: usize, method: &str, path: &str, body: &str) -> Result<(u16, String),
         .map(|(_, b)| b.to_owned())
         .unwrap_or_default();
     Ok((code, body))
+}
+
+/// A heal during the run and how long until every node held what any node held at the heal.
+struct Heal {
+    at: Instant,
+    target: BTreeMap<String, u64>,
+    took: Option<f64>,
+    /// Another fault came before every node caught up: not measured.
+    interrupted: bool,
+}
+
+/// A node's frontier clock (author → highest seq), if it answers.
+fn clock_of(i: usize) -> Option<BTreeMap<String, u64>> {
+    let (code, body) = http(i, "GET", "/api/clock", "").ok()?;
+    if code != 200 {
+        return None;
+    }
+    let j: serde_json::Value = serde_json::from_str(&body).ok()?;
+    Some(
+        j.as_object()?
+            .iter()
+            .filter_map(|(k, v)| Some((k.clone(), v.as_u64()?)))
+            .collect(),
+    )
+}
+
+/// The pointwise maximum of the clocks of the nodes that answer.
+fn frontier(nodes: usize) -> BTreeMap<String, u64> {
+    let mut out: BTreeMap<String, u64> = BTreeMap::new();
+    for c in (1..=nodes).filter_map(clock_of) {
+        for (k, v) in c {
+            let e = out.entry(k).or_default();
+            *e = (*e).max(v);
+        }
+    }
+    out
+}
+
+fn dominates(c: &BTreeMap<String, u64>, target: &BTreeMap<String, u64>) -> bool {
+    target
+        .iter()
+        .all(|(k, v)| c.get(k).copied().unwrap_or(0) >= *v)
 }
 
 fn peak_rss_mib(pid: u32) -> f64 {
@@ -430,6 +495,36 @@ pub fn run(cfg: &Config) -> Result<Outcome, String> {
         std::thread::sleep(Duration::from_millis(100));
     }
     let started = Instant::now();
+    let heals: Arc<Mutex<Vec<Heal>>> = Arc::new(Mutex::new(Vec::new()));
+    let measuring = Arc::new(AtomicBool::new(true));
+    let measurer = {
+        let (heals, measuring, nodes) = (heals.clone(), measuring.clone(), cfg.nodes);
+        std::thread::spawn(move || {
+            while measuring.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(100));
+                let open = heals
+                    .lock()
+                    .expect("not poisoned")
+                    .iter()
+                    .any(|h| h.took.is_none() && !h.interrupted);
+                if !open {
+                    continue;
+                }
+                let clocks: Option<Vec<BTreeMap<String, u64>>> =
+                    (1..=nodes).map(clock_of).collect();
+                let Some(clocks) = clocks else { continue };
+                let now = Instant::now();
+                for h in heals.lock().expect("not poisoned").iter_mut() {
+                    if h.took.is_none()
+                        && !h.interrupted
+                        && clocks.iter().all(|c| dominates(c, &h.target))
+                    {
+                        h.took = Some(now.duration_since(h.at).as_secs_f64());
+                    }
+                }
+            }
+        })
+    };
     let history: Arc<Mutex<Vec<Event>>> = Arc::new(Mutex::new(Vec::new()));
     let stop = Arc::new(AtomicBool::new(false));
     let next_element = Arc::new(AtomicU64::new(0));
@@ -499,8 +594,11 @@ pub fn run(cfg: &Config) -> Result<Outcome, String> {
     let mut peak = 0.0f64;
     let gap = Duration::from_millis(cfg.seconds * 1000 / cfg.faults.max(1) as u64);
     let mut paused: BTreeSet<usize> = BTreeSet::new();
+    let faults_from = Instant::now();
     for f in 0..cfg.faults {
-        std::thread::sleep(gap);
+        // On a fixed timeline; a heal may have taken longer (it waits to be measured).
+        let due = faults_from + gap * (f as u32 + 1);
+        std::thread::sleep(due.saturating_duration_since(Instant::now()));
         for p in procs.lock().expect("not poisoned").iter() {
             if let Some(pid) = pid(p) {
                 peak = peak.max(peak_rss_mib(pid));
@@ -512,6 +610,11 @@ pub fn run(cfg: &Config) -> Result<Outcome, String> {
         let full_now = f == cfg.faults / 2 || f == 2 * cfg.faults / 3;
         if skew_now || full_now {
             net.heal();
+            for h in heals.lock().expect("not poisoned").iter_mut() {
+                if h.took.is_none() {
+                    h.interrupted = true;
+                }
+            }
         }
         if skew_now {
             // Clock skew: node i stops (SIGTERM) and comes back with a skewed clock, which it
@@ -548,7 +651,16 @@ pub fn run(cfg: &Config) -> Result<Outcome, String> {
                 .or_default() += 1;
             continue;
         }
-        match below(8) {
+        let kind = below(8);
+        if !matches!(kind, 2 | 3) {
+            // A new fault before a heal was measured: that heal's time is not known.
+            for h in heals.lock().expect("not poisoned").iter_mut() {
+                if h.took.is_none() {
+                    h.interrupted = true;
+                }
+            }
+        }
+        match kind {
             6 => {
                 // One way: i hears nobody; everybody hears i.
                 net.heal();
@@ -586,7 +698,27 @@ pub fn run(cfg: &Config) -> Result<Outcome, String> {
             }
             2 | 3 => {
                 net.heal();
+                // What any node held at the heal: every node must come to hold it.
+                let target = frontier(cfg.nodes);
+                let at = Instant::now();
+                let k = {
+                    let mut hs = heals.lock().expect("not poisoned");
+                    hs.push(Heal {
+                        at,
+                        target,
+                        took: None,
+                        interrupted: false,
+                    });
+                    hs.len() - 1
+                };
+                // The next fault waits until this heal is measured (at most 10 s).
+                while at.elapsed() < Duration::from_secs(10)
+                    && heals.lock().expect("not poisoned")[k].took.is_none()
+                {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
                 *faults.entry("heal").or_default() += 1;
+                continue;
             }
             4 => {
                 // kill -9, restart a moment later.
@@ -624,6 +756,8 @@ pub fn run(cfg: &Config) -> Result<Outcome, String> {
         }
     }
     stop.store(true, Ordering::Relaxed);
+    measuring.store(false, Ordering::Relaxed);
+    let _ = measurer.join();
     for c in clients {
         let _ = c.join();
     }
@@ -632,6 +766,7 @@ pub fn run(cfg: &Config) -> Result<Outcome, String> {
     let healed = Instant::now();
     let mut converged = false;
     let mut t_conv = f64::NAN;
+    let mut last_report = 0;
     while healed.elapsed() < Duration::from_secs(60) {
         let status: Vec<Option<(String, String)>> = (1..=cfg.nodes)
             .map(|i| {
@@ -649,6 +784,30 @@ pub fn run(cfg: &Config) -> Result<Outcome, String> {
                 t_conv = healed.elapsed().as_secs_f64();
                 break;
             }
+        }
+        let secs = healed.elapsed().as_secs();
+        if secs >= 3 && secs != last_report {
+            // Slow to converge: say where each node is (experiences, peers, parked, errors).
+            last_report = secs;
+            let line: Vec<String> = (1..=cfg.nodes)
+                .map(|i| match http(i, "GET", "/api/status", "") {
+                    Ok((_, b)) => {
+                        let j: serde_json::Value = serde_json::from_str(&b).unwrap_or_default();
+                        format!(
+                            "n{i}: {} exps, {} peers, {} parked{}",
+                            j["experiences"],
+                            j["peers"].as_array().map_or(0, Vec::len),
+                            j["parked"],
+                            j["store_error"]
+                                .as_str()
+                                .map(|e| format!(", store error {e}"))
+                                .unwrap_or_default()
+                        )
+                    }
+                    Err(_) => format!("n{i}: no answer"),
+                })
+                .collect();
+            println!("real: {secs} s after the final heal: {}", line.join("; "));
         }
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -676,6 +835,19 @@ pub fn run(cfg: &Config) -> Result<Outcome, String> {
             peak = peak.max(peak_rss_mib(pid));
         }
     }
+    let mut heal_times: Vec<f64> = heals
+        .lock()
+        .expect("not poisoned")
+        .iter()
+        .filter_map(|h| h.took)
+        .collect();
+    heal_times.sort_by(f64::total_cmp);
+    let heals_interrupted = heals
+        .lock()
+        .expect("not poisoned")
+        .iter()
+        .filter(|h| h.took.is_none())
+        .count();
     let history = history.lock().expect("not poisoned").clone();
     // Writes the disk-full node acknowledged after its space was freed (writing resumed).
     let resumed_after_full = full_ended.map(|t| {
@@ -703,5 +875,7 @@ pub fn run(cfg: &Config) -> Result<Outcome, String> {
         skewed: skewed.len(),
         resumed_after_full,
         fault_count: cfg.faults,
+        heal_times,
+        heals_interrupted,
     })
 }

@@ -85,6 +85,11 @@ pub struct Outcome {
     pub messages: (u64, u64, u64),
     /// BLAKE3 of the history and the final roots: equal seeds give equal traces.
     pub trace: String,
+    /// Restarts with a lost disk (amnesia).
+    pub amnesia: usize,
+    /// Acknowledged writes destroyed with a lost disk before any peer had them (set aside
+    /// by the checkers as indeterminate; everything else must survive).
+    pub destroyed: usize,
 }
 
 impl Outcome {
@@ -123,6 +128,10 @@ struct Node {
     /// `None` while crashed.
     replica: Option<Replica>,
     disk: Vec<Vec<u8>>,
+    /// The ids of what the disk holds.
+    ids: BTreeSet<Id>,
+    /// Writes this node acknowledged: the history index of the `ok` and the experience.
+    acked: Vec<(usize, Id)>,
 }
 
 struct World {
@@ -136,6 +145,10 @@ struct World {
     blocked: BTreeSet<(usize, usize)>,
     history: Vec<Event>,
     messages: (u64, u64, u64),
+    /// Acknowledged writes whose only copy was on a disk that was lost (history indices).
+    destroyed: BTreeSet<usize>,
+    /// Disks lost.
+    amnesia: usize,
 }
 
 fn set_path() -> Path {
@@ -179,10 +192,12 @@ impl World {
             if replica.lattice().contains(&exp.id()) {
                 continue;
             }
+            let id = exp.id();
             if let Ok(out) = replica.insert(exp)
                 && !out.duplicate
             {
                 node.disk.push(bytes.to_vec());
+                node.ids.insert(id);
             }
         }
     }
@@ -299,6 +314,7 @@ impl World {
             .expect("a member's write");
         let bytes = exp.to_bytes();
         node.disk.push(bytes.clone());
+        node.ids.insert(exp.id());
         // Now and then the node dies after the write is durable and before the client hears
         // back: the client cannot know, so the outcome is indeterminate (Jepsen's `info`).
         let lost_ack = self.rng.chance(1);
@@ -313,6 +329,8 @@ impl World {
             self.crash(n);
             return;
         }
+        let at = self.history.len() - 1;
+        self.nodes[n].acked.push((at, exp.id()));
         let cloud = self.genesis.id();
         for to in 0..self.nodes.len() {
             if to != n {
@@ -327,6 +345,37 @@ impl World {
 
     fn crash(&mut self, n: usize) {
         self.nodes[n].replica = None;
+    }
+
+    /// Amnesia: the node crashes and its disk is lost, its identity key with it (the key lives
+    /// in the node's directory). It comes back as a new node that has only the genesis and
+    /// recovers the rest from its peers. Acknowledged writes whose only copy was on that disk
+    /// are destroyed by the fault: they are set aside (`destroyed`), not counted as lost.
+    fn amnesia(&mut self, n: usize) {
+        self.crash(n);
+        self.amnesia += 1;
+        let elsewhere = |w: &World, id: &Id| {
+            w.nodes
+                .iter()
+                .enumerate()
+                .any(|(m, node)| m != n && node.ids.contains(id))
+        };
+        let gone: Vec<usize> = self.nodes[n]
+            .acked
+            .iter()
+            .filter(|(_, id)| !elsewhere(self, id))
+            .map(|(at, _)| *at)
+            .collect();
+        self.destroyed.extend(gone);
+        let mut seed = [0u8; 32];
+        for chunk in seed.chunks_mut(8) {
+            chunk.copy_from_slice(&self.rng.next().to_le_bytes());
+        }
+        let node = &mut self.nodes[n];
+        node.key = SigningKey::from(seed);
+        node.disk.clear();
+        node.ids.clear();
+        node.acked.clear();
     }
 
     fn restart(&mut self, n: usize) {
@@ -411,7 +460,11 @@ impl World {
                 if down.len() < 2 && self.rng.chance(60) {
                     let up: Vec<usize> = (0..n).filter(|i| !down.contains(i)).collect();
                     let i = up[self.rng.below(up.len() as u64) as usize];
-                    self.crash(i);
+                    if self.rng.chance(15) {
+                        self.amnesia(i);
+                    } else {
+                        self.crash(i);
+                    }
                 } else if let Some(i) = down.first() {
                     self.restart(*i);
                 } else {
@@ -519,6 +572,8 @@ pub fn run(cfg: Config) -> Outcome {
             key,
             replica: Some(Replica::new(genesis.clone()).expect("genesis")),
             disk: Vec::new(),
+            ids: BTreeSet::new(),
+            acked: Vec::new(),
         })
         .collect();
     let mut w = World {
@@ -532,6 +587,8 @@ pub fn run(cfg: Config) -> Outcome {
         blocked: BTreeSet::new(),
         history: Vec::new(),
         messages: (0, 0, 0),
+        destroyed: BTreeSet::new(),
+        amnesia: 0,
     };
     // The plan: writes and faults at random times of the write phase.
     let mut plan: Vec<(u64, Option<usize>)> = Vec::with_capacity(cfg.writes + cfg.faults);
@@ -614,8 +671,22 @@ pub fn run(cfg: Config) -> Outcome {
         .map(|n| w.set_of(n).unwrap_or_default())
         .collect();
     let counters: Vec<i64> = (0..cfg.nodes).map(|n| w.counter_of(n)).collect();
-    let set = check::set_full(&w.history, &finals, &visible);
-    let counter = check::counter(&w.history, &counters);
+    // Writes destroyed with a lost disk are judged as indeterminate: they may or may not
+    // have reached a peer before.
+    let judged: Vec<Event> = w
+        .history
+        .iter()
+        .enumerate()
+        .map(|(at, e)| {
+            let mut e = e.clone();
+            if w.destroyed.contains(&at) {
+                e.kind = Kind::Info;
+            }
+            e
+        })
+        .collect();
+    let set = check::set_full(&judged, &finals, &visible);
+    let counter = check::counter(&judged, &counters);
     let mut hasher = blake3::Hasher::new();
     hasher.update(crate::history::to_json_lines(&w.history).as_bytes());
     for root in w.roots_and_heads().0.into_iter().flatten() {
@@ -631,6 +702,8 @@ pub fn run(cfg: Config) -> Outcome {
         faults,
         messages: w.messages,
         trace: hasher.finalize().to_hex().to_string(),
+        amnesia: w.amnesia,
+        destroyed: w.destroyed.len(),
     }
 }
 
@@ -655,6 +728,15 @@ mod tests {
                 "seed {seed} replays exactly"
             );
         }
+    }
+
+    /// Nodes that lose their disk (and key) come back as new nodes, recover everything from
+    /// their peers, and every acknowledged write some peer held survives.
+    #[test]
+    fn a_node_that_lost_its_disk_recovers_from_its_peers() {
+        let o = run(Config::ci(1));
+        assert!(o.amnesia >= 1, "seed 1 loses a disk");
+        assert!(o.valid(), "{:?} {:?}", o.set, o.counter);
     }
 
     /// The negative control: increments as last-writer-wins registers lose concurrent

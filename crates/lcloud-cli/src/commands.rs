@@ -205,6 +205,19 @@ pub fn run(cli: Cli) -> Result<()> {
             if !(sync_every > 0.0 && sync_every.is_finite()) {
                 bail!("--sync-every must be a positive number of seconds");
             }
+            // The node's log goes to stderr: warnings and its own events by default; RUST_LOG
+            // (e.g. `RUST_LOG=debug`) says otherwise.
+            let filter =
+                tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+                    tracing_subscriber::EnvFilter::new(
+                        "warn,libp2p_gossipsub=error,lcloud_node=info,lcloud_net=info",
+                    )
+                });
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+                .try_init();
             lcloud_node::run(lcloud_node::Config {
                 dir,
                 listen: listen.iter().map(addr).collect::<Result<_>>()?,

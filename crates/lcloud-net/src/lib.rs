@@ -21,6 +21,7 @@ use tokio::sync::mpsc;
 
 pub use libp2p::Multiaddr as Addr;
 pub use libp2p::PeerId as Peer;
+pub use libp2p::gossipsub::MessageId;
 
 mod codec;
 

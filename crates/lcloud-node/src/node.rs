@@ -9,9 +9,9 @@ use lcloud_core::codec::ByteBuf;
 use lcloud_core::sync::{self, Request, Response, Summary};
 use lcloud_core::{
     EXPERIENCE_BYTES_MAX, Experience, Id, Idx, InsertError, Inserted, NodeId, Op, Path, Replica,
-    ValidationError, Verified, validate,
+    ValidationError, Verified,
 };
-use lcloud_net::{Command, Event, Peer, node_of};
+use lcloud_net::{Command, Event, MessageId, Peer, node_of};
 use lcloud_store::{Identity, Store, StoreError};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
@@ -32,6 +32,9 @@ const PUSH_WINDOW: u32 = 2;
 /// Experiences from a peer, already checked (off the core thread; see [`check`]), each with
 /// the bytes it came as (canonical: they are stored as they are).
 pub type Checked = Vec<Result<(Verified<Experience>, ByteBuf), ValidationError>>;
+
+/// Most gossiped experiences stored in one commit when several wait.
+const GOSSIP_PER_COMMIT: usize = 512;
 
 /// Most pushes stored in one commit when several wait.
 const PUSHES_PER_COMMIT: usize = 8;
@@ -306,6 +309,24 @@ impl Node {
                 },
             };
             match msg {
+                Msg::Net(Event::Gossip { from, id, data }) => {
+                    // Gossip that already waits is validated together and stored in one
+                    // commit (one fsync), as pushes are.
+                    let mut group = vec![(from, id, data)];
+                    while group.len() < GOSSIP_PER_COMMIT {
+                        match inbox.try_recv() {
+                            Ok(Msg::Net(Event::Gossip { from, id, data })) => {
+                                group.push((from, id, data));
+                            }
+                            Ok(other) => {
+                                next = Some(other);
+                                break;
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                    self.on_gossip(group);
+                }
                 Msg::Net(ev) => self.on_net(ev),
                 Msg::Push {
                     peer,
@@ -425,44 +446,7 @@ impl Node {
             Event::Disconnected(peer) => {
                 self.peers.remove(&peer);
             }
-            Event::Gossip { from, id, data } => {
-                self.metrics.gossip_in += 1;
-                if self.unstored.is_some() {
-                    // Not judged: the forwarder did nothing wrong; anti-entropy brings it later.
-                    return;
-                }
-                if !self.allowed(&from) {
-                    self.send(Command::Judge {
-                        id,
-                        from,
-                        valid: false,
-                    });
-                    return;
-                }
-                match validate(&data, &self.replica.cloud()) {
-                    Ok(exp) => {
-                        let mut intake = Intake::default();
-                        let (_, refused) = self.insert(&mut intake, vec![(exp, ByteBuf(data))]);
-                        let stored = self.commit(intake);
-                        self.send(Command::Judge {
-                            id,
-                            from,
-                            valid: stored && refused.is_empty(),
-                        });
-                        if refused.iter().any(InsertError::is_invalid) {
-                            self.score(from, INVALID_POINTS);
-                        }
-                    }
-                    Err(e) => {
-                        self.send(Command::Judge {
-                            id,
-                            from,
-                            valid: false,
-                        });
-                        self.misbehaved(from, e.reason(), INVALID_POINTS);
-                    }
-                }
-            }
+            Event::Gossip { from, id, data } => self.on_gossip(vec![(from, id, data)]),
             Event::Request {
                 peer,
                 request,
@@ -488,6 +472,61 @@ impl Node {
                     s.pushes_in_flight = 0;
                     s.pushing.clear();
                 }
+            }
+        }
+    }
+
+    /// Gossiped experiences (each from the peer that forwarded it): validated on every core,
+    /// stored in one commit, then judged for gossipsub (forwarded only if accepted).
+    fn on_gossip(&mut self, group: Vec<(Peer, MessageId, Vec<u8>)>) {
+        self.metrics.gossip_in += group.len() as u64;
+        if self.unstored.is_some() {
+            // Not judged: the forwarders did nothing wrong; anti-entropy brings it later.
+            return;
+        }
+        let mut from_members = Vec::with_capacity(group.len());
+        let mut bytes = Vec::with_capacity(group.len());
+        for (from, id, data) in group {
+            if self.allowed(&from) {
+                from_members.push((from, id));
+                bytes.push(ByteBuf(data));
+            } else {
+                self.send(Command::Judge {
+                    id,
+                    from,
+                    valid: false,
+                });
+            }
+        }
+        let checked = check(bytes, &self.replica.cloud());
+        let mut intake = Intake::default();
+        let mut verdicts = Vec::with_capacity(checked.len());
+        for ((from, id), r) in from_members.into_iter().zip(checked) {
+            match r {
+                Ok(x) => {
+                    let (_, refused) = self.insert(&mut intake, vec![x]);
+                    let invalid = refused.iter().any(InsertError::is_invalid);
+                    verdicts.push((from, id, refused.is_empty(), invalid));
+                }
+                Err(e) => {
+                    self.send(Command::Judge {
+                        id,
+                        from,
+                        valid: false,
+                    });
+                    self.misbehaved(from, e.reason(), INVALID_POINTS);
+                }
+            }
+        }
+        let stored = self.commit(intake);
+        for (from, id, accepted, invalid) in verdicts {
+            self.send(Command::Judge {
+                id,
+                from,
+                valid: stored && accepted,
+            });
+            if invalid {
+                self.score(from, INVALID_POINTS);
             }
         }
     }
