@@ -41,7 +41,7 @@ fn usage() -> ExitCode {
 
 fn describe(seed: u64, o: &sim::Outcome) -> String {
     format!(
-        "seed {seed}: {} acknowledged adds, lost={} unexpected={} duplicates={}, counter {} in [{}, {}]{}, {} faults ({} restarts with a lost disk, destroying {} acknowledged writes no peer had yet), messages {} (dropped {}, duplicated {}), T_conv {:.2}s (simulated), visible everywhere p50/p95/p99/max {:.2}/{:.2}/{:.2}/{:.2}s, converged={}, trace {}",
+        "seed {seed}: {} acknowledged adds, lost={} unexpected={} duplicates={}, counter {} in [{}, {}]{}, {} faults ({} restarts with a lost disk, destroying {} acknowledged writes no peer could recover), messages {} (dropped {}, duplicated {}), T_conv {:.2}s (simulated), visible everywhere p50/p95/p99/max {:.2}/{:.2}/{:.2}/{:.2}s, converged={}, trace {}",
         o.set.acknowledged,
         o.set.lost.len(),
         o.set.unexpected.len(),
@@ -277,7 +277,7 @@ fn tiers(
         None => true,
     };
     println!(
-        "chaos: {seeds} seeds, 5 nodes, {writes} writes, {faults} faults ({amnesia} lost disks, destroying {destroyed} unreplicated acknowledged writes); lost={lost} unexpected={unexpected} duplicates={duplicates}; T_conv max {:.1}s (simulated); replays identical {replay_ok}/{}; negative control caught: {caught}; attacks {attacks_passed}/{attacks_total}; storage {}/{rounds}{real_summary}; {:.0} s",
+        "chaos: {seeds} seeds, 5 nodes, {writes} writes, {faults} faults ({amnesia} lost disks, destroying {destroyed} acknowledged writes no peer could recover); lost={lost} unexpected={unexpected} duplicates={duplicates}; T_conv max {:.1}s (simulated); replays identical {replay_ok}/{}; negative control caught: {caught}; attacks {attacks_passed}/{attacks_total}; storage {}/{rounds}{real_summary}; {:.0} s",
         t_conv_max as f64 / 1e9,
         traces.len(),
         if storage.valid() {

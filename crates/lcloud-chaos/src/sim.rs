@@ -354,16 +354,25 @@ impl World {
     fn amnesia(&mut self, n: usize) {
         self.crash(n);
         self.amnesia += 1;
-        let elsewhere = |w: &World, id: &Id| {
-            w.nodes
-                .iter()
-                .enumerate()
-                .any(|(m, node)| m != n && node.ids.contains(id))
-        };
+        // What survives is what the other disks hold and can admit: an experience of this
+        // node that a peer holds, but whose predecessor only this disk held, can never be
+        // admitted anywhere again, so it is destroyed too.
+        let mut union = Replica::new(self.genesis.clone()).expect("genesis");
+        let cloud = union.cloud();
+        for (m, node) in self.nodes.iter().enumerate() {
+            if m == n {
+                continue;
+            }
+            for bytes in &node.disk {
+                if let Ok(exp) = revalidate_stored(bytes, &cloud) {
+                    let _ = union.insert(exp);
+                }
+            }
+        }
         let gone: Vec<usize> = self.nodes[n]
             .acked
             .iter()
-            .filter(|(_, id)| !elsewhere(self, id))
+            .filter(|(_, id)| !union.lattice().contains(id))
             .map(|(at, _)| *at)
             .collect();
         self.destroyed.extend(gone);

@@ -255,6 +255,10 @@ impl Store {
 
     /// Opens the store in `dir`.
     pub fn open(dir: &FsPath) -> Result<Store, StoreError> {
+        guard(dir, || Store::open_unguarded(dir))
+    }
+
+    fn open_unguarded(dir: &FsPath) -> Result<Store, StoreError> {
         if !Store::exists(dir) {
             return Err(StoreError::NoStore(dir.to_owned()));
         }
@@ -417,6 +421,10 @@ impl Store {
     /// Records are checked by checksum, canonical decoding, shape and links; signatures were
     /// checked when they were first stored (`lcloud verify` checks them again).
     pub fn load(&self, progress: &mut dyn FnMut(u64)) -> Result<Replica, StoreError> {
+        guard(&self.dir, || self.load_unguarded(progress))
+    }
+
+    fn load_unguarded(&self, progress: &mut dyn FnMut(u64)) -> Result<Replica, StoreError> {
         let mut replica: Option<Replica> = None;
         let cloud = self.cloud;
         self.for_each(|n, bytes| {
@@ -901,6 +909,10 @@ impl Store {
 
     /// The current state, read from the persisted fold without loading the history.
     pub fn state(&self) -> Result<State, StoreError> {
+        guard(&self.dir, || self.state_unguarded())
+    }
+
+    fn state_unguarded(&self) -> Result<State, StoreError> {
         let txn = self.db()?.begin_read().map_err(|e| self.map_db(e))?;
         let doc = self.current_doc(&txn, &[Path::root()])?;
         let meta = txn.open_table(META).map_err(|e| self.map_db(e))?;
@@ -1165,6 +1177,29 @@ fn apply_tail(doc: &mut Doc, tail: &Tail) {
                 op: i as u32,
             };
             doc.apply(op, dot, &ObservesEverything);
+        }
+    }
+}
+
+/// Runs `f`, turning a panic inside it into [`StoreError::Corrupt`]. redb can panic on some
+/// damaged pages (a slice index out of range) instead of returning an error; a damaged file
+/// must give an error naming it, never take the process down, so the entry points that read
+/// a store through (open, load, state) run under this guard.
+fn guard<T>(dir: &FsPath, f: impl FnOnce() -> Result<T, StoreError>) -> Result<T, StoreError> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(r) => r,
+        Err(p) => {
+            let msg = p
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| p.downcast_ref::<&str>().copied())
+                .unwrap_or("no message");
+            Err(StoreError::Corrupt {
+                what: format!(
+                    "{}: the database engine failed on a damaged page ({msg})",
+                    dir.join(DB_FILE).display()
+                ),
+            })
         }
     }
 }
