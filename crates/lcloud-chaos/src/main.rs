@@ -101,7 +101,7 @@ fn describe_real(o: &real::Outcome) -> String {
         .count();
     let count = |k| o.history.iter().filter(|e| e.kind == k).count();
     format!(
-        "real: {} nodes as processes in network namespaces, {writes} writes ({} ok, {} fail, {} info), faults {:?}; lost={} unexpected={} duplicates={}, counter {} in [{}, {}]; converged={} T_conv {:.1}s; per heal (writes going on) p50/p99/max {:.1}/{:.1}/{:.1}s over {} heals ({} interrupted by the next fault); peak RSS per node {:.0} MiB; skewed clocks {}; writes acknowledged by the disk-full node after space was freed {}",
+        "real: {} nodes as processes in network namespaces, {writes} writes ({} ok, {} fail, {} info), faults {:?}; lost={} unexpected={} duplicates={}, counter {} in [{}, {}]; converged={} T_conv {:.1}s; per heal (writes going on) p50/p99/max {:.1}/{:.1}/{:.1}s over {} heals ({} interrupted by the next fault); peak RSS per node {:.0} MiB; skewed clocks {}; writes acknowledged by the disk-full node after space was freed {}; fork proofs identical: {}; stores verified: {}",
         o.nodes,
         count(history::Kind::Ok),
         count(history::Kind::Fail),
@@ -123,7 +123,13 @@ fn describe_real(o: &real::Outcome) -> String {
         o.peak_rss_mib,
         o.skewed,
         o.resumed_after_full
-            .map_or("(the disk never filled)".to_owned(), |n| n.to_string())
+            .map_or("(the disk never filled)".to_owned(), |n| n.to_string()),
+        o.forks_identical,
+        if o.verify_failures.is_empty() {
+            "all".to_owned()
+        } else {
+            format!("FAILED {:?}", o.verify_failures)
+        }
     )
 }
 

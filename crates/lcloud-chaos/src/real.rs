@@ -70,6 +70,10 @@ pub struct Outcome {
     pub heal_times: Vec<f64>,
     /// Heals followed by another fault before every node caught up (not measured).
     pub heals_interrupted: usize,
+    /// Every node served the same fork proofs at the end.
+    pub forks_identical: bool,
+    /// Stores that failed `lcloud verify` after the run (DAG integrity), with the reason.
+    pub verify_failures: Vec<String>,
 }
 
 impl Outcome {
@@ -89,7 +93,12 @@ impl Outcome {
     pub fn valid(&self) -> bool {
         let extra = self.fault_count < 3
             || (self.skewed > 0 && self.resumed_after_full.is_some_and(|n| n > 0));
-        self.set.valid() && self.counter.valid() && self.converged && extra
+        self.set.valid()
+            && self.counter.valid()
+            && self.converged
+            && extra
+            && self.forks_identical
+            && self.verify_failures.is_empty()
     }
 }
 
@@ -835,6 +844,34 @@ pub fn run(cfg: &Config) -> Result<Outcome, String> {
             peak = peak.max(peak_rss_mib(pid));
         }
     }
+    // Fork proofs: the same on every node (none, with honest writers).
+    let forks: Vec<String> = (1..=cfg.nodes)
+        .map(|i| http(i, "GET", "/api/forks", "").map_or_else(|_| "no answer".into(), |(_, b)| b))
+        .collect();
+    let forks_identical = forks.iter().all(|f| *f == forks[0] && f != "no answer");
+    // DAG integrity: stop every node (SIGTERM) and verify each store offline (every hash,
+    // signature and link, and the persisted state root against a replay).
+    {
+        let mut ps = procs.lock().expect("not poisoned");
+        for p in ps.iter_mut() {
+            if let Some(c) = p.child.as_mut() {
+                for sig in ["-CONT", "-TERM"] {
+                    let _ = Command::new("kill")
+                        .args([sig, &c.id().to_string()])
+                        .stderr(Stdio::null())
+                        .status();
+                }
+                let _ = c.wait();
+            }
+            p.child = None;
+        }
+    }
+    let mut verify_failures = Vec::new();
+    for (i, d) in dirs.iter().enumerate() {
+        if let Err(e) = lcloud(d, &["verify"]) {
+            verify_failures.push(format!("n{}: {e}", i + 1));
+        }
+    }
     let mut heal_times: Vec<f64> = heals
         .lock()
         .expect("not poisoned")
@@ -877,5 +914,7 @@ pub fn run(cfg: &Config) -> Result<Outcome, String> {
         fault_count: cfg.faults,
         heal_times,
         heals_interrupted,
+        forks_identical,
+        verify_failures,
     })
 }
