@@ -196,6 +196,7 @@ pub fn run(cli: Cli) -> Result<()> {
                     peers,
                     api,
                     sync_every,
+                    mdns,
                 },
         } => {
             let addr = |a: &String| -> Result<lcloud_net::Addr> {
@@ -224,6 +225,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 peers: peers.iter().map(addr).collect::<Result<_>>()?,
                 api,
                 sync_every: std::time::Duration::from_secs_f64(sync_every),
+                mdns,
             })?;
             Ok(())
         }

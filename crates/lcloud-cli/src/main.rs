@@ -299,6 +299,11 @@ enum NodeAction {
         /// Seconds between anti-entropy rounds with every peer.
         #[arg(long, value_name = "SECONDS", default_value_t = 5.0)]
         sync_every: f64,
+        /// Also find peers on the local network with mDNS and connect to them. Off by
+        /// default: without it the node reaches no address you did not give. Peers found this
+        /// way are held to the same rules (non-members are disconnected at once).
+        #[arg(long)]
+        mdns: bool,
     },
 }
 

@@ -19,6 +19,8 @@ use common::lcloud;
 
 const NET: &str = "10.231.0";
 
+static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
 /// The namespaces of one run; deleted when dropped.
 struct Hosts {
     prefix: String,
@@ -36,7 +38,12 @@ impl Hosts {
 
     fn create(n: usize) -> Result<Hosts, String> {
         let hosts = Hosts {
-            prefix: format!("lct{}h", std::process::id()),
+            // Unique per test too: the tests of this file run in parallel in one process.
+            prefix: format!(
+                "lct{}x{}h",
+                std::process::id(),
+                RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            ),
             n,
         };
         run("ip", &["netns", "add", &hosts.sw()])?;
@@ -149,7 +156,7 @@ struct HostNode {
 }
 
 impl HostNode {
-    fn start(ns: &str, dir: &Path, listen: &str, peers: &[String]) -> HostNode {
+    fn start(ns: &str, dir: &Path, listen: &str, peers: &[String], extra: &[&str]) -> HostNode {
         let mut cmd = Command::new("ip");
         cmd.args(["netns", "exec", ns, env!("CARGO_BIN_EXE_lcloud"), "--dir"])
             .arg(dir)
@@ -162,6 +169,7 @@ impl HostNode {
         for p in peers {
             cmd.args(["--peer", p]);
         }
+        cmd.args(extra);
         let mut child = cmd.spawn().expect("the node starts");
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
         let api = loop {
@@ -219,6 +227,73 @@ fn converge(nodes: &[&HostNode], within: Duration) -> String {
     }
 }
 
+/// A cloud created in `dirs[0]` and joined by the others.
+fn cloud_in(base: &Path, dirs: &[PathBuf]) {
+    assert!(
+        lcloud(&dirs[0], &["init", "--alias", "h1", "--cloud", "hosts"])
+            .status
+            .success()
+    );
+    let bundle = base.join("genesis.bundle");
+    assert!(
+        lcloud(&dirs[0], &["export", bundle.to_str().unwrap()])
+            .status
+            .success()
+    );
+    for d in &dirs[1..] {
+        assert!(
+            lcloud(d, &["join", bundle.to_str().unwrap()])
+                .status
+                .success()
+        );
+    }
+}
+
+/// With `--mdns` and no `--peer`, hosts on one network find each other; a host without the
+/// flag is found by no one and dials no one.
+#[test]
+fn hosts_find_each_other_with_mdns_and_only_with_it() {
+    let hosts = match Hosts::create(3) {
+        Ok(h) => h,
+        Err(e) if std::env::var_os("LCLOUD_REQUIRE_NETNS").is_none() => {
+            println!("SKIPPED: cannot create network namespaces here ({e})");
+            return;
+        }
+        Err(e) => panic!("LCLOUD_REQUIRE_NETNS is set but namespaces cannot be made: {e}"),
+    };
+    let base = tempfile::tempdir().unwrap();
+    let dirs: Vec<PathBuf> = ["h1", "h2", "h3"]
+        .iter()
+        .map(|n| base.path().join(n))
+        .collect();
+    cloud_in(base.path(), &dirs);
+    let addr = |i: usize| format!("/ip4/{NET}.{i}/tcp/7401");
+    let nodes: Vec<HostNode> = (1..=3)
+        .map(|i| {
+            let extra: &[&str] = if i < 3 { &["--mdns"] } else { &[] };
+            HostNode::start(&hosts.ns(i), &dirs[i - 1], &addr(i), &[], extra)
+        })
+        .collect();
+    for (i, n) in nodes.iter().enumerate() {
+        n.cli(&["set", &format!("/host/{i}"), "true"]);
+    }
+    let found = Instant::now();
+    converge(&[&nodes[0], &nodes[1]], Duration::from_secs(30));
+    println!(
+        "found each other by mDNS and converged in {:.1} s",
+        found.elapsed().as_secs_f64()
+    );
+    let doc: serde_json::Value = serde_json::from_str(&nodes[1].cli(&["--json", "state"])).unwrap();
+    assert_eq!(doc["host"].as_object().unwrap().len(), 2);
+    let lonely: serde_json::Value =
+        serde_json::from_str(&nodes[2].cli(&["--json", "state"])).unwrap();
+    assert_eq!(
+        lonely["host"].as_object().unwrap().len(),
+        1,
+        "the host without --mdns heard from no one"
+    );
+}
+
 #[test]
 fn three_hosts_partitioned_by_nftables_converge_after_healing() {
     let hosts = match Hosts::create(3) {
@@ -257,7 +332,7 @@ fn three_hosts_partitioned_by_nftables_converge_after_healing() {
     let nodes: Vec<HostNode> = (1..=3)
         .map(|i| {
             let peers: Vec<String> = (1..=3).filter(|j| *j != i).map(addr).collect();
-            HostNode::start(&hosts.ns(i), &dirs[i - 1], &addr(i), &peers)
+            HostNode::start(&hosts.ns(i), &dirs[i - 1], &addr(i), &peers, &[])
         })
         .collect();
     let all: Vec<&HostNode> = nodes.iter().collect();

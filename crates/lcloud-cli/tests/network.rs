@@ -311,6 +311,7 @@ fn a_peer_sending_tampered_experiences_is_rejected_scored_and_banned() {
             peers: vec![a.p2p.parse().unwrap()],
             topic: cloud.to_hex(),
             redial_every: Duration::from_secs(60),
+            mdns: false,
         })
         .unwrap();
         let peer = loop {

@@ -6,7 +6,8 @@
 //! Ed25519 key, so [`node_of`] tells the node which λCLOUD node is on the other end.
 //!
 //! Nothing reaches an address the user did not give: the network dials only the peers it is
-//! told to and listens where it is told to; there is no discovery.
+//! told to and listens where it is told to. The one exception is opt-in: with
+//! [`Config::mdns`] it finds peers on the local network with mDNS and dials them.
 
 use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
@@ -15,8 +16,11 @@ use futures::StreamExt;
 use lcloud_core::NodeId;
 use lcloud_core::sync::{Request, Response};
 use libp2p::request_response::{self, ProtocolSupport};
+use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
-use libp2p::{Multiaddr, PeerId, StreamProtocol, connection_limits, gossipsub, identify, identity};
+use libp2p::{
+    Multiaddr, PeerId, StreamProtocol, connection_limits, gossipsub, identify, identity, mdns,
+};
 use tokio::sync::mpsc;
 
 pub use libp2p::Multiaddr as Addr;
@@ -61,6 +65,9 @@ pub struct Config {
     pub topic: String,
     /// How often to dial the given peers that are not connected.
     pub redial_every: Duration,
+    /// Find peers on the local network with mDNS and dial them. Off unless asked for: without
+    /// it, nothing reaches an address the user did not give.
+    pub mdns: bool,
 }
 
 /// What the network tells the node.
@@ -166,6 +173,7 @@ struct Behaviour {
     sync: request_response::Behaviour<codec::SyncCodec>,
     gossip: gossipsub::Behaviour,
     identify: identify::Behaviour,
+    mdns: Toggle<mdns::tokio::Behaviour>,
 }
 
 /// A running network: send [`Command`]s, receive [`Event`]s.
@@ -242,11 +250,20 @@ pub fn start(config: Config) -> Result<Net, NetError> {
                     .with_max_established_per_peer(Some(CONNECTIONS_PER_PEER_MAX))
                     .with_max_pending_incoming(Some(PENDING_INBOUND_MAX)),
             );
+            let mdns = if config.mdns {
+                Some(mdns::tokio::Behaviour::new(
+                    mdns::Config::default(),
+                    key.public().to_peer_id(),
+                )?)
+            } else {
+                None
+            };
             Ok(Behaviour {
                 limits,
                 sync,
                 gossip,
                 identify,
+                mdns: Toggle::from(mdns),
             })
         })
         .map_err(|e| NetError::Build(e.to_string()))?
@@ -362,6 +379,16 @@ async fn drive(
                                 None
                             }
                         }
+                    }
+                    SwarmEvent::Behaviour(BehaviourEvent::Mdns(mdns::Event::Discovered(found))) => {
+                        // Only with `--mdns`: dial what the local network announces.
+                        for (peer, addr) in found {
+                            if !isolated && !banned.contains(&peer) && !connected.contains(&peer) {
+                                tracing::info!(%peer, %addr, "found by mDNS");
+                                let _ = swarm.dial(addr.with_p2p(peer).unwrap_or_else(|a| a));
+                            }
+                        }
+                        None
                     }
                     SwarmEvent::ConnectionClosed { peer_id, num_established, .. } => {
                         if num_established == 0 && connected.remove(&peer_id) {

@@ -36,6 +36,8 @@ pub struct Config {
     pub api: SocketAddr,
     /// How often to run anti-entropy with every connected peer.
     pub sync_every: Duration,
+    /// Find peers on the local network with mDNS (off unless asked for).
+    pub mdns: bool,
 }
 
 /// Why a node could not start or stopped with an error.
@@ -85,6 +87,7 @@ async fn serve(config: Config, store: Store, identity: Identity) -> Result<(), N
         peers: config.peers.clone(),
         topic: cloud.to_hex(),
         redial_every: Duration::from_secs(1),
+        mdns: config.mdns,
     })?;
     let me = net.peer;
     let (inbox, rx) = mpsc::unbounded_channel::<Msg>();
