@@ -40,6 +40,11 @@ pub struct Config {
     pub lcloud: PathBuf,
     /// Only the attacks whose name contains this.
     pub only: Option<String>,
+    /// The rejection rate the hostile-frames attack must reach: the target (5 000/s)
+    /// for `attacks` and `soak`; the CI tier asks for half, so that a slower CI machine does
+    /// not fail a correct build (speed targets live in benchmarks; CI guards against
+    /// regressions by an order of magnitude) and reports the rate it measured.
+    pub min_rejections_per_s: f64,
 }
 
 /// One attack's verdict.
@@ -706,7 +711,7 @@ fn delta(before: &BTreeMap<String, u64>, after: &BTreeMap<String, u64>) -> BTree
 
 /// 10 000 hostile items from authenticated members: 8 000 forged or malformed experiences in
 /// push frames and 2 000 malformed frames; each must be refused and counted under its reason.
-fn hostile_frames(lab: &mut Lab, keys: &[SigningKey]) -> Result<String, String> {
+fn hostile_frames(lab: &mut Lab, keys: &[SigningKey], min_rate: f64) -> Result<String, String> {
     let rt = runtime()?;
     let members: Vec<NodeId> = keys[..ATTACKER_KEYS].iter().map(node_id).collect();
     let (dirs, genesis) = lab.cloud(2, &members)?;
@@ -960,8 +965,8 @@ fn hostile_frames(lab: &mut Lab, keys: &[SigningKey]) -> Result<String, String> 
         format!("honest writes p99 {p99:?} (at most 1 s)")
     })?;
     ensure(failed == 0, || format!("{failed} honest writes failed"))?;
-    ensure(rate >= 5000.0, || {
-        format!("{rate:.0} rejections/s (at least 5 000)")
+    ensure(rate >= min_rate, || {
+        format!("{rate:.0} rejections/s (at least {min_rate:.0})")
     })?;
     Ok(format!(
         "{total} hostile items ({} experiences in push frames, {} frames) all refused and counted by reason; {rate:.0} rejections/s; {acked} honest writes meanwhile, p99 {:.0} ms; RSS {rss_before:.0} → {rss_after:.0} MiB; A and B agree",
@@ -1345,15 +1350,19 @@ fn non_member(lab: &mut Lab, keys: &[SigningKey]) -> Result<String, String> {
 pub fn run(cfg: &Config) -> Vec<Verdict> {
     let keys = keys();
     let mut lab = Lab::new(&cfg.lcloud);
-    type Attack = fn(&mut Lab, &[SigningKey]) -> Result<String, String>;
+    type Attack<'a> = Box<dyn Fn(&mut Lab, &[SigningKey]) -> Result<String, String> + 'a>;
+    let min_rate = cfg.min_rejections_per_s;
     let attacks: [(&'static str, Attack); 7] = [
-        ("hostile frames", hostile_frames),
-        ("replay", replay),
-        ("equivocation", equivocation),
-        ("tampered relay", tampered_relay),
-        ("eclipse", eclipse),
-        ("connection flood", |lab, _| connection_flood(lab)),
-        ("non-member", non_member),
+        (
+            "hostile frames",
+            Box::new(move |lab, keys| hostile_frames(lab, keys, min_rate)),
+        ),
+        ("replay", Box::new(replay)),
+        ("equivocation", Box::new(equivocation)),
+        ("tampered relay", Box::new(tampered_relay)),
+        ("eclipse", Box::new(eclipse)),
+        ("connection flood", Box::new(|lab, _| connection_flood(lab))),
+        ("non-member", Box::new(non_member)),
     ];
     attacks
         .into_iter()

@@ -134,10 +134,11 @@ fn describe_real(o: &real::Outcome) -> String {
 }
 
 /// Runs the attack suite, printing one line per attack: (passed, total).
-fn attacks(args: &[String]) -> (usize, usize) {
+fn attacks(args: &[String], min_rejections_per_s: f64) -> (usize, usize) {
     let cfg = attack::Config {
         lcloud: real_config(args).lcloud,
         only: arg_value(args, "--only"),
+        min_rejections_per_s,
     };
     if !cfg.lcloud.exists() {
         println!(
@@ -195,6 +196,7 @@ fn tiers(
     rounds: usize,
     real: Option<real::Config>,
     heal_p99_max: f64,
+    min_rejections_per_s: f64,
 ) -> ExitCode {
     let started = std::time::Instant::now();
     let (mut writes, mut faults, mut lost, mut unexpected, mut duplicates) =
@@ -255,7 +257,7 @@ fn tiers(
     }
     let storage = storage::run(rounds, 0);
     println!("{}", describe_storage(&storage));
-    let (attacks_passed, attacks_total) = attacks(args);
+    let (attacks_passed, attacks_total) = attacks(args, min_rejections_per_s);
     let mut real_summary = String::new();
     let real_ok = match real {
         Some(cfg) => match real::run(&cfg) {
@@ -323,7 +325,7 @@ fn main() -> ExitCode {
             }
         },
         Some("attacks") => {
-            let (passed, total) = attacks(&args);
+            let (passed, total) = attacks(&args, 5000.0);
             println!("attacks {passed}/{total}");
             if passed == total && total > 0 {
                 ExitCode::SUCCESS
@@ -373,7 +375,7 @@ fn main() -> ExitCode {
                 .iter()
                 .any(|a| a == "--real")
                 .then(|| real_config(&args));
-            tiers(&args, seeds, rounds, real, 10.0)
+            tiers(&args, seeds, rounds, real, 10.0, 2500.0)
         }
         Some("soak") => {
             // The long tier: 5 000 seeds, then 7 real nodes for 30 minutes with 1 500 faults.
@@ -383,7 +385,7 @@ fn main() -> ExitCode {
             real.nodes = num(&args, "--nodes", 7) as usize;
             real.seconds = minutes * 60;
             real.faults = num(&args, "--faults", minutes * 50) as usize;
-            tiers(&args, seeds, 200, Some(real), 5.0)
+            tiers(&args, seeds, 200, Some(real), 5.0, 5000.0)
         }
         _ => usage(),
     }
