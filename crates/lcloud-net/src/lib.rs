@@ -160,6 +160,46 @@ pub enum Command {
     Isolate(bool),
 }
 
+/// Peers a ban list remembers at most: identities cost an attacker nothing, so the list must
+/// not grow without bound (the oldest ban is forgotten first).
+pub const BANS_MAX: usize = 65_536;
+
+/// Banned peers, at most [`BANS_MAX`], oldest forgotten first.
+#[derive(Default, Debug)]
+pub struct BanList {
+    set: BTreeSet<PeerId>,
+    order: std::collections::VecDeque<PeerId>,
+}
+
+impl BanList {
+    /// Bans `peer` (forgetting the oldest ban when full).
+    pub fn insert(&mut self, peer: PeerId) {
+        if self.set.insert(peer) {
+            self.order.push_back(peer);
+            if self.order.len() > BANS_MAX
+                && let Some(old) = self.order.pop_front()
+            {
+                self.set.remove(&old);
+            }
+        }
+    }
+
+    /// Whether `peer` is banned.
+    pub fn contains(&self, peer: &PeerId) -> bool {
+        self.set.contains(peer)
+    }
+
+    /// How many peers are banned.
+    pub fn len(&self) -> usize {
+        self.set.len()
+    }
+
+    /// Whether no peer is banned.
+    pub fn is_empty(&self) -> bool {
+        self.set.is_empty()
+    }
+}
+
 /// Connections: at most this many in total, per peer, and pending inbound.
 pub const CONNECTIONS_MAX: u32 = 256;
 /// Connections one peer may hold at once.
@@ -301,7 +341,7 @@ async fn drive(
 ) {
     let mut channels: HashMap<u64, request_response::ResponseChannel<Response>> = HashMap::new();
     let mut next_token = 0u64;
-    let mut banned: BTreeSet<PeerId> = BTreeSet::new();
+    let mut banned = BanList::default();
     let mut isolated = false;
     let mut redial = tokio::time::interval(config.redial_every);
     let mut connected: BTreeSet<PeerId> = BTreeSet::new();
@@ -441,5 +481,23 @@ async fn drive(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_ban_list_forgets_the_oldest_ban_when_full() {
+        let mut bans = BanList::default();
+        let peers: Vec<PeerId> = (0..BANS_MAX + 2).map(|_| PeerId::random()).collect();
+        for p in &peers {
+            bans.insert(*p);
+            bans.insert(*p);
+        }
+        assert_eq!(bans.len(), BANS_MAX);
+        assert!(!bans.contains(&peers[0]) && !bans.contains(&peers[1]));
+        assert!(bans.contains(&peers[2]) && bans.contains(&peers[BANS_MAX + 1]));
     }
 }

@@ -256,7 +256,7 @@ pub struct Node {
     announce: broadcast::Sender<Announced>,
     peers: BTreeMap<Peer, PeerState>,
     /// Peers banned for misbehaviour (the network refuses them; nothing more is scored).
-    banned: BTreeSet<Peer>,
+    banned: lcloud_net::BanList,
     /// Why the store cannot be used (a failed write, e.g. a full disk, and the store could
     /// not be opened and loaded again yet). Meanwhile the replica may hold what is not
     /// stored, so the node writes nothing, serves nothing to peers and takes nothing from
@@ -290,7 +290,7 @@ impl Node {
             net,
             announce,
             peers: BTreeMap::new(),
-            banned: BTreeSet::new(),
+            banned: lcloud_net::BanList::default(),
             unstored: None,
             scores: BTreeMap::new(),
             metrics: Metrics::default(),
