@@ -20,7 +20,12 @@ use std::time::{Duration, Instant};
 use crate::check::{self, CounterReport, SetReport};
 use crate::history::{Event, F, Kind};
 
-const NET: &str = "10.233.0";
+/// The run's subnet, `10.233.X` with X from the process id, so that two runs at once (a soak
+/// and a CI tier, say) do not both claim the harness's address on the host.
+fn subnet_of_run() -> &'static str {
+    static NET: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    NET.get_or_init(|| format!("10.233.{}", 1 + std::process::id() % 250))
+}
 const API_PORT: u16 = 7400;
 const P2P_PORT: u16 = 7401;
 
@@ -130,6 +135,7 @@ impl Net {
     }
 
     fn create(nodes: usize) -> Result<Net, String> {
+        let subnet = subnet_of_run();
         let net = Net {
             prefix: format!("lcc{}n", std::process::id()),
             nodes,
@@ -158,7 +164,7 @@ impl Net {
                     &ns,
                     "addr",
                     "add",
-                    &format!("{NET}.{i}/24"),
+                    &format!("{subnet}.{i}/24"),
                     "dev",
                     "eth0",
                 ],
@@ -179,7 +185,7 @@ impl Net {
         )?;
         run_cmd(
             "ip",
-            &["addr", "add", &format!("{NET}.254/24"), "dev", &host],
+            &["addr", "add", &format!("{subnet}.254/24"), "dev", &host],
         )?;
         run_cmd("ip", &["link", "set", &host, "up"])?;
         Ok(net)
@@ -205,14 +211,16 @@ impl Net {
 
     /// Node `i` drops everything from the nodes in `from` (never the harness).
     fn drop_from(&self, i: usize, from: &[usize]) {
+        let subnet = subnet_of_run();
         for j in from {
-            self.rule(i, &["ip", "saddr", &format!("{NET}.{j}"), "drop"]);
+            self.rule(i, &["ip", "saddr", &format!("{subnet}.{j}"), "drop"]);
         }
     }
 
     /// Every node drops a random `pct` percent of what the other nodes send it (nft numgen).
     fn lossy(&self, pct: u32) {
-        let nodes = format!("{NET}.1-{NET}.{}", self.nodes);
+        let subnet = subnet_of_run();
+        let nodes = format!("{subnet}.1-{subnet}.{}", self.nodes);
         let pct = pct.to_string();
         for i in 1..=self.nodes {
             self.rule(
@@ -328,6 +336,7 @@ fn faketime() -> Option<PathBuf> {
 const SKEW: &str = "-2h x1.5";
 
 fn start(cfg: &Config, net: &Net, dir: &Path, i: usize, skew: Option<&Path>) -> Proc {
+    let subnet = subnet_of_run();
     let mut cmd = Command::new("ip");
     if let Some(lib) = skew {
         // `ip netns exec` execs the node, which keeps the environment (and the pid).
@@ -339,7 +348,7 @@ fn start(cfg: &Config, net: &Net, dir: &Path, i: usize, skew: Option<&Path>) -> 
         .arg(dir)
         .args(["node", "run", "--sync-every", "0.5"])
         .args(["--api", &format!("0.0.0.0:{API_PORT}")])
-        .args(["--listen", &format!("/ip4/{NET}.{i}/tcp/{P2P_PORT}")])
+        .args(["--listen", &format!("/ip4/{subnet}.{i}/tcp/{P2P_PORT}")])
         .env_remove("LCLOUD_DIR")
         .env_remove("LCLOUD_NODE")
         .stdout(Stdio::null())
@@ -354,7 +363,7 @@ fn start(cfg: &Config, net: &Net, dir: &Path, i: usize, skew: Option<&Path>) -> 
         });
     for j in 1..=cfg.nodes {
         if j != i {
-            cmd.args(["--peer", &format!("/ip4/{NET}.{j}/tcp/{P2P_PORT}")]);
+            cmd.args(["--peer", &format!("/ip4/{subnet}.{j}/tcp/{P2P_PORT}")]);
         }
     }
     Proc {
@@ -365,7 +374,8 @@ fn start(cfg: &Config, net: &Net, dir: &Path, i: usize, skew: Option<&Path>) -> 
 /// One HTTP request with a timeout: `Ok((status, body))`, or `Err(sent)` where `sent` says
 /// whether the request may have reached the node (then the outcome is unknown).
 fn http(i: usize, method: &str, path: &str, body: &str) -> Result<(u16, String), bool> {
-    let addr = format!("{NET}.{i}:{API_PORT}");
+    let subnet = subnet_of_run();
+    let addr = format!("{subnet}.{i}:{API_PORT}");
     let mut s = TcpStream::connect_timeout(
         &addr.parse().expect("an address"),
         Duration::from_millis(500),
