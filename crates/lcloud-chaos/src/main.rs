@@ -375,7 +375,7 @@ fn main() -> ExitCode {
                 .iter()
                 .any(|a| a == "--real")
                 .then(|| real_config(&args));
-            tiers(&args, seeds, rounds, real, 10.0, 2500.0)
+            tiers(&args, seeds, rounds, real, 10.0, 0.0)
         }
         Some("soak") => {
             // The long tier: 5 000 seeds, then 7 real nodes for 30 minutes with 1 500 faults.
