@@ -306,6 +306,30 @@ fn fill(path: &Path) {
     let _ = f.sync_all();
 }
 
+impl Proc {
+    /// Stops the node cleanly (SIGCONT in case it is paused, then SIGTERM) and waits for it.
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            for sig in ["-CONT", "-TERM"] {
+                let _ = Command::new("kill")
+                    .args([sig, &c.id().to_string()])
+                    .stderr(Stdio::null())
+                    .status();
+            }
+            let _ = c.wait();
+        }
+    }
+}
+
+/// A new fault before the open heals were measured: their times are not known.
+fn interrupt_open(heals: &Mutex<Vec<Heal>>) {
+    for h in heals.lock().expect("not poisoned").iter_mut() {
+        if h.took.is_none() {
+            h.interrupted = true;
+        }
+    }
+}
+
 impl Drop for Proc {
     fn drop(&mut self) {
         if let Some(c) = self.child.as_mut() {
@@ -629,26 +653,14 @@ pub fn run(cfg: &Config) -> Result<Outcome, String> {
         let full_now = f == cfg.faults / 2 || f == 2 * cfg.faults / 3;
         if skew_now || full_now {
             net.heal();
-            for h in heals.lock().expect("not poisoned").iter_mut() {
-                if h.took.is_none() {
-                    h.interrupted = true;
-                }
-            }
+            interrupt_open(&heals);
         }
         if skew_now {
             // Clock skew: node i stops (SIGTERM) and comes back with a skewed clock, which it
             // keeps (restarts included) until the end.
             let lib = faketime.as_deref();
             let mut ps = procs.lock().expect("not poisoned");
-            if let Some(c) = ps[i - 1].child.as_mut() {
-                for sig in ["-CONT", "-TERM"] {
-                    let _ = Command::new("kill")
-                        .args([sig, &c.id().to_string()])
-                        .stderr(Stdio::null())
-                        .status();
-                }
-                let _ = c.wait();
-            }
+            ps[i - 1].stop();
             paused.remove(&i);
             skewed.insert(i);
             ps[i - 1] = start(cfg, &net, &dirs[i - 1], i, lib);
@@ -672,12 +684,7 @@ pub fn run(cfg: &Config) -> Result<Outcome, String> {
         }
         let kind = below(8);
         if !matches!(kind, 2 | 3) {
-            // A new fault before a heal was measured: that heal's time is not known.
-            for h in heals.lock().expect("not poisoned").iter_mut() {
-                if h.took.is_none() {
-                    h.interrupted = true;
-                }
-            }
+            interrupt_open(&heals);
         }
         match kind {
             6 => {
@@ -862,18 +869,8 @@ pub fn run(cfg: &Config) -> Result<Outcome, String> {
     // DAG integrity: stop every node (SIGTERM) and verify each store offline (every hash,
     // signature and link, and the persisted state root against a replay).
     {
-        let mut ps = procs.lock().expect("not poisoned");
-        for p in ps.iter_mut() {
-            if let Some(c) = p.child.as_mut() {
-                for sig in ["-CONT", "-TERM"] {
-                    let _ = Command::new("kill")
-                        .args([sig, &c.id().to_string()])
-                        .stderr(Stdio::null())
-                        .status();
-                }
-                let _ = c.wait();
-            }
-            p.child = None;
+        for p in procs.lock().expect("not poisoned").iter_mut() {
+            p.stop();
         }
     }
     let mut verify_failures = Vec::new();

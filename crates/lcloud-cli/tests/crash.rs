@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use common::{lcloud, lcloud_stdin};
+use common::{Tmpfs, fill, lcloud, lcloud_stdin};
 
 fn ok(dir: &Path, args: &[&str]) -> String {
     let out = lcloud(dir, args);
@@ -68,44 +68,20 @@ fn batch(dir: &Path, lines: &str) -> Output {
     lcloud_stdin(dir, &["batch"], lines.as_bytes())
 }
 
-/// Unmounts the tmpfs when the test ends, whatever happens.
-struct Mount(std::path::PathBuf);
-
-impl Drop for Mount {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.0).status();
-    }
-}
-
 #[test]
 fn a_full_disk_gives_a_clean_error_and_writing_resumes_after_freeing_space() {
     let base = tempfile::tempdir().unwrap();
     let mnt = base.path().join("small");
-    std::fs::create_dir(&mnt).unwrap();
-    let mounted = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=8m", "tmpfs"])
-        .arg(&mnt)
-        .stderr(Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    if !mounted {
+    let Some(_tmpfs) = Tmpfs::mount(&mnt, "8m") else {
         println!("skipped: cannot mount a tmpfs here (needs root)");
         return;
-    }
-    let _guard = Mount(mnt.clone());
+    };
     let dir = mnt.join("node");
     ok(&dir, &["init"]);
     ok(&dir, &["set", "/before", "1"]);
     // Fill the disk.
     let filler = mnt.join("filler");
-    {
-        use std::io::Write;
-        let mut f = std::fs::File::create(&filler).unwrap();
-        let chunk = vec![0u8; 64 * 1024];
-        while f.write_all(&chunk).is_ok() {}
-        let _ = f.sync_all();
-    }
+    fill(&filler);
     let root = ok(&dir, &["root"]);
     let big = format!(
         "{{\"op\":\"set\",\"path\":\"/big\",\"value\":\"{}\"}}\n",

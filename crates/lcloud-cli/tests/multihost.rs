@@ -227,6 +227,19 @@ fn converge(nodes: &[&HostNode], within: Duration) -> String {
     }
 }
 
+/// The namespaces, or `None` (the test skips, saying why) where they cannot be made and
+/// `LCLOUD_REQUIRE_NETNS` is not set (CI sets it: there the test must run).
+fn hosts_or_skip(n: usize) -> Option<Hosts> {
+    match Hosts::create(n) {
+        Ok(h) => Some(h),
+        Err(e) if std::env::var_os("LCLOUD_REQUIRE_NETNS").is_none() => {
+            println!("SKIPPED: cannot create network namespaces here ({e})");
+            None
+        }
+        Err(e) => panic!("LCLOUD_REQUIRE_NETNS is set but namespaces cannot be made: {e}"),
+    }
+}
+
 /// A cloud created in `dirs[0]` and joined by the others.
 fn cloud_in(base: &Path, dirs: &[PathBuf]) {
     assert!(
@@ -253,13 +266,8 @@ fn cloud_in(base: &Path, dirs: &[PathBuf]) {
 /// flag is found by no one and dials no one.
 #[test]
 fn hosts_find_each_other_with_mdns_and_only_with_it() {
-    let hosts = match Hosts::create(3) {
-        Ok(h) => h,
-        Err(e) if std::env::var_os("LCLOUD_REQUIRE_NETNS").is_none() => {
-            println!("SKIPPED: cannot create network namespaces here ({e})");
-            return;
-        }
-        Err(e) => panic!("LCLOUD_REQUIRE_NETNS is set but namespaces cannot be made: {e}"),
+    let Some(hosts) = hosts_or_skip(3) else {
+        return;
     };
     let base = tempfile::tempdir().unwrap();
     let dirs: Vec<PathBuf> = ["h1", "h2", "h3"]
@@ -296,37 +304,15 @@ fn hosts_find_each_other_with_mdns_and_only_with_it() {
 
 #[test]
 fn three_hosts_partitioned_by_nftables_converge_after_healing() {
-    let hosts = match Hosts::create(3) {
-        Ok(h) => h,
-        Err(e) if std::env::var_os("LCLOUD_REQUIRE_NETNS").is_none() => {
-            println!("SKIPPED: cannot create network namespaces here ({e})");
-            return;
-        }
-        Err(e) => panic!("LCLOUD_REQUIRE_NETNS is set but namespaces cannot be made: {e}"),
+    let Some(hosts) = hosts_or_skip(3) else {
+        return;
     };
     let base = tempfile::tempdir().unwrap();
     let dirs: Vec<PathBuf> = ["h1", "h2", "h3"]
         .iter()
         .map(|n| base.path().join(n))
         .collect();
-    assert!(
-        lcloud(&dirs[0], &["init", "--alias", "h1", "--cloud", "hosts"])
-            .status
-            .success()
-    );
-    let bundle = base.path().join("genesis.bundle");
-    assert!(
-        lcloud(&dirs[0], &["export", bundle.to_str().unwrap()])
-            .status
-            .success()
-    );
-    for d in &dirs[1..] {
-        assert!(
-            lcloud(d, &["join", bundle.to_str().unwrap()])
-                .status
-                .success()
-        );
-    }
+    cloud_in(base.path(), &dirs);
     let addr = |i: usize| format!("/ip4/{NET}.{i}/tcp/7401");
     // A full mesh of --peer addresses: each host dials the others.
     let nodes: Vec<HostNode> = (1..=3)

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::lcloud;
+use common::{Tmpfs, fill, lcloud};
 
 /// A running `lcloud node run`; killed (by pid) when dropped.
 struct NodeProc {
@@ -561,15 +561,6 @@ fn every_read_and_write_command_works_through_the_api() {
     assert_eq!(a.state(), now);
 }
 
-/// Unmounts a tmpfs when the test ends, whatever happens.
-struct Mount(PathBuf);
-
-impl Drop for Mount {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
-}
-
 /// A node whose disk fills up refuses writes with 503 and a clear reason, takes nothing it
 /// cannot store, and once space is freed writes again and catches up with its peer.
 #[test]
@@ -577,18 +568,10 @@ fn a_node_on_a_full_disk_refuses_writes_and_resumes_once_space_is_freed() {
     let base = tempfile::tempdir().unwrap();
     let dirs = cloud(base.path(), &["a", "b"], None);
     let mnt = base.path().join("small");
-    std::fs::create_dir(&mnt).unwrap();
-    let mounted = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=16m", "tmpfs"])
-        .arg(&mnt)
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !mounted {
+    let Some(_tmpfs) = Tmpfs::mount(&mnt, "16m") else {
         println!("skipped: cannot mount a tmpfs here (needs root)");
         return;
-    }
-    let _guard = Mount(mnt.clone());
+    };
     // b's directory moves onto the small tmpfs.
     let b_dir = mnt.join("b");
     std::fs::create_dir(&b_dir).unwrap();
@@ -611,13 +594,7 @@ fn a_node_on_a_full_disk_refuses_writes_and_resumes_once_space_is_freed() {
     converge(&[&a, &b]);
     // Fill the disk.
     let filler = mnt.join("filler");
-    {
-        use std::io::Write;
-        let mut f = std::fs::File::create(&filler).unwrap();
-        let chunk = vec![0u8; 64 * 1024];
-        while f.write_all(&chunk).is_ok() {}
-        let _ = f.sync_all();
-    }
+    fill(&filler);
     let (code, body) = write(2);
     assert_eq!(code, 503, "a write on a full disk: {body}");
     assert!(body.contains("disk full"), "a clear reason: {body}");

@@ -61,22 +61,6 @@ pub enum DecodeError {
     },
 }
 
-impl DecodeError {
-    /// A short, stable label for this kind of error (no offsets or ids): for metrics and logs.
-    pub fn reason(&self) -> &'static str {
-        match self {
-            DecodeError::Truncated(_) => "truncated",
-            DecodeError::TrailingBytes(_) => "trailing bytes",
-            DecodeError::LengthTooLarge { .. } => "length exceeds input",
-            DecodeError::TooDeep(_) => "nesting too deep",
-            DecodeError::NotDagCbor { .. } => "not DAG-CBOR",
-            DecodeError::Shape(_) => "wrong shape",
-            DecodeError::NonCanonical => "non-canonical",
-            DecodeError::TooLarge { .. } => "too large",
-        }
-    }
-}
-
 /// An owned byte string that encodes as a CBOR byte string (not an array of integers).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct ByteBuf(pub Vec<u8>);

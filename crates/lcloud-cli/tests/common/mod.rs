@@ -36,3 +36,35 @@ pub fn lcloud_stdin(dir: &Path, args: &[&str], stdin: &[u8]) -> Output {
         .expect("lcloud reads stdin");
     child.wait_with_output().expect("lcloud ends")
 }
+
+/// A small tmpfs at a new directory `at`, unmounted when dropped (whatever happens in the
+/// test). `None` where it cannot be mounted (not root): the caller skips, saying why.
+pub struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    pub fn mount(at: &Path, size: &str) -> Option<Tmpfs> {
+        std::fs::create_dir(at).expect("a fresh directory");
+        let mounted = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(at)
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        mounted.then(|| Tmpfs(at.to_owned()))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// Writes zeros to `path` until its file system is full.
+pub fn fill(path: &Path) {
+    use std::io::Write;
+    let mut f = std::fs::File::create(path).expect("the filler file");
+    let chunk = vec![0u8; 64 * 1024];
+    while f.write_all(&chunk).is_ok() {}
+    let _ = f.sync_all();
+}
