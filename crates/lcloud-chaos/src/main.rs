@@ -24,19 +24,139 @@ mod real;
 mod sim;
 mod storage;
 
+use clap::{Args, Parser, Subcommand};
 use std::process::ExitCode;
 
-fn arg_value(args: &[String], name: &str) -> Option<String> {
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1).cloned())
+/// λCLOUD's chaos harness: recorded client histories, seeded faults, Jepsen-style checks.
+#[derive(Parser, Debug)]
+#[command(name = "lcloud-chaos", max_term_width = 100, after_help = AFTER_HELP)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
 }
 
-fn usage() -> ExitCode {
-    eprintln!(
-        "usage: lcloud-chaos ci [--seeds N] [--rounds R] [--real [--lcloud PATH]]\n       lcloud-chaos real [--nodes N] [--seconds S] [--faults F] [--seed S] [--lcloud PATH]\n       lcloud-chaos sim --seed S [--history FILE] [--broken-counter]\n       lcloud-chaos storage [--rounds R] [--seed S]\n       lcloud-chaos attacks [--only NAME] [--lcloud PATH]\n       lcloud-chaos soak [--minutes M] [--seeds N] [--nodes N] [--lcloud PATH]"
-    );
-    ExitCode::from(2)
+const AFTER_HELP: &str = "Examples:
+  lcloud-chaos ci                                   # the tiers CI runs, without real processes
+  lcloud-chaos ci --real --lcloud target/release/lcloud
+  lcloud-chaos sim --seed 17 --history h.jsonl      # replay one seed exactly, with its history
+  lcloud-chaos attacks --only eclipse
+  lcloud-chaos soak                                 # ~50 min: 5 000 seeds, then 7 nodes for 30 min
+
+The real tier and the attacks start `lcloud node run` processes; the real tier needs root (network
+namespaces, nft, tmpfs). See docs/chaos.md.";
+
+/// Where the `lcloud` binary is: next to this one unless given.
+#[derive(Args, Debug, Clone)]
+struct Binary {
+    /// The `lcloud` binary to run [default: `lcloud` next to this program]
+    #[arg(long, value_name = "PATH")]
+    lcloud: Option<std::path::PathBuf>,
+}
+
+impl Binary {
+    fn path(&self) -> std::path::PathBuf {
+        self.lcloud.clone().unwrap_or_else(|| {
+            std::env::current_exe()
+                .ok()
+                .and_then(|e| e.parent().map(|d| d.join("lcloud")))
+                .unwrap_or_else(|| "lcloud".into())
+        })
+    }
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// The CI tiers: simulated seeds, the storage tier, the attacks, and with --real real
+    /// processes in network namespaces.
+    Ci {
+        /// Simulated seeds (5 nodes, 1 000 writes and 80 faults each)
+        #[arg(long, default_value_t = 64)]
+        seeds: u64,
+        /// Rounds of the storage tier (kill -9, truncation, flipped bits, backup restores)
+        #[arg(long, default_value_t = 200)]
+        rounds: usize,
+        /// Also run real `lcloud node run` processes in network namespaces (root)
+        #[arg(long)]
+        real: bool,
+        #[command(flatten)]
+        binary: Binary,
+    },
+    /// Real `lcloud node run` processes in network namespaces, with partitions, kills, clock
+    /// skew and a full disk (root).
+    Real {
+        #[command(flatten)]
+        run: RealArgs,
+    },
+    /// One simulated seed, replayed exactly.
+    Sim {
+        /// The seed to run
+        #[arg(long)]
+        seed: u64,
+        /// Write the seed's client history here (JSON lines)
+        #[arg(long, value_name = "FILE")]
+        history: Option<String>,
+        /// Run the negative control: a last-writer-wins counter the checker must catch
+        #[arg(long)]
+        broken_counter: bool,
+    },
+    /// The storage tier alone: kill -9, truncation, flipped bits and backup restores.
+    Storage {
+        /// Rounds
+        #[arg(long, default_value_t = 200)]
+        rounds: usize,
+        /// First seed
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
+    /// The attack suite against real nodes on loopback (requires 5 000 rejections/s).
+    Attacks {
+        /// Only the attacks whose name contains this
+        #[arg(long, value_name = "NAME")]
+        only: Option<String>,
+        #[command(flatten)]
+        binary: Binary,
+    },
+    /// The long tier: 5 000 seeds, storage, attacks, then 7 real nodes for 30 minutes (root).
+    Soak {
+        /// Minutes of the real phase
+        #[arg(long, default_value_t = 30)]
+        minutes: u64,
+        /// Simulated seeds
+        #[arg(long, default_value_t = 5000)]
+        seeds: u64,
+        /// Real nodes
+        #[arg(long, default_value_t = 7)]
+        nodes: usize,
+        /// Faults in the real phase [default: 50 per minute]
+        #[arg(long)]
+        faults: Option<usize>,
+        /// The real phase's seed
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        #[command(flatten)]
+        binary: Binary,
+    },
+    /// Internal: the child process the storage tier kills.
+    #[command(hide = true)]
+    StorageWriter { dir: std::path::PathBuf },
+}
+
+#[derive(Args, Debug)]
+struct RealArgs {
+    /// Nodes
+    #[arg(long, default_value_t = 5)]
+    nodes: usize,
+    /// Seconds of writes and faults
+    #[arg(long, default_value_t = 60)]
+    seconds: u64,
+    /// Faults
+    #[arg(long, default_value_t = 100)]
+    faults: usize,
+    /// Seed of the fault schedule
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    #[command(flatten)]
+    binary: Binary,
 }
 
 fn describe(seed: u64, o: &sim::Outcome) -> String {
@@ -68,29 +188,6 @@ fn describe(seed: u64, o: &sim::Outcome) -> String {
         o.converged,
         &o.trace[..16],
     )
-}
-
-fn real_config(args: &[String]) -> real::Config {
-    let num = |name: &str, default: u64| {
-        arg_value(args, name)
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(default)
-    };
-    let lcloud = arg_value(args, "--lcloud")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| {
-            std::env::current_exe()
-                .ok()
-                .and_then(|e| e.parent().map(|d| d.join("lcloud")))
-                .unwrap_or_else(|| "lcloud".into())
-        });
-    real::Config {
-        lcloud,
-        nodes: num("--nodes", 5) as usize,
-        seconds: num("--seconds", 60),
-        faults: num("--faults", 100) as usize,
-        seed: num("--seed", 1),
-    }
 }
 
 fn describe_real(o: &real::Outcome) -> String {
@@ -134,10 +231,10 @@ fn describe_real(o: &real::Outcome) -> String {
 }
 
 /// Runs the attack suite, printing one line per attack: (passed, total).
-fn attacks(args: &[String], min_rejections_per_s: f64) -> (usize, usize) {
+fn attacks(binary: &Binary, only: Option<String>, min_rejections_per_s: f64) -> (usize, usize) {
     let cfg = attack::Config {
-        lcloud: real_config(args).lcloud,
-        only: arg_value(args, "--only"),
+        lcloud: binary.path(),
+        only,
         min_rejections_per_s,
     };
     if !cfg.lcloud.exists() {
@@ -181,17 +278,11 @@ fn describe_storage(r: &storage::Report) -> String {
     s
 }
 
-fn num(args: &[String], name: &str, default: u64) -> u64 {
-    arg_value(args, name)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(default)
-}
-
 /// The simulation tier over `seeds` seeds, the storage tier, the attacks and (with `real`) the
 /// real-process tier; prints one summary line. Per-heal convergence (real processes) must stay
 /// within `heal_p99_max` seconds at the 99th percentile.
 fn tiers(
-    args: &[String],
+    binary: &Binary,
     seeds: u64,
     rounds: usize,
     real: Option<real::Config>,
@@ -257,7 +348,7 @@ fn tiers(
     }
     let storage = storage::run(rounds, 0);
     println!("{}", describe_storage(&storage));
-    let (attacks_passed, attacks_total) = attacks(args, min_rejections_per_s);
+    let (attacks_passed, attacks_total) = attacks(binary, None, min_rejections_per_s);
     let mut real_summary = String::new();
     let real_ok = match real {
         Some(cfg) => match real::run(&cfg) {
@@ -304,89 +395,93 @@ fn tiers(
 }
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().collect();
-    match args.get(1).map(String::as_str) {
-        Some("storage-writer") => match args.get(2) {
-            Some(dir) => storage::writer_child(std::path::Path::new(dir)),
-            None => usage(),
-        },
-        Some("real") => match real::run(&real_config(&args)) {
-            Ok(o) => {
-                println!("{}", describe_real(&o));
-                if o.valid() {
-                    ExitCode::SUCCESS
-                } else {
+    match Cli::parse().command {
+        Command::StorageWriter { dir } => storage::writer_child(&dir),
+        Command::Real { run } => {
+            let cfg = real::Config {
+                lcloud: run.binary.path(),
+                nodes: run.nodes,
+                seconds: run.seconds,
+                faults: run.faults,
+                seed: run.seed,
+            };
+            match real::run(&cfg) {
+                Ok(o) => {
+                    println!("{}", describe_real(&o));
+                    exit(o.valid())
+                }
+                Err(e) => {
+                    println!("real: cannot run here: {e}");
                     ExitCode::FAILURE
                 }
             }
-            Err(e) => {
-                println!("real: cannot run here: {e}");
-                ExitCode::FAILURE
-            }
-        },
-        Some("attacks") => {
-            let (passed, total) = attacks(&args, 5000.0);
-            println!("attacks {passed}/{total}");
-            if passed == total && total > 0 {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            }
         }
-        Some("storage") => {
-            let rounds = arg_value(&args, "--rounds")
-                .and_then(|s| s.parse().ok())
-                .unwrap_or(200);
-            let seed = arg_value(&args, "--seed")
-                .and_then(|s| s.parse().ok())
-                .unwrap_or(0);
+        Command::Attacks { only, binary } => {
+            let (passed, total) = attacks(&binary, only, 5000.0);
+            println!("attacks {passed}/{total}");
+            exit(passed == total && total > 0)
+        }
+        Command::Storage { rounds, seed } => {
             let r = storage::run(rounds, seed);
             println!("{}", describe_storage(&r));
-            if r.valid() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            }
+            exit(r.valid())
         }
-        Some("sim") => {
-            let Some(seed) = arg_value(&args, "--seed").and_then(|s| s.parse().ok()) else {
-                return usage();
-            };
+        Command::Sim {
+            seed,
+            history,
+            broken_counter,
+        } => {
             let mut cfg = sim::Config::ci(seed);
-            cfg.broken_counter = args.iter().any(|a| a == "--broken-counter");
+            cfg.broken_counter = broken_counter;
             let o = sim::run(cfg);
-            if let Some(path) = arg_value(&args, "--history")
+            if let Some(path) = history
                 && let Err(e) = std::fs::write(&path, history::to_json_lines(&o.history))
             {
                 eprintln!("cannot write {path}: {e}");
                 return ExitCode::FAILURE;
             }
             println!("{}", describe(seed, &o));
-            if o.valid() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            }
+            exit(o.valid())
         }
-        Some("ci") => {
-            let seeds = num(&args, "--seeds", 64);
-            let rounds = num(&args, "--rounds", 200) as usize;
-            let real = args
-                .iter()
-                .any(|a| a == "--real")
-                .then(|| real_config(&args));
-            tiers(&args, seeds, rounds, real, 10.0, 0.0)
+        Command::Ci {
+            seeds,
+            rounds,
+            real,
+            binary,
+        } => {
+            let real = real.then(|| real::Config {
+                lcloud: binary.path(),
+                nodes: 5,
+                seconds: 60,
+                faults: 100,
+                seed: 1,
+            });
+            tiers(&binary, seeds, rounds, real, 10.0, 0.0)
         }
-        Some("soak") => {
-            // The long tier: 5 000 seeds, then 7 real nodes for 30 minutes with 1 500 faults.
-            let minutes = num(&args, "--minutes", 30);
-            let seeds = num(&args, "--seeds", 5000);
-            let mut real = real_config(&args);
-            real.nodes = num(&args, "--nodes", 7) as usize;
-            real.seconds = minutes * 60;
-            real.faults = num(&args, "--faults", minutes * 50) as usize;
-            tiers(&args, seeds, 200, Some(real), 5.0, 5000.0)
+        Command::Soak {
+            minutes,
+            seeds,
+            nodes,
+            faults,
+            seed,
+            binary,
+        } => {
+            let real = real::Config {
+                lcloud: binary.path(),
+                nodes,
+                seconds: minutes * 60,
+                faults: faults.unwrap_or(minutes as usize * 50),
+                seed,
+            };
+            tiers(&binary, seeds, 200, Some(real), 5.0, 5000.0)
         }
-        _ => usage(),
+    }
+}
+
+fn exit(ok: bool) -> ExitCode {
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     }
 }
