@@ -14,8 +14,8 @@ use ed25519_consensus::SigningKey;
 use lcloud_core::codec::ByteBuf;
 use lcloud_core::sync::{self, Request, Response, Summary};
 use lcloud_core::{
-    Experience, ForkPolicy, Genesis, Id, Op, Path, Replica, Value, Verified, revalidate_stored,
-    validate_batch,
+    Experience, ForkPolicy, Genesis, Id, NodeId, Op, Path, Replica, Value, Verified,
+    revalidate_stored, validate_batch,
 };
 
 use crate::check::{self, CounterReport, SetReport};
@@ -149,6 +149,9 @@ struct World {
     destroyed: BTreeSet<usize>,
     /// Disks lost.
     amnesia: usize,
+    /// Per (initiator, responder): authors the last follow-up `Sync` described (chains that
+    /// disagreed), so an exchange describes each at most once.
+    described: BTreeMap<(usize, usize), BTreeSet<NodeId>>,
 }
 
 fn set_path() -> Path {
@@ -250,8 +253,19 @@ impl World {
                 {
                     self.receive(to, &exps);
                     self.push_missing(to, from, &summary);
+                    let described = self.described.remove(&(to, from)).unwrap_or_default();
                     if more {
                         self.start_sync(to, from);
+                    } else if let Some(replica) = self.nodes[to].replica.as_ref() {
+                        let again = sync::follow_up(replica.lattice(), &summary, &described);
+                        if !again.is_empty() {
+                            let req = Request::Sync {
+                                summary: Summary::describing(replica.lattice(), &again),
+                            };
+                            self.described
+                                .insert((to, from), described.into_iter().chain(again).collect());
+                            self.send(to, from, Wire::Req(req.to_bytes()));
+                        }
                     }
                 }
             }
@@ -592,6 +606,7 @@ pub fn run(cfg: Config) -> Outcome {
         genesis,
         nodes,
         queue: BTreeMap::new(),
+        described: BTreeMap::new(),
         seq: 0,
         blocked: BTreeSet::new(),
         history: Vec::new(),

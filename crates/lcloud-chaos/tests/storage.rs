@@ -29,5 +29,14 @@ fn bad_arguments_are_refused_with_the_usage() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("usage"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("Usage") && err.contains("--seed"), "{err}");
+    // A misspelt option is an error, not a silent default.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_lcloud-chaos"))
+        .args(["soak", "--minuts", "1"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--minuts"), "{err}");
 }

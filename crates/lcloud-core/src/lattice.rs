@@ -330,6 +330,26 @@ impl Lattice {
             .collect()
     }
 
+    /// The experiences of `author` at `seq` (more than one: a fork), in arrival order.
+    pub fn at_seq(&self, author: &NodeId, seq: u64) -> &[Idx] {
+        let Some(a) = self.author_index.get(author) else {
+            return &[];
+        };
+        match seq.checked_sub(1) {
+            Some(i) => self.chains[*a as usize]
+                .get(i as usize)
+                .map_or(&[], Vec::as_slice),
+            None => &[],
+        }
+    }
+
+    /// The highest seq held of `author`'s chain (0 if none).
+    pub fn height(&self, author: &NodeId) -> u64 {
+        self.author_index
+            .get(author)
+            .map_or(0, |a| self.chains[*a as usize].len() as u64)
+    }
+
     /// The latest unforked experience of `author` (its chain tip), if any.
     pub fn tip(&self, author: &NodeId) -> Option<Idx> {
         let a = *self.author_index.get(author)?;

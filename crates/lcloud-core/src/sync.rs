@@ -14,9 +14,16 @@
 //!    [`Request::Push`] batches, each acknowledged by [`Response::Pushed`] before the next.
 //!
 //! Where both chains of an author agree at the shorter one's tip, only the longer chain's
-//! suffix is sent. Where they disagree (a fork, or an author forked on either side), the whole
-//! chain of that author is sent and the receiver keeps what it lacks: forks are rare and the
-//! receiver deduplicates by id.
+//! suffix is sent. Where an author forked (on either side) or the two chains disagree, the
+//! chains are reconciled by hashes: a summary describes each branch of such a chain by ids
+//! along it at exponentially growing distances below its tip ([`Branch`]), and the other side
+//! sends only what lies above the highest of those ids it holds (within a factor of two of
+//! the fork's depth, never the whole chain). A side that finds a disagreement the other did
+//! not describe sends nothing of that chain yet and describes its own branches in its answer;
+//! [`follow_up`] tells the initiator to ask again with its branches described. An unseen fork
+//! thus costs one more round trip; the common case stays at one.
+
+use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
 
@@ -33,6 +40,14 @@ pub const MESSAGE_BYTES_MAX: usize = 4 << 20;
 /// Most chains one summary may describe.
 pub const SUMMARY_CHAINS_MAX: usize = 65_536;
 
+/// Most branches one chain tip describes: an author that forked more often is described by
+/// its highest 64 branches, and what only the others hold is sent again (deduplicated by id),
+/// never lost.
+pub const BRANCHES_MAX: usize = 64;
+
+/// Most ids along one branch: its tip, then 1, 2, 4, … 2^63 seqs below it.
+pub const BRANCH_IDS_MAX: usize = 65;
+
 /// One author's chain as a replica holds it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChainTip {
@@ -44,6 +59,21 @@ pub struct ChainTip {
     pub tip: Id,
     /// The chain forked somewhere.
     pub forked: bool,
+    /// Where the chain forked, or disagrees with the peer's: each branch, highest first.
+    /// Empty (and absent from the bytes) otherwise.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub branches: Vec<Branch>,
+}
+
+/// One branch of an author's chain, for hash-based reconciliation: the ids of the experiences
+/// at `seq`, `seq - 1`, `seq - 2`, `seq - 4`, … down to seq 1, along this branch. A replica
+/// that holds any of them knows that the holder of the branch has everything below it too.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Branch {
+    /// The seq of the branch's tip.
+    pub seq: u64,
+    /// Ids along the branch, from its tip down.
+    pub ids: Vec<Id>,
 }
 
 /// What a replica holds, in a few bytes per author.
@@ -56,24 +86,33 @@ pub struct Summary {
 }
 
 impl Summary {
-    /// The summary of what `lattice` holds (parked experiences are not counted).
+    /// The summary of what `lattice` holds (parked experiences are not counted), with the
+    /// branches of every author that forked.
     pub fn of(lattice: &Lattice) -> Summary {
+        Summary::describing(lattice, &BTreeSet::new())
+    }
+
+    /// The summary of what `lattice` holds, with the branches of every author that forked and
+    /// of the authors in `also` (chains found to disagree with a peer's).
+    pub fn describing(lattice: &Lattice, also: &BTreeSet<NodeId>) -> Summary {
         let forked = lattice.forked_authors();
         let mut chains: Vec<ChainTip> = lattice
             .authors()
             .iter()
             .filter_map(|a| {
-                let chain = lattice.chain(a);
-                let last = chain.last()?;
-                let first_at_last = chain
-                    .iter()
-                    .find(|e| e.seq() == last.seq())
-                    .expect("the last seq is in the chain");
+                let seq = lattice.height(a);
+                let tip = *lattice.at_seq(a, seq).first()?;
+                let fork = forked.get(a).copied();
                 Some(ChainTip {
                     author: *a,
-                    seq: last.seq(),
-                    tip: first_at_last.id(),
-                    forked: forked.contains_key(a),
+                    seq,
+                    tip: lattice.get(tip).id(),
+                    forked: fork.is_some(),
+                    branches: if fork.is_some() || also.contains(a) {
+                        branches(lattice, a, fork)
+                    } else {
+                        Vec::new()
+                    },
                 })
             })
             .collect();
@@ -172,7 +211,125 @@ fn check_summary(s: &Summary) -> Result<(), DecodeError> {
             s.chains.len()
         )));
     }
+    for c in &s.chains {
+        if c.branches.len() > BRANCHES_MAX {
+            return Err(DecodeError::Shape(format!(
+                "a chain of {} branches (at most {BRANCHES_MAX})",
+                c.branches.len()
+            )));
+        }
+        if let Some(b) = c.branches.iter().find(|b| b.ids.len() > BRANCH_IDS_MAX) {
+            return Err(DecodeError::Shape(format!(
+                "a branch of {} ids (at most {BRANCH_IDS_MAX})",
+                b.ids.len()
+            )));
+        }
+    }
     Ok(())
+}
+
+/// The experience of `author` at `seq` on the branch through `from` (an experience of
+/// `author` at or above `seq`). Below `fork` (the lowest seq at which `author` forked) the
+/// chain is linear and is read directly; above it, `prev` links are followed.
+fn ancestor(lattice: &Lattice, author: &NodeId, from: Idx, seq: u64, fork: u64) -> Option<Idx> {
+    if seq < fork {
+        return lattice.at_seq(author, seq).first().copied();
+    }
+    let mut cur = from;
+    loop {
+        let e = lattice.get(cur);
+        if e.seq() <= seq {
+            return (e.seq() == seq).then_some(cur);
+        }
+        cur = lattice.idx(e.header().prev.as_ref()?)?;
+    }
+}
+
+/// The branches of `author`'s chain (one if it never forked; `fork` is the lowest seq at which
+/// it did), highest first, at most [`BRANCHES_MAX`].
+fn branches(lattice: &Lattice, author: &NodeId, fork: Option<u64>) -> Vec<Branch> {
+    let height = lattice.height(author);
+    let fork = fork.unwrap_or(u64::MAX);
+    // Tips: experiences no other experience of the author names as `prev`. Below the lowest
+    // fork every experience has a successor, so only seqs from there up are looked at.
+    let mut tips: Vec<Idx> = Vec::new();
+    for seq in (fork.min(height).max(1)..=height).rev() {
+        let above: BTreeSet<Id> = lattice
+            .at_seq(author, seq + 1)
+            .iter()
+            .filter_map(|i| lattice.get(*i).header().prev)
+            .collect();
+        tips.extend(
+            lattice
+                .at_seq(author, seq)
+                .iter()
+                .filter(|i| !above.contains(&lattice.get(**i).id())),
+        );
+        if tips.len() >= BRANCHES_MAX {
+            break;
+        }
+    }
+    tips.truncate(BRANCHES_MAX);
+    tips.iter()
+        .map(|&tip| {
+            let seq = lattice.get(tip).seq();
+            let mut ids = vec![lattice.get(tip).id()];
+            let (mut at, mut step) = (tip, 1u64);
+            while let Some(below) = seq.checked_sub(step).filter(|s| *s >= 1) {
+                match ancestor(lattice, author, at, below, fork) {
+                    Some(i) => {
+                        ids.push(lattice.get(i).id());
+                        at = i;
+                    }
+                    None => break,
+                }
+                step = match step.checked_mul(2) {
+                    Some(s) => s,
+                    None => break,
+                };
+            }
+            Branch { seq, ids }
+        })
+        .collect()
+}
+
+/// The authors whose chains `theirs` shows to disagree with `lattice`'s in a way the summary
+/// cannot settle: they hold a branch tip we lack, or another experience at a seq we hold.
+/// Describing our branches of these authors lets the peer send exactly what we lack.
+pub fn diverged(lattice: &Lattice, theirs: &Summary) -> BTreeSet<NodeId> {
+    let mut out = BTreeSet::new();
+    for t in &theirs.chains {
+        let held = |id: &Id| {
+            lattice
+                .experience(id)
+                .is_some_and(|e| e.author() == t.author)
+        };
+        let disagrees = if t.branches.is_empty() {
+            !held(&t.tip) && !lattice.at_seq(&t.author, t.seq).is_empty()
+        } else {
+            t.branches
+                .iter()
+                .any(|b| b.ids.first().is_none_or(|id| !held(id)))
+        };
+        if disagrees {
+            out.insert(t.author);
+        }
+    }
+    out
+}
+
+/// After an answer whose summary is `theirs`, to a request that described the branches of
+/// `described`: the authors to describe in one more `Sync` request (empty in the common
+/// case, and never an author already described, so an exchange takes at most two rounds).
+pub fn follow_up(
+    lattice: &Lattice,
+    theirs: &Summary,
+    described: &BTreeSet<NodeId>,
+) -> BTreeSet<NodeId> {
+    diverged(lattice, theirs)
+        .into_iter()
+        .filter(|a| !described.contains(a))
+        .collect()
 }
 
 /// What a replica whose summary is `theirs` lacks of `lattice`, in arrival order (so every
@@ -181,29 +338,62 @@ pub fn missing(lattice: &Lattice, theirs: &Summary) -> Vec<Idx> {
     let forked = lattice.forked_authors();
     let mut out: Vec<Idx> = Vec::new();
     for author in lattice.authors() {
-        let chain = lattice.chain(author);
+        let height = lattice.height(author);
         let seen = theirs
             .chains
             .binary_search_by(|c| c.author.cmp(author))
             .ok()
             .map(|i| &theirs.chains[i]);
-        let from_seq = match seen {
-            None => 0,
-            Some(t) if t.forked || forked.contains_key(author) => 0,
-            Some(t) => match chain.iter().find(|e| e.seq() == t.seq) {
-                Some(e) if e.id() == t.tip => t.seq,
-                // Same seq, another experience: a fork they have not seen. Send it all.
-                Some(_) => 0,
-                // They are ahead on this chain (or we hold less of it): nothing to send.
+        let ours = |id: &Id| {
+            lattice
+                .idx(id)
+                .filter(|i| lattice.get(*i).author() == *author)
+        };
+        // The experiences of ours they are known to hold: everything below each point.
+        let points: Vec<Idx> = match seen {
+            None => Vec::new(),
+            Some(t) if !t.branches.is_empty() => t
+                .branches
+                .iter()
+                .filter_map(|b| b.ids.iter().find_map(ours))
+                .collect(),
+            Some(t) => match ours(&t.tip) {
+                Some(i) => vec![i],
+                // Another experience at a seq we hold: the chains disagree and their summary
+                // does not say where. Nothing yet: our answer describes our branches, and
+                // they ask again describing theirs (`follow_up`).
+                None if !lattice.at_seq(author, t.seq).is_empty() => continue,
+                // They are ahead on this chain: nothing to send.
                 None => continue,
             },
         };
-        out.extend(
-            chain
-                .iter()
-                .filter(|e| e.seq() > from_seq)
-                .filter_map(|e| lattice.idx(&e.id())),
-        );
+        let fork = forked.get(author).copied().unwrap_or(u64::MAX);
+        // Below the lowest fork the chain is linear: seqs up to `low` are all known to them.
+        let low = points
+            .iter()
+            .map(|p| lattice.get(*p).seq().min(fork.saturating_sub(1)))
+            .max()
+            .unwrap_or(0);
+        // Above it, what lies on the branches through the points.
+        let mut known: BTreeSet<Idx> = BTreeSet::new();
+        for p in &points {
+            let mut cur = Some(*p);
+            while let Some(i) = cur {
+                let e = lattice.get(i);
+                if e.seq() < fork || !known.insert(i) {
+                    break;
+                }
+                cur = e.header().prev.as_ref().and_then(|p| lattice.idx(p));
+            }
+        }
+        for seq in low + 1..=height {
+            out.extend(
+                lattice
+                    .at_seq(author, seq)
+                    .iter()
+                    .filter(|i| !known.contains(i)),
+            );
+        }
     }
     out.sort_unstable();
     out.dedup();
@@ -230,8 +420,15 @@ pub fn batch(lattice: &Lattice, missing: &[Idx], max_bytes: usize) -> (Vec<ByteB
 pub fn answer(lattice: &Lattice, theirs: &Summary, max_bytes: usize) -> Response {
     let (exps, more) = batch(lattice, &missing(lattice, theirs), max_bytes);
     Response::Sync {
-        summary: Summary::of(lattice),
+        summary: answering(lattice, theirs),
         exps,
         more,
     }
+}
+
+/// The responder's summary in its answer to `theirs`: the branches of every author that
+/// forked and of every chain that disagrees with theirs ([`diverged`]) are described, so the
+/// initiator pushes exactly what the responder lacks.
+pub fn answering(lattice: &Lattice, theirs: &Summary) -> Summary {
+    Summary::describing(lattice, &diverged(lattice, theirs))
 }

@@ -5,6 +5,8 @@ mod common;
 
 use common::*;
 use lcloud_core::codec::ByteBuf;
+use std::collections::BTreeSet;
+
 use lcloud_core::sync::{self, Request, Response, Summary};
 use lcloud_core::{ForkPolicy, Replica, validate};
 
@@ -20,21 +22,38 @@ fn receive(r: &mut Replica, exps: &[ByteBuf]) -> usize {
     new
 }
 
-/// One full exchange initiated by `a`, every message through its byte encoding. Returns the
-/// number of `Sync` round trips.
+/// What one exchange cost.
+#[derive(Debug, Default)]
+struct Cost {
+    /// `Sync` round trips.
+    trips: usize,
+    /// Experiences sent to `a` and to `b`.
+    to_a: usize,
+    to_b: usize,
+}
+
+/// One full exchange initiated by `a`, every message through its byte encoding, with the
+/// follow-up round `sync::follow_up` asks for where chains disagree.
 fn exchange(a: &mut Replica, b: &mut Replica, max_bytes: usize) -> usize {
-    let mut trips = 0;
+    exchange_cost(a, b, max_bytes).trips
+}
+
+fn exchange_cost(a: &mut Replica, b: &mut Replica, max_bytes: usize) -> Cost {
+    let mut cost = Cost::default();
+    let mut described = BTreeSet::new();
+    let mut describe = BTreeSet::new();
     loop {
         let req = Request::Sync {
-            summary: Summary::of(a.lattice()),
+            summary: Summary::describing(a.lattice(), &describe),
         };
+        described.extend(std::mem::take(&mut describe));
         let req = Request::from_bytes(&req.to_bytes()).unwrap();
         let Request::Sync { summary } = req else {
             unreachable!()
         };
         let resp = sync::answer(b.lattice(), &summary, max_bytes);
         let resp = Response::from_bytes(&resp.to_bytes()).unwrap();
-        trips += 1;
+        cost.trips += 1;
         let Response::Sync {
             summary: theirs,
             exps,
@@ -43,12 +62,14 @@ fn exchange(a: &mut Replica, b: &mut Replica, max_bytes: usize) -> usize {
         else {
             panic!("expected a sync answer")
         };
+        cost.to_a += exps.len();
         receive(a, &exps);
         // Push what b lacks, batch by batch.
         let mut lacking = sync::missing(a.lattice(), &theirs);
         while !lacking.is_empty() {
             let (batch, _) = sync::batch(a.lattice(), &lacking, max_bytes);
             let n = batch.len();
+            cost.to_b += n;
             let push = Request::Push {
                 cloud: a.cloud(),
                 exps: batch,
@@ -60,7 +81,10 @@ fn exchange(a: &mut Replica, b: &mut Replica, max_bytes: usize) -> usize {
             lacking.drain(..n);
         }
         if !more {
-            return trips;
+            describe = sync::follow_up(a.lattice(), &theirs, &described);
+            if describe.is_empty() {
+                return cost;
+            }
         }
     }
 }
@@ -120,19 +144,148 @@ fn small_batches_page_through_everything_dependencies_first() {
     assert_eq!(b.lattice().parked_len(), 0);
 }
 
-#[test]
-fn forked_chains_are_sent_whole_and_both_sides_hold_the_proof() {
+/// Two replicas that share `common` experiences of author 1, then each add `na` / `nb` of
+/// their own at the same seqs: an unseen fork, `depth` = max(na, nb) deep.
+fn forked_pair(common: usize, na: usize, nb: usize) -> (Replica, Replica) {
     let g = genesis_with(None, ForkPolicy::Concurrent);
-    let mut a = Replica::new(g.clone()).unwrap();
+    let mut a = Replica::new(g).unwrap();
     let k = key(1);
-    a.write(&k, vec![set("/base", "0")]).unwrap();
+    for i in 0..common {
+        a.write(&k, vec![set("/base", &i.to_string())]).unwrap();
+    }
     let mut b = a.clone();
-    a.write(&k, vec![set("/x", "1")]).unwrap();
-    b.write(&k, vec![set("/y", "1")]).unwrap();
+    for i in 0..na {
+        a.write(&k, vec![set("/x", &i.to_string())]).unwrap();
+    }
+    for i in 0..nb {
+        b.write(&k, vec![set("/y", &i.to_string())]).unwrap();
+    }
+    (a, b)
+}
+
+#[test]
+fn forked_chains_converge_and_both_sides_hold_the_proof() {
+    let (mut a, mut b) = forked_pair(1, 1, 1);
     exchange(&mut a, &mut b, sync::BATCH_BYTES);
     assert_eq!(a.root(), b.root());
     assert_eq!(a.lattice().forks().len(), 1);
     assert_eq!(a.lattice().forks(), b.lattice().forks());
+}
+
+#[test]
+fn a_fork_deep_in_a_long_chain_costs_its_depth_not_the_chain() {
+    // 2 000 shared experiences, then an unseen fork: 7 on one side, 5 on the other. Hash
+    // reconciliation sends each side what it lacks plus at most the fork's depth again (the
+    // branch ids are 1, 2, 4, … apart), never the 2 000 they share; two round trips.
+    for (na, nb) in [(7, 5), (5, 7), (1, 40), (40, 1)] {
+        for a_starts in [true, false] {
+            let (mut a, mut b) = forked_pair(2000, na, nb);
+            let cost = if a_starts {
+                exchange_cost(&mut a, &mut b, sync::BATCH_BYTES)
+            } else {
+                exchange_cost(&mut b, &mut a, sync::BATCH_BYTES)
+            };
+            assert_eq!(a.root(), b.root(), "{na}/{nb}");
+            assert_eq!(a.lattice().len(), 2001 + na + nb);
+            assert_eq!(a.lattice().forks(), b.lattice().forks());
+            assert!(cost.trips <= 2, "{na}/{nb}: {cost:?}");
+            let depth = na.max(nb);
+            assert!(
+                cost.to_a + cost.to_b <= na + nb + 2 * depth,
+                "{na}/{nb}, a starts {a_starts}: {cost:?}"
+            );
+            // Nothing more to say afterwards.
+            assert!(sync::missing(a.lattice(), &Summary::of(b.lattice())).is_empty());
+            assert!(sync::missing(b.lattice(), &Summary::of(a.lattice())).is_empty());
+            assert!(sync::diverged(a.lattice(), &Summary::of(b.lattice())).is_empty());
+        }
+    }
+}
+
+#[test]
+fn a_known_fork_costs_exactly_what_each_side_lacks() {
+    // b already holds both branches; a holds one and a later extension of it.
+    let (mut a, mut b) = forked_pair(500, 3, 3);
+    let mut c = a.clone();
+    exchange(&mut c, &mut b, sync::BATCH_BYTES);
+    // Each of the three seqs holds two experiences: three proofs.
+    assert_eq!(b.lattice().forks().len(), 3);
+    a.write(&key(1), vec![set("/x", "99")]).unwrap();
+    for a_starts in [true, false] {
+        let (mut a, mut b) = (a.clone(), b.clone());
+        let cost = if a_starts {
+            exchange_cost(&mut a, &mut b, sync::BATCH_BYTES)
+        } else {
+            exchange_cost(&mut b, &mut a, sync::BATCH_BYTES)
+        };
+        assert_eq!(a.root(), b.root());
+        assert_eq!(a.root(), b.root());
+        // Exactly what each lacks: b's other branch (3) to a, a's new experience (1) to b.
+        let (to_a, to_b) = if a_starts {
+            (cost.to_a, cost.to_b)
+        } else {
+            (cost.to_b, cost.to_a)
+        };
+        assert_eq!((to_a, to_b), (3, 1), "a starts {a_starts}: {cost:?}");
+        // One round trip when the side that knows of the fork starts (its summary describes
+        // the branches); two when the other does and is ahead (b cannot tell which branch
+        // a's tip extends, so it describes its branches and a asks again describing its own).
+        assert_eq!(cost.trips, if a_starts { 2 } else { 1 }, "{cost:?}");
+    }
+}
+
+#[test]
+fn random_histories_with_forks_converge_whatever_the_order() {
+    // Three replicas, two authors that equivocate at random; exchanges in random order until
+    // every pair is quiet: one root and the same fork proofs everywhere.
+    for seed in 0..30u64 {
+        let mut rng = Rng(seed);
+        let g = genesis_with(None, ForkPolicy::Concurrent);
+        let mut base = Replica::new(g).unwrap();
+        history(&mut base, &mut rng, &[1, 2, 3], 20);
+        let mut rs = vec![base.clone(), base.clone(), base];
+        for r in rs.iter_mut() {
+            // Each replica writes as 1 and 2 on its own: every replica forks them.
+            let n = 1 + rng.below(15) as usize;
+            history(r, &mut rng, &[1, 2, 3], n);
+        }
+        for _ in 0..12 {
+            let (i, j) = (rng.below(3) as usize, rng.below(3) as usize);
+            if i == j {
+                continue;
+            }
+            let (x, y) = pair(&mut rs, i, j);
+            exchange(x, y, 1 + rng.below(4096) as usize);
+        }
+        for (i, j) in [(0, 1), (1, 2), (0, 2)] {
+            let (x, y) = pair(&mut rs, i, j);
+            exchange(x, y, sync::BATCH_BYTES);
+        }
+        assert_eq!(rs[0].root(), rs[1].root(), "seed {seed}");
+        assert_eq!(rs[1].root(), rs[2].root(), "seed {seed}");
+        // Which pairs are proven depends on arrival order where three experiences share a
+        // seq; which seqs forked and which experiences are involved does not.
+        let forks = |r: &Replica| {
+            let mut f: BTreeSet<_> = BTreeSet::new();
+            for p in r.lattice().forks() {
+                f.insert((p.author(), p.seq(), p.ids().0));
+                f.insert((p.author(), p.seq(), p.ids().1));
+            }
+            f
+        };
+        assert_eq!(forks(&rs[0]), forks(&rs[2]), "seed {seed}");
+        assert!(!rs[0].lattice().forks().is_empty(), "seed {seed}: forked");
+    }
+}
+
+fn pair(rs: &mut [Replica], i: usize, j: usize) -> (&mut Replica, &mut Replica) {
+    if i < j {
+        let (l, r) = rs.split_at_mut(j);
+        (&mut l[i], &mut r[0])
+    } else {
+        let (l, r) = rs.split_at_mut(i);
+        (&mut r[0], &mut l[j])
+    }
 }
 
 #[test]
@@ -150,9 +303,30 @@ fn oversized_or_malformed_messages_are_refused_before_use() {
                 seq: i,
                 tip: genesis().id(),
                 forked: false,
+                branches: Vec::new(),
             })
             .collect(),
     };
     let bytes = Request::Sync { summary: many }.to_bytes();
     assert!(Request::from_bytes(&bytes).is_err());
+    // So is a chain claiming too many branches, or a branch too many ids.
+    let branch = |ids: usize| sync::Branch {
+        seq: 1,
+        ids: vec![genesis().id(); ids],
+    };
+    for (branches, ids) in [(sync::BRANCHES_MAX + 1, 1), (1, sync::BRANCH_IDS_MAX + 1)] {
+        let summary = Summary {
+            cloud: genesis().id(),
+            chains: vec![sync::ChainTip {
+                author: node(1),
+                seq: 1,
+                tip: genesis().id(),
+                forked: true,
+                branches: (0..branches).map(|_| branch(ids)).collect(),
+            }],
+        };
+        let bytes = Request::Sync { summary }.to_bytes();
+        let err = Request::from_bytes(&bytes).unwrap_err();
+        assert!(err.to_string().contains("at most"), "{err}");
+    }
 }

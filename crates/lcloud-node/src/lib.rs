@@ -124,13 +124,19 @@ async fn serve(config: Config, store: Store, identity: Identity) -> Result<(), N
                 }
                 Event::Response {
                     peer,
-                    response: Response::Sync { summary, exps, .. },
+                    response:
+                        Response::Sync {
+                            summary,
+                            exps,
+                            more,
+                        },
                 } => {
                     let exps = checked(exps, cloud).await;
                     Msg::SyncAnswer {
                         peer,
                         summary,
                         exps,
+                        more,
                     }
                 }
                 other => Msg::Net(other),

@@ -200,6 +200,8 @@ pub enum Msg {
         summary: Summary,
         /// The first batch of what we lack, checked.
         exps: Checked,
+        /// The peer streams the rest as pushes.
+        more: bool,
     },
     /// From the API.
     Api(Call),
@@ -231,6 +233,9 @@ struct PeerState {
     /// Push batches sent and not yet answered.
     pushes_in_flight: u32,
     sync_in_flight: bool,
+    /// Authors whose branches the sync in flight describes (a follow-up round, where
+    /// chains disagreed); none are described twice in one exchange.
+    described: BTreeSet<NodeId>,
     window_start: Option<Instant>,
     window_requests: u32,
 }
@@ -242,6 +247,7 @@ struct Metrics {
     written: u64,
     gossip_in: u64,
     syncs: u64,
+    follow_ups: u64,
     rejected: BTreeMap<String, u64>,
     banned: u64,
 }
@@ -357,7 +363,8 @@ impl Node {
                     peer,
                     summary,
                     exps,
-                } => self.on_sync_answer(peer, summary, exps),
+                    more,
+                } => self.on_sync_answer(peer, summary, exps, more),
                 Msg::Api(call) => self.on_call(call),
                 Msg::Tick => {
                     if self.unstored.is_some() && !self.reload() {
@@ -593,7 +600,7 @@ impl Node {
                     self.queue_push(peer, missing[exps.len()..].iter().copied());
                 }
                 Response::Sync {
-                    summary: Summary::of(self.replica.lattice()),
+                    summary: sync::answering(self.replica.lattice(), &summary),
                     exps,
                     more,
                 }
@@ -657,10 +664,14 @@ impl Node {
         }
     }
 
-    fn on_sync_answer(&mut self, peer: Peer, summary: Summary, exps: Checked) {
-        if let Some(s) = self.peers.get_mut(&peer) {
-            s.sync_in_flight = false;
-        }
+    fn on_sync_answer(&mut self, peer: Peer, summary: Summary, exps: Checked, more: bool) {
+        let described = match self.peers.get_mut(&peer) {
+            Some(s) => {
+                s.sync_in_flight = false;
+                std::mem::take(&mut s.described)
+            }
+            None => BTreeSet::new(),
+        };
         if self.unstored.is_some() {
             return;
         }
@@ -673,14 +684,27 @@ impl Node {
         self.commit(intake);
         let lacking = sync::missing(self.replica.lattice(), &summary);
         self.queue_push(peer, lacking);
+        // Chains that disagree where neither summary said where: ask again, describing our
+        // branches of them (at most once per author and exchange).
+        if !more {
+            let again = sync::follow_up(self.replica.lattice(), &summary, &described);
+            if !again.is_empty() {
+                self.metrics.follow_ups += 1;
+                self.request_sync(peer, again, described);
+            }
+        }
     }
 
     fn on_response(&mut self, peer: Peer, response: Response) {
         match response {
             // Normally checked off this thread and delivered as `Msg::SyncAnswer`.
-            Response::Sync { summary, exps, .. } => {
+            Response::Sync {
+                summary,
+                exps,
+                more,
+            } => {
                 let checked = check(exps, &self.replica.cloud());
-                self.on_sync_answer(peer, summary, checked);
+                self.on_sync_answer(peer, summary, checked, more);
             }
             Response::Pushed { .. } => {
                 if let Some(s) = self.peers.get_mut(&peer) {
@@ -709,6 +733,12 @@ impl Node {
     }
 
     fn start_sync(&mut self, peer: Peer) {
+        self.request_sync(peer, BTreeSet::new(), BTreeSet::new());
+    }
+
+    /// Sends `Sync` with our summary, describing the branches of `describe` too (`before`:
+    /// the authors earlier rounds of this exchange described).
+    fn request_sync(&mut self, peer: Peer, describe: BTreeSet<NodeId>, before: BTreeSet<NodeId>) {
         if self.unstored.is_some() {
             return;
         }
@@ -719,7 +749,8 @@ impl Node {
             return;
         }
         s.sync_in_flight = true;
-        let summary = Summary::of(self.replica.lattice());
+        let summary = Summary::describing(self.replica.lattice(), &describe);
+        s.described = before.into_iter().chain(describe).collect();
         self.send(Command::Request {
             peer,
             request: Request::Sync { summary },
@@ -1110,6 +1141,12 @@ impl Node {
             "Sync requests answered.",
             "counter",
             m.syncs.to_string(),
+        );
+        line(
+            "sync_follow_ups_total",
+            "Second sync rounds asked for because chains disagreed (forks), reconciled by hashes.",
+            "counter",
+            m.follow_ups.to_string(),
         );
         line(
             "peers_banned_total",

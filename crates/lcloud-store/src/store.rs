@@ -1,6 +1,7 @@
 //! The store proper: experiences in arrival order (a topological order), parked experiences,
 //! metadata and aliases, in one redb database; every commit durable before it is acknowledged.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path as FsPath, PathBuf};
@@ -584,7 +585,7 @@ impl Store {
                 next,
                 ops_added,
                 &replica.lattice().frontier(),
-                &|| Ok(state.doc.clone()),
+                &|| Ok(Cow::Borrowed(&state.doc)),
             )?;
         }
         txn.commit().map_err(|e| map_db(&dir, e))?;
@@ -720,7 +721,9 @@ impl Store {
                     doc
                 }
             };
-            let before = doc.clone();
+            // The leaves as last written: needed only when no flush is pending (a pending
+            // flush already holds them), so the document is not cloned at every commit.
+            let before = self.pending.is_none().then(|| doc.clone());
             let mut exps = txn.open_table(EXPS).map_err(|e| map_db(&dir, e))?;
             let mut next = self.next;
             let mut results = Vec::new();
@@ -774,7 +777,7 @@ impl Store {
             // The leaves: with the document cached (and indexed, so a restart can redo the
             // tail), written every LEAVES_EVERY ops; otherwise now.
             let mut p = self.pending.take().unwrap_or_else(|| PendingLeaves {
-                base: before,
+                base: before.unwrap_or_default(),
                 touched: BTreeSet::new(),
                 ops: 0,
             });
@@ -797,7 +800,7 @@ impl Store {
             meta.insert("summary", sealed(&summary.to_bytes()).as_slice())
                 .map_err(|e| map_db(&dir, e))?;
             let frontier = VectorClock(summary.tips.iter().map(|(a, s, _)| (*a, *s)).collect());
-            let whole = self.cache_document.then(|| doc.clone());
+            let whole = self.cache_document.then_some(&doc);
             drop(indexer);
             self.maybe_checkpoint(
                 &txn,
@@ -805,12 +808,12 @@ impl Store {
                 next,
                 ops_added,
                 &frontier,
-                &|| match &whole {
-                    Some(d) => Ok(d.clone()),
+                &|| match whole {
+                    Some(d) => Ok(Cow::Borrowed(d)),
                     None => {
                         let mut all = Doc::default();
                         read_doc(&leaves, &Path::root(), &mut all)?;
-                        Ok(all)
+                        Ok(Cow::Owned(all))
                     }
                 },
             )?;
@@ -829,14 +832,14 @@ impl Store {
 
     /// Writes a checkpoint of the document if enough ops came since the last one.
     #[allow(clippy::too_many_arguments)]
-    fn maybe_checkpoint(
+    fn maybe_checkpoint<'d>(
         &self,
         txn: &redb::WriteTransaction,
         meta: &mut redb::Table<'_, &'static str, &'static [u8]>,
         upto: u64,
         ops_added: u64,
         frontier: &VectorClock,
-        doc: &dyn Fn() -> Result<Doc, StoreError>,
+        doc: &dyn Fn() -> Result<Cow<'d, Doc>, StoreError>,
     ) -> Result<(), StoreError> {
         let (last, since, leaves) = match meta.get("checkpoint").map_err(|e| self.map_db(e))? {
             Some(v) => read_checkpoint_meta(v.value())?,
