@@ -141,16 +141,21 @@ enum Command {
     StorageWriter { dir: std::path::PathBuf },
 }
 
+/// The real tier's defaults, which `ci --real` runs.
+const REAL_NODES: usize = 5;
+const REAL_SECONDS: u64 = 60;
+const REAL_FAULTS: usize = 100;
+
 #[derive(Args, Debug)]
 struct RealArgs {
     /// Nodes
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = REAL_NODES)]
     nodes: usize,
     /// Seconds of writes and faults
-    #[arg(long, default_value_t = 60)]
+    #[arg(long, default_value_t = REAL_SECONDS)]
     seconds: u64,
     /// Faults
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, default_value_t = REAL_FAULTS)]
     faults: usize,
     /// Seed of the fault schedule
     #[arg(long, default_value_t = 1)]
@@ -451,9 +456,9 @@ fn main() -> ExitCode {
         } => {
             let real = real.then(|| real::Config {
                 lcloud: binary.path(),
-                nodes: 5,
-                seconds: 60,
-                faults: 100,
+                nodes: REAL_NODES,
+                seconds: REAL_SECONDS,
+                faults: REAL_FAULTS,
                 seed: 1,
             });
             tiers(&binary, seeds, rounds, real, 10.0, 0.0)

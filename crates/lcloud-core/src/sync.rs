@@ -293,17 +293,20 @@ fn branches(lattice: &Lattice, author: &NodeId, fork: Option<u64>) -> Vec<Branch
         .collect()
 }
 
+/// The admitted experience `id`, if it is `author`'s.
+fn of_author(lattice: &Lattice, author: &NodeId, id: &Id) -> Option<Idx> {
+    lattice
+        .idx(id)
+        .filter(|i| lattice.get(*i).author() == *author)
+}
+
 /// The authors whose chains `theirs` shows to disagree with `lattice`'s in a way the summary
 /// cannot settle: they hold a branch tip we lack, or another experience at a seq we hold.
 /// Describing our branches of these authors lets the peer send exactly what we lack.
 pub fn diverged(lattice: &Lattice, theirs: &Summary) -> BTreeSet<NodeId> {
     let mut out = BTreeSet::new();
     for t in &theirs.chains {
-        let held = |id: &Id| {
-            lattice
-                .experience(id)
-                .is_some_and(|e| e.author() == t.author)
-        };
+        let held = |id: &Id| of_author(lattice, &t.author, id).is_some();
         let disagrees = if t.branches.is_empty() {
             !held(&t.tip) && !lattice.at_seq(&t.author, t.seq).is_empty()
         } else {
@@ -344,11 +347,7 @@ pub fn missing(lattice: &Lattice, theirs: &Summary) -> Vec<Idx> {
             .binary_search_by(|c| c.author.cmp(author))
             .ok()
             .map(|i| &theirs.chains[i]);
-        let ours = |id: &Id| {
-            lattice
-                .idx(id)
-                .filter(|i| lattice.get(*i).author() == *author)
-        };
+        let ours = |id: &Id| of_author(lattice, author, id);
         // The experiences of ours they are known to hold: everything below each point.
         let points: Vec<Idx> = match seen {
             None => Vec::new(),
@@ -362,8 +361,7 @@ pub fn missing(lattice: &Lattice, theirs: &Summary) -> Vec<Idx> {
                 // Another experience at a seq we hold: the chains disagree and their summary
                 // does not say where. Nothing yet: our answer describes our branches, and
                 // they ask again describing theirs (`follow_up`).
-                None if !lattice.at_seq(author, t.seq).is_empty() => continue,
-                // They are ahead on this chain: nothing to send.
+                // Or they are ahead on this chain: nothing to send either way.
                 None => continue,
             },
         };
