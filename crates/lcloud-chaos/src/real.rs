@@ -63,6 +63,8 @@ pub struct Outcome {
     pub faults: BTreeMap<&'static str, usize>,
     /// Peak resident memory of each node process (MiB), the largest seen.
     pub peak_rss_mib: f64,
+    /// Experiences each node held at the end (the most any node reported).
+    pub experiences: usize,
     /// Nodes that ran with a skewed clock (libfaketime).
     pub skewed: usize,
     /// Writes the disk-full node acknowledged after its space was last freed (`None`: the
@@ -71,10 +73,11 @@ pub struct Outcome {
     /// Faults scheduled.
     pub fault_count: usize,
     /// For each heal during the run, seconds until every node held what any node held at
-    /// the heal (writes go on meanwhile), sorted.
+    /// the heal (writes go on meanwhile), sorted; a heal not caught up within [`HEAL_WAIT`]
+    /// counts as infinitely slow, so it fails any bound on the quantiles.
     pub heal_times: Vec<f64>,
-    /// Heals followed by another fault before every node caught up (not measured).
-    pub heals_interrupted: usize,
+    /// Heals not caught up within [`HEAL_WAIT`].
+    pub heals_timed_out: usize,
     /// Every node served the same fork proofs at the end.
     pub forks_identical: bool,
     /// Stores that failed `lcloud verify` after the run (DAG integrity), with the reason.
@@ -322,14 +325,6 @@ impl Proc {
 }
 
 /// A new fault before the open heals were measured: their times are not known.
-fn interrupt_open(heals: &Mutex<Vec<Heal>>) {
-    for h in heals.lock().expect("not poisoned").iter_mut() {
-        if h.took.is_none() {
-            h.interrupted = true;
-        }
-    }
-}
-
 impl Drop for Proc {
     fn drop(&mut self) {
         if let Some(c) = self.child.as_mut() {
@@ -432,9 +427,33 @@ struct Heal {
     at: Instant,
     target: BTreeMap<String, u64>,
     took: Option<f64>,
-    /// Another fault came before every node caught up: not measured.
-    interrupted: bool,
+    /// Not caught up within [`HEAL_WAIT`]: no longer measured.
+    timed_out: bool,
 }
+
+/// The heal times so far, sorted (a timed-out heal as infinity), and how many timed out.
+fn heal_stats(heals: &Mutex<Vec<Heal>>) -> (Vec<f64>, usize) {
+    let hs = heals.lock().expect("not poisoned");
+    let mut times: Vec<f64> = hs
+        .iter()
+        .filter_map(|h| {
+            if h.timed_out {
+                Some(f64::INFINITY)
+            } else {
+                h.took
+            }
+        })
+        .collect();
+    times.sort_by(f64::total_cmp);
+    (times, hs.iter().filter(|h| h.timed_out).count())
+}
+
+/// How long the next fault waits for a heal to be measured. A heal not caught up by then is
+/// counted as timed out (infinitely slow), never dropped from the statistics.
+pub const HEAL_WAIT: Duration = Duration::from_secs(10);
+
+/// How often a run prints where it is (to stderr).
+const PROGRESS_EVERY: Duration = Duration::from_secs(60);
 
 /// A node's frontier clock (author → highest seq), if it answers.
 fn clock_of(i: usize) -> Option<BTreeMap<String, u64>> {
@@ -549,7 +568,7 @@ pub fn run(cfg: &Config) -> Result<Outcome, String> {
                     .lock()
                     .expect("not poisoned")
                     .iter()
-                    .any(|h| h.took.is_none() && !h.interrupted);
+                    .any(|h| h.took.is_none() && !h.timed_out);
                 if !open {
                     continue;
                 }
@@ -559,7 +578,7 @@ pub fn run(cfg: &Config) -> Result<Outcome, String> {
                 let now = Instant::now();
                 for h in heals.lock().expect("not poisoned").iter_mut() {
                     if h.took.is_none()
-                        && !h.interrupted
+                        && !h.timed_out
                         && clocks.iter().all(|c| dominates(c, &h.target))
                     {
                         h.took = Some(now.duration_since(h.at).as_secs_f64());
@@ -638,7 +657,30 @@ pub fn run(cfg: &Config) -> Result<Outcome, String> {
     let gap = Duration::from_millis(cfg.seconds * 1000 / cfg.faults.max(1) as u64);
     let mut paused: BTreeSet<usize> = BTreeSet::new();
     let faults_from = Instant::now();
+    let mut reported = Instant::now();
     for f in 0..cfg.faults {
+        if reported.elapsed() >= PROGRESS_EVERY {
+            reported = Instant::now();
+            let (times, timed_out) = heal_stats(&heals);
+            let q99 = times
+                .get((times.len() * 99).div_ceil(100).max(1) - 1)
+                .copied()
+                .unwrap_or(0.0);
+            let writes = history
+                .lock()
+                .expect("not poisoned")
+                .iter()
+                .filter(|e| e.kind == Kind::Ok)
+                .count();
+            eprintln!(
+                "real: {:.0}/{} s, {f}/{} faults, {writes} writes acknowledged, heals {} (p99 {q99:.1}s, {timed_out} not caught up in {} s), peak RSS per node {peak:.0} MiB",
+                started.elapsed().as_secs_f64(),
+                cfg.seconds,
+                cfg.faults,
+                times.len(),
+                HEAL_WAIT.as_secs(),
+            );
+        }
         // On a fixed timeline; a heal may have taken longer (it waits to be measured).
         let due = faults_from + gap * (f as u32 + 1);
         std::thread::sleep(due.saturating_duration_since(Instant::now()));
@@ -653,7 +695,6 @@ pub fn run(cfg: &Config) -> Result<Outcome, String> {
         let full_now = f == cfg.faults / 2 || f == 2 * cfg.faults / 3;
         if skew_now || full_now {
             net.heal();
-            interrupt_open(&heals);
         }
         if skew_now {
             // Clock skew: node i stops (SIGTERM) and comes back with a skewed clock, which it
@@ -683,9 +724,6 @@ pub fn run(cfg: &Config) -> Result<Outcome, String> {
             continue;
         }
         let kind = below(8);
-        if !matches!(kind, 2 | 3) {
-            interrupt_open(&heals);
-        }
         match kind {
             6 => {
                 // One way: i hears nobody; everybody hears i.
@@ -733,15 +771,21 @@ pub fn run(cfg: &Config) -> Result<Outcome, String> {
                         at,
                         target,
                         took: None,
-                        interrupted: false,
+                        timed_out: false,
                     });
                     hs.len() - 1
                 };
-                // The next fault waits until this heal is measured (at most 10 s).
-                while at.elapsed() < Duration::from_secs(10)
+                // The next fault waits until this heal is measured (at most HEAL_WAIT).
+                while at.elapsed() < HEAL_WAIT
                     && heals.lock().expect("not poisoned")[k].took.is_none()
                 {
                     std::thread::sleep(Duration::from_millis(20));
+                }
+                {
+                    let mut hs = heals.lock().expect("not poisoned");
+                    if hs[k].took.is_none() {
+                        hs[k].timed_out = true;
+                    }
                 }
                 *faults.entry("heal").or_default() += 1;
                 continue;
@@ -793,11 +837,14 @@ pub fn run(cfg: &Config) -> Result<Outcome, String> {
     let mut converged = false;
     let mut t_conv = f64::NAN;
     let mut last_report = 0;
+    let mut experiences = 0;
     while healed.elapsed() < Duration::from_secs(60) {
         let status: Vec<Option<(String, String)>> = (1..=cfg.nodes)
             .map(|i| {
                 http(i, "GET", "/api/status", "").ok().and_then(|(_, b)| {
                     let j: serde_json::Value = serde_json::from_str(&b).ok()?;
+                    let held = j["experiences"].as_u64().unwrap_or(0) as usize;
+                    experiences = experiences.max(held);
                     Some((j["root"].to_string(), j["heads"].to_string()))
                 })
             })
@@ -879,19 +926,7 @@ pub fn run(cfg: &Config) -> Result<Outcome, String> {
             verify_failures.push(format!("n{}: {e}", i + 1));
         }
     }
-    let mut heal_times: Vec<f64> = heals
-        .lock()
-        .expect("not poisoned")
-        .iter()
-        .filter_map(|h| h.took)
-        .collect();
-    heal_times.sort_by(f64::total_cmp);
-    let heals_interrupted = heals
-        .lock()
-        .expect("not poisoned")
-        .iter()
-        .filter(|h| h.took.is_none())
-        .count();
+    let (heal_times, heals_timed_out) = heal_stats(&heals);
     let history = history.lock().expect("not poisoned").clone();
     // Writes the disk-full node acknowledged after its space was freed (writing resumed).
     let resumed_after_full = full_ended.map(|t| {
@@ -916,11 +951,12 @@ pub fn run(cfg: &Config) -> Result<Outcome, String> {
         t_conv,
         faults,
         peak_rss_mib: peak,
+        experiences,
         skewed: skewed.len(),
         resumed_after_full,
         fault_count: cfg.faults,
         heal_times,
-        heals_interrupted,
+        heals_timed_out,
         forks_identical,
         verify_failures,
     })

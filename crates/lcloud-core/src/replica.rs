@@ -268,6 +268,11 @@ impl Replica {
         *self.root.get_or_init(|| self.state().root())
     }
 
+    /// The current state root if it is already computed (nothing inserted since).
+    pub fn cached_root(&self) -> Option<Id> {
+        self.root.get().copied()
+    }
+
     /// How many rewinds the order-sensitive fold has done.
     pub fn rewinds(&self) -> u64 {
         self.ordered.rewinds

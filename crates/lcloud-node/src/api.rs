@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures::Stream;
-use lcloud_core::{Op, Path};
+use lcloud_core::{Id, Op, Path};
 use serde_json::{Value as J, json};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
@@ -93,11 +93,28 @@ async fn state(State(api): State<Api>, Query(q): Query<PathQuery>) -> Response {
     }
 }
 
-fn status_json(s: &Status) -> J {
+/// The status with its state root, hashed on a blocking thread: the node's thread is not held
+/// while a large state is hashed.
+async fn status_with_root(api: &Api) -> Result<(Status, Id), Response> {
+    let s = api.ask(Call::Status).await?;
+    tokio::task::spawn_blocking(move || {
+        let root = s.root();
+        (s, root)
+    })
+    .await
+    .map_err(|_| {
+        error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "hashing the state failed",
+        )
+    })
+}
+
+fn status_json(s: &Status, root: &Id) -> J {
     json!({
         "node": s.node.to_hex(),
         "cloud": s.cloud.to_hex(),
-        "root": s.root.to_hex(),
+        "root": root.to_hex(),
         "heads": s.heads.iter().map(|h| h.to_hex()).collect::<Vec<_>>(),
         "clock": s.clock.iter().map(|(n, q)| (n.to_hex(), json!(q))).collect::<serde_json::Map<_, _>>(),
         "experiences": s.experiences,
@@ -131,15 +148,15 @@ async fn forks(State(api): State<Api>) -> Response {
 }
 
 async fn status(State(api): State<Api>) -> Response {
-    match api.ask(Call::Status).await {
-        Ok(s) => Json(status_json(&s)).into_response(),
+    match status_with_root(&api).await {
+        Ok((s, root)) => Json(status_json(&s, &root)).into_response(),
         Err(r) => r,
     }
 }
 
 async fn root(State(api): State<Api>) -> Response {
-    match api.ask(Call::Status).await {
-        Ok(s) => Json(json!({"root": s.root.to_hex()})).into_response(),
+    match status_with_root(&api).await {
+        Ok((_, root)) => Json(json!({"root": root.to_hex()})).into_response(),
         Err(r) => r,
     }
 }
@@ -156,16 +173,22 @@ async fn heads(State(api): State<Api>) -> Response {
 
 async fn clock(State(api): State<Api>) -> Response {
     match api.ask(Call::Status).await {
-        Ok(s) => Json(status_json(&s)["clock"].clone()).into_response(),
+        Ok(s) => Json(
+            s.clock
+                .iter()
+                .map(|(n, q)| (n.to_hex(), json!(q)))
+                .collect::<serde_json::Map<_, _>>(),
+        )
+        .into_response(),
         Err(r) => r,
     }
 }
 
 async fn state_hash(State(api): State<Api>) -> Response {
-    match api.ask(Call::Status).await {
-        Ok(s) => (
+    match status_with_root(&api).await {
+        Ok((_, root)) => (
             [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-            format!("{}\n", s.root.to_hex()),
+            format!("{}\n", root.to_hex()),
         )
             .into_response(),
         Err(r) => r,

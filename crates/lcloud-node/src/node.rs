@@ -152,8 +152,12 @@ pub struct Status {
     pub node: NodeId,
     /// The cloud.
     pub cloud: Id,
-    /// State root of the current state.
-    pub root: Id,
+    /// The current folded state: a persistent copy, cheap to take, so that its root can be
+    /// hashed off the node's thread ([`Status::root`]). Hashing a large state takes a while;
+    /// the node keeps syncing meanwhile.
+    pub state: lcloud_core::State,
+    /// The root of `state` if the node had it already.
+    pub cached_root: Option<Id>,
     /// Heads of the DAG.
     pub heads: Vec<Id>,
     /// Frontier: per author, the highest seq held.
@@ -172,6 +176,14 @@ pub struct Status {
     /// Fork proofs: authors caught signing two experiences at one place of their chain, each
     /// proof as canonical DAG-CBOR bytes (the same on every node that holds both branches).
     pub forks: Vec<(NodeId, u64, Vec<u8>)>,
+}
+
+impl Status {
+    /// State root of the current state. Hashes the whole state unless the node had it: call
+    /// it off the node's thread (the API does, on a blocking thread).
+    pub fn root(&self) -> Id {
+        self.cached_root.unwrap_or_else(|| self.state.root())
+    }
 }
 
 /// Missing ids listed in [`Status::missing`] at most.
@@ -1059,7 +1071,8 @@ impl Node {
         Status {
             node: self.identity.id(),
             cloud: self.replica.cloud(),
-            root: self.replica.root(),
+            state: self.replica.state(),
+            cached_root: self.replica.cached_root(),
             heads: lattice.heads().iter().copied().collect(),
             clock: lattice.frontier().0.into_iter().collect(),
             experiences: lattice.len(),

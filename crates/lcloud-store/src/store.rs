@@ -21,6 +21,10 @@ use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, Tab
 use std::sync::Arc;
 
 const DB_FILE: &str = "store.redb";
+/// Bytes of pages redb keeps cached in memory. Its default is 1 GiB, which a long-running node
+/// grows into as the file grows; the hot pages (the tops of the trees and the recent leaves) fit
+/// in far less.
+const CACHE_BYTES: usize = 64 << 20;
 /// Store format version, in `meta["format"]`.
 const FORMAT: u8 = 1;
 
@@ -199,7 +203,10 @@ impl Store {
             return Err(StoreError::AlreadyExists(dir.to_owned()));
         }
         fs::create_dir_all(dir).map_err(|e| StoreError::io(dir, e))?;
-        let db = Database::create(dir.join(DB_FILE)).map_err(|e| map_db(dir, e))?;
+        let db = Database::builder()
+            .set_cache_size(CACHE_BYTES)
+            .create(dir.join(DB_FILE))
+            .map_err(|e| map_db(dir, e))?;
         let mut store = Store {
             db: Some(db),
             dir: dir.to_owned(),
@@ -1062,7 +1069,10 @@ const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 fn open_waiting(dir: &FsPath) -> Result<Database, StoreError> {
     let start = std::time::Instant::now();
     loop {
-        match Database::open(dir.join(DB_FILE)) {
+        match Database::builder()
+            .set_cache_size(CACHE_BYTES)
+            .open(dir.join(DB_FILE))
+        {
             Ok(db) => return Ok(db),
             Err(redb::DatabaseError::DatabaseAlreadyOpen) if start.elapsed() < LOCK_WAIT => {
                 std::thread::sleep(std::time::Duration::from_millis(5));
