@@ -87,12 +87,7 @@ pub struct Outcome {
 impl Outcome {
     /// The `q` quantile of the heal times (0 when none was measured).
     pub fn heal_quantile(&self, q: f64) -> f64 {
-        if self.heal_times.is_empty() {
-            return 0.0;
-        }
-        let i =
-            ((self.heal_times.len() as f64 * q).ceil() as usize).clamp(1, self.heal_times.len());
-        self.heal_times[i - 1]
+        quantile(&self.heal_times, q)
     }
 
     /// Nothing lost, unexpected or duplicated; counters in bounds; converged; and, when the
@@ -423,12 +418,22 @@ fn http(i: usize, method: &str, path: &str, body: &str) -> Result<(u16, String),
 }
 
 /// A heal during the run and how long until every node held what any node held at the heal.
+#[derive(Clone)]
 struct Heal {
     at: Instant,
     target: BTreeMap<String, u64>,
     took: Option<f64>,
     /// Not caught up within [`HEAL_WAIT`]: no longer measured.
     timed_out: bool,
+}
+
+/// The `q` quantile of sorted `times` (0 when there are none).
+fn quantile(times: &[f64], q: f64) -> f64 {
+    if times.is_empty() {
+        return 0.0;
+    }
+    let i = ((times.len() as f64 * q).ceil() as usize).clamp(1, times.len());
+    times[i - 1]
 }
 
 /// The heal times so far, sorted (a timed-out heal as infinity), and how many timed out.
@@ -662,10 +667,7 @@ pub fn run(cfg: &Config) -> Result<Outcome, String> {
         if reported.elapsed() >= PROGRESS_EVERY {
             reported = Instant::now();
             let (times, timed_out) = heal_stats(&heals);
-            let q99 = times
-                .get((times.len() * 99).div_ceil(100).max(1) - 1)
-                .copied()
-                .unwrap_or(0.0);
+            let q99 = quantile(&times, 0.99);
             let writes = history
                 .lock()
                 .expect("not poisoned")
@@ -960,4 +962,48 @@ pub fn run(cfg: &Config) -> Result<Outcome, String> {
         forks_identical,
         verify_failures,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn heal(took: Option<f64>, timed_out: bool) -> Heal {
+        Heal {
+            at: Instant::now(),
+            target: BTreeMap::new(),
+            took,
+            timed_out,
+        }
+    }
+
+    #[test]
+    fn a_heal_that_timed_out_counts_as_infinitely_slow() {
+        let mut heals: Vec<Heal> = (1..=99)
+            .map(|i| heal(Some(i as f64 / 100.0), false))
+            .collect();
+        let (times, timed_out) = heal_stats(&Mutex::new(heals.clone()));
+        assert_eq!((times.len(), timed_out), (99, 0));
+        assert_eq!(quantile(&times, 0.5), 0.5);
+        assert_eq!(quantile(&times, 1.0), 0.99);
+        // One heal of a hundred never caught up: the maximum is infinite, p99 still finite.
+        heals.push(heal(None, true));
+        let (times, timed_out) = heal_stats(&Mutex::new(heals));
+        assert_eq!((times.len(), timed_out), (100, 1));
+        assert_eq!(quantile(&times, 0.99), 0.99);
+        assert!(quantile(&times, 1.0).is_infinite());
+        // Two of a hundred: p99 is infinite, so any bound on it fails.
+        let mut heals: Vec<Heal> = (1..=98)
+            .map(|i| heal(Some(i as f64 / 100.0), false))
+            .collect();
+        heals.extend([heal(None, true), heal(None, true)]);
+        let (times, _) = heal_stats(&Mutex::new(heals));
+        assert!(quantile(&times, 0.99) > 5.0);
+        // A heal still open (neither measured nor timed out) is not counted.
+        let (times, timed_out) = heal_stats(&Mutex::new(vec![heal(None, false)]));
+        assert_eq!(
+            (times.len(), timed_out, quantile(&times, 0.99)),
+            (0, 0, 0.0)
+        );
+    }
 }
