@@ -1368,6 +1368,10 @@ pub fn run(cfg: &Config) -> Vec<Verdict> {
         .filter(|(name, _)| cfg.only.as_deref().is_none_or(|o| name.contains(o)))
         .map(|(name, attack)| {
             let t = Instant::now();
+            if crate::interrupt::interrupted() {
+                let result = Err("not run: interrupted".to_owned());
+                return Verdict { name, result };
+            }
             let result = attack(&mut lab, &keys)
                 .map(|s| format!("{s} ({:.1} s)", t.elapsed().as_secs_f64()));
             Verdict { name, result }

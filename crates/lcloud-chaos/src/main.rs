@@ -20,6 +20,7 @@
 mod attack;
 mod check;
 mod history;
+mod interrupt;
 mod real;
 mod sim;
 mod storage;
@@ -130,6 +131,9 @@ enum Command {
         /// Faults in the real phase [default: 50 per minute]
         #[arg(long)]
         faults: Option<usize>,
+        /// Writes per second each real node's client aims for (0: as fast as it answers)
+        #[arg(long, default_value_t = REAL_RATE, value_parser = rate)]
+        rate: f64,
         /// The real phase's seed
         #[arg(long, default_value_t = 1)]
         seed: u64,
@@ -145,6 +149,20 @@ enum Command {
 const REAL_NODES: usize = 5;
 const REAL_SECONDS: u64 = 60;
 const REAL_FAULTS: usize = 100;
+/// Writes per second each node's client aims for: the 10 000 writes a minute over five
+/// nodes. Clients that wrote as fast as their nodes answered kept two cores saturated, so every
+/// heal waited behind the writes; the rate names a load the run can be judged at.
+const REAL_RATE: f64 = 10_000.0 / 60.0 / 5.0;
+
+/// `--rate`: writes per second per node (0: as fast as the node answers).
+fn rate(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(r) if r.is_finite() && r >= 0.0 => Ok(r),
+        _ => Err(format!(
+            "{s:?} is not a rate: give writes per second, e.g. 33.3 (0: unthrottled)"
+        )),
+    }
+}
 
 #[derive(Args, Debug)]
 struct RealArgs {
@@ -157,6 +175,9 @@ struct RealArgs {
     /// Faults
     #[arg(long, default_value_t = REAL_FAULTS)]
     faults: usize,
+    /// Writes per second each node's client aims for (0: as fast as the node answers)
+    #[arg(long, default_value_t = REAL_RATE, value_parser = rate)]
+    rate: f64,
     /// Seed of the fault schedule
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -318,6 +339,10 @@ fn tiers(
     let mut traces = Vec::new();
     let quiet = seeds > 256;
     for seed in 0..seeds {
+        if interrupt::interrupted() {
+            println!("interrupted after {seed} of {seeds} seeds");
+            return ExitCode::FAILURE;
+        }
         let o = sim::run(sim::Config::ci(seed));
         if !quiet || !o.valid() || seed % 500 == 0 {
             println!("{}", describe(seed, &o));
@@ -368,7 +393,13 @@ fn tiers(
     }
     let storage = storage::run(rounds, 0);
     println!("{}", describe_storage(&storage));
+    if interrupt::interrupted() {
+        return ExitCode::FAILURE;
+    }
     let (attacks_passed, attacks_total) = attacks(binary, None, min_rejections_per_s);
+    if interrupt::interrupted() {
+        return ExitCode::FAILURE;
+    }
     let mut real_summary = String::new();
     let real_ok = match real {
         Some(cfg) => match real::run(&cfg) {
@@ -390,7 +421,7 @@ fn tiers(
                     && o.heal_quantile(0.99) <= heal_p99_max
             }
             Err(e) => {
-                println!("real: cannot run here: {e}");
+                println!("real: not run to the end: {e}");
                 false
             }
         },
@@ -416,7 +447,11 @@ fn tiers(
 }
 
 fn main() -> ExitCode {
-    match Cli::parse().command {
+    let command = Cli::parse().command;
+    if !matches!(command, Command::StorageWriter { .. }) {
+        interrupt::install();
+    }
+    match command {
         Command::StorageWriter { dir } => storage::writer_child(&dir),
         Command::Real { run } => {
             let cfg = real::Config {
@@ -424,12 +459,17 @@ fn main() -> ExitCode {
                 nodes: run.nodes,
                 seconds: run.seconds,
                 faults: run.faults,
+                rate: run.rate,
                 seed: run.seed,
             };
             match real::run(&cfg) {
                 Ok(o) => {
                     println!("{}", describe_real(&o));
                     exit(o.valid())
+                }
+                Err(e) if interrupt::interrupted() => {
+                    println!("real: {e}");
+                    ExitCode::FAILURE
                 }
                 Err(e) => {
                     println!("real: cannot run here: {e}");
@@ -475,6 +515,7 @@ fn main() -> ExitCode {
                 nodes: REAL_NODES,
                 seconds: REAL_SECONDS,
                 faults: REAL_FAULTS,
+                rate: REAL_RATE,
                 seed: 1,
             });
             tiers(&binary, seeds, rounds, real, 10.0, 0.0, 0.0)
@@ -485,6 +526,7 @@ fn main() -> ExitCode {
             nodes,
             faults,
             seed,
+            rate,
             binary,
         } => {
             let real = real::Config {
@@ -492,6 +534,7 @@ fn main() -> ExitCode {
                 nodes,
                 seconds: minutes * 60,
                 faults: faults.unwrap_or(minutes as usize * 50),
+                rate,
                 seed,
             };
             tiers(

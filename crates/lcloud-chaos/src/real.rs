@@ -40,6 +40,8 @@ pub struct Config {
     pub seconds: u64,
     /// Faults during the write phase.
     pub faults: usize,
+    /// Writes per second each node's client aims for (0: as fast as the node answers).
+    pub rate: f64,
     /// Seed for the fault schedule.
     pub seed: u64,
 }
@@ -599,9 +601,17 @@ pub fn run(cfg: &Config) -> Result<Outcome, String> {
         .map(|i| {
             let (history, stop, next_element) =
                 (history.clone(), stop.clone(), next_element.clone());
+            let period = (cfg.rate > 0.0).then(|| Duration::from_secs_f64(1.0 / cfg.rate));
             std::thread::spawn(move || {
                 let mut k = 0u64;
+                let mut due = Instant::now();
                 while !stop.load(Ordering::Relaxed) {
+                    if let Some(period) = period {
+                        // Paced, without bursts to make up for slow answers: while its node
+                        // answers slower than the rate, a client writes as often as it answers.
+                        std::thread::sleep(due.saturating_duration_since(Instant::now()));
+                        due = (due + period).max(Instant::now());
+                    }
                     k += 1;
                     let (f, value, body) = if k.is_multiple_of(2) {
                         let e = next_element.fetch_add(1, Ordering::Relaxed) as i64;
@@ -664,6 +674,9 @@ pub fn run(cfg: &Config) -> Result<Outcome, String> {
     let faults_from = Instant::now();
     let mut reported = Instant::now();
     for f in 0..cfg.faults {
+        if crate::interrupt::interrupted() {
+            break;
+        }
         if reported.elapsed() >= PROGRESS_EVERY {
             reported = Instant::now();
             let (times, timed_out) = heal_stats(&heals);
@@ -685,7 +698,7 @@ pub fn run(cfg: &Config) -> Result<Outcome, String> {
         }
         // On a fixed timeline; a heal may have taken longer (it waits to be measured).
         let due = faults_from + gap * (f as u32 + 1);
-        std::thread::sleep(due.saturating_duration_since(Instant::now()));
+        crate::interrupt::sleep(due.saturating_duration_since(Instant::now()));
         for p in procs.lock().expect("not poisoned").iter() {
             if let Some(pid) = pid(p) {
                 peak = peak.max(peak_rss_mib(pid));
@@ -779,6 +792,7 @@ pub fn run(cfg: &Config) -> Result<Outcome, String> {
                 };
                 // The next fault waits until this heal is measured (at most HEAL_WAIT).
                 while at.elapsed() < HEAL_WAIT
+                    && !crate::interrupt::interrupted()
                     && heals.lock().expect("not poisoned")[k].took.is_none()
                 {
                     std::thread::sleep(Duration::from_millis(20));
@@ -832,6 +846,15 @@ pub fn run(cfg: &Config) -> Result<Outcome, String> {
     let _ = measurer.join();
     for c in clients {
         let _ = c.join();
+    }
+    if crate::interrupt::interrupted() {
+        drop(procs);
+        drop(net);
+        drop(tmpfs);
+        let _ = std::fs::remove_dir_all(&base);
+        return Err(
+            "interrupted by a signal; every node, namespace and mount it started is gone".into(),
+        );
     }
     // The final heal.
     net.heal();

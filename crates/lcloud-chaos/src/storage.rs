@@ -125,6 +125,12 @@ pub fn run(rounds: usize, seed: u64) -> Report {
     let mut acked: Vec<Id> = Vec::new();
     let exe = std::env::current_exe().expect("own path");
     for round in 0..rounds {
+        if crate::interrupt::interrupted() {
+            report
+                .failures
+                .push(format!("interrupted after {round} of {rounds} rounds"));
+            break;
+        }
         let kind = round % 4;
         report.rounds[kind] += 1;
         match kind {

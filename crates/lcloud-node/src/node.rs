@@ -255,6 +255,7 @@ struct PeerState {
 #[derive(Default)]
 struct Metrics {
     exps_in: u64,
+    exps_known: u64,
     exps_out: u64,
     written: u64,
     gossip_in: u64,
@@ -297,8 +298,12 @@ impl Node {
         net: mpsc::Sender<Command>,
         announce: broadcast::Sender<Announced>,
     ) -> Result<Node, StoreError> {
+        let mut store = store;
         let replica = store.load(&mut |_| {})?;
         let persisted = replica.state().doc;
+        // The node holds the whole document: leaves are written every few thousand ops, not
+        // at every commit (a large set or counter would otherwise be rewritten per write).
+        store.defer_leaves(true)?;
         Ok(Node {
             persisted,
             me,
@@ -389,6 +394,10 @@ impl Node {
                 }
                 Msg::Stop => break,
             }
+        }
+        // Write the deferred leaves, so the next open need not replay the history.
+        if let Err(e) = self.store.flush() {
+            tracing::warn!(error = %e, "could not write the document leaves on stopping; the next start rewrites them");
         }
         self.store
     }
@@ -839,10 +848,11 @@ impl Node {
         for (exp, bytes) in exps {
             let id = exp.id();
             if self.replica.lattice().contains(&id) {
+                self.metrics.exps_known += 1;
                 continue;
             }
             match self.replica.insert(exp.clone()) {
-                Ok(out) if out.duplicate => {}
+                Ok(out) if out.duplicate => self.metrics.exps_known += 1,
                 Ok(mut out) => {
                     new += 1;
                     for e in std::mem::take(&mut out.rejected) {
@@ -1130,6 +1140,12 @@ impl Node {
             "Experiences received from peers and stored.",
             "counter",
             m.exps_in.to_string(),
+        );
+        line(
+            "experiences_known_total",
+            "Experiences received from peers that this node already held (checked for nothing).",
+            "counter",
+            m.exps_known.to_string(),
         );
         line(
             "experiences_out_total",

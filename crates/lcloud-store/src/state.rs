@@ -245,7 +245,8 @@ pub(crate) fn write_leaves_diff(
     before: &Doc,
     after: &Doc,
     touched: &[Path],
-) -> Result<(), StoreError> {
+) -> Result<u64, StoreError> {
+    let mut written = 0u64;
     for p in roots(touched) {
         let old: std::collections::BTreeMap<&Path, &std::sync::Arc<Leaf>> =
             before.shared_leaves_under(p).collect();
@@ -255,19 +256,17 @@ pub(crate) fn write_leaves_diff(
                 Some(o) if std::sync::Arc::ptr_eq(o, leaf) => kept += 1,
                 Some(_) => {
                     kept += 1;
+                    let rec = sealed(&leaf.to_bytes());
+                    written += rec.len() as u64;
                     table
-                        .insert(
-                            path_key(path).as_slice(),
-                            sealed(&leaf.to_bytes()).as_slice(),
-                        )
+                        .insert(path_key(path).as_slice(), rec.as_slice())
                         .map_err(db)?;
                 }
                 None => {
+                    let rec = sealed(&leaf.to_bytes());
+                    written += rec.len() as u64;
                     table
-                        .insert(
-                            path_key(path).as_slice(),
-                            sealed(&leaf.to_bytes()).as_slice(),
-                        )
+                        .insert(path_key(path).as_slice(), rec.as_slice())
                         .map_err(db)?;
                 }
             }
@@ -280,7 +279,7 @@ pub(crate) fn write_leaves_diff(
             }
         }
     }
-    Ok(())
+    Ok(written)
 }
 
 /// The touched paths with every path that lies below another one dropped.

@@ -46,7 +46,16 @@ const ALIASES: TableDefinition<&[u8; 32], &str> = TableDefinition::new("aliases"
 /// leaves hold; opening a store writes it into the leaves.
 const LEAVES_AT: &str = "leaves_at";
 
-/// The most ops the committer lets the leaves table fall behind by (plus one batch).
+/// Meta key (u64, little-endian): the experiences from this arrival number on are not yet in
+/// the leaves table, and some of them are other nodes' (stored by [`Store::persist_bytes`] with
+/// [`Store::defer_leaves`] on, as a running node does). Their ops cannot be applied to the
+/// leaves without knowing what each had seen, so this tail is never applied piecemeal: a clean
+/// stop ([`Store::flush`]) writes the leaves from the document in memory, and opening a store
+/// that still has the mark (the node was killed) replays the history and rewrites the leaves.
+const LEAVES_STALE_AT: &str = "leaves_stale_at";
+
+/// The most ops the committer (and a node deferring its leaves) lets the leaves table fall
+/// behind by (plus one batch).
 const LEAVES_EVERY: u64 = 4096;
 
 /// What the committer has folded in memory but not yet written to the leaves table.
@@ -56,6 +65,8 @@ struct PendingLeaves {
     /// Where it changed since.
     touched: BTreeSet<Path>,
     ops: u64,
+    /// Marked with [`LEAVES_STALE_AT`] (others' experiences) rather than [`LEAVES_AT`].
+    stale: bool,
 }
 
 /// Why the store refused or failed. Each message names what is wrong and where.
@@ -156,6 +167,11 @@ pub struct Store {
     /// local writes neither read leaves back nor scan for them. `None`: read what is touched.
     doc_cache: Option<Doc>,
     cache_document: bool,
+    /// Leaves written every [`LEAVES_EVERY`] ops by [`Store::persist_bytes`] too.
+    defer_leaves: bool,
+    /// Bytes of leaves the last deferred write wrote: the next waits for at least this many
+    /// bytes' worth of ops (see [`travel::BYTES_PER_OP`]).
+    deferred_bytes: u64,
     pending: Option<PendingLeaves>,
     checkpoint_ops: u64,
     signed: Arc<SignedSeq>,
@@ -214,6 +230,8 @@ impl Store {
             next: 0,
             doc_cache: None,
             cache_document: false,
+            defer_leaves: false,
+            deferred_bytes: 0,
             pending: None,
             checkpoint_ops: travel::CHECKPOINT_OPS_MIN,
             signed: Arc::new(SignedSeq::new(dir)),
@@ -289,7 +307,11 @@ impl Store {
             .ok_or_else(|| corrupt("the store names no cloud"))?;
         let exps = txn.open_table(EXPS).map_err(|e| map_db(dir, e))?;
         let next = exps.len().map_err(|e| map_db(dir, e))?;
-        let behind = meta.get(LEAVES_AT).map_err(|e| map_db(dir, e))?.is_some();
+        let behind = meta.get(LEAVES_AT).map_err(|e| map_db(dir, e))?.is_some()
+            || meta
+                .get(LEAVES_STALE_AT)
+                .map_err(|e| map_db(dir, e))?
+                .is_some();
         drop((meta, exps, txn));
         let mut store = Store {
             db: Some(db),
@@ -298,12 +320,14 @@ impl Store {
             next,
             doc_cache: None,
             cache_document: false,
+            defer_leaves: false,
+            deferred_bytes: 0,
             pending: None,
             checkpoint_ops: travel::CHECKPOINT_OPS_MIN,
             signed: Arc::new(SignedSeq::new(dir)),
         };
         if behind {
-            // The committer stopped (crashed) before writing its last leaves.
+            // The committer or the node stopped (crashed) before writing its last leaves.
             store.flush()?;
         }
         Ok(store)
@@ -321,28 +345,60 @@ impl Store {
         Ok(())
     }
 
+    /// Lets [`Store::persist_bytes`] (given the document as last stored) write the document
+    /// leaves every [`LEAVES_EVERY`] ops instead of at every commit, as the committer does for
+    /// local writes. For a long-lived process that keeps the whole replica (the node): a large
+    /// leaf (a set of many elements, a much-incremented counter) is then written once per few
+    /// thousand ops, not once per experience. Call [`Store::flush`] before stopping; if the
+    /// process dies first, the next open replays the history to rewrite the leaves.
+    pub fn defer_leaves(&mut self, on: bool) -> Result<(), StoreError> {
+        self.defer_leaves = on;
+        if !on {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
     /// Brings the leaves table up to date with every committed experience: writes what the
     /// document cache holds and the table not yet, or, without the cache (after a crash or a
-    /// failed commit), applies the experiences written since the leaves were. Readers do not
-    /// need this (they apply that tail themselves); it keeps the tail short.
+    /// failed commit), applies the experiences written since the leaves were — or replays the
+    /// whole history when others' experiences are among them ([`LEAVES_STALE_AT`]). Readers do
+    /// not need this for a tail of local writes (they apply it themselves); it keeps it short.
     pub fn flush(&mut self) -> Result<(), StoreError> {
         let dir = self.dir.clone();
-        {
+        let stale = {
             let txn = self.db()?.begin_read().map_err(|e| map_db(&dir, e))?;
             let meta = txn.open_table(META).map_err(|e| map_db(&dir, e))?;
-            if meta.get(LEAVES_AT).map_err(|e| map_db(&dir, e))?.is_none() {
+            let stale = meta
+                .get(LEAVES_STALE_AT)
+                .map_err(|e| map_db(&dir, e))?
+                .is_some();
+            if !stale && meta.get(LEAVES_AT).map_err(|e| map_db(&dir, e))?.is_none() {
                 self.pending = None;
                 return Ok(());
             }
-        }
+            stale
+        };
+        // Others' experiences since the leaves were written, and nothing in memory that holds
+        // the current document: only a replay can say what the leaves must hold.
+        let replayed = match (&self.pending, &self.doc_cache) {
+            (Some(_), Some(_)) => None,
+            _ if stale => Some(self.load_unguarded(&mut |_| {})?.state().doc),
+            _ => None,
+        };
         let txn = self.db()?.begin_write().map_err(|e| map_db(&dir, e))?;
         {
             let mut meta = txn.open_table(META).map_err(|e| map_db(&dir, e))?;
             let mut leaves = txn.open_table(LEAVES).map_err(|e| map_db(&dir, e))?;
-            match (self.pending.take(), &self.doc_cache) {
-                (Some(p), Some(doc)) => {
+            match (self.pending.take(), &self.doc_cache, replayed) {
+                (Some(p), Some(doc), _) => {
                     let touched: Vec<Path> = p.touched.into_iter().collect();
                     state::write_leaves_diff(&mut leaves, &p.base, doc, &touched)?;
+                }
+                (_, _, Some(doc)) => {
+                    let mut base = Doc::default();
+                    read_doc(&leaves, &Path::root(), &mut base)?;
+                    state::write_leaves_diff(&mut leaves, &base, &doc, &[Path::root()])?;
                 }
                 _ => {
                     let exps = txn.open_table(EXPS).map_err(|e| map_db(&dir, e))?;
@@ -359,6 +415,7 @@ impl Store {
                 }
             }
             meta.remove(LEAVES_AT).map_err(|e| map_db(&dir, e))?;
+            meta.remove(LEAVES_STALE_AT).map_err(|e| map_db(&dir, e))?;
         }
         txn.commit().map_err(|e| map_db(&dir, e))
     }
@@ -368,6 +425,19 @@ impl Store {
     fn current_doc(&self, txn: &redb::ReadTransaction, paths: &[Path]) -> Result<Doc, StoreError> {
         let leaves = txn.open_table(LEAVES).map_err(|e| self.map_db(e))?;
         let meta = txn.open_table(META).map_err(|e| self.map_db(e))?;
+        if meta
+            .get(LEAVES_STALE_AT)
+            .map_err(|e| self.map_db(e))?
+            .is_some()
+        {
+            // Only in the process deferring its leaves, which holds the current document
+            // (opening a store rewrites stale leaves).
+            return self.doc_cache.clone().ok_or_else(|| StoreError::Io {
+                path: self.dir.join(DB_FILE),
+                error: "the document leaves are behind and not in memory: open the store again"
+                    .into(),
+            });
+        }
         let mut doc = Doc::default();
         let tail = if meta.get(LEAVES_AT).map_err(|e| self.map_db(e))?.is_some() {
             let exps = txn.open_table(EXPS).map_err(|e| self.map_db(e))?;
@@ -504,10 +574,19 @@ impl Store {
         before: Option<&Doc>,
     ) -> Result<(), StoreError> {
         let dir = self.dir.clone();
-        self.flush()?;
-        self.doc_cache = None;
+        let defer = self.defer_leaves && before.is_some();
+        // A pending of others' experiences goes on; anything else is flushed first (a tail of
+        // local writes, or stale leaves whose pending a failed commit dropped: a replay).
+        if !(defer && self.pending.as_ref().is_some_and(|p| p.stale)) {
+            self.flush()?;
+        }
+        if !defer {
+            self.doc_cache = None;
+        }
         let txn = self.db()?.begin_write().map_err(|e| map_db(&dir, e))?;
         let mut next = self.next;
+        let mut pending = None;
+        let mut flushed = None;
         {
             let mut exps = txn.open_table(EXPS).map_err(|e| map_db(&dir, e))?;
             let mut park = txn.open_table(PARKED).map_err(|e| map_db(&dir, e))?;
@@ -576,8 +655,40 @@ impl Store {
             let mut leaves = txn.open_table(LEAVES).map_err(|e| map_db(&dir, e))?;
             let touched = touched(replica, outcomes);
             match before {
+                Some(before) if defer => {
+                    // Written every LEAVES_EVERY ops, or more when the leaves are large (at most
+                    // BYTES_PER_OP per op, amortized); meanwhile LEAVES_STALE_AT marks them.
+                    let taken = self.pending.take();
+                    let fresh = taken.is_none();
+                    let mut p = taken.unwrap_or_else(|| PendingLeaves {
+                        base: before.clone(),
+                        touched: BTreeSet::new(),
+                        ops: 0,
+                        stale: true,
+                    });
+                    p.touched.extend(touched);
+                    p.ops += ops_added;
+                    if p.ops < LEAVES_EVERY.max(self.deferred_bytes / travel::BYTES_PER_OP) {
+                        if fresh {
+                            meta.insert(LEAVES_STALE_AT, self.next.to_le_bytes().as_slice())
+                                .map_err(|e| map_db(&dir, e))?;
+                        }
+                        pending = Some(p);
+                    } else {
+                        let all: Vec<Path> = p.touched.into_iter().collect();
+                        flushed = Some(state::write_leaves_diff(
+                            &mut leaves,
+                            &p.base,
+                            &state.doc,
+                            &all,
+                        )?);
+                        if !fresh {
+                            meta.remove(LEAVES_STALE_AT).map_err(|e| map_db(&dir, e))?;
+                        }
+                    }
+                }
                 Some(before) => {
-                    state::write_leaves_diff(&mut leaves, before, &state.doc, &touched)?
+                    state::write_leaves_diff(&mut leaves, before, &state.doc, &touched)?;
                 }
                 None => write_leaves(&mut leaves, &state.doc, &touched)?,
             }
@@ -597,6 +708,13 @@ impl Store {
         }
         txn.commit().map_err(|e| map_db(&dir, e))?;
         self.next = next;
+        if defer {
+            self.pending = pending;
+            self.doc_cache = Some(replica.state().doc);
+            if let Some(bytes) = flushed {
+                self.deferred_bytes = bytes;
+            }
+        }
         Ok(())
     }
 
@@ -654,7 +772,7 @@ impl Store {
             "calls need the full fold"
         );
         let dir = self.dir.clone();
-        if self.doc_cache.is_none() {
+        if self.doc_cache.is_none() || self.pending.as_ref().is_some_and(|p| p.stale) {
             self.flush()?;
         }
         let txn = self.db()?.begin_write().map_err(|e| map_db(&dir, e))?;
@@ -787,6 +905,7 @@ impl Store {
                 base: before.unwrap_or_default(),
                 touched: BTreeSet::new(),
                 ops: 0,
+                stale: false,
             });
             let fresh = p.ops == 0 && p.touched.is_empty();
             p.touched.extend(touched);
@@ -848,23 +967,22 @@ impl Store {
         frontier: &VectorClock,
         doc: &dyn Fn() -> Result<Cow<'d, Doc>, StoreError>,
     ) -> Result<(), StoreError> {
-        let (last, since, leaves) = match meta.get("checkpoint").map_err(|e| self.map_db(e))? {
+        let (last, since, bytes) = match meta.get("checkpoint").map_err(|e| self.map_db(e))? {
             Some(v) => read_checkpoint_meta(v.value())?,
             None => (0, 0, 0),
         };
         let since = since + ops_added;
-        let (last, since, leaves) = if travel::checkpoint_due(since, leaves, self.checkpoint_ops) {
+        let (last, since, bytes) = if travel::checkpoint_due(since, bytes, self.checkpoint_ops) {
             let doc = doc()?;
-            if travel::write_checkpoint(txn, upto, frontier, &doc)? {
-                (upto, 0, doc.len())
-            } else {
-                (last, since, leaves)
+            match travel::write_checkpoint(txn, upto, frontier, &doc)? {
+                Some(written) => (upto, 0, written),
+                None => (last, since, bytes),
             }
         } else {
-            (last, since, leaves)
+            (last, since, bytes)
         };
         let mut m = checkpoint_meta(last, since);
-        m.extend_from_slice(&(leaves as u64).to_le_bytes());
+        m.extend_from_slice(&bytes.to_le_bytes());
         meta.insert("checkpoint", m.as_slice())
             .map_err(|e| self.map_db(e))?;
         Ok(())
@@ -1088,14 +1206,16 @@ fn checkpoint_meta(last: u64, since: u64) -> Vec<u8> {
     m
 }
 
-fn read_checkpoint_meta(bytes: &[u8]) -> Result<(u64, u64, usize), StoreError> {
+/// The last checkpoint's arrival, the ops since, and the last checkpoint's size in bytes
+/// (stores written before sizes were recorded hold its number of leaves there, or nothing).
+fn read_checkpoint_meta(bytes: &[u8]) -> Result<(u64, u64, u64), StoreError> {
     let word = |i: usize| {
         bytes
             .get(i * 8..i * 8 + 8)
             .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
     };
     match (word(0), word(1)) {
-        (Some(last), Some(since)) => Ok((last, since, word(2).unwrap_or(0) as usize)),
+        (Some(last), Some(since)) => Ok((last, since, word(2).unwrap_or(0))),
         _ => Err(corrupt("the checkpoint record is malformed")),
     }
 }

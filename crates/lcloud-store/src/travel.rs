@@ -193,12 +193,14 @@ type Writers = BTreeMap<Id, (u32, u64)>;
 /// wrote each experience the leaves still name (so time travel never looks an id up). Those
 /// writers are the previous checkpoint's plus the experiences indexed since it. Returns
 /// whether it was written.
+/// Writes a checkpoint of `doc` after the first `upto` arrivals. Returns the bytes written, or
+/// `None` when no checkpoint can be written (see below).
 pub(crate) fn write_checkpoint(
     txn: &WriteTransaction,
     upto: u64,
     clock: &VectorClock,
     doc: &Doc,
-) -> Result<bool, StoreError> {
+) -> Result<Option<u64>, StoreError> {
     let mut known: Writers = BTreeMap::new();
     let from = {
         let table = txn.open_table(CHECKPOINT_WRITERS).map_err(db)?;
@@ -223,7 +225,7 @@ pub(crate) fn write_checkpoint(
             // Only a refold after a fork (quarantine) can bring back an element whose writer
             // the chain of checkpoints has not seen; time travel through the index is off once
             // anyone forked, so this checkpoint is simply not written.
-            None => return Ok(false),
+            None => return Ok(None),
         }
     }
     let clock: Vec<(&NodeId, &u64)> = clock.0.iter().collect();
@@ -232,19 +234,21 @@ pub(crate) fn write_checkpoint(
         .leaves_under(&root)
         .map(|(p, l)| (p, ByteBuf(l.to_bytes())))
         .collect();
+    let leaves = sealed(&to_canonical(&leaves));
+    let writers = sealed(&to_canonical(&writers));
     txn.open_table(CHECKPOINT_CLOCKS)
         .map_err(db)?
         .insert(upto, sealed(&to_canonical(&clock)).as_slice())
         .map_err(db)?;
     txn.open_table(CHECKPOINTS)
         .map_err(db)?
-        .insert(upto, sealed(&to_canonical(&leaves)).as_slice())
+        .insert(upto, leaves.as_slice())
         .map_err(db)?;
     txn.open_table(CHECKPOINT_WRITERS)
         .map_err(db)?
-        .insert(upto, sealed(&to_canonical(&writers)).as_slice())
+        .insert(upto, writers.as_slice())
         .map_err(db)?;
-    Ok(true)
+    Ok(Some((leaves.len() + writers.len()) as u64))
 }
 
 fn decode_checkpoint_clock(rec: &[u8]) -> Result<VectorClock, StoreError> {
@@ -412,9 +416,17 @@ pub(crate) fn document_at(
     Ok(doc)
 }
 
-/// Whether a new checkpoint is due: `ops_since` ops since the last, against the threshold.
-pub(crate) fn checkpoint_due(ops_since: u64, leaves: usize, min: u64) -> bool {
-    ops_since >= min.max(leaves as u64)
+/// Bytes of checkpoint (or of rewritten leaves) each op may cost, amortized: the next
+/// checkpoint waits for at least the last one's size divided by this many ops. A state whose
+/// leaves grow with history (a set that is only added to, a counter's increments) would
+/// otherwise be written whole every few thousand ops: quadratic in the history.
+pub(crate) const BYTES_PER_OP: u64 = 64;
+
+/// Whether a new checkpoint is due: `ops_since` ops since the last, whose size was
+/// `last_bytes`, against the fewest ops between checkpoints. Time travel replays at most this
+/// many ops after reading a checkpoint, so its cost stays proportional to the checkpoint's.
+pub(crate) fn checkpoint_due(ops_since: u64, last_bytes: u64, min: u64) -> bool {
+    ops_since >= min.max(last_bytes / BYTES_PER_OP)
 }
 
 /// Number of entries in the index (for stores created before it existed: 0).
