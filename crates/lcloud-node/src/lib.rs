@@ -68,7 +68,8 @@ pub enum NodeError {
 /// Runs a node until SIGTERM or Ctrl-C. Prints `p2p ADDR` for every listen address and `api
 /// http://ADDR` once the API listens (one line each on stdout), then `stopped` when done.
 pub fn run(config: Config) -> Result<(), NodeError> {
-    let store = Store::open(&config.dir)?;
+    // The whole history, loaded once (leaves a crash left behind are written from it).
+    let (store, replica) = Store::open_loaded(&config.dir, &mut |_| {})?;
     let identity =
         Identity::load(&config.dir)?.ok_or_else(|| NodeError::NoIdentity(config.dir.clone()))?;
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -76,10 +77,15 @@ pub fn run(config: Config) -> Result<(), NodeError> {
         .enable_all()
         .build()
         .map_err(|e| NodeError::Runtime(e.to_string()))?;
-    rt.block_on(serve(config, store, identity))
+    rt.block_on(serve(config, store, replica, identity))
 }
 
-async fn serve(config: Config, store: Store, identity: Identity) -> Result<(), NodeError> {
+async fn serve(
+    config: Config,
+    store: Store,
+    replica: lcloud_core::Replica,
+    identity: Identity,
+) -> Result<(), NodeError> {
     let cloud = store.cloud();
     let mut net = lcloud_net::start(lcloud_net::Config {
         secret: identity.key().to_bytes(),
@@ -92,7 +98,14 @@ async fn serve(config: Config, store: Store, identity: Identity) -> Result<(), N
     let me = net.peer;
     let (inbox, rx) = mpsc::unbounded_channel::<Msg>();
     let (announce, _) = broadcast::channel(4096);
-    let node = Node::open(me, store, identity, net.commands.clone(), announce.clone())?;
+    let node = Node::open(
+        me,
+        store,
+        replica,
+        identity,
+        net.commands.clone(),
+        announce.clone(),
+    )?;
     let core = std::thread::Builder::new()
         .name("lcloud-node".into())
         .spawn(move || node.run(rx))

@@ -290,16 +290,16 @@ pub struct Node {
 }
 
 impl Node {
-    /// Loads the store's history into a replica.
+    /// The core over a store and the replica of its whole history (`Store::open_loaded`).
     pub fn open(
         me: Peer,
         store: Store,
+        replica: Replica,
         identity: Identity,
         net: mpsc::Sender<Command>,
         announce: broadcast::Sender<Announced>,
     ) -> Result<Node, StoreError> {
         let mut store = store;
-        let replica = store.load(&mut |_| {})?;
         let persisted = replica.state().doc;
         // The node holds the whole document: leaves are written every few thousand ops, not
         // at every commit (a large set or counter would otherwise be rewritten per write).
@@ -954,10 +954,7 @@ impl Node {
     /// again (redb refuses everything after a failed write until then) and load it. `false`:
     /// the store is still unusable (see [`Node::unstored`]).
     fn reload(&mut self) -> bool {
-        let loaded = self
-            .store
-            .reopen()
-            .and_then(|()| self.store.load(&mut |_| {}));
+        let loaded = self.store.reopen_loaded(&mut |_| {});
         match loaded {
             Ok(r) => {
                 if self.unstored.take().is_some() {

@@ -281,6 +281,69 @@ impl Store {
 
     /// Opens the store in `dir`.
     pub fn open(dir: &FsPath) -> Result<Store, StoreError> {
+        let mut store = Store::open_behind(dir)?;
+        // If the committer or a node stopped (crashed) before writing its last leaves.
+        store.flush()?;
+        Ok(store)
+    }
+
+    /// Opens the store in `dir` and loads its replica (the whole history), as a node does.
+    /// Leaves a crash left behind are written from that replica, not from a replay of their
+    /// own: a node killed with `kill -9` starts after one replay, not two.
+    pub fn open_loaded(
+        dir: &FsPath,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<(Store, Replica), StoreError> {
+        let mut store = Store::open_behind(dir)?;
+        let replica = store.load(progress)?;
+        store.catch_up_leaves(&replica.state().doc)?;
+        Ok((store, replica))
+    }
+
+    /// [`Store::reopen`] and [`Store::load`] in one, as [`Store::open_loaded`].
+    pub fn reopen_loaded(&mut self, progress: &mut dyn FnMut(u64)) -> Result<Replica, StoreError> {
+        self.db = None;
+        let (fresh, replica) = Store::open_loaded(&self.dir, progress)?;
+        self.db = fresh.db;
+        self.cloud = fresh.cloud;
+        self.next = fresh.next;
+        self.doc_cache = None;
+        self.pending = None;
+        Ok(replica)
+    }
+
+    /// Writes the leaves from `doc`, the fold of everything stored, if they are behind.
+    fn catch_up_leaves(&mut self, doc: &Doc) -> Result<(), StoreError> {
+        let dir = self.dir.clone();
+        {
+            let txn = self.db()?.begin_read().map_err(|e| map_db(&dir, e))?;
+            let meta = txn.open_table(META).map_err(|e| map_db(&dir, e))?;
+            if meta.get(LEAVES_AT).map_err(|e| map_db(&dir, e))?.is_none()
+                && meta
+                    .get(LEAVES_STALE_AT)
+                    .map_err(|e| map_db(&dir, e))?
+                    .is_none()
+            {
+                return Ok(());
+            }
+        }
+        let txn = self.db()?.begin_write().map_err(|e| map_db(&dir, e))?;
+        {
+            let mut meta = txn.open_table(META).map_err(|e| map_db(&dir, e))?;
+            let mut leaves = txn.open_table(LEAVES).map_err(|e| map_db(&dir, e))?;
+            let mut base = Doc::default();
+            read_doc(&leaves, &Path::root(), &mut base)?;
+            state::write_leaves_diff(&mut leaves, &base, doc, &[Path::root()])?;
+            meta.remove(LEAVES_AT).map_err(|e| map_db(&dir, e))?;
+            meta.remove(LEAVES_STALE_AT).map_err(|e| map_db(&dir, e))?;
+        }
+        txn.commit().map_err(|e| map_db(&dir, e))?;
+        self.pending = None;
+        Ok(())
+    }
+
+    /// Opens the store without bringing its leaves up to date.
+    fn open_behind(dir: &FsPath) -> Result<Store, StoreError> {
         guard(dir, || Store::open_unguarded(dir))
     }
 
@@ -307,13 +370,8 @@ impl Store {
             .ok_or_else(|| corrupt("the store names no cloud"))?;
         let exps = txn.open_table(EXPS).map_err(|e| map_db(dir, e))?;
         let next = exps.len().map_err(|e| map_db(dir, e))?;
-        let behind = meta.get(LEAVES_AT).map_err(|e| map_db(dir, e))?.is_some()
-            || meta
-                .get(LEAVES_STALE_AT)
-                .map_err(|e| map_db(dir, e))?
-                .is_some();
         drop((meta, exps, txn));
-        let mut store = Store {
+        Ok(Store {
             db: Some(db),
             dir: dir.to_owned(),
             cloud,
@@ -325,12 +383,7 @@ impl Store {
             pending: None,
             checkpoint_ops: travel::CHECKPOINT_OPS_MIN,
             signed: Arc::new(SignedSeq::new(dir)),
-        };
-        if behind {
-            // The committer or the node stopped (crashed) before writing its last leaves.
-            store.flush()?;
-        }
-        Ok(store)
+        })
     }
 
     /// Keep the whole current document in memory between local writes (for a long-lived

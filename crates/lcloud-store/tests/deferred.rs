@@ -19,8 +19,8 @@ struct Node {
 
 impl Node {
     fn open(dir: &std::path::Path) -> Node {
-        let mut store = Store::open(dir).unwrap();
-        let replica = store.load(&mut |_| {}).unwrap();
+        // As a node opens its store: leaves a crash left behind are written from the replica.
+        let (mut store, replica) = Store::open_loaded(dir, &mut |_| {}).unwrap();
         store.defer_leaves(true).unwrap();
         let persisted = replica.state().doc;
         Node {
@@ -131,7 +131,8 @@ fn deferred_leaves_stay_the_fold_of_the_history_through_crashes_and_stops() {
             ops_written > 3 * 4096 && crashes > 2 && stops > 2,
             "round {round}: the flush interval crossed several times ({ops_written} ops), and several crashes ({crashes}) and stops ({stops})"
         );
-        // Last, a crash, and a process that only reads (as `lcloud state` does).
+        // Last, a crash, and a process that only reads (as `lcloud state` does): opening the
+        // store replays the history to write the leaves.
         let root = node.replica.root();
         drop(node);
         let store = Store::open(dir.path()).unwrap();
