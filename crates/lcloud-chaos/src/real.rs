@@ -265,14 +265,30 @@ struct Proc {
     child: Option<Child>,
 }
 
-/// A small tmpfs (root), unmounted when dropped.
+/// A tmpfs (root), unmounted when dropped.
 struct Tmpfs(PathBuf);
 
+/// Bytes of store per experience the disk-full node's tmpfs makes room for (its store file
+/// measured ~1.3 KB per experience of the real tier's history, free pages included).
+const STORE_BYTES_PER_EXPERIENCE: u64 = 2048;
+
+/// The disk-full node's tmpfs: room for the whole history the run will write (so that the disk
+/// is full only when the harness fills it), and at least 64 MiB.
+fn tmpfs_mib(cfg: &Config) -> u64 {
+    // Unpaced clients: assume 100 writes per second per node.
+    let rate = if cfg.rate > 0.0 { cfg.rate } else { 100.0 };
+    let experiences = rate * cfg.nodes as f64 * cfg.seconds as f64;
+    64.max((experiences * STORE_BYTES_PER_EXPERIENCE as f64 / f64::from(1 << 20)).ceil() as u64)
+}
+
 impl Tmpfs {
-    fn mount(at: &Path) -> Result<Tmpfs, String> {
+    fn mount(at: &Path, mib: u64) -> Result<Tmpfs, String> {
         std::fs::create_dir_all(at).map_err(|e| e.to_string())?;
         let p = at.to_str().ok_or("utf-8 path")?;
-        run_cmd("mount", &["-t", "tmpfs", "-o", "size=64m", "tmpfs", p])?;
+        run_cmd(
+            "mount",
+            &["-t", "tmpfs", "-o", &format!("size={mib}m"), "tmpfs", p],
+        )?;
         Ok(Tmpfs(at.to_owned()))
     }
 }
@@ -544,7 +560,7 @@ pub fn run(cfg: &Config) -> Result<Outcome, String> {
     // The last node's directory is a small tmpfs of its own, to be filled (disk full).
     let full_node = cfg.nodes;
     std::fs::create_dir_all(&dirs[full_node - 1]).map_err(|e| e.to_string())?;
-    let tmpfs = Tmpfs::mount(&dirs[full_node - 1].with_extension("tmpfs"))?;
+    let tmpfs = Tmpfs::mount(&dirs[full_node - 1].with_extension("tmpfs"), tmpfs_mib(cfg))?;
     copy_dir(&dirs[full_node - 1], &tmpfs.0)?;
     dirs[full_node - 1] = tmpfs.0.clone();
     let faketime = faketime();
