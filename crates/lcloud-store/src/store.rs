@@ -200,12 +200,18 @@ impl Store {
         // redb allows one handle per file: close first.
         self.db = None;
         let fresh = Store::open(&self.dir)?;
+        self.adopt(fresh);
+        Ok(())
+    }
+
+    /// Takes the database and what was read at opening from `fresh`, dropping every cache;
+    /// keeps this handle's settings.
+    fn adopt(&mut self, fresh: Store) {
         self.db = fresh.db;
         self.cloud = fresh.cloud;
         self.next = fresh.next;
         self.doc_cache = None;
         self.pending = None;
-        Ok(())
     }
 
     /// Whether `dir` holds a store.
@@ -304,11 +310,7 @@ impl Store {
     pub fn reopen_loaded(&mut self, progress: &mut dyn FnMut(u64)) -> Result<Replica, StoreError> {
         self.db = None;
         let (fresh, replica) = Store::open_loaded(&self.dir, progress)?;
-        self.db = fresh.db;
-        self.cloud = fresh.cloud;
-        self.next = fresh.next;
-        self.doc_cache = None;
-        self.pending = None;
+        self.adopt(fresh);
         Ok(replica)
     }
 
@@ -434,24 +436,18 @@ impl Store {
         };
         // Others' experiences since the leaves were written, and nothing in memory that holds
         // the current document: only a replay can say what the leaves must hold.
-        let replayed = match (&self.pending, &self.doc_cache) {
-            (Some(_), Some(_)) => None,
-            _ if stale => Some(self.load_unguarded(&mut |_| {})?.state().doc),
-            _ => None,
-        };
+        if stale && !(self.pending.is_some() && self.doc_cache.is_some()) {
+            let doc = self.load_unguarded(&mut |_| {})?.state().doc;
+            return self.catch_up_leaves(&doc);
+        }
         let txn = self.db()?.begin_write().map_err(|e| map_db(&dir, e))?;
         {
             let mut meta = txn.open_table(META).map_err(|e| map_db(&dir, e))?;
             let mut leaves = txn.open_table(LEAVES).map_err(|e| map_db(&dir, e))?;
-            match (self.pending.take(), &self.doc_cache, replayed) {
-                (Some(p), Some(doc), _) => {
+            match (self.pending.take(), &self.doc_cache) {
+                (Some(p), Some(doc)) => {
                     let touched: Vec<Path> = p.touched.into_iter().collect();
                     state::write_leaves_diff(&mut leaves, &p.base, doc, &touched)?;
-                }
-                (_, _, Some(doc)) => {
-                    let mut base = Doc::default();
-                    read_doc(&leaves, &Path::root(), &mut base)?;
-                    state::write_leaves_diff(&mut leaves, &base, &doc, &[Path::root()])?;
                 }
                 _ => {
                     let exps = txn.open_table(EXPS).map_err(|e| map_db(&dir, e))?;
