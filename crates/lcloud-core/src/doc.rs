@@ -62,6 +62,15 @@ type LeafRecord = (
     Vec<(crate::codec::ByteBuf, Vec<Dot>)>,
 );
 
+/// A borrowed byte string that encodes as [`crate::codec::ByteBuf`] does.
+struct Bytes<'a>(&'a [u8]);
+
+impl Serialize for Bytes<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(self.0)
+    }
+}
+
 /// Answers "had the op at `by` observed the element written at `elem`?".
 pub trait Observer {
     /// True if `elem`'s experience precedes `by`'s, or is the same experience at a lower op.
@@ -87,15 +96,14 @@ pub struct Leaf {
 impl Leaf {
     /// The canonical bytes of this leaf, for storage.
     pub fn to_bytes(&self) -> Vec<u8> {
-        let record: LeafRecord = (
-            self.regs.clone(),
-            self.incs.iter().map(|(d, n)| (*d, *n)).collect(),
-            self.elems
-                .iter()
-                .map(|(k, ds)| (crate::codec::ByteBuf(k.clone()), ds.clone()))
-                .collect(),
-        );
-        crate::codec::to_canonical(&record)
+        // The same encoding as `LeafRecord`, borrowing the values instead of cloning them.
+        let incs: Vec<(Dot, i64)> = self.incs.iter().map(|(d, n)| (*d, *n)).collect();
+        let elems: Vec<(Bytes<'_>, &[Dot])> = self
+            .elems
+            .iter()
+            .map(|(k, ds)| (Bytes(k), ds.as_slice()))
+            .collect();
+        crate::codec::to_canonical(&(&self.regs, incs, elems))
     }
 
     /// Decodes [`Leaf::to_bytes`].
@@ -188,8 +196,8 @@ impl Doc {
     pub fn apply(&mut self, op: &Op, dot: Dot, obs: &dyn Observer) {
         match op {
             Op::Set { path, value } => {
-                self.remove_observed_below(path, &dot, obs);
-                let leaf = self.leaf_mut(path);
+                let present = self.remove_observed_below(path, &dot, obs);
+                let leaf = self.leaf_mut_known(path, present);
                 leaf.remove_observed(&dot, obs);
                 match value {
                     Value::Map(_) => self.write(path, value, dot),
@@ -227,8 +235,14 @@ impl Doc {
     }
 
     fn leaf_mut(&mut self, path: &Path) -> &mut Leaf {
-        // Look up once on the common path (the leaf exists); insert only when it does not.
-        if self.leaves.get_mut(path).is_none() {
+        let present = self.leaves.contains_key(path);
+        self.leaf_mut_known(path, present)
+    }
+
+    /// [`Doc::leaf_mut`] when the caller already knows whether the leaf is `present` (one
+    /// lookup fewer).
+    fn leaf_mut_known(&mut self, path: &Path, present: bool) -> &mut Leaf {
+        if !present {
             self.leaves
                 .insert(Arc::new(path.clone()), Arc::new(Leaf::default()));
         }
@@ -266,12 +280,16 @@ impl Doc {
         self.remove_observed_below(scope, by, obs);
     }
 
-    /// `remove_observed` for the paths strictly below `scope`.
-    fn remove_observed_below(&mut self, scope: &Path, by: &Dot, obs: &dyn Observer) {
-        let touched: Vec<Arc<Path>> = self
+    /// `remove_observed` for the paths strictly below `scope`. Returns whether a leaf is at
+    /// `scope` itself (found by the same seek).
+    fn remove_observed_below(&mut self, scope: &Path, by: &Dot, obs: &dyn Observer) -> bool {
+        let mut under = self
             .leaves
-            .range::<_, Path>((Bound::Excluded(scope), Bound::Unbounded))
+            .range::<_, Path>((Bound::Included(scope), Bound::Unbounded))
             .take_while(|(p, _)| p.starts_with(scope))
+            .peekable();
+        let present = under.next_if(|(p, _)| ***p == *scope).is_some();
+        let touched: Vec<Arc<Path>> = under
             .filter(|(_, leaf)| leaf.any_observed(by, obs))
             .map(|(p, _)| p.clone())
             .collect();
@@ -285,6 +303,7 @@ impl Doc {
                 self.leaves.remove(&*p);
             }
         }
+        present
     }
 
     /// The leaves at and below `path`, in path order.
@@ -425,5 +444,41 @@ impl Tree<'_> {
             return Some(Value::Map(children));
         }
         leaf.and_then(Leaf::winner).cloned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dot(depth: u64, op: u32) -> Dot {
+        Dot {
+            depth,
+            exp: Id([depth as u8; 32]),
+            op,
+        }
+    }
+
+    #[test]
+    fn a_leaf_encodes_as_its_record_and_decodes_back() {
+        let mut leaf = Leaf::default();
+        leaf.insert_reg(dot(1, 0), Value::from("x".repeat(40).as_str()));
+        leaf.insert_reg(dot(2, 1), Value::from(7i64));
+        leaf.incs.insert(dot(3, 0), -4);
+        leaf.incs.insert(dot(4, 2), 9);
+        leaf.inc_sum = 5;
+        leaf.elems.insert(vec![1, 2, 3], vec![dot(5, 0), dot(6, 1)]);
+        leaf.elems.insert(vec![0xff], vec![dot(7, 0)]);
+        let record: LeafRecord = (
+            leaf.regs.clone(),
+            leaf.incs.iter().map(|(d, n)| (*d, *n)).collect(),
+            leaf.elems
+                .iter()
+                .map(|(k, ds)| (crate::codec::ByteBuf(k.clone()), ds.clone()))
+                .collect(),
+        );
+        let bytes = leaf.to_bytes();
+        assert_eq!(bytes, crate::codec::to_canonical(&record));
+        assert_eq!(Leaf::from_bytes(&bytes).unwrap(), leaf);
     }
 }
