@@ -403,7 +403,8 @@ impl Lattice {
         self.insert_arc(Arc::new(exp))
     }
 
-    fn insert_arc(&mut self, exp: Arc<Verified<Experience>>) -> Result<Inserted, InsertError> {
+    /// [`Lattice::insert`] of an experience the caller shares (it keeps a handle, not a copy).
+    pub fn insert_arc(&mut self, exp: Arc<Verified<Experience>>) -> Result<Inserted, InsertError> {
         let mut out = Inserted::default();
         let id = exp.id();
         if self.by_id.contains_key(&id) || self.parked.contains_key(&id) {

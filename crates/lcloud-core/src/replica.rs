@@ -2,7 +2,7 @@
 //! the views built on them (time travel, one node's chain, perspective, without a node, diff,
 //! the stable frontier).
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use ed25519_consensus::SigningKey;
 
@@ -139,7 +139,12 @@ impl Replica {
 
     /// Inserts a verified experience and folds whatever it admits.
     pub fn insert(&mut self, exp: Verified<Experience>) -> Result<Inserted, InsertError> {
-        let out = self.lattice.insert(exp)?;
+        self.insert_arc(Arc::new(exp))
+    }
+
+    /// [`Replica::insert`] of an experience the caller shares (it keeps a handle, not a copy).
+    pub fn insert_arc(&mut self, exp: Arc<Verified<Experience>>) -> Result<Inserted, InsertError> {
+        let out = self.lattice.insert_arc(exp)?;
         self.after_insert(&out);
         Ok(out)
     }

@@ -703,6 +703,12 @@ impl Store {
                 .map_err(|e| map_db(&dir, e))?;
             let mut leaves = txn.open_table(LEAVES).map_err(|e| map_db(&dir, e))?;
             let touched = touched(replica, outcomes);
+            let owned = || -> Vec<Path> {
+                match &touched {
+                    Some(paths) => paths.iter().map(|p| (*p).clone()).collect(),
+                    None => vec![Path::root()],
+                }
+            };
             match before {
                 Some(before) if defer => {
                     // Written every LEAVES_EVERY ops, or more when the leaves are large (at most
@@ -715,7 +721,19 @@ impl Store {
                         ops: 0,
                         stale: true,
                     });
-                    p.touched.extend(touched);
+                    match touched {
+                        // Hot paths are cloned once per flush, not once per write.
+                        Some(paths) => {
+                            for path in paths {
+                                if !p.touched.contains(path) {
+                                    p.touched.insert(path.clone());
+                                }
+                            }
+                        }
+                        None => {
+                            p.touched.insert(Path::root());
+                        }
+                    }
                     p.ops += ops_added;
                     if p.ops < LEAVES_EVERY.max(self.deferred_bytes / travel::BYTES_PER_OP) {
                         if fresh {
@@ -737,9 +755,9 @@ impl Store {
                     }
                 }
                 Some(before) => {
-                    state::write_leaves_diff(&mut leaves, before, &state.doc, &touched)?;
+                    state::write_leaves_diff(&mut leaves, before, &state.doc, &owned())?;
                 }
-                None => write_leaves(&mut leaves, &state.doc, &touched)?,
+                None => write_leaves(&mut leaves, &state.doc, &owned())?,
             }
             if calls {
                 meta.insert("has_calls", [1u8].as_slice())
@@ -1283,21 +1301,23 @@ fn read_summary(
 }
 
 /// The document paths whose leaves `outcomes` may have changed.
-fn touched(replica: &Replica, outcomes: &[&Inserted]) -> Vec<Path> {
+/// The paths the admitted experiences' ops write, borrowed from the replica (not
+/// deduplicated); `None` when the whole document may have changed (a genesis, a refold).
+fn touched<'r>(replica: &'r Replica, outcomes: &[&Inserted]) -> Option<Vec<&'r Path>> {
     let quarantine = replica.lattice().rules().fork_policy == ForkPolicy::Quarantine;
     if quarantine && outcomes.iter().any(|o| !o.forks.is_empty()) {
-        return vec![Path::root()];
+        return None;
     }
     let mut paths = Vec::new();
     for idx in outcomes.iter().flat_map(|o| o.admitted.iter()) {
         for op in replica.lattice().get(*idx).ops() {
             match op {
-                Op::Genesis(_) => return vec![Path::root()],
-                other => paths.extend(other.path().cloned()),
+                Op::Genesis(_) => return None,
+                other => paths.extend(other.path()),
             }
         }
     }
-    paths
+    Some(paths)
 }
 
 /// The experiences stored since the leaves were last written (from [`LEAVES_AT`] to `next`):
