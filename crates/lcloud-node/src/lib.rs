@@ -70,6 +70,13 @@ pub enum NodeError {
 pub fn run(config: Config) -> Result<(), NodeError> {
     // The whole history, loaded once (leaves a crash left behind are written from it).
     let (store, replica) = Store::open_loaded(&config.dir, &mut |_| {})?;
+    if store.leaves_behind().unwrap_or(false) {
+        tracing::warn!(
+            dir = %config.dir.display(),
+            "disk full: started without writing the document leaves a crash left behind; \
+             writes are refused until space is freed, then the first commit writes them"
+        );
+    }
     let identity =
         Identity::load(&config.dir)?.ok_or_else(|| NodeError::NoIdentity(config.dir.clone()))?;
     let rt = tokio::runtime::Builder::new_multi_thread()

@@ -306,7 +306,7 @@ impl Node {
         // The node holds the whole document: leaves are written every few thousand ops, not
         // at every commit (a large set or counter would otherwise be rewritten per write).
         store.defer_leaves(true)?;
-        Ok(Node {
+        let mut node = Node {
             persisted,
             me,
             store,
@@ -319,7 +319,24 @@ impl Node {
             unstored: None,
             scores: BTreeMap::new(),
             metrics: Metrics::default(),
-        })
+        };
+        if let Err(e) = node.record_own() {
+            tracing::error!(error = %e, "cannot record the highest seq this node signed; serving nothing until it can");
+            node.unstored = Some(e.to_string());
+        }
+        Ok(node)
+    }
+
+    /// Records in `signed-seq` the highest seq of this node's chain the store holds. An
+    /// experience stored but not recorded (the record failed on a full disk, or a crash came
+    /// between the two) must reach no peer before it is: a store restored from a backup
+    /// could otherwise sign its seq again.
+    fn record_own(&self) -> Result<(), StoreError> {
+        let height = self.replica.lattice().height(&self.identity.id());
+        if height > 0 {
+            self.store.record_signed(height)?;
+        }
+        Ok(())
     }
 
     /// Handles messages until [`Msg::Stop`] or until every sender is gone.
@@ -960,14 +977,18 @@ impl Node {
         let loaded = self.store.reopen_loaded(&mut |_| {});
         match loaded {
             Ok(r) => {
-                if self.unstored.take().is_some() {
-                    tracing::warn!("the store works again");
-                }
                 self.persisted = r.state().doc;
                 self.replica = r;
                 // What peers lack is found again by the next exchange.
                 for s in self.peers.values_mut() {
                     s.pushing.clear();
+                }
+                if let Err(e) = self.record_own() {
+                    self.unstored = Some(e.to_string());
+                    return false;
+                }
+                if self.unstored.take().is_some() {
+                    tracing::warn!("the store works again");
                 }
                 true
             }
@@ -1020,7 +1041,9 @@ impl Node {
         }
         self.persisted = self.replica.state().doc;
         if let Err(e) = self.store.record_signed(exp.seq()) {
-            // Stored, but not acknowledged: the outcome is unknown to the writer.
+            // Stored, but not acknowledged: the outcome is unknown to the writer. Nothing
+            // reaches a peer until `reload` has recorded it.
+            self.unstored = Some(e.to_string());
             return Err(WriteError::Unavailable(e.to_string()));
         }
         self.metrics.written += 1;

@@ -38,6 +38,11 @@ impl SignedSeq {
             return Ok(v);
         }
         let v = match fs::read_to_string(&self.path) {
+            // Created but never written: the first `record` failed (a full disk) or a crash
+            // came before its data reached the disk. Either way it returned an error, so
+            // nothing was acknowledged or published on its account: nothing is recorded yet.
+            // (Once written, the file is only ever overwritten in place, never shortened.)
+            Ok(t) if t.is_empty() => 0,
             Ok(t) => t.trim().parse().map_err(|_| StoreError::Corrupt {
                 what: format!("{} does not hold a number", self.path.display()),
             })?,
@@ -86,5 +91,25 @@ impl SignedSeq {
                 Err(StoreError::io(&self.path, e))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_file_records_nothing_and_garbage_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        // What a first record that failed on a full disk leaves: the file, created, empty.
+        fs::write(dir.path().join(FILE), b"").unwrap();
+        let s = SignedSeq::new(dir.path());
+        assert_eq!(s.get().unwrap(), 0);
+        s.record(7).unwrap();
+        assert_eq!(SignedSeq::new(dir.path()).get().unwrap(), 7);
+        // Anything else that is not a number is corruption, named as such.
+        fs::write(dir.path().join(FILE), b"12x\n").unwrap();
+        let err = SignedSeq::new(dir.path()).get().unwrap_err();
+        assert!(err.to_string().contains("does not hold a number"), "{err}");
     }
 }

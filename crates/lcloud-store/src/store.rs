@@ -296,14 +296,41 @@ impl Store {
     /// Opens the store in `dir` and loads its replica (the whole history), as a node does.
     /// Leaves a crash left behind are written from that replica, not from a replay of their
     /// own: a node killed with `kill -9` starts after one replay, not two.
+    ///
+    /// On a full disk those leaves cannot be written; the store opens anyway, with them still
+    /// marked behind ([`Store::leaves_behind`]): everything stored is there and the replica
+    /// holds the current state, so a node can serve reads and take writes again once space is
+    /// freed (its first commit then writes the leaves).
     pub fn open_loaded(
         dir: &FsPath,
         progress: &mut dyn FnMut(u64),
     ) -> Result<(Store, Replica), StoreError> {
         let mut store = Store::open_behind(dir)?;
         let replica = store.load(progress)?;
-        store.catch_up_leaves(&replica.state().doc)?;
+        match store.catch_up_leaves(&replica.state().doc) {
+            Ok(()) => {}
+            Err(StoreError::DiskFull(_)) => {
+                // redb refuses everything after a failed write until opened again.
+                store.db = None;
+                let fresh = Store::open_behind(dir)?;
+                store.adopt(fresh);
+            }
+            Err(e) => return Err(e),
+        }
         Ok((store, replica))
+    }
+
+    /// Whether the document leaves lag the stored history (written by a later flush or
+    /// commit; readers that use them apply or replay what they lack).
+    pub fn leaves_behind(&self) -> Result<bool, StoreError> {
+        let dir = self.dir.clone();
+        let txn = self.db()?.begin_read().map_err(|e| map_db(&dir, e))?;
+        let meta = txn.open_table(META).map_err(|e| map_db(&dir, e))?;
+        Ok(meta.get(LEAVES_AT).map_err(|e| map_db(&dir, e))?.is_some()
+            || meta
+                .get(LEAVES_STALE_AT)
+                .map_err(|e| map_db(&dir, e))?
+                .is_some())
     }
 
     /// [`Store::reopen`] and [`Store::load`] in one, as [`Store::open_loaded`].
