@@ -561,25 +561,42 @@ fn every_read_and_write_command_works_through_the_api() {
     assert_eq!(a.state(), now);
 }
 
+/// Two members, a and b, b's directory on a 16 MiB tmpfs of its own (to be filled):
+/// `(a's dir, b's dir, the mount)`, or `None` where no tmpfs can be mounted (needs root).
+fn cloud_with_b_on_tmpfs(base: &Path) -> Option<(PathBuf, PathBuf, Tmpfs)> {
+    let dirs = cloud(base, &["a", "b"], None);
+    let tmpfs = Tmpfs::mount(&base.join("small"), "16m")?;
+    let b_dir = tmpfs.path().join("b");
+    std::fs::create_dir(&b_dir).unwrap();
+    for f in std::fs::read_dir(&dirs[1]).unwrap() {
+        let f = f.unwrap();
+        std::fs::copy(f.path(), b_dir.join(f.file_name())).unwrap();
+    }
+    Some((dirs[0].clone(), b_dir, tmpfs))
+}
+
+/// Adds `v` to the set `/s` through `node`'s API: (status, body).
+fn add_through_api(node: &NodeProc, v: u32) -> (u16, String) {
+    http(
+        node.api.trim_start_matches("http://"),
+        "POST",
+        "/api/ops",
+        &format!(r#"{{"ops":[{{"op":"add","path":"/s","value":{v}}}]}}"#),
+    )
+}
+
 /// A node killed while its document leaves were behind starts again on a full disk: it
 /// serves what it holds, refuses writes with 503 until space is freed, then writes and
 /// catches up; its store verifies.
 #[test]
 fn a_node_killed_with_its_leaves_behind_starts_on_a_full_disk() {
     let base = tempfile::tempdir().unwrap();
-    let dirs = cloud(base.path(), &["a", "b"], None);
-    let mnt = base.path().join("small");
-    let Some(_tmpfs) = Tmpfs::mount(&mnt, "16m") else {
+    let Some((a_dir, b_dir, tmpfs)) = cloud_with_b_on_tmpfs(base.path()) else {
         println!("skipped: cannot mount a tmpfs here (needs root)");
         return;
     };
-    let b_dir = mnt.join("b");
-    std::fs::create_dir(&b_dir).unwrap();
-    for f in std::fs::read_dir(&dirs[1]).unwrap() {
-        let f = f.unwrap();
-        std::fs::copy(f.path(), b_dir.join(f.file_name())).unwrap();
-    }
-    let a = NodeProc::start(&dirs[0], &[]);
+    let mnt = tmpfs.path();
+    let a = NodeProc::start(&a_dir, &[]);
     let mut b = NodeProc::start(&b_dir, &[&a.p2p]);
     // a's experiences, received by b: b defers its leaves (they are behind until a flush),
     // and they are large (a set of 200 KB is one leaf), so writing them needs space.
@@ -595,15 +612,7 @@ fn a_node_killed_with_its_leaves_behind_starts_on_a_full_disk() {
     // It starts, and serves everything it held.
     let b = NodeProc::start(&b_dir, &[&a.p2p]);
     assert_eq!(b.state(), before, "the state after a start on a full disk");
-    let b_addr = b.api.trim_start_matches("http://").to_owned();
-    let write = |v: u32| {
-        http(
-            &b_addr,
-            "POST",
-            "/api/ops",
-            &format!(r#"{{"ops":[{{"op":"add","path":"/s","value":{v}}}]}}"#),
-        )
-    };
+    let write = |v: u32| add_through_api(&b, v);
     let (code, body) = write(1000);
     assert_eq!(code, 503, "a write on a full disk: {body}");
     assert!(body.contains("disk full"), "a clear reason: {body}");
@@ -637,30 +646,14 @@ fn a_node_killed_with_its_leaves_behind_starts_on_a_full_disk() {
 #[test]
 fn a_node_on_a_full_disk_refuses_writes_and_resumes_once_space_is_freed() {
     let base = tempfile::tempdir().unwrap();
-    let dirs = cloud(base.path(), &["a", "b"], None);
-    let mnt = base.path().join("small");
-    let Some(_tmpfs) = Tmpfs::mount(&mnt, "16m") else {
+    let Some((a_dir, b_dir, tmpfs)) = cloud_with_b_on_tmpfs(base.path()) else {
         println!("skipped: cannot mount a tmpfs here (needs root)");
         return;
     };
-    // b's directory moves onto the small tmpfs.
-    let b_dir = mnt.join("b");
-    std::fs::create_dir(&b_dir).unwrap();
-    for f in std::fs::read_dir(&dirs[1]).unwrap() {
-        let f = f.unwrap();
-        std::fs::copy(f.path(), b_dir.join(f.file_name())).unwrap();
-    }
-    let a = NodeProc::start(&dirs[0], &[]);
+    let mnt = tmpfs.path();
+    let a = NodeProc::start(&a_dir, &[]);
     let b = NodeProc::start(&b_dir, &[&a.p2p]);
-    let b_addr = b.api.trim_start_matches("http://").to_owned();
-    let write = |v: u32| {
-        http(
-            &b_addr,
-            "POST",
-            "/api/ops",
-            &format!(r#"{{"ops":[{{"op":"add","path":"/s","value":{v}}}]}}"#),
-        )
-    };
+    let write = |v: u32| add_through_api(&b, v);
     assert_eq!(write(1).0, 200);
     converge(&[&a, &b]);
     // Fill the disk.

@@ -87,6 +87,16 @@ impl<'de> serde::Deserialize<'de> for ByteBuf {
     }
 }
 
+/// A borrowed byte string that encodes as [`ByteBuf`] does (a CBOR byte string).
+#[derive(Clone, Copy, Debug)]
+pub struct ByteRef<'a>(pub &'a [u8]);
+
+impl Serialize for ByteRef<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(self.0)
+    }
+}
+
 /// Encodes `value` as canonical DAG-CBOR.
 ///
 /// ```

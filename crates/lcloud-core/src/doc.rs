@@ -15,6 +15,7 @@ use std::sync::Arc;
 use imbl::OrdMap;
 use serde::Serialize;
 
+use crate::codec::ByteRef;
 use crate::id::Id;
 use crate::op::{Op, Path};
 use crate::value::Value;
@@ -62,15 +63,6 @@ type LeafRecord = (
     Vec<(crate::codec::ByteBuf, Vec<Dot>)>,
 );
 
-/// A borrowed byte string that encodes as [`crate::codec::ByteBuf`] does.
-struct Bytes<'a>(&'a [u8]);
-
-impl Serialize for Bytes<'_> {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_bytes(self.0)
-    }
-}
-
 /// Answers "had the op at `by` observed the element written at `elem`?".
 pub trait Observer {
     /// True if `elem`'s experience precedes `by`'s, or is the same experience at a lower op.
@@ -98,10 +90,10 @@ impl Leaf {
     pub fn to_bytes(&self) -> Vec<u8> {
         // The same encoding as `LeafRecord`, borrowing the values instead of cloning them.
         let incs: Vec<(Dot, i64)> = self.incs.iter().map(|(d, n)| (*d, *n)).collect();
-        let elems: Vec<(Bytes<'_>, &[Dot])> = self
+        let elems: Vec<(ByteRef<'_>, &[Dot])> = self
             .elems
             .iter()
-            .map(|(k, ds)| (Bytes(k), ds.as_slice()))
+            .map(|(k, ds)| (ByteRef(k), ds.as_slice()))
             .collect();
         crate::codec::to_canonical(&(&self.regs, incs, elems))
     }
@@ -386,23 +378,13 @@ impl Doc {
         for (path, leaf) in &self.leaves {
             let regs = &leaf.regs;
             let incs: Vec<(&Dot, &i64)> = leaf.incs.iter().collect();
-            let elems: Vec<(serde_bytes_ref::Bytes<'_>, Vec<&Dot>)> = leaf
+            let elems: Vec<(ByteRef<'_>, Vec<&Dot>)> = leaf
                 .elems
                 .iter()
-                .map(|(k, ds)| (serde_bytes_ref::Bytes(k), ds.iter().collect()))
+                .map(|(k, ds)| (ByteRef(k), ds.iter().collect()))
                 .collect();
             let record = (&**path, regs, incs, elems);
             serde_ipld_dagcbor::to_writer(&mut *out, &record).expect("hash writer cannot fail");
-        }
-    }
-}
-
-mod serde_bytes_ref {
-    /// A borrowed byte string that encodes as CBOR bytes.
-    pub struct Bytes<'a>(pub &'a [u8]);
-    impl serde::Serialize for Bytes<'_> {
-        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-            s.serialize_bytes(self.0)
         }
     }
 }

@@ -152,20 +152,7 @@ mod tests {
         assert_eq!(bytes[1], 32);
         let back: Id = serde_ipld_dagcbor::from_slice(&bytes).unwrap();
         assert_eq!(back, id);
-        let short = serde_ipld_dagcbor::to_vec(&serde_bytes_of(&[1u8; 31])).unwrap();
+        let short = serde_ipld_dagcbor::to_vec(&crate::codec::ByteRef(&[1u8; 31])).unwrap();
         assert!(serde_ipld_dagcbor::from_slice::<Id>(&short).is_err());
-    }
-
-    fn serde_bytes_of(b: &[u8]) -> ipld_bytes::B<'_> {
-        ipld_bytes::B(b)
-    }
-
-    mod ipld_bytes {
-        pub struct B<'a>(pub &'a [u8]);
-        impl serde::Serialize for B<'_> {
-            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-                s.serialize_bytes(self.0)
-            }
-        }
     }
 }

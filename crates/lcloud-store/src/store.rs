@@ -197,9 +197,17 @@ impl Store {
     /// If opening fails (the disk is still full and the leaves need writing), the store stays
     /// closed and every operation says so until a later call succeeds.
     pub fn reopen(&mut self) -> Result<(), StoreError> {
-        // redb allows one handle per file: close first.
+        self.reopen_with(Store::open)
+    }
+
+    /// Closes the database and takes what `open` opens in its place (redb allows one handle
+    /// per file: close first).
+    fn reopen_with(
+        &mut self,
+        open: impl FnOnce(&FsPath) -> Result<Store, StoreError>,
+    ) -> Result<(), StoreError> {
         self.db = None;
-        let fresh = Store::open(&self.dir)?;
+        let fresh = open(&self.dir)?;
         self.adopt(fresh);
         Ok(())
     }
@@ -309,12 +317,8 @@ impl Store {
         let replica = store.load(progress)?;
         match store.catch_up_leaves(&replica.state().doc) {
             Ok(()) => {}
-            Err(StoreError::DiskFull(_)) => {
-                // redb refuses everything after a failed write until opened again.
-                store.db = None;
-                let fresh = Store::open_behind(dir)?;
-                store.adopt(fresh);
-            }
+            // redb refuses everything after a failed write until opened again.
+            Err(StoreError::DiskFull(_)) => store.reopen_with(Store::open_behind)?,
             Err(e) => return Err(e),
         }
         Ok((store, replica))
@@ -730,12 +734,7 @@ impl Store {
                 .map_err(|e| map_db(&dir, e))?;
             let mut leaves = txn.open_table(LEAVES).map_err(|e| map_db(&dir, e))?;
             let touched = touched(replica, outcomes);
-            let owned = || -> Vec<Path> {
-                match &touched {
-                    Some(paths) => paths.iter().map(|p| (*p).clone()).collect(),
-                    None => vec![Path::root()],
-                }
-            };
+            let owned = || -> Vec<Path> { touched.iter().map(|p| (*p).clone()).collect() };
             match before {
                 Some(before) if defer => {
                     // Written every LEAVES_EVERY ops, or more when the leaves are large (at most
@@ -748,17 +747,10 @@ impl Store {
                         ops: 0,
                         stale: true,
                     });
-                    match touched {
-                        // Hot paths are cloned once per flush, not once per write.
-                        Some(paths) => {
-                            for path in paths {
-                                if !p.touched.contains(path) {
-                                    p.touched.insert(path.clone());
-                                }
-                            }
-                        }
-                        None => {
-                            p.touched.insert(Path::root());
+                    // Hot paths are cloned once per flush, not once per write.
+                    for path in &touched {
+                        if !p.touched.contains(*path) {
+                            p.touched.insert((*path).clone());
                         }
                     }
                     p.ops += ops_added;
@@ -1327,24 +1319,26 @@ fn read_summary(
     Summary::from_bytes(unseal(rec.value(), &|| "the stored summary".into())?)
 }
 
-/// The document paths whose leaves `outcomes` may have changed.
-/// The paths the admitted experiences' ops write, borrowed from the replica (not
-/// deduplicated); `None` when the whole document may have changed (a genesis, a refold).
-fn touched<'r>(replica: &'r Replica, outcomes: &[&Inserted]) -> Option<Vec<&'r Path>> {
+/// The document root, for borrowing.
+static ROOT: Path = Path(Vec::new());
+
+/// The document paths whose leaves `outcomes` may have changed, borrowed from the replica
+/// (not deduplicated): the root when the whole document may have (a genesis, a refold).
+fn touched<'r>(replica: &'r Replica, outcomes: &[&Inserted]) -> Vec<&'r Path> {
     let quarantine = replica.lattice().rules().fork_policy == ForkPolicy::Quarantine;
     if quarantine && outcomes.iter().any(|o| !o.forks.is_empty()) {
-        return None;
+        return vec![&ROOT];
     }
     let mut paths = Vec::new();
     for idx in outcomes.iter().flat_map(|o| o.admitted.iter()) {
         for op in replica.lattice().get(*idx).ops() {
             match op {
-                Op::Genesis(_) => return None,
+                Op::Genesis(_) => return vec![&ROOT],
                 other => paths.extend(other.path()),
             }
         }
     }
-    Some(paths)
+    paths
 }
 
 /// The experiences stored since the leaves were last written (from [`LEAVES_AT`] to `next`):

@@ -52,6 +52,11 @@ impl Tmpfs {
             .is_ok_and(|s| s.success());
         mounted.then(|| Tmpfs(at.to_owned()))
     }
+
+    /// Where it is mounted.
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
 }
 
 impl Drop for Tmpfs {
