@@ -439,3 +439,45 @@ fn export_since_sends_only_what_is_new_and_gaps_park_until_filled() {
     assert_eq!(b.root(), a.root());
     b.ok(&["verify"]);
 }
+
+/// A store written by format 1 (one record per experience and a separate index, before record
+/// groups; `tests/fixtures/v1-store`, made by the lcloud of 7cf093d: Alice's store after she
+/// and Bob wrote and exchanged bundles) opens, converted, with the same history, state, root
+/// and time travel, and takes new writes.
+#[test]
+fn a_format_1_store_is_converted_on_open_and_keeps_everything() {
+    let a = Node::new();
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v1-store");
+    for f in ["store.redb", "identity.key", "signed-seq"] {
+        std::fs::copy(fixture.join(f), a.path().join(f)).unwrap();
+    }
+    let root = "a09171583bb37bbce9094f72b5638d3f4f08b936bbcbf9f4c3d0108ba10059db";
+    assert_eq!(
+        a.ok(&["--json", "root"]),
+        format!("{{\"root\":\"{root}\"}}")
+    );
+    assert_eq!(
+        a.state(),
+        serde_json::json!({"count": 7, "tags": ["x", "y"],
+            "users": {"alice": {"visits": 1}, "bob": {"visits": 2}}})
+    );
+    assert!(a.ok(&["verify"]).contains("verified 7 experiences"));
+    let cut = "alice:2,9392c7b1:1";
+    assert_eq!(
+        a.ok(&["--json", "state", "--at", cut]),
+        r#"{"users":{"alice":{"visits":1},"bob":{"visits":2}}}"#
+    );
+    assert_eq!(
+        a.ok(&["--json", "root", "--at", cut]),
+        r#"{"root":"cdaad2feb0960a0f76125646984c5b835d2296053b7c85634a19567d16ebde2a"}"#
+    );
+    assert_eq!(a.ok(&["log"]).lines().count(), 7);
+    a.ok(&["incr", "/count"]);
+    assert_eq!(a.state()["count"], 8);
+    assert!(a.ok(&["verify"]).contains("verified 8 experiences"));
+    // The time travel index covers the converted history and the new write alike.
+    assert_eq!(
+        a.ok(&["--json", "state", "--at", cut]),
+        r#"{"users":{"alice":{"visits":1},"bob":{"visits":2}}}"#
+    );
+}

@@ -11,6 +11,7 @@ pub mod bundle;
 mod commit;
 mod identity;
 mod import;
+mod records;
 mod sign;
 mod signed;
 mod state;

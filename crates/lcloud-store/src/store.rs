@@ -13,10 +13,11 @@ use lcloud_core::{
 };
 
 use crate::identity::Identity;
+use crate::records::{self, Names, Recorder};
 use crate::sign::{self, SignPool, Signed};
 use crate::signed::SignedSeq;
 use crate::state::{self, LEAVES, Summary, read_doc, sealed, unseal, write_leaves};
-use crate::travel::{self, Indexer};
+use crate::travel;
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use std::sync::Arc;
 
@@ -25,11 +26,9 @@ const DB_FILE: &str = "store.redb";
 /// grows into as the file grows; the hot pages (the tops of the trees and the recent leaves) fit
 /// in far less.
 const CACHE_BYTES: usize = 64 << 20;
-/// Store format version, in `meta["format"]`.
-const FORMAT: u8 = 1;
-
-/// Arrival index → record (16-byte BLAKE3 tag ‖ experience bytes).
-const EXPS: TableDefinition<u64, &[u8]> = TableDefinition::new("experiences");
+/// Store format version, in `meta["format"]`. Format 1 kept one record per experience and a
+/// separate index table; opening such a store converts it (see [`migrate_v1`]).
+const FORMAT: u8 = 2;
 /// Experience id → record, for experiences waiting for missing links.
 const PARKED: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("parked");
 /// Metadata: "format", "cloud".
@@ -257,9 +256,6 @@ impl Store {
                 .map_err(|e| map_db(dir, e))?;
             meta.insert("cloud", genesis.id().as_bytes().as_slice())
                 .map_err(|e| map_db(dir, e))?;
-            let mut exps = txn.open_table(EXPS).map_err(|e| map_db(dir, e))?;
-            exps.insert(0, sealed(&genesis.to_bytes()).as_slice())
-                .map_err(|e| map_db(dir, e))?;
             txn.open_table(PARKED).map_err(|e| map_db(dir, e))?;
             txn.open_table(ALIASES).map_err(|e| map_db(dir, e))?;
             let replica = Replica::new(genesis.clone())?;
@@ -270,15 +266,17 @@ impl Store {
             .map_err(|e| map_db(dir, e))?;
             let mut leaves = txn.open_table(LEAVES).map_err(|e| map_db(dir, e))?;
             write_leaves(&mut leaves, &replica.state().doc, &[Path::root()])?;
-            let mut indexer = Indexer::open(&txn)?;
-            indexer.add(
+            let mut recorder = Recorder::open(&txn, genesis.id())?;
+            recorder.add(
                 0,
                 genesis.id(),
                 &genesis.author(),
                 1,
                 0,
                 &replica.lattice().clock(0),
+                &genesis.to_bytes(),
             )?;
+            recorder.finish()?;
             txn.open_table(travel::CHECKPOINTS)
                 .map_err(|e| map_db(dir, e))?;
             txn.open_table(travel::CHECKPOINT_CLOCKS)
@@ -401,9 +399,16 @@ impl Store {
             .and_then(|v| v.value().try_into().ok())
             .map(Id)
             .ok_or_else(|| corrupt("the store names no cloud"))?;
-        let exps = txn.open_table(EXPS).map_err(|e| map_db(dir, e))?;
-        let next = exps.len().map_err(|e| map_db(dir, e))?;
-        drop((meta, exps, txn));
+        drop((meta, txn));
+        if format < FORMAT {
+            migrate_v1(&db, dir, &cloud)?;
+        }
+        let txn = db.begin_read().map_err(|e| map_db(dir, e))?;
+        let groups = txn
+            .open_table(records::GROUPS)
+            .map_err(|e| map_db(dir, e))?;
+        let next = records::count(&groups)?;
+        drop((groups, txn));
         Ok(Store {
             db: Some(db),
             dir: dir.to_owned(),
@@ -481,9 +486,14 @@ impl Store {
                     state::write_leaves_diff(&mut leaves, &p.base, doc, &touched)?;
                 }
                 _ => {
-                    let exps = txn.open_table(EXPS).map_err(|e| map_db(&dir, e))?;
-                    let index = txn.open_table(travel::INDEX).map_err(|e| map_db(&dir, e))?;
-                    let tail = read_tail(&dir, &meta, &exps, &index, &self.cloud, self.next)?;
+                    let groups = txn
+                        .open_table(records::GROUPS)
+                        .map_err(|e| map_db(&dir, e))?;
+                    let authors = txn
+                        .open_table(travel::AUTHORS)
+                        .map_err(|e| map_db(&dir, e))?;
+                    let names = Names::read(&authors, self.cloud)?;
+                    let tail = read_tail(&dir, &meta, &groups, &names, self.next)?;
                     let paths = tail_paths(&tail);
                     let mut base = Doc::default();
                     for p in state::roots(&paths) {
@@ -520,9 +530,14 @@ impl Store {
         }
         let mut doc = Doc::default();
         let tail = if meta.get(LEAVES_AT).map_err(|e| self.map_db(e))?.is_some() {
-            let exps = txn.open_table(EXPS).map_err(|e| self.map_db(e))?;
-            let index = txn.open_table(travel::INDEX).map_err(|e| self.map_db(e))?;
-            read_tail(&self.dir, &meta, &exps, &index, &self.cloud, self.next)?
+            let groups = txn
+                .open_table(records::GROUPS)
+                .map_err(|e| self.map_db(e))?;
+            let authors = txn
+                .open_table(travel::AUTHORS)
+                .map_err(|e| self.map_db(e))?;
+            let names = Names::read(&authors, self.cloud)?;
+            read_tail(&self.dir, &meta, &groups, &names, self.next)?
         } else {
             Vec::new()
         };
@@ -562,17 +577,14 @@ impl Store {
         mut visit: impl FnMut(u64, &[u8]) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
         let txn = self.db()?.begin_read().map_err(|e| self.map_db(e))?;
-        let exps = txn.open_table(EXPS).map_err(|e| self.map_db(e))?;
-        for (expected, row) in (0u64..).zip(exps.iter().map_err(|e| self.map_db(e))?) {
-            let (k, v) = row.map_err(|e| self.map_db(e))?;
-            let n = k.value();
-            if n != expected {
-                return Err(corrupt(&format!("experience #{expected} is missing")));
-            }
-            let bytes = unseal(v.value(), &|| format!("experience #{n}"))?;
-            visit(n, bytes)?;
-        }
-        Ok(())
+        let groups = txn
+            .open_table(records::GROUPS)
+            .map_err(|e| self.map_db(e))?;
+        let authors = txn
+            .open_table(travel::AUTHORS)
+            .map_err(|e| self.map_db(e))?;
+        let names = Names::read(&authors, self.cloud)?;
+        records::for_each(&groups, &names, 0, |n, _, bytes, _| visit(n, bytes))
     }
 
     /// Loads the replica: every stored experience in arrival order, then the parked ones.
@@ -668,10 +680,9 @@ impl Store {
         let mut pending = None;
         let mut flushed = None;
         {
-            let mut exps = txn.open_table(EXPS).map_err(|e| map_db(&dir, e))?;
             let mut park = txn.open_table(PARKED).map_err(|e| map_db(&dir, e))?;
             let had_parked = !park.is_empty().map_err(|e| map_db(&dir, e))? || !parked.is_empty();
-            let mut indexer = Indexer::open(&txn)?;
+            let mut recorder = Recorder::open(&txn, self.cloud)?;
             let mut ops_added = 0u64;
             let mut calls = false;
             for idx in outcomes.iter().flat_map(|o| o.admitted.iter()) {
@@ -682,20 +693,23 @@ impl Store {
                 );
                 let exp = replica.lattice().get(*idx);
                 let id = exp.id();
-                let rec = match bytes_of(&id) {
-                    Some(bytes) => sealed(bytes),
-                    None => sealed(&exp.to_bytes()),
+                let encoded;
+                let bytes = match bytes_of(&id) {
+                    Some(bytes) => bytes,
+                    None => {
+                        encoded = exp.to_bytes();
+                        &encoded
+                    }
                 };
-                exps.insert(next, rec.as_slice())
-                    .map_err(|e| map_db(&dir, e))?;
                 let lattice = replica.lattice();
-                indexer.add(
+                recorder.add(
                     next,
                     id,
                     &exp.author(),
                     exp.seq(),
                     lattice.depth(*idx),
                     &lattice.clock(*idx),
+                    bytes,
                 )?;
                 ops_added += exp.ops().len() as u64;
                 calls |= exp.ops().iter().any(|op| matches!(op, Op::Call { .. }));
@@ -782,7 +796,7 @@ impl Store {
                 meta.insert("has_calls", [1u8].as_slice())
                     .map_err(|e| map_db(&dir, e))?;
             }
-            drop(indexer);
+            recorder.finish()?;
             self.maybe_checkpoint(
                 &txn,
                 &mut meta,
@@ -935,27 +949,21 @@ impl Store {
             // The leaves as last written: needed only when no flush is pending (a pending
             // flush already holds them), so the document is not cloned at every commit.
             let before = self.pending.is_none().then(|| doc.clone());
-            let mut exps = txn.open_table(EXPS).map_err(|e| map_db(&dir, e))?;
             let mut next = self.next;
             let mut results = Vec::new();
-            let mut indexer = Indexer::open(&txn)?;
+            let mut recorder = Recorder::open(&txn, self.cloud)?;
             // The first new experience has seen every head; each later one, the one before.
-            // (A store written before the index existed has heads that are not indexed: then
-            // nothing new is indexed either, and time travel falls back to a full load.)
+            // Without forks every head is its author's chain tip. (Once an author forked, the
+            // index no longer serves time travel — forks are never forgotten — so a head that
+            // is not a tip adds nothing here.)
             let mut clock = VectorClock::default();
-            let mut indexable = true;
             for (head, _, author) in &base_heads {
-                // Without forks every head is its author's chain tip.
-                let seen = match base_tips
+                if let Some((_, seq, _)) = base_tips
                     .iter()
                     .find(|(a, _, id)| a == author && id == head)
+                    && let Some(seen) = recorder.clock_at(author, *seq)?
                 {
-                    Some((_, seq, _)) => indexer.clock_at(author, *seq)?,
-                    None => None,
-                };
-                match seen {
-                    Some(seen) => clock.join(&seen),
-                    None => indexable = false,
+                    clock.join(&seen);
                 }
             }
             let mut ops_added = 0u64;
@@ -968,9 +976,7 @@ impl Store {
                     }
                 };
                 clock.observe(me, exp.seq());
-                if indexable {
-                    indexer.add(next, exp.id(), &me, exp.seq(), depth, &clock)?;
-                }
+                recorder.add(next, exp.id(), &me, exp.seq(), depth, &clock, &bytes)?;
                 ops_added += exp.ops().len() as u64;
                 for (i, op) in exp.ops().iter().enumerate() {
                     let dot = lcloud_core::Dot {
@@ -980,8 +986,6 @@ impl Store {
                     };
                     doc.apply(op, dot, &ObservesEverything);
                 }
-                exps.insert(next, sealed(&bytes).as_slice())
-                    .map_err(|e| map_db(&dir, e))?;
                 next += 1;
                 results.push(Ok(exp));
             }
@@ -996,7 +1000,7 @@ impl Store {
             let fresh = p.ops == 0 && p.touched.is_empty();
             p.touched.extend(touched);
             p.ops += ops_added;
-            if self.cache_document && indexable && p.ops < LEAVES_EVERY {
+            if self.cache_document && p.ops < LEAVES_EVERY {
                 if fresh {
                     meta.insert(LEAVES_AT, self.next.to_le_bytes().as_slice())
                         .map_err(|e| map_db(&dir, e))?;
@@ -1013,7 +1017,7 @@ impl Store {
                 .map_err(|e| map_db(&dir, e))?;
             let frontier = VectorClock(summary.tips.iter().map(|(a, s, _)| (*a, *s)).collect());
             let whole = self.cache_document.then_some(&doc);
-            drop(indexer);
+            recorder.finish()?;
             self.maybe_checkpoint(
                 &txn,
                 &mut meta,
@@ -1060,7 +1064,7 @@ impl Store {
         let since = since + ops_added;
         let (last, since, bytes) = if travel::checkpoint_due(since, bytes, self.checkpoint_ops) {
             let doc = doc()?;
-            match travel::write_checkpoint(txn, upto, frontier, &doc)? {
+            match travel::write_checkpoint(txn, &self.cloud, upto, frontier, &doc)? {
                 Some(written) => (upto, 0, written),
                 None => (last, since, bytes),
             }
@@ -1087,7 +1091,7 @@ impl Store {
         let meta = txn.open_table(META).map_err(|e| self.map_db(e))?;
         let summary = read_summary(&meta)?;
         let calls = meta.get("has_calls").map_err(|e| self.map_db(e))?.is_some();
-        if !summary.forked.is_empty() || calls || travel::indexed(&txn)? < self.next {
+        if !summary.forked.is_empty() || calls {
             return Ok(None);
         }
         for (node, asked) in &clock.0 {
@@ -1100,8 +1104,7 @@ impl Store {
                 });
             }
         }
-        let exps = txn.open_table(EXPS).map_err(|e| self.map_db(e))?;
-        let doc = travel::document_at(&txn, &self.cloud, clock, &exps)?;
+        let doc = travel::document_at(&txn, &self.cloud, clock)?;
         Ok(Some(State {
             doc,
             ordered: Default::default(),
@@ -1286,6 +1289,99 @@ fn open_waiting(dir: &FsPath) -> Result<Database, StoreError> {
     }
 }
 
+/// Converts a format-1 store in one transaction (so a crash leaves either format whole): its
+/// records (one per experience, `experiences`) and index (`index`) become record groups; the
+/// authors, chains and checkpoints are rebuilt from a load of the history, so every
+/// experience gets an index entry even in a store older than the index.
+fn migrate_v1(db: &Database, dir: &FsPath, cloud: &Id) -> Result<(), StoreError> {
+    const V1_RECORDS: TableDefinition<u64, &[u8]> = TableDefinition::new("experiences");
+    const V1_INDEX: TableDefinition<u64, &[u8]> = TableDefinition::new("index");
+    let map = |e: redb::Error| map_db(dir, e);
+    let txn = db.begin_write().map_err(|e| map(e.into()))?;
+    {
+        let old = txn.open_table(V1_RECORDS).map_err(|e| map(e.into()))?;
+        let mut replica: Option<Replica> = None;
+        let mut order: Vec<(lcloud_core::Idx, Vec<u8>)> = Vec::new();
+        for (expected, row) in (0u64..).zip(old.iter().map_err(|e| map(e.into()))?) {
+            let (k, v) = row.map_err(|e| map(e.into()))?;
+            let n = k.value();
+            if n != expected {
+                return Err(corrupt(&format!("experience #{expected} is missing")));
+            }
+            let bytes = unseal(v.value(), &|| format!("experience #{n}"))?;
+            let exp = revalidate_stored(bytes, cloud).map_err(|e| bad_record(n, &e))?;
+            match replica.as_mut() {
+                None => {
+                    replica =
+                        Some(Replica::new(exp).map_err(|e| corrupt(&format!("genesis: {e}")))?);
+                    order.push((0, bytes.to_vec()));
+                }
+                Some(r) => {
+                    let id = exp.id();
+                    let out = r
+                        .insert(exp)
+                        .map_err(|e| corrupt(&format!("experience #{n} ({id}): {e}")))?;
+                    match out.admitted.first() {
+                        Some(idx) if u64::from(*idx) == n => order.push((*idx, bytes.to_vec())),
+                        _ => {
+                            return Err(corrupt(&format!(
+                                "experience #{n} ({id}) is stored before what it depends on"
+                            )));
+                        }
+                    }
+                }
+            }
+        }
+        drop(old);
+        let replica = replica.ok_or_else(|| corrupt("the store has no genesis"))?;
+        for table in [
+            V1_RECORDS,
+            V1_INDEX,
+            travel::CHECKPOINTS,
+            travel::CHECKPOINT_CLOCKS,
+            travel::CHECKPOINT_WRITERS,
+        ] {
+            txn.delete_table(table).map_err(|e| map(e.into()))?;
+        }
+        txn.delete_table(travel::AUTHORS)
+            .map_err(|e| map(e.into()))?;
+        txn.delete_table(travel::CHAINS)
+            .map_err(|e| map(e.into()))?;
+        for table in [
+            travel::CHECKPOINTS,
+            travel::CHECKPOINT_CLOCKS,
+            travel::CHECKPOINT_WRITERS,
+        ] {
+            txn.open_table(table).map_err(|e| map(e.into()))?;
+        }
+        let mut recorder = Recorder::open(&txn, *cloud)?;
+        let lattice = replica.lattice();
+        for (n, (idx, bytes)) in (0u64..).zip(&order) {
+            let exp = lattice.get(*idx);
+            recorder.add(
+                n,
+                exp.id(),
+                &exp.author(),
+                exp.seq(),
+                lattice.depth(*idx),
+                &lattice.clock(*idx),
+                bytes,
+            )?;
+        }
+        recorder.finish()?;
+        let mut meta = txn.open_table(META).map_err(|e| map(e.into()))?;
+        // Checkpoints start again from here (time travel before the next one replays from the
+        // start, which is slower, not wrong).
+        let mut m = checkpoint_meta(0, 0);
+        m.extend_from_slice(&0u64.to_le_bytes());
+        meta.insert("checkpoint", m.as_slice())
+            .map_err(|e| map(e.into()))?;
+        meta.insert("format", [FORMAT].as_slice())
+            .map_err(|e| map(e.into()))?;
+    }
+    txn.commit().map_err(|e| map(e.into()))
+}
+
 fn checkpoint_meta(last: u64, since: u64) -> Vec<u8> {
     let mut m = last.to_le_bytes().to_vec();
     m.extend_from_slice(&since.to_le_bytes());
@@ -1348,9 +1444,8 @@ type Tail = Vec<(Id, u64, Vec<Op>)>;
 fn read_tail(
     dir: &FsPath,
     meta: &impl ReadableTable<&'static str, &'static [u8]>,
-    exps: &impl ReadableTable<u64, &'static [u8]>,
-    index: &impl ReadableTable<u64, &'static [u8]>,
-    cloud: &Id,
+    groups: &impl ReadableTable<u64, &'static [u8]>,
+    names: &Names,
     next: u64,
 ) -> Result<Tail, StoreError> {
     let Some(from) = meta.get(LEAVES_AT).map_err(|e| map_db(dir, e))? else {
@@ -1365,22 +1460,18 @@ fn read_tail(
         )));
     }
     let mut tail = Vec::new();
-    for n in from..next {
-        let rec = exps
-            .get(n)
-            .map_err(|e| map_db(dir, e))?
-            .ok_or_else(|| corrupt(&format!("experience #{n} is missing")))?;
-        let bytes = unseal(rec.value(), &|| format!("experience #{n}"))?;
-        let exp = revalidate_stored(bytes, cloud).map_err(|e| bad_record(n, &e))?;
-        let (id, depth) = travel::id_and_depth(index, n)?;
-        if id != exp.id() {
-            return Err(corrupt(&format!(
-                "index entry #{n} names {id}, but experience #{n} is {}",
-                exp.id()
-            )));
-        }
-        tail.push((id, depth, exp.ops().to_vec()));
+    if from == next {
+        return Ok(tail);
     }
+    records::for_each(groups, names, from, |n, entry, bytes, id| {
+        if n >= next {
+            return Ok(());
+        }
+        let exp = revalidate_stored(bytes, &names.cloud).map_err(|e| bad_record(n, &e))?;
+        let entry = travel::Entry::from_bytes(entry, id)?;
+        tail.push((entry.id, entry.depth, exp.ops().to_vec()));
+        Ok(())
+    })?;
     Ok(tail)
 }
 

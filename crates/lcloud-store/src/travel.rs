@@ -7,15 +7,14 @@ use std::collections::{BTreeMap, HashMap};
 
 use lcloud_core::codec::{ByteBuf, from_canonical, to_canonical};
 use lcloud_core::{Doc, Dot, Id, Leaf, NodeId, Observer, Path, VectorClock, revalidate_stored};
-use redb::{ReadableTable, ReadableTableMetadata, Table, TableDefinition, WriteTransaction};
+use redb::{ReadableTable, TableDefinition, WriteTransaction};
 
+use crate::records::{self, GROUPS, Names, Records};
 use crate::state::{sealed, unseal};
 use crate::store::StoreError;
 
 /// Author index (first-seen order in this store) → node id.
 pub(crate) const AUTHORS: TableDefinition<u32, &[u8; 32]> = TableDefinition::new("authors");
-/// Arrival index → (id, author index, seq, depth, clock as (author index, seq) pairs).
-pub(crate) const INDEX: TableDefinition<u64, &[u8]> = TableDefinition::new("index");
 /// (author index, seq, arrival index) → (): each chain by seq.
 pub(crate) const CHAINS: TableDefinition<(u32, u64, u64), ()> = TableDefinition::new("chains");
 /// Arrival count covered → sealed leaves: the document after that many arrivals.
@@ -44,15 +43,18 @@ pub(crate) struct Entry {
     pub clock: Vec<(u32, u64)>,
 }
 
-type EntryRecord = (Id, u32, u64, u64, Vec<(u32, u64)>);
+type EntryRecord = (u32, u64, u64, Vec<(u32, u64)>);
 
 impl Entry {
-    fn to_bytes(&self) -> Vec<u8> {
-        to_canonical(&(&self.id, self.author, self.seq, self.depth, &self.clock))
+    /// The stored form leaves out the id: it is the hash of the record's header, which the
+    /// record holds.
+    pub(crate) fn to_bytes(&self) -> Vec<u8> {
+        to_canonical(&(self.author, self.seq, self.depth, &self.clock))
     }
 
-    fn from_bytes(bytes: &[u8]) -> Result<Entry, StoreError> {
-        let (id, author, seq, depth, clock): EntryRecord =
+    /// The entry stored as `bytes` for the experience `id`.
+    pub(crate) fn from_bytes(bytes: &[u8], id: Id) -> Result<Entry, StoreError> {
+        let (author, seq, depth, clock): EntryRecord =
             from_canonical(bytes).map_err(|e| corrupt(&format!("an index entry: {e}")))?;
         Ok(Entry {
             id,
@@ -62,19 +64,6 @@ impl Entry {
             clock,
         })
     }
-}
-
-/// The id and depth of the experience that arrived `arrival`-th, from the index.
-pub(crate) fn id_and_depth(
-    index: &impl ReadableTable<u64, &'static [u8]>,
-    arrival: u64,
-) -> Result<(Id, u64), StoreError> {
-    let rec = index
-        .get(arrival)
-        .map_err(db)?
-        .ok_or_else(|| corrupt(&format!("index entry #{arrival} is missing")))?;
-    let entry = Entry::from_bytes(rec.value())?;
-    Ok((entry.id, entry.depth))
 }
 
 fn corrupt(what: &str) -> StoreError {
@@ -90,102 +79,6 @@ fn db(e: impl Into<redb::Error>) -> StoreError {
     }
 }
 
-/// Writes index entries within one write transaction.
-pub(crate) struct Indexer<'t> {
-    authors: Table<'t, u32, &'static [u8; 32]>,
-    by_node: BTreeMap<NodeId, u32>,
-    index: Table<'t, u64, &'static [u8]>,
-    chains: Table<'t, (u32, u64, u64), ()>,
-}
-
-impl<'t> Indexer<'t> {
-    pub fn open(txn: &'t WriteTransaction) -> Result<Indexer<'t>, StoreError> {
-        let authors = txn.open_table(AUTHORS).map_err(db)?;
-        let mut by_node = BTreeMap::new();
-        for row in authors.iter().map_err(db)? {
-            let (k, v) = row.map_err(db)?;
-            by_node.insert(NodeId(*v.value()), k.value());
-        }
-        Ok(Indexer {
-            authors,
-            by_node,
-            index: txn.open_table(INDEX).map_err(db)?,
-            chains: txn.open_table(CHAINS).map_err(db)?,
-        })
-    }
-
-    fn author(&mut self, node: &NodeId) -> Result<u32, StoreError> {
-        if let Some(a) = self.by_node.get(node) {
-            return Ok(*a);
-        }
-        let a = self.by_node.len() as u32;
-        self.authors.insert(a, node.as_bytes()).map_err(db)?;
-        self.by_node.insert(*node, a);
-        Ok(a)
-    }
-
-    /// Indexes the experience at `arrival`.
-    pub fn add(
-        &mut self,
-        arrival: u64,
-        id: Id,
-        author: &NodeId,
-        seq: u64,
-        depth: u64,
-        clock: &VectorClock,
-    ) -> Result<(), StoreError> {
-        let a = self.author(author)?;
-        let mut dense = Vec::with_capacity(clock.0.len());
-        for (node, s) in &clock.0 {
-            dense.push((self.author(node)?, *s));
-        }
-        dense.sort();
-        let entry = Entry {
-            id,
-            author: a,
-            seq,
-            depth,
-            clock: dense,
-        };
-        self.index
-            .insert(arrival, entry.to_bytes().as_slice())
-            .map_err(db)?;
-        self.chains.insert((a, seq, arrival), ()).map_err(db)?;
-        Ok(())
-    }
-
-    /// The clock of `author`'s indexed experience at `seq` (the first one, if it forked).
-    pub fn clock_at(&self, author: &NodeId, seq: u64) -> Result<Option<VectorClock>, StoreError> {
-        let Some(a) = self.by_node.get(author) else {
-            return Ok(None);
-        };
-        let Some(row) = self
-            .chains
-            .range((*a, seq, 0)..=(*a, seq, u64::MAX))
-            .map_err(db)?
-            .next()
-        else {
-            return Ok(None);
-        };
-        let (_, _, arrival) = row.map_err(db)?.0.value();
-        let rec = self
-            .index
-            .get(arrival)
-            .map_err(db)?
-            .ok_or_else(|| corrupt(&format!("index entry #{arrival} is missing")))?;
-        let entry = Entry::from_bytes(rec.value())?;
-        let nodes: BTreeMap<u32, NodeId> = self.by_node.iter().map(|(n, a)| (*a, *n)).collect();
-        let mut clock = VectorClock::default();
-        for (a, s) in entry.clock {
-            let node = nodes
-                .get(&a)
-                .ok_or_else(|| corrupt(&format!("index names unknown author #{a}")))?;
-            clock.observe(*node, s);
-        }
-        Ok(Some(clock))
-    }
-}
-
 /// Who wrote each experience whose ops are still visible in a document: (id, author, seq).
 type Writers = BTreeMap<Id, (u32, u64)>;
 
@@ -197,6 +90,7 @@ type Writers = BTreeMap<Id, (u32, u64)>;
 /// `None` when no checkpoint can be written (see below).
 pub(crate) fn write_checkpoint(
     txn: &WriteTransaction,
+    cloud: &Id,
     upto: u64,
     clock: &VectorClock,
     doc: &Doc,
@@ -213,11 +107,15 @@ pub(crate) fn write_checkpoint(
             None => 0,
         }
     };
-    let index = txn.open_table(INDEX).map_err(db)?;
-    for row in index.range(from..upto).map_err(db)? {
-        let entry = Entry::from_bytes(row.map_err(db)?.1.value())?;
-        known.insert(entry.id, (entry.author, entry.seq));
-    }
+    let groups = txn.open_table(GROUPS).map_err(db)?;
+    let names = Names::read(&txn.open_table(AUTHORS).map_err(db)?, *cloud)?;
+    records::for_each(&groups, &names, from, |n, entry, _, id| {
+        if n < upto {
+            let entry = Entry::from_bytes(entry, id)?;
+            known.insert(entry.id, (entry.author, entry.seq));
+        }
+        Ok(())
+    })?;
     let mut writers: Vec<(Id, u32, u64)> = Vec::new();
     for id in doc.dot_experiences() {
         match known.get(&id) {
@@ -310,10 +208,10 @@ pub(crate) fn document_at(
     txn: &redb::ReadTransaction,
     cloud: &Id,
     clock: &VectorClock,
-    experiences: &impl ReadableTable<u64, &'static [u8]>,
 ) -> Result<Doc, StoreError> {
     let authors = txn.open_table(AUTHORS).map_err(db)?;
-    let index = txn.open_table(INDEX).map_err(db)?;
+    let groups = txn.open_table(GROUPS).map_err(db)?;
+    let mut records = Records::new(&groups, Names::read(&authors, *cloud)?);
     let chains = txn.open_table(CHAINS).map_err(db)?;
     let checkpoints = txn.open_table(CHECKPOINTS).map_err(db)?;
     let checkpoint_clocks = txn.open_table(CHECKPOINT_CLOCKS).map_err(db)?;
@@ -369,11 +267,7 @@ pub(crate) fn document_at(
         {
             let (k, _) = row.map_err(db)?;
             let (_, _, arrival) = k.value();
-            let rec = index
-                .get(arrival)
-                .map_err(db)?
-                .ok_or_else(|| corrupt(&format!("index entry #{arrival} is missing")))?;
-            let entry = Entry::from_bytes(rec.value())?;
+            let entry = records.entry(arrival)?;
             if !within(&entry.clock) {
                 break;
             }
@@ -392,12 +286,7 @@ pub(crate) fn document_at(
         observer.clocks.insert(entry.id, entry.clock.clone());
     }
     for (arrival, entry) in rest {
-        let rec = experiences
-            .get(arrival)
-            .map_err(db)?
-            .ok_or_else(|| corrupt(&format!("experience #{arrival} is missing")))?;
-        let bytes = unseal(rec.value(), &|| format!("experience #{arrival}"))?;
-        let exp = revalidate_stored(bytes, cloud)
+        let exp = revalidate_stored(&records.get(arrival)?.bytes, cloud)
             .map_err(|e| corrupt(&format!("experience #{arrival}: {e}")))?;
         if exp.id() != entry.id {
             return Err(corrupt(&format!(
@@ -429,15 +318,6 @@ pub(crate) fn checkpoint_due(ops_since: u64, last_bytes: u64, min: u64) -> bool 
     ops_since >= min.max(last_bytes / BYTES_PER_OP)
 }
 
-/// Number of entries in the index (for stores created before it existed: 0).
-pub(crate) fn indexed(txn: &redb::ReadTransaction) -> Result<u64, StoreError> {
-    match txn.open_table(INDEX) {
-        Ok(t) => t.len().map_err(db),
-        Err(redb::TableError::TableDoesNotExist(_)) => Ok(0),
-        Err(e) => Err(db(e)),
-    }
-}
-
 #[cfg(test)]
 mod fuzz {
     use super::*;
@@ -463,7 +343,7 @@ mod fuzz {
                 1 => drop(decode_checkpoint_clock(&sealed(rest))),
                 2 => drop(decode_checkpoint(&sealed(rest))),
                 3 => drop(decode_writers(&sealed(rest))),
-                4 => drop(Entry::from_bytes(rest)),
+                4 => drop(Entry::from_bytes(rest, Id::default())),
                 5 => drop(Summary::from_bytes(rest)),
                 6 => drop(lcloud_core::Leaf::from_bytes(rest)),
                 _ => drop(from_canonical::<lcloud_core::ForkProof>(rest)),
@@ -481,7 +361,7 @@ mod fuzz {
             depth: 3,
             clock: vec![(0, 1), (1, 2)],
         };
-        assert_eq!(Entry::from_bytes(&e.to_bytes()).unwrap().clock, e.clock);
+        assert_eq!(Entry::from_bytes(&e.to_bytes(), e.id).unwrap(), e);
         let clock = vec![(lcloud_core::NodeId([1; 32]), 4u64)];
         let rec = sealed(&to_canonical(&clock));
         assert_eq!(decode_checkpoint_clock(&rec).unwrap().0.len(), 1);

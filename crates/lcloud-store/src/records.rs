@@ -1,0 +1,657 @@
+//! Experience records with their index entries, stored in groups: one redb value holds the
+//! records of consecutive arrivals (up to [`GROUP_MAX`], and about a page of bytes), so a commit
+//! of many experiences is a few B-tree inserts instead of two per experience, and each record
+//! does not pay its own key, slot and checksum.
+//!
+//! A group is sealed (16-byte BLAKE3 tag, then the content). The content is
+//! `count: u32 LE`, then `count` times `entry_len: u32 LE, entry, record_len: u32 LE, record`,
+//! where `entry` is the index entry ([`Entry`]) and `record` the experience: its canonical bytes
+//! less what the store knows already (see [`compact`]).
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+
+use std::borrow::Cow;
+
+use lcloud_core::codec::item_end;
+use lcloud_core::{Id, NodeId, VectorClock};
+use redb::{ReadableTable, Table, TableDefinition, WriteTransaction};
+
+use crate::state::{sealed, unseal};
+use crate::store::StoreError;
+use crate::travel::{AUTHORS, CHAINS, Entry};
+
+/// Arrival index of a group's first experience → sealed group.
+pub(crate) const GROUPS: TableDefinition<u64, &[u8]> = TableDefinition::new("groups");
+
+/// Records per group, at most.
+pub(crate) const GROUP_MAX: usize = 256;
+
+/// A group takes no record that would make its content pass this many bytes, unless it is
+/// the group's first: with its key, tag and slot a full group just fits a 4 KiB page. redb
+/// gives a value larger than a page its own run of pages, rounded up to a power of two, so
+/// larger groups would waste a quarter of their space on average, and one large commit (an
+/// import's chunk) would make a value that every read of one record must check whole.
+const GROUP_BYTES: usize = 4096 - 64;
+
+fn corrupt(what: String) -> StoreError {
+    StoreError::Corrupt { what }
+}
+
+fn db(e: impl Into<redb::Error>) -> StoreError {
+    StoreError::Io {
+        path: "store.redb".into(),
+        error: e.into().to_string(),
+    }
+}
+
+/// How errors name a group: by its first experience, the one a reader is pointed to.
+fn group_name(first: u64) -> String {
+    format!("experience #{first} and the rest of its group")
+}
+
+/// Byte ranges (entry, experience) of each record of a group's content.
+type Spans = Vec<(Range<usize>, Range<usize>)>;
+
+/// Parses a group's content, checking every length against what is left before using it.
+fn parse(content: &[u8], first: u64) -> Result<Spans, StoreError> {
+    let bad = |why: &str| corrupt(format!("{}: {why}", group_name(first)));
+    let mut at = 0usize;
+    let u32_at = |at: &mut usize| -> Result<usize, StoreError> {
+        let end = *at + 4;
+        let b = content
+            .get(*at..end)
+            .ok_or_else(|| bad("truncated length"))?;
+        *at = end;
+        Ok(u32::from_le_bytes(b.try_into().expect("4 bytes")) as usize)
+    };
+    let count = u32_at(&mut at)?;
+    if count == 0 || count > GROUP_MAX {
+        return Err(bad(&format!("holds {count} records (1 to {GROUP_MAX})")));
+    }
+    let mut spans = Vec::with_capacity(count);
+    for _ in 0..count {
+        let span = |at: &mut usize| -> Result<Range<usize>, StoreError> {
+            let n = u32_at(at)?;
+            if n > content.len() - *at {
+                return Err(bad("a record runs past the end"));
+            }
+            let r = *at..*at + n;
+            *at += n;
+            Ok(r)
+        };
+        let e = span(&mut at)?;
+        let x = span(&mut at)?;
+        spans.push((e, x));
+    }
+    if at != content.len() {
+        return Err(bad("trailing bytes"));
+    }
+    Ok(spans)
+}
+
+/// Record kinds: the first byte of a stored experience.
+const WHOLE: u8 = 0;
+const COMPACT: u8 = 1;
+/// An experience array (3 items), its header array (9 items), version 1.
+const PREFIX: [u8; 3] = [0x83, 0x89, 0x01];
+/// The head of a 32-byte string.
+const B32: [u8; 2] = [0x58, 0x20];
+
+/// The stored form of an experience's canonical `bytes` by `node` (author number `author`):
+/// `COMPACT, author: u32 LE`, then the bytes without the cloud id, the author's key and the ops
+/// digest, and the array heads before them (105 bytes the store knows or can recompute: the cloud is the store's, the author is
+/// in the authors table, the digest is the hash of the ops). What does not have the expected
+/// shape (the genesis, whose cloud field is zero) is kept whole: `WHOLE`, then the bytes.
+pub(crate) fn compact(bytes: &[u8], cloud: &Id, author: u32, node: &NodeId) -> Vec<u8> {
+    let compacted = || -> Option<Vec<u8>> {
+        let fixed = bytes.get(..3)? == PREFIX
+            && bytes.get(3..5)? == B32
+            && bytes.get(5..37)? == cloud.as_bytes()
+            && bytes.get(37..39)? == B32
+            && bytes.get(39..71)? == node.as_bytes();
+        if !fixed {
+            return None;
+        }
+        let mut at = 71;
+        for _ in 0..3 {
+            // seq, prev, deps
+            at = item_end(bytes, at).ok()?;
+        }
+        if bytes.get(at..at + 2)? != B32 || bytes.len() < at + 34 {
+            return None;
+        }
+        let mut out = Vec::with_capacity(bytes.len() - 97);
+        out.push(COMPACT);
+        out.extend_from_slice(&author.to_le_bytes());
+        out.extend_from_slice(&bytes[71..at]);
+        out.extend_from_slice(&bytes[at + 34..]);
+        Some(out)
+    };
+    compacted().unwrap_or_else(|| {
+        let mut out = Vec::with_capacity(bytes.len() + 1);
+        out.push(WHOLE);
+        out.extend_from_slice(bytes);
+        out
+    })
+}
+
+/// The canonical bytes of a stored record, and the experience's id (the hash of its header).
+/// Fails (naming why) on a record that is not one [`compact`] makes; the caller names the
+/// record. What it returns is still to be checked as any stored experience is.
+pub(crate) fn expand<'r>(record: &'r [u8], names: &Names) -> Result<(Cow<'r, [u8]>, Id), String> {
+    let bad = |e: lcloud_core::codec::DecodeError| format!("malformed record: {e}");
+    match record.split_first() {
+        Some((&WHOLE, bytes)) => {
+            // The header is the first item after the array's one-byte head.
+            let header_end = item_end(bytes, 1).map_err(bad)?;
+            Ok((Cow::Borrowed(bytes), Id::hash(&bytes[1..header_end])))
+        }
+        Some((&COMPACT, rest)) => {
+            let (author, body) = rest.split_first_chunk::<4>().ok_or("truncated record")?;
+            let author = u32::from_le_bytes(*author);
+            let node = names
+                .authors
+                .get(author as usize)
+                .ok_or_else(|| format!("the record names unknown author #{author}"))?;
+            let mut deps_end = 0;
+            for _ in 0..3 {
+                // seq, prev, deps
+                deps_end = item_end(body, deps_end).map_err(bad)?;
+            }
+            let mut header_rest = deps_end;
+            for _ in 0..2 {
+                // root, fuel
+                header_rest = item_end(body, header_rest).map_err(bad)?;
+            }
+            let ops_start = item_end(body, header_rest).map_err(bad)?; // after the signature
+            let digest = Id::hash(&body[ops_start..]);
+            let mut out = Vec::with_capacity(body.len() + 103);
+            out.extend_from_slice(&PREFIX);
+            out.extend_from_slice(&B32);
+            out.extend_from_slice(names.cloud.as_bytes());
+            out.extend_from_slice(&B32);
+            out.extend_from_slice(node.as_bytes());
+            out.extend_from_slice(&body[..deps_end]);
+            out.extend_from_slice(&B32);
+            out.extend_from_slice(digest.as_bytes());
+            let header_end = out.len() + header_rest - deps_end;
+            out.extend_from_slice(&body[deps_end..]);
+            let id = Id::hash(&out[1..header_end]);
+            Ok((Cow::Owned(out), id))
+        }
+        Some((kind, _)) => Err(format!("unknown record kind {kind}")),
+        None => Err("empty record".into()),
+    }
+}
+
+/// What expanding a record needs: the cloud id and the authors by number.
+pub(crate) struct Names {
+    pub cloud: Id,
+    pub authors: Vec<NodeId>,
+}
+
+impl Names {
+    /// Reads the authors table (numbered densely from 0).
+    pub fn read(
+        authors: &impl ReadableTable<u32, &'static [u8; 32]>,
+        cloud: Id,
+    ) -> Result<Names, StoreError> {
+        let mut all = Vec::new();
+        for row in authors.iter().map_err(db)? {
+            let (k, v) = row.map_err(db)?;
+            if k.value() as usize != all.len() {
+                return Err(corrupt(format!("author #{} is missing", all.len())));
+            }
+            all.push(NodeId(*v.value()));
+        }
+        Ok(Names {
+            cloud,
+            authors: all,
+        })
+    }
+}
+
+/// Number of experiences stored: the last group's first arrival plus its count.
+pub(crate) fn count(groups: &impl ReadableTable<u64, &'static [u8]>) -> Result<u64, StoreError> {
+    let Some((k, v)) = groups.last().map_err(db)? else {
+        return Ok(0);
+    };
+    let first = k.value();
+    let content = unseal(v.value(), &|| group_name(first))?;
+    Ok(first + parse(content, first)?.len() as u64)
+}
+
+/// Visits every record from arrival `from` on, in arrival order: `(arrival, entry, canonical
+/// experience bytes, id)`.
+/// Checks each group's checksum and that no arrival is missing.
+pub(crate) fn for_each(
+    groups: &impl ReadableTable<u64, &'static [u8]>,
+    names: &Names,
+    from: u64,
+    mut visit: impl FnMut(u64, &[u8], &[u8], Id) -> Result<(), StoreError>,
+) -> Result<(), StoreError> {
+    let start = match groups.range(..=from).map_err(db)?.next_back() {
+        Some(row) => row.map_err(db)?.0.value(),
+        None => 0,
+    };
+    let mut expected = start;
+    for row in groups.range(start..).map_err(db)? {
+        let (k, v) = row.map_err(db)?;
+        let first = k.value();
+        if first != expected {
+            return Err(corrupt(format!("experience #{expected} is missing")));
+        }
+        let content = unseal(v.value(), &|| group_name(first))?;
+        let spans = parse(content, first)?;
+        for (i, (e, x)) in spans.iter().enumerate() {
+            let n = first + i as u64;
+            if n >= from {
+                let (bytes, id) = expand(&content[x.clone()], names)
+                    .map_err(|why| corrupt(format!("experience #{n}: {why}")))?;
+                visit(n, &content[e.clone()], &bytes, id)?;
+            }
+        }
+        expected = first + spans.len() as u64;
+    }
+    if expected < from {
+        return Err(corrupt(format!("experience #{from} is missing")));
+    }
+    Ok(())
+}
+
+/// One stored experience, as read back.
+pub(crate) struct Stored<'a> {
+    /// Its index entry's bytes.
+    pub entry: &'a [u8],
+    /// Its canonical bytes.
+    pub bytes: Cow<'a, [u8]>,
+    /// Its id.
+    pub id: Id,
+}
+
+/// Random access to records, keeping the last group read decoded.
+pub(crate) struct Records<'a, T> {
+    table: &'a T,
+    names: Names,
+    group: Option<(u64, Vec<u8>, Spans)>,
+}
+
+impl<'a, T: ReadableTable<u64, &'static [u8]>> Records<'a, T> {
+    pub fn new(table: &'a T, names: Names) -> Records<'a, T> {
+        Records {
+            table,
+            names,
+            group: None,
+        }
+    }
+
+    /// The index entry, canonical experience bytes and id of the `arrival`-th experience.
+    pub fn get(&mut self, arrival: u64) -> Result<Stored<'_>, StoreError> {
+        self.load(arrival)?;
+        let (first, content, spans) = self.group.as_ref().expect("just loaded");
+        let (e, x) = &spans[(arrival - first) as usize];
+        let (bytes, id) = expand(&content[x.clone()], &self.names)
+            .map_err(|why| corrupt(format!("experience #{arrival}: {why}")))?;
+        Ok(Stored {
+            entry: &content[e.clone()],
+            bytes,
+            id,
+        })
+    }
+
+    /// Reads and checks the group holding the `arrival`-th experience, unless it is the one
+    /// read last.
+    fn load(&mut self, arrival: u64) -> Result<(), StoreError> {
+        let cached = self.group.as_ref().is_some_and(|(first, _, spans)| {
+            (*first..*first + spans.len() as u64).contains(&arrival)
+        });
+        if !cached {
+            self.group = None;
+            let missing = || corrupt(format!("experience #{arrival} is missing"));
+            let row = self
+                .table
+                .range(..=arrival)
+                .map_err(db)?
+                .next_back()
+                .ok_or_else(missing)?
+                .map_err(db)?;
+            let first = row.0.value();
+            let content = unseal(row.1.value(), &|| group_name(first))?.to_vec();
+            let spans = parse(&content, first)?;
+            if arrival - first >= spans.len() as u64 {
+                return Err(missing());
+            }
+            self.group = Some((first, content, spans));
+        }
+        Ok(())
+    }
+
+    /// The index entry of the `arrival`-th experience.
+    pub fn entry(&mut self, arrival: u64) -> Result<Entry, StoreError> {
+        let stored = self.get(arrival)?;
+        Entry::from_bytes(stored.entry, stored.id)
+    }
+}
+
+/// Appends records (and their index entries) within one write transaction. Call
+/// [`Recorder::finish`] before anything in the transaction reads them.
+pub(crate) struct Recorder<'t> {
+    cloud: Id,
+    authors: Table<'t, u32, &'static [u8; 32]>,
+    by_node: BTreeMap<NodeId, u32>,
+    groups: Table<'t, u64, &'static [u8]>,
+    chains: Table<'t, (u32, u64, u64), ()>,
+    /// The group being filled: its first arrival, record count and content.
+    open: Option<(u64, u32, Vec<u8>)>,
+}
+
+impl<'t> Recorder<'t> {
+    pub fn open(txn: &'t WriteTransaction, cloud: Id) -> Result<Recorder<'t>, StoreError> {
+        let authors = txn.open_table(AUTHORS).map_err(db)?;
+        let mut by_node = BTreeMap::new();
+        for row in authors.iter().map_err(db)? {
+            let (k, v) = row.map_err(db)?;
+            by_node.insert(NodeId(*v.value()), k.value());
+        }
+        Ok(Recorder {
+            cloud,
+            authors,
+            by_node,
+            groups: txn.open_table(GROUPS).map_err(db)?,
+            chains: txn.open_table(CHAINS).map_err(db)?,
+            open: None,
+        })
+    }
+
+    fn author(&mut self, node: &NodeId) -> Result<u32, StoreError> {
+        if let Some(a) = self.by_node.get(node) {
+            return Ok(*a);
+        }
+        let a = self.by_node.len() as u32;
+        self.authors.insert(a, node.as_bytes()).map_err(db)?;
+        self.by_node.insert(*node, a);
+        Ok(a)
+    }
+
+    /// Stores the experience `bytes` (canonical) as the `arrival`-th, with its index entry.
+    /// Arrivals must come in order, none skipped.
+    #[allow(clippy::too_many_arguments)]
+    pub fn add(
+        &mut self,
+        arrival: u64,
+        id: Id,
+        author: &NodeId,
+        seq: u64,
+        depth: u64,
+        clock: &VectorClock,
+        bytes: &[u8],
+    ) -> Result<(), StoreError> {
+        let a = self.author(author)?;
+        let mut dense = Vec::with_capacity(clock.0.len());
+        for (node, s) in &clock.0 {
+            dense.push((self.author(node)?, *s));
+        }
+        dense.sort();
+        let entry = Entry {
+            id,
+            author: a,
+            seq,
+            depth,
+            clock: dense,
+        }
+        .to_bytes();
+        let record = compact(bytes, &self.cloud, a, author);
+        self.chains.insert((a, seq, arrival), ()).map_err(db)?;
+        if self.open.is_none() {
+            self.open = self.last_with_room(arrival)?;
+        }
+        if let Some((first, n, content)) = &self.open {
+            let grown = content.len() + 8 + entry.len() + record.len();
+            let full = *n as usize >= GROUP_MAX || grown > GROUP_BYTES;
+            assert_eq!(
+                arrival,
+                first + u64::from(*n),
+                "records are added in arrival order"
+            );
+            if full {
+                self.close()?;
+            }
+        }
+        let (_, n, content) = self
+            .open
+            .get_or_insert_with(|| (arrival, 0, 0u32.to_le_bytes().to_vec()));
+        *n += 1;
+        for part in [entry.as_slice(), &record] {
+            content.extend_from_slice(&(part.len() as u32).to_le_bytes());
+            content.extend_from_slice(part);
+        }
+        Ok(())
+    }
+
+    /// The last stored group, to fill further, if it ends just before `arrival` and has room:
+    /// so commits of a few experiences each (one writer, a node's steady stream) still fill
+    /// their pages.
+    fn last_with_room(&self, arrival: u64) -> Result<Option<(u64, u32, Vec<u8>)>, StoreError> {
+        let Some((k, v)) = self.groups.last().map_err(db)? else {
+            return Ok(None);
+        };
+        let first = k.value();
+        if v.value().len() >= 16 + GROUP_BYTES / 2 {
+            return Ok(None);
+        }
+        let content = unseal(v.value(), &|| group_name(first))?;
+        let n = parse(content, first)?.len();
+        if first + n as u64 != arrival || n >= GROUP_MAX {
+            return Ok(None);
+        }
+        Ok(Some((first, n as u32, content.to_vec())))
+    }
+
+    fn close(&mut self) -> Result<(), StoreError> {
+        if let Some((first, n, mut content)) = self.open.take() {
+            content[..4].copy_from_slice(&n.to_le_bytes());
+            self.groups
+                .insert(first, sealed(&content).as_slice())
+                .map_err(db)?;
+        }
+        Ok(())
+    }
+
+    /// Writes the group being filled.
+    pub fn finish(mut self) -> Result<(), StoreError> {
+        self.close()
+    }
+
+    /// The clock of `author`'s stored experience at `seq` (the first one, if it forked).
+    pub fn clock_at(&self, author: &NodeId, seq: u64) -> Result<Option<VectorClock>, StoreError> {
+        assert!(
+            self.open.is_none(),
+            "clocks are read before records are added"
+        );
+        let Some(a) = self.by_node.get(author) else {
+            return Ok(None);
+        };
+        let Some(row) = self
+            .chains
+            .range((*a, seq, 0)..=(*a, seq, u64::MAX))
+            .map_err(db)?
+            .next()
+        else {
+            return Ok(None);
+        };
+        let (_, _, arrival) = row.map_err(db)?.0.value();
+        let names = Names::read(&self.authors, self.cloud)?;
+        let mut records = Records::new(&self.groups, names);
+        let entry = records.entry(arrival)?;
+        let mut clock = VectorClock::default();
+        for (a, s) in entry.clock {
+            let node = records
+                .names
+                .authors
+                .get(a as usize)
+                .ok_or_else(|| corrupt(format!("the index names unknown author #{a}")))?;
+            clock.observe(*node, s);
+        }
+        Ok(Some(clock))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn content(records: &[(&[u8], &[u8])]) -> Vec<u8> {
+        let mut c = (records.len() as u32).to_le_bytes().to_vec();
+        for (e, x) in records {
+            for part in [e, x] {
+                c.extend_from_slice(&(part.len() as u32).to_le_bytes());
+                c.extend_from_slice(part);
+            }
+        }
+        c
+    }
+
+    #[test]
+    fn a_group_parses_back_into_its_records() {
+        let c = content(&[(b"e1", b"exp one"), (b"", b"x")]);
+        let spans = parse(&c, 7).unwrap();
+        assert_eq!(spans.len(), 2);
+        assert_eq!(&c[spans[0].0.clone()], b"e1");
+        assert_eq!(&c[spans[0].1.clone()], b"exp one");
+        assert_eq!(&c[spans[1].0.clone()], b"");
+        assert_eq!(&c[spans[1].1.clone()], b"x");
+    }
+
+    #[test]
+    fn a_malformed_group_is_refused_by_name() {
+        let good = content(&[(b"e1", b"exp one")]);
+        for bad in [
+            Vec::new(),
+            0u32.to_le_bytes().to_vec(),
+            good[..good.len() - 1].to_vec(),
+            [good.as_slice(), b"!"].concat(),
+            content(&vec![(b"" as &[u8], b"" as &[u8]); GROUP_MAX + 1]),
+        ] {
+            let err = parse(&bad, 3).unwrap_err().to_string();
+            assert!(
+                err.contains("experience #3 and the rest of its group"),
+                "{err}"
+            );
+        }
+        // A length far past the end is refused before anything is allocated for it.
+        let mut huge = 1u32.to_le_bytes().to_vec();
+        huge.extend_from_slice(&u32::MAX.to_le_bytes());
+        assert!(parse(&huge, 0).is_err());
+    }
+
+    fn cloud_and_experience() -> (lcloud_core::Verified<lcloud_core::Experience>, Vec<u8>) {
+        use lcloud_core::{Experience, ForkPolicy, Genesis, Op, Path, Replica, Value};
+        let key = ed25519_consensus::SigningKey::from([5; 32]);
+        let genesis = Experience::create_genesis(
+            &key,
+            Genesis {
+                name: "t".into(),
+                init: Value::map(),
+                members: None,
+                fork_policy: ForkPolicy::Concurrent,
+            },
+        );
+        let mut replica = Replica::new(genesis.clone()).unwrap();
+        let op = Op::Set {
+            path: Path(vec!["a".into()]),
+            value: Value::Str("x".repeat(200)),
+        };
+        replica.write(&key, vec![op.clone()]).unwrap();
+        let second = replica.write(&key, vec![op]).unwrap();
+        (genesis, second.to_bytes())
+    }
+
+    #[test]
+    fn a_record_is_compacted_and_expands_to_the_same_bytes_and_id() {
+        let (genesis, bytes) = cloud_and_experience();
+        let author = genesis.author();
+        let names = Names {
+            cloud: genesis.id(),
+            authors: vec![NodeId([9; 32]), author],
+        };
+        let exp = lcloud_core::revalidate_stored(&bytes, &genesis.id()).unwrap();
+        let record = compact(&bytes, &genesis.id(), 1, &author);
+        assert_eq!(record[0], COMPACT);
+        assert_eq!(
+            record.len() + 100,
+            bytes.len(),
+            "105 bytes left out, 5 added"
+        );
+        let (back, id) = expand(&record, &names).unwrap();
+        assert_eq!(&*back, bytes.as_slice());
+        assert_eq!(id, exp.id());
+        // The genesis (its cloud field is zero) is kept whole.
+        let g = genesis.to_bytes();
+        let record = compact(&g, &genesis.id(), 1, &author);
+        assert_eq!(record[0], WHOLE);
+        let (back, id) = expand(&record, &names).unwrap();
+        assert_eq!((&*back, id), (g.as_slice(), genesis.id()));
+        // Another author's bytes, or another cloud's, are kept whole too.
+        assert_eq!(
+            compact(&bytes, &genesis.id(), 0, &NodeId([9; 32]))[0],
+            WHOLE
+        );
+        assert_eq!(compact(&bytes, &Id([1; 32]), 1, &author)[0], WHOLE);
+    }
+
+    #[test]
+    fn a_damaged_record_is_an_error_not_a_panic() {
+        let (genesis, bytes) = cloud_and_experience();
+        let author = genesis.author();
+        let record = compact(&bytes, &genesis.id(), 1, &author);
+        let names = Names {
+            cloud: genesis.id(),
+            authors: vec![NodeId([9; 32]), author],
+        };
+        let unknown = Names {
+            cloud: genesis.id(),
+            authors: vec![author],
+        };
+        assert!(
+            expand(&record, &unknown)
+                .unwrap_err()
+                .contains("unknown author #1")
+        );
+        for cut in 0..record.len() {
+            // A shorter record either fails or expands to bytes that are not the experience.
+            if let Ok((back, _)) = expand(&record[..cut], &names) {
+                assert_ne!(&*back, bytes.as_slice());
+            }
+        }
+        assert!(
+            expand(&[7, 1, 2], &names)
+                .unwrap_err()
+                .contains("unknown record kind 7")
+        );
+    }
+
+    /// Stored records (bolero): expanding any bytes never panics.
+    #[test]
+    fn fuzz_record_expansion() {
+        let names = Names {
+            cloud: Id([1; 32]),
+            authors: vec![NodeId([2; 32])],
+        };
+        bolero::check!().for_each(|input: &[u8]| {
+            let _ = expand(input, &names);
+        });
+    }
+
+    /// Group contents (bolero): no input panics, and whatever parses has spans inside it.
+    #[test]
+    fn fuzz_group_content() {
+        bolero::check!().for_each(|input: &[u8]| {
+            if let Ok(spans) = parse(input, 0) {
+                for (e, x) in spans {
+                    assert!(e.end <= input.len() && x.end <= input.len());
+                }
+            }
+        });
+    }
+}
