@@ -344,7 +344,11 @@ pub(crate) struct Recorder<'t> {
     chains: Table<'t, (u32, u64, u64), ()>,
     /// The group being filled: its first arrival, record count and content.
     open: Option<(u64, u32, Vec<u8>)>,
+    written: Vec<Written>,
 }
+
+/// (id, author index, seq) of a stored experience.
+pub(crate) type Written = (Id, u32, u64);
 
 impl<'t> Recorder<'t> {
     pub fn open(txn: &'t WriteTransaction, cloud: Id) -> Result<Recorder<'t>, StoreError> {
@@ -361,6 +365,7 @@ impl<'t> Recorder<'t> {
             groups: txn.open_table(GROUPS).map_err(db)?,
             chains: txn.open_table(CHAINS).map_err(db)?,
             open: None,
+            written: Vec::new(),
         })
     }
 
@@ -402,6 +407,7 @@ impl<'t> Recorder<'t> {
         }
         .to_bytes();
         let record = compact(bytes, &self.cloud, a, author);
+        self.written.push((id, a, seq));
         self.chains.insert((a, seq, arrival), ()).map_err(db)?;
         if self.open.is_none() {
             self.open = self.last_with_room(arrival)?;
@@ -458,9 +464,10 @@ impl<'t> Recorder<'t> {
         Ok(())
     }
 
-    /// Writes the group being filled.
-    pub fn finish(mut self) -> Result<(), StoreError> {
-        self.close()
+    /// Writes the group being filled. Returns what was added: (id, author index, seq) of each.
+    pub fn finish(mut self) -> Result<Vec<Written>, StoreError> {
+        self.close()?;
+        Ok(self.written)
     }
 
     /// The clock of `author`'s stored experience at `seq` (the first one, if it forked).

@@ -13,7 +13,7 @@ use lcloud_core::{
 };
 
 use crate::identity::Identity;
-use crate::records::{self, Names, Recorder};
+use crate::records::{self, Names, Recorder, Written};
 use crate::sign::{self, SignPool, Signed};
 use crate::signed::SignedSeq;
 use crate::state::{self, LEAVES, Summary, read_doc, sealed, unseal, write_leaves};
@@ -173,8 +173,16 @@ pub struct Store {
     deferred_bytes: u64,
     pending: Option<PendingLeaves>,
     checkpoint_ops: u64,
+    /// (id, author index, seq) of everything this instance stored since the last checkpoint,
+    /// when it has seen all of it (from the first checkpoint it wrote on): the next
+    /// checkpoint's writers are the last one's plus these, without reading the records back.
+    since_checkpoint: Option<Vec<Written>>,
     signed: Arc<SignedSeq>,
 }
+
+/// Experiences remembered since the last checkpoint, at most (past that, the next checkpoint
+/// reads their index entries back).
+const SINCE_CHECKPOINT_MAX: usize = 1 << 20;
 
 impl Store {
     fn map_db(&self, e: impl Into<redb::Error>) -> StoreError {
@@ -219,6 +227,7 @@ impl Store {
         self.next = fresh.next;
         self.doc_cache = None;
         self.pending = None;
+        self.since_checkpoint = None;
     }
 
     /// Whether `dir` holds a store.
@@ -247,6 +256,7 @@ impl Store {
             deferred_bytes: 0,
             pending: None,
             checkpoint_ops: travel::CHECKPOINT_OPS_MIN,
+            since_checkpoint: None,
             signed: Arc::new(SignedSeq::new(dir)),
         };
         let txn = store.db()?.begin_write().map_err(|e| store.map_db(e))?;
@@ -420,6 +430,7 @@ impl Store {
             deferred_bytes: 0,
             pending: None,
             checkpoint_ops: travel::CHECKPOINT_OPS_MIN,
+            since_checkpoint: None,
             signed: Arc::new(SignedSeq::new(dir)),
         })
     }
@@ -679,6 +690,8 @@ impl Store {
         let mut next = self.next;
         let mut pending = None;
         let mut flushed = None;
+        let checkpointed;
+        let stored;
         {
             let mut park = txn.open_table(PARKED).map_err(|e| map_db(&dir, e))?;
             let had_parked = !park.is_empty().map_err(|e| map_db(&dir, e))? || !parked.is_empty();
@@ -796,17 +809,20 @@ impl Store {
                 meta.insert("has_calls", [1u8].as_slice())
                     .map_err(|e| map_db(&dir, e))?;
             }
-            recorder.finish()?;
-            self.maybe_checkpoint(
+            let written = recorder.finish()?;
+            checkpointed = self.maybe_checkpoint(
                 &txn,
                 &mut meta,
                 next,
                 ops_added,
                 &replica.lattice().frontier(),
                 &|| Ok(Cow::Borrowed(&state.doc)),
+                &written,
             )?;
+            stored = written;
         }
         txn.commit().map_err(|e| map_db(&dir, e))?;
+        self.remember_since_checkpoint(checkpointed, stored);
         self.next = next;
         if defer {
             self.pending = pending;
@@ -878,6 +894,8 @@ impl Store {
         let txn = self.db()?.begin_write().map_err(|e| map_db(&dir, e))?;
         let mut cached = None;
         let mut pending = None;
+        let checkpointed;
+        let stored;
         let results = {
             let mut meta = txn.open_table(META).map_err(|e| map_db(&dir, e))?;
             let mut summary = read_summary(&meta)?;
@@ -1017,8 +1035,8 @@ impl Store {
                 .map_err(|e| map_db(&dir, e))?;
             let frontier = VectorClock(summary.tips.iter().map(|(a, s, _)| (*a, *s)).collect());
             let whole = self.cache_document.then_some(&doc);
-            recorder.finish()?;
-            self.maybe_checkpoint(
+            let written = recorder.finish()?;
+            checkpointed = self.maybe_checkpoint(
                 &txn,
                 &mut meta,
                 next,
@@ -1032,7 +1050,9 @@ impl Store {
                         Ok(Cow::Owned(all))
                     }
                 },
+                &written,
             )?;
+            stored = written;
             if self.cache_document {
                 // Kept only once the commit succeeds (below); dropped if it fails.
                 cached = Some(doc);
@@ -1040,13 +1060,28 @@ impl Store {
             results
         };
         txn.commit().map_err(|e| map_db(&dir, e))?;
+        self.remember_since_checkpoint(checkpointed, stored);
         self.doc_cache = cached;
         self.pending = pending;
         self.next += results.iter().filter(|r| r.is_ok()).count() as u64;
         Ok(Some(results))
     }
 
-    /// Writes a checkpoint of the document if enough ops came since the last one.
+    /// After a commit: what it stored joins what is remembered since the last checkpoint, or
+    /// starts it afresh if the commit wrote a checkpoint.
+    fn remember_since_checkpoint(&mut self, checkpointed: bool, fresh: Vec<Written>) {
+        if checkpointed {
+            self.since_checkpoint = Some(Vec::new());
+        } else if let Some(since) = &mut self.since_checkpoint {
+            since.extend(fresh);
+            if since.len() > SINCE_CHECKPOINT_MAX {
+                self.since_checkpoint = None;
+            }
+        }
+    }
+
+    /// Writes a checkpoint of the document if enough ops came since the last one (`fresh`:
+    /// what this transaction stored). Returns whether it wrote one.
     #[allow(clippy::too_many_arguments)]
     fn maybe_checkpoint<'d>(
         &self,
@@ -1056,16 +1091,25 @@ impl Store {
         ops_added: u64,
         frontier: &VectorClock,
         doc: &dyn Fn() -> Result<Cow<'d, Doc>, StoreError>,
-    ) -> Result<(), StoreError> {
+        fresh: &[Written],
+    ) -> Result<bool, StoreError> {
         let (last, since, bytes) = match meta.get("checkpoint").map_err(|e| self.map_db(e))? {
             Some(v) => read_checkpoint_meta(v.value())?,
             None => (0, 0, 0),
         };
         let since = since + ops_added;
+        let mut checkpointed = false;
         let (last, since, bytes) = if travel::checkpoint_due(since, bytes, self.checkpoint_ops) {
             let doc = doc()?;
-            match travel::write_checkpoint(txn, &self.cloud, upto, frontier, &doc)? {
-                Some(written) => (upto, 0, written),
+            let recent = self
+                .since_checkpoint
+                .as_ref()
+                .map(|since| since.iter().chain(fresh));
+            match travel::write_checkpoint(txn, &self.cloud, upto, frontier, &doc, recent)? {
+                Some(written) => {
+                    checkpointed = true;
+                    (upto, 0, written)
+                }
                 None => (last, since, bytes),
             }
         } else {
@@ -1075,7 +1119,7 @@ impl Store {
         m.extend_from_slice(&bytes.to_le_bytes());
         meta.insert("checkpoint", m.as_slice())
             .map_err(|e| self.map_db(e))?;
-        Ok(())
+        Ok(checkpointed)
     }
 
     /// Sets the fewest ops between time-travel checkpoints (default 4096).

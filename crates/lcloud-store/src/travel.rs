@@ -9,7 +9,7 @@ use lcloud_core::codec::{ByteBuf, from_canonical, to_canonical};
 use lcloud_core::{Doc, Dot, Id, Leaf, NodeId, Observer, Path, VectorClock, revalidate_stored};
 use redb::{ReadableTable, TableDefinition, WriteTransaction};
 
-use crate::records::{self, GROUPS, Names, Records};
+use crate::records::{self, GROUPS, Names, Records, Written};
 use crate::state::{sealed, unseal};
 use crate::store::StoreError;
 
@@ -88,12 +88,13 @@ type Writers = BTreeMap<Id, (u32, u64)>;
 /// whether it was written.
 /// Writes a checkpoint of `doc` after the first `upto` arrivals. Returns the bytes written, or
 /// `None` when no checkpoint can be written (see below).
-pub(crate) fn write_checkpoint(
+pub(crate) fn write_checkpoint<'a>(
     txn: &WriteTransaction,
     cloud: &Id,
     upto: u64,
     clock: &VectorClock,
     doc: &Doc,
+    recent: Option<impl Iterator<Item = &'a Written>>,
 ) -> Result<Option<u64>, StoreError> {
     let mut known: Writers = BTreeMap::new();
     let from = {
@@ -107,15 +108,21 @@ pub(crate) fn write_checkpoint(
             None => 0,
         }
     };
-    let groups = txn.open_table(GROUPS).map_err(db)?;
-    let names = Names::read(&txn.open_table(AUTHORS).map_err(db)?, *cloud)?;
-    records::for_each(&groups, &names, from, |n, entry, _, id| {
-        if n < upto {
-            let entry = Entry::from_bytes(entry, id)?;
-            known.insert(entry.id, (entry.author, entry.seq));
+    match recent {
+        // The caller remembers everything stored since the last checkpoint.
+        Some(recent) => known.extend(recent.map(|(id, a, s)| (*id, (*a, *s)))),
+        None => {
+            let groups = txn.open_table(GROUPS).map_err(db)?;
+            let names = Names::read(&txn.open_table(AUTHORS).map_err(db)?, *cloud)?;
+            records::for_each(&groups, &names, from, |n, entry, _, id| {
+                if n < upto {
+                    let entry = Entry::from_bytes(entry, id)?;
+                    known.insert(entry.id, (entry.author, entry.seq));
+                }
+                Ok(())
+            })?;
         }
-        Ok(())
-    })?;
+    }
     let mut writers: Vec<(Id, u32, u64)> = Vec::new();
     for id in doc.dot_experiences() {
         match known.get(&id) {
