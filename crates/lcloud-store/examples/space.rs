@@ -32,6 +32,7 @@ fn stats(tx: &redb::ReadTransaction, name: &str) -> Option<TableStats> {
     try_as!(&[u8; 32], &[u8]);
     try_as!(&[u8; 32], &str);
     try_as!((u32, u64, u64), ());
+    try_as!((u32, u64, u64), u64);
     try_as!(&str, &[u8]);
     try_as!(u32, &[u8; 32]);
     None

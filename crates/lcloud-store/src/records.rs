@@ -19,10 +19,52 @@ use redb::{ReadableTable, Table, TableDefinition, WriteTransaction};
 
 use crate::state::{sealed, unseal};
 use crate::store::StoreError;
-use crate::travel::{AUTHORS, CHAINS, Entry};
+use crate::travel::{AUTHORS, Entry};
 
 /// Arrival index of a group's first experience → sealed group.
 pub(crate) const GROUPS: TableDefinition<u64, &[u8]> = TableDefinition::new("groups");
+
+/// (author index, first seq, first arrival) → count: each author's chain as runs of
+/// consecutive seqs stored at consecutive arrivals (one entry for a whole import of one chain,
+/// or a writer's stream of commits; one per experience where authors interleave).
+pub(crate) const RUNS: TableDefinition<(u32, u64, u64), u64> = TableDefinition::new("runs");
+
+/// Visits the arrivals of `author`'s experiences at seqs `from..=to` in seq order, as
+/// `visit(seq, arrival)`, until it returns `false`. (A forked author has runs that overlap;
+/// callers that need exactness check for forks first.)
+pub(crate) fn chain(
+    runs: &impl ReadableTable<(u32, u64, u64), u64>,
+    author: u32,
+    from: u64,
+    to: u64,
+    mut visit: impl FnMut(u64, u64) -> Result<bool, StoreError>,
+) -> Result<(), StoreError> {
+    if to < from {
+        return Ok(());
+    }
+    // The run holding `from`, if one starts before it, then those that start after it.
+    let before = runs
+        .range((author, 0, 0)..=(author, from, u64::MAX))
+        .map_err(db)?
+        .next_back()
+        .transpose()
+        .map_err(db)?
+        .map(|(k, v)| (k.value(), v.value()));
+    let after = runs
+        .range((author, from + 1, 0)..=(author, to, u64::MAX))
+        .map_err(db)?;
+    let first = before.into_iter().map(Ok);
+    let rest = after.map(|row| row.map(|(k, v)| (k.value(), v.value())).map_err(db));
+    for run in first.chain(rest) {
+        let ((_, s0, arrival0), count) = run?;
+        for seq in s0.max(from)..=to.min(s0.saturating_add(count).saturating_sub(1)) {
+            if !visit(seq, arrival0 + (seq - s0))? {
+                return Ok(());
+            }
+        }
+    }
+    Ok(())
+}
 
 /// Records per group, at most.
 pub(crate) const GROUP_MAX: usize = 256;
@@ -341,7 +383,10 @@ pub(crate) struct Recorder<'t> {
     authors: Table<'t, u32, &'static [u8; 32]>,
     by_node: BTreeMap<NodeId, u32>,
     groups: Table<'t, u64, &'static [u8]>,
-    chains: Table<'t, (u32, u64, u64), ()>,
+    runs: Table<'t, (u32, u64, u64), u64>,
+    /// Each author's last run as this transaction leaves it: (first seq, first arrival,
+    /// count, changed).
+    open_runs: BTreeMap<u32, (u64, u64, u64, bool)>,
     /// The group being filled: its first arrival, record count and content.
     open: Option<(u64, u32, Vec<u8>)>,
     written: Vec<Written>,
@@ -363,7 +408,8 @@ impl<'t> Recorder<'t> {
             authors,
             by_node,
             groups: txn.open_table(GROUPS).map_err(db)?,
-            chains: txn.open_table(CHAINS).map_err(db)?,
+            runs: txn.open_table(RUNS).map_err(db)?,
+            open_runs: BTreeMap::new(),
             open: None,
             written: Vec::new(),
         })
@@ -408,7 +454,7 @@ impl<'t> Recorder<'t> {
         .to_bytes();
         let record = compact(bytes, &self.cloud, a, author);
         self.written.push((id, a, seq));
-        self.chains.insert((a, seq, arrival), ()).map_err(db)?;
+        self.extend_run(a, seq, arrival)?;
         if self.open.is_none() {
             self.open = self.last_with_room(arrival)?;
         }
@@ -431,6 +477,36 @@ impl<'t> Recorder<'t> {
         for part in [entry.as_slice(), &record] {
             content.extend_from_slice(&(part.len() as u32).to_le_bytes());
             content.extend_from_slice(part);
+        }
+        Ok(())
+    }
+
+    /// Adds (seq, arrival) to `author`'s last run if it continues it, or starts a new run.
+    fn extend_run(&mut self, author: u32, seq: u64, arrival: u64) -> Result<(), StoreError> {
+        if !self.open_runs.contains_key(&author) {
+            let last = self
+                .runs
+                .range((author, 0, 0)..=(author, u64::MAX, u64::MAX))
+                .map_err(db)?
+                .next_back()
+                .transpose()
+                .map_err(db)?
+                .map(|(k, v)| (k.value(), v.value()));
+            if let Some(((_, s0, a0), n)) = last {
+                self.open_runs.insert(author, (s0, a0, n, false));
+            }
+        }
+        match self.open_runs.get_mut(&author) {
+            Some((s0, a0, n, changed)) if seq == *s0 + *n && arrival == *a0 + *n => {
+                *n += 1;
+                *changed = true;
+            }
+            _ => {
+                if let Some((s0, a0, n, true)) = self.open_runs.get(&author).copied() {
+                    self.runs.insert((author, s0, a0), n).map_err(db)?;
+                }
+                self.open_runs.insert(author, (seq, arrival, 1, true));
+            }
         }
         Ok(())
     }
@@ -467,10 +543,15 @@ impl<'t> Recorder<'t> {
     /// Writes the group being filled. Returns what was added: (id, author index, seq) of each.
     pub fn finish(mut self) -> Result<Vec<Written>, StoreError> {
         self.close()?;
+        for (author, (s0, a0, n, changed)) in std::mem::take(&mut self.open_runs) {
+            if changed {
+                self.runs.insert((author, s0, a0), n).map_err(db)?;
+            }
+        }
         Ok(self.written)
     }
 
-    /// The clock of `author`'s stored experience at `seq` (the first one, if it forked).
+    /// The clock of `author`'s stored experience at `seq` (one of them, if it forked).
     pub fn clock_at(&self, author: &NodeId, seq: u64) -> Result<Option<VectorClock>, StoreError> {
         assert!(
             self.open.is_none(),
@@ -479,15 +560,14 @@ impl<'t> Recorder<'t> {
         let Some(a) = self.by_node.get(author) else {
             return Ok(None);
         };
-        let Some(row) = self
-            .chains
-            .range((*a, seq, 0)..=(*a, seq, u64::MAX))
-            .map_err(db)?
-            .next()
-        else {
+        let mut found = None;
+        chain(&self.runs, *a, seq, seq, |_, arrival| {
+            found = Some(arrival);
+            Ok(false)
+        })?;
+        let Some(arrival) = found else {
             return Ok(None);
         };
-        let (_, _, arrival) = row.map_err(db)?.0.value();
         let names = Names::read(&self.authors, self.cloud)?;
         let mut records = Records::new(&self.groups, names);
         let entry = records.entry(arrival)?;
@@ -648,6 +728,44 @@ mod tests {
         bolero::check!().for_each(|input: &[u8]| {
             let _ = expand(input, &names);
         });
+    }
+
+    #[test]
+    fn runs_give_each_seq_its_arrival() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = redb::Database::create(dir.path().join("t.redb")).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let mut runs = txn.open_table(RUNS).unwrap();
+            // Author 0: seqs 1–3 at arrivals 0–2, seqs 4–5 at 10–11; author 1: seq 1 at 3.
+            runs.insert((0, 1, 0), 3).unwrap();
+            runs.insert((0, 4, 10), 2).unwrap();
+            runs.insert((1, 1, 3), 1).unwrap();
+            let all = |a, from, to| {
+                let mut seen = Vec::new();
+                chain(&runs, a, from, to, |s, arrival| {
+                    seen.push((s, arrival));
+                    Ok(true)
+                })
+                .unwrap();
+                seen
+            };
+            assert_eq!(all(0, 1, 5), [(1, 0), (2, 1), (3, 2), (4, 10), (5, 11)]);
+            assert_eq!(all(0, 2, 4), [(2, 1), (3, 2), (4, 10)]);
+            assert_eq!(all(0, 5, 9), [(5, 11)]);
+            assert_eq!(all(0, 6, 9), []);
+            assert_eq!(all(0, 3, 2), []);
+            assert_eq!(all(1, 1, 1), [(1, 3)]);
+            assert_eq!(all(2, 1, 9), []);
+            let mut first = Vec::new();
+            chain(&runs, 0, 1, 5, |s, _| {
+                first.push(s);
+                Ok(s < 2)
+            })
+            .unwrap();
+            assert_eq!(first, [1, 2], "stops when told");
+        }
+        txn.commit().unwrap();
     }
 
     /// Group contents (bolero): no input panics, and whatever parses has spans inside it.

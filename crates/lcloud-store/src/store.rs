@@ -1389,8 +1389,8 @@ fn migrate_v1(db: &Database, dir: &FsPath, cloud: &Id) -> Result<(), StoreError>
         }
         txn.delete_table(travel::AUTHORS)
             .map_err(|e| map(e.into()))?;
-        txn.delete_table(travel::CHAINS)
-            .map_err(|e| map(e.into()))?;
+        const V1_CHAINS: TableDefinition<(u32, u64, u64), ()> = TableDefinition::new("chains");
+        txn.delete_table(V1_CHAINS).map_err(|e| map(e.into()))?;
         for table in [
             travel::CHECKPOINTS,
             travel::CHECKPOINT_CLOCKS,

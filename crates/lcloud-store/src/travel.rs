@@ -9,14 +9,12 @@ use lcloud_core::codec::{ByteBuf, from_canonical, to_canonical};
 use lcloud_core::{Doc, Dot, Id, Leaf, NodeId, Observer, Path, VectorClock, revalidate_stored};
 use redb::{ReadableTable, TableDefinition, WriteTransaction};
 
-use crate::records::{self, GROUPS, Names, Records, Written};
+use crate::records::{self, GROUPS, Names, RUNS, Records, Written};
 use crate::state::{sealed, unseal};
 use crate::store::StoreError;
 
 /// Author index (first-seen order in this store) → node id.
 pub(crate) const AUTHORS: TableDefinition<u32, &[u8; 32]> = TableDefinition::new("authors");
-/// (author index, seq, arrival index) → (): each chain by seq.
-pub(crate) const CHAINS: TableDefinition<(u32, u64, u64), ()> = TableDefinition::new("chains");
 /// Arrival count covered → sealed leaves: the document after that many arrivals.
 pub(crate) const CHECKPOINTS: TableDefinition<u64, &[u8]> = TableDefinition::new("checkpoints");
 /// Arrival count covered → the frontier clock of that checkpoint (kept apart, so finding the
@@ -219,7 +217,7 @@ pub(crate) fn document_at(
     let authors = txn.open_table(AUTHORS).map_err(db)?;
     let groups = txn.open_table(GROUPS).map_err(db)?;
     let mut records = Records::new(&groups, Names::read(&authors, *cloud)?);
-    let chains = txn.open_table(CHAINS).map_err(db)?;
+    let runs = txn.open_table(RUNS).map_err(db)?;
     let checkpoints = txn.open_table(CHECKPOINTS).map_err(db)?;
     let checkpoint_clocks = txn.open_table(CHECKPOINT_CLOCKS).map_err(db)?;
     let checkpoint_writers = txn.open_table(CHECKPOINT_WRITERS).map_err(db)?;
@@ -268,20 +266,16 @@ pub(crate) fn document_at(
         if to < from {
             continue;
         }
-        for row in chains
-            .range((*a, from, 0)..=(*a, to, u64::MAX))
-            .map_err(db)?
-        {
-            let (k, _) = row.map_err(db)?;
-            let (_, _, arrival) = k.value();
+        records::chain(&runs, *a, from, to, |_, arrival| {
             let entry = records.entry(arrival)?;
             if !within(&entry.clock) {
-                break;
+                return Ok(false);
             }
             if arrival >= upto {
                 rest.push((arrival, entry));
             }
-        }
+            Ok(true)
+        })?;
     }
     rest.sort_by_key(|(arrival, _)| *arrival);
     let mut observer = IndexObserver {
