@@ -698,7 +698,12 @@ impl Store {
             let mut recorder = Recorder::open(&txn, self.cloud)?;
             let mut ops_added = 0u64;
             let mut calls = false;
-            for idx in outcomes.iter().flat_map(|o| o.admitted.iter()) {
+            // An outcome admits the inserted experience first, then the parked ones it released:
+            // only those can be in the parked table.
+            for (released, idx) in outcomes
+                .iter()
+                .flat_map(|o| o.admitted.iter().enumerate().map(|(k, idx)| (k > 0, idx)))
+            {
                 assert_eq!(
                     u64::from(*idx),
                     next,
@@ -726,7 +731,7 @@ impl Store {
                 )?;
                 ops_added += exp.ops().len() as u64;
                 calls |= exp.ops().iter().any(|op| matches!(op, Op::Call { .. }));
-                if had_parked {
+                if had_parked && released {
                     park.remove(id.as_bytes()).map_err(|e| map_db(&dir, e))?;
                 }
                 next += 1;

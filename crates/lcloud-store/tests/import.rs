@@ -44,6 +44,16 @@ fn a_reversed_import_spanning_many_chunks_parks_then_admits_everything() {
     );
     assert_eq!(replica.root(), source.root());
     drop(store);
+    {
+        // Every parked record was removed when its experience was admitted.
+        use redb::{ReadableDatabase, ReadableTableMetadata, TableDefinition};
+        let db = redb::Database::open(dir.path().join("store.redb")).unwrap();
+        let txn = db.begin_read().unwrap();
+        let parked = txn
+            .open_table(TableDefinition::<&[u8; 32], &[u8]>::new("parked"))
+            .unwrap();
+        assert_eq!(parked.len().unwrap(), 0);
+    }
     let store = Store::open(dir.path()).unwrap();
     let reloaded = store.load(&mut |_| {}).unwrap();
     assert_eq!(reloaded.root(), source.root());
