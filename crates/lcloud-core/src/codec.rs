@@ -109,10 +109,57 @@ pub fn to_canonical<T: Serialize + ?Sized>(value: &T) -> Vec<u8> {
     serde_ipld_dagcbor::to_vec(value).expect("core values always encode as DAG-CBOR")
 }
 
+/// Writes the head of a CBOR item of major type `major` with argument `n`, in its shortest
+/// form (as DAG-CBOR requires).
+pub fn write_head(out: &mut Vec<u8>, major: u8, n: u64) {
+    let m = major << 5;
+    match n {
+        0..24 => out.push(m | n as u8),
+        24..0x100 => out.extend_from_slice(&[m | 24, n as u8]),
+        0x100..0x1_0000 => {
+            out.push(m | 25);
+            out.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        0x1_0000..0x1_0000_0000 => {
+            out.push(m | 26);
+            out.extend_from_slice(&(n as u32).to_be_bytes());
+        }
+        _ => {
+            out.push(m | 27);
+            out.extend_from_slice(&n.to_be_bytes());
+        }
+    }
+}
+
+/// Writes a CBOR text string.
+pub fn write_text(out: &mut Vec<u8>, text: &str) {
+    write_head(out, 3, text.len() as u64);
+    out.extend_from_slice(text.as_bytes());
+}
+
+/// Writes a CBOR byte string.
+pub fn write_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
+    write_head(out, 2, bytes.len() as u64);
+    out.extend_from_slice(bytes);
+}
+
 /// Decodes canonical DAG-CBOR of at most `max_len` bytes into `T`.
 pub fn from_canonical_capped<T>(bytes: &[u8], max_len: usize) -> Result<T, DecodeError>
 where
     T: DeserializeOwned + Serialize,
+{
+    from_canonical_capped_with(bytes, max_len, to_canonical)
+}
+
+/// [`from_canonical_capped`], checking canonical form with `encode` (which must give exactly
+/// what [`to_canonical`] gives, only faster).
+pub fn from_canonical_capped_with<T>(
+    bytes: &[u8],
+    max_len: usize,
+    encode: impl Fn(&T) -> Vec<u8>,
+) -> Result<T, DecodeError>
+where
+    T: DeserializeOwned,
 {
     if bytes.len() > max_len {
         return Err(DecodeError::TooLarge {
@@ -123,7 +170,7 @@ where
     precheck(bytes)?;
     let value: T =
         serde_ipld_dagcbor::from_slice(bytes).map_err(|e| DecodeError::Shape(e.to_string()))?;
-    if to_canonical(&value) != bytes {
+    if encode(&value) != bytes {
         return Err(DecodeError::NonCanonical);
     }
     Ok(value)

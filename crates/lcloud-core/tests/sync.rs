@@ -330,3 +330,57 @@ fn oversized_or_malformed_messages_are_refused_before_use() {
         assert!(err.to_string().contains("at most"), "{err}");
     }
 }
+
+/// The messages that carry experiences are encoded by hand (one buffer, no copies); their bytes
+/// are exactly serde's canonical DAG-CBOR, for empty, small and large batches and lengths
+/// on every side of CBOR's length-encoding boundaries; they decode back, and a non-canonical
+/// variant (an overlong length) is refused.
+#[test]
+fn hand_encoded_messages_are_serdes_canonical_bytes() {
+    let summary = Summary {
+        cloud: genesis().id(),
+        chains: vec![sync::ChainTip {
+            author: node(2),
+            seq: 7,
+            tip: genesis().id(),
+            forked: false,
+            branches: Vec::new(),
+        }],
+    };
+    let sizes = [0usize, 1, 23, 24, 255, 256, 65_535, 65_536, 70_000];
+    for count in [0usize, 1, 23, 24, 300] {
+        let exps: Vec<ByteBuf> = (0..count)
+            .map(|i| ByteBuf(vec![i as u8; sizes[i % sizes.len()] % 2000]))
+            .collect();
+        let mut big = exps.clone();
+        big.push(ByteBuf(vec![7; sizes[(count + 3) % sizes.len()]]));
+        for exps in [exps, big] {
+            let push = Request::Push {
+                cloud: genesis().id(),
+                exps: exps.clone(),
+            };
+            assert_eq!(push.to_bytes(), lcloud_core::codec::to_canonical(&push));
+            assert_eq!(Request::from_bytes(&push.to_bytes()).unwrap(), push);
+            for more in [false, true] {
+                let sync = Response::Sync {
+                    summary: summary.clone(),
+                    exps: exps.clone(),
+                    more,
+                };
+                assert_eq!(sync.to_bytes(), lcloud_core::codec::to_canonical(&sync));
+                assert_eq!(Response::from_bytes(&sync.to_bytes()).unwrap(), sync);
+            }
+        }
+    }
+    // The array of experiences with its length in two bytes instead of one: refused.
+    let push = Request::Push {
+        cloud: genesis().id(),
+        exps: vec![ByteBuf(vec![1, 2, 3])],
+    };
+    let bytes = push.to_bytes();
+    let at = bytes.iter().position(|b| *b == 0x81).unwrap();
+    let mut long = bytes[..at].to_vec();
+    long.extend_from_slice(&[0x98, 0x01]);
+    long.extend_from_slice(&bytes[at + 1..]);
+    assert!(Request::from_bytes(&long).is_err());
+}

@@ -51,32 +51,80 @@ fn cores() -> usize {
     })
 }
 
-/// Validates experiences' bytes on every core (ZIP-215 batches).
-pub fn check(exps: Vec<ByteBuf>, cloud: &Id) -> Checked {
-    let results = {
-        let inputs: Vec<&[u8]> = exps.iter().map(|b| b.0.as_slice()).collect();
-        let ways = cores();
-        if inputs.len() < 64 || ways == 1 {
-            lcloud_core::validate_batch(&inputs, cloud)
-        } else {
-            let chunk = inputs.len().div_ceil(ways);
-            std::thread::scope(|s| {
-                let parts: Vec<_> = inputs
-                    .chunks(chunk)
-                    .map(|part| s.spawn(move || lcloud_core::validate_batch(part, cloud)))
-                    .collect();
-                parts
-                    .into_iter()
-                    .flat_map(|h| h.join().expect("validation does not panic"))
-                    .collect()
-            })
-        }
-    };
+/// Validates one part of a batch, keeping each experience's bytes beside its result.
+fn check_part(exps: Vec<ByteBuf>, cloud: &Id) -> Checked {
+    let inputs: Vec<&[u8]> = exps.iter().map(|b| b.0.as_slice()).collect();
+    let results = lcloud_core::validate_batch(&inputs, cloud);
     results
         .into_iter()
         .zip(exps)
         .map(|(r, b)| r.map(|e| (e, b)))
         .collect()
+}
+
+type Job = Box<dyn FnOnce() + Send>;
+
+/// Long-lived validation threads (one fewer than the cores: the caller's thread takes a part
+/// too). Threads spawned for each batch started cold: the batch verifier's tables landed in
+/// fresh memory every time, and its page faults cost more than a tenth of a sync's CPU time.
+/// `None` if no thread could be started (then everything is validated on the caller's).
+fn validators() -> Option<&'static std::sync::Mutex<std::sync::mpsc::Sender<Job>>> {
+    static POOL: std::sync::OnceLock<Option<std::sync::Mutex<std::sync::mpsc::Sender<Job>>>> =
+        std::sync::OnceLock::new();
+    POOL.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::channel::<Job>();
+        let rx = std::sync::Arc::new(std::sync::Mutex::new(rx));
+        let mut started = 0;
+        for i in 1..cores() {
+            let rx = rx.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("lcloud-check-{i}"))
+                .spawn(move || {
+                    loop {
+                        // A job never panics while the lock is held: it runs after `recv`.
+                        let job = rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
+                        match job {
+                            Ok(job) => job(),
+                            Err(_) => return,
+                        }
+                    }
+                });
+            started += usize::from(spawned.is_ok());
+        }
+        (started > 0).then(|| std::sync::Mutex::new(tx))
+    })
+    .as_ref()
+}
+
+/// Validates experiences' bytes on every core (ZIP-215 batches).
+pub fn check(mut exps: Vec<ByteBuf>, cloud: &Id) -> Checked {
+    let ways = cores();
+    let Some(pool) = validators().filter(|_| exps.len() >= 64 && ways > 1) else {
+        return check_part(exps, cloud);
+    };
+    let chunk = exps.len().div_ceil(ways);
+    // The parts after the first go to the pool, each answering on its own channel, in order.
+    let mut answers = Vec::new();
+    let mut rest = exps.split_off(chunk);
+    while !rest.is_empty() {
+        let tail = rest.split_off(chunk.min(rest.len()));
+        let part = std::mem::replace(&mut rest, tail);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let cloud = *cloud;
+        let job: Job = Box::new(move || {
+            let _ = tx.send(check_part(part, &cloud));
+        });
+        let sent = pool.lock().unwrap_or_else(|e| e.into_inner()).send(job);
+        if let Err(std::sync::mpsc::SendError(job)) = sent {
+            job();
+        }
+        answers.push(rx);
+    }
+    let mut checked = check_part(exps, cloud);
+    for rx in answers {
+        checked.extend(rx.recv().expect("validation does not panic"));
+    }
+    checked
 }
 
 /// Experiences inserted into the replica and not yet stored.
@@ -1223,5 +1271,58 @@ impl Node {
             ));
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lcloud_core::{Experience, ForkPolicy, Genesis, Op, Path, Replica, Value};
+
+    /// A batch split across the validation threads comes back whole and in order, each
+    /// experience with its own bytes and verdict, as one thread would give it; again and
+    /// again, on the same long-lived threads.
+    #[test]
+    fn a_batch_checked_in_parts_comes_back_whole_and_in_order() {
+        let key = ed25519_consensus::SigningKey::from([4; 32]);
+        let genesis = Experience::create_genesis(
+            &key,
+            Genesis {
+                name: "t".into(),
+                init: Value::map(),
+                members: None,
+                fork_policy: ForkPolicy::Concurrent,
+            },
+        );
+        let mut replica = Replica::new(genesis.clone()).unwrap();
+        let mut exps: Vec<ByteBuf> = (0..301)
+            .map(|i| {
+                let op = Op::Incr {
+                    path: Path(vec![format!("k{i}")]),
+                    by: 1,
+                };
+                ByteBuf(replica.write(&key, vec![op]).unwrap().to_bytes())
+            })
+            .collect();
+        // Every seventh is tampered with (its signature no longer holds).
+        for e in exps.iter_mut().step_by(7) {
+            let last = e.0.len() - 1;
+            e.0[last] ^= 1;
+        }
+        let one = check_part(exps.clone(), &genesis.id());
+        for _ in 0..3 {
+            let parts = check(exps.clone(), &genesis.id());
+            assert_eq!(parts.len(), exps.len());
+            for ((p, o), bytes) in parts.iter().zip(&one).zip(&exps) {
+                match (p, o) {
+                    (Ok((pe, pb)), Ok((oe, _))) => {
+                        assert_eq!((pe.id(), pb), (oe.id(), bytes));
+                    }
+                    (Err(pe), Err(oe)) => assert_eq!(pe.to_string(), oe.to_string()),
+                    _ => panic!("verdicts differ"),
+                }
+            }
+        }
+        assert_eq!(one.iter().filter(|r| r.is_err()).count(), 43);
     }
 }
