@@ -135,6 +135,7 @@ fn parse(content: &[u8], first: u64) -> Result<Spans, StoreError> {
 /// Record kinds: the first byte of a stored experience.
 const WHOLE: u8 = 0;
 const COMPACT: u8 = 1;
+const CHAINED: u8 = 2;
 /// An experience array (3 items), its header array (9 items), version 1.
 const PREFIX: [u8; 3] = [0x83, 0x89, 0x01];
 /// The head of a 32-byte string.
@@ -142,10 +143,19 @@ const B32: [u8; 2] = [0x58, 0x20];
 
 /// The stored form of an experience's canonical `bytes` by `node` (author number `author`):
 /// `COMPACT, author: u32 LE`, then the bytes without the cloud id, the author's key and the ops
-/// digest, and the array heads before them (105 bytes the store knows or can recompute: the cloud is the store's, the author is
-/// in the authors table, the digest is the hash of the ops). What does not have the expected
-/// shape (the genesis, whose cloud field is zero) is kept whole: `WHOLE`, then the bytes.
-pub(crate) fn compact(bytes: &[u8], cloud: &Id, author: u32, node: &NodeId) -> Vec<u8> {
+/// digest, and the array heads before them (105 bytes the store knows or can recompute: the
+/// cloud is the store's, the author is in the authors table, the digest is the hash of the
+/// ops). When the experience's prev is `chained` (the id of the record just before it in its
+/// group), the prev is left out too (34 bytes more): kind `CHAINED`. What does not have the
+/// expected shape (the genesis, whose cloud field is zero) is kept whole: `WHOLE`, then the
+/// bytes.
+pub(crate) fn compact(
+    bytes: &[u8],
+    cloud: &Id,
+    author: u32,
+    node: &NodeId,
+    chained: Option<&Id>,
+) -> Vec<u8> {
     let compacted = || -> Option<Vec<u8>> {
         let fixed = bytes.get(..3)? == PREFIX
             && bytes.get(3..5)? == B32
@@ -155,19 +165,24 @@ pub(crate) fn compact(bytes: &[u8], cloud: &Id, author: u32, node: &NodeId) -> V
         if !fixed {
             return None;
         }
-        let mut at = 71;
-        for _ in 0..3 {
-            // seq, prev, deps
-            at = item_end(bytes, at).ok()?;
-        }
-        if bytes.get(at..at + 2)? != B32 || bytes.len() < at + 34 {
+        let seq_end = item_end(bytes, 71).ok()?;
+        let prev_end = item_end(bytes, seq_end).ok()?;
+        let deps_end = item_end(bytes, prev_end).ok()?;
+        if bytes.get(deps_end..deps_end + 2)? != B32 || bytes.len() < deps_end + 34 {
             return None;
         }
+        let prev = &bytes[seq_end..prev_end];
+        let chain = chained.is_some_and(|c| prev.len() == 34 && prev[2..] == c.0);
         let mut out = Vec::with_capacity(bytes.len() - 97);
-        out.push(COMPACT);
+        out.push(if chain { CHAINED } else { COMPACT });
         out.extend_from_slice(&author.to_le_bytes());
-        out.extend_from_slice(&bytes[71..at]);
-        out.extend_from_slice(&bytes[at + 34..]);
+        if chain {
+            out.extend_from_slice(&bytes[71..seq_end]);
+            out.extend_from_slice(&bytes[prev_end..deps_end]);
+        } else {
+            out.extend_from_slice(&bytes[71..deps_end]);
+        }
+        out.extend_from_slice(&bytes[deps_end + 34..]);
         Some(out)
     };
     compacted().unwrap_or_else(|| {
@@ -179,52 +194,63 @@ pub(crate) fn compact(bytes: &[u8], cloud: &Id, author: u32, node: &NodeId) -> V
 }
 
 /// The canonical bytes of a stored record, and the experience's id (the hash of its header).
-/// Fails (naming why) on a record that is not one [`compact`] makes; the caller names the
-/// record. What it returns is still to be checked as any stored experience is.
-pub(crate) fn expand<'r>(record: &'r [u8], names: &Names) -> Result<(Cow<'r, [u8]>, Id), String> {
+/// `prev` is the id of the record just before it in its group (what a `CHAINED` record left
+/// out). Fails (naming why) on a record that is not one [`compact`] makes; the caller names
+/// the record. What it returns is still to be checked as any stored experience is.
+pub(crate) fn expand<'r>(
+    record: &'r [u8],
+    names: &Names,
+    prev: Option<&Id>,
+) -> Result<(Cow<'r, [u8]>, Id), String> {
     let bad = |e: lcloud_core::codec::DecodeError| format!("malformed record: {e}");
-    match record.split_first() {
-        Some((&WHOLE, bytes)) => {
-            // The header is the first item after the array's one-byte head.
-            let header_end = item_end(bytes, 1).map_err(bad)?;
-            Ok((Cow::Borrowed(bytes), Id::hash(&bytes[1..header_end])))
-        }
-        Some((&COMPACT, rest)) => {
-            let (author, body) = rest.split_first_chunk::<4>().ok_or("truncated record")?;
-            let author = u32::from_le_bytes(*author);
-            let node = names
-                .authors
-                .get(author as usize)
-                .ok_or_else(|| format!("the record names unknown author #{author}"))?;
-            let mut deps_end = 0;
-            for _ in 0..3 {
-                // seq, prev, deps
-                deps_end = item_end(body, deps_end).map_err(bad)?;
-            }
-            let mut header_rest = deps_end;
-            for _ in 0..2 {
-                // root, fuel
-                header_rest = item_end(body, header_rest).map_err(bad)?;
-            }
-            let ops_start = item_end(body, header_rest).map_err(bad)?; // after the signature
-            let digest = Id::hash(&body[ops_start..]);
-            let mut out = Vec::with_capacity(body.len() + 103);
-            out.extend_from_slice(&PREFIX);
-            out.extend_from_slice(&B32);
-            out.extend_from_slice(names.cloud.as_bytes());
-            out.extend_from_slice(&B32);
-            out.extend_from_slice(node.as_bytes());
-            out.extend_from_slice(&body[..deps_end]);
-            out.extend_from_slice(&B32);
-            out.extend_from_slice(digest.as_bytes());
-            let header_end = out.len() + header_rest - deps_end;
-            out.extend_from_slice(&body[deps_end..]);
-            let id = Id::hash(&out[1..header_end]);
-            Ok((Cow::Owned(out), id))
-        }
-        Some((kind, _)) => Err(format!("unknown record kind {kind}")),
-        None => Err("empty record".into()),
+    let (kind, rest) = record.split_first().ok_or("empty record")?;
+    if *kind == WHOLE {
+        // The header is the first item after the array's one-byte head.
+        let header_end = item_end(rest, 1).map_err(bad)?;
+        return Ok((Cow::Borrowed(rest), Id::hash(&rest[1..header_end])));
     }
+    if *kind != COMPACT && *kind != CHAINED {
+        return Err(format!("unknown record kind {kind}"));
+    }
+    let (author, body) = rest.split_first_chunk::<4>().ok_or("truncated record")?;
+    let author = u32::from_le_bytes(*author);
+    let node = names
+        .authors
+        .get(author as usize)
+        .ok_or_else(|| format!("the record names unknown author #{author}"))?;
+    let seq_end = item_end(body, 0).map_err(bad)?;
+    let prev_end = if *kind == CHAINED {
+        seq_end
+    } else {
+        item_end(body, seq_end).map_err(bad)?
+    };
+    let deps_end = item_end(body, prev_end).map_err(bad)?;
+    let mut header_rest = deps_end;
+    for _ in 0..2 {
+        // root, fuel
+        header_rest = item_end(body, header_rest).map_err(bad)?;
+    }
+    let ops_start = item_end(body, header_rest).map_err(bad)?; // after the signature
+    let digest = Id::hash(&body[ops_start..]);
+    let mut out = Vec::with_capacity(body.len() + 137);
+    out.extend_from_slice(&PREFIX);
+    out.extend_from_slice(&B32);
+    out.extend_from_slice(names.cloud.as_bytes());
+    out.extend_from_slice(&B32);
+    out.extend_from_slice(node.as_bytes());
+    out.extend_from_slice(&body[..seq_end]);
+    if *kind == CHAINED {
+        let prev = prev.ok_or("a chained record first in its group")?;
+        out.extend_from_slice(&B32);
+        out.extend_from_slice(prev.as_bytes());
+    }
+    out.extend_from_slice(&body[seq_end..deps_end]);
+    out.extend_from_slice(&B32);
+    out.extend_from_slice(digest.as_bytes());
+    let header_end = out.len() + header_rest - deps_end;
+    out.extend_from_slice(&body[deps_end..]);
+    let id = Id::hash(&out[1..header_end]);
+    Ok((Cow::Owned(out), id))
 }
 
 /// What expanding a record needs: the cloud id and the authors by number.
@@ -286,13 +312,15 @@ pub(crate) fn for_each(
         }
         let content = unseal(v.value(), &|| group_name(first))?;
         let spans = parse(content, first)?;
+        let mut prev = None;
         for (i, (e, x)) in spans.iter().enumerate() {
             let n = first + i as u64;
+            let (bytes, id) = expand(&content[x.clone()], names, prev.as_ref())
+                .map_err(|why| corrupt(format!("experience #{n}: {why}")))?;
             if n >= from {
-                let (bytes, id) = expand(&content[x.clone()], names)
-                    .map_err(|why| corrupt(format!("experience #{n}: {why}")))?;
                 visit(n, &content[e.clone()], &bytes, id)?;
             }
+            prev = Some(id);
         }
         expected = first + spans.len() as u64;
     }
@@ -300,6 +328,22 @@ pub(crate) fn for_each(
         return Err(corrupt(format!("experience #{from} is missing")));
     }
     Ok(())
+}
+
+/// The ids of a group's experiences, in order (each record may need the one before).
+fn group_ids(
+    content: &[u8],
+    spans: &Spans,
+    first: u64,
+    names: &Names,
+) -> Result<Vec<Id>, StoreError> {
+    let mut ids: Vec<Id> = Vec::with_capacity(spans.len());
+    for (i, (_, x)) in spans.iter().enumerate() {
+        let (_, id) = expand(&content[x.clone()], names, ids.last())
+            .map_err(|why| corrupt(format!("experience #{}: {why}", first + i as u64)))?;
+        ids.push(id);
+    }
+    Ok(ids)
 }
 
 /// One stored experience, as read back.
@@ -316,7 +360,8 @@ pub(crate) struct Stored<'a> {
 pub(crate) struct Records<'a, T> {
     table: &'a T,
     names: Names,
-    group: Option<(u64, Vec<u8>, Spans)>,
+    /// The last group read: its first arrival, content, records and their ids.
+    group: Option<(u64, Vec<u8>, Spans, Vec<Id>)>,
 }
 
 impl<'a, T: ReadableTable<u64, &'static [u8]>> Records<'a, T> {
@@ -331,9 +376,11 @@ impl<'a, T: ReadableTable<u64, &'static [u8]>> Records<'a, T> {
     /// The index entry, canonical experience bytes and id of the `arrival`-th experience.
     pub fn get(&mut self, arrival: u64) -> Result<Stored<'_>, StoreError> {
         self.load(arrival)?;
-        let (first, content, spans) = self.group.as_ref().expect("just loaded");
-        let (e, x) = &spans[(arrival - first) as usize];
-        let (bytes, id) = expand(&content[x.clone()], &self.names)
+        let (first, content, spans, ids) = self.group.as_ref().expect("just loaded");
+        let k = (arrival - first) as usize;
+        let (e, x) = &spans[k];
+        let prev = k.checked_sub(1).map(|p| &ids[p]);
+        let (bytes, id) = expand(&content[x.clone()], &self.names, prev)
             .map_err(|why| corrupt(format!("experience #{arrival}: {why}")))?;
         Ok(Stored {
             entry: &content[e.clone()],
@@ -345,7 +392,7 @@ impl<'a, T: ReadableTable<u64, &'static [u8]>> Records<'a, T> {
     /// Reads and checks the group holding the `arrival`-th experience, unless it is the one
     /// read last.
     fn load(&mut self, arrival: u64) -> Result<(), StoreError> {
-        let cached = self.group.as_ref().is_some_and(|(first, _, spans)| {
+        let cached = self.group.as_ref().is_some_and(|(first, _, spans, _)| {
             (*first..*first + spans.len() as u64).contains(&arrival)
         });
         if !cached {
@@ -364,7 +411,8 @@ impl<'a, T: ReadableTable<u64, &'static [u8]>> Records<'a, T> {
             if arrival - first >= spans.len() as u64 {
                 return Err(missing());
             }
-            self.group = Some((first, content, spans));
+            let ids = group_ids(&content, &spans, first, &self.names)?;
+            self.group = Some((first, content, spans, ids));
         }
         Ok(())
     }
@@ -389,6 +437,8 @@ pub(crate) struct Recorder<'t> {
     open_runs: BTreeMap<u32, (u64, u64, u64, bool)>,
     /// The group being filled: its first arrival, record count and content.
     open: Option<(u64, u32, Vec<u8>)>,
+    /// The id of the last record in the group being filled.
+    last_id: Option<Id>,
     written: Vec<Written>,
 }
 
@@ -411,6 +461,7 @@ impl<'t> Recorder<'t> {
             runs: txn.open_table(RUNS).map_err(db)?,
             open_runs: BTreeMap::new(),
             open: None,
+            last_id: None,
             written: Vec::new(),
         })
     }
@@ -452,14 +503,18 @@ impl<'t> Recorder<'t> {
             clock: dense,
         }
         .to_bytes();
-        let record = compact(bytes, &self.cloud, a, author);
+        // Whether it fits the open group is judged by its unchained size.
+        let alone = compact(bytes, &self.cloud, a, author, None);
         self.written.push((id, a, seq));
         self.extend_run(a, seq, arrival)?;
         if self.open.is_none() {
-            self.open = self.last_with_room(arrival)?;
+            (self.open, self.last_id) = match self.last_with_room(arrival)? {
+                Some((open, last)) => (Some(open), Some(last)),
+                None => (None, None),
+            };
         }
         if let Some((first, n, content)) = &self.open {
-            let grown = content.len() + 8 + entry.len() + record.len();
+            let grown = content.len() + 8 + entry.len() + alone.len();
             let full = *n as usize >= GROUP_MAX || grown > GROUP_BYTES;
             assert_eq!(
                 arrival,
@@ -470,6 +525,11 @@ impl<'t> Recorder<'t> {
                 self.close()?;
             }
         }
+        let record = match (&self.open, &self.last_id) {
+            (Some(_), Some(last)) => compact(bytes, &self.cloud, a, author, Some(last)),
+            _ => alone,
+        };
+        self.last_id = Some(id);
         let (_, n, content) = self
             .open
             .get_or_insert_with(|| (arrival, 0, 0u32.to_le_bytes().to_vec()));
@@ -514,7 +574,12 @@ impl<'t> Recorder<'t> {
     /// The last stored group, to fill further, if it ends just before `arrival` and has room:
     /// so commits of a few experiences each (one writer, a node's steady stream) still fill
     /// their pages.
-    fn last_with_room(&self, arrival: u64) -> Result<Option<(u64, u32, Vec<u8>)>, StoreError> {
+    /// Returns it with the id of its last experience.
+    #[allow(clippy::type_complexity)]
+    fn last_with_room(
+        &self,
+        arrival: u64,
+    ) -> Result<Option<((u64, u32, Vec<u8>), Id)>, StoreError> {
         let Some((k, v)) = self.groups.last().map_err(db)? else {
             return Ok(None);
         };
@@ -523,14 +588,20 @@ impl<'t> Recorder<'t> {
             return Ok(None);
         }
         let content = unseal(v.value(), &|| group_name(first))?;
-        let n = parse(content, first)?.len();
+        let spans = parse(content, first)?;
+        let n = spans.len();
         if first + n as u64 != arrival || n >= GROUP_MAX {
             return Ok(None);
         }
-        Ok(Some((first, n as u32, content.to_vec())))
+        let names = Names::read(&self.authors, self.cloud)?;
+        let last = *group_ids(content, &spans, first, &names)?
+            .last()
+            .expect("a group holds at least one record");
+        Ok(Some(((first, n as u32, content.to_vec()), last)))
     }
 
     fn close(&mut self) -> Result<(), StoreError> {
+        self.last_id = None;
         if let Some((first, n, mut content)) = self.open.take() {
             content[..4].copy_from_slice(&n.to_le_bytes());
             self.groups
@@ -633,6 +704,16 @@ mod tests {
     }
 
     fn cloud_and_experience() -> (lcloud_core::Verified<lcloud_core::Experience>, Vec<u8>) {
+        let (genesis, _, second) = cloud_and_chain();
+        (genesis, second)
+    }
+
+    /// A genesis, then the bytes of its author's seq 2 and seq 3 (whose prev is seq 2).
+    fn cloud_and_chain() -> (
+        lcloud_core::Verified<lcloud_core::Experience>,
+        Vec<u8>,
+        Vec<u8>,
+    ) {
         use lcloud_core::{Experience, ForkPolicy, Genesis, Op, Path, Replica, Value};
         let key = ed25519_consensus::SigningKey::from([5; 32]);
         let genesis = Experience::create_genesis(
@@ -649,9 +730,40 @@ mod tests {
             path: Path(vec!["a".into()]),
             value: Value::Str("x".repeat(200)),
         };
-        replica.write(&key, vec![op.clone()]).unwrap();
+        let first = replica.write(&key, vec![op.clone()]).unwrap();
         let second = replica.write(&key, vec![op]).unwrap();
-        (genesis, second.to_bytes())
+        (genesis, first.to_bytes(), second.to_bytes())
+    }
+
+    #[test]
+    fn a_record_after_its_prev_in_a_group_leaves_the_prev_out() {
+        let (genesis, first, second) = cloud_and_chain();
+        let author = genesis.author();
+        let names = Names {
+            cloud: genesis.id(),
+            authors: vec![author],
+        };
+        let first_id = lcloud_core::revalidate_stored(&first, &genesis.id())
+            .unwrap()
+            .id();
+        let second_id = lcloud_core::revalidate_stored(&second, &genesis.id())
+            .unwrap()
+            .id();
+        let alone = compact(&second, &genesis.id(), 0, &author, None);
+        let chained = compact(&second, &genesis.id(), 0, &author, Some(&first_id));
+        assert_eq!((alone[0], chained[0]), (COMPACT, CHAINED));
+        assert_eq!(chained.len() + 34, alone.len());
+        let (back, id) = expand(&chained, &names, Some(&first_id)).unwrap();
+        assert_eq!((&*back, id), (second.as_slice(), second_id));
+        // Only the record's actual prev chains it.
+        assert_eq!(
+            compact(&second, &genesis.id(), 0, &author, Some(&second_id))[0],
+            COMPACT
+        );
+        // Without the record before it, or with another, it does not come back as it was.
+        assert!(expand(&chained, &names, None).is_err());
+        let (other, other_id) = expand(&chained, &names, Some(&Id([1; 32]))).unwrap();
+        assert_ne!((&*other, other_id), (second.as_slice(), second_id));
     }
 
     #[test]
@@ -663,35 +775,35 @@ mod tests {
             authors: vec![NodeId([9; 32]), author],
         };
         let exp = lcloud_core::revalidate_stored(&bytes, &genesis.id()).unwrap();
-        let record = compact(&bytes, &genesis.id(), 1, &author);
+        let record = compact(&bytes, &genesis.id(), 1, &author, None);
         assert_eq!(record[0], COMPACT);
         assert_eq!(
             record.len() + 100,
             bytes.len(),
             "105 bytes left out, 5 added"
         );
-        let (back, id) = expand(&record, &names).unwrap();
+        let (back, id) = expand(&record, &names, None).unwrap();
         assert_eq!(&*back, bytes.as_slice());
         assert_eq!(id, exp.id());
         // The genesis (its cloud field is zero) is kept whole.
         let g = genesis.to_bytes();
-        let record = compact(&g, &genesis.id(), 1, &author);
+        let record = compact(&g, &genesis.id(), 1, &author, None);
         assert_eq!(record[0], WHOLE);
-        let (back, id) = expand(&record, &names).unwrap();
+        let (back, id) = expand(&record, &names, None).unwrap();
         assert_eq!((&*back, id), (g.as_slice(), genesis.id()));
         // Another author's bytes, or another cloud's, are kept whole too.
         assert_eq!(
-            compact(&bytes, &genesis.id(), 0, &NodeId([9; 32]))[0],
+            compact(&bytes, &genesis.id(), 0, &NodeId([9; 32]), None)[0],
             WHOLE
         );
-        assert_eq!(compact(&bytes, &Id([1; 32]), 1, &author)[0], WHOLE);
+        assert_eq!(compact(&bytes, &Id([1; 32]), 1, &author, None)[0], WHOLE);
     }
 
     #[test]
     fn a_damaged_record_is_an_error_not_a_panic() {
         let (genesis, bytes) = cloud_and_experience();
         let author = genesis.author();
-        let record = compact(&bytes, &genesis.id(), 1, &author);
+        let record = compact(&bytes, &genesis.id(), 1, &author, None);
         let names = Names {
             cloud: genesis.id(),
             authors: vec![NodeId([9; 32]), author],
@@ -701,18 +813,18 @@ mod tests {
             authors: vec![author],
         };
         assert!(
-            expand(&record, &unknown)
+            expand(&record, &unknown, None)
                 .unwrap_err()
                 .contains("unknown author #1")
         );
         for cut in 0..record.len() {
             // A shorter record either fails or expands to bytes that are not the experience.
-            if let Ok((back, _)) = expand(&record[..cut], &names) {
+            if let Ok((back, _)) = expand(&record[..cut], &names, None) {
                 assert_ne!(&*back, bytes.as_slice());
             }
         }
         assert!(
-            expand(&[7, 1, 2], &names)
+            expand(&[7, 1, 2], &names, None)
                 .unwrap_err()
                 .contains("unknown record kind 7")
         );
@@ -726,7 +838,8 @@ mod tests {
             authors: vec![NodeId([2; 32])],
         };
         bolero::check!().for_each(|input: &[u8]| {
-            let _ = expand(input, &names);
+            let _ = expand(input, &names, None);
+            let _ = expand(input, &names, Some(&Id([3; 32])));
         });
     }
 
