@@ -346,16 +346,6 @@ fn group_ids(
     Ok(ids)
 }
 
-/// One stored experience, as read back.
-pub(crate) struct Stored<'a> {
-    /// Its index entry's bytes.
-    pub entry: &'a [u8],
-    /// Its canonical bytes.
-    pub bytes: Cow<'a, [u8]>,
-    /// Its id.
-    pub id: Id,
-}
-
 /// Random access to records, keeping the last group read decoded.
 pub(crate) struct Records<'a, T> {
     table: &'a T,
@@ -373,20 +363,15 @@ impl<'a, T: ReadableTable<u64, &'static [u8]>> Records<'a, T> {
         }
     }
 
-    /// The index entry, canonical experience bytes and id of the `arrival`-th experience.
-    pub fn get(&mut self, arrival: u64) -> Result<Stored<'_>, StoreError> {
+    /// The canonical bytes of the `arrival`-th experience.
+    pub fn bytes(&mut self, arrival: u64) -> Result<Cow<'_, [u8]>, StoreError> {
         self.load(arrival)?;
         let (first, content, spans, ids) = self.group.as_ref().expect("just loaded");
         let k = (arrival - first) as usize;
-        let (e, x) = &spans[k];
         let prev = k.checked_sub(1).map(|p| &ids[p]);
-        let (bytes, id) = expand(&content[x.clone()], &self.names, prev)
+        let (bytes, _) = expand(&content[spans[k].1.clone()], &self.names, prev)
             .map_err(|why| corrupt(format!("experience #{arrival}: {why}")))?;
-        Ok(Stored {
-            entry: &content[e.clone()],
-            bytes,
-            id,
-        })
+        Ok(bytes)
     }
 
     /// Reads and checks the group holding the `arrival`-th experience, unless it is the one
@@ -419,8 +404,10 @@ impl<'a, T: ReadableTable<u64, &'static [u8]>> Records<'a, T> {
 
     /// The index entry of the `arrival`-th experience.
     pub fn entry(&mut self, arrival: u64) -> Result<Entry, StoreError> {
-        let stored = self.get(arrival)?;
-        Entry::from_bytes(stored.entry, stored.id)
+        self.load(arrival)?;
+        let (first, content, spans, ids) = self.group.as_ref().expect("just loaded");
+        let k = (arrival - first) as usize;
+        Entry::from_bytes(&content[spans[k].0.clone()], ids[k])
     }
 }
 

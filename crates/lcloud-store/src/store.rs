@@ -180,9 +180,9 @@ pub struct Store {
     signed: Arc<SignedSeq>,
 }
 
-/// Experiences remembered since the last checkpoint, at most (past that, the next checkpoint
-/// reads their index entries back).
-const SINCE_CHECKPOINT_MAX: usize = 1 << 20;
+/// Experiences remembered since the last checkpoint, at most: 12 MiB (past that, the next
+/// checkpoint reads their index entries back).
+const SINCE_CHECKPOINT_MAX: usize = 1 << 18;
 
 impl Store {
     fn map_db(&self, e: impl Into<redb::Error>) -> StoreError {

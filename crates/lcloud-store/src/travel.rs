@@ -287,7 +287,7 @@ pub(crate) fn document_at(
         observer.clocks.insert(entry.id, entry.clock.clone());
     }
     for (arrival, entry) in rest {
-        let exp = revalidate_stored(&records.get(arrival)?.bytes, cloud)
+        let exp = revalidate_stored(&records.bytes(arrival)?, cloud)
             .map_err(|e| corrupt(&format!("experience #{arrival}: {e}")))?;
         if exp.id() != entry.id {
             return Err(corrupt(&format!(
