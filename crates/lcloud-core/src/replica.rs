@@ -17,10 +17,20 @@ use crate::op::{ForkPolicy, Op, Path};
 use crate::value::Value;
 
 /// Most document checkpoints kept; past this, every other one is dropped and the spacing
-/// doubles, so a cut never replays more than about 1/128 of the history.
+/// doubles, so a cut replays at most about 1/128 of the history (or the spacing below).
 const CHECKPOINTS_MAX: usize = 256;
 /// Ops between document checkpoints at the start.
 const CHECKPOINT_OPS_MIN: usize = 1024;
+/// Ops between document checkpoints, at least, per path the document holds. A checkpoint
+/// shares what has not changed since with the live document, and keeps the old version of
+/// every leaf rewritten after it: up to the whole document. Spacing checkpoints by the
+/// document's size bounds what they keep to about an eighth of a leaf per op (at a fixed 1 024
+/// ops, 1 000 keys each rewritten 100 times kept ~465 bytes per op in checkpoints, more than
+/// half the size of the experiences themselves).
+const CHECKPOINT_OPS_PER_LEAF: usize = 8;
+/// ... up to this spacing: a cut replays at most this many ops after its checkpoint (unless
+/// the history is longer than 128 times this).
+const CHECKPOINT_OPS_MAX: usize = 65_536;
 
 /// A causal cut, named by a clock or by heads.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -223,7 +233,8 @@ impl Replica {
                 }
             }
             self.ops_since += self.lattice.get(idx).ops().len();
-            if self.ops_since >= self.checkpoint_ops {
+            let by_size = (CHECKPOINT_OPS_PER_LEAF * self.doc.len()).min(CHECKPOINT_OPS_MAX);
+            if self.ops_since >= self.checkpoint_ops.max(by_size) {
                 self.push_checkpoint(idx as usize + 1);
             }
         }
@@ -551,5 +562,53 @@ fn diff_values(path: &Path, a: Option<&Value>, b: Option<&Value>, out: &mut Vec<
             before: x.cloned(),
             after: y.cloned(),
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{ForkPolicy, Genesis};
+
+    /// Checkpoints are spaced by the document's size: 1 000 keys rewritten 20 times keep a few
+    /// checkpoints, not one per 1 024 ops; cuts between them still come out as a replay does.
+    #[test]
+    fn checkpoints_are_spaced_by_the_documents_size() {
+        let key = ed25519_consensus::SigningKey::from([6; 32]);
+        let genesis = Experience::create_genesis(
+            &key,
+            Genesis {
+                name: "t".into(),
+                init: Value::map(),
+                members: None,
+                fork_policy: ForkPolicy::Concurrent,
+            },
+        );
+        let mut r = Replica::new(genesis.clone()).unwrap();
+        for i in 0..20_000i64 {
+            let op = Op::Set {
+                path: Path(vec!["k".into(), (i % 1000).to_string()]),
+                value: Value::Int(i),
+            };
+            r.write(&key, vec![op]).unwrap();
+        }
+        assert!(r.doc.len() >= 1000);
+        assert!(
+            (1..=3).contains(&r.checkpoints.len()),
+            "{} checkpoints",
+            r.checkpoints.len()
+        );
+        for upto in [1u32, 999, 8_500, 12_345, 19_999] {
+            let cut = Cut::Clock(r.lattice().clock(upto));
+            let mut replay = Replica::new(genesis.clone()).unwrap();
+            for i in 1..=upto {
+                replay.insert(r.lattice().get(i).clone()).unwrap();
+            }
+            assert_eq!(
+                r.state_at(&cut).unwrap().root(),
+                replay.root(),
+                "cut at {upto}"
+            );
+        }
     }
 }
