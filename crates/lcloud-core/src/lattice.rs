@@ -141,8 +141,12 @@ pub struct Lattice {
     by_id: HashMap<Id, Idx>,
     authors: Vec<NodeId>,
     author_index: HashMap<NodeId, u32>,
-    /// Per author index, per seq - 1: the experiences at that seq (more than one: a fork).
-    chains: Vec<Vec<Vec<Idx>>>,
+    /// Per author index, per seq - 1: the first experience admitted at that seq. (A chain has
+    /// no gaps: an experience is admitted only after its prev.)
+    chains: Vec<Vec<Idx>>,
+    /// (author index, seq) → every experience at that seq, in arrival order, where there are
+    /// two or more (a fork). Kept apart so that an unforked seq costs one index, not a list.
+    forked_at: BTreeMap<(u32, u64), Vec<Idx>>,
     heads: BTreeSet<Id>,
     parked: BTreeMap<Id, Arc<Verified<Experience>>>,
     /// Encoded size of each parked experience, and their total.
@@ -177,6 +181,7 @@ impl Lattice {
             authors: Vec::new(),
             author_index: HashMap::new(),
             chains: Vec::new(),
+            forked_at: BTreeMap::new(),
             heads: BTreeSet::new(),
             parked: BTreeMap::new(),
             parked_sizes: BTreeMap::new(),
@@ -323,9 +328,9 @@ impl Lattice {
         let Some(a) = self.author_index.get(author) else {
             return Vec::new();
         };
-        self.chains[*a as usize]
-            .iter()
-            .flatten()
+        let a = *a;
+        (1..=self.chains[a as usize].len() as u64)
+            .flat_map(|seq| self.at_seq_of(a, seq))
             .map(|i| self.get(*i))
             .collect()
     }
@@ -335,10 +340,18 @@ impl Lattice {
         let Some(a) = self.author_index.get(author) else {
             return &[];
         };
+        self.at_seq_of(*a, seq)
+    }
+
+    /// The experiences of author index `a` at `seq`, in arrival order.
+    fn at_seq_of(&self, a: u32, seq: u64) -> &[Idx] {
+        if let Some(all) = self.forked_at.get(&(a, seq)) {
+            return all;
+        }
         match seq.checked_sub(1) {
-            Some(i) => self.chains[*a as usize]
+            Some(i) => self.chains[a as usize]
                 .get(i as usize)
-                .map_or(&[], Vec::as_slice),
+                .map_or(&[], std::slice::from_ref),
             None => &[],
         }
     }
@@ -353,7 +366,7 @@ impl Lattice {
     /// The latest unforked experience of `author` (its chain tip), if any.
     pub fn tip(&self, author: &NodeId) -> Option<Idx> {
         let a = *self.author_index.get(author)?;
-        self.chains[a as usize].last().map(|tips| tips[0])
+        self.chains[a as usize].last().copied()
     }
 
     /// `a` happened strictly before `b`: `a` is in `b`'s causal past.
@@ -554,10 +567,16 @@ impl Lattice {
             }
         }
         let chain = &mut self.chains[author as usize];
+        debug_assert!(chain.len() + 1 >= seq as usize, "admitted after its prev");
         if chain.len() < seq as usize {
-            chain.resize_with(seq as usize, Vec::new);
+            chain.push(idx);
+        } else {
+            let first = chain[seq as usize - 1];
+            self.forked_at
+                .entry((author, seq))
+                .or_insert_with(|| vec![first])
+                .push(idx);
         }
-        chain[seq as usize - 1].push(idx);
         self.nodes.push(Node {
             exp,
             author,
@@ -573,7 +592,7 @@ impl Lattice {
         let idx = self.admit(exp, parents);
         let node = &self.nodes[idx as usize];
         let (author, seq) = (node.author, node.exp.seq());
-        let at_seq = &self.chains[author as usize][seq as usize - 1];
+        let at_seq = self.at_seq_of(author, seq);
         if at_seq.len() < 2 {
             return (idx, None);
         }
@@ -624,10 +643,8 @@ impl Lattice {
 
     /// The experiences of author index `a` with seq in `from..=to`.
     pub(crate) fn chain_range(&self, a: u32, from: u64, to: u64) -> impl Iterator<Item = Idx> {
-        let chain = &self.chains[a as usize];
-        let lo = (from.max(1) - 1) as usize;
-        let hi = (to as usize).min(chain.len());
-        chain[lo.min(hi)..hi].iter().flatten().copied()
+        let hi = to.min(self.chains[a as usize].len() as u64);
+        (from.max(1)..=hi).flat_map(move |seq| self.at_seq_of(a, seq).iter().copied())
     }
 
     /// Lowest forked seq of an author index.
