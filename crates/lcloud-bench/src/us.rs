@@ -7,7 +7,7 @@ use std::time::Instant;
 use lcloud_core::codec::ByteBuf;
 use lcloud_core::sync::{self, Request, Response, Summary};
 use lcloud_core::{
-    Experience, ForkPolicy, Genesis, Op, Path as DocPath, Replica, Value, VectorClock, Verified,
+    Experience, Genesis, Op, Path as DocPath, Replica, Value, VectorClock, Verified,
 };
 use lcloud_store::{Committer, Identity, Store};
 use serde_json::{Value as J, json};
@@ -15,15 +15,7 @@ use serde_json::{Value as J, json};
 use crate::{Rng, Size, key, p50_p99, value16};
 
 fn genesis(key: &ed25519_consensus::SigningKey) -> Verified<Experience> {
-    Experience::create_genesis(
-        key,
-        Genesis {
-            name: "bench".into(),
-            init: Value::map(),
-            members: None,
-            fork_policy: ForkPolicy::Concurrent,
-        },
-    )
+    Experience::create_genesis(key, Genesis::open("bench"))
 }
 
 fn new_store(dir: &Path) -> (Store, Identity) {

@@ -14,8 +14,8 @@ use ed25519_consensus::SigningKey;
 use lcloud_core::codec::ByteBuf;
 use lcloud_core::sync::{self, Request, Response, Summary};
 use lcloud_core::{
-    Experience, ForkPolicy, Genesis, Id, NodeId, Op, Path, Replica, Value, Verified,
-    revalidate_stored, validate_batch,
+    Experience, Genesis, Id, NodeId, Op, Path, Replica, Value, Verified, revalidate_stored,
+    validate_batch,
 };
 
 use crate::check::{self, CounterReport, SetReport};
@@ -580,15 +580,8 @@ pub fn run(cfg: Config) -> Outcome {
             SigningKey::from(seed)
         })
         .collect();
-    let genesis = Experience::create_genesis(
-        &keys[0],
-        Genesis {
-            name: format!("chaos-{}", cfg.seed),
-            init: Value::map(),
-            members: None,
-            fork_policy: ForkPolicy::Concurrent,
-        },
-    );
+    let genesis =
+        Experience::create_genesis(&keys[0], Genesis::open(format!("chaos-{}", cfg.seed)));
     let nodes = keys
         .into_iter()
         .map(|key| Node {

@@ -8,7 +8,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use lcloud_core::{Experience, ForkPolicy, Genesis, Id, Op, Path as DocPath, Value};
+use lcloud_core::{Experience, Genesis, Id, Op, Path as DocPath, Value};
 use lcloud_store::{Committer, Identity, Store};
 
 /// What the storage tier found.
@@ -112,15 +112,7 @@ pub fn run(rounds: usize, seed: u64) -> Report {
     let _ = std::fs::remove_dir_all(&base);
     let dir = base.join("node");
     let me = Identity::load_or_create(&dir).expect("identity");
-    let genesis = Experience::create_genesis(
-        me.key(),
-        Genesis {
-            name: "storage".into(),
-            init: Value::map(),
-            members: None,
-            fork_policy: ForkPolicy::Concurrent,
-        },
-    );
+    let genesis = Experience::create_genesis(me.key(), Genesis::open("storage"));
     drop(Store::create(&dir, &genesis).expect("a store"));
     let mut acked: Vec<Id> = Vec::new();
     let exe = std::env::current_exe().expect("own path");

@@ -11,8 +11,7 @@ use std::time::{Duration, Instant};
 use criterion::{BatchSize, Criterion};
 use ed25519_consensus::{SigningKey, VerificationKeyBytes};
 use lcloud_core::{
-    Cut, Experience, ForkPolicy, Genesis, NodeId, Op, Path, Replica, Value, Verified, validate,
-    validate_batch,
+    Cut, Experience, Genesis, NodeId, Op, Path, Replica, Value, Verified, validate, validate_batch,
 };
 
 const PAYLOAD: usize = 200;
@@ -22,15 +21,7 @@ fn key(n: u8) -> SigningKey {
 }
 
 fn genesis() -> Verified<Experience> {
-    Experience::create_genesis(
-        &key(0),
-        Genesis {
-            name: "bench".into(),
-            init: Value::map(),
-            members: None,
-            fork_policy: ForkPolicy::Concurrent,
-        },
-    )
+    Experience::create_genesis(&key(0), Genesis::open("bench"))
 }
 
 fn op(i: usize) -> Op {

@@ -88,14 +88,44 @@ pub struct Leaf {
 impl Leaf {
     /// The canonical bytes of this leaf, for storage.
     pub fn to_bytes(&self) -> Vec<u8> {
-        // The same encoding as `LeafRecord`, borrowing the values instead of cloning them.
-        let incs: Vec<(Dot, i64)> = self.incs.iter().map(|(d, n)| (*d, *n)).collect();
-        let elems: Vec<(ByteRef<'_>, &[Dot])> = self
-            .elems
-            .iter()
-            .map(|(k, ds)| (ByteRef(k), ds.as_slice()))
-            .collect();
-        crate::codec::to_canonical(&(&self.regs, incs, elems))
+        let mut out = Vec::with_capacity(64 + self.regs.len() * 64);
+        self.encode_into(&mut out);
+        out
+    }
+
+    /// Appends [`Leaf::to_bytes`] to `out`: the canonical DAG-CBOR of `LeafRecord`
+    /// (`[regs, incs, elems]`, each dot `[depth, id, op]`), written directly (tested against
+    /// serde's encoding).
+    pub fn encode_into(&self, out: &mut Vec<u8>) {
+        use crate::codec::{write_bytes, write_head};
+        let dot = |out: &mut Vec<u8>, d: &Dot| {
+            out.push(0x83);
+            write_head(out, 0, d.depth);
+            write_bytes(out, d.exp.as_bytes());
+            write_head(out, 0, u64::from(d.op));
+        };
+        out.push(0x83);
+        write_head(out, 4, self.regs.len() as u64);
+        for (d, v) in &self.regs {
+            out.push(0x82);
+            dot(out, d);
+            v.encode_into(out);
+        }
+        write_head(out, 4, self.incs.len() as u64);
+        for (d, n) in self.incs.iter() {
+            out.push(0x82);
+            dot(out, d);
+            Value::Int(*n).encode_into(out);
+        }
+        write_head(out, 4, self.elems.len() as u64);
+        for (k, ds) in self.elems.iter() {
+            out.push(0x82);
+            write_bytes(out, k);
+            write_head(out, 4, ds.len() as u64);
+            for d in ds {
+                dot(out, d);
+            }
+        }
     }
 
     /// Decodes [`Leaf::to_bytes`].
@@ -136,6 +166,10 @@ impl Leaf {
 
     fn remove_observed(&mut self, by: &Dot, obs: &dyn Observer) {
         self.regs.retain(|(d, _)| !obs.observed(d, by));
+        if self.incs.is_empty() && self.elems.is_empty() {
+            // A register alone (the usual leaf): nothing else to look through.
+            return;
+        }
         let incs: Vec<Dot> = self
             .incs
             .keys()
@@ -181,6 +215,12 @@ fn remove_elem_observed(
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Doc {
     leaves: OrdMap<Arc<Path>, Arc<Leaf>>,
+    /// For every path with leaves strictly below it, how many. Most ops write a path with
+    /// nothing below, and this answers "anything below?" without a range scan of the leaves
+    /// (a `set` cost two lookups of the leaves, a range and a get, instead of one). Derived
+    /// from `leaves` alone (so equal leaves give equal counts); kept by [`Doc::add_leaf`] and
+    /// [`Doc::drop_leaf`], the only ways a path gains or loses its leaf.
+    below: OrdMap<Arc<Path>, u32>,
 }
 
 impl Doc {
@@ -188,37 +228,43 @@ impl Doc {
     pub fn apply(&mut self, op: &Op, dot: Dot, obs: &dyn Observer) {
         match op {
             Op::Set { path, value } => {
-                let present = self.remove_observed_below(path, &dot, obs);
-                let leaf = self.leaf_mut_known(path, present);
-                leaf.remove_observed(&dot, obs);
+                self.remove_observed_below(path, &dot, obs);
                 match value {
-                    Value::Map(_) => self.write(path, value, dot),
-                    scalar => leaf.insert_reg(dot, scalar.clone()),
+                    Value::Map(_) => {
+                        self.with_leaf(path, |leaf| leaf.remove_observed(&dot, obs));
+                        self.write(path, value, dot);
+                    }
+                    scalar => self.with_leaf(path, |leaf| {
+                        leaf.remove_observed(&dot, obs);
+                        leaf.insert_reg(dot, scalar.clone());
+                    }),
                 }
             }
             Op::Del { path } => self.remove_observed(path, &dot, obs),
-            Op::Incr { path, by } => {
-                let leaf = self.leaf_mut(path);
+            Op::Incr { path, by } => self.with_leaf(path, |leaf| {
                 leaf.incs.insert(dot, *by);
                 leaf.inc_sum += i128::from(*by);
-            }
+            }),
             Op::Add { path, value } => {
                 let key = value.to_cbor();
-                let leaf = self.leaf_mut(path);
-                let mut dots = leaf.elems.get(&key).cloned().unwrap_or_default();
-                if let Err(i) = dots.binary_search(&dot) {
-                    dots.insert(i, dot);
-                }
-                leaf.elems.insert(key, dots);
+                self.with_leaf(path, |leaf| {
+                    let mut dots = leaf.elems.get(&key).cloned().unwrap_or_default();
+                    if let Err(i) = dots.binary_search(&dot) {
+                        dots.insert(i, dot);
+                    }
+                    leaf.elems.insert(key, dots);
+                });
             }
             Op::Remove { path, value } => {
                 let key = value.to_cbor();
+                let mut emptied = false;
                 if let Some(leaf) = self.leaves.get_mut(path) {
                     let leaf = Arc::make_mut(leaf);
                     remove_elem_observed(&mut leaf.elems, &key, &dot, obs);
-                    if leaf.is_empty() {
-                        self.leaves.remove(path);
-                    }
+                    emptied = leaf.is_empty();
+                }
+                if emptied {
+                    self.drop_leaf(path);
                 }
             }
             Op::Genesis(g) => self.write(&Path::root(), &g.init, dot),
@@ -226,23 +272,65 @@ impl Doc {
         }
     }
 
-    fn leaf_mut(&mut self, path: &Path) -> &mut Leaf {
-        let present = self.leaves.contains_key(path);
-        self.leaf_mut_known(path, present)
+    /// Runs `f` on the leaf at `path`, made first (empty) if there is none: one lookup of the
+    /// leaves when the leaf exists. The leaf is left in place even if `f` empties it.
+    fn with_leaf<R>(&mut self, path: &Path, f: impl FnOnce(&mut Leaf) -> R) -> R {
+        if let Some(leaf) = self.leaves.get_mut(path) {
+            return f(Arc::make_mut(leaf));
+        }
+        let mut leaf = Leaf::default();
+        let r = f(&mut leaf);
+        self.add_leaf(Arc::new(path.clone()), Arc::new(leaf));
+        r
     }
 
-    /// [`Doc::leaf_mut`] when the caller already knows whether the leaf is `present` (one
-    /// lookup fewer).
-    fn leaf_mut_known(&mut self, path: &Path, present: bool) -> &mut Leaf {
-        if !present {
-            self.leaves
-                .insert(Arc::new(path.clone()), Arc::new(Leaf::default()));
+    /// Puts `leaf` at `path`, which has none, counting it under every proper prefix.
+    fn add_leaf(&mut self, path: Arc<Path>, leaf: Arc<Leaf>) {
+        debug_assert!(
+            !self.leaves.contains_key(&*path),
+            "add_leaf on a path with a leaf"
+        );
+        for n in 0..path.0.len() {
+            let prefix = Arc::new(Path(path.0[..n].to_vec()));
+            *self.below.entry(prefix).or_insert(0) += 1;
         }
-        let leaf = self
-            .leaves
-            .get_mut(path)
-            .expect("present or inserted above");
-        Arc::make_mut(leaf)
+        self.leaves.insert(path, leaf);
+    }
+
+    /// Removes the leaf at `path` (if any), uncounting it under every proper prefix.
+    fn drop_leaf(&mut self, path: &Path) {
+        if self.leaves.remove(path).is_none() {
+            return;
+        }
+        for n in 0..path.0.len() {
+            let prefix = Path(path.0[..n].to_vec());
+            match self.below.get_mut(&prefix) {
+                Some(count) if *count > 1 => *count -= 1,
+                _ => {
+                    self.below.remove(&prefix);
+                }
+            }
+        }
+    }
+
+    /// The leaf at exactly `path` as a shared pointer (see [`Doc::shared_leaves_under`]).
+    pub fn shared_leaf(&self, path: &Path) -> Option<&Arc<Leaf>> {
+        self.leaves.get(path)
+    }
+
+    /// Whether any leaf lies strictly below `path`.
+    pub fn has_below(&self, path: &Path) -> bool {
+        let below = self.below.contains_key(path);
+        // Slow-path check in test builds: the count agrees with a scan of the leaves.
+        debug_assert_eq!(
+            below,
+            self.leaves
+                .range::<_, Path>((Bound::Excluded(path), Bound::Unbounded))
+                .next()
+                .is_some_and(|(p, _)| p.starts_with(path)),
+            "the count of leaves below {path:?} is out of step with the leaves"
+        );
+        below
     }
 
     /// Writes `value` at `path`: maps become an empty-map marker plus one write per key, so a
@@ -250,52 +338,48 @@ impl Doc {
     fn write(&mut self, path: &Path, value: &Value, dot: Dot) {
         match value {
             Value::Map(m) => {
-                self.leaf_mut(path).insert_reg(dot, Value::map());
+                self.with_leaf(path, |leaf| leaf.insert_reg(dot, Value::map()));
                 for (k, v) in m {
                     self.write(&path.child(k), v, dot);
                 }
             }
-            other => {
-                self.leaf_mut(path).insert_reg(dot, other.clone());
-            }
+            other => self.with_leaf(path, |leaf| leaf.insert_reg(dot, other.clone())),
         }
     }
 
     fn remove_observed(&mut self, scope: &Path, by: &Dot, obs: &dyn Observer) {
-        if let Some(leaf) = self.leaves.get_mut(scope) {
-            let leaf = Arc::make_mut(leaf);
-            leaf.remove_observed(by, obs);
-            if leaf.is_empty() {
-                self.leaves.remove(scope);
-            }
-        }
+        self.remove_observed_at(scope, by, obs);
         self.remove_observed_below(scope, by, obs);
     }
 
-    /// `remove_observed` for the paths strictly below `scope`. Returns whether a leaf is at
-    /// `scope` itself (found by the same seek).
-    fn remove_observed_below(&mut self, scope: &Path, by: &Dot, obs: &dyn Observer) -> bool {
-        let mut under = self
+    /// `remove_observed` of the leaf at exactly `path`, dropping it if that empties it.
+    fn remove_observed_at(&mut self, path: &Path, by: &Dot, obs: &dyn Observer) {
+        let mut emptied = false;
+        if let Some(leaf) = self.leaves.get_mut(path) {
+            let leaf = Arc::make_mut(leaf);
+            leaf.remove_observed(by, obs);
+            emptied = leaf.is_empty();
+        }
+        if emptied {
+            self.drop_leaf(path);
+        }
+    }
+
+    /// `remove_observed` for the paths strictly below `scope`.
+    fn remove_observed_below(&mut self, scope: &Path, by: &Dot, obs: &dyn Observer) {
+        if !self.has_below(scope) {
+            return;
+        }
+        let touched: Vec<Arc<Path>> = self
             .leaves
-            .range::<_, Path>((Bound::Included(scope), Bound::Unbounded))
+            .range::<_, Path>((Bound::Excluded(scope), Bound::Unbounded))
             .take_while(|(p, _)| p.starts_with(scope))
-            .peekable();
-        let present = under.next_if(|(p, _)| ***p == *scope).is_some();
-        let touched: Vec<Arc<Path>> = under
             .filter(|(_, leaf)| leaf.any_observed(by, obs))
             .map(|(p, _)| p.clone())
             .collect();
         for p in touched {
-            let Some(leaf) = self.leaves.get_mut(&*p) else {
-                continue;
-            };
-            let leaf = Arc::make_mut(leaf);
-            leaf.remove_observed(by, obs);
-            if leaf.is_empty() {
-                self.leaves.remove(&*p);
-            }
+            self.remove_observed_at(&p, by, obs);
         }
-        present
     }
 
     /// The leaves at and below `path`, in path order.
@@ -331,7 +415,10 @@ impl Doc {
 
     /// Puts a leaf (read back from storage) at `path`.
     pub fn insert_leaf(&mut self, path: Path, leaf: Leaf) {
-        self.leaves.insert(Arc::new(path), Arc::new(leaf));
+        match self.leaves.get_mut(&path) {
+            Some(old) => *old = Arc::new(leaf),
+            None => self.add_leaf(Arc::new(path), Arc::new(leaf)),
+        }
     }
 
     /// The leaf at exactly `path`.
@@ -441,6 +528,49 @@ mod tests {
         }
     }
 
+    fn set(doc: &mut Doc, path: &str, value: Value, depth: u64) {
+        let op = Op::Set {
+            path: Path::parse(path).unwrap(),
+            value,
+        };
+        doc.apply(&op, dot(depth, 0), &ObservesEverything);
+    }
+
+    /// The count of leaves below each path follows sets of maps, scalars over maps, deletes
+    /// and leaves read back, and a scalar set over a map still removes what it observed below
+    /// (`has_below` checks itself against a scan of the leaves in test builds).
+    #[test]
+    fn leaves_below_a_path_are_counted_through_every_change() {
+        let mut doc = Doc::default();
+        let map = Value::from_json(&serde_json::json!({"b": {"c": 1, "d": 2}, "e": 3})).unwrap();
+        set(&mut doc, "/a", map, 1);
+        assert!(doc.has_below(&Path::parse("/a").unwrap()));
+        assert!(doc.has_below(&Path::parse("/a/b").unwrap()));
+        assert!(!doc.has_below(&Path::parse("/a/e").unwrap()));
+        assert_eq!(doc.below.get(&Path::parse("/a").unwrap()), Some(&4));
+        set(&mut doc, "/a/b", Value::Int(7), 2);
+        assert!(!doc.has_below(&Path::parse("/a/b").unwrap()));
+        assert_eq!(
+            doc.materialize(&Path::parse("/a/b").unwrap()),
+            Some(Value::Int(7))
+        );
+        doc.apply(
+            &Op::Del {
+                path: Path::parse("/a").unwrap(),
+            },
+            dot(3, 0),
+            &ObservesEverything,
+        );
+        assert!(doc.is_empty());
+        assert!(doc.below.is_empty(), "{:?}", doc.below);
+        let mut read = Doc::default();
+        let mut leaf = Leaf::default();
+        leaf.insert_reg(dot(4, 0), Value::Int(1));
+        read.insert_leaf(Path::parse("/x/y").unwrap(), leaf.clone());
+        read.insert_leaf(Path::parse("/x/y").unwrap(), leaf);
+        assert_eq!(read.below.get(&Path::parse("/x").unwrap()), Some(&1));
+    }
+
     #[test]
     fn a_leaf_encodes_as_its_record_and_decodes_back() {
         let mut leaf = Leaf::default();
@@ -462,5 +592,42 @@ mod tests {
         let bytes = leaf.to_bytes();
         assert_eq!(bytes, crate::codec::to_canonical(&record));
         assert_eq!(Leaf::from_bytes(&bytes).unwrap(), leaf);
+        // Every CBOR length boundary of depths, op indexes, amounts and list lengths.
+        let edges = [
+            0u64,
+            23,
+            24,
+            255,
+            256,
+            65_535,
+            65_536,
+            u64::from(u32::MAX),
+            u64::MAX,
+        ];
+        let mut big = Leaf::default();
+        for (i, &e) in edges.iter().enumerate() {
+            let d = Dot {
+                depth: e,
+                exp: Id([i as u8; 32]),
+                op: e.min(u64::from(u32::MAX)) as u32,
+            };
+            big.insert_reg(d, Value::Int(e as i64));
+            for k in 0..30u64 {
+                big.incs.insert(
+                    Dot { op: k as u32, ..d },
+                    (e as i64).wrapping_neg() ^ k as i64,
+                );
+            }
+            big.elems.insert(e.to_be_bytes().to_vec(), vec![d; 25]);
+        }
+        let record: LeafRecord = (
+            big.regs.clone(),
+            big.incs.iter().map(|(d, n)| (*d, *n)).collect(),
+            big.elems
+                .iter()
+                .map(|(k, ds)| (crate::codec::ByteBuf(k.clone()), ds.clone()))
+                .collect(),
+        );
+        assert_eq!(big.to_bytes(), crate::codec::to_canonical(&record));
     }
 }

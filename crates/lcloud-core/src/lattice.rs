@@ -6,6 +6,13 @@
 //! depths and heads are derived here from the links, never read from input. Merge is set union.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+/// The hasher of the lattice's lookup tables (id → index, author → number). Every fold asks
+/// them whether an element's experience precedes the op's; std's SipHash of a 32-byte id was
+/// two thirds of that question. foldhash is seeded per process, so ids an attacker grinds
+/// cannot be aimed at one bucket; and nothing iterates these tables (lookups only), so no
+/// order they give reaches anything hashed, signed or folded.
+type FastState = foldhash::fast::RandomState;
 use std::sync::Arc;
 
 use crate::clock::VectorClock;
@@ -138,9 +145,9 @@ pub struct Lattice {
     cloud: CloudId,
     rules: Rules,
     nodes: Vec<Node>,
-    by_id: HashMap<Id, Idx>,
+    by_id: HashMap<Id, Idx, FastState>,
     authors: Vec<NodeId>,
-    author_index: HashMap<NodeId, u32>,
+    author_index: HashMap<NodeId, u32, FastState>,
     /// Per author index, per seq - 1: the first experience admitted at that seq. (A chain has
     /// no gaps: an experience is admitted only after its prev.)
     chains: Vec<Vec<Idx>>,
@@ -177,9 +184,9 @@ impl Lattice {
             cloud: genesis.id(),
             rules,
             nodes: Vec::new(),
-            by_id: HashMap::new(),
+            by_id: HashMap::default(),
             authors: Vec::new(),
-            author_index: HashMap::new(),
+            author_index: HashMap::default(),
             chains: Vec::new(),
             forked_at: BTreeMap::new(),
             heads: BTreeSet::new(),
@@ -310,6 +317,17 @@ impl Lattice {
                 .map(|(a, s)| (self.authors[a], *s))
                 .collect(),
         )
+    }
+
+    /// The non-zero entries of the clock of experience `idx`, without building a
+    /// [`VectorClock`] (in no particular order: authors by first appearance here).
+    pub fn clock_entries(&self, idx: Idx) -> impl Iterator<Item = (&NodeId, u64)> {
+        self.nodes[idx as usize]
+            .clock
+            .iter()
+            .zip(&self.authors)
+            .filter(|(s, _)| **s > 0)
+            .map(|(s, a)| (a, *s))
     }
 
     /// The clock of the whole lattice: the join of all heads.
@@ -453,12 +471,17 @@ impl Lattice {
     }
 
     fn admit_and_release(&mut self, exp: Arc<Verified<Experience>>, out: &mut Inserted) {
-        let mut ready = vec![exp];
-        while let Some(exp) = ready.pop() {
+        // Usually nothing waits for it: no list of ready experiences is made then.
+        let mut next = Some(exp);
+        let mut ready = Vec::new();
+        while let Some(exp) = next.take().or_else(|| ready.pop()) {
             let id = exp.id();
             let (idx, fork) = self.admit_with_fork(exp);
             out.admitted.push(idx);
             out.forks.extend(fork);
+            if self.waiting.is_empty() {
+                continue;
+            }
             let Some(waiters) = self.waiting.remove(&id) else {
                 continue;
             };
@@ -482,7 +505,6 @@ impl Lattice {
     fn check_rules(&self, exp: &Verified<Experience>) -> Result<(), InsertError> {
         let h = exp.header();
         let id = exp.id();
-        let parents: Vec<Idx> = exp.parents().map(|p| self.by_id[p]).collect();
         if let Some(prev) = &h.prev {
             let p = self.get(self.by_id[prev]);
             if p.author() != h.author {
@@ -496,7 +518,7 @@ impl Lattice {
                 });
             }
         }
-        if !self.may_write(&h.author, &parents) {
+        if !self.may_write(&h.author, exp) {
             return Err(InsertError::NotMember {
                 id,
                 author: h.author,
@@ -515,8 +537,8 @@ impl Lattice {
         Ok(())
     }
 
-    /// Whether `author` may write an experience whose parents are `parents`.
-    fn may_write(&self, author: &NodeId, parents: &[Idx]) -> bool {
+    /// Whether `author` may write `exp` (whose parents are all admitted).
+    fn may_write(&self, author: &NodeId, exp: &Experience) -> bool {
         let Some(members) = &self.rules.members else {
             return true;
         };
@@ -526,6 +548,7 @@ impl Lattice {
         let Some(grants) = self.grants.get(author) else {
             return false;
         };
+        let parents: Vec<Idx> = exp.parents().map(|p| self.by_id[p]).collect();
         grants
             .iter()
             .any(|g| parents.iter().any(|p| *p == *g || self.precedes(*g, *p)))
@@ -588,7 +611,8 @@ impl Lattice {
     }
 
     fn admit_with_fork(&mut self, exp: Arc<Verified<Experience>>) -> (Idx, Option<ForkProof>) {
-        let parents: Vec<Idx> = exp.parents().map(|p| self.by_id[p]).collect();
+        let mut parents = Vec::with_capacity(exp.header().deps.len() + 1);
+        parents.extend(exp.parents().map(|p| self.by_id[p]));
         let idx = self.admit(exp, parents);
         let node = &self.nodes[idx as usize];
         let (author, seq) = (node.author, node.exp.seq());

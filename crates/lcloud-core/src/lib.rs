@@ -47,8 +47,8 @@ pub use clock::{ClockParseError, VectorClock};
 pub use codec::DecodeError;
 pub use doc::{Doc, Dot, Leaf, Observer, ObservesEverything};
 pub use experience::{
-    DEPS_MAX, Draft, EXPERIENCE_BYTES_MAX, Experience, FORMAT_VERSION, Header, OPS_MAX, Unsigned,
-    ValidationError, Verified, revalidate_stored, validate, validate_batch,
+    DEPS_MAX, Draft, EXPERIENCE_BYTES_MAX, Experience, FORMAT_VERSION, Header, OPS_MAX,
+    PreparedOps, Unsigned, ValidationError, Verified, revalidate_stored, validate, validate_batch,
 };
 pub use fold::{OrderedState, Rejected, State};
 pub use fork::{ForkProof, ForkProofError, SignedHeader};

@@ -568,22 +568,14 @@ fn diff_values(path: &Path, a: Option<&Value>, b: Option<&Value>, out: &mut Vec<
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{ForkPolicy, Genesis};
+    use crate::Genesis;
 
     /// Checkpoints are spaced by the document's size: 1 000 keys rewritten 20 times keep a few
     /// checkpoints, not one per 1 024 ops; cuts between them still come out as a replay does.
     #[test]
     fn checkpoints_are_spaced_by_the_documents_size() {
         let key = ed25519_consensus::SigningKey::from([6; 32]);
-        let genesis = Experience::create_genesis(
-            &key,
-            Genesis {
-                name: "t".into(),
-                init: Value::map(),
-                members: None,
-                fork_policy: ForkPolicy::Concurrent,
-            },
-        );
+        let genesis = Experience::create_genesis(&key, Genesis::open("t"));
         let mut r = Replica::new(genesis.clone()).unwrap();
         for i in 0..20_000i64 {
             let op = Op::Set {

@@ -120,49 +120,28 @@ async fn serve(
 
     // Network events into the core's queue (and listen addresses to stdout). Experiences in
     // pushes and sync answers are checked here, on every core, while the core thread stores
-    // the previous batch.
+    // the previous batch. Up to CHECKS_IN_FLIGHT batches are checked at once and handed over
+    // in the order they arrived: one batch split over the cores leaves a core idle whenever
+    // its part ends first, and the next batch's parts fill that gap.
     let to_core = inbox.clone();
     tokio::spawn(async move {
-        while let Some(ev) = net.events.recv().await {
-            let msg = match ev {
-                Event::Listening(addr) => {
-                    println!("p2p {addr}/p2p/{me}");
-                    Msg::Net(Event::Listening(addr))
-                }
-                Event::Request {
-                    peer,
-                    request: Request::Push { cloud: c, exps },
-                    token,
-                } => {
-                    let exps = checked(exps, cloud).await;
-                    Msg::Push {
-                        peer,
-                        token,
-                        cloud: c,
-                        exps,
+        use futures::StreamExt;
+        let mut checking = futures::stream::FuturesOrdered::new();
+        let mut events_open = true;
+        loop {
+            tokio::select! {
+                ev = net.events.recv(), if events_open && checking.len() < CHECKS_IN_FLIGHT => {
+                    match ev {
+                        Some(ev) => checking.push_back(to_msg(ev, cloud, me)),
+                        None => events_open = false,
                     }
                 }
-                Event::Response {
-                    peer,
-                    response:
-                        Response::Sync {
-                            summary,
-                            exps,
-                            more,
-                        },
-                } => {
-                    let exps = checked(exps, cloud).await;
-                    Msg::SyncAnswer {
-                        peer,
-                        summary,
-                        exps,
-                        more,
+                Some(msg) = checking.next() => {
+                    if to_core.send(msg).is_err() {
+                        return;
                     }
                 }
-                other => Msg::Net(other),
-            };
-            if to_core.send(msg).is_err() {
-                return;
+                else => return,
             }
         }
     });
@@ -210,6 +189,44 @@ async fn serve(
         addr: bound,
         error: e.to_string(),
     })
+}
+
+/// Batches of experiences checked at once by the network task (see `serve`).
+const CHECKS_IN_FLIGHT: usize = 2;
+
+/// A network event as the core's message, its experiences checked first (if it carries any).
+async fn to_msg(ev: Event, cloud: lcloud_core::Id, me: lcloud_net::Peer) -> Msg {
+    match ev {
+        Event::Listening(addr) => {
+            println!("p2p {addr}/p2p/{me}");
+            Msg::Net(Event::Listening(addr))
+        }
+        Event::Request {
+            peer,
+            request: Request::Push { cloud: c, exps },
+            token,
+        } => Msg::Push {
+            peer,
+            token,
+            cloud: c,
+            exps: checked(exps, cloud).await,
+        },
+        Event::Response {
+            peer,
+            response:
+                Response::Sync {
+                    summary,
+                    exps,
+                    more,
+                },
+        } => Msg::SyncAnswer {
+            peer,
+            summary,
+            exps: checked(exps, cloud).await,
+            more,
+        },
+        other => Msg::Net(other),
+    }
 }
 
 async fn checked(exps: Vec<lcloud_core::codec::ByteBuf>, cloud: lcloud_core::Id) -> node::Checked {

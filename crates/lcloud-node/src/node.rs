@@ -31,6 +31,14 @@ const REQUESTS_PER_SECOND: u32 = 200;
 /// experiences/s, docs/BENCHMARKS.md).
 const PUSH_WINDOW: u32 = 8;
 
+/// The first batch of a catch-up (the sync answer and the first push) carries at most this
+/// many bytes; each push after it doubles, up to [`sync::BATCH_BYTES`]. The peer starts
+/// validating and storing after the first few KiB instead of after a whole MiB, and the
+/// window's first batches, which travel interleaved on the connection, arrive in the order
+/// they were sent (the smallest first) rather than all at once (measured: first experience
+/// stored after ~5–10 ms instead of ~100 ms, docs/BENCHMARKS.md).
+const BATCH_FIRST_BYTES: usize = 64 << 10;
+
 /// Experiences from a peer, already checked (off the core thread; see [`check`]), each with
 /// the bytes it came as (canonical: they are stored as they are).
 pub type Checked = Vec<Result<(Verified<Experience>, ByteBuf), ValidationError>>;
@@ -40,6 +48,9 @@ const GOSSIP_PER_COMMIT: usize = 512;
 
 /// Most pushes stored in one commit when several wait.
 const PUSHES_PER_COMMIT: usize = 8;
+/// Writes from the API stored in one commit at most: the writes that wait while a commit is
+/// syncing are signed together (on every core) and share the next commit's two fsyncs.
+const WRITES_PER_COMMIT: usize = 4096;
 
 /// Cores to validate on (looked up once: the lookup reads cgroup files).
 fn cores() -> usize {
@@ -64,10 +75,17 @@ fn check_part(exps: Vec<ByteBuf>, cloud: &Id) -> Checked {
 
 type Job = Box<dyn FnOnce() + Send>;
 
-/// Long-lived validation threads (one fewer than the cores: the caller's thread takes a part
-/// too). Threads spawned for each batch started cold: the batch verifier's tables landed in
-/// fresh memory every time, and its page faults cost more than a tenth of a sync's CPU time.
-/// `None` if no thread could be started (then everything is validated on the caller's).
+/// How much lower than the rest of the node the validation threads run (a nice value): the
+/// core thread, which stores what they checked, runs first when both want a core. Checking
+/// runs ahead of storing by at most the peers' windows, and storing is what frees them; at
+/// equal priority the core thread got two thirds of a core while three threads shared two, and
+/// became the pace of a catch-up.
+const CHECK_NICE: i32 = 5;
+
+/// Long-lived validation threads, one per core, at lower priority ([`CHECK_NICE`]). Threads
+/// spawned for each batch started cold: the batch verifier's tables landed in fresh memory
+/// every time, and its page faults cost more than a tenth of a sync's CPU time. `None` if no
+/// thread could be started (then everything is validated on the caller's).
 fn validators() -> Option<&'static std::sync::Mutex<std::sync::mpsc::Sender<Job>>> {
     static POOL: std::sync::OnceLock<Option<std::sync::Mutex<std::sync::mpsc::Sender<Job>>>> =
         std::sync::OnceLock::new();
@@ -75,11 +93,16 @@ fn validators() -> Option<&'static std::sync::Mutex<std::sync::mpsc::Sender<Job>
         let (tx, rx) = std::sync::mpsc::channel::<Job>();
         let rx = std::sync::Arc::new(std::sync::Mutex::new(rx));
         let mut started = 0;
-        for i in 1..cores() {
+        for i in 1..=cores() {
             let rx = rx.clone();
             let spawned = std::thread::Builder::new()
                 .name(format!("lcloud-check-{i}"))
                 .spawn(move || {
+                    // Best effort: a system that refuses leaves it at the node's priority.
+                    let _ = rustix::process::setpriority_process(
+                        Some(rustix::thread::gettid()),
+                        CHECK_NICE,
+                    );
                     loop {
                         // A job never panics while the lock is held: it runs after `recv`.
                         let job = rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
@@ -96,35 +119,47 @@ fn validators() -> Option<&'static std::sync::Mutex<std::sync::mpsc::Sender<Job>
     .as_ref()
 }
 
-/// Validates experiences' bytes on every core (ZIP-215 batches).
-pub fn check(mut exps: Vec<ByteBuf>, cloud: &Id) -> Checked {
+/// Runs `work` over `items` split in order across the pool's threads (one part per core, so
+/// parts of batches checked at once interleave on the pool's queue), and returns the results in
+/// order. Fewer than `min` items are done on the caller's thread.
+fn on_cores<T: Send + 'static, R: Send + 'static>(
+    mut items: Vec<T>,
+    min: usize,
+    work: impl Fn(Vec<T>) -> Vec<R> + Clone + Send + 'static,
+) -> Vec<R> {
     let ways = cores();
-    let Some(pool) = validators().filter(|_| exps.len() >= 64 && ways > 1) else {
-        return check_part(exps, cloud);
+    let Some(pool) = validators().filter(|_| items.len() >= min) else {
+        return work(items);
     };
-    let chunk = exps.len().div_ceil(ways);
-    // The parts after the first go to the pool, each answering on its own channel, in order.
+    let chunk = items.len().div_ceil(ways);
+    // Each part answers on its own channel, collected in order.
     let mut answers = Vec::new();
-    let mut rest = exps.split_off(chunk);
-    while !rest.is_empty() {
-        let tail = rest.split_off(chunk.min(rest.len()));
-        let part = std::mem::replace(&mut rest, tail);
+    while !items.is_empty() {
+        let rest = items.split_off(chunk.min(items.len()));
+        let part = std::mem::replace(&mut items, rest);
         let (tx, rx) = std::sync::mpsc::channel();
-        let cloud = *cloud;
+        let work = work.clone();
         let job: Job = Box::new(move || {
-            let _ = tx.send(check_part(part, &cloud));
+            let _ = tx.send(work(part));
         });
         let sent = pool.lock().unwrap_or_else(|e| e.into_inner()).send(job);
         if let Err(std::sync::mpsc::SendError(job)) = sent {
+            // The pool is gone (never expected): do the part here.
             job();
         }
         answers.push(rx);
     }
-    let mut checked = check_part(exps, cloud);
+    let mut done = Vec::new();
     for rx in answers {
-        checked.extend(rx.recv().expect("validation does not panic"));
+        done.extend(rx.recv().expect("pool work does not panic"));
     }
-    checked
+    done
+}
+
+/// Validates experiences' bytes on every core (ZIP-215 batches).
+pub fn check(exps: Vec<ByteBuf>, cloud: &Id) -> Checked {
+    let cloud = *cloud;
+    on_cores(exps, 64, move |part| check_part(part, &cloud))
 }
 
 /// Experiences inserted into the replica and not yet stored.
@@ -132,7 +167,8 @@ pub fn check(mut exps: Vec<ByteBuf>, cloud: &Id) -> Checked {
 struct Intake {
     outcomes: Vec<Inserted>,
     parked: Vec<Verified<Experience>>,
-    bytes: std::collections::HashMap<Id, Vec<u8>>,
+    /// The bytes each arrived as, by id (looked up once per experience stored).
+    bytes: std::collections::HashMap<Id, Vec<u8>, foldhash::fast::RandomState>,
 }
 
 /// What the API asks the node.
@@ -294,6 +330,8 @@ struct PeerState {
     pushing: BTreeSet<Idx>,
     /// Push batches sent and not yet answered.
     pushes_in_flight: u32,
+    /// The size of the next push batch (doubling from [`BATCH_FIRST_BYTES`]; 0 = not started).
+    push_bytes: usize,
     sync_in_flight: bool,
     /// Authors whose branches the sync in flight describes (a follow-up round, where
     /// chains disagreed); none are described twice in one exchange.
@@ -306,6 +344,7 @@ struct PeerState {
 struct Metrics {
     exps_in: u64,
     exps_known: u64,
+    exps_parked: u64,
     exps_out: u64,
     written: u64,
     gossip_in: u64,
@@ -449,6 +488,24 @@ impl Node {
                     exps,
                     more,
                 } => self.on_sync_answer(peer, summary, exps, more),
+                Msg::Api(Call::Write(ops, reply)) => {
+                    // Writes that already wait are signed together and share one commit.
+                    let mut group = vec![(ops, reply)];
+                    while group.len() < WRITES_PER_COMMIT {
+                        match inbox.try_recv() {
+                            Ok(Msg::Api(Call::Write(ops, reply))) => group.push((ops, reply)),
+                            Ok(other) => {
+                                next = Some(other);
+                                break;
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                    let (batch, replies): (Vec<_>, Vec<_>) = group.into_iter().unzip();
+                    for (reply, result) in replies.into_iter().zip(self.write(batch)) {
+                        let _ = reply.send(result);
+                    }
+                }
                 Msg::Api(call) => self.on_call(call),
                 Msg::Tick => {
                     if self.unstored.is_some() && !self.reload() {
@@ -549,6 +606,10 @@ impl Node {
             } => {
                 let response = self.on_request(peer, request);
                 self.send(Command::Respond { token, response });
+                // What a sync answer left for pushes goes after the answer: sent before it,
+                // the pushes would reach the peer ahead of the first batch they build on
+                // (and be parked there until it came).
+                self.push_next(peer);
             }
             Event::Response { peer, response } => self.on_response(peer, response),
             Event::Malformed {
@@ -682,10 +743,11 @@ impl Node {
                 self.metrics.syncs += 1;
                 // The first batch goes in the answer; the rest is streamed as pushes.
                 let missing = sync::missing(self.replica.lattice(), &summary);
-                let (exps, more) = sync::batch(self.replica.lattice(), &missing, sync::BATCH_BYTES);
+                let (exps, more) = sync::batch(self.replica.lattice(), &missing, BATCH_FIRST_BYTES);
                 self.metrics.exps_out += exps.len() as u64;
-                if more {
-                    self.queue_push(peer, missing[exps.len()..].iter().copied());
+                if more && let Some(s) = self.peers.get_mut(&peer) {
+                    // Pushed once the answer is on its way (see `on_net`).
+                    s.pushing.extend(missing[exps.len()..].iter().copied());
                 }
                 Response::Sync {
                     summary: sync::answering(self.replica.lattice(), &summary),
@@ -856,14 +918,21 @@ impl Node {
             let Some(s) = self.peers.get_mut(&peer) else {
                 return;
             };
-            if s.pushes_in_flight >= PUSH_WINDOW || s.pushing.is_empty() {
+            if s.pushing.is_empty() {
+                // The next catch-up starts small again.
+                s.push_bytes = 0;
                 return;
             }
+            if s.pushes_in_flight >= PUSH_WINDOW {
+                return;
+            }
+            let limit = s.push_bytes.clamp(BATCH_FIRST_BYTES, sync::BATCH_BYTES);
+            s.push_bytes = (limit * 2).min(sync::BATCH_BYTES);
             let mut exps = Vec::new();
             let mut bytes = 0;
             while let Some(idx) = s.pushing.first().copied() {
                 let b = self.replica.lattice().get(idx).to_bytes();
-                if !exps.is_empty() && bytes + b.len() > sync::BATCH_BYTES {
+                if !exps.is_empty() && bytes + b.len() > limit {
                     break;
                 }
                 s.pushing.remove(&idx);
@@ -893,6 +962,7 @@ impl Node {
                 }
             }
         }
+        intake.bytes.reserve(valid.len());
         let (new, refused) = self.insert(intake, valid);
         // An honest node never sends what the rules refuse: the sender misbehaved (counted
         // once already, by `insert`).
@@ -928,6 +998,7 @@ impl Node {
                         refused.push(e);
                     }
                     if !out.parked_on.is_empty() {
+                        self.metrics.exps_parked += 1;
                         intake.parked.push((*exp).clone());
                     }
                     intake.bytes.insert(id, bytes.0);
@@ -1050,69 +1121,146 @@ impl Node {
         }
     }
 
-    fn write(&mut self, ops: Vec<Op>) -> Result<Written, WriteError> {
-        if ops.is_empty() {
-            return Err(WriteError::Refused("no ops to write".into()));
-        }
+    /// Writes each entry of `batch` as one experience of this node, in order, all stored in
+    /// one commit and recorded in `signed-seq` with one more fsync. Returns one answer per
+    /// entry: a refused entry (no ops, too large, not allowed) does not hold up the others.
+    fn write(&mut self, batch: Vec<Vec<Op>>) -> Vec<Result<Written, WriteError>> {
+        let mut answers: Vec<Option<Result<Written, WriteError>>> = Vec::new();
+        answers.resize_with(batch.len(), || None);
         if self.unstored.is_some() && !self.reload() {
-            return Err(WriteError::Unavailable(format!(
+            let why = format!(
                 "the store cannot be used: {}",
                 self.unstored.as_deref().unwrap_or_default()
-            )));
+            );
+            return batch
+                .iter()
+                .map(|_| Err(WriteError::Unavailable(why.clone())))
+                .collect();
         }
         let me = self.identity.id();
-        self.store
-            .check_can_sign(&me, &self.replica)
-            .map_err(|e| WriteError::Refused(e.to_string()))?;
-        let exp = Experience::sign(self.replica.draft(&me, ops), self.identity.key());
-        let bytes = exp.to_bytes();
-        if bytes.len() > EXPERIENCE_BYTES_MAX {
-            return Err(WriteError::Refused(format!(
-                "the experience would be {} bytes; at most {EXPERIENCE_BYTES_MAX} are allowed: split it",
-                bytes.len()
-            )));
+        if let Err(e) = self.store.check_can_sign(&me, &self.replica) {
+            return batch
+                .iter()
+                .map(|_| Err(WriteError::Refused(e.to_string())))
+                .collect();
         }
-        let out = self
-            .replica
-            .insert(exp.clone())
-            .map_err(|e| WriteError::Refused(e.to_string()))?;
-        let id = exp.id();
-        if let Err(e) = self.store.persist_bytes(
-            &self.replica,
-            &[&out],
-            &[],
-            &|i| (*i == id).then_some(bytes.as_slice()),
-            Some(&self.persisted),
-        ) {
-            self.reload();
-            return Err(WriteError::Unavailable(e.to_string()));
+        // Sign the batch as one chain, then insert it; if the replica refuses one (a rule of
+        // the cloud), the rest is drafted and signed again on top of what it accepted.
+        let mut todo: Vec<(usize, Vec<Op>)> = batch.into_iter().enumerate().collect();
+        let mut inserted: Vec<Inserted> = Vec::new();
+        let mut written: Vec<(usize, Verified<Experience>, Vec<u8>)> = Vec::new();
+        while !todo.is_empty() {
+            let mut drafts = Vec::new();
+            let mut tip: Option<(u64, Id)> = None;
+            for (i, ops) in todo.drain(..) {
+                if ops.is_empty() {
+                    answers[i] = Some(Err(WriteError::Refused("no ops to write".into())));
+                    continue;
+                }
+                let draft = match tip {
+                    None => self.replica.draft(&me, ops),
+                    // The experience before it is then the only head.
+                    Some((seq, prev)) => lcloud_core::Draft {
+                        cloud: self.replica.cloud(),
+                        seq: seq + 1,
+                        prev: Some(prev),
+                        deps: Vec::new(),
+                        ops,
+                        root: None,
+                        fuel: None,
+                    },
+                };
+                let unsigned = draft.seal(me);
+                if unsigned.encoded_len() > EXPERIENCE_BYTES_MAX {
+                    answers[i] = Some(Err(WriteError::Refused(format!(
+                        "the experience would be {} bytes; at most {EXPERIENCE_BYTES_MAX} are allowed: split it",
+                        unsigned.encoded_len()
+                    ))));
+                    continue;
+                }
+                tip = Some((unsigned.header().seq, unsigned.id()));
+                drafts.push((i, unsigned));
+            }
+            let key = self.identity.key().clone();
+            let signed = on_cores(drafts, 8, move |part| {
+                part.into_iter()
+                    .map(|(i, u)| {
+                        let (exp, bytes) = u.sign_with_bytes(&key);
+                        (i, exp, bytes)
+                    })
+                    .collect::<Vec<_>>()
+            });
+            let mut signed = signed.into_iter();
+            for (i, exp, bytes) in signed.by_ref() {
+                match self.replica.insert(exp.clone()) {
+                    Ok(out) => {
+                        inserted.push(out);
+                        written.push((i, exp, bytes));
+                    }
+                    Err(e) => {
+                        answers[i] = Some(Err(WriteError::Refused(e.to_string())));
+                        break;
+                    }
+                }
+            }
+            todo = signed.map(|(i, exp, _)| (i, exp.ops().to_vec())).collect();
         }
-        self.persisted = self.replica.state().doc;
-        if let Err(e) = self.store.record_signed(exp.seq()) {
-            // Stored, but not acknowledged: the outcome is unknown to the writer. Nothing
-            // reaches a peer until `reload` has recorded it.
-            self.unstored = Some(e.to_string());
-            return Err(WriteError::Unavailable(e.to_string()));
+        if !written.is_empty() {
+            let outcomes: Vec<&Inserted> = inserted.iter().collect();
+            let bytes: std::collections::HashMap<Id, &[u8]> = written
+                .iter()
+                .map(|(_, e, b)| (e.id(), b.as_slice()))
+                .collect();
+            let stored = self.store.persist_bytes(
+                &self.replica,
+                &outcomes,
+                &[],
+                &|id| bytes.get(id).copied(),
+                Some(&self.persisted),
+            );
+            drop(bytes);
+            if let Err(e) = stored {
+                self.reload();
+                for (i, _, _) in &written {
+                    answers[*i] = Some(Err(WriteError::Unavailable(e.to_string())));
+                }
+                return answers.into_iter().map(|a| a.expect("answered")).collect();
+            }
+            self.persisted = self.replica.state().doc;
+            let last = written.iter().map(|(_, e, _)| e.seq()).max().unwrap_or(0);
+            if let Err(e) = self.store.record_signed(last) {
+                // Stored, but not acknowledged: the outcome is unknown to the writers. Nothing
+                // reaches a peer until `reload` has recorded it.
+                self.unstored = Some(e.to_string());
+                for (i, _, _) in &written {
+                    answers[*i] = Some(Err(WriteError::Unavailable(e.to_string())));
+                }
+                return answers.into_iter().map(|a| a.expect("answered")).collect();
+            }
         }
-        self.metrics.written += 1;
-        let _ = self.announce.send(Announced {
-            id: exp.id(),
-            author: me,
-            seq: exp.seq(),
-            ops: exp.ops().len(),
-            local: true,
-        });
-        self.send(Command::Publish(bytes));
-        Ok(Written {
-            id: exp.id(),
-            seq: exp.seq(),
-        })
+        for (i, exp, bytes) in written {
+            self.metrics.written += 1;
+            let _ = self.announce.send(Announced {
+                id: exp.id(),
+                author: me,
+                seq: exp.seq(),
+                ops: exp.ops().len(),
+                local: true,
+            });
+            self.send(Command::Publish(bytes));
+            answers[i] = Some(Ok(Written {
+                id: exp.id(),
+                seq: exp.seq(),
+            }));
+        }
+        answers.into_iter().map(|a| a.expect("answered")).collect()
     }
 
     fn on_call(&mut self, call: Call) {
         match call {
             Call::Write(ops, reply) => {
-                let _ = reply.send(self.write(ops));
+                let result = self.write(vec![ops]).pop().expect("one answer per write");
+                let _ = reply.send(result);
             }
             Call::State(path, reply) => {
                 let doc = self.replica.state().doc;
@@ -1219,6 +1367,12 @@ impl Node {
             m.exps_known.to_string(),
         );
         line(
+            "experiences_parked_total",
+            "Experiences received before a dependency and parked until it arrived.",
+            "counter",
+            m.exps_parked.to_string(),
+        );
+        line(
             "experiences_out_total",
             "Experiences sent to peers by sync.",
             "counter",
@@ -1279,21 +1433,96 @@ mod tests {
     use super::*;
     use lcloud_core::{Experience, ForkPolicy, Genesis, Op, Path, Replica, Value};
 
+    /// Writes that wait together are signed as one chain and stored together. A write the
+    /// cloud's rules refuse (this node is a member, not an admin, so it may not add members),
+    /// one without ops and one too large are each refused alone; every other write of the
+    /// group, before and after them, is acknowledged with consecutive seqs, is durable, and
+    /// is published.
+    #[test]
+    fn waiting_writes_are_stored_together_and_a_refused_one_holds_up_no_other() {
+        let dir = tempfile::tempdir().unwrap();
+        let me = Identity::load_or_create(dir.path()).unwrap();
+        let my_id = me.id();
+        let admin = ed25519_consensus::SigningKey::from([8; 32]);
+        let genesis = Experience::create_genesis(
+            &admin,
+            Genesis {
+                name: "t".into(),
+                init: Value::map(),
+                members: Some(vec![my_id]),
+                fork_policy: ForkPolicy::Concurrent,
+            },
+        );
+        let store = Store::create(dir.path(), &genesis).unwrap();
+        let replica = store.load(&mut |_| {}).unwrap();
+        let (net, mut published) = mpsc::channel(1024);
+        let (announce, _) = broadcast::channel(1024);
+        let node = Node::open(Peer::random(), store, replica, me, net, announce).unwrap();
+        let (inbox, rx) = mpsc::unbounded_channel();
+        let refused = [7, 13, 21];
+        let mut answers = Vec::new();
+        for i in 0..40 {
+            let ops = match i {
+                7 => vec![],
+                13 => vec![Op::AddMember {
+                    node: NodeId([9; 32]),
+                }],
+                21 => vec![Op::Set {
+                    path: Path(vec!["big".into()]),
+                    value: Value::Str("x".repeat(EXPERIENCE_BYTES_MAX)),
+                }],
+                _ => vec![Op::Incr {
+                    path: Path(vec![format!("k{i}")]),
+                    by: 1,
+                }],
+            };
+            let (tx, answer) = oneshot::channel();
+            inbox.send(Msg::Api(Call::Write(ops, tx))).unwrap();
+            answers.push(answer);
+        }
+        inbox.send(Msg::Stop).unwrap();
+        let store = node.run(rx);
+        let mut seqs = Vec::new();
+        for (i, answer) in answers.into_iter().enumerate() {
+            match answer.blocking_recv().unwrap() {
+                Err(WriteError::Refused(why)) if refused.contains(&i) => {
+                    assert!(!why.is_empty());
+                }
+                Ok(w) if !refused.contains(&i) => seqs.push(w.seq),
+                other => panic!("write {i}: {other:?}"),
+            }
+        }
+        assert_eq!(seqs, (1..=37).collect::<Vec<u64>>());
+        let mut gossiped = 0;
+        while let Ok(cmd) = published.try_recv() {
+            gossiped += usize::from(matches!(cmd, Command::Publish(_)));
+        }
+        assert_eq!(gossiped, 37);
+        drop(store);
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.signed_seq().unwrap(), 37);
+        let replica = store.load(&mut |_| {}).unwrap();
+        assert_eq!(replica.lattice().height(&my_id), 37);
+        let doc = replica
+            .state()
+            .doc
+            .materialize(&Path::root())
+            .unwrap()
+            .to_json();
+        for i in 0..40 {
+            let want = (!refused.contains(&i)).then_some(1);
+            assert_eq!(doc[format!("k{i}")].as_i64(), want, "k{i}");
+        }
+        assert!(doc.get("big").is_none());
+    }
+
     /// A batch split across the validation threads comes back whole and in order, each
     /// experience with its own bytes and verdict, as one thread would give it; again and
     /// again, on the same long-lived threads.
     #[test]
     fn a_batch_checked_in_parts_comes_back_whole_and_in_order() {
         let key = ed25519_consensus::SigningKey::from([4; 32]);
-        let genesis = Experience::create_genesis(
-            &key,
-            Genesis {
-                name: "t".into(),
-                init: Value::map(),
-                members: None,
-                fork_policy: ForkPolicy::Concurrent,
-            },
-        );
+        let genesis = Experience::create_genesis(&key, Genesis::open("t"));
         let mut replica = Replica::new(genesis.clone()).unwrap();
         let mut exps: Vec<ByteBuf> = (0..301)
             .map(|i| {

@@ -6,7 +6,7 @@ use std::process::Command;
 use std::time::Instant;
 
 use ed25519_consensus::{SigningKey, VerificationKeyBytes};
-use lcloud_core::{Experience, ForkPolicy, Genesis, Op, Path, Replica, Value, Verified};
+use lcloud_core::{Experience, Genesis, Op, Path, Replica, Value, Verified};
 use lcloud_store::{Committer, Identity, Store};
 use serde_json::{Value as J, json};
 
@@ -35,15 +35,7 @@ fn op(i: usize) -> Op {
 }
 
 fn genesis(key: &SigningKey) -> Verified<Experience> {
-    Experience::create_genesis(
-        key,
-        Genesis {
-            name: "bench".into(),
-            init: Value::map(),
-            members: None,
-            fork_policy: ForkPolicy::Concurrent,
-        },
-    )
+    Experience::create_genesis(key, Genesis::open("bench"))
 }
 
 fn new_store(dir: &std::path::Path) -> (Store, Identity) {

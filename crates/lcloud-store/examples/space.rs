@@ -4,7 +4,7 @@
 //!
 //! `cargo run --release -p lcloud-store --example space [N]` (N = 20480 by default).
 
-use lcloud_core::{Experience, ForkPolicy, Genesis, Op, Path, Value};
+use lcloud_core::{Experience, Genesis, Op, Path, Value};
 use lcloud_store::{Committer, Identity, Store};
 use redb::{ReadableDatabase, ReadableTableMetadata, TableDefinition, TableHandle, TableStats};
 use std::os::unix::fs::MetadataExt;
@@ -44,15 +44,7 @@ fn main() {
         .map_or(20480, |a| a.parse().expect("N: a number of experiences"));
     let dir = tempfile::tempdir().expect("a temporary directory");
     let me = Identity::load_or_create(dir.path()).expect("an identity");
-    let genesis = Experience::create_genesis(
-        me.key(),
-        Genesis {
-            name: "space".into(),
-            init: Value::map(),
-            members: None,
-            fork_policy: ForkPolicy::Concurrent,
-        },
-    );
+    let genesis = Experience::create_genesis(me.key(), Genesis::open("space"));
     let store = Store::create(dir.path(), &genesis).expect("a store");
     let committer = Committer::start(store, me);
     let writers = 64;

@@ -8,7 +8,7 @@
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 
-use lcloud_core::{Experience, Op, Verified};
+use lcloud_core::{Experience, Op, PreparedOps, Verified};
 
 use crate::identity::Identity;
 use crate::sign::SignPool;
@@ -28,7 +28,8 @@ const LINGER: std::time::Duration = std::time::Duration::from_micros(500);
 pub type Reply = Box<dyn FnOnce(Result<Verified<Experience>, StoreError>) + Send>;
 
 struct Request {
-    ops: Vec<Op>,
+    /// Encoded and hashed on the writer's thread, not the committer's.
+    ops: PreparedOps,
     reply: Reply,
 }
 
@@ -55,7 +56,10 @@ impl Writer {
     /// durable or refused. For async callers: send the result to a oneshot channel there.
     pub fn submit(&self, ops: Vec<Op>, reply: Reply) -> Result<(), StoreError> {
         self.tx
-            .send(Request { ops, reply })
+            .send(Request {
+                ops: PreparedOps::new(ops),
+                reply,
+            })
             .map_err(|_| StoreError::Closed)
     }
 }
@@ -181,7 +185,7 @@ fn acknowledge(signed: &SignedSeq, done: mpsc::Receiver<Done>) {
 fn commit(store: &mut Store, identity: &Identity, pool: &SignPool, batch: Vec<Request>) -> Done {
     let (calls, batch): (Vec<Request>, Vec<Request>) = batch
         .into_iter()
-        .partition(|r| r.ops.iter().any(|op| matches!(op, Op::Call { .. })));
+        .partition(|r| r.ops.ops().iter().any(|op| matches!(op, Op::Call { .. })));
     let mut answers: Vec<(Reply, WriteResult)> = calls
         .into_iter()
         .map(|r| (r.reply, Err(StoreError::NeedsFullLoad)))
@@ -189,7 +193,7 @@ fn commit(store: &mut Store, identity: &Identity, pool: &SignPool, batch: Vec<Re
     if batch.is_empty() {
         return Done { answers };
     }
-    let (local, replies): (Vec<Vec<Op>>, Vec<_>) =
+    let (local, replies): (Vec<PreparedOps>, Vec<_>) =
         batch.into_iter().map(|r| (r.ops, r.reply)).unzip();
     match store.write_batch(identity, local, Some(pool)) {
         Ok(Some(results)) => answers.extend(replies.into_iter().zip(results)),

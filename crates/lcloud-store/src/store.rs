@@ -2,14 +2,14 @@
 //! metadata and aliases, in one redb database; every commit durable before it is acknowledged.
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path as FsPath, PathBuf};
 
 use lcloud_core::{
     Doc, Draft, EXPERIENCE_BYTES_MAX, Experience, ForkPolicy, Id, InsertError, Inserted, NodeId,
-    ObservesEverything, Op, Path, Replica, State, ValidationError, Value, VectorClock, Verified,
-    revalidate_stored,
+    ObservesEverything, Op, Path, PreparedOps, Replica, State, ValidationError, Value, VectorClock,
+    Verified, revalidate_stored,
 };
 
 use crate::identity::Identity;
@@ -17,7 +17,7 @@ use crate::records::{self, Names, Recorder, Written};
 use crate::sign::{self, SignPool, Signed};
 use crate::signed::SignedSeq;
 use crate::state::{self, LEAVES, Summary, read_doc, sealed, unseal, write_leaves};
-use crate::travel;
+use crate::travel::{self, WritersFrom};
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use std::sync::Arc;
 
@@ -53,16 +53,39 @@ const LEAVES_AT: &str = "leaves_at";
 /// that still has the mark (the node was killed) replays the history and rewrites the leaves.
 const LEAVES_STALE_AT: &str = "leaves_stale_at";
 
-/// The most ops the committer (and a node deferring its leaves) lets the leaves table fall
-/// behind by (plus one batch).
+/// The fewest ops the committer lets the leaves table fall behind by (plus one batch); more
+/// when the leaves it wrote last time were large (see [`LEAVES_BYTES_PER_OP`]).
 const LEAVES_EVERY: u64 = 4096;
+
+/// The committer writes its leaves after at least one op per this many bytes they took the
+/// last time: a document rewritten whole every few thousand ops (1 000 hot keys of 200 bytes)
+/// cost its committer a fifth of its time in leaf writes at one flush per 4 096 ops. A reader
+/// of a store whose committer was killed applies that many ops from the records.
+const LEAVES_BYTES_PER_OP: u64 = 16;
+
+/// The fewest ops between two writes of the leaves by a node deferring them (plus one
+/// batch), and the fewest per byte they took the last time ([`DEFERRED_BYTES_PER_OP`]). Others'
+/// experiences are never applied to the leaves piecemeal, so while a node runs its leaves
+/// serve nobody: a clean stop writes them, and a killed node rebuilds them from the replay its
+/// next start does anyway. Writing them only bounds what the pending flush keeps (the old
+/// version of each leaf changed since, at most the document once more); every 4 096 ops, a
+/// node syncing 100 000 experiences over 1 000 keys spent a tenth of its storing on them.
+const DEFERRED_LEAVES_EVERY: u64 = 1 << 16;
+
+/// See [`DEFERRED_LEAVES_EVERY`].
+const DEFERRED_BYTES_PER_OP: u64 = 8;
+
+/// A set of paths, for lookups only (its order is never used: the leaves are written in path
+/// order by `state::write_leaves_diff`). A committer of 1000-op experiences looked every op's
+/// path up twice in a B-tree of paths, an eighth of its time.
+type PathSet = std::collections::HashSet<Path, foldhash::fast::RandomState>;
 
 /// What the committer has folded in memory but not yet written to the leaves table.
 struct PendingLeaves {
     /// The document as the leaves table holds it.
     base: Doc,
     /// Where it changed since.
-    touched: BTreeSet<Path>,
+    touched: PathSet,
     ops: u64,
     /// Marked with [`LEAVES_STALE_AT`] (others' experiences) rather than [`LEAVES_AT`].
     stale: bool,
@@ -178,6 +201,12 @@ pub struct Store {
     /// checkpoint's writers are the last one's plus these, without reading the records back.
     since_checkpoint: Option<Vec<Written>>,
     signed: Arc<SignedSeq>,
+    /// The id and vector clock of the last experience this instance wrote with
+    /// [`Store::write_batch`]: the next batch of a lone writer depends on it alone, and
+    /// reading its clock back loaded (and checked) its whole group at every commit.
+    last_written: Option<(Id, VectorClock)>,
+    /// Bytes of leaves the committer's last flush wrote (see [`LEAVES_BYTES_PER_OP`]).
+    flushed_bytes: u64,
 }
 
 /// Experiences remembered since the last checkpoint, at most: 12 MiB (past that, the next
@@ -254,6 +283,8 @@ impl Store {
             cache_document: false,
             defer_leaves: false,
             deferred_bytes: 0,
+            last_written: None,
+            flushed_bytes: 0,
             pending: None,
             checkpoint_ops: travel::CHECKPOINT_OPS_MIN,
             since_checkpoint: None,
@@ -283,7 +314,7 @@ impl Store {
                 &genesis.author(),
                 1,
                 0,
-                &replica.lattice().clock(0),
+                replica.lattice().clock_entries(0),
                 &genesis.to_bytes(),
             )?;
             recorder.finish()?;
@@ -428,6 +459,8 @@ impl Store {
             cache_document: false,
             defer_leaves: false,
             deferred_bytes: 0,
+            last_written: None,
+            flushed_bytes: 0,
             pending: None,
             checkpoint_ops: travel::CHECKPOINT_OPS_MIN,
             since_checkpoint: None,
@@ -544,10 +577,7 @@ impl Store {
             let groups = txn
                 .open_table(records::GROUPS)
                 .map_err(|e| self.map_db(e))?;
-            let authors = txn
-                .open_table(travel::AUTHORS)
-                .map_err(|e| self.map_db(e))?;
-            let names = Names::read(&authors, self.cloud)?;
+            let names = Names::in_txn(txn, self.cloud)?;
             read_tail(&self.dir, &meta, &groups, &names, self.next)?
         } else {
             Vec::new()
@@ -591,10 +621,7 @@ impl Store {
         let groups = txn
             .open_table(records::GROUPS)
             .map_err(|e| self.map_db(e))?;
-        let authors = txn
-            .open_table(travel::AUTHORS)
-            .map_err(|e| self.map_db(e))?;
-        let names = Names::read(&authors, self.cloud)?;
+        let names = Names::in_txn(&txn, self.cloud)?;
         records::for_each(&groups, &names, 0, |n, _, bytes, _| visit(n, bytes))
     }
 
@@ -696,6 +723,10 @@ impl Store {
             let mut park = txn.open_table(PARKED).map_err(|e| map_db(&dir, e))?;
             let had_parked = !park.is_empty().map_err(|e| map_db(&dir, e))? || !parked.is_empty();
             let mut recorder = Recorder::open(&txn, self.cloud)?;
+            let admitting: usize = outcomes.iter().map(|o| o.admitted.len()).sum();
+            if admitting >= records::BULK_RECORDS {
+                recorder = recorder.bulk();
+            }
             let mut ops_added = 0u64;
             let mut calls = false;
             // An outcome admits the inserted experience first, then the parked ones it released:
@@ -726,7 +757,7 @@ impl Store {
                     &exp.author(),
                     exp.seq(),
                     lattice.depth(*idx),
-                    &lattice.clock(*idx),
+                    lattice.clock_entries(*idx),
                     bytes,
                 )?;
                 ops_added += exp.ops().len() as u64;
@@ -765,28 +796,31 @@ impl Store {
             meta.insert("ordered", sealed(&state.ordered.to_bytes()).as_slice())
                 .map_err(|e| map_db(&dir, e))?;
             let mut leaves = txn.open_table(LEAVES).map_err(|e| map_db(&dir, e))?;
-            let touched = touched(replica, outcomes);
+            let touched = if defer {
+                Vec::new()
+            } else {
+                touched(replica, outcomes)
+            };
             let owned = || -> Vec<Path> { touched.iter().map(|p| (*p).clone()).collect() };
             match before {
                 Some(before) if defer => {
-                    // Written every LEAVES_EVERY ops, or more when the leaves are large (at most
-                    // BYTES_PER_OP per op, amortized); meanwhile LEAVES_STALE_AT marks them.
+                    // Written every DEFERRED_LEAVES_EVERY ops, or less often when the leaves
+                    // are large (at most DEFERRED_BYTES_PER_OP per op, amortized); meanwhile
+                    // LEAVES_STALE_AT marks them. No path is tracked per write: the flush
+                    // compares the whole document with the leaves as last written, skipping
+                    // the leaves both share (one pointer comparison each).
                     let taken = self.pending.take();
                     let fresh = taken.is_none();
                     let mut p = taken.unwrap_or_else(|| PendingLeaves {
                         base: before.clone(),
-                        touched: BTreeSet::new(),
+                        touched: PathSet::from_iter([Path::root()]),
                         ops: 0,
                         stale: true,
                     });
-                    // Hot paths are cloned once per flush, not once per write.
-                    for path in &touched {
-                        if !p.touched.contains(*path) {
-                            p.touched.insert((*path).clone());
-                        }
-                    }
                     p.ops += ops_added;
-                    if p.ops < LEAVES_EVERY.max(self.deferred_bytes / travel::BYTES_PER_OP) {
+                    if p.ops
+                        < DEFERRED_LEAVES_EVERY.max(self.deferred_bytes / DEFERRED_BYTES_PER_OP)
+                    {
                         if fresh {
                             meta.insert(LEAVES_STALE_AT, self.next.to_le_bytes().as_slice())
                                 .map_err(|e| map_db(&dir, e))?;
@@ -823,6 +857,7 @@ impl Store {
                 &replica.lattice().frontier(),
                 &|| Ok(Cow::Borrowed(&state.doc)),
                 &written,
+                Some(replica.lattice()),
             )?;
             stored = written;
         }
@@ -869,6 +904,7 @@ impl Store {
         identity: &Identity,
         batch: Vec<Vec<Op>>,
     ) -> Result<Option<Vec<WriteResult>>, StoreError> {
+        let batch = batch.into_iter().map(PreparedOps::new).collect();
         let results = self.write_batch(identity, batch, None)?;
         if let Some(last) = results.iter().flatten().flatten().map(|e| e.seq()).max() {
             self.record_signed(last)?;
@@ -881,14 +917,14 @@ impl Store {
     pub(crate) fn write_batch(
         &mut self,
         identity: &Identity,
-        batch: Vec<Vec<Op>>,
+        batch: Vec<PreparedOps>,
         pool: Option<&SignPool>,
     ) -> Result<Option<Vec<WriteResult>>, StoreError> {
         let me = identity.id();
         assert!(
             batch
                 .iter()
-                .flatten()
+                .flat_map(PreparedOps::ops)
                 .all(|op| !matches!(op, Op::Call { .. })),
             "calls need the full fold"
         );
@@ -899,6 +935,8 @@ impl Store {
         let txn = self.db()?.begin_write().map_err(|e| map_db(&dir, e))?;
         let mut cached = None;
         let mut pending = None;
+        let written_last;
+        let mut flushed = None;
         let checkpointed;
         let stored;
         let results = {
@@ -924,11 +962,11 @@ impl Store {
                         .filter(|(_, _, a)| *a != me)
                         .map(|(id, _, _)| *id)
                         .collect(),
-                    ops,
+                    ops: Vec::new(),
                     root: None,
                     fuel: None,
                 };
-                let unsigned = draft.seal(me);
+                let unsigned = draft.seal_prepared(me, ops);
                 match check_local(&summary, &me, &unsigned) {
                     Err(e) => planned.push(Err(e)),
                     Ok(()) => {
@@ -943,7 +981,7 @@ impl Store {
             let mut leaves = txn.open_table(LEAVES).map_err(|e| map_db(&dir, e))?;
             // The paths the batch touches, each once, leaving out those the pending leaves
             // already list (hot keys are not cloned again at every commit).
-            let mut touched: BTreeSet<Path> = BTreeSet::new();
+            let mut touched = PathSet::default();
             let listed = self.pending.as_ref().map(|p| &p.touched);
             for path in signed
                 .iter()
@@ -981,7 +1019,11 @@ impl Store {
             // is not a tip adds nothing here.)
             let mut clock = VectorClock::default();
             for (head, _, author) in &base_heads {
-                if let Some((_, seq, _)) = base_tips
+                if let Some((last, seen)) = &self.last_written
+                    && last == head
+                {
+                    clock.join(seen);
+                } else if let Some((_, seq, _)) = base_tips
                     .iter()
                     .find(|(a, _, id)| a == author && id == head)
                     && let Some(seen) = recorder.clock_at(author, *seq)?
@@ -990,6 +1032,7 @@ impl Store {
                 }
             }
             let mut ops_added = 0u64;
+            let mut last_id = None;
             for r in signed {
                 let (exp, bytes, depth) = match r {
                     Ok(x) => x,
@@ -999,7 +1042,16 @@ impl Store {
                     }
                 };
                 clock.observe(me, exp.seq());
-                recorder.add(next, exp.id(), &me, exp.seq(), depth, &clock, &bytes)?;
+                last_id = Some(exp.id());
+                recorder.add(
+                    next,
+                    exp.id(),
+                    &me,
+                    exp.seq(),
+                    depth,
+                    clock.0.iter().map(|(a, s)| (a, *s)),
+                    &bytes,
+                )?;
                 ops_added += exp.ops().len() as u64;
                 for (i, op) in exp.ops().iter().enumerate() {
                     let dot = lcloud_core::Dot {
@@ -1016,14 +1068,16 @@ impl Store {
             // tail), written every LEAVES_EVERY ops; otherwise now.
             let mut p = self.pending.take().unwrap_or_else(|| PendingLeaves {
                 base: before.unwrap_or_default(),
-                touched: BTreeSet::new(),
+                touched: PathSet::default(),
                 ops: 0,
                 stale: false,
             });
             let fresh = p.ops == 0 && p.touched.is_empty();
             p.touched.extend(touched);
             p.ops += ops_added;
-            if self.cache_document && p.ops < LEAVES_EVERY {
+            if self.cache_document
+                && p.ops < LEAVES_EVERY.max(self.flushed_bytes / LEAVES_BYTES_PER_OP)
+            {
                 if fresh {
                     meta.insert(LEAVES_AT, self.next.to_le_bytes().as_slice())
                         .map_err(|e| map_db(&dir, e))?;
@@ -1031,11 +1085,12 @@ impl Store {
                 pending = Some(p);
             } else {
                 let all: Vec<Path> = p.touched.into_iter().collect();
-                state::write_leaves_diff(&mut leaves, &p.base, &doc, &all)?;
+                flushed = Some(state::write_leaves_diff(&mut leaves, &p.base, &doc, &all)?);
                 if !fresh {
                     meta.remove(LEAVES_AT).map_err(|e| map_db(&dir, e))?;
                 }
             }
+            written_last = last_id.map(|id| (id, clock));
             meta.insert("summary", sealed(&summary.to_bytes()).as_slice())
                 .map_err(|e| map_db(&dir, e))?;
             let frontier = VectorClock(summary.tips.iter().map(|(a, s, _)| (*a, *s)).collect());
@@ -1056,6 +1111,7 @@ impl Store {
                     }
                 },
                 &written,
+                None,
             )?;
             stored = written;
             if self.cache_document {
@@ -1068,6 +1124,12 @@ impl Store {
         self.remember_since_checkpoint(checkpointed, stored);
         self.doc_cache = cached;
         self.pending = pending;
+        if let Some(bytes) = flushed {
+            self.flushed_bytes = bytes;
+        }
+        if written_last.is_some() {
+            self.last_written = written_last;
+        }
         self.next += results.iter().filter(|r| r.is_ok()).count() as u64;
         Ok(Some(results))
     }
@@ -1097,6 +1159,7 @@ impl Store {
         frontier: &VectorClock,
         doc: &dyn Fn() -> Result<Cow<'d, Doc>, StoreError>,
         fresh: &[Written],
+        lattice: Option<&lcloud_core::Lattice>,
     ) -> Result<bool, StoreError> {
         let (last, since, bytes) = match meta.get("checkpoint").map_err(|e| self.map_db(e))? {
             Some(v) => read_checkpoint_meta(v.value())?,
@@ -1106,11 +1169,12 @@ impl Store {
         let mut checkpointed = false;
         let (last, since, bytes) = if travel::checkpoint_due(since, bytes, self.checkpoint_ops) {
             let doc = doc()?;
-            let recent = self
-                .since_checkpoint
-                .as_ref()
-                .map(|since| since.iter().chain(fresh));
-            match travel::write_checkpoint(txn, &self.cloud, upto, frontier, &doc, recent)? {
+            let from = match (lattice, &self.since_checkpoint) {
+                (Some(lattice), _) => WritersFrom::Lattice(lattice),
+                (None, Some(since)) => WritersFrom::Recent(since.iter().chain(fresh)),
+                (None, None) => WritersFrom::Groups,
+            };
+            match travel::write_checkpoint(txn, &self.cloud, upto, frontier, &doc, from)? {
                 Some(written) => {
                     checkpointed = true;
                     (upto, 0, written)
@@ -1403,7 +1467,7 @@ fn migrate_v1(db: &Database, dir: &FsPath, cloud: &Id) -> Result<(), StoreError>
         ] {
             txn.open_table(table).map_err(|e| map(e.into()))?;
         }
-        let mut recorder = Recorder::open(&txn, *cloud)?;
+        let mut recorder = Recorder::open(&txn, *cloud)?.bulk();
         let lattice = replica.lattice();
         for (n, (idx, bytes)) in (0u64..).zip(&order) {
             let exp = lattice.get(*idx);
@@ -1413,7 +1477,7 @@ fn migrate_v1(db: &Database, dir: &FsPath, cloud: &Id) -> Result<(), StoreError>
                 &exp.author(),
                 exp.seq(),
                 lattice.depth(*idx),
-                &lattice.clock(*idx),
+                lattice.clock_entries(*idx),
                 bytes,
             )?;
         }

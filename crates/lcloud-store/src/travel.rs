@@ -46,8 +46,36 @@ type EntryRecord = (u32, u64, u64, Vec<(u32, u64)>);
 impl Entry {
     /// The stored form leaves out the id: it is the hash of the record's header, which the
     /// record holds.
+    #[cfg(test)]
     pub(crate) fn to_bytes(&self) -> Vec<u8> {
-        to_canonical(&(self.author, self.seq, self.depth, &self.clock))
+        let mut out = Vec::with_capacity(16 + 10 * self.clock.len());
+        Entry::encode_into(&mut out, self.author, self.seq, self.depth, &self.clock);
+        out
+    }
+
+    /// Appends the stored form of an entry to `out`: the canonical DAG-CBOR of
+    /// `[author, seq, depth, [[author, seq], …]]`, written directly (serde's encoder took a
+    /// twentieth of storing a pushed experience).
+    pub(crate) fn encode_into(
+        out: &mut Vec<u8>,
+        author: u32,
+        seq: u64,
+        depth: u64,
+        clock: &[(u32, u64)],
+    ) {
+        use lcloud_core::codec::write_head;
+        const UINT: u8 = 0;
+        const ARRAY: u8 = 4;
+        write_head(out, ARRAY, 4);
+        write_head(out, UINT, u64::from(author));
+        write_head(out, UINT, seq);
+        write_head(out, UINT, depth);
+        write_head(out, ARRAY, clock.len() as u64);
+        for (a, s) in clock {
+            write_head(out, ARRAY, 2);
+            write_head(out, UINT, u64::from(*a));
+            write_head(out, UINT, *s);
+        }
     }
 
     /// The entry stored as `bytes` for the experience `id`.
@@ -80,64 +108,59 @@ fn db(e: impl Into<redb::Error>) -> StoreError {
 /// Who wrote each experience whose ops are still visible in a document: (id, author, seq).
 type Writers = BTreeMap<Id, (u32, u64)>;
 
-/// Writes a checkpoint covering arrivals `0..upto`: its frontier clock, every leaf, and who
-/// wrote each experience the leaves still name (so time travel never looks an id up). Those
-/// writers are the previous checkpoint's plus the experiences indexed since it. Returns
-/// whether it was written.
-/// Writes a checkpoint of `doc` after the first `upto` arrivals. Returns the bytes written, or
-/// `None` when no checkpoint can be written (see below).
+/// Where a checkpoint learns who wrote the experiences its document still names.
+pub(crate) enum WritersFrom<'a, I> {
+    /// Everything stored since the previous checkpoint, as a long-lived store remembers it
+    /// (the previous checkpoint's writers cover the rest).
+    Recent(I),
+    /// Nothing remembered: the previous checkpoint's writers plus the groups stored since,
+    /// read back.
+    Groups,
+    /// The replica's lattice, which holds every experience (a node, an import).
+    Lattice(&'a lcloud_core::Lattice),
+}
+
+/// Writes a checkpoint of `doc` after the first `upto` arrivals: its frontier clock, every
+/// leaf, and who wrote each experience the leaves still name (so time travel never looks an
+/// id up). Returns the bytes written, or `None` when no checkpoint can be written (see below).
 pub(crate) fn write_checkpoint<'a>(
     txn: &WriteTransaction,
     cloud: &Id,
     upto: u64,
     clock: &VectorClock,
     doc: &Doc,
-    recent: Option<impl Iterator<Item = &'a Written>>,
+    from: WritersFrom<'_, impl Iterator<Item = &'a Written>>,
 ) -> Result<Option<u64>, StoreError> {
-    let mut known: Writers = BTreeMap::new();
-    let from = {
-        let table = txn.open_table(CHECKPOINT_WRITERS).map_err(db)?;
-        let last = table.last().map_err(db)?;
-        match last {
-            Some((k, v)) => {
-                known = decode_writers(v.value())?;
-                k.value()
-            }
-            None => 0,
-        }
-    };
-    match recent {
-        // The caller remembers everything stored since the last checkpoint.
-        Some(recent) => known.extend(recent.map(|(id, a, s)| (*id, (*a, *s)))),
-        None => {
-            let groups = txn.open_table(GROUPS).map_err(db)?;
+    let needed = doc.dot_experiences();
+    let resolved = match from {
+        WritersFrom::Lattice(lattice) => {
             let names = Names::read(&txn.open_table(AUTHORS).map_err(db)?, *cloud)?;
-            records::for_each(&groups, &names, from, |n, entry, _, id| {
-                if n < upto {
-                    let entry = Entry::from_bytes(entry, id)?;
-                    known.insert(entry.id, (entry.author, entry.seq));
-                }
-                Ok(())
-            })?;
+            let number: BTreeMap<&NodeId, u32> = names.authors.iter().zip(0u32..).collect();
+            needed
+                .into_iter()
+                .map(|id| {
+                    let exp = lattice.get(lattice.idx(&id)?);
+                    Some((id, *number.get(&exp.author())?, exp.seq()))
+                })
+                .collect::<Option<Vec<_>>>()
         }
-    }
-    let mut writers: Vec<(Id, u32, u64)> = Vec::new();
-    for id in doc.dot_experiences() {
-        match known.get(&id) {
-            Some((a, s)) => writers.push((id, *a, *s)),
-            // Only a refold after a fork (quarantine) can bring back an element whose writer
-            // the chain of checkpoints has not seen; time travel through the index is off once
-            // anyone forked, so this checkpoint is simply not written.
-            None => return Ok(None),
+        WritersFrom::Recent(recent) => {
+            look_up(&known_writers(txn, cloud, upto, Some(recent))?, needed)
         }
-    }
+        WritersFrom::Groups => look_up(
+            &known_writers(txn, cloud, upto, None::<std::iter::Empty<&Written>>)?,
+            needed,
+        ),
+    };
+    // Only a refold after a fork (quarantine) can bring back an element whose writer the chain
+    // of checkpoints has not seen; time travel through the index is off once anyone forked,
+    // so this checkpoint is simply not written.
+    let Some(writers) = resolved else {
+        return Ok(None);
+    };
     let clock: Vec<(&NodeId, &u64)> = clock.0.iter().collect();
     let root = Path::root();
-    let leaves: Vec<(&Path, ByteBuf)> = doc
-        .leaves_under(&root)
-        .map(|(p, l)| (p, ByteBuf(l.to_bytes())))
-        .collect();
-    let leaves = sealed(&to_canonical(&leaves));
+    let leaves = sealed(&encode_leaves(doc, &root));
     let writers = sealed(&to_canonical(&writers));
     txn.open_table(CHECKPOINT_CLOCKS)
         .map_err(db)?
@@ -152,6 +175,70 @@ pub(crate) fn write_checkpoint<'a>(
         .insert(upto, writers.as_slice())
         .map_err(db)?;
     Ok(Some((leaves.len() + writers.len()) as u64))
+}
+
+/// `(id, author, seq)` of each of `ids`, or `None` if one is not in `known`.
+fn look_up(known: &Writers, ids: std::collections::BTreeSet<Id>) -> Option<Vec<(Id, u32, u64)>> {
+    ids.into_iter()
+        .map(|id| known.get(&id).map(|(a, s)| (id, *a, *s)))
+        .collect()
+}
+
+/// The writers of the previous checkpoint and of every experience stored since, up to `upto`:
+/// `recent` if the store remembers them, else read back from the groups.
+fn known_writers<'a>(
+    txn: &WriteTransaction,
+    cloud: &Id,
+    upto: u64,
+    recent: Option<impl Iterator<Item = &'a Written>>,
+) -> Result<Writers, StoreError> {
+    let mut known: Writers = BTreeMap::new();
+    let after = {
+        let table = txn.open_table(CHECKPOINT_WRITERS).map_err(db)?;
+        let last = table.last().map_err(db)?;
+        match last {
+            Some((k, v)) => {
+                known = decode_writers(v.value())?;
+                k.value()
+            }
+            None => 0,
+        }
+    };
+    match recent {
+        Some(recent) => known.extend(recent.map(|(id, a, s)| (*id, (*a, *s)))),
+        None => {
+            let groups = txn.open_table(GROUPS).map_err(db)?;
+            let names = Names::read(&txn.open_table(AUTHORS).map_err(db)?, *cloud)?;
+            records::for_each(&groups, &names, after, |n, entry, _, id| {
+                if n < upto {
+                    let entry = Entry::from_bytes(entry, id)?;
+                    known.insert(entry.id, (entry.author, entry.seq));
+                }
+                Ok(())
+            })?;
+        }
+    }
+    Ok(known)
+}
+
+/// The canonical DAG-CBOR of `[[path, leaf bytes], …]` for every leaf of `doc` under `root`
+/// (what `decode_checkpoint` reads), written directly into one buffer.
+fn encode_leaves(doc: &Doc, root: &Path) -> Vec<u8> {
+    use lcloud_core::codec::{write_bytes, write_head, write_text};
+    let mut out = Vec::with_capacity(doc.len() * 64);
+    let mut leaf_bytes = Vec::new();
+    write_head(&mut out, 4, doc.leaves_under(root).count() as u64);
+    for (path, leaf) in doc.leaves_under(root) {
+        out.push(0x82);
+        write_head(&mut out, 4, path.0.len() as u64);
+        for seg in &path.0 {
+            write_text(&mut out, seg);
+        }
+        leaf_bytes.clear();
+        leaf.encode_into(&mut leaf_bytes);
+        write_bytes(&mut out, &leaf_bytes);
+    }
+    out
 }
 
 fn decode_checkpoint_clock(rec: &[u8]) -> Result<VectorClock, StoreError> {
@@ -317,6 +404,89 @@ pub(crate) const BYTES_PER_OP: u64 = 64;
 /// many ops after reading a checkpoint, so its cost stays proportional to the checkpoint's.
 pub(crate) fn checkpoint_due(ops_since: u64, last_bytes: u64, min: u64) -> bool {
     ops_since >= min.max(last_bytes / BYTES_PER_OP)
+}
+
+#[cfg(test)]
+mod entry_tests {
+    use super::*;
+
+    /// A checkpoint's leaves, written directly, are serde's canonical bytes and read back.
+    #[test]
+    fn checkpoint_leaves_encode_as_serde_would() {
+        use lcloud_core::{ObservesEverything, Op, Value};
+        let mut doc = Doc::default();
+        for i in 0..40u32 {
+            let path = Path(vec!["k".repeat(i as usize % 30), i.to_string()]);
+            let op = match i % 3 {
+                0 => Op::Set {
+                    path,
+                    value: Value::Str("v".repeat(i as usize * 7)),
+                },
+                1 => Op::Incr {
+                    path,
+                    by: -(i64::from(i)) * 1000,
+                },
+                _ => Op::Add {
+                    path,
+                    value: Value::Int(i64::from(i)),
+                },
+            };
+            let dot = Dot {
+                depth: u64::from(i) * 300,
+                exp: Id([i as u8; 32]),
+                op: i,
+            };
+            doc.apply(&op, dot, &ObservesEverything);
+        }
+        let root = Path::root();
+        let serde: Vec<(&Path, ByteBuf)> = doc
+            .leaves_under(&root)
+            .map(|(p, l)| (p, ByteBuf(l.to_bytes())))
+            .collect();
+        let bytes = encode_leaves(&doc, &root);
+        assert_eq!(bytes, to_canonical(&serde));
+        assert_eq!(decode_checkpoint(&sealed(&bytes)).unwrap(), doc);
+    }
+
+    /// The hand-written encoding is byte for byte serde's canonical one, at every CBOR length
+    /// boundary, and decodes back.
+    #[test]
+    fn an_entry_encodes_as_serde_would_and_decodes_back() {
+        let edges = [
+            0u64,
+            1,
+            23,
+            24,
+            255,
+            256,
+            65_535,
+            65_536,
+            u64::from(u32::MAX),
+            u64::from(u32::MAX) + 1,
+            u64::MAX,
+        ];
+        for (i, &x) in edges.iter().enumerate() {
+            let a = x.min(u64::from(u32::MAX)) as u32;
+            let y = edges[(i + 3) % edges.len()];
+            let clock: Vec<(u32, u64)> = (0..(i % 4) as u32)
+                .map(|k| (k + a / 2, y ^ u64::from(k)))
+                .collect();
+            let entry = Entry {
+                id: Id([i as u8; 32]),
+                author: a,
+                seq: x,
+                depth: y,
+                clock: clock.clone(),
+            };
+            let bytes = entry.to_bytes();
+            assert_eq!(
+                bytes,
+                to_canonical(&(a, x, y, &clock)),
+                "author {a} seq {x} depth {y}"
+            );
+            assert_eq!(Entry::from_bytes(&bytes, entry.id).unwrap(), entry);
+        }
+    }
 }
 
 #[cfg(test)]

@@ -1,22 +1,14 @@
 //! Many concurrent writers share commits, and every acknowledged write is durable and
 //! consistent with the persisted fold.
 
-use lcloud_core::{Experience, ForkPolicy, Genesis, Op, Path, Value};
+use lcloud_core::{Experience, Genesis, Op, Path, Value};
 use lcloud_store::{Committer, Identity, Store};
 
 #[test]
 fn concurrent_writers_share_commits_and_lose_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let me = Identity::load_or_create(dir.path()).unwrap();
-    let genesis = Experience::create_genesis(
-        me.key(),
-        Genesis {
-            name: "g".into(),
-            init: Value::map(),
-            members: None,
-            fork_policy: ForkPolicy::Concurrent,
-        },
-    );
+    let genesis = Experience::create_genesis(me.key(), Genesis::open("g"));
     let store = Store::create(dir.path(), &genesis).unwrap();
     let committer = Committer::start(store, me.clone());
     let writers = 32;
@@ -89,15 +81,7 @@ fn a_committer_killed_between_leaf_writes_loses_nothing() {
     use std::io::BufRead;
     let dir = tempfile::tempdir().unwrap();
     let me = Identity::load_or_create(dir.path()).unwrap();
-    let genesis = Experience::create_genesis(
-        me.key(),
-        Genesis {
-            name: "g".into(),
-            init: Value::map(),
-            members: None,
-            fork_policy: ForkPolicy::Concurrent,
-        },
-    );
+    let genesis = Experience::create_genesis(me.key(), Genesis::open("g"));
     drop(Store::create(dir.path(), &genesis).unwrap());
     let mut acked: Vec<lcloud_core::Id> = Vec::new();
     // Killed before the first leaf write (700 ops), then after crossing one (4096 ops).

@@ -1,21 +1,13 @@
 //! Imports larger than one commit chunk, in any order, end in the same durable state.
 
 use ed25519_consensus::SigningKey;
-use lcloud_core::{Experience, ForkPolicy, Genesis, Op, Path, Replica, Value};
+use lcloud_core::{Experience, Genesis, Op, Path, Replica};
 use lcloud_store::Store;
 
 #[test]
 fn a_reversed_import_spanning_many_chunks_parks_then_admits_everything() {
     let key = SigningKey::from([3; 32]);
-    let genesis = Experience::create_genesis(
-        &key,
-        Genesis {
-            name: "t".into(),
-            init: Value::map(),
-            members: None,
-            fork_policy: ForkPolicy::Concurrent,
-        },
-    );
+    let genesis = Experience::create_genesis(&key, Genesis::open("t"));
     let mut source = Replica::new(genesis.clone()).unwrap();
     let n = 20_000;
     let mut records: Vec<Vec<u8>> = (0..n)

@@ -7,7 +7,7 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use lcloud_core::{Experience, ForkPolicy, Genesis, Op, Path, Value};
+use lcloud_core::{Experience, Genesis, Op, Path, Value};
 use lcloud_store::{Committer, Identity, Store};
 
 /// Counts live and peak heap bytes of this test binary.
@@ -38,15 +38,7 @@ static ALLOC: Counting = Counting;
 fn store_with(experiences: usize) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let me = Identity::load_or_create(dir.path()).unwrap();
-    let genesis = Experience::create_genesis(
-        me.key(),
-        Genesis {
-            name: "m".into(),
-            init: Value::map(),
-            members: None,
-            fork_policy: ForkPolicy::Concurrent,
-        },
-    );
+    let genesis = Experience::create_genesis(me.key(), Genesis::open("m"));
     let store = Store::create(dir.path(), &genesis).unwrap();
     let committer = Committer::start(store, me);
     let writer = committer.writer();
