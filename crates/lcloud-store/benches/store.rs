@@ -148,11 +148,16 @@ fn limits() -> J {
            "cores": cores, "fsync": fsync, "blake3_200": blake})
 }
 
-/// 64 concurrent writers as async tasks on a two-thread runtime (as an HTTP server's requests
-/// would be), each awaiting its durable acknowledgement before writing again.
-fn w1() -> J {
+/// Concurrent writers in the W1 sweep: async tasks awaiting their acknowledgement, as an HTTP
+/// server's requests would be. A writer has one write in flight, so the number of writers is
+/// how many experiences can share one fsync.
+const W1_WRITERS: [usize; 3] = [64, 256, 1024];
+
+/// `writers` concurrent writers as async tasks on a two-thread runtime, each awaiting its
+/// durable acknowledgement before writing again: (experiences/s, bytes on disk per
+/// experience, file length per experience).
+fn w1_async(writers: usize) -> (f64, f64, f64) {
     let n = if quick() { 6_400 } else { 102_400 };
-    let writers = 64;
     let dir = tempfile::tempdir().unwrap();
     let (store, me) = new_store(dir.path());
     let committer = Committer::start(store, me);
@@ -187,12 +192,26 @@ fn w1() -> J {
     });
     let secs = start.elapsed().as_secs_f64();
     committer.stop();
-    json!({"exps_per_s": n as f64 / secs, "n": n, "bytes_per_exp": dir_bytes(dir.path()) as f64 / n as f64,
-           "file_len_per_exp": file_len(dir.path()) as f64 / n as f64,
-           "threads_per_s": w1_threads()})
+    let n = (n / writers * writers) as f64;
+    (
+        n / secs,
+        dir_bytes(dir.path()) as f64 / n,
+        file_len(dir.path()) as f64 / n,
+    )
 }
 
-/// The same with 64 OS threads blocking on `Writer::write`.
+fn w1() -> J {
+    let sweep: Vec<J> = W1_WRITERS
+        .iter()
+        .map(|&w| {
+            let (rate, bytes, len) = w1_async(w);
+            json!({"writers": w, "exps_per_s": rate, "bytes_per_exp": bytes, "file_len_per_exp": len})
+        })
+        .collect();
+    json!({"sweep": sweep, "threads_per_s": w1_threads()})
+}
+
+/// 64 OS threads blocking on `Writer::write`.
 fn w1_threads() -> f64 {
     let n = if quick() { 6_400 } else { 51_200 };
     let dir = tempfile::tempdir().unwrap();
@@ -211,13 +230,23 @@ fn w1_sequential() -> J {
     json!({"exps_per_s": n as f64 / t.elapsed().as_secs_f64(), "n": n})
 }
 
+/// Concurrent writers in the W2 sweep, each writing 1000-op experiences one after another.
+const W2_WRITERS: [usize; 2] = [4, 16];
+
 fn w2() -> J {
-    let exps = if quick() { 100 } else { 1_000 };
-    let dir = tempfile::tempdir().unwrap();
-    let secs = committed(dir.path(), 4, exps / 4, 1000);
-    let ops = exps * 1000;
-    json!({"ops_per_s": ops as f64 / secs, "n": ops, "bytes_per_op": dir_bytes(dir.path()) as f64 / ops as f64,
-           "file_len_per_op": file_len(dir.path()) as f64 / ops as f64})
+    let exps = if quick() { 96 } else { 1_008 };
+    let sweep: Vec<J> = W2_WRITERS
+        .iter()
+        .map(|&writers| {
+            let dir = tempfile::tempdir().unwrap();
+            let secs = committed(dir.path(), writers, exps / writers, 1000);
+            let ops = (exps / writers * writers * 1000) as f64;
+            json!({"writers": writers, "ops_per_s": ops / secs, "n": ops,
+                   "bytes_per_op": dir_bytes(dir.path()) as f64 / ops,
+                   "file_len_per_op": file_len(dir.path()) as f64 / ops})
+        })
+        .collect();
+    json!({"sweep": sweep})
 }
 
 fn import() -> J {
@@ -342,10 +371,15 @@ fn main() {
     );
     println!("| workload | result | ratio | target | peak MiB |");
     println!("|---|---:|---:|---|---:|");
-    for (label, rate) in [
-        ("64 blocking writer threads", f(&w1["threads_per_s"])),
-        ("64 async writer tasks", f(&w1["exps_per_s"])),
-    ] {
+    let threads = f(&w1["threads_per_s"]);
+    let mut w1_rows = vec![("64 blocking writer threads".to_string(), threads)];
+    for row in w1["sweep"].as_array().into_iter().flatten() {
+        w1_rows.push((
+            format!("{} async writer tasks", row["writers"]),
+            f(&row["exps_per_s"]),
+        ));
+    }
+    for (label, rate) in w1_rows {
         println!(
             "| durable 1-op experiences/s, {label}, group commit | {rate:.0} | {:.2} of 1-core sign | ≥ 50 000/s and ≥ 0.90: {} | {:.0} |",
             rate / sign,
@@ -359,12 +393,15 @@ fn main() {
         w1sr / f(&l["fsync"]),
         f(&w1s["peak_mib"])
     );
-    let w2r = f(&w2["ops_per_s"]);
-    println!(
-        "| durable ops/s in 1000-op experiences | {w2r:.0} | | ≥ 1 000 000/s: {} | {:.0} |",
-        mark(w2r >= 1e6),
-        f(&w2["peak_mib"])
-    );
+    for row in w2["sweep"].as_array().into_iter().flatten() {
+        let w2r = f(&row["ops_per_s"]);
+        println!(
+            "| durable ops/s in 1000-op experiences, {} writers | {w2r:.0} | | ≥ 1 000 000/s: {} | {:.0} |",
+            row["writers"],
+            mark(w2r >= 1e6),
+            f(&w2["peak_mib"])
+        );
+    }
     let ir = f(&imp["exps_per_s"]);
     println!(
         "| import of a {}-experience bundle, experiences/s | {ir:.0} | {:.2} of {}-core verify | ≥ 0.60: {} | {:.0} |",
@@ -374,17 +411,23 @@ fn main() {
         mark(ir / limit2 >= 0.6),
         f(&imp["peak_mib"])
     );
-    let b1 = f(&w1["bytes_per_exp"]);
-    println!(
-        "| bytes on disk per 1-op experience (200 B value; file length {:.0}) | {b1:.0} | | ≤ 300: {} | |",
-        f(&w1["file_len_per_exp"]),
-        mark(b1 <= 300.0)
-    );
-    println!(
-        "| bytes on disk per op in 1000-op experiences (file length {:.0}) | {:.0} | | — | |",
-        f(&w2["file_len_per_op"]),
-        f(&w2["bytes_per_op"])
-    );
+    for row in w1["sweep"].as_array().into_iter().flatten() {
+        let b1 = f(&row["bytes_per_exp"]);
+        println!(
+            "| bytes on disk per 1-op experience (200 B value), {} writers (file length {:.0}) | {b1:.0} | | ≤ 300: {} | |",
+            row["writers"],
+            f(&row["file_len_per_exp"]),
+            mark(b1 <= 300.0)
+        );
+    }
+    for row in w2["sweep"].as_array().into_iter().flatten() {
+        println!(
+            "| bytes on disk per op in 1000-op experiences, {} writers (file length {:.0}) | {:.0} | | — | |",
+            row["writers"],
+            f(&row["file_len_per_op"]),
+            f(&row["bytes_per_op"])
+        );
+    }
     let om = f(&op["open_print_ms"]);
     println!(
         "| open a {}-op store and print the current state | {om:.1} ms | | ≤ 50 ms: {} | {:.0} |",

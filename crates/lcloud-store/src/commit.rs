@@ -1,28 +1,36 @@
 //! Group commit: many concurrent writers, one fsync per batch.
 //!
-//! A [`Committer`] owns the store on a thread of its own. Writers send their ops and block
-//! until the experience is durable. The thread takes every request waiting, writes them all as
-//! consecutive experiences of this node in one transaction (signatures in parallel), commits
-//! once, and answers each writer. Under load, one fsync serves hundreds of writers.
+//! A [`Committer`] owns the store. Writers send their ops and block until the experience is
+//! durable. Three threads form a pipeline, so signing one batch overlaps storing the one before:
+//!
+//! - the **planner** takes every request waiting, chains them as consecutive experiences of
+//!   this node on the chain tip it keeps in memory (ids hash headers, not signatures, so the
+//!   chain is fixed before signing), and hands the drafts to a pool of signing threads, one
+//!   per core;
+//! - the **storer** takes every planned batch waiting, waits for their signatures, writes them
+//!   in one transaction and commits once (the first fsync);
+//! - the **acknowledger** records the highest seq signed in `signed-seq` (the second fsync)
+//!   and answers the writers, while the storer goes on with the next batches.
+//!
+//! A writer is answered only after both syncs. A batch planned on top of one whose commit
+//! failed is refused whole ([`StoreError::EarlierWriteFailed`]); the storer then hands the
+//! planner the stored chain tip to plan on again.
 
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 
-use lcloud_core::{Experience, Op, PreparedOps, Verified};
+use lcloud_core::{Doc, Experience, Id, NodeId, Op, PreparedOps, Verified};
 
 use crate::identity::Identity;
-use crate::sign::SignPool;
+use crate::sign::{PendingSigs, SignPool, cores};
 use crate::signed::SignedSeq;
-use crate::store::{Store, StoreError};
+use crate::state::Summary;
+use crate::store::{Store, StoreError, fold_into, plan_batch};
 
 type WriteResult = Result<Verified<Experience>, StoreError>;
 
 /// Most requests folded into one commit.
 pub const BATCH_MAX: usize = 4096;
-
-/// The longest a commit waits for more writers to join it (only while recent commits were
-/// shared by many writers; a lone writer is never delayed).
-const LINGER: std::time::Duration = std::time::Duration::from_micros(500);
 
 /// What a writer is told when its write is durable (or refused).
 pub type Reply = Box<dyn FnOnce(Result<Verified<Experience>, StoreError>) + Send>;
@@ -32,6 +40,34 @@ struct Request {
     ops: PreparedOps,
     reply: Reply,
 }
+
+/// A batch on its way from the planner to the storer.
+enum Batch {
+    /// Chained on `base` (advancing it to `after`) in planner epoch `epoch`; each request's
+    /// draft is being signed, or was refused while planning.
+    Planned(Box<Planned>),
+    /// The planner has no chain tip to plan on (the store could not say, or this node
+    /// forked): the storer writes these the slow way and then hands back a tip.
+    Unplanned(Vec<Request>),
+}
+
+/// Requests chained on `base` (advancing it to `after`) in planner epoch `epoch`.
+struct Planned {
+    epoch: u64,
+    base: Summary,
+    after: Summary,
+    replies: Vec<Reply>,
+    /// Per request: refused while planning, or being signed.
+    refused: Vec<Option<StoreError>>,
+    sigs: PendingSigs,
+    /// The document with the batch's ops applied, when the planner keeps one.
+    folded: Option<Doc>,
+}
+
+/// What the storer hands the planner after a failure: the epoch from now on, the stored
+/// summary to plan on (`None`: write unplanned) and the stored document to fold into (`None`:
+/// the storer folds).
+type Resync = (u64, Option<Summary>, Option<Doc>);
 
 /// A handle to submit writes to the committer thread; clone it for each writer.
 #[derive(Clone)]
@@ -71,61 +107,53 @@ pub struct Committer {
 }
 
 impl Committer {
-    /// Starts the committer thread, which owns `store` until [`Committer::stop`].
-    ///
-    /// Two threads share the work: the committer drafts, signs (with a pool of signing threads,
-    /// one per core), writes and commits each batch; the acknowledger then records the highest
-    /// seq signed in `signed-seq` (the second fsync) and answers the batch's writers, while the
-    /// committer goes on with the next batch. A writer is answered only after both syncs.
+    /// Starts the committer's threads, which own `store` until [`Committer::stop`].
     pub fn start(mut store: Store, identity: Identity) -> Committer {
         store
             .cache_document(true)
             .expect("turning the cache on writes nothing");
+        let me = identity.id();
+        let cloud = store.cloud();
+        let first_base = store.plan_base(&me).ok().flatten();
+        let first_doc = first_base
+            .as_ref()
+            .and_then(|_| store.cached_document().ok());
         let (tx, rx) = mpsc::channel::<Request>();
         let (acks, acked) = mpsc::channel::<Done>();
+        let (batches, planned) = mpsc::channel::<Batch>();
+        let (resync, resynced) = mpsc::channel::<Resync>();
         let signed = store.signed_seq_file();
         let acker = std::thread::Builder::new()
             .name("lcloud-ack".into())
             .spawn(move || acknowledge(&signed, acked))
             .expect("can start the acknowledging thread");
-        let thread = std::thread::Builder::new()
-            .name("lcloud-commit".into())
+        let pool = SignPool::with_helpers(identity.key(), cores());
+        let storer = std::thread::Builder::new()
+            .name("lcloud-store".into())
             .spawn(move || {
-                let pool = SignPool::new(identity.key());
-                // How many requests the last commit carried: while writers keep the committer busy,
-                // wait briefly for about as many to gather, so an fsync is shared by many.
-                let mut last_batch = 1usize;
-                while let Ok(first) = rx.recv() {
-                    let mut batch = vec![first];
-                    let deadline = std::time::Instant::now() + LINGER;
-                    while batch.len() < BATCH_MAX {
-                        match rx.try_recv() {
-                            Ok(r) => batch.push(r),
-                            Err(mpsc::TryRecvError::Disconnected) => break,
-                            Err(mpsc::TryRecvError::Empty) => {
-                                let now = std::time::Instant::now();
-                                if batch.len() >= last_batch / 2 || now >= deadline {
-                                    break;
-                                }
-                                match rx.recv_timeout(deadline - now) {
-                                    Ok(r) => batch.push(r),
-                                    Err(_) => break,
-                                }
-                            }
-                        }
-                    }
-                    last_batch = batch.len();
-                    let done = commit(&mut store, &identity, &pool, batch);
-                    if acks.send(done).is_err() {
-                        break;
-                    }
-                }
+                store_batches(&mut store, &identity, planned, &acks, &resync);
                 drop(acks);
                 let _ = acker.join();
                 // Write the leaves the cache holds. If this fails, nothing is lost: readers
                 // apply the experiences the leaves lack, and the next open writes them.
                 let _ = store.cache_document(false);
                 store
+            })
+            .expect("can start the storing thread");
+        let thread = std::thread::Builder::new()
+            .name("lcloud-commit".into())
+            .spawn(move || {
+                plan(
+                    cloud,
+                    &me,
+                    (0, first_base, first_doc),
+                    &pool,
+                    rx,
+                    &batches,
+                    &resynced,
+                );
+                drop(batches);
+                storer.join().expect("the storing thread does not panic")
             })
             .expect("can start the committer thread");
         Committer {
@@ -182,37 +210,227 @@ fn acknowledge(signed: &SignedSeq, done: mpsc::Receiver<Done>) {
     }
 }
 
-fn commit(store: &mut Store, identity: &Identity, pool: &SignPool, batch: Vec<Request>) -> Done {
-    let (calls, batch): (Vec<Request>, Vec<Request>) = batch
-        .into_iter()
-        .partition(|r| r.ops.ops().iter().any(|op| matches!(op, Op::Call { .. })));
-    let mut answers: Vec<(Reply, WriteResult)> = calls
-        .into_iter()
-        .map(|r| (r.reply, Err(StoreError::NeedsFullLoad)))
-        .collect();
-    if batch.is_empty() {
-        return Done { answers };
+/// The planner: chains every request waiting on the tip it keeps, hands their drafts to the
+/// signing pool and the batch to the storer.
+fn plan(
+    cloud: Id,
+    me: &NodeId,
+    start: Resync,
+    pool: &SignPool,
+    requests: mpsc::Receiver<Request>,
+    batches: &mpsc::Sender<Batch>,
+    resynced: &mpsc::Receiver<Resync>,
+) {
+    let (mut epoch, mut base, mut doc) = start;
+    while let Ok(first) = requests.recv() {
+        let mut batch = vec![first];
+        batch.extend(requests.try_iter().take(BATCH_MAX - 1));
+        // A failed commit: plan on what is stored from now on.
+        for (e, b, d) in resynced.try_iter() {
+            epoch = e;
+            base = b;
+            doc = d;
+        }
+        let (calls, batch): (Vec<Request>, Vec<Request>) = batch
+            .into_iter()
+            .partition(|r| r.ops.ops().iter().any(|op| matches!(op, Op::Call { .. })));
+        for r in calls {
+            (r.reply)(Err(StoreError::NeedsFullLoad));
+        }
+        if batch.is_empty() {
+            continue;
+        }
+        let Some(tip) = base.as_mut() else {
+            if batches.send(Batch::Unplanned(batch)).is_err() {
+                return;
+            }
+            // The storer answers with the tip to plan on next.
+            match resynced.recv() {
+                Ok((e, b, d)) => {
+                    epoch = e;
+                    base = b;
+                    doc = d;
+                }
+                Err(_) => return,
+            }
+            continue;
+        };
+        let before = tip.clone();
+        let (ops, replies): (Vec<PreparedOps>, Vec<Reply>) =
+            batch.into_iter().map(|r| (r.ops, r.reply)).unzip();
+        let drafts = plan_batch(cloud, tip, me, ops);
+        let mut refused = Vec::with_capacity(drafts.len());
+        let mut ok = Vec::with_capacity(drafts.len());
+        for d in drafts {
+            match d {
+                Ok(d) => {
+                    ok.push(d);
+                    refused.push(None);
+                }
+                Err(e) => refused.push(Some(e)),
+            }
+        }
+        // Folding here, while the storer writes the batch before, takes it off the storer.
+        if let Some(doc) = doc.as_mut() {
+            for (u, depth) in &ok {
+                fold_into(doc, u.id(), *depth, u.ops());
+            }
+        }
+        let sigs = pool.dispatch(ok);
+        let sent = batches.send(Batch::Planned(Box::new(Planned {
+            epoch,
+            base: before,
+            after: tip.clone(),
+            replies,
+            refused,
+            sigs,
+            folded: doc.clone(),
+        })));
+        if sent.is_err() {
+            return;
+        }
     }
+}
+
+/// The storer: writes every planned batch waiting in one commit, then hands it to the
+/// acknowledger.
+fn store_batches(
+    store: &mut Store,
+    identity: &Identity,
+    planned: mpsc::Receiver<Batch>,
+    acks: &mpsc::Sender<Done>,
+    resync: &mpsc::Sender<Resync>,
+) {
+    let me = identity.id();
+    let key = identity.key().clone();
+    let mut epoch = 0u64;
+    let mut carried: Option<Batch> = None;
+    loop {
+        let first = match carried.take() {
+            Some(b) => b,
+            None => match planned.recv() {
+                Ok(b) => b,
+                Err(_) => return,
+            },
+        };
+        if store.is_closed() {
+            // Closed after a failed commit, and opening again failed then (a disk still
+            // full): try again; if it fails, the writes below say why.
+            let _ = store.reopen();
+        }
+        let done = match first {
+            Batch::Unplanned(requests) => {
+                let (done, failed) = commit_unplanned(store, identity, requests);
+                if failed {
+                    // redb refuses everything after a failed commit until opened again.
+                    let _ = store.reopen();
+                }
+                epoch += 1;
+                let _ = resync.send(tip_to_plan_on(store, &me, epoch));
+                done
+            }
+            Batch::Planned(first) => {
+                let Planned {
+                    epoch: e,
+                    base,
+                    mut after,
+                    mut replies,
+                    mut refused,
+                    sigs,
+                    mut folded,
+                } = *first;
+                let mut waiting = vec![sigs];
+                // Every batch planned after this one in the same epoch joins its commit.
+                while replies.len() < BATCH_MAX {
+                    match planned.try_recv() {
+                        Ok(Batch::Planned(next)) if next.epoch == e => {
+                            let Planned {
+                                after: a2,
+                                replies: r2,
+                                refused: f2,
+                                sigs: s2,
+                                folded: d2,
+                                ..
+                            } = *next;
+                            after = a2;
+                            folded = folded.and(d2);
+                            replies.extend(r2);
+                            refused.extend(f2);
+                            waiting.push(s2);
+                        }
+                        Ok(other) => {
+                            carried = Some(other);
+                            break;
+                        }
+                        Err(_) => break,
+                    }
+                }
+                let mut signed = waiting.into_iter().flat_map(|s| s.wait(&key));
+                let signed: Vec<_> = refused
+                    .into_iter()
+                    .map(|r| match r {
+                        Some(e) => Err(e),
+                        None => Ok(signed.next().expect("one signature per draft")),
+                    })
+                    .collect();
+                if e < epoch {
+                    // Planned on a commit that failed: chained on experiences never stored.
+                    Done {
+                        answers: replies
+                            .into_iter()
+                            .map(|r| (r, Err(StoreError::EarlierWriteFailed)))
+                            .collect(),
+                    }
+                } else {
+                    let result = store.write_signed(&me, &base, &after, signed, folded);
+                    if !matches!(result, Ok(Some(_))) {
+                        if result.is_err() {
+                            // redb refuses everything after a failed commit until opened
+                            // again (what was committed before is all there).
+                            let _ = store.reopen();
+                        }
+                        epoch += 1;
+                        let _ = resync.send(tip_to_plan_on(store, &me, epoch));
+                    }
+                    answer(replies, result)
+                }
+            }
+        };
+        if acks.send(done).is_err() {
+            return;
+        }
+    }
+}
+
+/// Writes requests the planner could not plan (signing on this thread's own pool).
+/// The resync the storer hands the planner: the new epoch, the stored chain tip and the
+/// stored document (each `None` when the store cannot say now).
+fn tip_to_plan_on(store: &mut Store, me: &NodeId, epoch: u64) -> Resync {
+    let base = store.plan_base(me).ok().flatten();
+    let doc = base.as_ref().and_then(|_| store.cached_document().ok());
+    (epoch, base, doc)
+}
+
+/// Whether the commit failed comes back beside the answers.
+fn commit_unplanned(store: &mut Store, identity: &Identity, batch: Vec<Request>) -> (Done, bool) {
     let (local, replies): (Vec<PreparedOps>, Vec<_>) =
         batch.into_iter().map(|r| (r.ops, r.reply)).unzip();
-    match store.write_batch(identity, local, Some(pool)) {
+    let result = store.write_batch(identity, local, None);
+    let failed = result.is_err();
+    (answer(replies, result), failed)
+}
+
+/// Pairs each writer's reply with its result.
+fn answer(replies: Vec<Reply>, result: Result<Option<Vec<WriteResult>>, StoreError>) -> Done {
+    let mut answers = Vec::with_capacity(replies.len());
+    match result {
         Ok(Some(results)) => answers.extend(replies.into_iter().zip(results)),
         Ok(None) => answers.extend(
             replies
                 .into_iter()
                 .map(|reply| (reply, Err(StoreError::NeedsFullLoad))),
         ),
-        Err(e) => {
-            let msg = e.to_string();
-            let mut first = Some(e);
-            for reply in replies {
-                let err = first.take().unwrap_or_else(|| StoreError::Io {
-                    path: store.dir().to_owned(),
-                    error: msg.clone(),
-                });
-                answers.push((reply, Err(err)));
-            }
-        }
+        Err(e) => answers.extend(replies.into_iter().map(|reply| (reply, Err(e.clone())))),
     }
     Done { answers }
 }

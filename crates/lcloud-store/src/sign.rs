@@ -23,18 +23,53 @@ pub(crate) fn cores() -> usize {
     })
 }
 
-/// Helper threads that sign with one key; the calling thread signs a share too.
+/// Helper threads that sign with one key; with [`SignPool::sign`] the calling thread signs a
+/// share too, with [`SignPool::dispatch`] it goes on with other work.
 pub(crate) struct SignPool {
     key: SigningKey,
     jobs: Vec<mpsc::Sender<Job>>,
     threads: Vec<JoinHandle<()>>,
+    /// The helper the next small job goes to.
+    next: std::cell::Cell<usize>,
+}
+
+/// One helper's share of a dispatch: its answer to come, or the drafts it could not take.
+type Part = Result<mpsc::Receiver<Vec<Signed>>, Vec<(Unsigned, u64)>>;
+
+/// Signatures being computed by a pool's helpers ([`SignPool::dispatch`]).
+pub(crate) struct PendingSigs {
+    parts: Vec<Part>,
+}
+
+impl PendingSigs {
+    /// Waits for every signature, in the order of the drafts.
+    pub(crate) fn wait(self, key: &SigningKey) -> Vec<Signed> {
+        let mut out = Vec::new();
+        for part in self.parts {
+            match part {
+                Ok(rx) => match rx.recv() {
+                    Ok(signed) => out.extend(signed),
+                    // Never expected: a helper answers every job it takes.
+                    Err(_) => unreachable!("a signing thread answers every job"),
+                },
+                Err(drafts) => out.extend(sign_part(key, drafts)),
+            }
+        }
+        out
+    }
 }
 
 impl SignPool {
+    /// A pool of one helper fewer than the cores: the caller of [`SignPool::sign`] signs too.
     pub(crate) fn new(key: &SigningKey) -> SignPool {
+        SignPool::with_helpers(key, cores() - 1)
+    }
+
+    /// A pool of `helpers` threads.
+    pub(crate) fn with_helpers(key: &SigningKey, helpers: usize) -> SignPool {
         let mut jobs = Vec::new();
         let mut threads = Vec::new();
-        for i in 1..cores() {
+        for i in 1..=helpers {
             let (tx, rx) = mpsc::channel::<Job>();
             let key = key.clone();
             let t = std::thread::Builder::new()
@@ -52,7 +87,37 @@ impl SignPool {
             key: key.clone(),
             jobs,
             threads,
+            next: std::cell::Cell::new(0),
         }
+    }
+
+    /// Hands every draft to the helpers (split among them, or a small batch to the next one
+    /// in turn) and returns at once; [`PendingSigs::wait`] collects the signatures in order.
+    pub(crate) fn dispatch(&self, drafts: Vec<(Unsigned, u64)>) -> PendingSigs {
+        if self.jobs.is_empty() {
+            return PendingSigs {
+                parts: vec![Err(drafts)],
+            };
+        }
+        let ways = if drafts.len() < 8 { 1 } else { self.jobs.len() };
+        let chunk = drafts.len().div_ceil(ways).max(1);
+        let mut it = drafts.into_iter();
+        let mut parts = Vec::new();
+        loop {
+            let part: Vec<_> = it.by_ref().take(chunk).collect();
+            if part.is_empty() {
+                break;
+            }
+            let i = self.next.get();
+            self.next.set((i + 1) % self.jobs.len());
+            let (tx, rx) = mpsc::channel();
+            match self.jobs[i].send((part, tx)) {
+                Ok(()) => parts.push(Ok(rx)),
+                // The helper is gone (never expected): the waiter signs its share.
+                Err(mpsc::SendError((part, _))) => parts.push(Err(part)),
+            }
+        }
+        PendingSigs { parts }
     }
 
     /// Signs every draft, in order.

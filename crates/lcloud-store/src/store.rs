@@ -92,7 +92,7 @@ struct PendingLeaves {
 }
 
 /// Why the store refused or failed. Each message names what is wrong and where.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
     /// There is no store in the directory.
@@ -157,6 +157,12 @@ pub enum StoreError {
     /// This write needs the whole history loaded (calls, or this node forked).
     #[error("this write needs the full history loaded (a call, or this node's chain forked)")]
     NeedsFullLoad,
+    /// A write was chained on an earlier one of this node that failed to commit; nothing of
+    /// it was stored.
+    #[error(
+        "an earlier write this one was chained on failed to commit; nothing of this one was stored: retry"
+    )]
+    EarlierWriteFailed,
     /// The store was written by a newer format.
     #[error("store format {0} is newer than this lcloud understands ({FORMAT})")]
     NewerFormat(u8),
@@ -207,6 +213,8 @@ pub struct Store {
     last_written: Option<(Id, VectorClock)>,
     /// Bytes of leaves the committer's last flush wrote (see [`LEAVES_BYTES_PER_OP`]).
     flushed_bytes: u64,
+    /// Why opening the database again failed, while it is closed.
+    closed_because: Option<String>,
 }
 
 /// Experiences remembered since the last checkpoint, at most: 12 MiB (past that, the next
@@ -221,8 +229,12 @@ impl Store {
     fn db(&self) -> Result<&Database, StoreError> {
         self.db.as_ref().ok_or_else(|| StoreError::Io {
             path: self.dir.join(DB_FILE),
-            error: "the database was closed after a failed write and could not be opened again yet"
-                .into(),
+            error: match &self.closed_because {
+                Some(why) => {
+                    format!("closed after a failed write; opening it again failed: {why}")
+                }
+                None => "closed after a failed write and not opened again yet".into(),
+            },
         })
     }
 
@@ -236,6 +248,11 @@ impl Store {
         self.reopen_with(Store::open)
     }
 
+    /// Whether the database is closed after a failed write (see [`Store::reopen`]).
+    pub(crate) fn is_closed(&self) -> bool {
+        self.db.is_none()
+    }
+
     /// Closes the database and takes what `open` opens in its place (redb allows one handle
     /// per file: close first).
     fn reopen_with(
@@ -243,7 +260,7 @@ impl Store {
         open: impl FnOnce(&FsPath) -> Result<Store, StoreError>,
     ) -> Result<(), StoreError> {
         self.db = None;
-        let fresh = open(&self.dir)?;
+        let fresh = open(&self.dir).inspect_err(|e| self.closed_because = Some(e.to_string()))?;
         self.adopt(fresh);
         Ok(())
     }
@@ -252,6 +269,7 @@ impl Store {
     /// keeps this handle's settings.
     fn adopt(&mut self, fresh: Store) {
         self.db = fresh.db;
+        self.closed_because = None;
         self.cloud = fresh.cloud;
         self.next = fresh.next;
         self.doc_cache = None;
@@ -285,6 +303,7 @@ impl Store {
             deferred_bytes: 0,
             last_written: None,
             flushed_bytes: 0,
+            closed_because: None,
             pending: None,
             checkpoint_ops: travel::CHECKPOINT_OPS_MIN,
             since_checkpoint: None,
@@ -379,7 +398,8 @@ impl Store {
     /// [`Store::reopen`] and [`Store::load`] in one, as [`Store::open_loaded`].
     pub fn reopen_loaded(&mut self, progress: &mut dyn FnMut(u64)) -> Result<Replica, StoreError> {
         self.db = None;
-        let (fresh, replica) = Store::open_loaded(&self.dir, progress)?;
+        let (fresh, replica) = Store::open_loaded(&self.dir, progress)
+            .inspect_err(|e| self.closed_because = Some(e.to_string()))?;
         self.adopt(fresh);
         Ok(replica)
     }
@@ -461,6 +481,7 @@ impl Store {
             deferred_bytes: 0,
             last_written: None,
             flushed_bytes: 0,
+            closed_because: None,
             pending: None,
             checkpoint_ops: travel::CHECKPOINT_OPS_MIN,
             since_checkpoint: None,
@@ -921,13 +942,63 @@ impl Store {
         pool: Option<&SignPool>,
     ) -> Result<Option<Vec<WriteResult>>, StoreError> {
         let me = identity.id();
-        assert!(
-            batch
-                .iter()
-                .flat_map(PreparedOps::ops)
-                .all(|op| !matches!(op, Op::Call { .. })),
-            "calls need the full fold"
-        );
+        let Some(base) = self.plan_base(&me)? else {
+            return Ok(None);
+        };
+        let mut after = base.clone();
+        let planned = plan_batch(self.cloud, &mut after, &me, batch);
+        let signed = sign_all(identity, planned, pool);
+        self.write_signed(&me, &base, &after, signed, None)
+    }
+
+    /// The whole current document, kept in memory from now on (the committer's cache): for
+    /// a writer that folds what it writes before handing it to [`Store::write_signed`].
+    pub(crate) fn cached_document(&mut self) -> Result<Doc, StoreError> {
+        if let Some(doc) = &self.doc_cache {
+            return Ok(doc.clone());
+        }
+        // Brings the leaves up to date with everything committed, then reads them all.
+        self.flush()?;
+        let txn = self.db()?.begin_read().map_err(|e| self.map_db(e))?;
+        let leaves = txn.open_table(LEAVES).map_err(|e| self.map_db(e))?;
+        let mut doc = Doc::default();
+        read_doc(&leaves, &Path::root(), &mut doc)?;
+        self.cache_document = true;
+        self.doc_cache = Some(doc.clone());
+        Ok(doc)
+    }
+
+    /// What a batch of this node's writes is planned on: the stored summary of heads and
+    /// tips, once the highest seq signed is known not to be ahead of the store. `None` when
+    /// this node forked (only a full load can write then).
+    pub(crate) fn plan_base(&mut self, me: &NodeId) -> Result<Option<Summary>, StoreError> {
+        let dir = self.dir.clone();
+        let txn = self.db()?.begin_read().map_err(|e| map_db(&dir, e))?;
+        let meta = txn.open_table(META).map_err(|e| map_db(&dir, e))?;
+        let summary = read_summary(&meta)?;
+        if summary.forked.contains(me) {
+            return Ok(None);
+        }
+        self.check_signed_up_to(summary.tip(me).map_or(0, |(s, _)| s))?;
+        Ok(Some(summary))
+    }
+
+    /// Stores experiences of this node signed from drafts planned on `base` (with
+    /// [`plan_batch`], which advanced `base` to `after`), in one durable commit. Refuses them
+    /// all, storing nothing, when the store's summary is no longer `base` (an earlier commit
+    /// they were planned on top of failed). `folded`: the cached document with these
+    /// experiences' ops already applied, by a writer that took it from
+    /// [`Store::cached_document`] (or from the `folded` of its last successful call); used
+    /// only while the cache is kept, otherwise the ops are applied here.
+    pub(crate) fn write_signed(
+        &mut self,
+        me: &NodeId,
+        base: &Summary,
+        after: &Summary,
+        signed: Vec<Result<Signed, StoreError>>,
+        folded: Option<Doc>,
+    ) -> Result<Option<Vec<WriteResult>>, StoreError> {
+        let me = *me;
         let dir = self.dir.clone();
         if self.doc_cache.is_none() || self.pending.as_ref().is_some_and(|p| p.stale) {
             self.flush()?;
@@ -941,42 +1012,17 @@ impl Store {
         let stored;
         let results = {
             let mut meta = txn.open_table(META).map_err(|e| map_db(&dir, e))?;
-            let mut summary = read_summary(&meta)?;
+            let summary = read_summary(&meta)?;
             if summary.forked.contains(&me) {
                 return Ok(None);
             }
-            let base_heads = summary.heads.clone();
-            let base_tips = summary.tips.clone();
-            self.check_signed_up_to(summary.tip(&me).map_or(0, |(s, _)| s))?;
-            // Chain the drafts: each depends on the one before (it is the only head).
-            let mut planned: Vec<Result<(lcloud_core::Unsigned, u64), StoreError>> = Vec::new();
-            for ops in batch {
-                let tip = summary.tip(&me);
-                let draft = Draft {
-                    cloud: self.cloud,
-                    seq: tip.map_or(1, |(s, _)| s + 1),
-                    prev: tip.map(|(_, id)| id),
-                    deps: summary
-                        .heads
-                        .iter()
-                        .filter(|(_, _, a)| *a != me)
-                        .map(|(id, _, _)| *id)
-                        .collect(),
-                    ops: Vec::new(),
-                    root: None,
-                    fuel: None,
-                };
-                let unsigned = draft.seal_prepared(me, ops);
-                match check_local(&summary, &me, &unsigned) {
-                    Err(e) => planned.push(Err(e)),
-                    Ok(()) => {
-                        let depth = 1 + summary.heads.iter().map(|(_, d, _)| *d).max().unwrap_or(0);
-                        summary.advance(&me, &unsigned, depth);
-                        planned.push(Ok((unsigned, depth)));
-                    }
-                }
+            if summary != *base {
+                return Err(StoreError::EarlierWriteFailed);
             }
-            let signed = sign_all(identity, planned, pool);
+            let summary = after.clone();
+            let base_heads = base.heads.clone();
+            let base_tips = base.tips.clone();
+
             // Fold the ops into the document (cached whole, or just the touched leaves).
             let mut leaves = txn.open_table(LEAVES).map_err(|e| map_db(&dir, e))?;
             // The paths the batch touches, each once, leaving out those the pending leaves
@@ -992,6 +1038,7 @@ impl Store {
                     touched.insert(path.clone());
                 }
             }
+            let had_cache = self.doc_cache.is_some();
             let mut doc = match self.doc_cache.take() {
                 Some(doc) => doc,
                 None if self.cache_document => {
@@ -1010,6 +1057,13 @@ impl Store {
             // The leaves as last written: needed only when no flush is pending (a pending
             // flush already holds them), so the document is not cloned at every commit.
             let before = self.pending.is_none().then(|| doc.clone());
+            let prefolded = match folded {
+                Some(f) if had_cache => {
+                    doc = f;
+                    true
+                }
+                _ => false,
+            };
             let mut next = self.next;
             let mut results = Vec::new();
             let mut recorder = Recorder::open(&txn, self.cloud)?;
@@ -1053,13 +1107,8 @@ impl Store {
                     &bytes,
                 )?;
                 ops_added += exp.ops().len() as u64;
-                for (i, op) in exp.ops().iter().enumerate() {
-                    let dot = lcloud_core::Dot {
-                        depth,
-                        exp: exp.id(),
-                        op: i as u32,
-                    };
-                    doc.apply(op, dot, &ObservesEverything);
+                if !prefolded {
+                    fold_into(&mut doc, exp.id(), depth, exp.ops());
                 }
                 next += 1;
                 results.push(Ok(exp));
@@ -1336,6 +1385,58 @@ impl Store {
 }
 
 /// The rules a local write must pass, checked against the stored frontier.
+/// Applies the ops of this node's experience `id` at `depth` to `doc`.
+pub(crate) fn fold_into(doc: &mut Doc, id: Id, depth: u64, ops: &[Op]) {
+    for (i, op) in ops.iter().enumerate() {
+        let dot = lcloud_core::Dot {
+            depth,
+            exp: id,
+            op: i as u32,
+        };
+        doc.apply(op, dot, &ObservesEverything);
+    }
+}
+
+/// Chains drafts of this node's writes on `summary` (advancing it past each): each depends
+/// on the one before, the first on every head. An entry the cloud's rules refuse (not a
+/// member, too large) gets its error and does not advance the chain.
+#[allow(clippy::type_complexity)]
+pub(crate) fn plan_batch(
+    cloud: Id,
+    summary: &mut Summary,
+    me: &NodeId,
+    batch: Vec<PreparedOps>,
+) -> Vec<Result<(lcloud_core::Unsigned, u64), StoreError>> {
+    let mut planned = Vec::with_capacity(batch.len());
+    for ops in batch {
+        let tip = summary.tip(me);
+        let draft = Draft {
+            cloud,
+            seq: tip.map_or(1, |(s, _)| s + 1),
+            prev: tip.map(|(_, id)| id),
+            deps: summary
+                .heads
+                .iter()
+                .filter(|(_, _, a)| a != me)
+                .map(|(id, _, _)| *id)
+                .collect(),
+            ops: Vec::new(),
+            root: None,
+            fuel: None,
+        };
+        let unsigned = draft.seal_prepared(*me, ops);
+        match check_local(summary, me, &unsigned) {
+            Err(e) => planned.push(Err(e)),
+            Ok(()) => {
+                let depth = 1 + summary.heads.iter().map(|(_, d, _)| *d).max().unwrap_or(0);
+                summary.advance(me, &unsigned, depth);
+                planned.push(Ok((unsigned, depth)));
+            }
+        }
+    }
+    planned
+}
+
 fn check_local(
     summary: &Summary,
     me: &NodeId,

@@ -161,3 +161,126 @@ fn crash_child(dir: &std::path::Path) -> ! {
     });
     unreachable!("the writers write until the process is killed")
 }
+
+/// A small tmpfs, unmounted on drop (`None` where mounting is not allowed).
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn mount(at: &std::path::Path, size: &str) -> Option<Tmpfs> {
+        std::fs::create_dir(at).unwrap();
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(at)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        mounted.then(|| Tmpfs(at.to_owned()))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+/// The committer signs a batch while the one before is being stored, chained on it. When a
+/// commit fails (the disk is full), the batches chained on it are refused too, the writers
+/// get clear errors, and once space is freed writing resumes on the stored chain: nothing
+/// acknowledged is lost, the chain has no gap, and the persisted fold equals a replay.
+#[test]
+fn a_failed_commit_refuses_what_was_chained_on_it_and_writing_resumes() {
+    let base = tempfile::tempdir().unwrap();
+    let mnt = base.path().join("small");
+    let Some(_tmpfs) = Tmpfs::mount(&mnt, "8m") else {
+        println!("skipped: cannot mount a tmpfs here (needs root)");
+        return;
+    };
+    let dir = mnt.join("node");
+    std::fs::create_dir(&dir).unwrap();
+    let me = Identity::load_or_create(&dir).unwrap();
+    let genesis = Experience::create_genesis(me.key(), Genesis::open("g"));
+    let store = Store::create(&dir, &genesis).unwrap();
+    let committer = Committer::start(store, me.clone());
+    let filler = mnt.join("filler");
+    let write_all = |round: u32| -> (Vec<lcloud_core::Id>, Vec<String>) {
+        let results: Vec<_> = std::thread::scope(|s| {
+            (0..16)
+                .map(|w| {
+                    let writer = committer.writer();
+                    s.spawn(move || {
+                        (0..20)
+                            .map(|i| {
+                                writer.write(vec![Op::Set {
+                                    path: Path::parse(&format!("/r{round}/w{w}/{i}")).unwrap(),
+                                    value: Value::Str("v".repeat(2000)),
+                                }])
+                            })
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect::<Vec<_>>()
+                .into_iter()
+                .flat_map(|h| h.join().unwrap())
+                .collect()
+        });
+        let mut acked = Vec::new();
+        let mut errors = Vec::new();
+        for r in results {
+            match r {
+                Ok(e) => acked.push(e.id()),
+                Err(e) => errors.push(e.to_string()),
+            }
+        }
+        (acked, errors)
+    };
+    let (mut acked, errors) = write_all(0);
+    assert!(errors.is_empty(), "{errors:?}");
+    // Fill the disk, then write until commits fail.
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&filler).unwrap();
+        let chunk = vec![0u8; 64 * 1024];
+        while f.write_all(&chunk).is_ok() {}
+        let _ = f.sync_all();
+    }
+    let mut failed = Vec::new();
+    for round in 1..=20 {
+        let (a, e) = write_all(round);
+        acked.extend(a);
+        failed.extend(e);
+        if !failed.is_empty() {
+            break;
+        }
+    }
+    assert!(!failed.is_empty(), "a full disk must refuse some writes");
+    let mut kinds: Vec<&String> = failed.iter().collect();
+    kinds.sort();
+    kinds.dedup();
+    println!("{} writes refused; the reasons: {kinds:#?}", failed.len());
+    for e in &failed {
+        assert!(
+            e.contains("disk full") || e.contains("earlier write") || e.contains("signed-seq"),
+            "a clear error, got {e}"
+        );
+    }
+    // Free space: writing resumes, on the chain as stored.
+    std::fs::remove_file(&filler).unwrap();
+    let (a, errors) = write_all(100);
+    assert!(errors.is_empty(), "writing resumes: {errors:?}");
+    acked.extend(a);
+    let store = committer.stop();
+    drop(store);
+    let store = Store::open(&dir).unwrap();
+    let replica = store.load(&mut |_| {}).unwrap();
+    for id in &acked {
+        assert!(
+            replica.lattice().contains(id),
+            "acknowledged {id} is stored"
+        );
+    }
+    assert_eq!(store.state().unwrap().root(), replica.root());
+}
