@@ -169,6 +169,59 @@ pub(crate) fn sealed(bytes: &[u8]) -> Vec<u8> {
     r
 }
 
+/// The tag of a document leaf: over its key as well as its bytes, so a damaged key (a leaf
+/// moved to another path) is caught like damaged bytes (store format 3; format 2 tagged the
+/// bytes alone).
+fn leaf_tag(key: &[u8], bytes: &[u8]) -> [u8; 16] {
+    let mut h = blake3::Hasher::new();
+    h.update(b"lcloud leaf\0");
+    h.update(&(key.len() as u64).to_le_bytes());
+    h.update(key);
+    h.update(bytes);
+    let mut t = [0u8; 16];
+    t.copy_from_slice(&h.finalize().as_bytes()[..16]);
+    t
+}
+
+/// A document leaf's record: its tag (over key and bytes) ‖ bytes.
+pub(crate) fn seal_leaf(key: &[u8], bytes: &[u8]) -> Vec<u8> {
+    let mut r = leaf_tag(key, bytes).to_vec();
+    r.extend_from_slice(bytes);
+    r
+}
+
+/// The bytes of a document leaf's record stored at `key`, after checking its tag.
+pub(crate) fn unseal_leaf<'a>(
+    key: &[u8],
+    rec: &'a [u8],
+    what: &dyn Fn() -> String,
+) -> Result<&'a [u8], StoreError> {
+    if rec.len() < 16 || rec[..16] != leaf_tag(key, &rec[16..]) {
+        return Err(StoreError::Corrupt {
+            what: format!("{}: checksum mismatch", what()),
+        });
+    }
+    Ok(&rec[16..])
+}
+
+/// Reseals every document leaf with a tag over its key (format 2 → 3), checking each
+/// against its old tag first.
+pub(crate) fn reseal_leaves(
+    table: &mut Table<'_, &'static [u8], &'static [u8]>,
+) -> Result<(), StoreError> {
+    let mut rows = Vec::new();
+    for row in table.iter().map_err(db)? {
+        let (k, v) = row.map_err(db)?;
+        let key = k.value().to_vec();
+        let bytes = unseal(v.value(), &|| "a document leaf".into())?;
+        rows.push((seal_leaf(&key, bytes), key));
+    }
+    for (rec, key) in rows {
+        table.insert(key.as_slice(), rec.as_slice()).map_err(db)?;
+    }
+    Ok(())
+}
+
 /// The bytes of a sealed value, after checking its tag.
 pub(crate) fn unseal<'a>(rec: &'a [u8], what: &dyn Fn() -> String) -> Result<&'a [u8], StoreError> {
     if rec.len() < 16 || rec[..16] != tag(&rec[16..]) {
@@ -196,7 +249,7 @@ pub(crate) fn read_doc(
         let path = path_from_key(key).ok_or_else(|| StoreError::Corrupt {
             what: "a stored document path is malformed".into(),
         })?;
-        let bytes = unseal(v.value(), &|| format!("document leaf {path}"))?;
+        let bytes = unseal_leaf(key, v.value(), &|| format!("document leaf {path}"))?;
         let leaf = Leaf::from_bytes(bytes).map_err(|e| StoreError::Corrupt {
             what: format!("document leaf {path}: {e}"),
         })?;
@@ -226,11 +279,9 @@ pub(crate) fn write_leaves(
             table.remove(k.as_slice()).map_err(db)?;
         }
         for (path, leaf) in doc.leaves_under(p) {
+            let key = path_key(path);
             table
-                .insert(
-                    path_key(path).as_slice(),
-                    sealed(&leaf.to_bytes()).as_slice(),
-                )
+                .insert(key.as_slice(), seal_leaf(&key, &leaf.to_bytes()).as_slice())
                 .map_err(db)?;
         }
     }
@@ -253,11 +304,10 @@ pub(crate) fn write_leaves_diff(
             match (before.shared_leaf(p), after.shared_leaf(p)) {
                 (Some(o), Some(n)) if std::sync::Arc::ptr_eq(o, n) => {}
                 (_, Some(n)) => {
-                    let rec = sealed(&n.to_bytes());
+                    let key = path_key(p);
+                    let rec = seal_leaf(&key, &n.to_bytes());
                     written += rec.len() as u64;
-                    table
-                        .insert(path_key(p).as_slice(), rec.as_slice())
-                        .map_err(db)?;
+                    table.insert(key.as_slice(), rec.as_slice()).map_err(db)?;
                 }
                 (Some(_), None) => {
                     table.remove(path_key(p).as_slice()).map_err(db)?;
@@ -274,18 +324,16 @@ pub(crate) fn write_leaves_diff(
                 Some(o) if std::sync::Arc::ptr_eq(o, leaf) => kept += 1,
                 Some(_) => {
                     kept += 1;
-                    let rec = sealed(&leaf.to_bytes());
+                    let key = path_key(path);
+                    let rec = seal_leaf(&key, &leaf.to_bytes());
                     written += rec.len() as u64;
-                    table
-                        .insert(path_key(path).as_slice(), rec.as_slice())
-                        .map_err(db)?;
+                    table.insert(key.as_slice(), rec.as_slice()).map_err(db)?;
                 }
                 None => {
-                    let rec = sealed(&leaf.to_bytes());
+                    let key = path_key(path);
+                    let rec = seal_leaf(&key, &leaf.to_bytes());
                     written += rec.len() as u64;
-                    table
-                        .insert(path_key(path).as_slice(), rec.as_slice())
-                        .map_err(db)?;
+                    table.insert(key.as_slice(), rec.as_slice()).map_err(db)?;
                 }
             }
         }
@@ -338,6 +386,25 @@ fn db(e: impl Into<redb::Error>) -> StoreError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A leaf's record is bound to its key: the same record under another key (a damaged
+    /// key) is refused, as is a damaged byte; a format-2 record (tag over the bytes alone) is
+    /// refused too until resealed.
+    #[test]
+    fn a_leaf_record_is_refused_under_another_key() {
+        let key = path_key(&Path::parse("/a/b").unwrap());
+        let other = path_key(&Path::parse("/a/c").unwrap());
+        let rec = seal_leaf(&key, b"leaf bytes");
+        assert_eq!(
+            unseal_leaf(&key, &rec, &|| "x".into()).unwrap(),
+            b"leaf bytes"
+        );
+        assert!(unseal_leaf(&other, &rec, &|| "x".into()).is_err());
+        let mut flipped = rec.clone();
+        flipped[20] ^= 1;
+        assert!(unseal_leaf(&key, &flipped, &|| "x".into()).is_err());
+        assert!(unseal_leaf(&key, &sealed(b"leaf bytes"), &|| "x".into()).is_err());
+    }
 
     #[test]
     fn path_keys_sort_like_paths_and_nest_as_prefixes() {

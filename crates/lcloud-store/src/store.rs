@@ -27,8 +27,9 @@ const DB_FILE: &str = "store.redb";
 /// in far less.
 const CACHE_BYTES: usize = 64 << 20;
 /// Store format version, in `meta["format"]`. Format 1 kept one record per experience and a
-/// separate index table; opening such a store converts it (see [`migrate_v1`]).
-const FORMAT: u8 = 2;
+/// separate index table; opening such a store converts it (see [`migrate_v1`]). Format 2
+/// tagged document leaves over their bytes alone (see [`migrate_v2`]).
+const FORMAT: u8 = 3;
 /// Experience id → record, for experiences waiting for missing links.
 const PARKED: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("parked");
 /// Metadata: "format", "cloud".
@@ -217,6 +218,19 @@ pub struct Store {
     closed_because: Option<String>,
 }
 
+impl Drop for Store {
+    /// Closing a redb database commits its allocator state, reading its system tables; on a
+    /// damaged file redb can panic there (a slice index out of range) instead of failing. A
+    /// store must never take the process down over a damaged file, so the close runs under
+    /// a guard: a panic there leaves the file as a crash at that moment would (redb's commit
+    /// is crash-safe), and the next open repairs or refuses it.
+    fn drop(&mut self) {
+        if let Some(db) = self.db.take() {
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(db)));
+        }
+    }
+}
+
 /// Experiences remembered since the last checkpoint, at most: 12 MiB (past that, the next
 /// checkpoint reads their index entries back).
 const SINCE_CHECKPOINT_MAX: usize = 1 << 18;
@@ -267,8 +281,8 @@ impl Store {
 
     /// Takes the database and what was read at opening from `fresh`, dropping every cache;
     /// keeps this handle's settings.
-    fn adopt(&mut self, fresh: Store) {
-        self.db = fresh.db;
+    fn adopt(&mut self, mut fresh: Store) {
+        self.db = fresh.db.take();
         self.closed_because = None;
         self.cloud = fresh.cloud;
         self.next = fresh.next;
@@ -461,8 +475,11 @@ impl Store {
             .map(Id)
             .ok_or_else(|| corrupt("the store names no cloud"))?;
         drop((meta, txn));
-        if format < FORMAT {
+        if format < 2 {
             migrate_v1(&db, dir, &cloud)?;
+        }
+        if format < 3 {
+            migrate_v2(&db, dir)?;
         }
         let txn = db.begin_read().map_err(|e| map_db(dir, e))?;
         let groups = txn
@@ -1590,7 +1607,22 @@ fn migrate_v1(db: &Database, dir: &FsPath, cloud: &Id) -> Result<(), StoreError>
         m.extend_from_slice(&0u64.to_le_bytes());
         meta.insert("checkpoint", m.as_slice())
             .map_err(|e| map(e.into()))?;
-        meta.insert("format", [FORMAT].as_slice())
+        meta.insert("format", [2u8].as_slice())
+            .map_err(|e| map(e.into()))?;
+    }
+    txn.commit().map_err(|e| map(e.into()))
+}
+
+/// Format 2 → 3: every document leaf's tag covers its key too (so a leaf moved to another
+/// path by a damaged key is caught). One transaction: a crash leaves format 2 as it was.
+fn migrate_v2(db: &Database, dir: &FsPath) -> Result<(), StoreError> {
+    let map = |e: redb::Error| map_db(dir, e);
+    let txn = db.begin_write().map_err(|e| map(e.into()))?;
+    {
+        let mut leaves = txn.open_table(LEAVES).map_err(|e| map(e.into()))?;
+        state::reseal_leaves(&mut leaves)?;
+        let mut meta = txn.open_table(META).map_err(|e| map(e.into()))?;
+        meta.insert("format", [3u8].as_slice())
             .map_err(|e| map(e.into()))?;
     }
     txn.commit().map_err(|e| map(e.into()))

@@ -1,0 +1,90 @@
+//! A store file with a flipped bit or cut short anywhere is either served exactly as it was
+//! or refused with an error: never served differently, and never a panic — opening, reading
+//! and closing alike (closing a redb database writes its allocator state, reading the system
+//! tables a flipped bit may have damaged).
+
+use std::path::Path as FsPath;
+
+use lcloud_core::{Experience, Genesis, Id, Op, Path, Value};
+use lcloud_store::{Committer, Identity, Store};
+
+/// What a store serves: its history's root and length and its persisted state's root. The
+/// store is closed (dropped) before returning.
+fn read(dir: &FsPath) -> Result<(Id, usize, Id), String> {
+    let store = Store::open(dir).map_err(|e| e.to_string())?;
+    let replica = store.load(&mut |_| {}).map_err(|e| e.to_string())?;
+    let state = store.state().map_err(|e| e.to_string())?;
+    Ok((replica.root(), replica.lattice().len(), state.root()))
+}
+
+#[test]
+fn a_damaged_store_file_is_served_unchanged_or_refused_never_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = dir.path().join("node");
+    let me = Identity::load_or_create(&node).unwrap();
+    let genesis = Experience::create_genesis(me.key(), Genesis::open("damage"));
+    let store = Store::create(&node, &genesis).unwrap();
+    let committer = Committer::start(store, me);
+    std::thread::scope(|s| {
+        for w in 0..8 {
+            let writer = committer.writer();
+            s.spawn(move || {
+                for i in 0..60 {
+                    let ops = (0..1 + (i % 7) * 10)
+                        .map(|j| Op::Set {
+                            path: Path::parse(&format!("/w{w}/{}", (i + j) % 40)).unwrap(),
+                            value: Value::Str(format!("{w}-{i}-{j}")),
+                        })
+                        .collect();
+                    writer.write(ops).unwrap();
+                }
+            });
+        }
+    });
+    drop(committer.stop());
+    let original = read(&node).expect("the undamaged store reads");
+    let bytes = std::fs::read(node.join("store.redb")).unwrap();
+    let copy = dir.path().join("copy");
+    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    let mut next = || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let (mut served, mut refused) = (0, 0);
+    // 500 places by default (half a minute in a debug build); `LCLOUD_DAMAGE_ROUNDS=20000` for more.
+    let rounds: u32 = std::env::var("LCLOUD_DAMAGE_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(500);
+    for round in 0..rounds {
+        let _ = std::fs::remove_dir_all(&copy);
+        std::fs::create_dir_all(&copy).unwrap();
+        for f in std::fs::read_dir(&node).unwrap() {
+            let f = f.unwrap();
+            std::fs::copy(f.path(), copy.join(f.file_name())).unwrap();
+        }
+        let mut damaged = bytes.clone();
+        let at = (next() % bytes.len() as u64) as usize;
+        let what = if round % 4 == 3 {
+            damaged.truncate(at);
+            format!("cut at byte {at}")
+        } else {
+            damaged[at] ^= 1 << (next() % 8);
+            format!("a bit flipped at byte {at}")
+        };
+        std::fs::write(copy.join("store.redb"), &damaged).unwrap();
+        let got = std::panic::catch_unwind(|| read(&copy))
+            .unwrap_or_else(|_| panic!("{what}: a panic instead of an error"));
+        match got {
+            Ok(got) => {
+                assert_eq!(got, original, "{what}: served as a different history");
+                served += 1;
+            }
+            Err(_) => refused += 1,
+        }
+    }
+    println!("{served} damaged copies served unchanged, {refused} refused");
+    assert!(refused > 0, "some damage must be detected");
+}
