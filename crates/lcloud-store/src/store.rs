@@ -1266,6 +1266,10 @@ impl Store {
     /// history. `None` when only a full load can answer: an author forked, the cloud has calls
     /// to order-sensitive morphisms, or the store predates the index.
     pub fn state_at_clock(&self, clock: &VectorClock) -> Result<Option<State>, StoreError> {
+        guard(&self.dir, || self.state_at_clock_unguarded(clock))
+    }
+
+    fn state_at_clock_unguarded(&self, clock: &VectorClock) -> Result<Option<State>, StoreError> {
         let txn = self.db()?.begin_read().map_err(|e| self.map_db(e))?;
         let meta = txn.open_table(META).map_err(|e| self.map_db(e))?;
         let summary = read_summary(&meta)?;
@@ -1298,9 +1302,11 @@ impl Store {
     /// The current document at `path` (`None`: nothing there), read from the persisted fold
     /// without loading the history.
     pub fn document(&self, path: &Path) -> Result<Option<Value>, StoreError> {
-        let txn = self.db()?.begin_read().map_err(|e| self.map_db(e))?;
-        let doc = self.current_doc(&txn, std::slice::from_ref(path))?;
-        Ok(doc.materialize(path))
+        guard(&self.dir, || {
+            let txn = self.db()?.begin_read().map_err(|e| self.map_db(e))?;
+            let doc = self.current_doc(&txn, std::slice::from_ref(path))?;
+            Ok(doc.materialize(path))
+        })
     }
 
     /// The current state, read from the persisted fold without loading the history.

@@ -5,16 +5,37 @@
 
 use std::path::Path as FsPath;
 
-use lcloud_core::{Experience, Genesis, Id, Op, Path, Value};
+use lcloud_core::{Experience, Genesis, Id, Op, Path, Value, VectorClock};
 use lcloud_store::{Committer, Identity, Store};
 
-/// What a store serves: its history's root and length and its persisted state's root. The
-/// store is closed (dropped) before returning.
-fn read(dir: &FsPath) -> Result<(Id, usize, Id), String> {
+/// What a store serves: its history's root and length, its persisted state's root, the
+/// current document as JSON, and the state's root at each of `clocks` (time travel from the
+/// index and checkpoints). The store is closed (dropped) before returning.
+#[allow(clippy::type_complexity)]
+fn read(dir: &FsPath, clocks: &[VectorClock]) -> Result<(Id, usize, Id, String, Vec<Id>), String> {
     let store = Store::open(dir).map_err(|e| e.to_string())?;
     let replica = store.load(&mut |_| {}).map_err(|e| e.to_string())?;
     let state = store.state().map_err(|e| e.to_string())?;
-    Ok((replica.root(), replica.lattice().len(), state.root()))
+    let doc = store
+        .document(&Path::root())
+        .map_err(|e| e.to_string())?
+        .map(|v| v.to_json().to_string())
+        .unwrap_or_default();
+    let mut at = Vec::new();
+    for c in clocks {
+        let s = store
+            .state_at_clock(c)
+            .map_err(|e| e.to_string())?
+            .ok_or("time travel needs a full load")?;
+        at.push(s.root());
+    }
+    Ok((
+        replica.root(),
+        replica.lattice().len(),
+        state.root(),
+        doc,
+        at,
+    ))
 }
 
 #[test]
@@ -42,7 +63,16 @@ fn a_damaged_store_file_is_served_unchanged_or_refused_never_a_panic() {
         }
     });
     drop(committer.stop());
-    let original = read(&node).expect("the undamaged store reads");
+    let clocks: Vec<VectorClock> = {
+        let store = Store::open(&node).unwrap();
+        let replica = store.load(&mut |_| {}).unwrap();
+        let n = replica.lattice().len() as u32;
+        [n / 4, n / 2, n - 2]
+            .iter()
+            .map(|&i| replica.lattice().clock(i))
+            .collect()
+    };
+    let original = read(&node, &clocks).expect("the undamaged store reads");
     let bytes = std::fs::read(node.join("store.redb")).unwrap();
     let copy = dir.path().join("copy");
     let mut x = 0x9E37_79B9_7F4A_7C15u64;
@@ -75,7 +105,7 @@ fn a_damaged_store_file_is_served_unchanged_or_refused_never_a_panic() {
             format!("a bit flipped at byte {at}")
         };
         std::fs::write(copy.join("store.redb"), &damaged).unwrap();
-        let got = std::panic::catch_unwind(|| read(&copy))
+        let got = std::panic::catch_unwind(|| read(&copy, &clocks))
             .unwrap_or_else(|_| panic!("{what}: a panic instead of an error"));
         match got {
             Ok(got) => {
