@@ -83,11 +83,11 @@ fn a_damaged_store_file_is_served_unchanged_or_refused_never_a_panic() {
         x
     };
     let (mut served, mut refused) = (0, 0);
-    // 500 places by default (half a minute in a debug build); `LCLOUD_DAMAGE_ROUNDS=20000` for more.
+    // 300 places by default (under a minute in a debug build); `LCLOUD_DAMAGE_ROUNDS=20000` for more.
     let rounds: u32 = std::env::var("LCLOUD_DAMAGE_ROUNDS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(500);
+        .unwrap_or(300);
     for round in 0..rounds {
         let _ = std::fs::remove_dir_all(&copy);
         std::fs::create_dir_all(&copy).unwrap();
