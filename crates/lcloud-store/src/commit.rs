@@ -402,7 +402,7 @@ fn store_batches(
     }
 }
 
-/// Writes requests the planner could not plan (signing on this thread's own pool).
+/// Writes requests the planner could not plan (signing with threads for this batch only).
 /// The resync the storer hands the planner: the new epoch, the stored chain tip and the
 /// stored document (each `None` when the store cannot say now).
 fn tip_to_plan_on(store: &mut Store, me: &NodeId, epoch: u64) -> Resync {
@@ -415,7 +415,7 @@ fn tip_to_plan_on(store: &mut Store, me: &NodeId, epoch: u64) -> Resync {
 fn commit_unplanned(store: &mut Store, identity: &Identity, batch: Vec<Request>) -> (Done, bool) {
     let (local, replies): (Vec<PreparedOps>, Vec<_>) =
         batch.into_iter().map(|r| (r.ops, r.reply)).unzip();
-    let result = store.write_batch(identity, local, None);
+    let result = store.write_batch(identity, local);
     let failed = result.is_err();
     (answer(replies, result), failed)
 }

@@ -23,10 +23,9 @@ pub(crate) fn cores() -> usize {
     })
 }
 
-/// Helper threads that sign with one key; with [`SignPool::sign`] the calling thread signs a
-/// share too, with [`SignPool::dispatch`] it goes on with other work.
+/// Helper threads that sign with one key: [`SignPool::dispatch`] hands them drafts and returns
+/// at once; [`PendingSigs::wait`] collects the signatures.
 pub(crate) struct SignPool {
-    key: SigningKey,
     jobs: Vec<mpsc::Sender<Job>>,
     threads: Vec<JoinHandle<()>>,
     /// The helper the next small job goes to.
@@ -60,11 +59,6 @@ impl PendingSigs {
 }
 
 impl SignPool {
-    /// A pool of one helper fewer than the cores: the caller of [`SignPool::sign`] signs too.
-    pub(crate) fn new(key: &SigningKey) -> SignPool {
-        SignPool::with_helpers(key, cores() - 1)
-    }
-
     /// A pool of `helpers` threads.
     pub(crate) fn with_helpers(key: &SigningKey, helpers: usize) -> SignPool {
         let mut jobs = Vec::new();
@@ -84,7 +78,6 @@ impl SignPool {
             threads.push(t);
         }
         SignPool {
-            key: key.clone(),
             jobs,
             threads,
             next: std::cell::Cell::new(0),
@@ -119,11 +112,6 @@ impl SignPool {
         }
         PendingSigs { parts }
     }
-
-    /// Signs every draft, in order.
-    pub(crate) fn sign(&self, drafts: Vec<(Unsigned, u64)>) -> Vec<Signed> {
-        sign_spread(&self.key, drafts, &self.jobs)
-    }
 }
 
 impl Drop for SignPool {
@@ -144,46 +132,12 @@ fn sign_part(key: &SigningKey, part: Vec<(Unsigned, u64)>) -> Vec<Signed> {
         .collect()
 }
 
-/// Signs `drafts` here and on `helpers` (threads that answer on the channel they are sent).
-fn sign_spread(
-    key: &SigningKey,
-    drafts: Vec<(Unsigned, u64)>,
-    helpers: &[mpsc::Sender<Job>],
-) -> Vec<Signed> {
-    let ways = 1 + helpers.len();
-    if drafts.len() < 8 || ways == 1 {
-        return sign_part(key, drafts);
-    }
-    let chunk = drafts.len().div_ceil(ways);
-    let mut it = drafts.into_iter();
-    let mine: Vec<_> = it.by_ref().take(chunk).collect();
-    let mut waiting = Vec::new();
-    for h in helpers {
-        let part: Vec<_> = it.by_ref().take(chunk).collect();
-        if part.is_empty() {
-            break;
-        }
-        let (tx, rx) = mpsc::channel();
-        match h.send((part, tx)) {
-            Ok(()) => waiting.push(Ok(rx)),
-            // The helper is gone (never expected): sign its share here.
-            Err(mpsc::SendError((part, _))) => waiting.push(Err(part)),
-        }
-    }
-    let mut out = sign_part(key, mine);
-    for w in waiting {
-        match w {
-            Ok(rx) => out.extend(rx.recv().expect("a signing thread answers every job")),
-            Err(part) => out.extend(sign_part(key, part)),
-        }
-    }
-    out
-}
-
 /// Signs `drafts` on every core without a pool (threads for this call only).
 pub(crate) fn sign_once(key: &SigningKey, drafts: Vec<(Unsigned, u64)>) -> Vec<Signed> {
     if drafts.len() < 8 || cores() == 1 {
         return sign_part(key, drafts);
     }
-    SignPool::new(key).sign(drafts)
+    SignPool::with_helpers(key, cores())
+        .dispatch(drafts)
+        .wait(key)
 }

@@ -14,7 +14,7 @@ use lcloud_core::{
 
 use crate::identity::Identity;
 use crate::records::{self, Names, Recorder, Written};
-use crate::sign::{self, SignPool, Signed};
+use crate::sign::{self, Signed};
 use crate::signed::SignedSeq;
 use crate::state::{self, LEAVES, Summary, read_doc, sealed, unseal, write_leaves};
 use crate::travel::{self, WritersFrom};
@@ -943,7 +943,7 @@ impl Store {
         batch: Vec<Vec<Op>>,
     ) -> Result<Option<Vec<WriteResult>>, StoreError> {
         let batch = batch.into_iter().map(PreparedOps::new).collect();
-        let results = self.write_batch(identity, batch, None)?;
+        let results = self.write_batch(identity, batch)?;
         if let Some(last) = results.iter().flatten().flatten().map(|e| e.seq()).max() {
             self.record_signed(last)?;
         }
@@ -956,7 +956,6 @@ impl Store {
         &mut self,
         identity: &Identity,
         batch: Vec<PreparedOps>,
-        pool: Option<&SignPool>,
     ) -> Result<Option<Vec<WriteResult>>, StoreError> {
         let me = identity.id();
         let Some(base) = self.plan_base(&me)? else {
@@ -964,7 +963,7 @@ impl Store {
         };
         let mut after = base.clone();
         let planned = plan_batch(self.cloud, &mut after, &me, batch);
-        let signed = sign_all(identity, planned, pool);
+        let signed = sign_all(identity, planned);
         self.write_signed(&me, &base, &after, signed, None)
     }
 
@@ -1488,18 +1487,13 @@ fn check_local(
 fn sign_all(
     identity: &Identity,
     planned: Vec<Result<(lcloud_core::Unsigned, u64), StoreError>>,
-    pool: Option<&SignPool>,
 ) -> Vec<Result<Signed, StoreError>> {
     let mut drafts = Vec::with_capacity(planned.len());
     let mut slots = Vec::with_capacity(planned.len());
     for r in planned {
         slots.push(r.map(|d| drafts.push(d)));
     }
-    let signed = match pool {
-        Some(pool) => pool.sign(drafts),
-        None => sign::sign_once(identity.key(), drafts),
-    };
-    let mut signed = signed.into_iter();
+    let mut signed = sign::sign_once(identity.key(), drafts).into_iter();
     slots
         .into_iter()
         .map(|slot| slot.map(|()| signed.next().expect("one signature per draft")))
