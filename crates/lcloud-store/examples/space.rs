@@ -6,7 +6,10 @@
 
 use lcloud_core::{Experience, Genesis, Op, Path, Value};
 use lcloud_store::{Committer, Identity, Store};
-use redb::{ReadableDatabase, ReadableTableMetadata, TableDefinition, TableHandle, TableStats};
+use redb::{
+    ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition, TableHandle,
+    TableStats,
+};
 use std::os::unix::fs::MetadataExt;
 
 fn op(i: usize) -> Op {
@@ -91,4 +94,21 @@ fn main() {
             s.fragmented_bytes()
         );
     }
+    // How full the groups are: their count and sizes (a group should fill its page).
+    let groups = tx
+        .open_table(TableDefinition::<u64, &[u8]>::new("groups"))
+        .expect("the groups");
+    let sizes: Vec<usize> = groups
+        .iter()
+        .expect("the groups")
+        .map(|row| row.expect("a group").1.value().len())
+        .collect();
+    let total: usize = sizes.iter().sum();
+    println!(
+        "groups: {} of {:.0} B on average ({:.1} experiences each), {} over a page",
+        sizes.len(),
+        total as f64 / sizes.len() as f64,
+        n / sizes.len() as f64,
+        sizes.iter().filter(|&&s| s > 4096).count()
+    );
 }

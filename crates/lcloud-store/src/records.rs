@@ -17,7 +17,7 @@ use lcloud_core::codec::item_end;
 use lcloud_core::{Id, NodeId, VectorClock};
 use redb::{ReadableTable, Table, TableDefinition, WriteTransaction};
 
-use crate::state::unseal;
+use crate::state::unseal_at;
 use crate::store::StoreError;
 use crate::travel::{AUTHORS, Entry};
 
@@ -73,22 +73,17 @@ const TAG_BYTES: usize = 16;
 pub(crate) const GROUP_MAX: usize = 256;
 
 /// A group takes no record that would make its content pass this many bytes, unless it is
-/// the group's first: with its key, tag and slot a full group just fits a 4 KiB page. redb
-/// gives a value larger than a page its own run of pages, rounded up to a power of two, so a
-/// group is cut to fit such a run exactly; and one large commit (an import's chunk) must not
-/// make a value that every read of one record must check whole.
-const GROUP_BYTES: usize = 4096 - 64;
-
-/// [`GROUP_BYTES`] for a commit of many experiences (a sync's push, an import's chunk): eight
-/// pages. Each group is one B-tree insert and one checksum, and inserting 4 KiB groups was
-/// two fifths of storing a pushed experience (measured with callgrind on the node's ingest
-/// benchmark: 24.3k → 21.0k instructions per experience with these). Such groups are written
-/// whole and never reopened (a later commit reopens a group only while it is under half of
-/// [`GROUP_BYTES`]); a read of one record checks at most 32 KiB.
-const BULK_GROUP_BYTES: usize = 32768 - 64;
-
-/// Records a commit must store for it to fill [`BULK_GROUP_BYTES`] groups.
-pub(crate) const BULK_RECORDS: usize = 256;
+/// the group's first: with its key, tag and slot a full group just fits eight 4 KiB pages
+/// (redb gives a value larger than a page its own run of pages, rounded up to a power of
+/// two). Large groups waste little: a group ends where the next record does not fit (about
+/// half a record per group), and its first record carries what later ones leave out (its
+/// author, seq, prev and index entry, about 60 bytes); with 1-op experiences of a 200-byte
+/// value, 4 KiB groups held 14 each and took 297 bytes of pages per experience, 32 KiB ones
+/// hold 117 and take 279. Each group is also one B-tree insert and one checksum (inserting
+/// 4 KiB groups was two fifths of storing a pushed experience, measured with callgrind on the
+/// node's ingest benchmark). A read of one record checks at most 32 KiB; a commit rewrites
+/// the group it appends to (`Recorder::keeping` spares it reading that group back).
+const GROUP_BYTES: usize = 32768 - 32;
 
 fn corrupt(what: String) -> StoreError {
     StoreError::Corrupt { what }
@@ -106,39 +101,103 @@ fn group_name(first: u64) -> String {
     format!("experience #{first} and the rest of its group")
 }
 
-/// Byte ranges (entry, experience) of each record of a group's content.
-type Spans = Vec<(Range<usize>, Range<usize>)>;
+/// The count's top bit marks a packed group (store format 4). A packed group stores no record
+/// lengths (records are self-delimiting: [`record_end`]), and a record's index entry only
+/// when its kind has [`ENTRY`] set, after the record (`entry_len: varint, entry`); left out,
+/// the entry follows from the one before ([`derive`]). Groups written before (format 3) have
+/// `entry_len: u32 LE, entry, record_len: u32 LE, record` for every record; both are read.
+const PACKED: u32 = 1 << 31;
+
+/// Set in a packed group's record kind when its index entry is written out after it.
+const ENTRY: u8 = 8;
+
+/// Byte ranges of each record of a group's content: its index entry (`None`: it follows
+/// from the one before) and its experience.
+type Spans = Vec<(Option<Range<usize>>, Range<usize>)>;
+
+/// Appends `n` as a LEB128 varint (7 bits a byte, low first).
+fn write_varint(out: &mut Vec<u8>, mut n: usize) {
+    while n >= 0x80 {
+        out.push((n as u8 & 0x7f) | 0x80);
+        n >>= 7;
+    }
+    out.push(n as u8);
+}
+
+/// The bytes [`write_varint`] takes for `n`.
+fn varint_len(n: usize) -> usize {
+    (usize::BITS - (n | 1).leading_zeros()).div_ceil(7) as usize
+}
 
 /// Parses a group's content, checking every length against what is left before using it.
 fn parse(content: &[u8], first: u64) -> Result<Spans, StoreError> {
     let bad = |why: &str| corrupt(format!("{}: {why}", group_name(first)));
-    let mut at = 0usize;
-    let u32_at = |at: &mut usize| -> Result<usize, StoreError> {
-        let end = *at + 4;
-        let b = content
-            .get(*at..end)
-            .ok_or_else(|| bad("truncated length"))?;
-        *at = end;
-        Ok(u32::from_le_bytes(b.try_into().expect("4 bytes")) as usize)
-    };
-    let count = u32_at(&mut at)?;
+    let head = content.get(..4).ok_or_else(|| bad("truncated length"))?;
+    let raw = u32::from_le_bytes(head.try_into().expect("4 bytes"));
+    let packed = raw & PACKED != 0;
+    let count = (raw & !PACKED) as usize;
     if count == 0 || count > GROUP_MAX {
         return Err(bad(&format!("holds {count} records (1 to {GROUP_MAX})")));
     }
-    let mut spans = Vec::with_capacity(count);
-    for _ in 0..count {
-        let span = |at: &mut usize| -> Result<Range<usize>, StoreError> {
-            let n = u32_at(at)?;
-            if n > content.len() - *at {
-                return Err(bad("a record runs past the end"));
+    let mut at = 4usize;
+    // A length, checked to lie within what is left.
+    let length = |at: &mut usize| -> Result<usize, StoreError> {
+        let n = if packed {
+            let mut n = 0usize;
+            let mut shift = 0;
+            loop {
+                let b = *content.get(*at).ok_or_else(|| bad("truncated length"))?;
+                *at += 1;
+                if shift == 28 && b > 0x0f {
+                    return Err(bad("a length is too large"));
+                }
+                n |= usize::from(b & 0x7f) << shift;
+                if b & 0x80 == 0 {
+                    if b == 0 && shift > 0 {
+                        return Err(bad("a length is not in its shortest form"));
+                    }
+                    break n;
+                }
+                shift += 7;
             }
-            let r = *at..*at + n;
-            *at += n;
-            Ok(r)
+        } else {
+            let end = *at + 4;
+            let b = content
+                .get(*at..end)
+                .ok_or_else(|| bad("truncated length"))?;
+            *at = end;
+            u32::from_le_bytes(b.try_into().expect("4 bytes")) as usize
         };
-        let e = span(&mut at)?;
-        let x = span(&mut at)?;
-        spans.push((e, x));
+        if n > content.len() - *at {
+            return Err(bad("a record runs past the end"));
+        }
+        Ok(n)
+    };
+    let mut spans = Vec::with_capacity(count);
+    for i in 0..count {
+        if packed {
+            let start = at;
+            let end =
+                record_end(content, start).map_err(|why| bad(&format!("record {i}: {why}")))?;
+            at = end;
+            let e = if content[start] & ENTRY != 0 {
+                let n = length(&mut at)?;
+                at += n;
+                Some(at - n..at)
+            } else if i == 0 {
+                return Err(bad("its first index entry is left out"));
+            } else {
+                None
+            };
+            spans.push((e, start..end));
+        } else {
+            let n = length(&mut at)?;
+            let e = Some(at..at + n);
+            at += n;
+            let n = length(&mut at)?;
+            spans.push((e, at..at + n));
+            at += n;
+        }
     }
     if at != content.len() {
         return Err(bad("trailing bytes"));
@@ -146,10 +205,145 @@ fn parse(content: &[u8], first: u64) -> Result<Spans, StoreError> {
     Ok(spans)
 }
 
+/// Where the record that starts at `at` in `content` ends. Every record is a kind byte, then
+/// fixed-size fields and CBOR items the kind determines, so packed groups store no record
+/// lengths.
+fn record_end(content: &[u8], at: usize) -> Result<usize, String> {
+    let kind = *content.get(at).ok_or("truncated record")? & !ENTRY;
+    let mut p = at + 1;
+    let item = |p: &mut usize| -> Result<(), String> {
+        if *p >= content.len() {
+            return Err("truncated record".into());
+        }
+        *p = item_end(content, *p).map_err(|e| format!("malformed record: {e}"))?;
+        Ok(())
+    };
+    let plain = kind & PLAIN != 0;
+    match kind & !PLAIN {
+        WHOLE if !plain => {
+            item(&mut p)?;
+            return Ok(p);
+        }
+        base @ (COMPACT | CHAINED) => {
+            p += 4; // the author number
+            item(&mut p)?; // seq
+            if base == COMPACT {
+                item(&mut p)?; // prev
+            }
+        }
+        NEXT => {}
+        _ => return Err(format!("unknown record kind {kind}")),
+    }
+    if plain {
+        p += 64; // the signature
+    } else {
+        for _ in 0..4 {
+            item(&mut p)?; // deps, root, fuel, signature
+        }
+    }
+    item(&mut p)?; // ops
+    Ok(p)
+}
+
+/// The entry of a record whose entry is left out, `steps` records after the one written out
+/// (`base`): each step is the same author's next experience, one deeper, whose clock has the
+/// author's own entry one higher (so a chain stored in order, whose experiences saw nothing
+/// new from others, writes out one entry per group). `None` on overflow.
+fn derive(base: &Entry, steps: u64, id: Id) -> Option<Entry> {
+    let mut clock = base.clock.clone();
+    match clock.binary_search_by_key(&base.author, |(a, _)| *a) {
+        Ok(i) => clock[i].1 = clock[i].1.checked_add(steps)?,
+        Err(i) => clock.insert(i, (base.author, steps)),
+    }
+    Some(Entry {
+        id,
+        author: base.author,
+        seq: base.seq.checked_add(steps)?,
+        depth: base.depth.checked_add(steps)?,
+        clock,
+    })
+}
+
+/// A record's index entry, decoded only when asked for: the last entry written out at or
+/// before it, and how many records after that one it is.
+pub(crate) struct EntryAt<'c> {
+    base: &'c [u8],
+    steps: u64,
+    id: Id,
+}
+
+impl EntryAt<'_> {
+    /// The entry (its id is the record's).
+    pub(crate) fn decode(&self) -> Result<Entry, StoreError> {
+        let base = Entry::from_bytes(self.base, self.id)?;
+        if self.steps == 0 {
+            return Ok(base);
+        }
+        derive(&base, self.steps, self.id)
+            .ok_or_else(|| corrupt("an index entry left out overflows the one before".into()))
+    }
+}
+
+/// What a record may leave out because the record before it in its group has it: that
+/// record's id, author number (`None` for a record kept whole) and seq.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct Before {
+    pub id: Id,
+    pub author: Option<u32>,
+    pub seq: u64,
+}
+
+/// Expands a group's records in order, `visit(i, entry, canonical bytes, id)`; returns the
+/// last record's [`Before`].
+fn walk<'c>(
+    content: &'c [u8],
+    spans: &Spans,
+    first: u64,
+    names: &Names,
+    mut visit: impl FnMut(usize, EntryAt<'c>, Cow<'c, [u8]>, Id) -> Result<(), StoreError>,
+) -> Result<Before, StoreError> {
+    let mut before: Option<Before> = None;
+    let mut base: &[u8] = &[];
+    let mut steps = 0u64;
+    for (i, (e, x)) in spans.iter().enumerate() {
+        let (bytes, this) = expand(&content[x.clone()], names, before.as_ref())
+            .map_err(|why| corrupt(format!("experience #{}: {why}", first + i as u64)))?;
+        match e {
+            Some(e) => {
+                base = &content[e.clone()];
+                steps = 0;
+            }
+            None => steps += 1,
+        }
+        visit(
+            i,
+            EntryAt {
+                base,
+                steps,
+                id: this.id,
+            },
+            bytes,
+            this.id,
+        )?;
+        before = Some(this);
+    }
+    Ok(before.expect("a group holds at least one record"))
+}
+
 /// Record kinds: the first byte of a stored experience.
 const WHOLE: u8 = 0;
 const COMPACT: u8 = 1;
 const CHAINED: u8 = 2;
+/// Chained, by the same author as the record before, at the next seq: the author number and
+/// the seq are left out too.
+const NEXT: u8 = 3;
+/// Added to `COMPACT`, `CHAINED` or `NEXT`: the experience depends on no other chain, names
+/// no root and no fuel, so its empty deps, its two nulls and its signature's 2-byte head are
+/// left out (5 bytes: the usual local write).
+const PLAIN: u8 = 4;
+/// What a `PLAIN` record leaves out after its deps (`[]`) and digest: root and fuel (`null`),
+/// the signature's head.
+const PLAIN_TAIL: [u8; 4] = [0xf6, 0xf6, 0x58, 0x40];
 /// An experience array (3 items), its header array (9 items), version 1.
 const PREFIX: [u8; 3] = [0x83, 0x89, 0x01];
 /// The head of a 32-byte string.
@@ -159,22 +353,40 @@ const B32: [u8; 2] = [0x58, 0x20];
 /// `COMPACT, author: u32 LE`, then the bytes without the cloud id, the author's key and the ops
 /// digest, and the array heads before them (105 bytes the store knows or can recompute: the
 /// cloud is the store's, the author is in the authors table, the digest is the hash of the
-/// ops). When the experience's prev is `chained` (the id of the record just before it in its
-/// group), the prev is left out too (34 bytes more): kind `CHAINED`. What does not have the
-/// expected shape (the genesis, whose cloud field is zero) is kept whole: `WHOLE`, then the
-/// bytes.
+/// ops). When the experience's prev is the record just before it in its group, the prev is
+/// left out too (34 bytes more): kind `CHAINED`; and when that record is the same author's
+/// (always, for a valid chain) the author number and the seq are left out as well: kind
+/// `NEXT`. What does not have the expected shape (the genesis, whose cloud field is zero) is
+/// kept whole: `WHOLE`, then the bytes.
 #[cfg(test)]
 pub(crate) fn compact(
     bytes: &[u8],
     cloud: &Id,
     author: u32,
     node: &NodeId,
-    chained: Option<&Id>,
+    before: Option<&Before>,
 ) -> Vec<u8> {
     let shape = Shape::of(bytes, cloud, node);
-    let mut out = Vec::with_capacity(shape.len(bytes, false) + 1);
-    shape.write(&mut out, bytes, author, chained);
+    let mut out = Vec::with_capacity(bytes.len() + 1);
+    shape.write(&mut out, bytes, author, before);
     out
+}
+
+/// The canonical uint that is all of `item`.
+fn uint(item: &[u8]) -> Option<u64> {
+    let (&head, rest) = item.split_first()?;
+    if head >> 5 != 0 {
+        return None;
+    }
+    let n = match (head & 0x1f, rest.len()) {
+        (n @ 0..=23, 0) => u64::from(n),
+        (24, 1) => u64::from(rest[0]),
+        (25, 2) => u64::from(u16::from_be_bytes(rest.try_into().ok()?)),
+        (26, 4) => u64::from(u32::from_be_bytes(rest.try_into().ok()?)),
+        (27, 8) => u64::from_be_bytes(rest.try_into().ok()?),
+        _ => return None,
+    };
+    Some(n)
 }
 
 /// Where the parts [`compact`] leaves out lie in an experience's canonical bytes, or `None`
@@ -205,83 +417,135 @@ impl Shape {
         Shape(spans())
     }
 
-    /// Whether the record leaves out its prev, being `chained` to the record before.
-    fn chains(&self, bytes: &[u8], chained: Option<&Id>) -> bool {
-        match (self.0, chained) {
-            (Some((seq_end, prev_end, _)), Some(c)) => {
-                let prev = &bytes[seq_end..prev_end];
-                prev.len() == 34 && prev[2..] == c.0
-            }
-            _ => false,
+    /// The kind of record `bytes` by author number `author` is stored as after `before`.
+    fn kind(&self, bytes: &[u8], author: u32, before: Option<&Before>) -> u8 {
+        let (Some((seq_end, prev_end, _)), Some(b)) = (self.0, before) else {
+            return if self.0.is_some() { COMPACT } else { WHOLE };
+        };
+        let prev = &bytes[seq_end..prev_end];
+        if prev.len() != 34 || prev[2..] != b.id.0 {
+            return COMPACT;
         }
+        let next = b.author == Some(author)
+            && uint(&bytes[71..seq_end]).is_some_and(|s| Some(s) == b.seq.checked_add(1));
+        if next { NEXT } else { CHAINED }
     }
 
-    /// The record's length, chained or not.
-    pub(crate) fn len(&self, bytes: &[u8], chain: bool) -> usize {
-        match self.0 {
-            // Kind and author (5 bytes) instead of the 105 the store knows.
-            Some(_) => bytes.len() - 100 - if chain { 34 } else { 0 },
-            None => bytes.len() + 1,
-        }
-    }
-
-    /// Appends the record to `out`; returns whether it is chained.
+    /// Appends the record to `out`.
     pub(crate) fn write(
         &self,
         out: &mut Vec<u8>,
         bytes: &[u8],
         author: u32,
-        chained: Option<&Id>,
-    ) -> bool {
+        before: Option<&Before>,
+    ) {
         let Some((seq_end, prev_end, deps_end)) = self.0 else {
             out.push(WHOLE);
             out.extend_from_slice(bytes);
-            return false;
+            return;
         };
-        let chain = self.chains(bytes, chained);
-        out.push(if chain { CHAINED } else { COMPACT });
-        out.extend_from_slice(&author.to_le_bytes());
-        if chain {
-            out.extend_from_slice(&bytes[71..seq_end]);
-            out.extend_from_slice(&bytes[prev_end..deps_end]);
-        } else {
-            out.extend_from_slice(&bytes[71..deps_end]);
+        let kind = self.kind(bytes, author, before);
+        let plain = bytes[prev_end..deps_end] == [0x80]
+            && bytes.get(deps_end + 34..deps_end + 38) == Some(&PLAIN_TAIL);
+        out.push(if plain { kind | PLAIN } else { kind });
+        let deps_end = if plain { prev_end } else { deps_end };
+        match kind {
+            NEXT => out.extend_from_slice(&bytes[prev_end..deps_end]),
+            CHAINED => {
+                out.extend_from_slice(&author.to_le_bytes());
+                out.extend_from_slice(&bytes[71..seq_end]);
+                out.extend_from_slice(&bytes[prev_end..deps_end]);
+            }
+            _ => {
+                out.extend_from_slice(&author.to_le_bytes());
+                out.extend_from_slice(&bytes[71..deps_end]);
+            }
         }
-        out.extend_from_slice(&bytes[deps_end + 34..]);
-        chain
+        if plain {
+            out.extend_from_slice(&bytes[prev_end + 1 + 34 + PLAIN_TAIL.len()..]);
+        } else {
+            out.extend_from_slice(&bytes[deps_end + 34..]);
+        }
     }
 }
 
-/// The canonical bytes of a stored record, and the experience's id (the hash of its header).
-/// `prev` is the id of the record just before it in its group (what a `CHAINED` record left
-/// out). Fails (naming why) on a record that is not one [`compact`] makes; the caller names
-/// the record. What it returns is still to be checked as any stored experience is.
+/// The canonical bytes of a stored record, and its [`Before`] for the record after it (its id
+/// is the hash of its header). `before` is what the record just before it in its group left
+/// (what a `CHAINED` or `NEXT` record leaves out). Fails (naming why) on a record that is not
+/// one [`compact`] makes; the caller names the record. What it returns is still to be checked
+/// as any stored experience is.
 pub(crate) fn expand<'r>(
     record: &'r [u8],
     names: &Names,
-    prev: Option<&Id>,
-) -> Result<(Cow<'r, [u8]>, Id), String> {
+    before: Option<&Before>,
+) -> Result<(Cow<'r, [u8]>, Before), String> {
     let bad = |e: lcloud_core::codec::DecodeError| format!("malformed record: {e}");
-    let (kind, rest) = record.split_first().ok_or("empty record")?;
+    let (&kind, rest) = record.split_first().ok_or("empty record")?;
+    let kind = &(kind & !ENTRY);
     if *kind == WHOLE {
         // The header is the first item after the array's one-byte head.
         let header_end = item_end(rest, 1).map_err(bad)?;
-        return Ok((Cow::Borrowed(rest), Id::hash(&rest[1..header_end])));
+        let id = Id::hash(&rest[1..header_end]);
+        let this = Before {
+            id,
+            author: None,
+            seq: 0,
+        };
+        return Ok((Cow::Borrowed(rest), this));
     }
-    if *kind != COMPACT && *kind != CHAINED {
-        return Err(format!("unknown record kind {kind}"));
-    }
-    let (author, body) = rest.split_first_chunk::<4>().ok_or("truncated record")?;
-    let author = u32::from_le_bytes(*author);
+    let before_or =
+        |what: &str| before.ok_or_else(|| format!("a {what} record first in its group"));
+    // (author number, the seq's canonical bytes, the prev to put back, the rest)
+    let mut seq_item = Vec::new();
+    let plain = *kind & PLAIN != 0 && *kind != WHOLE | PLAIN;
+    let kind = if plain { *kind & !PLAIN } else { *kind };
+    let (author, seq, prev, body): (u32, u64, Option<Id>, &[u8]) = match kind {
+        NEXT => {
+            let b = before_or("chained")?;
+            let author = b
+                .author
+                .ok_or("a record chained to one kept whole names no author")?;
+            let seq = b.seq.checked_add(1).ok_or("its seq overflows")?;
+            lcloud_core::codec::write_head(&mut seq_item, 0, seq);
+            (author, seq, Some(b.id), rest)
+        }
+        COMPACT | CHAINED => {
+            let (author, body) = rest.split_first_chunk::<4>().ok_or("truncated record")?;
+            let seq_end = item_end(body, 0).map_err(bad)?;
+            let seq = uint(&body[..seq_end]).ok_or("its seq is not a canonical number")?;
+            seq_item.extend_from_slice(&body[..seq_end]);
+            let prev = if kind == CHAINED {
+                Some(before_or("chained")?.id)
+            } else {
+                None
+            };
+            (u32::from_le_bytes(*author), seq, prev, &body[seq_end..])
+        }
+        _ => return Err(format!("unknown record kind {kind}")),
+    };
     let node = names
         .authors
         .get(author as usize)
         .ok_or_else(|| format!("the record names unknown author #{author}"))?;
-    let seq_end = item_end(body, 0).map_err(bad)?;
-    let prev_end = if *kind == CHAINED {
-        seq_end
+    // `body` now starts at the prev (unless it was left out), then the deps.
+    let prev_end = if prev.is_some() {
+        0
     } else {
-        item_end(body, seq_end).map_err(bad)?
+        item_end(body, 0).map_err(bad)?
+    };
+    // A plain record's deps, root, fuel and signature head put back (the digest goes in
+    // below, as for any record).
+    let restored;
+    let body: &[u8] = if plain {
+        let mut b = Vec::with_capacity(body.len() + 1 + PLAIN_TAIL.len());
+        b.extend_from_slice(&body[..prev_end]);
+        b.push(0x80);
+        b.extend_from_slice(&PLAIN_TAIL);
+        b.extend_from_slice(&body[prev_end..]);
+        restored = b;
+        &restored
+    } else {
+        body
     };
     let deps_end = item_end(body, prev_end).map_err(bad)?;
     let mut header_rest = deps_end;
@@ -291,25 +555,29 @@ pub(crate) fn expand<'r>(
     }
     let ops_start = item_end(body, header_rest).map_err(bad)?; // after the signature
     let digest = Id::hash(&body[ops_start..]);
-    let mut out = Vec::with_capacity(body.len() + 137);
+    let mut out = Vec::with_capacity(body.len() + 150);
     out.extend_from_slice(&PREFIX);
     out.extend_from_slice(&B32);
     out.extend_from_slice(names.cloud.as_bytes());
     out.extend_from_slice(&B32);
     out.extend_from_slice(node.as_bytes());
-    out.extend_from_slice(&body[..seq_end]);
-    if *kind == CHAINED {
-        let prev = prev.ok_or("a chained record first in its group")?;
+    out.extend_from_slice(&seq_item);
+    if let Some(prev) = prev {
         out.extend_from_slice(&B32);
         out.extend_from_slice(prev.as_bytes());
     }
-    out.extend_from_slice(&body[seq_end..deps_end]);
+    out.extend_from_slice(&body[..deps_end]);
     out.extend_from_slice(&B32);
     out.extend_from_slice(digest.as_bytes());
     let header_end = out.len() + header_rest - deps_end;
     out.extend_from_slice(&body[deps_end..]);
     let id = Id::hash(&out[1..header_end]);
-    Ok((Cow::Owned(out), id))
+    let this = Before {
+        id,
+        author: Some(author),
+        seq,
+    };
+    Ok((Cow::Owned(out), this))
 }
 
 /// What expanding a record needs: the cloud id and the authors by number.
@@ -350,7 +618,7 @@ pub(crate) fn count(groups: &impl ReadableTable<u64, &'static [u8]>) -> Result<u
         return Ok(0);
     };
     let first = k.value();
-    let content = unseal(v.value(), &|| group_name(first))?;
+    let content = unseal_at("groups", first, v.value(), &|| group_name(first))?;
     Ok(first + parse(content, first)?.len() as u64)
 }
 
@@ -361,7 +629,7 @@ pub(crate) fn for_each(
     groups: &impl ReadableTable<u64, &'static [u8]>,
     names: &Names,
     from: u64,
-    mut visit: impl FnMut(u64, &[u8], &[u8], Id) -> Result<(), StoreError>,
+    mut visit: impl FnMut(u64, &EntryAt<'_>, &[u8], Id) -> Result<(), StoreError>,
 ) -> Result<(), StoreError> {
     let start = match groups.range(..=from).map_err(db)?.next_back() {
         Some(row) => row.map_err(db)?.0.value(),
@@ -374,40 +642,21 @@ pub(crate) fn for_each(
         if first != expected {
             return Err(corrupt(format!("experience #{expected} is missing")));
         }
-        let content = unseal(v.value(), &|| group_name(first))?;
+        let content = unseal_at("groups", first, v.value(), &|| group_name(first))?;
         let spans = parse(content, first)?;
-        let mut prev = None;
-        for (i, (e, x)) in spans.iter().enumerate() {
+        walk(content, &spans, first, names, |i, entry, bytes, id| {
             let n = first + i as u64;
-            let (bytes, id) = expand(&content[x.clone()], names, prev.as_ref())
-                .map_err(|why| corrupt(format!("experience #{n}: {why}")))?;
             if n >= from {
-                visit(n, &content[e.clone()], &bytes, id)?;
+                visit(n, &entry, &bytes, id)?;
             }
-            prev = Some(id);
-        }
+            Ok(())
+        })?;
         expected = first + spans.len() as u64;
     }
     if expected < from {
         return Err(corrupt(format!("experience #{from} is missing")));
     }
     Ok(())
-}
-
-/// The ids of a group's experiences, in order (each record may need the one before).
-fn group_ids(
-    content: &[u8],
-    spans: &Spans,
-    first: u64,
-    names: &Names,
-) -> Result<Vec<Id>, StoreError> {
-    let mut ids: Vec<Id> = Vec::with_capacity(spans.len());
-    for (i, (_, x)) in spans.iter().enumerate() {
-        let (_, id) = expand(&content[x.clone()], names, ids.last())
-            .map_err(|why| corrupt(format!("experience #{}: {why}", first + i as u64)))?;
-        ids.push(id);
-    }
-    Ok(ids)
 }
 
 /// A group's records as canonical bytes, each with its id.
@@ -418,7 +667,7 @@ pub(crate) struct Records<'a, T> {
     table: &'a T,
     names: Names,
     /// The last group read: its first arrival, content, records and their canonical bytes
-    /// and ids (expanding a record needs the id of the one before, so a load expands them all).
+    /// and ids (expanding a record needs the one before, so a load expands them all).
     group: Option<(u64, Vec<u8>, Spans, Expanded)>,
 }
 
@@ -455,18 +704,17 @@ impl<'a, T: ReadableTable<u64, &'static [u8]>> Records<'a, T> {
                 .ok_or_else(missing)?
                 .map_err(db)?;
             let first = row.0.value();
-            let content = unseal(row.1.value(), &|| group_name(first))?.to_vec();
+            let content =
+                unseal_at("groups", first, row.1.value(), &|| group_name(first))?.to_vec();
             let spans = parse(&content, first)?;
             if arrival - first >= spans.len() as u64 {
                 return Err(missing());
             }
             let mut expanded: Expanded = Vec::with_capacity(spans.len());
-            for (i, (_, x)) in spans.iter().enumerate() {
-                let prev = expanded.last().map(|(_, id)| id);
-                let (bytes, id) = expand(&content[x.clone()], &self.names, prev)
-                    .map_err(|why| corrupt(format!("experience #{}: {why}", first + i as u64)))?;
+            walk(&content, &spans, first, &self.names, |_, _, bytes, id| {
                 expanded.push((bytes.into_owned(), id));
-            }
+                Ok(())
+            })?;
             self.group = Some((first, content, spans, expanded));
         }
         Ok(())
@@ -477,7 +725,18 @@ impl<'a, T: ReadableTable<u64, &'static [u8]>> Records<'a, T> {
         self.load(arrival)?;
         let (first, content, spans, expanded) = self.group.as_ref().expect("just loaded");
         let k = (arrival - first) as usize;
-        Entry::from_bytes(&content[spans[k].0.clone()], expanded[k].1)
+        // The last entry written out at or before it (the first always is).
+        let j = (0..=k)
+            .rev()
+            .find(|&j| spans[j].0.is_some())
+            .expect("a group's first entry is written out");
+        let base = &content[spans[j].0.clone().expect("written out")];
+        EntryAt {
+            base,
+            steps: (k - j) as u64,
+            id: expanded[k].1,
+        }
+        .decode()
     }
 }
 
@@ -495,18 +754,35 @@ pub(crate) struct Recorder<'t> {
     /// The group being filled: its first arrival, record count and sealed form so far (room
     /// for the tag, then the content).
     open: Option<(u64, u32, Vec<u8>)>,
-    /// The id of the last record in the group being filled.
-    last_id: Option<Id>,
+    /// The last record in the group being filled: what the next may leave out, and its entry.
+    last: Option<(Before, Entry)>,
+    /// The group the previous commit left open, as it kept it.
+    kept: Option<KeptGroup>,
     written: Vec<Written>,
-    /// The most bytes of content a group takes ([`GROUP_BYTES`] or [`BULK_GROUP_BYTES`]).
-    group_bytes: usize,
-    /// Buffers reused for each record's clock and index entry.
+    /// Buffers reused for each record's clock, index entry and stored form.
     clock_scratch: Vec<(u32, u64)>,
     entry_scratch: Vec<u8>,
+    record_scratch: Vec<u8>,
 }
 
 /// (id, author index, seq) of a stored experience.
 pub(crate) type Written = (Id, u32, u64);
+
+/// The last group a commit wrote, kept in memory while it has room, so the next commit
+/// appends to it without reading it back and expanding its records (16 KiB groups made that
+/// a quarter of a small commit's work).
+pub(crate) struct KeptGroup {
+    first: u64,
+    count: u32,
+    /// As stored: tag, then content.
+    sealed: Vec<u8>,
+    last: (Before, Entry),
+}
+
+/// Whether a group of `sealed` bytes has room for a small record more.
+fn has_room(sealed: usize) -> bool {
+    sealed + 128 <= TAG_BYTES + GROUP_BYTES
+}
 
 impl<'t> Recorder<'t> {
     pub fn open(txn: &'t WriteTransaction, cloud: Id) -> Result<Recorder<'t>, StoreError> {
@@ -524,19 +800,13 @@ impl<'t> Recorder<'t> {
             runs: txn.open_table(RUNS).map_err(db)?,
             open_runs: BTreeMap::new(),
             open: None,
-            last_id: None,
+            last: None,
+            kept: None,
             written: Vec::new(),
-            group_bytes: GROUP_BYTES,
             clock_scratch: Vec::new(),
             entry_scratch: Vec::new(),
+            record_scratch: Vec::new(),
         })
-    }
-
-    /// Fills groups of [`BULK_GROUP_BYTES`] from here on: for a commit that stores at least
-    /// [`BULK_RECORDS`] experiences.
-    pub fn bulk(mut self) -> Recorder<'t> {
-        self.group_bytes = BULK_GROUP_BYTES;
-        self
     }
 
     fn author(&mut self, node: &NodeId) -> Result<u32, StoreError> {
@@ -569,51 +839,79 @@ impl<'t> Recorder<'t> {
             dense.push((self.author(node)?, s));
         }
         dense.sort_unstable();
-        let mut entry = std::mem::take(&mut self.entry_scratch);
-        entry.clear();
-        Entry::encode_into(&mut entry, a, seq, depth, &dense);
-        self.clock_scratch = dense;
+        let entry = Entry {
+            id,
+            author: a,
+            seq,
+            depth,
+            clock: dense,
+        };
         self.written.push((id, a, seq));
         self.extend_run(a, seq, arrival)?;
         if self.open.is_none() {
-            (self.open, self.last_id) = match self.last_with_room(arrival)? {
+            (self.open, self.last) = match self.last_with_room(arrival)? {
                 Some((open, last)) => (Some(open), Some(last)),
                 None => (None, None),
             };
         }
         let shape = Shape::of(bytes, &self.cloud, author);
+        let mut record = std::mem::take(&mut self.record_scratch);
+        let mut entry_bytes = std::mem::take(&mut self.entry_scratch);
+        // The record and entry as they would follow the last record of the open group.
+        let mut encode = |last: Option<&(Before, Entry)>, record: &mut Vec<u8>| {
+            record.clear();
+            shape.write(record, bytes, a, last.map(|(b, _)| b));
+            entry_bytes.clear();
+            let follows = last.is_some_and(|(_, e)| {
+                e.author == a && derive(e, 1, id).is_some_and(|d| d == entry)
+            });
+            if !follows {
+                Entry::encode_into(&mut entry_bytes, a, seq, depth, &entry.clock);
+            }
+            let e = entry_bytes.len();
+            if e > 0 {
+                record[0] |= ENTRY;
+                record.len() + varint_len(e) + e
+            } else {
+                record.len()
+            }
+        };
+        let size = encode(self.last.as_ref(), &mut record);
         if let Some((first, n, content)) = &self.open {
-            // Whether it fits is judged by its unchained size (a chained record leaves out
-            // its 34-byte prev), so a group's layout does not depend on who came before.
-            let grown = content.len() - TAG_BYTES + 8 + entry.len() + shape.len(bytes, false);
-            let full = *n as usize >= GROUP_MAX || grown > self.group_bytes;
             assert_eq!(
                 arrival,
                 first + u64::from(*n),
                 "records are added in arrival order"
             );
+            let full = *n as usize >= GROUP_MAX || content.len() - TAG_BYTES + size > GROUP_BYTES;
             if full {
+                // First in a new group: nothing before it to leave out.
                 self.close()?;
+                encode(None, &mut record);
             }
         }
-        let chained = self.last_id;
-        self.last_id = Some(id);
-        let group_bytes = self.group_bytes;
         let (_, n, content) = self.open.get_or_insert_with(|| {
             // The tag's room first (filled in when the group is closed), then the count.
-            let mut content = Vec::with_capacity(TAG_BYTES + group_bytes + 64);
+            let mut content = Vec::with_capacity(TAG_BYTES + GROUP_BYTES + 64);
             content.extend_from_slice(&[0; TAG_BYTES + 4]);
             (arrival, 0, content)
         });
         *n += 1;
-        content.extend_from_slice(&(entry.len() as u32).to_le_bytes());
-        content.extend_from_slice(&entry);
-        let at = content.len();
-        content.extend_from_slice(&[0; 4]);
-        shape.write(content, bytes, a, chained.as_ref());
-        let len = (content.len() - at - 4) as u32;
-        content[at..at + 4].copy_from_slice(&len.to_le_bytes());
-        self.entry_scratch = entry;
+        content.extend_from_slice(&record);
+        if !entry_bytes.is_empty() {
+            write_varint(content, entry_bytes.len());
+            content.extend_from_slice(&entry_bytes);
+        }
+        let this = Before {
+            id,
+            author: (record[0] & !ENTRY != WHOLE).then_some(a),
+            seq,
+        };
+        self.record_scratch = record;
+        self.entry_scratch = entry_bytes;
+        if let Some((_, old)) = self.last.replace((this, entry)) {
+            self.clock_scratch = old.clock;
+        }
         Ok(())
     }
 
@@ -647,60 +945,108 @@ impl<'t> Recorder<'t> {
         Ok(())
     }
 
-    /// The last stored group, to fill further, if it ends just before `arrival` and has room:
-    /// so commits of a few experiences each (one writer, a node's steady stream) still fill
-    /// their pages.
-    /// Returns it with the id of its last experience.
+    /// The last stored group, to fill further, if it ends just before `arrival`, is packed
+    /// and has room: so commits of a few experiences each (one writer, a node's steady
+    /// stream) fill their pages. Returns it with its last record and that record's entry:
+    /// from the group the last commit left open if the caller kept it and it is still what is
+    /// stored, else read back and checked.
     #[allow(clippy::type_complexity)]
     fn last_with_room(
-        &self,
+        &mut self,
         arrival: u64,
-    ) -> Result<Option<((u64, u32, Vec<u8>), Id)>, StoreError> {
+    ) -> Result<Option<((u64, u32, Vec<u8>), (Before, Entry))>, StoreError> {
+        let kept = self.kept.take();
         let Some((k, v)) = self.groups.last().map_err(db)? else {
             return Ok(None);
         };
         let first = k.value();
-        if v.value().len() >= 16 + GROUP_BYTES / 2 {
+        if !has_room(v.value().len()) {
             return Ok(None);
         }
-        let content = unseal(v.value(), &|| group_name(first))?;
+        if let Some(kept) = kept
+            && kept.first == first
+            && kept.sealed == v.value()
+            && first + u64::from(kept.count) == arrival
+        {
+            return Ok(Some(((first, kept.count, kept.sealed), kept.last)));
+        }
+        let content = unseal_at("groups", first, v.value(), &|| group_name(first))?;
+        if content.get(3).is_none_or(|b| b & 0x80 == 0) {
+            // A group written before format 4: its layout is not extended.
+            return Ok(None);
+        }
         let spans = parse(content, first)?;
         let n = spans.len();
         if first + n as u64 != arrival || n >= GROUP_MAX {
             return Ok(None);
         }
         let names = Names::read(&self.authors, self.cloud)?;
-        let last = *group_ids(content, &spans, first, &names)?
-            .last()
-            .expect("a group holds at least one record");
+        let mut last_entry = None;
+        let last = walk(content, &spans, first, &names, |i, entry, _, _| {
+            if i + 1 == n {
+                last_entry = Some(entry.decode()?);
+            }
+            Ok(())
+        })?;
         let mut open = Vec::with_capacity(TAG_BYTES + GROUP_BYTES + 64);
         open.extend_from_slice(&[0; TAG_BYTES]);
         open.extend_from_slice(content);
-        Ok(Some(((first, n as u32, open), last)))
+        Ok(Some((
+            (first, n as u32, open),
+            (last, last_entry.expect("a group holds at least one record")),
+        )))
     }
 
-    fn close(&mut self) -> Result<(), StoreError> {
-        self.last_id = None;
-        if let Some((first, n, mut group)) = self.open.take() {
-            group[TAG_BYTES..TAG_BYTES + 4].copy_from_slice(&n.to_le_bytes());
-            // Sealed in place: the tag goes in the room left for it (a 32 KiB group is not
-            // copied once more to put 16 bytes in front of it).
-            let tag = crate::state::tag(&group[TAG_BYTES..]);
-            group[..TAG_BYTES].copy_from_slice(&tag);
-            self.groups.insert(first, group.as_slice()).map_err(db)?;
-        }
-        Ok(())
+    /// Seals the group being filled and writes it; returns it (first arrival, count, sealed).
+    fn close(&mut self) -> Result<Option<(u64, u32, Vec<u8>)>, StoreError> {
+        self.last = None;
+        let Some((first, n, mut group)) = self.open.take() else {
+            return Ok(None);
+        };
+        group[TAG_BYTES..TAG_BYTES + 4].copy_from_slice(&(n | PACKED).to_le_bytes());
+        // Sealed in place: the tag goes in the room left for it (a 32 KiB group is not
+        // copied once more to put 16 bytes in front of it). It covers the group's key too.
+        crate::state::seal_in_place("groups", first, &mut group);
+        self.groups.insert(first, group.as_slice()).map_err(db)?;
+        Ok(Some((first, n, group)))
     }
 
     /// Writes the group being filled. Returns what was added: (id, author index, seq) of each.
-    pub fn finish(mut self) -> Result<Vec<Written>, StoreError> {
-        self.close()?;
+    pub fn finish(self) -> Result<Vec<Written>, StoreError> {
+        Ok(self.finish_keeping()?.0)
+    }
+
+    /// [`Recorder::finish`], also returning the last group if the next commit can fill it
+    /// further: hand it to that commit's recorder ([`Recorder::keeping`]) once this commit
+    /// is durable, and it will not read the group back.
+    pub fn finish_keeping(mut self) -> Result<(Vec<Written>, Option<KeptGroup>), StoreError> {
+        let last = self.last.clone();
+        let kept = match (self.close()?, last) {
+            (Some((first, count, sealed)), Some(last))
+                if has_room(sealed.len()) && (count as usize) < GROUP_MAX =>
+            {
+                Some(KeptGroup {
+                    first,
+                    count,
+                    sealed,
+                    last,
+                })
+            }
+            _ => None,
+        };
         for (author, (s0, a0, n, changed)) in std::mem::take(&mut self.open_runs) {
             if changed {
                 self.runs.insert((author, s0, a0), n).map_err(db)?;
             }
         }
-        Ok(self.written)
+        Ok((self.written, kept))
+    }
+
+    /// Starts from `kept`, the group the previous commit left open (see
+    /// [`Recorder::finish_keeping`]), if it is still the last one stored.
+    pub fn keeping(mut self, kept: Option<KeptGroup>) -> Recorder<'t> {
+        self.kept = kept;
+        self
     }
 
     /// The clock of `author`'s stored experience at `seq` (one of them, if it forked).
@@ -756,10 +1102,126 @@ mod tests {
         let c = content(&[(b"e1", b"exp one"), (b"", b"x")]);
         let spans = parse(&c, 7).unwrap();
         assert_eq!(spans.len(), 2);
-        assert_eq!(&c[spans[0].0.clone()], b"e1");
+        let at = |r: &Option<Range<usize>>| &c[r.clone().unwrap()];
+        assert_eq!(at(&spans[0].0), b"e1");
         assert_eq!(&c[spans[0].1.clone()], b"exp one");
-        assert_eq!(&c[spans[1].0.clone()], b"");
+        assert_eq!(at(&spans[1].0), b"");
         assert_eq!(&c[spans[1].1.clone()], b"x");
+    }
+
+    /// A packed group's content (format 4): each record, then its entry if it has one.
+    fn packed(records: &[(&[u8], &[u8])]) -> Vec<u8> {
+        let mut c = (records.len() as u32 | PACKED).to_le_bytes().to_vec();
+        for (e, x) in records {
+            c.push(x[0] | if e.is_empty() { 0 } else { ENTRY });
+            c.extend_from_slice(&x[1..]);
+            if !e.is_empty() {
+                write_varint(&mut c, e.len());
+                c.extend_from_slice(e);
+            }
+        }
+        c
+    }
+
+    #[test]
+    fn a_packed_group_parses_back_and_leaves_entries_out() {
+        let (genesis, first, second) = cloud_and_chain();
+        let author = genesis.author();
+        let names = Names {
+            cloud: genesis.id(),
+            authors: vec![author],
+        };
+        let whole = compact(&genesis.to_bytes(), &genesis.id(), 0, &author, None);
+        let one = compact(&first, &genesis.id(), 0, &author, None);
+        let first_id = lcloud_core::revalidate_stored(&first, &genesis.id())
+            .unwrap()
+            .id();
+        let before = Before {
+            id: first_id,
+            author: Some(0),
+            seq: 2,
+        };
+        let two = compact(&second, &genesis.id(), 0, &author, Some(&before));
+        let entry = vec![0x84, 0, 1, 0, 0x80];
+        let c = packed(&[(&entry, &whole), (&entry, &one), (b"", &two)]);
+        let spans = parse(&c, 0).unwrap();
+        assert_eq!(spans.len(), 3);
+        assert_eq!(&c[spans[0].0.clone().unwrap()], entry.as_slice());
+        assert_eq!(&c[spans[1].1.clone()][1..], &one[1..]);
+        assert_eq!(spans[2].0, None, "an entry left out");
+        let (back, _) = expand(&c[spans[2].1.clone()], &names, Some(&before)).unwrap();
+        assert_eq!(&*back, second.as_slice());
+        for n in [
+            0,
+            1,
+            127,
+            128,
+            300,
+            16_383,
+            16_384,
+            1 << 21,
+            u32::MAX as usize,
+        ] {
+            let mut v = Vec::new();
+            write_varint(&mut v, n);
+            assert_eq!(v.len(), varint_len(n), "{n}");
+        }
+        // The first entry cannot be left out; a truncated record, an entry length not in its
+        // shortest form or past the end, or bytes after the last record are refused.
+        let mut long_len = c.clone();
+        let at = spans[0].0.clone().unwrap().start - 1;
+        long_len[at] = 0x80 | entry.len() as u8;
+        long_len.insert(at + 1, 0);
+        for bad in [
+            packed(&[(b"", &two)]),
+            packed(&[(&entry, &one[..one.len() - 1])]),
+            long_len,
+            [&c[..c.len() - 2], &[0x7f]].concat(),
+            [c.as_slice(), b"!"].concat(),
+        ] {
+            let err = parse(&bad, 3).unwrap_err().to_string();
+            assert!(
+                err.contains("experience #3 and the rest of its group"),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_left_out_entry_follows_from_the_one_before() {
+        let base = Entry {
+            id: Id([1; 32]),
+            author: 2,
+            seq: 5,
+            depth: 9,
+            clock: vec![(0, 3), (2, 5), (4, 1)],
+        };
+        let next = derive(&base, 3, Id([2; 32])).unwrap();
+        assert_eq!(
+            next,
+            Entry {
+                id: Id([2; 32]),
+                author: 2,
+                seq: 8,
+                depth: 12,
+                clock: vec![(0, 3), (2, 8), (4, 1)],
+            }
+        );
+        let bytes = base.to_bytes();
+        let at = EntryAt {
+            base: &bytes,
+            steps: 3,
+            id: Id([2; 32]),
+        };
+        assert_eq!(at.decode().unwrap(), next);
+        let huge = Entry {
+            seq: u64::MAX,
+            ..base
+        };
+        assert!(
+            derive(&huge, 1, Id([2; 32])).is_none(),
+            "overflow is refused"
+        );
     }
 
     #[test]
@@ -822,21 +1284,75 @@ mod tests {
         let second_id = lcloud_core::revalidate_stored(&second, &genesis.id())
             .unwrap()
             .id();
+        // The record before: the author's seq 2 (the genesis is seq 1), as stored (author
+        // number 0) or kept whole.
+        let stored = Before {
+            id: first_id,
+            author: Some(0),
+            seq: 2,
+        };
+        let whole = Before {
+            author: None,
+            ..stored
+        };
         let alone = compact(&second, &genesis.id(), 0, &author, None);
-        let chained = compact(&second, &genesis.id(), 0, &author, Some(&first_id));
-        assert_eq!((alone[0], chained[0]), (COMPACT, CHAINED));
-        assert_eq!(chained.len() + 34, alone.len());
-        let (back, id) = expand(&chained, &names, Some(&first_id)).unwrap();
-        assert_eq!((&*back, id), (second.as_slice(), second_id));
-        // Only the record's actual prev chains it.
+        let chained = compact(&second, &genesis.id(), 0, &author, Some(&whole));
+        let next = compact(&second, &genesis.id(), 0, &author, Some(&stored));
+        // Plain: it depends on no other chain and names no root or fuel.
         assert_eq!(
-            compact(&second, &genesis.id(), 0, &author, Some(&second_id))[0],
-            COMPACT
+            (alone[0], chained[0], next[0]),
+            (COMPACT | PLAIN, CHAINED | PLAIN, NEXT | PLAIN)
         );
+        assert_eq!(chained.len() + 34, alone.len());
+        assert_eq!(
+            next.len() + 4 + 1,
+            chained.len(),
+            "author and seq 3 left out"
+        );
+        for (record, before) in [(&chained, &whole), (&next, &stored)] {
+            let (back, this) = expand(record, &names, Some(before)).unwrap();
+            assert_eq!((&*back, this.id), (second.as_slice(), second_id));
+            assert_eq!((this.author, this.seq), (Some(0), 3));
+        }
+        // Only the record's actual prev chains it; another seq or author does not make it
+        // NEXT.
+        let other = Before {
+            id: second_id,
+            ..stored
+        };
+        assert_eq!(
+            compact(&second, &genesis.id(), 0, &author, Some(&other))[0],
+            COMPACT | PLAIN
+        );
+        for not_next in [
+            Before { seq: 3, ..stored },
+            Before {
+                author: Some(1),
+                ..stored
+            },
+        ] {
+            assert_eq!(
+                compact(&second, &genesis.id(), 0, &author, Some(&not_next))[0],
+                CHAINED | PLAIN
+            );
+        }
         // Without the record before it, or with another, it does not come back as it was.
         assert!(expand(&chained, &names, None).is_err());
-        let (other, other_id) = expand(&chained, &names, Some(&Id([1; 32]))).unwrap();
-        assert_ne!((&*other, other_id), (second.as_slice(), second_id));
+        assert!(expand(&next, &names, None).is_err());
+        assert!(
+            expand(&next, &names, Some(&whole)).is_err(),
+            "no author to take"
+        );
+        let wrong = Before {
+            id: Id([1; 32]),
+            ..stored
+        };
+        for record in [&chained, &next] {
+            let (other, this) = expand(record, &names, Some(&wrong)).unwrap();
+            assert_ne!((&*other, this.id), (second.as_slice(), second_id));
+        }
+        let (other, _) = expand(&next, &names, Some(&Before { seq: 5, ..stored })).unwrap();
+        assert_ne!(&*other, second.as_slice());
     }
 
     #[test]
@@ -849,21 +1365,21 @@ mod tests {
         };
         let exp = lcloud_core::revalidate_stored(&bytes, &genesis.id()).unwrap();
         let record = compact(&bytes, &genesis.id(), 1, &author, None);
-        assert_eq!(record[0], COMPACT);
+        assert_eq!(record[0], COMPACT | PLAIN);
         assert_eq!(
-            record.len() + 100,
+            record.len() + 105,
             bytes.len(),
-            "105 bytes left out, 5 added"
+            "105 bytes left out and 5 more (plain), 5 added"
         );
-        let (back, id) = expand(&record, &names, None).unwrap();
+        let (back, this) = expand(&record, &names, None).unwrap();
         assert_eq!(&*back, bytes.as_slice());
-        assert_eq!(id, exp.id());
+        assert_eq!(this.id, exp.id());
         // The genesis (its cloud field is zero) is kept whole.
         let g = genesis.to_bytes();
         let record = compact(&g, &genesis.id(), 1, &author, None);
         assert_eq!(record[0], WHOLE);
-        let (back, id) = expand(&record, &names, None).unwrap();
-        assert_eq!((&*back, id), (g.as_slice(), genesis.id()));
+        let (back, this) = expand(&record, &names, None).unwrap();
+        assert_eq!((&*back, this.id), (g.as_slice(), genesis.id()));
         // Another author's bytes, or another cloud's, are kept whole too.
         assert_eq!(
             compact(&bytes, &genesis.id(), 0, &NodeId([9; 32]), None)[0],
@@ -897,9 +1413,9 @@ mod tests {
             }
         }
         assert!(
-            expand(&[7, 1, 2], &names, None)
+            expand(&[16, 1, 2], &names, None)
                 .unwrap_err()
-                .contains("unknown record kind 7")
+                .contains("unknown record kind 16")
         );
     }
 
@@ -912,7 +1428,14 @@ mod tests {
         };
         bolero::check!().for_each(|input: &[u8]| {
             let _ = expand(input, &names, None);
-            let _ = expand(input, &names, Some(&Id([3; 32])));
+            for author in [None, Some(0), Some(1)] {
+                let before = Before {
+                    id: Id([3; 32]),
+                    author,
+                    seq: u64::from(input.len() as u8) << 56,
+                };
+                let _ = expand(input, &names, Some(&before));
+            }
         });
     }
 
@@ -960,7 +1483,7 @@ mod tests {
         bolero::check!().for_each(|input: &[u8]| {
             if let Ok(spans) = parse(input, 0) {
                 for (e, x) in spans {
-                    assert!(e.end <= input.len() && x.end <= input.len());
+                    assert!(e.is_none_or(|e| e.end <= input.len()) && x.end <= input.len());
                 }
             }
         });

@@ -222,6 +222,49 @@ pub(crate) fn reseal_leaves(
     Ok(())
 }
 
+/// The tag of a value stored under the u64 `key` of a table (`table` names it): over the
+/// table and the key as well as the bytes, so a damaged key, which moves the value, is caught
+/// like damaged bytes. Groups, checkpoints and checkpoint clocks are sealed so from store
+/// format 4 on.
+fn keyed_tag(table: &str, key: u64, bytes: &[u8]) -> [u8; 16] {
+    let mut h = blake3::Hasher::new();
+    h.update(b"lcloud ");
+    h.update(table.as_bytes());
+    h.update(b"\0");
+    h.update(&key.to_le_bytes());
+    h.update(bytes);
+    let mut t = [0u8; 16];
+    t.copy_from_slice(&h.finalize().as_bytes()[..16]);
+    t
+}
+
+/// Tag over `table`, `key` and bytes ‖ bytes (see [`keyed_tag`]).
+pub(crate) fn sealed_at(table: &str, key: u64, bytes: &[u8]) -> Vec<u8> {
+    let mut r = keyed_tag(table, key, bytes).to_vec();
+    r.extend_from_slice(bytes);
+    r
+}
+
+/// Puts the tag of [`sealed_at`] in the first 16 bytes of `rec`, over the rest.
+pub(crate) fn seal_in_place(table: &str, key: u64, rec: &mut [u8]) {
+    let tag = keyed_tag(table, key, &rec[16..]);
+    rec[..16].copy_from_slice(&tag);
+}
+
+/// The bytes of a value stored under `key` in `table`, after checking its tag: one over the
+/// key ([`sealed_at`]), or, for a value written before store format 4, over the bytes alone.
+pub(crate) fn unseal_at<'a>(
+    table: &str,
+    key: u64,
+    rec: &'a [u8],
+    what: &dyn Fn() -> String,
+) -> Result<&'a [u8], StoreError> {
+    if rec.len() >= 16 && rec[..16] == keyed_tag(table, key, &rec[16..]) {
+        return Ok(&rec[16..]);
+    }
+    unseal(rec, what)
+}
+
 /// The bytes of a sealed value, after checking its tag.
 pub(crate) fn unseal<'a>(rec: &'a [u8], what: &dyn Fn() -> String) -> Result<&'a [u8], StoreError> {
     if rec.len() < 16 || rec[..16] != tag(&rec[16..]) {
@@ -404,6 +447,25 @@ mod tests {
         flipped[20] ^= 1;
         assert!(unseal_leaf(&key, &flipped, &|| "x".into()).is_err());
         assert!(unseal_leaf(&key, &sealed(b"leaf bytes"), &|| "x".into()).is_err());
+    }
+
+    /// Groups, checkpoints and their clocks (format 4) are refused under another key or
+    /// table; a value written before format 4 (tagged over its bytes alone) is still read.
+    #[test]
+    fn a_keyed_record_is_refused_under_another_key() {
+        let what = || "x".to_string();
+        let mut rec = sealed_at("groups", 7, b"group bytes");
+        assert_eq!(unseal_at("groups", 7, &rec, &what).unwrap(), b"group bytes");
+        assert!(unseal_at("groups", 8, &rec, &what).is_err());
+        assert!(unseal_at("checkpoints", 7, &rec, &what).is_err());
+        assert!(unseal(&rec, &what).is_err());
+        rec[20] ^= 1;
+        assert!(unseal_at("groups", 7, &rec, &what).is_err());
+        let mut in_place = [vec![0; 16], b"group bytes".to_vec()].concat();
+        seal_in_place("groups", 7, &mut in_place);
+        assert_eq!(in_place, sealed_at("groups", 7, b"group bytes"));
+        let old = sealed(b"group bytes");
+        assert_eq!(unseal_at("groups", 9, &old, &what).unwrap(), b"group bytes");
     }
 
     #[test]

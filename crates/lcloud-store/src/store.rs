@@ -28,8 +28,9 @@ const DB_FILE: &str = "store.redb";
 const CACHE_BYTES: usize = 64 << 20;
 /// Store format version, in `meta["format"]`. Format 1 kept one record per experience and a
 /// separate index table; opening such a store converts it (see [`migrate_v1`]). Format 2
-/// tagged document leaves over their bytes alone (see [`migrate_v2`]).
-const FORMAT: u8 = 3;
+/// tagged document leaves over their bytes alone (see [`migrate_v2`]). Format 3 wrote groups
+/// unpacked (see [`migrate_v3`]).
+const FORMAT: u8 = 4;
 /// Experience id → record, for experiences waiting for missing links.
 const PARKED: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("parked");
 /// Metadata: "format", "cloud".
@@ -207,6 +208,11 @@ pub struct Store {
     /// when it has seen all of it (from the first checkpoint it wrote on): the next
     /// checkpoint's writers are the last one's plus these, without reading the records back.
     since_checkpoint: Option<Vec<Written>>,
+    /// The last checkpoint this instance wrote (its arrival count) and its writers: the next
+    /// checkpoint starts from them instead of reading that one's records back.
+    checkpoint_writers: Option<(u64, travel::Writers)>,
+    /// The last group the last commit wrote, while it has room (see `records::KeptGroup`).
+    kept_group: Option<records::KeptGroup>,
     signed: Arc<SignedSeq>,
     /// The id and vector clock of the last experience this instance wrote with
     /// [`Store::write_batch`]: the next batch of a lone writer depends on it alone, and
@@ -289,6 +295,8 @@ impl Store {
         self.doc_cache = None;
         self.pending = None;
         self.since_checkpoint = None;
+        self.checkpoint_writers = None;
+        self.kept_group = None;
     }
 
     /// Whether `dir` holds a store.
@@ -321,6 +329,8 @@ impl Store {
             pending: None,
             checkpoint_ops: travel::CHECKPOINT_OPS_MIN,
             since_checkpoint: None,
+            checkpoint_writers: None,
+            kept_group: None,
             signed: Arc::new(SignedSeq::new(dir)),
         };
         let txn = store.db()?.begin_write().map_err(|e| store.map_db(e))?;
@@ -481,6 +491,9 @@ impl Store {
         if format < 3 {
             migrate_v2(&db, dir)?;
         }
+        if format < 4 {
+            migrate_v3(&db, dir)?;
+        }
         let txn = db.begin_read().map_err(|e| map_db(dir, e))?;
         let groups = txn
             .open_table(records::GROUPS)
@@ -502,6 +515,8 @@ impl Store {
             pending: None,
             checkpoint_ops: travel::CHECKPOINT_OPS_MIN,
             since_checkpoint: None,
+            checkpoint_writers: None,
+            kept_group: None,
             signed: Arc::new(SignedSeq::new(dir)),
         })
     }
@@ -757,14 +772,11 @@ impl Store {
         let mut flushed = None;
         let checkpointed;
         let stored;
+        let kept_group;
         {
             let mut park = txn.open_table(PARKED).map_err(|e| map_db(&dir, e))?;
             let had_parked = !park.is_empty().map_err(|e| map_db(&dir, e))? || !parked.is_empty();
-            let mut recorder = Recorder::open(&txn, self.cloud)?;
-            let admitting: usize = outcomes.iter().map(|o| o.admitted.len()).sum();
-            if admitting >= records::BULK_RECORDS {
-                recorder = recorder.bulk();
-            }
+            let mut recorder = Recorder::open(&txn, self.cloud)?.keeping(self.kept_group.take());
             let mut ops_added = 0u64;
             let mut calls = false;
             // An outcome admits the inserted experience first, then the parked ones it released:
@@ -886,7 +898,8 @@ impl Store {
                 meta.insert("has_calls", [1u8].as_slice())
                     .map_err(|e| map_db(&dir, e))?;
             }
-            let written = recorder.finish()?;
+            let (written, kept) = recorder.finish_keeping()?;
+            kept_group = kept;
             checkpointed = self.maybe_checkpoint(
                 &txn,
                 &mut meta,
@@ -901,6 +914,7 @@ impl Store {
         }
         txn.commit().map_err(|e| map_db(&dir, e))?;
         self.remember_since_checkpoint(checkpointed, stored);
+        self.kept_group = kept_group;
         self.next = next;
         if defer {
             self.pending = pending;
@@ -1026,6 +1040,7 @@ impl Store {
         let mut flushed = None;
         let checkpointed;
         let stored;
+        let kept_group;
         let results = {
             let mut meta = txn.open_table(META).map_err(|e| map_db(&dir, e))?;
             let summary = read_summary(&meta)?;
@@ -1082,7 +1097,7 @@ impl Store {
             };
             let mut next = self.next;
             let mut results = Vec::new();
-            let mut recorder = Recorder::open(&txn, self.cloud)?;
+            let mut recorder = Recorder::open(&txn, self.cloud)?.keeping(self.kept_group.take());
             // The first new experience has seen every head; each later one, the one before.
             // Without forks every head is its author's chain tip. (Once an author forked, the
             // index no longer serves time travel — forks are never forgotten — so a head that
@@ -1160,7 +1175,8 @@ impl Store {
                 .map_err(|e| map_db(&dir, e))?;
             let frontier = VectorClock(summary.tips.iter().map(|(a, s, _)| (*a, *s)).collect());
             let whole = self.cache_document.then_some(&doc);
-            let written = recorder.finish()?;
+            let (written, kept) = recorder.finish_keeping()?;
+            kept_group = kept;
             checkpointed = self.maybe_checkpoint(
                 &txn,
                 &mut meta,
@@ -1187,6 +1203,7 @@ impl Store {
         };
         txn.commit().map_err(|e| map_db(&dir, e))?;
         self.remember_since_checkpoint(checkpointed, stored);
+        self.kept_group = kept_group;
         self.doc_cache = cached;
         self.pending = pending;
         if let Some(bytes) = flushed {
@@ -1200,10 +1217,15 @@ impl Store {
     }
 
     /// After a commit: what it stored joins what is remembered since the last checkpoint, or
-    /// starts it afresh if the commit wrote a checkpoint.
-    fn remember_since_checkpoint(&mut self, checkpointed: bool, fresh: Vec<Written>) {
-        if checkpointed {
+    /// starts it afresh (keeping the checkpoint's writers) if the commit wrote a checkpoint.
+    fn remember_since_checkpoint(
+        &mut self,
+        checkpointed: Option<(u64, travel::Writers)>,
+        fresh: Vec<Written>,
+    ) {
+        if let Some(written) = checkpointed {
             self.since_checkpoint = Some(Vec::new());
+            self.checkpoint_writers = Some(written);
         } else if let Some(since) = &mut self.since_checkpoint {
             since.extend(fresh);
             if since.len() > SINCE_CHECKPOINT_MAX {
@@ -1213,7 +1235,7 @@ impl Store {
     }
 
     /// Writes a checkpoint of the document if enough ops came since the last one (`fresh`:
-    /// what this transaction stored). Returns whether it wrote one.
+    /// what this transaction stored). Returns the checkpoint it wrote, with its writers.
     #[allow(clippy::too_many_arguments)]
     fn maybe_checkpoint<'d>(
         &self,
@@ -1225,13 +1247,13 @@ impl Store {
         doc: &dyn Fn() -> Result<Cow<'d, Doc>, StoreError>,
         fresh: &[Written],
         lattice: Option<&lcloud_core::Lattice>,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Option<(u64, travel::Writers)>, StoreError> {
         let (last, since, bytes) = match meta.get("checkpoint").map_err(|e| self.map_db(e))? {
             Some(v) => read_checkpoint_meta(v.value())?,
             None => (0, 0, 0),
         };
         let since = since + ops_added;
-        let mut checkpointed = false;
+        let mut checkpointed = None;
         let (last, since, bytes) = if travel::checkpoint_due(since, bytes, self.checkpoint_ops) {
             let doc = doc()?;
             let from = match (lattice, &self.since_checkpoint) {
@@ -1239,9 +1261,13 @@ impl Store {
                 (None, Some(since)) => WritersFrom::Recent(since.iter().chain(fresh)),
                 (None, None) => WritersFrom::Groups,
             };
-            match travel::write_checkpoint(txn, &self.cloud, upto, frontier, &doc, from)? {
-                Some(written) => {
-                    checkpointed = true;
+            let cached = self
+                .checkpoint_writers
+                .as_ref()
+                .map(|(k, writers)| (*k, writers));
+            match travel::write_checkpoint(txn, &self.cloud, upto, frontier, &doc, from, cached)? {
+                Some((written, writers)) => {
+                    checkpointed = Some((upto, writers));
                     (upto, 0, written)
                 }
                 None => (last, since, bytes),
@@ -1585,7 +1611,7 @@ fn migrate_v1(db: &Database, dir: &FsPath, cloud: &Id) -> Result<(), StoreError>
         ] {
             txn.open_table(table).map_err(|e| map(e.into()))?;
         }
-        let mut recorder = Recorder::open(&txn, *cloud)?.bulk();
+        let mut recorder = Recorder::open(&txn, *cloud)?;
         let lattice = replica.lattice();
         for (n, (idx, bytes)) in (0u64..).zip(&order) {
             let exp = lattice.get(*idx);
@@ -1625,6 +1651,19 @@ fn migrate_v2(db: &Database, dir: &FsPath) -> Result<(), StoreError> {
         meta.insert("format", [3u8].as_slice())
             .map_err(|e| map(e.into()))?;
     }
+    txn.commit().map_err(|e| map(e.into()))
+}
+
+/// Format 3 → 4: groups written from now on are packed (see `records`); those already
+/// written keep their layout and are read as they are, so only the format changes (an older
+/// lcloud must not open a store holding packed groups).
+fn migrate_v3(db: &Database, dir: &FsPath) -> Result<(), StoreError> {
+    let map = |e: redb::Error| map_db(dir, e);
+    let txn = db.begin_write().map_err(|e| map(e.into()))?;
+    txn.open_table(META)
+        .map_err(|e| map(e.into()))?
+        .insert("format", [4u8].as_slice())
+        .map_err(|e| map(e.into()))?;
     txn.commit().map_err(|e| map(e.into()))
 }
 
@@ -1709,12 +1748,12 @@ fn read_tail(
     if from == next {
         return Ok(tail);
     }
-    records::for_each(groups, names, from, |n, entry, bytes, id| {
+    records::for_each(groups, names, from, |n, entry, bytes, _| {
         if n >= next {
             return Ok(());
         }
         let exp = revalidate_stored(bytes, &names.cloud).map_err(|e| bad_record(n, &e))?;
-        let entry = travel::Entry::from_bytes(entry, id)?;
+        let entry = entry.decode()?;
         tail.push((entry.id, entry.depth, exp.ops().to_vec()));
         Ok(())
     })?;

@@ -10,7 +10,7 @@ use lcloud_core::{Doc, Dot, Id, Leaf, NodeId, Observer, Path, VectorClock, reval
 use redb::{ReadableTable, TableDefinition, WriteTransaction};
 
 use crate::records::{self, GROUPS, Names, RUNS, Records, Written};
-use crate::state::{sealed, unseal};
+use crate::state::{sealed_at, unseal, unseal_at};
 use crate::store::StoreError;
 
 /// Author index (first-seen order in this store) → node id.
@@ -106,7 +106,7 @@ fn db(e: impl Into<redb::Error>) -> StoreError {
 }
 
 /// Who wrote each experience whose ops are still visible in a document: (id, author, seq).
-type Writers = BTreeMap<Id, (u32, u64)>;
+pub(crate) type Writers = BTreeMap<Id, (u32, u64)>;
 
 /// Where a checkpoint learns who wrote the experiences its document still names.
 pub(crate) enum WritersFrom<'a, I> {
@@ -120,9 +120,33 @@ pub(crate) enum WritersFrom<'a, I> {
     Lattice(&'a lcloud_core::Lattice),
 }
 
+/// Checkpoints written from format 4 on start with this byte (those before are a CBOR array):
+/// they name each writer by (author, seq) and each element by (writer, op), and leave out the
+/// register values the records hold ([`INLINE_VALUE_MAX`]).
+const CHECKPOINT_REFS: u8 = 0x02;
+
+/// A register value whose encoding is longer than this many bytes is not copied into a
+/// checkpoint: the checkpoint names the op that wrote it, and reading the checkpoint takes
+/// the value from that op's record. (A checkpoint of a thousand 200-byte values every 4096
+/// ops cost 52 bytes per op when it copied them.)
+const INLINE_VALUE_MAX: usize = 40;
+
+/// A register in a checkpoint: (writer, op, `[value]`, or `[]` when it is left out).
+type RegRef = (u32, u32, Vec<lcloud_core::Value>);
+/// A leaf in a checkpoint: registers, increments (writer, op, amount), set elements.
+type LeafRefs = (
+    Vec<RegRef>,
+    Vec<(u32, u32, i64)>,
+    Vec<(ByteBuf, Vec<(u32, u32)>)>,
+);
+/// A checkpoint: its writers as (author, seq), then its leaves.
+type CheckpointRefs = (Vec<(u32, u64)>, Vec<(Path, LeafRefs)>);
+
 /// Writes a checkpoint of `doc` after the first `upto` arrivals: its frontier clock, every
 /// leaf, and who wrote each experience the leaves still name (so time travel never looks an
-/// id up). Returns the bytes written, or `None` when no checkpoint can be written (see below).
+/// id up). `cached` is the last checkpoint's writers if the caller kept them. Returns the
+/// bytes written and the new checkpoint's writers, or `None` when no checkpoint can be
+/// written (see below).
 pub(crate) fn write_checkpoint<'a>(
     txn: &WriteTransaction,
     cloud: &Id,
@@ -130,7 +154,8 @@ pub(crate) fn write_checkpoint<'a>(
     clock: &VectorClock,
     doc: &Doc,
     from: WritersFrom<'_, impl Iterator<Item = &'a Written>>,
-) -> Result<Option<u64>, StoreError> {
+    cached: Option<(u64, &Writers)>,
+) -> Result<Option<(u64, Writers)>, StoreError> {
     let needed = doc.dot_experiences();
     let resolved = match from {
         WritersFrom::Lattice(lattice) => {
@@ -144,11 +169,12 @@ pub(crate) fn write_checkpoint<'a>(
                 })
                 .collect::<Option<Vec<_>>>()
         }
-        WritersFrom::Recent(recent) => {
-            look_up(&known_writers(txn, cloud, upto, Some(recent))?, needed)
-        }
+        WritersFrom::Recent(recent) => look_up(
+            &known_writers(txn, cloud, upto, Some(recent), cached)?,
+            needed,
+        ),
         WritersFrom::Groups => look_up(
-            &known_writers(txn, cloud, upto, None::<std::iter::Empty<&Written>>)?,
+            &known_writers(txn, cloud, upto, None::<std::iter::Empty<&Written>>, cached)?,
             needed,
         ),
     };
@@ -159,22 +185,69 @@ pub(crate) fn write_checkpoint<'a>(
         return Ok(None);
     };
     let clock: Vec<(&NodeId, &u64)> = clock.0.iter().collect();
-    let root = Path::root();
-    let leaves = sealed(&encode_leaves(doc, &root));
-    let writers = sealed(&to_canonical(&writers));
+    let leaves = sealed_at("checkpoints", upto, &encode_checkpoint(doc, &writers));
     txn.open_table(CHECKPOINT_CLOCKS)
         .map_err(db)?
-        .insert(upto, sealed(&to_canonical(&clock)).as_slice())
+        .insert(
+            upto,
+            sealed_at("checkpoint_clocks", upto, &to_canonical(&clock)).as_slice(),
+        )
         .map_err(db)?;
     txn.open_table(CHECKPOINTS)
         .map_err(db)?
         .insert(upto, leaves.as_slice())
         .map_err(db)?;
-    txn.open_table(CHECKPOINT_WRITERS)
-        .map_err(db)?
-        .insert(upto, writers.as_slice())
-        .map_err(db)?;
-    Ok(Some((leaves.len() + writers.len()) as u64))
+    let writers: Writers = writers.into_iter().map(|(id, a, s)| (id, (a, s))).collect();
+    Ok(Some((leaves.len() as u64, writers)))
+}
+
+/// The bytes of a checkpoint of `doc` whose writers are `writers` (sorted by id): see
+/// [`CHECKPOINT_REFS`].
+fn encode_checkpoint(doc: &Doc, writers: &[(Id, u32, u64)]) -> Vec<u8> {
+    let index = |id: &Id| -> u32 {
+        writers
+            .binary_search_by(|(w, _, _)| w.cmp(id))
+            .expect("every writer was resolved") as u32
+    };
+    let mut scratch = Vec::new();
+    let root = Path::root();
+    let leaves: Vec<(&Path, LeafRefs)> = doc
+        .leaves_under(&root)
+        .map(|(path, leaf)| {
+            let regs = leaf
+                .regs
+                .iter()
+                .map(|(d, v)| {
+                    scratch.clear();
+                    v.encode_into(&mut scratch);
+                    let inline = if scratch.len() > INLINE_VALUE_MAX {
+                        Vec::new()
+                    } else {
+                        vec![v.clone()]
+                    };
+                    (index(&d.exp), d.op, inline)
+                })
+                .collect();
+            let incs = leaf
+                .incs
+                .iter()
+                .map(|(d, n)| (index(&d.exp), d.op, *n))
+                .collect();
+            let elems = leaf
+                .elems
+                .iter()
+                .map(|(k, ds)| {
+                    let refs = ds.iter().map(|d| (index(&d.exp), d.op)).collect();
+                    (ByteBuf(k.clone()), refs)
+                })
+                .collect();
+            (path, (regs, incs, elems))
+        })
+        .collect();
+    let list: Vec<(u32, u64)> = writers.iter().map(|(_, a, s)| (*a, *s)).collect();
+    let mut out = vec![CHECKPOINT_REFS];
+    out.extend_from_slice(&to_canonical(&(list, leaves)));
+    out
 }
 
 /// `(id, author, seq)` of each of `ids`, or `None` if one is not in `known`.
@@ -185,23 +258,32 @@ fn look_up(known: &Writers, ids: std::collections::BTreeSet<Id>) -> Option<Vec<(
 }
 
 /// The writers of the previous checkpoint and of every experience stored since, up to `upto`:
-/// `recent` if the store remembers them, else read back from the groups.
+/// `recent` if the store remembers them, else read back from the groups. The previous
+/// checkpoint's are `cached` if that is the one the caller kept, else read back.
 fn known_writers<'a>(
     txn: &WriteTransaction,
     cloud: &Id,
     upto: u64,
     recent: Option<impl Iterator<Item = &'a Written>>,
+    cached: Option<(u64, &Writers)>,
 ) -> Result<Writers, StoreError> {
-    let mut known: Writers = BTreeMap::new();
-    let after = {
-        let table = txn.open_table(CHECKPOINT_WRITERS).map_err(db)?;
-        let last = table.last().map_err(db)?;
-        match last {
-            Some((k, v)) => {
-                known = decode_writers(v.value())?;
-                k.value()
-            }
-            None => 0,
+    let last = txn
+        .open_table(CHECKPOINTS)
+        .map_err(db)?
+        .last()
+        .map_err(db)?
+        .map(|(k, v)| (k.value(), v.value().to_vec()));
+    let (after, mut known) = match (last, cached) {
+        (None, _) => (0, Writers::new()),
+        (Some((k, _)), Some((c, writers))) if c == k => (k, writers.clone()),
+        (Some((k, rec)), _) => {
+            let groups = txn.open_table(GROUPS).map_err(db)?;
+            let names = Names::read(&txn.open_table(AUTHORS).map_err(db)?, *cloud)?;
+            let runs = txn.open_table(RUNS).map_err(db)?;
+            let mut records = Records::new(&groups, names);
+            let writers = txn.open_table(CHECKPOINT_WRITERS).map_err(db)?;
+            let (_, writers) = read_checkpoint(k, &rec, &writers, &runs, &mut records, cloud)?;
+            (k, writers)
         }
     };
     match recent {
@@ -209,9 +291,9 @@ fn known_writers<'a>(
         None => {
             let groups = txn.open_table(GROUPS).map_err(db)?;
             let names = Names::read(&txn.open_table(AUTHORS).map_err(db)?, *cloud)?;
-            records::for_each(&groups, &names, after, |n, entry, _, id| {
+            records::for_each(&groups, &names, after, |n, entry, _, _| {
                 if n < upto {
-                    let entry = Entry::from_bytes(entry, id)?;
+                    let entry = entry.decode()?;
                     known.insert(entry.id, (entry.author, entry.seq));
                 }
                 Ok(())
@@ -222,7 +304,8 @@ fn known_writers<'a>(
 }
 
 /// The canonical DAG-CBOR of `[[path, leaf bytes], …]` for every leaf of `doc` under `root`
-/// (what `decode_checkpoint` reads), written directly into one buffer.
+/// (what `decode_checkpoint` reads): a checkpoint as stores before format 4 wrote them.
+#[cfg(test)]
 fn encode_leaves(doc: &Doc, root: &Path) -> Vec<u8> {
     use lcloud_core::codec::{write_bytes, write_head, write_text};
     let mut out = Vec::with_capacity(doc.len() * 64);
@@ -241,8 +324,10 @@ fn encode_leaves(doc: &Doc, root: &Path) -> Vec<u8> {
     out
 }
 
-fn decode_checkpoint_clock(rec: &[u8]) -> Result<VectorClock, StoreError> {
-    let bytes = unseal(rec, &|| "a checkpoint clock".into())?;
+fn decode_checkpoint_clock(upto: u64, rec: &[u8]) -> Result<VectorClock, StoreError> {
+    let bytes = unseal_at("checkpoint_clocks", upto, rec, &|| {
+        format!("checkpoint {upto}'s clock")
+    })?;
     let clock: Vec<(NodeId, u64)> =
         from_canonical(bytes).map_err(|e| corrupt(&format!("a checkpoint clock: {e}")))?;
     Ok(VectorClock(clock.into_iter().collect()))
@@ -265,6 +350,143 @@ fn decode_writers(rec: &[u8]) -> Result<Writers, StoreError> {
     let writers: Vec<(Id, u32, u64)> =
         from_canonical(bytes).map_err(|e| corrupt(&format!("a checkpoint's writers: {e}")))?;
     Ok(writers.into_iter().map(|(id, a, s)| (id, (a, s))).collect())
+}
+
+/// The document and writers of the checkpoint `rec` after `upto` arrivals, in either form:
+/// copied leaves with their writers in `writers` (before format 4), or [`CHECKPOINT_REFS`],
+/// whose writers and left-out values are read from their records (and checked to be what
+/// the checkpoint names).
+fn read_checkpoint<G: ReadableTable<u64, &'static [u8]>>(
+    upto: u64,
+    rec: &[u8],
+    writers: &impl ReadableTable<u64, &'static [u8]>,
+    runs: &impl ReadableTable<(u32, u64, u64), u64>,
+    records: &mut Records<'_, G>,
+    cloud: &Id,
+) -> Result<(Doc, Writers), StoreError> {
+    let bytes = unseal_at("checkpoints", upto, rec, &|| format!("checkpoint {upto}"))?;
+    let Some(refs) = bytes.strip_prefix(&[CHECKPOINT_REFS]) else {
+        let doc = decode_checkpoint(rec)?;
+        let w = writers
+            .get(upto)
+            .map_err(db)?
+            .ok_or_else(|| corrupt(&format!("checkpoint {upto} has no writers")))?;
+        return Ok((doc, decode_writers(w.value())?));
+    };
+    let bad = |why: &str| corrupt(&format!("checkpoint {upto}: {why}"));
+    let (list, leaves): CheckpointRefs = from_canonical(refs).map_err(|e| bad(&e.to_string()))?;
+    // Each writer's arrival, id and depth, read in arrival order (records share groups).
+    let mut at: Vec<(u64, usize)> = Vec::with_capacity(list.len());
+    for (i, (author, seq)) in list.iter().enumerate() {
+        let mut found = None;
+        records::chain(runs, *author, *seq, *seq, |_, arrival| {
+            found = Some(arrival);
+            Ok(false)
+        })?;
+        let arrival =
+            found.ok_or_else(|| bad(&format!("its writer #{author}:{seq} is not in the index")))?;
+        at.push((arrival, i));
+    }
+    at.sort_unstable();
+    let mut resolved: Vec<(u64, Id, u64)> = vec![(0, Id::default(), 0); list.len()];
+    let mut known = Writers::new();
+    for (arrival, i) in at {
+        let entry = records.entry(arrival)?;
+        if (entry.author, entry.seq) != list[i] {
+            return Err(bad(&format!(
+                "experience #{arrival} is not the writer it names"
+            )));
+        }
+        resolved[i] = (arrival, entry.id, entry.depth);
+        known.insert(entry.id, list[i]);
+    }
+    let dot = |w: u32, op: u32| -> Result<Dot, StoreError> {
+        let (_, exp, depth) = resolved
+            .get(w as usize)
+            .ok_or_else(|| bad(&format!("it names writer {w} of {}", list.len())))?;
+        Ok(Dot {
+            depth: *depth,
+            exp: *exp,
+            op,
+        })
+    };
+    // The leaves, with the values left out still to be read: (arrival, leaf, register).
+    let mut built: Vec<(Path, Leaf)> = Vec::with_capacity(leaves.len());
+    let mut missing: Vec<(u64, usize, usize)> = Vec::new();
+    for (path, (regs, incs, elems)) in leaves {
+        let mut leaf = Leaf::default();
+        for (w, op, value) in regs {
+            let value = match <[_; 1]>::try_from(value) {
+                Ok([v]) => v,
+                Err(v) if v.is_empty() => {
+                    missing.push((resolved[w as usize].0, built.len(), leaf.regs.len()));
+                    lcloud_core::Value::Null
+                }
+                Err(_) => return Err(bad("a register holds more than one value")),
+            };
+            leaf.regs.push((dot(w, op)?, value));
+        }
+        for (w, op, n) in incs {
+            leaf.incs.insert(dot(w, op)?, n);
+            leaf.inc_sum += i128::from(n);
+        }
+        for (key, refs) in elems {
+            let dots = refs
+                .into_iter()
+                .map(|(w, op)| dot(w, op))
+                .collect::<Result<Vec<_>, _>>()?;
+            leaf.elems.insert(key.0, dots);
+        }
+        if !leaf.regs.is_sorted_by(|a, b| a.0 < b.0) {
+            return Err(bad(&format!("the registers at {path} are out of order")));
+        }
+        built.push((path, leaf));
+    }
+    missing.sort_unstable();
+    let mut exp: Option<(u64, lcloud_core::Verified<lcloud_core::Experience>)> = None;
+    for (arrival, l, r) in missing {
+        if exp.as_ref().is_none_or(|(a, _)| *a != arrival) {
+            let e = revalidate_stored(&records.bytes(arrival)?, cloud)
+                .map_err(|e| corrupt(&format!("experience #{arrival}: {e}")))?;
+            exp = Some((arrival, e));
+        }
+        let (_, e) = exp.as_ref().expect("just read");
+        let (path, leaf) = &mut built[l];
+        let reg = &mut leaf.regs[r];
+        let value = e
+            .ops()
+            .get(reg.0.op as usize)
+            .and_then(|op| written_at(op, path))
+            .ok_or_else(|| {
+                bad(&format!(
+                    "the value at {path} is not in the op it names (experience #{arrival})"
+                ))
+            })?;
+        reg.1 = value.clone();
+    }
+    let mut doc = Doc::default();
+    for (path, leaf) in built {
+        doc.insert_leaf(path, leaf);
+    }
+    Ok((doc, known))
+}
+
+/// The scalar `op` wrote at `path`: a set's value at the set's path, or the part of a map it
+/// set at a path below (as the document writes maps, one leaf per key), or the genesis's
+/// initial value likewise.
+fn written_at<'v>(op: &'v lcloud_core::Op, path: &Path) -> Option<&'v lcloud_core::Value> {
+    use lcloud_core::{Op, Value};
+    let (at, mut value) = match op {
+        Op::Set { path, value } => (&path.0, value),
+        Op::Genesis(g) => (&Vec::new(), &g.init),
+        _ => return None,
+    };
+    let below = path.0.strip_prefix(at.as_slice())?;
+    for key in below {
+        let Value::Map(m) = value else { return None };
+        value = m.get(key)?;
+    }
+    (!matches!(value, Value::Map(_))).then_some(value)
 }
 
 /// Causality for the experiences applied after a checkpoint: who wrote each element (from the
@@ -327,19 +549,22 @@ pub(crate) fn document_at(
     let mut base: Option<(u64, VectorClock, (Doc, Writers))> = None;
     for row in checkpoint_clocks.iter().map_err(db)?.rev() {
         let (k, v) = row.map_err(db)?;
-        let cp_clock = decode_checkpoint_clock(v.value())?;
+        let cp_clock = decode_checkpoint_clock(k.value(), v.value())?;
         if cp_clock.le(clock) {
             let upto = k.value();
             let rec = checkpoints
                 .get(upto)
                 .map_err(db)?
                 .ok_or_else(|| corrupt(&format!("checkpoint {upto} is missing")))?;
-            let writers = checkpoint_writers
-                .get(upto)
-                .map_err(db)?
-                .ok_or_else(|| corrupt(&format!("checkpoint {upto} has no writers")))?;
-            let base_doc = decode_checkpoint(rec.value())?;
-            base = Some((upto, cp_clock, (base_doc, decode_writers(writers.value())?)));
+            let read = read_checkpoint(
+                upto,
+                rec.value(),
+                &checkpoint_writers,
+                &runs,
+                &mut records,
+                cloud,
+            )?;
+            base = Some((upto, cp_clock, read));
             break;
         }
     }
@@ -353,8 +578,14 @@ pub(crate) fn document_at(
         if to < from {
             continue;
         }
-        records::chain(&runs, *a, from, to, |_, arrival| {
+        records::chain(&runs, *a, from, to, |seq, arrival| {
             let entry = records.entry(arrival)?;
+            if (entry.author, entry.seq) != (*a, seq) {
+                // The runs (whose keys no tag covers) sent the walk to another experience.
+                return Err(corrupt(&format!(
+                    "the index puts author #{a}'s seq {seq} at experience #{arrival}, which is not it"
+                )));
+            }
             if !within(&entry.clock) {
                 return Ok(false);
             }
@@ -409,6 +640,7 @@ pub(crate) fn checkpoint_due(ops_since: u64, last_bytes: u64, min: u64) -> bool 
 #[cfg(test)]
 mod entry_tests {
     use super::*;
+    use crate::state::sealed;
 
     /// A checkpoint's leaves, written directly, are serde's canonical bytes and read back.
     #[test]
@@ -511,7 +743,7 @@ mod fuzz {
                         assert_eq!(sealed(inner), rest);
                     }
                 }
-                1 => drop(decode_checkpoint_clock(&sealed(rest))),
+                1 => drop(decode_checkpoint_clock(0, &sealed(rest))),
                 2 => drop(decode_checkpoint(&sealed(rest))),
                 3 => drop(decode_writers(&sealed(rest))),
                 4 => drop(Entry::from_bytes(rest, Id::default())),
@@ -535,11 +767,18 @@ mod fuzz {
         assert_eq!(Entry::from_bytes(&e.to_bytes(), e.id).unwrap(), e);
         let clock = vec![(lcloud_core::NodeId([1; 32]), 4u64)];
         let rec = sealed(&to_canonical(&clock));
-        assert_eq!(decode_checkpoint_clock(&rec).unwrap().0.len(), 1);
+        assert_eq!(decode_checkpoint_clock(5, &rec).unwrap().0.len(), 1);
+        // Written from format 4 on, the tag covers the key: under another key it is refused.
+        let keyed = crate::state::sealed_at("checkpoint_clocks", 5, &to_canonical(&clock));
+        assert_eq!(decode_checkpoint_clock(5, &keyed).unwrap().0.len(), 1);
+        assert!(
+            decode_checkpoint_clock(6, &keyed).is_err(),
+            "a moved clock is caught"
+        );
         let mut bad = rec.clone();
         bad[20] ^= 1;
         assert!(
-            decode_checkpoint_clock(&bad).is_err(),
+            decode_checkpoint_clock(5, &bad).is_err(),
             "a flipped bit is caught"
         );
     }

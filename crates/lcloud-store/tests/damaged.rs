@@ -45,24 +45,57 @@ fn a_damaged_store_file_is_served_unchanged_or_refused_never_a_panic() {
     let me = Identity::load_or_create(&node).unwrap();
     let genesis = Experience::create_genesis(me.key(), Genesis::open("damage"));
     let store = Store::create(&node, &genesis).unwrap();
-    let committer = Committer::start(store, me);
-    std::thread::scope(|s| {
-        for w in 0..8 {
-            let writer = committer.writer();
-            s.spawn(move || {
-                for i in 0..60 {
-                    let ops = (0..1 + (i % 7) * 10)
-                        .map(|j| Op::Set {
-                            path: Path::parse(&format!("/w{w}/{}", (i + j) % 40)).unwrap(),
-                            value: Value::Str(format!("{w}-{i}-{j}")),
-                        })
-                        .collect();
-                    writer.write(ops).unwrap();
-                }
-            });
+    // Values long enough that checkpoints name the op that wrote them instead of copying them.
+    let value = |w: usize, i: usize, j: usize| {
+        Value::Str(if j.is_multiple_of(3) {
+            format!("{w}-{i}-{j}-{}", "v".repeat(50))
+        } else {
+            format!("{w}-{i}-{j}")
+        })
+    };
+    let write_locally = |store: Store, rounds: std::ops::Range<usize>| -> Store {
+        let committer = Committer::start(store, Identity::load_or_create(&node).unwrap());
+        std::thread::scope(|s| {
+            for w in 0..8 {
+                let writer = committer.writer();
+                let rounds = rounds.clone();
+                s.spawn(move || {
+                    for i in rounds {
+                        let ops = (0..1 + (i % 7) * 10)
+                            .map(|j| Op::Set {
+                                path: Path::parse(&format!("/w{w}/{}", (i + j) % 40)).unwrap(),
+                                value: value(w, i, j),
+                            })
+                            .collect();
+                        writer.write(ops).unwrap();
+                    }
+                });
+            }
+        });
+        committer.stop()
+    };
+    let mut store = write_locally(store, 0..30);
+    // A second author, whose chain depends on everything so far, imported in the middle: time
+    // travel then crosses two chains.
+    {
+        let mut local = store.load(&mut |_| {}).unwrap();
+        let mut remote = lcloud_core::Replica::new(genesis.clone()).unwrap();
+        remote.merge(&local);
+        let other = ed25519_consensus::SigningKey::from([7; 32]);
+        for i in 0..40 {
+            let ops = (0..1 + i % 5)
+                .map(|j| Op::Set {
+                    path: Path::parse(&format!("/other/{}", (i + j) % 12)).unwrap(),
+                    value: value(9, i, j),
+                })
+                .collect();
+            remote.write(&other, ops).unwrap();
         }
-    });
-    drop(committer.stop());
+        let records: Vec<Vec<u8>> = remote.lattice().iter().map(|e| e.to_bytes()).collect();
+        let refs: Vec<&[u8]> = records.iter().map(|r| r.as_slice()).collect();
+        store.import(&mut local, &refs, &mut |_| {}).unwrap();
+    }
+    drop(write_locally(store, 30..60));
     let clocks: Vec<VectorClock> = {
         let store = Store::open(&node).unwrap();
         let replica = store.load(&mut |_| {}).unwrap();

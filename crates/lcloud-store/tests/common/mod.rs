@@ -17,7 +17,9 @@ pub fn ops(seed: &mut u64) -> Vec<Op> {
         .map(|_| {
             let path = Path::parse(paths[next() % paths.len()]).unwrap();
             let v = Value::Int((next() % 4) as i64);
-            match next() % 6 {
+            // Long enough that checkpoints leave it out and read it from its record.
+            let long = Value::Str(format!("{:-<60}", next() % 4));
+            match next() % 8 {
                 0 => Op::Set { path, value: v },
                 1 => Op::Set {
                     path,
@@ -26,6 +28,14 @@ pub fn ops(seed: &mut u64) -> Vec<Op> {
                 2 => Op::Incr { path, by: 2 },
                 3 => Op::Add { path, value: v },
                 4 => Op::Remove { path, value: v },
+                5 => Op::Set { path, value: long },
+                6 => Op::Set {
+                    path,
+                    value: Value::from_json(
+                        &serde_json::json!({"x": 1, "y": {"z": long.to_json()}}),
+                    )
+                    .unwrap(),
+                },
                 _ => Op::Del { path },
             }
         })
