@@ -649,6 +649,28 @@ fn diff(dir: &FsPath, json_out: bool, from: &str, to: &str) -> Result<()> {
     Ok(())
 }
 
+/// The names of `ops`, runs of one kind counted: `set×4100,incr`.
+fn op_names(ops: &[Op]) -> String {
+    let mut out: Vec<(&str, usize)> = Vec::new();
+    for op in ops {
+        match out.last_mut() {
+            Some((name, n)) if *name == op.name() => *n += 1,
+            _ => out.push((op.name(), 1)),
+        }
+    }
+    let shown: Vec<String> = out
+        .into_iter()
+        .map(|(name, n)| {
+            if n == 1 {
+                name.to_owned()
+            } else {
+                format!("{name}×{n}")
+            }
+        })
+        .collect();
+    shown.join(",")
+}
+
 fn log(dir: &FsPath, json_out: bool, graph: bool, only: Option<String>) -> Result<()> {
     let node = open(dir)?;
     let lattice = node.replica.lattice();
@@ -717,13 +739,12 @@ fn log(dir: &FsPath, json_out: bool, graph: bool, only: Option<String>) -> Resul
                 });
             }
         }
-        let ops: Vec<&str> = e.ops().iter().map(Op::name).collect();
         line.push_str(&format!(
             "{} {} seq {}  {}",
             e.id().short(),
             node.names.show(&e.author()),
             e.seq(),
-            ops.join(",")
+            op_names(e.ops())
         ));
         if !e.header().deps.is_empty() {
             let deps: Vec<String> = e.header().deps.iter().map(|d| d.short()).collect();

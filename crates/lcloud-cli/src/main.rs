@@ -438,7 +438,27 @@ fn remote_run(url: &str, json_out: bool, command: Command) -> anyhow::Result<()>
     Ok(())
 }
 
+/// Whether a panic is `println!` finding its reader gone (`lcloud log | head`).
+fn broken_pipe(info: &std::panic::PanicHookInfo<'_>) -> bool {
+    let payload = info.payload();
+    let msg = payload
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| payload.downcast_ref::<&str>().copied());
+    msg.is_some_and(|m| m.starts_with("failed printing to std") && m.contains("Broken pipe"))
+}
+
 fn main() -> ExitCode {
+    // When the reader of the output goes away (`lcloud log | head`), stop quietly with the
+    // status of a process a broken pipe ends (128 + SIGPIPE), as Unix tools do, instead of a
+    // panic and a backtrace. Whatever was written is already durable.
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if broken_pipe(info) {
+            std::process::exit(141);
+        }
+        default_hook(info);
+    }));
     let cli = Cli::parse();
     match commands::run(cli) {
         Ok(()) => ExitCode::SUCCESS,

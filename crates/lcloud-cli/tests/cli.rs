@@ -440,6 +440,146 @@ fn export_since_sends_only_what_is_new_and_gaps_park_until_filled() {
     b.ok(&["verify"]);
 }
 
+/// A reader that goes away (`lcloud log | head`) stops the command quietly, with the status a
+/// broken pipe gives (141) or success if it had written everything: never a panic.
+#[test]
+fn output_to_a_closed_pipe_ends_quietly() {
+    let (a, _) = pair();
+    let ops: String = (0..2000)
+        .map(|i| format!("{{\"op\":\"set\",\"path\":\"/k/{i}\",\"value\":{i}}}\n"))
+        .collect();
+    assert!(
+        lcloud_stdin(a.path(), &["batch"], ops.as_bytes())
+            .status
+            .success()
+    );
+    for args in [&["log"][..], &["--json", "state"], &["state"]] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_lcloud"))
+            .arg("--dir")
+            .arg(a.path())
+            .args(args)
+            .env_remove("LCLOUD_DIR")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take()); // the reader is gone before anything is written
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("panicked"), "lcloud {args:?}: {err}");
+        assert!(
+            matches!(out.status.code(), Some(0 | 141)),
+            "lcloud {args:?}: {:?} {err}",
+            out.status
+        );
+    }
+}
+
+/// A store written by format 3 (groups with record lengths and every index entry, checkpoints
+/// that copy every leaf; `tests/fixtures/v3-store`, made by `tests/fixtures/make-v3-store.sh`
+/// with the lcloud of 572e48f: Alice and Bob wrote, exchanged bundles, then Alice wrote 4100
+/// ops, enough for a checkpoint, many of them values long enough that format 4 names them
+/// instead of copying them) opens as it is, serves the same state, root and time travel
+/// (through its old checkpoint), and takes new writes, new groups and a new checkpoint
+/// beside the old ones.
+#[test]
+fn a_format_3_store_opens_as_it_is_and_keeps_everything() {
+    let a = Node::new();
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v3-store");
+    for f in ["store.redb", "identity.key", "signed-seq"] {
+        std::fs::copy(fixture.join(f), a.path().join(f)).unwrap();
+    }
+    let long = |s: &str| format!("{s}-{}", "v".repeat(42));
+    // Roots at cuts before, at and after the checkpoint, as that lcloud printed them.
+    let cuts = [
+        (
+            "alice:8,16a44ec1:6",
+            "dacbe62dcc6da363aa070f8488635bb4c381e7ff8e134bc6908316dfbd77e74e",
+        ),
+        (
+            "alice:7,16a44ec1:6",
+            "0aeb2d378608644d7f53420df1f456f9775e5cbb91d168e461ddbcf3cf23fc63",
+        ),
+        (
+            "alice:6,16a44ec1:6",
+            "fa361affcea5c706970b38453baa2d09cc557b6118739bed5d4ed1509df932d4",
+        ),
+        (
+            "alice:5,16a44ec1:3",
+            "9993cf9383a1d92c8a0a50cdb651d7868edc238a845953287bdd24d34a446919",
+        ),
+        (
+            "alice:3,16a44ec1:6",
+            "2a9a7089032c78b3468096c48524be65abce415ee7b56e50385556f06707af79",
+        ),
+        (
+            "alice:2",
+            "cf5ab77bab04fd02c612bccd0ed7989016d12d2c0bf7fb385f4749956aa3bcaf",
+        ),
+    ];
+    let check_cuts = || {
+        for (cut, root) in cuts {
+            assert_eq!(
+                a.ok(&["--json", "root", "--at", cut]),
+                format!("{{\"root\":\"{root}\"}}"),
+                "at {cut}"
+            );
+        }
+    };
+    assert_eq!(
+        a.ok(&["--json", "root"]),
+        r#"{"root":"5e7c833d1709bbb8a5a4163e35c05e3940237ccce4121ed885da8eeaf6bbc1a2"}"#
+    );
+    let state = a.state();
+    assert_eq!(state["title"], long("title"));
+    assert_eq!(state["count"], 4);
+    assert_eq!(state["k"]["1"], long("k2001-2"));
+    check_cuts();
+    assert!(a.ok(&["verify"]).contains("verified 15 experiences"));
+    // New writes go into new groups (format 4) after the old ones, and 4100 more ops into a
+    // new checkpoint after the old one.
+    a.ok(&["set", "/title", &format!("\"{}\"", long("new title"))]);
+    let ops: String = (0..4100)
+        .map(|i| {
+            format!(
+                "{{\"op\":\"set\",\"path\":\"/k/{}\",\"value\":\"{}\"}}\n",
+                i % 500,
+                long(&i.to_string())
+            )
+        })
+        .collect();
+    assert!(
+        lcloud_stdin(a.path(), &["batch"], ops.as_bytes())
+            .status
+            .success()
+    );
+    a.ok(&["incr", "/count"]);
+    let state = a.state();
+    assert_eq!(
+        (state["count"].clone(), state["title"].clone()),
+        (5.into(), long("new title").into())
+    );
+    assert_eq!(state["k"]["1"], long("4001"));
+    assert!(a.ok(&["verify"]).contains("verified 18 experiences"));
+    let log = a.ok(&["log"]);
+    assert!(
+        log.lines().any(|l| l.ends_with("alice seq 11  set×4100")),
+        "{log}"
+    );
+    check_cuts();
+    // Time travel to now and to just before the last write reads the new checkpoint.
+    let now = a.ok(&["clock"]);
+    assert_eq!(a.ok(&["root", "--at", &now]), a.root());
+    let before = now.replace("alice:12", "alice:11");
+    assert_ne!(before, now);
+    let at: serde_json::Value =
+        serde_json::from_str(&a.ok(&["--json", "state", "--at", &before])).unwrap();
+    assert_eq!(
+        (at["count"].clone(), at["k"]["1"].clone()),
+        (4.into(), long("4001").into())
+    );
+}
+
 /// A store written by format 1 (one record per experience and a separate index, before record
 /// groups; `tests/fixtures/v1-store`, made by the lcloud of 7cf093d: Alice's store after she
 /// and Bob wrote and exchanged bundles) opens, converted, with the same history, state, root
