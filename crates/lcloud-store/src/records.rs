@@ -431,41 +431,59 @@ impl Shape {
         if next { NEXT } else { CHAINED }
     }
 
-    /// Appends the record to `out`.
+    /// How the record is made: its kind byte, whether the author number follows, then the
+    /// byte ranges of `bytes` it takes, in order.
+    fn plan(
+        &self,
+        bytes: &[u8],
+        author: u32,
+        before: Option<&Before>,
+    ) -> (u8, bool, [Range<usize>; 3]) {
+        let Some((seq_end, prev_end, deps_end)) = self.0 else {
+            return (WHOLE, false, [0..bytes.len(), 0..0, 0..0]);
+        };
+        let kind = self.kind(bytes, author, before);
+        let plain = bytes[prev_end..deps_end] == [0x80]
+            && bytes.get(deps_end + 34..deps_end + 38) == Some(&PLAIN_TAIL);
+        // What follows the deps: root, fuel, signature, ops (after the digest), or for a
+        // plain record the signature's 64 bytes and the ops.
+        let (deps_end, tail) = if plain {
+            (prev_end, prev_end + 1 + 34 + PLAIN_TAIL.len()..bytes.len())
+        } else {
+            (deps_end, deps_end + 34..bytes.len())
+        };
+        let kind_byte = if plain { kind | PLAIN } else { kind };
+        match kind {
+            NEXT => (kind_byte, false, [prev_end..deps_end, tail, 0..0]),
+            CHAINED => (kind_byte, true, [71..seq_end, prev_end..deps_end, tail]),
+            _ => (kind_byte, true, [71..deps_end, tail, 0..0]),
+        }
+    }
+
+    /// The length of the record [`Shape::write`] appends.
+    pub(crate) fn len(&self, bytes: &[u8], author: u32, before: Option<&Before>) -> usize {
+        let (_, with_author, ranges) = self.plan(bytes, author, before);
+        1 + if with_author { 4 } else { 0 } + ranges.iter().map(|r| r.len()).sum::<usize>()
+    }
+
+    /// Appends the record to `out`; returns its kind byte's offset in `out`.
     pub(crate) fn write(
         &self,
         out: &mut Vec<u8>,
         bytes: &[u8],
         author: u32,
         before: Option<&Before>,
-    ) {
-        let Some((seq_end, prev_end, deps_end)) = self.0 else {
-            out.push(WHOLE);
-            out.extend_from_slice(bytes);
-            return;
-        };
-        let kind = self.kind(bytes, author, before);
-        let plain = bytes[prev_end..deps_end] == [0x80]
-            && bytes.get(deps_end + 34..deps_end + 38) == Some(&PLAIN_TAIL);
-        out.push(if plain { kind | PLAIN } else { kind });
-        let deps_end = if plain { prev_end } else { deps_end };
-        match kind {
-            NEXT => out.extend_from_slice(&bytes[prev_end..deps_end]),
-            CHAINED => {
-                out.extend_from_slice(&author.to_le_bytes());
-                out.extend_from_slice(&bytes[71..seq_end]);
-                out.extend_from_slice(&bytes[prev_end..deps_end]);
-            }
-            _ => {
-                out.extend_from_slice(&author.to_le_bytes());
-                out.extend_from_slice(&bytes[71..deps_end]);
-            }
+    ) -> usize {
+        let (kind, with_author, ranges) = self.plan(bytes, author, before);
+        let at = out.len();
+        out.push(kind);
+        if with_author {
+            out.extend_from_slice(&author.to_le_bytes());
         }
-        if plain {
-            out.extend_from_slice(&bytes[prev_end + 1 + 34 + PLAIN_TAIL.len()..]);
-        } else {
-            out.extend_from_slice(&bytes[deps_end + 34..]);
+        for r in ranges {
+            out.extend_from_slice(&bytes[r]);
         }
+        at
     }
 }
 
@@ -759,10 +777,9 @@ pub(crate) struct Recorder<'t> {
     /// The group the previous commit left open, as it kept it.
     kept: Option<KeptGroup>,
     written: Vec<Written>,
-    /// Buffers reused for each record's clock, index entry and stored form.
+    /// Buffers reused for each record's clock and index entry.
     clock_scratch: Vec<(u32, u64)>,
     entry_scratch: Vec<u8>,
-    record_scratch: Vec<u8>,
 }
 
 /// (id, author index, seq) of a stored experience.
@@ -805,7 +822,6 @@ impl<'t> Recorder<'t> {
             written: Vec::new(),
             clock_scratch: Vec::new(),
             entry_scratch: Vec::new(),
-            record_scratch: Vec::new(),
         })
     }
 
@@ -855,12 +871,10 @@ impl<'t> Recorder<'t> {
             };
         }
         let shape = Shape::of(bytes, &self.cloud, author);
-        let mut record = std::mem::take(&mut self.record_scratch);
         let mut entry_bytes = std::mem::take(&mut self.entry_scratch);
-        // The record and entry as they would follow the last record of the open group.
-        let mut encode = |last: Option<&(Before, Entry)>, record: &mut Vec<u8>| {
-            record.clear();
-            shape.write(record, bytes, a, last.map(|(b, _)| b));
+        // The record's size and its entry as they would follow the last record of the open
+        // group (the entry is left out when it follows from that one's).
+        let mut size = |last: Option<&(Before, Entry)>| {
             entry_bytes.clear();
             let follows = last.is_some_and(|(_, e)| {
                 e.author == a && derive(e, 1, id).is_some_and(|d| d == entry)
@@ -869,25 +883,25 @@ impl<'t> Recorder<'t> {
                 Entry::encode_into(&mut entry_bytes, a, seq, depth, &entry.clock);
             }
             let e = entry_bytes.len();
+            let record = shape.len(bytes, a, last.map(|(b, _)| b));
             if e > 0 {
-                record[0] |= ENTRY;
-                record.len() + varint_len(e) + e
+                record + varint_len(e) + e
             } else {
-                record.len()
+                record
             }
         };
-        let size = encode(self.last.as_ref(), &mut record);
+        let fits = size(self.last.as_ref());
         if let Some((first, n, content)) = &self.open {
             assert_eq!(
                 arrival,
                 first + u64::from(*n),
                 "records are added in arrival order"
             );
-            let full = *n as usize >= GROUP_MAX || content.len() - TAG_BYTES + size > GROUP_BYTES;
+            let full = *n as usize >= GROUP_MAX || content.len() - TAG_BYTES + fits > GROUP_BYTES;
             if full {
                 // First in a new group: nothing before it to leave out.
                 self.close()?;
-                encode(None, &mut record);
+                size(None);
             }
         }
         let (_, n, content) = self.open.get_or_insert_with(|| {
@@ -897,17 +911,19 @@ impl<'t> Recorder<'t> {
             (arrival, 0, content)
         });
         *n += 1;
-        content.extend_from_slice(&record);
+        let before = self.last.as_ref().map(|(b, _)| b);
+        let at = shape.write(content, bytes, a, before);
+        let kind = content[at];
         if !entry_bytes.is_empty() {
+            content[at] |= ENTRY;
             write_varint(content, entry_bytes.len());
             content.extend_from_slice(&entry_bytes);
         }
         let this = Before {
             id,
-            author: (record[0] & !ENTRY != WHOLE).then_some(a),
+            author: (kind != WHOLE).then_some(a),
             seq,
         };
-        self.record_scratch = record;
         self.entry_scratch = entry_bytes;
         if let Some((_, old)) = self.last.replace((this, entry)) {
             self.clock_scratch = old.clock;
@@ -1304,6 +1320,21 @@ mod tests {
             (COMPACT | PLAIN, CHAINED | PLAIN, NEXT | PLAIN)
         );
         assert_eq!(chained.len() + 34, alone.len());
+        // The length a group reserves is the length written, whatever the kind.
+        let shape = Shape::of(&second, &genesis.id(), &author);
+        for (record, before) in [
+            (&alone, None),
+            (&chained, Some(&whole)),
+            (&next, Some(&stored)),
+        ] {
+            assert_eq!(shape.len(&second, 0, before), record.len());
+        }
+        let g = genesis.to_bytes();
+        let whole_shape = Shape::of(&g, &genesis.id(), &author);
+        assert_eq!(
+            whole_shape.len(&g, 0, None),
+            compact(&g, &genesis.id(), 0, &author, None).len()
+        );
         assert_eq!(
             next.len() + 4 + 1,
             chained.len(),
