@@ -599,6 +599,7 @@ pub(crate) fn expand<'r>(
 }
 
 /// What expanding a record needs: the cloud id and the authors by number.
+#[derive(Debug)]
 pub(crate) struct Names {
     pub cloud: Id,
     pub authors: Vec<NodeId>,
@@ -610,24 +611,63 @@ impl Names {
         Names::read(&txn.open_table(AUTHORS).map_err(db)?, cloud)
     }
 
-    /// Reads the authors table (numbered densely from 0).
+    /// Reads the authors table (numbered densely from 0), checking it against its digest.
     pub fn read(
         authors: &impl ReadableTable<u32, &'static [u8; 32]>,
         cloud: Id,
     ) -> Result<Names, StoreError> {
         let mut all = Vec::new();
+        let mut digest = None;
         for row in authors.iter().map_err(db)? {
             let (k, v) = row.map_err(db)?;
-            if k.value() as usize != all.len() {
+            if k.value() == AUTHORS_DIGEST {
+                digest = Some(*v.value());
+            } else if k.value() as usize != all.len() {
                 return Err(corrupt(format!("author #{} is missing", all.len())));
+            } else {
+                all.push(NodeId(*v.value()));
             }
-            all.push(NodeId(*v.value()));
+        }
+        if digest != Some(authors_digest(&all)) {
+            return Err(corrupt("the authors table: checksum mismatch".into()));
         }
         Ok(Names {
             cloud,
             authors: all,
         })
     }
+}
+
+/// The authors table's row that holds [`authors_digest`] of the others (from store format 4
+/// on: a damaged author id would otherwise rebuild that author's experiences, and read their
+/// clocks, as another node's).
+pub(crate) const AUTHORS_DIGEST: u32 = u32::MAX;
+
+/// The digest of the authors, in their order.
+pub(crate) fn authors_digest(authors: &[NodeId]) -> [u8; 32] {
+    let mut h = blake3::Hasher::new();
+    h.update(b"lcloud authors\0");
+    for a in authors {
+        h.update(a.as_bytes());
+    }
+    *h.finalize().as_bytes()
+}
+
+/// Writes the digest row of the authors table as it stands (store format 3 → 4).
+pub(crate) fn seal_authors(
+    authors: &mut Table<'_, u32, &'static [u8; 32]>,
+) -> Result<(), StoreError> {
+    let mut all = Vec::new();
+    for row in authors.iter().map_err(db)? {
+        let (k, v) = row.map_err(db)?;
+        if k.value() != AUTHORS_DIGEST {
+            all.push(NodeId(*v.value()));
+        }
+    }
+    authors
+        .insert(AUTHORS_DIGEST, &authors_digest(&all))
+        .map_err(db)?;
+    Ok(())
 }
 
 /// Number of experiences stored: the last group's first arrival plus its count.
@@ -807,7 +847,9 @@ impl<'t> Recorder<'t> {
         let mut by_node = BTreeMap::new();
         for row in authors.iter().map_err(db)? {
             let (k, v) = row.map_err(db)?;
-            by_node.insert(NodeId(*v.value()), k.value());
+            if k.value() != AUTHORS_DIGEST {
+                by_node.insert(NodeId(*v.value()), k.value());
+            }
         }
         Ok(Recorder {
             cloud,
@@ -832,6 +874,13 @@ impl<'t> Recorder<'t> {
         let a = self.by_node.len() as u32;
         self.authors.insert(a, node.as_bytes()).map_err(db)?;
         self.by_node.insert(*node, a);
+        let mut all = vec![NodeId::default(); self.by_node.len()];
+        for (node, i) in &self.by_node {
+            all[*i as usize] = *node;
+        }
+        self.authors
+            .insert(AUTHORS_DIGEST, &authors_digest(&all))
+            .map_err(db)?;
         Ok(a)
     }
 
@@ -1468,6 +1517,37 @@ mod tests {
                 let _ = expand(input, &names, Some(&before));
             }
         });
+    }
+
+    /// The authors table is checked against its digest: a changed author id, a missing
+    /// digest or a missing author is refused.
+    #[test]
+    fn a_damaged_authors_table_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = redb::Database::create(dir.path().join("t.redb")).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let mut t = txn.open_table(AUTHORS).unwrap();
+            t.insert(0, &[1; 32]).unwrap();
+            t.insert(1, &[2; 32]).unwrap();
+            assert!(Names::read(&t, Id::default()).is_err(), "no digest");
+            seal_authors(&mut t).unwrap();
+            let names = Names::read(&t, Id::default()).unwrap();
+            assert_eq!(names.authors, [NodeId([1; 32]), NodeId([2; 32])]);
+            let mut other = [2; 32];
+            other[7] ^= 4;
+            t.insert(1, &other).unwrap();
+            let err = Names::read(&t, Id::default()).unwrap_err().to_string();
+            assert!(
+                err.contains("the authors table: checksum mismatch"),
+                "{err}"
+            );
+            t.insert(1, &[2; 32]).unwrap();
+            t.insert(3, &[3; 32]).unwrap();
+            let err = Names::read(&t, Id::default()).unwrap_err().to_string();
+            assert!(err.contains("author #2 is missing"), "{err}");
+        }
+        txn.commit().unwrap();
     }
 
     #[test]

@@ -1321,7 +1321,10 @@ impl Store {
 
     /// The nodes that wrote in this cloud, as indexed.
     pub fn authors(&self) -> Result<Vec<NodeId>, StoreError> {
-        self.read_all(travel::AUTHORS, |_, v: &[u8; 32]| Ok(NodeId(*v)))
+        guard(&self.dir, || {
+            let txn = self.db()?.begin_read().map_err(|e| self.map_db(e))?;
+            Ok(Names::in_txn(&txn, self.cloud)?.authors)
+        })
     }
 
     /// The current document at `path` (`None`: nothing there), read from the persisted fold
@@ -1655,11 +1658,12 @@ fn migrate_v2(db: &Database, dir: &FsPath) -> Result<(), StoreError> {
 }
 
 /// Format 3 → 4: groups written from now on are packed (see `records`); those already
-/// written keep their layout and are read as they are, so only the format changes (an older
-/// lcloud must not open a store holding packed groups).
+/// written keep their layout and are read as they are. The authors table gets its digest;
+/// the format changes (an older lcloud must not open a store holding packed groups).
 fn migrate_v3(db: &Database, dir: &FsPath) -> Result<(), StoreError> {
     let map = |e: redb::Error| map_db(dir, e);
     let txn = db.begin_write().map_err(|e| map(e.into()))?;
+    records::seal_authors(&mut txn.open_table(travel::AUTHORS).map_err(|e| map(e.into()))?)?;
     txn.open_table(META)
         .map_err(|e| map(e.into()))?
         .insert("format", [4u8].as_slice())

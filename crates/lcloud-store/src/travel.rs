@@ -525,17 +525,14 @@ pub(crate) fn document_at(
 ) -> Result<Doc, StoreError> {
     let authors = txn.open_table(AUTHORS).map_err(db)?;
     let groups = txn.open_table(GROUPS).map_err(db)?;
-    let mut records = Records::new(&groups, Names::read(&authors, *cloud)?);
+    let names = Names::read(&authors, *cloud)?;
+    let by_node: BTreeMap<NodeId, u32> = names.authors.iter().copied().zip(0u32..).collect();
+    let mut records = Records::new(&groups, names);
     let runs = txn.open_table(RUNS).map_err(db)?;
     let checkpoints = txn.open_table(CHECKPOINTS).map_err(db)?;
     let checkpoint_clocks = txn.open_table(CHECKPOINT_CLOCKS).map_err(db)?;
     let checkpoint_writers = txn.open_table(CHECKPOINT_WRITERS).map_err(db)?;
     let mut dense: Vec<(u32, u64)> = Vec::new();
-    let mut by_node = BTreeMap::new();
-    for row in authors.iter().map_err(db)? {
-        let (k, v) = row.map_err(db)?;
-        by_node.insert(NodeId(*v.value()), k.value());
-    }
     for (node, s) in &clock.0 {
         if let Some(a) = by_node.get(node) {
             dense.push((*a, *s));
