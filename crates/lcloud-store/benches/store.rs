@@ -379,29 +379,59 @@ fn main() {
             f(&row["exps_per_s"]),
         ));
     }
+    // The target is for many concurrent writers sharing fsyncs: each row says whether that
+    // writer count reaches it, and the verdict names the counts that do.
+    let at_count = |ok: bool| if ok { "met" } else { "not at this count" };
+    let mut w1_met = Vec::new();
     for (label, rate) in w1_rows {
+        let ok = rate >= 50_000.0 && rate / sign >= 0.9;
+        if ok {
+            w1_met.push(label.clone());
+        }
         println!(
             "| durable 1-op experiences/s, {label}, group commit | {rate:.0} | {:.2} of 1-core sign | ≥ 50 000/s and ≥ 0.90: {} | {:.0} |",
             rate / sign,
-            mark(rate >= 50_000.0 && rate / sign >= 0.9),
+            at_count(ok),
             f(&w1["peak_mib"])
         );
     }
+    println!(
+        "| **W1 target**: ≥ 50 000 durable 1-op experiences/s and ≥ 0.90 of 1-core sign, many concurrent writers sharing fsyncs | {} | | {} | |",
+        if w1_met.is_empty() {
+            "at no writer count".to_string()
+        } else {
+            format!("with {}", w1_met.join(", "))
+        },
+        mark(!w1_met.is_empty())
+    );
     let w1sr = f(&w1s["exps_per_s"]);
     println!(
         "| durable 1-op experiences/s, one sequential writer | {w1sr:.0} | {:.2} of fsync/s | — | {:.0} |",
         w1sr / f(&l["fsync"]),
         f(&w1s["peak_mib"])
     );
+    let mut w2_met = Vec::new();
     for row in w2["sweep"].as_array().into_iter().flatten() {
         let w2r = f(&row["ops_per_s"]);
+        if w2r >= 1e6 {
+            w2_met.push(format!("{} writers", row["writers"]));
+        }
         println!(
             "| durable ops/s in 1000-op experiences, {} writers | {w2r:.0} | | ≥ 1 000 000/s: {} | {:.0} |",
             row["writers"],
-            mark(w2r >= 1e6),
+            at_count(w2r >= 1e6),
             f(&w2["peak_mib"])
         );
     }
+    println!(
+        "| **W2 target**: ≥ 1 000 000 durable ops/s in 1000-op experiences | {} | | {} | |",
+        if w2_met.is_empty() {
+            "at no writer count".to_string()
+        } else {
+            format!("with {}", w2_met.join(", "))
+        },
+        mark(!w2_met.is_empty())
+    );
     let ir = f(&imp["exps_per_s"]);
     println!(
         "| import of a {}-experience bundle, experiences/s | {ir:.0} | {:.2} of {}-core verify | ≥ 0.60: {} | {:.0} |",
