@@ -416,6 +416,7 @@ fn read_checkpoint<G: ReadableTable<u64, &'static [u8]>>(
     for (path, (regs, incs, elems)) in leaves {
         let mut leaf = Leaf::default();
         for (w, op, value) in regs {
+            let d = dot(w, op)?; // checks that the writer exists
             let value = match <[_; 1]>::try_from(value) {
                 Ok([v]) => v,
                 Err(v) if v.is_empty() => {
@@ -424,12 +425,12 @@ fn read_checkpoint<G: ReadableTable<u64, &'static [u8]>>(
                 }
                 Err(_) => return Err(bad("a register holds more than one value")),
             };
-            leaf.regs.push((dot(w, op)?, value));
+            leaf.regs.push((d, value));
         }
         for (w, op, n) in incs {
             leaf.incs.insert(dot(w, op)?, n);
-            leaf.inc_sum += i128::from(n);
         }
+        leaf.inc_sum = leaf.incs.values().map(|n| i128::from(*n)).sum();
         for (key, refs) in elems {
             let dots = refs
                 .into_iter()
