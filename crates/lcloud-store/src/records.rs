@@ -264,6 +264,19 @@ fn derive(base: &Entry, steps: u64, id: Id) -> Option<Entry> {
     })
 }
 
+/// Whether `next` is what [`derive`] makes of `prev` in one step, compared in place (the
+/// committer asks this of every record it stores).
+fn follows(prev: &Entry, next: &Entry) -> bool {
+    let a = prev.author;
+    let own = |c: &[(u32, u64)]| c.iter().find(|(x, _)| *x == a).map(|(_, s)| *s);
+    let others = next.clock.iter().filter(|(x, _)| *x != a);
+    next.author == a
+        && Some(next.seq) == prev.seq.checked_add(1)
+        && Some(next.depth) == prev.depth.checked_add(1)
+        && own(&next.clock) == own(&prev.clock).unwrap_or(0).checked_add(1)
+        && others.eq(prev.clock.iter().filter(|(x, _)| *x != a))
+}
+
 /// A record's index entry, decoded only when asked for: the last entry written out at or
 /// before it, and how many records after that one it is.
 pub(crate) struct EntryAt<'c> {
@@ -327,7 +340,7 @@ fn walk<'c>(
         )?;
         before = Some(this);
     }
-    Ok(before.expect("a group holds at least one record"))
+    before.ok_or_else(|| corrupt(format!("{}: holds no records", group_name(first))))
 }
 
 /// Record kinds: the first byte of a stored experience.
@@ -783,14 +796,13 @@ impl<'a, T: ReadableTable<u64, &'static [u8]>> Records<'a, T> {
         self.load(arrival)?;
         let (first, content, spans, expanded) = self.group.as_ref().expect("just loaded");
         let k = (arrival - first) as usize;
-        // The last entry written out at or before it (the first always is).
-        let j = (0..=k)
+        // The last entry written out at or before it (`parse` saw that the first is).
+        let (j, base) = (0..=k)
             .rev()
-            .find(|&j| spans[j].0.is_some())
-            .expect("a group's first entry is written out");
-        let base = &content[spans[j].0.clone().expect("written out")];
+            .find_map(|j| spans[j].0.clone().map(|e| (j, e)))
+            .ok_or_else(|| corrupt(format!("experience #{arrival}: no index entry")))?;
         EntryAt {
-            base,
+            base: &content[base],
             steps: (k - j) as u64,
             id: expanded[k].1,
         }
@@ -874,13 +886,7 @@ impl<'t> Recorder<'t> {
         let a = self.by_node.len() as u32;
         self.authors.insert(a, node.as_bytes()).map_err(db)?;
         self.by_node.insert(*node, a);
-        let mut all = vec![NodeId::default(); self.by_node.len()];
-        for (node, i) in &self.by_node {
-            all[*i as usize] = *node;
-        }
-        self.authors
-            .insert(AUTHORS_DIGEST, &authors_digest(&all))
-            .map_err(db)?;
+        seal_authors(&mut self.authors)?;
         Ok(a)
     }
 
@@ -925,9 +931,7 @@ impl<'t> Recorder<'t> {
         // group (the entry is left out when it follows from that one's).
         let mut size = |last: Option<&(Before, Entry)>| {
             entry_bytes.clear();
-            let follows = last.is_some_and(|(_, e)| {
-                e.author == a && derive(e, 1, id).is_some_and(|d| d == entry)
-            });
+            let follows = last.is_some_and(|(_, e)| follows(e, &entry));
             if !follows {
                 Entry::encode_into(&mut entry_bytes, a, seq, depth, &entry.clock);
             }
@@ -1053,13 +1057,13 @@ impl<'t> Recorder<'t> {
             }
             Ok(())
         })?;
+        let Some(last_entry) = last_entry else {
+            return Err(corrupt(format!("{}: holds no records", group_name(first))));
+        };
         let mut open = Vec::with_capacity(TAG_BYTES + GROUP_BYTES + 64);
         open.extend_from_slice(&[0; TAG_BYTES]);
         open.extend_from_slice(content);
-        Ok(Some((
-            (first, n as u32, open),
-            (last, last_entry.expect("a group holds at least one record")),
-        )))
+        Ok(Some(((first, n as u32, open), (last, last_entry))))
     }
 
     /// Seals the group being filled and writes it; returns it (first arrival, count, sealed).
@@ -1287,6 +1291,43 @@ mod tests {
             derive(&huge, 1, Id([2; 32])).is_none(),
             "overflow is refused"
         );
+        // The committer's in-place test agrees with derive.
+        let base = Entry { seq: 5, ..huge };
+        let one = derive(&base, 1, Id([2; 32])).unwrap();
+        assert!(follows(&base, &one));
+        let first = Entry {
+            clock: vec![(0, 3)],
+            ..base.clone()
+        };
+        assert!(follows(&first, &derive(&first, 1, Id([2; 32])).unwrap()));
+        for bad in [
+            Entry {
+                depth: 99,
+                ..one.clone()
+            },
+            Entry {
+                seq: 7,
+                ..one.clone()
+            },
+            Entry {
+                author: 0,
+                ..one.clone()
+            },
+            Entry {
+                clock: vec![(0, 3), (2, 6), (4, 2)],
+                ..one.clone()
+            },
+            Entry {
+                clock: vec![(0, 3), (2, 7), (4, 1)],
+                ..one.clone()
+            },
+            Entry {
+                clock: vec![(0, 3), (4, 1)],
+                ..one.clone()
+            },
+        ] {
+            assert!(!follows(&base, &bad), "{bad:?}");
+        }
     }
 
     #[test]

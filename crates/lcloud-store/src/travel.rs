@@ -282,8 +282,10 @@ fn known_writers<'a>(
             let runs = txn.open_table(RUNS).map_err(db)?;
             let mut records = Records::new(&groups, names);
             let writers = txn.open_table(CHECKPOINT_WRITERS).map_err(db)?;
-            let (_, writers) = read_checkpoint(k, &rec, &writers, &runs, &mut records, cloud)?;
-            (k, writers)
+            (
+                k,
+                checkpoint_writers(k, &rec, &writers, &runs, &mut records)?,
+            )
         }
     };
     match recent {
@@ -352,30 +354,17 @@ fn decode_writers(rec: &[u8]) -> Result<Writers, StoreError> {
     Ok(writers.into_iter().map(|(id, a, s)| (id, (a, s))).collect())
 }
 
-/// The document and writers of the checkpoint `rec` after `upto` arrivals, in either form:
-/// copied leaves with their writers in `writers` (before format 4), or [`CHECKPOINT_REFS`],
-/// whose writers and left-out values are read from their records (and checked to be what
-/// the checkpoint names).
-fn read_checkpoint<G: ReadableTable<u64, &'static [u8]>>(
+/// Each of a checkpoint's writers, (author, seq), looked up through the runs and checked
+/// against its record: its (arrival, id, depth), and the writers by id.
+#[allow(clippy::type_complexity)]
+fn resolve_writers<G: ReadableTable<u64, &'static [u8]>>(
     upto: u64,
-    rec: &[u8],
-    writers: &impl ReadableTable<u64, &'static [u8]>,
+    list: &[(u32, u64)],
     runs: &impl ReadableTable<(u32, u64, u64), u64>,
     records: &mut Records<'_, G>,
-    cloud: &Id,
-) -> Result<(Doc, Writers), StoreError> {
-    let bytes = unseal_at("checkpoints", upto, rec, &|| format!("checkpoint {upto}"))?;
-    let Some(refs) = bytes.strip_prefix(&[CHECKPOINT_REFS]) else {
-        let doc = decode_checkpoint(rec)?;
-        let w = writers
-            .get(upto)
-            .map_err(db)?
-            .ok_or_else(|| corrupt(&format!("checkpoint {upto} has no writers")))?;
-        return Ok((doc, decode_writers(w.value())?));
-    };
+) -> Result<(Vec<(u64, Id, u64)>, Writers), StoreError> {
     let bad = |why: &str| corrupt(&format!("checkpoint {upto}: {why}"));
-    let (list, leaves): CheckpointRefs = from_canonical(refs).map_err(|e| bad(&e.to_string()))?;
-    // Each writer's arrival, id and depth, read in arrival order (records share groups).
+    // Read in arrival order (records share groups).
     let mut at: Vec<(u64, usize)> = Vec::with_capacity(list.len());
     for (i, (author, seq)) in list.iter().enumerate() {
         let mut found = None;
@@ -400,6 +389,55 @@ fn read_checkpoint<G: ReadableTable<u64, &'static [u8]>>(
         resolved[i] = (arrival, entry.id, entry.depth);
         known.insert(entry.id, list[i]);
     }
+    Ok((resolved, known))
+}
+
+/// The writers of the checkpoint `rec` after `upto` arrivals (what [`read_checkpoint`] gives
+/// with its document, without reading the values the document leaves out).
+fn checkpoint_writers<G: ReadableTable<u64, &'static [u8]>>(
+    upto: u64,
+    rec: &[u8],
+    writers: &impl ReadableTable<u64, &'static [u8]>,
+    runs: &impl ReadableTable<(u32, u64, u64), u64>,
+    records: &mut Records<'_, G>,
+) -> Result<Writers, StoreError> {
+    let bytes = unseal_at("checkpoints", upto, rec, &|| format!("checkpoint {upto}"))?;
+    let Some(refs) = bytes.strip_prefix(&[CHECKPOINT_REFS]) else {
+        let w = writers
+            .get(upto)
+            .map_err(db)?
+            .ok_or_else(|| corrupt(&format!("checkpoint {upto} has no writers")))?;
+        return decode_writers(w.value());
+    };
+    let (list, _): CheckpointRefs =
+        from_canonical(refs).map_err(|e| corrupt(&format!("checkpoint {upto}: {e}")))?;
+    Ok(resolve_writers(upto, &list, runs, records)?.1)
+}
+
+/// The document and writers of the checkpoint `rec` after `upto` arrivals, in either form:
+/// copied leaves with their writers in `writers` (before format 4), or [`CHECKPOINT_REFS`],
+/// whose writers and left-out values are read from their records (and checked to be what
+/// the checkpoint names).
+fn read_checkpoint<G: ReadableTable<u64, &'static [u8]>>(
+    upto: u64,
+    rec: &[u8],
+    writers: &impl ReadableTable<u64, &'static [u8]>,
+    runs: &impl ReadableTable<(u32, u64, u64), u64>,
+    records: &mut Records<'_, G>,
+    cloud: &Id,
+) -> Result<(Doc, Writers), StoreError> {
+    let bytes = unseal_at("checkpoints", upto, rec, &|| format!("checkpoint {upto}"))?;
+    let Some(refs) = bytes.strip_prefix(&[CHECKPOINT_REFS]) else {
+        let doc = decode_checkpoint(rec)?;
+        let w = writers
+            .get(upto)
+            .map_err(db)?
+            .ok_or_else(|| corrupt(&format!("checkpoint {upto} has no writers")))?;
+        return Ok((doc, decode_writers(w.value())?));
+    };
+    let bad = |why: &str| corrupt(&format!("checkpoint {upto}: {why}"));
+    let (list, leaves): CheckpointRefs = from_canonical(refs).map_err(|e| bad(&e.to_string()))?;
+    let (resolved, known) = resolve_writers(upto, &list, runs, records)?;
     let dot = |w: u32, op: u32| -> Result<Dot, StoreError> {
         let (_, exp, depth) = resolved
             .get(w as usize)
