@@ -197,6 +197,7 @@ pub fn run(cli: Cli) -> Result<()> {
                     api,
                     sync_every,
                     mdns,
+                    api_host,
                 },
         } => {
             let addr = |a: &String| -> Result<lcloud_net::Addr> {
@@ -226,6 +227,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 api,
                 sync_every: std::time::Duration::from_secs_f64(sync_every),
                 mdns,
+                api_hosts: api_host.clone(),
             })?;
             Ok(())
         }
@@ -302,20 +304,20 @@ fn init(dir: &FsPath, json_out: bool, args: InitArgs) -> Result<()> {
         Some(text) => resolve::json(&text)?,
         None => Value::map(),
     };
-    let identity = Identity::load_or_create(dir)?;
-    let genesis = Experience::create_genesis(
-        identity.key(),
-        Genesis {
-            name: cloud.clone(),
-            init,
-            members,
-            fork_policy: if quarantine {
-                ForkPolicy::Quarantine
-            } else {
-                ForkPolicy::Concurrent
-            },
+    let genesis = Genesis {
+        name: cloud.clone(),
+        init,
+        members,
+        fork_policy: if quarantine {
+            ForkPolicy::Quarantine
+        } else {
+            ForkPolicy::Concurrent
         },
-    );
+    };
+    lcloud_core::check_nesting(std::slice::from_ref(&Op::Genesis(genesis.clone())))
+        .context("--initial")?;
+    let identity = Identity::load_or_create(dir)?;
+    let genesis = Experience::create_genesis(identity.key(), genesis);
     let mut store = Store::create(dir, &genesis)?;
     store.record_signed(1)?;
     if let Some(a) = &alias {
@@ -451,6 +453,8 @@ fn write(dir: &FsPath, json_out: bool, ops: Vec<Op>) -> Result<()> {
             let mut node = open(dir)?;
             let me = identity.id();
             node.store.check_can_sign(&me, &node.replica)?;
+            let mut shapes = node.replica.shape_check();
+            node.replica.check_write(&me, &ops, &mut shapes)?;
             let exp = Experience::sign(node.replica.draft(&me, ops), identity.key());
             let size = exp.to_bytes().len();
             if size > EXPERIENCE_BYTES_MAX {

@@ -296,6 +296,11 @@ enum NodeAction {
         /// Where the HTTP/JSON API listens.
         #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:7400")]
         api: std::net::SocketAddr,
+        /// A host name the API answers to (repeatable), besides IP addresses and `localhost`.
+        /// Requests naming any other host are refused (403), as are requests from web pages
+        /// of other origins: a page you visit cannot use your node through your browser.
+        #[arg(long, value_name = "NAME")]
+        api_host: Vec<String>,
         /// Seconds between anti-entropy rounds with every peer.
         #[arg(long, value_name = "SECONDS", default_value_t = 5.0)]
         sync_every: f64,

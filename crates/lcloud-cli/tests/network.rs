@@ -241,6 +241,17 @@ fn a_non_member_is_refused_writes_and_reads() {
         "{}",
         a.metrics()
     );
+    // Once a makes c a member, a and b let c in at once: no restart, and c catches up and
+    // writes (before, c stayed refused until its peers restarted).
+    let out = lcloud(&dirs[2], &["--json", "id"]);
+    let c_id: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    a.cli(&["member", "add", c_id["node"].as_str().unwrap()])
+        .unwrap();
+    let root = converge(&[&a, &b, &c]);
+    assert_eq!(c.state()["secret"], 42, "{root}");
+    c.cli(&["set", "/welcome", "1"]).unwrap();
+    converge(&[&a, &b, &c]);
+    assert_eq!(a.state()["welcome"], 1);
 }
 
 #[test]

@@ -11,8 +11,17 @@
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-/// Deepest nesting of arrays and maps accepted anywhere in a decoded item.
+/// Deepest nesting of arrays and maps accepted anywhere in a decoded item from outside: a
+/// peer, a bundle, an API client. A writer refuses ops that would nest deeper once wrapped in
+/// their experience (`lcloud_core::check_nesting`), so what a node writes, it and its peers
+/// can read.
 pub const MAX_DEPTH: usize = 48;
+
+/// Deepest nesting accepted in bytes a node reads back from its own store (tag-checked
+/// records, leaves, checkpoints). Deeper than [`MAX_DEPTH`] so that a store written before
+/// writers applied [`MAX_DEPTH`] (values up to serde_json's 128 levels got in) still opens and
+/// serves everything it holds.
+pub const STORED_DEPTH_MAX: usize = 160;
 
 /// Why bytes were refused by the canonical decoder.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -34,9 +43,14 @@ pub enum DecodeError {
         /// The bytes left in the input.
         remaining: usize,
     },
-    /// Arrays and maps nest deeper than [`MAX_DEPTH`].
-    #[error("nesting deeper than {MAX_DEPTH} at byte {0}")]
-    TooDeep(usize),
+    /// Arrays and maps nest deeper than the limit ([`MAX_DEPTH`] for input from outside).
+    #[error("nesting deeper than {limit} levels at byte {at}")]
+    TooDeep {
+        /// Byte offset of the container that went one level too deep.
+        at: usize,
+        /// The limit in force.
+        limit: usize,
+    },
     /// An indefinite length, a tag, a reserved header or an undefined simple value.
     #[error("not DAG-CBOR: {what} at byte {at}")]
     NotDagCbor {
@@ -168,6 +182,35 @@ where
         });
     }
     precheck(bytes)?;
+    decode_checked(bytes, encode)
+}
+
+/// Decodes canonical DAG-CBOR that this node stored itself (no size cap beyond the input's own
+/// length; nesting up to [`STORED_DEPTH_MAX`]). Never for bytes from outside.
+pub fn from_canonical_stored<T>(bytes: &[u8]) -> Result<T, DecodeError>
+where
+    T: DeserializeOwned + Serialize,
+{
+    from_canonical_stored_with(bytes, to_canonical)
+}
+
+/// [`from_canonical_stored`], checking canonical form with `encode` (see
+/// [`from_canonical_capped_with`]).
+pub fn from_canonical_stored_with<T>(
+    bytes: &[u8],
+    encode: impl Fn(&T) -> Vec<u8>,
+) -> Result<T, DecodeError>
+where
+    T: DeserializeOwned,
+{
+    precheck_stored(bytes)?;
+    decode_checked(bytes, encode)
+}
+
+fn decode_checked<T>(bytes: &[u8], encode: impl Fn(&T) -> Vec<u8>) -> Result<T, DecodeError>
+where
+    T: DeserializeOwned,
+{
     let value: T =
         serde_ipld_dagcbor::from_slice(bytes).map_err(|e| DecodeError::Shape(e.to_string()))?;
     if encode(&value) != bytes {
@@ -176,7 +219,8 @@ where
     Ok(value)
 }
 
-/// Decodes canonical DAG-CBOR into `T`, with no size cap beyond the input's own length.
+/// Decodes canonical DAG-CBOR into `T`, with no size cap beyond the input's own length
+/// (nesting up to [`MAX_DEPTH`]).
 pub fn from_canonical<T>(bytes: &[u8]) -> Result<T, DecodeError>
 where
     T: DeserializeOwned + Serialize,
@@ -186,7 +230,15 @@ where
 
 /// Walks the item headers of `bytes` without allocating; see the module docs.
 pub fn precheck(bytes: &[u8]) -> Result<(), DecodeError> {
-    let end = item_end(bytes, 0)?;
+    whole(bytes, item_end(bytes, 0)?)
+}
+
+/// [`precheck`] for bytes this node stored itself: nesting up to [`STORED_DEPTH_MAX`].
+pub fn precheck_stored(bytes: &[u8]) -> Result<(), DecodeError> {
+    whole(bytes, item_end_stored(bytes, 0)?)
+}
+
+fn whole(bytes: &[u8], end: usize) -> Result<(), DecodeError> {
     if end != bytes.len() {
         return Err(DecodeError::TrailingBytes(bytes.len() - end));
     }
@@ -196,9 +248,31 @@ pub fn precheck(bytes: &[u8]) -> Result<(), DecodeError> {
 /// The offset just past the one item that starts at `start`, with the same checks as
 /// [`precheck`] (bounded lengths and depth, DAG-CBOR headers only), without allocating.
 pub fn item_end(bytes: &[u8], start: usize) -> Result<usize, DecodeError> {
+    walk::<{ MAX_DEPTH + 1 }>(bytes, start).map(|(end, _)| end)
+}
+
+/// [`item_end`] for bytes this node stored itself: nesting up to [`STORED_DEPTH_MAX`].
+pub fn item_end_stored(bytes: &[u8], start: usize) -> Result<usize, DecodeError> {
+    walk::<{ STORED_DEPTH_MAX + 1 }>(bytes, start).map(|(end, _)| end)
+}
+
+/// How deep the arrays and maps of the one item in `bytes` nest (empty ones do not count, as
+/// in [`precheck`]): at most [`MAX_DEPTH`] reads everywhere. `None` if the item nests deeper
+/// than [`STORED_DEPTH_MAX`] or is not a well-formed item.
+pub fn nesting(bytes: &[u8]) -> Option<usize> {
+    walk::<{ STORED_DEPTH_MAX + 1 }>(bytes, 0)
+        .ok()
+        .filter(|(end, _)| *end == bytes.len())
+        .map(|(_, deepest)| deepest)
+}
+
+/// Walks the item at `start`: its end and the deepest nesting seen, refusing nesting past
+/// `LEVELS - 1`.
+fn walk<const LEVELS: usize>(bytes: &[u8], start: usize) -> Result<(usize, usize), DecodeError> {
     // `pending[d]` counts the items still expected at nesting depth d.
-    let mut pending: [u64; MAX_DEPTH + 1] = [0; MAX_DEPTH + 1];
+    let mut pending: [u64; LEVELS] = [0; LEVELS];
     let mut depth = 0usize;
+    let mut deepest = 0usize;
     pending[0] = 1;
     let mut pos = start;
     loop {
@@ -235,10 +309,14 @@ pub fn item_end(bytes: &[u8], start: usize) -> Result<usize, DecodeError> {
                     return Err(too_large(arg));
                 }
                 if items > 0 {
-                    if depth == MAX_DEPTH {
-                        return Err(DecodeError::TooDeep(at));
+                    if depth == LEVELS - 1 {
+                        return Err(DecodeError::TooDeep {
+                            at,
+                            limit: LEVELS - 1,
+                        });
                     }
                     depth += 1;
+                    deepest = deepest.max(depth);
                     pending[depth] = items;
                 }
             }
@@ -246,7 +324,7 @@ pub fn item_end(bytes: &[u8], start: usize) -> Result<usize, DecodeError> {
             _ => check_simple(bytes[at] & 0x1f, at)?,
         }
     }
-    Ok(pos)
+    Ok((pos, deepest))
 }
 
 fn check_simple(info: u8, at: usize) -> Result<(), DecodeError> {
@@ -341,10 +419,10 @@ mod tests {
     #[test]
     fn rejects_deep_nesting() {
         let bytes = vec![0x81; 10_000];
-        assert!(matches!(precheck(&bytes), Err(DecodeError::TooDeep(_))));
+        assert!(matches!(precheck(&bytes), Err(DecodeError::TooDeep { .. })));
         assert!(matches!(
             from_canonical::<Value>(&bytes),
-            Err(DecodeError::TooDeep(_))
+            Err(DecodeError::TooDeep { .. })
         ));
     }
 

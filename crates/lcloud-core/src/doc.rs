@@ -130,7 +130,7 @@ impl Leaf {
 
     /// Decodes [`Leaf::to_bytes`].
     pub fn from_bytes(bytes: &[u8]) -> Result<Leaf, crate::codec::DecodeError> {
-        let (regs, incs, elems): LeafRecord = crate::codec::from_canonical(bytes)?;
+        let (regs, incs, elems): LeafRecord = crate::codec::from_canonical_stored(bytes)?;
         let inc_sum = incs.iter().map(|(_, n)| i128::from(*n)).sum();
         Ok(Leaf {
             regs,
@@ -426,6 +426,22 @@ impl Doc {
         self.leaves.get(path).map(|l| &**l)
     }
 
+    /// The kind of value visible at `path` (as [`Doc::materialize`] would show it): `"set"`,
+    /// `"counter"`, `"map"`, or the winning register's [`Value::kind`]; `None` if nothing.
+    pub fn kind(&self, path: &Path) -> Option<&'static str> {
+        let leaf = self.leaves.get(path);
+        if leaf.is_some_and(|l| !l.elems.is_empty()) {
+            return Some("set");
+        }
+        if leaf.is_some_and(|l| !l.incs.is_empty()) {
+            return Some("counter");
+        }
+        if self.has_below(path) {
+            return Some("map");
+        }
+        leaf.and_then(|l| l.winner()).map(Value::kind)
+    }
+
     /// All surviving register values at `path`, in canonical order (the last one wins).
     /// More than one means concurrent writes.
     pub fn conflicts(&self, path: &Path) -> Vec<(Dot, Value)> {
@@ -489,7 +505,7 @@ impl Tree<'_> {
             return Some(Value::List(
                 l.elems
                     .keys()
-                    .filter_map(|k| crate::codec::from_canonical(k).ok())
+                    .filter_map(|k| crate::codec::from_canonical_stored(k).ok())
                     .collect(),
             ));
         }

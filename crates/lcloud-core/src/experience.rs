@@ -235,7 +235,7 @@ impl Experience {
     /// Decodes canonical bytes without checking anything beyond the encoding. Use
     /// [`validate`] for untrusted input; this is for re-reading one's own verified store.
     pub fn decode(bytes: &[u8]) -> Result<Experience, DecodeError> {
-        Raw::decode(bytes).map(|raw| raw.exp)
+        Raw::decode(bytes, true).map(|raw| raw.exp)
     }
 
     /// Signs `draft` with `key`. An experience this node signs itself is verified by
@@ -284,17 +284,27 @@ struct Raw<'a> {
 }
 
 impl<'a> Raw<'a> {
-    fn decode(bytes: &'a [u8]) -> Result<Raw<'a>, DecodeError> {
-        let (header, sig, ops): (Header, Sig, Vec<Op>) = codec::from_canonical_capped_with(
-            bytes,
-            EXPERIENCE_BYTES_MAX,
-            |(h, s, o): &(Header, Sig, Vec<Op>)| {
-                let mut out = Vec::with_capacity(bytes.len());
-                encode_parts(&mut out, h, s, o);
-                out
-            },
-        )?;
-        // Canonical `[header, sig, ops]`: one byte of array header, then the three items.
+    /// Decodes `bytes`; `stored`: bytes this node stored itself, read with nesting up to
+    /// [`codec::STORED_DEPTH_MAX`] instead of [`codec::MAX_DEPTH`].
+    fn decode(bytes: &'a [u8], stored: bool) -> Result<Raw<'a>, DecodeError> {
+        let encode = |(h, s, o): &(Header, Sig, Vec<Op>)| {
+            let mut out = Vec::with_capacity(bytes.len());
+            encode_parts(&mut out, h, s, o);
+            out
+        };
+        let (header, sig, ops): (Header, Sig, Vec<Op>) = if stored {
+            if bytes.len() > EXPERIENCE_BYTES_MAX {
+                return Err(DecodeError::TooLarge {
+                    len: bytes.len(),
+                    max: EXPERIENCE_BYTES_MAX,
+                });
+            }
+            codec::from_canonical_stored_with(bytes, encode)?
+        } else {
+            codec::from_canonical_capped_with(bytes, EXPERIENCE_BYTES_MAX, encode)?
+        };
+        // Canonical `[header, sig, ops]`: one byte of array header, then the three items
+        // (header and signature never nest deeply).
         let header_end = codec::item_end(bytes, 1)?;
         let ops_start = codec::item_end(bytes, header_end)?;
         let header_bytes = &bytes[1..header_end];
@@ -586,7 +596,7 @@ impl ValidationError {
                 DecodeError::Truncated(_) => "malformed: truncated",
                 DecodeError::TrailingBytes(_) => "malformed: trailing bytes",
                 DecodeError::LengthTooLarge { .. } => "malformed: length exceeds input",
-                DecodeError::TooDeep(_) => "malformed: nesting too deep",
+                DecodeError::TooDeep { .. } => "malformed: nesting too deep",
                 DecodeError::NotDagCbor { .. } => "malformed: not DAG-CBOR",
                 DecodeError::Shape(_) => "malformed: wrong shape",
                 DecodeError::NonCanonical => "malformed: non-canonical",
@@ -614,7 +624,7 @@ impl ValidationError {
 /// under ZIP-215. Checks that need other experiences (prev's seq, membership, that deps exist)
 /// happen when the lattice admits it.
 pub fn validate(bytes: &[u8], cloud: &CloudId) -> Result<Verified<Experience>, ValidationError> {
-    let raw = decode_and_check(bytes, cloud)?;
+    let raw = decode_and_check(bytes, cloud, false)?;
     let author = raw.exp.header.author;
     let vk =
         VerificationKey::try_from(author.0).map_err(|_| ValidationError::BadAuthorKey(author))?;
@@ -630,7 +640,7 @@ pub fn revalidate_stored(
     bytes: &[u8],
     cloud: &CloudId,
 ) -> Result<Verified<Experience>, ValidationError> {
-    decode_and_check(bytes, cloud).map(|raw| Verified(raw.exp))
+    decode_and_check(bytes, cloud, true).map(|raw| Verified(raw.exp))
 }
 
 /// Validates many experiences with one ZIP-215 batch verification. The outcome for each input
@@ -644,7 +654,7 @@ pub fn validate_batch(
     let decoded: Vec<Result<(Raw<'_>, Vec<u8>), ValidationError>> = inputs
         .iter()
         .map(|bytes| {
-            decode_and_check(bytes, cloud).map(|raw| {
+            decode_and_check(bytes, cloud, false).map(|raw| {
                 let msg = raw.signing_message();
                 (raw, msg)
             })
@@ -707,8 +717,12 @@ impl rand_core::RngCore for TranscriptRng {
 
 impl rand_core::CryptoRng for TranscriptRng {}
 
-fn decode_and_check<'a>(bytes: &'a [u8], cloud: &CloudId) -> Result<Raw<'a>, ValidationError> {
-    let raw = Raw::decode(bytes)?;
+fn decode_and_check<'a>(
+    bytes: &'a [u8],
+    cloud: &CloudId,
+    stored: bool,
+) -> Result<Raw<'a>, ValidationError> {
+    let raw = Raw::decode(bytes, stored)?;
     let exp = &raw.exp;
     if exp.header.is_genesis() {
         if exp.id != *cloud {

@@ -58,7 +58,7 @@ impl OrderedState {
     /// Decodes [`OrderedState::to_bytes`].
     pub fn from_bytes(bytes: &[u8]) -> Result<OrderedState, crate::codec::DecodeError> {
         type Record = (Vec<(Id, Value)>, Vec<(Dot, Rejected)>);
-        let (contracts, rejections): Record = crate::codec::from_canonical(bytes)?;
+        let (contracts, rejections): Record = crate::codec::from_canonical_stored(bytes)?;
         Ok(OrderedState {
             contracts: contracts.into_iter().collect(),
             rejections: rejections.into_iter().collect(),

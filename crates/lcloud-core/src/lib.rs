@@ -42,6 +42,7 @@ pub mod op;
 pub mod replica;
 pub mod sync;
 pub mod value;
+pub mod write;
 
 pub use clock::{ClockParseError, VectorClock};
 pub use codec::DecodeError;
@@ -58,3 +59,4 @@ pub use morphism::{CallContext, Ledger, Morphism, Registry, Rejection};
 pub use op::{ForkPolicy, Genesis, Op, Path, PathError};
 pub use replica::{Change, Cut, Replica, View, ViewError};
 pub use value::{Value, ValueError};
+pub use write::{ShapeCheck, VALUE_DEPTH_MAX, WriteRefused, check_nesting, shape_paths};

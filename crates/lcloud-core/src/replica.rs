@@ -15,6 +15,7 @@ use crate::lattice::{Idx, InsertError, Inserted, Lattice, clock_at, dense_le};
 use crate::morphism::Registry;
 use crate::op::{ForkPolicy, Op, Path};
 use crate::value::Value;
+use crate::write::{ShapeCheck, WriteRefused, check_nesting};
 
 /// Most document checkpoints kept; past this, every other one is dropped and the spacing
 /// doubles, so a cut replays at most about 1/128 of the history (or the spacing below).
@@ -264,6 +265,38 @@ impl Replica {
         }
         let (author, seq) = self.lattice.author_seq(idx);
         self.lattice.fork_seq(author).is_some_and(|s| seq >= s)
+    }
+
+    /// The lowest seq from which the fold leaves out `author`'s ops: its chain forked and the
+    /// cloud quarantines forks. `None` when everything it writes folds.
+    pub fn quarantined(&self, author: &NodeId) -> Option<u64> {
+        if self.lattice.rules().fork_policy != ForkPolicy::Quarantine {
+            return None;
+        }
+        self.lattice
+            .author_idx(author)
+            .and_then(|a| self.lattice.fork_seq(a))
+    }
+
+    /// Refuses a write of `author`'s that the fold would leave out (a quarantined chain) or
+    /// misread (see [`crate::write`]); `check` carries the document across a batch, made
+    /// with [`Replica::shape_check`].
+    pub fn check_write(
+        &self,
+        author: &NodeId,
+        ops: &[Op],
+        check: &mut ShapeCheck,
+    ) -> Result<(), WriteRefused> {
+        if let Some(seq) = self.quarantined(author) {
+            return Err(WriteRefused::Quarantined { seq });
+        }
+        check_nesting(ops)?;
+        check.check(ops)
+    }
+
+    /// A [`ShapeCheck`] against the current document.
+    pub fn shape_check(&self) -> ShapeCheck {
+        ShapeCheck::new(self.doc.clone())
     }
 
     /// The current folded state.

@@ -155,6 +155,11 @@ pub enum Command {
     },
     /// Disconnect a peer and refuse it from now on (misbehaviour).
     Ban(PeerId),
+    /// Disconnect a peer and refuse it until [`Command::Admit`] (not a member of the cloud:
+    /// membership can change, a ban cannot).
+    Refuse(PeerId),
+    /// Accept connections of a peer refused by [`Command::Refuse`] again (it became a member).
+    Admit(PeerId),
     /// Cut every connection and refuse new ones (`true`), or heal (`false`). For the demo and
     /// for partition tests.
     Isolate(bool),
@@ -181,6 +186,18 @@ impl BanList {
             {
                 self.set.remove(&old);
             }
+        }
+    }
+
+    /// The banned peers, oldest first.
+    pub fn iter(&self) -> impl Iterator<Item = &PeerId> {
+        self.order.iter()
+    }
+
+    /// Lifts the ban of `peer`, if any.
+    pub fn remove(&mut self, peer: &PeerId) {
+        if self.set.remove(peer) {
+            self.order.retain(|p| p != peer);
         }
     }
 
@@ -243,6 +260,59 @@ pub enum NetError {
         /// Why.
         error: String,
     },
+}
+
+/// Every message of `e` and of the errors beneath it, joined: libp2p's transport errors
+/// print nothing themselves and keep the reason (the socket's error) as their source.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut parts = Vec::new();
+    let mut next = Some(e);
+    while let Some(e) = next {
+        let text = e.to_string();
+        if !text.is_empty() && !parts.contains(&text) {
+            parts.push(text);
+        }
+        next = e.source();
+    }
+    if parts.is_empty() {
+        "unknown error".into()
+    } else {
+        parts.join(": ")
+    }
+}
+
+/// Refuses a fixed TCP port that another socket already listens on. libp2p's TCP transport
+/// sets `SO_REUSEPORT` on every listener, so two nodes given one port would both start and the
+/// kernel would split incoming connections between them; a plain bind (without
+/// `SO_REUSEPORT`) fails while any other listener holds the port. Port 0 (any free port) and
+/// addresses other than `/ip4|ip6/…/tcp/PORT` are not probed. The probe closes before libp2p
+/// binds, so two nodes started at the same instant could still both bind.
+fn check_port_free(addr: &Multiaddr) -> Result<(), NetError> {
+    use libp2p::multiaddr::Protocol;
+    let mut parts = addr.iter();
+    let ip: std::net::IpAddr = match parts.next() {
+        Some(Protocol::Ip4(ip)) => ip.into(),
+        Some(Protocol::Ip6(ip)) => ip.into(),
+        _ => return Ok(()),
+    };
+    let port = match parts.next() {
+        Some(Protocol::Tcp(port)) if port != 0 => port,
+        _ => return Ok(()),
+    };
+    match std::net::TcpListener::bind((ip, port)) {
+        Ok(probe) => {
+            drop(probe);
+            Ok(())
+        }
+        Err(e) => Err(NetError::Listen {
+            addr: addr.clone(),
+            error: if e.kind() == std::io::ErrorKind::AddrInUse {
+                format!("{e}: another process (another lcloud node?) listens on port {port}")
+            } else {
+                e.to_string()
+            },
+        }),
+    }
 }
 
 /// Starts the network on the current tokio runtime.
@@ -320,11 +390,12 @@ pub fn start(config: Config) -> Result<Net, NetError> {
         .subscribe(&topic)
         .map_err(|e| NetError::Build(e.to_string()))?;
     for addr in &config.listen {
+        check_port_free(addr)?;
         swarm
             .listen_on(addr.clone())
             .map_err(|e| NetError::Listen {
                 addr: addr.clone(),
-                error: e.to_string(),
+                error: error_chain(&e),
             })?;
     }
     let (cmd_tx, cmd_rx) = mpsc::channel(1024);
@@ -347,6 +418,7 @@ async fn drive(
     let mut channels: HashMap<u64, request_response::ResponseChannel<Response>> = HashMap::new();
     let mut next_token = 0u64;
     let mut banned = BanList::default();
+    let mut refused = BanList::default();
     let mut isolated = false;
     let mut redial = tokio::time::interval(config.redial_every);
     let mut connected: BTreeSet<PeerId> = BTreeSet::new();
@@ -395,6 +467,11 @@ async fn drive(
                         banned.insert(peer);
                         let _ = swarm.disconnect_peer_id(peer);
                     }
+                    Command::Refuse(peer) => {
+                        refused.insert(peer);
+                        let _ = swarm.disconnect_peer_id(peer);
+                    }
+                    Command::Admit(peer) => refused.remove(&peer),
                     Command::Isolate(on) => {
                         isolated = on;
                         if on {
@@ -411,7 +488,7 @@ async fn drive(
                 let out = match ev {
                     SwarmEvent::NewListenAddr { address, .. } => Some(Event::Listening(address)),
                     SwarmEvent::ConnectionEstablished { peer_id, endpoint, num_established, .. } => {
-                        if isolated || banned.contains(&peer_id) {
+                        if isolated || banned.contains(&peer_id) || refused.contains(&peer_id) {
                             let _ = swarm.disconnect_peer_id(peer_id);
                             None
                         } else {

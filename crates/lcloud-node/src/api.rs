@@ -29,7 +29,7 @@ const BUNDLE_BYTES_MAX: usize = 1 << 30;
 /// Most ops one `POST /api/ops` may carry (the same cap as one experience).
 const OPS_MAX: usize = lcloud_core::OPS_MAX;
 
-fn error(status: StatusCode, msg: impl Into<String>) -> Response {
+pub(crate) fn error(status: StatusCode, msg: impl Into<String>) -> Response {
     (status, Json(json!({"error": msg.into()}))).into_response()
 }
 

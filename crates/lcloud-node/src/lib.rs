@@ -10,6 +10,7 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod guard;
 pub mod node;
 
 use std::net::SocketAddr;
@@ -38,6 +39,9 @@ pub struct Config {
     pub sync_every: Duration,
     /// Find peers on the local network with mDNS (off unless asked for).
     pub mdns: bool,
+    /// Host names the API answers to besides IP addresses and `localhost` (see
+    /// [`guard::Guard`]).
+    pub api_hosts: Vec<String>,
 }
 
 /// Why a node could not start or stopped with an error.
@@ -173,7 +177,18 @@ async fn serve(
     let app = api::router(api::Api {
         inbox: inbox.clone(),
         announce,
-    });
+    })
+    .layer(axum::middleware::from_fn_with_state(
+        guard::Guard {
+            port: bound.port(),
+            names: config
+                .api_hosts
+                .iter()
+                .map(|h| h.to_ascii_lowercase())
+                .collect(),
+        },
+        guard::guard,
+    ));
     let server = axum::serve(listener, app).with_graceful_shutdown(shutdown_signal());
     let result = server.await;
     // Stop the core after the API: it finishes what it is doing; everything acknowledged is

@@ -365,6 +365,11 @@ pub struct Node {
     peers: BTreeMap<Peer, PeerState>,
     /// Peers banned for misbehaviour (the network refuses them; nothing more is scored).
     banned: lcloud_net::BanList,
+    /// Peers refused because they are not members (the network refuses them until they
+    /// become members: see [`Node::membership_changed`]).
+    refused: lcloud_net::BanList,
+    /// How many nodes the cloud had granted membership when `refused` was last checked.
+    grants_seen: usize,
     /// Why the store cannot be used (a failed write, e.g. a full disk, and the store could
     /// not be opened and loaded again yet). Meanwhile the replica may hold what is not
     /// stored, so the node writes nothing, serves nothing to peers and takes nothing from
@@ -403,6 +408,8 @@ impl Node {
             announce,
             peers: BTreeMap::new(),
             banned: lcloud_net::BanList::default(),
+            refused: lcloud_net::BanList::default(),
+            grants_seen: 0,
             unstored: None,
             scores: BTreeMap::new(),
             metrics: Metrics::default(),
@@ -518,6 +525,7 @@ impl Node {
                 }
                 Msg::Stop => break,
             }
+            self.membership_changed();
         }
         // Write the deferred leaves, so the next open need not replay the history.
         if let Err(e) = self.store.flush() {
@@ -545,6 +553,49 @@ impl Node {
                     || self.replica.lattice().granted().any(|g| *g == node)
             }
         }
+    }
+
+    /// After anything that may have changed who is a member: peers refused as non-members
+    /// that are members now are let in at once (their next dial connects), and connected
+    /// peers that are no longer members are refused.
+    fn membership_changed(&mut self) {
+        let grants = self.replica.lattice().granted().count();
+        if grants == self.grants_seen {
+            return;
+        }
+        self.grants_seen = grants;
+        let admitted: Vec<Peer> = self
+            .refused
+            .iter()
+            .filter(|p| self.allowed(p))
+            .copied()
+            .collect();
+        for peer in admitted {
+            tracing::info!(%peer, "now a member: accepting its connections");
+            self.refused.remove(&peer);
+            self.send(Command::Admit(peer));
+        }
+        let expelled: Vec<Peer> = self
+            .peers
+            .keys()
+            .filter(|p| !self.allowed(p))
+            .copied()
+            .collect();
+        for peer in expelled {
+            self.refuse(peer);
+        }
+    }
+
+    /// Disconnects a non-member and refuses its connections until it becomes a member.
+    fn refuse(&mut self, peer: Peer) {
+        *self
+            .metrics
+            .rejected
+            .entry("not a member".into())
+            .or_default() += 1;
+        self.peers.remove(&peer);
+        self.refused.insert(peer);
+        self.send(Command::Refuse(peer));
     }
 
     fn misbehaved(&mut self, peer: Peer, reason: &str, points: u32) {
@@ -581,12 +632,7 @@ impl Node {
             Event::Connected(peer) => {
                 if !self.allowed(&peer) {
                     // A non-member gets nothing of the cloud, gossip included: no connection.
-                    *self
-                        .metrics
-                        .rejected
-                        .entry("not a member".into())
-                        .or_default() += 1;
-                    self.send(Command::Ban(peer));
+                    self.refuse(peer);
                     return;
                 }
                 self.peers.entry(peer).or_default();
@@ -1146,7 +1192,15 @@ impl Node {
         }
         // Sign the batch as one chain, then insert it; if the replica refuses one (a rule of
         // the cloud), the rest is drafted and signed again on top of what it accepted.
-        let mut todo: Vec<(usize, Vec<Op>)> = batch.into_iter().enumerate().collect();
+        // What the fold would leave out or misread is refused before anything is signed.
+        let mut shapes = self.replica.shape_check();
+        let mut todo: Vec<(usize, Vec<Op>)> = Vec::with_capacity(batch.len());
+        for (i, ops) in batch.into_iter().enumerate() {
+            match self.replica.check_write(&me, &ops, &mut shapes) {
+                Ok(()) => todo.push((i, ops)),
+                Err(e) => answers[i] = Some(Err(WriteError::Refused(e.to_string()))),
+            }
+        }
         let mut inserted: Vec<Inserted> = Vec::new();
         let mut written: Vec<(usize, Verified<Experience>, Vec<u8>)> = Vec::new();
         while !todo.is_empty() {

@@ -13,7 +13,7 @@ use std::ops::Range;
 
 use std::borrow::Cow;
 
-use lcloud_core::codec::item_end;
+use lcloud_core::codec::item_end_stored as item_end;
 use lcloud_core::{Id, NodeId, VectorClock};
 use redb::{ReadableTable, Table, TableDefinition, WriteTransaction};
 

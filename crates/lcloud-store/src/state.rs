@@ -2,7 +2,7 @@
 //! of the lattice's frontier (heads, chain tips, writers, forked authors). Reading the current
 //! state or writing a local experience uses these alone, so neither replays history.
 
-use lcloud_core::codec::{from_canonical, to_canonical};
+use lcloud_core::codec::{from_canonical_stored as from_canonical, to_canonical};
 use lcloud_core::{Doc, Id, Leaf, NodeId, OrderedState, Path, Replica};
 use redb::{ReadableTable, Table, TableDefinition};
 
@@ -300,6 +300,23 @@ pub(crate) fn read_doc(
         keys.push(key.to_vec());
     }
     Ok(keys)
+}
+
+/// Reads the leaf at exactly `path` (if any) into `doc`.
+pub(crate) fn read_leaf(
+    table: &impl ReadableTable<&'static [u8], &'static [u8]>,
+    path: &Path,
+    doc: &mut Doc,
+) -> Result<(), StoreError> {
+    let key = path_key(path);
+    if let Some(v) = table.get(key.as_slice()).map_err(db)? {
+        let bytes = unseal_leaf(&key, v.value(), &|| format!("document leaf {path}"))?;
+        let leaf = Leaf::from_bytes(bytes).map_err(|e| StoreError::Corrupt {
+            what: format!("document leaf {path}: {e}"),
+        })?;
+        doc.insert_leaf(path.clone(), leaf);
+    }
+    Ok(())
 }
 
 /// Replaces the stored leaves at and below each of `touched` by `doc`'s.

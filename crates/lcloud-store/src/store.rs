@@ -8,8 +8,8 @@ use std::path::{Path as FsPath, PathBuf};
 
 use lcloud_core::{
     Doc, Draft, EXPERIENCE_BYTES_MAX, Experience, ForkPolicy, Id, InsertError, Inserted, NodeId,
-    ObservesEverything, Op, Path, PreparedOps, Replica, State, ValidationError, Value, VectorClock,
-    Verified, revalidate_stored,
+    ObservesEverything, Op, Path, PreparedOps, Replica, ShapeCheck, State, ValidationError, Value,
+    VectorClock, Verified, WriteRefused, check_nesting, revalidate_stored,
 };
 
 use crate::identity::Identity;
@@ -138,6 +138,9 @@ pub enum StoreError {
     /// The cloud's rules refuse the write.
     #[error("refused: {0}")]
     Refused(#[from] InsertError),
+    /// This node refuses to sign the write: the fold would leave it out or misread it.
+    #[error("refused: {0}")]
+    WriteRefused(#[from] WriteRefused),
     /// The experience would be larger than the cap.
     #[error(
         "the experience would be {0} bytes; at most {EXPERIENCE_BYTES_MAX} are allowed: split it"
@@ -610,6 +613,17 @@ impl Store {
     /// The current document under each of `paths`: the leaves, and the experiences written
     /// since the leaves were (see [`LEAVES_AT`]).
     fn current_doc(&self, txn: &redb::ReadTransaction, paths: &[Path]) -> Result<Doc, StoreError> {
+        self.current_doc_with(txn, &[], paths)
+    }
+
+    /// [`Store::current_doc`] holding also the leaf at exactly each of `exact` (without what
+    /// lies below it).
+    fn current_doc_with(
+        &self,
+        txn: &redb::ReadTransaction,
+        exact: &[Path],
+        paths: &[Path],
+    ) -> Result<Doc, StoreError> {
         let leaves = txn.open_table(LEAVES).map_err(|e| self.map_db(e))?;
         let meta = txn.open_table(META).map_err(|e| self.map_db(e))?;
         if meta
@@ -635,6 +649,9 @@ impl Store {
         } else {
             Vec::new()
         };
+        for p in exact {
+            state::read_leaf(&leaves, p, &mut doc)?;
+        }
         let mut all = paths.to_vec();
         all.extend(tail_paths(&tail));
         for p in state::roots(&all) {
@@ -956,8 +973,34 @@ impl Store {
         identity: &Identity,
         batch: Vec<Vec<Op>>,
     ) -> Result<Option<Vec<WriteResult>>, StoreError> {
-        let batch = batch.into_iter().map(PreparedOps::new).collect();
-        let results = self.write_batch(identity, batch)?;
+        // What the fold would leave out or misread is refused before anything is signed.
+        let mut shapes = self.shape_check(batch.iter().flatten())?;
+        let mut refused: Vec<Option<StoreError>> = Vec::with_capacity(batch.len());
+        let mut passed = Vec::with_capacity(batch.len());
+        for ops in batch {
+            match check_nesting(&ops).and_then(|()| shapes.check(&ops)) {
+                Ok(()) => {
+                    refused.push(None);
+                    passed.push(PreparedOps::new(ops));
+                }
+                Err(e) => refused.push(Some(e.into())),
+            }
+        }
+        if passed.is_empty() {
+            return Ok(Some(refused.into_iter().flatten().map(Err).collect()));
+        }
+        let Some(written) = self.write_batch(identity, passed)? else {
+            return Ok(None);
+        };
+        let mut written = written.into_iter();
+        let results: Vec<WriteResult> = refused
+            .into_iter()
+            .map(|r| match r {
+                Some(e) => Err(e),
+                None => written.next().expect("one result per entry written"),
+            })
+            .collect();
+        let results = Some(results);
         if let Some(last) = results.iter().flatten().flatten().map(|e| e.seq()).max() {
             self.record_signed(last)?;
         }
@@ -1337,6 +1380,21 @@ impl Store {
         })
     }
 
+    /// A [`ShapeCheck`] for this node's writes of `ops`, against the stored document: reads
+    /// only the leaves the check looks at (see [`lcloud_core::shape_paths`]).
+    pub fn shape_check<'a>(
+        &self,
+        ops: impl IntoIterator<Item = &'a Op>,
+    ) -> Result<ShapeCheck, StoreError> {
+        let (exact, subtrees) = lcloud_core::shape_paths(ops);
+        guard(&self.dir, || {
+            let txn = self.db()?.begin_read().map_err(|e| self.map_db(e))?;
+            Ok(ShapeCheck::new(
+                self.current_doc_with(&txn, &exact, &subtrees)?,
+            ))
+        })
+    }
+
     /// The current state, read from the persisted fold without loading the history.
     pub fn state(&self) -> Result<State, StoreError> {
         guard(&self.dir, || self.state_unguarded())
@@ -1355,7 +1413,7 @@ impl Store {
     pub fn forks(&self) -> Result<Vec<lcloud_core::ForkProof>, StoreError> {
         self.read_all(FORKS, |_, v: &[u8]| {
             let bytes = unseal(v, &|| "a stored fork proof".into())?;
-            let proof: lcloud_core::ForkProof = lcloud_core::codec::from_canonical(bytes)
+            let proof: lcloud_core::ForkProof = lcloud_core::codec::from_canonical_stored(bytes)
                 .map_err(|e| corrupt(&format!("a stored fork proof: {e}")))?;
             proof
                 .check()

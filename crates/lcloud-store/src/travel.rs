@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use lcloud_core::codec::{ByteBuf, from_canonical, to_canonical};
+use lcloud_core::codec::{ByteBuf, from_canonical_stored as from_canonical, to_canonical};
 use lcloud_core::{Doc, Dot, Id, Leaf, NodeId, Observer, Path, VectorClock, revalidate_stored};
 use redb::{ReadableTable, TableDefinition, WriteTransaction};
 

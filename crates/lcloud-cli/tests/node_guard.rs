@@ -1,0 +1,167 @@
+//! A node process refuses what it must not accept: a P2P port another process listens on,
+//! an address it cannot bind (with the reason), and API requests from other sites' pages or
+//! under other host names (issue 17, items 3 and 4).
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+use common::lcloud;
+
+/// A running node, killed by pid when dropped.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn node_cmd(dir: &Path, listen: &str) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_lcloud"));
+    cmd.arg("--dir")
+        .arg(dir)
+        .args(["node", "run", "--api", "127.0.0.1:0", "--listen", listen])
+        .env_remove("LCLOUD_DIR")
+        .env_remove("LCLOUD_NODE");
+    cmd
+}
+
+/// Starts a node; returns it with its API address once it prints it.
+fn start(dir: &Path, listen: &str) -> (Running, String) {
+    let mut child = node_cmd(dir, listen)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the node starts");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let running = Running(child);
+    let api = loop {
+        let line = lines.next().expect("the node prints its API").unwrap();
+        if let Some(a) = line.strip_prefix("api http://") {
+            break a.to_owned();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    (running, api)
+}
+
+fn store(base: &Path, name: &str) -> std::path::PathBuf {
+    let dir = base.join(name);
+    assert!(lcloud(&dir, &["init", "--alias", name]).status.success());
+    dir
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn a_second_node_on_a_port_in_use_fails_with_the_reason() {
+    let base = tempfile::tempdir().unwrap();
+    let (a, b) = (store(base.path(), "a"), store(base.path(), "b"));
+    let listen = format!("/ip4/127.0.0.1/tcp/{}", free_port());
+    let _first = start(&a, &listen);
+    let out = node_cmd(&b, &listen).output().unwrap();
+    assert!(!out.status.success(), "the second node must not start");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("cannot listen on {listen}")), "{err}");
+    assert!(err.contains("in use"), "names the reason: {err}");
+    // An address this machine does not have: the reason is said, not left empty.
+    let out = node_cmd(&b, "/ip4/192.0.2.1/tcp/7999").output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    let reason = err
+        .lines()
+        .find_map(|l| l.split_once("cannot listen on /ip4/192.0.2.1/tcp/7999: "))
+        .map(|(_, r)| r.trim().to_owned())
+        .unwrap_or_default();
+    assert!(!reason.is_empty(), "a reason: {err}");
+}
+
+/// One HTTP/1.1 request over a plain socket; returns the status code.
+fn request(api: &str, head: &str, body: &str) -> u16 {
+    let mut s = std::net::TcpStream::connect(api).unwrap();
+    write!(
+        s,
+        "{head}\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out.split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn the_api_refuses_other_sites_and_other_host_names() {
+    let base = tempfile::tempdir().unwrap();
+    let a = store(base.path(), "a");
+    let (_node, api) = start(&a, "/ip4/127.0.0.1/tcp/0");
+    let write = r#"{"ops":[{"op":"set","path":"/x","value":1}]}"#;
+    let post = |extra: &str| {
+        request(
+            &api,
+            &format!("POST /api/ops HTTP/1.1\r\nHost: {api}{extra}"),
+            write,
+        )
+    };
+    // A page on another site, posting a "simple" request that needs no preflight.
+    assert_eq!(
+        post("\r\nContent-Type: text/plain\r\nOrigin: http://evil.example"),
+        403
+    );
+    assert_eq!(post("\r\nContent-Type: text/plain"), 415);
+    assert_eq!(
+        post("\r\nContent-Type: application/json\r\nOrigin: http://evil.example"),
+        403
+    );
+    // DNS rebinding: another name, resolved to this machine.
+    let rebound = request(
+        &api,
+        "POST /api/ops HTTP/1.1\r\nHost: evil.example\r\nContent-Type: application/json",
+        write,
+    );
+    assert_eq!(rebound, 403);
+    let port = api.rsplit_once(':').unwrap().1;
+    let read = request(
+        &api,
+        &format!("GET /api/state HTTP/1.1\r\nHost: evil.example:{port}"),
+        "",
+    );
+    assert_eq!(read, 403);
+    // Nothing of it was written.
+    let state = request(
+        &api,
+        &format!("GET /api/state?path=/x HTTP/1.1\r\nHost: {api}"),
+        "",
+    );
+    assert_eq!(state, 404);
+    // Programs on this machine, and the node's own pages, are served.
+    assert_eq!(post("\r\nContent-Type: application/json"), 200);
+    assert_eq!(
+        post(&format!(
+            "\r\nContent-Type: application/json\r\nOrigin: http://{api}"
+        )),
+        200
+    );
+    let local = format!("localhost:{port}");
+    assert_eq!(
+        request(
+            &api,
+            &format!("GET /api/state HTTP/1.1\r\nHost: {local}"),
+            ""
+        ),
+        200
+    );
+}

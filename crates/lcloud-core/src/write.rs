@@ -1,0 +1,324 @@
+//! What a node checks on its own write before it signs it. A write the fold would leave out
+//! (this node's chain is quarantined), one that would silently reshape what is stored (a path
+//! through a list, `incr` of a string), or one too deeply nested for any reader is refused with
+//! the reason, instead of being acknowledged and then lost or misread.
+//!
+//! These checks run only on the writer's side: a peer's experience that breaks them is still
+//! valid and folds by the document rules (see [`crate::doc`]), the same on every node.
+
+use crate::codec::{self, MAX_DEPTH};
+use crate::doc::{Doc, Dot, ObservesEverything};
+use crate::id::Id;
+use crate::op::{Op, Path};
+
+/// Deepest nesting of lists and maps in one op's value: the experience (`[header, sig, ops]`),
+/// its ops array and the op itself take 3 of the decoder's [`MAX_DEPTH`] levels.
+pub const VALUE_DEPTH_MAX: usize = MAX_DEPTH - 3;
+
+/// Why a node refuses to sign its own write. Nothing was signed or stored.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum WriteRefused {
+    /// This node's chain forked and the cloud quarantines forked authors: the fold leaves out
+    /// every op of this identity from the fork on, so a write would be acknowledged and lost.
+    #[error(
+        "this node's chain forked at seq {seq} (two different experiences signed at one seq, \
+         e.g. by a store restored from a backup and written in both copies), and this cloud \
+         quarantines forks: every op of this identity from seq {seq} on is left out of the \
+         state, so this write would never apply. Write under a new identity: `lcloud export \
+         FILE`, then `lcloud --dir NEW join FILE` (in a members-only cloud an admin must \
+         `lcloud member add` the new node)"
+    )]
+    Quarantined {
+        /// The lowest forked seq of this node's chain.
+        seq: u64,
+    },
+    /// A path runs through a value that is not a map.
+    #[error(
+        "cannot {op} {path}: {at} holds a {found}, not a map (lists and other values are \
+         written whole: set {at} to a new value instead)"
+    )]
+    ThroughNonMap {
+        /// The op's name.
+        op: &'static str,
+        /// The op's path.
+        path: Path,
+        /// The prefix that holds something else.
+        at: Path,
+        /// What it holds.
+        found: &'static str,
+    },
+    /// The op's target holds a value the op cannot change without reshaping it.
+    #[error("cannot {op} {path}: it holds a {found}, not {wants} (set or del it first)")]
+    WrongType {
+        /// The op's name.
+        op: &'static str,
+        /// The op's path.
+        path: Path,
+        /// What it holds.
+        found: &'static str,
+        /// What the op needs.
+        wants: &'static str,
+    },
+    /// An op's value nests deeper than any node can read back.
+    #[error(
+        "op {index} ({op} {path}) has a value nested {depth} levels deep; at most \
+         {VALUE_DEPTH_MAX} are allowed (the decoder reads {MAX_DEPTH} levels, and the \
+         experience itself takes 3)"
+    )]
+    TooDeep {
+        /// Index of the op in its experience.
+        index: usize,
+        /// The op's name.
+        op: &'static str,
+        /// The op's path (the root for ops without one).
+        path: Path,
+        /// How deep its value nests (more than this if deeper than can be measured).
+        depth: usize,
+    },
+}
+
+/// Refuses ops whose experience would nest deeper than [`MAX_DEPTH`]: measured on the ops'
+/// own canonical bytes with the decoder's walk, so the writer applies exactly the reader's
+/// limit.
+pub fn check_nesting(ops: &[Op]) -> Result<(), WriteRefused> {
+    let mut bytes = Vec::new();
+    Op::encode_all_into(ops, &mut bytes);
+    // The experience array holds the ops array: one level more than the ops' own nesting.
+    if codec::nesting(&bytes).is_some_and(|n| n < MAX_DEPTH) {
+        return Ok(());
+    }
+    for (index, op) in ops.iter().enumerate() {
+        bytes.clear();
+        op.encode_into(&mut bytes);
+        let op_depth = codec::nesting(&bytes).unwrap_or(codec::STORED_DEPTH_MAX + 1);
+        // Experience and ops array above the op.
+        if op_depth + 2 > MAX_DEPTH {
+            return Err(WriteRefused::TooDeep {
+                index,
+                op: op.name(),
+                path: op.path().cloned().unwrap_or_else(Path::root),
+                depth: op_depth - 1,
+            });
+        }
+    }
+    unreachable!("ops nest too deep, so one of them does")
+}
+
+/// Checks a node's own writes, experience after experience, against the document they will
+/// fold into: what each path runs through, and what each `incr`, `add` and `remove` finds.
+/// Each accepted experience's ops are applied to a private copy, so later writes of one batch
+/// see what earlier ones wrote.
+#[derive(Clone, Debug)]
+pub struct ShapeCheck {
+    doc: Doc,
+    ops_seen: u32,
+}
+
+impl ShapeCheck {
+    /// Checks against `doc`, which must hold at least the leaf at every proper prefix of every
+    /// path the writes touch, and everything at and below each `incr`/`add`/`remove` target
+    /// (the whole current document always does).
+    pub fn new(doc: Doc) -> ShapeCheck {
+        ShapeCheck { doc, ops_seen: 0 }
+    }
+
+    /// Checks the ops of one experience; applies them if they pass.
+    pub fn check(&mut self, ops: &[Op]) -> Result<(), WriteRefused> {
+        let mut doc = self.doc.clone();
+        for op in ops {
+            check_op(&doc, op)?;
+            // A local write observes everything before it: a dot after every folded one.
+            let dot = Dot {
+                depth: u64::MAX,
+                exp: Id([0xff; 32]),
+                op: self.ops_seen,
+            };
+            self.ops_seen = self.ops_seen.saturating_add(1);
+            doc.apply(op, dot, &ObservesEverything);
+        }
+        self.doc = doc;
+        Ok(())
+    }
+}
+
+/// The paths whose leaves a [`ShapeCheck`] of `ops` reads: `(exact, subtrees)`, the proper
+/// prefixes of every op path (each leaf alone), and the targets of ops that need a particular
+/// type there (with everything below them).
+pub fn shape_paths<'a>(ops: impl IntoIterator<Item = &'a Op>) -> (Vec<Path>, Vec<Path>) {
+    let mut exact = std::collections::BTreeSet::new();
+    let mut subtrees = std::collections::BTreeSet::new();
+    for op in ops {
+        let Some(path) = op.path() else { continue };
+        for n in 0..path.0.len() {
+            exact.insert(Path(path.0[..n].to_vec()));
+        }
+        if wants(op).is_some() {
+            subtrees.insert(path.clone());
+        }
+    }
+    (exact.into_iter().collect(), subtrees.into_iter().collect())
+}
+
+/// The kinds an op's target may hold, and how to name them, for ops that need one.
+fn wants(op: &Op) -> Option<(&'static [&'static str], &'static str)> {
+    match op {
+        Op::Incr { .. } => Some((&["counter", "integer"], "a counter")),
+        Op::Add { .. } | Op::Remove { .. } => Some((&["set"], "a set")),
+        _ => None,
+    }
+}
+
+fn check_op(doc: &Doc, op: &Op) -> Result<(), WriteRefused> {
+    let Some(path) = op.path() else {
+        return Ok(());
+    };
+    for n in 0..path.0.len() {
+        let at = Path(path.0[..n].to_vec());
+        match doc.kind(&at) {
+            None | Some("map") => {}
+            Some(found) => {
+                return Err(WriteRefused::ThroughNonMap {
+                    op: op.name(),
+                    path: path.clone(),
+                    at,
+                    found,
+                });
+            }
+        }
+    }
+    if let Some((kinds, name)) = wants(op)
+        && let Some(found) = doc.kind(path)
+        && !kinds.contains(&found)
+    {
+        return Err(WriteRefused::WrongType {
+            op: op.name(),
+            path: path.clone(),
+            found,
+            wants: name,
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::value::Value;
+
+    fn p(s: &str) -> Path {
+        Path::parse(s).unwrap()
+    }
+
+    fn set(path: &str, json: &str) -> Op {
+        Op::Set {
+            path: p(path),
+            value: Value::from_json(&serde_json::from_str(json).unwrap()).unwrap(),
+        }
+    }
+
+    fn nested(depth: usize) -> Value {
+        let mut v = Value::Int(1);
+        for _ in 0..depth {
+            v = Value::List(vec![v]);
+        }
+        v
+    }
+
+    #[test]
+    fn a_path_through_a_list_or_a_scalar_is_refused() {
+        let mut check = ShapeCheck::new(Doc::default());
+        check.check(&[set("/list", "[1,2,3]")]).unwrap();
+        let err = check.check(&[set("/list/1", "9")]).unwrap_err();
+        assert_eq!(
+            err,
+            WriteRefused::ThroughNonMap {
+                op: "set",
+                path: p("/list/1"),
+                at: p("/list"),
+                found: "list",
+            }
+        );
+        assert!(err.to_string().contains("/list holds a list"), "{err}");
+        check.check(&[set("/s", "\"x\"")]).unwrap();
+        assert!(check.check(&[Op::Del { path: p("/s/a/b") }]).is_err());
+        // A map, or nothing yet, can be written through.
+        check.check(&[set("/m", "{}"), set("/m/a/b", "1")]).unwrap();
+        check.check(&[set("/new/deep/path", "1")]).unwrap();
+    }
+
+    #[test]
+    fn incr_and_add_need_a_counter_and_a_set() {
+        let mut check = ShapeCheck::new(Doc::default());
+        check
+            .check(&[set("/list", "[1]"), set("/n", "5"), set("/m/k", "1")])
+            .unwrap();
+        let incr = |path: &str| Op::Incr {
+            path: p(path),
+            by: 1,
+        };
+        let add = |path: &str| Op::Add {
+            path: p(path),
+            value: Value::Int(1),
+        };
+        for (op, found) in [
+            (incr("/list"), "list"),
+            (incr("/m"), "map"),
+            (add("/n"), "integer"),
+            (add("/list"), "list"),
+        ] {
+            match check.check(std::slice::from_ref(&op)) {
+                Err(WriteRefused::WrongType { found: f, .. }) => assert_eq!(f, found),
+                other => panic!("{op:?}: {other:?}"),
+            }
+        }
+        check
+            .check(&[incr("/n"), incr("/c"), add("/tags")])
+            .unwrap();
+        assert!(check.check(&[incr("/tags")]).is_err());
+        assert!(check.check(&[add("/c")]).is_err());
+    }
+
+    #[test]
+    fn later_ops_of_a_batch_see_earlier_ones() {
+        let mut check = ShapeCheck::new(Doc::default());
+        // Within one experience, and across experiences of one batch.
+        assert!(check.check(&[set("/a", "5"), set("/a/b", "1")]).is_err());
+        check.check(&[set("/a", "5")]).unwrap();
+        assert!(check.check(&[set("/a/b", "1")]).is_err());
+        check
+            .check(&[Op::Del { path: p("/a") }, set("/a/b", "1")])
+            .unwrap();
+        // A refused experience changes nothing.
+        assert!(
+            check
+                .check(&[set("/a", "{}"), set("/x", "[1]"), set("/x/0", "2")])
+                .is_err()
+        );
+        assert!(check.check(&[set("/a", "3")]).is_ok());
+    }
+
+    #[test]
+    fn nesting_is_refused_exactly_where_the_decoder_stops() {
+        for depth in VALUE_DEPTH_MAX - 2..=VALUE_DEPTH_MAX + 2 {
+            let ops = vec![Op::Set {
+                path: p("/deep"),
+                value: nested(depth),
+            }];
+            let mut bytes = Vec::new();
+            Op::encode_all_into(&ops, &mut bytes);
+            // The experience wraps the ops array in one more array.
+            let mut exp = vec![0x81];
+            exp.extend_from_slice(&bytes);
+            let readable = codec::precheck(&exp).is_ok();
+            match check_nesting(&ops) {
+                Ok(()) => assert!(readable && depth <= VALUE_DEPTH_MAX, "depth {depth}"),
+                Err(WriteRefused::TooDeep { depth: d, .. }) => {
+                    assert!(!readable && depth > VALUE_DEPTH_MAX, "depth {depth}");
+                    assert_eq!(d, depth);
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+    }
+}
