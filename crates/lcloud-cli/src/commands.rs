@@ -839,23 +839,60 @@ fn import(node: &mut Node, json_out: bool, file: &FsPath) -> Result<()> {
             s
         },
     );
+    if rejected > 0 {
+        let first = report.first_rejection.as_deref().unwrap_or("unknown");
+        return Err(Rejected(format!(
+            "{rejected} of the {} records of {} were rejected (the rest is imported); the first: {first}",
+            b.records.len(),
+            file.display()
+        ))
+        .into());
+    }
     Ok(())
 }
+
+/// A command that did part of its work and refused the rest (`lcloud import` with rejected
+/// records): exits with [`Rejected::EXIT_CODE`], not the code of a usage error or a failure.
+#[derive(Debug)]
+pub struct Rejected(pub String);
+
+impl Rejected {
+    /// The exit code (clap's usage errors exit 2, other failures 1).
+    pub const EXIT_CODE: u8 = 3;
+}
+
+impl std::fmt::Display for Rejected {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Rejected {}
 
 fn verify(dir: &FsPath, json_out: bool) -> Result<()> {
     let store = Store::open(dir)?;
     let cloud = store.cloud();
+    let names = Names::from_store(store.aliases()?, store.authors()?);
     let bar = progress(store.len(), "verifying");
     let mut replica: Option<Replica> = None;
-    store.for_each(|n, bytes| {
-        let exp = validate(bytes, &cloud).map_err(|e| corrupt_at(n, bytes, &e.to_string()))?;
-        match replica.as_mut() {
-            None => {
-                replica = Some(Replica::new(exp).map_err(|e| corrupt_at(n, bytes, &e.to_string()))?)
+    store.for_each_indexed(|n, indexed, bytes| {
+        let bad = |check: &str, why: &dyn std::fmt::Display| {
+            let who = match indexed {
+                Some((author, seq)) => format!(
+                    "{}:{seq} (stored as arrival #{n}, author {author})",
+                    names.show(&author)
+                ),
+                None => format!("arrival #{n} (its index entry is unreadable)"),
+            };
+            lcloud_store::StoreError::Corrupt {
+                what: format!("experience {who} fails the {check} check: {why}"),
             }
+        };
+        let exp = validate(bytes, &cloud).map_err(|e| bad(e.reason(), &e))?;
+        match replica.as_mut() {
+            None => replica = Some(Replica::new(exp).map_err(|e| bad("genesis", &e))?),
             Some(r) => {
-                r.insert(exp)
-                    .map_err(|e| corrupt_at(n, bytes, &e.to_string()))?;
+                r.insert(exp).map_err(|e| bad(e.reason(), &e))?;
             }
         }
         bar.set_position(n);
@@ -885,21 +922,17 @@ fn verify(dir: &FsPath, json_out: bool) -> Result<()> {
         }
     }
     let n = replica.lattice().len();
+    // Closing reads the file too: a damaged page found there fails the verification.
+    drop(store);
+    if let Some(why) = crate::engine_panic() {
+        bail!("store corrupt: the database engine failed on a damaged page ({why})");
+    }
     print(
         json_out,
         json!({"experiences": n, "root": root.to_hex(), "ok": true}),
         || format!("verified {n} experiences: every hash, signature and link holds\nroot {root}"),
     );
     Ok(())
-}
-
-fn corrupt_at(n: u64, bytes: &[u8], why: &str) -> lcloud_store::StoreError {
-    let id = Experience::decode(bytes)
-        .map(|e| e.id().to_hex())
-        .unwrap_or_else(|_| "undecodable".into());
-    lcloud_store::StoreError::Corrupt {
-        what: format!("experience #{n} ({id}) is bad: {why}"),
-    }
 }
 
 fn forks(dir: &FsPath, json_out: bool) -> Result<()> {

@@ -408,6 +408,14 @@ fn remote_run(url: &str, json_out: bool, command: Command) -> anyhow::Result<()>
                     r["root"].as_str().unwrap_or_default()
                 ),
             );
+            if rejected > 0 {
+                return Err(commands::Rejected(format!(
+                    "{rejected} records of {} were rejected (the rest is imported); the first: {}",
+                    file.display(),
+                    r["first_rejection"].as_str().unwrap_or("unknown")
+                ))
+                .into());
+            }
         }
         command @ (Command::State { .. }
         | Command::Root { .. }
@@ -445,12 +453,33 @@ fn remote_run(url: &str, json_out: bool, command: Command) -> anyhow::Result<()>
 
 /// Whether a panic is `println!` finding its reader gone (`lcloud log | head`).
 fn broken_pipe(info: &std::panic::PanicHookInfo<'_>) -> bool {
-    let payload = info.payload();
-    let msg = payload
+    panic_message(info.payload())
+        .is_some_and(|m| m.starts_with("failed printing to std") && m.contains("Broken pipe"))
+}
+
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> Option<&str> {
+    payload
         .downcast_ref::<String>()
         .map(String::as_str)
-        .or_else(|| payload.downcast_ref::<&str>().copied());
-    msg.is_some_and(|m| m.starts_with("failed printing to std") && m.contains("Broken pipe"))
+        .or_else(|| payload.downcast_ref::<&str>().copied())
+}
+
+/// The first panic raised inside the storage engine (redb), with where: redb panics on some
+/// damaged pages instead of returning an error. Such a panic, caught or not, means the store
+/// is damaged: the command fails with the store-corrupt error instead of a backtrace.
+static ENGINE_PANIC: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+
+pub(crate) fn engine_panic() -> Option<String> {
+    ENGINE_PANIC
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone()
+}
+
+/// Whether a panic was raised in redb's code (a damaged page), by where it was raised.
+fn in_storage_engine(info: &std::panic::PanicHookInfo<'_>) -> bool {
+    info.location()
+        .is_some_and(|l| l.file().replace('\\', "/").contains("/redb-"))
 }
 
 fn main() -> ExitCode {
@@ -462,15 +491,43 @@ fn main() -> ExitCode {
         if broken_pipe(info) {
             std::process::exit(141);
         }
+        if in_storage_engine(info) {
+            let mut first = ENGINE_PANIC.lock().unwrap_or_else(|e| e.into_inner());
+            if first.is_none() {
+                let msg = panic_message(info.payload()).unwrap_or("no message");
+                let at = info
+                    .location()
+                    .map(|l| format!(" at {}:{}", l.file(), l.line()));
+                *first = Some(format!("{msg}{}", at.unwrap_or_default()));
+            }
+            return;
+        }
         default_hook(info);
     }));
     let cli = Cli::parse();
-    match commands::run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
+    let corrupt = |why: String| {
+        eprintln!(
+            "error: store corrupt: the database engine failed on a damaged page ({why}); \
+             restore the store from a backup or rebuild it from a peer's bundle"
+        );
+        ExitCode::FAILURE
+    };
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| commands::run(cli)));
+    match (result, engine_panic()) {
+        (Ok(Ok(())), None) => ExitCode::SUCCESS,
+        // A damaged page found along the way (even where it was caught, e.g. on closing)
+        // fails the command: `verify` must not pass a store the engine could not read.
+        (Ok(Ok(())), Some(why)) | (Err(_), Some(why)) => corrupt(why),
+        (Ok(Err(e)), _) => {
             let msg = format!("{e:#}").replace('\n', " ");
             eprintln!("error: {msg}");
-            ExitCode::FAILURE
+            if e.downcast_ref::<commands::Rejected>().is_some() {
+                ExitCode::from(commands::Rejected::EXIT_CODE)
+            } else {
+                ExitCode::FAILURE
+            }
         }
+        // Any other panic is a bug: the default hook has printed it.
+        (Err(_), None) => ExitCode::from(101),
     }
 }

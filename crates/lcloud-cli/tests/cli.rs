@@ -222,11 +222,20 @@ fn tampered_bundles_are_refused_by_name() {
     let forged = a.path().join("forged.bundle");
     std::fs::write(&forged, &bytes).unwrap();
     let root = b.root();
-    let out = b.ok(&["import", forged.to_str().unwrap()]);
+    // Exit 3 (rejected records; 2 is a usage error), naming the first rejected record and why.
+    let out = b.run(&["import", forged.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(3), "rejected records exit 3");
+    let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
-        out.contains("1 rejected") && out.contains("OpsDigestMismatch"),
-        "{out}"
+        stdout.contains("1 rejected") && stdout.contains("OpsDigestMismatch"),
+        "{stdout}"
     );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.starts_with("error: 1 of the ") && stderr.contains("record #"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("digest"), "says why: {stderr}");
     assert_eq!(b.root(), root);
     // Damage without fixing the trailer: the whole file is refused.
     bytes[at] = b'X';

@@ -254,6 +254,7 @@ async fn bundle_in(State(api): State<Api>, body: axum::body::Bytes) -> Response 
             "new": r.new,
             "known": r.known,
             "rejected": r.rejected,
+            "first_rejection": r.first_rejection,
             "root": r.root.map(|id| id.to_hex()),
         }))
         .into_response(),

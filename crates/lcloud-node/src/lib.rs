@@ -67,6 +67,9 @@ pub enum NodeError {
     /// The runtime.
     #[error("cannot start the runtime: {0}")]
     Runtime(String),
+    /// The core thread (which owns the store and the replica) failed.
+    #[error("the node's core thread failed: {0}")]
+    Core(String),
 }
 
 /// Runs a node until SIGTERM or Ctrl-C. Prints `p2p ADDR` for every listen address and `api
@@ -189,15 +192,36 @@ async fn serve(
         },
         guard::guard,
     ));
+    // The core thread ending on its own means it failed (a panic: a damaged store page, a
+    // bug): the node then exits non-zero, so a supervisor restarts it, instead of answering
+    // 503 for ever.
+    let ended = std::sync::Arc::new(tokio::sync::Notify::new());
+    let ended_tx = ended.clone();
+    let core = tokio::task::spawn_blocking(move || {
+        let joined = core.join();
+        ended_tx.notify_one();
+        joined
+    });
     let server = axum::serve(listener, app).with_graceful_shutdown(shutdown_signal());
-    let result = server.await;
+    let result = tokio::select! {
+        result = server => result,
+        () = ended.notified() => {
+            let why = match core.await {
+                Ok(Err(panic)) => panic
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+                    .unwrap_or_else(|| "no message".into()),
+                _ => "it stopped unasked".into(),
+            };
+            tracing::error!(%why, "the node's core thread failed; stopping");
+            return Err(NodeError::Core(why));
+        }
+    };
     // Stop the core after the API: it finishes what it is doing; everything acknowledged is
     // already durable.
     let _ = inbox.send(Msg::Stop);
-    let store = tokio::task::spawn_blocking(move || core.join())
-        .await
-        .ok()
-        .and_then(|r| r.ok());
+    let store = core.await.ok().and_then(|r| r.ok());
     drop(store);
     println!("stopped");
     result.map_err(|e| NodeError::Api {

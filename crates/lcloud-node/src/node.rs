@@ -200,6 +200,8 @@ pub struct Imported {
     pub known: u32,
     /// Experiences refused, by reason.
     pub rejected: BTreeMap<String, u32>,
+    /// The first refusal, in full: which record and why.
+    pub first_rejection: Option<String>,
     /// The state root afterwards.
     pub root: Option<Id>,
 }
@@ -1111,20 +1113,28 @@ impl Node {
             ));
         }
         let mut report = Imported::default();
-        for chunk in b.records.chunks(8192) {
+        let reject = |report: &mut Imported, reason: &str, full: String| {
+            *report.rejected.entry(reason.into()).or_default() += 1;
+            report.first_rejection.get_or_insert(full);
+        };
+        const CHUNK: usize = 8192;
+        for (c, chunk) in b.records.chunks(CHUNK).enumerate() {
             let exps: Vec<ByteBuf> = chunk.iter().map(|r| ByteBuf(r.to_vec())).collect();
             let mut valid = Vec::with_capacity(exps.len());
-            for r in check(exps, &cloud) {
+            for (i, r) in check(exps, &cloud).into_iter().enumerate() {
                 match r {
                     Ok((exp, _)) if self.replica.lattice().contains(&exp.id()) => report.known += 1,
                     Ok(x) => valid.push(x),
-                    Err(e) => *report.rejected.entry(e.reason().into()).or_default() += 1,
+                    Err(e) => {
+                        let full = format!("record #{}: {e}", c * CHUNK + i);
+                        reject(&mut report, e.reason(), full);
+                    }
                 }
             }
             let mut intake = Intake::default();
             let (new, refused) = self.insert(&mut intake, valid);
             for e in refused {
-                *report.rejected.entry(e.reason().into()).or_default() += 1;
+                reject(&mut report, e.reason(), e.to_string());
             }
             if !self.commit(intake) {
                 return Err("the node could not store the bundle (see its log); nothing of this chunk was kept".into());

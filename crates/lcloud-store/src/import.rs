@@ -117,13 +117,22 @@ struct Importer<'s, 'r, 'b> {
 }
 
 impl<'b> Importer<'_, '_, 'b> {
-    fn admit(&mut self, result: Result<Verified<Experience>, ValidationError>, bytes: &'b [u8]) {
+    /// Admits record number `n` of the input (`bytes`, checked as `result`).
+    fn admit(
+        &mut self,
+        n: usize,
+        result: Result<Verified<Experience>, ValidationError>,
+        bytes: &'b [u8],
+    ) {
         if self.failed.is_some() {
             return;
         }
         let exp = match result {
             Ok(exp) => exp,
-            Err(e) => return self.report.reject(&e, rule(&e)),
+            Err(e) => {
+                let kind = rule(&e);
+                return self.report.reject(&format!("record #{n}: {e}"), kind);
+            }
         };
         let id = exp.id();
         match self.replica.insert(exp) {
@@ -140,7 +149,10 @@ impl<'b> Importer<'_, '_, 'b> {
                 }
                 self.outcomes.push(out);
             }
-            Err(e) => self.report.reject(&e, rule(&e)),
+            Err(e) => {
+                let kind = rule(&e);
+                self.report.reject(&format!("record #{n}: {e}"), kind);
+            }
         }
         self.since_flush += 1;
         if self.since_flush >= FLUSH_EVERY
@@ -200,7 +212,7 @@ impl Store {
         let mut n = 0usize;
         validate_pipelined(records, &cloud, |result| {
             progress(n as u64);
-            importer.admit(result, records[n]);
+            importer.admit(n, result, records[n]);
             n += 1;
         });
         if let Some(e) = importer.failed.take() {

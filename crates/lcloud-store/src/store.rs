@@ -695,6 +695,27 @@ impl Store {
         records::for_each(&groups, &names, 0, |n, _, bytes, _| visit(n, bytes))
     }
 
+    /// [`Store::for_each`], with the author and seq each record is indexed under (`None` if its
+    /// index entry cannot be read): what names an experience whose bytes no longer hash to
+    /// the id the rest of the history knows it by.
+    pub fn for_each_indexed(
+        &self,
+        mut visit: impl FnMut(u64, Option<(NodeId, u64)>, &[u8]) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        let txn = self.db()?.begin_read().map_err(|e| self.map_db(e))?;
+        let groups = txn
+            .open_table(records::GROUPS)
+            .map_err(|e| self.map_db(e))?;
+        let names = Names::in_txn(&txn, self.cloud)?;
+        records::for_each(&groups, &names, 0, |n, entry, bytes, _| {
+            let indexed = entry.decode().ok().and_then(|e| {
+                let author = names.authors.get(e.author as usize)?;
+                Some((*author, e.seq))
+            });
+            visit(n, indexed, bytes)
+        })
+    }
+
     /// Loads the replica: every stored experience in arrival order, then the parked ones.
     /// Records are checked by checksum, canonical decoding, shape and links; signatures were
     /// checked when they were first stored (`lcloud verify` checks them again).

@@ -1,0 +1,86 @@
+//! Single bits flipped in a store's file, then the commands a person runs: each either works
+//! or fails with one line naming the damage. Never a panic, never exit 101, and `verify` never
+//! passes a store the engine could not read (issue 17, item 8).
+
+mod common;
+
+use common::lcloud;
+
+/// Flips written by default; `LCLOUD_FLIP_ROUNDS` asks for more (a release run: 1 300).
+fn rounds() -> usize {
+    std::env::var("LCLOUD_FLIP_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(120)
+}
+
+#[test]
+fn flipped_bits_give_an_error_or_the_truth_never_a_panic() {
+    let tmp = tempfile::tempdir().unwrap();
+    let good = tmp.path().join("good");
+    assert!(
+        lcloud(&good, &["init", "--alias", "alice"])
+            .status
+            .success()
+    );
+    let mut batch = String::new();
+    for i in 0..200 {
+        batch.push_str(&format!(
+            "{{\"op\":\"set\",\"path\":\"/k{}\",\"value\":{{\"v\":{i},\"s\":\"value {i}\"}}}}\n",
+            i % 40
+        ));
+    }
+    let out = common::lcloud_stdin(&good, &["batch"], batch.as_bytes());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for i in 0..20 {
+        assert!(
+            lcloud(&good, &["incr", &format!("/n{}", i % 3)])
+                .status
+                .success()
+        );
+    }
+    let clean = std::fs::read(good.join("store.redb")).unwrap();
+    let root = lcloud(&good, &["root"]).stdout;
+    let bad = tmp.path().join("bad");
+    std::fs::create_dir(&bad).unwrap();
+    for f in std::fs::read_dir(&good).unwrap() {
+        let f = f.unwrap();
+        std::fs::copy(f.path(), bad.join(f.file_name())).unwrap();
+    }
+    let (mut refused, mut served) = (0, 0);
+    let n = rounds();
+    for i in 0..n {
+        // Spread over the whole file, one bit each, a different bit each time.
+        let at = (i * 7919 + i * i) % clean.len();
+        let mut bytes = clean.clone();
+        bytes[at] ^= 1 << (i % 8);
+        for args in [&["verify"][..], &["set", "/after", "1"], &["root"]] {
+            std::fs::write(bad.join("store.redb"), &bytes).unwrap();
+            let out = lcloud(&bad, args);
+            let err = String::from_utf8_lossy(&out.stderr);
+            let what = format!("flip {i} (byte {at}), lcloud {args:?}: {err}");
+            assert!(!err.contains("panicked"), "{what}");
+            match out.status.code() {
+                Some(0) => {
+                    served += 1;
+                    if args == ["root"] {
+                        // A root that is served must be the true one.
+                        assert_eq!(out.stdout, root, "{what}");
+                    }
+                }
+                Some(1) => {
+                    refused += 1;
+                    assert!(err.starts_with("error: "), "{what}");
+                    assert_eq!(err.trim_end().lines().count(), 1, "{what}");
+                }
+                other => panic!("exit {other:?}: {what}"),
+            }
+        }
+    }
+    eprintln!("{n} flips: {served} commands served, {refused} refused");
+    assert!(refused > 0, "some flips must be caught");
+}
