@@ -165,3 +165,43 @@ fn the_api_refuses_other_sites_and_other_host_names() {
         200
     );
 }
+
+/// Through the API as through the CLI (`tests/refusals.rs`): values up to the nesting limit are
+/// written and read back, deeper ones refused with 422 naming the limit, and the node keeps
+/// serving and restarts on its store.
+#[test]
+fn the_api_refuses_values_nested_past_the_limit_and_reads_back_the_rest() {
+    let base = tempfile::tempdir().unwrap();
+    let a = store(base.path(), "a");
+    let max = lcloud_core::VALUE_DEPTH_MAX;
+    let nested = |d: usize| format!("{}1{}", "[".repeat(d), "]".repeat(d));
+    {
+        let (_node, api) = start(&a, "/ip4/127.0.0.1/tcp/0");
+        for depth in max - 2..=max + 2 {
+            let body = format!(
+                r#"{{"ops":[{{"op":"set","path":"/d{depth}","value":{}}}]}}"#,
+                nested(depth)
+            );
+            let head =
+                format!("POST /api/ops HTTP/1.1\r\nHost: {api}\r\nContent-Type: application/json");
+            let want = if depth <= max { 200 } else { 422 };
+            assert_eq!(request(&api, &head, &body), want, "depth {depth}");
+        }
+        let read = format!("GET /api/state?path=/d{max} HTTP/1.1\r\nHost: {api}");
+        assert_eq!(request(&api, &read, ""), 200);
+    }
+    // The node is gone (killed); its store opens and verifies.
+    let out = lcloud(&a, &["verify"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = lcloud(&a, &["--json", "state"]);
+    let state: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        state[format!("d{max}")],
+        serde_json::from_str::<serde_json::Value>(&nested(max)).unwrap()
+    );
+    assert!(state.get(format!("d{}", max + 1)).is_none());
+}

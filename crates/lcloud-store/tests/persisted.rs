@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{import_all, new_store, ops};
+use common::{import_all, new_store, ops, write};
 use ed25519_consensus::SigningKey;
 use lcloud_core::{ForkPolicy, Op, Path, Replica, Value, validate};
 
@@ -30,10 +30,7 @@ fn persisted_state_matches_the_fold_of_the_history() {
                 // And the remote node hears from us.
                 remote.merge(&local);
             } else {
-                store
-                    .write_local(&me, ops(&mut seed))
-                    .unwrap()
-                    .expect("fast path");
+                write(&mut store, &me, ops(&mut seed));
             }
             let loaded = store.load(&mut |_| {}).unwrap();
             assert_eq!(

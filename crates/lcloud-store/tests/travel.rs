@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{import_all, new_store, ops};
+use common::{import_all, new_store, ops, write};
 use ed25519_consensus::SigningKey;
 use lcloud_core::{Cut, ForkPolicy, Replica, VectorClock};
 use lcloud_store::StoreError;
@@ -26,7 +26,7 @@ fn store_time_travel_equals_replica_time_travel() {
                     remote.merge(&local);
                 }
             } else {
-                store.write_local(&me, ops(&mut seed)).unwrap().unwrap();
+                write(&mut store, &me, ops(&mut seed));
             }
         }
         let full = store.load(&mut |_| {}).unwrap();
@@ -105,8 +105,12 @@ fn checkpoints_are_the_same_whether_the_store_stays_open_or_not() {
             import_all(&mut b(), &remote);
         } else {
             let o = ops(&mut seed);
-            a.write_local(&me, o.clone()).unwrap().unwrap();
-            b().write_local(&me_b, o).unwrap().unwrap();
+            let written = write(&mut a, &me, o.clone());
+            assert_eq!(
+                write(&mut b(), &me_b, o),
+                written,
+                "both stores judge alike"
+            );
         }
     }
     drop(a);

@@ -2,7 +2,18 @@
 #![allow(dead_code)]
 
 use lcloud_core::{Experience, ForkPolicy, Genesis, Op, Path, Value, Verified};
-use lcloud_store::{Identity, Store};
+use lcloud_store::{Identity, Store, StoreError};
+
+/// Writes `ops` on the fast path; `false` when the writer refused them (they would reshape a
+/// value of another type: the seeded ops mix types on purpose, and remote writers, which are
+/// not checked, still bring those conflicts in).
+pub fn write(store: &mut Store, me: &Identity, ops: Vec<Op>) -> bool {
+    match store.write_local(me, ops) {
+        Ok(Some(_)) => true,
+        Err(StoreError::WriteRefused(_)) => false,
+        other => panic!("a local write failed: {other:?}"),
+    }
+}
 
 /// A seeded batch of 1–3 document ops over a few overlapping paths.
 pub fn ops(seed: &mut u64) -> Vec<Op> {
