@@ -453,15 +453,18 @@ fn write(dir: &FsPath, json_out: bool, ops: Vec<Op>) -> Result<()> {
             let mut node = open(dir)?;
             let me = identity.id();
             node.store.check_can_sign(&me, &node.replica)?;
-            let mut shapes = node.replica.shape_check();
-            node.replica.check_write(&me, &ops, &mut shapes)?;
-            let exp = Experience::sign(node.replica.draft(&me, ops), identity.key());
-            let size = exp.to_bytes().len();
+            if let Some(Err(e)) = node.replica.check_writes(&me, &[&ops]).pop() {
+                return Err(e.into());
+            }
+            let unsigned = node.replica.draft(&me, ops).seal(me);
+            unsigned.check_nesting()?;
+            let size = unsigned.encoded_len();
             if size > EXPERIENCE_BYTES_MAX {
                 bail!(
                     "the experience would be {size} bytes; at most {EXPERIENCE_BYTES_MAX} are allowed: split it"
                 );
             }
+            let exp = unsigned.sign(identity.key());
             let out = node.replica.insert(exp.clone())?;
             node.store.persist(&node.replica, &[&out])?;
             node.store.record_signed(exp.seq())?;

@@ -43,20 +43,26 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
-#[test]
-fn a_node_whose_chain_is_quarantined_refuses_to_write() {
-    let tmp = tempfile::tempdir().unwrap();
-    let a = tmp.path().join("a");
-    let b = tmp.path().join("b");
-    ok(&a, &["init", "--alias", "alice", "--quarantine-forks"]);
+/// A store in `base/NAME` (made with `init ARGS`) whose own chain forked at seq 3: a restored
+/// backup written in both copies, the other copy's bundle imported.
+fn forked_store(base: &Path, name: &str, init: &[&str]) -> std::path::PathBuf {
+    let a = base.join(name);
+    let b = base.join(format!("{name}-backup"));
+    ok(&a, &[&["init", "--alias", name][..], init].concat());
     ok(&a, &["set", "/x", "1"]);
-    // A restored backup written in both copies: two experiences at seq 3.
     copy_dir(&a, &b);
     ok(&a, &["set", "/x", "\"A\""]);
     ok(&b, &["set", "/x", "\"B\""]);
-    let bundle = tmp.path().join("b.bundle");
+    let bundle = base.join(format!("{name}.bundle"));
     ok(&b, &["export", bundle.to_str().unwrap()]);
     ok(&a, &["import", bundle.to_str().unwrap()]);
+    a
+}
+
+#[test]
+fn a_node_whose_chain_is_quarantined_refuses_to_write() {
+    let tmp = tempfile::tempdir().unwrap();
+    let a = forked_store(tmp.path(), "alice", &["--quarantine-forks"]);
     assert!(ok(&a, &["forks"]).contains("seq 3"), "the fork is proven");
     let (state, root) = (ok(&a, &["--json", "state"]), ok(&a, &["root"]));
     let err = refused(&a, &["set", "/y", "\"after fork\""]);
@@ -66,15 +72,7 @@ fn a_node_whose_chain_is_quarantined_refuses_to_write() {
     assert_eq!(ok(&a, &["--json", "state"]), state);
     assert_eq!(ok(&a, &["root"]), root);
     // Under the default rule both branches fold, and writing goes on.
-    let c = tmp.path().join("c");
-    let d = tmp.path().join("d");
-    ok(&c, &["init", "--alias", "carol"]);
-    copy_dir(&c, &d);
-    ok(&c, &["set", "/x", "\"A\""]);
-    ok(&d, &["set", "/x", "\"B\""]);
-    let bundle = tmp.path().join("d.bundle");
-    ok(&d, &["export", bundle.to_str().unwrap()]);
-    ok(&c, &["import", bundle.to_str().unwrap()]);
+    let c = forked_store(tmp.path(), "carol", &[]);
     ok(&c, &["set", "/y", "1"]);
     assert!(ok(&c, &["--json", "state"]).contains("\"y\":1"));
 }

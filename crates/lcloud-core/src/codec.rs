@@ -175,14 +175,7 @@ pub fn from_canonical_capped_with<T>(
 where
     T: DeserializeOwned,
 {
-    if bytes.len() > max_len {
-        return Err(DecodeError::TooLarge {
-            len: bytes.len(),
-            max: max_len,
-        });
-    }
-    precheck(bytes)?;
-    decode_checked(bytes, encode)
+    decode_capped(bytes, max_len, precheck, encode)
 }
 
 /// Decodes canonical DAG-CBOR that this node stored itself (no size cap beyond the input's own
@@ -191,26 +184,40 @@ pub fn from_canonical_stored<T>(bytes: &[u8]) -> Result<T, DecodeError>
 where
     T: DeserializeOwned + Serialize,
 {
-    from_canonical_stored_with(bytes, to_canonical)
+    from_canonical_stored_capped_with(bytes, usize::MAX, to_canonical)
 }
 
-/// [`from_canonical_stored`], checking canonical form with `encode` (see
-/// [`from_canonical_capped_with`]).
-pub fn from_canonical_stored_with<T>(
+/// [`from_canonical_capped_with`] for bytes this node stored itself: nesting up to
+/// [`STORED_DEPTH_MAX`].
+pub fn from_canonical_stored_capped_with<T>(
     bytes: &[u8],
+    max_len: usize,
     encode: impl Fn(&T) -> Vec<u8>,
 ) -> Result<T, DecodeError>
 where
     T: DeserializeOwned,
 {
-    precheck_stored(bytes)?;
-    decode_checked(bytes, encode)
+    decode_capped(bytes, max_len, precheck_stored, encode)
 }
 
-fn decode_checked<T>(bytes: &[u8], encode: impl Fn(&T) -> Vec<u8>) -> Result<T, DecodeError>
+/// The three steps of the module docs: size cap, `precheck` (which sets the nesting limit),
+/// decode, then re-encode with `encode` and compare.
+fn decode_capped<T>(
+    bytes: &[u8],
+    max_len: usize,
+    precheck: fn(&[u8]) -> Result<(), DecodeError>,
+    encode: impl Fn(&T) -> Vec<u8>,
+) -> Result<T, DecodeError>
 where
     T: DeserializeOwned,
 {
+    if bytes.len() > max_len {
+        return Err(DecodeError::TooLarge {
+            len: bytes.len(),
+            max: max_len,
+        });
+    }
+    precheck(bytes)?;
     let value: T =
         serde_ipld_dagcbor::from_slice(bytes).map_err(|e| DecodeError::Shape(e.to_string()))?;
     if encode(&value) != bytes {

@@ -292,17 +292,13 @@ impl<'a> Raw<'a> {
             encode_parts(&mut out, h, s, o);
             out
         };
-        let (header, sig, ops): (Header, Sig, Vec<Op>) = if stored {
-            if bytes.len() > EXPERIENCE_BYTES_MAX {
-                return Err(DecodeError::TooLarge {
-                    len: bytes.len(),
-                    max: EXPERIENCE_BYTES_MAX,
-                });
-            }
-            codec::from_canonical_stored_with(bytes, encode)?
+        let decode = if stored {
+            codec::from_canonical_stored_capped_with
         } else {
-            codec::from_canonical_capped_with(bytes, EXPERIENCE_BYTES_MAX, encode)?
+            codec::from_canonical_capped_with
         };
+        let (header, sig, ops): (Header, Sig, Vec<Op>) =
+            decode(bytes, EXPERIENCE_BYTES_MAX, encode)?;
         // Canonical `[header, sig, ops]`: one byte of array header, then the three items
         // (header and signature never nest deeply).
         let header_end = codec::item_end(bytes, 1)?;
@@ -406,6 +402,12 @@ impl PreparedOps {
     pub fn ops(&self) -> &[Op] {
         &self.ops
     }
+
+    /// Refuses ops nested deeper than any reader accepts ([`crate::check_nesting`]), on the
+    /// bytes already encoded.
+    pub fn check_nesting(&self) -> Result<(), crate::WriteRefused> {
+        crate::write::check_nesting_encoded(&self.ops, &self.bytes)
+    }
 }
 
 /// An experience whose header is fixed but not yet signed.
@@ -432,6 +434,12 @@ impl Unsigned {
     /// The ops.
     pub fn ops(&self) -> &[Op] {
         &self.ops
+    }
+
+    /// Refuses ops nested deeper than any reader accepts ([`crate::check_nesting`]), on the
+    /// bytes already encoded.
+    pub fn check_nesting(&self) -> Result<(), crate::WriteRefused> {
+        crate::write::check_nesting_encoded(&self.ops, &self.ops_bytes)
     }
 
     /// The length of the signed experience's canonical bytes.

@@ -59,4 +59,4 @@ pub use morphism::{CallContext, Ledger, Morphism, Registry, Rejection};
 pub use op::{ForkPolicy, Genesis, Op, Path, PathError};
 pub use replica::{Change, Cut, Replica, View, ViewError};
 pub use value::{Value, ValueError};
-pub use write::{ShapeCheck, VALUE_DEPTH_MAX, WriteRefused, check_nesting, shape_paths};
+pub use write::{VALUE_DEPTH_MAX, WriteRefused, check_nesting, check_shapes, shape_paths};

@@ -15,7 +15,7 @@ use crate::lattice::{Idx, InsertError, Inserted, Lattice, clock_at, dense_le};
 use crate::morphism::Registry;
 use crate::op::{ForkPolicy, Op, Path};
 use crate::value::Value;
-use crate::write::{ShapeCheck, WriteRefused, check_nesting};
+use crate::write::{WriteRefused, check_shapes};
 
 /// Most document checkpoints kept; past this, every other one is dropped and the spacing
 /// doubles, so a cut replays at most about 1/128 of the history (or the spacing below).
@@ -260,43 +260,37 @@ impl Replica {
 
     /// Whether the fold leaves out `idx` under the cloud's fork rule.
     fn skipped(&self, idx: Idx) -> bool {
-        if self.lattice.rules().fork_policy != ForkPolicy::Quarantine {
-            return false;
-        }
         let (author, seq) = self.lattice.author_seq(idx);
-        self.lattice.fork_seq(author).is_some_and(|s| seq >= s)
+        self.quarantined_from(author).is_some_and(|s| seq >= s)
     }
 
     /// The lowest seq from which the fold leaves out `author`'s ops: its chain forked and the
     /// cloud quarantines forks. `None` when everything it writes folds.
     pub fn quarantined(&self, author: &NodeId) -> Option<u64> {
+        self.lattice
+            .author_idx(author)
+            .and_then(|a| self.quarantined_from(a))
+    }
+
+    /// [`Replica::quarantined`] by author index.
+    fn quarantined_from(&self, author: u32) -> Option<u64> {
         if self.lattice.rules().fork_policy != ForkPolicy::Quarantine {
             return None;
         }
-        self.lattice
-            .author_idx(author)
-            .and_then(|a| self.lattice.fork_seq(a))
+        self.lattice.fork_seq(author)
     }
 
-    /// Refuses a write of `author`'s that the fold would leave out (a quarantined chain) or
-    /// misread (see [`crate::write`]); `check` carries the document across a batch, made
-    /// with [`Replica::shape_check`].
-    pub fn check_write(
-        &self,
-        author: &NodeId,
-        ops: &[Op],
-        check: &mut ShapeCheck,
-    ) -> Result<(), WriteRefused> {
-        if let Some(seq) = self.quarantined(author) {
-            return Err(WriteRefused::Quarantined { seq });
+    /// One answer per experience `author` is about to write (in order): refused if the fold
+    /// would leave it out (a quarantined chain) or misread it ([`check_shapes`] against the
+    /// current document).
+    pub fn check_writes(&self, author: &NodeId, batch: &[&[Op]]) -> Vec<Result<(), WriteRefused>> {
+        match self.quarantined(author) {
+            Some(seq) => batch
+                .iter()
+                .map(|_| Err(WriteRefused::Quarantined { seq }))
+                .collect(),
+            None => check_shapes(&self.doc, batch),
         }
-        check_nesting(ops)?;
-        check.check(ops)
-    }
-
-    /// A [`ShapeCheck`] against the current document.
-    pub fn shape_check(&self) -> ShapeCheck {
-        ShapeCheck::new(self.doc.clone())
     }
 
     /// The current folded state.

@@ -80,18 +80,26 @@ pub enum WriteRefused {
 
 /// Refuses ops whose experience would nest deeper than [`MAX_DEPTH`]: measured on the ops'
 /// own canonical bytes with the decoder's walk, so the writer applies exactly the reader's
-/// limit.
+/// limit. A writer that has the bytes already calls [`crate::PreparedOps::check_nesting`] or
+/// [`crate::Unsigned::check_nesting`] instead.
 pub fn check_nesting(ops: &[Op]) -> Result<(), WriteRefused> {
     let mut bytes = Vec::new();
     Op::encode_all_into(ops, &mut bytes);
+    check_nesting_encoded(ops, &bytes)
+}
+
+/// [`check_nesting`] of `ops` whose canonical encoding (an array of ops) is `bytes`.
+pub(crate) fn check_nesting_encoded(ops: &[Op], bytes: &[u8]) -> Result<(), WriteRefused> {
     // The experience array holds the ops array: one level more than the ops' own nesting.
-    if codec::nesting(&bytes).is_some_and(|n| n < MAX_DEPTH) {
+    if codec::nesting(bytes).is_some_and(|n| n < MAX_DEPTH) {
         return Ok(());
     }
+    // Refused: find the op (only now is each encoded alone, to name it).
+    let mut one = Vec::new();
     for (index, op) in ops.iter().enumerate() {
-        bytes.clear();
-        op.encode_into(&mut bytes);
-        let op_depth = codec::nesting(&bytes).unwrap_or(codec::STORED_DEPTH_MAX + 1);
+        one.clear();
+        op.encode_into(&mut one);
+        let op_depth = codec::nesting(&one).unwrap_or(codec::STORED_DEPTH_MAX + 1);
         // Experience and ops array above the op.
         if op_depth + 2 > MAX_DEPTH {
             return Err(WriteRefused::TooDeep {
@@ -105,44 +113,55 @@ pub fn check_nesting(ops: &[Op]) -> Result<(), WriteRefused> {
     unreachable!("ops nest too deep, so one of them does")
 }
 
-/// Checks a node's own writes, experience after experience, against the document they will
-/// fold into: what each path runs through, and what each `incr`, `add` and `remove` finds.
-/// Each accepted experience's ops are applied to a private copy, so later writes of one batch
-/// see what earlier ones wrote.
-#[derive(Clone, Debug)]
-pub struct ShapeCheck {
-    doc: Doc,
-    ops_seen: u32,
-}
-
-impl ShapeCheck {
-    /// Checks against `doc`, which must hold at least the leaf at every proper prefix of every
-    /// path the writes touch, and everything at and below each `incr`/`add`/`remove` target
-    /// (the whole current document always does).
-    pub fn new(doc: Doc) -> ShapeCheck {
-        ShapeCheck { doc, ops_seen: 0 }
-    }
-
-    /// Checks the ops of one experience; applies them if they pass.
-    pub fn check(&mut self, ops: &[Op]) -> Result<(), WriteRefused> {
-        let mut doc = self.doc.clone();
-        for op in ops {
-            check_op(&doc, op)?;
-            // A local write observes everything before it: a dot after every folded one.
-            let dot = Dot {
-                depth: u64::MAX,
-                exp: Id([0xff; 32]),
-                op: self.ops_seen,
-            };
-            self.ops_seen = self.ops_seen.saturating_add(1);
-            doc.apply(op, dot, &ObservesEverything);
+/// Checks a node's own writes, one entry per experience in the order they will be written,
+/// against the document they fold into: what each path runs through, and what each `incr`,
+/// `add` and `remove` finds. Later ops see what earlier accepted ones wrote (applied to a
+/// private copy, and only when a later op will look: a lone write costs lookups only); a
+/// refused experience changes nothing for the ones after it.
+///
+/// `doc` must hold at least the leaf at every proper prefix of every path the writes touch,
+/// and everything at and below each `incr`/`add`/`remove` target ([`shape_paths`]); the whole
+/// current document always does.
+pub fn check_shapes(doc: &Doc, batch: &[&[Op]]) -> Vec<Result<(), WriteRefused>> {
+    let total: usize = batch.iter().map(|ops| ops.len()).sum();
+    let mut checked = 0usize;
+    // The document with the accepted ops applied, made on the first op that needs applying.
+    let mut scratch: Option<Doc> = None;
+    let mut applied = 0u32;
+    let mut results = Vec::with_capacity(batch.len());
+    for ops in batch {
+        let start = checked;
+        let before = scratch.clone();
+        let mut result = Ok(());
+        for op in ops.iter() {
+            checked += 1;
+            if let Err(e) = check_op(scratch.as_ref().unwrap_or(doc), op) {
+                result = Err(e);
+                break;
+            }
+            if checked < total {
+                // A local write observes everything before it: a dot after every folded one.
+                let dot = Dot {
+                    depth: u64::MAX,
+                    exp: Id([0xff; 32]),
+                    op: applied,
+                };
+                applied = applied.saturating_add(1);
+                scratch
+                    .get_or_insert_with(|| doc.clone())
+                    .apply(op, dot, &ObservesEverything);
+            }
         }
-        self.doc = doc;
-        Ok(())
+        if result.is_err() {
+            checked = start + ops.len();
+            scratch = before;
+        }
+        results.push(result);
     }
+    results
 }
 
-/// The paths whose leaves a [`ShapeCheck`] of `ops` reads: `(exact, subtrees)`, the proper
+/// The paths whose leaves [`check_shapes`] of `ops` reads: `(exact, subtrees)`, the proper
 /// prefixes of every op path (each leaf alone), and the targets of ops that need a particular
 /// type there (with everything below them).
 pub fn shape_paths<'a>(ops: impl IntoIterator<Item = &'a Op>) -> (Vec<Path>, Vec<Path>) {
@@ -217,6 +236,22 @@ mod tests {
         }
     }
 
+    /// Writes checked one experience at a time, as one growing batch.
+    #[derive(Default)]
+    struct Writes(Vec<Vec<Op>>);
+
+    impl Writes {
+        fn check(&mut self, ops: &[Op]) -> Result<(), WriteRefused> {
+            self.0.push(ops.to_vec());
+            let batch: Vec<&[Op]> = self.0.iter().map(Vec::as_slice).collect();
+            let result = check_shapes(&Doc::default(), &batch).pop().unwrap();
+            if result.is_err() {
+                self.0.pop();
+            }
+            result
+        }
+    }
+
     fn nested(depth: usize) -> Value {
         let mut v = Value::Int(1);
         for _ in 0..depth {
@@ -227,7 +262,7 @@ mod tests {
 
     #[test]
     fn a_path_through_a_list_or_a_scalar_is_refused() {
-        let mut check = ShapeCheck::new(Doc::default());
+        let mut check = Writes::default();
         check.check(&[set("/list", "[1,2,3]")]).unwrap();
         let err = check.check(&[set("/list/1", "9")]).unwrap_err();
         assert_eq!(
@@ -249,7 +284,7 @@ mod tests {
 
     #[test]
     fn incr_and_add_need_a_counter_and_a_set() {
-        let mut check = ShapeCheck::new(Doc::default());
+        let mut check = Writes::default();
         check
             .check(&[set("/list", "[1]"), set("/n", "5"), set("/m/k", "1")])
             .unwrap();
@@ -281,7 +316,7 @@ mod tests {
 
     #[test]
     fn later_ops_of_a_batch_see_earlier_ones() {
-        let mut check = ShapeCheck::new(Doc::default());
+        let mut check = Writes::default();
         // Within one experience, and across experiences of one batch.
         assert!(check.check(&[set("/a", "5"), set("/a/b", "1")]).is_err());
         check.check(&[set("/a", "5")]).unwrap();

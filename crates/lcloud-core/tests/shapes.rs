@@ -7,7 +7,7 @@
 mod common;
 
 use common::*;
-use lcloud_core::{Experience, Op, Replica, ShapeCheck, WriteRefused};
+use lcloud_core::{Experience, Op, Replica, WriteRefused};
 
 /// Every permutation of `0..n`.
 fn permutations(n: usize) -> Vec<Vec<usize>> {
@@ -85,10 +85,9 @@ fn a_refused_write_is_one_the_document_would_reshape() {
     let mut r = Replica::new(g).unwrap();
     r.write(&key(0), vec![set("/list", "[1,2,3]")]).unwrap();
     let reshaping = set("/list/1", "9");
-    let mut check: ShapeCheck = r.shape_check();
     assert!(matches!(
-        r.check_write(&node(0), std::slice::from_ref(&reshaping), &mut check),
-        Err(WriteRefused::ThroughNonMap { .. })
+        r.check_writes(&node(0), &[std::slice::from_ref(&reshaping)])[..],
+        [Err(WriteRefused::ThroughNonMap { .. })]
     ));
     // Written anyway (as a peer that did not check could), the list becomes a map.
     r.write(&key(0), vec![reshaping]).unwrap();

@@ -320,11 +320,29 @@ async fn openapi() -> Json<J> {
 
 /// The OpenAPI 3.1 description of this API.
 pub fn openapi_document() -> J {
+    let mut doc = paths_document();
+    // Every route answers 403 to another Host or a foreign Origin, and every POST 415 to a
+    // body of another content type (`guard.rs`).
+    let err = json!({"description": "refused by the guard (see info.description)", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}});
+    if let Some(paths) = doc["paths"].as_object_mut() {
+        for (method, op) in paths.values_mut().flat_map(|p| p.as_object_mut()).flatten() {
+            op["responses"]["403"] = err.clone();
+            if method == "post" {
+                op["responses"]["415"] = err.clone();
+            }
+        }
+    }
+    doc
+}
+
+/// The routes of [`openapi_document`], before the guard's answers are added to each.
+fn paths_document() -> J {
     let err = json!({"description": "error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}});
     let ok_json = |desc: &str, schema: J| json!({"description": desc, "content": {"application/json": {"schema": schema}}});
     json!({
         "openapi": "3.1.0",
-        "info": {"title": "λCLOUD node API", "version": "1"},
+        "info": {"title": "λCLOUD node API", "version": "1",
+            "description": "Requests must name the node in Host (an IP address, localhost, or a name given with --api-host, with the API's port); a browser's Origin, when sent, must be the node's own; POST bodies must be application/json (bundles: application/octet-stream). Otherwise 403 or 415."},
         "paths": {
             "/api/state": {"get": {
                 "summary": "The current document at a path (JSON Pointer; empty: the whole document).",
@@ -342,13 +360,17 @@ pub fn openapi_document() -> J {
                 "responses": {"200": ok_json("forks", json!({"type": "array", "items": {"type": "object", "properties": {"author": {"type": "string"}, "seq": {"type": "integer"}, "proof": {"type": "string"}}}}))}}},
             "/api/ops": {"post": {"summary": "Write ops as one experience of this node (durable before the answer).",
                 "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Ops"}}}},
-                "responses": {"200": ok_json("written", json!({"type": "object", "properties": {"id": {"type": "string"}, "seq": {"type": "integer"}}})), "400": err, "422": err}}},
+                "responses": {"200": ok_json("written", json!({"type": "object", "properties": {"id": {"type": "string"}, "seq": {"type": "integer"}}})), "400": err, "422": err, "503": err}}},
             "/api/bundle": {
                 "get": {"summary": "Every experience the node holds, as a bundle (LCLOUD-BUNDLE-1, see docs/format.md).",
                     "responses": {"200": {"description": "application/octet-stream"}}},
                 "post": {"summary": "Import a bundle: every experience is validated; reports new, known and rejected by reason.",
                     "requestBody": {"required": true, "content": {"application/octet-stream": {}}},
-                    "responses": {"200": ok_json("report", json!({"type": "object"})), "400": err}}},
+                    "responses": {"200": ok_json("report", json!({"type": "object", "properties": {
+                        "new": {"type": "integer"}, "known": {"type": "integer"},
+                        "rejected": {"type": "object", "additionalProperties": {"type": "integer"}},
+                        "first_rejection": {"type": ["string", "null"], "description": "the first rejected record and why"},
+                        "root": {"type": ["string", "null"]}}})), "400": err}}},
             "/api/aliases": {"get": {"summary": "The node's local aliases: node id → name.",
                 "responses": {"200": ok_json("aliases", json!({"type": "object", "additionalProperties": {"type": "string"}}))}}},
             "/api/events": {"get": {"summary": "Server-sent events: one `experience` event per experience stored (written here or received).",

@@ -227,4 +227,18 @@ mod tests {
         }
         assert_eq!(status("POST", "/api/ops", &[host, json]), None);
     }
+
+    #[test]
+    fn the_openapi_document_lists_the_guards_answers_on_every_route() {
+        let doc = crate::api::openapi_document();
+        let paths = doc["paths"].as_object().unwrap();
+        assert!(paths.len() >= 14);
+        for (path, ops) in paths {
+            for (method, op) in ops.as_object().unwrap() {
+                assert!(op["responses"]["403"].is_object(), "{method} {path}");
+                let post = method == "post";
+                assert_eq!(op["responses"]["415"].is_object(), post, "{method} {path}");
+            }
+        }
+    }
 }

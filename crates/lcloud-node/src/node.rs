@@ -1203,10 +1203,13 @@ impl Node {
         // Sign the batch as one chain, then insert it; if the replica refuses one (a rule of
         // the cloud), the rest is drafted and signed again on top of what it accepted.
         // What the fold would leave out or misread is refused before anything is signed.
-        let mut shapes = self.replica.shape_check();
+        let checked = {
+            let refs: Vec<&[Op]> = batch.iter().map(Vec::as_slice).collect();
+            self.replica.check_writes(&me, &refs)
+        };
         let mut todo: Vec<(usize, Vec<Op>)> = Vec::with_capacity(batch.len());
-        for (i, ops) in batch.into_iter().enumerate() {
-            match self.replica.check_write(&me, &ops, &mut shapes) {
+        for ((i, ops), check) in batch.into_iter().enumerate().zip(checked) {
+            match check {
                 Ok(()) => todo.push((i, ops)),
                 Err(e) => answers[i] = Some(Err(WriteError::Refused(e.to_string()))),
             }
@@ -1235,6 +1238,10 @@ impl Node {
                     },
                 };
                 let unsigned = draft.seal(me);
+                if let Err(e) = unsigned.check_nesting() {
+                    answers[i] = Some(Err(WriteError::Refused(e.to_string())));
+                    continue;
+                }
                 if unsigned.encoded_len() > EXPERIENCE_BYTES_MAX {
                     answers[i] = Some(Err(WriteError::Refused(format!(
                         "the experience would be {} bytes; at most {EXPERIENCE_BYTES_MAX} are allowed: split it",

@@ -91,11 +91,11 @@ impl Writer {
     /// Queues `ops` as one experience; `reply` is called from the committer thread once it is
     /// durable or refused. For async callers: send the result to a oneshot channel there.
     pub fn submit(&self, ops: Vec<Op>, reply: Reply) -> Result<(), StoreError> {
+        let ops = PreparedOps::new(ops);
+        // What no reader could decode is never signed.
+        ops.check_nesting()?;
         self.tx
-            .send(Request {
-                ops: PreparedOps::new(ops),
-                reply,
-            })
+            .send(Request { ops, reply })
             .map_err(|_| StoreError::Closed)
     }
 }

@@ -8,8 +8,8 @@ use std::path::{Path as FsPath, PathBuf};
 
 use lcloud_core::{
     Doc, Draft, EXPERIENCE_BYTES_MAX, Experience, ForkPolicy, Id, InsertError, Inserted, NodeId,
-    ObservesEverything, Op, Path, PreparedOps, Replica, ShapeCheck, State, ValidationError, Value,
-    VectorClock, Verified, WriteRefused, check_nesting, revalidate_stored,
+    ObservesEverything, Op, Path, PreparedOps, Replica, State, ValidationError, Value, VectorClock,
+    Verified, WriteRefused, revalidate_stored,
 };
 
 use crate::identity::Identity;
@@ -994,15 +994,19 @@ impl Store {
         identity: &Identity,
         batch: Vec<Vec<Op>>,
     ) -> Result<Option<Vec<WriteResult>>, StoreError> {
-        // What the fold would leave out or misread is refused before anything is signed.
-        let mut shapes = self.shape_check(batch.iter().flatten())?;
+        // What the fold would misread is refused before anything is signed.
+        let shapes = {
+            let refs: Vec<&[Op]> = batch.iter().map(Vec::as_slice).collect();
+            self.check_shapes(&refs)?
+        };
         let mut refused: Vec<Option<StoreError>> = Vec::with_capacity(batch.len());
         let mut passed = Vec::with_capacity(batch.len());
-        for ops in batch {
-            match check_nesting(&ops).and_then(|()| shapes.check(&ops)) {
+        for (ops, shape) in batch.into_iter().zip(shapes) {
+            let prepared = PreparedOps::new(ops);
+            match shape.and_then(|()| prepared.check_nesting()) {
                 Ok(()) => {
                     refused.push(None);
-                    passed.push(PreparedOps::new(ops));
+                    passed.push(prepared);
                 }
                 Err(e) => refused.push(Some(e.into())),
             }
@@ -1401,18 +1405,17 @@ impl Store {
         })
     }
 
-    /// A [`ShapeCheck`] for this node's writes of `ops`, against the stored document: reads
-    /// only the leaves the check looks at (see [`lcloud_core::shape_paths`]).
-    pub fn shape_check<'a>(
+    /// [`lcloud_core::check_shapes`] of this node's writes against the stored document,
+    /// reading only the leaves the check looks at ([`lcloud_core::shape_paths`]).
+    pub fn check_shapes(
         &self,
-        ops: impl IntoIterator<Item = &'a Op>,
-    ) -> Result<ShapeCheck, StoreError> {
-        let (exact, subtrees) = lcloud_core::shape_paths(ops);
+        batch: &[&[Op]],
+    ) -> Result<Vec<Result<(), WriteRefused>>, StoreError> {
+        let (exact, subtrees) = lcloud_core::shape_paths(batch.iter().copied().flatten());
         guard(&self.dir, || {
             let txn = self.db()?.begin_read().map_err(|e| self.map_db(e))?;
-            Ok(ShapeCheck::new(
-                self.current_doc_with(&txn, &exact, &subtrees)?,
-            ))
+            let doc = self.current_doc_with(&txn, &exact, &subtrees)?;
+            Ok(lcloud_core::check_shapes(&doc, batch))
         })
     }
 

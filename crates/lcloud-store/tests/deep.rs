@@ -16,20 +16,19 @@ fn nested(depth: usize) -> Value {
     v
 }
 
+fn set_int(store: &mut Store, me: &lcloud_store::Identity, path: &str, n: i64) {
+    let ops = vec![Op::Set {
+        path: Path::parse(path).unwrap(),
+        value: Value::Int(n),
+    }];
+    store.write_local(me, ops).unwrap().expect("fast path");
+}
+
 #[test]
 fn a_store_holding_a_too_deep_value_opens_and_serves_everything() {
     let dir = tempfile::tempdir().unwrap();
     let (mut store, me, _genesis) = new_store(dir.path(), ForkPolicy::Concurrent);
-    store
-        .write_local(
-            &me,
-            vec![Op::Set {
-                path: Path::parse("/before").unwrap(),
-                value: Value::Int(1),
-            }],
-        )
-        .unwrap()
-        .expect("fast path");
+    set_int(&mut store, &me, "/before", 1);
     // Refused by the writer's check...
     let deep = nested(VALUE_DEPTH_MAX + 20);
     let too_deep = vec![Op::Set {
@@ -48,16 +47,7 @@ fn a_store_holding_a_too_deep_value_opens_and_serves_everything() {
     let out = replica.insert(exp).unwrap();
     store.persist(&replica, &[&out]).unwrap();
     store.record_signed(3).unwrap();
-    store
-        .write_local(
-            &me,
-            vec![Op::Set {
-                path: Path::parse("/after").unwrap(),
-                value: Value::Int(2),
-            }],
-        )
-        .unwrap()
-        .expect("fast path");
+    set_int(&mut store, &me, "/after", 2);
     drop(store);
 
     let store = Store::open(dir.path()).unwrap();
