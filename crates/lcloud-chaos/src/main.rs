@@ -186,8 +186,27 @@ struct RealArgs {
 }
 
 fn describe(seed: u64, o: &sim::Outcome) -> String {
+    let scenario = sim::Scenario::of_seed(seed);
+    let what = match scenario {
+        sim::Scenario::Faults => String::new(),
+        sim::Scenario::Fork => format!(
+            " [{}: {} chain forked, {} client writes refused{}]",
+            scenario.name(),
+            o.forked,
+            o.refused_writes,
+            if o.scenario_happened(scenario) { "" } else { ": DID NOT HAPPEN" }
+        ),
+        sim::Scenario::Grant => format!(
+            " [{}: {} requests refused, {} refusals lifted, {} client writes refused{}]",
+            scenario.name(),
+            o.refused_peers.0,
+            o.refused_peers.1,
+            o.refused_writes,
+            if o.scenario_happened(scenario) { "" } else { ": DID NOT HAPPEN" }
+        ),
+    };
     format!(
-        "seed {seed}: {} acknowledged adds, lost={} unexpected={} duplicates={}, counter {} in [{}, {}]{}, {} faults ({} restarts with a lost disk, destroying {} acknowledged writes no peer could recover), messages {} (dropped {}, duplicated {}), T_conv {:.2}s (simulated), visible everywhere p50/p95/p99/max {:.2}/{:.2}/{:.2}/{:.2}s, converged={}, trace {}",
+        "seed {seed}{what}: {} acknowledged adds, lost={} unexpected={} duplicates={}, counter {} in [{}, {}]{}, {} faults ({} restarts with a lost disk, destroying {} acknowledged writes no peer could recover), messages {} (dropped {}, duplicated {}), T_conv {:.2}s (simulated), visible everywhere p50/p95/p99/max {:.2}/{:.2}/{:.2}/{:.2}s, converged={}, trace {}",
         o.set.acknowledged,
         o.set.lost.len(),
         o.set.unexpected.len(),
@@ -359,7 +378,10 @@ fn tiers(
         unexpected += o.set.unexpected.len();
         duplicates += o.set.duplicates.len();
         t_conv_max = t_conv_max.max(o.t_conv);
-        if !o.valid() || o.t_conv > 5_000_000_000 {
+        if !o.valid()
+            || o.t_conv > 5_000_000_000
+            || !o.scenario_happened(sim::Scenario::of_seed(seed))
+        {
             failed.push(seed);
         }
         if seed < 4 {

@@ -7,6 +7,13 @@
 //! rebuilds the replica from the disk. One write in a hundred loses its acknowledgement (the
 //! node crashes after the write is durable): the history records it as indeterminate. The network delays every message 1–30 ms (so messages
 //! overtake each other), drops some, duplicates some, and obeys the current partition.
+//!
+//! Two seeds in eight also run a scenario (see [`Scenario`]): a node restored from another
+//! node's backup forks that node's chain in a cloud that quarantines forks, or a node that is
+//! not yet a member is refused by its peers and then granted membership. Nodes refuse
+//! non-members' requests and lift the refusal when their membership changes, as `lcloud node`
+//! does, and a client's write goes through the same refusals as `lcloud set`
+//! ([`Replica::check_writes`]): a write the fold would leave out is failed, never acknowledged.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -14,8 +21,8 @@ use ed25519_consensus::SigningKey;
 use lcloud_core::codec::ByteBuf;
 use lcloud_core::sync::{self, Request, Response, Summary};
 use lcloud_core::{
-    Experience, Genesis, Id, NodeId, Op, Path, Replica, Value, Verified, revalidate_stored,
-    validate_batch,
+    Experience, ForkPolicy, Genesis, Id, NodeId, Op, Path, Replica, Value, Verified,
+    revalidate_stored, validate_batch,
 };
 
 use crate::check::{self, CounterReport, SetReport};
@@ -30,6 +37,44 @@ const CONVERGE_MAX: u64 = 60_000 * MS;
 const SYNC_EVERY: u64 = 200 * MS;
 /// Batches are small here so that paging is exercised.
 const BATCH_BYTES: usize = 16 * 1024;
+
+/// What a seed does besides writes and faults.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scenario {
+    /// Writes and faults only.
+    Faults,
+    /// A cloud that quarantines forks. A third into the write phase the last node is
+    /// reinstalled from the first node's backup (its disk and key), cut off from it: both write
+    /// as one author, so that chain forks. Writes the two copies acknowledged before they
+    /// learned of the fork, from the forked seq on, are destroyed by the operator's mistake
+    /// (indeterminate); once a copy knows, its writes must be refused.
+    Fork,
+    /// A members-only cloud whose last node is not a member: its writes are refused, and its
+    /// peers refuse its requests. A quarter into the write phase the creator grants it
+    /// membership; every peer must let it in as soon as it sees the grant, or it never
+    /// converges.
+    Grant,
+}
+
+impl Scenario {
+    /// The scenario seed `seed` runs in the CI tier: two seeds in eight run one.
+    pub fn of_seed(seed: u64) -> Scenario {
+        match seed % 8 {
+            6 => Scenario::Fork,
+            7 => Scenario::Grant,
+            _ => Scenario::Faults,
+        }
+    }
+
+    /// Its name, as the summary prints it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Scenario::Faults => "faults",
+            Scenario::Fork => "fork under quarantine",
+            Scenario::Grant => "refused, then granted membership",
+        }
+    }
+}
 
 /// One run's parameters.
 #[derive(Clone, Copy, Debug)]
@@ -49,6 +94,8 @@ pub struct Config {
     pub drop_pct: u64,
     /// Percent of messages duplicated.
     pub dup_pct: u64,
+    /// What the seed does besides writes and faults.
+    pub scenario: Scenario,
 }
 
 impl Config {
@@ -62,6 +109,7 @@ impl Config {
             broken_counter: false,
             drop_pct: 3,
             dup_pct: 2,
+            scenario: Scenario::of_seed(seed),
         }
     }
 }
@@ -87,15 +135,33 @@ pub struct Outcome {
     pub trace: String,
     /// Restarts with a lost disk (amnesia).
     pub amnesia: usize,
-    /// Acknowledged writes destroyed with a lost disk before any peer had them (set aside
-    /// by the checkers as indeterminate; everything else must survive).
+    /// Acknowledged writes destroyed with a lost disk before any peer had them, or written on
+    /// a chain that forked before the writer knew (set aside by the checkers as
+    /// indeterminate; everything else must survive).
     pub destroyed: usize,
+    /// Client writes the node refused (a quarantined chain, not a member).
+    pub refused_writes: usize,
+    /// Times a node refused a peer's request for not being a member, and times a refusal
+    /// was lifted because the peer became one.
+    pub refused_peers: (usize, usize),
+    /// Authors whose chain forked, as the first node sees them at the end.
+    pub forked: usize,
 }
 
 impl Outcome {
     /// No lost, unexpected or duplicated write, counters in bounds, converged.
     pub fn valid(&self) -> bool {
         self.set.valid() && self.counter.valid() && self.converged
+    }
+
+    /// The scenario happened: the chain forked (and writes were refused after), or the
+    /// non-member was refused and then let in.
+    pub fn scenario_happened(&self, scenario: Scenario) -> bool {
+        match scenario {
+            Scenario::Faults => true,
+            Scenario::Fork => self.forked == 1 && self.refused_writes > 0,
+            Scenario::Grant => self.refused_peers.0 > 0 && self.refused_peers.1 > 0,
+        }
     }
 }
 
@@ -152,6 +218,15 @@ struct World {
     /// Per (initiator, responder): authors the last follow-up `Sync` described (chains that
     /// disagreed), so an exchange describes each at most once.
     described: BTreeMap<(usize, usize), BTreeSet<NodeId>>,
+    /// (n, m): node n refuses node m (not a member); no message passes either way.
+    refused: BTreeSet<(usize, usize)>,
+    /// Per node: grants its replica held when it last looked at its refusals.
+    grants_seen: Vec<usize>,
+    /// Every acknowledged write: history index, author, seq, and whether the writer's replica
+    /// knew then that the author's chain was quarantined.
+    acks: Vec<(usize, NodeId, u64, bool)>,
+    refused_writes: usize,
+    refused_peers: (usize, usize),
 }
 
 fn set_path() -> Path {
@@ -165,7 +240,8 @@ fn counter_path() -> Path {
 impl World {
     fn send(&mut self, from: usize, to: usize, wire: Wire) {
         self.messages.0 += 1;
-        if self.blocked.contains(&(from, to)) || self.rng.chance(self.cfg.drop_pct) {
+        let refused = self.refused.contains(&(from, to)) || self.refused.contains(&(to, from));
+        if refused || self.blocked.contains(&(from, to)) || self.rng.chance(self.cfg.drop_pct) {
             self.messages.1 += 1;
             return;
         }
@@ -203,6 +279,50 @@ impl World {
                 node.ids.insert(id);
             }
         }
+        self.membership_changed(n);
+    }
+
+    fn node_id(&self, m: usize) -> NodeId {
+        NodeId(self.nodes[m].key.verification_key().to_bytes())
+    }
+
+    /// Whether node `n` lets node `m` sync with it: the cloud is open, or `m` is a member as
+    /// far as `n` knows (the node's `allowed`).
+    fn allowed(&self, n: usize, m: usize) -> bool {
+        let Some(replica) = self.nodes[n].replica.as_ref() else {
+            return false;
+        };
+        let rules = replica.lattice().rules();
+        let Some(members) = &rules.members else {
+            return true;
+        };
+        let id = self.node_id(m);
+        id == rules.creator
+            || members.contains(&id)
+            || replica.lattice().granted().any(|g| *g == id)
+    }
+
+    /// The node's `membership_changed`: when its replica holds a new grant, peers it refused
+    /// that are members now are let in at once.
+    fn membership_changed(&mut self, n: usize) {
+        let Some(replica) = self.nodes[n].replica.as_ref() else {
+            return;
+        };
+        let grants = replica.lattice().granted().count();
+        if grants == self.grants_seen[n] {
+            return;
+        }
+        self.grants_seen[n] = grants;
+        let admitted: Vec<(usize, usize)> = self
+            .refused
+            .iter()
+            .filter(|(a, m)| *a == n && self.allowed(n, *m))
+            .copied()
+            .collect();
+        for pair in admitted {
+            self.refused.remove(&pair);
+            self.refused_peers.1 += 1;
+        }
     }
 
     fn push_missing(&mut self, from: usize, to: usize, theirs: &Summary) {
@@ -227,6 +347,12 @@ impl World {
     fn deliver(&mut self, from: usize, to: usize, wire: Wire) {
         if self.nodes[to].replica.is_none() {
             return; // crashed: the message is lost
+        }
+        if matches!(wire, Wire::Req(_)) && !self.allowed(to, from) {
+            // The node's `refuse`: a non-member is disconnected until it becomes one.
+            self.refused.insert((to, from));
+            self.refused_peers.0 += 1;
+            return;
         }
         match wire {
             Wire::Req(bytes) => match Request::from_bytes(&bytes).expect("own encoding") {
@@ -323,9 +449,26 @@ impl World {
                 by: value,
             },
         };
-        let exp = replica
-            .write(&node.key, vec![op])
-            .expect("a member's write");
+        // What `lcloud set` does: refuse a write the fold would leave out, and a non-member's.
+        let author = NodeId(node.key.verification_key().to_bytes());
+        let refused = replica.check_writes(&author, &[std::slice::from_ref(&op)])[0].is_err();
+        let knew = replica.quarantined(&author).is_some();
+        let written = if refused {
+            None
+        } else {
+            replica.write(&node.key, vec![op]).ok()
+        };
+        let Some(exp) = written else {
+            self.refused_writes += 1;
+            self.history.push(Event {
+                kind: Kind::Fail,
+                process: n as u32,
+                f,
+                value,
+                time,
+            });
+            return;
+        };
         let bytes = exp.to_bytes();
         node.disk.push(bytes.clone());
         node.ids.insert(exp.id());
@@ -345,6 +488,12 @@ impl World {
         }
         let at = self.history.len() - 1;
         self.nodes[n].acked.push((at, exp.id()));
+        self.acks.push((at, author, exp.seq(), knew));
+        self.broadcast(n, bytes);
+    }
+
+    /// Pushes a new experience of node `n` to every other node.
+    fn broadcast(&mut self, n: usize, bytes: Vec<u8>) {
         let cloud = self.genesis.id();
         for to in 0..self.nodes.len() {
             if to != n {
@@ -359,6 +508,9 @@ impl World {
 
     fn crash(&mut self, n: usize) {
         self.nodes[n].replica = None;
+        // A node keeps its refusals in memory: a restart forgets them.
+        self.refused.retain(|(a, _)| *a != n);
+        self.grants_seen[n] = 0;
     }
 
     /// Amnesia: the node crashes and its disk is lost, its identity key with it (the key lives
@@ -399,6 +551,34 @@ impl World {
         node.disk.clear();
         node.ids.clear();
         node.acked.clear();
+    }
+
+    /// [`Scenario::Fork`]: node `to` is reinstalled from node `from`'s backup (its disk and
+    /// key, as copying a node's directory would) on a machine cut off from `from`.
+    fn restore_backup(&mut self, from: usize, to: usize) {
+        self.amnesia(to);
+        self.nodes[to].key = self.nodes[from].key.clone();
+        self.nodes[to].disk = self.nodes[from].disk.clone();
+        self.nodes[to].ids = self.nodes[from].ids.clone();
+        self.restart(to);
+        self.blocked.insert((from, to));
+        self.blocked.insert((to, from));
+    }
+
+    /// [`Scenario::Grant`]: the creator (node 0) grants `node` membership and pushes it.
+    fn grant(&mut self, node: usize) {
+        self.restart(0);
+        let id = self.node_id(node);
+        let creator = &mut self.nodes[0];
+        let replica = creator.replica.as_mut().expect("restarted");
+        let exp = replica
+            .write(&creator.key, vec![Op::AddMember { node: id }])
+            .expect("the creator grants");
+        let bytes = exp.to_bytes();
+        creator.disk.push(bytes.clone());
+        creator.ids.insert(exp.id());
+        self.membership_changed(0);
+        self.broadcast(0, bytes);
     }
 
     fn restart(&mut self, n: usize) {
@@ -483,7 +663,8 @@ impl World {
                 if down.len() < 2 && self.rng.chance(60) {
                     let up: Vec<usize> = (0..n).filter(|i| !down.contains(i)).collect();
                     let i = up[self.rng.below(up.len() as u64) as usize];
-                    if self.rng.chance(15) {
+                    // A node that lost its key in a members-only cloud would need a new grant.
+                    if self.rng.chance(15) && self.cfg.scenario != Scenario::Grant {
                         self.amnesia(i);
                     } else {
                         self.crash(i);
@@ -580,8 +761,20 @@ pub fn run(cfg: Config) -> Outcome {
             SigningKey::from(seed)
         })
         .collect();
-    let genesis =
-        Experience::create_genesis(&keys[0], Genesis::open(format!("chaos-{}", cfg.seed)));
+    let mut rules = Genesis::open(format!("chaos-{}", cfg.seed));
+    match cfg.scenario {
+        Scenario::Faults => {}
+        Scenario::Fork => rules.fork_policy = ForkPolicy::Quarantine,
+        Scenario::Grant => {
+            rules.members = Some(
+                keys[1..cfg.nodes - 1]
+                    .iter()
+                    .map(|k| NodeId(k.verification_key().to_bytes()))
+                    .collect(),
+            );
+        }
+    }
+    let genesis = Experience::create_genesis(&keys[0], rules);
     let nodes = keys
         .into_iter()
         .map(|key| Node {
@@ -606,6 +799,16 @@ pub fn run(cfg: Config) -> Outcome {
         messages: (0, 0, 0),
         destroyed: BTreeSet::new(),
         amnesia: 0,
+        refused: BTreeSet::new(),
+        grants_seen: vec![0; cfg.nodes],
+        acks: Vec::new(),
+        refused_writes: 0,
+        refused_peers: (0, 0),
+    };
+    let (mut event_at, last) = match cfg.scenario {
+        Scenario::Faults => (None, cfg.nodes - 1),
+        Scenario::Fork => (Some(WRITE_PHASE / 3), cfg.nodes - 1),
+        Scenario::Grant => (Some(WRITE_PHASE / 4), cfg.nodes - 1),
     };
     // The plan: writes and faults at random times of the write phase.
     let mut plan: Vec<(u64, Option<usize>)> = Vec::with_capacity(cfg.writes + cfg.faults);
@@ -643,6 +846,14 @@ pub fn run(cfg: Config) -> Outcome {
             next_check += 50 * MS;
         }
         w.run_until(at, &mut next_sync);
+        if event_at.is_some_and(|t| t <= at) {
+            event_at = None;
+            match cfg.scenario {
+                Scenario::Faults => {}
+                Scenario::Fork => w.restore_backup(0, last),
+                Scenario::Grant => w.grant(last),
+            }
+        }
         match what {
             Some(i) => {
                 let n = i % cfg.nodes;
@@ -684,6 +895,19 @@ pub fn run(cfg: Config) -> Outcome {
         }
     }
     check_visibility(&w, &mut pending, &mut visible);
+    // Writes acknowledged on a chain the fold now leaves out, before the writer could know it
+    // forked, were destroyed by the restored backup; one acknowledged after it knew is lost.
+    let forked = w.nodes[0]
+        .replica
+        .as_ref()
+        .map_or(0, |r| r.lattice().forked_authors().len());
+    if let Some(replica) = w.nodes[0].replica.as_ref() {
+        for (at, author, seq, knew) in &w.acks {
+            if !knew && replica.quarantined(author).is_some_and(|s| *seq >= s) {
+                w.destroyed.insert(*at);
+            }
+        }
+    }
     let finals: Vec<Vec<i64>> = (0..cfg.nodes)
         .map(|n| w.set_of(n).unwrap_or_default())
         .collect();
@@ -721,6 +945,9 @@ pub fn run(cfg: Config) -> Outcome {
         trace: hasher.finalize().to_hex().to_string(),
         amnesia: w.amnesia,
         destroyed: w.destroyed.len(),
+        refused_writes: w.refused_writes,
+        refused_peers: w.refused_peers,
+        forked,
     }
 }
 
@@ -754,6 +981,35 @@ mod tests {
         let o = run(Config::ci(1));
         assert!(o.amnesia >= 1, "seed 1 loses a disk");
         assert!(o.valid(), "{:?} {:?}", o.set, o.counter);
+    }
+
+    /// A restored backup forks a chain under quarantine: both copies' writes after they know
+    /// are refused, nothing acknowledged after that is lost, and every node converges. The
+    /// checkers would see a lost write if a copy kept acknowledging (the bug of issue 17).
+    #[test]
+    fn a_forked_chain_is_quarantined_and_its_writes_refused() {
+        for seed in [6, 14] {
+            let cfg = Config::ci(seed);
+            assert_eq!(cfg.scenario, Scenario::Fork);
+            let o = run(cfg);
+            assert!(o.valid(), "seed {seed}: {:?} {:?}", o.set, o.counter);
+            assert!(o.scenario_happened(Scenario::Fork), "seed {seed}: {o:?}");
+            assert!(o.set.acknowledged > 150, "seed {seed}");
+        }
+    }
+
+    /// A node refused as a non-member is let in as soon as its peers see its grant, and
+    /// converges with them; its writes are refused until it is a member.
+    #[test]
+    fn a_granted_node_is_let_in_and_converges() {
+        for seed in [7, 15] {
+            let cfg = Config::ci(seed);
+            assert_eq!(cfg.scenario, Scenario::Grant);
+            let o = run(cfg);
+            assert!(o.valid(), "seed {seed}: {:?} {:?}", o.set, o.counter);
+            assert!(o.scenario_happened(Scenario::Grant), "seed {seed}: {o:?}");
+            assert!(o.refused_writes > 0, "seed {seed}: writes before the grant");
+        }
     }
 
     /// The negative control: increments as last-writer-wins registers lose concurrent
