@@ -63,6 +63,21 @@ impl Binary {
                 .unwrap_or_else(|| "lcloud".into())
         })
     }
+
+    /// The binary if it is there; otherwise says that the storage tier's binary rounds are
+    /// left out, and why.
+    fn existing(&self) -> Option<std::path::PathBuf> {
+        let path = self.path();
+        if path.is_file() {
+            Some(path)
+        } else {
+            println!(
+                "storage: no lcloud binary at {} (build it with `cargo build -p lcloud-cli` or pass --lcloud PATH): flipped bits under the binary are left out",
+                path.display()
+            );
+            None
+        }
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -73,7 +88,8 @@ enum Command {
         /// Simulated seeds (5 nodes, 1 000 writes and 80 faults each)
         #[arg(long, default_value_t = 64)]
         seeds: u64,
-        /// Rounds of the storage tier (kill -9, truncation, flipped bits, backup restores)
+        /// Rounds of the storage tier (kill -9, truncation, flipped bits, backup restores,
+        /// flipped bits under the binary)
         #[arg(long, default_value_t = 200)]
         rounds: usize,
         /// Also run real `lcloud node run` processes in network namespaces (root)
@@ -100,7 +116,8 @@ enum Command {
         #[arg(long)]
         broken_counter: bool,
     },
-    /// The storage tier alone: kill -9, truncation, flipped bits and backup restores.
+    /// The storage tier alone: kill -9, truncation, flipped bits, backup restores and flipped
+    /// bits under the `lcloud` binary.
     Storage {
         /// Rounds
         #[arg(long, default_value_t = 200)]
@@ -108,6 +125,8 @@ enum Command {
         /// First seed
         #[arg(long, default_value_t = 0)]
         seed: u64,
+        #[command(flatten)]
+        binary: Binary,
     },
     /// The attack suite against real nodes on loopback (requires 5 000 rejections/s).
     Attacks {
@@ -194,7 +213,11 @@ fn describe(seed: u64, o: &sim::Outcome) -> String {
             scenario.name(),
             o.forked,
             o.refused_writes,
-            if o.scenario_happened(scenario) { "" } else { ": DID NOT HAPPEN" }
+            if o.scenario_happened(scenario) {
+                ""
+            } else {
+                ": DID NOT HAPPEN"
+            }
         ),
         sim::Scenario::Grant => format!(
             " [{}: {} requests refused, {} refusals lifted, {} client writes refused{}]",
@@ -202,7 +225,11 @@ fn describe(seed: u64, o: &sim::Outcome) -> String {
             o.refused_peers.0,
             o.refused_peers.1,
             o.refused_writes,
-            if o.scenario_happened(scenario) { "" } else { ": DID NOT HAPPEN" }
+            if o.scenario_happened(scenario) {
+                ""
+            } else {
+                ": DID NOT HAPPEN"
+            }
         ),
     };
     format!(
@@ -307,11 +334,14 @@ fn attacks(binary: &Binary, only: Option<String>, min_rejections_per_s: f64) -> 
 
 fn describe_storage(r: &storage::Report) -> String {
     let mut s = format!(
-        "storage: {} kill -9, {} truncations, {} flipped bits, {} backup restores; acknowledged lost={} corrupt accepted={} self-equivocations={}",
+        "storage: {} kill -9, {} truncations, {} flipped bits, {} backup restores, {} flipped bits under the binary ({} commands served, {} refused in one line); acknowledged lost={} corrupt accepted={} self-equivocations={}",
         r.rounds[0],
         r.rounds[1],
         r.rounds[2],
         r.rounds[3],
+        r.rounds[4],
+        r.binary_commands.0,
+        r.binary_commands.1,
         r.lost,
         r.corrupt_accepted,
         r.self_equivocations
@@ -413,7 +443,7 @@ fn tiers(
             "FAILED seed {seed}: replay with `cargo run --release -p lcloud-chaos -- sim --seed {seed} --history seed-{seed}.jsonl`"
         );
     }
-    let storage = storage::run(rounds, 0);
+    let storage = storage::run(rounds, 0, binary.existing().as_deref());
     println!("{}", describe_storage(&storage));
     if interrupt::interrupted() {
         return ExitCode::FAILURE;
@@ -504,8 +534,12 @@ fn main() -> ExitCode {
             println!("attacks {passed}/{total}");
             exit(passed == total && total > 0)
         }
-        Command::Storage { rounds, seed } => {
-            let r = storage::run(rounds, seed);
+        Command::Storage {
+            rounds,
+            seed,
+            binary,
+        } => {
+            let r = storage::run(rounds, seed, binary.existing().as_deref());
             println!("{}", describe_storage(&r));
             exit(r.valid())
         }

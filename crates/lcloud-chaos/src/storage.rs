@@ -1,8 +1,10 @@
 //! The storage tier: a real store on disk (redb) under `kill -9` at random moments, truncation
-//! at a random byte and single flipped bytes, then reopened; and a store restored from an old
-//! backup. Pass criteria: no acknowledged experience lost, no corrupt record accepted (a
-//! damaged store either refuses to open or read, naming what is wrong, or serves exactly what
-//! it held), no self-equivocation (a node never signs a seq it may have signed before).
+//! at a random byte and single flipped bytes, then reopened; a store restored from an old
+//! backup; and, given the `lcloud` binary, single flipped bits under the commands a person
+//! runs (`verify`, `set`, `root`). Pass criteria: no acknowledged experience lost, no corrupt
+//! record accepted (a damaged store either refuses to open or read, naming what is wrong, or
+//! serves exactly what it held), no self-equivocation (a node never signs a seq it may have
+//! signed before), and the binary never panics: it works, or exits 1 with one `error:` line.
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -14,8 +16,11 @@ use lcloud_store::{Committer, Identity, Store};
 /// What the storage tier found.
 #[derive(Debug, Default)]
 pub struct Report {
-    /// Rounds run, by kind (kill -9, truncation, flipped byte, backup).
-    pub rounds: [usize; 4],
+    /// Rounds run, by kind (kill -9, truncation, flipped byte, backup, flipped bit under the
+    /// binary).
+    pub rounds: [usize; 5],
+    /// Commands the binary ran on a damaged store: (served, refused with one error line).
+    pub binary_commands: (usize, usize),
     /// Acknowledged experiences missing after a kill.
     pub lost: usize,
     /// Damaged stores that served something other than what they held.
@@ -101,8 +106,9 @@ fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Runs `rounds` rounds (kinds in turn) from `seed`.
-pub fn run(rounds: usize, seed: u64) -> Report {
+/// Runs `rounds` rounds (kinds in turn) from `seed`; with `lcloud`, a fifth of them flip bits
+/// under the binary.
+pub fn run(rounds: usize, seed: u64, lcloud: Option<&Path>) -> Report {
     let mut report = Report::default();
     let mut rng = Rng(seed);
     let base = std::env::temp_dir().join(format!(
@@ -116,6 +122,14 @@ pub fn run(rounds: usize, seed: u64) -> Report {
     drop(Store::create(&dir, &genesis).expect("a store"));
     let mut acked: Vec<Id> = Vec::new();
     let exe = std::env::current_exe().expect("own path");
+    let kinds = if lcloud.is_some() { 5 } else { 4 };
+    let mut cli = None;
+    if let Some(bin) = lcloud {
+        match CliStore::create(bin, &base.join("cli")) {
+            Ok(c) => cli = Some(c),
+            Err(e) => report.failures.push(format!("the binary's store: {e}")),
+        }
+    }
     for round in 0..rounds {
         if crate::interrupt::interrupted() {
             report
@@ -123,12 +137,16 @@ pub fn run(rounds: usize, seed: u64) -> Report {
                 .push(format!("interrupted after {round} of {rounds} rounds"));
             break;
         }
-        let kind = round % 4;
+        let kind = round % kinds;
         report.rounds[kind] += 1;
         match kind {
             0 => kill_round(&exe, &dir, &mut rng, &mut acked, &mut report),
             1 | 2 => damage_round(&base, &dir, kind == 1, &mut rng, &mut report),
-            _ => backup_round(&base, &dir, &me, &mut report),
+            3 => backup_round(&base, &dir, &me, &mut report),
+            _ => match &cli {
+                Some(c) => c.flip_round(&mut rng, &mut report),
+                None => report.rounds[kind] -= 1,
+            },
         }
         if report.failures.len() > 10 {
             break;
@@ -288,5 +306,127 @@ fn backup_round(base: &Path, dir: &Path, me: &Identity, report: &mut Report) {
         report
             .failures
             .push(format!("backup round: cannot put the store back: {e}"));
+    }
+}
+
+/// A store written by the `lcloud` binary, and what it held before any damage.
+struct CliStore {
+    bin: PathBuf,
+    bad: PathBuf,
+    clean: Vec<u8>,
+    root: Vec<u8>,
+}
+
+impl CliStore {
+    /// `lcloud init`, 200 records in one batch and 20 increments (as tests/damage.rs does).
+    fn create(bin: &Path, at: &Path) -> Result<CliStore, String> {
+        let good = at.join("good");
+        let run = |args: &[&str], stdin: Option<&str>| -> Result<Vec<u8>, String> {
+            let mut child = Command::new(bin)
+                .arg("--dir")
+                .arg(&good)
+                .args(args)
+                .env_remove("LCLOUD_DIR")
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .map_err(|e| format!("cannot run {}: {e}", bin.display()))?;
+            let mut input = child.stdin.take().expect("piped");
+            if let Some(text) = stdin {
+                input
+                    .write_all(text.as_bytes())
+                    .map_err(|e| format!("lcloud {args:?}: {e}"))?;
+            }
+            drop(input);
+            let out = child
+                .wait_with_output()
+                .map_err(|e| format!("lcloud {args:?}: {e}"))?;
+            if !out.status.success() {
+                return Err(format!(
+                    "lcloud {args:?}: {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ));
+            }
+            Ok(out.stdout)
+        };
+        run(&["init", "--alias", "chaos"], None)?;
+        let batch: String = (0..200)
+            .map(|i| {
+                format!(
+                    "{{\"op\":\"set\",\"path\":\"/k{}\",\"value\":{{\"v\":{i},\"s\":\"value {i}\"}}}}\n",
+                    i % 40
+                )
+            })
+            .collect();
+        run(&["batch"], Some(&batch))?;
+        for i in 0..20 {
+            run(&["incr", &format!("/n{}", i % 3)], None)?;
+        }
+        let root = run(&["root"], None)?;
+        let clean = std::fs::read(good.join("store.redb")).map_err(|e| e.to_string())?;
+        let bad = at.join("bad");
+        copy_dir(&good, &bad).map_err(|e| e.to_string())?;
+        Ok(CliStore {
+            bin: bin.to_owned(),
+            bad,
+            clean,
+            root,
+        })
+    }
+
+    /// One bit flipped anywhere in the file, then `verify`, `set` and `root` on a fresh copy
+    /// each: every one works (and a served root is the true one) or exits 1 with one line.
+    fn flip_round(&self, rng: &mut Rng, report: &mut Report) {
+        let at = rng.below(self.clean.len() as u64) as usize;
+        let mut bytes = self.clean.clone();
+        bytes[at] ^= 1 << rng.below(8);
+        for args in [&["verify"][..], &["set", "/after", "1"], &["root"]] {
+            let what = format!("a flipped bit at byte {at}, lcloud {}", args.join(" "));
+            if let Err(e) = std::fs::write(self.bad.join("store.redb"), &bytes) {
+                report.failures.push(format!("{what}: cannot write: {e}"));
+                return;
+            }
+            let out = match Command::new(&self.bin)
+                .arg("--dir")
+                .arg(&self.bad)
+                .args(args)
+                .env_remove("LCLOUD_DIR")
+                .stdin(Stdio::null())
+                .output()
+            {
+                Ok(o) => o,
+                Err(e) => {
+                    report.failures.push(format!("{what}: cannot run: {e}"));
+                    return;
+                }
+            };
+            let err = String::from_utf8_lossy(&out.stderr);
+            match out.status.code() {
+                Some(0) if args == ["root"] && out.stdout != self.root => {
+                    report.corrupt_accepted += 1;
+                    report
+                        .failures
+                        .push(format!("{what}: served a different root"));
+                }
+                Some(0) => report.binary_commands.0 += 1,
+                Some(1)
+                    if err.starts_with("error: ")
+                        && err.trim_end().lines().count() == 1
+                        && !err.contains("panicked") =>
+                {
+                    report.binary_commands.1 += 1;
+                    if !report.refusals.iter().any(|r| r.starts_with("binary")) {
+                        report
+                            .refusals
+                            .push(format!("binary: {what}: {}", err.trim_end()));
+                    }
+                }
+                code => report.failures.push(format!(
+                    "{what}: exit {code:?} (a panic or an unclear error): {}",
+                    err.trim_end()
+                )),
+            }
+        }
     }
 }

@@ -888,7 +888,7 @@ fn verify(dir: &FsPath, json_out: bool) -> Result<()> {
                 None => format!("arrival #{n} (its index entry is unreadable)"),
             };
             lcloud_store::StoreError::Corrupt {
-                what: format!("experience {who} fails the {check} check: {why}"),
+                what: format!("experience {who} fails verification ({check}): {why}"),
             }
         };
         let exp = validate(bytes, &cloud).map_err(|e| bad(e.reason(), &e))?;

@@ -84,3 +84,73 @@ fn flipped_bits_give_an_error_or_the_truth_never_a_panic() {
     eprintln!("{n} flips: {served} commands served, {refused} refused");
     assert!(refused > 0, "some flips must be caught");
 }
+
+/// The tag docs/store.md gives a group: BLAKE3 over `"lcloud groups\0"`, the key (u64 LE) and
+/// the bytes, its first 16 bytes.
+fn group_tag(key: u64, bytes: &[u8]) -> [u8; 16] {
+    let mut h = blake3::Hasher::new();
+    h.update(b"lcloud groups\0");
+    h.update(&key.to_le_bytes());
+    h.update(bytes);
+    let mut t = [0u8; 16];
+    t.copy_from_slice(&h.finalize().as_bytes()[..16]);
+    t
+}
+
+/// A record changed on purpose and sealed again with a valid tag (what someone who knows the
+/// format, not the key, can do): every read still passes the tag, so only the signature can
+/// catch it. `verify` names the experience as the store indexes it and the check it failed.
+#[test]
+fn a_resealed_tampered_record_fails_verify_by_name_and_check() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("a");
+    assert!(lcloud(&dir, &["init", "--alias", "alice"]).status.success());
+    assert!(lcloud(&dir, &["set", "/y", "2"]).status.success());
+    assert!(
+        lcloud(&dir, &["set", "/x", "\"precious value\""])
+            .status
+            .success()
+    );
+    let file = dir.join("store.redb");
+    let groups: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new("groups");
+    {
+        let db = redb::Database::open(&file).unwrap();
+        let tx = db.begin_write().unwrap();
+        {
+            let mut table = tx.open_table(groups).unwrap();
+            let rows: Vec<(u64, Vec<u8>)> = redb::ReadableTable::iter(&table)
+                .unwrap()
+                .map(|r| {
+                    let (k, v) = r.unwrap();
+                    (k.value(), v.value().to_vec())
+                })
+                .collect();
+            let mut changed = 0;
+            for (key, mut rec) in rows {
+                assert_eq!(&rec[..16], group_tag(key, &rec[16..]), "the documented tag");
+                let Some(at) = rec.windows(8).position(|w| w == b"precious") else {
+                    continue;
+                };
+                rec[at] = b'P';
+                let tag = group_tag(key, &rec[16..]);
+                rec[..16].copy_from_slice(&tag);
+                table.insert(key, rec.as_slice()).unwrap();
+                changed += 1;
+            }
+            assert_eq!(changed, 1, "the value is in one group");
+        }
+        tx.commit().unwrap();
+    }
+    let out = lcloud(&dir, &["verify"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with("error: store corrupt: experience alice:3 (stored as arrival #2, author "),
+        "{err}"
+    );
+    assert!(
+        err.contains(") fails verification (bad signature): bad signature on experience "),
+        "{err}"
+    );
+}

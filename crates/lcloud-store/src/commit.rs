@@ -3,8 +3,9 @@
 //! A [`Committer`] owns the store. Writers send their ops and block until the experience is
 //! durable. Three threads form a pipeline, so signing one batch overlaps storing the one before:
 //!
-//! - the **planner** takes every request waiting, chains them as consecutive experiences of
-//!   this node on the chain tip it keeps in memory (ids hash headers, not signatures, so the
+//! - the **planner** takes every request waiting, refuses what the fold would misread
+//!   ([`lcloud_core::check_shapes`] against the document it keeps), chains the rest as
+//!   consecutive experiences of this node on the chain tip it keeps in memory (ids hash headers, not signatures, so the
 //!   chain is fixed before signing), and hands the drafts to a pool of signing threads, one
 //!   per core;
 //! - the **storer** takes every planned batch waiting, waits for their signatures, writes them
@@ -240,7 +241,8 @@ fn plan(
         if batch.is_empty() {
             continue;
         }
-        let Some(tip) = base.as_mut() else {
+        // Without a tip or a document to check shapes against, the storer writes them.
+        let (Some(tip), Some(doc)) = (base.as_mut(), doc.as_mut()) else {
             if batches.send(Batch::Unplanned(batch)).is_err() {
                 return;
             }
@@ -256,13 +258,19 @@ fn plan(
             continue;
         };
         let before = tip.clone();
+        // What the fold would misread is refused before anything is signed.
+        let shapes = {
+            let refs: Vec<&[Op]> = batch.iter().map(|r| r.ops.ops()).collect();
+            lcloud_core::check_shapes(doc, &refs)
+        };
         let (ops, replies): (Vec<PreparedOps>, Vec<Reply>) =
             batch.into_iter().map(|r| (r.ops, r.reply)).unzip();
-        let drafts = plan_batch(cloud, tip, me, ops);
-        let mut refused = Vec::with_capacity(drafts.len());
-        let mut ok = Vec::with_capacity(drafts.len());
-        for d in drafts {
-            match d {
+        let (shaped, passed) = split_refused(ops, shapes);
+        let mut drafts = plan_batch(cloud, tip, me, passed).into_iter();
+        let mut refused = Vec::with_capacity(shaped.len());
+        let mut ok = Vec::with_capacity(shaped.len());
+        for shape in shaped {
+            match shape.map_or_else(|| drafts.next().expect("one draft per passed write"), Err) {
                 Ok(d) => {
                     ok.push(d);
                     refused.push(None);
@@ -271,10 +279,8 @@ fn plan(
             }
         }
         // Folding here, while the storer writes the batch before, takes it off the storer.
-        if let Some(doc) = doc.as_mut() {
-            for (u, depth) in &ok {
-                fold_into(doc, u.id(), *depth, u.ops());
-            }
+        for (u, depth) in &ok {
+            fold_into(doc, u.id(), *depth, u.ops());
         }
         let sigs = pool.dispatch(ok);
         let sent = batches.send(Batch::Planned(Box::new(Planned {
@@ -284,7 +290,7 @@ fn plan(
             replies,
             refused,
             sigs,
-            folded: doc.clone(),
+            folded: Some(doc.clone()),
         })));
         if sent.is_err() {
             return;
@@ -415,9 +421,51 @@ fn tip_to_plan_on(store: &mut Store, me: &NodeId, epoch: u64) -> Resync {
 fn commit_unplanned(store: &mut Store, identity: &Identity, batch: Vec<Request>) -> (Done, bool) {
     let (local, replies): (Vec<PreparedOps>, Vec<_>) =
         batch.into_iter().map(|r| (r.ops, r.reply)).unzip();
-    let result = store.write_batch(identity, local);
+    // What the fold would misread is refused before anything is signed.
+    let shapes = {
+        let refs: Vec<&[Op]> = local.iter().map(PreparedOps::ops).collect();
+        store.check_shapes(&refs)
+    };
+    let shapes = match shapes {
+        Ok(s) => s,
+        Err(e) => return (answer(replies, Err(e)), false),
+    };
+    let (shaped, passed) = split_refused(local, shapes);
+    let result = if passed.is_empty() {
+        Ok(Some(Vec::new()))
+    } else {
+        store.write_batch(identity, passed)
+    };
     let failed = result.is_err();
+    let result = result.map(|written| {
+        written.map(|written| {
+            let mut written = written.into_iter();
+            shaped
+                .into_iter()
+                .map(|s| s.map_or_else(|| written.next().expect("one result per write"), Err))
+                .collect()
+        })
+    });
     (answer(replies, result), failed)
+}
+
+/// Per write, its refusal by the shape check (`None`: it passed), and the writes that passed.
+fn split_refused(
+    ops: Vec<PreparedOps>,
+    shapes: Vec<Result<(), lcloud_core::WriteRefused>>,
+) -> (Vec<Option<StoreError>>, Vec<PreparedOps>) {
+    let mut refused = Vec::with_capacity(ops.len());
+    let mut passed = Vec::with_capacity(ops.len());
+    for (ops, shape) in ops.into_iter().zip(shapes) {
+        match shape {
+            Ok(()) => {
+                refused.push(None);
+                passed.push(ops);
+            }
+            Err(e) => refused.push(Some(e.into())),
+        }
+    }
+    (refused, passed)
 }
 
 /// Pairs each writer's reply with its result.

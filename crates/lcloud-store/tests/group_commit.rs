@@ -284,3 +284,79 @@ fn a_failed_commit_refuses_what_was_chained_on_it_and_writing_resumes() {
     }
     assert_eq!(store.state().unwrap().root(), replica.root());
 }
+
+/// The committer refuses what the fold would misread (an `incr` of a string, a path through a
+/// string) with the writer's refusal, in any batch it shares with good writes, and signs
+/// nothing for it: the chain has no gap and holds exactly the accepted writes.
+#[test]
+fn the_committer_refuses_writes_the_fold_would_misread() {
+    let dir = tempfile::tempdir().unwrap();
+    let me = Identity::load_or_create(dir.path()).unwrap();
+    let genesis = Experience::create_genesis(me.key(), Genesis::open("g"));
+    let store = Store::create(dir.path(), &genesis).unwrap();
+    let committer = Committer::start(store, me.clone());
+    let text = Path::parse("/text").unwrap();
+    committer
+        .writer()
+        .write(vec![Op::Set {
+            path: text.clone(),
+            value: Value::Str("a string".into()),
+        }])
+        .unwrap();
+    let (accepted, refused): (Vec<_>, Vec<_>) = std::thread::scope(|s| {
+        (0..8)
+            .map(|w| {
+                let writer = committer.writer();
+                let text = text.clone();
+                s.spawn(move || {
+                    (0..30)
+                        .map(|i| {
+                            let op = match (w + i) % 3 {
+                                0 => Op::Incr {
+                                    path: text.clone(),
+                                    by: 1,
+                                },
+                                1 => Op::Set {
+                                    path: Path::parse("/text/inner").unwrap(),
+                                    value: Value::Int(i),
+                                },
+                                _ => Op::Incr {
+                                    path: Path::parse("/n").unwrap(),
+                                    by: 1,
+                                },
+                            };
+                            writer.write(vec![op])
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect::<Vec<_>>()
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .partition(Result::is_ok)
+    });
+    let store = committer.stop();
+    assert_eq!(accepted.len() + refused.len(), 240);
+    for r in &refused {
+        let e = r.as_ref().unwrap_err();
+        assert!(
+            matches!(e, lcloud_store::StoreError::WriteRefused(_)),
+            "refused as the fold would misread it: {e}"
+        );
+    }
+    assert_eq!(
+        refused.len(),
+        160,
+        "every incr of /text and every /text/inner"
+    );
+    let replica = store.load(&mut |_| {}).unwrap();
+    assert_eq!(
+        replica.lattice().len(),
+        2 + accepted.len(),
+        "nothing else signed"
+    );
+    let doc = replica.document().to_json();
+    assert_eq!(doc["text"], "a string");
+    assert_eq!(doc["n"], 80);
+    assert_eq!(store.state().unwrap().root(), replica.root());
+}
