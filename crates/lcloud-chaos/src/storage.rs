@@ -312,6 +312,7 @@ fn backup_round(base: &Path, dir: &Path, me: &Identity, report: &mut Report) {
 /// A store written by the `lcloud` binary, and what it held before any damage.
 struct CliStore {
     bin: PathBuf,
+    good: PathBuf,
     bad: PathBuf,
     clean: Vec<u8>,
     root: Vec<u8>,
@@ -366,24 +367,28 @@ impl CliStore {
         let root = run(&["root"], None)?;
         let clean = std::fs::read(good.join("store.redb")).map_err(|e| e.to_string())?;
         let bad = at.join("bad");
-        copy_dir(&good, &bad).map_err(|e| e.to_string())?;
         Ok(CliStore {
             bin: bin.to_owned(),
+            good,
             bad,
             clean,
             root,
         })
     }
 
-    /// One bit flipped anywhere in the file, then `verify`, `set` and `root` on a fresh copy
-    /// each: every one works (and a served root is the true one) or exits 1 with one line.
+    /// One bit flipped anywhere in the file, then `verify`, `set` and `root`, each on a fresh
+    /// copy of the directory (a `set` that works would otherwise leave `signed-seq` ahead of
+    /// the next copy): every one works (and a served root is the true one) or exits 1 with
+    /// one line.
     fn flip_round(&self, rng: &mut Rng, report: &mut Report) {
         let at = rng.below(self.clean.len() as u64) as usize;
         let mut bytes = self.clean.clone();
         bytes[at] ^= 1 << rng.below(8);
         for args in [&["verify"][..], &["set", "/after", "1"], &["root"]] {
             let what = format!("a flipped bit at byte {at}, lcloud {}", args.join(" "));
-            if let Err(e) = std::fs::write(self.bad.join("store.redb"), &bytes) {
+            let copied = copy_dir(&self.good, &self.bad)
+                .and_then(|()| std::fs::write(self.bad.join("store.redb"), &bytes));
+            if let Err(e) = copied {
                 report.failures.push(format!("{what}: cannot write: {e}"));
                 return;
             }
@@ -424,7 +429,7 @@ impl CliStore {
                 }
                 code => report.failures.push(format!(
                     "{what}: exit {code:?} (a panic or an unclear error): {}",
-                    err.trim_end()
+                    err.lines().take(3).collect::<Vec<_>>().join(" | ")
                 )),
             }
         }
