@@ -14,6 +14,15 @@ fn rounds() -> usize {
         .unwrap_or(120)
 }
 
+fn splitmix(i: u64) -> u64 {
+    let mut z = i
+        .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        .wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
 #[test]
 fn flipped_bits_give_an_error_or_the_truth_never_a_panic() {
     let tmp = tempfile::tempdir().unwrap();
@@ -47,18 +56,21 @@ fn flipped_bits_give_an_error_or_the_truth_never_a_panic() {
     let root = lcloud(&good, &["root"]).stdout;
     let bad = tmp.path().join("bad");
     std::fs::create_dir(&bad).unwrap();
-    for f in std::fs::read_dir(&good).unwrap() {
-        let f = f.unwrap();
-        std::fs::copy(f.path(), bad.join(f.file_name())).unwrap();
-    }
     let (mut refused, mut served) = (0, 0);
     let n = rounds();
     for i in 0..n {
-        // Spread over the whole file, one bit each, a different bit each time.
-        let at = (i * 7919 + i * i) % clean.len();
+        // Anywhere in the file (splitmix64 of the round), one bit each.
+        let r = splitmix(i as u64);
+        let at = (r % clean.len() as u64) as usize;
         let mut bytes = clean.clone();
-        bytes[at] ^= 1 << (i % 8);
+        bytes[at] ^= 1 << ((r >> 32) % 8);
         for args in [&["verify"][..], &["set", "/after", "1"], &["root"]] {
+            // A fresh copy each time: a `set` that works leaves `signed-seq` ahead of the
+            // clean store, and the next `set` would be refused for that instead.
+            for f in std::fs::read_dir(&good).unwrap() {
+                let f = f.unwrap();
+                std::fs::copy(f.path(), bad.join(f.file_name())).unwrap();
+            }
             std::fs::write(bad.join("store.redb"), &bytes).unwrap();
             let out = lcloud(&bad, args);
             let err = String::from_utf8_lossy(&out.stderr);
