@@ -309,6 +309,33 @@ fn backup_round(base: &Path, dir: &Path, me: &Identity, report: &mut Report) {
     }
 }
 
+/// `BIN --dir DIR ARGS…` (ignoring any `LCLOUD_DIR`), with `stdin` piped in if given.
+fn lcloud(
+    bin: &Path,
+    dir: &Path,
+    args: &[&str],
+    stdin: Option<&[u8]>,
+) -> std::io::Result<std::process::Output> {
+    let mut child = Command::new(bin)
+        .arg("--dir")
+        .arg(dir)
+        .args(args)
+        .env_remove("LCLOUD_DIR")
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    if let (Some(input), Some(bytes)) = (child.stdin.take(), stdin) {
+        let mut input = input;
+        input.write_all(bytes)?;
+    }
+    child.wait_with_output()
+}
+
 /// A store written by the `lcloud` binary, and what it held before any damage.
 struct CliStore {
     bin: PathBuf,
@@ -323,25 +350,7 @@ impl CliStore {
     fn create(bin: &Path, at: &Path) -> Result<CliStore, String> {
         let good = at.join("good");
         let run = |args: &[&str], stdin: Option<&str>| -> Result<Vec<u8>, String> {
-            let mut child = Command::new(bin)
-                .arg("--dir")
-                .arg(&good)
-                .args(args)
-                .env_remove("LCLOUD_DIR")
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .map_err(|e| format!("cannot run {}: {e}", bin.display()))?;
-            let mut input = child.stdin.take().expect("piped");
-            if let Some(text) = stdin {
-                input
-                    .write_all(text.as_bytes())
-                    .map_err(|e| format!("lcloud {args:?}: {e}"))?;
-            }
-            drop(input);
-            let out = child
-                .wait_with_output()
+            let out = lcloud(bin, &good, args, stdin.map(str::as_bytes))
                 .map_err(|e| format!("lcloud {args:?}: {e}"))?;
             if !out.status.success() {
                 return Err(format!(
@@ -392,14 +401,7 @@ impl CliStore {
                 report.failures.push(format!("{what}: cannot write: {e}"));
                 return;
             }
-            let out = match Command::new(&self.bin)
-                .arg("--dir")
-                .arg(&self.bad)
-                .args(args)
-                .env_remove("LCLOUD_DIR")
-                .stdin(Stdio::null())
-                .output()
-            {
+            let out = match lcloud(&self.bin, &self.bad, args, None) {
                 Ok(o) => o,
                 Err(e) => {
                     report.failures.push(format!("{what}: cannot run: {e}"));

@@ -4,8 +4,11 @@
 
 #[test]
 fn the_storage_tier_passes_and_says_what_it_refused() {
+    // The rounds under the `lcloud` binary are left out here (another package builds it):
+    // the CI tier runs them (`ci --lcloud target/release/lcloud`).
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_lcloud-chaos"))
         .args(["storage", "--rounds", "40", "--seed", "3"])
+        .args(["--lcloud", "/nonexistent/lcloud"])
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
@@ -20,6 +23,10 @@ fn the_storage_tier_passes_and_says_what_it_refused() {
     );
     // Damage is refused by name, not served.
     assert!(text.contains("store corrupt"), "{text}");
+    assert!(
+        text.contains("no lcloud binary at /nonexistent/lcloud"),
+        "{text}"
+    );
 }
 
 #[test]

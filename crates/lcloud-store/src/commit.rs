@@ -437,14 +437,20 @@ fn commit_unplanned(store: &mut Store, identity: &Identity, batch: Vec<Request>)
         store.write_batch(identity, passed)
     };
     let failed = result.is_err();
+    // A write the shape check refused keeps its refusal, whatever became of the others
+    // (`None`: only a full load can apply them).
     let result = result.map(|written| {
-        written.map(|written| {
-            let mut written = written.into_iter();
+        let mut written = written.map(Vec::into_iter);
+        let next = |written: &mut Option<std::vec::IntoIter<WriteResult>>| match written {
+            Some(w) => w.next().unwrap_or(Err(StoreError::NeedsFullLoad)),
+            None => Err(StoreError::NeedsFullLoad),
+        };
+        Some(
             shaped
                 .into_iter()
-                .map(|s| s.map_or_else(|| written.next().expect("one result per write"), Err))
-                .collect()
-        })
+                .map(|s| s.map_or_else(|| next(&mut written), Err))
+                .collect(),
+        )
     });
     (answer(replies, result), failed)
 }
