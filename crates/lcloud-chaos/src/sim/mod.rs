@@ -780,13 +780,18 @@ pub fn run(cfg: Config) -> Outcome {
     check_visibility(&w, &mut pending, &mut visible);
     // Writes acknowledged on a chain the fold now leaves out, before the writer could know it
     // forked, were destroyed by the restored backup; one acknowledged after it knew is lost.
+    // Two copies of one node that write the same op on the same state sign the same
+    // experience (Ed25519 signatures are deterministic): two acknowledgements, one write. The
+    // second is the restored backup's doing too.
     let forked = w.nodes[0]
         .replica
         .as_ref()
         .map_or(0, |r| r.lattice().forked_authors().len());
     if let Some(replica) = w.nodes[0].replica.as_ref() {
+        let mut signed = BTreeSet::new();
         for (at, author, seq, knew) in &w.acks {
-            if !knew && replica.quarantined(author).is_some_and(|s| *seq >= s) {
+            let quarantined = replica.quarantined(author).is_some_and(|s| *seq >= s);
+            if (!knew && quarantined) || !signed.insert((*author, *seq)) {
                 w.destroyed.insert(*at);
             }
         }
