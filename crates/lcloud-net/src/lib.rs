@@ -9,7 +9,7 @@
 //! told to and listens where it is told to. The one exception is opt-in: with
 //! [`Config::mdns`] it finds peers on the local network with mDNS and dials them.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -424,6 +424,9 @@ async fn drive(
     let mut connected: BTreeSet<PeerId> = BTreeSet::new();
     // Dialed addresses and the peer each turned out to be.
     let mut dialed: HashMap<Multiaddr, PeerId> = HashMap::new();
+    // Peers mDNS announced and has not yet expired: redialed like `--peer`s, since mDNS
+    // reports a peer once per record lifetime (minutes) and one failed dial must not strand it.
+    let mut announced: BTreeMap<PeerId, BTreeSet<Multiaddr>> = BTreeMap::new();
     loop {
         tokio::select! {
             _ = redial.tick() => {
@@ -434,6 +437,13 @@ async fn drive(
                     let up = dialed.get(addr).is_some_and(|p| connected.contains(p));
                     if !up {
                         let _ = swarm.dial(addr.clone());
+                    }
+                }
+                for (peer, addrs) in &announced {
+                    if !connected.contains(peer) && !banned.contains(peer) {
+                        for addr in addrs {
+                            let _ = swarm.dial(addr.clone());
+                        }
                     }
                 }
             }
@@ -505,9 +515,23 @@ async fn drive(
                     SwarmEvent::Behaviour(BehaviourEvent::Mdns(mdns::Event::Discovered(found))) => {
                         // Only with `--mdns`: dial what the local network announces.
                         for (peer, addr) in found {
+                            let addr = addr.with_p2p(peer).unwrap_or_else(|a| a);
+                            announced.entry(peer).or_default().insert(addr.clone());
                             if !isolated && !banned.contains(&peer) && !connected.contains(&peer) {
                                 tracing::info!(%peer, %addr, "found by mDNS");
-                                let _ = swarm.dial(addr.with_p2p(peer).unwrap_or_else(|a| a));
+                                let _ = swarm.dial(addr);
+                            }
+                        }
+                        None
+                    }
+                    SwarmEvent::Behaviour(BehaviourEvent::Mdns(mdns::Event::Expired(gone))) => {
+                        for (peer, addr) in gone {
+                            let addr = addr.with_p2p(peer).unwrap_or_else(|a| a);
+                            if let Some(addrs) = announced.get_mut(&peer) {
+                                addrs.remove(&addr);
+                                if addrs.is_empty() {
+                                    announced.remove(&peer);
+                                }
                             }
                         }
                         None
