@@ -118,8 +118,18 @@ impl World {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{Config, run};
+    use super::super::{Config, Outcome, run};
     use super::*;
+
+    /// Runs `seed`, which must pick `scenario`, and checks it happened and no write was lost.
+    fn run_scenario(seed: u64, scenario: Scenario) -> Outcome {
+        let cfg = Config::ci(seed);
+        assert_eq!(cfg.scenario, scenario);
+        let o = run(cfg);
+        assert!(o.valid(), "seed {seed}: {:?} {:?}", o.set, o.counter);
+        assert!(o.scenario_happened(scenario), "seed {seed}: {o:?}");
+        o
+    }
 
     /// A restored backup forks a chain under quarantine: both copies' writes after they know
     /// are refused, nothing acknowledged after that is lost, and every node converges. The
@@ -127,11 +137,7 @@ mod tests {
     #[test]
     fn a_forked_chain_is_quarantined_and_its_writes_refused() {
         for seed in [6, 14] {
-            let cfg = Config::ci(seed);
-            assert_eq!(cfg.scenario, Scenario::Fork);
-            let o = run(cfg);
-            assert!(o.valid(), "seed {seed}: {:?} {:?}", o.set, o.counter);
-            assert!(o.scenario_happened(Scenario::Fork), "seed {seed}: {o:?}");
+            let o = run_scenario(seed, Scenario::Fork);
             assert!(o.set.acknowledged > 150, "seed {seed}");
         }
     }
@@ -141,11 +147,7 @@ mod tests {
     #[test]
     fn a_granted_node_is_let_in_and_converges() {
         for seed in [7, 15] {
-            let cfg = Config::ci(seed);
-            assert_eq!(cfg.scenario, Scenario::Grant);
-            let o = run(cfg);
-            assert!(o.valid(), "seed {seed}: {:?} {:?}", o.set, o.counter);
-            assert!(o.scenario_happened(Scenario::Grant), "seed {seed}: {o:?}");
+            let o = run_scenario(seed, Scenario::Grant);
             assert!(o.refused_writes > 0, "seed {seed}: writes before the grant");
         }
     }
