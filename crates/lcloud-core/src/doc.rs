@@ -268,7 +268,7 @@ impl Doc {
                 }
             }
             Op::Genesis(g) => self.write(&Path::root(), &g.init, dot),
-            Op::Call { .. } | Op::AddMember { .. } => {}
+            Op::Call { .. } | Op::Deploy { .. } | Op::AddMember { .. } => {}
         }
     }
 

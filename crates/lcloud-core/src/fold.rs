@@ -8,9 +8,9 @@ use std::ops::Bound;
 use imbl::OrdMap;
 
 use crate::doc::{Doc, Dot, Observer};
-use crate::id::Id;
+use crate::id::{Id, NodeId};
 use crate::lattice::{Idx, Lattice};
-use crate::morphism::{CallContext, Registry, Rejection};
+use crate::morphism::{CallContext, Registry, Rejection, contract_id};
 use crate::op::{Op, Path};
 use crate::value::Value;
 
@@ -36,6 +36,8 @@ pub struct OrderedState {
     pub contracts: OrdMap<Id, Value>,
     /// Refused calls, by the dot of the op.
     pub rejections: OrdMap<Dot, Rejected>,
+    /// Deployed contracts: id → the dot of the deploy op that carries the code.
+    pub deployed: OrdMap<Id, Dot>,
 }
 
 /// A folded state: the document plus the order-sensitive part.
@@ -48,20 +50,32 @@ pub struct State {
 }
 
 impl OrderedState {
-    /// Canonical bytes, for storage.
+    /// Canonical bytes, for storage: `[contracts, rejections]`, and a third element, the
+    /// deployed contracts, only when there are any (so stores written before contracts
+    /// existed read the same).
     pub fn to_bytes(&self) -> Vec<u8> {
         let contracts: Vec<(&Id, &Value)> = self.contracts.iter().collect();
         let rejections: Vec<(&Dot, &Rejected)> = self.rejections.iter().collect();
-        crate::codec::to_canonical(&(contracts, rejections))
+        if self.deployed.is_empty() {
+            return crate::codec::to_canonical(&(contracts, rejections));
+        }
+        let deployed: Vec<(&Id, &Dot)> = self.deployed.iter().collect();
+        crate::codec::to_canonical(&(contracts, rejections, deployed))
     }
 
     /// Decodes [`OrderedState::to_bytes`].
     pub fn from_bytes(bytes: &[u8]) -> Result<OrderedState, crate::codec::DecodeError> {
-        type Record = (Vec<(Id, Value)>, Vec<(Dot, Rejected)>);
-        let (contracts, rejections): Record = crate::codec::from_canonical_stored(bytes)?;
+        type Old = (Vec<(Id, Value)>, Vec<(Dot, Rejected)>);
+        type Record = (Vec<(Id, Value)>, Vec<(Dot, Rejected)>, Vec<(Id, Dot)>);
+        let (contracts, rejections, deployed): Record =
+            match crate::codec::from_canonical_stored::<Old>(bytes) {
+                Ok((c, r)) => (c, r, Vec::new()),
+                Err(_) => crate::codec::from_canonical_stored(bytes)?,
+            };
         Ok(OrderedState {
             contracts: contracts.into_iter().collect(),
             rejections: rejections.into_iter().collect(),
+            deployed: deployed.into_iter().collect(),
         })
     }
 }
@@ -81,6 +95,13 @@ impl State {
         for (dot, r) in &self.ordered.rejections {
             serde_ipld_dagcbor::to_writer(&mut h, &(dot, &r.morphism, &r.reason))
                 .expect("hash writer cannot fail");
+        }
+        // Only when contracts were deployed: roots of histories without them are unchanged.
+        if !self.ordered.deployed.is_empty() {
+            h.update(b"\0deployed");
+            for (id, dot) in &self.ordered.deployed {
+                serde_ipld_dagcbor::to_writer(&mut h, &(id, dot)).expect("hash writer cannot fail");
+            }
         }
         Id(*h.finalize().as_bytes())
     }
@@ -144,10 +165,10 @@ pub(crate) fn has_calls(lattice: &Lattice, idx: Idx) -> bool {
         .get(idx)
         .ops()
         .iter()
-        .any(|op| matches!(op, Op::Call { .. }))
+        .any(|op| matches!(op, Op::Call { .. } | Op::Deploy { .. }))
 }
 
-/// Applies the calls of experience `idx` to `state`, recording refusals.
+/// Applies the calls and deploys of experience `idx` to `state`, recording refusals.
 pub(crate) fn apply_calls(
     state: &mut OrderedState,
     registry: &Registry,
@@ -156,10 +177,9 @@ pub(crate) fn apply_calls(
 ) {
     let exp = lattice.get(idx);
     let depth = lattice.depth(idx);
+    let mut clock: Vec<(NodeId, u64)> = lattice.clock_entries(idx).map(|(n, s)| (*n, s)).collect();
+    clock.sort_unstable();
     for (i, op) in exp.ops().iter().enumerate() {
-        let Op::Call { morphism, args } = op else {
-            continue;
-        };
         let dot = Dot {
             depth,
             exp: exp.id(),
@@ -171,33 +191,79 @@ pub(crate) fn apply_calls(
             exp: exp.id(),
             op: i as u32,
             fuel: exp.header().fuel,
+            clock: clock.clone(),
         };
-        let outcome = match registry.get(morphism) {
-            None => Err(Rejection(format!("unknown morphism {morphism}"))),
-            Some(m) => {
-                let current = state
-                    .contracts
-                    .get(morphism)
-                    .cloned()
-                    .unwrap_or_else(|| m.initial());
-                m.apply(&current, args, &ctx)
+        let (morphism, outcome) = match op {
+            Op::Call { morphism, args } => (
+                *morphism,
+                call(state, registry, lattice, morphism, args, &ctx),
+            ),
+            Op::Deploy { rule, code, init } => {
+                let id = contract_id(*rule, code, init);
+                let outcome = match state.deployed.get(&id) {
+                    Some(first) => Err(Rejection(format!(
+                        "contract {id} is already deployed (by experience {})",
+                        first.exp
+                    ))),
+                    None => registry
+                        .load(id, *rule, code)
+                        .and_then(|m| m.init(init, &ctx)),
+                };
+                if outcome.is_ok() {
+                    state.deployed.insert(id, dot);
+                }
+                (id, outcome)
             }
+            _ => continue,
         };
         match outcome {
             Ok(next) => {
-                state.contracts.insert(*morphism, next);
+                state.contracts.insert(morphism, next);
             }
             Err(Rejection(reason)) => {
-                state.rejections.insert(
-                    dot,
-                    Rejected {
-                        morphism: *morphism,
-                        reason,
-                    },
-                );
+                state.rejections.insert(dot, Rejected { morphism, reason });
             }
         }
     }
+}
+
+/// One call: to a built-in, or to a contract deployed earlier in canonical order.
+fn call(
+    state: &OrderedState,
+    registry: &Registry,
+    lattice: &Lattice,
+    morphism: &Id,
+    args: &Value,
+    ctx: &CallContext,
+) -> Result<Value, Rejection> {
+    let m = match registry.get(morphism) {
+        Some(m) => m.clone(),
+        None => {
+            let Some(dot) = state.deployed.get(morphism) else {
+                return Err(Rejection(format!("unknown morphism {morphism}")));
+            };
+            match registry.cached(morphism) {
+                Some(m) => m,
+                None => {
+                    let deploy = lattice
+                        .idx(&dot.exp)
+                        .and_then(|i| lattice.get(i).ops().get(dot.op as usize));
+                    let Some(Op::Deploy { rule, code, .. }) = deploy else {
+                        return Err(Rejection(format!(
+                            "the code of contract {morphism} is not in this history"
+                        )));
+                    };
+                    registry.load(*morphism, *rule, code)?
+                }
+            }
+        }
+    };
+    let current = state
+        .contracts
+        .get(morphism)
+        .cloned()
+        .unwrap_or_else(|| m.initial());
+    m.apply(&current, args, ctx)
 }
 
 /// The order-sensitive fold: calls in canonical order, with checkpoints for rewinds.

@@ -4,7 +4,7 @@
 //! contracts plug in behind the same trait.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use crate::id::{Id, NodeId};
 use crate::value::Value;
@@ -22,6 +22,8 @@ pub struct CallContext {
     pub op: u32,
     /// The fuel limit from the signed header, if any.
     pub fuel: Option<u64>,
+    /// The experience's vector clock: for each author it has seen, the highest seq seen.
+    pub clock: Vec<(NodeId, u64)>,
 }
 
 /// A deterministic refusal: the same op is refused for the same reason on every node.
@@ -41,6 +43,34 @@ pub trait Morphism: Send + Sync {
     }
     /// Applies `args` to `state`, or refuses. Must be a pure function of its inputs.
     fn apply(&self, state: &Value, args: &Value, ctx: &CallContext) -> Result<Value, Rejection>;
+    /// The state right after the morphism is deployed with `args`, or why the deploy is
+    /// refused. Built-ins are never deployed; the default is [`Morphism::initial`].
+    fn init(&self, args: &Value, ctx: &CallContext) -> Result<Value, Rejection> {
+        let _ = (args, ctx);
+        Ok(self.initial())
+    }
+}
+
+/// Turns deployed code into a morphism: the contract runtime, which the core knows only
+/// through this trait. Loading must be a pure function of its inputs: every node refuses the
+/// same code for the same reason.
+pub trait Loader: Send + Sync {
+    /// Checks and compiles `code`, metered under fuel rule `rule`, as contract `id`.
+    fn load(&self, id: Id, rule: u32, code: &[u8]) -> Result<Arc<dyn Morphism>, Rejection>;
+}
+
+/// A contract's id: BLAKE3 over a domain tag, the fuel rule, the code and the canonical
+/// bytes of the `init` arguments (so one schema contract can be deployed with two rule sets).
+pub fn contract_id(rule: u32, code: &[u8], init: &Value) -> Id {
+    let mut h = blake3::Hasher::new();
+    h.update(b"lcloud/contract/v1\0");
+    h.update(&rule.to_le_bytes());
+    h.update(&(code.len() as u64).to_le_bytes());
+    h.update(code);
+    let mut args = Vec::new();
+    init.encode_into(&mut args);
+    h.update(&args);
+    Id(*h.finalize().as_bytes())
 }
 
 /// The morphisms a replica knows, by id. Every node must hold the same set for the same
@@ -48,6 +78,9 @@ pub trait Morphism: Send + Sync {
 #[derive(Clone, Default)]
 pub struct Registry {
     by_id: BTreeMap<Id, Arc<dyn Morphism>>,
+    loader: Option<Arc<dyn Loader>>,
+    /// Contracts compiled so far, by id: a cache only (loading is pure), shared by clones.
+    loaded: Arc<Mutex<BTreeMap<Id, Arc<dyn Morphism>>>>,
 }
 
 impl std::fmt::Debug for Registry {
@@ -71,9 +104,43 @@ impl Registry {
         self.by_id.insert(m.id(), m);
     }
 
-    /// Looks one up.
+    /// Looks up a built-in.
     pub fn get(&self, id: &Id) -> Option<&Arc<dyn Morphism>> {
         self.by_id.get(id)
+    }
+
+    /// The registry with a contract runtime: deploys are loaded by `loader`. Without one,
+    /// every deploy is refused, so every node of a cloud must have the same.
+    pub fn with_loader(mut self, loader: Arc<dyn Loader>) -> Registry {
+        self.loader = Some(loader);
+        self
+    }
+
+    /// Loads contract `id` from its code (from the cache if it was loaded before).
+    pub fn load(&self, id: Id, rule: u32, code: &[u8]) -> Result<Arc<dyn Morphism>, Rejection> {
+        if let Some(m) = self.cached(&id) {
+            return Ok(m);
+        }
+        let Some(loader) = &self.loader else {
+            return Err(Rejection(
+                "this node has no contract runtime: contracts cannot be deployed".into(),
+            ));
+        };
+        let m = loader.load(id, rule, code)?;
+        self.loaded
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, m.clone());
+        Ok(m)
+    }
+
+    /// Contract `id`, if it was loaded before.
+    pub fn cached(&self, id: &Id) -> Option<Arc<dyn Morphism>> {
+        self.loaded
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id)
+            .cloned()
     }
 }
 
@@ -192,6 +259,7 @@ mod tests {
             exp: Id([0; 32]),
             op: 0,
             fuel: None,
+            clock: Vec::new(),
         }
     }
 

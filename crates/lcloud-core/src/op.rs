@@ -233,6 +233,17 @@ pub enum Op {
         /// Its arguments.
         args: Value,
     },
+    /// Deploys a WebAssembly contract: its code, metered under fuel rule `rule`, and the
+    /// arguments of its `init` function. The contract's id is [`crate::contract_id`] of the
+    /// three; calls name it by that id.
+    Deploy {
+        /// The fuel rule the code is metered under (see docs/contracts.md).
+        rule: u32,
+        /// The WebAssembly module.
+        code: Vec<u8>,
+        /// The arguments of the contract's `init` function.
+        init: Value,
+    },
     /// Only in a genesis experience, as its single op.
     Genesis(Genesis),
     /// Lets `node` write (only admins: the genesis author).
@@ -319,6 +330,7 @@ impl Op {
             Op::Add { .. } => "add",
             Op::Remove { .. } => "remove",
             Op::Call { .. } => "call",
+            Op::Deploy { .. } => "deploy",
             Op::Genesis(_) => "genesis",
             Op::AddMember { .. } => "add_member",
         }
@@ -334,6 +346,7 @@ const TAG_REMOVE: u8 = 4;
 const TAG_CALL: u8 = 5;
 const TAG_GENESIS: u8 = 6;
 const TAG_ADD_MEMBER: u8 = 7;
+const TAG_DEPLOY: u8 = 8;
 
 impl Op {
     /// Appends the canonical DAG-CBOR of this op to `out` (what serde's encoder gives, written
@@ -377,6 +390,12 @@ impl Op {
                 out.extend_from_slice(&[0x82, TAG_ADD_MEMBER]);
                 write_bytes(out, node.as_bytes());
             }
+            Op::Deploy { rule, code, init } => {
+                out.extend_from_slice(&[0x84, TAG_DEPLOY]);
+                write_head(out, 0, u64::from(*rule));
+                write_bytes(out, code);
+                init.encode_into(out);
+            }
             Op::Genesis(g) => {
                 out.extend_from_slice(&[0x85, TAG_GENESIS]);
                 write_text(out, &g.name);
@@ -417,6 +436,9 @@ impl Serialize for Op {
             Op::Remove { path, value } => (TAG_REMOVE, path, value).serialize(s),
             Op::Call { morphism, args } => (TAG_CALL, morphism, args).serialize(s),
             Op::AddMember { node } => (TAG_ADD_MEMBER, node).serialize(s),
+            Op::Deploy { rule, code, init } => {
+                (TAG_DEPLOY, rule, crate::codec::ByteRef(code), init).serialize(s)
+            }
             Op::Genesis(g) => {
                 let mut t = s.serialize_tuple(5)?;
                 t.serialize_element(&TAG_GENESIS)?;
@@ -484,6 +506,11 @@ impl<'de> Visitor<'de> for OpVisitor {
             },
             TAG_ADD_MEMBER => Op::AddMember {
                 node: next(&mut seq, "node")?,
+            },
+            TAG_DEPLOY => Op::Deploy {
+                rule: next(&mut seq, "fuel rule")?,
+                code: next::<A, crate::codec::ByteBuf>(&mut seq, "code")?.0,
+                init: next(&mut seq, "init arguments")?,
             },
             TAG_GENESIS => Op::Genesis(Genesis {
                 name: next(&mut seq, "name")?,

@@ -1,0 +1,278 @@
+//! Host ABI 1: what a contract may ask of its node, all of it deterministic. docs/contracts.md
+//! writes it down byte by byte; this file is the implementation.
+//!
+//! Every function is imported from the module `"lcloud"`. Pointers and lengths are `i32`
+//! offsets into the contract's exported `"memory"`. Keys and values are UTF-8 text. Each host
+//! call costs [`HOST_CALL_COST`] fuel plus 1 per 8 bytes it moves, charged before it acts.
+
+use std::collections::BTreeMap;
+
+use wasmi::{Caller, Extern, Linker, Val};
+
+use lcloud_core::Value;
+
+use crate::meter::FUEL_GLOBAL;
+
+/// The module name contracts import from.
+pub const MODULE: &str = "lcloud";
+/// Fuel for any host call, before the bytes it moves.
+pub const HOST_CALL_COST: i64 = 50;
+/// Longest key, in bytes.
+pub const KEY_BYTES_MAX: usize = 256;
+/// Longest value, in bytes.
+pub const VALUE_BYTES_MAX: usize = 64 * 1024;
+/// Longest rejection reason kept, in bytes (longer ones are cut at a character boundary).
+pub const REASON_BYTES_MAX: usize = 512;
+
+/// A WebAssembly value type of the ABI.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ty {
+    /// `i32`
+    I32,
+    /// `i64`
+    I64,
+}
+
+/// The ABI's functions: name, parameters, results.
+const FUNCTIONS: &[(&str, &[Ty], &[Ty])] = &[
+    ("args_len", &[], &[Ty::I32]),
+    ("args_read", &[Ty::I32], &[]),
+    (
+        "state_get",
+        &[Ty::I32, Ty::I32, Ty::I32, Ty::I32],
+        &[Ty::I32],
+    ),
+    ("state_set", &[Ty::I32, Ty::I32, Ty::I32, Ty::I32], &[]),
+    ("state_del", &[Ty::I32, Ty::I32], &[]),
+    ("author", &[Ty::I32], &[]),
+    ("seq", &[], &[Ty::I64]),
+    ("clock_len", &[], &[Ty::I32]),
+    ("clock_read", &[Ty::I32], &[]),
+    ("reject", &[Ty::I32, Ty::I32], &[]),
+];
+
+/// The signature of ABI function `name`, if there is one.
+pub fn signature(name: &str) -> Option<(&'static [Ty], &'static [Ty])> {
+    FUNCTIONS
+        .iter()
+        .find(|(n, _, _)| *n == name)
+        .map(|(_, p, r)| (*p, *r))
+}
+
+/// `(param i32 i32) (result i32)`, as WebAssembly text writes it.
+pub fn describe(params: &[Ty], results: &[Ty]) -> String {
+    let list = |tys: &[Ty]| {
+        tys.iter()
+            .map(|t| match t {
+                Ty::I32 => "i32",
+                Ty::I64 => "i64",
+            })
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    format!("(param {}) (result {})", list(params), list(results))
+}
+
+/// What one call may see and change.
+pub(crate) struct Host {
+    /// The call's arguments, as canonical JSON.
+    pub args: Vec<u8>,
+    /// The contract's state, changed in place (thrown away if the call fails).
+    pub state: BTreeMap<String, Value>,
+    /// The experience's author.
+    pub author: [u8; 32],
+    /// The experience's seq.
+    pub seq: u64,
+    /// The experience's vector clock: 40 bytes per author (id, then seq as `u64` little-endian),
+    /// sorted by author id.
+    pub clock: Vec<u8>,
+    /// Memory limits.
+    pub limits: wasmi::StoreLimits,
+}
+
+/// Why a host call stopped the contract. The message is part of the rejection every node
+/// records, so it names only what the contract did.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum Stop {
+    /// The contract called `reject`.
+    #[error("rejected: {0}")]
+    Rejected(String),
+    /// The fuel ran out inside a host call.
+    #[error("out of fuel")]
+    OutOfFuel,
+    /// The contract broke the ABI.
+    #[error("{0}")]
+    Abi(String),
+}
+
+impl wasmi::errors::HostError for Stop {}
+
+fn stop(s: Stop) -> wasmi::Error {
+    wasmi::Error::host(s)
+}
+
+/// Charges the host call's fuel from the contract's own counter.
+fn charge(caller: &mut Caller<'_, Host>, bytes: usize) -> Result<(), wasmi::Error> {
+    let Some(Extern::Global(fuel)) = caller.get_export(FUEL_GLOBAL) else {
+        return Err(stop(Stop::Abi("no fuel counter".into())));
+    };
+    let Val::I64(left) = fuel.get(&*caller) else {
+        return Err(stop(Stop::Abi("no fuel counter".into())));
+    };
+    let left = left - HOST_CALL_COST - (bytes as i64 >> 3);
+    fuel.set(&mut *caller, Val::I64(left.max(-1)))
+        .map_err(|_| stop(Stop::Abi("no fuel counter".into())))?;
+    if left < 0 {
+        return Err(stop(Stop::OutOfFuel));
+    }
+    Ok(())
+}
+
+fn memory(caller: &Caller<'_, Host>) -> Result<wasmi::Memory, wasmi::Error> {
+    match caller.get_export("memory") {
+        Some(Extern::Memory(m)) => Ok(m),
+        _ => Err(stop(Stop::Abi("the contract exports no memory".into()))),
+    }
+}
+
+/// `len` bytes at `ptr` of the contract's memory, checked.
+fn read(
+    caller: &Caller<'_, Host>,
+    ptr: i32,
+    len: i32,
+    what: &str,
+) -> Result<Vec<u8>, wasmi::Error> {
+    let mem = memory(caller)?;
+    let data = mem.data(caller);
+    let (p, l) = (ptr as u32 as usize, len as u32 as usize);
+    data.get(p..p.saturating_add(l))
+        .map(<[u8]>::to_vec)
+        .ok_or_else(|| {
+            stop(Stop::Abi(format!(
+                "{what} at {p}+{l} is outside the memory"
+            )))
+        })
+}
+
+fn write(
+    caller: &mut Caller<'_, Host>,
+    ptr: i32,
+    bytes: &[u8],
+    what: &str,
+) -> Result<(), wasmi::Error> {
+    let mem = memory(caller)?;
+    let data = mem.data_mut(&mut *caller);
+    let p = ptr as u32 as usize;
+    data.get_mut(p..p.saturating_add(bytes.len()))
+        .ok_or_else(|| {
+            stop(Stop::Abi(format!(
+                "{what} at {p}+{} is outside the memory",
+                bytes.len()
+            )))
+        })?
+        .copy_from_slice(bytes);
+    Ok(())
+}
+
+fn text(bytes: Vec<u8>, what: &str, max: usize) -> Result<String, wasmi::Error> {
+    if bytes.len() > max {
+        return Err(stop(Stop::Abi(format!(
+            "{what} is {} bytes, at most {max}",
+            bytes.len()
+        ))));
+    }
+    String::from_utf8(bytes).map_err(|_| stop(Stop::Abi(format!("{what} is not UTF-8"))))
+}
+
+/// The host functions, for every instance.
+pub(crate) fn link(linker: &mut Linker<Host>) -> Result<(), wasmi::Error> {
+    linker.func_wrap(MODULE, "args_len", |mut c: Caller<'_, Host>| {
+        charge(&mut c, 0)?;
+        Ok(c.data().args.len() as i32)
+    })?;
+    linker.func_wrap(MODULE, "args_read", |mut c: Caller<'_, Host>, ptr: i32| {
+        let args = std::mem::take(&mut c.data_mut().args);
+        charge(&mut c, args.len())?;
+        let done = write(&mut c, ptr, &args, "the arguments");
+        c.data_mut().args = args;
+        done
+    })?;
+    linker.func_wrap(
+        MODULE,
+        "state_get",
+        |mut c: Caller<'_, Host>, kp: i32, kl: i32, out: i32, cap: i32| {
+            let key = read(&c, kp, kl, "the key")?;
+            charge(&mut c, key.len())?;
+            let key = text(key, "the key", KEY_BYTES_MAX)?;
+            let value = match c.data().state.get(&key) {
+                Some(Value::Str(v)) => v.clone().into_bytes(),
+                Some(_) => return Err(stop(Stop::Abi("the state holds a non-text value".into()))),
+                None => return Ok(-1),
+            };
+            charge(&mut c, value.len())?;
+            if value.len() <= cap as u32 as usize {
+                write(&mut c, out, &value, "the value buffer")?;
+            }
+            Ok(value.len() as i32)
+        },
+    )?;
+    linker.func_wrap(
+        MODULE,
+        "state_set",
+        |mut c: Caller<'_, Host>, kp: i32, kl: i32, vp: i32, vl: i32| {
+            let key = read(&c, kp, kl, "the key")?;
+            let value = read(&c, vp, vl, "the value")?;
+            charge(&mut c, key.len() + value.len())?;
+            let key = text(key, "the key", KEY_BYTES_MAX)?;
+            let value = text(value, "the value", VALUE_BYTES_MAX)?;
+            c.data_mut().state.insert(key, Value::Str(value));
+            Ok(())
+        },
+    )?;
+    linker.func_wrap(
+        MODULE,
+        "state_del",
+        |mut c: Caller<'_, Host>, kp: i32, kl: i32| {
+            let key = read(&c, kp, kl, "the key")?;
+            charge(&mut c, key.len())?;
+            let key = text(key, "the key", KEY_BYTES_MAX)?;
+            c.data_mut().state.remove(&key);
+            Ok(())
+        },
+    )?;
+    linker.func_wrap(MODULE, "author", |mut c: Caller<'_, Host>, ptr: i32| {
+        charge(&mut c, 32)?;
+        let author = c.data().author;
+        write(&mut c, ptr, &author, "the author buffer")
+    })?;
+    linker.func_wrap(MODULE, "seq", |mut c: Caller<'_, Host>| {
+        charge(&mut c, 0)?;
+        Ok(c.data().seq as i64)
+    })?;
+    linker.func_wrap(MODULE, "clock_len", |mut c: Caller<'_, Host>| {
+        charge(&mut c, 0)?;
+        Ok(c.data().clock.len() as i32)
+    })?;
+    linker.func_wrap(MODULE, "clock_read", |mut c: Caller<'_, Host>, ptr: i32| {
+        let clock = std::mem::take(&mut c.data_mut().clock);
+        charge(&mut c, clock.len())?;
+        let done = write(&mut c, ptr, &clock, "the clock buffer");
+        c.data_mut().clock = clock;
+        done
+    })?;
+    linker.func_wrap(
+        MODULE,
+        "reject",
+        |mut c: Caller<'_, Host>, ptr: i32, len: i32| -> Result<(), wasmi::Error> {
+            let reason = read(&c, ptr, len.clamp(0, REASON_BYTES_MAX as i32), "the reason")?;
+            charge(&mut c, reason.len())?;
+            let mut reason = String::from_utf8_lossy(&reason).into_owned();
+            // A cut inside a character became U+FFFD: drop it.
+            if reason.ends_with('\u{FFFD}') && len as usize > REASON_BYTES_MAX {
+                reason.pop();
+            }
+            Err(stop(Stop::Rejected(reason)))
+        },
+    )?;
+    Ok(())
+}
