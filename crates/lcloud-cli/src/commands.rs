@@ -364,7 +364,8 @@ fn join(dir: &FsPath, json_out: bool, file: &FsPath, alias: Option<String>) -> R
     }
     let identity = Identity::load_or_create(dir)?;
     let store = Store::create(dir, &genesis)?;
-    let replica = Replica::new(genesis).map_err(|e| anyhow!(e))?;
+    let replica =
+        Replica::with_registry(genesis, lcloud_contracts::registry()).map_err(|e| anyhow!(e))?;
     let mut node = Node {
         names: Names::new(store.aliases()?, &replica),
         store,
@@ -893,7 +894,12 @@ fn verify(dir: &FsPath, json_out: bool) -> Result<()> {
         };
         let exp = validate(bytes, &cloud).map_err(|e| bad(e.reason(), &e))?;
         match replica.as_mut() {
-            None => replica = Some(Replica::new(exp).map_err(|e| bad("genesis", &e))?),
+            None => {
+                replica = Some(
+                    Replica::with_registry(exp, lcloud_contracts::registry())
+                        .map_err(|e| bad("genesis", &e))?,
+                )
+            }
             Some(r) => {
                 r.insert(exp).map_err(|e| bad(e.reason(), &e))?;
             }

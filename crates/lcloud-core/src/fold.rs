@@ -161,11 +161,7 @@ pub(crate) fn apply_doc(doc: &mut Doc, lattice: &Lattice, idx: Idx) {
 
 /// Whether experience `idx` carries calls to order-sensitive morphisms.
 pub(crate) fn has_calls(lattice: &Lattice, idx: Idx) -> bool {
-    lattice
-        .get(idx)
-        .ops()
-        .iter()
-        .any(|op| matches!(op, Op::Call { .. } | Op::Deploy { .. }))
+    lattice.get(idx).ops().iter().any(Op::is_ordered)
 }
 
 /// Applies the calls and deploys of experience `idx` to `state`, recording refusals.

@@ -309,6 +309,12 @@ impl Op {
         })
     }
 
+    /// Whether the op folds in canonical order (a call or a deploy), so a write holding it
+    /// needs the whole history to apply, never the document alone.
+    pub fn is_ordered(&self) -> bool {
+        matches!(self, Op::Call { .. } | Op::Deploy { .. })
+    }
+
     /// The document path this op touches, if any.
     pub fn path(&self) -> Option<&Path> {
         match self {

@@ -234,7 +234,7 @@ fn plan(
         }
         let (calls, batch): (Vec<Request>, Vec<Request>) = batch
             .into_iter()
-            .partition(|r| r.ops.ops().iter().any(|op| matches!(op, Op::Call { .. })));
+            .partition(|r| r.ops.ops().iter().any(Op::is_ordered));
         for r in calls {
             (r.reply)(Err(StoreError::NeedsFullLoad));
         }

@@ -345,7 +345,7 @@ impl Store {
                 .map_err(|e| map_db(dir, e))?;
             txn.open_table(PARKED).map_err(|e| map_db(dir, e))?;
             txn.open_table(ALIASES).map_err(|e| map_db(dir, e))?;
-            let replica = Replica::new(genesis.clone())?;
+            let replica = Replica::with_registry(genesis.clone(), lcloud_contracts::registry())?;
             meta.insert(
                 "summary",
                 sealed(&Summary::of(&replica).to_bytes()).as_slice(),
@@ -730,8 +730,10 @@ impl Store {
             let exp = revalidate_stored(bytes, &cloud).map_err(|e| bad_record(n, &e))?;
             match replica.as_mut() {
                 None => {
-                    replica =
-                        Some(Replica::new(exp).map_err(|e| corrupt(&format!("genesis: {e}")))?)
+                    replica = Some(
+                        Replica::with_registry(exp, lcloud_contracts::registry())
+                            .map_err(|e| corrupt(&format!("genesis: {e}")))?,
+                    )
                 }
                 Some(r) => {
                     let id = exp.id();
@@ -849,7 +851,7 @@ impl Store {
                     bytes,
                 )?;
                 ops_added += exp.ops().len() as u64;
-                calls |= exp.ops().iter().any(|op| matches!(op, Op::Call { .. }));
+                calls |= exp.ops().iter().any(Op::is_ordered);
                 if had_parked && released {
                     park.remove(id.as_bytes()).map_err(|e| map_db(&dir, e))?;
                 }
@@ -974,7 +976,7 @@ impl Store {
         identity: &Identity,
         ops: Vec<Op>,
     ) -> Result<Option<Verified<Experience>>, StoreError> {
-        if ops.iter().any(|op| matches!(op, Op::Call { .. })) {
+        if ops.iter().any(Op::is_ordered) {
             return Ok(None);
         }
         match self.write_batch_local(identity, vec![ops])? {
@@ -1654,8 +1656,10 @@ fn migrate_v1(db: &Database, dir: &FsPath, cloud: &Id) -> Result<(), StoreError>
             let exp = revalidate_stored(bytes, cloud).map_err(|e| bad_record(n, &e))?;
             match replica.as_mut() {
                 None => {
-                    replica =
-                        Some(Replica::new(exp).map_err(|e| corrupt(&format!("genesis: {e}")))?);
+                    replica = Some(
+                        Replica::with_registry(exp, lcloud_contracts::registry())
+                            .map_err(|e| corrupt(&format!("genesis: {e}")))?,
+                    );
                     order.push((0, bytes.to_vec()));
                 }
                 Some(r) => {

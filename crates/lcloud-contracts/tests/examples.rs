@@ -1,0 +1,338 @@
+//! The example contracts (contracts/, built from source for wasm32-unknown-unknown): deployed
+//! and called through replicas, the bank partition story, first-come registration, and the law
+//! that any delivery order of the same calls gives the same state root.
+
+use ed25519_consensus::SigningKey;
+use lcloud_core::{
+    Experience, Genesis, Id, NodeId, Op, Replica, Value, Verified, contract_id, validate,
+};
+use proptest::prelude::*;
+
+fn key(n: u8) -> SigningKey {
+    SigningKey::from([n + 1; 32])
+}
+
+fn node(n: u8) -> NodeId {
+    NodeId(key(n).verification_key().to_bytes())
+}
+
+fn json(s: &str) -> Value {
+    Value::from_json(&serde_json::from_str(s).unwrap()).unwrap()
+}
+
+fn genesis() -> Verified<Experience> {
+    Experience::create_genesis(&key(0), Genesis::open("contracts"))
+}
+
+fn replica(g: &Verified<Experience>) -> Replica {
+    Replica::with_registry(g.clone(), lcloud_contracts::registry()).unwrap()
+}
+
+fn deploy(code: &[u8]) -> (Id, Op) {
+    let init = Value::map();
+    let id = contract_id(lcloud_contracts::meter::FUEL_RULE, code, &init);
+    let op = Op::Deploy {
+        rule: lcloud_contracts::meter::FUEL_RULE,
+        code: code.to_vec(),
+        init,
+    };
+    (id, op)
+}
+
+fn call(contract: Id, function: &str, args: &str) -> Op {
+    Op::Call {
+        morphism: contract,
+        args: json(&format!(r#"{{"function":"{function}","args":{args}}}"#)),
+    }
+}
+
+/// The contract's state as a map of text values.
+fn state(r: &Replica, contract: &Id) -> std::collections::BTreeMap<String, String> {
+    match r.state().ordered.contracts.get(contract) {
+        Some(Value::Map(m)) => m
+            .iter()
+            .map(|(k, v)| match v {
+                Value::Str(s) => (k.clone(), s.clone()),
+                other => panic!("{k} holds {other:?}"),
+            })
+            .collect(),
+        other => panic!("no state for the contract: {other:?}"),
+    }
+}
+
+/// Why the op `op` of experience `exp` was rejected, if it was.
+fn rejection(r: &Replica, exp: &Experience, op: u32) -> Option<String> {
+    r.state()
+        .ordered
+        .rejections
+        .iter()
+        .find(|(dot, _)| dot.exp == exp.id() && dot.op == op)
+        .map(|(_, rej)| rej.reason.clone())
+}
+
+#[test]
+fn the_examples_deploy_and_every_function_is_metered() {
+    for (name, code) in lcloud_examples::ALL {
+        let g = genesis();
+        let mut r = replica(&g);
+        let (id, op) = deploy(code);
+        let e = r.write(&key(0), vec![op]).unwrap();
+        assert_eq!(rejection(&r, &e, 0), None, "{name} was refused");
+        assert!(r.state().ordered.deployed.contains_key(&id), "{name}");
+    }
+}
+
+#[test]
+fn partitioned_spends_of_one_balance_keep_exactly_those_that_fit_in_canonical_order() {
+    let g = genesis();
+    let (bank, op) = deploy(lcloud_examples::BANK);
+    let mut a = replica(&g);
+    a.write(&key(0), vec![op]).unwrap();
+    a.write(
+        &key(0),
+        vec![call(bank, "mint", r#"{"to":"shared","amount":100}"#)],
+    )
+    .unwrap();
+    let mut b = replica(&g);
+    b.merge(&a);
+    assert_eq!(state(&b, &bank)["balance/shared"], "100");
+    // The partition: each side spends most of the one balance, and sees it accepted.
+    let spend_a = a
+        .write(
+            &key(0),
+            vec![call(
+                bank,
+                "transfer",
+                r#"{"from":"shared","to":"alice","amount":70}"#,
+            )],
+        )
+        .unwrap();
+    let spend_b = b
+        .write(
+            &key(1),
+            vec![call(
+                bank,
+                "transfer",
+                r#"{"from":"shared","to":"bob","amount":60}"#,
+            )],
+        )
+        .unwrap();
+    assert_eq!(rejection(&a, &spend_a, 0), None);
+    assert_eq!(rejection(&b, &spend_b, 0), None);
+    assert_eq!(state(&a, &bank)["balance/shared"], "30");
+    assert_eq!(state(&b, &bank)["balance/shared"], "40");
+    // The heal.
+    let (a0, b0) = (a.clone(), b.clone());
+    a.merge(&b0);
+    b.merge(&a0);
+    assert_eq!(a.root(), b.root());
+    assert_eq!(a.state().ordered, b.state().ordered);
+    let order = a.canonical_order();
+    let pos = |e: &Experience| {
+        order
+            .iter()
+            .position(|i| a.lattice().get(*i).id() == e.id())
+    };
+    let (first, second) = if pos(&spend_a) < pos(&spend_b) {
+        (&spend_a, &spend_b)
+    } else {
+        (&spend_b, &spend_a)
+    };
+    assert_eq!(rejection(&a, first, 0), None, "the first spend fits");
+    let why = rejection(&a, second, 0).expect("the second spend does not fit");
+    assert!(
+        why.starts_with("rejected: insufficient funds: shared holds"),
+        "{why}"
+    );
+    let s = state(&a, &bank);
+    let total: i64 = s
+        .iter()
+        .filter(|(k, _)| k.starts_with("balance/"))
+        .map(|(_, v)| v.parse::<i64>().unwrap())
+        .sum();
+    assert_eq!(total, 100, "{s:?}");
+    assert!(s.values().all(|v| !v.starts_with('-')), "{s:?}");
+}
+
+#[test]
+fn a_name_belongs_to_the_first_claim_in_canonical_order() {
+    let g = genesis();
+    let (reg, op) = deploy(lcloud_examples::REGISTRY);
+    let mut a = replica(&g);
+    a.write(&key(0), vec![op]).unwrap();
+    let mut b = replica(&g);
+    b.merge(&a);
+    let ca = a
+        .write(&key(0), vec![call(reg, "claim", r#"{"name":"ada"}"#)])
+        .unwrap();
+    let cb = b
+        .write(&key(1), vec![call(reg, "claim", r#"{"name":"ada"}"#)])
+        .unwrap();
+    let b0 = b.clone();
+    a.merge(&b0);
+    b.merge(&a);
+    assert_eq!(a.root(), b.root());
+    let owner = state(&a, &reg)["owner/ada"].clone();
+    let (winner, loser) = if owner == node(0).to_hex() {
+        (&ca, &cb)
+    } else {
+        (&cb, &ca)
+    };
+    assert_eq!(rejection(&a, winner, 0), None);
+    let why = rejection(&a, loser, 0).unwrap();
+    assert!(why.starts_with("rejected: ada is taken by"), "{why}");
+    // Only the owner may release it.
+    let loser_key = if winner.id() == ca.id() {
+        key(1)
+    } else {
+        key(0)
+    };
+    let e = a
+        .write(&loser_key, vec![call(reg, "release", r#"{"name":"ada"}"#)])
+        .unwrap();
+    assert!(rejection(&a, &e, 0).unwrap().contains("belongs to"));
+}
+
+#[test]
+fn the_same_history_gives_the_same_root_fresh_cached_or_reloaded() {
+    let g = genesis();
+    let (bank, op) = deploy(lcloud_examples::BANK);
+    let mut a = replica(&g);
+    let mut written = vec![a.write(&key(0), vec![op]).unwrap()];
+    written.push(
+        a.write(
+            &key(0),
+            vec![call(bank, "mint", r#"{"to":"x","amount":5}"#)],
+        )
+        .unwrap(),
+    );
+    for i in 0..20 {
+        let amount = 1 + i % 3;
+        written.push(
+            a.write(
+                &key(0),
+                vec![call(
+                    bank,
+                    "transfer",
+                    &format!(r#"{{"from":"x","to":"y{i}","amount":{amount}}}"#),
+                )],
+            )
+            .unwrap(),
+        );
+    }
+    // A fresh registry (nothing compiled yet), fed the bytes through validation.
+    let mut fresh = replica(&g);
+    for e in &written {
+        fresh
+            .insert(validate(&e.to_bytes(), &g.id()).unwrap())
+            .unwrap();
+    }
+    assert_eq!(fresh.root(), a.root());
+    assert_eq!(fresh.state().ordered, a.state().ordered);
+    // What the store keeps of the order-sensitive fold reads back the same.
+    let ordered = a.state().ordered;
+    assert!(!ordered.deployed.is_empty());
+    assert_eq!(
+        lcloud_core::OrderedState::from_bytes(&ordered.to_bytes()).unwrap(),
+        ordered
+    );
+    // Without a contract runtime the same history folds to another root: the runtime is part
+    // of the fold, and every node of a cloud must have it.
+    let mut bare = Replica::new(g.clone()).unwrap();
+    for e in &written {
+        bare.insert(validate(&e.to_bytes(), &g.id()).unwrap())
+            .unwrap();
+    }
+    assert_ne!(bare.root(), a.root());
+}
+
+#[derive(Clone, Debug)]
+enum Action {
+    Transfer {
+        node: u8,
+        from: u8,
+        to: u8,
+        amount: u8,
+    },
+    Sync {
+        from: u8,
+        to: u8,
+    },
+}
+
+const NODES: u8 = 3;
+
+fn action() -> impl Strategy<Value = Action> {
+    prop_oneof![
+        3 => (0..NODES, 0..4u8, 0..4u8, 1..40u8)
+            .prop_map(|(node, from, to, amount)| Action::Transfer { node, from, to, amount }),
+        1 => (0..NODES, 0..NODES).prop_map(|(from, to)| Action::Sync { from, to }),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, .. ProptestConfig::default() })]
+
+    /// Any delivery order (with duplicates) of the same deploys and calls gives the same root
+    /// and the same rejections, and no account ever goes below zero.
+    #[test]
+    fn any_delivery_order_of_contract_calls_gives_the_same_root(
+        script in prop::collection::vec(action(), 1..30),
+        seed in any::<u64>(),
+    ) {
+        let g = genesis();
+        let (bank, op) = deploy(lcloud_examples::BANK);
+        let mut replicas: Vec<Replica> = (0..NODES).map(|_| replica(&g)).collect();
+        let mut written = vec![replicas[0].write(&key(0), vec![op]).unwrap().into_inner()];
+        written.push(
+            replicas[0]
+                .write(&key(0), vec![call(bank, "mint", r#"{"to":"a0","amount":50}"#)])
+                .unwrap()
+                .into_inner(),
+        );
+        for a in &script {
+            match a {
+                Action::Transfer { node, from, to, amount } => {
+                    let args = format!(r#"{{"from":"a{from}","to":"a{to}","amount":{amount}}}"#);
+                    let e = replicas[*node as usize]
+                        .write(&key(*node), vec![call(bank, "transfer", &args)])
+                        .unwrap();
+                    written.push(e.into_inner());
+                }
+                Action::Sync { from, to } => {
+                    let src = replicas[*from as usize].clone();
+                    replicas[*to as usize].merge(&src);
+                }
+            }
+        }
+        let mut all = replicas[0].clone();
+        for r in &replicas[1..] {
+            all.merge(r);
+        }
+        let mut order: Vec<&Experience> = written.iter().collect();
+        let mut x = seed | 1;
+        for i in (1..order.len()).rev() {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            order.swap(i, (x % (i as u64 + 1)) as usize);
+        }
+        let dups: Vec<&Experience> = order.iter().step_by(3).copied().collect();
+        order.extend(dups);
+        let mut r = replica(&g);
+        for e in order {
+            r.insert(validate(&e.to_bytes(), &g.id()).unwrap()).unwrap();
+        }
+        prop_assert_eq!(r.lattice().parked_len(), 0);
+        prop_assert_eq!(r.root(), all.root());
+        prop_assert_eq!(&r.state().ordered, &all.state().ordered);
+        let s = state(&r, &bank);
+        let total: i64 = s
+            .iter()
+            .filter(|(k, _)| k.starts_with("balance/"))
+            .map(|(_, v)| v.parse::<i64>().unwrap())
+            .sum();
+        prop_assert_eq!(total, 50);
+        prop_assert!(s.values().all(|v| !v.starts_with('-')));
+    }
+}
