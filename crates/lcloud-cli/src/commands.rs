@@ -8,7 +8,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use lcloud_core::{
     Cut, EXPERIENCE_BYTES_MAX, Experience, ForkPolicy, Genesis, Id, NodeId, OPS_MAX, Op, Replica,
-    State, Value, View, validate,
+    State, Value, Verified, View, validate,
 };
 use lcloud_store::{Identity, Store, bundle};
 use serde_json::json;
@@ -17,10 +17,10 @@ use crate::resolve::{self, Names};
 use crate::{Cli, Command, CutArgs, InitArgs, MemberAction, NodeAction};
 
 /// Everything a command needs from the node's directory.
-struct Node {
-    store: Store,
-    replica: Replica,
-    names: Names,
+pub(crate) struct Node {
+    pub(crate) store: Store,
+    pub(crate) replica: Replica,
+    pub(crate) names: Names,
 }
 
 fn default_dir() -> PathBuf {
@@ -43,7 +43,7 @@ fn progress(len: u64, what: &str) -> ProgressBar {
     bar
 }
 
-fn open(dir: &FsPath) -> Result<Node> {
+pub(crate) fn open(dir: &FsPath) -> Result<Node> {
     let store = Store::open(dir)?;
     let bar = progress(store.len(), "loading");
     let replica = store.load(&mut |n| bar.set_position(n))?;
@@ -188,7 +188,14 @@ pub fn run(cli: Cli) -> Result<()> {
         }
         Command::Verify => verify(&dir, json_out),
         Command::Forks => forks(&dir, json_out),
-        Command::Demo => crate::demo::run(cli.dir.clone()),
+        Command::Demo { story } => crate::demo::run(cli.dir.clone(), story),
+        Command::Contract { action } => crate::contract::run(&dir, json_out, action),
+        Command::Call {
+            contract,
+            function,
+            args,
+            fuel,
+        } => crate::contract::call(&dir, json_out, &contract, &function, args.as_deref(), fuel),
         Command::Node {
             action:
                 NodeAction::Run {
@@ -267,7 +274,7 @@ pub fn write_ops(command: &Command) -> Result<Option<Vec<Op>>> {
     }))
 }
 
-fn print(json_out: bool, value: serde_json::Value, human: impl FnOnce() -> String) {
+pub(crate) fn print(json_out: bool, value: serde_json::Value, human: impl FnOnce() -> String) {
     if json_out {
         println!("{value}");
     } else {
@@ -451,25 +458,7 @@ fn write(dir: &FsPath, json_out: bool, ops: Vec<Op>) -> Result<()> {
         Some(exp) => exp,
         None => {
             drop(store);
-            let mut node = open(dir)?;
-            let me = identity.id();
-            node.store.check_can_sign(&me, &node.replica)?;
-            if let Some(Err(e)) = node.replica.check_writes(&me, &[&ops]).pop() {
-                return Err(e.into());
-            }
-            let unsigned = node.replica.draft(&me, ops).seal(me);
-            unsigned.check_nesting()?;
-            let size = unsigned.encoded_len();
-            if size > EXPERIENCE_BYTES_MAX {
-                bail!(
-                    "the experience would be {size} bytes; at most {EXPERIENCE_BYTES_MAX} are allowed: split it"
-                );
-            }
-            let exp = unsigned.sign(identity.key());
-            let out = node.replica.insert(exp.clone())?;
-            node.store.persist(&node.replica, &[&out])?;
-            node.store.record_signed(exp.seq())?;
-            exp
+            write_loaded(&mut open(dir)?, &identity, ops, None)?
         }
     };
     print(
@@ -486,6 +475,38 @@ fn write(dir: &FsPath, json_out: bool, ops: Vec<Op>) -> Result<()> {
         },
     );
     Ok(())
+}
+
+/// Writes `ops` (with a fuel limit for their calls) as this node's next experience through the
+/// loaded history, durably.
+pub(crate) fn write_loaded(
+    node: &mut Node,
+    identity: &Identity,
+    ops: Vec<Op>,
+    fuel: Option<u64>,
+) -> Result<Verified<Experience>> {
+    let me = identity.id();
+    node.store.check_can_sign(&me, &node.replica)?;
+    if let Some(Err(e)) = node.replica.check_writes(&me, &[&ops]).pop() {
+        return Err(e.into());
+    }
+    let draft = lcloud_core::Draft {
+        fuel,
+        ..node.replica.draft(&me, ops)
+    };
+    let unsigned = draft.seal(me);
+    unsigned.check_nesting()?;
+    let size = unsigned.encoded_len();
+    if size > EXPERIENCE_BYTES_MAX {
+        bail!(
+            "the experience would be {size} bytes; at most {EXPERIENCE_BYTES_MAX} are allowed: split it"
+        );
+    }
+    let exp = unsigned.sign(identity.key());
+    let out = node.replica.insert(exp.clone())?;
+    node.store.persist(&node.replica, &[&out])?;
+    node.store.record_signed(exp.seq())?;
+    Ok(exp)
 }
 
 fn is_now(cut: &CutArgs) -> bool {
@@ -679,6 +700,14 @@ fn op_names(ops: &[Op]) -> String {
     shown.join(",")
 }
 
+/// The calls and deploys of `e` the fold rejected, by op index.
+fn rejected_ops(replica: &Replica, e: &Experience) -> Vec<(u32, String)> {
+    (0..e.ops().len() as u32)
+        .filter(|i| e.ops()[*i as usize].is_ordered())
+        .filter_map(|i| replica.rejection(&e.id(), i).map(|r| (i, r.reason)))
+        .collect()
+}
+
 fn log(dir: &FsPath, json_out: bool, graph: bool, only: Option<String>) -> Result<()> {
     let node = open(dir)?;
     let lattice = node.replica.lattice();
@@ -709,6 +738,10 @@ fn log(dir: &FsPath, json_out: bool, graph: bool, only: Option<String>) -> Resul
                     "deps": e.header().deps.iter().map(Id::to_hex).collect::<Vec<_>>(),
                     "ops": e.ops().iter().map(Op::name).collect::<Vec<_>>(),
                     "fork": forked.get(&e.author()).is_some_and(|s| e.seq() >= *s),
+                    "rejected": rejected_ops(&node.replica, e)
+                        .into_iter()
+                        .map(|(op, reason)| json!({"op": op, "reason": reason}))
+                        .collect::<Vec<_>>(),
                 })
             })
             .collect();
@@ -760,6 +793,10 @@ fn log(dir: &FsPath, json_out: bool, graph: bool, only: Option<String>) -> Resul
         }
         if is_fork {
             line.push_str("  FORK");
+        }
+        for (op, reason) in rejected_ops(&node.replica, e) {
+            let shown = lcloud_node::contracts::rejection_text(&reason);
+            line.push_str(&format!("  REJECTED op {op} ({shown})"));
         }
         println!("{line}");
     }

@@ -10,14 +10,14 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 
 /// A node daemon started by the demo; stopped (SIGTERM, then kill) when dropped.
-struct Daemon {
+pub(crate) struct Daemon {
     child: Child,
-    api: String,
-    p2p: String,
+    pub(crate) api: String,
+    pub(crate) p2p: String,
 }
 
 impl Daemon {
-    fn start(exe: &PathBuf, dir: &PathBuf, peers: &[&str]) -> Result<Daemon> {
+    pub(crate) fn start(exe: &PathBuf, dir: &PathBuf, peers: &[&str]) -> Result<Daemon> {
         let mut cmd = Command::new(exe);
         cmd.arg("--dir")
             .arg(dir)
@@ -53,7 +53,7 @@ impl Daemon {
     }
 
     /// SIGTERM and wait: the node stops cleanly, losing nothing acknowledged.
-    fn stop(mut self) -> Result<()> {
+    pub(crate) fn stop(mut self) -> Result<()> {
         let pid = self.child.id().to_string();
         Command::new("kill").args(["-TERM", &pid]).status()?;
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -76,13 +76,13 @@ impl Drop for Daemon {
     }
 }
 
-struct Demo {
-    exe: PathBuf,
-    base: PathBuf,
+pub(crate) struct Demo {
+    pub(crate) exe: PathBuf,
+    pub(crate) base: PathBuf,
 }
 
 impl Demo {
-    fn run(&self, node: &str, args: &[&str]) -> Result<String> {
+    pub(crate) fn run(&self, node: &str, args: &[&str]) -> Result<String> {
         let out = Command::new(&self.exe)
             .arg("--dir")
             .arg(self.base.join(node))
@@ -100,7 +100,7 @@ impl Demo {
         Ok(String::from_utf8_lossy(&out.stdout).trim_end().to_owned())
     }
 
-    fn say(&self, node: &str, args: &[&str]) -> Result<String> {
+    pub(crate) fn say(&self, node: &str, args: &[&str]) -> Result<String> {
         let shown: Vec<String> = args
             .iter()
             .map(|a| {
@@ -120,7 +120,7 @@ impl Demo {
     }
 
     /// `lcloud --node URL ARGS…`, shown as a person would type it.
-    fn remote(&self, name: &str, node: &Daemon, args: &[&str]) -> Result<String> {
+    pub(crate) fn remote(&self, name: &str, node: &Daemon, args: &[&str]) -> Result<String> {
         let mut full = vec!["--node", node.api.as_str()];
         full.extend_from_slice(args);
         println!("  {name:>5}$ lcloud --node {} {}", node.api, args.join(" "));
@@ -131,7 +131,7 @@ impl Demo {
         Ok(out)
     }
 
-    fn remote_quiet(&self, node: &Daemon, args: &[&str]) -> Result<String> {
+    pub(crate) fn remote_quiet(&self, node: &Daemon, args: &[&str]) -> Result<String> {
         let mut full = vec!["--node", node.api.as_str()];
         full.extend_from_slice(args);
         self.run_anywhere(&full)
@@ -154,7 +154,7 @@ impl Demo {
     }
 
     /// Waits (up to 20 s) until these nodes report one root.
-    fn converge(&self, nodes: &[(&str, &Daemon)]) -> Result<String> {
+    pub(crate) fn converge(&self, nodes: &[(&str, &Daemon)]) -> Result<String> {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let roots: Vec<String> = nodes
@@ -172,7 +172,7 @@ impl Demo {
     }
 
     /// Cuts a node off from every peer, or heals it, through its API.
-    fn isolate(&self, node: &Daemon, on: bool) -> Result<()> {
+    pub(crate) fn isolate(&self, node: &Daemon, on: bool) -> Result<()> {
         let agent: ureq::Agent = ureq::Agent::config_builder().build().into();
         agent
             .post(format!("{}/debug/isolate", node.api))
@@ -181,7 +181,7 @@ impl Demo {
         Ok(())
     }
 
-    fn roots(&self, nodes: &[&str]) -> Result<Vec<String>> {
+    pub(crate) fn roots(&self, nodes: &[&str]) -> Result<Vec<String>> {
         let mut roots = Vec::new();
         for n in nodes {
             let r = self.run(n, &["root"])?;
@@ -192,8 +192,16 @@ impl Demo {
     }
 }
 
-pub fn run(base: Option<PathBuf>) -> Result<()> {
-    let started = Instant::now();
+pub fn run(base: Option<PathBuf>, story: String) -> Result<()> {
+    let base = fresh_dir(base)?;
+    if story == "contracts" {
+        return crate::demo_contracts::run(base);
+    }
+    seed(base)
+}
+
+/// The demo's directory: the one given (empty or new), else a new temporary one.
+fn fresh_dir(base: Option<PathBuf>) -> Result<PathBuf> {
     let base = match base {
         Some(b) => b,
         None => std::env::temp_dir().join(format!("lcloud-demo-{}", std::process::id())),
@@ -205,6 +213,11 @@ pub fn run(base: Option<PathBuf>) -> Result<()> {
         );
     }
     std::fs::create_dir_all(&base)?;
+    Ok(base)
+}
+
+fn seed(base: PathBuf) -> Result<()> {
+    let started = Instant::now();
     let d = Demo {
         exe: std::env::current_exe()?,
         base: base.clone(),
@@ -323,11 +336,11 @@ pub fn run(base: Option<PathBuf>) -> Result<()> {
     Ok(())
 }
 
-fn short_addr(p2p: &str) -> &str {
+pub(crate) fn short_addr(p2p: &str) -> &str {
     p2p.split("/p2p/").next().unwrap_or(p2p)
 }
 
-fn assert_same(roots: &[String]) -> Result<()> {
+pub(crate) fn assert_same(roots: &[String]) -> Result<()> {
     if roots.windows(2).any(|w| w[0] != w[1]) {
         bail!("the nodes did not converge: {roots:?}");
     }

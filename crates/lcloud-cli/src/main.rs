@@ -4,7 +4,9 @@
 #![forbid(unsafe_code)]
 
 mod commands;
+mod contract;
 mod demo;
+mod demo_contracts;
 mod remote;
 mod resolve;
 
@@ -272,7 +274,41 @@ enum Command {
     #[command(
         after_help = "Example:\n  lcloud demo                      (in a new temporary directory)\n  lcloud demo --dir /tmp/mydemo    (keep the nodes somewhere you choose)"
     )]
-    Demo,
+    Demo {
+        /// Which story: `seed` (the default) or `contracts` (the bank contract: two
+        /// partitioned nodes spend one balance; after the heal exactly the spends that fit
+        /// in canonical order are kept, on every node).
+        #[arg(default_value = "seed", value_parser = ["seed", "contracts"])]
+        story: String,
+    },
+    /// Deploy, list and read WebAssembly contracts (docs/contracts.md).
+    #[command(
+        after_help = "Examples:\n  lcloud contract deploy bank.wasm --name bank\n  lcloud contract list\n  lcloud contract state bank balance/alice"
+    )]
+    Contract {
+        #[command(subcommand)]
+        action: ContractAction,
+    },
+    /// Call a contract's function as one signed experience, and print whether the fold
+    /// accepted it or rejected it and why (exit 3 when rejected). The outcome is the fold's
+    /// as of now: a concurrent call that sorts before it and arrives later can still change
+    /// it, the same way on every node.
+    #[command(
+        after_help = "Examples:\n  lcloud call bank mint '{\"to\": \"alice\", \"amount\": 100}'\n  lcloud call bank transfer '{\"from\": \"alice\", \"to\": \"bob\", \"amount\": 30}' --fuel 100000"
+    )]
+    Call {
+        /// The contract: its local name, or a prefix of its id.
+        contract: String,
+        /// The function.
+        function: String,
+        /// The arguments, as JSON (default `{}`).
+        #[arg(value_name = "ARGS_JSON")]
+        args: Option<String>,
+        /// Fuel for the call (signed into the experience): one per WebAssembly instruction
+        /// run, plus host calls (docs/contracts.md). Default 10 000 000.
+        #[arg(long, value_name = "N")]
+        fuel: Option<u64>,
+    },
     /// Run this node as a daemon: store, peer-to-peer sync and the HTTP/JSON API.
     #[command(
         after_help = "Examples:\n  lcloud node run --listen /ip4/0.0.0.0/tcp/7401 --api 127.0.0.1:7400\n  lcloud node run --listen /ip4/127.0.0.1/tcp/0 --peer /ip4/10.0.0.2/tcp/7401\n\nThe node prints `p2p ADDR` for each listen address and `api http://ADDR`; give another\nnode one of the p2p addresses as --peer. SIGTERM or Ctrl-C stops it cleanly. Only the\naddresses you give are dialed (no discovery)."
@@ -309,6 +345,34 @@ enum NodeAction {
         /// way are held to the same rules (non-members are disconnected at once).
         #[arg(long)]
         mdns: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ContractAction {
+    /// Deploy a WebAssembly module as a contract (one signed experience). Every node checks
+    /// it the same way; a module that breaks a rule is rejected, naming the rule.
+    Deploy {
+        /// The module (`.wasm`).
+        file: PathBuf,
+        /// A local name for the contract (like a node alias: only on this node).
+        #[arg(long)]
+        name: Option<String>,
+        /// The arguments of the contract's `init` function, as JSON (default `{}`).
+        #[arg(long, value_name = "JSON")]
+        init: Option<String>,
+        /// Fuel for `init` (default 10 000 000).
+        #[arg(long, value_name = "N")]
+        fuel: Option<u64>,
+    },
+    /// List the deployed contracts: name, id, who deployed it, size, keys in its state.
+    List,
+    /// Print a contract's state, or the value under KEY.
+    State {
+        /// The contract: its local name, or a prefix of its id.
+        contract: String,
+        /// One key of its state.
+        key: Option<String>,
     },
 }
 
@@ -350,6 +414,9 @@ fn remote_run(url: &str, json_out: bool, command: Command) -> anyhow::Result<()>
             ),
         );
         return Ok(());
+    }
+    if matches!(command, Command::Contract { .. } | Command::Call { .. }) {
+        return contract::remote(&remote, json_out, command);
     }
     let no_cut = |cut: &CutArgs| {
         cut.at.is_none() && cut.heads.is_none() && cut.without.is_none() && cut.seen_by.is_none()

@@ -81,6 +81,15 @@ impl Remote {
         self.answer("the import", r)
     }
 
+    /// POSTs a JSON body to `path`.
+    pub fn post_json(&self, path: &str, body: &J) -> Result<J> {
+        let r = self
+            .agent
+            .post(format!("{}{path}", self.base))
+            .send_json(body);
+        self.answer(path, r)
+    }
+
     pub fn write(&self, ops: &[Op]) -> Result<J> {
         let ops: Vec<J> = ops.iter().map(op_json).collect::<Result<_>>()?;
         let r = self

@@ -9,7 +9,7 @@ use ed25519_consensus::SigningKey;
 use crate::clock::VectorClock;
 use crate::doc::Doc;
 use crate::experience::{Draft, Experience, Verified};
-use crate::fold::{OrderedFold, State, apply_calls, apply_doc, has_calls};
+use crate::fold::{OrderedFold, OrderedState, State, apply_calls, apply_doc, has_calls};
 use crate::id::{Id, NodeId};
 use crate::lattice::{Idx, InsertError, Inserted, Lattice, clock_at, dense_le};
 use crate::morphism::Registry;
@@ -301,6 +301,11 @@ impl Replica {
         }
     }
 
+    /// The order-sensitive part of the current state: contracts, their state, rejections.
+    pub fn ordered(&self) -> &OrderedState {
+        &self.ordered.state
+    }
+
     /// The current document.
     pub fn document(&self) -> Value {
         self.doc.materialize(&Path::root()).unwrap_or(Value::Null)
@@ -392,6 +397,20 @@ impl Replica {
             .ordered
             .state_of(&self.registry, &self.lattice, included);
         Ok(State { doc, ordered })
+    }
+
+    /// Why op `op` of experience `id` (a call or a deploy) was rejected in the current fold:
+    /// `None` when it was applied, or when there is no such op. A later experience that
+    /// sorts before it can still change this (the fold rewinds); every node that holds the
+    /// same history gives the same answer.
+    pub fn rejection(&self, id: &Id, op: u32) -> Option<crate::fold::Rejected> {
+        let idx = self.lattice.idx(id)?;
+        let dot = crate::doc::Dot {
+            depth: self.lattice.depth(idx),
+            exp: *id,
+            op,
+        };
+        self.ordered.state.rejections.get(&dot).cloned()
     }
 
     /// Time travel: the state at a cut.

@@ -14,7 +14,7 @@ use lcloud_core::{Id, Op, Path};
 use serde_json::{Value as J, json};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
-use crate::node::{Announced, Call, Msg, Status, WriteError};
+use crate::node::{Announced, Call, ContractWritten, Deploy, Invoke, Msg, Status, WriteError};
 
 /// What the handlers share.
 #[derive(Clone)]
@@ -63,6 +63,9 @@ pub fn router(api: Api) -> Router {
                 .layer(axum::extract::DefaultBodyLimit::max(BUNDLE_BYTES_MAX)),
         )
         .route("/api/aliases", get(aliases))
+        .route("/api/contracts", get(contracts).post(deploy))
+        .route("/api/contracts/{name}/state", get(contract_state))
+        .route("/api/call", post(call))
         .route("/debug/heads", get(heads))
         .route("/debug/state-hash", get(state_hash))
         .route("/debug/isolate", post(isolate))
@@ -275,6 +278,135 @@ async fn aliases(State(api): State<Api>) -> Response {
     }
 }
 
+/// The answer to a deploy or a call.
+fn contract_answer(r: Result<Result<ContractWritten, WriteError>, Response>) -> Response {
+    match r {
+        Ok(Ok(w)) => Json(w.outcome.to_json(&w.written.id, w.written.seq, &w.root)).into_response(),
+        Ok(Err(WriteError::Refused(e))) => error(StatusCode::UNPROCESSABLE_ENTITY, e),
+        Ok(Err(WriteError::Unavailable(e))) => error(StatusCode::SERVICE_UNAVAILABLE, e),
+        Err(r) => r,
+    }
+}
+
+async fn contracts(State(api): State<Api>) -> Response {
+    match api.ask(Call::Contracts).await {
+        Ok(list) => Json(
+            list.iter()
+                .map(|d| {
+                    json!({
+                        "id": d.id.to_hex(),
+                        "name": d.name,
+                        "deployed_by": d.by.to_hex(),
+                        "experience": d.experience.to_hex(),
+                        "code_bytes": d.code_bytes,
+                        "keys": d.keys,
+                    })
+                })
+                .collect::<Vec<_>>(),
+        )
+        .into_response(),
+        Err(r) => r,
+    }
+}
+
+/// Most bytes of a deploy request: the largest module, as hex, and room for the rest.
+const DEPLOY_BYTES_MAX: usize = 2 * lcloud_contracts::validate::CODE_BYTES_MAX + 64 * 1024;
+
+fn json_value(j: Option<&J>, what: &str) -> Result<lcloud_core::Value, String> {
+    match j {
+        None => Ok(lcloud_core::Value::map()),
+        Some(j) => lcloud_core::Value::from_json(j).map_err(|e| format!("{what}: {e}")),
+    }
+}
+
+fn fuel_of(j: &J) -> Result<Option<u64>, String> {
+    match j.get("fuel") {
+        None | Some(J::Null) => Ok(None),
+        Some(f) => f
+            .as_u64()
+            .map(Some)
+            .ok_or_else(|| "\"fuel\" must be a positive integer".to_owned()),
+    }
+}
+
+fn parse_deploy(body: &[u8]) -> Result<Deploy, String> {
+    let j: J = serde_json::from_slice(body).map_err(|e| format!("malformed JSON: {e}"))?;
+    let code = j.get("code").and_then(J::as_str).ok_or(
+        "expected {\"code\": \"<the module, hex>\", \"name\": …, \"init\": …, \"fuel\": …}",
+    )?;
+    let code = hex::decode(code).map_err(|_| "\"code\" must be the module's bytes in hex")?;
+    let name = match j.get("name") {
+        None | Some(J::Null) => None,
+        Some(J::String(n)) => {
+            crate::contracts::check_name(n)?;
+            Some(n.clone())
+        }
+        Some(_) => return Err("\"name\" must be a string".into()),
+    };
+    Ok(Deploy {
+        code,
+        init: json_value(j.get("init"), "init")?,
+        name,
+        fuel: fuel_of(&j)?,
+    })
+}
+
+fn parse_call(body: &[u8]) -> Result<Invoke, String> {
+    let j: J = serde_json::from_slice(body).map_err(|e| format!("malformed JSON: {e}"))?;
+    let (Some(contract), Some(function)) = (
+        j.get("contract").and_then(J::as_str),
+        j.get("function").and_then(J::as_str),
+    ) else {
+        return Err(
+            "expected {\"contract\": NAME_OR_ID, \"function\": NAME, \"args\": …, \"fuel\": …}"
+                .into(),
+        );
+    };
+    Ok(Invoke {
+        contract: contract.to_owned(),
+        function: function.to_owned(),
+        args: json_value(j.get("args"), "args")?,
+        fuel: fuel_of(&j)?,
+    })
+}
+
+async fn deploy(State(api): State<Api>, body: axum::body::Bytes) -> Response {
+    if body.len() > DEPLOY_BYTES_MAX {
+        return error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("a deploy request is at most {DEPLOY_BYTES_MAX} bytes"),
+        );
+    }
+    match parse_deploy(&body) {
+        Ok(d) => contract_answer(api.ask(|tx| Call::Deploy(d, tx)).await),
+        Err(e) => error(StatusCode::BAD_REQUEST, e),
+    }
+}
+
+async fn call(State(api): State<Api>, body: axum::body::Bytes) -> Response {
+    match parse_call(&body) {
+        Ok(c) => contract_answer(api.ask(|tx| Call::Invoke(c, tx)).await),
+        Err(e) => error(StatusCode::BAD_REQUEST, e),
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct KeyQuery {
+    key: Option<String>,
+}
+
+async fn contract_state(
+    State(api): State<Api>,
+    axum::extract::Path(name): axum::extract::Path<String>,
+    Query(q): Query<KeyQuery>,
+) -> Response {
+    match api.ask(|tx| Call::ContractState(name, q.key, tx)).await {
+        Ok(Ok(v)) => Json(v.to_json()).into_response(),
+        Ok(Err(e)) => error(StatusCode::NOT_FOUND, e),
+        Err(r) => r,
+    }
+}
+
 #[derive(serde::Deserialize)]
 struct IsolateBody {
     on: bool,
@@ -298,6 +430,9 @@ async fn events(State(api): State<Api>) -> Sse<impl Stream<Item = Result<SseEven
                     "seq": a.seq,
                     "ops": a.ops,
                     "local": a.local,
+                    "rejected": a.rejected.iter()
+                        .map(|(op, reason)| json!({"op": op, "reason": reason}))
+                        .collect::<Vec<_>>(),
                 });
                 SseEvent::default()
                     .event("experience")
@@ -371,9 +506,27 @@ fn paths_document() -> J {
                         "rejected": {"type": "object", "additionalProperties": {"type": "integer"}},
                         "first_rejection": {"type": ["string", "null"], "description": "the first rejected record and why"},
                         "root": {"type": ["string", "null"]}}})), "400": err}}},
+            "/api/contracts": {
+                "get": {"summary": "The deployed contracts: id, local name, who deployed them, the deploying experience, module size, keys in their state.",
+                    "responses": {"200": ok_json("contracts", json!({"type": "array", "items": {"type": "object"}}))}},
+                "post": {"summary": "Deploy a contract (docs/contracts.md) and name it locally; answers once the deploy is folded: accepted, or rejected and why.",
+                    "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object", "required": ["code"], "properties": {
+                        "code": {"type": "string", "description": "the WebAssembly module, hex"},
+                        "name": {"type": "string"}, "init": {"description": "arguments of the contract's init"},
+                        "fuel": {"type": "integer", "minimum": 1}}}}}},
+                    "responses": {"200": ok_json("outcome", json!({"$ref": "#/components/schemas/Outcome"})), "400": err, "413": err, "422": err, "503": err}}},
+            "/api/contracts/{name}/state": {"get": {"summary": "A contract's state (a map of text values), or the value under one key.",
+                "parameters": [{"name": "name", "in": "path", "required": true, "schema": {"type": "string"}},
+                    {"name": "key", "in": "query", "required": false, "schema": {"type": "string"}}],
+                "responses": {"200": ok_json("state", json!({})), "404": err}}},
+            "/api/call": {"post": {"summary": "Call a contract's function as one experience of this node; answers once the call is folded: accepted, or rejected and why (as folded now: a concurrent call that sorts before it can still change this, identically on every node).",
+                "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object", "required": ["contract", "function"], "properties": {
+                    "contract": {"type": "string", "description": "local name or id prefix"},
+                    "function": {"type": "string"}, "args": {}, "fuel": {"type": "integer", "minimum": 1}}}}}},
+                "responses": {"200": ok_json("outcome", json!({"$ref": "#/components/schemas/Outcome"})), "400": err, "422": err, "503": err}}},
             "/api/aliases": {"get": {"summary": "The node's local aliases: node id → name.",
                 "responses": {"200": ok_json("aliases", json!({"type": "object", "additionalProperties": {"type": "string"}}))}}},
-            "/api/events": {"get": {"summary": "Server-sent events: one `experience` event per experience stored (written here or received).",
+            "/api/events": {"get": {"summary": "Server-sent events: one `experience` event per experience stored (written here or received), with its calls and deploys the fold rejected (`rejected`: op index and reason).",
                 "responses": {"200": {"description": "text/event-stream"}}}},
             "/debug/heads": {"get": {"summary": "Heads of the DAG.", "responses": {"200": {"description": "ids"}}}},
             "/debug/state-hash": {"get": {"summary": "The state root as text.", "responses": {"200": {"description": "hex"}}}},
@@ -386,6 +539,9 @@ fn paths_document() -> J {
         },
         "components": {"schemas": {
             "Error": {"type": "object", "properties": {"error": {"type": "string"}}},
+            "Outcome": {"type": "object", "properties": {
+                "id": {"type": "string"}, "seq": {"type": "integer"}, "contract": {"type": "string"},
+                "accepted": {"type": "boolean"}, "reason": {"type": ["string", "null"]}, "root": {"type": "string"}}},
             "Ops": {"type": "object", "required": ["ops"], "properties": {"ops": {"type": "array", "items": {"$ref": "#/components/schemas/Op"}}}},
             "Op": {"type": "object", "required": ["op", "path"], "properties": {
                 "op": {"type": "string", "enum": ["set", "incr", "add", "remove", "del"]},

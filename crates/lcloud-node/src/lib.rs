@@ -10,6 +10,7 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod contracts;
 pub mod guard;
 pub mod node;
 

@@ -189,6 +189,56 @@ pub enum Call {
     Aliases(oneshot::Sender<BTreeMap<NodeId, String>>),
     /// Import a bundle (validated like a peer's experiences).
     Import(Vec<u8>, oneshot::Sender<Result<Imported, String>>),
+    /// Deploy a contract, and say what the fold made of it.
+    Deploy(Deploy, oneshot::Sender<Result<ContractWritten, WriteError>>),
+    /// Call a contract, and say what the fold made of the call.
+    Invoke(Invoke, oneshot::Sender<Result<ContractWritten, WriteError>>),
+    /// The deployed contracts.
+    Contracts(oneshot::Sender<Vec<crate::contracts::Deployed>>),
+    /// A contract's state (by name or id prefix), or the value under one key of it.
+    ContractState(
+        String,
+        Option<String>,
+        oneshot::Sender<Result<lcloud_core::Value, String>>,
+    ),
+}
+
+/// A contract to deploy.
+#[derive(Clone, Debug)]
+pub struct Deploy {
+    /// The WebAssembly module.
+    pub code: Vec<u8>,
+    /// The arguments of its `init` function.
+    pub init: lcloud_core::Value,
+    /// A local name for it.
+    pub name: Option<String>,
+    /// The fuel limit, signed into the experience (default: the runtime's).
+    pub fuel: Option<u64>,
+}
+
+/// A contract call to write.
+#[derive(Clone, Debug)]
+pub struct Invoke {
+    /// The contract: a local name or an id prefix.
+    pub contract: String,
+    /// The function.
+    pub function: String,
+    /// Its arguments.
+    pub args: lcloud_core::Value,
+    /// The fuel limit, signed into the experience (default: the runtime's).
+    pub fuel: Option<u64>,
+}
+
+/// A written call or deploy and what the fold made of it.
+#[derive(Clone, Debug)]
+pub struct ContractWritten {
+    /// The experience.
+    pub written: Written,
+    /// Accepted or rejected (as folded now: a concurrent call that sorts before it and
+    /// arrives later can still change this, the same way on every node).
+    pub outcome: crate::contracts::Outcome,
+    /// The state root afterwards.
+    pub root: Id,
 }
 
 /// What an import through the API did.
@@ -324,6 +374,22 @@ pub struct Announced {
     pub ops: usize,
     /// Written here (`true`) or received.
     pub local: bool,
+    /// Its calls and deploys the fold rejected when it was stored: op index and reason.
+    pub rejected: Vec<(u32, String)>,
+}
+
+/// The calls and deploys of `exp` that `replica` rejects now, by op index.
+fn rejected_ops(replica: &Replica, exp: &Experience) -> Vec<(u32, String)> {
+    exp.ops()
+        .iter()
+        .enumerate()
+        .filter(|(_, op)| op.is_ordered())
+        .filter_map(|(i, _)| {
+            replica
+                .rejection(&exp.id(), i as u32)
+                .map(|r| (i as u32, r.reason))
+        })
+        .collect()
 }
 
 #[derive(Default)]
@@ -1096,6 +1162,7 @@ impl Node {
                 seq: exp.seq(),
                 ops: exp.ops().len(),
                 local: false,
+                rejected: rejected_ops(&self.replica, exp),
             });
         }
         true
@@ -1181,6 +1248,42 @@ impl Node {
     /// one commit and recorded in `signed-seq` with one more fsync. Returns one answer per
     /// entry: a refused entry (no ops, too large, not allowed) does not hold up the others.
     fn write(&mut self, batch: Vec<Vec<Op>>) -> Vec<Result<Written, WriteError>> {
+        self.write_fueled(batch, None)
+    }
+
+    /// Writes one contract op (a deploy or a call) with `fuel`, and reads its outcome.
+    fn write_contract(
+        &mut self,
+        contract: Id,
+        op: Op,
+        fuel: Option<u64>,
+    ) -> Result<ContractWritten, WriteError> {
+        if fuel.is_some_and(|f| f == 0 || f > lcloud_contracts::FUEL_MAX) {
+            return Err(WriteError::Refused(format!(
+                "fuel must be between 1 and {}",
+                lcloud_contracts::FUEL_MAX
+            )));
+        }
+        let written = self
+            .write_fueled(vec![vec![op]], fuel)
+            .pop()
+            .expect("one answer per write")?;
+        Ok(ContractWritten {
+            outcome: crate::contracts::outcome(&self.replica, &written.id, contract),
+            root: self.replica.root(),
+            written,
+        })
+    }
+
+    fn contract_names(&self) -> BTreeMap<Id, String> {
+        self.store.contract_names().unwrap_or_default()
+    }
+
+    fn write_fueled(
+        &mut self,
+        batch: Vec<Vec<Op>>,
+        fuel: Option<u64>,
+    ) -> Vec<Result<Written, WriteError>> {
         let mut answers: Vec<Option<Result<Written, WriteError>>> = Vec::new();
         answers.resize_with(batch.len(), || None);
         if self.unstored.is_some() && !self.reload() {
@@ -1225,7 +1328,10 @@ impl Node {
                     continue;
                 }
                 let draft = match tip {
-                    None => self.replica.draft(&me, ops),
+                    None => lcloud_core::Draft {
+                        fuel,
+                        ..self.replica.draft(&me, ops)
+                    },
                     // The experience before it is then the only head.
                     Some((seq, prev)) => lcloud_core::Draft {
                         cloud: self.replica.cloud(),
@@ -1234,7 +1340,7 @@ impl Node {
                         deps: Vec::new(),
                         ops,
                         root: None,
-                        fuel: None,
+                        fuel,
                     },
                 };
                 let unsigned = draft.seal(me);
@@ -1317,6 +1423,7 @@ impl Node {
                 seq: exp.seq(),
                 ops: exp.ops().len(),
                 local: true,
+                rejected: rejected_ops(&self.replica, &exp),
             });
             self.send(Command::Publish(bytes));
             answers[i] = Some(Ok(Written {
@@ -1362,6 +1469,41 @@ impl Node {
             }
             Call::Import(bytes, reply) => {
                 let _ = reply.send(self.import(&bytes));
+            }
+            Call::Deploy(d, reply) => {
+                let (id, op) = crate::contracts::deploy_op(d.code, d.init);
+                let result = self.write_contract(id, op, d.fuel);
+                // Named when it is deployed, by this write or an earlier one.
+                if let (Ok(_), Some(name)) = (&result, &d.name)
+                    && self.replica.ordered().deployed.contains_key(&id)
+                    && let Err(e) = self.store.set_contract_name(&id, name)
+                {
+                    tracing::warn!(error = %e, "the contract is deployed but its name was not stored");
+                }
+                let _ = reply.send(result);
+            }
+            Call::Invoke(c, reply) => {
+                let names = self.contract_names();
+                let result = match crate::contracts::resolve(&self.replica, &names, &c.contract) {
+                    Err(e) => Err(WriteError::Refused(e)),
+                    Ok(id) => {
+                        let op = crate::contracts::call_op(id, &c.function, c.args);
+                        self.write_contract(id, op, c.fuel)
+                    }
+                };
+                let _ = reply.send(result);
+            }
+            Call::Contracts(reply) => {
+                let names = self.contract_names();
+                let _ = reply.send(crate::contracts::deployed(&self.replica, &names));
+            }
+            Call::ContractState(name, key, reply) => {
+                let names = self.contract_names();
+                let result = crate::contracts::resolve(&self.replica, &names, &name).map(|id| {
+                    crate::contracts::state(&self.replica, &id, key.as_deref())
+                        .unwrap_or(lcloud_core::Value::Null)
+                });
+                let _ = reply.send(result);
             }
         }
     }

@@ -39,6 +39,8 @@ const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const FORKS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("forks");
 /// Node id → local alias.
 const ALIASES: TableDefinition<&[u8; 32], &str> = TableDefinition::new("aliases");
+/// Local names of contracts, by contract id (like node aliases, never replicated).
+const CONTRACT_NAMES: TableDefinition<&[u8; 32], &str> = TableDefinition::new("contract_names");
 
 /// Meta key (u64, little-endian): the experiences from this arrival number on are not yet in
 /// the leaves table. The committer keeps the whole document in memory and writes the leaves
@@ -1504,6 +1506,35 @@ impl Store {
     pub fn aliases(&self) -> Result<BTreeMap<NodeId, String>, StoreError> {
         let rows = self.read_all(ALIASES, |k, v| Ok((NodeId(*k), v.to_owned())))?;
         Ok(rows.into_iter().collect())
+    }
+
+    /// Local names of contracts, by contract id.
+    pub fn contract_names(&self) -> Result<BTreeMap<Id, String>, StoreError> {
+        let rows = self.read_all(CONTRACT_NAMES, |k, v| Ok((Id(*k), v.to_owned())))?;
+        Ok(rows.into_iter().collect())
+    }
+
+    /// Names contract `id` locally (a name names one contract: an older holder loses it).
+    pub fn set_contract_name(&mut self, id: &Id, name: &str) -> Result<(), StoreError> {
+        let dir = self.dir.clone();
+        let txn = self.db()?.begin_write().map_err(|e| map_db(&dir, e))?;
+        {
+            let mut t = txn
+                .open_table(CONTRACT_NAMES)
+                .map_err(|e| map_db(&dir, e))?;
+            let holders: Vec<[u8; 32]> = t
+                .iter()
+                .map_err(|e| map_db(&dir, e))?
+                .filter_map(|row| row.ok())
+                .filter(|(k, v)| v.value() == name && k.value() != id.as_bytes())
+                .map(|(k, _)| *k.value())
+                .collect();
+            for k in holders {
+                t.remove(&k).map_err(|e| map_db(&dir, e))?;
+            }
+            t.insert(id.as_bytes(), name).map_err(|e| map_db(&dir, e))?;
+        }
+        txn.commit().map_err(|e| map_db(&dir, e))
     }
 
     /// Sets a local alias.
