@@ -19,6 +19,8 @@ fn main() {
     let target_dir = out.join("guest");
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
+    // From the guest workspace, so its .cargo/config.toml (the stack size) applies.
+    cmd.current_dir(&guest);
     cmd.args([
         "build",
         "--release",

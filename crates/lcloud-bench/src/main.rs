@@ -11,6 +11,7 @@
 //! are acknowledged; Automerge's and Loro's are in memory (neither has a durable store), so
 //! their W1–W3 rates are an upper bound for what a durable deployment of them would reach.
 
+mod contracts;
 mod peers;
 mod us;
 
@@ -29,6 +30,8 @@ pub struct Size {
     pub history: usize,
     /// Writes by one sequential durable writer (fsync-bound).
     pub sequential: usize,
+    /// Contract calls in W9.
+    pub calls: usize,
 }
 
 fn size(quick: bool) -> Size {
@@ -37,12 +40,14 @@ fn size(quick: bool) -> Size {
             n: 5_000,
             history: 100_000,
             sequential: 200,
+            calls: 12_000,
         }
     } else {
         Size {
             n: 100_000,
             history: 1_000_000,
             sequential: 2_000,
+            calls: 100_000,
         }
     }
 }
@@ -98,6 +103,7 @@ pub fn p50_p99(mut xs: Vec<f64>) -> (f64, f64) {
 
 fn child(workload: &str, system: &str, size: Size) -> J {
     let mut out = match system {
+        "lcloud" if workload == "w9" => contracts::run(size.calls),
         "lcloud" => us::run(workload, size),
         "automerge" => peers::automerge(workload, size),
         "loro" => peers::loro(workload, size),
@@ -239,7 +245,27 @@ fn main() {
             results.insert((w.to_owned(), s.to_owned()), j);
         }
     }
-    let table = render(&results, &lim, size, cores);
+    // W9: contracts, on λCLOUD only (the peers have no user code in their merge).
+    {
+        let mut cmd = Command::new(&exe);
+        cmd.args(["--child", "w9", "lcloud"]);
+        if quick {
+            cmd.arg("--quick");
+        }
+        let t = Instant::now();
+        let out = cmd.output().expect("the child runs");
+        let line = String::from_utf8_lossy(&out.stdout);
+        let j: J = match serde_json::from_str(line.lines().last().unwrap_or("")) {
+            Ok(j) if out.status.success() => j,
+            _ => {
+                json!({"error": String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or("failed").to_owned()})
+            }
+        };
+        eprintln!("  w9 lcloud: {:.1} s", t.elapsed().as_secs_f64());
+        results.insert(("w9".to_owned(), "lcloud".to_owned()), j);
+    }
+    let mut table = render(&results, &lim, size, cores);
+    table.push_str(&render_w9(&results[&("w9".to_owned(), "lcloud".to_owned())], &lim));
     println!("\n{table}");
     if !args.iter().any(|a| a == "--no-write") {
         let command = if quick {
@@ -277,6 +303,53 @@ fn write_docs(section: &str) {
         Ok(()) => eprintln!("wrote the results into {}", path.display()),
         Err(e) => eprintln!("cannot write {}: {e}", path.display()),
     }
+}
+
+/// W9's table: contract calls beside the built-in fold, the runtime alone and wasmi.
+fn render_w9(w: &J, lim: &J) -> String {
+    if let Some(e) = w.get("error") {
+        return format!("\nW9 (contracts): error: {}\n", e.as_str().unwrap_or("?"));
+    }
+    let durable = f(&w["durable_calls_per_s"]);
+    let interp_bound = f(&w["wasmi_instructions_per_s"]) / f(&w["fuel_per_transfer"]);
+    let rewind_share = f(&w["rewind_s"]) / f(&w["forward_s"]);
+    let flag = |ok: bool| if ok { "met" } else { "**missed**" };
+    let mut t = format!(
+        "\nW9, contracts (λCLOUD only: neither peer runs user code in its merge). The `bank` example (contracts/bank, {} calls, one `transfer` per experience, {} accounts):\n\n| measure | value | ratio | target |\n|---|---:|---|---|\n",
+        w["calls"], 1000
+    );
+    let mut row = |name: &str, v: f64, ratio: String, target: String| {
+        let shown = if v >= 100.0 { format!("{v:.0}") } else { format!("{v:.4}") };
+        t.push_str(&format!("| {name} | {shown} | {ratio} | {target} |\n"));
+    };
+    row(
+        "calls/s folded and stored durably (one core, signatures excluded)",
+        durable,
+        format!("{:.2} × the built-in Ledger's fold", durable / f(&w["ledger_calls_per_s"])),
+        format!("≥ 50 000: {}", flag(durable >= 50_000.0)),
+    );
+    row("calls/s folded (no store)", f(&w["folded_calls_per_s"]), "—".into(), "—".into());
+    row(
+        "calls/s signed and folded (signature included)",
+        f(&w["signed_calls_per_s"]),
+        format!("{:.2} of 1-core sign/s", f(&w["signed_calls_per_s"]) / f(&lim["sign"])),
+        "—".into(),
+    );
+    row("built-in Ledger: transfers/s folded", f(&w["ledger_calls_per_s"]), "—".into(), "—".into());
+    row(
+        "the runtime alone: transfers/s (fresh instance per call)",
+        f(&w["runtime_calls_per_s"]),
+        format!("{:.3} of wasmi's bound ({:.0} instr/s ÷ {} fuel a transfer)", f(&w["runtime_calls_per_s"]) / interp_bound, f(&w["wasmi_instructions_per_s"]), w["fuel_per_transfer"]),
+        "—".into(),
+    );
+    row(
+        &format!("rewind: a late call sorting before {} applied calls, s", w["rewind_calls"]),
+        f(&w["rewind_s"]),
+        format!("{rewind_share:.3} of folding them forward"),
+        "—".into(),
+    );
+    row("store bytes per call", f(&w["bytes_per_call"]), "—".into(), "—".into());
+    t
 }
 
 fn render(r: &BTreeMap<(String, String), J>, lim: &J, size: Size, cores: usize) -> String {

@@ -5,11 +5,9 @@
 //! offsets into the contract's exported `"memory"`. Keys and values are UTF-8 text. Each host
 //! call costs [`HOST_CALL_COST`] fuel plus 1 per 8 bytes it moves, charged before it acts.
 
-use std::collections::BTreeMap;
-
 use wasmi::{Caller, Extern, Linker, Val};
 
-use lcloud_core::Value;
+use lcloud_core::Kv;
 
 use crate::meter::FUEL_GLOBAL;
 
@@ -78,7 +76,7 @@ pub(crate) struct Host {
     /// The call's arguments, as canonical JSON.
     pub args: Vec<u8>,
     /// The contract's state, changed in place (thrown away if the call fails).
-    pub state: BTreeMap<String, Value>,
+    pub state: Kv,
     /// The experience's author.
     pub author: [u8; 32],
     /// The experience's seq.
@@ -205,8 +203,7 @@ pub(crate) fn link(linker: &mut Linker<Host>) -> Result<(), wasmi::Error> {
             charge(&mut c, key.len())?;
             let key = text(key, "the key", KEY_BYTES_MAX)?;
             let value = match c.data().state.get(&key) {
-                Some(Value::Str(v)) => v.clone().into_bytes(),
-                Some(_) => return Err(stop(Stop::Abi("the state holds a non-text value".into()))),
+                Some(v) => v.clone().into_bytes(),
                 None => return Ok(-1),
             };
             charge(&mut c, value.len())?;
@@ -225,7 +222,7 @@ pub(crate) fn link(linker: &mut Linker<Host>) -> Result<(), wasmi::Error> {
             charge(&mut c, key.len() + value.len())?;
             let key = text(key, "the key", KEY_BYTES_MAX)?;
             let value = text(value, "the value", VALUE_BYTES_MAX)?;
-            c.data_mut().state.insert(key, Value::Str(value));
+            c.data_mut().state.insert(key, value);
             Ok(())
         },
     )?;

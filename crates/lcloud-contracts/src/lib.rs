@@ -16,10 +16,9 @@ pub mod abi;
 pub mod meter;
 pub mod validate;
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use lcloud_core::{CallContext, Id, Loader, Morphism, Registry, Rejection, Value};
+use lcloud_core::{CallContext, Id, Kv, Loader, Program, Registry, Rejection, Value};
 use wasmi::{Config, Engine, Linker, Module, Store, StoreLimitsBuilder, Val};
 
 pub use validate::DeployError;
@@ -69,7 +68,6 @@ impl Runtime {
 #[derive(Clone)]
 pub struct Contract {
     id: Id,
-    name: String,
     module: Module,
     runtime: Arc<Runtime>,
 }
@@ -95,14 +93,14 @@ pub struct WasmLoader {
 }
 
 impl Loader for WasmLoader {
-    fn load(&self, id: Id, rule: u32, code: &[u8]) -> Result<Arc<dyn Morphism>, Rejection> {
+    fn load(&self, id: Id, rule: u32, code: &[u8]) -> Result<Arc<dyn Program>, Rejection> {
         if rule != FUEL_RULE {
             return Err(Rejection(format!(
                 "deploy refused: fuel rule {rule} is unknown (this version of lcloud meters with rule {FUEL_RULE})"
             )));
         }
         Contract::deploy(&self.runtime, id, code)
-            .map(|c| Arc::new(c) as Arc<dyn Morphism>)
+            .map(|c| Arc::new(c) as Arc<dyn Program>)
             .map_err(|e| Rejection(format!("deploy refused: {e}")))
     }
 }
@@ -116,7 +114,6 @@ impl Contract {
             .map_err(|e| DeployError::Invalid(format!("the metered module: {e}")))?;
         Ok(Contract {
             id,
-            name: format!("contract {}", &id.to_hex()[..16]),
             module,
             runtime: runtime.clone(),
         })
@@ -125,22 +122,17 @@ impl Contract {
     /// Runs `function` with `args`; the new state, or why the call is rejected.
     pub fn call(
         &self,
-        state: &Value,
+        state: &Kv,
         function: &str,
         args: &Value,
         ctx: &CallContext,
-    ) -> Result<Value, Rejection> {
-        let state = match state {
-            Value::Map(m) => m.clone(),
-            Value::Null => BTreeMap::new(),
-            _ => return Err(Rejection("the contract's state is not a map".into())),
-        };
+    ) -> Result<Kv, Rejection> {
         if function.starts_with(validate::RESERVED_PREFIX) || function == "memory" {
             return Err(Rejection(format!(
                 "{function:?} is not a function of the contract"
             )));
         }
-        self.run(state, function, args, ctx)
+        self.run(state.clone(), function, args, ctx)
     }
 
     /// Whether the contract exports a function `name`.
@@ -152,11 +144,11 @@ impl Contract {
 
     fn run(
         &self,
-        state: BTreeMap<String, Value>,
+        state: Kv,
         function: &str,
         args: &Value,
         ctx: &CallContext,
-    ) -> Result<Value, Rejection> {
+    ) -> Result<Kv, Rejection> {
         let fuel = ctx.fuel.unwrap_or(FUEL_DEFAULT).min(FUEL_MAX);
         let host = Host {
             args: args.to_json().to_string().into_bytes(),
@@ -198,7 +190,7 @@ impl Contract {
                 ))
             })?;
         match func.call(&mut store, ()) {
-            Ok(()) => Ok(Value::Map(store.into_data().state)),
+            Ok(()) => Ok(store.into_data().state),
             Err(e) => {
                 let left = match fuel_global.get(&store) {
                     Val::I64(v) => v,
@@ -266,27 +258,21 @@ pub fn split_args(args: &Value) -> Result<(&str, Value), Rejection> {
     Ok((function, m.get("args").cloned().unwrap_or(Value::Null)))
 }
 
-impl Morphism for Contract {
-    fn id(&self) -> Id {
-        self.id
-    }
-    fn name(&self) -> &str {
-        &self.name
-    }
-    fn apply(&self, state: &Value, args: &Value, ctx: &CallContext) -> Result<Value, Rejection> {
+impl Program for Contract {
+    fn call(&self, state: &Kv, args: &Value, ctx: &CallContext) -> Result<Kv, Rejection> {
         let (function, args) = split_args(args)?;
         if function == "init" {
             return Err(Rejection(
                 "\"init\" runs only when the contract is deployed".into(),
             ));
         }
-        self.call(state, function, &args, ctx)
+        Contract::call(self, state, function, &args, ctx)
     }
-    fn init(&self, args: &Value, ctx: &CallContext) -> Result<Value, Rejection> {
+    fn init(&self, args: &Value, ctx: &CallContext) -> Result<Kv, Rejection> {
         if !self.exports("init") {
-            return Ok(Value::map());
+            return Ok(Kv::new());
         }
-        self.run(BTreeMap::new(), "init", args, ctx)
+        self.run(Kv::new(), "init", args, ctx)
             .map_err(|Rejection(why)| Rejection(format!("init: {why}")))
     }
 }

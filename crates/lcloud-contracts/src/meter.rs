@@ -12,7 +12,10 @@
 //! The counters are two globals the rewriting adds after the module's own, exported as
 //! `__lcloud_fuel` (i64, fuel left; a run that takes it below zero traps before it starts)
 //! and `__lcloud_depth` (i32). A trap with the fuel below zero is "out of fuel"; with the
-//! depth past the limit, "too deep".
+//! depth past the limit, "too deep". Inside a function the fuel lives in a local of its own
+//! (cheaper to update than a global in any engine), written back to the global before every
+//! call (the host charges from it), every exit from the function and every trap it raises,
+//! and read again after every call: where it lives changes no count.
 
 use wasm_encoder::reencode::{self, Reencode};
 use wasm_encoder::{
@@ -94,29 +97,42 @@ impl Meter<'_> {
         self.globals_done = true;
     }
 
-    /// Charges `cost` (a constant), trapping if the fuel goes below zero.
-    fn charge(&self, f: &mut Function, cost: i64) {
-        f.instruction(&Instruction::GlobalGet(self.fuel));
+    /// Charges `cost` (a constant) from the fuel local `fuel`, trapping if it goes below zero.
+    fn charge(&self, f: &mut Function, fuel: u32, cost: i64) {
+        f.instruction(&Instruction::LocalGet(fuel));
         f.instruction(&Instruction::I64Const(cost));
         f.instruction(&Instruction::I64Sub);
-        self.check_fuel(f);
+        self.check_fuel(f, fuel);
     }
 
-    /// Stores the fuel left (on the stack) and traps if it is below zero.
-    fn check_fuel(&self, f: &mut Function) {
-        f.instruction(&Instruction::GlobalSet(self.fuel));
-        f.instruction(&Instruction::GlobalGet(self.fuel));
+    /// Stores the fuel left (on the stack) in the local and traps if it is below zero (after
+    /// writing it back, so the host sees why).
+    fn check_fuel(&self, f: &mut Function, fuel: u32) {
+        f.instruction(&Instruction::LocalTee(fuel));
         f.instruction(&Instruction::I64Const(0));
         f.instruction(&Instruction::I64LtS);
         f.instruction(&Instruction::If(BlockType::Empty));
+        self.flush(f, fuel);
         f.instruction(&Instruction::Unreachable);
         f.instruction(&Instruction::End);
     }
 
-    /// Charges from the i32 operand on top of the stack (kept there): `(n >> shift) * mul`.
-    fn charge_operand(&self, f: &mut Function, temp: u32, shift: i64, mul: i64) {
-        f.instruction(&Instruction::LocalSet(temp));
+    /// Writes the fuel local back to the global.
+    fn flush(&self, f: &mut Function, fuel: u32) {
+        f.instruction(&Instruction::LocalGet(fuel));
+        f.instruction(&Instruction::GlobalSet(self.fuel));
+    }
+
+    /// Reads the global into the fuel local.
+    fn reload(&self, f: &mut Function, fuel: u32) {
         f.instruction(&Instruction::GlobalGet(self.fuel));
+        f.instruction(&Instruction::LocalSet(fuel));
+    }
+
+    /// Charges from the i32 operand on top of the stack (kept there): `(n >> shift) * mul`.
+    fn charge_operand(&self, f: &mut Function, fuel: u32, temp: u32, shift: i64, mul: i64) {
+        f.instruction(&Instruction::LocalSet(temp));
+        f.instruction(&Instruction::LocalGet(fuel));
         f.instruction(&Instruction::LocalGet(temp));
         f.instruction(&Instruction::I64ExtendI32U);
         if shift != 0 {
@@ -128,7 +144,7 @@ impl Meter<'_> {
             f.instruction(&Instruction::I64Mul);
         }
         f.instruction(&Instruction::I64Sub);
-        self.check_fuel(f);
+        self.check_fuel(f, fuel);
         f.instruction(&Instruction::LocalGet(temp));
     }
 
@@ -220,39 +236,68 @@ impl Reencode for Meter<'_> {
             count += n;
             locals.push((n, self.val_type(t)?));
         }
-        // One i32 local for the operand of a dynamically charged instruction.
+        // One i32 local for the operand of a dynamically charged instruction, one i64 for
+        // the fuel.
         let temp = count;
         locals.push((1, ValType::I32));
+        let fuel = count + 1;
+        locals.push((1, ValType::I64));
         let mut f = Function::new(locals);
+        self.reload(&mut f, fuel);
         let mut reader = body.get_operators_reader()?;
         let mut ops: Vec<Operator<'_>> = Vec::new();
         while !reader.eof() {
             ops.push(reader.read()?);
         }
+        // Open blocks: a branch to label `depth` leaves the function.
+        let mut depth: u32 = 0;
         let mut at = 0;
         while at < ops.len() {
             let run = ops[at..]
                 .iter()
                 .position(ends_run)
                 .map_or(ops.len() - at, |p| p + 1);
-            self.charge(&mut f, run as i64);
+            self.charge(&mut f, fuel, run as i64);
             for op in &ops[at..at + run] {
                 match op {
                     Operator::MemoryFill { .. } | Operator::MemoryCopy { .. } => {
-                        self.charge_operand(&mut f, temp, BULK_SHIFT, 1);
+                        self.charge_operand(&mut f, fuel, temp, BULK_SHIFT, 1);
                     }
                     Operator::MemoryGrow { .. } => {
-                        self.charge_operand(&mut f, temp, 0, GROW_PAGE_COST);
+                        self.charge_operand(&mut f, fuel, temp, 0, GROW_PAGE_COST);
                     }
+                    _ => {}
+                }
+                let leaves = match op {
+                    Operator::Return => true,
+                    Operator::End => depth == 0,
+                    Operator::Br { relative_depth } | Operator::BrIf { relative_depth } => {
+                        *relative_depth == depth
+                    }
+                    Operator::BrTable { targets } => {
+                        targets.default() == depth
+                            || targets.targets().any(|t| t.is_ok_and(|t| t == depth))
+                    }
+                    _ => false,
+                };
+                match op {
+                    Operator::Block { .. } | Operator::Loop { .. } | Operator::If { .. } => {
+                        depth += 1
+                    }
+                    Operator::End => depth = depth.saturating_sub(1),
                     _ => {}
                 }
                 let call = matches!(op, Operator::Call { .. } | Operator::CallIndirect { .. });
                 if call {
+                    self.flush(&mut f, fuel);
                     self.enter_call(&mut f);
+                } else if leaves {
+                    self.flush(&mut f, fuel);
                 }
                 f.instruction(&self.instruction(op.clone())?);
                 if call {
                     self.leave_call(&mut f);
+                    self.reload(&mut f, fuel);
                 }
             }
             at += run;

@@ -48,15 +48,9 @@ fn call(contract: Id, function: &str, args: &str) -> Op {
 
 /// The contract's state as a map of text values.
 fn state(r: &Replica, contract: &Id) -> std::collections::BTreeMap<String, String> {
-    match r.state().ordered.contracts.get(contract) {
-        Some(Value::Map(m)) => m
-            .iter()
-            .map(|(k, v)| match v {
-                Value::Str(s) => (k.clone(), s.clone()),
-                other => panic!("{k} holds {other:?}"),
-            })
-            .collect(),
-        other => panic!("no state for the contract: {other:?}"),
+    match r.ordered().kv.get(contract) {
+        Some(kv) => kv.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        None => panic!("no state for the contract"),
     }
 }
 

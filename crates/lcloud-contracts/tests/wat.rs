@@ -4,7 +4,7 @@
 use ed25519_consensus::SigningKey;
 use lcloud_contracts::{Contract, Runtime, registry};
 use lcloud_core::{
-    CallContext, Experience, Genesis, Id, Morphism, NodeId, Op, Rejection, Replica, Value,
+    CallContext, Experience, Genesis, Id, Kv, NodeId, Op, Program, Rejection, Replica, Value,
     contract_id,
 };
 
@@ -67,8 +67,8 @@ fn deploy(code: &[u8]) -> Result<Contract, String> {
     Contract::deploy(&Runtime::new(), id, code).map_err(|e| e.to_string())
 }
 
-fn call(c: &Contract, function: &str, fuel: Option<u64>) -> Result<Value, Rejection> {
-    c.call(&Value::map(), function, &Value::Null, &ctx(fuel))
+fn call(c: &Contract, function: &str, fuel: Option<u64>) -> Result<Kv, Rejection> {
+    c.call(&Kv::new(), function, &Value::Null, &ctx(fuel))
 }
 
 fn genesis(admin: &SigningKey) -> lcloud_core::Verified<Experience> {
@@ -111,9 +111,9 @@ fn calls_fold_in_order_and_the_one_that_does_not_fit_is_rejected_with_its_reason
         r.write(&admin, vec![call_op(id, "incr")]).unwrap();
     }
     let state = r.state();
-    let mut want = std::collections::BTreeMap::new();
-    want.insert("n".to_owned(), Value::Str("c".into()));
-    assert_eq!(state.ordered.contracts.get(&id), Some(&Value::Map(want)));
+    let mut want = Kv::new();
+    want.insert("n".to_owned(), "c".to_owned());
+    assert_eq!(state.ordered.kv.get(&id), Some(&want));
     let reasons: Vec<&str> = state
         .ordered
         .rejections
@@ -301,9 +301,7 @@ fn a_contract_sees_its_caller_and_clock() {
         (i32.store8 (i32.const 1) (i32.add (i32.const 48) (call $clock_len)))
         (call $reject (i32.const 0) (i32.const 2))))"#;
     let c = deploy(&wasm(text)).unwrap();
-    let got = c
-        .apply(&Value::map(), &Value::Null, &ctx(None))
-        .unwrap_err();
+    let got = Program::call(&c, &Kv::new(), &Value::Null, &ctx(None)).unwrap_err();
     assert!(got.0.contains("function"), "{got}");
     let got = call(&c, "f", None).unwrap_err();
     // Author [1; 32]: 'A' + 1 = 'B'; one clock entry of 40 bytes: '0' + 40 = 'X'.

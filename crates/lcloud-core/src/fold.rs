@@ -10,7 +10,7 @@ use imbl::OrdMap;
 use crate::doc::{Doc, Dot, Observer};
 use crate::id::{Id, NodeId};
 use crate::lattice::{Idx, Lattice};
-use crate::morphism::{CallContext, Registry, Rejection, contract_id};
+use crate::morphism::{CallContext, Kv, Program, Registry, Rejection, contract_id};
 use crate::op::{Op, Path};
 use crate::value::Value;
 
@@ -38,6 +38,8 @@ pub struct OrderedState {
     pub rejections: OrdMap<Dot, Rejected>,
     /// Deployed contracts: id → the dot of the deploy op that carries the code.
     pub deployed: OrdMap<Id, Dot>,
+    /// Each deployed contract's state.
+    pub kv: OrdMap<Id, Kv>,
 }
 
 /// A folded state: the document plus the order-sensitive part.
@@ -50,9 +52,9 @@ pub struct State {
 }
 
 impl OrderedState {
-    /// Canonical bytes, for storage: `[contracts, rejections]`, and a third element, the
-    /// deployed contracts, only when there are any (so stores written before contracts
-    /// existed read the same).
+    /// Canonical bytes, for storage: `[contracts, rejections]`, and two more elements, the
+    /// deployed contracts and their states, only when there are any (so stores written
+    /// before contracts existed read the same).
     pub fn to_bytes(&self) -> Vec<u8> {
         let contracts: Vec<(&Id, &Value)> = self.contracts.iter().collect();
         let rejections: Vec<(&Dot, &Rejected)> = self.rejections.iter().collect();
@@ -60,22 +62,33 @@ impl OrderedState {
             return crate::codec::to_canonical(&(contracts, rejections));
         }
         let deployed: Vec<(&Id, &Dot)> = self.deployed.iter().collect();
-        crate::codec::to_canonical(&(contracts, rejections, deployed))
+        let kv: Vec<(&Id, Vec<(&String, &String)>)> =
+            self.kv.iter().map(|(id, kv)| (id, kv.iter().collect())).collect();
+        crate::codec::to_canonical(&(contracts, rejections, deployed, kv))
     }
 
     /// Decodes [`OrderedState::to_bytes`].
     pub fn from_bytes(bytes: &[u8]) -> Result<OrderedState, crate::codec::DecodeError> {
         type Old = (Vec<(Id, Value)>, Vec<(Dot, Rejected)>);
-        type Record = (Vec<(Id, Value)>, Vec<(Dot, Rejected)>, Vec<(Id, Dot)>);
-        let (contracts, rejections, deployed): Record =
+        type Record = (
+            Vec<(Id, Value)>,
+            Vec<(Dot, Rejected)>,
+            Vec<(Id, Dot)>,
+            Vec<(Id, Vec<(String, String)>)>,
+        );
+        let (contracts, rejections, deployed, kv): Record =
             match crate::codec::from_canonical_stored::<Old>(bytes) {
-                Ok((c, r)) => (c, r, Vec::new()),
+                Ok((c, r)) => (c, r, Vec::new(), Vec::new()),
                 Err(_) => crate::codec::from_canonical_stored(bytes)?,
             };
         Ok(OrderedState {
             contracts: contracts.into_iter().collect(),
             rejections: rejections.into_iter().collect(),
             deployed: deployed.into_iter().collect(),
+            kv: kv
+                .into_iter()
+                .map(|(id, kv)| (id, kv.into_iter().collect::<Kv>()))
+                .collect(),
         })
     }
 }
@@ -101,6 +114,14 @@ impl State {
             h.update(b"\0deployed");
             for (id, dot) in &self.ordered.deployed {
                 serde_ipld_dagcbor::to_writer(&mut h, &(id, dot)).expect("hash writer cannot fail");
+            }
+            h.update(b"\0kv");
+            for (id, kv) in &self.ordered.kv {
+                serde_ipld_dagcbor::to_writer(&mut h, &(id, kv.len() as u64))
+                    .expect("hash writer cannot fail");
+                for pair in kv {
+                    serde_ipld_dagcbor::to_writer(&mut h, &pair).expect("hash writer cannot fail");
+                }
             }
         }
         Id(*h.finalize().as_bytes())
@@ -190,10 +211,9 @@ pub(crate) fn apply_calls(
             clock: clock.clone(),
         };
         let (morphism, outcome) = match op {
-            Op::Call { morphism, args } => (
-                *morphism,
-                call(state, registry, lattice, morphism, args, &ctx),
-            ),
+            Op::Call { morphism, args } => {
+                (*morphism, call(state, registry, lattice, morphism, args, &ctx))
+            }
             Op::Deploy { rule, code, init } => {
                 let id = contract_id(*rule, code, init);
                 let outcome = match state.deployed.get(&id) {
@@ -203,7 +223,8 @@ pub(crate) fn apply_calls(
                     ))),
                     None => registry
                         .load(id, *rule, code)
-                        .and_then(|m| m.init(init, &ctx)),
+                        .and_then(|p| p.init(init, &ctx))
+                        .map(Applied::Program),
                 };
                 if outcome.is_ok() {
                     state.deployed.insert(id, dot);
@@ -213,14 +234,25 @@ pub(crate) fn apply_calls(
             _ => continue,
         };
         match outcome {
-            Ok(next) => {
+            Ok(Applied::Builtin(next)) => {
                 state.contracts.insert(morphism, next);
+            }
+            Ok(Applied::Program(next)) => {
+                state.kv.insert(morphism, next);
             }
             Err(Rejection(reason)) => {
                 state.rejections.insert(dot, Rejected { morphism, reason });
             }
         }
     }
+}
+
+/// The new state of an applied call.
+enum Applied {
+    /// A built-in morphism's.
+    Builtin(Value),
+    /// A deployed contract's.
+    Program(Kv),
 }
 
 /// One call: to a built-in, or to a contract deployed earlier in canonical order.
@@ -231,35 +263,38 @@ fn call(
     morphism: &Id,
     args: &Value,
     ctx: &CallContext,
-) -> Result<Value, Rejection> {
-    let m = match registry.get(morphism) {
-        Some(m) => m.clone(),
-        None => {
-            let Some(dot) = state.deployed.get(morphism) else {
-                return Err(Rejection(format!("unknown morphism {morphism}")));
-            };
-            match registry.cached(morphism) {
-                Some(m) => m,
-                None => {
-                    let deploy = lattice
-                        .idx(&dot.exp)
-                        .and_then(|i| lattice.get(i).ops().get(dot.op as usize));
-                    let Some(Op::Deploy { rule, code, .. }) = deploy else {
-                        return Err(Rejection(format!(
-                            "the code of contract {morphism} is not in this history"
-                        )));
-                    };
-                    registry.load(*morphism, *rule, code)?
-                }
+) -> Result<Applied, Rejection> {
+    if let Some(m) = registry.get(morphism) {
+        let initial;
+        let current = match state.contracts.get(morphism) {
+            Some(v) => v,
+            None => {
+                initial = m.initial();
+                &initial
             }
+        };
+        return m.apply(current, args, ctx).map(Applied::Builtin);
+    }
+    let Some(dot) = state.deployed.get(morphism) else {
+        return Err(Rejection(format!("unknown morphism {morphism}")));
+    };
+    let program: std::sync::Arc<dyn Program> = match registry.cached(morphism) {
+        Some(p) => p,
+        None => {
+            let deploy = lattice
+                .idx(&dot.exp)
+                .and_then(|i| lattice.get(i).ops().get(dot.op as usize));
+            let Some(Op::Deploy { rule, code, .. }) = deploy else {
+                return Err(Rejection(format!(
+                    "the code of contract {morphism} is not in this history"
+                )));
+            };
+            registry.load(*morphism, *rule, code)?
         }
     };
-    let current = state
-        .contracts
-        .get(morphism)
-        .cloned()
-        .unwrap_or_else(|| m.initial());
-    m.apply(&current, args, ctx)
+    let empty = Kv::new();
+    let current = state.kv.get(morphism).unwrap_or(&empty);
+    program.call(current, args, ctx).map(Applied::Program)
 }
 
 /// The order-sensitive fold: calls in canonical order, with checkpoints for rewinds.

@@ -55,7 +55,9 @@ pub use fold::{OrderedState, Rejected, State};
 pub use fork::{ForkProof, ForkProofError, SignedHeader};
 pub use id::{CloudId, Id, NodeId, Sig};
 pub use lattice::{Idx, InsertError, Inserted, Lattice, Rules};
-pub use morphism::{CallContext, Ledger, Loader, Morphism, Registry, Rejection, contract_id};
+pub use morphism::{
+    CallContext, Kv, Ledger, Loader, Morphism, Program, Registry, Rejection, contract_id,
+};
 pub use op::{ForkPolicy, Genesis, Op, Path, PathError};
 pub use replica::{Change, Cut, Replica, View, ViewError};
 pub use value::{Value, ValueError};

@@ -43,20 +43,27 @@ pub trait Morphism: Send + Sync {
     }
     /// Applies `args` to `state`, or refuses. Must be a pure function of its inputs.
     fn apply(&self, state: &Value, args: &Value, ctx: &CallContext) -> Result<Value, Rejection>;
-    /// The state right after the morphism is deployed with `args`, or why the deploy is
-    /// refused. Built-ins are never deployed; the default is [`Morphism::initial`].
-    fn init(&self, args: &Value, ctx: &CallContext) -> Result<Value, Rejection> {
-        let _ = (args, ctx);
-        Ok(self.initial())
-    }
 }
 
-/// Turns deployed code into a morphism: the contract runtime, which the core knows only
+/// A deployed contract's state: text keys to text values, in a persistent map (a clone is
+/// O(1), and a call's writes copy only the paths to the keys they change).
+pub type Kv = imbl::OrdMap<String, String>;
+
+/// Deployed code, as the contract runtime runs it. Both functions must be pure functions of
+/// their inputs: every node computes the same state or the same rejection.
+pub trait Program: Send + Sync {
+    /// The state right after the deploy, with the deploy's `args`, or why it is refused.
+    fn init(&self, args: &Value, ctx: &CallContext) -> Result<Kv, Rejection>;
+    /// Applies a call (`args`: `{"function": NAME, "args": …}`) to `state`, or refuses.
+    fn call(&self, state: &Kv, args: &Value, ctx: &CallContext) -> Result<Kv, Rejection>;
+}
+
+/// Turns deployed code into a [`Program`]: the contract runtime, which the core knows only
 /// through this trait. Loading must be a pure function of its inputs: every node refuses the
 /// same code for the same reason.
 pub trait Loader: Send + Sync {
     /// Checks and compiles `code`, metered under fuel rule `rule`, as contract `id`.
-    fn load(&self, id: Id, rule: u32, code: &[u8]) -> Result<Arc<dyn Morphism>, Rejection>;
+    fn load(&self, id: Id, rule: u32, code: &[u8]) -> Result<Arc<dyn Program>, Rejection>;
 }
 
 /// A contract's id: BLAKE3 over a domain tag, the fuel rule, the code and the canonical
@@ -80,7 +87,7 @@ pub struct Registry {
     by_id: BTreeMap<Id, Arc<dyn Morphism>>,
     loader: Option<Arc<dyn Loader>>,
     /// Contracts compiled so far, by id: a cache only (loading is pure), shared by clones.
-    loaded: Arc<Mutex<BTreeMap<Id, Arc<dyn Morphism>>>>,
+    loaded: Arc<Mutex<BTreeMap<Id, Arc<dyn Program>>>>,
 }
 
 impl std::fmt::Debug for Registry {
@@ -117,7 +124,7 @@ impl Registry {
     }
 
     /// Loads contract `id` from its code (from the cache if it was loaded before).
-    pub fn load(&self, id: Id, rule: u32, code: &[u8]) -> Result<Arc<dyn Morphism>, Rejection> {
+    pub fn load(&self, id: Id, rule: u32, code: &[u8]) -> Result<Arc<dyn Program>, Rejection> {
         if let Some(m) = self.cached(&id) {
             return Ok(m);
         }
@@ -135,7 +142,7 @@ impl Registry {
     }
 
     /// Contract `id`, if it was loaded before.
-    pub fn cached(&self, id: &Id) -> Option<Arc<dyn Morphism>> {
+    pub fn cached(&self, id: &Id) -> Option<Arc<dyn Program>> {
         self.loaded
             .lock()
             .unwrap_or_else(|e| e.into_inner())

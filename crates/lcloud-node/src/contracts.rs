@@ -38,10 +38,7 @@ pub fn deployed(replica: &Replica, names: &BTreeMap<Id, String>) -> Vec<Deployed
                         Op::Deploy { code, .. } => code.len(),
                         _ => 0,
                     });
-            let keys = match ordered.contracts.get(id) {
-                Some(Value::Map(m)) => m.len(),
-                _ => 0,
-            };
+            let keys = ordered.kv.get(id).map_or(0, |kv| kv.len());
             Deployed {
                 id: *id,
                 name: names.get(id).cloned(),
@@ -90,19 +87,18 @@ pub fn state(replica: &Replica, id: &Id, key: Option<&str>) -> Option<Value> {
     if !replica.ordered().deployed.contains_key(id) {
         return None;
     }
-    let state = replica
-        .ordered()
-        .contracts
-        .get(id)
-        .cloned()
-        .unwrap_or_else(Value::map);
-    match key {
-        None => Some(state),
-        Some(k) => Some(match state {
-            Value::Map(m) => m.get(k).cloned().unwrap_or(Value::Null),
-            _ => Value::Null,
-        }),
-    }
+    let kv = replica.ordered().kv.get(id);
+    Some(match key {
+        None => Value::Map(
+            kv.into_iter()
+                .flatten()
+                .map(|(k, v)| (k.clone(), Value::Str(v.clone())))
+                .collect(),
+        ),
+        Some(k) => kv
+            .and_then(|kv| kv.get(k))
+            .map_or(Value::Null, |v| Value::Str(v.clone())),
+    })
 }
 
 /// What a contract call or deploy did, as folded now.
