@@ -9,7 +9,7 @@ const CONTRACTS: &[&str] = &["bank", "registry"];
 fn main() {
     let here = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets it"));
     let guest = here.join("../../contracts");
-    for watched in ["Cargo.toml", "Cargo.lock", "lcloud-guest"]
+    for watched in ["Cargo.toml", "Cargo.lock", ".cargo", "lcloud-guest"]
         .iter()
         .chain(CONTRACTS)
     {

@@ -28,7 +28,7 @@ struct Transfer<'a> {
 }
 
 fn balance_key(account: &str) -> lc::String {
-    lc::format!("balance/{account}")
+    lc::key("balance/", account)
 }
 
 #[unsafe(no_mangle)]

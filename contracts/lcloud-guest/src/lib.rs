@@ -133,9 +133,15 @@ pub fn get_i64(key: &str) -> i64 {
 
 /// Stores an integer under `key`, as decimal text.
 pub fn set_i64(key: &str, value: i64) {
-    let mut s = String::new();
-    let _ = write!(s, "{value}");
-    set(key, &s);
+    set(key, itoa::Buffer::new().format(value));
+}
+
+/// `prefix` followed by `name`: a key (cheaper than `format!`).
+pub fn key(prefix: &str, name: &str) -> String {
+    let mut k = String::with_capacity(prefix.len() + name.len());
+    k.push_str(prefix);
+    k.push_str(name);
+    k
 }
 
 /// The author of the experience that carries this call.

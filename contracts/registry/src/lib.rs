@@ -18,7 +18,7 @@ struct Name<'a> {
 }
 
 fn owner_key(name: &str) -> lc::String {
-    lc::format!("owner/{name}")
+    lc::key("owner/", name)
 }
 
 #[unsafe(no_mangle)]

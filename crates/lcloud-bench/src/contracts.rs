@@ -8,8 +8,7 @@ use std::time::Instant;
 use ed25519_consensus::SigningKey;
 use lcloud_contracts::{Contract, Runtime};
 use lcloud_core::{
-    CallContext, Experience, Genesis, Id, Ledger, NodeId, Op, Replica, Value, Verified,
-    contract_id,
+    CallContext, Experience, Genesis, Id, Ledger, NodeId, Op, Replica, Value, Verified, contract_id,
 };
 use lcloud_store::Store;
 use serde_json::{Value as J, json};
@@ -62,7 +61,9 @@ fn setup(key: &SigningKey) -> (Verified<Experience>, Vec<Verified<Experience>>, 
     let mints: Vec<Op> = (0..ACCOUNTS)
         .map(|a| Op::Call {
             morphism: bank,
-            args: value(json!({"function": "mint", "args": {"to": format!("a{a}"), "amount": 1_000_000}})),
+            args: value(
+                json!({"function": "mint", "args": {"to": format!("a{a}"), "amount": 1_000_000}}),
+            ),
         })
         .collect();
     exps.push(r.write(key, mints).unwrap());
@@ -106,9 +107,7 @@ fn wasmi_instructions_per_s() -> f64 {
     let instance = wasmi::Linker::<()>::new(&engine)
         .instantiate_and_start(&mut store, &module)
         .unwrap();
-    let spin = instance
-        .get_typed_func::<i32, ()>(&store, "spin")
-        .unwrap();
+    let spin = instance.get_typed_func::<i32, ()>(&store, "spin").unwrap();
     let n = 20_000_000;
     let t = Instant::now();
     spin.call(&mut store, n).unwrap();

@@ -265,7 +265,10 @@ fn main() {
         results.insert(("w9".to_owned(), "lcloud".to_owned()), j);
     }
     let mut table = render(&results, &lim, size, cores);
-    table.push_str(&render_w9(&results[&("w9".to_owned(), "lcloud".to_owned())], &lim));
+    table.push_str(&render_w9(
+        &results[&("w9".to_owned(), "lcloud".to_owned())],
+        &lim,
+    ));
     println!("\n{table}");
     if !args.iter().any(|a| a == "--no-write") {
         let command = if quick {
@@ -319,36 +322,69 @@ fn render_w9(w: &J, lim: &J) -> String {
         w["calls"], 1000
     );
     let mut row = |name: &str, v: f64, ratio: String, target: String| {
-        let shown = if v >= 100.0 { format!("{v:.0}") } else { format!("{v:.4}") };
+        let shown = if v >= 100.0 {
+            format!("{v:.0}")
+        } else {
+            format!("{v:.4}")
+        };
         t.push_str(&format!("| {name} | {shown} | {ratio} | {target} |\n"));
     };
     row(
         "calls/s folded and stored durably (one core, signatures excluded)",
         durable,
-        format!("{:.2} × the built-in Ledger's fold", durable / f(&w["ledger_calls_per_s"])),
+        format!(
+            "{:.2} × the built-in Ledger's fold",
+            durable / f(&w["ledger_calls_per_s"])
+        ),
         format!("≥ 50 000: {}", flag(durable >= 50_000.0)),
     );
-    row("calls/s folded (no store)", f(&w["folded_calls_per_s"]), "—".into(), "—".into());
+    row(
+        "calls/s folded (no store)",
+        f(&w["folded_calls_per_s"]),
+        "—".into(),
+        "—".into(),
+    );
     row(
         "calls/s signed and folded (signature included)",
         f(&w["signed_calls_per_s"]),
-        format!("{:.2} of 1-core sign/s", f(&w["signed_calls_per_s"]) / f(&lim["sign"])),
+        format!(
+            "{:.2} of 1-core sign/s",
+            f(&w["signed_calls_per_s"]) / f(&lim["sign"])
+        ),
         "—".into(),
     );
-    row("built-in Ledger: transfers/s folded", f(&w["ledger_calls_per_s"]), "—".into(), "—".into());
+    row(
+        "built-in Ledger: transfers/s folded",
+        f(&w["ledger_calls_per_s"]),
+        "—".into(),
+        "—".into(),
+    );
     row(
         "the runtime alone: transfers/s (fresh instance per call)",
         f(&w["runtime_calls_per_s"]),
-        format!("{:.3} of wasmi's bound ({:.0} instr/s ÷ {} fuel a transfer)", f(&w["runtime_calls_per_s"]) / interp_bound, f(&w["wasmi_instructions_per_s"]), w["fuel_per_transfer"]),
+        format!(
+            "{:.3} of wasmi's bound ({:.0} instr/s ÷ {} fuel a transfer)",
+            f(&w["runtime_calls_per_s"]) / interp_bound,
+            f(&w["wasmi_instructions_per_s"]),
+            w["fuel_per_transfer"]
+        ),
         "—".into(),
     );
     row(
-        &format!("rewind: a late call sorting before {} applied calls, s", w["rewind_calls"]),
+        &format!(
+            "rewind: a late call sorting before {} applied calls, s",
+            w["rewind_calls"]
+        ),
         f(&w["rewind_s"]),
         format!("{rewind_share:.3} of folding them forward"),
         "—".into(),
     );
-    row("store bytes per call", f(&w["bytes_per_call"]), "—".into(), "—".into());
+    row(
+        "store bytes per call",
+        f(&w["bytes_per_call"]),
+        "—".into(),
+        "—".into(),
+    );
     t
 }
 

@@ -62,8 +62,11 @@ impl OrderedState {
             return crate::codec::to_canonical(&(contracts, rejections));
         }
         let deployed: Vec<(&Id, &Dot)> = self.deployed.iter().collect();
-        let kv: Vec<(&Id, Vec<(&String, &String)>)> =
-            self.kv.iter().map(|(id, kv)| (id, kv.iter().collect())).collect();
+        let kv: Vec<(&Id, Vec<(&String, &String)>)> = self
+            .kv
+            .iter()
+            .map(|(id, kv)| (id, kv.iter().collect()))
+            .collect();
         crate::codec::to_canonical(&(contracts, rejections, deployed, kv))
     }
 
@@ -211,9 +214,10 @@ pub(crate) fn apply_calls(
             clock: clock.clone(),
         };
         let (morphism, outcome) = match op {
-            Op::Call { morphism, args } => {
-                (*morphism, call(state, registry, lattice, morphism, args, &ctx))
-            }
+            Op::Call { morphism, args } => (
+                *morphism,
+                call(state, registry, lattice, morphism, args, &ctx),
+            ),
             Op::Deploy { rule, code, init } => {
                 let id = contract_id(*rule, code, init);
                 let outcome = match state.deployed.get(&id) {
