@@ -10,6 +10,8 @@
 //! per invalid experience or frame), so an attacker that wants to go on must come back under a
 //! new member identity: the suite has 600 of them.
 
+mod contracts;
+
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -1351,7 +1353,7 @@ pub fn run(cfg: &Config) -> Vec<Verdict> {
     let mut lab = Lab::new(&cfg.lcloud);
     type Attack<'a> = Box<dyn Fn(&mut Lab, &[SigningKey]) -> Result<String, String> + 'a>;
     let min_rate = cfg.min_rejections_per_s;
-    let attacks: [(&'static str, Attack); 7] = [
+    let attacks: [(&'static str, Attack); 8] = [
         (
             "hostile frames",
             Box::new(move |lab, keys| hostile_frames(lab, keys, min_rate)),
@@ -1362,6 +1364,7 @@ pub fn run(cfg: &Config) -> Vec<Verdict> {
         ("eclipse", Box::new(eclipse)),
         ("connection flood", Box::new(|lab, _| connection_flood(lab))),
         ("non-member", Box::new(non_member)),
+        ("hostile contracts", Box::new(contracts::hostile_contracts)),
     ];
     attacks
         .into_iter()

@@ -28,8 +28,9 @@ use meter::{DEPTH_GLOBAL, FUEL_GLOBAL, FUEL_RULE};
 
 /// Fuel of a call whose experience names none.
 pub const FUEL_DEFAULT: u64 = 10_000_000;
-/// Most fuel one call may be given.
-pub const FUEL_MAX: u64 = 1_000_000_000;
+/// Most fuel one call may be given: a call that loops for ever costs every node this much
+/// (about a tenth of a second here, docs/contracts.md), and no more.
+pub const FUEL_MAX: u64 = 100_000_000;
 
 /// The engine and the host functions, shared by every contract of a node.
 pub struct Runtime {
