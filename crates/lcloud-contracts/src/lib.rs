@@ -152,7 +152,9 @@ impl Contract {
     ) -> Result<Kv, Rejection> {
         let fuel = ctx.fuel.unwrap_or(FUEL_DEFAULT).min(FUEL_MAX);
         let host = Host {
-            args: args.to_json().to_string().into_bytes(),
+            // The same text as `args.to_json().to_string()` (sorted keys, finite floats by
+            // ryu), written directly.
+            args: serde_json::to_vec(args).map_err(|e| Rejection(format!("the arguments: {e}")))?,
             state,
             author: ctx.author.0,
             seq: ctx.seq,
