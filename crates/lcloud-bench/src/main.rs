@@ -227,48 +227,13 @@ fn main() {
             continue; // measured within w1 and w2
         }
         for s in SYSTEMS {
-            let mut cmd = Command::new(&exe);
-            cmd.args(["--child", w, s]);
-            if quick {
-                cmd.arg("--quick");
-            }
-            let t = Instant::now();
-            let out = cmd.output().expect("the child runs");
-            let line = String::from_utf8_lossy(&out.stdout);
-            let j: J = match serde_json::from_str(line.lines().last().unwrap_or("")) {
-                Ok(j) if out.status.success() => j,
-                _ => {
-                    json!({"error": String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or("failed").to_owned()})
-                }
-            };
-            eprintln!("  {w} {s}: {:.1} s", t.elapsed().as_secs_f64());
-            results.insert((w.to_owned(), s.to_owned()), j);
+            results.insert((w.to_owned(), s.to_owned()), run_child(&exe, w, s, quick));
         }
     }
     // W9: contracts, on λCLOUD only (the peers have no user code in their merge).
-    {
-        let mut cmd = Command::new(&exe);
-        cmd.args(["--child", "w9", "lcloud"]);
-        if quick {
-            cmd.arg("--quick");
-        }
-        let t = Instant::now();
-        let out = cmd.output().expect("the child runs");
-        let line = String::from_utf8_lossy(&out.stdout);
-        let j: J = match serde_json::from_str(line.lines().last().unwrap_or("")) {
-            Ok(j) if out.status.success() => j,
-            _ => {
-                json!({"error": String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or("failed").to_owned()})
-            }
-        };
-        eprintln!("  w9 lcloud: {:.1} s", t.elapsed().as_secs_f64());
-        results.insert(("w9".to_owned(), "lcloud".to_owned()), j);
-    }
+    let w9 = run_child(&exe, "w9", "lcloud", quick);
     let mut table = render(&results, &lim, size, cores);
-    table.push_str(&render_w9(
-        &results[&("w9".to_owned(), "lcloud".to_owned())],
-        &lim,
-    ));
+    table.push_str(&render_w9(&w9, &lim));
     println!("\n{table}");
     if !args.iter().any(|a| a == "--no-write") {
         let command = if quick {
@@ -283,6 +248,26 @@ fn main() {
         );
         write_docs(&section);
     }
+}
+
+/// Runs one (workload, system) in a child process of its own: its JSON line, or the error.
+fn run_child(exe: &std::path::Path, w: &str, s: &str, quick: bool) -> J {
+    let mut cmd = Command::new(exe);
+    cmd.args(["--child", w, s]);
+    if quick {
+        cmd.arg("--quick");
+    }
+    let t = Instant::now();
+    let out = cmd.output().expect("the child runs");
+    let line = String::from_utf8_lossy(&out.stdout);
+    let j: J = match serde_json::from_str(line.lines().last().unwrap_or("")) {
+        Ok(j) if out.status.success() => j,
+        _ => {
+            json!({"error": String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or("failed").to_owned()})
+        }
+    };
+    eprintln!("  {w} {s}: {:.1} s", t.elapsed().as_secs_f64());
+    j
 }
 
 const START: &str = "<!-- lcloud-bench:start -->";

@@ -164,19 +164,7 @@ fn report(
 }
 
 fn list(json_out: bool, list: &[Deployed], show: &dyn Fn(&lcloud_core::NodeId) -> String) {
-    let j: Vec<J> = list
-        .iter()
-        .map(|d| {
-            json!({
-                "id": d.id.to_hex(),
-                "name": d.name,
-                "deployed_by": d.by.to_hex(),
-                "experience": d.experience.to_hex(),
-                "code_bytes": d.code_bytes,
-                "keys": d.keys,
-            })
-        })
-        .collect();
+    let j: Vec<J> = list.iter().map(Deployed::to_json).collect();
     print(json_out, json!(j), || {
         if list.is_empty() {
             return "no contracts deployed (deploy one with `lcloud contract deploy FILE.wasm --name NAME`)".into();

@@ -7,18 +7,8 @@ mod common;
 
 use std::path::Path;
 
-use common::lcloud;
+use common::{lcloud, ok};
 use serde_json::Value as J;
-
-fn ok(dir: &Path, args: &[&str]) -> String {
-    let out = lcloud(dir, args);
-    assert!(
-        out.status.success(),
-        "lcloud {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim_end().to_owned()
-}
 
 fn json(dir: &Path, args: &[&str]) -> J {
     let mut full = vec!["--json"];

@@ -7,17 +7,7 @@ mod common;
 use std::path::Path;
 use std::process::Output;
 
-use common::lcloud;
-
-fn ok(dir: &Path, args: &[&str]) -> String {
-    let out = lcloud(dir, args);
-    assert!(
-        out.status.success(),
-        "lcloud {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim_end().to_owned()
-}
+use common::{lcloud, ok};
 
 /// Runs a write that must be refused: exit 1 with a one-line error; returns it.
 fn refused(dir: &Path, args: &[&str]) -> String {

@@ -14,6 +14,7 @@ use lcloud_core::{Id, Op, Path};
 use serde_json::{Value as J, json};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
+use crate::contracts::Deployed;
 use crate::node::{Announced, Call, ContractWritten, Deploy, Invoke, Msg, Status, WriteError};
 
 /// What the handlers share.
@@ -290,21 +291,7 @@ fn contract_answer(r: Result<Result<ContractWritten, WriteError>, Response>) -> 
 
 async fn contracts(State(api): State<Api>) -> Response {
     match api.ask(Call::Contracts).await {
-        Ok(list) => Json(
-            list.iter()
-                .map(|d| {
-                    json!({
-                        "id": d.id.to_hex(),
-                        "name": d.name,
-                        "deployed_by": d.by.to_hex(),
-                        "experience": d.experience.to_hex(),
-                        "code_bytes": d.code_bytes,
-                        "keys": d.keys,
-                    })
-                })
-                .collect::<Vec<_>>(),
-        )
-        .into_response(),
+        Ok(list) => Json(list.iter().map(Deployed::to_json).collect::<Vec<_>>()).into_response(),
         Err(r) => r,
     }
 }

@@ -23,6 +23,20 @@ pub struct Deployed {
     pub keys: usize,
 }
 
+impl Deployed {
+    /// The JSON the API and `lcloud contract list --json` print.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "id": self.id.to_hex(),
+            "name": self.name,
+            "deployed_by": self.by.to_hex(),
+            "experience": self.experience.to_hex(),
+            "code_bytes": self.code_bytes,
+            "keys": self.keys,
+        })
+    }
+}
+
 /// Every contract deployed in the current fold, in id order.
 pub fn deployed(replica: &Replica, names: &BTreeMap<Id, String>) -> Vec<Deployed> {
     let lattice = replica.lattice();

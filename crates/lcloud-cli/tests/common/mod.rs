@@ -15,6 +15,17 @@ pub fn lcloud(dir: &Path, args: &[&str]) -> Output {
         .expect("lcloud runs")
 }
 
+/// `lcloud --dir DIR ARGS…`, which must succeed: its stdout, trailing whitespace trimmed.
+pub fn ok(dir: &Path, args: &[&str]) -> String {
+    let out = lcloud(dir, args);
+    assert!(
+        out.status.success(),
+        "lcloud {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim_end().to_owned()
+}
+
 /// `lcloud --dir DIR ARGS…` with `stdin` piped in.
 pub fn lcloud_stdin(dir: &Path, args: &[&str], stdin: &[u8]) -> Output {
     use std::io::Write;
