@@ -2,7 +2,8 @@
 //!
 //! A contract is a `cdylib` built for `wasm32-unknown-unknown` whose exported functions take
 //! and return nothing: each reads its arguments with [`args`], reads and writes the contract's
-//! own key-value state with [`get`] and [`set`], and either returns (the call is accepted and
+//! own key-value state with [`get`] and [`set`], reads the document as its caller saw it with
+//! [`doc`], and either returns (the call is accepted and
 //! its state changes are kept) or calls [`reject`] (nothing it did is kept, and every node
 //! records the same reason). A function named `init` runs once, when the contract is deployed,
 //! with the deploy's arguments.
@@ -30,11 +31,11 @@
 extern crate alloc;
 
 use alloc::vec;
-use alloc::vec::Vec;
 use core::fmt::Write as _;
 
 pub use alloc::format;
 pub use alloc::string::String;
+pub use alloc::vec::Vec;
 
 mod sys {
     #[link(wasm_import_module = "lcloud")]
@@ -49,6 +50,7 @@ mod sys {
         pub fn clock_len() -> i32;
         pub fn clock_read(ptr: *mut u8);
         pub fn reject(ptr: *const u8, len: i32) -> !;
+        pub fn doc_get(pp: *const u8, pl: i32, out: *mut u8, cap: i32) -> i32;
     }
 }
 
@@ -100,6 +102,39 @@ pub fn get(key: &str) -> Option<String> {
         }
         buf.resize(len, 0);
     }
+}
+
+/// The document at `path` (a JSON Pointer, `/users/ada`) as the calling experience's author
+/// saw it, as JSON text; `None` when nothing is there. (Contracts that call this get the
+/// document of the call's causal past from the host.)
+pub fn doc(path: &str) -> Option<String> {
+    let mut buf = vec![0u8; 256];
+    loop {
+        // SAFETY: the host writes at most `cap` bytes at `out`, which is our buffer.
+        let len = unsafe {
+            sys::doc_get(
+                path.as_ptr(),
+                path.len() as i32,
+                buf.as_mut_ptr(),
+                buf.len() as i32,
+            )
+        };
+        if len < 0 {
+            return None;
+        }
+        let len = len as usize;
+        if len <= buf.len() {
+            buf.truncate(len);
+            return Some(String::from_utf8(buf).unwrap_or_default());
+        }
+        buf.resize(len, 0);
+    }
+}
+
+/// The document at `path` decoded into `T`; `None` when nothing is there or it is not a `T`.
+pub fn doc_as<T: serde::Deserialize<'static>>(path: &str) -> Option<T> {
+    let json: &'static [u8] = doc(path)?.into_bytes().leak();
+    serde_json_core::from_slice::<T>(json).ok().map(|(v, _)| v)
 }
 
 /// Stores `value` under `key`.

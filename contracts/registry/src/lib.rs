@@ -1,6 +1,7 @@
 //! `registry`: first-come name registration.
 //!
-//! - `claim {"name": N}`: N becomes the caller's, unless someone holds it already. Two nodes
+//! - `claim {"name": N}`: N becomes the caller's, unless someone holds it already or the
+//!   document lists it under `/registry/reserved` (a set of names) as the caller saw it. Two nodes
 //!   that claim one name while partitioned each see their claim accepted; after the heal the
 //!   claim first in canonical order holds the name on every node and the other is rejected.
 //! - `release {"name": N}`: only its owner; N is free again.
@@ -26,6 +27,9 @@ pub extern "C" fn claim() {
     let a: Name = lc::args();
     if a.name.is_empty() || a.name.len() > 64 {
         lc::reject("a name is 1 to 64 bytes");
+    }
+    if lc::doc_as::<lc::Vec<&str>>("/registry/reserved").is_some_and(|r| r.contains(&a.name)) {
+        lc::reject(&lc::format!("{} is reserved", a.name));
     }
     let k = owner_key(a.name);
     if let Some(owner) = lc::get(&k) {

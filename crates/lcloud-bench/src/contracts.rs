@@ -126,6 +126,7 @@ fn fuel_of_transfer(contract: &Contract, state: &lcloud_core::Kv, bank: Id) -> u
         op: 0,
         fuel: Some(fuel),
         clock: vec![(NodeId([1; 32]), 1)],
+        doc: None,
     };
     use lcloud_core::Program;
     let (mut lo, mut hi) = (1u64, 10_000_000u64);
@@ -196,6 +197,7 @@ pub fn run(calls: usize) -> J {
         op: 0,
         fuel: None,
         clock: vec![(NodeId([1; 32]), 1)],
+        doc: None,
     };
     let runs = calls.min(20_000);
     let t = Instant::now();

@@ -1,4 +1,5 @@
-//! Host ABI 1: what a contract may ask of its node, all of it deterministic. docs/contracts.md
+//! Host ABI 1: what a contract may ask of its node, all of it deterministic: its arguments,
+//! its own key-value state, its caller, and the document as its caller saw it. docs/contracts.md
 //! writes it down byte by byte; this file is the implementation.
 //!
 //! Every function is imported from the module `"lcloud"`. Pointers and lengths are `i32`
@@ -47,7 +48,11 @@ const FUNCTIONS: &[(&str, &[Ty], &[Ty])] = &[
     ("clock_len", &[], &[Ty::I32]),
     ("clock_read", &[Ty::I32], &[]),
     ("reject", &[Ty::I32, Ty::I32], &[]),
+    ("doc_get", &[Ty::I32, Ty::I32, Ty::I32, Ty::I32], &[Ty::I32]),
 ];
+
+/// Most bytes of document a contract may read at once (the JSON text of one path's value).
+pub const DOC_BYTES_MAX: usize = 1 << 20;
 
 /// The signature of ABI function `name`, if there is one.
 pub fn signature(name: &str) -> Option<(&'static [Ty], &'static [Ty])> {
@@ -84,6 +89,9 @@ pub(crate) struct Host {
     /// The experience's vector clock: 40 bytes per author (id, then seq as `u64` little-endian),
     /// sorted by author id.
     pub clock: Vec<u8>,
+    /// The document as the calling experience's author saw it (only for contracts that import
+    /// `doc_get`).
+    pub doc: Option<lcloud_core::Doc>,
     /// Memory limits.
     pub limits: wasmi::StoreLimits,
 }
@@ -257,6 +265,36 @@ pub(crate) fn link(linker: &mut Linker<Host>) -> Result<(), wasmi::Error> {
         c.data_mut().clock = clock;
         done
     })?;
+    linker.func_wrap(
+        MODULE,
+        "doc_get",
+        |mut c: Caller<'_, Host>, pp: i32, pl: i32, out: i32, cap: i32| {
+            let path = read(&c, pp, pl, "the path")?;
+            charge(&mut c, path.len())?;
+            let path = text(path, "the path", KEY_BYTES_MAX * 4)?;
+            let path = lcloud_core::Path::parse(&path).map_err(|e| {
+                stop(Stop::Abi(format!(
+                    "the path {path:?} is not a JSON Pointer ({e})"
+                )))
+            })?;
+            let value = match c.data().doc.as_ref().and_then(|d| d.materialize(&path)) {
+                Some(v) => serde_json::to_vec(&v)
+                    .map_err(|e| stop(Stop::Abi(format!("the document at {path}: {e}"))))?,
+                None => return Ok(-1),
+            };
+            if value.len() > DOC_BYTES_MAX {
+                return Err(stop(Stop::Abi(format!(
+                    "the document at {path} is {} bytes, more than a contract may read ({DOC_BYTES_MAX})",
+                    value.len()
+                ))));
+            }
+            charge(&mut c, value.len())?;
+            if value.len() <= cap as u32 as usize {
+                write(&mut c, out, &value, "the document buffer")?;
+            }
+            Ok(value.len() as i32)
+        },
+    )?;
     linker.func_wrap(
         MODULE,
         "reject",

@@ -70,6 +70,8 @@ impl Runtime {
 pub struct Contract {
     id: Id,
     module: Module,
+    /// Whether the module imports `doc_get`.
+    reads_document: bool,
     runtime: Arc<Runtime>,
 }
 
@@ -113,9 +115,13 @@ impl Contract {
         let metered = meter::instrument(code, &shape)?;
         let module = Module::new(&runtime.engine, &metered[..])
             .map_err(|e| DeployError::Invalid(format!("the metered module: {e}")))?;
+        let reads_document = module
+            .imports()
+            .any(|i| i.module() == abi::MODULE && i.name() == "doc_get");
         Ok(Contract {
             id,
             module,
+            reads_document,
             runtime: runtime.clone(),
         })
     }
@@ -163,6 +169,7 @@ impl Contract {
                 .iter()
                 .flat_map(|(n, s)| n.0.into_iter().chain(s.to_le_bytes()))
                 .collect(),
+            doc: ctx.doc.clone(),
             limits: StoreLimitsBuilder::new()
                 .memory_size(validate::MEMORY_PAGES_MAX as usize * 65536)
                 .table_elements(validate::TABLE_MAX as usize)
@@ -262,6 +269,9 @@ pub fn split_args(args: &Value) -> Result<(&str, Value), Rejection> {
 }
 
 impl Program for Contract {
+    fn reads_document(&self) -> bool {
+        self.reads_document
+    }
     fn call(&self, state: &Kv, args: &Value, ctx: &CallContext) -> Result<Kv, Rejection> {
         let (function, args) = split_args(args)?;
         if function == "init" {

@@ -248,6 +248,16 @@ enum Action {
         to: u8,
         amount: u8,
     },
+    /// A registry claim: reads the reserved names in the document its author saw.
+    Claim {
+        node: u8,
+        name: u8,
+    },
+    /// A document write the claims read.
+    Reserve {
+        node: u8,
+        name: u8,
+    },
     Sync {
         from: u8,
         to: u8,
@@ -260,6 +270,8 @@ fn action() -> impl Strategy<Value = Action> {
     prop_oneof![
         3 => (0..NODES, 0..4u8, 0..4u8, 1..40u8)
             .prop_map(|(node, from, to, amount)| Action::Transfer { node, from, to, amount }),
+        1 => (0..NODES, 0..3u8).prop_map(|(node, name)| Action::Claim { node, name }),
+        1 => (0..NODES, 0..3u8).prop_map(|(node, name)| Action::Reserve { node, name }),
         1 => (0..NODES, 0..NODES).prop_map(|(from, to)| Action::Sync { from, to }),
     ]
 }
@@ -267,8 +279,9 @@ fn action() -> impl Strategy<Value = Action> {
 proptest! {
     #![proptest_config(ProptestConfig { cases: 48, .. ProptestConfig::default() })]
 
-    /// Any delivery order (with duplicates) of the same deploys and calls gives the same root
-    /// and the same rejections, and no account ever goes below zero.
+    /// Any delivery order (with duplicates) of the same deploys, calls (transfers, and claims
+    /// that read the document) and document writes gives the same root and the same
+    /// rejections, and no account ever goes below zero; the refold agrees.
     #[test]
     fn any_delivery_order_of_contract_calls_gives_the_same_root(
         script in prop::collection::vec(action(), 1..30),
@@ -276,8 +289,9 @@ proptest! {
     ) {
         let g = genesis();
         let (bank, op) = deploy(lcloud_examples::BANK);
+        let (reg, reg_op) = deploy(lcloud_examples::REGISTRY);
         let mut replicas: Vec<Replica> = (0..NODES).map(|_| replica(&g)).collect();
-        let mut written = vec![replicas[0].write(&key(0), vec![op]).unwrap().into_inner()];
+        let mut written = vec![replicas[0].write(&key(0), vec![op, reg_op]).unwrap().into_inner()];
         written.push(
             replicas[0]
                 .write(&key(0), vec![call(bank, "mint", r#"{"to":"a0","amount":50}"#)])
@@ -291,6 +305,21 @@ proptest! {
                     let e = replicas[*node as usize]
                         .write(&key(*node), vec![call(bank, "transfer", &args)])
                         .unwrap();
+                    written.push(e.into_inner());
+                }
+                Action::Claim { node, name } => {
+                    let args = format!(r#"{{"name":"n{name}"}}"#);
+                    let e = replicas[*node as usize]
+                        .write(&key(*node), vec![call(reg, "claim", &args)])
+                        .unwrap();
+                    written.push(e.into_inner());
+                }
+                Action::Reserve { node, name } => {
+                    let op = Op::Add {
+                        path: lcloud_core::Path::parse("/registry/reserved").unwrap(),
+                        value: Value::Str(format!("n{name}")),
+                    };
+                    let e = replicas[*node as usize].write(&key(*node), vec![op]).unwrap();
                     written.push(e.into_inner());
                 }
                 Action::Sync { from, to } => {
@@ -320,6 +349,7 @@ proptest! {
         prop_assert_eq!(r.lattice().parked_len(), 0);
         prop_assert_eq!(r.root(), all.root());
         prop_assert_eq!(&r.state().ordered, &all.state().ordered);
+        prop_assert_eq!(r.refold().root(), r.root());
         let s = state(&r, &bank);
         let total: i64 = s
             .iter()
@@ -329,4 +359,48 @@ proptest! {
         prop_assert_eq!(total, 50);
         prop_assert!(s.values().all(|v| !v.starts_with('-')));
     }
+}
+
+#[test]
+fn a_claim_respects_the_reserved_names_its_author_saw_in_the_document() {
+    let g = genesis();
+    let (reg, op) = deploy(lcloud_examples::REGISTRY);
+    let mut a = replica(&g);
+    a.write(&key(0), vec![op]).unwrap();
+    let reserve = |name: &str| Op::Add {
+        path: lcloud_core::Path::parse("/registry/reserved").unwrap(),
+        value: Value::Str(name.into()),
+    };
+    a.write(&key(0), vec![reserve("root")]).unwrap();
+    let mut b = replica(&g);
+    b.merge(&a);
+    // A reserves "admin"; B, not having seen it, claims it: accepted, on every node.
+    a.write(&key(0), vec![reserve("admin")]).unwrap();
+    let admin = b
+        .write(&key(1), vec![call(reg, "claim", r#"{"name":"admin"}"#)])
+        .unwrap();
+    let root = b
+        .write(&key(1), vec![call(reg, "claim", r#"{"name":"root"}"#)])
+        .unwrap();
+    let (a0, b0) = (a.clone(), b.clone());
+    a.merge(&b0);
+    b.merge(&a0);
+    assert_eq!(a.root(), b.root());
+    assert_eq!(rejection(&a, &admin, 0), None);
+    assert_eq!(
+        rejection(&a, &root, 0).as_deref(),
+        Some("rejected: root is reserved")
+    );
+    // Now that A's reservation is in B's past, a new claim of it is rejected.
+    let again = b
+        .write(&key(2), vec![call(reg, "release", r#"{"name":"admin"}"#)])
+        .unwrap();
+    assert!(rejection(&b, &again, 0).unwrap().contains("belongs to"));
+    let late = b
+        .write(&key(2), vec![call(reg, "claim", r#"{"name":"admin"}"#)])
+        .unwrap();
+    assert_eq!(
+        rejection(&b, &late, 0).as_deref(),
+        Some("rejected: admin is reserved")
+    );
 }

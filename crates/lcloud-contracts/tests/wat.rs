@@ -55,6 +55,7 @@ fn ctx(fuel: Option<u64>) -> CallContext {
         op: 0,
         fuel,
         clock: vec![(NodeId([1; 32]), 1)],
+        doc: None,
     }
 }
 
@@ -306,4 +307,105 @@ fn a_contract_sees_its_caller_and_clock() {
     let got = call(&c, "f", None).unwrap_err();
     // Author [1; 32]: 'A' + 1 = 'B'; one clock entry of 40 bytes: '0' + 40 = 'X'.
     assert_eq!(got.0, "rejected: BX");
+}
+
+/// `seen` stores, under key "x", the document at /x as the caller saw it ("none" if empty).
+const SEEN: &str = r#"(module
+  (import "lcloud" "doc_get" (func $doc (param i32 i32 i32 i32) (result i32)))
+  (import "lcloud" "state_set" (func $set (param i32 i32 i32 i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 0) "/x")
+  (data (i32.const 8) "x")
+  (data (i32.const 16) "none")
+  (func (export "seen") (local $n i32)
+    (local.set $n (call $doc (i32.const 0) (i32.const 2) (i32.const 100) (i32.const 100)))
+    (if (i32.lt_s (local.get $n) (i32.const 0))
+      (then (call $set (i32.const 8) (i32.const 1) (i32.const 16) (i32.const 4)))
+      (else (call $set (i32.const 8) (i32.const 1) (i32.const 100) (local.get $n))))))"#;
+
+fn seen_x(r: &Replica, id: &Id) -> Option<String> {
+    r.ordered().kv.get(id).and_then(|kv| kv.get("x").cloned())
+}
+
+fn set_x(v: i64) -> Op {
+    Op::Set {
+        path: lcloud_core::Path::parse("/x").unwrap(),
+        value: Value::Int(v),
+    }
+}
+
+#[test]
+fn a_call_reads_the_document_its_author_saw_in_every_order_and_view() {
+    let (a, b) = (key(1), key(2));
+    let g = genesis(&a);
+    let code = wasm(SEEN);
+    let id = contract_id(1, &code, &Value::Null);
+    let mut ra = Replica::with_registry(g.clone(), registry()).unwrap();
+    let mut exps = vec![ra.write(&a, vec![deploy_op(&code)]).unwrap()];
+    exps.push(ra.write(&a, vec![set_x(1)]).unwrap());
+    exps.push(ra.write(&a, vec![call_op(id, "seen")]).unwrap());
+    assert_eq!(seen_x(&ra, &id).as_deref(), Some("1"));
+    // B saw /x = 1; A then sets 2 concurrently, and B's call, folded after A's set in every
+    // order, still reads what B saw.
+    let mut rb = Replica::with_registry(g.clone(), registry()).unwrap();
+    rb.merge(&ra);
+    exps.push(ra.write(&a, vec![set_x(2)]).unwrap());
+    exps.push(rb.write(&b, vec![call_op(id, "seen")]).unwrap());
+    let (a0, b0) = (ra.clone(), rb.clone());
+    ra.merge(&b0);
+    rb.merge(&a0);
+    assert_eq!(ra.root(), rb.root());
+    assert_eq!(ra.document().to_json()["x"], 2);
+    assert_eq!(seen_x(&ra, &id).as_deref(), Some("1"));
+    // A fresh fold, in reverse arrival order as far as links allow, and the refold agree.
+    let mut fresh = Replica::with_registry(g.clone(), registry()).unwrap();
+    for e in exps.iter().rev() {
+        fresh.insert(e.clone()).unwrap();
+    }
+    assert_eq!(fresh.root(), ra.root());
+    assert_eq!(ra.refold().root(), ra.root());
+    // A call that saw nothing at /x, and the view without A (whose set B's call saw): both
+    // read "none", as a fold of exactly what they hold.
+    let mut rc = Replica::with_registry(g.clone(), registry()).unwrap();
+    rc.insert(exps[0].clone()).unwrap();
+    rc.write(&b, vec![call_op(id, "seen")]).unwrap();
+    assert_eq!(seen_x(&rc, &id).as_deref(), Some("none"));
+    let without_a = ra.without(&lcloud_core::NodeId(a.verification_key().to_bytes()));
+    // Without A there is no deploy either: B's call is to an unknown contract.
+    assert!(without_a.unwrap().ordered.kv.get(&id).is_none());
+    // C sets /x = 5, B sees it and calls: B's call reads 5; the view without C reads what B
+    // saw of everyone else (A's 1), however much of the fold it could otherwise reuse.
+    let c = key(3);
+    let mut rc2 = ra.clone();
+    rc2.write(&c, vec![set_x(5)]).unwrap();
+    let mut rb2 = rb.clone();
+    rb2.merge(&rc2);
+    rb2.write(&b, vec![call_op(id, "seen")]).unwrap();
+    assert_eq!(seen_x(&rb2, &id).as_deref(), Some("5"));
+    let without_c = rb2
+        .without(&lcloud_core::NodeId(c.verification_key().to_bytes()))
+        .unwrap();
+    let x = without_c
+        .ordered
+        .kv
+        .get(&id)
+        .and_then(|kv| kv.get("x").cloned());
+    assert_eq!(
+        x.as_deref(),
+        Some("2"),
+        "without C, B saw A's latest set (2)"
+    );
+    // At the cut before A's second set, the state is what it was then.
+    let before = ra
+        .state_at(&lcloud_core::Cut::Heads(vec![exps[2].id()]))
+        .unwrap();
+    assert_eq!(
+        before
+            .ordered
+            .kv
+            .get(&id)
+            .and_then(|kv| kv.get("x").cloned())
+            .as_deref(),
+        Some("1")
+    );
 }

@@ -188,13 +188,20 @@ pub(crate) fn has_calls(lattice: &Lattice, idx: Idx) -> bool {
     lattice.get(idx).ops().iter().any(Op::is_ordered)
 }
 
-/// Applies the calls and deploys of experience `idx` to `state`, recording refusals.
+/// The document of an experience's causal past, within the view being folded.
+pub(crate) type PastDoc<'a> = &'a dyn Fn(Idx) -> Doc;
+
+/// Applies the calls and deploys of experience `idx` to `state`, recording refusals. A program
+/// that reads the document gets `past(idx)`, computed once for the experience.
 pub(crate) fn apply_calls(
     state: &mut OrderedState,
     registry: &Registry,
     lattice: &Lattice,
     idx: Idx,
+    past: PastDoc<'_>,
 ) {
+    let seen = std::cell::OnceCell::new();
+    let seen_doc = || seen.get_or_init(|| past(idx)).clone();
     let exp = lattice.get(idx);
     let depth = lattice.depth(idx);
     let mut clock: Vec<(NodeId, u64)> = lattice.clock_entries(idx).map(|(n, s)| (*n, s)).collect();
@@ -212,11 +219,12 @@ pub(crate) fn apply_calls(
             op: i as u32,
             fuel: exp.header().fuel,
             clock: clock.clone(),
+            doc: None,
         };
         let (morphism, outcome) = match op {
             Op::Call { morphism, args } => (
                 *morphism,
-                call(state, registry, lattice, morphism, args, &ctx),
+                call(state, registry, lattice, morphism, args, ctx, &seen_doc),
             ),
             Op::Deploy { rule, code, init } => {
                 let id = contract_id(*rule, code, init);
@@ -225,10 +233,13 @@ pub(crate) fn apply_calls(
                         "contract {id} is already deployed (by experience {})",
                         first.exp
                     ))),
-                    None => registry
-                        .load(id, *rule, code)
-                        .and_then(|p| p.init(init, &ctx))
-                        .map(Applied::Program),
+                    None => registry.load(id, *rule, code).and_then(|p| {
+                        let ctx = CallContext {
+                            doc: p.reads_document().then(&seen_doc),
+                            ..ctx
+                        };
+                        p.init(init, &ctx).map(Applied::Program)
+                    }),
                 };
                 if outcome.is_ok() {
                     state.deployed.insert(id, dot);
@@ -266,7 +277,8 @@ fn call(
     lattice: &Lattice,
     morphism: &Id,
     args: &Value,
-    ctx: &CallContext,
+    mut ctx: CallContext,
+    seen_doc: &dyn Fn() -> Doc,
 ) -> Result<Applied, Rejection> {
     if let Some(m) = registry.get(morphism) {
         let initial;
@@ -277,7 +289,7 @@ fn call(
                 &initial
             }
         };
-        return m.apply(current, args, ctx).map(Applied::Builtin);
+        return m.apply(current, args, &ctx).map(Applied::Builtin);
     }
     let Some(dot) = state.deployed.get(morphism) else {
         return Err(Rejection(format!("unknown morphism {morphism}")));
@@ -296,9 +308,12 @@ fn call(
             registry.load(*morphism, *rule, code)?
         }
     };
+    if program.reads_document() {
+        ctx.doc = Some(seen_doc());
+    }
     let empty = Kv::new();
     let current = state.kv.get(morphism).unwrap_or(&empty);
-    program.call(current, args, ctx).map(Applied::Program)
+    program.call(current, args, &ctx).map(Applied::Program)
 }
 
 /// The order-sensitive fold: calls in canonical order, with checkpoints for rewinds.
@@ -318,12 +333,12 @@ pub(crate) struct OrderedFold {
 impl OrderedFold {
     /// Adds experience `idx` (which has calls) and brings the state up to date, rewinding to
     /// the nearest earlier checkpoint if it sorts before calls already applied.
-    pub fn insert(&mut self, registry: &Registry, lattice: &Lattice, idx: Idx) {
+    pub fn insert(&mut self, registry: &Registry, lattice: &Lattice, idx: Idx, past: PastDoc<'_>) {
         let key = lattice.order_key(idx);
         let last = self.calls.keys().next_back().copied();
         self.calls.insert(key, idx);
         if last.is_none_or(|l| key > l) {
-            self.apply(registry, lattice, key, idx);
+            self.apply(registry, lattice, key, idx, past);
             return;
         }
         self.rewinds += 1;
@@ -347,12 +362,19 @@ impl OrderedFold {
             None => self.calls.iter().map(|(c, i)| (*c, *i)).collect(),
         };
         for (k, i) in replay {
-            self.apply(registry, lattice, k, i);
+            self.apply(registry, lattice, k, i, past);
         }
     }
 
-    fn apply(&mut self, registry: &Registry, lattice: &Lattice, key: (u64, Id), idx: Idx) {
-        apply_calls(&mut self.state, registry, lattice, idx);
+    fn apply(
+        &mut self,
+        registry: &Registry,
+        lattice: &Lattice,
+        key: (u64, Id),
+        idx: Idx,
+        past: PastDoc<'_>,
+    ) {
+        apply_calls(&mut self.state, registry, lattice, idx, past);
         self.since_checkpoint += 1;
         if self.since_checkpoint >= CALL_CHECKPOINT_EVERY {
             self.checkpoints.insert(key, self.state.clone());
@@ -361,17 +383,21 @@ impl OrderedFold {
     }
 
     /// The ordered state of the sub-fold that includes exactly the call experiences for which
-    /// `included` holds, reusing the longest checkpointed prefix that it shares with this fold.
+    /// `included` holds, reusing the longest checkpointed prefix that it shares with this fold
+    /// when `reuse` (the calls of that prefix then saw the same documents as in this fold: true
+    /// of cuts, not of a view that leaves a node out).
     pub fn state_of(
         &self,
         registry: &Registry,
         lattice: &Lattice,
         included: impl Fn(Idx) -> bool,
+        past: PastDoc<'_>,
+        reuse: bool,
     ) -> OrderedState {
         let shared = self
             .calls
             .iter()
-            .take_while(|(_, i)| included(**i))
+            .take_while(|(_, i)| reuse && included(**i))
             .last()
             .map(|(k, _)| *k);
         let base = shared.and_then(|s| self.checkpoints.range(..=s).next_back());
@@ -383,7 +409,7 @@ impl OrderedFold {
         let rest = self.calls.range((lower, Bound::Unbounded));
         for (_, i) in rest {
             if included(*i) {
-                apply_calls(&mut state, registry, lattice, *i);
+                apply_calls(&mut state, registry, lattice, *i, past);
             }
         }
         state

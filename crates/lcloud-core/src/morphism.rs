@@ -24,6 +24,9 @@ pub struct CallContext {
     pub fuel: Option<u64>,
     /// The experience's vector clock: for each author it has seen, the highest seq seen.
     pub clock: Vec<(NodeId, u64)>,
+    /// The document as the experience's author saw it (the fold of its causal past, within
+    /// the view being folded), given only to programs that read the document.
+    pub doc: Option<crate::doc::Doc>,
 }
 
 /// A deterministic refusal: the same op is refused for the same reason on every node.
@@ -52,6 +55,10 @@ pub type Kv = imbl::OrdMap<String, String>;
 /// Deployed code, as the contract runtime runs it. Both functions must be pure functions of
 /// their inputs: every node computes the same state or the same rejection.
 pub trait Program: Send + Sync {
+    /// Whether calls read the document (then [`CallContext::doc`] is filled in).
+    fn reads_document(&self) -> bool {
+        false
+    }
     /// The state right after the deploy, with the deploy's `args`, or why it is refused.
     fn init(&self, args: &Value, ctx: &CallContext) -> Result<Kv, Rejection>;
     /// Applies a call (`args`: `{"function": NAME, "args": …}`) to `state`, or refuses.
@@ -267,6 +274,7 @@ mod tests {
             op: 0,
             fuel: None,
             clock: Vec::new(),
+            doc: None,
         }
     }
 

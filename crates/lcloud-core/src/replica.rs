@@ -203,7 +203,14 @@ impl Replica {
                 continue;
             }
             apply_doc(&mut state.doc, &self.lattice, idx);
-            apply_calls(&mut state.ordered, &self.registry, &self.lattice, idx);
+            let past = |i| self.doc_before(i, &|j| !self.skipped(j), true);
+            apply_calls(
+                &mut state.ordered,
+                &self.registry,
+                &self.lattice,
+                idx,
+                &past,
+            );
         }
         state
     }
@@ -230,7 +237,11 @@ impl Replica {
             if !self.skipped(idx) {
                 apply_doc(&mut self.doc, &self.lattice, idx);
                 if has_calls(&self.lattice, idx) {
-                    self.ordered.insert(&self.registry, &self.lattice, idx);
+                    // The fold borrows the replica's checkpoints to find documents of the past.
+                    let mut ordered = std::mem::take(&mut self.ordered);
+                    let past = |i| self.doc_before(i, &|j| !self.skipped(j), false);
+                    ordered.insert(&self.registry, &self.lattice, idx, &past);
+                    self.ordered = ordered;
                 }
             }
             self.ops_since += self.lattice.get(idx).ops().len();
@@ -393,9 +404,11 @@ impl Replica {
                 doc
             }
         };
-        let ordered = self
-            .ordered
-            .state_of(&self.registry, &self.lattice, included);
+        let leaves_out = without.is_some();
+        let past = |i| self.doc_before(i, &included, leaves_out);
+        let ordered =
+            self.ordered
+                .state_of(&self.registry, &self.lattice, included, &past, !leaves_out);
         Ok(State { doc, ordered })
     }
 
@@ -549,6 +562,29 @@ impl Replica {
             Some(set) => set[idx as usize],
             None => dense_le(self.lattice.dense_clock(idx), &cut.clock),
         }
+    }
+
+    /// The document experience `idx`'s author saw: the fold of its causal past (its parents'
+    /// cut), of the experiences `included` holds for. `scratch` folds it from nothing (when
+    /// `included` leaves out experiences the checkpoints hold) instead of from a checkpoint.
+    fn doc_before(&self, idx: Idx, included: &dyn Fn(Idx) -> bool, scratch: bool) -> Doc {
+        let parents: Vec<Idx> = self.lattice.parents(idx).to_vec();
+        let mut clock = vec![0u64; self.lattice.author_count()];
+        for i in &parents {
+            for (slot, s) in clock.iter_mut().zip(self.lattice.dense_clock(*i)) {
+                *slot = (*slot).max(*s);
+            }
+        }
+        let exact = (scratch || self.lattice.has_forks()).then(|| self.ancestors(&parents));
+        let cut = CutSet { clock, exact };
+        if !scratch {
+            return self.doc_at(&cut, &included);
+        }
+        let mut doc = Doc::default();
+        for i in (0..self.lattice.len() as Idx).filter(|i| self.in_cut(&cut, *i) && included(*i)) {
+            apply_doc(&mut doc, &self.lattice, i);
+        }
+        doc
     }
 
     /// The document at a cut: the latest checkpoint inside the cut, plus the rest of the cut
