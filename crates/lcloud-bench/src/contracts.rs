@@ -228,7 +228,47 @@ pub fn run(calls: usize) -> J {
     std::hint::black_box(r.root());
     let rewind = t.elapsed().as_secs_f64();
 
+    // Claims that read the document: the registry, with 100 reserved names in the document;
+    // each claim reads the document as its author saw it.
+    let (reg_code, reg_init) = (lcloud_examples::REGISTRY.to_vec(), Value::map());
+    let reg = contract_id(lcloud_contracts::meter::FUEL_RULE, &reg_code, &reg_init);
+    let mut w = fresh(&g, &setup_exps);
+    let mut reg_setup = vec![
+        w.write(
+            &key,
+            vec![Op::Deploy {
+                rule: lcloud_contracts::meter::FUEL_RULE,
+                code: reg_code,
+                init: reg_init,
+            }],
+        )
+        .unwrap(),
+    ];
+    let reserved: Vec<Op> = (0..100)
+        .map(|i| Op::Add {
+            path: lcloud_core::Path::parse("/registry/reserved").unwrap(),
+            value: Value::Str(format!("r{i}")),
+        })
+        .collect();
+    reg_setup.push(w.write(&key, reserved).unwrap());
+    let claims: Vec<_> = (0..calls / 4)
+        .map(|i| {
+            let op = Op::Call {
+                morphism: reg,
+                args: value(json!({"function": "claim", "args": {"name": format!("c{i}")}})),
+            };
+            w.write(&key, vec![op]).unwrap()
+        })
+        .collect();
+    assert!(w.ordered().rejections.is_empty(), "every claim is accepted");
+    let mut r = fresh(&g, &setup_exps);
+    for e in &reg_setup {
+        r.insert(e.clone()).unwrap();
+    }
+    let claims_rate = fold_rate(&mut r, &claims);
+
     json!({
+        "claims_per_s": claims_rate,
         "calls": calls,
         "signed_calls_per_s": signed_rate,
         "folded_calls_per_s": folded_rate,

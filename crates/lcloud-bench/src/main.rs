@@ -370,6 +370,15 @@ fn render_w9(w: &J, lim: &J) -> String {
         "—".into(),
         "—".into(),
     );
+    row(
+        "registry claims/s folded, each reading the document its author saw (100 reserved names)",
+        f(&w["claims_per_s"]),
+        format!(
+            "{:.2} × bank transfers folded",
+            f(&w["claims_per_s"]) / f(&w["folded_calls_per_s"])
+        ),
+        "—".into(),
+    );
     t
 }
 
