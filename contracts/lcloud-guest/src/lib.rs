@@ -78,57 +78,41 @@ pub fn args<T: serde::Deserialize<'static>>() -> T {
     }
 }
 
-/// The value stored under `key`, if any.
-pub fn get(key: &str) -> Option<String> {
-    let mut buf = vec![0u8; 64];
+/// Text the host hands over through a buffer: `host(out, cap)` answers -1 (nothing) or the
+/// length, writing the bytes only when they fit; the buffer grows and it asks again.
+fn sized(start: usize, host: impl Fn(*mut u8, i32) -> i32) -> Option<String> {
+    let mut buf = vec![0u8; start];
     loop {
-        // SAFETY: the host writes at most `cap` bytes at `out`, which is our buffer.
-        let len = unsafe {
-            sys::state_get(
-                key.as_ptr(),
-                key.len() as i32,
-                buf.as_mut_ptr(),
-                buf.len() as i32,
-            )
-        };
+        let len = host(buf.as_mut_ptr(), buf.len() as i32);
         if len < 0 {
             return None;
         }
         let len = len as usize;
         if len <= buf.len() {
             buf.truncate(len);
-            // The host keeps only UTF-8 text.
+            // The host hands over UTF-8 text only.
             return Some(String::from_utf8(buf).unwrap_or_default());
         }
         buf.resize(len, 0);
     }
 }
 
+/// The value stored under `key`, if any.
+pub fn get(key: &str) -> Option<String> {
+    // SAFETY: the host writes at most `cap` bytes at `out`, which is our buffer.
+    sized(64, |out, cap| unsafe {
+        sys::state_get(key.as_ptr(), key.len() as i32, out, cap)
+    })
+}
+
 /// The document at `path` (a JSON Pointer, `/users/ada`) as the calling experience's author
 /// saw it, as JSON text; `None` when nothing is there. (Contracts that call this get the
 /// document of the call's causal past from the host.)
 pub fn doc(path: &str) -> Option<String> {
-    let mut buf = vec![0u8; 256];
-    loop {
-        // SAFETY: the host writes at most `cap` bytes at `out`, which is our buffer.
-        let len = unsafe {
-            sys::doc_get(
-                path.as_ptr(),
-                path.len() as i32,
-                buf.as_mut_ptr(),
-                buf.len() as i32,
-            )
-        };
-        if len < 0 {
-            return None;
-        }
-        let len = len as usize;
-        if len <= buf.len() {
-            buf.truncate(len);
-            return Some(String::from_utf8(buf).unwrap_or_default());
-        }
-        buf.resize(len, 0);
-    }
+    // SAFETY: the host writes at most `cap` bytes at `out`, which is our buffer.
+    sized(256, |out, cap| unsafe {
+        sys::doc_get(path.as_ptr(), path.len() as i32, out, cap)
+    })
 }
 
 /// The document at `path` decoded into `T`; `None` when nothing is there or it is not a `T`.

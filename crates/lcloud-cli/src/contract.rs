@@ -4,8 +4,8 @@
 use std::path::Path as FsPath;
 
 use anyhow::{Context, Result, anyhow, bail};
-use lcloud_core::{Id, Value};
-use lcloud_node::contracts::{self as c, Deployed, Outcome};
+use lcloud_core::{Experience, Id, Value};
+use lcloud_node::contracts::{self as c, Deployed};
 use lcloud_store::Identity;
 use serde_json::{Value as J, json};
 
@@ -21,6 +21,7 @@ pub fn run(dir: &FsPath, json_out: bool, action: ContractAction) -> Result<()> {
             init,
             fuel,
         } => {
+            check_fuel(fuel)?;
             let code = read_module(&file)?;
             let init = parse_json(init.as_deref(), "--init")?;
             if let Some(n) = &name {
@@ -34,15 +35,7 @@ pub fn run(dir: &FsPath, json_out: bool, action: ContractAction) -> Result<()> {
             {
                 node.store.set_contract_name(&id, n)?;
             }
-            let outcome = c::outcome(&node.replica, &exp.id(), id);
-            report(
-                json_out,
-                &outcome,
-                &exp.id(),
-                exp.seq(),
-                &node.replica.root(),
-                "deployed",
-            )
+            report(json_out, &node, &exp, id, "deployed")
         }
         ContractAction::List => {
             let node = commands::open(dir)?;
@@ -82,15 +75,7 @@ pub fn call(
     let id = c::resolve(&node.replica, &names, contract).map_err(|e| anyhow!(e))?;
     let op = c::call_op(id, function, args);
     let exp = commands::write_loaded(&mut node, &identity(dir)?, vec![op], fuel)?;
-    let outcome = c::outcome(&node.replica, &exp.id(), id);
-    report(
-        json_out,
-        &outcome,
-        &exp.id(),
-        exp.seq(),
-        &node.replica.root(),
-        "accepted",
-    )
+    report(json_out, &node, &exp, id, "accepted")
 }
 
 fn identity(dir: &FsPath) -> Result<Identity> {
@@ -139,20 +124,22 @@ fn parse_json(text: Option<&str>, what: &str) -> Result<Value> {
     Value::from_json(&j).map_err(|e| anyhow!("{what}: {e}"))
 }
 
-/// Prints an outcome; a rejection is an error with the rejection's exit code.
+/// Prints what the fold made of `exp` (a call to or deploy of `contract`); a rejection is an
+/// error with the rejection's exit code.
 fn report(
     json_out: bool,
-    outcome: &Outcome,
-    id: &Id,
-    seq: u64,
-    root: &Id,
+    node: &commands::Node,
+    exp: &Experience,
+    contract: Id,
     accepted: &str,
 ) -> Result<()> {
-    let j = outcome.to_json(id, seq, root);
+    let (id, seq) = (exp.id(), exp.seq());
+    let outcome = c::outcome(&node.replica, &id, contract);
+    let j = outcome.to_json(&id, seq, &node.replica.root());
     print(json_out, j, || match &outcome.rejected {
         None => format!(
             "{accepted}: contract {} (experience {} seq {seq})",
-            outcome.contract.short(),
+            contract.short(),
             id.short()
         ),
         Some(_) => format!("written as experience {} seq {seq}", id.short()),
