@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-const CONTRACTS: &[&str] = &["bank", "registry"];
+const CONTRACTS: &[&str] = &["bank", "registry", "schema"];
 
 fn main() {
     let here = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets it"));

@@ -3,7 +3,8 @@
 //! A contract is a `cdylib` built for `wasm32-unknown-unknown` whose exported functions take
 //! and return nothing: each reads its arguments with [`args`], reads and writes the contract's
 //! own key-value state with [`get`] and [`set`], reads the document as its caller saw it with
-//! [`doc`], and either returns (the call is accepted and
+//! [`doc`], writes the paths it guards ([`guard`], in `init`) with [`doc_set`] and [`doc_del`],
+//! and either returns (the call is accepted and
 //! its state changes are kept) or calls [`reject`] (nothing it did is kept, and every node
 //! records the same reason). A function named `init` runs once, when the contract is deployed,
 //! with the deploy's arguments.
@@ -51,6 +52,9 @@ mod sys {
         pub fn clock_read(ptr: *mut u8);
         pub fn reject(ptr: *const u8, len: i32) -> !;
         pub fn doc_get(pp: *const u8, pl: i32, out: *mut u8, cap: i32) -> i32;
+        pub fn guard(pp: *const u8, pl: i32);
+        pub fn doc_set(pp: *const u8, pl: i32, vp: *const u8, vl: i32);
+        pub fn doc_del(pp: *const u8, pl: i32);
     }
 }
 
@@ -119,6 +123,34 @@ pub fn doc(path: &str) -> Option<String> {
 pub fn doc_as<T: serde::Deserialize<'static>>(path: &str) -> Option<T> {
     let json: &'static [u8] = doc(path)?.into_bytes().leak();
     serde_json_core::from_slice::<T>(json).ok().map(|(v, _)| v)
+}
+
+/// Guards `path` (a JSON Pointer): from this deploy on, the document under it is what this
+/// contract writes there, and nothing else. Only `init` may call it; a path another contract
+/// guards (or one above or below it) makes the deploy fail.
+pub fn guard(path: &str) {
+    // SAFETY: the host only reads the slice.
+    unsafe { sys::guard(path.as_ptr(), path.len() as i32) }
+}
+
+/// Sets the document at `path`, under a path this contract guards, to `json` (JSON text), on
+/// behalf of the call: applied only if the call is accepted.
+pub fn doc_set(path: &str, json: &str) {
+    // SAFETY: the host only reads the two slices.
+    unsafe {
+        sys::doc_set(
+            path.as_ptr(),
+            path.len() as i32,
+            json.as_ptr(),
+            json.len() as i32,
+        )
+    }
+}
+
+/// Removes the document at `path`, under a path this contract guards.
+pub fn doc_del(path: &str) {
+    // SAFETY: the host only reads the slice.
+    unsafe { sys::doc_del(path.as_ptr(), path.len() as i32) }
 }
 
 /// Stores `value` under `key`.

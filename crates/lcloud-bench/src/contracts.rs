@@ -127,6 +127,7 @@ fn fuel_of_transfer(contract: &Contract, state: &lcloud_core::Kv, bank: Id) -> u
         fuel: Some(fuel),
         clock: vec![(NodeId([1; 32]), 1)],
         doc: None,
+        guarded: Default::default(),
     };
     use lcloud_core::Program;
     let (mut lo, mut hi) = (1u64, 10_000_000u64);
@@ -198,6 +199,7 @@ pub fn run(calls: usize) -> J {
         fuel: None,
         clock: vec![(NodeId([1; 32]), 1)],
         doc: None,
+        guarded: Default::default(),
     };
     let runs = calls.min(20_000);
     let t = Instant::now();

@@ -131,6 +131,25 @@ impl Demo {
         Ok(out)
     }
 
+    /// Like [`Demo::remote`] for a command that must fail (a rejected call, a refused write):
+    /// prints why, and is an error only if the command succeeds.
+    pub(crate) fn remote_refused(&self, name: &str, node: &Daemon, args: &[&str]) -> Result<()> {
+        println!("  {name:>5}$ lcloud --node {} {}", node.api, args.join(" "));
+        let out = Command::new(&self.exe)
+            .args(["--node", node.api.as_str()])
+            .args(args)
+            .env_remove("LCLOUD_DIR")
+            .output()
+            .context("cannot run lcloud")?;
+        if out.status.success() {
+            bail!("`lcloud {}` should have been refused", args.join(" "));
+        }
+        for line in String::from_utf8_lossy(&out.stderr).lines() {
+            println!("         {line}");
+        }
+        Ok(())
+    }
+
     pub(crate) fn remote_quiet(&self, node: &Daemon, args: &[&str]) -> Result<String> {
         let mut full = vec!["--node", node.api.as_str()];
         full.extend_from_slice(args);

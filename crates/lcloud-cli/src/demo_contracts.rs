@@ -1,7 +1,9 @@
 //! `lcloud demo contracts`: the bank story on two real node daemons. A contract built from
 //! source (contracts/bank) is deployed; the nodes are partitioned and each spends most of one
 //! shared balance, and each sees its spend accepted; after the heal both fold both spends in
-//! canonical order and keep exactly the one that fits, rejecting the other identically.
+//! canonical order and keep exactly the one that fits, rejecting the other identically. Then a
+//! second contract (contracts/schema) guards a document path: entries arrive only through it
+//! and keep its rules, and a direct write under the path is refused.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -121,7 +123,50 @@ pub fn run(base: PathBuf) -> Result<()> {
     d.remote("alice", &alice, &["contract", "state", "bank"])?;
     d.remote("bob", &bob, &["contract", "state", bank_b])?;
 
-    println!("\n5. the nodes stop; the history shows which spend was rejected, and why, on both");
+    println!(
+        "\n5. bob deploys a schema contract ({} bytes) guarding /people: entries need a name",
+        lcloud_examples::SCHEMA.len()
+    );
+    let schema = base.join("schema.wasm");
+    std::fs::write(&schema, lcloud_examples::SCHEMA)?;
+    let schema = schema.to_str().context("UTF-8")?;
+    let rules = r#"{"path":"/people","rules":{"type":"object","required":["name"],"additionalProperties":false,"properties":{"name":{"type":"string","maxLength":40},"age":{"type":"integer","minimum":0}}}}"#;
+    d.remote(
+        "bob",
+        &bob,
+        &[
+            "contract", "deploy", schema, "--name", "people", "--init", rules,
+        ],
+    )?;
+    d.converge(&nodes)?;
+    let list = d.remote_quiet(&alice, &["--json", "contract", "list"])?;
+    let list: serde_json::Value = serde_json::from_str(&list)?;
+    let people = list
+        .as_array()
+        .and_then(|l| l.iter().find(|c| c["name"].is_null()))
+        .and_then(|c| c["id"].as_str())
+        .context("alice sees the schema contract")?;
+    let people = &people[..16];
+    d.remote(
+        "alice",
+        &alice,
+        &[
+            "call",
+            people,
+            "put",
+            r#"{"key":"ada","value":{"name":"Ada","age":36}}"#,
+        ],
+    )?;
+    d.remote_refused(
+        "alice",
+        &alice,
+        &["call", people, "put", r#"{"key":"eve","value":{"age":-1}}"#],
+    )?;
+    d.remote_refused("alice", &alice, &["set", "/people/eve", r#"{"age":-1}"#])?;
+    d.converge(&nodes)?;
+    d.remote("bob", &bob, &["state", "/people"])?;
+
+    println!("\n6. the nodes stop; the history shows which spend was rejected, and why, on both");
     alice.stop()?;
     bob.stop()?;
     let log_a = d.say("alice", &["log"])?;
@@ -132,16 +177,22 @@ pub fn run(base: PathBuf) -> Result<()> {
             .map(|l| l.split("REJECTED").nth(1).unwrap_or_default().to_owned())
             .collect::<Vec<_>>()
     };
+    let spends = |log: &str| {
+        rejected(log)
+            .into_iter()
+            .filter(|r| r.contains("insufficient funds"))
+            .collect::<Vec<_>>()
+    };
     anyhow::ensure!(
-        rejected(&log_a).len() == 1 && rejected(&log_a) == rejected(&log_b),
-        "the nodes should reject exactly the same one spend: {:?} vs {:?}",
+        spends(&log_a).len() == 1 && rejected(&log_a) == rejected(&log_b),
+        "the nodes should reject exactly the same one spend (and the same bad entry): {:?} vs {:?}",
         rejected(&log_a),
         rejected(&log_b)
     );
     let roots = d.roots(&["alice", "bob"])?;
     assert_same(&roots)?;
     println!(
-        "\nsummary: one balance spent on both sides of a partition; after the heal exactly the\nspend that fits in canonical order is kept on both nodes, the other rejected the same way\n(root {}), in {:.1} s, with no coordinator",
+        "\nsummary: one balance spent on both sides of a partition; after the heal exactly the\nspend that fits in canonical order is kept on both nodes, the other rejected the same way;\na guarded path took only entries that keep its rules (root {}), in {:.1} s, with no coordinator",
         &roots[0][..16],
         started.elapsed().as_secs_f64()
     );

@@ -263,7 +263,14 @@ fn the_bank_story_on_two_node_daemons_rejects_the_same_spend_on_both() {
     let (a, b) = (demo.join("alice"), demo.join("bob"));
     assert_eq!(ok(&a, &["root"]), ok(&b, &["root"]));
     let state_a = json(&a, &["contract", "state", "bank"]);
-    let id = json(&b, &["contract", "list"])[0]["id"]
+    // Bob named only the contract he deployed (the schema); the bank is alice's.
+    let list = json(&b, &["contract", "list"]);
+    let id = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"].is_null())
+        .unwrap()["id"]
         .as_str()
         .unwrap()
         .to_owned();
@@ -286,13 +293,102 @@ fn the_bank_story_on_two_node_daemons_rejects_the_same_spend_on_both() {
             .collect()
     };
     let (ra, rb) = (rejections(&a), rejections(&b));
-    assert_eq!(ra.len(), 1, "{ra:?}");
     assert_eq!(ra, rb);
+    let reasons: Vec<&str> = ra
+        .iter()
+        .map(|e| e["rejected"][0]["reason"].as_str().unwrap())
+        .collect();
+    let spends = reasons
+        .iter()
+        .filter(|r| r.starts_with("rejected: insufficient funds: shared holds "))
+        .count();
+    assert_eq!(spends, 1, "{reasons:?}");
     assert!(
-        ra[0]["rejected"][0]["reason"]
-            .as_str()
-            .unwrap()
-            .starts_with("rejected: insufficient funds: shared holds "),
-        "{ra:?}"
+        reasons.contains(&r#"rejected: eve breaks the rules: /: "name" is required"#),
+        "{reasons:?}"
     );
+    assert_eq!(reasons.len(), 2, "{reasons:?}");
+    // The guarded path on both daemons' stores: the accepted entry, not the refused write.
+    let people = serde_json::json!({"ada": {"name": "Ada", "age": 36}});
+    assert_eq!(json(&a, &["state", "/people"]), people);
+    assert_eq!(json(&b, &["state", "/people"]), people);
+}
+
+/// The `schema` example guards `/people`: entries arrive only through its calls and keep its
+/// rules; a direct write under the path is refused before it is signed; every read (the fast
+/// path of `get`, the loaded document, time travel) shows what the contract wrote.
+#[test]
+fn a_schema_contract_guards_a_path_against_direct_writes_and_bad_entries() {
+    let base = tempfile::tempdir().unwrap();
+    let dir = base.path().join("n");
+    init(&dir);
+    let wasm = base.path().join("schema.wasm");
+    std::fs::write(&wasm, lcloud_examples::SCHEMA).unwrap();
+    ok(&dir, &["set", "/title", r#""staff""#]);
+    let rules = r#"{"path": "/people", "rules": {"type": "object", "required": ["name"],
+        "properties": {"name": {"type": "string"}, "age": {"type": "integer", "minimum": 0}}}}"#;
+    let d = json(
+        &dir,
+        &[
+            "contract",
+            "deploy",
+            wasm.to_str().unwrap(),
+            "--name",
+            "people",
+            "--init",
+            rules,
+        ],
+    );
+    assert_eq!(d["accepted"], true, "{d}");
+    ok(
+        &dir,
+        &[
+            "call",
+            "people",
+            "put",
+            r#"{"key":"ada","value":{"name":"Ada","age":36}}"#,
+        ],
+    );
+    let before_bad = ok(&dir, &["clock"]);
+    let why = rejected(
+        &dir,
+        &[
+            "call",
+            "people",
+            "put",
+            r#"{"key":"bob","value":{"age":-3}}"#,
+        ],
+    );
+    assert!(
+        why.contains(r#"bob breaks the rules: /: "name" is required"#),
+        "{why}"
+    );
+    // A direct write under the guarded path: refused, naming the guard, and nothing written.
+    let seq = ok(&dir, &["clock"]);
+    let out = lcloud(&dir, &["set", "/people/ada/age", "99"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("/people is guarded by contract"), "{err}");
+    assert_eq!(
+        ok(&dir, &["clock"]),
+        seq,
+        "a refused write changed the node"
+    );
+    let people = json(&dir, &["state", "/people"]);
+    assert_eq!(
+        people,
+        serde_json::json!({"ada": {"name": "Ada", "age": 36}})
+    );
+    assert_eq!(json(&dir, &["state", "/people/ada/age"]), 36);
+    let all = json(&dir, &["state"]);
+    assert_eq!(all["title"], "staff");
+    assert_eq!(all["people"]["ada"]["name"], "Ada");
+    ok(&dir, &["call", "people", "remove", r#"{"key":"ada"}"#]);
+    assert!(json(&dir, &["state"]).get("people").is_none());
+    // Time travel: the entry as it was.
+    let past = json(
+        &dir,
+        &["state", "/people/ada/name", "--at", before_bad.trim()],
+    );
+    assert_eq!(past, "Ada");
 }

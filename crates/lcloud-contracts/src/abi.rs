@@ -49,7 +49,15 @@ const FUNCTIONS: &[(&str, &[Ty], &[Ty])] = &[
     ("clock_read", &[Ty::I32], &[]),
     ("reject", &[Ty::I32, Ty::I32], &[]),
     ("doc_get", &[Ty::I32, Ty::I32, Ty::I32, Ty::I32], &[Ty::I32]),
+    ("guard", &[Ty::I32, Ty::I32], &[]),
+    ("doc_set", &[Ty::I32, Ty::I32, Ty::I32, Ty::I32], &[]),
+    ("doc_del", &[Ty::I32, Ty::I32], &[]),
 ];
+
+/// Longest path a contract may name, in bytes.
+pub const PATH_BYTES_MAX: usize = 1024;
+/// Most document writes one call may make.
+pub const WRITES_MAX: usize = 1024;
 
 /// Most bytes of document a contract may read at once (the JSON text of one path's value).
 pub const DOC_BYTES_MAX: usize = 1 << 20;
@@ -92,6 +100,16 @@ pub(crate) struct Host {
     /// The document as the calling experience's author saw it (only for contracts that import
     /// `doc_get`).
     pub doc: Option<lcloud_core::Doc>,
+    /// The guarded paths and their contents before this op (what `doc_get` shows there).
+    pub guarded: lcloud_core::Guarded,
+    /// Whether this is the deploy's `init` (the only time `guard` may be called).
+    pub in_init: bool,
+    /// The paths declared with `guard`.
+    pub guards: Vec<lcloud_core::Path>,
+    /// The document writes made so far.
+    pub writes: Vec<lcloud_core::DocWrite>,
+    /// Bytes of JSON written so far.
+    pub written: usize,
     /// Memory limits.
     pub limits: wasmi::StoreLimits,
 }
@@ -190,6 +208,35 @@ fn text(bytes: Vec<u8>, what: &str, max: usize) -> Result<String, wasmi::Error> 
     String::from_utf8(bytes).map_err(|_| stop(Stop::Abi(format!("{what} is not UTF-8"))))
 }
 
+/// The path at `ptr`, checked, with the call's fuel charged for it and `more` bytes.
+fn path_arg(
+    c: &mut Caller<'_, Host>,
+    ptr: i32,
+    len: i32,
+    more: usize,
+) -> Result<lcloud_core::Path, wasmi::Error> {
+    let path = read(c, ptr, len, "the path")?;
+    charge(c, path.len() + more)?;
+    let path = text(path, "the path", PATH_BYTES_MAX)?;
+    lcloud_core::Path::parse(&path).map_err(|e| {
+        stop(Stop::Abi(format!(
+            "the path {path:?} is not a JSON Pointer ({e})"
+        )))
+    })
+}
+
+/// Records a document write, within the call's limits.
+fn push_write(c: &mut Caller<'_, Host>, w: lcloud_core::DocWrite) -> Result<(), wasmi::Error> {
+    let host = c.data_mut();
+    if host.writes.len() >= WRITES_MAX {
+        return Err(stop(Stop::Abi(format!(
+            "more than {WRITES_MAX} document writes in one call"
+        ))));
+    }
+    host.writes.push(w);
+    Ok(())
+}
+
 /// The host functions, for every instance.
 pub(crate) fn link(linker: &mut Linker<Host>) -> Result<(), wasmi::Error> {
     linker.func_wrap(MODULE, "args_len", |mut c: Caller<'_, Host>| {
@@ -269,15 +316,10 @@ pub(crate) fn link(linker: &mut Linker<Host>) -> Result<(), wasmi::Error> {
         MODULE,
         "doc_get",
         |mut c: Caller<'_, Host>, pp: i32, pl: i32, out: i32, cap: i32| {
-            let path = read(&c, pp, pl, "the path")?;
-            charge(&mut c, path.len())?;
-            let path = text(path, "the path", KEY_BYTES_MAX * 4)?;
-            let path = lcloud_core::Path::parse(&path).map_err(|e| {
-                stop(Stop::Abi(format!(
-                    "the path {path:?} is not a JSON Pointer ({e})"
-                )))
-            })?;
-            let value = match c.data().doc.as_ref().and_then(|d| d.materialize(&path)) {
+            let path = path_arg(&mut c, pp, pl, 0)?;
+            let host = c.data();
+            let shown = host.doc.as_ref().and_then(|d| host.guarded.visible(d, &path));
+            let value = match shown {
                 Some(v) => serde_json::to_vec(&v)
                     .map_err(|e| stop(Stop::Abi(format!("the document at {path}: {e}"))))?,
                 None => return Ok(-1),
@@ -293,6 +335,58 @@ pub(crate) fn link(linker: &mut Linker<Host>) -> Result<(), wasmi::Error> {
                 write(&mut c, out, &value, "the document buffer")?;
             }
             Ok(value.len() as i32)
+        },
+    )?;
+    linker.func_wrap(
+        MODULE,
+        "guard",
+        |mut c: Caller<'_, Host>, pp: i32, pl: i32| {
+            let path = path_arg(&mut c, pp, pl, 0)?;
+            if !c.data().in_init {
+                return Err(stop(Stop::Abi(format!(
+                    "guard {path}: a contract declares its guarded paths in init only"
+                ))));
+            }
+            c.data_mut().guards.push(path);
+            Ok(())
+        },
+    )?;
+    linker.func_wrap(
+        MODULE,
+        "doc_set",
+        |mut c: Caller<'_, Host>, pp: i32, pl: i32, vp: i32, vl: i32| {
+            let json = read(&c, vp, vl, "the value")?;
+            let path = path_arg(&mut c, pp, pl, json.len())?;
+            let written = c.data().written + json.len();
+            if written > DOC_BYTES_MAX {
+                return Err(stop(Stop::Abi(format!(
+                    "more than {DOC_BYTES_MAX} bytes of document written in one call"
+                ))));
+            }
+            c.data_mut().written = written;
+            let value = serde_json::from_slice::<serde_json::Value>(&json).map_err(|e| {
+                stop(Stop::Abi(format!(
+                    "doc_set {path}: the value is not JSON ({e})"
+                )))
+            })?;
+            let value = lcloud_core::Value::from_json(&value)
+                .map_err(|e| stop(Stop::Abi(format!("doc_set {path}: {e}"))))?;
+            // What the document could not read back is refused here, not stored.
+            let op = [lcloud_core::Op::Set { path, value }];
+            lcloud_core::check_nesting(&op)
+                .map_err(|e| stop(Stop::Abi(format!("doc_set: {e}"))))?;
+            let [lcloud_core::Op::Set { path, value }] = op else {
+                unreachable!("built just above")
+            };
+            push_write(&mut c, lcloud_core::DocWrite::Set { path, value })
+        },
+    )?;
+    linker.func_wrap(
+        MODULE,
+        "doc_del",
+        |mut c: Caller<'_, Host>, pp: i32, pl: i32| {
+            let path = path_arg(&mut c, pp, pl, 0)?;
+            push_write(&mut c, lcloud_core::DocWrite::Del { path })
         },
     )?;
     linker.func_wrap(

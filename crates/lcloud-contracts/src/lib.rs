@@ -18,7 +18,7 @@ pub mod validate;
 
 use std::sync::Arc;
 
-use lcloud_core::{CallContext, Id, Kv, Loader, Program, Registry, Rejection, Value};
+use lcloud_core::{CallContext, Effects, Id, Kv, Loader, Program, Registry, Rejection, Value};
 use wasmi::{Config, Engine, Linker, Module, Store, StoreLimitsBuilder, Val};
 
 pub use validate::DeployError;
@@ -133,13 +133,13 @@ impl Contract {
         function: &str,
         args: &Value,
         ctx: &CallContext,
-    ) -> Result<Kv, Rejection> {
+    ) -> Result<Effects, Rejection> {
         if function.starts_with(validate::RESERVED_PREFIX) || function == "memory" {
             return Err(Rejection(format!(
                 "{function:?} is not a function of the contract"
             )));
         }
-        self.run(state.clone(), function, args, ctx)
+        self.run(state.clone(), function, args, ctx, false)
     }
 
     /// Whether the contract exports a function `name`.
@@ -155,7 +155,8 @@ impl Contract {
         function: &str,
         args: &Value,
         ctx: &CallContext,
-    ) -> Result<Kv, Rejection> {
+        in_init: bool,
+    ) -> Result<Effects, Rejection> {
         let fuel = ctx.fuel.unwrap_or(FUEL_DEFAULT).min(FUEL_MAX);
         let host = Host {
             // The same text as `args.to_json().to_string()` (sorted keys, finite floats by
@@ -170,6 +171,11 @@ impl Contract {
                 .flat_map(|(n, s)| n.0.into_iter().chain(s.to_le_bytes()))
                 .collect(),
             doc: ctx.doc.clone(),
+            guarded: ctx.guarded.clone(),
+            in_init,
+            guards: Vec::new(),
+            writes: Vec::new(),
+            written: 0,
             limits: StoreLimitsBuilder::new()
                 .memory_size(validate::MEMORY_PAGES_MAX as usize * 65536)
                 .table_elements(validate::TABLE_MAX as usize)
@@ -200,7 +206,14 @@ impl Contract {
                 ))
             })?;
         match func.call(&mut store, ()) {
-            Ok(()) => Ok(store.into_data().state),
+            Ok(()) => {
+                let host = store.into_data();
+                Ok(Effects {
+                    state: host.state,
+                    writes: host.writes,
+                    guards: host.guards,
+                })
+            }
             Err(e) => {
                 let left = match fuel_global.get(&store) {
                     Val::I64(v) => v,
@@ -272,7 +285,7 @@ impl Program for Contract {
     fn reads_document(&self) -> bool {
         self.reads_document
     }
-    fn call(&self, state: &Kv, args: &Value, ctx: &CallContext) -> Result<Kv, Rejection> {
+    fn call(&self, state: &Kv, args: &Value, ctx: &CallContext) -> Result<Effects, Rejection> {
         let (function, args) = split_args(args)?;
         if function == "init" {
             return Err(Rejection(
@@ -281,11 +294,11 @@ impl Program for Contract {
         }
         Contract::call(self, state, function, &args, ctx)
     }
-    fn init(&self, args: &Value, ctx: &CallContext) -> Result<Kv, Rejection> {
+    fn init(&self, args: &Value, ctx: &CallContext) -> Result<Effects, Rejection> {
         if !self.exports("init") {
-            return Ok(Kv::new());
+            return Ok(Effects::default());
         }
-        self.run(Kv::new(), "init", args, ctx)
+        self.run(Kv::new(), "init", args, ctx, true)
             .map_err(|Rejection(why)| Rejection(format!("init: {why}")))
     }
 }

@@ -29,7 +29,10 @@ fn replica(g: &Verified<Experience>) -> Replica {
 }
 
 fn deploy(code: &[u8]) -> (Id, Op) {
-    let init = Value::map();
+    deploy_with(code, Value::map())
+}
+
+fn deploy_with(code: &[u8], init: Value) -> (Id, Op) {
     let id = contract_id(lcloud_contracts::meter::FUEL_RULE, code, &init);
     let op = Op::Deploy {
         rule: lcloud_contracts::meter::FUEL_RULE,
@@ -69,7 +72,11 @@ fn the_examples_deploy_and_every_function_is_metered() {
     for (name, code) in lcloud_examples::ALL {
         let g = genesis();
         let mut r = replica(&g);
-        let (id, op) = deploy(code);
+        let init = match *name {
+            "schema" => json(PEOPLE),
+            _ => Value::map(),
+        };
+        let (id, op) = deploy_with(code, init);
         let e = r.write(&key(0), vec![op]).unwrap();
         assert_eq!(rejection(&r, &e, 0), None, "{name} was refused");
         assert!(r.state().ordered.deployed.contains_key(&id), "{name}");
@@ -240,6 +247,171 @@ fn the_same_history_gives_the_same_root_fresh_cached_or_reloaded() {
     assert_ne!(bare.root(), a.root());
 }
 
+/// The `schema` contract's deploy arguments for the tests: people with a name and an age.
+const PEOPLE: &str = r#"{"path": "/people", "rules": {
+    "type": "object",
+    "required": ["name"],
+    "additionalProperties": false,
+    "properties": {
+        "name": {"type": "string", "minLength": 1, "maxLength": 32},
+        "age": {"type": "integer", "minimum": 0, "maximum": 150},
+        "tags": {"type": "array", "maxItems": 3, "items": {"enum": ["admin", "ops"]}}
+    }
+}}"#;
+
+fn path(p: &str) -> lcloud_core::Path {
+    lcloud_core::Path::parse(p).unwrap()
+}
+
+#[test]
+fn a_schema_guards_its_path_and_writes_there_only_entries_that_keep_its_rules() {
+    let g = genesis();
+    let (people, op) = deploy_with(lcloud_examples::SCHEMA, json(PEOPLE));
+    let mut a = replica(&g);
+    // Written before the guard: masked once the guard is deployed.
+    a.write(
+        &key(0),
+        vec![Op::Set {
+            path: path("/people/old"),
+            value: json(r#"{"name":"from before"}"#),
+        }],
+    )
+    .unwrap();
+    let deployed = a.write(&key(0), vec![op]).unwrap();
+    assert_eq!(rejection(&a, &deployed, 0), None);
+    assert_eq!(a.state().get(&path("/people")), None);
+    let put = |r: &mut Replica, n: u8, k: &str, v: &str| {
+        let args = format!(r#"{{"key":"{k}","value":{v}}}"#);
+        r.write(&key(n), vec![call(people, "put", &args)]).unwrap()
+    };
+    let ada = put(
+        &mut a,
+        0,
+        "ada",
+        r#"{"name":"Ada","age":36,"tags":["ops"]}"#,
+    );
+    assert_eq!(rejection(&a, &ada, 0), None);
+    for (value, why) in [
+        (
+            r#"{"name":"Old","age":200}"#,
+            "/age: 200 is more than the maximum 150",
+        ),
+        (
+            r#"{"name":"Neg","age":-1}"#,
+            "/age: -1 is less than the minimum 0",
+        ),
+        (r#"{"age":3}"#, r#"/: "name" is required"#),
+        (
+            r#"{"name":"X","mood":"ok"}"#,
+            r#"/: "mood" is not a property"#,
+        ),
+        (
+            r#"{"name":"X","age":"3"}"#,
+            "/age: a string, not an integer",
+        ),
+        (
+            r#"{"name":"X","age":3.5}"#,
+            "/age: a number, not an integer",
+        ),
+        (
+            r#"{"name":"X","tags":["root"]}"#,
+            "/tags/0: not one of the values",
+        ),
+        (r#"{"name":""}"#, "/name: 0 characters, fewer"),
+        (r#""just text""#, "/: a string, not an object"),
+    ] {
+        let e = put(&mut a, 0, "bad", value);
+        let reason = rejection(&a, &e, 0).unwrap_or_else(|| panic!("{value} was accepted"));
+        assert!(reason.contains(why), "{value}: {reason}");
+    }
+    // A node that ignores the guard writes under it directly: the fold masks it everywhere.
+    a.write(
+        &key(1),
+        vec![Op::Set {
+            path: path("/people/mallory"),
+            value: json(r#"{"name":"M","age":-5}"#),
+        }],
+    )
+    .unwrap();
+    assert_eq!(
+        a.state().get(&path("/people")),
+        Some(json(r#"{"ada":{"age":36,"name":"Ada","tags":["ops"]}}"#))
+    );
+    assert!(a.document().to_json()["people"].get("mallory").is_none());
+    // An honest node refuses such a write before signing it.
+    let refused = a.check_writes(
+        &node(0),
+        &[&[Op::Incr {
+            path: path("/people/ada/age"),
+            by: 1,
+        }]],
+    );
+    assert!(
+        matches!(&refused[0], Err(lcloud_core::WriteRefused::Guarded { contract, .. }) if *contract == people),
+        "{refused:?}"
+    );
+    // Two partitioned puts of one key: the later in canonical order is the entry.
+    let mut b = replica(&g);
+    b.merge(&a);
+    let on_a = put(&mut a, 0, "grace", r#"{"name":"Grace A"}"#);
+    let on_b = put(&mut b, 1, "grace", r#"{"name":"Grace B"}"#);
+    let (a0, b0) = (a.clone(), b.clone());
+    a.merge(&b0);
+    b.merge(&a0);
+    assert_eq!(a.root(), b.root());
+    assert_eq!(a.document(), b.document());
+    let last = if a.lattice().order_key(a.lattice().idx(&on_a.id()).unwrap())
+        > a.lattice().order_key(a.lattice().idx(&on_b.id()).unwrap())
+    {
+        "Grace A"
+    } else {
+        "Grace B"
+    };
+    assert_eq!(
+        a.state().get(&path("/people/grace/name")),
+        Some(Value::Str(last.into()))
+    );
+    // Remove, time travel and views see the guarded subtree as it was.
+    let gone = a
+        .write(&key(0), vec![call(people, "remove", r#"{"key":"ada"}"#)])
+        .unwrap();
+    assert_eq!(rejection(&a, &gone, 0), None);
+    assert_eq!(a.state().get(&path("/people/ada")), None);
+    let before = a.perspective(&gone.id()).unwrap();
+    assert_eq!(before.get(&path("/people/ada/age")), Some(Value::Int(36)));
+    let without_b = a.without(&node(1)).unwrap();
+    assert_eq!(
+        without_b.get(&path("/people/grace/name")),
+        Some(Value::Str("Grace A".into()))
+    );
+    // A second guard over the path, or below it, is refused at deploy.
+    let (_, below) = deploy_with(
+        lcloud_examples::SCHEMA,
+        json(r#"{"path": "/people/ada", "rules": {}}"#),
+    );
+    let e = a.write(&key(0), vec![below]).unwrap();
+    assert!(
+        rejection(&a, &e, 0)
+            .unwrap()
+            .contains("/people is guarded by contract")
+    );
+    let (_, bad_rules) = deploy_with(
+        lcloud_examples::SCHEMA,
+        json(r#"{"path": "/pets", "rules": {"typo": 1}}"#),
+    );
+    let e = a.write(&key(0), vec![bad_rules]).unwrap();
+    assert!(rejection(&a, &e, 0).unwrap().contains("unknown keyword"));
+    // The fold reads back from storage and from scratch the same.
+    let ordered = a.state().ordered;
+    assert!(!ordered.guarded.is_empty());
+    assert_eq!(
+        lcloud_core::OrderedState::from_bytes(&ordered.to_bytes()).unwrap(),
+        ordered
+    );
+    assert_eq!(a.refold().root(), a.root());
+    assert_eq!(a.refold().document(), a.document());
+}
+
 #[derive(Clone, Debug)]
 enum Action {
     Transfer {
@@ -258,6 +430,17 @@ enum Action {
         node: u8,
         name: u8,
     },
+    /// A `schema` put: accepted only with an age within the rules.
+    Put {
+        node: u8,
+        name: u8,
+        age: i16,
+    },
+    /// A direct write under the guarded path (a node that ignores the guard): masked.
+    Direct {
+        node: u8,
+        name: u8,
+    },
     Sync {
         from: u8,
         to: u8,
@@ -272,6 +455,9 @@ fn action() -> impl Strategy<Value = Action> {
             .prop_map(|(node, from, to, amount)| Action::Transfer { node, from, to, amount }),
         1 => (0..NODES, 0..3u8).prop_map(|(node, name)| Action::Claim { node, name }),
         1 => (0..NODES, 0..3u8).prop_map(|(node, name)| Action::Reserve { node, name }),
+        2 => (0..NODES, 0..3u8, -20..170i16)
+            .prop_map(|(node, name, age)| Action::Put { node, name, age }),
+        1 => (0..NODES, 0..3u8).prop_map(|(node, name)| Action::Direct { node, name }),
         1 => (0..NODES, 0..NODES).prop_map(|(from, to)| Action::Sync { from, to }),
     ]
 }
@@ -279,9 +465,11 @@ fn action() -> impl Strategy<Value = Action> {
 proptest! {
     #![proptest_config(ProptestConfig { cases: 48, .. ProptestConfig::default() })]
 
-    /// Any delivery order (with duplicates) of the same deploys, calls (transfers, and claims
-    /// that read the document) and document writes gives the same root and the same
-    /// rejections, and no account ever goes below zero; the refold agrees.
+    /// Any delivery order (with duplicates) of the same deploys, calls (transfers, claims
+    /// that read the document, schema puts that write a guarded path) and document writes
+    /// (some under the guarded path) gives the same root, the same rejections and the same
+    /// document; no account ever goes below zero and every entry under the guarded path keeps
+    /// the rules; the refold agrees.
     #[test]
     fn any_delivery_order_of_contract_calls_gives_the_same_root(
         script in prop::collection::vec(action(), 1..30),
@@ -290,8 +478,10 @@ proptest! {
         let g = genesis();
         let (bank, op) = deploy(lcloud_examples::BANK);
         let (reg, reg_op) = deploy(lcloud_examples::REGISTRY);
+        let (people, people_op) = deploy_with(lcloud_examples::SCHEMA, json(PEOPLE));
         let mut replicas: Vec<Replica> = (0..NODES).map(|_| replica(&g)).collect();
-        let mut written = vec![replicas[0].write(&key(0), vec![op, reg_op]).unwrap().into_inner()];
+        let deploys = vec![op, reg_op, people_op];
+        let mut written = vec![replicas[0].write(&key(0), deploys).unwrap().into_inner()];
         written.push(
             replicas[0]
                 .write(&key(0), vec![call(bank, "mint", r#"{"to":"a0","amount":50}"#)])
@@ -318,6 +508,21 @@ proptest! {
                     let op = Op::Add {
                         path: lcloud_core::Path::parse("/registry/reserved").unwrap(),
                         value: Value::Str(format!("n{name}")),
+                    };
+                    let e = replicas[*node as usize].write(&key(*node), vec![op]).unwrap();
+                    written.push(e.into_inner());
+                }
+                Action::Put { node, name, age } => {
+                        let args = format!(r#"{{"key":"p{name}","value":{{"name":"n{node}","age":{age}}}}}"#);
+                        let e = replicas[*node as usize]
+                            .write(&key(*node), vec![call(people, "put", &args)])
+                            .unwrap();
+                        written.push(e.into_inner());
+                }
+                Action::Direct { node, name } => {
+                    let op = Op::Set {
+                        path: path(&format!("/people/p{name}/age")),
+                        value: Value::Int(-1),
                     };
                     let e = replicas[*node as usize].write(&key(*node), vec![op]).unwrap();
                     written.push(e.into_inner());
@@ -350,6 +555,14 @@ proptest! {
         prop_assert_eq!(r.root(), all.root());
         prop_assert_eq!(&r.state().ordered, &all.state().ordered);
         prop_assert_eq!(r.refold().root(), r.root());
+        prop_assert_eq!(r.document(), all.document());
+        if let Some(Value::Map(entries)) = r.state().get(&path("/people")) {
+            for (k, v) in entries {
+                let Value::Map(v) = v else { panic!("{k}: {v:?}") };
+                let age = v.get("age");
+                prop_assert!(matches!(age, Some(Value::Int(0..=150))), "{}: {:?}", k, age);
+            }
+        }
         let s = state(&r, &bank);
         let total: i64 = s
             .iter()

@@ -56,6 +56,7 @@ fn ctx(fuel: Option<u64>) -> CallContext {
         fuel,
         clock: vec![(NodeId([1; 32]), 1)],
         doc: None,
+        guarded: Default::default(),
     }
 }
 
@@ -70,6 +71,7 @@ fn deploy(code: &[u8]) -> Result<Contract, String> {
 
 fn call(c: &Contract, function: &str, fuel: Option<u64>) -> Result<Kv, Rejection> {
     c.call(&Kv::new(), function, &Value::Null, &ctx(fuel))
+        .map(|e| e.state)
 }
 
 fn genesis(admin: &SigningKey) -> lcloud_core::Verified<Experience> {
@@ -407,5 +409,74 @@ fn a_call_reads_the_document_its_author_saw_in_every_order_and_view() {
             .and_then(|kv| kv.get("x").cloned())
             .as_deref(),
         Some("1")
+    );
+}
+
+/// Guards `/g` in init; `inside` writes `/g/x`, `outside` writes `/h`, `late` guards in a
+/// call, `junk` writes text that is not JSON, `flood` writes more than a call may.
+const GUARD: &str = r#"(module
+  (import "lcloud" "guard" (func $guard (param i32 i32)))
+  (import "lcloud" "doc_set" (func $set (param i32 i32 i32 i32)))
+  (import "lcloud" "doc_del" (func $del (param i32 i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 0) "/g/x")
+  (data (i32.const 8) "/h")
+  (data (i32.const 16) "{\"n\":1}")
+  (data (i32.const 32) "{nope")
+  (func (export "init") (call $guard (i32.const 0) (i32.const 2)))
+  (func (export "inside") (call $set (i32.const 0) (i32.const 4) (i32.const 16) (i32.const 7)))
+  (func (export "remove") (call $del (i32.const 0) (i32.const 4)))
+  (func (export "outside") (call $set (i32.const 8) (i32.const 2) (i32.const 16) (i32.const 7)))
+  (func (export "late") (call $guard (i32.const 8) (i32.const 2)))
+  (func (export "junk") (call $set (i32.const 0) (i32.const 4) (i32.const 32) (i32.const 5)))
+  (func (export "flood") (local $i i32)
+    (loop $l
+      (call $del (i32.const 0) (i32.const 4))
+      (local.tee $i (i32.add (local.get $i) (i32.const 1)))
+      (br_if $l (i32.lt_u (i32.const 2000))))))"#;
+
+#[test]
+fn a_contract_writes_only_under_the_paths_its_init_guards() {
+    let admin = key(1);
+    let mut r = Replica::with_registry(genesis(&admin), registry()).unwrap();
+    let code = wasm(GUARD);
+    let id = contract_id(1, &code, &Value::Null);
+    r.write(&admin, vec![deploy_op(&code)]).unwrap();
+    let path = |p: &str| lcloud_core::Path::parse(p).unwrap();
+    assert_eq!(r.ordered().guarded.paths.get(&path("/g")), Some(&id));
+    let outcome = |r: &mut Replica, f: &str| {
+        let e = r.write(&admin, vec![call_op(id, f)]).unwrap();
+        r.rejection(&e.id(), 0).map(|x| x.reason.clone())
+    };
+    assert_eq!(outcome(&mut r, "inside"), None);
+    let json = |s: &str| Value::from_json(&serde_json::from_str(s).unwrap()).unwrap();
+    assert_eq!(r.state().get(&path("/g")), Some(json(r#"{"x":{"n":1}}"#)));
+    let refused = [
+        ("outside", "writes /h, which it does not guard"),
+        (
+            "late",
+            "guard /h: a contract declares its guarded paths in init only",
+        ),
+        ("junk", "doc_set /g/x: the value is not JSON"),
+        ("flood", "more than 1024 document writes in one call"),
+    ];
+    for (f, why) in refused {
+        let got = outcome(&mut r, f).unwrap_or_else(|| panic!("{f} was accepted"));
+        assert!(got.contains(why), "{f}: {got}");
+    }
+    assert_eq!(r.state().get(&path("/g/x/n")), Some(Value::Int(1)));
+    assert_eq!(outcome(&mut r, "remove"), None);
+    assert_eq!(r.state().get(&path("/g")), None);
+    // The same module deployed again with other init arguments would guard /g again: refused.
+    let twice = Op::Deploy {
+        rule: 1,
+        code: code.clone(),
+        init: Value::map(),
+    };
+    let e = r.write(&admin, vec![twice]).unwrap();
+    let why = r.rejection(&e.id(), 0).unwrap().reason.clone();
+    assert!(
+        why.contains("cannot guard /g: /g is guarded by contract"),
+        "{why}"
     );
 }

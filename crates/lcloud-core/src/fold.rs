@@ -8,9 +8,10 @@ use std::ops::Bound;
 use imbl::OrdMap;
 
 use crate::doc::{Doc, Dot, Observer};
+use crate::guarded::Guarded;
 use crate::id::{Id, NodeId};
 use crate::lattice::{Idx, Lattice};
-use crate::morphism::{CallContext, Kv, Program, Registry, Rejection, contract_id};
+use crate::morphism::{CallContext, Effects, Kv, Program, Registry, Rejection, contract_id};
 use crate::op::{Op, Path};
 use crate::value::Value;
 
@@ -40,6 +41,8 @@ pub struct OrderedState {
     pub deployed: OrdMap<Id, Dot>,
     /// Each deployed contract's state.
     pub kv: OrdMap<Id, Kv>,
+    /// The paths contracts guard, and what they wrote there.
+    pub guarded: Guarded,
 }
 
 /// A folded state: the document plus the order-sensitive part.
@@ -54,7 +57,8 @@ pub struct State {
 impl OrderedState {
     /// Canonical bytes, for storage: `[contracts, rejections]`, and two more elements, the
     /// deployed contracts and their states, only when there are any (so stores written
-    /// before contracts existed read the same).
+    /// before contracts existed read the same), and two more, the guarded paths and the leaves
+    /// under them (`[path, leaf bytes]`), only when a contract guards a path.
     pub fn to_bytes(&self) -> Vec<u8> {
         let contracts: Vec<(&Id, &Value)> = self.contracts.iter().collect();
         let rejections: Vec<(&Dot, &Rejected)> = self.rejections.iter().collect();
@@ -67,7 +71,18 @@ impl OrderedState {
             .iter()
             .map(|(id, kv)| (id, kv.iter().collect()))
             .collect();
-        crate::codec::to_canonical(&(contracts, rejections, deployed, kv))
+        if self.guarded.is_empty() {
+            return crate::codec::to_canonical(&(contracts, rejections, deployed, kv));
+        }
+        let guards: Vec<(&Path, &Id)> = self.guarded.paths.iter().collect();
+        let root = Path::root();
+        let leaves: Vec<(&Path, crate::codec::ByteBuf)> = self
+            .guarded
+            .doc
+            .leaves_under(&root)
+            .map(|(p, l)| (p, crate::codec::ByteBuf(l.to_bytes())))
+            .collect();
+        crate::codec::to_canonical(&(contracts, rejections, deployed, kv, guards, leaves))
     }
 
     /// Decodes [`OrderedState::to_bytes`].
@@ -79,12 +94,35 @@ impl OrderedState {
             Vec<(Id, Dot)>,
             Vec<(Id, Vec<(String, String)>)>,
         );
+        type Guards = (
+            Vec<(Id, Value)>,
+            Vec<(Dot, Rejected)>,
+            Vec<(Id, Dot)>,
+            Vec<(Id, Vec<(String, String)>)>,
+            Vec<(Path, Id)>,
+            Vec<(Path, crate::codec::ByteBuf)>,
+        );
+        let mut guarded = Guarded::default();
         let (contracts, rejections, deployed, kv): Record =
             match crate::codec::from_canonical_stored::<Old>(bytes) {
                 Ok((c, r)) => (c, r, Vec::new(), Vec::new()),
-                Err(_) => crate::codec::from_canonical_stored(bytes)?,
+                Err(_) => match crate::codec::from_canonical_stored::<Record>(bytes) {
+                    Ok(record) => record,
+                    Err(_) => {
+                        let (c, r, d, kv, guards, leaves): Guards =
+                            crate::codec::from_canonical_stored(bytes)?;
+                        guarded.paths = guards.into_iter().collect();
+                        for (path, leaf) in leaves {
+                            guarded
+                                .doc
+                                .insert_leaf(path, crate::doc::Leaf::from_bytes(&leaf.0)?);
+                        }
+                        (c, r, d, kv)
+                    }
+                },
             };
         Ok(OrderedState {
+            guarded,
             contracts: contracts.into_iter().collect(),
             rejections: rejections.into_iter().collect(),
             deployed: deployed.into_iter().collect(),
@@ -126,18 +164,28 @@ impl State {
                     serde_ipld_dagcbor::to_writer(&mut h, &pair).expect("hash writer cannot fail");
                 }
             }
+            // Only when a contract guards a path.
+            if !self.ordered.guarded.is_empty() {
+                h.update(b"\0guarded");
+                for pair in &self.ordered.guarded.paths {
+                    serde_ipld_dagcbor::to_writer(&mut h, &pair).expect("hash writer cannot fail");
+                }
+                self.ordered.guarded.doc.encode_into(&mut h);
+            }
         }
         Id(*h.finalize().as_bytes())
     }
 
-    /// The whole document as a value (`null` if everything was deleted).
+    /// The whole document as a value (`null` if everything was deleted), guarded paths
+    /// showing what their contracts wrote.
     pub fn document(&self) -> Value {
-        self.doc.materialize(&Path::root()).unwrap_or(Value::Null)
+        self.get(&Path::root()).unwrap_or(Value::Null)
     }
 
-    /// The document at `path`, if anything is there.
+    /// The document at `path`, if anything is there (guarded paths as their contracts wrote
+    /// them, [`Guarded::visible`]).
     pub fn get(&self, path: &Path) -> Option<Value> {
-        self.doc.materialize(path)
+        self.ordered.guarded.visible(&self.doc, path)
     }
 }
 
@@ -220,12 +268,28 @@ pub(crate) fn apply_calls(
             fuel: exp.header().fuel,
             clock: clock.clone(),
             doc: None,
+            guarded: state.guarded.clone(),
         };
         let (morphism, outcome) = match op {
-            Op::Call { morphism, args } => (
-                *morphism,
-                call(state, registry, lattice, morphism, args, ctx, &seen_doc),
-            ),
+            Op::Call { morphism, args } => {
+                let outcome = call(state, registry, lattice, morphism, args, ctx, &seen_doc)
+                    .and_then(|applied| match applied {
+                        Called::Builtin(v) => Ok(Applied::Builtin(v)),
+                        Called::Program(effects) => {
+                            if !effects.guards.is_empty() {
+                                return Err(Rejection(
+                                    "a call cannot guard paths (only init can)".into(),
+                                ));
+                            }
+                            state
+                                .guarded
+                                .write(*morphism, dot, &effects.writes)
+                                .map_err(Rejection)?;
+                            Ok(Applied::Program(effects.state))
+                        }
+                    });
+                (*morphism, outcome)
+            }
             Op::Deploy { rule, code, init } => {
                 let id = contract_id(*rule, code, init);
                 let outcome = match state.deployed.get(&id) {
@@ -238,12 +302,19 @@ pub(crate) fn apply_calls(
                             doc: p.reads_document().then(&seen_doc),
                             ..ctx
                         };
-                        p.init(init, &ctx).map(Applied::Program)
+                        p.init(init, &ctx)
                     }),
                 };
-                if outcome.is_ok() {
+                let outcome = outcome.and_then(|effects| {
+                    let mut guarded = state.guarded.clone();
+                    guarded
+                        .declare(id, &effects.guards)
+                        .and_then(|()| guarded.write(id, dot, &effects.writes))
+                        .map_err(|why| Rejection(format!("init: {why}")))?;
+                    state.guarded = guarded;
                     state.deployed.insert(id, dot);
-                }
+                    Ok(Applied::Program(effects.state))
+                });
                 (id, outcome)
             }
             _ => continue,
@@ -260,6 +331,14 @@ pub(crate) fn apply_calls(
             }
         }
     }
+}
+
+/// What a call returned.
+enum Called {
+    /// A built-in morphism's new state.
+    Builtin(Value),
+    /// A contract's effects.
+    Program(Effects),
 }
 
 /// The new state of an applied call.
@@ -279,7 +358,7 @@ fn call(
     args: &Value,
     mut ctx: CallContext,
     seen_doc: &dyn Fn() -> Doc,
-) -> Result<Applied, Rejection> {
+) -> Result<Called, Rejection> {
     if let Some(m) = registry.get(morphism) {
         let initial;
         let current = match state.contracts.get(morphism) {
@@ -289,7 +368,7 @@ fn call(
                 &initial
             }
         };
-        return m.apply(current, args, &ctx).map(Applied::Builtin);
+        return m.apply(current, args, &ctx).map(Called::Builtin);
     }
     let Some(dot) = state.deployed.get(morphism) else {
         return Err(Rejection(format!("unknown morphism {morphism}")));
@@ -313,7 +392,7 @@ fn call(
     }
     let empty = Kv::new();
     let current = state.kv.get(morphism).unwrap_or(&empty);
-    program.call(current, args, &ctx).map(Applied::Program)
+    program.call(current, args, &ctx).map(Called::Program)
 }
 
 /// The order-sensitive fold: calls in canonical order, with checkpoints for rewinds.

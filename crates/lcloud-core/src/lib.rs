@@ -35,6 +35,7 @@ pub mod doc;
 pub mod experience;
 pub mod fold;
 pub mod fork;
+pub mod guarded;
 pub mod id;
 pub mod lattice;
 pub mod morphism;
@@ -53,10 +54,11 @@ pub use experience::{
 };
 pub use fold::{OrderedState, Rejected, State};
 pub use fork::{ForkProof, ForkProofError, SignedHeader};
+pub use guarded::{DocWrite, GUARDS_PER_CONTRACT_MAX, Guarded};
 pub use id::{CloudId, Id, NodeId, Sig};
 pub use lattice::{Idx, InsertError, Inserted, Lattice, Rules};
 pub use morphism::{
-    CallContext, Kv, Ledger, Loader, Morphism, Program, Registry, Rejection, contract_id,
+    CallContext, Effects, Kv, Ledger, Loader, Morphism, Program, Registry, Rejection, contract_id,
 };
 pub use op::{ForkPolicy, Genesis, Op, Path, PathError};
 pub use replica::{Change, Cut, Replica, View, ViewError};

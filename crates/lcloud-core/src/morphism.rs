@@ -27,6 +27,30 @@ pub struct CallContext {
     /// The document as the experience's author saw it (the fold of its causal past, within
     /// the view being folded), given only to programs that read the document.
     pub doc: Option<crate::doc::Doc>,
+    /// The guarded paths and what their contracts wrote there, as the ordered fold has them
+    /// just before this op (a contract reading a guarded path reads this).
+    pub guarded: crate::guarded::Guarded,
+}
+
+/// What an accepted deploy or call of a contract leaves behind.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Effects {
+    /// The contract's new key-value state.
+    pub state: Kv,
+    /// Its writes to the document, all under paths it guards, in order.
+    pub writes: Vec<crate::guarded::DocWrite>,
+    /// The paths it guards (declared by `init` only).
+    pub guards: Vec<crate::op::Path>,
+}
+
+impl Effects {
+    /// A new state and nothing else.
+    pub fn state(state: Kv) -> Effects {
+        Effects {
+            state,
+            ..Effects::default()
+        }
+    }
 }
 
 /// A deterministic refusal: the same op is refused for the same reason on every node.
@@ -59,10 +83,12 @@ pub trait Program: Send + Sync {
     fn reads_document(&self) -> bool {
         false
     }
-    /// The state right after the deploy, with the deploy's `args`, or why it is refused.
-    fn init(&self, args: &Value, ctx: &CallContext) -> Result<Kv, Rejection>;
-    /// Applies a call (`args`: `{"function": NAME, "args": …}`) to `state`, or refuses.
-    fn call(&self, state: &Kv, args: &Value, ctx: &CallContext) -> Result<Kv, Rejection>;
+    /// The state right after the deploy, with the deploy's `args`, the paths the contract
+    /// guards and its first writes under them; or why it is refused.
+    fn init(&self, args: &Value, ctx: &CallContext) -> Result<Effects, Rejection>;
+    /// Applies a call (`args`: `{"function": NAME, "args": …}`) to `state`, or refuses. A
+    /// call declares no guards.
+    fn call(&self, state: &Kv, args: &Value, ctx: &CallContext) -> Result<Effects, Rejection>;
 }
 
 /// Turns deployed code into a [`Program`]: the contract runtime, which the core knows only
@@ -275,6 +301,7 @@ mod tests {
             fuel: None,
             clock: Vec::new(),
             doc: None,
+            guarded: Default::default(),
         }
     }
 

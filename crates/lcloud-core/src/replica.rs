@@ -294,15 +294,27 @@ impl Replica {
     }
 
     /// One answer per experience `author` is about to write (in order): refused if the fold
-    /// would leave it out (a quarantined chain) or misread it ([`check_shapes`] against the
-    /// current document).
+    /// would leave it out (a quarantined chain), mask it (a guarded path) or misread it
+    /// ([`check_shapes`] against the current document).
     pub fn check_writes(&self, author: &NodeId, batch: &[&[Op]]) -> Vec<Result<(), WriteRefused>> {
         match self.quarantined(author) {
             Some(seq) => batch
                 .iter()
                 .map(|_| Err(WriteRefused::Quarantined { seq }))
                 .collect(),
-            None => check_shapes(&self.doc, batch),
+            None => {
+                let guarded = &self.ordered.state.guarded;
+                let shapes = check_shapes(&self.doc, batch);
+                if guarded.is_empty() {
+                    return shapes;
+                }
+                guarded
+                    .check(batch)
+                    .into_iter()
+                    .zip(shapes)
+                    .map(|(g, s)| g.and(s))
+                    .collect()
+            }
         }
     }
 
@@ -319,9 +331,13 @@ impl Replica {
         &self.ordered.state
     }
 
-    /// The current document.
+    /// The current document (guarded paths as their contracts wrote them).
     pub fn document(&self) -> Value {
-        self.doc.materialize(&Path::root()).unwrap_or(Value::Null)
+        self.ordered
+            .state
+            .guarded
+            .visible(&self.doc, &Path::root())
+            .unwrap_or(Value::Null)
     }
 
     /// The current state root (cached until the next insert).
@@ -456,8 +472,8 @@ impl Replica {
 
     /// The documents' differences between two views, path by path.
     pub fn diff(&self, a: &View, b: &View) -> Result<Vec<Change>, ViewError> {
-        let before = self.view(a)?.doc.materialize(&Path::root());
-        let after = self.view(b)?.doc.materialize(&Path::root());
+        let before = self.view(a)?.get(&Path::root());
+        let after = self.view(b)?.get(&Path::root());
         let mut out = Vec::new();
         diff_values(&Path::root(), before.as_ref(), after.as_ref(), &mut out);
         Ok(out)

@@ -33,6 +33,20 @@ pub enum WriteRefused {
         /// The lowest forked seq of this node's chain.
         seq: u64,
     },
+    /// The op writes under a path a contract guards: the fold would mask it.
+    #[error(
+        "cannot write {path}: {guard} is guarded by contract {contract}, and only the \
+         contract writes there (call it: `lcloud contract list` names it, `lcloud call NAME \
+         FUNCTION ARGS` asks it to write)"
+    )]
+    Guarded {
+        /// The op's path.
+        path: Path,
+        /// The guarded path at or above it.
+        guard: Path,
+        /// The contract that guards it.
+        contract: crate::id::Id,
+    },
     /// A path runs through a value that is not a map.
     #[error(
         "cannot {op} {path}: {at} holds a {found}, not a map (lists and other values are \

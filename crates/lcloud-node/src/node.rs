@@ -1441,8 +1441,8 @@ impl Node {
                 let _ = reply.send(result);
             }
             Call::State(path, reply) => {
-                let doc = self.replica.state().doc;
-                let _ = reply.send(doc.materialize(&path).map(|v| v.to_json()));
+                let state = self.replica.state();
+                let _ = reply.send(state.get(&path).map(|v| v.to_json()));
             }
             Call::Status(reply) => {
                 let _ = reply.send(self.status());

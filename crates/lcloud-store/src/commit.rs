@@ -413,7 +413,12 @@ fn store_batches(
 /// stored document (each `None` when the store cannot say now).
 fn tip_to_plan_on(store: &mut Store, me: &NodeId, epoch: u64) -> Resync {
     let base = store.plan_base(me).ok().flatten();
-    let doc = base.as_ref().and_then(|_| store.cached_document().ok());
+    // Writes under guarded paths are refused by the storer's check, which knows the guards.
+    let guarded = store.has_guards().unwrap_or(true);
+    let doc = base
+        .as_ref()
+        .filter(|_| !guarded)
+        .and_then(|_| store.cached_document().ok());
     (epoch, base, doc)
 }
 

@@ -137,12 +137,13 @@ pub enum StoreError {
         /// Highest seq of this identity in the store.
         stored: u64,
     },
-    /// The cloud's rules refuse the write.
+    /// The cloud's rules refuse the write. (Not a `source`: the message already says why,
+    /// and a report of the chain would say it twice.)
     #[error("refused: {0}")]
-    Refused(#[from] InsertError),
-    /// This node refuses to sign the write: the fold would leave it out or misread it.
+    Refused(InsertError),
+    /// This node refuses to sign the write: the fold would leave it out, mask it or misread it.
     #[error("refused: {0}")]
-    WriteRefused(#[from] WriteRefused),
+    WriteRefused(WriteRefused),
     /// The experience would be larger than the cap.
     #[error(
         "the experience would be {0} bytes; at most {EXPERIENCE_BYTES_MAX} are allowed: split it"
@@ -173,6 +174,18 @@ pub enum StoreError {
     /// The store was written by a newer format.
     #[error("store format {0} is newer than this lcloud understands ({FORMAT})")]
     NewerFormat(u8),
+}
+
+impl From<InsertError> for StoreError {
+    fn from(e: InsertError) -> StoreError {
+        StoreError::Refused(e)
+    }
+}
+
+impl From<WriteRefused> for StoreError {
+    fn from(e: WriteRefused) -> StoreError {
+        StoreError::WriteRefused(e)
+    }
 }
 
 impl StoreError {
@@ -887,6 +900,15 @@ impl Store {
             let state = replica.state();
             meta.insert("ordered", sealed(&state.ordered.to_bytes()).as_slice())
                 .map_err(|e| map_db(&dir, e))?;
+            // The guarded paths alone, for the write checks and reads that need only them.
+            if state.ordered.guarded.is_empty() {
+                meta.remove("guards").map_err(|e| map_db(&dir, e))?;
+            } else {
+                let guards: Vec<(&Path, &Id)> = state.ordered.guarded.paths.iter().collect();
+                let bytes = lcloud_core::codec::to_canonical(&guards);
+                meta.insert("guards", sealed(&bytes).as_slice())
+                    .map_err(|e| map_db(&dir, e))?;
+            }
             let mut leaves = txn.open_table(LEAVES).map_err(|e| map_db(&dir, e))?;
             let touched = if defer {
                 Vec::new()
@@ -1405,7 +1427,15 @@ impl Store {
         guard(&self.dir, || {
             let txn = self.db()?.begin_read().map_err(|e| self.map_db(e))?;
             let doc = self.current_doc(&txn, std::slice::from_ref(path))?;
-            Ok(doc.materialize(path))
+            let guards = self.guards_in(&txn)?;
+            if guards.guard_of(path).is_none() && guards.guards_below(path).next().is_none() {
+                return Ok(doc.materialize(path));
+            }
+            // A guarded subtree is in the ordered state.
+            let meta = txn.open_table(META).map_err(|e| self.map_db(e))?;
+            let ordered = meta.get("ordered").map_err(|e| self.map_db(e))?;
+            let ordered = state::ordered_from(ordered.as_ref().map(|v| v.value()))?;
+            Ok(ordered.guarded.visible(&doc, path))
         })
     }
 
@@ -1419,7 +1449,40 @@ impl Store {
         guard(&self.dir, || {
             let txn = self.db()?.begin_read().map_err(|e| self.map_db(e))?;
             let doc = self.current_doc_with(&txn, &exact, &subtrees)?;
-            Ok(lcloud_core::check_shapes(&doc, batch))
+            let shapes = lcloud_core::check_shapes(&doc, batch);
+            let guards = self.guards_in(&txn)?;
+            if guards.is_empty() {
+                return Ok(shapes);
+            }
+            Ok(guards
+                .check(batch)
+                .into_iter()
+                .zip(shapes)
+                .map(|(g, s)| g.and(s))
+                .collect())
+        })
+    }
+
+    /// Whether a contract guards a path of this cloud.
+    pub fn has_guards(&self) -> Result<bool, StoreError> {
+        guard(&self.dir, || {
+            let txn = self.db()?.begin_read().map_err(|e| self.map_db(e))?;
+            Ok(!self.guards_in(&txn)?.is_empty())
+        })
+    }
+
+    /// The guarded paths, as persisted with the fold (their contents are not read).
+    fn guards_in(&self, txn: &redb::ReadTransaction) -> Result<lcloud_core::Guarded, StoreError> {
+        let meta = txn.open_table(META).map_err(|e| self.map_db(e))?;
+        let Some(bytes) = meta.get("guards").map_err(|e| self.map_db(e))? else {
+            return Ok(lcloud_core::Guarded::default());
+        };
+        let bytes = unseal(bytes.value(), &|| "the guarded paths".into())?;
+        let paths: Vec<(Path, Id)> = lcloud_core::codec::from_canonical_stored(bytes)
+            .map_err(|e| corrupt(&format!("the guarded paths: {e}")))?;
+        Ok(lcloud_core::Guarded {
+            paths: paths.into_iter().collect(),
+            doc: Doc::default(),
         })
     }
 

@@ -2,8 +2,10 @@
 //! that cannot be deterministic or break the limits (refused at deploy, naming the rule), and
 //! a module whose functions loop for ever at the most fuel a call may have, recurse without
 //! end, grow memory until refused, trap, read out of bounds, hand the host pointers outside
-//! their memory, and count their own runs. Every node must keep serving, converge, and record
-//! the same rejection for each, with the reason a fresh fold of the history gives.
+//! their memory, and count their own runs; and, under a path the `schema` example guards, an
+//! entry that breaks its rules and direct writes that bypass it. Every node must keep serving,
+//! converge, record the same rejection for each, with the reason a fresh fold of the history
+//! gives, and show under the guarded path only what the guard accepted.
 
 use std::time::{Duration, Instant};
 
@@ -153,6 +155,54 @@ pub(super) fn hostile_contracts(lab: &mut Lab, keys: &[SigningKey]) -> Result<St
         exps.push(write(&mut r, key, vec![call(evil, function)], Some(fuel))?);
         expect.push((exps.len() - 1, want));
     }
+    // A guarded path: one good entry, one that breaks the rules, and direct writes under it.
+    let init = Value::from_json(&serde_json::json!({
+        "path": "/guarded",
+        "rules": {"type": "object", "required": ["ok"]},
+    }))
+    .map_err(|e| e.to_string())?;
+    let schema = contract_id(rule, lcloud_examples::SCHEMA, &init);
+    let deploy = Op::Deploy {
+        rule,
+        code: lcloud_examples::SCHEMA.to_vec(),
+        init,
+    };
+    exps.push(write(&mut r, key, vec![deploy], None)?);
+    expect.push((exps.len() - 1, None));
+    let put = |value: serde_json::Value| -> Result<Op, String> {
+        let args = serde_json::json!({"function": "put", "args": {"key": "e", "value": value}});
+        Ok(Op::Call {
+            morphism: schema,
+            args: Value::from_json(&args).map_err(|e| e.to_string())?,
+        })
+    };
+    exps.push(write(
+        &mut r,
+        key,
+        vec![put(serde_json::json!({"ok": 1}))?],
+        None,
+    )?);
+    expect.push((exps.len() - 1, None));
+    exps.push(write(
+        &mut r,
+        key,
+        vec![put(serde_json::json!({"no": 1}))?],
+        None,
+    )?);
+    expect.push((
+        exps.len() - 1,
+        Some(r#"rejected: e breaks the rules: /: "ok" is required"#.into()),
+    ));
+    let direct = |p: &str| Op::Set {
+        path: lcloud_core::Path::parse(p).expect("a valid pointer"),
+        value: Value::Int(-1),
+    };
+    exps.push(write(
+        &mut r,
+        key,
+        vec![direct("/guarded/e/ok"), direct("/guarded/evil")],
+        None,
+    )?);
     let attacker = Attacker::connect(&rt, key, &a)?;
     let t = Instant::now();
     let new = push_all(&attacker, cloud, &exps)?;
@@ -188,6 +238,10 @@ pub(super) fn hostile_contracts(lab: &mut Lab, keys: &[SigningKey]) -> Result<St
     ensure(fresh.root().to_hex() == root, || {
         format!("A's root {root} is not a fresh fold's {}", fresh.root())
     })?;
+    let guarded = a.get("/api/state?path=/guarded")?;
+    ensure(guarded == serde_json::json!({"e": {"ok": 1}}), || {
+        format!("A shows {guarded} under the guarded path, not only the accepted entry")
+    })?;
     for (i, want) in &expect {
         let exp = lcloud_core::validate(&exps[*i], &cloud).map_err(|e| e.to_string())?;
         let got = fresh.rejection(&exp.id(), 0).map(|r| r.reason);
@@ -207,7 +261,7 @@ pub(super) fn hostile_contracts(lab: &mut Lab, keys: &[SigningKey]) -> Result<St
     }
     let rss = a.rss_mib().max(b.rss_mib());
     Ok(format!(
-        "{} hostile deploys and calls (loops at {} fuel, recursion, memory bombs, traps, out-of-bounds host pointers, a run counter) rejected identically on both nodes in {:.1} s; honest writes {} + {} acknowledged (p99 {:.0} ms / {:.0} ms), 0 failed; largest RSS {rss:.0} MiB",
+        "{} hostile deploys and calls (loops at {} fuel, recursion, memory bombs, traps, out-of-bounds host pointers, a run counter, an entry breaking a guard's rules; direct writes under the guarded path masked) rejected identically on both nodes in {:.1} s; honest writes {} + {} acknowledged (p99 {:.0} ms / {:.0} ms), 0 failed; largest RSS {rss:.0} MiB",
         exps.len(),
         lcloud_contracts::FUEL_MAX,
         folded.as_secs_f64(),
