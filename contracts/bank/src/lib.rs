@@ -20,13 +20,6 @@ struct Mint<'a> {
     amount: i64,
 }
 
-#[derive(Deserialize)]
-struct Transfer<'a> {
-    from: &'a str,
-    to: &'a str,
-    amount: i64,
-}
-
 fn balance_key(account: &str) -> lc::String {
     lc::key("balance/", account)
 }
@@ -52,27 +45,27 @@ pub extern "C" fn mint() {
     lc::set_i64(&k, next);
 }
 
+/// The hot path: its three arguments are read one by one (`lc::arg_*`, looked up by the host)
+/// rather than decoded from JSON in the contract, which costs about half the fuel.
 #[unsafe(no_mangle)]
 pub extern "C" fn transfer() {
-    let a: Transfer = lc::args();
-    if a.amount <= 0 {
+    let (from, to, amount) = (lc::arg_str("from"), lc::arg_str("to"), lc::arg_i64("amount"));
+    if amount <= 0 {
         lc::reject("the amount must be positive");
     }
-    if a.from == a.to {
+    if from == to {
         lc::reject("from and to are the same account");
     }
-    let (from, to) = (balance_key(a.from), balance_key(a.to));
-    let have = lc::get_i64(&from);
-    if have < a.amount {
+    let (from_key, to_key) = (balance_key(&from), balance_key(&to));
+    let have = lc::get_i64(&from_key);
+    if have < amount {
         lc::reject(&lc::format!(
-            "insufficient funds: {} holds {have}, the transfer needs {}",
-            a.from,
-            a.amount
+            "insufficient funds: {from} holds {have}, the transfer needs {amount}"
         ));
     }
-    let Some(after) = lc::get_i64(&to).checked_add(a.amount) else {
+    let Some(after) = lc::get_i64(&to_key).checked_add(amount) else {
         lc::reject("the balance would overflow");
     };
-    lc::set_i64(&from, have - a.amount);
-    lc::set_i64(&to, after);
+    lc::set_i64(&from_key, have - amount);
+    lc::set_i64(&to_key, after);
 }

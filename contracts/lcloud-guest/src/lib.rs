@@ -43,6 +43,7 @@ mod sys {
     unsafe extern "C" {
         pub fn args_len() -> i32;
         pub fn args_read(ptr: *mut u8);
+        pub fn arg(np: *const u8, nl: i32, out: *mut u8, cap: i32) -> i32;
         pub fn state_get(kp: *const u8, kl: i32, out: *mut u8, cap: i32) -> i32;
         pub fn state_set(kp: *const u8, kl: i32, vp: *const u8, vl: i32);
         pub fn state_del(kp: *const u8, kl: i32);
@@ -85,20 +86,47 @@ pub fn args<T: serde::Deserialize<'static>>() -> T {
 /// Text the host hands over through a buffer: `host(out, cap)` answers -1 (nothing) or the
 /// length, writing the bytes only when they fit; the buffer grows and it asks again.
 fn sized(start: usize, host: impl Fn(*mut u8, i32) -> i32) -> Option<String> {
-    let mut buf = vec![0u8; start];
+    let mut buf: Vec<u8> = Vec::with_capacity(start);
     loop {
-        let len = host(buf.as_mut_ptr(), buf.len() as i32);
+        let len = host(buf.as_mut_ptr(), buf.capacity() as i32);
         if len < 0 {
             return None;
         }
         let len = len as usize;
-        if len <= buf.len() {
-            buf.truncate(len);
-            // The host hands over UTF-8 text only.
-            return Some(String::from_utf8(buf).unwrap_or_default());
+        if len <= buf.capacity() {
+            // SAFETY: the host wrote exactly `len` bytes at the start of the buffer, and ABI 1
+            // hands over UTF-8 text only (keys, values, argument strings and the document's
+            // JSON are all checked text on the host's side), so checking again here would only
+            // cost fuel (about 20 instructions a byte).
+            return Some(unsafe {
+                buf.set_len(len);
+                String::from_utf8_unchecked(buf)
+            });
         }
-        buf.resize(len, 0);
+        buf.reserve_exact(len);
     }
+}
+
+/// The top-level argument `name`, without decoding the rest: a string's own text, any other
+/// value as JSON text; `None` when the arguments have no such field. Much cheaper in fuel than
+/// [`args`] for flat arguments (the host looks the field up).
+pub fn arg(name: &str) -> Option<String> {
+    // SAFETY: the host writes at most `cap` bytes at `out`, which is our buffer.
+    sized(32, |out, cap| unsafe {
+        sys::arg(name.as_ptr(), name.len() as i32, out, cap)
+    })
+}
+
+/// The top-level argument `name` as text, or the call is rejected naming it.
+pub fn arg_str(name: &str) -> String {
+    arg(name).unwrap_or_else(|| reject(&format!("the arguments need {name:?}")))
+}
+
+/// The top-level argument `name` as an integer, or the call is rejected naming it.
+pub fn arg_i64(name: &str) -> i64 {
+    arg_str(name)
+        .parse()
+        .unwrap_or_else(|_| reject(&format!("{name:?} must be an integer")))
 }
 
 /// The value stored under `key`, if any.

@@ -36,6 +36,7 @@ pub enum Ty {
 const FUNCTIONS: &[(&str, &[Ty], &[Ty])] = &[
     ("args_len", &[], &[Ty::I32]),
     ("args_read", &[Ty::I32], &[]),
+    ("arg", &[Ty::I32, Ty::I32, Ty::I32, Ty::I32], &[Ty::I32]),
     (
         "state_get",
         &[Ty::I32, Ty::I32, Ty::I32, Ty::I32],
@@ -86,8 +87,10 @@ pub fn describe(params: &[Ty], results: &[Ty]) -> String {
 
 /// What one call may see and change.
 pub(crate) struct Host {
-    /// The call's arguments, as canonical JSON.
-    pub args: Vec<u8>,
+    /// The call's arguments.
+    pub args: lcloud_core::Value,
+    /// Their canonical JSON text, made when the contract first asks for it.
+    pub args_json: Option<Vec<u8>>,
     /// The contract's state, changed in place (thrown away if the call fails).
     pub state: Kv,
     /// The experience's author.
@@ -208,6 +211,18 @@ fn text(bytes: Vec<u8>, what: &str, max: usize) -> Result<String, wasmi::Error> 
     String::from_utf8(bytes).map_err(|_| stop(Stop::Abi(format!("{what} is not UTF-8"))))
 }
 
+/// The arguments' canonical JSON text (keys sorted, no spaces), made on first use.
+fn args_json(host: &mut Host) -> Result<&mut Vec<u8>, wasmi::Error> {
+    if host.args_json.is_none() {
+        // The same text as `args.to_json().to_string()` (sorted keys, finite floats by ryu),
+        // written directly.
+        let json = serde_json::to_vec(&host.args)
+            .map_err(|e| stop(Stop::Abi(format!("the arguments: {e}"))))?;
+        host.args_json = Some(json);
+    }
+    Ok(host.args_json.get_or_insert_default())
+}
+
 /// The path at `ptr`, checked, with the call's fuel charged for it and `more` bytes.
 fn path_arg(
     c: &mut Caller<'_, Host>,
@@ -241,15 +256,39 @@ fn push_write(c: &mut Caller<'_, Host>, w: lcloud_core::DocWrite) -> Result<(), 
 pub(crate) fn link(linker: &mut Linker<Host>) -> Result<(), wasmi::Error> {
     linker.func_wrap(MODULE, "args_len", |mut c: Caller<'_, Host>| {
         charge(&mut c, 0)?;
-        Ok(c.data().args.len() as i32)
+        Ok(args_json(c.data_mut())?.len() as i32)
     })?;
     linker.func_wrap(MODULE, "args_read", |mut c: Caller<'_, Host>, ptr: i32| {
-        let args = std::mem::take(&mut c.data_mut().args);
+        let args = std::mem::take(args_json(c.data_mut())?);
         charge(&mut c, args.len())?;
         let done = write(&mut c, ptr, &args, "the arguments");
-        c.data_mut().args = args;
+        c.data_mut().args_json = Some(args);
         done
     })?;
+    linker.func_wrap(
+        MODULE,
+        "arg",
+        |mut c: Caller<'_, Host>, np: i32, nl: i32, out: i32, cap: i32| {
+            let name = read(&c, np, nl, "the argument's name")?;
+            charge(&mut c, name.len())?;
+            let name = text(name, "the argument's name", KEY_BYTES_MAX)?;
+            let field = match &c.data().args {
+                lcloud_core::Value::Map(m) => m.get(&name),
+                _ => None,
+            };
+            let bytes = match field {
+                None => return Ok(-1),
+                Some(lcloud_core::Value::Str(s)) => s.clone().into_bytes(),
+                Some(other) => serde_json::to_vec(other)
+                    .map_err(|e| stop(Stop::Abi(format!("the argument {name:?}: {e}"))))?,
+            };
+            charge(&mut c, bytes.len())?;
+            if bytes.len() <= cap as u32 as usize {
+                write(&mut c, out, &bytes, "the argument buffer")?;
+            }
+            Ok(bytes.len() as i32)
+        },
+    )?;
     linker.func_wrap(
         MODULE,
         "state_get",

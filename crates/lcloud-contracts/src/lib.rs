@@ -159,9 +159,8 @@ impl Contract {
     ) -> Result<Effects, Rejection> {
         let fuel = ctx.fuel.unwrap_or(FUEL_DEFAULT).min(FUEL_MAX);
         let host = Host {
-            // The same text as `args.to_json().to_string()` (sorted keys, finite floats by
-            // ryu), written directly.
-            args: serde_json::to_vec(args).map_err(|e| Rejection(format!("the arguments: {e}")))?,
+            args: args.clone(),
+            args_json: None,
             state,
             author: ctx.author.0,
             seq: ctx.seq,

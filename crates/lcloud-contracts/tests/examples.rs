@@ -617,3 +617,46 @@ fn a_claim_respects_the_reserved_names_its_author_saw_in_the_document() {
         Some("rejected: admin is reserved")
     );
 }
+
+/// `bank.transfer` reads its arguments field by field (`arg`): a missing or malformed field
+/// rejects the call naming it, and a number sent as text is read as its digits.
+#[test]
+fn arguments_read_field_by_field_are_checked_by_name() {
+    let g = genesis();
+    let (bank, op) = deploy(lcloud_examples::BANK);
+    let mut a = replica(&g);
+    a.write(&key(0), vec![op]).unwrap();
+    a.write(
+        &key(0),
+        vec![call(bank, "mint", r#"{"to":"x","amount":9}"#)],
+    )
+    .unwrap();
+    for (args, why) in [
+        (
+            r#"{"from":"x","amount":1}"#,
+            r#"rejected: the arguments need "to""#,
+        ),
+        (
+            r#"{"from":"x","to":"y","amount":"lots"}"#,
+            r#"rejected: "amount" must be an integer"#,
+        ),
+        (r#"[1,2]"#, r#"rejected: the arguments need "from""#),
+    ] {
+        let e = a
+            .write(&key(0), vec![call(bank, "transfer", args)])
+            .unwrap();
+        assert_eq!(rejection(&a, &e, 0).as_deref(), Some(why), "{args}");
+    }
+    let e = a
+        .write(
+            &key(0),
+            vec![call(
+                bank,
+                "transfer",
+                r#"{"from":"x","to":"y","amount":"4"}"#,
+            )],
+        )
+        .unwrap();
+    assert_eq!(rejection(&a, &e, 0), None);
+    assert_eq!(state(&a, &bank)["balance/y"], "4");
+}
