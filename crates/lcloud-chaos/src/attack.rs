@@ -11,6 +11,7 @@
 //! new member identity: the suite has 600 of them.
 
 mod contracts;
+mod tokens;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -118,13 +119,18 @@ impl Node {
         }
     }
 
-    /// `lcloud_rejected_total` by reason.
-    fn rejected(&self) -> Result<BTreeMap<String, u64>, String> {
+    /// `/metrics`, as text.
+    fn metrics_text(&self) -> Result<String, String> {
         let (code, body) = http(&self.api, "GET", "/metrics", b"")?;
         if code != 200 {
             return Err(format!("metrics: HTTP {code}"));
         }
-        let text = String::from_utf8_lossy(&body);
+        Ok(String::from_utf8_lossy(&body).into_owned())
+    }
+
+    /// `lcloud_rejected_total` by reason.
+    fn rejected(&self) -> Result<BTreeMap<String, u64>, String> {
+        let text = self.metrics_text()?;
         let mut out = BTreeMap::new();
         for line in text.lines() {
             if let Some(rest) = line.strip_prefix("lcloud_rejected_total{reason=\"")
@@ -171,7 +177,8 @@ fn http(addr: &str, method: &str, path: &str, body: &[u8]) -> Result<(u16, Vec<u
     let mut s = TcpStream::connect(addr).map_err(|e| format!("{method} {path}: {e}"))?;
     let _ = s.set_read_timeout(Some(Duration::from_secs(20)));
     let mut req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\n{}Content-Length: {}\r\n\r\n",
+        crate::tokens::header(addr),
         body.len()
     )
     .into_bytes();
@@ -302,6 +309,8 @@ impl Lab {
             .arg(dir)
             .args(["node", "run", "--listen", "/ip4/127.0.0.1/tcp/0"])
             .args(["--api", "127.0.0.1:0", "--sync-every", "0.5"])
+            // The attacks cut nodes off their peers through the isolation switch.
+            .arg("--debug-api")
             .env_remove("LCLOUD_DIR")
             .env_remove("LCLOUD_NODE")
             .env("RUST_LOG", "error")
@@ -336,6 +345,7 @@ impl Lab {
                 node.p2p = a.trim().to_owned();
             }
         }
+        crate::tokens::register(&node.api, dir);
         wait(Duration::from_secs(20), "the node's API", || {
             node.status().is_ok()
         })?;
@@ -1353,7 +1363,7 @@ pub fn run(cfg: &Config) -> Vec<Verdict> {
     let mut lab = Lab::new(&cfg.lcloud);
     type Attack<'a> = Box<dyn Fn(&mut Lab, &[SigningKey]) -> Result<String, String> + 'a>;
     let min_rate = cfg.min_rejections_per_s;
-    let attacks: [(&'static str, Attack); 8] = [
+    let attacks: [(&'static str, Attack); 9] = [
         (
             "hostile frames",
             Box::new(move |lab, keys| hostile_frames(lab, keys, min_rate)),
@@ -1365,6 +1375,7 @@ pub fn run(cfg: &Config) -> Vec<Verdict> {
         ("connection flood", Box::new(|lab, _| connection_flood(lab))),
         ("non-member", Box::new(non_member)),
         ("hostile contracts", Box::new(contracts::hostile_contracts)),
+        ("bad tokens", Box::new(tokens::bad_tokens)),
     ];
     attacks
         .into_iter()

@@ -24,6 +24,7 @@ mod interrupt;
 mod real;
 mod sim;
 mod storage;
+mod tokens;
 
 use clap::{Args, Parser, Subcommand};
 use std::process::ExitCode;

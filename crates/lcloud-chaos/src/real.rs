@@ -398,6 +398,7 @@ fn start(cfg: &Config, net: &Net, dir: &Path, i: usize, skew: Option<&Path>) -> 
             cmd.args(["--peer", &format!("/ip4/{subnet}.{j}/tcp/{P2P_PORT}")]);
         }
     }
+    crate::tokens::register(&format!("{subnet}.{i}:{API_PORT}"), dir);
     Proc {
         child: Some(cmd.spawn().expect("the node starts")),
     }
@@ -417,7 +418,8 @@ fn http(i: usize, method: &str, path: &str, body: &str) -> Result<(u16, String),
     let _ = s.set_write_timeout(Some(Duration::from_secs(2)));
     write!(
         s,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\n{}Content-Length: {}\r\n\r\n{body}",
+        crate::tokens::header(&addr),
         body.len()
     )
     .map_err(|_| true)?;

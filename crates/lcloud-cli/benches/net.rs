@@ -50,7 +50,7 @@ impl NodeProc {
                 "--sync-every",
                 "3600",
             ])
-            .args(["--listen", "/ip4/127.0.0.1/tcp/0"])
+            .args(["--listen", "/ip4/127.0.0.1/tcp/0", "--debug-api"])
             .env_remove("LCLOUD_DIR")
             .env_remove("LCLOUD_NODE")
             .stdout(Stdio::piped())
@@ -74,6 +74,11 @@ impl NodeProc {
             }
         }
         std::thread::spawn(move || for _ in lines {});
+        let token = std::fs::read_to_string(dir.join("admin.token")).expect("the node's token");
+        TOKENS
+            .lock()
+            .unwrap()
+            .insert(api.clone().unwrap(), token.trim().to_owned());
         NodeProc {
             child,
             api: api.unwrap(),
@@ -153,11 +158,26 @@ impl Drop for NodeProc {
     }
 }
 
+/// Each node's admin API token, by API address.
+static TOKENS: std::sync::Mutex<std::collections::BTreeMap<String, String>> =
+    std::sync::Mutex::new(std::collections::BTreeMap::new());
+
+/// The `Authorization` header line for the node at `addr`.
+fn auth_line(addr: &str) -> String {
+    TOKENS
+        .lock()
+        .unwrap()
+        .get(addr)
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default()
+}
+
 fn http(addr: &str, method: &str, path: &str, body: &str) -> String {
     let mut s = TcpStream::connect(addr).unwrap();
     write!(
         s,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\n{}Content-Length: {}\r\n\r\n{body}",
+        auth_line(addr),
         body.len()
     )
     .unwrap();
@@ -380,8 +400,9 @@ impl Conn {
     fn call(&mut self, method: &str, path: &str, body: &str) -> (u16, String) {
         write!(
             self.stream.get_mut(),
-            "{method} {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\n{}Content-Length: {}\r\n\r\n{body}",
             self.addr,
+            auth_line(&self.addr),
             body.len()
         )
         .unwrap();

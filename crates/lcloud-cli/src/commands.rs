@@ -61,7 +61,8 @@ pub fn run(cli: Cli) -> Result<()> {
     let json_out = cli.json;
     match cli.node.as_deref() {
         Some(url) if url.starts_with("http://") || url.starts_with("https://") => {
-            return crate::remote_run(url, json_out, cli.command);
+            let token = crate::token::for_remote(cli.token_file.as_deref(), &dir)?;
+            return crate::remote_run(url, token, json_out, cli.command);
         }
         Some(other) if !matches!(cli.command, Command::Log { .. }) => bail!(
             "--node takes a running node's API URL, like http://127.0.0.1:7400 (got {other:?})"
@@ -70,6 +71,7 @@ pub fn run(cli: Cli) -> Result<()> {
     }
     match cli.command {
         Command::Init(args) => init(&dir, json_out, args),
+        Command::Token { action } => crate::token::run(&dir, json_out, action),
         Command::Join { file, alias } => join(&dir, json_out, &file, alias),
         Command::Id => {
             let id = Identity::load_or_create(&dir)?;
@@ -205,6 +207,7 @@ pub fn run(cli: Cli) -> Result<()> {
                     sync_every,
                     mdns,
                     api_host,
+                    debug_api,
                 },
         } => {
             let addr = |a: &String| -> Result<lcloud_net::Addr> {
@@ -235,6 +238,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 sync_every: std::time::Duration::from_secs_f64(sync_every),
                 mdns,
                 api_hosts: api_host.clone(),
+                debug_api,
             })?;
             Ok(())
         }
@@ -330,20 +334,28 @@ fn init(dir: &FsPath, json_out: bool, args: InitArgs) -> Result<()> {
     if let Some(a) = &alias {
         store.set_alias(&identity.id(), a)?;
     }
+    let token = first_token(dir)?;
     print(
         json_out,
-        json!({"cloud": genesis.id().to_hex(), "node": identity.id().to_hex(), "dir": dir}),
+        json!({"cloud": genesis.id().to_hex(), "node": identity.id().to_hex(), "dir": dir, "token_file": token}),
         || {
             format!(
-                "created cloud {cloud:?} {}\nnode {}{}\nstore {}",
+                "created cloud {cloud:?} {}\nnode {}{}\nstore {}\napi token (admin) {}",
                 genesis.id(),
                 identity.id(),
                 alias.map(|a| format!(" ({a})")).unwrap_or_default(),
-                dir.display()
+                dir.display(),
+                token.display()
             )
         },
     );
     Ok(())
+}
+
+/// The directory's first API token (admin), made beside the new store: where it is.
+fn first_token(dir: &FsPath) -> Result<std::path::PathBuf> {
+    lcloud_store::tokens::ensure_admin_token(dir, lcloud_store::tokens::unix_now())?;
+    Ok(dir.join(lcloud_store::tokens::ADMIN_FILE))
 }
 
 fn join(dir: &FsPath, json_out: bool, file: &FsPath, alias: Option<String>) -> Result<()> {
@@ -382,11 +394,13 @@ fn join(dir: &FsPath, json_out: bool, file: &FsPath, alias: Option<String>) -> R
         node.store.set_alias(&identity.id(), a)?;
     }
     import(&mut node, json_out, file)?;
+    let token = first_token(dir)?;
     if !json_out {
         println!(
-            "joined cloud {} as node {}",
+            "joined cloud {} as node {}\napi token (admin) {}",
             node.store.cloud(),
-            identity.id()
+            identity.id(),
+            token.display()
         );
     }
     Ok(())

@@ -14,6 +14,8 @@ pub(crate) struct Daemon {
     child: Child,
     pub(crate) api: String,
     pub(crate) p2p: String,
+    /// The node's admin API token (from `DIR/admin.token`).
+    pub(crate) token_file: String,
 }
 
 impl Daemon {
@@ -22,6 +24,8 @@ impl Daemon {
         cmd.arg("--dir")
             .arg(dir)
             .args(["node", "run", "--api", "127.0.0.1:0", "--sync-every", "0.5"])
+            // The demo cuts nodes off their peers through the isolation switch.
+            .arg("--debug-api")
             .args(["--listen", "/ip4/127.0.0.1/tcp/0"])
             .env_remove("LCLOUD_DIR")
             .env_remove("LCLOUD_NODE")
@@ -45,10 +49,12 @@ impl Daemon {
             }
         }
         std::thread::spawn(move || for _ in lines {});
+        let token_file = dir.join(lcloud_store::tokens::ADMIN_FILE);
         Ok(Daemon {
             child,
             api: api.context("api address")?,
             p2p: p2p.context("p2p address")?,
+            token_file: token_file.to_str().context("UTF-8")?.to_owned(),
         })
     }
 
@@ -121,7 +127,12 @@ impl Demo {
 
     /// `lcloud --node URL ARGS…`, shown as a person would type it.
     pub(crate) fn remote(&self, name: &str, node: &Daemon, args: &[&str]) -> Result<String> {
-        let mut full = vec!["--node", node.api.as_str()];
+        let mut full = vec![
+            "--node",
+            node.api.as_str(),
+            "--token-file",
+            &node.token_file,
+        ];
         full.extend_from_slice(args);
         println!("  {name:>5}$ lcloud --node {} {}", node.api, args.join(" "));
         let out = self.run_anywhere(&full)?;
@@ -136,7 +147,12 @@ impl Demo {
     pub(crate) fn remote_refused(&self, name: &str, node: &Daemon, args: &[&str]) -> Result<()> {
         println!("  {name:>5}$ lcloud --node {} {}", node.api, args.join(" "));
         let out = Command::new(&self.exe)
-            .args(["--node", node.api.as_str()])
+            .args([
+                "--node",
+                node.api.as_str(),
+                "--token-file",
+                &node.token_file,
+            ])
             .args(args)
             .env_remove("LCLOUD_DIR")
             .output()
@@ -151,7 +167,12 @@ impl Demo {
     }
 
     pub(crate) fn remote_quiet(&self, node: &Daemon, args: &[&str]) -> Result<String> {
-        let mut full = vec!["--node", node.api.as_str()];
+        let mut full = vec![
+            "--node",
+            node.api.as_str(),
+            "--token-file",
+            &node.token_file,
+        ];
         full.extend_from_slice(args);
         self.run_anywhere(&full)
     }
@@ -193,8 +214,10 @@ impl Demo {
     /// Cuts a node off from every peer, or heals it, through its API.
     pub(crate) fn isolate(&self, node: &Daemon, on: bool) -> Result<()> {
         let agent: ureq::Agent = ureq::Agent::config_builder().build().into();
+        let token = std::fs::read_to_string(&node.token_file).context("the node's token")?;
         agent
             .post(format!("{}/debug/isolate", node.api))
+            .header("authorization", format!("Bearer {}", token.trim()))
             .send_json(serde_json::json!({ "on": on }))
             .context("the node's API refused /debug/isolate")?;
         Ok(())
@@ -283,6 +306,11 @@ fn seed(base: PathBuf) -> Result<()> {
             short_addr(&node.p2p)
         );
     }
+    println!(
+        "  the API asks for a token: each node's admin token is in its directory's admin.token\n  \
+         (`lcloud --node URL --token-file DIR/admin.token …`, or `LCLOUD_TOKEN=… curl -H \"Authorization: Bearer $LCLOUD_TOKEN\" URL/api/state`;\n  \
+         `lcloud --dir DIR token create --scope read` makes a narrower one)"
+    );
 
     println!("\n3. each node writes (through its API: `lcloud --node URL …`); gossip spreads it");
     d.remote("alice", &alice, &["set", "/title", "\"hello from alice\""])?;
@@ -347,7 +375,7 @@ fn seed(base: PathBuf) -> Result<()> {
         started.elapsed().as_secs_f64()
     );
     println!(
-        "explore:  {exe} --dir {dir} node run --api 127.0.0.1:7400\n          then http://127.0.0.1:7400/api/state, /api/events, /metrics, /api/openapi.json\n          or {exe} --dir {dir} log --graph   (also bob, carol; try diff, forks)",
+        "explore:  {exe} --dir {dir} node run --api 127.0.0.1:7400\n          then curl -H \"Authorization: Bearer $(cat {dir}/admin.token)\" http://127.0.0.1:7400/api/state\n          (also /api/events, /metrics; /api/openapi.json needs no token)\n          or {exe} --dir {dir} log --graph   (also bob, carol; try diff, forks)",
         exe = d.exe.display(),
         dir = base.join("alice").display()
     );

@@ -45,6 +45,11 @@ pub fn run(base: PathBuf) -> Result<()> {
             short_addr(&node.p2p)
         );
     }
+    println!(
+        "  the API asks for a token: each node's admin token is in its directory's admin.token\n  \
+         (`lcloud --node URL --token-file DIR/admin.token …`, or `LCLOUD_TOKEN=… curl -H \"Authorization: Bearer $LCLOUD_TOKEN\" URL/api/state`;\n  \
+         `lcloud --dir DIR token create --scope read` makes a narrower one)"
+    );
 
     println!(
         "\n2. alice deploys the bank ({} bytes of WebAssembly) and mints 100 into a shared account",

@@ -9,6 +9,7 @@ mod demo;
 mod demo_contracts;
 mod remote;
 mod resolve;
+mod token;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -50,6 +51,10 @@ struct Cli {
         value_name = "URL"
     )]
     node: Option<String>,
+    /// With --node: send the API token in this file (else `LCLOUD_TOKEN`, else the admin token
+    /// in this node's directory, `DIR/admin.token`).
+    #[arg(long, global = true, value_name = "FILE")]
+    token_file: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -317,6 +322,38 @@ enum Command {
         #[command(subcommand)]
         action: NodeAction,
     },
+    /// Make, list and revoke the tokens a running node's API asks for (docs/security.md).
+    #[command(
+        after_help = "Examples:\n  lcloud token create --scope read --name dashboard --expires 30d\n                              lcloud token list\n  lcloud token revoke dashboard\n                              LCLOUD_TOKEN=$(lcloud token create --scope write) lcloud --node http://127.0.0.1:7400 set /a 1"
+    )]
+    Token {
+        #[command(subcommand)]
+        action: TokenAction,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum TokenAction {
+    /// Make a token and print it (the only time it is shown: the node keeps its hash).
+    Create {
+        /// What it may do: `read` (state, history, events), `write` (also ops and contract
+        /// calls) or `admin` (also imports, deploys, membership, the debug routes).
+        #[arg(long, value_name = "SCOPE", default_value = "read")]
+        scope: String,
+        /// A name to know it by (default: the scope and the time).
+        #[arg(long)]
+        name: Option<String>,
+        /// How long it works, e.g. `30d`, `12h`, `90m` (default: until revoked).
+        #[arg(long, value_name = "DURATION")]
+        expires: Option<String>,
+    },
+    /// List the tokens: id, scope, name, and whether each still works.
+    List,
+    /// Revoke a token (or every token of a name), effective at the running node's next request.
+    Revoke {
+        /// The token's id (8 hex digits, from `lcloud token list`) or name.
+        which: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -345,6 +382,11 @@ enum NodeAction {
         /// way are held to the same rules (non-members are disconnected at once).
         #[arg(long)]
         mdns: bool,
+        /// Serve the `/debug` routes too (an isolation switch that cuts the node off its
+        /// peers, the raw heads, the state hash), admin tokens only: for demos and the chaos
+        /// harness.
+        #[arg(long)]
+        debug_api: bool,
     },
 }
 
@@ -389,10 +431,15 @@ enum MemberAction {
 }
 
 /// Runs a command against a running node's API.
-fn remote_run(url: &str, json_out: bool, command: Command) -> anyhow::Result<()> {
+fn remote_run(
+    url: &str,
+    token: Option<String>,
+    json_out: bool,
+    command: Command,
+) -> anyhow::Result<()> {
     use anyhow::Context;
     use serde_json::json;
-    let remote = remote::Remote::new(url);
+    let remote = remote::Remote::new(url, token);
     let show = |value: serde_json::Value, human: String| {
         if json_out {
             println!("{value}");
@@ -500,6 +547,7 @@ fn remote_run(url: &str, json_out: bool, command: Command) -> anyhow::Result<()>
                 dir: Some(snapshot.dir().to_owned()),
                 json: json_out,
                 node: None,
+                token_file: None,
                 command,
             })?;
             if verify && !json_out {

@@ -8,10 +8,12 @@ use serde_json::{Value as J, json};
 pub struct Remote {
     base: String,
     agent: ureq::Agent,
+    /// `Bearer TOKEN`, sent with every request.
+    authorization: Option<String>,
 }
 
 impl Remote {
-    pub fn new(url: &str) -> Remote {
+    pub fn new(url: &str, token: Option<String>) -> Remote {
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_global(Some(std::time::Duration::from_secs(30)))
@@ -20,6 +22,15 @@ impl Remote {
         Remote {
             base: url.trim_end_matches('/').to_owned(),
             agent,
+            authorization: token.map(|t| format!("Bearer {t}")),
+        }
+    }
+
+    /// `req` with the token, if there is one.
+    fn auth<B>(&self, req: ureq::RequestBuilder<B>) -> ureq::RequestBuilder<B> {
+        match &self.authorization {
+            Some(a) => req.header("authorization", a),
+            None => req,
         }
     }
 
@@ -44,7 +55,7 @@ impl Remote {
     }
 
     pub fn get(&self, path: &str, query: &[(&str, &str)]) -> Result<J> {
-        let mut req = self.agent.get(format!("{}{path}", self.base));
+        let mut req = self.auth(self.agent.get(format!("{}{path}", self.base)));
         for (k, v) in query {
             req = req.query(*k, *v);
         }
@@ -54,8 +65,7 @@ impl Remote {
     /// Every experience the node holds, as a bundle.
     pub fn bundle(&self) -> Result<Vec<u8>> {
         let mut r = self
-            .agent
-            .get(format!("{}/api/bundle", self.base))
+            .auth(self.agent.get(format!("{}/api/bundle", self.base)))
             .call()
             .with_context(|| format!("cannot reach the node at {}", self.base))?;
         if !r.status().is_success() {
@@ -74,8 +84,7 @@ impl Remote {
     /// Imports a bundle into the node.
     pub fn import(&self, bytes: &[u8]) -> Result<J> {
         let r = self
-            .agent
-            .post(format!("{}/api/bundle", self.base))
+            .auth(self.agent.post(format!("{}/api/bundle", self.base)))
             .header("content-type", "application/octet-stream")
             .send(bytes);
         self.answer("the import", r)
@@ -84,8 +93,7 @@ impl Remote {
     /// POSTs a JSON body to `path`.
     pub fn post_json(&self, path: &str, body: &J) -> Result<J> {
         let r = self
-            .agent
-            .post(format!("{}{path}", self.base))
+            .auth(self.agent.post(format!("{}{path}", self.base)))
             .send_json(body);
         self.answer(path, r)
     }
@@ -93,8 +101,7 @@ impl Remote {
     pub fn write(&self, ops: &[Op]) -> Result<J> {
         let ops: Vec<J> = ops.iter().map(op_json).collect::<Result<_>>()?;
         let r = self
-            .agent
-            .post(format!("{}/api/ops", self.base))
+            .auth(self.agent.post(format!("{}/api/ops", self.base)))
             .send_json(json!({ "ops": ops }));
         self.answer("the write", r)
     }

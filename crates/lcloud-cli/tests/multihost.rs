@@ -153,6 +153,8 @@ struct HostNode {
     child: Child,
     ns: String,
     api: String,
+    /// The node's admin API token file.
+    token: String,
 }
 
 impl HostNode {
@@ -186,13 +188,14 @@ impl HostNode {
             child,
             ns: ns.to_owned(),
             api,
+            token: dir.join("admin.token").display().to_string(),
         }
     }
 
     /// `lcloud --node API ARGS…` inside the node's namespace (its API listens on the
     /// namespace's own loopback).
     fn cli(&self, args: &[&str]) -> String {
-        let mut full = vec!["--node", self.api.as_str()];
+        let mut full = vec!["--node", self.api.as_str(), "--token-file", &self.token];
         full.extend_from_slice(args);
         nsx(&self.ns, env!("CARGO_BIN_EXE_lcloud"), &full)
             .unwrap()

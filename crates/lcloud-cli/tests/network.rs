@@ -25,7 +25,7 @@ impl NodeProc {
         cmd.arg("--dir")
             .arg(dir)
             .args(["node", "run", "--api", "127.0.0.1:0", "--sync-every", "0.5"])
-            .args(["--listen", "/ip4/127.0.0.1/tcp/0"])
+            .args(["--listen", "/ip4/127.0.0.1/tcp/0", "--debug-api"])
             .env_remove("LCLOUD_DIR")
             .env_remove("LCLOUD_NODE")
             .stdout(Stdio::piped())
@@ -50,6 +50,7 @@ impl NodeProc {
         }
         // Keep draining stdout so the node never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
+        common::register_token(api.as_deref().unwrap(), dir);
         NodeProc {
             child,
             api: api.unwrap(),
@@ -62,6 +63,8 @@ impl NodeProc {
     fn cli(&self, args: &[&str]) -> Result<String, String> {
         let out = Command::new(env!("CARGO_BIN_EXE_lcloud"))
             .args(["--node", &self.api])
+            .arg("--token-file")
+            .arg(self.dir.join("admin.token"))
             .args(args)
             .env_remove("LCLOUD_DIR")
             .output()
@@ -105,7 +108,8 @@ fn http_get(addr: &str, path: &str) -> String {
     let mut s = std::net::TcpStream::connect(addr).expect("the API listens");
     write!(
         s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{}Connection: close\r\n\r\n",
+        common::auth_line(addr)
     )
     .unwrap();
     let mut out = String::new();
@@ -384,7 +388,8 @@ fn http(addr: &str, method: &str, path: &str, body: &str) -> (u16, String) {
     let mut s = std::net::TcpStream::connect(addr).expect("the API listens");
     write!(
         s,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\n{}Content-Length: {}\r\n\r\n{body}",
+        common::auth_line(addr),
         body.len()
     )
     .unwrap();
@@ -428,7 +433,8 @@ fn the_api_serves_openapi_events_metrics_and_clear_errors() {
     let mut events = std::net::TcpStream::connect(&addr).unwrap();
     write!(
         events,
-        "GET /api/events HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n\r\n"
+        "GET /api/events HTTP/1.1\r\nHost: {addr}\r\n{}Accept: text/event-stream\r\n\r\n",
+        common::auth_line(&addr)
     )
     .unwrap();
     std::thread::sleep(Duration::from_millis(300));

@@ -46,6 +46,7 @@ fn start(dir: &Path, listen: &str) -> (Running, String) {
         }
     };
     std::thread::spawn(move || for _ in lines {});
+    common::register_token(&api, dir);
     (running, api)
 }
 
@@ -91,7 +92,8 @@ fn request(api: &str, head: &str, body: &str) -> u16 {
     let mut s = std::net::TcpStream::connect(api).unwrap();
     write!(
         s,
-        "{head}\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+        "{head}\r\n{}Connection: close\r\nContent-Length: {}\r\n\r\n{body}",
+        common::auth_line(api),
         body.len()
     )
     .unwrap();

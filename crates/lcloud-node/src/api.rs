@@ -22,6 +22,8 @@ use crate::node::{Announced, Call, ContractWritten, Deploy, Invoke, Msg, Status,
 pub struct Api {
     pub(crate) inbox: mpsc::UnboundedSender<Msg>,
     pub(crate) announce: broadcast::Sender<Announced>,
+    /// The tokens, and the refusals counted.
+    pub(crate) auth: std::sync::Arc<crate::auth::Auth>,
 }
 
 /// Largest bundle `POST /api/bundle` accepts.
@@ -45,9 +47,12 @@ impl Api {
     }
 }
 
-/// The router.
-pub fn router(api: Api) -> Router {
-    Router::new()
+/// The router: every route needs a token but `/api/health` and `/api/openapi.json`
+/// ([`crate::auth`]); the `/debug` routes exist only with `debug` (`--debug-api`).
+pub fn router(api: Api, debug: bool) -> Router {
+    let auth = api.auth.clone();
+    let mut r = Router::new()
+        .route("/api/health", get(health))
         .route("/api/openapi.json", get(openapi))
         .route("/api/state", get(state))
         .route("/api/root", get(root))
@@ -67,11 +72,23 @@ pub fn router(api: Api) -> Router {
         .route("/api/contracts", get(contracts).post(deploy))
         .route("/api/contracts/{name}/state", get(contract_state))
         .route("/api/call", post(call))
-        .route("/debug/heads", get(heads))
-        .route("/debug/state-hash", get(state_hash))
-        .route("/debug/isolate", post(isolate))
-        .route("/metrics", get(metrics))
-        .with_state(api)
+        .route("/metrics", get(metrics));
+    if debug {
+        r = r
+            .route("/debug/heads", get(heads))
+            .route("/debug/state-hash", get(state_hash))
+            .route("/debug/isolate", post(isolate));
+    }
+    r.with_state(api)
+        .layer(axum::middleware::from_fn_with_state(
+            auth,
+            crate::auth::auth,
+        ))
+}
+
+/// `GET /api/health`: the node answers (no token needed).
+async fn health() -> Response {
+    Json(json!({"ok": true})).into_response()
 }
 
 #[derive(serde::Deserialize)]
@@ -201,19 +218,38 @@ async fn state_hash(State(api): State<Api>) -> Response {
 
 async fn metrics(State(api): State<Api>) -> Response {
     match api.ask(Call::Metrics).await {
-        Ok(text) => (
-            [(
-                header::CONTENT_TYPE,
-                "text/plain; version=0.0.4; charset=utf-8",
-            )],
-            text,
-        )
-            .into_response(),
+        Ok(mut text) => {
+            let r = &api.auth.refused;
+            let load =
+                |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+            text.push_str(&format!(
+                "# HELP lcloud_api_refused_total API requests refused for their token, by reason.\n\
+                 # TYPE lcloud_api_refused_total counter\n\
+                 lcloud_api_refused_total{{reason=\"missing\"}} {}\n\
+                 lcloud_api_refused_total{{reason=\"invalid\"}} {}\n\
+                 lcloud_api_refused_total{{reason=\"scope\"}} {}\n",
+                load(&r.missing),
+                load(&r.invalid),
+                load(&r.scope)
+            ));
+            (
+                [(
+                    header::CONTENT_TYPE,
+                    "text/plain; version=0.0.4; charset=utf-8",
+                )],
+                text,
+            )
+                .into_response()
+        }
         Err(r) => r,
     }
 }
 
-async fn write(State(api): State<Api>, body: axum::body::Bytes) -> Response {
+async fn write(
+    State(api): State<Api>,
+    token: Option<axum::Extension<lcloud_store::TokenInfo>>,
+    body: axum::body::Bytes,
+) -> Response {
     let j: J = match serde_json::from_slice(&body) {
         Ok(j) => j,
         Err(e) => return error(StatusCode::BAD_REQUEST, format!("malformed JSON: {e}")),
@@ -236,6 +272,17 @@ async fn write(State(api): State<Api>, body: axum::body::Bytes) -> Response {
             Ok(op) => ops.push(op),
             Err(e) => return error(StatusCode::BAD_REQUEST, format!("op {n}: {e}")),
         }
+    }
+    let admin = token.is_some_and(|t| t.scope >= lcloud_store::Scope::Admin);
+    if !admin && ops.iter().any(|o| matches!(o, Op::AddMember { .. })) {
+        api.auth
+            .refused
+            .scope
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        return error(
+            StatusCode::FORBIDDEN,
+            "changing membership needs a token with scope admin",
+        );
     }
     match api.ask(|tx| Call::Write(ops, tx)).await {
         Ok(Ok(w)) => Json(json!({"id": w.id.to_hex(), "seq": w.seq})).into_response(),
@@ -444,16 +491,40 @@ async fn openapi() -> Json<J> {
 pub fn openapi_document() -> J {
     let mut doc = paths_document();
     // Every route answers 403 to another Host or a foreign Origin, and every POST 415 to a
-    // body of another content type (`guard.rs`).
-    let err = json!({"description": "refused by the guard (see info.description)", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}});
+    // body of another content type (`guard.rs`); every route but the two open ones needs a
+    // token: 401 without a valid one, 403 when its scope is too small (`auth.rs`).
+    let err = |d: &str| json!({"description": d, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}});
     if let Some(paths) = doc["paths"].as_object_mut() {
-        for (method, op) in paths.values_mut().flat_map(|p| p.as_object_mut()).flatten() {
-            op["responses"]["403"] = err.clone();
-            if method == "post" {
-                op["responses"]["415"] = err.clone();
+        for (path, item) in paths.iter_mut() {
+            let Some(item) = item.as_object_mut() else {
+                continue;
+            };
+            for (method, op) in item.iter_mut() {
+                let m = axum::http::Method::from_bytes(method.to_uppercase().as_bytes())
+                    .unwrap_or(axum::http::Method::GET);
+                match crate::auth::needs(&m, path) {
+                    Some(scope) => {
+                        op["responses"]["401"] =
+                            err("no valid token (missing, malformed, unknown, revoked or expired)");
+                        op["responses"]["403"] = err(&format!(
+                            "refused by the guard (see info.description), or the token's scope is below {scope}"
+                        ));
+                        op["x-scope"] = json!(scope.as_str());
+                    }
+                    None => {
+                        op["responses"]["403"] = err("refused by the guard (see info.description)");
+                        op["security"] = json!([]);
+                    }
+                }
+                if method == "post" {
+                    op["responses"]["415"] = err("refused by the guard: the body's content type");
+                }
             }
         }
     }
+    doc["security"] = json!([{"bearer": []}]);
+    doc["components"]["securitySchemes"] = json!({"bearer": {"type": "http", "scheme": "bearer",
+        "description": "A token from `lcloud token create` (scopes read < write < admin; each route's x-scope says which it needs). The node's first admin token is in its directory's admin.token."}});
     doc
 }
 
@@ -522,7 +593,9 @@ fn paths_document() -> J {
                 "responses": {"200": {"description": "done"}}}},
             "/metrics": {"get": {"summary": "Prometheus text: peers, experiences in/out, rejections by reason, sync lag.",
                 "responses": {"200": {"description": "text/plain"}}}},
-            "/api/openapi.json": {"get": {"summary": "This document.", "responses": {"200": {"description": "OpenAPI"}}}}
+            "/api/openapi.json": {"get": {"summary": "This document.", "responses": {"200": {"description": "OpenAPI"}}}},
+            "/api/health": {"get": {"summary": "Whether the node answers (no token needed).",
+                "responses": {"200": ok_json("ok", json!({"type": "object", "properties": {"ok": {"type": "boolean"}}}))}}}
         },
         "components": {"schemas": {
             "Error": {"type": "object", "properties": {"error": {"type": "string"}}},

@@ -10,6 +10,7 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod auth;
 pub mod contracts;
 pub mod guard;
 pub mod node;
@@ -43,6 +44,9 @@ pub struct Config {
     /// Host names the API answers to besides IP addresses and `localhost` (see
     /// [`guard::Guard`]).
     pub api_hosts: Vec<String>,
+    /// Serve the `/debug` routes (the isolation switch, raw heads, the state hash): for the
+    /// demo and the chaos harness, never needed in production.
+    pub debug_api: bool,
 }
 
 /// Why a node could not start or stopped with an error.
@@ -68,6 +72,9 @@ pub enum NodeError {
     /// The runtime.
     #[error("cannot start the runtime: {0}")]
     Runtime(String),
+    /// The API tokens could not be read or made.
+    #[error("the API tokens: {0}")]
+    Tokens(String),
     /// The core thread (which owns the store and the replica) failed.
     #[error("the node's core thread failed: {0}")]
     Core(String),
@@ -87,6 +94,15 @@ pub fn run(config: Config) -> Result<(), NodeError> {
     }
     let identity =
         Identity::load(&config.dir)?.ok_or_else(|| NodeError::NoIdentity(config.dir.clone()))?;
+    // A directory from before API tokens gets its first admin token now.
+    match lcloud_store::tokens::ensure_admin_token(&config.dir, lcloud_store::tokens::unix_now()) {
+        Ok(Some(path)) => tracing::warn!(
+            file = %path.display(),
+            "the API needs a token now: an admin token was made for this node"
+        ),
+        Ok(None) => {}
+        Err(e) => return Err(NodeError::Tokens(e.to_string())),
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -178,10 +194,14 @@ async fn serve(
         error: e.to_string(),
     })?;
     println!("api http://{bound}");
-    let app = api::router(api::Api {
-        inbox: inbox.clone(),
-        announce,
-    })
+    let app = api::router(
+        api::Api {
+            inbox: inbox.clone(),
+            announce,
+            auth: std::sync::Arc::new(auth::Auth::new(config.dir.clone())),
+        },
+        config.debug_api,
+    )
     .layer(axum::middleware::from_fn_with_state(
         guard::Guard {
             port: bound.port(),

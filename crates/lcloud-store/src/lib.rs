@@ -16,9 +16,11 @@ mod sign;
 mod signed;
 mod state;
 mod store;
+pub mod tokens;
 mod travel;
 
 pub use commit::{BATCH_MAX, Committer, Reply, Writer};
 pub use identity::Identity;
 pub use import::ImportReport;
 pub use store::{Store, StoreError};
+pub use tokens::{Denied, Scope, TokenError, TokenInfo, Tokens};

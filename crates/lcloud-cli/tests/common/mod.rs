@@ -84,3 +84,26 @@ pub fn fill(path: &Path) {
     while f.write_all(&chunk).is_ok() {}
     let _ = f.sync_all();
 }
+
+static TOKENS: std::sync::Mutex<std::collections::BTreeMap<String, String>> =
+    std::sync::Mutex::new(std::collections::BTreeMap::new());
+
+/// Remembers the admin token of the node in `dir` for requests to its API at `api`
+/// (`127.0.0.1:PORT`, with or without `http://`).
+pub fn register_token(api: &str, dir: &Path) {
+    let token = std::fs::read_to_string(dir.join("admin.token")).expect("the node's admin token");
+    TOKENS.lock().unwrap().insert(
+        api.trim_start_matches("http://").to_owned(),
+        token.trim().to_owned(),
+    );
+}
+
+/// The `Authorization` header line (with its CRLF) for the node at `api`, if registered.
+pub fn auth_line(api: &str) -> String {
+    TOKENS
+        .lock()
+        .unwrap()
+        .get(api.trim_start_matches("http://"))
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default()
+}

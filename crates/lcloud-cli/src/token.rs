@@ -1,0 +1,109 @@
+//! `lcloud token`: the API tokens of this node's directory (docs/security.md), and which token
+//! `--node URL` sends.
+
+use std::path::Path as FsPath;
+
+use anyhow::{Context, Result, anyhow};
+use lcloud_store::tokens::{self, Scope, Tokens};
+use serde_json::json;
+
+use crate::TokenAction;
+
+pub fn run(dir: &FsPath, json_out: bool, action: TokenAction) -> Result<()> {
+    if !lcloud_store::Store::exists(dir) {
+        return Err(anyhow!(
+            "no λCLOUD store in {}: run `lcloud init` or `lcloud join` first",
+            dir.display()
+        ));
+    }
+    let now = tokens::unix_now();
+    let mut t = Tokens::load(dir)?;
+    match action {
+        TokenAction::Create {
+            scope,
+            name,
+            expires,
+        } => {
+            let scope: Scope = scope.parse().map_err(|e: String| anyhow!(e))?;
+            let expires = match expires {
+                Some(d) => {
+                    let d = humantime::parse_duration(&d)
+                        .with_context(|| format!("--expires {d:?} (e.g. 30d, 12h, 90m)"))?;
+                    Some(now.saturating_add(d.as_secs().max(1)))
+                }
+                None => None,
+            };
+            let name = name.unwrap_or_else(|| format!("{scope}-{now}"));
+            let (token, info) = t.create(scope, &name, expires, now)?;
+            if json_out {
+                println!("{}", json!({"token": token, "info": info}));
+            } else {
+                println!("{token}");
+                eprintln!(
+                    "token {} ({}, scope {scope}{}): shown once; the node keeps only its hash",
+                    info.id,
+                    info.name,
+                    expires
+                        .map(|e| format!(", expires at {e}"))
+                        .unwrap_or_default()
+                );
+            }
+        }
+        TokenAction::List => {
+            let list = t.list();
+            if json_out {
+                println!("{}", json!(list));
+            } else if list.is_empty() {
+                println!("no tokens");
+            } else {
+                for i in list {
+                    let state = if i.revoked {
+                        "revoked".to_owned()
+                    } else if i.expires.is_some_and(|e| e <= now) {
+                        "expired".to_owned()
+                    } else {
+                        i.expires
+                            .map(|e| {
+                                format!(
+                                    "expires in {}",
+                                    humantime::format_duration(std::time::Duration::from_secs(
+                                        e - now
+                                    ))
+                                )
+                            })
+                            .unwrap_or_else(|| "active".into())
+                    };
+                    println!("{}  {:<5}  {:<24}  {state}", i.id, i.scope.as_str(), i.name);
+                }
+            }
+        }
+        TokenAction::Revoke { which } => {
+            let gone = t.revoke(&which)?;
+            if json_out {
+                println!("{}", json!(gone));
+            } else {
+                for i in gone {
+                    println!("revoked {} ({})", i.id, i.name);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The token `--node URL` sends: `LCLOUD_TOKEN`, else the file `--token-file` names, else the
+/// admin token `lcloud init` left in this node's directory (when the node is local).
+pub fn for_remote(token_file: Option<&FsPath>, dir: &FsPath) -> Result<Option<String>> {
+    if let Ok(t) = std::env::var("LCLOUD_TOKEN") {
+        let t = t.trim().to_owned();
+        if !t.is_empty() {
+            return Ok(Some(t));
+        }
+    }
+    if let Some(f) = token_file {
+        let t = std::fs::read_to_string(f)
+            .with_context(|| format!("cannot read the token file {}", f.display()))?;
+        return Ok(Some(t.trim().to_owned()));
+    }
+    Ok(tokens::admin_token(dir))
+}

@@ -1,0 +1,206 @@
+//! Who may call a node's API (issue 19): every route but the health check and the OpenAPI
+//! document needs a token; scopes nest (read < write < admin); revocation and expiry take
+//! effect on the running node; the debug routes exist only with `--debug-api`; `lcloud --node`
+//! finds its token in `LCLOUD_TOKEN`, `--token-file` or the node's directory.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+use common::ok;
+
+/// A running node, killed by pid when dropped.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start(dir: &Path) -> (Running, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_lcloud"))
+        .arg("--dir")
+        .arg(dir)
+        .args(["node", "run", "--api", "127.0.0.1:0"])
+        .args(["--listen", "/ip4/127.0.0.1/tcp/0"])
+        .env_remove("LCLOUD_DIR")
+        .env_remove("LCLOUD_NODE")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the node starts");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let running = Running(child);
+    let api = loop {
+        let line = lines.next().expect("the node prints its API").unwrap();
+        if let Some(a) = line.strip_prefix("api http://") {
+            break a.to_owned();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    (running, api)
+}
+
+/// One request with `token` (or none): status and body.
+fn call(api: &str, method: &str, path: &str, token: Option<&str>, body: &str) -> (u16, String) {
+    let mut s = std::net::TcpStream::connect(api).unwrap();
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    let ct = if path == "/api/bundle" {
+        "application/octet-stream"
+    } else {
+        "application/json"
+    };
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {api}\r\n{auth}Content-Type: {ct}\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let code = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (code, body)
+}
+
+fn token(dir: &Path, args: &[&str]) -> String {
+    let mut full = vec!["--json", "token", "create"];
+    full.extend_from_slice(args);
+    let j: serde_json::Value = serde_json::from_str(&ok(dir, &full)).unwrap();
+    j["token"].as_str().unwrap().to_owned()
+}
+
+const SET: &str = r#"{"ops":[{"op":"set","path":"/a","value":1}]}"#;
+
+#[test]
+fn a_token_allows_its_scope_on_a_running_node_until_revoked_or_expired() {
+    let base = tempfile::tempdir().unwrap();
+    let dir = base.path().join("n");
+    let made = ok(&dir, &["init", "--alias", "n"]);
+    assert!(made.contains("admin.token"), "{made}");
+    let admin = std::fs::read_to_string(dir.join("admin.token")).unwrap();
+    let admin = admin.trim();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        for f in ["admin.token", "tokens.json"] {
+            let mode = std::fs::metadata(dir.join(f)).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600, "{f}");
+        }
+    }
+    let (_node, api) = start(&dir);
+
+    // Open routes, and everything else refused without a valid token.
+    assert_eq!(call(&api, "GET", "/api/health", None, "").0, 200);
+    assert_eq!(call(&api, "GET", "/api/openapi.json", None, "").0, 200);
+    let (code, why) = call(&api, "GET", "/api/state", None, "");
+    assert_eq!(code, 401, "{why}");
+    assert!(why.contains("needs a token"), "{why}");
+    assert_eq!(call(&api, "GET", "/api/state", Some("nonsense"), "").0, 401);
+    let forged = format!("lct1.{}.{}", "0".repeat(8), "0".repeat(64));
+    assert_eq!(call(&api, "POST", "/api/ops", Some(&forged), SET).0, 401);
+
+    // Scopes nest.
+    let read = token(&dir, &["--scope", "read", "--name", "dash"]);
+    let write = token(&dir, &["--scope", "write", "--name", "app"]);
+    assert_eq!(call(&api, "GET", "/api/state", Some(&read), "").0, 200);
+    let (code, why) = call(&api, "POST", "/api/ops", Some(&read), SET);
+    assert_eq!(code, 403, "{why}");
+    assert!(why.contains("scope read; this needs write"), "{why}");
+    assert_eq!(call(&api, "POST", "/api/ops", Some(&write), SET).0, 200);
+    assert_eq!(call(&api, "POST", "/api/bundle", Some(&write), "x").0, 403);
+    let member = format!(
+        r#"{{"ops":[{{"op":"add_member","node":"{}"}}]}}"#,
+        "ab".repeat(32)
+    );
+    let (code, why) = call(&api, "POST", "/api/ops", Some(&write), &member);
+    assert_eq!(code, 403, "{why}");
+    assert!(why.contains("admin"), "{why}");
+    // Without --debug-api the debug routes do not exist, even for an admin.
+    assert_eq!(
+        call(
+            &api,
+            "POST",
+            "/debug/isolate",
+            Some(admin),
+            r#"{"on":true}"#
+        )
+        .0,
+        404
+    );
+
+    // Revoked and expired tokens stop working on the running node.
+    ok(&dir, &["token", "revoke", "dash"]);
+    let (code, why) = call(&api, "GET", "/api/state", Some(&read), "");
+    assert_eq!(code, 401);
+    assert!(why.contains("revoked"), "{why}");
+    let brief = token(&dir, &["--scope", "read", "--expires", "1s"]);
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    let (code, why) = call(&api, "GET", "/api/state", Some(&brief), "");
+    assert_eq!(code, 401);
+    assert!(why.contains("expired"), "{why}");
+    let list = ok(&dir, &["token", "list"]);
+    assert!(
+        list.contains("revoked") && list.contains("expired"),
+        "{list}"
+    );
+    assert!(
+        !std::fs::read_to_string(dir.join("tokens.json"))
+            .unwrap()
+            .contains(read.rsplit('.').next().unwrap())
+    );
+
+    // Every refusal is counted by reason.
+    let (_, metrics) = call(&api, "GET", "/metrics", Some(admin), "");
+    assert!(
+        metrics.contains("lcloud_api_refused_total{reason=\"missing\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("lcloud_api_refused_total{reason=\"scope\"} 3"),
+        "{metrics}"
+    );
+
+    // `lcloud --node`: the directory's admin token, LCLOUD_TOKEN, or --token-file.
+    let url = format!("http://{api}");
+    ok(&dir, &["--node", &url, "set", "/b", "2"]);
+    let out = Command::new(env!("CARGO_BIN_EXE_lcloud"))
+        .args(["--node", &url, "set", "/c", "3"])
+        .env("LCLOUD_TOKEN", &read)
+        .env_remove("LCLOUD_DIR")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("revoked"), "{err}");
+    let file = base.path().join("w.token");
+    std::fs::write(&file, &write).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_lcloud"))
+        .args(["--node", &url, "--token-file"])
+        .arg(&file)
+        .args(["set", "/c", "3"])
+        .env_remove("LCLOUD_DIR")
+        .env_remove("LCLOUD_TOKEN")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (_, state) = call(&api, "GET", "/api/state", Some(&write), "");
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&state).unwrap(),
+        serde_json::json!({"a": 1, "b": 2, "c": 3})
+    );
+}
