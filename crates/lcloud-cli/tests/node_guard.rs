@@ -4,51 +4,10 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 
-use common::lcloud;
-
-/// A running node, killed by pid when dropped.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn node_cmd(dir: &Path, listen: &str) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_lcloud"));
-    cmd.arg("--dir")
-        .arg(dir)
-        .args(["node", "run", "--api", "127.0.0.1:0", "--listen", listen])
-        .env_remove("LCLOUD_DIR")
-        .env_remove("LCLOUD_NODE");
-    cmd
-}
-
-/// Starts a node; returns it with its API address once it prints it.
-fn start(dir: &Path, listen: &str) -> (Running, String) {
-    let mut child = node_cmd(dir, listen)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("the node starts");
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let running = Running(child);
-    let api = loop {
-        let line = lines.next().expect("the node prints its API").unwrap();
-        if let Some(a) = line.strip_prefix("api http://") {
-            break a.to_owned();
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
-    common::register_token(&api, dir);
-    (running, api)
-}
+use common::{lcloud, node_cmd, start};
 
 fn store(base: &Path, name: &str) -> std::path::PathBuf {
     let dir = base.join(name);

@@ -5,73 +5,15 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 
-use common::ok;
-
-/// A running node, killed by pid when dropped.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start(dir: &Path) -> (Running, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_lcloud"))
-        .arg("--dir")
-        .arg(dir)
-        .args(["node", "run", "--api", "127.0.0.1:0"])
-        .args(["--listen", "/ip4/127.0.0.1/tcp/0"])
-        .env_remove("LCLOUD_DIR")
-        .env_remove("LCLOUD_NODE")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("the node starts");
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let running = Running(child);
-    let api = loop {
-        let line = lines.next().expect("the node prints its API").unwrap();
-        if let Some(a) = line.strip_prefix("api http://") {
-            break a.to_owned();
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
-    (running, api)
-}
+use common::{ok, start};
 
 /// One request with `token` (or none): status and body.
 fn call(api: &str, method: &str, path: &str, token: Option<&str>, body: &str) -> (u16, String) {
-    let mut s = std::net::TcpStream::connect(api).unwrap();
     let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
-    let ct = if path == "/api/bundle" {
-        "application/octet-stream"
-    } else {
-        "application/json"
-    };
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: {api}\r\n{auth}Content-Type: {ct}\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    let code = out
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = out
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (code, body)
+    common::request(api, method, path, &auth, body)
 }
 
 fn token(dir: &Path, args: &[&str]) -> String {
@@ -99,7 +41,7 @@ fn a_token_allows_its_scope_on_a_running_node_until_revoked_or_expired() {
             assert_eq!(mode & 0o777, 0o600, "{f}");
         }
     }
-    let (_node, api) = start(&dir);
+    let (_node, api) = start(&dir, "/ip4/127.0.0.1/tcp/0");
 
     // Open routes, and everything else refused without a valid token.
     assert_eq!(call(&api, "GET", "/api/health", None, "").0, 200);

@@ -1,8 +1,9 @@
 //! Running the real `lcloud` binary from tests.
 #![allow(dead_code)]
 
+use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 
 /// `lcloud --dir DIR ARGS…`, ignoring any `LCLOUD_DIR` of the environment.
 pub fn lcloud(dir: &Path, args: &[&str]) -> Output {
@@ -106,4 +107,75 @@ pub fn auth_line(api: &str) -> String {
         .get(api.trim_start_matches("http://"))
         .map(|t| format!("Authorization: Bearer {t}\r\n"))
         .unwrap_or_default()
+}
+
+/// A running node, killed by pid when dropped.
+pub struct Running(pub Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+pub fn node_cmd(dir: &Path, listen: &str) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_lcloud"));
+    cmd.arg("--dir")
+        .arg(dir)
+        .args(["node", "run", "--api", "127.0.0.1:0", "--listen", listen])
+        .env_remove("LCLOUD_DIR")
+        .env_remove("LCLOUD_NODE");
+    cmd
+}
+
+/// Starts a node; returns it with its API address once it prints it.
+pub fn start(dir: &Path, listen: &str) -> (Running, String) {
+    let mut child = node_cmd(dir, listen)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the node starts");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let running = Running(child);
+    let api = loop {
+        let line = lines.next().expect("the node prints its API").unwrap();
+        if let Some(a) = line.strip_prefix("api http://") {
+            break a.to_owned();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    register_token(&api, dir);
+    (running, api)
+}
+
+/// One HTTP/1.1 request (`Connection: close`) with `headers` (each ending in CRLF) and a
+/// content type of the route's kind: the status code and the body.
+pub fn request(api: &str, method: &str, path: &str, headers: &str, body: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let api = api.trim_start_matches("http://");
+    let mut s = std::net::TcpStream::connect(api).expect("the API listens");
+    let ct = if path == "/api/bundle" {
+        "application/octet-stream"
+    } else {
+        "application/json"
+    };
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {api}\r\nConnection: close\r\nContent-Type: {ct}\r\n{headers}Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let code = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (code, body)
 }
