@@ -1363,7 +1363,7 @@ pub fn run(cfg: &Config) -> Vec<Verdict> {
     let mut lab = Lab::new(&cfg.lcloud);
     type Attack<'a> = Box<dyn Fn(&mut Lab, &[SigningKey]) -> Result<String, String> + 'a>;
     let min_rate = cfg.min_rejections_per_s;
-    let attacks: [(&'static str, Attack); 9] = [
+    let attacks: [(&'static str, Attack); 10] = [
         (
             "hostile frames",
             Box::new(move |lab, keys| hostile_frames(lab, keys, min_rate)),
@@ -1376,6 +1376,7 @@ pub fn run(cfg: &Config) -> Vec<Verdict> {
         ("non-member", Box::new(non_member)),
         ("hostile contracts", Box::new(contracts::hostile_contracts)),
         ("bad tokens", Box::new(tokens::bad_tokens)),
+        ("event stream flood", Box::new(tokens::stream_flood)),
     ];
     attacks
         .into_iter()

@@ -36,7 +36,15 @@ fn a_token_allows_its_scope_on_a_running_node_until_revoked_or_expired() {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        for f in ["admin.token", "tokens.json"] {
+        let mode = std::fs::metadata(&dir).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700, "the node's directory");
+        for f in [
+            "admin.token",
+            "tokens.json",
+            "store.redb",
+            "identity.key",
+            "signed-seq",
+        ] {
             let mode = std::fs::metadata(dir.join(f)).unwrap().permissions().mode();
             assert_eq!(mode & 0o777, 0o600, "{f}");
         }
@@ -145,4 +153,36 @@ fn a_token_allows_its_scope_on_a_running_node_until_revoked_or_expired() {
         serde_json::from_str::<serde_json::Value>(&state).unwrap(),
         serde_json::json!({"a": 1, "b": 2, "c": 3})
     );
+}
+
+/// Event streams are capped per token (429) and a closed stream gives its place back.
+#[test]
+fn one_token_may_hold_only_so_many_event_streams() {
+    use std::io::{Read, Write};
+    let base = tempfile::tempdir().unwrap();
+    let dir = base.path().join("n");
+    ok(&dir, &["init"]);
+    let (_node, api) = start(&dir, "/ip4/127.0.0.1/tcp/0");
+    let read = token(&dir, &["--scope", "read"]);
+    let open = |t: &str| {
+        let mut s = std::net::TcpStream::connect(&api).unwrap();
+        write!(
+            s,
+            "GET /api/events HTTP/1.1\r\nHost: {api}\r\nAuthorization: Bearer {t}\r\n\r\n"
+        )
+        .unwrap();
+        let mut head = [0u8; 12];
+        s.read_exact(&mut head).unwrap();
+        let code: u16 = String::from_utf8_lossy(&head[9..12]).parse().unwrap();
+        (code, s)
+    };
+    let held: Vec<_> = (0..16).map(|_| open(&read)).collect();
+    assert!(held.iter().all(|(c, _)| *c == 200));
+    assert_eq!(open(&read).0, 429);
+    // Another token still gets one.
+    let other = token(&dir, &["--scope", "read"]);
+    assert_eq!(open(&other).0, 200);
+    drop(held);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_eq!(open(&read).0, 200, "closed streams gave their places back");
 }

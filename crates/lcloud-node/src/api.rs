@@ -24,6 +24,67 @@ pub struct Api {
     pub(crate) announce: broadcast::Sender<Announced>,
     /// The tokens, and the refusals counted.
     pub(crate) auth: std::sync::Arc<crate::auth::Auth>,
+    /// The open event streams, in all and by token.
+    pub(crate) streams: std::sync::Arc<Streams>,
+}
+
+/// Most event streams open at once, in all: each holds a connection and a buffer.
+pub const STREAMS_MAX: usize = 256;
+/// Most event streams one token may hold open.
+pub const STREAMS_PER_TOKEN_MAX: usize = 16;
+
+/// The open event streams, counted by token.
+#[derive(Debug, Default)]
+pub struct Streams {
+    open: std::sync::Mutex<std::collections::BTreeMap<String, usize>>,
+}
+
+/// One open stream; closing it (the client going away) gives its place back.
+struct StreamSlot {
+    streams: std::sync::Arc<Streams>,
+    token: String,
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        let mut open = self.streams.open.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = open.get_mut(&self.token) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.token);
+            }
+        }
+    }
+}
+
+impl Streams {
+    /// A place for one more stream of `token`, or the refusal.
+    fn take(self: &std::sync::Arc<Self>, token: &str) -> Result<StreamSlot, (StatusCode, String)> {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let total: usize = open.values().sum();
+        if total >= STREAMS_MAX {
+            return Err((
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "{STREAMS_MAX} event streams are open, the most this node serves: try again later"
+                ),
+            ));
+        }
+        let mine = open.entry(token.to_owned()).or_insert(0);
+        if *mine >= STREAMS_PER_TOKEN_MAX {
+            return Err((
+                StatusCode::TOO_MANY_REQUESTS,
+                format!(
+                    "this token has {STREAMS_PER_TOKEN_MAX} event streams open, the most one token may: close one first"
+                ),
+            ));
+        }
+        *mine += 1;
+        Ok(StreamSlot {
+            streams: self.clone(),
+            token: token.to_owned(),
+        })
+    }
 }
 
 /// Largest bundle `POST /api/bundle` accepts.
@@ -453,9 +514,23 @@ async fn isolate(State(api): State<Api>, Json(b): Json<IsolateBody>) -> Response
     }
 }
 
-async fn events(State(api): State<Api>) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
-    let rx = api.announce.subscribe();
-    let stream = futures::stream::unfold(rx, |mut rx| async move {
+async fn events(
+    State(api): State<Api>,
+    token: Option<axum::Extension<lcloud_store::TokenInfo>>,
+) -> Response {
+    let id = token.map_or_else(String::new, |t| t.id.clone());
+    match api.streams.take(&id) {
+        Ok(slot) => event_stream(api.announce.subscribe(), slot).into_response(),
+        Err((status, why)) => error(status, why),
+    }
+}
+
+/// The stream of one `/api/events` client, holding its slot until the client goes away.
+fn event_stream(
+    rx: broadcast::Receiver<Announced>,
+    slot: StreamSlot,
+) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
+    let stream = futures::stream::unfold((rx, slot), |(mut rx, slot)| async move {
         let event = match rx.recv().await {
             Ok(a) => {
                 let data = json!({
@@ -478,7 +553,7 @@ async fn events(State(api): State<Api>) -> Sse<impl Stream<Item = Result<SseEven
             }
             Err(broadcast::error::RecvError::Closed) => return None,
         };
-        Some((Ok(event), rx))
+        Some((Ok(event), (rx, slot)))
     });
     Sse::new(stream).keep_alive(KeepAlive::default())
 }
@@ -585,7 +660,7 @@ fn paths_document() -> J {
             "/api/aliases": {"get": {"summary": "The node's local aliases: node id → name.",
                 "responses": {"200": ok_json("aliases", json!({"type": "object", "additionalProperties": {"type": "string"}}))}}},
             "/api/events": {"get": {"summary": "Server-sent events: one `experience` event per experience stored (written here or received), with its calls and deploys the fold rejected (`rejected`: op index and reason).",
-                "responses": {"200": {"description": "text/event-stream"}}}},
+                "responses": {"200": {"description": "text/event-stream"}, "429": err, "503": err}}},
             "/debug/heads": {"get": {"summary": "Heads of the DAG.", "responses": {"200": {"description": "ids"}}}},
             "/debug/state-hash": {"get": {"summary": "The state root as text.", "responses": {"200": {"description": "hex"}}}},
             "/debug/isolate": {"post": {"summary": "Cut every peer connection and refuse new ones (on: true), or heal (on: false).",

@@ -199,6 +199,7 @@ async fn serve(
             inbox: inbox.clone(),
             announce,
             auth: std::sync::Arc::new(auth::Auth::new(config.dir.clone())),
+            streams: Default::default(),
         },
         config.debug_api,
     )

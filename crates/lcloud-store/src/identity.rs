@@ -29,7 +29,7 @@ impl Identity {
         match Identity::load(dir)? {
             Some(id) => Ok(id),
             None => {
-                fs::create_dir_all(dir).map_err(|e| StoreError::io(dir, e))?;
+                crate::store::create_private_dir(dir)?;
                 let key = SigningKey::new(rand_core::OsRng);
                 let path = dir.join(FILE);
                 let mut opts = fs::OpenOptions::new();

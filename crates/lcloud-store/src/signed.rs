@@ -66,11 +66,11 @@ impl SignedSeq {
         }
         let existed = self.path.exists();
         let write = || -> std::io::Result<()> {
-            let f = fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .open(&self.path)?;
+            let mut opts = fs::OpenOptions::new();
+            opts.write(true).create(true).truncate(false);
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+            let f = opts.open(&self.path)?;
             f.write_all_at(format!("{seq:020}\n").as_bytes(), 0)?;
             f.sync_data()?;
             if !existed {

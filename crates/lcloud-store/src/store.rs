@@ -322,15 +322,23 @@ impl Store {
         dir.join(DB_FILE).exists()
     }
 
-    /// Creates a store for the cloud of `genesis` in `dir`.
+    /// Creates a store for the cloud of `genesis` in `dir`: the directory (if new) and the
+    /// store file are readable by their owner only.
     pub fn create(dir: &FsPath, genesis: &Verified<Experience>) -> Result<Store, StoreError> {
         if Store::exists(dir) {
             return Err(StoreError::AlreadyExists(dir.to_owned()));
         }
-        fs::create_dir_all(dir).map_err(|e| StoreError::io(dir, e))?;
+        create_private_dir(dir)?;
+        // The file first, readable by its owner only; redb initialises the empty file.
+        let path = dir.join(DB_FILE);
+        let mut opts = fs::OpenOptions::new();
+        opts.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+        opts.open(&path).map_err(|e| StoreError::io(&path, e))?;
         let db = Database::builder()
             .set_cache_size(CACHE_BYTES)
-            .create(dir.join(DB_FILE))
+            .create(&path)
             .map_err(|e| map_db(dir, e))?;
         let mut store = Store {
             db: Some(db),
@@ -2015,4 +2023,17 @@ fn map_db(dir: &FsPath, e: impl Into<redb::Error>) -> StoreError {
             error: other.to_string(),
         },
     }
+}
+
+/// Creates `dir` (and its parents) if missing; a directory made here is its owner's only
+/// (mode 0700), as it will hold the node's key, tokens and history.
+pub(crate) fn create_private_dir(dir: &FsPath) -> Result<(), StoreError> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    let mut b = fs::DirBuilder::new();
+    b.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o700);
+    b.create(dir).map_err(|e| StoreError::io(dir, e))
 }

@@ -113,3 +113,68 @@ pub(super) fn bad_tokens(lab: &mut Lab, keys: &[SigningKey]) -> Result<String, S
         p99.as_secs_f64() * 1e3
     ))
 }
+
+/// Opens an event stream with `token`: the status, and the connection (kept open).
+fn open_stream(api: &str, token: &str) -> Result<(u16, TcpStream), String> {
+    let mut s = TcpStream::connect(api).map_err(|e| e.to_string())?;
+    let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+    write!(
+        s,
+        "GET /api/events HTTP/1.1\r\nHost: {api}\r\nAuthorization: Bearer {token}\r\n\r\n"
+    )
+    .map_err(|e| e.to_string())?;
+    let mut head = [0u8; 12];
+    s.read_exact(&mut head).map_err(|e| e.to_string())?;
+    let code = String::from_utf8_lossy(&head[9..12])
+        .parse()
+        .map_err(|_| "no status".to_owned())?;
+    Ok((code, s))
+}
+
+/// Twenty tokens each open as many event streams as they may, and more: the node keeps at
+/// most its cap open (the rest refused with 503 or 429), keeps its memory, and honest writes
+/// go on.
+pub(super) fn stream_flood(lab: &mut Lab, keys: &[SigningKey]) -> Result<String, String> {
+    use lcloud_node::api::{STREAMS_MAX, STREAMS_PER_TOKEN_MAX};
+    let (dirs, _) = lab.cloud(1, &[node_id(&keys[0])])?;
+    let dir = &dirs[0];
+    let mut tokens = Vec::new();
+    for _ in 0..20 {
+        let j: serde_json::Value = serde_json::from_str(
+            &lab.lcloud(dir, &["--json", "token", "create", "--scope", "read"])?,
+        )
+        .map_err(|e| e.to_string())?;
+        tokens.push(j["token"].as_str().unwrap_or_default().to_owned());
+    }
+    let mut a = lab.start(dir, &[])?;
+    let rss_before = a.rss_mib();
+    let honest = Writer::start(&a.api, 0);
+    let mut held = Vec::new();
+    let (mut busy, mut too_many) = (0, 0);
+    for t in &tokens {
+        for _ in 0..STREAMS_PER_TOKEN_MAX + 4 {
+            match open_stream(&a.api, t)? {
+                (200, s) => held.push(s),
+                (503, _) => busy += 1,
+                (429, _) => too_many += 1,
+                (code, _) => return Err(format!("an event stream got HTTP {code}")),
+            }
+        }
+    }
+    let rss_after = a.rss_mib();
+    std::thread::sleep(Duration::from_millis(300));
+    let (acked, p99, failed) = honest.stop();
+    ensure(a.alive(), || "the node stopped".into())?;
+    ensure(held.len() == STREAMS_MAX, || {
+        format!("{} streams open, the cap is {STREAMS_MAX}", held.len())
+    })?;
+    ensure(failed == 0, || format!("{failed} honest writes failed"))?;
+    let growth = rss_after - rss_before;
+    ensure(growth <= 32.0, || format!("RSS grew by {growth:.1} MiB"))?;
+    Ok(format!(
+        "{} event streams asked for by 20 tokens: {} open (the cap), {busy} refused 503, {too_many} refused 429; RSS {rss_before:.0} → {rss_after:.0} MiB; {acked} honest writes meanwhile, p99 {:.0} ms, 0 failed",
+        20 * (STREAMS_PER_TOKEN_MAX + 4),
+        held.len(),
+        p99.as_secs_f64() * 1e3
+    ))
+}
