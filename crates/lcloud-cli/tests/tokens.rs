@@ -77,6 +77,12 @@ fn a_token_allows_its_scope_on_a_running_node_until_revoked_or_expired() {
     let (code, why) = call(&api, "POST", "/api/ops", Some(&write), &member);
     assert_eq!(code, 403, "{why}");
     assert!(why.contains("admin"), "{why}");
+    // A body past the route's cap is refused before it is read whole.
+    let huge = format!(
+        r#"{{"ops":[{{"op":"set","path":"/h","value":"{}"}}]}}"#,
+        "x".repeat(5 << 20)
+    );
+    assert_eq!(call(&api, "POST", "/api/ops", Some(admin), &huge).0, 413);
     // Without --debug-api the debug routes do not exist, even for an admin.
     assert_eq!(
         call(

@@ -89,6 +89,9 @@ impl Streams {
 
 /// Largest bundle `POST /api/bundle` accepts.
 const BUNDLE_BYTES_MAX: usize = 1 << 30;
+/// Largest JSON body any other route accepts (413 past it): room for the JSON of one
+/// experience at its cap (1 MiB of canonical bytes) or of a contract at its (512 KiB, hex).
+pub const JSON_BYTES_MAX: usize = 4 << 20;
 
 /// Most ops one `POST /api/ops` may carry (the same cap as one experience).
 const OPS_MAX: usize = lcloud_core::OPS_MAX;
@@ -141,6 +144,7 @@ pub fn router(api: Api, debug: bool) -> Router {
             .route("/debug/isolate", post(isolate));
     }
     r.with_state(api)
+        .layer(axum::extract::DefaultBodyLimit::max(JSON_BYTES_MAX))
         .layer(axum::middleware::from_fn_with_state(
             auth,
             crate::auth::auth,
@@ -593,6 +597,8 @@ pub fn openapi_document() -> J {
                 }
                 if method == "post" {
                     op["responses"]["415"] = err("refused by the guard: the body's content type");
+                    op["responses"]["413"] =
+                        err("the body is larger than the route accepts (4 MiB; bundles 1 GiB)");
                 }
             }
         }

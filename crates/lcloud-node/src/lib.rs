@@ -194,6 +194,13 @@ async fn serve(
         error: e.to_string(),
     })?;
     println!("api http://{bound}");
+    if !bound.ip().is_loopback() {
+        tracing::warn!(
+            api = %bound,
+            "the API listens beyond this machine over plain HTTP: tokens and data cross the \
+             network unencrypted; keep it on 127.0.0.1 or put it behind TLS (docs/security.md)"
+        );
+    }
     let app = api::router(
         api::Api {
             inbox: inbox.clone(),
