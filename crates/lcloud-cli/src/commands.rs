@@ -208,6 +208,7 @@ pub fn run(cli: Cli) -> Result<()> {
                     mdns,
                     api_host,
                     debug_api,
+                    cors,
                 },
         } => {
             let addr = |a: &String| -> Result<lcloud_net::Addr> {
@@ -239,6 +240,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 mdns,
                 api_hosts: api_host.clone(),
                 debug_api,
+                cors,
             })?;
             Ok(())
         }

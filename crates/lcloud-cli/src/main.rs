@@ -387,6 +387,11 @@ enum NodeAction {
         /// harness.
         #[arg(long)]
         debug_api: bool,
+        /// A web origin whose pages may call the API from a browser (repeatable), e.g.
+        /// `https://app.example`: answered with CORS headers, its requests still need a token.
+        /// Off by default: only this node's own pages.
+        #[arg(long, value_name = "ORIGIN")]
+        cors: Vec<String>,
     },
 }
 

@@ -192,3 +192,61 @@ fn one_token_may_hold_only_so_many_event_streams() {
     std::thread::sleep(std::time::Duration::from_millis(300));
     assert_eq!(open(&read).0, 200, "closed streams gave their places back");
 }
+
+/// `--cors ORIGIN`: that origin's pages get their preflights answered and may call the API
+/// with a token; other sites' pages are still refused, and no token is still no access.
+#[test]
+fn a_page_of_an_allowed_origin_may_call_the_api_with_a_token() {
+    let base = tempfile::tempdir().unwrap();
+    let dir = base.path().join("n");
+    ok(&dir, &["init"]);
+    let (_node, api) = common::start_with(
+        &dir,
+        "/ip4/127.0.0.1/tcp/0",
+        &["--cors", "https://app.example"],
+    );
+    let read = token(&dir, &["--scope", "read"]);
+    let raw = |head: &str| -> String {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(&api).unwrap();
+        write!(s, "{head}Host: {api}\r\nConnection: close\r\n\r\n").unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out.to_ascii_lowercase()
+    };
+    let pre = raw(
+        "OPTIONS /api/ops HTTP/1.1\r\nOrigin: https://app.example\r\n\
+         Access-Control-Request-Method: POST\r\n\
+         Access-Control-Request-Headers: authorization,content-type\r\n",
+    );
+    assert!(pre.starts_with("http/1.1 200"), "{pre}");
+    assert!(
+        pre.contains("access-control-allow-origin: https://app.example"),
+        "{pre}"
+    );
+    assert!(pre.contains("authorization"), "{pre}");
+    let get = raw(&format!(
+        "GET /api/state HTTP/1.1\r\nOrigin: https://app.example\r\nAuthorization: Bearer {read}\r\n"
+    ));
+    assert!(get.starts_with("http/1.1 200"), "{get}");
+    assert!(
+        get.contains("access-control-allow-origin: https://app.example"),
+        "{get}"
+    );
+    let anonymous = raw("GET /api/state HTTP/1.1\r\nOrigin: https://app.example\r\n");
+    assert!(anonymous.starts_with("http/1.1 401"), "{anonymous}");
+    let evil = raw(&format!(
+        "GET /api/state HTTP/1.1\r\nOrigin: https://evil.example\r\nAuthorization: Bearer {read}\r\n"
+    ));
+    assert!(evil.starts_with("http/1.1 403"), "{evil}");
+    // A value that is not an origin stops the node at start, naming it.
+    let other = base.path().join("m");
+    ok(&other, &["init"]);
+    let out = common::node_cmd(&other, "/ip4/127.0.0.1/tcp/0")
+        .args(["--cors", "app.example/"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("is not a web origin"), "{err}");
+}

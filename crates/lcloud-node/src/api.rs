@@ -112,8 +112,10 @@ impl Api {
 }
 
 /// The router: every route needs a token but `/api/health` and `/api/openapi.json`
-/// ([`crate::auth`]); the `/debug` routes exist only with `debug` (`--debug-api`).
-pub fn router(api: Api, debug: bool) -> Router {
+/// ([`crate::auth`]); the `/debug` routes exist only with `debug` (`--debug-api`); pages of
+/// the `cors` origins may call it from a browser (their preflights answered before the token
+/// check, which their real requests then pass like any other).
+pub fn router(api: Api, debug: bool, cors: &[axum::http::HeaderValue]) -> Router {
     let auth = api.auth.clone();
     let mut r = Router::new()
         .route("/api/health", get(health))
@@ -143,12 +145,23 @@ pub fn router(api: Api, debug: bool) -> Router {
             .route("/debug/state-hash", get(state_hash))
             .route("/debug/isolate", post(isolate));
     }
-    r.with_state(api)
+    let r = r
+        .with_state(api)
         .layer(axum::extract::DefaultBodyLimit::max(JSON_BYTES_MAX))
         .layer(axum::middleware::from_fn_with_state(
             auth,
             crate::auth::auth,
-        ))
+        ));
+    if cors.is_empty() {
+        return r;
+    }
+    r.layer(
+        tower_http::cors::CorsLayer::new()
+            .allow_origin(cors.to_vec())
+            .allow_methods([axum::http::Method::GET, axum::http::Method::POST])
+            .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
+            .max_age(std::time::Duration::from_secs(600)),
+    )
 }
 
 /// `GET /api/health`: the node answers (no token needed).

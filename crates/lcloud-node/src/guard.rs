@@ -7,7 +7,7 @@
 //! - `Host` must name this node: an IP address, `localhost`, or a name given with `--api-host`,
 //!   with the API's port. A rebinding attack needs the attacker's own name here.
 //! - `Origin`, when a browser sends one, must be this node's own origin (`http://HOST:PORT`
-//!   with a host as above): pages of other sites are refused (403).
+//!   with a host as above) or one given with `--cors`: pages of other sites are refused (403).
 //! - Bodies must carry the content type of their route (`application/json` for JSON routes,
 //!   `application/octet-stream` for bundles; 415 otherwise): neither can be sent cross-site
 //!   without a preflight, which this API never grants.
@@ -26,6 +26,8 @@ pub struct Guard {
     pub port: u16,
     /// Host names besides IP addresses and `localhost` (`--api-host`), lowercase.
     pub names: Vec<String>,
+    /// Web origins whose pages may call the API (`--cors`), as `scheme://host[:port]`.
+    pub cors: Vec<String>,
 }
 
 impl Guard {
@@ -66,7 +68,7 @@ impl Guard {
             let same = origin
                 .strip_prefix("http://")
                 .is_some_and(|authority| self.names_me(authority));
-            if !same {
+            if !same && !self.cors.iter().any(|o| o == origin) {
                 return Some((
                     StatusCode::FORBIDDEN,
                     format!(
@@ -76,6 +78,7 @@ impl Guard {
                 ));
             }
         }
+        // A CORS preflight carries no body (the CORS layer answers it).
         if req.method() == Method::POST {
             let wanted = if req.uri().path() == "/api/bundle" {
                 "application/octet-stream"
@@ -140,6 +143,7 @@ mod tests {
         Guard {
             port: 7400,
             names: vec!["node.lan".into()],
+            cors: vec!["https://app.example".into()],
         }
     }
 

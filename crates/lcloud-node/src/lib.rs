@@ -47,6 +47,9 @@ pub struct Config {
     /// Serve the `/debug` routes (the isolation switch, raw heads, the state hash): for the
     /// demo and the chaos harness, never needed in production.
     pub debug_api: bool,
+    /// Web origins (`https://app.example`) whose pages may call the API from a browser, with
+    /// a token (CORS). None by default: only the node's own pages.
+    pub cors: Vec<String>,
 }
 
 /// Why a node could not start or stopped with an error.
@@ -72,6 +75,9 @@ pub enum NodeError {
     /// The runtime.
     #[error("cannot start the runtime: {0}")]
     Runtime(String),
+    /// A `--cors` value that is not a web origin.
+    #[error("--cors {0:?} is not a web origin (scheme://host[:port], e.g. https://app.example)")]
+    Cors(String),
     /// The API tokens could not be read or made.
     #[error("the API tokens: {0}")]
     Tokens(String),
@@ -183,6 +189,19 @@ async fn serve(
         }
     });
 
+    let cors = config
+        .cors
+        .iter()
+        .map(|o| {
+            let ok = (o.starts_with("http://") || o.starts_with("https://"))
+                && !o.ends_with('/')
+                && o.matches('/').count() == 2;
+            match axum::http::HeaderValue::from_str(o) {
+                Ok(v) if ok => Ok(v),
+                _ => Err(NodeError::Cors(o.clone())),
+            }
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     let listener = tokio::net::TcpListener::bind(config.api)
         .await
         .map_err(|e| NodeError::Api {
@@ -209,6 +228,7 @@ async fn serve(
             streams: Default::default(),
         },
         config.debug_api,
+        &cors,
     )
     .layer(axum::middleware::from_fn_with_state(
         guard::Guard {
@@ -218,6 +238,7 @@ async fn serve(
                 .iter()
                 .map(|h| h.to_ascii_lowercase())
                 .collect(),
+            cors: config.cors.clone(),
         },
         guard::guard,
     ));

@@ -131,7 +131,13 @@ pub fn node_cmd(dir: &Path, listen: &str) -> Command {
 
 /// Starts a node; returns it with its API address once it prints it.
 pub fn start(dir: &Path, listen: &str) -> (Running, String) {
+    start_with(dir, listen, &[])
+}
+
+/// [`start`] with more options for `lcloud node run`.
+pub fn start_with(dir: &Path, listen: &str, extra: &[&str]) -> (Running, String) {
     let mut child = node_cmd(dir, listen)
+        .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
