@@ -259,6 +259,26 @@ impl Op {
     /// defaults to 1), `add` and `remove` with a `value`, `del` with a `path`, and
     /// `{"op":"add_member","node":"<64 hex digits>"}`. The error says what is wrong.
     pub fn from_json(j: &serde_json::Value) -> Result<Op, String> {
+        let Some(obj) = j.as_object() else {
+            return Err(format!(
+                "an op is an object like {{\"op\":\"set\",\"path\":\"/a\",\"value\":1}}, not {j}"
+            ));
+        };
+        // Each kind takes exactly its fields: a misspelt or misplaced one is an error, not
+        // something silently ignored.
+        let allowed: &[&str] = match obj.get("op").and_then(|o| o.as_str()) {
+            Some("set" | "add" | "remove") => &["op", "path", "value"],
+            Some("del") => &["op", "path"],
+            Some("incr") => &["op", "path", "by"],
+            Some("add_member") => &["op", "node"],
+            _ => &["op", "path", "value", "by", "node"],
+        };
+        if let Some(extra) = obj.keys().find(|k| !allowed.contains(&k.as_str())) {
+            return Err(format!(
+                "{extra:?} is not a field of this op (it takes {})",
+                allowed.join(", ")
+            ));
+        }
         let field = |k: &str| j.get(k).ok_or_else(|| format!("missing {k:?} in {j}"));
         if j.get("op").and_then(|o| o.as_str()) == Some("add_member") {
             let hex = field("node")?
@@ -544,6 +564,24 @@ mod tests {
     use super::*;
     use crate::codec::{from_canonical, to_canonical};
     use proptest::prelude::*;
+
+    /// Each op kind reads exactly its own fields from JSON.
+    #[test]
+    fn an_op_from_json_takes_exactly_its_fields() {
+        let op = |s: &str| Op::from_json(&serde_json::from_str(s).unwrap());
+        assert!(op(r#"{"op":"set","path":"/a","value":1}"#).is_ok());
+        assert!(op(r#"{"op":"incr","path":"/n"}"#).is_ok());
+        let err = op(r#"{"op":"set","path":"/a","value":1,"by":{}}"#).unwrap_err();
+        assert!(err.contains("\"by\" is not a field of this op"), "{err}");
+        assert!(op(r#"{"op":"del","path":"/a","value":1}"#).is_err());
+        assert!(op(r#"{"op":"add_member","node":"00","path":"/a"}"#).is_err());
+        assert!(op(r#"[1]"#).unwrap_err().contains("an op is an object"));
+        assert!(
+            op(r#"{"op":"set","path":"/a"}"#)
+                .unwrap_err()
+                .contains("missing")
+        );
+    }
 
     proptest! {
         /// The written-out order of paths is exactly the order of their segment lists, for

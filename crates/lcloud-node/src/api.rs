@@ -119,7 +119,10 @@ pub fn router(api: Api, debug: bool, cors: &[axum::http::HeaderValue]) -> Router
     let auth = api.auth.clone();
     let mut r = Router::new()
         .route("/api/health", get(health))
-        .route("/api/openapi.json", get(openapi))
+        .route(
+            "/api/openapi.json",
+            get(move || async move { Json(openapi_document(debug)) }),
+        )
         .route("/api/state", get(state))
         .route("/api/root", get(root))
         .route("/api/status", get(status))
@@ -174,7 +177,22 @@ struct PathQuery {
     path: Option<String>,
 }
 
-async fn state(State(api): State<Api>, Query(q): Query<PathQuery>) -> Response {
+/// A query string the route cannot read: a JSON error like every other (axum's own is text).
+fn bad_query(e: axum::extract::rejection::QueryRejection) -> Response {
+    error(
+        StatusCode::BAD_REQUEST,
+        format!("bad query string: {}", e.body_text()),
+    )
+}
+
+async fn state(
+    State(api): State<Api>,
+    q: Result<Query<PathQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let q = match q {
+        Ok(Query(q)) => q,
+        Err(e) => return bad_query(e),
+    };
     let pointer = q.path.unwrap_or_default();
     let path = match Path::parse(&pointer) {
         Ok(p) => p,
@@ -332,6 +350,12 @@ async fn write(
         Ok(j) => j,
         Err(e) => return error(StatusCode::BAD_REQUEST, format!("malformed JSON: {e}")),
     };
+    if let Some(extra) = j.as_object().and_then(|o| o.keys().find(|k| *k != "ops")) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("{extra:?} is not a field of a write (it takes \"ops\" only)"),
+        );
+    }
     let Some(list) = j.get("ops").and_then(|o| o.as_array()) else {
         return error(
             StatusCode::BAD_REQUEST,
@@ -510,8 +534,12 @@ struct KeyQuery {
 async fn contract_state(
     State(api): State<Api>,
     axum::extract::Path(name): axum::extract::Path<String>,
-    Query(q): Query<KeyQuery>,
+    q: Result<Query<KeyQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
+    let q = match q {
+        Ok(Query(q)) => q,
+        Err(e) => return bad_query(e),
+    };
     match api.ask(|tx| Call::ContractState(name, q.key, tx)).await {
         Ok(Ok(v)) => Json(v.to_json()).into_response(),
         Ok(Err(e)) => error(StatusCode::NOT_FOUND, e),
@@ -575,13 +603,13 @@ fn event_stream(
     Sse::new(stream).keep_alive(KeepAlive::default())
 }
 
-async fn openapi() -> Json<J> {
-    Json(openapi_document())
-}
-
 /// The OpenAPI 3.1 description of this API.
-pub fn openapi_document() -> J {
+/// The routes of a node served with `debug` (`--debug-api`), or without the `/debug` ones.
+pub fn openapi_document(debug: bool) -> J {
     let mut doc = paths_document();
+    if !debug && let Some(paths) = doc["paths"].as_object_mut() {
+        paths.retain(|p, _| !p.starts_with("/debug/"));
+    }
     // Every route answers 403 to another Host or a foreign Origin, and every POST 415 to a
     // body of another content type (`guard.rs`); every route but the two open ones needs a
     // token: 401 without a valid one, 403 when its scope is too small (`auth.rs`).
@@ -633,7 +661,7 @@ fn paths_document() -> J {
         "paths": {
             "/api/state": {"get": {
                 "summary": "The current document at a path (JSON Pointer; empty: the whole document).",
-                "parameters": [{"name": "path", "in": "query", "required": false, "schema": {"type": "string"}}],
+                "parameters": [{"name": "path", "in": "query", "required": false, "schema": {"type": "string", "pattern": "^(/([^~]|~[01])*)*$"}}],
                 "responses": {"200": ok_json("the value", json!({})), "400": err, "404": err}}},
             "/api/root": {"get": {"summary": "The state root.",
                 "responses": {"200": ok_json("root", json!({"type": "object", "properties": {"root": {"type": "string"}}}))}}},
@@ -664,7 +692,7 @@ fn paths_document() -> J {
                 "post": {"summary": "Deploy a contract (docs/contracts.md) and name it locally; answers once the deploy is folded: accepted, or rejected and why.",
                     "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object", "required": ["code"], "properties": {
                         "code": {"type": "string", "description": "the WebAssembly module, hex"},
-                        "name": {"type": "string"}, "init": {"description": "arguments of the contract's init"},
+                        "name": {"type": ["string", "null"]}, "init": {"description": "arguments of the contract's init"},
                         "fuel": {"type": "integer", "minimum": 1}}}}}},
                     "responses": {"200": ok_json("outcome", json!({"$ref": "#/components/schemas/Outcome"})), "400": err, "413": err, "422": err, "503": err}}},
             "/api/contracts/{name}/state": {"get": {"summary": "A contract's state (a map of text values), or the value under one key.",
@@ -696,12 +724,23 @@ fn paths_document() -> J {
             "Outcome": {"type": "object", "properties": {
                 "id": {"type": "string"}, "seq": {"type": "integer"}, "contract": {"type": "string"},
                 "accepted": {"type": "boolean"}, "reason": {"type": ["string", "null"]}, "root": {"type": "string"}}},
-            "Ops": {"type": "object", "required": ["ops"], "properties": {"ops": {"type": "array", "items": {"$ref": "#/components/schemas/Op"}}}},
-            "Op": {"type": "object", "required": ["op", "path"], "properties": {
-                "op": {"type": "string", "enum": ["set", "incr", "add", "remove", "del"]},
-                "path": {"type": "string", "description": "JSON Pointer"},
-                "value": {"description": "for set, add, remove"},
-                "by": {"type": "integer", "description": "for incr (default 1)"}}}
+            "Ops": {"type": "object", "required": ["ops"], "additionalProperties": false, "properties": {"ops": {"type": "array", "minItems": 1, "maxItems": OPS_MAX, "items": {"$ref": "#/components/schemas/Op"}}}},
+            "Op": {"oneOf": [
+                {"type": "object", "required": ["op", "path", "value"], "additionalProperties": false, "properties": {
+                    "op": {"enum": ["set", "add", "remove"]},
+                    "path": {"type": "string", "pattern": "^(/([^~]|~[01])*)*$", "description": "JSON Pointer"},
+                    "value": {}}},
+                {"type": "object", "required": ["op", "path"], "additionalProperties": false, "properties": {
+                    "op": {"const": "del"},
+                    "path": {"type": "string", "pattern": "^(/([^~]|~[01])*)*$", "description": "JSON Pointer"}}},
+                {"type": "object", "required": ["op", "path"], "additionalProperties": false, "properties": {
+                    "op": {"const": "incr"},
+                    "path": {"type": "string", "pattern": "^(/([^~]|~[01])*)*$", "description": "JSON Pointer"},
+                    "by": {"type": "integer", "description": "default 1"}}},
+                {"type": "object", "required": ["op", "node"], "additionalProperties": false, "properties": {
+                    "op": {"const": "add_member"},
+                    "node": {"type": "string", "pattern": "^[0-9a-f]{64}$", "description": "admin tokens only"}}}
+            ]}
         }}
     })
 }

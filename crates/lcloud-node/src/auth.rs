@@ -157,7 +157,7 @@ mod tests {
 
     #[test]
     fn the_openapi_document_says_which_routes_need_which_token() {
-        let doc = crate::api::openapi_document();
+        let doc = crate::api::openapi_document(true);
         assert_eq!(
             doc["components"]["securitySchemes"]["bearer"]["scheme"],
             "bearer"
