@@ -211,6 +211,23 @@ fn text(bytes: Vec<u8>, what: &str, max: usize) -> Result<String, wasmi::Error> 
     String::from_utf8(bytes).map_err(|_| stop(Stop::Abi(format!("{what} is not UTF-8"))))
 }
 
+/// Hands `bytes` to the contract through its buffer at `out` (`cap` bytes): charges for them,
+/// writes them only if they fit, and answers their length (the contract asks again with a
+/// larger buffer if they did not fit).
+fn answer(
+    c: &mut Caller<'_, Host>,
+    out: i32,
+    cap: i32,
+    bytes: &[u8],
+    what: &str,
+) -> Result<i32, wasmi::Error> {
+    charge(c, bytes.len())?;
+    if bytes.len() <= cap as u32 as usize {
+        write(c, out, bytes, what)?;
+    }
+    Ok(bytes.len() as i32)
+}
+
 /// The arguments' canonical JSON text (keys sorted, no spaces), made on first use.
 fn args_json(host: &mut Host) -> Result<&mut Vec<u8>, wasmi::Error> {
     if host.args_json.is_none() {
@@ -282,11 +299,7 @@ pub(crate) fn link(linker: &mut Linker<Host>) -> Result<(), wasmi::Error> {
                 Some(other) => serde_json::to_vec(other)
                     .map_err(|e| stop(Stop::Abi(format!("the argument {name:?}: {e}"))))?,
             };
-            charge(&mut c, bytes.len())?;
-            if bytes.len() <= cap as u32 as usize {
-                write(&mut c, out, &bytes, "the argument buffer")?;
-            }
-            Ok(bytes.len() as i32)
+            answer(&mut c, out, cap, &bytes, "the argument buffer")
         },
     )?;
     linker.func_wrap(
@@ -300,11 +313,7 @@ pub(crate) fn link(linker: &mut Linker<Host>) -> Result<(), wasmi::Error> {
                 Some(v) => v.clone().into_bytes(),
                 None => return Ok(-1),
             };
-            charge(&mut c, value.len())?;
-            if value.len() <= cap as u32 as usize {
-                write(&mut c, out, &value, "the value buffer")?;
-            }
-            Ok(value.len() as i32)
+            answer(&mut c, out, cap, &value, "the value buffer")
         },
     )?;
     linker.func_wrap(
@@ -369,11 +378,7 @@ pub(crate) fn link(linker: &mut Linker<Host>) -> Result<(), wasmi::Error> {
                     value.len()
                 ))));
             }
-            charge(&mut c, value.len())?;
-            if value.len() <= cap as u32 as usize {
-                write(&mut c, out, &value, "the document buffer")?;
-            }
-            Ok(value.len() as i32)
+            answer(&mut c, out, cap, &value, "the document buffer")
         },
     )?;
     linker.func_wrap(
