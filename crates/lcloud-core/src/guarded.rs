@@ -199,6 +199,25 @@ impl Guarded {
     }
 }
 
+impl Guarded {
+    /// [`Guarded::check`] joined with the other answers `shapes` for the same batch (a guard's
+    /// refusal first): what a node's write checks return.
+    pub fn check_with(
+        &self,
+        batch: &[&[Op]],
+        shapes: Vec<Result<(), WriteRefused>>,
+    ) -> Vec<Result<(), WriteRefused>> {
+        if self.is_empty() {
+            return shapes;
+        }
+        self.check(batch)
+            .into_iter()
+            .zip(shapes)
+            .map(|(g, s)| g.and(s))
+            .collect()
+    }
+}
+
 /// Puts `sub` (or nothing) at `rel` inside `value`, making maps on the way; a map left empty
 /// disappears, as the document shows no empty maps.
 fn splice(value: &mut Option<Value>, rel: &[String], sub: Option<Value>) {

@@ -302,19 +302,11 @@ impl Replica {
                 .iter()
                 .map(|_| Err(WriteRefused::Quarantined { seq }))
                 .collect(),
-            None => {
-                let guarded = &self.ordered.state.guarded;
-                let shapes = check_shapes(&self.doc, batch);
-                if guarded.is_empty() {
-                    return shapes;
-                }
-                guarded
-                    .check(batch)
-                    .into_iter()
-                    .zip(shapes)
-                    .map(|(g, s)| g.and(s))
-                    .collect()
-            }
+            None => self
+                .ordered
+                .state
+                .guarded
+                .check_with(batch, check_shapes(&self.doc, batch)),
         }
     }
 

@@ -1458,16 +1458,7 @@ impl Store {
             let txn = self.db()?.begin_read().map_err(|e| self.map_db(e))?;
             let doc = self.current_doc_with(&txn, &exact, &subtrees)?;
             let shapes = lcloud_core::check_shapes(&doc, batch);
-            let guards = self.guards_in(&txn)?;
-            if guards.is_empty() {
-                return Ok(shapes);
-            }
-            Ok(guards
-                .check(batch)
-                .into_iter()
-                .zip(shapes)
-                .map(|(g, s)| g.and(s))
-                .collect())
+            Ok(self.guards_in(&txn)?.check_with(batch, shapes))
         })
     }
 
