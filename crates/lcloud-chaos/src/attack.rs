@@ -10,6 +10,7 @@
 //! per invalid experience or frame), so an attacker that wants to go on must come back under a
 //! new member identity: the suite has 600 of them.
 
+mod clients;
 mod contracts;
 mod tokens;
 
@@ -304,6 +305,11 @@ impl Lab {
 
     /// Starts a node on loopback (any free ports) and waits for its API.
     fn start(&self, dir: &Path, peers: &[&str]) -> Result<Node, String> {
+        self.start_with(dir, peers, &[])
+    }
+
+    /// [`Lab::start`] with more options for `lcloud node run`.
+    fn start_with(&self, dir: &Path, peers: &[&str], extra: &[&str]) -> Result<Node, String> {
         let mut cmd = Command::new(&self.lcloud);
         cmd.arg("--dir")
             .arg(dir)
@@ -319,6 +325,7 @@ impl Lab {
         for p in peers {
             cmd.args(["--peer", p]);
         }
+        cmd.args(extra);
         let mut child = cmd.spawn().map_err(|e| e.to_string())?;
         let stdout = child.stdout.take().ok_or("no stdout")?;
         let (tx, rx) = std::sync::mpsc::channel();
@@ -1363,7 +1370,7 @@ pub fn run(cfg: &Config) -> Vec<Verdict> {
     let mut lab = Lab::new(&cfg.lcloud);
     type Attack<'a> = Box<dyn Fn(&mut Lab, &[SigningKey]) -> Result<String, String> + 'a>;
     let min_rate = cfg.min_rejections_per_s;
-    let attacks: [(&'static str, Attack); 10] = [
+    let attacks: [(&'static str, Attack); 14] = [
         (
             "hostile frames",
             Box::new(move |lab, keys| hostile_frames(lab, keys, min_rate)),
@@ -1377,6 +1384,10 @@ pub fn run(cfg: &Config) -> Vec<Verdict> {
         ("hostile contracts", Box::new(contracts::hostile_contracts)),
         ("bad tokens", Box::new(tokens::bad_tokens)),
         ("event stream flood", Box::new(tokens::stream_flood)),
+        ("big bundles", Box::new(clients::big_bundles)),
+        ("stalled readers", Box::new(clients::stalled_readers)),
+        ("API connection flood", Box::new(clients::api_flood)),
+        ("slow clients", Box::new(clients::slow_clients)),
     ];
     attacks
         .into_iter()

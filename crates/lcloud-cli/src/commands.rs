@@ -62,7 +62,7 @@ pub fn run(cli: Cli) -> Result<()> {
     match cli.node.as_deref() {
         Some(url) if url.starts_with("http://") || url.starts_with("https://") => {
             let token = crate::token::for_remote(cli.token_file.as_deref(), &dir)?;
-            return crate::remote_run(url, token, json_out, cli.command);
+            return crate::remote_run(url, token, cli.ca_cert.as_deref(), json_out, cli.command);
         }
         Some(other) if !matches!(cli.command, Command::Log { .. }) => bail!(
             "--node takes a running node's API URL, like http://127.0.0.1:7400 (got {other:?})"
@@ -209,6 +209,14 @@ pub fn run(cli: Cli) -> Result<()> {
                     api_host,
                     debug_api,
                     cors,
+                    tls_cert,
+                    tls_key,
+                    max_connections,
+                    max_connections_per_address,
+                    token_rate,
+                    header_timeout,
+                    body_timeout,
+                    write_timeout,
                 },
         } => {
             let addr = |a: &String| -> Result<lcloud_net::Addr> {
@@ -241,6 +249,15 @@ pub fn run(cli: Cli) -> Result<()> {
                 api_hosts: api_host.clone(),
                 debug_api,
                 cors,
+                tls: tls_cert.zip(tls_key),
+                limits: lcloud_node::serve::Limits {
+                    connections: max_connections.max(1),
+                    per_address: max_connections_per_address.max(1),
+                    header: header_timeout,
+                    body_idle: body_timeout,
+                    write_stall: write_timeout,
+                },
+                token_rate,
             })?;
             Ok(())
         }

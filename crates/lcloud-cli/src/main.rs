@@ -55,6 +55,10 @@ struct Cli {
     /// in this node's directory, `DIR/admin.token`).
     #[arg(long, global = true, value_name = "FILE")]
     token_file: Option<PathBuf>,
+    /// With an https:// --node: trust this PEM certificate (a node's self-signed one, or a
+    /// private CA) instead of the public web's roots.
+    #[arg(long, global = true, env = "LCLOUD_CA_CERT", value_name = "FILE")]
+    ca_cert: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -392,7 +396,43 @@ enum NodeAction {
         /// Off by default: only this node's own pages.
         #[arg(long, value_name = "ORIGIN")]
         cors: Vec<String>,
+        /// Serve the API over HTTPS with this PEM certificate chain (needs --tls-key).
+        #[arg(long, value_name = "FILE", requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// The PEM private key of --tls-cert.
+        #[arg(long, value_name = "FILE", requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
+        /// Most API connections open at once; past it a new connection gets 503 and is
+        /// closed. Lowered to fit the process's descriptor limit.
+        #[arg(long, value_name = "N", default_value_t = lcloud_node::serve::CONNECTIONS_MAX)]
+        max_connections: usize,
+        /// Most API connections open at once from one IP address.
+        #[arg(long, value_name = "N", default_value_t = lcloud_node::serve::PER_ADDRESS_MAX)]
+        max_connections_per_address: usize,
+        /// Most API requests one token may make per second (as many at once); past it the
+        /// answer is 429 with Retry-After. 0: no limit.
+        #[arg(long, value_name = "N", default_value_t = 10_000)]
+        token_rate: u32,
+        /// Longest wait for a request's header, from the connection's start or the previous
+        /// answer (idle connections close after it), e.g. `10s`.
+        #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = duration)]
+        header_timeout: std::time::Duration,
+        /// Longest wait for the next bytes of a request body.
+        #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = duration)]
+        body_timeout: std::time::Duration,
+        /// Longest an answer may wait for the client to read it (then the connection closes).
+        #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = duration)]
+        write_timeout: std::time::Duration,
     },
+}
+
+/// A positive duration such as `10s`, `500ms` or `2m`.
+fn duration(s: &str) -> std::result::Result<std::time::Duration, String> {
+    match humantime::parse_duration(s) {
+        Ok(d) if !d.is_zero() => Ok(d),
+        Ok(_) => Err("must be more than zero".into()),
+        Err(e) => Err(format!("{e} (e.g. 10s, 500ms, 2m)")),
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -439,12 +479,13 @@ enum MemberAction {
 fn remote_run(
     url: &str,
     token: Option<String>,
+    ca_cert: Option<&std::path::Path>,
     json_out: bool,
     command: Command,
 ) -> anyhow::Result<()> {
     use anyhow::Context;
     use serde_json::json;
-    let remote = remote::Remote::new(url, token);
+    let remote = remote::Remote::new(url, token, ca_cert)?;
     let show = |value: serde_json::Value, human: String| {
         if json_out {
             println!("{value}");
@@ -553,6 +594,7 @@ fn remote_run(
                 json: json_out,
                 node: None,
                 token_file: None,
+                ca_cert: None,
                 command,
             })?;
             if verify && !json_out {

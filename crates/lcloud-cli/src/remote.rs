@@ -13,17 +13,45 @@ pub struct Remote {
 }
 
 impl Remote {
-    pub fn new(url: &str, token: Option<String>) -> Remote {
+    /// The node at `url` (`http://` or `https://`), sending `token`; an `https://` node's
+    /// certificate is checked against `ca_cert` if given, else against the web's roots.
+    pub fn new(
+        url: &str,
+        token: Option<String>,
+        ca_cert: Option<&std::path::Path>,
+    ) -> Result<Remote> {
+        use ureq::tls::{Certificate, PemItem, RootCerts, TlsConfig};
+        let mut tls = TlsConfig::builder().unversioned_rustls_crypto_provider(std::sync::Arc::new(
+            rustls::crypto::aws_lc_rs::default_provider(),
+        ));
+        if let Some(file) = ca_cert {
+            let pem = std::fs::read(file)
+                .with_context(|| format!("cannot read --ca-cert {}", file.display()))?;
+            let certs: Vec<Certificate<'static>> = ureq::tls::parse_pem(&pem)
+                .filter_map(|item| match item {
+                    Ok(PemItem::Certificate(c)) => Some(c),
+                    _ => None,
+                })
+                .collect();
+            if certs.is_empty() {
+                bail!(
+                    "--ca-cert {}: no PEM certificate in the file",
+                    file.display()
+                );
+            }
+            tls = tls.root_certs(RootCerts::new_with_certs(&certs));
+        }
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_global(Some(std::time::Duration::from_secs(30)))
+            .tls_config(tls.build())
             .build()
             .into();
-        Remote {
+        Ok(Remote {
             base: url.trim_end_matches('/').to_owned(),
             agent,
             authorization: token.map(|t| format!("Bearer {t}")),
-        }
+        })
     }
 
     /// `req` with the token, if there is one.

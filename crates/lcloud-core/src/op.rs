@@ -316,9 +316,15 @@ impl Op {
                 path,
                 by: match j.get("by") {
                     None => 1,
+                    // JSON's integers include `3.0` (JSON Schema says so too).
                     Some(b) => b
                         .as_i64()
-                        .ok_or_else(|| "\"by\" must be an integer".to_owned())?,
+                        .or_else(|| {
+                            b.as_f64()
+                                .filter(|x| x.fract() == 0.0 && x.abs() < 9.0e18)
+                                .map(|x| x as i64)
+                        })
+                        .ok_or_else(|| "\"by\" must be a 64-bit integer".to_owned())?,
                 },
             },
             other => {

@@ -26,6 +26,14 @@ pub struct Api {
     pub(crate) auth: std::sync::Arc<crate::auth::Auth>,
     /// The open event streams, in all and by token.
     pub(crate) streams: std::sync::Arc<Streams>,
+    /// The API's connections, counted.
+    pub(crate) connections: std::sync::Arc<crate::serve::Counters>,
+    /// The cloud.
+    pub(crate) cloud: Id,
+    /// The node's directory (bundles being received are spooled there).
+    pub(crate) dir: std::path::PathBuf,
+    /// Places for bundles being received.
+    pub(crate) uploads: std::sync::Arc<tokio::sync::Semaphore>,
 }
 
 /// Most event streams open at once, in all: each holds a connection and a buffer.
@@ -87,8 +95,6 @@ impl Streams {
     }
 }
 
-/// Largest bundle `POST /api/bundle` accepts.
-const BUNDLE_BYTES_MAX: usize = 1 << 30;
 /// Largest JSON body any other route accepts (413 past it): room for the JSON of one
 /// experience at its cap (1 MiB of canonical bytes) or of a contract at its (512 KiB, hex).
 pub const JSON_BYTES_MAX: usize = 4 << 20;
@@ -101,7 +107,10 @@ pub(crate) fn error(status: StatusCode, msg: impl Into<String>) -> Response {
 }
 
 impl Api {
-    async fn ask<T>(&self, call: impl FnOnce(oneshot::Sender<T>) -> Call) -> Result<T, Response> {
+    pub(crate) async fn ask<T>(
+        &self,
+        call: impl FnOnce(oneshot::Sender<T>) -> Call,
+    ) -> Result<T, Response> {
         let (tx, rx) = oneshot::channel();
         self.inbox
             .send(Msg::Api(call(tx)))
@@ -133,9 +142,7 @@ pub fn router(api: Api, debug: bool, cors: &[axum::http::HeaderValue]) -> Router
         .route("/api/events", get(events))
         .route(
             "/api/bundle",
-            get(bundle_out)
-                .post(bundle_in)
-                .layer(axum::extract::DefaultBodyLimit::max(BUNDLE_BYTES_MAX)),
+            get(crate::bundles::bundle_out).post(crate::bundles::bundle_in),
         )
         .route("/api/aliases", get(aliases))
         .route("/api/contracts", get(contracts).post(deploy))
@@ -323,10 +330,27 @@ async fn metrics(State(api): State<Api>) -> Response {
                  # TYPE lcloud_api_refused_total counter\n\
                  lcloud_api_refused_total{{reason=\"missing\"}} {}\n\
                  lcloud_api_refused_total{{reason=\"invalid\"}} {}\n\
-                 lcloud_api_refused_total{{reason=\"scope\"}} {}\n",
+                 lcloud_api_refused_total{{reason=\"scope\"}} {}\n\
+                 lcloud_api_refused_total{{reason=\"rate\"}} {}\n",
                 load(&r.missing),
                 load(&r.invalid),
-                load(&r.scope)
+                load(&r.scope),
+                load(&r.rate)
+            ));
+            let c = &api.connections;
+            text.push_str(&format!(
+                "# HELP lcloud_api_connections_total API connections, by what became of them.\n\
+                 # TYPE lcloud_api_connections_total counter\n\
+                 lcloud_api_connections_total{{outcome=\"served\"}} {}\n\
+                 lcloud_api_connections_total{{outcome=\"refused_cap\"}} {}\n\
+                 lcloud_api_connections_total{{outcome=\"refused_address_cap\"}} {}\n\
+                 lcloud_api_connections_total{{outcome=\"tls_failed\"}} {}\n\
+                 lcloud_api_connections_total{{outcome=\"write_stalled\"}} {}\n",
+                load(&c.accepted),
+                load(&c.refused),
+                load(&c.refused_address),
+                load(&c.tls_failed),
+                load(&c.write_stalled)
             ));
             (
                 [(
@@ -394,28 +418,6 @@ async fn write(
     }
 }
 
-async fn bundle_out(State(api): State<Api>) -> Response {
-    match api.ask(Call::Bundle).await {
-        Ok(bytes) => ([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response(),
-        Err(r) => r,
-    }
-}
-
-async fn bundle_in(State(api): State<Api>, body: axum::body::Bytes) -> Response {
-    match api.ask(|tx| Call::Import(body.to_vec(), tx)).await {
-        Ok(Ok(r)) => Json(json!({
-            "new": r.new,
-            "known": r.known,
-            "rejected": r.rejected,
-            "first_rejection": r.first_rejection,
-            "root": r.root.map(|id| id.to_hex()),
-        }))
-        .into_response(),
-        Ok(Err(e)) => error(StatusCode::BAD_REQUEST, e),
-        Err(r) => r,
-    }
-}
-
 async fn aliases(State(api): State<Api>) -> Response {
     match api.ask(Call::Aliases).await {
         Ok(a) => Json(
@@ -458,15 +460,37 @@ fn json_value(j: Option<&J>, what: &str) -> Result<lcloud_core::Value, String> {
 fn fuel_of(j: &J) -> Result<Option<u64>, String> {
     match j.get("fuel") {
         None | Some(J::Null) => Ok(None),
+        // JSON Schema's integers include `3.0`.
         Some(f) => f
             .as_u64()
+            .or_else(|| {
+                f.as_f64()
+                    .filter(|x| x.fract() == 0.0 && *x >= 1.0 && *x < 1.8e19)
+                    .map(|x| x as u64)
+            })
+            .filter(|f| *f > 0)
             .map(Some)
             .ok_or_else(|| "\"fuel\" must be a positive integer".to_owned()),
     }
 }
 
+/// The first field of `j` not among `known`, as an error naming it.
+fn only_fields(j: &J, known: &[&str], what: &str) -> Result<(), String> {
+    match j
+        .as_object()
+        .and_then(|o| o.keys().find(|k| !known.contains(&k.as_str())))
+    {
+        Some(k) => Err(format!(
+            "{k:?} is not a field of {what} (it takes {})",
+            known.join(", ")
+        )),
+        None => Ok(()),
+    }
+}
+
 fn parse_deploy(body: &[u8]) -> Result<Deploy, String> {
     let j: J = serde_json::from_slice(body).map_err(|e| format!("malformed JSON: {e}"))?;
+    only_fields(&j, &["code", "name", "init", "fuel"], "a deploy")?;
     let code = j.get("code").and_then(J::as_str).ok_or(
         "expected {\"code\": \"<the module, hex>\", \"name\": …, \"init\": …, \"fuel\": …}",
     )?;
@@ -489,6 +513,7 @@ fn parse_deploy(body: &[u8]) -> Result<Deploy, String> {
 
 fn parse_call(body: &[u8]) -> Result<Invoke, String> {
     let j: J = serde_json::from_slice(body).map_err(|e| format!("malformed JSON: {e}"))?;
+    only_fields(&j, &["contract", "function", "args", "fuel"], "a call")?;
     let (Some(contract), Some(function)) = (
         j.get("contract").and_then(J::as_str),
         j.get("function").and_then(J::as_str),
@@ -548,11 +573,21 @@ async fn contract_state(
 }
 
 #[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 struct IsolateBody {
     on: bool,
 }
 
-async fn isolate(State(api): State<Api>, Json(b): Json<IsolateBody>) -> Response {
+async fn isolate(State(api): State<Api>, body: axum::body::Bytes) -> Response {
+    let b: IsolateBody = match serde_json::from_slice(&body) {
+        Ok(b) => b,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("expected {{\"on\": true|false}}: {e}"),
+            );
+        }
+    };
     match api.inbox.send(Msg::Api(Call::Isolate(b.on))) {
         Ok(()) => Json(json!({"isolated": b.on})).into_response(),
         Err(_) => error(StatusCode::SERVICE_UNAVAILABLE, "the node is stopping"),
@@ -630,6 +665,9 @@ pub fn openapi_document(debug: bool) -> J {
                             "refused by the guard (see info.description), or the token's scope is below {scope}"
                         ));
                         op["x-scope"] = json!(scope.as_str());
+                        op["responses"]["429"] = err(
+                            "the token made more requests a second than the node allows (--token-rate); Retry-After says when to retry",
+                        );
                     }
                     None => {
                         op["responses"]["403"] = err("refused by the guard (see info.description)");
@@ -677,32 +715,33 @@ fn paths_document() -> J {
                 "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Ops"}}}},
                 "responses": {"200": ok_json("written", json!({"type": "object", "properties": {"id": {"type": "string"}, "seq": {"type": "integer"}}})), "400": err, "422": err, "503": err}}},
             "/api/bundle": {
-                "get": {"summary": "Every experience the node holds, as a bundle (LCLOUD-BUNDLE-1, see docs/format.md).",
-                    "responses": {"200": {"description": "application/octet-stream"}}},
+                "get": {"summary": "Every experience the node holds, as a bundle (LCLOUD-BUNDLE-1, see docs/format.md), streamed as the client reads it.",
+                    "responses": {"200": {"description": "application/octet-stream"}, "503": err}},
                 "post": {"summary": "Import a bundle: every experience is validated; reports new, known and rejected by reason.",
                     "requestBody": {"required": true, "content": {"application/octet-stream": {}}},
                     "responses": {"200": ok_json("report", json!({"type": "object", "properties": {
                         "new": {"type": "integer"}, "known": {"type": "integer"},
                         "rejected": {"type": "object", "additionalProperties": {"type": "integer"}},
                         "first_rejection": {"type": ["string", "null"], "description": "the first rejected record and why"},
-                        "root": {"type": ["string", "null"]}}})), "400": err}}},
+                        "root": {"type": ["string", "null"]}}})), "400": err,
+                        "503": err}}},
             "/api/contracts": {
                 "get": {"summary": "The deployed contracts: id, local name, who deployed them, the deploying experience, module size, keys in their state.",
                     "responses": {"200": ok_json("contracts", json!({"type": "array", "items": {"type": "object"}}))}},
                 "post": {"summary": "Deploy a contract (docs/contracts.md) and name it locally; answers once the deploy is folded: accepted, or rejected and why.",
-                    "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object", "required": ["code"], "properties": {
+                    "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object", "required": ["code"], "additionalProperties": false, "properties": {
                         "code": {"type": "string", "description": "the WebAssembly module, hex"},
-                        "name": {"type": ["string", "null"]}, "init": {"description": "arguments of the contract's init"},
-                        "fuel": {"type": "integer", "minimum": 1}}}}}},
+                        "name": {"type": ["string", "null"], "pattern": "^[A-Za-z0-9._-]{1,64}$"}, "init": {"description": "arguments of the contract's init"},
+                        "fuel": {"type": ["integer", "null"], "minimum": 1}}}}}},
                     "responses": {"200": ok_json("outcome", json!({"$ref": "#/components/schemas/Outcome"})), "400": err, "413": err, "422": err, "503": err}}},
             "/api/contracts/{name}/state": {"get": {"summary": "A contract's state (a map of text values), or the value under one key.",
                 "parameters": [{"name": "name", "in": "path", "required": true, "schema": {"type": "string"}},
                     {"name": "key", "in": "query", "required": false, "schema": {"type": "string"}}],
                 "responses": {"200": ok_json("state", json!({})), "404": err}}},
             "/api/call": {"post": {"summary": "Call a contract's function as one experience of this node; answers once the call is folded: accepted, or rejected and why (as folded now: a concurrent call that sorts before it can still change this, identically on every node).",
-                "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object", "required": ["contract", "function"], "properties": {
+                "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object", "required": ["contract", "function"], "additionalProperties": false, "properties": {
                     "contract": {"type": "string", "description": "local name or id prefix"},
-                    "function": {"type": "string"}, "args": {}, "fuel": {"type": "integer", "minimum": 1}}}}}},
+                    "function": {"type": "string"}, "args": {}, "fuel": {"type": ["integer", "null"], "minimum": 1}}}}}},
                 "responses": {"200": ok_json("outcome", json!({"$ref": "#/components/schemas/Outcome"})), "400": err, "422": err, "503": err}}},
             "/api/aliases": {"get": {"summary": "The node's local aliases: node id → name.",
                 "responses": {"200": ok_json("aliases", json!({"type": "object", "additionalProperties": {"type": "string"}}))}}},
@@ -711,8 +750,8 @@ fn paths_document() -> J {
             "/debug/heads": {"get": {"summary": "Heads of the DAG.", "responses": {"200": {"description": "ids"}}}},
             "/debug/state-hash": {"get": {"summary": "The state root as text.", "responses": {"200": {"description": "hex"}}}},
             "/debug/isolate": {"post": {"summary": "Cut every peer connection and refuse new ones (on: true), or heal (on: false).",
-                "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object", "properties": {"on": {"type": "boolean"}}}}}},
-                "responses": {"200": {"description": "done"}}}},
+                "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object", "required": ["on"], "additionalProperties": false, "properties": {"on": {"type": "boolean"}}}}}},
+                "responses": {"200": {"description": "done"}, "400": err, "503": err}}},
             "/metrics": {"get": {"summary": "Prometheus text: peers, experiences in/out, rejections by reason, sync lag.",
                 "responses": {"200": {"description": "text/plain"}}}},
             "/api/openapi.json": {"get": {"summary": "This document.", "responses": {"200": {"description": "OpenAPI"}}}},
@@ -736,7 +775,7 @@ fn paths_document() -> J {
                 {"type": "object", "required": ["op", "path"], "additionalProperties": false, "properties": {
                     "op": {"const": "incr"},
                     "path": {"type": "string", "pattern": "^(/([^~]|~[01])*)*$", "description": "JSON Pointer"},
-                    "by": {"type": "integer", "description": "default 1"}}},
+                    "by": {"type": "integer", "minimum": -9223372036854775808i64, "maximum": 9223372036854775807i64, "description": "default 1 (a 64-bit integer)"}}},
                 {"type": "object", "required": ["op", "node"], "additionalProperties": false, "properties": {
                     "op": {"const": "add_member"},
                     "node": {"type": "string", "pattern": "^[0-9a-f]{64}$", "description": "admin tokens only"}}}

@@ -7,10 +7,11 @@
 //! token is 401; a valid token without the route's scope is 403. Each refusal is counted by
 //! reason (`/metrics`).
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 use axum::extract::{Request, State};
 use axum::http::{Method, StatusCode, header};
@@ -27,6 +28,8 @@ pub struct Refusals {
     pub invalid: AtomicU64,
     /// A valid token without the scope.
     pub scope: AtomicU64,
+    /// A token past its request rate.
+    pub rate: AtomicU64,
 }
 
 /// The node's tokens, as the API checks them.
@@ -37,6 +40,10 @@ pub struct Auth {
     cache: Mutex<Option<(Option<SystemTime>, u64, Tokens)>>,
     /// Refusals so far.
     pub refused: Refusals,
+    /// Requests per second allowed to one token (0: no limit).
+    rate: u32,
+    /// Each token's bucket: requests it may still make now, and when that was counted.
+    buckets: Mutex<BTreeMap<String, (f64, Instant)>>,
 }
 
 /// The scope a request needs, `None` for the open routes.
@@ -54,12 +61,34 @@ pub fn needs(method: &Method, path: &str) -> Option<Scope> {
 }
 
 impl Auth {
-    /// The tokens of the node in `dir`.
-    pub fn new(dir: PathBuf) -> Auth {
+    /// The tokens of the node in `dir`; each may make `rate` requests a second (as many at
+    /// once), 0 for no limit.
+    pub fn new(dir: PathBuf, rate: u32) -> Auth {
         Auth {
             dir,
             cache: Mutex::new(None),
             refused: Refusals::default(),
+            rate,
+            buckets: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// Takes one request from `token`'s bucket (refilled at the rate, holding at most one
+    /// second's worth), or how long until it has one.
+    fn spend(&self, token: &str, now: Instant) -> Result<(), Duration> {
+        if self.rate == 0 {
+            return Ok(());
+        }
+        let rate = f64::from(self.rate);
+        let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        let (left, at) = buckets.entry(token.to_owned()).or_insert((rate, now));
+        *left = (*left + now.saturating_duration_since(*at).as_secs_f64() * rate).min(rate);
+        *at = now;
+        if *left >= 1.0 {
+            *left -= 1.0;
+            Ok(())
+        } else {
+            Err(Duration::from_secs_f64((1.0 - *left) / rate))
         }
     }
 
@@ -116,6 +145,21 @@ pub async fn auth(State(a): State<std::sync::Arc<Auth>>, mut req: Request, next:
         .map(|v| v.strip_prefix("Bearer ").unwrap_or("").trim());
     match a.check(presented, scope) {
         Ok(token) => {
+            if let Err(wait) = a.spend(&token.id, Instant::now()) {
+                a.refused.rate.fetch_add(1, Ordering::Relaxed);
+                let mut r = crate::api::error(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    format!(
+                        "token {} made more than {} requests a second: slow down",
+                        token.id, a.rate
+                    ),
+                );
+                let secs = wait.as_secs().max(1).to_string();
+                if let Ok(v) = header::HeaderValue::from_str(&secs) {
+                    r.headers_mut().insert(header::RETRY_AFTER, v);
+                }
+                return r;
+            }
             req.extensions_mut().insert(token);
             next.run(req).await
         }
@@ -153,6 +197,28 @@ mod tests {
         assert_eq!(needs(&Method::POST, "/api/contracts"), Some(Scope::Admin));
         assert_eq!(needs(&Method::POST, "/debug/isolate"), Some(Scope::Admin));
         assert_eq!(needs(&Method::DELETE, "/api/state"), Some(Scope::Admin));
+    }
+
+    #[test]
+    fn a_token_may_make_its_rate_of_requests_a_second_and_no_more() {
+        let a = Auth::new(PathBuf::from("/nonexistent"), 10);
+        let t0 = Instant::now();
+        for _ in 0..10 {
+            assert_eq!(a.spend("a", t0), Ok(()));
+        }
+        let wait = a.spend("a", t0).unwrap_err();
+        assert!(wait > Duration::ZERO && wait <= Duration::from_millis(100));
+        // Another token has its own bucket.
+        assert_eq!(a.spend("b", t0), Ok(()));
+        // A tenth of a second refills one request, and no more than a second's worth builds up.
+        let t1 = t0 + Duration::from_millis(100);
+        assert_eq!(a.spend("a", t1), Ok(()));
+        assert!(a.spend("a", t1).is_err());
+        let t2 = t1 + Duration::from_secs(60);
+        assert_eq!((0..11).filter(|_| a.spend("a", t2).is_ok()).count(), 10);
+        // No limit at 0.
+        let free = Auth::new(PathBuf::from("/nonexistent"), 0);
+        assert!((0..100_000).all(|_| free.spend("a", t0).is_ok()));
     }
 
     #[test]

@@ -170,10 +170,10 @@ pub fn check_name(name: &str) -> Result<(), String> {
         || name.len() > 64
         || !name
             .chars()
-            .all(|c| c.is_alphanumeric() || matches!(c, '-' | '_' | '.'))
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
     {
         return Err(format!(
-            "bad contract name {name:?}: 1 to 64 letters, digits, '-', '_' or '.'"
+            "bad contract name {name:?}: 1 to 64 ASCII letters, digits, '-', '_' or '.'"
         ));
     }
     Ok(())

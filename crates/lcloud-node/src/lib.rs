@@ -11,9 +11,11 @@
 
 pub mod api;
 pub mod auth;
+pub mod bundles;
 pub mod contracts;
 pub mod guard;
 pub mod node;
+pub mod serve;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -50,6 +52,12 @@ pub struct Config {
     /// Web origins (`https://app.example`) whose pages may call the API from a browser, with
     /// a token (CORS). None by default: only the node's own pages.
     pub cors: Vec<String>,
+    /// Serve HTTPS with this PEM certificate chain and PEM private key.
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// The limits on API connections (see [`serve::Limits`]).
+    pub limits: serve::Limits,
+    /// Most requests one token may make per second (with as many at once), 0 for no limit.
+    pub token_rate: u32,
 }
 
 /// Why a node could not start or stopped with an error.
@@ -78,6 +86,9 @@ pub enum NodeError {
     /// A `--cors` value that is not a web origin.
     #[error("--cors {0:?} is not a web origin (scheme://host[:port], e.g. https://app.example)")]
     Cors(String),
+    /// The TLS certificate or key.
+    #[error("{0}")]
+    Tls(String),
     /// The API tokens could not be read or made.
     #[error("the API tokens: {0}")]
     Tokens(String),
@@ -97,6 +108,16 @@ pub fn run(config: Config) -> Result<(), NodeError> {
             "disk full: started without writing the document leaves a crash left behind; \
              writes are refused until space is freed, then the first commit writes them"
         );
+    }
+    // Bundles a stopped node was receiving are of no use now.
+    if let Ok(entries) = std::fs::read_dir(&config.dir) {
+        for e in entries.flatten() {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with("incoming-") && name.ends_with(".bundle") {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
     }
     let identity =
         Identity::load(&config.dir)?.ok_or_else(|| NodeError::NoIdentity(config.dir.clone()))?;
@@ -202,6 +223,10 @@ async fn serve(
             }
         })
         .collect::<Result<Vec<_>, _>>()?;
+    let tls = match &config.tls {
+        Some((cert, key)) => Some(serve::tls_config(cert, key).map_err(NodeError::Tls)?),
+        None => None,
+    };
     let listener = tokio::net::TcpListener::bind(config.api)
         .await
         .map_err(|e| NodeError::Api {
@@ -212,20 +237,31 @@ async fn serve(
         addr: config.api,
         error: e.to_string(),
     })?;
-    println!("api http://{bound}");
-    if !bound.ip().is_loopback() {
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    println!("api {scheme}://{bound}");
+    if !bound.ip().is_loopback() && tls.is_none() {
         tracing::warn!(
             api = %bound,
             "the API listens beyond this machine over plain HTTP: tokens and data cross the \
-             network unencrypted; keep it on 127.0.0.1 or put it behind TLS (docs/security.md)"
+             network unencrypted; keep it on 127.0.0.1 or serve HTTPS with --tls-cert and \
+             --tls-key (docs/security.md)"
         );
     }
+    let connections = std::sync::Arc::new(serve::Counters::default());
+    let limits = serve::Limits {
+        connections: serve::connection_cap(config.limits.connections),
+        ..config.limits
+    };
     let app = api::router(
         api::Api {
             inbox: inbox.clone(),
             announce,
-            auth: std::sync::Arc::new(auth::Auth::new(config.dir.clone())),
+            auth: std::sync::Arc::new(auth::Auth::new(config.dir.clone(), config.token_rate)),
             streams: Default::default(),
+            connections: connections.clone(),
+            cloud,
+            dir: config.dir.clone(),
+            uploads: std::sync::Arc::new(tokio::sync::Semaphore::new(bundles::UPLOADS_MAX)),
         },
         config.debug_api,
         &cors,
@@ -252,9 +288,9 @@ async fn serve(
         ended_tx.notify_one();
         joined
     });
-    let server = axum::serve(listener, app).with_graceful_shutdown(shutdown_signal());
-    let result = tokio::select! {
-        result = server => result,
+    let server = serve::serve(listener, app, tls, limits, connections, shutdown_signal());
+    tokio::select! {
+        () = server => {}
         () = ended.notified() => {
             let why = match core.await {
                 Ok(Err(panic)) => panic
@@ -274,10 +310,7 @@ async fn serve(
     let store = core.await.ok().and_then(|r| r.ok());
     drop(store);
     println!("stopped");
-    result.map_err(|e| NodeError::Api {
-        addr: bound,
-        error: e.to_string(),
-    })
+    Ok(())
 }
 
 /// Batches of experiences checked at once by the network task (see `serve`).

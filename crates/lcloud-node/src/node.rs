@@ -183,12 +183,30 @@ pub enum Call {
     Metrics(oneshot::Sender<String>),
     /// Cut every connection (`true`) or heal (`false`).
     Isolate(bool),
-    /// Every admitted experience, as a bundle (LCLOUD-BUNDLE-1).
-    Bundle(oneshot::Sender<Vec<u8>>),
+    /// How many experiences are admitted, and the generation of that count (it changes when
+    /// the history is loaded again from the store, renumbering it).
+    BundleHead(oneshot::Sender<(u64, u64)>),
+    /// The canonical bytes of admitted experiences from `from` on (arrival order), at least
+    /// one and as many as fit in `bytes`, if the generation is still the one given (`None`:
+    /// it is not, start again).
+    BundleRecords {
+        /// From [`Call::BundleHead`].
+        generation: u64,
+        /// The first.
+        from: u64,
+        /// About how many bytes to send back.
+        bytes: usize,
+        /// The answer.
+        reply: oneshot::Sender<Option<Vec<Vec<u8>>>>,
+    },
     /// The store's local aliases.
     Aliases(oneshot::Sender<BTreeMap<NodeId, String>>),
-    /// Import a bundle (validated like a peer's experiences).
-    Import(Vec<u8>, oneshot::Sender<Result<Imported, String>>),
+    /// Import a bundle file (its layout and checksum already checked, each experience
+    /// validated like a peer's).
+    Import(
+        std::path::PathBuf,
+        oneshot::Sender<Result<Imported, String>>,
+    ),
     /// Deploy a contract, and say what the fold made of it.
     Deploy(Deploy, oneshot::Sender<Result<ContractWritten, WriteError>>),
     /// Call a contract, and say what the fold made of the call.
@@ -449,6 +467,9 @@ pub struct Node {
     metrics: Metrics,
     /// The document as the store last persisted it (so a commit writes only changed leaves).
     persisted: lcloud_core::Doc,
+    /// Bumped whenever the history is loaded again (its arrival order renumbered), so that a
+    /// bundle streamed in pieces starts again instead of mixing two orders.
+    generation: u64,
 }
 
 impl Node {
@@ -479,6 +500,7 @@ impl Node {
             refused: lcloud_net::BanList::default(),
             grants_seen: 0,
             unstored: None,
+            generation: 0,
             scores: BTreeMap::new(),
             metrics: Metrics::default(),
         };
@@ -1169,14 +1191,16 @@ impl Node {
     }
 
     /// Imports a bundle: validated on every core, stored in chunks of one commit each.
-    fn import(&mut self, bytes: &[u8]) -> Result<Imported, String> {
-        let b =
-            lcloud_store::bundle::decode(bytes).map_err(|e| format!("not a valid bundle: {e}"))?;
+    fn import(&mut self, file: &std::path::Path) -> Result<Imported, String> {
+        let unreadable = |e: std::io::Error| format!("cannot read the received bundle: {e}");
+        let f = std::fs::File::open(file).map_err(unreadable)?;
+        let (b_cloud, mut records) =
+            lcloud_store::bundle::Reader::open(std::io::BufReader::with_capacity(1 << 20, f))
+                .map_err(unreadable)?;
         let cloud = self.replica.cloud();
-        if b.cloud != cloud {
+        if b_cloud != cloud {
             return Err(format!(
-                "a bundle of cloud {}, but this node holds cloud {cloud}",
-                b.cloud
+                "a bundle of cloud {b_cloud}, but this node holds cloud {cloud}"
             ));
         }
         let mut report = Imported::default();
@@ -1184,16 +1208,33 @@ impl Node {
             *report.rejected.entry(reason.into()).or_default() += 1;
             report.first_rejection.get_or_insert(full);
         };
+        // A chunk of records at a time: at most CHUNK records or CHUNK_BYTES bytes held.
         const CHUNK: usize = 8192;
-        for (c, chunk) in b.records.chunks(CHUNK).enumerate() {
-            let exps: Vec<ByteBuf> = chunk.iter().map(|r| ByteBuf(r.to_vec())).collect();
-            let mut valid = Vec::with_capacity(exps.len());
+        const CHUNK_BYTES: usize = 32 << 20;
+        let mut first = 0usize;
+        loop {
+            let mut exps = Vec::new();
+            let mut bytes = 0;
+            while exps.len() < CHUNK && bytes < CHUNK_BYTES {
+                match records.next_record().map_err(unreadable)? {
+                    Some(r) => {
+                        bytes += r.len();
+                        exps.push(ByteBuf(r));
+                    }
+                    None => break,
+                }
+            }
+            if exps.is_empty() {
+                break;
+            }
+            let n = exps.len();
+            let mut valid = Vec::with_capacity(n);
             for (i, r) in check(exps, &cloud).into_iter().enumerate() {
                 match r {
                     Ok((exp, _)) if self.replica.lattice().contains(&exp.id()) => report.known += 1,
                     Ok(x) => valid.push(x),
                     Err(e) => {
-                        let full = format!("record #{}: {e}", c * CHUNK + i);
+                        let full = format!("record #{}: {e}", first + i);
                         reject(&mut report, e.reason(), full);
                     }
                 }
@@ -1207,6 +1248,7 @@ impl Node {
                 return Err("the node could not store the bundle (see its log); nothing of this chunk was kept".into());
             }
             report.new += new;
+            first += n;
         }
         report.root = Some(self.replica.root());
         Ok(report)
@@ -1221,6 +1263,7 @@ impl Node {
             Ok(r) => {
                 self.persisted = r.state().doc;
                 self.replica = r;
+                self.generation += 1;
                 // What peers lack is found again by the next exchange.
                 for s in self.peers.values_mut() {
                     s.pushing.clear();
@@ -1456,19 +1499,35 @@ impl Node {
                 }
                 self.send(Command::Isolate(on));
             }
-            Call::Bundle(reply) => {
+            Call::BundleHead(reply) => {
+                let _ = reply.send((self.replica.lattice().len() as u64, self.generation));
+            }
+            Call::BundleRecords {
+                generation,
+                from,
+                bytes,
+                reply,
+            } => {
                 let lattice = self.replica.lattice();
-                let records: Vec<Vec<u8>> = lattice.iter().map(|e| e.to_bytes()).collect();
-                let _ = reply.send(lcloud_store::bundle::encode(
-                    &self.replica.cloud(),
-                    records.iter().map(Vec::as_slice),
-                ));
+                let records = (generation == self.generation).then(|| {
+                    let mut out: Vec<Vec<u8>> = Vec::new();
+                    let mut size = 0;
+                    let mut i = from;
+                    while i < lattice.len() as u64 && (out.is_empty() || size < bytes) {
+                        let r = lattice.get(i as lcloud_core::lattice::Idx).to_bytes();
+                        size += r.len();
+                        out.push(r);
+                        i += 1;
+                    }
+                    out
+                });
+                let _ = reply.send(records);
             }
             Call::Aliases(reply) => {
                 let _ = reply.send(self.store.aliases().unwrap_or_default());
             }
-            Call::Import(bytes, reply) => {
-                let _ = reply.send(self.import(&bytes));
+            Call::Import(file, reply) => {
+                let _ = reply.send(self.import(&file));
             }
             Call::Deploy(d, reply) => {
                 let (id, op) = crate::contracts::deploy_op(d.code, d.init);

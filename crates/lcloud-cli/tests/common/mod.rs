@@ -146,7 +146,10 @@ pub fn start_with(dir: &Path, listen: &str, extra: &[&str]) -> (Running, String)
     let running = Running(child);
     let api = loop {
         let line = lines.next().expect("the node prints its API").unwrap();
-        if let Some(a) = line.strip_prefix("api http://") {
+        if let Some(a) = line
+            .strip_prefix("api http://")
+            .or_else(|| line.strip_prefix("api https://"))
+        {
             break a.to_owned();
         }
     };
