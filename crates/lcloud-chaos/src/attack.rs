@@ -288,6 +288,10 @@ impl Lab {
             args.push("--member".into());
             args.push(id);
         }
+        if n == 1 && extra.is_empty() {
+            // No one else to list: an open cloud (the attacks that need one say so).
+            args.push("--open".into());
+        }
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         self.lcloud(&dirs[0], &args)?;
         let bundle = root.join("genesis.bundle");
@@ -467,6 +471,22 @@ impl Attacker {
         key: &SigningKey,
         node: &Node,
     ) -> Result<Attacker, String> {
+        // The attackers hold the genesis (the cloud id, which keys the handshake) unless an
+        // attack says otherwise.
+        let cloud = node.status()?["cloud"]
+            .as_str()
+            .and_then(lcloud_core::Id::from_hex)
+            .ok_or("the node's status names no cloud")?;
+        Attacker::connect_with(rt, key, node, lcloud_net::prologue(cloud.as_bytes()))
+    }
+
+    /// [`Attacker::connect`] with this Noise prologue.
+    fn connect_with(
+        rt: &tokio::runtime::Runtime,
+        key: &SigningKey,
+        node: &Node,
+        prologue: Vec<u8>,
+    ) -> Result<Attacker, String> {
         let peer = node.peer_id()?;
         let addr: Multiaddr = node.p2p.parse().map_err(|e| format!("{e}"))?;
         let mut secret = key.to_bytes();
@@ -479,7 +499,9 @@ impl Attacker {
             .with_tokio()
             .with_tcp(
                 libp2p::tcp::Config::default().nodelay(true),
-                libp2p::noise::Config::new,
+                move |key: &libp2p::identity::Keypair| {
+                    libp2p::noise::Config::new(key).map(|c| c.with_prologue(prologue.clone()))
+                },
                 libp2p::yamux::Config::default,
             )
             .map_err(|e| e.to_string())?
@@ -1364,13 +1386,54 @@ fn non_member(lab: &mut Lab, keys: &[SigningKey]) -> Result<String, String> {
     Ok("a non-member is disconnected at once: 0 experiences sent to it, 0 stored from it".into())
 }
 
+/// A fresh key that never held the genesis dials an open cloud's node: without the cloud id
+/// it cannot make the Noise prologue, so the handshake fails and it learns nothing (not the
+/// id, not the topic, no experience). The same key with the genesis connects and syncs (the
+/// control: the handshake is the gate).
+fn stranger(lab: &mut Lab, keys: &[SigningKey]) -> Result<String, String> {
+    let rt = runtime()?;
+    let (dirs, genesis) = lab.cloud(1, &[])?;
+    let cloud = genesis.id();
+    let a = lab.start(&dirs[0], &[])?;
+    a.write(1)?;
+    let stranger = &keys[ATTACKER_KEYS];
+    let guesses: [(&str, Vec<u8>); 3] = [
+        ("no prologue", Vec::new()),
+        ("another cloud's", lcloud_net::prologue(&[7; 32])),
+        ("the genesis id itself", cloud.as_bytes().to_vec()),
+    ];
+    for (what, prologue) in &guesses {
+        if Attacker::connect_with(&rt, stranger, &a, prologue.clone()).is_ok() {
+            return Err(format!("a stranger connected with {what} prologue"));
+        }
+    }
+    let att = Attacker::connect(&rt, stranger, &a)?;
+    let sync = Request::Sync {
+        summary: Summary {
+            cloud,
+            chains: vec![],
+        },
+    };
+    let got = match att.request(&sync) {
+        Ok(Response::Sync { exps, .. }) => exps.len(),
+        other => return Err(format!("with the genesis, a sync got {other:?}")),
+    };
+    ensure(got >= 2, || {
+        format!("with the genesis, a sync got {got} experiences")
+    })?;
+    Ok(format!(
+        "a stranger's handshake fails with {} guessed prologues (it learns nothing); with the genesis the same key connects and syncs {got} experiences",
+        guesses.len()
+    ))
+}
+
 /// Runs every attack (or those named by `only`), each on fresh nodes.
 pub fn run(cfg: &Config) -> Vec<Verdict> {
     let keys = keys();
     let mut lab = Lab::new(&cfg.lcloud);
     type Attack<'a> = Box<dyn Fn(&mut Lab, &[SigningKey]) -> Result<String, String> + 'a>;
     let min_rate = cfg.min_rejections_per_s;
-    let attacks: [(&'static str, Attack); 14] = [
+    let attacks: [(&'static str, Attack); 15] = [
         (
             "hostile frames",
             Box::new(move |lab, keys| hostile_frames(lab, keys, min_rate)),
@@ -1381,6 +1444,7 @@ pub fn run(cfg: &Config) -> Vec<Verdict> {
         ("eclipse", Box::new(eclipse)),
         ("connection flood", Box::new(|lab, _| connection_flood(lab))),
         ("non-member", Box::new(non_member)),
+        ("stranger to an open cloud", Box::new(stranger)),
         ("hostile contracts", Box::new(contracts::hostile_contracts)),
         ("bad tokens", Box::new(tokens::bad_tokens)),
         ("event stream flood", Box::new(tokens::stream_flood)),

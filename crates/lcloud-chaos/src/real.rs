@@ -553,7 +553,7 @@ pub fn run(cfg: &Config) -> Result<Outcome, String> {
             Err(String::from_utf8_lossy(&out.stderr).trim().to_owned())
         }
     };
-    lcloud(&dirs[0], &["init", "--cloud", "chaos"])?;
+    lcloud(&dirs[0], &["init", "--open", "--cloud", "chaos"])?;
     let bundle = base.join("genesis.bundle");
     lcloud(&dirs[0], &["export", bundle.to_str().ok_or("utf-8")?])?;
     for d in &dirs[1..] {

@@ -451,7 +451,7 @@ fn http_writes(base: &Path, clients: usize, each: usize) -> f64 {
     let out = Command::new(env!("CARGO_BIN_EXE_lcloud"))
         .arg("--dir")
         .arg(&dir)
-        .args(["init", "--cloud", "writes"])
+        .args(["init", "--open", "--cloud", "writes"])
         .env_remove("LCLOUD_DIR")
         .output()
         .unwrap();
@@ -588,7 +588,7 @@ fn main() {
             String::from_utf8_lossy(&out.stderr)
         );
     };
-    run(&five[0], &["init", "--cloud", "five"]);
+    run(&five[0], &["init", "--open", "--cloud", "five"]);
     run(&five[0], &["export", genesis_bundle.to_str().unwrap()]);
     for d in &five[1..] {
         run(d, &["join", genesis_bundle.to_str().unwrap()]);

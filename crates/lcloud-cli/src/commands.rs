@@ -310,13 +310,14 @@ fn init(dir: &FsPath, json_out: bool, args: InitArgs) -> Result<()> {
         alias,
         cloud,
         members,
+        open,
         quarantine_forks: quarantine,
         initial,
     } = args;
     if Store::exists(dir) {
         bail!("a λCLOUD store already exists in {}", dir.display());
     }
-    let members = if members.is_empty() {
+    let members = if open {
         None
     } else {
         let mut ids = members

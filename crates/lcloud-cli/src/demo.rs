@@ -271,7 +271,10 @@ fn seed(base: PathBuf) -> Result<()> {
     );
 
     println!("1. alice creates a cloud; bob and carol join from its genesis");
-    d.say("alice", &["init", "--alias", "alice", "--cloud", "demo"])?;
+    d.say(
+        "alice",
+        &["init", "--open", "--alias", "alice", "--cloud", "demo"],
+    )?;
     let genesis = base.join("genesis.bundle");
     d.run("alice", &["export", genesis.to_str().context("UTF-8")?])?;
     for n in ["bob", "carol"] {

@@ -27,7 +27,10 @@ pub fn run(base: PathBuf) -> Result<()> {
     let wasm = wasm.to_str().context("UTF-8")?.to_owned();
 
     println!("1. alice creates a cloud; bob joins; both nodes start and connect");
-    d.say("alice", &["init", "--alias", "alice", "--cloud", "bank"])?;
+    d.say(
+        "alice",
+        &["init", "--open", "--alias", "alice", "--cloud", "bank"],
+    )?;
     let genesis = base.join("genesis.bundle");
     let genesis = genesis.to_str().context("UTF-8")?;
     d.run("alice", &["export", genesis])?;

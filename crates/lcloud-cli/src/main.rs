@@ -89,10 +89,15 @@ struct InitArgs {
     /// The cloud's name.
     #[arg(long, default_value = "default")]
     cloud: String,
-    /// A node allowed to write (repeatable). Without any, the cloud is open to anyone who
-    /// holds its genesis. The creator can add members later with `lcloud member add`.
+    /// A node allowed to write besides this one (repeatable). A cloud is members-only: its
+    /// creator adds members later with `lcloud member add`, and peers that are not members are
+    /// disconnected at once.
     #[arg(long = "member", value_name = "NODEID")]
     members: Vec<String>,
+    /// Make an open cloud instead: anyone who holds its genesis (a bundle of it) may connect
+    /// and write. Peers without the genesis still cannot connect (docs/security.md).
+    #[arg(long, conflicts_with = "members")]
+    open: bool,
     /// Leave out a forking author's ops from the fork point on (default: fold both branches).
     #[arg(long)]
     quarantine_forks: bool,

@@ -60,7 +60,7 @@ impl Node {
 /// Alice creates a cloud; Bob joins from her bundle.
 fn pair() -> (Node, Node) {
     let a = Node::new();
-    a.ok(&["init", "--alias", "alice", "--cloud", "test"]);
+    a.ok(&["init", "--open", "--alias", "alice", "--cloud", "test"]);
     let b = Node::new();
     let file = a.bundle("genesis.bundle");
     b.ok(&["join", file.to_str().unwrap(), "--alias", "bob"]);
@@ -202,6 +202,26 @@ fn membership_is_enforced_from_the_cli() {
     a.ok(&["member", "add", &carol]);
     c.import(&a.bundle("grant.bundle"));
     c.ok(&["set", "/now", "1"]);
+}
+
+#[test]
+fn a_cloud_is_members_only_unless_made_open() {
+    // Made without --member: only its creator may write.
+    let a = Node::new();
+    a.ok(&["init"]);
+    let joiner = Node::new();
+    joiner.ok(&["join", a.bundle("g.bundle").to_str().unwrap()]);
+    assert!(joiner.fails(&["set", "/x", "1"]).contains("not a member"));
+    // With --open, anyone who holds the genesis may.
+    let open = Node::new();
+    open.ok(&["init", "--open"]);
+    let other = Node::new();
+    other.ok(&["join", open.bundle("g.bundle").to_str().unwrap()]);
+    other.ok(&["set", "/x", "1"]);
+    // Both at once make no sense.
+    let both = Node::new().run(&["init", "--open", "--member", &"0".repeat(64)]);
+    assert!(!both.status.success());
+    assert!(String::from_utf8_lossy(&both.stderr).contains("'--open' cannot be used with"));
 }
 
 #[test]

@@ -246,9 +246,12 @@ fn hosts_or_skip(n: usize) -> Option<Hosts> {
 /// A cloud created in `dirs[0]` and joined by the others.
 fn cloud_in(base: &Path, dirs: &[PathBuf]) {
     assert!(
-        lcloud(&dirs[0], &["init", "--alias", "h1", "--cloud", "hosts"])
-            .status
-            .success()
+        lcloud(
+            &dirs[0],
+            &["init", "--open", "--alias", "h1", "--cloud", "hosts"]
+        )
+        .status
+        .success()
     );
     let bundle = base.join("genesis.bundle");
     assert!(

@@ -153,6 +153,9 @@ fn cloud(base: &Path, names: &[&str], members: Option<&[&str]>) -> Vec<PathBuf> 
     for id in &ids {
         init.extend(["--member", id.as_str()]);
     }
+    if members.is_none() {
+        init.push("--open");
+    }
     assert!(lcloud(&dirs[0], &init).status.success());
     let bundle = base.join("genesis.bundle");
     assert!(
@@ -324,7 +327,7 @@ fn a_peer_sending_tampered_experiences_is_rejected_scored_and_banned() {
             secret: mallory.key().to_bytes(),
             listen: vec![],
             peers: vec![a.p2p.parse().unwrap()],
-            topic: cloud.to_hex(),
+            cloud: *cloud.as_bytes(),
             redial_every: Duration::from_secs(60),
             mdns: false,
         })

@@ -61,8 +61,10 @@ pub struct Config {
     pub listen: Vec<Multiaddr>,
     /// Peers to dial, and to dial again while they are not connected.
     pub peers: Vec<Multiaddr>,
-    /// The gossip topic (the cloud id in hex).
-    pub topic: String,
+    /// The cloud (its genesis id). Never sent: it keys the Noise handshake
+    /// ([`prologue`]) and names the gossip topic ([`topic`]) through one-way hashes, so only
+    /// peers that hold the genesis can connect at all.
+    pub cloud: [u8; 32],
     /// How often to dial the given peers that are not connected.
     pub redial_every: Duration,
     /// Find peers on the local network with mDNS and dial them. Off unless asked for: without
@@ -315,18 +317,35 @@ fn check_port_free(addr: &Multiaddr) -> Result<(), NetError> {
     }
 }
 
+/// The Noise prologue of a cloud's connections: both ends mix it into the handshake, which
+/// fails unless they hold the same one. So a peer must hold the cloud's genesis (its id) to
+/// connect at all, and learns nothing of the cloud (not even its id: the prologue is a
+/// one-way hash of it, and is never sent) until it proves that. Versioned with the protocol.
+pub fn prologue(cloud: &[u8; 32]) -> Vec<u8> {
+    blake3::derive_key("lcloud 2026-12 noise prologue v1", cloud).to_vec()
+}
+
+/// The gossip topic of a cloud: a one-way hash of its id, so that the topic names nothing a
+/// peer could use.
+pub fn topic(cloud: &[u8; 32]) -> String {
+    hex::encode(blake3::derive_key("lcloud 2026-12 gossip topic v1", cloud))
+}
+
 /// Starts the network on the current tokio runtime.
 pub fn start(config: Config) -> Result<Net, NetError> {
     let mut secret = config.secret;
     let keypair = identity::Keypair::ed25519_from_bytes(&mut secret)
         .map_err(|e| NetError::Key(e.to_string()))?;
     let me = keypair.public().to_peer_id();
-    let topic = gossipsub::IdentTopic::new(config.topic.clone());
+    let topic = gossipsub::IdentTopic::new(topic(&config.cloud));
+    let prologue = prologue(&config.cloud);
     let mut swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
         .with_tokio()
         .with_tcp(
             libp2p::tcp::Config::default().nodelay(true),
-            libp2p::noise::Config::new,
+            move |key: &identity::Keypair| {
+                libp2p::noise::Config::new(key).map(|c| c.with_prologue(prologue.clone()))
+            },
             libp2p::yamux::Config::default,
         )
         .map_err(|e| NetError::Build(e.to_string()))?

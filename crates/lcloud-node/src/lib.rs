@@ -149,7 +149,7 @@ async fn serve(
         secret: identity.key().to_bytes(),
         listen: config.listen.clone(),
         peers: config.peers.clone(),
-        topic: cloud.to_hex(),
+        cloud: *cloud.as_bytes(),
         redial_every: Duration::from_secs(1),
         mdns: config.mdns,
     })?;

@@ -15,7 +15,7 @@ use super::{Lab, Writer, ensure, node_id, proc_kib};
 
 /// A connection to `api` from the loopback address `from` (127.0.0.x), so that an attacker
 /// and the honest client are told apart as two machines would be.
-fn connect_from(from: [u8; 4], api: &str) -> Result<TcpStream, String> {
+pub(super) fn connect_from(from: [u8; 4], api: &str) -> Result<TcpStream, String> {
     let to: SocketAddr = api.parse().map_err(|e| format!("{api}: {e}"))?;
     let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
         .map_err(|e| e.to_string())?;
