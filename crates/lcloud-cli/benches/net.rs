@@ -457,21 +457,7 @@ fn sign_limit() -> f64 {
 /// second.
 fn http_writes(base: &Path, clients: usize, each: usize) -> f64 {
     let dir = base.join("w");
-    let lcloud = |args: &[&str]| {
-        let out = Command::new(env!("CARGO_BIN_EXE_lcloud"))
-            .arg("--dir")
-            .arg(&dir)
-            .args(args)
-            .env_remove("LCLOUD_DIR")
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    };
+    let lcloud = |args: &[&str]| lcloud_ok(&dir, args);
     lcloud(&["init", "--open", "--cloud", "writes"]);
     let tokens: Vec<String> = (0..clients)
         .map(|_| {
@@ -503,6 +489,23 @@ fn http_writes(base: &Path, clients: usize, each: usize) -> f64 {
     let rate = (clients * each) as f64 / t.elapsed().as_secs_f64();
     assert_eq!(node.held(), (clients * each) as u64 + 1);
     rate
+}
+
+/// `lcloud --dir DIR ARGS…`, which must succeed: its stdout.
+fn lcloud_ok(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_lcloud"))
+        .arg("--dir")
+        .arg(dir)
+        .args(args)
+        .env_remove("LCLOUD_DIR")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
 }
 
 /// The store's own group commit (`lcloud_store::Committer`, in this process): `writers`
@@ -634,18 +637,7 @@ fn main() {
     let five: Vec<PathBuf> = (0..5).map(|i| base.path().join(format!("n{i}"))).collect();
     let genesis_bundle = base.path().join("g.bundle");
     let run = |dir: &Path, args: &[&str]| {
-        let out = Command::new(env!("CARGO_BIN_EXE_lcloud"))
-            .arg("--dir")
-            .arg(dir)
-            .args(args)
-            .env_remove("LCLOUD_DIR")
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        lcloud_ok(dir, args);
     };
     run(&five[0], &["init", "--open", "--cloud", "five"]);
     run(&five[0], &["export", genesis_bundle.to_str().unwrap()]);
