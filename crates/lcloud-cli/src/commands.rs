@@ -146,6 +146,9 @@ pub fn run(cli: Cli) -> Result<()> {
                 .ok_or_else(|| anyhow!("bad node id {node:?}: give all 64 hex digits"))?;
             write(&dir, json_out, vec![Op::AddMember { node }])
         }
+        Command::Member {
+            action: MemberAction::List,
+        } => members(&dir, json_out),
         Command::State { path, cut } => state(&dir, json_out, path, &cut),
         Command::Conflicts { path } => conflicts(&dir, json_out, &path),
         Command::Root { cut } => {
@@ -303,6 +306,43 @@ pub(crate) fn print(json_out: bool, value: serde_json::Value, human: impl FnOnce
     } else {
         println!("{}", human());
     }
+}
+
+/// `lcloud member list`: who may write, and why.
+fn members(dir: &FsPath, json_out: bool) -> Result<()> {
+    let node = open(dir)?;
+    let aliases = node.store.aliases()?;
+    let lattice = node.replica.lattice();
+    let rules = lattice.rules();
+    let mut list: Vec<(NodeId, &str)> = vec![(rules.creator, "creator")];
+    if let Some(named) = &rules.members {
+        list.extend(named.iter().map(|m| (*m, "genesis")));
+    }
+    for g in lattice.granted() {
+        if !list.iter().any(|(m, _)| m == g) {
+            list.push((*g, "granted"));
+        }
+    }
+    let open = rules.members.is_none();
+    let rows: Vec<serde_json::Value> = list
+        .iter()
+        .map(|(m, how)| json!({"node": m.to_hex(), "how": how, "alias": aliases.get(m)}))
+        .collect();
+    print(json_out, json!({"open": open, "members": rows}), || {
+        let mut out = if open {
+            "an open cloud: anyone who holds its genesis may write; its creator:".to_owned()
+        } else {
+            "members-only: these may write".to_owned()
+        };
+        for (m, how) in &list {
+            let alias = aliases.get(m).map_or("", |a| a.as_str());
+            let line = format!("{}  {how:<8} {alias}", m.to_hex());
+            out.push('\n');
+            out.push_str(line.trim_end());
+        }
+        out
+    });
+    Ok(())
 }
 
 fn init(dir: &FsPath, json_out: bool, args: InitArgs) -> Result<()> {

@@ -478,6 +478,9 @@ enum MemberAction {
         /// The node's id (64 hex digits).
         node: String,
     },
+    /// List who may write: the creator, the members named in the genesis, and those granted
+    /// by `member add` (or say the cloud is open).
+    List,
 }
 
 /// Runs a command against a running node's API.
@@ -488,7 +491,6 @@ fn remote_run(
     json_out: bool,
     command: Command,
 ) -> anyhow::Result<()> {
-    use anyhow::Context;
     use serde_json::json;
     let remote = remote::Remote::new(url, token, ca_cert)?;
     let show = |value: serde_json::Value, human: String| {
@@ -556,9 +558,7 @@ fn remote_run(
             show(json!({"heads": v}), human);
         }
         Command::Import { file } => {
-            let bytes =
-                std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
-            let r = remote.import(&bytes)?;
+            let r = remote.import(&file)?;
             let rejected: u64 = r["rejected"]
                 .as_object()
                 .map(|m| m.values().filter_map(|v| v.as_u64()).sum())
@@ -589,7 +589,10 @@ fn remote_run(
         | Command::Log { .. }
         | Command::Export { .. }
         | Command::Verify
-        | Command::Forks) => {
+        | Command::Forks
+        | Command::Member {
+            action: MemberAction::List,
+        }) => {
             // Read commands the API does not serve directly run on a snapshot of the node's
             // history, fetched as a bundle into a temporary store.
             let snapshot = remote::Snapshot::fetch(&remote)?;

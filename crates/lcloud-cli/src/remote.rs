@@ -110,11 +110,19 @@ impl Remote {
     }
 
     /// Imports a bundle into the node.
-    pub fn import(&self, bytes: &[u8]) -> Result<J> {
+    /// Sends the bundle in `file` to be imported, streamed from the file (never held whole),
+    /// with no overall deadline: a large bundle takes as long as it takes (the node's own
+    /// deadlines catch a stalled transfer).
+    pub fn import(&self, file: &std::path::Path) -> Result<J> {
+        let f =
+            std::fs::File::open(file).with_context(|| format!("cannot read {}", file.display()))?;
         let r = self
             .auth(self.agent.post(format!("{}/api/bundle", self.base)))
             .header("content-type", "application/octet-stream")
-            .send(bytes);
+            .config()
+            .timeout_global(None)
+            .build()
+            .send(f);
         self.answer("the import", r)
     }
 

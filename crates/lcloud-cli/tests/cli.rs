@@ -202,6 +202,23 @@ fn membership_is_enforced_from_the_cli() {
     a.ok(&["member", "add", &carol]);
     c.import(&a.bundle("grant.bundle"));
     c.ok(&["set", "/now", "1"]);
+    // Who may write, and why.
+    let list: serde_json::Value =
+        serde_json::from_str(&c.ok(&["--json", "member", "list"])).unwrap();
+    assert_eq!(list["open"], false);
+    let how = |id: &str| {
+        list["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["node"] == id)
+            .map(|m| m["how"].as_str().unwrap().to_owned())
+    };
+    let alice = a.ok(&["id"]);
+    assert_eq!(how(&alice).as_deref(), Some("creator"));
+    assert_eq!(how(&bob).as_deref(), Some("genesis"));
+    assert_eq!(how(&carol).as_deref(), Some("granted"));
+    assert_eq!(list["members"].as_array().unwrap().len(), 3);
 }
 
 #[test]
