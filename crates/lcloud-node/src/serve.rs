@@ -300,8 +300,13 @@ impl<T> Stalling<T> {
         }
     }
 
-    /// `Pending` from a write: starts (or checks) the stall deadline.
-    fn pending<R>(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<R>> {
+    /// A write's outcome: `Pending` starts (or checks) the stall deadline, anything else
+    /// clears it.
+    fn track<R>(&mut self, cx: &mut Context<'_>, p: Poll<io::Result<R>>) -> Poll<io::Result<R>> {
+        if !p.is_pending() {
+            self.stalled = None;
+            return p;
+        }
         let limit = self.limit;
         let sleep = self
             .stalled
@@ -335,23 +340,13 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Stalling<T> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        match Pin::new(&mut self.io).poll_write(cx, buf) {
-            Poll::Pending => self.pending(cx),
-            done => {
-                self.stalled = None;
-                done
-            }
-        }
+        let p = Pin::new(&mut self.io).poll_write(cx, buf);
+        self.track(cx, p)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match Pin::new(&mut self.io).poll_flush(cx) {
-            Poll::Pending => self.pending(cx),
-            done => {
-                self.stalled = None;
-                done
-            }
-        }
+        let p = Pin::new(&mut self.io).poll_flush(cx);
+        self.track(cx, p)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -363,13 +358,8 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Stalling<T> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        match Pin::new(&mut self.io).poll_write_vectored(cx, bufs) {
-            Poll::Pending => self.pending(cx),
-            done => {
-                self.stalled = None;
-                done
-            }
-        }
+        let p = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
+        self.track(cx, p)
     }
 
     fn is_write_vectored(&self) -> bool {
