@@ -171,12 +171,27 @@ pub fn request(api: &str, method: &str, path: &str, headers: &str, body: &str) -
     };
     write!(
         s,
-        "{method} {path} HTTP/1.1\r\nHost: {api}\r\nConnection: close\r\nContent-Type: {ct}\r\n{headers}Content-Length: {}\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nHost: {api}\r\nConnection: close\r\nContent-Type: {ct}\r\n{headers}Content-Length: {}\r\n\r\n",
         body.len()
     )
     .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
+    // A server may answer (413, 401) and close before the body is all sent: the write then
+    // fails with a broken pipe or a reset, and the answer is still there to read.
+    let _ = s.write_all(body.as_bytes());
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => raw.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                assert!(!raw.is_empty(), "no answer from {api}{path}: {e}");
+                break;
+            }
+        }
+    }
+    let out = String::from_utf8_lossy(&raw).into_owned();
     let code = out
         .split_whitespace()
         .nth(1)
