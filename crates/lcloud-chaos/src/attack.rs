@@ -12,6 +12,7 @@
 
 mod clients;
 mod contracts;
+mod membership;
 mod tokens;
 
 use std::collections::BTreeMap;
@@ -1433,7 +1434,7 @@ pub fn run(cfg: &Config) -> Vec<Verdict> {
     let mut lab = Lab::new(&cfg.lcloud);
     type Attack<'a> = Box<dyn Fn(&mut Lab, &[SigningKey]) -> Result<String, String> + 'a>;
     let min_rate = cfg.min_rejections_per_s;
-    let attacks: [(&'static str, Attack); 15] = [
+    let attacks: [(&'static str, Attack); 17] = [
         (
             "hostile frames",
             Box::new(move |lab, keys| hostile_frames(lab, keys, min_rate)),
@@ -1445,6 +1446,14 @@ pub fn run(cfg: &Config) -> Vec<Verdict> {
         ("connection flood", Box::new(|lab, _| connection_flood(lab))),
         ("non-member", Box::new(non_member)),
         ("stranger to an open cloud", Box::new(stranger)),
+        (
+            "removed member keeps writing",
+            Box::new(membership::removed_member),
+        ),
+        (
+            "rotated-away key keeps writing",
+            Box::new(membership::rotated_key),
+        ),
         ("hostile contracts", Box::new(contracts::hostile_contracts)),
         ("bad tokens", Box::new(tokens::bad_tokens)),
         ("event stream flood", Box::new(tokens::stream_flood)),

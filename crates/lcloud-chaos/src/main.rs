@@ -220,6 +220,18 @@ fn describe(seed: u64, o: &sim::Outcome) -> String {
                 ": DID NOT HAPPEN"
             }
         ),
+        sim::Scenario::Revoke => format!(
+            " [{}: {} acknowledged writes of the removed member left out, {} requests refused, {} client writes refused{}]",
+            scenario.name(),
+            o.revoked,
+            o.refused_peers.0,
+            o.refused_writes,
+            if o.scenario_happened(scenario) {
+                ""
+            } else {
+                ": DID NOT HAPPEN"
+            }
+        ),
         sim::Scenario::Grant => format!(
             " [{}: {} requests refused, {} refusals lifted, {} client writes refused{}]",
             scenario.name(),

@@ -14,7 +14,7 @@ use lcloud_store::{Identity, Store, bundle};
 use serde_json::json;
 
 use crate::resolve::{self, Names};
-use crate::{Cli, Command, CutArgs, InitArgs, MemberAction, NodeAction};
+use crate::{Cli, Command, CutArgs, InitArgs, KeyAction, MemberAction, NodeAction};
 
 /// Everything a command needs from the node's directory.
 pub(crate) struct Node {
@@ -68,6 +68,9 @@ pub fn run(cli: Cli) -> Result<()> {
             "--node takes a running node's API URL, like http://127.0.0.1:7400 (got {other:?})"
         ),
         _ => {}
+    }
+    if Store::exists(&dir) && !matches!(cli.command, Command::Node { .. }) {
+        crate::membership::settle_rotation(&dir)?;
     }
     match cli.command {
         Command::Init(args) => init(&dir, json_out, args),
@@ -140,15 +143,22 @@ pub fn run(cli: Cli) -> Result<()> {
         ),
         Command::Batch => write(&dir, json_out, read_batch()?),
         Command::Member {
-            action: MemberAction::Add { node },
-        } => {
-            let node = NodeId::from_hex(&node)
-                .ok_or_else(|| anyhow!("bad node id {node:?}: give all 64 hex digits"))?;
-            write(&dir, json_out, vec![Op::AddMember { node }])
-        }
-        Command::Member {
             action: MemberAction::List,
-        } => members(&dir, json_out),
+        } => crate::membership::list(&dir, json_out),
+        Command::Member { action } => {
+            let aliases = Store::open(&dir)?.aliases()?;
+            let op = crate::membership::op(&action, |name| {
+                aliases
+                    .iter()
+                    .find(|(_, a)| a.as_str() == name)
+                    .map(|(id, _)| *id)
+            })?
+            .expect("list is handled above");
+            write(&dir, json_out, vec![op])
+        }
+        Command::Key {
+            action: KeyAction::Rotate,
+        } => crate::membership::rotate_key(&dir, json_out),
         Command::State { path, cut } => state(&dir, json_out, path, &cut),
         Command::Conflicts { path } => conflicts(&dir, json_out, &path),
         Command::Root { cut } => {
@@ -290,12 +300,10 @@ pub fn write_ops(command: &Command) -> Result<Option<Vec<Op>>> {
             path: resolve::path(path)?,
         }],
         Command::Batch => read_batch()?,
-        Command::Member {
-            action: MemberAction::Add { node },
-        } => vec![Op::AddMember {
-            node: NodeId::from_hex(node)
-                .ok_or_else(|| anyhow!("bad node id {node:?}: give all 64 hex digits"))?,
-        }],
+        Command::Member { action } => match crate::membership::op(action, |_| None)? {
+            Some(op) => vec![op],
+            None => return Ok(None),
+        },
         _ => return Ok(None),
     }))
 }
@@ -306,43 +314,6 @@ pub(crate) fn print(json_out: bool, value: serde_json::Value, human: impl FnOnce
     } else {
         println!("{}", human());
     }
-}
-
-/// `lcloud member list`: who may write, and why.
-fn members(dir: &FsPath, json_out: bool) -> Result<()> {
-    let node = open(dir)?;
-    let aliases = node.store.aliases()?;
-    let lattice = node.replica.lattice();
-    let rules = lattice.rules();
-    let mut list: Vec<(NodeId, &str)> = vec![(rules.creator, "creator")];
-    if let Some(named) = &rules.members {
-        list.extend(named.iter().map(|m| (*m, "genesis")));
-    }
-    for g in lattice.granted() {
-        if !list.iter().any(|(m, _)| m == g) {
-            list.push((*g, "granted"));
-        }
-    }
-    let open = rules.members.is_none();
-    let rows: Vec<serde_json::Value> = list
-        .iter()
-        .map(|(m, how)| json!({"node": m.to_hex(), "how": how, "alias": aliases.get(m)}))
-        .collect();
-    print(json_out, json!({"open": open, "members": rows}), || {
-        let mut out = if open {
-            "an open cloud: anyone who holds its genesis may write; its creator:".to_owned()
-        } else {
-            "members-only: these may write".to_owned()
-        };
-        for (m, how) in &list {
-            let alias = aliases.get(m).map_or("", |a| a.as_str());
-            let line = format!("{}  {how:<8} {alias}", m.to_hex());
-            out.push('\n');
-            out.push_str(line.trim_end());
-        }
-        out
-    });
-    Ok(())
 }
 
 fn init(dir: &FsPath, json_out: bool, args: InitArgs) -> Result<()> {

@@ -7,6 +7,7 @@ mod commands;
 mod contract;
 mod demo;
 mod demo_contracts;
+mod membership;
 mod remote;
 mod resolve;
 mod token;
@@ -195,13 +196,19 @@ enum Command {
         after_help = "Each line is one op:\n  {\"op\":\"set\",\"path\":\"/a\",\"value\":1}\n  {\"op\":\"incr\",\"path\":\"/n\",\"by\":2}\n  {\"op\":\"add\",\"path\":\"/s\",\"value\":\"x\"}\n  {\"op\":\"remove\",\"path\":\"/s\",\"value\":\"x\"}\n  {\"op\":\"del\",\"path\":\"/a\"}\nExample:\n  printf '%s\\n' '{\"op\":\"set\",\"path\":\"/a\",\"value\":1}' '{\"op\":\"incr\",\"path\":\"/n\"}' | lcloud batch"
     )]
     Batch,
-    /// Manage who may write.
+    /// Manage who may write: add, remove, promote to admin, demote, list.
     #[command(
-        after_help = "Example:\n  lcloud member add 9bc1…(64 hex digits)   (only the cloud's creator may)"
+        after_help = "Examples:\n  lcloud member add 9bc1…(64 hex digits)   (admins only)\n  lcloud member remove lost-laptop\n  lcloud member list"
     )]
     Member {
         #[command(subcommand)]
         action: MemberAction,
+    },
+    /// This node's signing key: rotate it.
+    #[command(after_help = "Example:\n  lcloud key rotate")]
+    Key {
+        #[command(subcommand)]
+        action: KeyAction,
     },
     /// Print the state (the whole document, or at PATH), now or at a cut.
     #[command(
@@ -470,17 +477,48 @@ enum ContractAction {
 
 #[derive(Subcommand, Debug)]
 enum MemberAction {
-    /// Allow NODEID to write (only the cloud's creator may).
+    /// Allow NODE to write (admins only). Also re-admits a removed node.
     #[command(
         after_help = "Example:\n  lcloud member add 9bc1…(64 hex digits, from `lcloud id` on that node)"
     )]
     Add {
-        /// The node's id (64 hex digits).
+        /// The node's id (64 hex digits) or its alias.
         node: String,
     },
-    /// List who may write: the creator, the members named in the genesis, and those granted
-    /// by `member add` (or say the cloud is open).
+    /// Take away NODE's right to write, and its admin right (admins only; never the cloud's
+    /// creator). Peers stop syncing with it once they see the removal. What it wrote that the
+    /// removal has in its past stays; what it wrote concurrently (not yet seen by the remover)
+    /// is left out of the state on every node.
+    #[command(after_help = "Example:\n  lcloud member remove lost-laptop")]
+    Remove {
+        /// The node's id (64 hex digits) or its alias.
+        node: String,
+    },
+    /// Make NODE an admin (and a member): it may then change membership (admins only).
+    Promote {
+        /// The node's id (64 hex digits) or its alias.
+        node: String,
+    },
+    /// Take away NODE's admin right; it stays a member (admins only; never the creator).
+    Demote {
+        /// The node's id (64 hex digits) or its alias.
+        node: String,
+    },
+    /// List who may write and who administers now, who was removed, and why each may write
+    /// (or say the cloud is open).
     List,
+}
+
+#[derive(Subcommand, Debug)]
+enum KeyAction {
+    /// Hand this node's rights to a new key, and stop writing with the old one. Writes one
+    /// experience, signed by the old key, naming the new one; then the directory switches to
+    /// the new key (`identity.key`), and its chain starts again under it. Anything the old
+    /// key signs afterwards (a stolen copy, a restored backup) is refused, or left out of the
+    /// state if it was written unseen. The node must be stopped (it holds the store); a
+    /// crash in between is finished on the next start.
+    #[command(after_help = "Example:\n  lcloud key rotate     (prints the new node id)")]
+    Rotate,
 }
 
 /// Runs a command against a running node's API.

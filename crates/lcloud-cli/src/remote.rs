@@ -159,6 +159,9 @@ fn op_json(op: &Op) -> Result<J> {
         Op::Del { path } => json!({"op": "del", "path": path.to_string()}),
         Op::Incr { path, by } => json!({"op": "incr", "path": path.to_string(), "by": by}),
         Op::AddMember { node } => json!({"op": "add_member", "node": node.to_hex()}),
+        Op::RemoveMember { node } => json!({"op": "remove_member", "node": node.to_hex()}),
+        Op::AddAdmin { node } => json!({"op": "add_admin", "node": node.to_hex()}),
+        Op::RemoveAdmin { node } => json!({"op": "remove_admin", "node": node.to_hex()}),
         other => {
             return Err(anyhow!(
                 "{other:?} cannot be written through --node yet: stop the node and run the command on its store"

@@ -164,7 +164,7 @@ fn bad_input_gives_a_clear_error_and_changes_nothing() {
             "not a λCLOUD bundle",
         ),
         (vec!["import", "/does/not/exist"], "cannot read"),
-        (vec!["member", "add", "abc"], "bad node id"),
+        (vec!["member", "add", "abc"], "unknown node \"abc\""),
         (vec!["incr", "/n", "many"], "invalid value"),
     ] {
         let err = if args == ["incr", "/n", "many"] {
@@ -666,4 +666,81 @@ fn a_format_1_store_is_converted_on_open_and_keeps_everything() {
         a.ok(&["--json", "state", "--at", cut]),
         r#"{"users":{"alice":{"visits":1},"bob":{"visits":2}}}"#
     );
+}
+
+/// Membership that changes (issue 19): removal, admins, key rotation, from the CLI.
+#[test]
+fn members_are_removed_promoted_and_keys_rotated() {
+    let a = Node::new();
+    let (b, c) = (Node::new(), Node::new());
+    let bob = b.ok(&["id"]);
+    let carol = c.ok(&["id"]);
+    a.ok(&[
+        "init", "--alias", "alice", "--member", &bob, "--member", &carol,
+    ]);
+    let genesis = a.bundle("g.bundle");
+    for n in [&b, &c] {
+        n.ok(&["join", genesis.to_str().unwrap()]);
+    }
+    a.ok(&["alias", "bob", &bob]);
+    b.ok(&["set", "/from-bob", "1"]);
+    a.import(&b.bundle("b.bundle"));
+    // Bob is made an admin, removes Carol, and is demoted again.
+    assert!(b.fails(&["member", "remove", &carol]).contains("admin"));
+    a.ok(&["member", "promote", "bob"]);
+    b.import(&a.bundle("a1.bundle"));
+    b.ok(&["member", "remove", &carol]);
+    c.ok(&["set", "/unseen", "1"]); // Carol does not know yet
+    a.import(&b.bundle("b2.bundle"));
+    a.import(&c.bundle("c.bundle"));
+    a.ok(&["member", "demote", "bob"]);
+    let list: serde_json::Value =
+        serde_json::from_str(&a.ok(&["--json", "member", "list"])).unwrap();
+    let nodes = |k: &str| nodes_of(&list, k);
+    assert!(nodes("members").contains(&bob) && !nodes("members").contains(&carol));
+    assert_eq!(nodes("removed"), vec![carol.clone()]);
+    assert_eq!(list["admins"].as_array().unwrap().len(), 1, "{list}");
+    assert_eq!(
+        list["left_out"], 1,
+        "Carol's write, concurrent with her removal"
+    );
+    assert!(a.state().get("unseen").is_none());
+    assert_eq!(a.state()["from-bob"], 1);
+    // Carol, once she sees it, may not write; the creator may not be removed.
+    c.import(&a.bundle("a2.bundle"));
+    assert!(c.fails(&["set", "/again", "1"]).contains("not a member"));
+    assert!(
+        a.fails(&["member", "remove", &a.ok(&["id"])])
+            .contains("genesis author")
+    );
+    // Alice rotates her key: the new one writes and administers; the old one is retired.
+    let old = a.ok(&["id"]);
+    let rotated: serde_json::Value =
+        serde_json::from_str(&a.ok(&["--json", "key", "rotate"])).unwrap();
+    let new = a.ok(&["id"]);
+    assert_eq!(rotated["old"], old.as_str());
+    assert_eq!(rotated["node"], new.as_str());
+    assert_ne!(old, new);
+    a.ok(&["set", "/after-rotation", "1"]);
+    a.ok(&["member", "add", &carol]);
+    b.import(&a.bundle("a3.bundle"));
+    assert_eq!(b.state()["after-rotation"], 1);
+    let list: serde_json::Value =
+        serde_json::from_str(&b.ok(&["--json", "member", "list"])).unwrap();
+    assert!(nodes_of(&list, "removed").contains(&old));
+    assert_eq!(list["admins"], serde_json::json!([new]));
+    a.ok(&["verify"]);
+    // A node that may not write cannot rotate.
+    let stranger = Node::new();
+    stranger.ok(&["join", genesis.to_str().unwrap()]);
+    assert!(stranger.fails(&["key", "rotate"]).contains("may not write"));
+}
+
+fn nodes_of(list: &serde_json::Value, k: &str) -> Vec<String> {
+    list[k]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["node"].as_str().unwrap().to_owned())
+        .collect()
 }

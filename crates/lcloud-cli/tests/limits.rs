@@ -77,7 +77,9 @@ fn the_api_serves_https_to_clients_that_trust_its_certificate() {
     assert!(why.contains("cannot reach the node"), "{why}");
     // Plain HTTP to the HTTPS port gets no answer, and the node goes on serving.
     let mut plain = TcpStream::connect(&api).unwrap();
-    write!(plain, "GET /api/health HTTP/1.1\r\nHost: {api}\r\n\r\n").unwrap();
+    // The node may cut the connection before the whole request is written: a broken pipe
+    // here is that answer too.
+    let _ = write!(plain, "GET /api/health HTTP/1.1\r\nHost: {api}\r\n\r\n");
     let (said, closed) = read_until_closed(&mut plain, Duration::from_secs(10));
     assert!(closed && !said.starts_with("HTTP/1.1 200"), "{said}");
     assert!(node(&["state", "/over"]).status.success());

@@ -330,6 +330,7 @@ fn a_peer_sending_tampered_experiences_is_rejected_scored_and_banned() {
             cloud: *cloud.as_bytes(),
             redial_every: Duration::from_secs(60),
             mdns: false,
+            gate: Default::default(),
         })
         .unwrap();
         let peer = loop {

@@ -268,7 +268,13 @@ impl Doc {
                 }
             }
             Op::Genesis(g) => self.write(&Path::root(), &g.init, dot),
-            Op::Call { .. } | Op::Deploy { .. } | Op::AddMember { .. } => {}
+            Op::Call { .. }
+            | Op::Deploy { .. }
+            | Op::AddMember { .. }
+            | Op::RemoveMember { .. }
+            | Op::AddAdmin { .. }
+            | Op::RemoveAdmin { .. }
+            | Op::RotateKey { .. } => {}
         }
     }
 

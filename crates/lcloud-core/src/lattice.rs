@@ -2,8 +2,13 @@
 //!
 //! Experiences are admitted only as [`Verified`], only once everything they link to is
 //! present (the rest wait, parked), and only if the contextual rules hold: `seq = prev.seq + 1`
-//! on the author's own chain, the author may write, only admins grant membership. Clocks,
-//! depths and heads are derived here from the links, never read from input. Merge is set union.
+//! on the author's own chain, the author may write, only admins change membership (the rules of
+//! rights are in `authority.rs`). Clocks, depths and heads are derived here from the links,
+//! never read from input. Merge is set union.
+
+#[path = "authority.rs"]
+mod authority;
+pub use authority::membership_refusal;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -19,7 +24,7 @@ use crate::clock::VectorClock;
 use crate::experience::{Experience, Verified};
 use crate::fork::ForkProof;
 use crate::id::{CloudId, Id, NodeId};
-use crate::op::{ForkPolicy, Op};
+use crate::op::ForkPolicy;
 
 /// Index of an admitted experience: its position in this lattice's arrival order. Local to one
 /// lattice; never hashed, signed or sent.
@@ -60,13 +65,21 @@ pub enum InsertError {
         /// Its author.
         author: NodeId,
     },
-    /// Someone other than an admin tried to grant membership.
-    #[error("experience {id}: author {author} is not an admin, so cannot add members")]
+    /// Someone other than an admin tried to change membership.
+    #[error("experience {id}: author {author} is not an admin, so cannot change membership")]
     NotAdmin {
         /// The experience.
         id: Id,
         /// Its author.
         author: NodeId,
+    },
+    /// A membership change no one may make.
+    #[error("experience {id}: {why}")]
+    BadMembership {
+        /// The experience.
+        id: Id,
+        /// What is wrong.
+        why: &'static str,
     },
     /// A second genesis for this cloud cannot exist; a genesis of another cloud does not fit.
     #[error("experience {0} is a genesis, but this lattice already has its genesis")]
@@ -89,6 +102,7 @@ impl InsertError {
             InsertError::SeqNotNext { .. } => "seq not next",
             InsertError::NotMember { .. } => "not a member",
             InsertError::NotAdmin { .. } => "not an admin",
+            InsertError::BadMembership { .. } => "bad membership change",
             InsertError::SecondGenesis(_) => "second genesis",
             InsertError::ParkedFull => "parking full",
             InsertError::NotGenesis(_) => "not a genesis",
@@ -116,6 +130,8 @@ pub struct Inserted {
     pub rejected: Vec<InsertError>,
     /// Fork proofs discovered by this call.
     pub forks: Vec<ForkProof>,
+    /// A right was revoked, and experiences admitted before are now left out of the fold.
+    pub revoked: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -165,8 +181,8 @@ pub struct Lattice {
     forks: Vec<ForkProof>,
     /// Author index → lowest forked seq.
     forked: BTreeMap<u32, u64>,
-    /// Member → the experiences that granted membership.
-    grants: BTreeMap<NodeId, Vec<Idx>>,
+    /// Who may write and administer, and what the fold leaves out for want of a right.
+    authority: authority::Authority,
 }
 
 impl Lattice {
@@ -197,9 +213,10 @@ impl Lattice {
             waiting: BTreeMap::new(),
             forks: Vec::new(),
             forked: BTreeMap::new(),
-            grants: BTreeMap::new(),
+            authority: Default::default(),
         };
         lattice.admit(Arc::new(genesis), Vec::new());
+        lattice.settle(0);
         Ok(lattice)
     }
 
@@ -296,9 +313,10 @@ impl Lattice {
     pub fn has_forks(&self) -> bool {
         !self.forked.is_empty()
     }
-    /// Nodes granted membership by an admitted `add_member`, sorted.
+    /// Nodes granted membership by an admitted op (`add_member`, `add_admin`, `rotate_key`),
+    /// sorted; some may have lost it since ([`Lattice::members`]).
     pub fn granted(&self) -> impl Iterator<Item = &NodeId> {
-        self.grants.keys()
+        self.authority.granted()
     }
 
     /// The authors seen, in arrival order.
@@ -477,6 +495,7 @@ impl Lattice {
         while let Some(exp) = next.take().or_else(|| ready.pop()) {
             let id = exp.id();
             let (idx, fork) = self.admit_with_fork(exp);
+            out.revoked |= self.settle(idx);
             out.admitted.push(idx);
             out.forks.extend(fork);
             if self.waiting.is_empty() {
@@ -518,40 +537,8 @@ impl Lattice {
                 });
             }
         }
-        if !self.may_write(&h.author, exp) {
-            return Err(InsertError::NotMember {
-                id,
-                author: h.author,
-            });
-        }
-        let grants = exp
-            .ops()
-            .iter()
-            .any(|op| matches!(op, Op::AddMember { .. }));
-        if grants && h.author != self.rules.creator {
-            return Err(InsertError::NotAdmin {
-                id,
-                author: h.author,
-            });
-        }
-        Ok(())
-    }
-
-    /// Whether `author` may write `exp` (whose parents are all admitted).
-    fn may_write(&self, author: &NodeId, exp: &Experience) -> bool {
-        let Some(members) = &self.rules.members else {
-            return true;
-        };
-        if *author == self.rules.creator || members.contains(author) {
-            return true;
-        }
-        let Some(grants) = self.grants.get(author) else {
-            return false;
-        };
         let parents: Vec<Idx> = exp.parents().map(|p| self.by_id[p]).collect();
-        grants
-            .iter()
-            .any(|g| parents.iter().any(|p| *p == *g || self.precedes(*g, *p)))
+        self.check_authority(id, h.author, exp.ops(), &parents)
     }
 
     fn intern(&mut self, author: NodeId) -> u32 {
@@ -584,11 +571,6 @@ impl Lattice {
         }
         self.heads.insert(exp.id());
         self.by_id.insert(exp.id(), idx);
-        for op in exp.ops() {
-            if let Op::AddMember { node } = op {
-                self.grants.entry(*node).or_default().push(idx);
-            }
-        }
         let chain = &mut self.chains[author as usize];
         debug_assert!(chain.len() + 1 >= seq as usize, "admitted after its prev");
         if chain.len() < seq as usize {
@@ -641,6 +623,7 @@ impl Lattice {
                     total.admitted.extend(r.admitted);
                     total.rejected.extend(r.rejected);
                     total.forks.extend(r.forks);
+                    total.revoked |= r.revoked;
                 }
                 Err(e) => total.rejected.push(e),
             }

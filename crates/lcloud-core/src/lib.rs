@@ -56,7 +56,7 @@ pub use fold::{OrderedState, Rejected, State};
 pub use fork::{ForkProof, ForkProofError, SignedHeader};
 pub use guarded::{DocWrite, GUARDS_PER_CONTRACT_MAX, Guarded};
 pub use id::{CloudId, Id, NodeId, Sig};
-pub use lattice::{Idx, InsertError, Inserted, Lattice, Rules};
+pub use lattice::{Idx, InsertError, Inserted, Lattice, Rules, membership_refusal};
 pub use morphism::{
     CallContext, Effects, Kv, Ledger, Loader, Morphism, Program, Registry, Rejection, contract_id,
 };

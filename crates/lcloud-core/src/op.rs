@@ -246,10 +246,35 @@ pub enum Op {
     },
     /// Only in a genesis experience, as its single op.
     Genesis(Genesis),
-    /// Lets `node` write (only admins: the genesis author).
+    /// Lets `node` write (admins only).
     AddMember {
         /// The new member.
         node: NodeId,
+    },
+    /// Takes away `node`'s right to write, and its admin right if it had one (admins only;
+    /// never the genesis author, which leaves only by rotating its key). Its experiences
+    /// concurrent with the removal are left out of the fold (docs/security.md).
+    RemoveMember {
+        /// The member removed.
+        node: NodeId,
+    },
+    /// Makes `node` an admin, and a member (admins only).
+    AddAdmin {
+        /// The new admin.
+        node: NodeId,
+    },
+    /// Takes away `node`'s admin right; it stays a member (admins only; never the genesis
+    /// author).
+    RemoveAdmin {
+        /// The admin demoted.
+        node: NodeId,
+    },
+    /// The author hands its rights to a new key and stops writing: signed by the old key,
+    /// it grants `to` membership (and admin, if the author was one), and nothing the old key
+    /// writes after it, or concurrently with it, is folded.
+    RotateKey {
+        /// The new key.
+        to: NodeId,
     },
 }
 
@@ -270,8 +295,9 @@ impl Op {
             Some("set" | "add" | "remove") => &["op", "path", "value"],
             Some("del") => &["op", "path"],
             Some("incr") => &["op", "path", "by"],
-            Some("add_member") => &["op", "node"],
-            _ => &["op", "path", "value", "by", "node"],
+            Some("add_member" | "remove_member" | "add_admin" | "remove_admin") => &["op", "node"],
+            Some("rotate_key") => &["op", "to"],
+            _ => &["op", "path", "value", "by", "node", "to"],
         };
         if let Some(extra) = obj.keys().find(|k| !allowed.contains(&k.as_str())) {
             return Err(format!(
@@ -280,13 +306,36 @@ impl Op {
             ));
         }
         let field = |k: &str| j.get(k).ok_or_else(|| format!("missing {k:?} in {j}"));
-        if j.get("op").and_then(|o| o.as_str()) == Some("add_member") {
-            let hex = field("node")?
+        let node = |k: &str| -> Result<NodeId, String> {
+            let hex = field(k)?
                 .as_str()
-                .ok_or_else(|| "\"node\" must be a string".to_owned())?;
-            let node = NodeId::from_hex(hex)
-                .ok_or_else(|| format!("bad node id {hex:?}: give all 64 hex digits"))?;
-            return Ok(Op::AddMember { node });
+                .ok_or_else(|| format!("{k:?} must be a string"))?;
+            NodeId::from_hex(hex)
+                .ok_or_else(|| format!("bad node id {hex:?}: give all 64 hex digits"))
+        };
+        match j.get("op").and_then(|o| o.as_str()) {
+            Some("add_member") => {
+                return Ok(Op::AddMember {
+                    node: node("node")?,
+                });
+            }
+            Some("remove_member") => {
+                return Ok(Op::RemoveMember {
+                    node: node("node")?,
+                });
+            }
+            Some("add_admin") => {
+                return Ok(Op::AddAdmin {
+                    node: node("node")?,
+                });
+            }
+            Some("remove_admin") => {
+                return Ok(Op::RemoveAdmin {
+                    node: node("node")?,
+                });
+            }
+            Some("rotate_key") => return Ok(Op::RotateKey { to: node("to")? }),
+            _ => {}
         }
         let pointer = field("path")?
             .as_str()
@@ -329,7 +378,8 @@ impl Op {
             },
             other => {
                 return Err(format!(
-                    "unknown op {other:?} (set, incr, add, remove, del)"
+                    "unknown op {other:?} (set, incr, add, remove, del, add_member, \
+                     remove_member, add_admin, remove_admin, rotate_key)"
                 ));
             }
         })
@@ -339,6 +389,38 @@ impl Op {
     /// needs the whole history to apply, never the document alone.
     pub fn is_ordered(&self) -> bool {
         matches!(self, Op::Call { .. } | Op::Deploy { .. })
+    }
+
+    /// Whether a write holding this op needs the whole history, not the document alone: a
+    /// call or a deploy (they fold in canonical order), or a revocation (the fold may then
+    /// leave out experiences it holds).
+    pub fn needs_history(&self) -> bool {
+        self.is_ordered() || self.revokes()
+    }
+
+    /// Whether only an admin may write this op (it changes who may write).
+    pub fn needs_admin(&self) -> bool {
+        matches!(
+            self,
+            Op::AddMember { .. }
+                | Op::RemoveMember { .. }
+                | Op::AddAdmin { .. }
+                | Op::RemoveAdmin { .. }
+        )
+    }
+
+    /// Whether this op takes a right away (a removal, a demotion or a key rotation): the
+    /// fold may then leave out experiences it already holds.
+    pub fn revokes(&self) -> bool {
+        matches!(
+            self,
+            Op::RemoveMember { .. } | Op::RemoveAdmin { .. } | Op::RotateKey { .. }
+        )
+    }
+
+    /// Whether this op changes membership (and touches no document path).
+    pub fn is_membership(&self) -> bool {
+        self.needs_admin() || matches!(self, Op::RotateKey { .. })
     }
 
     /// The document path this op touches, if any.
@@ -365,6 +447,10 @@ impl Op {
             Op::Deploy { .. } => "deploy",
             Op::Genesis(_) => "genesis",
             Op::AddMember { .. } => "add_member",
+            Op::RemoveMember { .. } => "remove_member",
+            Op::AddAdmin { .. } => "add_admin",
+            Op::RemoveAdmin { .. } => "remove_admin",
+            Op::RotateKey { .. } => "rotate_key",
         }
     }
 }
@@ -379,6 +465,10 @@ const TAG_CALL: u8 = 5;
 const TAG_GENESIS: u8 = 6;
 const TAG_ADD_MEMBER: u8 = 7;
 const TAG_DEPLOY: u8 = 8;
+const TAG_REMOVE_MEMBER: u8 = 9;
+const TAG_ADD_ADMIN: u8 = 10;
+const TAG_REMOVE_ADMIN: u8 = 11;
+const TAG_ROTATE_KEY: u8 = 12;
 
 impl Op {
     /// Appends the canonical DAG-CBOR of this op to `out` (what serde's encoder gives, written
@@ -418,9 +508,13 @@ impl Op {
                 write_bytes(out, morphism.as_bytes());
                 args.encode_into(out);
             }
-            Op::AddMember { node } => {
-                out.extend_from_slice(&[0x82, TAG_ADD_MEMBER]);
-                write_bytes(out, node.as_bytes());
+            Op::AddMember { node: n }
+            | Op::RemoveMember { node: n }
+            | Op::AddAdmin { node: n }
+            | Op::RemoveAdmin { node: n }
+            | Op::RotateKey { to: n } => {
+                out.extend_from_slice(&[0x82, self.membership_tag()]);
+                write_bytes(out, n.as_bytes());
             }
             Op::Deploy { rule, code, init } => {
                 out.extend_from_slice(&[0x84, TAG_DEPLOY]);
@@ -449,6 +543,18 @@ impl Op {
         }
     }
 
+    /// The wire tag of a membership op (an op whose only field is a node id).
+    fn membership_tag(&self) -> u8 {
+        match self {
+            Op::AddMember { .. } => TAG_ADD_MEMBER,
+            Op::RemoveMember { .. } => TAG_REMOVE_MEMBER,
+            Op::AddAdmin { .. } => TAG_ADD_ADMIN,
+            Op::RemoveAdmin { .. } => TAG_REMOVE_ADMIN,
+            Op::RotateKey { .. } => TAG_ROTATE_KEY,
+            _ => unreachable!("only membership ops have a node as their one field"),
+        }
+    }
+
     /// Appends the canonical DAG-CBOR of a batch of ops (an array) to `out`.
     pub fn encode_all_into(ops: &[Op], out: &mut Vec<u8>) {
         crate::codec::write_head(out, 4, ops.len() as u64);
@@ -467,7 +573,11 @@ impl Serialize for Op {
             Op::Add { path, value } => (TAG_ADD, path, value).serialize(s),
             Op::Remove { path, value } => (TAG_REMOVE, path, value).serialize(s),
             Op::Call { morphism, args } => (TAG_CALL, morphism, args).serialize(s),
-            Op::AddMember { node } => (TAG_ADD_MEMBER, node).serialize(s),
+            Op::AddMember { node: n }
+            | Op::RemoveMember { node: n }
+            | Op::AddAdmin { node: n }
+            | Op::RemoveAdmin { node: n }
+            | Op::RotateKey { to: n } => (self.membership_tag(), n).serialize(s),
             Op::Deploy { rule, code, init } => {
                 (TAG_DEPLOY, rule, crate::codec::ByteRef(code), init).serialize(s)
             }
@@ -539,6 +649,18 @@ impl<'de> Visitor<'de> for OpVisitor {
             TAG_ADD_MEMBER => Op::AddMember {
                 node: next(&mut seq, "node")?,
             },
+            TAG_REMOVE_MEMBER => Op::RemoveMember {
+                node: next(&mut seq, "node")?,
+            },
+            TAG_ADD_ADMIN => Op::AddAdmin {
+                node: next(&mut seq, "node")?,
+            },
+            TAG_REMOVE_ADMIN => Op::RemoveAdmin {
+                node: next(&mut seq, "node")?,
+            },
+            TAG_ROTATE_KEY => Op::RotateKey {
+                to: next(&mut seq, "new key")?,
+            },
             TAG_DEPLOY => Op::Deploy {
                 rule: next(&mut seq, "fuel rule")?,
                 code: next::<A, crate::codec::ByteBuf>(&mut seq, "code")?.0,
@@ -581,6 +703,17 @@ mod tests {
         assert!(err.contains("\"by\" is not a field of this op"), "{err}");
         assert!(op(r#"{"op":"del","path":"/a","value":1}"#).is_err());
         assert!(op(r#"{"op":"add_member","node":"00","path":"/a"}"#).is_err());
+        let key = "ab".repeat(32);
+        let rotate = op(&format!(r#"{{"op":"rotate_key","to":"{key}"}}"#)).unwrap();
+        assert_eq!(
+            rotate,
+            Op::RotateKey {
+                to: NodeId([0xab; 32])
+            }
+        );
+        assert!(op(&format!(r#"{{"op":"rotate_key","node":"{key}"}}"#)).is_err());
+        let remove = op(&format!(r#"{{"op":"remove_member","node":"{key}"}}"#)).unwrap();
+        assert!(remove.needs_admin() && remove.revokes());
         assert!(op(r#"[1]"#).unwrap_err().contains("an op is an object"));
         assert!(
             op(r#"{"op":"set","path":"/a"}"#)
@@ -635,7 +768,7 @@ mod tests {
 
     #[test]
     fn unknown_tag_and_extra_fields_are_refused() {
-        assert!(from_canonical::<Op>(&to_canonical(&(9u8, 1u8))).is_err());
+        assert!(from_canonical::<Op>(&to_canonical(&(99u8, 1u8))).is_err());
         assert!(from_canonical::<Op>(&to_canonical(&(TAG_DEL, Path::root(), 1u8))).is_err());
     }
 

@@ -173,8 +173,9 @@ impl Replica {
         }
         self.root = OnceLock::new();
         let quarantine = self.lattice.rules().fork_policy == ForkPolicy::Quarantine;
-        if quarantine && !out.forks.is_empty() {
-            // A fork retroactively removes the author's ops from the fork point: refold.
+        if (quarantine && !out.forks.is_empty()) || out.revoked {
+            // A fork retroactively removes the author's ops from the fork point, a revocation
+            // those of its concurrent experiences: refold.
             self.rebuild();
         } else {
             self.fold_admitted(&out.admitted);
@@ -271,8 +272,12 @@ impl Replica {
         }
     }
 
-    /// Whether the fold leaves out `idx` under the cloud's fork rule.
+    /// Whether the fold leaves out `idx`: under the cloud's fork rule, or because its author
+    /// lost the right to write it ([`Lattice::is_void`]).
     fn skipped(&self, idx: Idx) -> bool {
+        if self.lattice.is_void(idx) {
+            return true;
+        }
         let (author, seq) = self.lattice.author_seq(idx);
         self.quarantined_from(author).is_some_and(|s| seq >= s)
     }
@@ -297,7 +302,11 @@ impl Replica {
     /// would leave it out (a quarantined chain), mask it (a guarded path) or misread it
     /// ([`check_shapes`] against the current document).
     pub fn check_writes(&self, author: &NodeId, batch: &[&[Op]]) -> Vec<Result<(), WriteRefused>> {
-        match self.quarantined(author) {
+        if !self.lattice.may_write(author) {
+            return batch.iter().map(|_| Err(WriteRefused::NotMember)).collect();
+        }
+        let administers = |ops: &&[Op]| ops.iter().any(Op::needs_admin);
+        let mut out: Vec<_> = match self.quarantined(author) {
             Some(seq) => batch
                 .iter()
                 .map(|_| Err(WriteRefused::Quarantined { seq }))
@@ -307,7 +316,21 @@ impl Replica {
                 .state
                 .guarded
                 .check_with(batch, check_shapes(&self.doc, batch)),
+        };
+        let creator = self.lattice.rules().creator;
+        for (r, ops) in out.iter_mut().zip(batch) {
+            if let Some(why) = crate::lattice::membership_refusal(&creator, author, ops) {
+                *r = Err(WriteRefused::BadMembership(why));
+            }
         }
+        if batch.iter().any(administers) && !self.lattice.is_admin(author) {
+            for (r, ops) in out.iter_mut().zip(batch) {
+                if administers(ops) {
+                    *r = Err(WriteRefused::NotAdmin);
+                }
+            }
+        }
+        out
     }
 
     /// The current folded state.

@@ -33,6 +33,22 @@ pub enum WriteRefused {
         /// The lowest forked seq of this node's chain.
         seq: u64,
     },
+    /// This node may not write in this cloud (never admitted, removed, or its key rotated).
+    #[error(
+        "this node may not write in this cloud: it is not a member (never added, removed by an \
+         admin, or its key was rotated away). `lcloud member list` says who may write; an \
+         admin adds a node with `lcloud member add NODE`"
+    )]
+    NotMember,
+    /// The write changes membership, and this node is not an admin.
+    #[error(
+        "only an admin may change membership, and this node is not one (`lcloud member list` \
+         names the admins)"
+    )]
+    NotAdmin,
+    /// A membership change no one may make.
+    #[error("{0}")]
+    BadMembership(&'static str),
     /// The op writes under a path a contract guards: the fold would mask it.
     #[error(
         "cannot write {path}: {guard} is guarded by contract {contract}, and only the \

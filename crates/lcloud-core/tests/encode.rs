@@ -77,6 +77,10 @@ fn op() -> impl Strategy<Value = Op> {
             args
         }),
         bytes32().prop_map(|n| Op::AddMember { node: NodeId(n) }),
+        bytes32().prop_map(|n| Op::RemoveMember { node: NodeId(n) }),
+        bytes32().prop_map(|n| Op::AddAdmin { node: NodeId(n) }),
+        bytes32().prop_map(|n| Op::RemoveAdmin { node: NodeId(n) }),
+        bytes32().prop_map(|n| Op::RotateKey { to: NodeId(n) }),
         (
             text(),
             value(),

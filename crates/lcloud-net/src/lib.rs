@@ -70,6 +70,31 @@ pub struct Config {
     /// Find peers on the local network with mDNS and dial them. Off unless asked for: without
     /// it, nothing reaches an address the user did not give.
     pub mdns: bool,
+    /// Who may stay connected. Checked the moment a connection is up, before anything (gossip
+    /// included) is sent on it; the node updates it with [`Command::Gate`].
+    pub gate: Gate,
+}
+
+/// The peers a cloud lets in: its members (in an open cloud, everyone not removed).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Gate {
+    /// `None`: an open cloud.
+    pub members: Option<std::collections::BTreeSet<NodeId>>,
+    /// Keys removed from an open cloud.
+    pub barred: std::collections::BTreeSet<NodeId>,
+}
+
+impl Gate {
+    /// Whether `peer` may stay connected.
+    pub fn admits(&self, peer: &PeerId) -> bool {
+        let Some(node) = node_of(peer) else {
+            return false;
+        };
+        match &self.members {
+            Some(m) => m.contains(&node),
+            None => !self.barred.contains(&node),
+        }
+    }
 }
 
 /// What the network tells the node.
@@ -81,6 +106,8 @@ pub enum Event {
     Connected(PeerId),
     /// The last connection to a peer is gone.
     Disconnected(PeerId),
+    /// A peer the [`Gate`] does not let in connected, and was cut off at once.
+    NotMember(PeerId),
     /// A gossiped experience (bytes as received), from the peer that forwarded it.
     Gossip {
         /// The peer it came through.
@@ -162,6 +189,9 @@ pub enum Command {
     Refuse(PeerId),
     /// Accept connections of a peer refused by [`Command::Refuse`] again (it became a member).
     Admit(PeerId),
+    /// Who may stay connected from now on (membership changed); connected peers it does not
+    /// let in are cut off.
+    Gate(Gate),
     /// Cut every connection and refuse new ones (`true`), or heal (`false`). For the demo and
     /// for partition tests.
     Isolate(bool),
@@ -438,6 +468,7 @@ async fn drive(
     let mut next_token = 0u64;
     let mut banned = BanList::default();
     let mut refused = BanList::default();
+    let mut gate = config.gate.clone();
     let mut isolated = false;
     let mut redial = tokio::time::interval(config.redial_every);
     let mut connected: BTreeSet<PeerId> = BTreeSet::new();
@@ -501,6 +532,12 @@ async fn drive(
                         let _ = swarm.disconnect_peer_id(peer);
                     }
                     Command::Admit(peer) => refused.remove(&peer),
+                    Command::Gate(g) => {
+                        gate = g;
+                        for p in connected.iter().filter(|p| !gate.admits(p)) {
+                            let _ = swarm.disconnect_peer_id(*p);
+                        }
+                    }
                     Command::Isolate(on) => {
                         isolated = on;
                         if on {
@@ -520,6 +557,10 @@ async fn drive(
                         if isolated || banned.contains(&peer_id) || refused.contains(&peer_id) {
                             let _ = swarm.disconnect_peer_id(peer_id);
                             None
+                        } else if !gate.admits(&peer_id) {
+                            // Cut off before any gossip or answer can go out on it.
+                            let _ = swarm.disconnect_peer_id(peer_id);
+                            Some(Event::NotMember(peer_id))
                         } else {
                             if endpoint.is_dialer() {
                                 dialed.insert(endpoint.get_remote_address().clone(), peer_id);

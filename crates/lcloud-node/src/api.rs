@@ -399,8 +399,14 @@ async fn write(
             Err(e) => return error(StatusCode::BAD_REQUEST, format!("op {n}: {e}")),
         }
     }
+    if ops.iter().any(|o| matches!(o, Op::RotateKey { .. })) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "a key rotation switches the node's own key: stop the node and run `lcloud key rotate` on its directory",
+        );
+    }
     let admin = token.is_some_and(|t| t.scope >= lcloud_store::Scope::Admin);
-    if !admin && ops.iter().any(|o| matches!(o, Op::AddMember { .. })) {
+    if !admin && ops.iter().any(Op::needs_admin) {
         api.auth
             .refused
             .scope
@@ -777,8 +783,8 @@ fn paths_document() -> J {
                     "path": {"type": "string", "pattern": "^(/([^~]|~[01])*)*$", "description": "JSON Pointer"},
                     "by": {"type": "integer", "minimum": -9223372036854775808i64, "maximum": 9223372036854775807i64, "description": "default 1 (a 64-bit integer)"}}},
                 {"type": "object", "required": ["op", "node"], "additionalProperties": false, "properties": {
-                    "op": {"const": "add_member"},
-                    "node": {"type": "string", "pattern": "^[0-9a-f]{64}$", "description": "admin tokens only"}}}
+                    "op": {"enum": ["add_member", "remove_member", "add_admin", "remove_admin"]},
+                    "node": {"type": "string", "pattern": "^[0-9a-f]{64}$", "description": "admin tokens only; the creator cannot be removed or demoted"}}}
             ]}
         }}
     })

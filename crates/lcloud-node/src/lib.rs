@@ -9,6 +9,7 @@
 
 #![forbid(unsafe_code)]
 
+mod announce;
 pub mod api;
 pub mod auth;
 pub mod bundles;
@@ -119,8 +120,15 @@ pub fn run(config: Config) -> Result<(), NodeError> {
             }
         }
     }
-    let identity =
+    let mut identity =
         Identity::load(&config.dir)?.ok_or_else(|| NodeError::NoIdentity(config.dir.clone()))?;
+    // A key rotation a crash interrupted is finished (or a key prepared for one never written
+    // is dropped) before the node signs anything.
+    if let Some(new) = lcloud_store::rotate::finish(&config.dir, &identity, &replica)? {
+        tracing::warn!(node = %new.id().to_hex(), "finished an interrupted key rotation");
+        store.reload_signed();
+        identity = new;
+    }
     // A directory from before API tokens gets its first admin token now.
     match lcloud_store::tokens::ensure_admin_token(&config.dir, lcloud_store::tokens::unix_now()) {
         Ok(Some(path)) => tracing::warn!(
@@ -152,8 +160,24 @@ async fn serve(
         cloud: *cloud.as_bytes(),
         redial_every: Duration::from_secs(1),
         mdns: config.mdns,
+        gate: node::gate(replica.lattice()),
     })?;
     let me = net.peer;
+    // A key rotation peers may not know yet: tell them under the old key.
+    match lcloud_store::rotate::retired(&config.dir) {
+        Ok(Some(old)) => {
+            let exps = announce::tail(&replica, &old);
+            tokio::spawn(announce::run(
+                config.dir.clone(),
+                old,
+                cloud,
+                config.peers.clone(),
+                exps,
+            ));
+        }
+        Ok(None) => {}
+        Err(e) => tracing::warn!(error = %e, "could not read the retired key"),
+    }
     let (inbox, rx) = mpsc::unbounded_channel::<Msg>();
     let (announce, _) = broadcast::channel(4096);
     let node = Node::open(

@@ -629,31 +629,22 @@ impl Node {
         let _ = self.net.blocking_send(cmd);
     }
 
-    /// Whether `peer` may read and write this cloud: anyone in an open cloud, else members.
+    /// Whether `peer` may read and write this cloud: a member (anyone not removed, in an
+    /// open cloud).
     fn allowed(&self, peer: &Peer) -> bool {
-        let Some(node) = node_of(peer) else {
-            return false;
-        };
-        let rules = self.replica.lattice().rules();
-        match &rules.members {
-            None => true,
-            Some(members) => {
-                node == rules.creator
-                    || members.contains(&node)
-                    || self.replica.lattice().granted().any(|g| *g == node)
-            }
-        }
+        node_of(peer).is_some_and(|node| self.replica.lattice().may_write(&node))
     }
 
     /// After anything that may have changed who is a member: peers refused as non-members
     /// that are members now are let in at once (their next dial connects), and connected
     /// peers that are no longer members are refused.
     fn membership_changed(&mut self) {
-        let grants = self.replica.lattice().granted().count();
+        let grants = self.replica.lattice().membership_changes();
         if grants == self.grants_seen {
             return;
         }
         self.grants_seen = grants;
+        self.send(Command::Gate(gate(self.replica.lattice())));
         let admitted: Vec<Peer> = self
             .refused
             .iter()
@@ -734,6 +725,7 @@ impl Node {
             Event::Disconnected(peer) => {
                 self.peers.remove(&peer);
             }
+            Event::NotMember(peer) => self.refuse(peer),
             Event::Gossip { from, id, data } => self.on_gossip(vec![(from, id, data)]),
             Event::Request {
                 peer,
@@ -1697,6 +1689,17 @@ impl Node {
             ));
         }
         out
+    }
+}
+
+/// The network's gate for a cloud: who may stay connected, as the lattice says now.
+pub(crate) fn gate(lattice: &lcloud_core::Lattice) -> lcloud_net::Gate {
+    lcloud_net::Gate {
+        members: lattice.members().map(|m| m.into_iter().collect()),
+        barred: match lattice.rules().members {
+            None => lattice.removed().into_iter().collect(),
+            Some(_) => Default::default(),
+        },
     }
 }
 

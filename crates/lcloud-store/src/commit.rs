@@ -234,7 +234,7 @@ fn plan(
         }
         let (calls, batch): (Vec<Request>, Vec<Request>) = batch
             .into_iter()
-            .partition(|r| r.ops.ops().iter().any(Op::is_ordered));
+            .partition(|r| r.ops.ops().iter().any(Op::needs_history));
         for r in calls {
             (r.reply)(Err(StoreError::NeedsFullLoad));
         }

@@ -9,7 +9,7 @@ use lcloud_core::NodeId;
 
 use crate::store::StoreError;
 
-const FILE: &str = "identity.key";
+pub(crate) const FILE: &str = "identity.key";
 
 /// A node's signing key and the id it implies.
 #[derive(Clone)]
@@ -47,7 +47,19 @@ impl Identity {
 
     /// Loads the identity in `dir`, if any.
     pub fn load(dir: &Path) -> Result<Option<Identity>, StoreError> {
-        let path = dir.join(FILE);
+        Identity::load_file(&dir.join(FILE))
+    }
+
+    /// A new key, from the OS's randomness.
+    pub(crate) fn generate() -> Identity {
+        Identity {
+            key: SigningKey::new(rand_core::OsRng),
+        }
+    }
+
+    /// Loads a key file (64 hex digits), if it exists.
+    pub(crate) fn load_file(path: &Path) -> Result<Option<Identity>, StoreError> {
+        let path = path.to_owned();
         let text = match fs::read_to_string(&path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),

@@ -12,6 +12,7 @@ mod commit;
 mod identity;
 mod import;
 mod records;
+pub mod rotate;
 mod sign;
 mod signed;
 mod state;

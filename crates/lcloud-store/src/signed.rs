@@ -53,6 +53,12 @@ impl SignedSeq {
         Ok(v)
     }
 
+    /// Forgets the value read, so the next [`SignedSeq::get`] reads the file again (after a
+    /// key rotation replaced it).
+    pub(crate) fn forget(&self) {
+        *self.known.lock().expect("never poisoned: no panics inside") = None;
+    }
+
     /// Records (durably: written in place and synced, no rename) that this identity has signed
     /// up to `seq`. Call after the experiences are durably committed and before acknowledging
     /// or publishing them.

@@ -18,12 +18,16 @@ pub(crate) struct Summary {
     pub heads: Vec<(Id, u64, NodeId)>,
     /// Chain tips: (author, seq, id), sorted by author. A forked author keeps one tip.
     pub tips: Vec<(NodeId, u64, Id)>,
-    /// Who may write: `None` for an open cloud; else the creator, listed and granted members.
+    /// Who may write: `None` for an open cloud; else the members now, sorted.
     pub writers: Option<Vec<NodeId>>,
-    /// The cloud's creator (the only admin).
-    pub creator: NodeId,
+    /// Who may change membership now, sorted.
+    pub admins: Vec<NodeId>,
     /// Authors that forked.
     pub forked: Vec<NodeId>,
+    /// In an open cloud, the keys removed (that may no longer write), sorted.
+    pub barred: Vec<NodeId>,
+    /// The genesis author.
+    pub creator: NodeId,
 }
 
 impl Summary {
@@ -46,21 +50,27 @@ impl Summary {
             })
             .collect();
         tips.sort();
-        let rules = lattice.rules();
-        let writers = rules.members.as_ref().map(|m| {
-            let mut w: Vec<NodeId> = m.iter().copied().collect();
-            w.push(rules.creator);
-            w.extend(lattice.granted().copied());
-            w.sort();
-            w.dedup();
-            w
-        });
+        let writers = lattice.members();
+        let barred = match writers {
+            None => lattice.removed(),
+            Some(_) => Vec::new(),
+        };
         Summary {
             heads,
             tips,
             writers,
-            creator: rules.creator,
+            admins: lattice.admins(),
             forked: lattice.forked_authors().into_keys().collect(),
+            barred,
+            creator: lattice.rules().creator,
+        }
+    }
+
+    /// Whether `node` may write, as far as this summary knows.
+    pub fn may_write(&self, node: &NodeId) -> bool {
+        match &self.writers {
+            Some(w) => w.binary_search(node).is_ok(),
+            None => self.barred.binary_search(node).is_err(),
         }
     }
 
@@ -69,20 +79,45 @@ impl Summary {
             &self.heads,
             &self.tips,
             &self.writers,
-            &self.creator,
+            &self.admins,
             &self.forked,
+            &self.barred,
+            &self.creator,
         ))
     }
 
     pub fn from_bytes(bytes: &[u8]) -> Result<Summary, StoreError> {
-        type Record = (
+        type Before = (
             Vec<(Id, u64, NodeId)>,
             Vec<(NodeId, u64, Id)>,
             Option<Vec<NodeId>>,
             NodeId,
             Vec<NodeId>,
         );
-        let (heads, tips, writers, creator, forked): Record =
+        type Record = (
+            Vec<(Id, u64, NodeId)>,
+            Vec<(NodeId, u64, Id)>,
+            Option<Vec<NodeId>>,
+            Vec<NodeId>,
+            Vec<NodeId>,
+            Vec<NodeId>,
+            NodeId,
+        );
+        if let Ok((heads, tips, writers, admins, forked, barred, creator)) =
+            from_canonical::<Record>(bytes)
+        {
+            return Ok(Summary {
+                heads,
+                tips,
+                writers,
+                admins,
+                forked,
+                barred,
+                creator,
+            });
+        }
+        // Stores written before membership could change: the creator was the one admin.
+        let (heads, tips, writers, creator, forked): Before =
             from_canonical(bytes).map_err(|e| StoreError::Corrupt {
                 what: format!("the stored summary: {e}"),
             })?;
@@ -90,8 +125,10 @@ impl Summary {
             heads,
             tips,
             writers,
-            creator,
+            admins: vec![creator],
             forked,
+            barred: Vec::new(),
+            creator,
         })
     }
 
@@ -101,14 +138,50 @@ impl Summary {
         self.tips.retain(|(a, _, _)| a != me);
         self.tips.push((*me, u.header().seq, u.id()));
         self.tips.sort();
-        if let Some(w) = self.writers.as_mut() {
-            for op in u.ops() {
-                if let lcloud_core::Op::AddMember { node } = op {
-                    w.push(*node);
+        // The rules of `lcloud_core`'s authority, for an experience that sees everything
+        // (the only head): its grants first, then its revocations (which win).
+        use lcloud_core::Op;
+        let was_admin = self.admins.contains(me);
+        let mut grant = |node: &NodeId, admin: bool| {
+            if let Some(w) = self.writers.as_mut() {
+                w.push(*node);
+            }
+            self.barred.retain(|b| b != node);
+            if admin {
+                self.admins.push(*node);
+            }
+        };
+        for op in u.ops() {
+            match op {
+                Op::AddMember { node } => grant(node, false),
+                Op::AddAdmin { node } => grant(node, true),
+                Op::RotateKey { to } => grant(to, was_admin),
+                _ => {}
+            }
+        }
+        let mut revoke = |node: &NodeId, member: bool| {
+            self.admins.retain(|a| a != node);
+            if member {
+                match self.writers.as_mut() {
+                    Some(w) => w.retain(|m| m != node),
+                    None => self.barred.push(*node),
                 }
             }
-            w.sort();
-            w.dedup();
+        };
+        for op in u.ops() {
+            match op {
+                Op::RemoveMember { node } => revoke(node, true),
+                Op::RemoveAdmin { node } => revoke(node, false),
+                Op::RotateKey { .. } => revoke(me, true),
+                _ => {}
+            }
+        }
+        for list in [&mut self.admins, &mut self.barred]
+            .into_iter()
+            .chain(self.writers.as_mut())
+        {
+            list.sort();
+            list.dedup();
         }
     }
 

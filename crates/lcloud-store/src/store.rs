@@ -48,6 +48,9 @@ const CONTRACT_NAMES: TableDefinition<&[u8; 32], &str> = TableDefinition::new("c
 /// written once per flush instead of once per commit. Readers apply this tail to what the
 /// leaves hold; opening a store writes it into the leaves.
 const LEAVES_AT: &str = "leaves_at";
+/// Meta key present once the fold leaves out an experience for want of a right: time travel
+/// then needs the full history (the index holds every experience).
+const HAS_VOID: &str = "has_void";
 
 /// Meta key (u64, little-endian): the experiences from this arrival number on are not yet in
 /// the leaves table, and some of them are other nodes' (stored by [`Store::persist_bytes`] with
@@ -970,6 +973,10 @@ impl Store {
                 meta.insert("has_calls", [1u8].as_slice())
                     .map_err(|e| map_db(&dir, e))?;
             }
+            if outcomes.iter().any(|o| o.revoked) || replica.lattice().void_count() > 0 {
+                meta.insert(HAS_VOID, [1u8].as_slice())
+                    .map_err(|e| map_db(&dir, e))?;
+            }
             let (written, kept) = recorder.finish_keeping()?;
             kept_group = kept;
             checkpointed = self.maybe_checkpoint(
@@ -1008,7 +1015,7 @@ impl Store {
         identity: &Identity,
         ops: Vec<Op>,
     ) -> Result<Option<Verified<Experience>>, StoreError> {
-        if ops.iter().any(Op::is_ordered) {
+        if ops.iter().any(Op::needs_history) {
             return Ok(None);
         }
         match self.write_batch_local(identity, vec![ops])? {
@@ -1391,7 +1398,8 @@ impl Store {
 
     /// The state at `clock`, read from the index and the checkpoints without loading the
     /// history. `None` when only a full load can answer: an author forked, the cloud has calls
-    /// to order-sensitive morphisms, or the store predates the index.
+    /// to order-sensitive morphisms, the fold leaves out experiences of a removed member (the
+    /// index holds every experience), or the store predates the index.
     pub fn state_at_clock(&self, clock: &VectorClock) -> Result<Option<State>, StoreError> {
         guard(&self.dir, || self.state_at_clock_unguarded(clock))
     }
@@ -1401,7 +1409,8 @@ impl Store {
         let meta = txn.open_table(META).map_err(|e| self.map_db(e))?;
         let summary = read_summary(&meta)?;
         let calls = meta.get("has_calls").map_err(|e| self.map_db(e))?.is_some();
-        if !summary.forked.is_empty() || calls {
+        let void = meta.get(HAS_VOID).map_err(|e| self.map_db(e))?.is_some();
+        if !summary.forked.is_empty() || calls || void {
             return Ok(None);
         }
         for (node, asked) in &clock.0 {
@@ -1554,6 +1563,12 @@ impl Store {
         self.signed.record(seq)
     }
 
+    /// Reads `signed-seq` again on next use: a key rotation ([`crate::rotate::finish`])
+    /// replaced it.
+    pub fn reload_signed(&self) {
+        self.signed.forget();
+    }
+
     /// The highest seq this identity has signed, per the `signed-seq` file (0 if none).
     pub fn signed_seq(&self) -> Result<u64, StoreError> {
         self.signed.get()
@@ -1671,19 +1686,19 @@ fn check_local(
     unsigned: &lcloud_core::Unsigned,
 ) -> Result<(), StoreError> {
     let id = unsigned.id();
-    if summary.writers.as_ref().is_some_and(|w| !w.contains(me)) {
+    if !summary.may_write(me) {
         return Err(InsertError::NotMember { id, author: *me }.into());
     }
     let size = unsigned.encoded_len();
     if size > EXPERIENCE_BYTES_MAX {
         return Err(StoreError::TooLarge(size));
     }
-    let grants = unsigned
-        .ops()
-        .iter()
-        .any(|op| matches!(op, Op::AddMember { .. }));
-    if grants && *me != summary.creator {
+    let administers = unsigned.ops().iter().any(Op::needs_admin);
+    if administers && summary.admins.binary_search(me).is_err() {
         return Err(InsertError::NotAdmin { id, author: *me }.into());
+    }
+    if let Some(why) = lcloud_core::membership_refusal(&summary.creator, me, unsigned.ops()) {
+        return Err(InsertError::BadMembership { id, why }.into());
     }
     Ok(())
 }
@@ -1890,7 +1905,9 @@ static ROOT: Path = Path(Vec::new());
 /// (not deduplicated): the root when the whole document may have (a genesis, a refold).
 fn touched<'r>(replica: &'r Replica, outcomes: &[&Inserted]) -> Vec<&'r Path> {
     let quarantine = replica.lattice().rules().fork_policy == ForkPolicy::Quarantine;
-    if quarantine && outcomes.iter().any(|o| !o.forks.is_empty()) {
+    if outcomes.iter().any(|o| o.revoked)
+        || (quarantine && outcomes.iter().any(|o| !o.forks.is_empty()))
+    {
         return vec![&ROOT];
     }
     let mut paths = Vec::new();

@@ -313,7 +313,7 @@ impl Tokens {
 }
 
 /// Writes `bytes` to a new file at `path` readable by its owner only, synced.
-fn write_private(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
     let mut opts = fs::OpenOptions::new();
     opts.write(true).create(true).truncate(true);
     #[cfg(unix)]

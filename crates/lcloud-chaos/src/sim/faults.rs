@@ -137,7 +137,9 @@ impl World {
                     let up: Vec<usize> = (0..n).filter(|i| !down.contains(i)).collect();
                     let i = up[self.rng.below(up.len() as u64) as usize];
                     // A node that lost its key in a members-only cloud would need a new grant.
-                    if self.rng.chance(15) && self.cfg.scenario != Scenario::Grant {
+                    let members_only =
+                        matches!(self.cfg.scenario, Scenario::Grant | Scenario::Revoke);
+                    if self.rng.chance(15) && !members_only {
                         self.amnesia(i);
                     } else {
                         self.crash(i);

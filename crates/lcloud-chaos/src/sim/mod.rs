@@ -112,6 +112,9 @@ pub struct Outcome {
     pub refused_peers: (usize, usize),
     /// Authors whose chain forked, as the first node sees them at the end.
     pub forked: usize,
+    /// Acknowledged writes of a removed member that the fold leaves out (set aside by the
+    /// checkers as indeterminate).
+    pub revoked: usize,
 }
 
 impl Outcome {
@@ -127,6 +130,7 @@ impl Outcome {
             Scenario::Faults => true,
             Scenario::Fork => self.forked == 1 && self.refused_writes > 0,
             Scenario::Grant => self.refused_peers.0 > 0 && self.refused_peers.1 > 0,
+            Scenario::Revoke => self.revoked > 0 && self.refused_peers.0 > 0,
         }
     }
 }
@@ -193,6 +197,8 @@ struct World {
     acks: Vec<(usize, NodeId, u64, bool)>,
     refused_writes: usize,
     refused_peers: (usize, usize),
+    /// The node the creator removed ([`Scenario::Revoke`]): left out of convergence.
+    removed: Option<usize>,
 }
 
 fn set_path() -> Path {
@@ -442,9 +448,14 @@ impl World {
         }
     }
 
+    /// The nodes judged: all but a removed member, which is shut out and never converges.
+    fn judged(&self) -> impl Iterator<Item = usize> + '_ {
+        (0..self.nodes.len()).filter(|n| self.removed != Some(*n))
+    }
+
     fn roots_and_heads(&self) -> (Vec<Option<Id>>, Vec<Option<Vec<Id>>>) {
-        self.nodes
-            .iter()
+        self.judged()
+            .map(|n| &self.nodes[n])
             .map(|n| {
                 let r = n.replica.as_ref();
                 (
@@ -503,6 +514,14 @@ pub fn run(cfg: Config) -> Outcome {
     match cfg.scenario {
         Scenario::Faults => {}
         Scenario::Fork => rules.fork_policy = ForkPolicy::Quarantine,
+        Scenario::Revoke => {
+            rules.members = Some(
+                keys[1..]
+                    .iter()
+                    .map(|k| NodeId(k.verification_key().to_bytes()))
+                    .collect(),
+            );
+        }
         Scenario::Grant => {
             rules.members = Some(
                 keys[1..cfg.nodes - 1]
@@ -542,11 +561,13 @@ pub fn run(cfg: Config) -> Outcome {
         acks: Vec::new(),
         refused_writes: 0,
         refused_peers: (0, 0),
+        removed: None,
     };
     let (mut event_at, last) = match cfg.scenario {
         Scenario::Faults => (None, cfg.nodes - 1),
         Scenario::Fork => (Some(WRITE_PHASE / 3), cfg.nodes - 1),
         Scenario::Grant => (Some(WRITE_PHASE / 4), cfg.nodes - 1),
+        Scenario::Revoke => (Some(WRITE_PHASE / 3), cfg.nodes - 1),
     };
     // The plan: writes and faults at random times of the write phase.
     let mut plan: Vec<(u64, Option<usize>)> = Vec::with_capacity(cfg.writes + cfg.faults);
@@ -564,7 +585,8 @@ pub fn run(cfg: Config) -> Outcome {
     let mut next_check = 50 * MS;
     let check_visibility =
         |w: &World, pending: &mut BTreeSet<i64>, visible: &mut BTreeMap<i64, u64>| {
-            let sets: Option<Vec<BTreeSet<i64>>> = (0..w.nodes.len())
+            let sets: Option<Vec<BTreeSet<i64>>> = w
+                .judged()
                 .map(|n| w.set_of(n).map(|s| s.into_iter().collect()))
                 .collect();
             let Some(sets) = sets else { return };
@@ -590,6 +612,7 @@ pub fn run(cfg: Config) -> Outcome {
                 Scenario::Faults => {}
                 Scenario::Fork => w.restore_backup(0, last),
                 Scenario::Grant => w.grant(last),
+                Scenario::Revoke => w.revoke(last),
             }
         }
         match what {
@@ -651,10 +674,26 @@ pub fn run(cfg: Config) -> Outcome {
             }
         }
     }
-    let finals: Vec<Vec<i64>> = (0..cfg.nodes)
+    // A removed member's acknowledged writes that the fold leaves out (concurrent with its
+    // removal), or that never left it (its peers shut it out), are the removal's doing.
+    let mut revoked = 0;
+    if let (Some(gone), Some(replica)) = (w.removed, w.nodes[0].replica.as_ref()) {
+        for (at, id) in &w.nodes[gone].acked {
+            if replica
+                .lattice()
+                .idx(id)
+                .is_none_or(|i| replica.lattice().is_void(i))
+            {
+                w.destroyed.insert(*at);
+                revoked += 1;
+            }
+        }
+    }
+    let finals: Vec<Vec<i64>> = w
+        .judged()
         .map(|n| w.set_of(n).unwrap_or_default())
         .collect();
-    let counters: Vec<i64> = (0..cfg.nodes).map(|n| w.counter_of(n)).collect();
+    let counters: Vec<i64> = w.judged().map(|n| w.counter_of(n)).collect();
     // Writes destroyed with a lost disk are judged as indeterminate: they may or may not
     // have reached a peer before.
     let judged: Vec<Event> = w
@@ -691,6 +730,7 @@ pub fn run(cfg: Config) -> Outcome {
         refused_writes: w.refused_writes,
         refused_peers: w.refused_peers,
         forked,
+        revoked,
     }
 }
 

@@ -1,5 +1,6 @@
-//! The scenarios two seeds in eight run besides writes and faults ([`Scenario`]), and the
-//! node behaviour they exercise: refusing non-members and letting them in once granted.
+//! The scenarios three seeds in eight run besides writes and faults ([`Scenario`]), and the
+//! node behaviour they exercise: refusing non-members, letting them in once granted, and
+//! shutting them out once removed.
 
 use lcloud_core::{NodeId, Op};
 
@@ -21,6 +22,13 @@ pub enum Scenario {
     /// membership; every peer must let it in as soon as it sees the grant, or it never
     /// converges.
     Grant,
+    /// A members-only cloud whose last node is cut off a third into the write phase, goes on
+    /// writing, and is removed by the creator meanwhile. What it wrote that the removal does
+    /// not have in its past is left out of the fold (those acknowledgements are judged
+    /// indeterminate, like a lost disk's); once a node sees the removal it refuses the removed
+    /// node's requests, and if the removed node learns of it, its writes are refused. Every
+    /// other node converges without it.
+    Revoke,
 }
 
 impl Scenario {
@@ -29,6 +37,7 @@ impl Scenario {
         match seed % 8 {
             6 => Scenario::Fork,
             7 => Scenario::Grant,
+            0 => Scenario::Revoke,
             _ => Scenario::Faults,
         }
     }
@@ -39,6 +48,7 @@ impl Scenario {
             Scenario::Faults => "faults",
             Scenario::Fork => "fork under quarantine",
             Scenario::Grant => "refused, then granted membership",
+            Scenario::Revoke => "removed while cut off",
         }
     }
 }
@@ -48,29 +58,22 @@ impl World {
         NodeId(self.nodes[m].key.verification_key().to_bytes())
     }
 
-    /// Whether node `n` lets node `m` sync with it: the cloud is open, or `m` is a member as
-    /// far as `n` knows (the node's `allowed`).
+    /// Whether node `n` lets node `m` sync with it: `m` may write, as far as `n` knows (the
+    /// node's `allowed`).
     pub(super) fn allowed(&self, n: usize, m: usize) -> bool {
         let Some(replica) = self.nodes[n].replica.as_ref() else {
             return false;
         };
-        let rules = replica.lattice().rules();
-        let Some(members) = &rules.members else {
-            return true;
-        };
-        let id = self.node_id(m);
-        id == rules.creator
-            || members.contains(&id)
-            || replica.lattice().granted().any(|g| *g == id)
+        replica.lattice().may_write(&self.node_id(m))
     }
 
-    /// The node's `membership_changed`: when its replica holds a new grant, peers it refused
-    /// that are members now are let in at once.
+    /// The node's `membership_changed`: when its replica holds a new membership change,
+    /// peers it refused that are members now are let in at once.
     pub(super) fn membership_changed(&mut self, n: usize) {
         let Some(replica) = self.nodes[n].replica.as_ref() else {
             return;
         };
-        let grants = replica.lattice().granted().count();
+        let grants = replica.lattice().membership_changes();
         if grants == self.grants_seen[n] {
             return;
         }
@@ -101,18 +104,40 @@ impl World {
 
     /// [`Scenario::Grant`]: the creator (node 0) grants `node` membership and pushes it.
     pub(super) fn grant(&mut self, node: usize) {
-        self.restart(0);
         let id = self.node_id(node);
+        self.creator_writes(Op::AddMember { node: id });
+    }
+
+    /// The creator (node 0, restarted if down) writes a membership change and pushes it.
+    fn creator_writes(&mut self, op: Op) {
+        self.restart(0);
         let creator = &mut self.nodes[0];
         let replica = creator.replica.as_mut().expect("restarted");
         let exp = replica
-            .write(&creator.key, vec![Op::AddMember { node: id }])
-            .expect("the creator grants");
+            .write(&creator.key, vec![op])
+            .expect("the creator changes membership");
         let bytes = exp.to_bytes();
         creator.disk.push(bytes.clone());
         creator.ids.insert(exp.id());
         self.membership_changed(0);
         self.broadcast(0, bytes);
+    }
+}
+
+impl World {
+    /// [`Scenario::Revoke`]: node `node` is cut off from every other, and the creator (node 0)
+    /// removes it and pushes the removal (which reaches it only once a link heals).
+    pub(super) fn revoke(&mut self, node: usize) {
+        for other in 0..self.nodes.len() {
+            if other != node {
+                self.blocked.insert((node, other));
+                self.blocked.insert((other, node));
+            }
+        }
+        self.restart(node);
+        self.removed = Some(node);
+        let id = self.node_id(node);
+        self.creator_writes(Op::RemoveMember { node: id });
     }
 }
 
@@ -127,7 +152,14 @@ mod tests {
         assert_eq!(cfg.scenario, scenario);
         let o = run(cfg);
         assert!(o.valid(), "seed {seed}: {:?} {:?}", o.set, o.counter);
-        assert!(o.scenario_happened(scenario), "seed {seed}: {o:?}");
+        assert!(
+            o.scenario_happened(scenario),
+            "seed {seed}: refused writes {}, refused peers {:?}, forked {}, revoked {}",
+            o.refused_writes,
+            o.refused_peers,
+            o.forked,
+            o.revoked
+        );
         o
     }
 
@@ -149,6 +181,22 @@ mod tests {
         for seed in [7, 15] {
             let o = run_scenario(seed, Scenario::Grant);
             assert!(o.refused_writes > 0, "seed {seed}: writes before the grant");
+        }
+    }
+
+    /// A member removed while cut off: what it wrote unseen by the removal is left out on
+    /// every node (judged indeterminate, never lost elsewhere), its peers refuse it once
+    /// they know, and the others converge.
+    #[test]
+    fn a_member_removed_while_cut_off_is_left_out_and_shut_out() {
+        for seed in [8, 16] {
+            let o = run_scenario(seed, Scenario::Revoke);
+            assert!(
+                o.revoked > 0,
+                "seed {seed}: {} revoked, {} refused",
+                o.revoked,
+                o.refused_peers.0
+            );
         }
     }
 }
