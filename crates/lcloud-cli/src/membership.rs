@@ -38,6 +38,13 @@ pub(crate) fn rotate_key(dir: &FsPath, json_out: bool) -> Result<()> {
             dir.display()
         )
     })?;
+    if lcloud_store::rotate::retired(dir)?.is_some() {
+        bail!(
+            "the previous key rotation has not reached any peer yet (its old key waits in \
+             identity.key.retired): start the node once with --peer so it tells them, or hand \
+             them a bundle (`lcloud export`) and delete that file, before rotating again"
+        );
+    }
     let mut node = open(dir)?;
     if !node.replica.lattice().may_write(&old.id()) {
         bail!(

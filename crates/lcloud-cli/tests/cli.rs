@@ -721,6 +721,11 @@ fn members_are_removed_promoted_and_keys_rotated() {
     assert_eq!(rotated["old"], old.as_str());
     assert_eq!(rotated["node"], new.as_str());
     assert_ne!(old, new);
+    // Until a peer has heard of it (the node was not started since), no second rotation.
+    assert!(
+        a.fails(&["key", "rotate"])
+            .contains("has not reached any peer")
+    );
     a.ok(&["set", "/after-rotation", "1"]);
     a.ok(&["member", "add", &carol]);
     b.import(&a.bundle("a3.bundle"));
