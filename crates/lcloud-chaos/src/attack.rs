@@ -324,9 +324,24 @@ impl Lab {
             .arg("--debug-api")
             .env_remove("LCLOUD_DIR")
             .env_remove("LCLOUD_NODE")
-            .env("RUST_LOG", "error")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null());
+            .stdout(Stdio::piped());
+        // LCLOUD_CHAOS_LOGS=DIR keeps each node's log (at info) there, to see why an attack
+        // failed; otherwise only errors, thrown away.
+        match std::env::var_os("LCLOUD_CHAOS_LOGS") {
+            Some(logs) => {
+                let name = dir.file_name().unwrap_or_default().to_string_lossy();
+                let path = Path::new(&logs).join(format!("{name}.{}.log", std::process::id()));
+                let file = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&path)
+                    .map_err(|e| format!("{}: {e}", path.display()))?;
+                cmd.env("RUST_LOG", "info").stderr(file);
+            }
+            None => {
+                cmd.env("RUST_LOG", "error").stderr(Stdio::null());
+            }
+        }
         for p in peers {
             cmd.args(["--peer", p]);
         }

@@ -2,14 +2,18 @@
 //! the new key, so they refuse it. The node therefore connects to its peers once more under
 //! the retired key (which peers that have not seen the rotation still let in), pushes the end
 //! of the old key's chain (the rotation included), and once a peer has stored it, deletes the
-//! retired key. Peers that already know the rotation refuse the old key: they need nothing.
+//! retired key. Peers that already know the rotation refuse the old key; the node itself
+//! retires the key once such a peer's sync summary shows it holds the rotation
+//! ([`Retiring`]), which also ends the announcement.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
+use tokio::sync::watch;
+
 use lcloud_core::codec::ByteBuf;
-use lcloud_core::sync::{MESSAGE_BYTES_MAX, Request, Response};
-use lcloud_core::{Id, Replica};
+use lcloud_core::sync::{MESSAGE_BYTES_MAX, Request, Response, Summary};
+use lcloud_core::{Id, NodeId, Replica};
 use lcloud_net::{Addr as Multiaddr, Command, Event};
 use lcloud_store::Identity;
 
@@ -35,14 +39,73 @@ pub(crate) fn tail(replica: &Replica, old: &Identity) -> Vec<Vec<u8>> {
     out
 }
 
+/// A rotation not yet known to hold at a peer, as the node's core watches for it: the retired
+/// key is deleted once a peer's summary holds the old chain up to the rotation (the peer
+/// learnt it from the new key's sync, or from the announcement whose answer was lost when the
+/// peer cut the old key off).
+pub(crate) struct Retiring {
+    dir: PathBuf,
+    old: NodeId,
+    /// The seq of the rotation on the old chain.
+    seq: u64,
+    done: watch::Sender<bool>,
+}
+
+impl Retiring {
+    /// Watches for `old`'s chain up to its height in `replica` (its rotation); `run` stops when
+    /// the returned receiver says so.
+    pub(crate) fn new(
+        dir: PathBuf,
+        old: &Identity,
+        replica: &Replica,
+    ) -> (Retiring, watch::Receiver<bool>) {
+        let (done, rx) = watch::channel(false);
+        let old = old.id();
+        let seq = replica.lattice().height(&old);
+        (
+            Retiring {
+                dir,
+                old,
+                seq,
+                done,
+            },
+            rx,
+        )
+    }
+
+    /// True (and the key deleted) if `summary`, a peer's, holds the rotation.
+    pub(crate) fn seen(&self, summary: &Summary) -> bool {
+        let holds = summary
+            .chains
+            .iter()
+            .any(|c| c.author == self.old && c.seq >= self.seq);
+        if !holds {
+            return false;
+        }
+        match lcloud_store::rotate::announced(&self.dir) {
+            Ok(()) => {
+                tracing::info!("a peer holds the key rotation: the old key is retired");
+                let _ = self.done.send(true);
+                true
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not delete the retired key");
+                false
+            }
+        }
+    }
+}
+
 /// Connects under `old` to `peers` and pushes `exps` until one peer stores them (then deletes
-/// the retired key in `dir`), or gives up after [`GIVE_UP`] (the next start tries again).
+/// the retired key in `dir`), the node's core sees a peer holding them (`done`), or it gives
+/// up after [`GIVE_UP`] (the next start tries again).
 pub(crate) async fn run(
     dir: PathBuf,
     old: Identity,
     cloud: Id,
     peers: Vec<Multiaddr>,
     exps: Vec<Vec<u8>>,
+    mut done: watch::Receiver<bool>,
 ) {
     if peers.is_empty() || exps.is_empty() {
         tracing::warn!(
@@ -72,7 +135,12 @@ pub(crate) async fn run(
         exps: exps.into_iter().map(ByteBuf).collect(),
     };
     let done = tokio::time::timeout(GIVE_UP, async {
-        while let Some(ev) = net.events.recv().await {
+        loop {
+            let ev = tokio::select! {
+                ev = net.events.recv() => ev,
+                _ = done.wait_for(|d| *d) => return false,
+            };
+            let Some(ev) = ev else { return false };
             match ev {
                 Event::Connected(peer) => {
                     let ask = Command::Request {
@@ -93,7 +161,6 @@ pub(crate) async fn run(
                 _ => {}
             }
         }
-        false
     })
     .await;
     if done == Ok(true)

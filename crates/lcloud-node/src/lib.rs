@@ -164,23 +164,29 @@ async fn serve(
     })?;
     let me = net.peer;
     // A key rotation peers may not know yet: tell them under the old key.
-    match lcloud_store::rotate::retired(&config.dir) {
+    let retiring = match lcloud_store::rotate::retired(&config.dir) {
         Ok(Some(old)) => {
             let exps = announce::tail(&replica, &old);
+            let (retiring, done) = announce::Retiring::new(config.dir.clone(), &old, &replica);
             tokio::spawn(announce::run(
                 config.dir.clone(),
                 old,
                 cloud,
                 config.peers.clone(),
                 exps,
+                done,
             ));
+            Some(retiring)
         }
-        Ok(None) => {}
-        Err(e) => tracing::warn!(error = %e, "could not read the retired key"),
-    }
+        Ok(None) => None,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not read the retired key");
+            None
+        }
+    };
     let (inbox, rx) = mpsc::unbounded_channel::<Msg>();
     let (announce, _) = broadcast::channel(4096);
-    let node = Node::open(
+    let mut node = Node::open(
         me,
         store,
         replica,
@@ -188,6 +194,7 @@ async fn serve(
         net.commands.clone(),
         announce.clone(),
     )?;
+    node.retiring = retiring;
     let core = std::thread::Builder::new()
         .name("lcloud-node".into())
         .spawn(move || node.run(rx))

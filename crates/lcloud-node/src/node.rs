@@ -470,6 +470,8 @@ pub struct Node {
     /// Bumped whenever the history is loaded again (its arrival order renumbered), so that a
     /// bundle streamed in pieces starts again instead of mixing two orders.
     generation: u64,
+    /// This node's key rotation, until a peer is seen to hold it.
+    pub(crate) retiring: Option<crate::announce::Retiring>,
 }
 
 impl Node {
@@ -501,6 +503,7 @@ impl Node {
             grants_seen: 0,
             unstored: None,
             generation: 0,
+            retiring: None,
             scores: BTreeMap::new(),
             metrics: Metrics::default(),
         };
@@ -669,6 +672,7 @@ impl Node {
 
     /// Disconnects a non-member and refuses its connections until it becomes a member.
     fn refuse(&mut self, peer: Peer) {
+        tracing::info!(%peer, "not a member: refusing its connections");
         *self
             .metrics
             .rejected
@@ -725,6 +729,10 @@ impl Node {
             Event::Disconnected(peer) => {
                 self.peers.remove(&peer);
             }
+            // The network checked an older gate than this thread's membership (a grant or
+            // rotation stored since): a peer that is a member now is not refused, and its
+            // next dial connects.
+            Event::NotMember(peer) if self.allowed(&peer) => {}
             Event::NotMember(peer) => self.refuse(peer),
             Event::Gossip { from, id, data } => self.on_gossip(vec![(from, id, data)]),
             Event::Request {
@@ -830,6 +838,13 @@ impl Node {
         s.window_requests > REQUESTS_PER_SECOND
     }
 
+    /// A peer's summary: once one holds this node's key rotation, the old key is retired.
+    fn peer_holds(&mut self, summary: &Summary) {
+        if self.retiring.as_ref().is_some_and(|r| r.seen(summary)) {
+            self.retiring = None;
+        }
+    }
+
     /// Membership and rate checks for any request; `Some` is the refusal to send.
     fn admit_request(&mut self, peer: Peer) -> Option<Response> {
         if let Some(e) = &self.unstored {
@@ -869,6 +884,7 @@ impl Node {
                     };
                 }
                 self.metrics.syncs += 1;
+                self.peer_holds(&summary);
                 // The first batch goes in the answer; the rest is streamed as pushes.
                 let missing = sync::missing(self.replica.lattice(), &summary);
                 let (exps, more) = sync::batch(self.replica.lattice(), &missing, BATCH_FIRST_BYTES);
@@ -957,6 +973,7 @@ impl Node {
             self.misbehaved(peer, "another cloud", INVALID_POINTS);
             return;
         }
+        self.peer_holds(&summary);
         let mut intake = Intake::default();
         self.insert_checked(&mut intake, peer, exps);
         self.commit(intake);

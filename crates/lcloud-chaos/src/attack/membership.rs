@@ -224,7 +224,7 @@ pub(super) fn rotated_key(lab: &mut Lab, _keys: &[SigningKey]) -> Result<String,
     b.write(3)?;
     a.write(4)?;
     Ok(
-        "the restarted node told its peer under the old key, then retired it; after the rotation the old key's 5 sync attempts got nothing; a backup's write forking the rotation was stored but left out of the state, its write after the rotation refused; the new key and the admin write on"
+        "the restarted node told its peer under the old key and retired that key once the peer held the rotation; after the rotation the old key's 5 sync attempts got nothing; a backup's write forking the rotation was stored but left out of the state, its write after the rotation refused; the new key and the admin write on"
             .into(),
     )
 }
