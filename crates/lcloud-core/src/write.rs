@@ -6,6 +6,8 @@
 //! These checks run only on the writer's side: a peer's experience that breaks them is still
 //! valid and folds by the document rules (see [`crate::doc`]), the same on every node.
 
+use std::collections::HashMap;
+
 use crate::codec::{self, MAX_DEPTH};
 use crate::doc::{Doc, Dot, ObservesEverything};
 use crate::id::Id;
@@ -154,6 +156,7 @@ pub(crate) fn check_nesting_encoded(ops: &[Op], bytes: &[u8]) -> Result<(), Writ
 /// current document always does.
 pub fn check_shapes(doc: &Doc, batch: &[&[Op]]) -> Vec<Result<(), WriteRefused>> {
     let total: usize = batch.iter().map(|ops| ops.len()).sum();
+    let read_later = read_later(batch);
     let mut checked = 0usize;
     // The document with the accepted ops applied, made on the first op that needs applying.
     let mut scratch: Option<Doc> = None;
@@ -169,7 +172,7 @@ pub fn check_shapes(doc: &Doc, batch: &[&[Op]]) -> Vec<Result<(), WriteRefused>>
                 result = Err(e);
                 break;
             }
-            if checked < total {
+            if checked < total && read_later[checked - 1] {
                 // A local write observes everything before it: a dot after every folded one.
                 let dot = Dot {
                     depth: u64::MAX,
@@ -189,6 +192,36 @@ pub fn check_shapes(doc: &Doc, batch: &[&[Op]]) -> Vec<Result<(), WriteRefused>>
         results.push(result);
     }
     results
+}
+
+/// Per op of `batch` (flattened): whether an op after it may read what it changes, so that
+/// [`check_shapes`] must apply it. An op changes kinds at and below its path (and may turn an
+/// absent prefix into a map, which no check tells apart); a check reads the kinds at the
+/// proper prefixes of its path and at its path. So only ops on one path, or on paths one of
+/// which is a prefix of the other, see each other; ops without a path are always applied.
+fn read_later(batch: &[&[Op]]) -> Vec<bool> {
+    let ops: Vec<&Op> = batch.iter().flat_map(|ops| ops.iter()).collect();
+    // The last op at or below each path, and the last op at each path exactly.
+    let mut last_within: HashMap<&[String], usize> = HashMap::new();
+    let mut last_at: HashMap<&[String], usize> = HashMap::new();
+    for (k, op) in ops.iter().enumerate() {
+        let Some(path) = op.path() else { continue };
+        for n in 0..=path.0.len() {
+            last_within.insert(&path.0[..n], k);
+        }
+        last_at.insert(&path.0[..], k);
+    }
+    ops.iter()
+        .enumerate()
+        .map(|(j, op)| {
+            let Some(path) = op.path() else {
+                return true;
+            };
+            let later = |i: Option<&usize>| i.is_some_and(|&i| i > j);
+            later(last_within.get(&path.0[..]))
+                || (0..path.0.len()).any(|n| later(last_at.get(&path.0[..n])))
+        })
+        .collect()
 }
 
 /// The paths whose leaves [`check_shapes`] of `ops` reads: `(exact, subtrees)`, the proper
@@ -361,6 +394,74 @@ mod tests {
                 .is_err()
         );
         assert!(check.check(&[set("/a", "3")]).is_ok());
+    }
+
+    /// [`check_shapes`] as it was before it skipped ops no later op reads: every op but the
+    /// last applied.
+    fn check_shapes_applying_all(doc: &Doc, batch: &[&[Op]]) -> Vec<Result<(), WriteRefused>> {
+        let mut scratch = doc.clone();
+        let mut applied = 0u32;
+        batch
+            .iter()
+            .map(|ops| {
+                let before = scratch.clone();
+                for op in ops.iter() {
+                    if let Err(e) = check_op(&scratch, op) {
+                        scratch = before;
+                        return Err(e);
+                    }
+                    let dot = Dot {
+                        depth: u64::MAX,
+                        exp: Id([0xff; 32]),
+                        op: applied,
+                    };
+                    applied += 1;
+                    scratch.apply(op, dot, &ObservesEverything);
+                }
+                Ok(())
+            })
+            .collect()
+    }
+
+    fn any_op() -> impl proptest::strategy::Strategy<Value = Op> {
+        use proptest::prelude::*;
+        let paths = ["/a", "/a/b", "/a/b/c", "/a/c", "/b", "/b/a", "/c"];
+        (0usize..7, 0usize..7).prop_map(move |(kind, at)| {
+            let path = p(paths[at]);
+            match kind {
+                0 => set(paths[at], "1"),
+                1 => set(paths[at], "{\"b\": {\"c\": 2}}"),
+                2 => set(paths[at], "[1, 2]"),
+                3 => Op::Incr { path, by: 1 },
+                4 => Op::Add {
+                    path,
+                    value: Value::Int(1),
+                },
+                5 => Op::Del { path },
+                _ => set(paths[at], "{}"),
+            }
+        })
+    }
+
+    proptest::proptest! {
+        /// Skipping the ops no later op reads gives exactly the answers of applying them all.
+        #[test]
+        fn skipping_unread_ops_changes_no_answer(
+            setup in proptest::collection::vec(any_op(), 0..6),
+            batch in proptest::collection::vec(proptest::collection::vec(any_op(), 1..4), 1..8),
+        ) {
+            let mut doc = Doc::default();
+            for (i, op) in setup.iter().enumerate() {
+                if check_op(&doc, op).is_ok() {
+                    let dot = Dot { depth: 1, exp: Id([1; 32]), op: i as u32 };
+                    doc.apply(op, dot, &ObservesEverything);
+                }
+            }
+            let refs: Vec<&[Op]> = batch.iter().map(Vec::as_slice).collect();
+            let fast = check_shapes(&doc, &refs);
+            let all = check_shapes_applying_all(&doc, &refs);
+            proptest::prop_assert_eq!(fast, all);
+        }
     }
 
     #[test]

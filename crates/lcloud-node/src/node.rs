@@ -8,12 +8,15 @@ use std::time::{Duration, Instant};
 use lcloud_core::codec::ByteBuf;
 use lcloud_core::sync::{self, Request, Response, Summary};
 use lcloud_core::{
-    EXPERIENCE_BYTES_MAX, Experience, Id, Idx, InsertError, Inserted, NodeId, Op, Path, Replica,
-    ValidationError, Verified,
+    Experience, Id, Idx, InsertError, Inserted, NodeId, Op, Path, Replica, ValidationError,
+    Verified,
 };
 use lcloud_net::{Command, Event, MessageId, Peer, node_of};
 use lcloud_store::{Identity, Store, StoreError};
 use tokio::sync::{broadcast, mpsc, oneshot};
+
+#[path = "write.rs"]
+mod write;
 
 /// Misbehaviour points at which a peer is disconnected and refused.
 pub const BAN_SCORE: u32 = 100;
@@ -470,6 +473,10 @@ pub struct Node {
     /// Bumped whenever the history is loaded again (its arrival order renumbered), so that a
     /// bundle streamed in pieces starts again instead of mixing two orders.
     generation: u64,
+    /// The store's signing pool, for this node's own writes.
+    signer: lcloud_store::SignPool,
+    /// This node's writes being signed ([`write`]).
+    in_flight: write::Pipeline,
     /// This node's key rotation, until a peer is seen to hold it.
     pub(crate) retiring: Option<crate::announce::Retiring>,
 }
@@ -485,6 +492,7 @@ impl Node {
         announce: broadcast::Sender<Announced>,
     ) -> Result<Node, StoreError> {
         let mut store = store;
+        let signer = lcloud_store::SignPool::with_helpers(identity.key(), cores());
         let persisted = replica.state().doc;
         // The node holds the whole document: leaves are written every few thousand ops, not
         // at every commit (a large set or counter would otherwise be rewritten per write).
@@ -503,6 +511,8 @@ impl Node {
             grants_seen: 0,
             unstored: None,
             generation: 0,
+            signer,
+            in_flight: write::Pipeline::new(),
             retiring: None,
             scores: BTreeMap::new(),
             metrics: Metrics::default(),
@@ -601,9 +611,24 @@ impl Node {
                             Err(_) => break,
                         }
                     }
-                    let (batch, replies): (Vec<_>, Vec<_>) = group.into_iter().unzip();
-                    for (reply, result) in replies.into_iter().zip(self.write(batch)) {
-                        let _ = reply.send(result);
+                    self.plan_writes(group);
+                    // Signing this batch overlaps storing the one before. The newest stays
+                    // in flight only while another write waits: whatever else comes sees
+                    // every write before it complete (see `write`).
+                    while self.in_flight.len() > 1 {
+                        self.complete_write();
+                    }
+                    if next.is_none() {
+                        match inbox.try_recv() {
+                            Ok(write @ Msg::Api(Call::Write(..))) => next = Some(write),
+                            Ok(other) => {
+                                self.complete_writes();
+                                next = Some(other);
+                            }
+                            Err(_) => self.complete_writes(),
+                        }
+                    } else {
+                        self.complete_writes();
                     }
                 }
                 Msg::Api(call) => self.on_call(call),
@@ -1296,194 +1321,8 @@ impl Node {
         }
     }
 
-    /// Writes each entry of `batch` as one experience of this node, in order, all stored in
-    /// one commit and recorded in `signed-seq` with one more fsync. Returns one answer per
-    /// entry: a refused entry (no ops, too large, not allowed) does not hold up the others.
-    fn write(&mut self, batch: Vec<Vec<Op>>) -> Vec<Result<Written, WriteError>> {
-        self.write_fueled(batch, None)
-    }
-
-    /// Writes one contract op (a deploy or a call) with `fuel`, and reads its outcome.
-    fn write_contract(
-        &mut self,
-        contract: Id,
-        op: Op,
-        fuel: Option<u64>,
-    ) -> Result<ContractWritten, WriteError> {
-        if fuel.is_some_and(|f| f == 0 || f > lcloud_contracts::FUEL_MAX) {
-            return Err(WriteError::Refused(format!(
-                "fuel must be between 1 and {}",
-                lcloud_contracts::FUEL_MAX
-            )));
-        }
-        let written = self
-            .write_fueled(vec![vec![op]], fuel)
-            .pop()
-            .expect("one answer per write")?;
-        Ok(ContractWritten {
-            outcome: crate::contracts::outcome(&self.replica, &written.id, contract),
-            root: self.replica.root(),
-            written,
-        })
-    }
-
     fn contract_names(&self) -> BTreeMap<Id, String> {
         self.store.contract_names().unwrap_or_default()
-    }
-
-    fn write_fueled(
-        &mut self,
-        batch: Vec<Vec<Op>>,
-        fuel: Option<u64>,
-    ) -> Vec<Result<Written, WriteError>> {
-        let mut answers: Vec<Option<Result<Written, WriteError>>> = Vec::new();
-        answers.resize_with(batch.len(), || None);
-        if self.unstored.is_some() && !self.reload() {
-            let why = format!(
-                "the store cannot be used: {}",
-                self.unstored.as_deref().unwrap_or_default()
-            );
-            return batch
-                .iter()
-                .map(|_| Err(WriteError::Unavailable(why.clone())))
-                .collect();
-        }
-        let me = self.identity.id();
-        if let Err(e) = self.store.check_can_sign(&me, &self.replica) {
-            return batch
-                .iter()
-                .map(|_| Err(WriteError::Refused(e.to_string())))
-                .collect();
-        }
-        // Sign the batch as one chain, then insert it; if the replica refuses one (a rule of
-        // the cloud), the rest is drafted and signed again on top of what it accepted.
-        // What the fold would leave out or misread is refused before anything is signed.
-        let checked = {
-            let refs: Vec<&[Op]> = batch.iter().map(Vec::as_slice).collect();
-            self.replica.check_writes(&me, &refs)
-        };
-        let mut todo: Vec<(usize, Vec<Op>)> = Vec::with_capacity(batch.len());
-        for ((i, ops), check) in batch.into_iter().enumerate().zip(checked) {
-            match check {
-                Ok(()) => todo.push((i, ops)),
-                Err(e) => answers[i] = Some(Err(WriteError::Refused(e.to_string()))),
-            }
-        }
-        let mut inserted: Vec<Inserted> = Vec::new();
-        let mut written: Vec<(usize, Verified<Experience>, Vec<u8>)> = Vec::new();
-        while !todo.is_empty() {
-            let mut drafts = Vec::new();
-            let mut tip: Option<(u64, Id)> = None;
-            for (i, ops) in todo.drain(..) {
-                if ops.is_empty() {
-                    answers[i] = Some(Err(WriteError::Refused("no ops to write".into())));
-                    continue;
-                }
-                let draft = match tip {
-                    None => lcloud_core::Draft {
-                        fuel,
-                        ..self.replica.draft(&me, ops)
-                    },
-                    // The experience before it is then the only head.
-                    Some((seq, prev)) => lcloud_core::Draft {
-                        cloud: self.replica.cloud(),
-                        seq: seq + 1,
-                        prev: Some(prev),
-                        deps: Vec::new(),
-                        ops,
-                        root: None,
-                        fuel,
-                    },
-                };
-                let unsigned = draft.seal(me);
-                if let Err(e) = unsigned.check_nesting() {
-                    answers[i] = Some(Err(WriteError::Refused(e.to_string())));
-                    continue;
-                }
-                if unsigned.encoded_len() > EXPERIENCE_BYTES_MAX {
-                    answers[i] = Some(Err(WriteError::Refused(format!(
-                        "the experience would be {} bytes; at most {EXPERIENCE_BYTES_MAX} are allowed: split it",
-                        unsigned.encoded_len()
-                    ))));
-                    continue;
-                }
-                tip = Some((unsigned.header().seq, unsigned.id()));
-                drafts.push((i, unsigned));
-            }
-            let key = self.identity.key().clone();
-            let signed = on_cores(drafts, 8, move |part| {
-                part.into_iter()
-                    .map(|(i, u)| {
-                        let (exp, bytes) = u.sign_with_bytes(&key);
-                        (i, exp, bytes)
-                    })
-                    .collect::<Vec<_>>()
-            });
-            let mut signed = signed.into_iter();
-            for (i, exp, bytes) in signed.by_ref() {
-                match self.replica.insert(exp.clone()) {
-                    Ok(out) => {
-                        inserted.push(out);
-                        written.push((i, exp, bytes));
-                    }
-                    Err(e) => {
-                        answers[i] = Some(Err(WriteError::Refused(e.to_string())));
-                        break;
-                    }
-                }
-            }
-            todo = signed.map(|(i, exp, _)| (i, exp.ops().to_vec())).collect();
-        }
-        if !written.is_empty() {
-            let outcomes: Vec<&Inserted> = inserted.iter().collect();
-            let bytes: std::collections::HashMap<Id, &[u8]> = written
-                .iter()
-                .map(|(_, e, b)| (e.id(), b.as_slice()))
-                .collect();
-            let stored = self.store.persist_bytes(
-                &self.replica,
-                &outcomes,
-                &[],
-                &|id| bytes.get(id).copied(),
-                Some(&self.persisted),
-            );
-            drop(bytes);
-            if let Err(e) = stored {
-                self.reload();
-                for (i, _, _) in &written {
-                    answers[*i] = Some(Err(WriteError::Unavailable(e.to_string())));
-                }
-                return answers.into_iter().map(|a| a.expect("answered")).collect();
-            }
-            self.persisted = self.replica.state().doc;
-            let last = written.iter().map(|(_, e, _)| e.seq()).max().unwrap_or(0);
-            if let Err(e) = self.store.record_signed(last) {
-                // Stored, but not acknowledged: the outcome is unknown to the writers. Nothing
-                // reaches a peer until `reload` has recorded it.
-                self.unstored = Some(e.to_string());
-                for (i, _, _) in &written {
-                    answers[*i] = Some(Err(WriteError::Unavailable(e.to_string())));
-                }
-                return answers.into_iter().map(|a| a.expect("answered")).collect();
-            }
-        }
-        for (i, exp, bytes) in written {
-            self.metrics.written += 1;
-            let _ = self.announce.send(Announced {
-                id: exp.id(),
-                author: me,
-                seq: exp.seq(),
-                ops: exp.ops().len(),
-                local: true,
-                rejected: rejected_ops(&self.replica, &exp),
-            });
-            self.send(Command::Publish(bytes));
-            answers[i] = Some(Ok(Written {
-                id: exp.id(),
-                seq: exp.seq(),
-            }));
-        }
-        answers.into_iter().map(|a| a.expect("answered")).collect()
     }
 
     fn on_call(&mut self, call: Call) {
@@ -1761,7 +1600,7 @@ mod tests {
                 }],
                 21 => vec![Op::Set {
                     path: Path(vec!["big".into()]),
-                    value: Value::Str("x".repeat(EXPERIENCE_BYTES_MAX)),
+                    value: Value::Str("x".repeat(lcloud_core::EXPERIENCE_BYTES_MAX)),
                 }],
                 _ => vec![Op::Incr {
                     path: Path(vec![format!("k{i}")]),

@@ -23,5 +23,6 @@ mod travel;
 pub use commit::{BATCH_MAX, Committer, Reply, Writer};
 pub use identity::Identity;
 pub use import::ImportReport;
+pub use sign::{PendingSigs, SignPool, Signed};
 pub use store::{Store, StoreError};
 pub use tokens::{Denied, Scope, TokenError, TokenInfo, Tokens};

@@ -1,5 +1,6 @@
 //! Signing on every core: a small pool of long-lived threads, so a commit does not spawn
-//! threads (or ask the OS how many cores it has) each time.
+//! threads (or ask the OS how many cores it has) each time. The [`crate::Committer`] and the
+//! node's write path both sign through it, while they store the batch before.
 
 use std::sync::OnceLock;
 use std::sync::mpsc;
@@ -9,7 +10,7 @@ use ed25519_consensus::SigningKey;
 use lcloud_core::{Experience, Unsigned, Verified};
 
 /// A signed experience, its canonical bytes, and its depth.
-pub(crate) type Signed = (Verified<Experience>, Vec<u8>, u64);
+pub type Signed = (Verified<Experience>, Vec<u8>, u64);
 
 type Job = (Vec<(Unsigned, u64)>, mpsc::Sender<Vec<Signed>>);
 
@@ -25,7 +26,7 @@ pub(crate) fn cores() -> usize {
 
 /// Helper threads that sign with one key: [`SignPool::dispatch`] hands them drafts and returns
 /// at once; [`PendingSigs::wait`] collects the signatures.
-pub(crate) struct SignPool {
+pub struct SignPool {
     jobs: Vec<mpsc::Sender<Job>>,
     threads: Vec<JoinHandle<()>>,
     /// The helper the next small job goes to.
@@ -36,13 +37,13 @@ pub(crate) struct SignPool {
 type Part = Result<mpsc::Receiver<Vec<Signed>>, Vec<(Unsigned, u64)>>;
 
 /// Signatures being computed by a pool's helpers ([`SignPool::dispatch`]).
-pub(crate) struct PendingSigs {
+pub struct PendingSigs {
     parts: Vec<Part>,
 }
 
 impl PendingSigs {
     /// Waits for every signature, in the order of the drafts.
-    pub(crate) fn wait(self, key: &SigningKey) -> Vec<Signed> {
+    pub fn wait(self, key: &SigningKey) -> Vec<Signed> {
         let mut out = Vec::new();
         for part in self.parts {
             match part {
@@ -60,7 +61,7 @@ impl PendingSigs {
 
 impl SignPool {
     /// A pool of `helpers` threads.
-    pub(crate) fn with_helpers(key: &SigningKey, helpers: usize) -> SignPool {
+    pub fn with_helpers(key: &SigningKey, helpers: usize) -> SignPool {
         let mut jobs = Vec::new();
         let mut threads = Vec::new();
         for i in 1..=helpers {
@@ -86,7 +87,7 @@ impl SignPool {
 
     /// Hands every draft to the helpers (split among them, or a small batch to the next one
     /// in turn) and returns at once; [`PendingSigs::wait`] collects the signatures in order.
-    pub(crate) fn dispatch(&self, drafts: Vec<(Unsigned, u64)>) -> PendingSigs {
+    pub fn dispatch(&self, drafts: Vec<(Unsigned, u64)>) -> PendingSigs {
         if self.jobs.is_empty() {
             return PendingSigs {
                 parts: vec![Err(drafts)],
