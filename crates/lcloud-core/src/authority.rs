@@ -217,8 +217,12 @@ impl Lattice {
     }
 
     /// Decides the fold's choice for the experience just admitted at `idx`; if it revokes a
-    /// right, decides again for every experience. Returns whether an experience admitted
-    /// before is now left out (the fold must be rebuilt).
+    /// right, decides again for every experience not in its past. Returns whether an
+    /// experience admitted before is now left out (the fold must be rebuilt).
+    ///
+    /// The revocation's past cannot change: an experience there is not concurrent with it,
+    /// and neither is any grant it rests on (that grant is in the revocation's past too), so
+    /// only what is concurrent with the revocation is decided again.
     pub(super) fn settle(&mut self, idx: Idx) -> bool {
         let exp = self.nodes[idx as usize].exp.clone();
         let revokes = exp.ops().iter().any(Op::revokes);
@@ -234,6 +238,9 @@ impl Lattice {
         }
         let mut rebuilt = false;
         for i in 0..idx {
+            if self.precedes(i, idx) {
+                continue;
+            }
             let void = !self.live(i);
             let was = std::mem::replace(&mut self.authority.void[i as usize], void);
             if was != void {
