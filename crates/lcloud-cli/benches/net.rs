@@ -455,8 +455,8 @@ fn sign_limit() -> f64 {
 /// `clients` keep-alive connections, each with a write token of its own (authentication on,
 /// at the node's default per-token rate), each writing `each` one-op experiences to a fresh
 /// node and waiting for its durable answer before the next. Returns acknowledged writes per
-/// second.
-fn http_writes(base: &Path, clients: usize, each: usize) -> f64 {
+/// second, and the CPU seconds the node and the clients used meanwhile.
+fn http_writes(base: &Path, clients: usize, each: usize) -> (f64, f64) {
     let dir = base.join("w");
     let lcloud = |args: &[&str]| lcloud_ok(&dir, args);
     lcloud(&["init", "--open", "--cloud", "writes"]);
@@ -470,6 +470,7 @@ fn http_writes(base: &Path, clients: usize, each: usize) -> f64 {
         .collect();
     let node = NodeProc::start(&dir, &[]);
     let value = "v".repeat(200);
+    let cpu = node.cpu_s() + own_cpu_s();
     let t = Instant::now();
     std::thread::scope(|s| {
         for (c, token) in tokens.iter().enumerate() {
@@ -488,8 +489,9 @@ fn http_writes(base: &Path, clients: usize, each: usize) -> f64 {
         }
     });
     let rate = (clients * each) as f64 / t.elapsed().as_secs_f64();
+    let cpu = node.cpu_s() + own_cpu_s() - cpu;
     assert_eq!(node.held(), (clients * each) as u64 + 1);
-    rate
+    (rate, cpu)
 }
 
 /// `lcloud --dir DIR ARGS…`, which must succeed: its stdout.
@@ -511,14 +513,15 @@ fn lcloud_ok(dir: &Path, args: &[&str]) -> String {
 
 /// The store's own group commit (`lcloud_store::Committer`, in this process): `writers`
 /// threads each writing `each` of the same one-op experiences as [`http_writes`], each
-/// waiting for its durable answer. Returns writes per second.
-fn committer_writes(base: &Path, writers: usize, each: usize) -> f64 {
+/// waiting for its durable answer. Returns writes per second, and the CPU seconds used.
+fn committer_writes(base: &Path, writers: usize, each: usize) -> (f64, f64) {
     let dir = base.join("committer");
     let identity = Identity::load_or_create(&dir).unwrap();
     let genesis = Experience::create_genesis(identity.key(), Genesis::open("writes"));
     let store = Store::create(&dir, &genesis).unwrap();
     let committer = lcloud_store::Committer::start(store, identity);
     let value = "v".repeat(200);
+    let cpu = own_cpu_s();
     let t = Instant::now();
     std::thread::scope(|s| {
         for w in 0..writers {
@@ -537,8 +540,24 @@ fn committer_writes(base: &Path, writers: usize, each: usize) -> f64 {
         }
     });
     let rate = (writers * each) as f64 / t.elapsed().as_secs_f64();
+    let cpu = own_cpu_s() - cpu;
     drop(committer.stop());
-    rate
+    (rate, cpu)
+}
+
+/// CPU seconds this process has used so far (Linux: `/proc/self/stat`), NaN elsewhere.
+fn own_cpu_s() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let f: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| f.get(i).and_then(|x| x.parse::<f64>().ok());
+    match (ticks(11), ticks(12)) {
+        (Some(u), Some(s)) => (u + s) / 100.0,
+        _ => f64::NAN,
+    }
 }
 
 /// The median of `xs` (sorted in place).
@@ -564,25 +583,34 @@ fn main() {
         // turns, 5 rounds each (the disk's fsync time drifts by 2x between runs here), each
         // round on a fresh store; the medians compared.
         let sign = sign_limit();
-        let (mut store_rates, mut http_rates) = (Vec::new(), Vec::new());
-        for round in 0..5 {
+        const ROUNDS: usize = 7;
+        const WRITERS: usize = 64;
+        const EACH: usize = 300;
+        let writes = (WRITERS * EACH) as f64;
+        let (mut store_rates, mut http_rates, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+        for round in 0..ROUNDS {
             let dir = base.path().join(format!("round-{round}"));
-            store_rates.push(committer_writes(&dir, 64, 300));
-            http_rates.push(http_writes(&dir, 64, 300));
+            let (store_rate, store_cpu) = committer_writes(&dir, WRITERS, EACH);
+            let (http_rate, http_cpu) = http_writes(&dir, WRITERS, EACH);
+            // CPU per write, and cores busy: which side is bound by the machine's two cores.
+            println!(
+                "round {round}: Committer {store_rate:.0}/s ({:.0} us CPU a write, {:.2} cores busy), API {http_rate:.0}/s ({:.0} us CPU a write with the clients', {:.2} cores busy): {:.2}",
+                store_cpu / writes * 1e6,
+                store_cpu * store_rate / writes,
+                http_cpu / writes * 1e6,
+                http_cpu * http_rate / writes,
+                http_rate / store_rate
+            );
+            store_rates.push(store_rate);
+            http_rates.push(http_rate);
+            ratios.push(http_rate / store_rate);
         }
         let (store_rate, http_rate) = (median(&mut store_rates), median(&mut http_rates));
-        let each = |r: &[f64]| {
-            r.iter()
-                .map(|x| format!("{x:.0}"))
-                .collect::<Vec<_>>()
-                .join(" ")
-        };
         println!(
-            "one node, 64 HTTP clients (a write token each): {http_rate:.0} acknowledged one-op writes/s (median of 5 rounds: {}), {:.2} of the store's group commit at 64 writers, taking turns with it ({store_rate:.0}/s: {}; target >= 0.8), {:.2} of one core's signing ({sign:.0}/s)",
-            each(&http_rates),
+            "one node, {WRITERS} HTTP clients (a write token each): {http_rate:.0} acknowledged one-op writes/s (median of {ROUNDS} rounds), {:.2} of the store's group commit at {WRITERS} writers, taking turns with it ({store_rate:.0}/s), {:.2} of one core's signing ({sign:.0}/s); each round's ratio, median {:.2} (target >= 0.8)",
             http_rate / store_rate,
-            each(&store_rates),
-            http_rate / sign
+            http_rate / sign,
+            median(&mut ratios)
         );
         return;
     }
@@ -708,7 +736,7 @@ fn main() {
     // 3. Concurrent writers over HTTP.
     let sign = sign_limit();
     let (clients, each) = (64, if quick() { 20 } else { 300 });
-    let http_rate = http_writes(base.path(), clients, each);
+    let (http_rate, _) = http_writes(base.path(), clients, each);
 
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     println!();

@@ -475,8 +475,6 @@ pub struct Node {
     generation: u64,
     /// The store's signing pool, for this node's own writes.
     signer: lcloud_store::SignPool,
-    /// This node's writes being signed ([`write`]).
-    in_flight: write::Pipeline,
     /// This node's key rotation, until a peer is seen to hold it.
     pub(crate) retiring: Option<crate::announce::Retiring>,
 }
@@ -512,7 +510,6 @@ impl Node {
             unstored: None,
             generation: 0,
             signer,
-            in_flight: write::Pipeline::new(),
             retiring: None,
             scores: BTreeMap::new(),
             metrics: Metrics::default(),
@@ -611,25 +608,7 @@ impl Node {
                             Err(_) => break,
                         }
                     }
-                    self.plan_writes(group);
-                    // Signing this batch overlaps storing the one before. The newest stays
-                    // in flight only while another write waits: whatever else comes sees
-                    // every write before it complete (see `write`).
-                    while self.in_flight.len() > 1 {
-                        self.complete_write();
-                    }
-                    if next.is_none() {
-                        match inbox.try_recv() {
-                            Ok(write @ Msg::Api(Call::Write(..))) => next = Some(write),
-                            Ok(other) => {
-                                self.complete_writes();
-                                next = Some(other);
-                            }
-                            Err(_) => self.complete_writes(),
-                        }
-                    } else {
-                        self.complete_writes();
-                    }
+                    self.write_group(group);
                 }
                 Msg::Api(call) => self.on_call(call),
                 Msg::Tick => {

@@ -1,21 +1,13 @@
-//! This node's own writes, pipelined as in the store's group commit ([`lcloud_store::Committer`]):
-//! while one batch is stored (one commit, then `signed-seq`), the next is signed by the
-//! store's signing pool ([`lcloud_store::SignPool`]).
+//! This node's own writes: a batch of writes waiting is checked against the replica, chained
+//! as consecutive experiences of this node, signed on the store's signing pool
+//! ([`lcloud_store::SignPool`]), inserted into the replica, stored in one commit (one fsync)
+//! and recorded in `signed-seq` (a second fsync), then announced, published and answered.
 //!
-//! A batch of writes is *planned* on the node's thread: checked against the replica and the
-//! ops of the batch still in flight, chained on the last experience planned, and handed to the
-//! signing pool. It is *completed* later, on the same thread and in order: its signatures
-//! collected, inserted into the replica, stored in one commit, recorded in `signed-seq`, then
-//! announced, published and answered. The node keeps a batch in flight only while the next
-//! message waiting is another write ([`Node::run`]): a peer's experiences, a read or a
-//! contract call is handled only once every write before it is complete, so nothing changes
-//! the replica between planning a batch and storing it.
-//!
-//! Contract writes (which need their fuel and their outcome at once) and a node whose store
-//! failed take the one-batch path, [`Node::write_fueled`], which completes what is in flight
-//! first.
-
-use std::collections::VecDeque;
+//! The batch is written whole before the node reads its next message, so whatever comes
+//! after a write (a read, a peer's experiences, a contract call) sees it stored. Keeping a
+//! batch signed ahead while the one before it is stored was measured and dropped: it made
+//! each write wait one commit longer, which cost more than the signing it overlapped (see
+//! `docs/BENCHMARKS.md`, "HTTP writes").
 
 use lcloud_core::{EXPERIENCE_BYTES_MAX, Experience, Id, Inserted, NodeId, Op, Unsigned, Verified};
 use lcloud_net::Command;
@@ -25,19 +17,6 @@ use super::{Announced, ContractWritten, Node, WriteError, Written, rejected_ops}
 
 /// Where a write's answer goes.
 pub(crate) type Reply = oneshot::Sender<Result<Written, WriteError>>;
-
-/// A batch being signed.
-pub(crate) struct InFlight {
-    /// Each write being signed, in chain order: its reply and its ops (for the next batch's
-    /// checks, and to plan it again if one before it is refused).
-    writes: Vec<(Reply, Vec<Op>)>,
-    sigs: lcloud_store::PendingSigs,
-    /// The last experience planned: its seq and id.
-    tip: (u64, Id),
-}
-
-/// The batches in flight, oldest first.
-pub(crate) type Pipeline = VecDeque<InFlight>;
 
 /// Drafts `todo` as one chain of `me`'s on `tip` (else on the replica's heads). Writes that
 /// cannot be drafted (no ops, too large, nesting too deep) are refused through `refuse`.
@@ -107,112 +86,11 @@ impl Node {
             .map(|e| WriteError::Refused(e.to_string()))
     }
 
-    /// Plans `group` on what is in flight and hands it to the signing pool; refusals are
-    /// answered at once. [`Node::complete_write`] stores it.
-    pub(crate) fn plan_writes(&mut self, group: Vec<(Vec<Op>, Reply)>) {
-        if self.in_flight.is_empty()
-            && let Some(e) = self.cannot_write()
-        {
-            for (_, reply) in group {
-                let _ = reply.send(Err(e.clone()));
-            }
-            return;
-        }
-        let me = self.identity.id();
-        // What the fold would leave out or misread is refused before anything is signed,
-        // the batches in flight counted as written.
-        let checked = {
-            let pending = self
-                .in_flight
-                .iter()
-                .flat_map(|b| b.writes.iter().map(|(_, ops)| ops.as_slice()));
-            let refs: Vec<&[Op]> = pending
-                .clone()
-                .chain(group.iter().map(|(ops, _)| ops.as_slice()))
-                .collect();
-            let skip = pending.count();
-            self.replica.check_writes(&me, &refs).split_off(skip)
-        };
-        let mut todo = Vec::with_capacity(group.len());
-        for ((ops, reply), check) in group.into_iter().zip(checked) {
-            match check {
-                Ok(()) => todo.push(((reply, ops.clone()), ops)),
-                Err(e) => {
-                    let _ = reply.send(Err(WriteError::Refused(e.to_string())));
-                }
-            }
-        }
-        let tip = self.in_flight.back().map(|b| b.tip);
-        let drafts = chain(self, me, tip, todo, None, |(reply, _), e| {
-            let _ = reply.send(Err(e));
-        });
-        let Some((_, last)) = drafts.last() else {
-            return;
-        };
-        let tip = (last.header().seq, last.id());
-        let (writes, unsigned): (Vec<_>, Vec<_>) = drafts.into_iter().unzip();
-        let sigs = self
-            .signer
-            .dispatch(unsigned.into_iter().map(|u| (u, 0)).collect());
-        self.in_flight.push_back(InFlight { writes, sigs, tip });
-    }
-
-    /// Completes the oldest batch in flight: inserts, stores, records and answers it. If the
-    /// replica refuses one of its experiences, or the store fails, what was chained on it
-    /// (the rest of the batch and every batch after it) is written again on what is stored.
-    pub(crate) fn complete_write(&mut self) {
-        let Some(batch) = self.in_flight.pop_front() else {
-            return;
-        };
-        let signed = batch.sigs.wait(self.identity.key());
-        let mut writes = batch.writes.into_iter();
-        let mut inserted = Vec::with_capacity(signed.len());
-        let mut written = Vec::with_capacity(signed.len());
-        let mut broken = false;
-        for ((exp, bytes, _), (reply, _)) in signed.into_iter().zip(writes.by_ref()) {
-            match self.replica.insert(exp.clone()) {
-                Ok(out) => {
-                    inserted.push(out);
-                    written.push((reply, exp, bytes));
-                }
-                Err(e) => {
-                    let _ = reply.send(Err(WriteError::Refused(e.to_string())));
-                    broken = true;
-                    break;
-                }
-            }
-        }
-        let mut again: Vec<(Vec<Op>, Reply)> = writes.map(|(reply, ops)| (ops, reply)).collect();
-        let (exps, replies): (Vec<_>, Vec<_>) = written
-            .into_iter()
-            .map(|(reply, exp, bytes)| ((exp, bytes), reply))
-            .unzip();
-        let stored = self.store_own(&inserted, exps);
-        broken |= stored.is_err();
-        for (reply, answer) in replies
-            .into_iter()
-            .zip(stored.unwrap_or_else(|e| std::iter::repeat_n(Err(e), inserted.len()).collect()))
-        {
+    /// Writes each of `group` (see [`Node::write`]) and answers it.
+    pub(crate) fn write_group(&mut self, group: Vec<(Vec<Op>, Reply)>) {
+        let (batch, replies): (Vec<_>, Vec<_>) = group.into_iter().unzip();
+        for (reply, answer) in replies.into_iter().zip(self.write(batch)) {
             let _ = reply.send(answer);
-        }
-        if broken {
-            // Chained on an experience that is not stored: plan it all again.
-            for later in self.in_flight.drain(..) {
-                again.extend(later.writes.into_iter().map(|(reply, ops)| (ops, reply)));
-            }
-        }
-        if !again.is_empty() {
-            let (ops, replies): (Vec<_>, Vec<_>) = again.into_iter().unzip();
-            for (reply, answer) in replies.into_iter().zip(self.write(ops)) {
-                let _ = reply.send(answer);
-            }
-        }
-    }
-
-    /// Completes every batch in flight.
-    pub(crate) fn complete_writes(&mut self) {
-        while !self.in_flight.is_empty() {
-            self.complete_write();
         }
     }
 
@@ -274,7 +152,7 @@ impl Node {
     }
 
     /// Writes each entry of `batch` as one experience of this node, in order, all stored in
-    /// one commit and recorded in `signed-seq` with one more fsync (after what is in flight).
+    /// one commit and recorded in `signed-seq` with one more fsync.
     /// Returns one answer per entry: a refused entry (no ops, too large, not allowed) does not
     /// hold up the others.
     pub(crate) fn write(&mut self, batch: Vec<Vec<Op>>) -> Vec<Result<Written, WriteError>> {
@@ -305,14 +183,12 @@ impl Node {
         })
     }
 
-    /// The one-batch path: completes what is in flight, then signs `batch` (with `fuel`),
-    /// inserts and stores it before returning.
+    /// Signs `batch` (with `fuel`), inserts and stores it before returning.
     pub(crate) fn write_fueled(
         &mut self,
         batch: Vec<Vec<Op>>,
         fuel: Option<u64>,
     ) -> Vec<Result<Written, WriteError>> {
-        self.complete_writes();
         if let Some(e) = self.cannot_write() {
             return batch.iter().map(|_| Err(e.clone())).collect();
         }
