@@ -515,9 +515,13 @@ enum KeyAction {
     /// experience, signed by the old key, naming the new one; then the directory switches to
     /// the new key (`identity.key`), and its chain starts again under it. Anything the old
     /// key signs afterwards (a stolen copy, a restored backup) is refused, or left out of the
-    /// state if it was written unseen. The node must be stopped (it holds the store); a
-    /// crash in between is finished on the next start.
-    #[command(after_help = "Example:\n  lcloud key rotate     (prints the new node id)")]
+    /// state if it was written unseen. A crash in between is finished on the next start. On a
+    /// running node (it holds the store), go through its API with `--node URL` and an admin
+    /// token: the node writes the rotation, switches, and starts its network again under the
+    /// new key.
+    #[command(
+        after_help = "Examples:\n  lcloud key rotate                                  (a stopped node's directory)\n  lcloud --node http://127.0.0.1:7400 key rotate     (a running node)"
+    )]
     Rotate,
 }
 
@@ -594,6 +598,21 @@ fn remote_run(
                 })
                 .unwrap_or_default();
             show(json!({"heads": v}), human);
+        }
+        Command::Key {
+            action: KeyAction::Rotate,
+        } => {
+            let r = remote.post_json("/api/key/rotate", &json!({}))?;
+            let text = |k: &str| r[k].as_str().unwrap_or_default().to_owned();
+            show(
+                r.clone(),
+                format!(
+                    "rotated: the node is now {}\nthe old key {} may no longer write (rotation {})",
+                    text("node"),
+                    text("old"),
+                    &text("rotation")[..text("rotation").len().min(12)]
+                ),
+            );
         }
         Command::Import { file } => {
             let r = remote.import(&file)?;

@@ -45,7 +45,18 @@ pub(crate) fn rotate_key(dir: &FsPath, json_out: bool) -> Result<()> {
              them a bundle (`lcloud export`) and delete that file, before rotating again"
         );
     }
-    let mut node = open(dir)?;
+    let mut node = open(dir).map_err(|e| {
+        if matches!(
+            e.downcast_ref::<lcloud_store::StoreError>(),
+            Some(lcloud_store::StoreError::Busy(_))
+        ) {
+            anyhow!(
+                "{e}: a running node rotates its key through its API: `lcloud --node URL key rotate`"
+            )
+        } else {
+            e
+        }
+    })?;
     if !node.replica.lattice().may_write(&old.id()) {
         bail!(
             "this node may not write in this cloud (not a member, removed, or its key already \

@@ -261,6 +261,61 @@ fn a_non_member_is_refused_writes_and_reads() {
     assert_eq!(a.state()["welcome"], 1);
 }
 
+/// A running node rotates its key through its API: the rotation is written under the old
+/// key, the node's network starts again under the new one, its peer lets the new key in and
+/// takes its writes, the retired key is deleted once the peer holds the rotation, and a
+/// second rotation is then allowed.
+#[test]
+fn a_running_node_rotates_its_key_and_goes_on_writing() {
+    let base = tempfile::tempdir().unwrap();
+    assert!(lcloud(&base.path().join("b"), &["id"]).status.success());
+    let dirs = cloud(base.path(), &["a", "b"], Some(&["b"]));
+    let a = NodeProc::start(&dirs[0], &[]);
+    let b = NodeProc::start(&dirs[1], &[&a.p2p]);
+    b.cli(&["set", "/before", "1"]).unwrap();
+    converge(&[&a, &b]);
+    let id = |dir: &Path| -> String {
+        let out = lcloud(dir, &["--json", "id"]);
+        let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        j["node"].as_str().unwrap().to_owned()
+    };
+    let old = id(&dirs[1]);
+    let rotated: serde_json::Value =
+        serde_json::from_str(&b.cli(&["--json", "key", "rotate"]).unwrap()).unwrap();
+    let new = id(&dirs[1]);
+    assert_eq!(rotated["old"], old.as_str(), "{rotated}");
+    assert_eq!(rotated["node"], new.as_str(), "{rotated}");
+    assert_ne!(old, new);
+    // The same node, under its new key, writes at once, and its peer takes the write.
+    b.cli(&["set", "/after", "2"]).unwrap();
+    converge(&[&a, &b]);
+    assert_eq!(a.state()["after"], 2);
+    let clock: serde_json::Value =
+        serde_json::from_str(&a.cli(&["--json", "clock"]).unwrap()).expect("JSON");
+    assert!(clock["clock"].get(&new).is_some(), "{clock}");
+    // The old key is deleted once the peer is seen to hold the rotation; then the node may
+    // rotate again.
+    let retired = dirs[1].join("identity.key.retired");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while retired.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the retired key was kept for 30 s after the peer held the rotation"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    b.cli(&["key", "rotate"]).unwrap();
+    assert_ne!(id(&dirs[1]), new);
+    b.cli(&["set", "/third", "3"]).unwrap();
+    converge(&[&a, &b]);
+    assert_eq!(a.state()["third"], 3);
+    // The directory of a running node cannot rotate its key offline: the CLI says how to.
+    let out = lcloud(&dirs[1], &["key", "rotate"]);
+    assert!(!out.status.success());
+    let msg = String::from_utf8_lossy(&out.stderr);
+    assert!(msg.contains("--node URL key rotate"), "{msg}");
+}
+
 #[test]
 fn a_silent_peer_does_not_stall_the_others() {
     let base = tempfile::tempdir().unwrap();

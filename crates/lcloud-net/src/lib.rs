@@ -273,6 +273,9 @@ pub struct Net {
     pub events: mpsc::Receiver<Event>,
     /// This node's peer id.
     pub peer: PeerId,
+    /// The task driving the network. It ends once every sender of `commands` is dropped, and
+    /// with it the listeners and connections.
+    pub task: tokio::task::JoinHandle<()>,
 }
 
 /// Errors starting the network.
@@ -449,11 +452,12 @@ pub fn start(config: Config) -> Result<Net, NetError> {
     }
     let (cmd_tx, cmd_rx) = mpsc::channel(1024);
     let (ev_tx, ev_rx) = mpsc::channel(1024);
-    tokio::spawn(drive(swarm, config, topic, cmd_rx, ev_tx));
+    let task = tokio::spawn(drive(swarm, config, topic, cmd_rx, ev_tx));
     Ok(Net {
         commands: cmd_tx,
         events: ev_rx,
         peer: me,
+        task,
     })
 }
 

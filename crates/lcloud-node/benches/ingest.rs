@@ -128,7 +128,11 @@ fn main() {
         .send(Msg::Stop)
         .unwrap_or_else(|_| panic!("the core runs"));
     let (cpu, store) = core.join().unwrap();
-    assert_eq!(store.len(), n as u64 + 1, "every experience stored");
+    assert_eq!(
+        store.into_store().len(),
+        n as u64 + 1,
+        "every experience stored"
+    );
     println!(
         "ingest of {n} pushed experiences ({count} pushes): {:.2} µs per experience on the core thread (wall; CPU {:.2} µs, including the final flush); ZIP-215 verification {verify_us:.2} µs per experience per core",
         wall * 1e6 / n as f64,

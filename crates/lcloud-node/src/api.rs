@@ -148,6 +148,7 @@ pub fn router(api: Api, debug: bool, cors: &[axum::http::HeaderValue]) -> Router
         .route("/api/contracts", get(contracts).post(deploy))
         .route("/api/contracts/{name}/state", get(contract_state))
         .route("/api/call", post(call))
+        .route("/api/key/rotate", post(rotate_key))
         .route("/metrics", get(metrics));
     if debug {
         r = r
@@ -402,7 +403,7 @@ async fn write(
     if ops.iter().any(|o| matches!(o, Op::RotateKey { .. })) {
         return error(
             StatusCode::BAD_REQUEST,
-            "a key rotation switches the node's own key: stop the node and run `lcloud key rotate` on its directory",
+            "a key rotation switches the node's own key: POST /api/key/rotate (`lcloud --node URL key rotate`) makes one",
         );
     }
     let admin = token.is_some_and(|t| t.scope >= lcloud_store::Scope::Admin);
@@ -580,6 +581,34 @@ async fn contract_state(
 
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
+struct RotateBody {}
+
+/// Rotates this node's key: the rotation is written and durable, and the node's network has
+/// started again under the new key by the time the next request is handled.
+async fn rotate_key(State(api): State<Api>, body: axum::body::Bytes) -> Response {
+    if !body.is_empty()
+        && let Err(e) = serde_json::from_slice::<RotateBody>(&body)
+    {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("expected an empty body or {{}}: {e}"),
+        );
+    }
+    match api.ask(Call::RotateKey).await {
+        Ok(Ok(r)) => Json(json!({
+            "old": r.old.to_hex(),
+            "node": r.node.to_hex(),
+            "rotation": r.rotation.to_hex(),
+        }))
+        .into_response(),
+        Ok(Err(WriteError::Refused(e))) => error(StatusCode::UNPROCESSABLE_ENTITY, e),
+        Ok(Err(WriteError::Unavailable(e))) => error(StatusCode::SERVICE_UNAVAILABLE, e),
+        Err(r) => r,
+    }
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 struct IsolateBody {
     on: bool,
 }
@@ -749,6 +778,9 @@ fn paths_document() -> J {
                     "contract": {"type": "string", "description": "local name or id prefix"},
                     "function": {"type": "string"}, "args": {}, "fuel": {"type": ["integer", "null"], "minimum": 1}}}}}},
                 "responses": {"200": ok_json("outcome", json!({"$ref": "#/components/schemas/Outcome"})), "400": err, "422": err, "503": err}}},
+            "/api/key/rotate": {"post": {"summary": "Rotate this node's key: writes the rotation (signed by the old key), switches the node's directory to a new key and starts its network again under it; the old key may write no more. Refused (422) while the previous rotation has not reached a peer, or when this node may not write.",
+                "requestBody": {"required": false, "content": {"application/json": {"schema": {"type": "object", "additionalProperties": false, "properties": {}}}}},
+                "responses": {"200": ok_json("rotated", json!({"type": "object", "properties": {"old": {"type": "string"}, "node": {"type": "string"}, "rotation": {"type": "string"}}})), "400": err, "422": err, "503": err}}},
             "/api/aliases": {"get": {"summary": "The node's local aliases: node id → name.",
                 "responses": {"200": ok_json("aliases", json!({"type": "object", "additionalProperties": {"type": "string"}}))}}},
             "/api/events": {"get": {"summary": "Server-sent events: one `experience` event per experience stored (written here or received), with its calls and deploys the fold rejected (`rejected`: op index and reason).",

@@ -196,6 +196,7 @@ mod tests {
         assert_eq!(needs(&Method::POST, "/api/bundle"), Some(Scope::Admin));
         assert_eq!(needs(&Method::POST, "/api/contracts"), Some(Scope::Admin));
         assert_eq!(needs(&Method::POST, "/debug/isolate"), Some(Scope::Admin));
+        assert_eq!(needs(&Method::POST, "/api/key/rotate"), Some(Scope::Admin));
         assert_eq!(needs(&Method::DELETE, "/api/state"), Some(Scope::Admin));
     }
 

@@ -27,7 +27,7 @@ use lcloud_net::{Addr, Event};
 use lcloud_store::{Identity, Store};
 use tokio::sync::{broadcast, mpsc};
 
-use crate::node::{Msg, Node};
+use crate::node::{Ended, Msg, Node};
 
 /// How to run a node.
 #[derive(Clone, Debug)]
@@ -153,80 +153,9 @@ async fn serve(
     identity: Identity,
 ) -> Result<(), NodeError> {
     let cloud = store.cloud();
-    let mut net = lcloud_net::start(lcloud_net::Config {
-        secret: identity.key().to_bytes(),
-        listen: config.listen.clone(),
-        peers: config.peers.clone(),
-        cloud: *cloud.as_bytes(),
-        redial_every: Duration::from_secs(1),
-        mdns: config.mdns,
-        gate: node::gate(replica.lattice()),
-    })?;
-    let me = net.peer;
-    // A key rotation peers may not know yet: tell them under the old key.
-    let retiring = match lcloud_store::rotate::retired(&config.dir) {
-        Ok(Some(old)) => {
-            let exps = announce::tail(&replica, &old);
-            let (retiring, done) = announce::Retiring::new(config.dir.clone(), &old, &replica);
-            tokio::spawn(announce::run(
-                config.dir.clone(),
-                old,
-                cloud,
-                config.peers.clone(),
-                exps,
-                done,
-            ));
-            Some(retiring)
-        }
-        Ok(None) => None,
-        Err(e) => {
-            tracing::warn!(error = %e, "could not read the retired key");
-            None
-        }
-    };
     let (inbox, rx) = mpsc::unbounded_channel::<Msg>();
     let (announce, _) = broadcast::channel(4096);
-    let mut node = Node::open(
-        me,
-        store,
-        replica,
-        identity,
-        net.commands.clone(),
-        announce.clone(),
-    )?;
-    node.retiring = retiring;
-    let core = std::thread::Builder::new()
-        .name("lcloud-node".into())
-        .spawn(move || node.run(rx))
-        .map_err(|e| NodeError::Runtime(e.to_string()))?;
-
-    // Network events into the core's queue (and listen addresses to stdout). Experiences in
-    // pushes and sync answers are checked here, on every core, while the core thread stores
-    // the previous batch. Up to CHECKS_IN_FLIGHT batches are checked at once and handed over
-    // in the order they arrived: one batch split over the cores leaves a core idle whenever
-    // its part ends first, and the next batch's parts fill that gap.
-    let to_core = inbox.clone();
-    tokio::spawn(async move {
-        use futures::StreamExt;
-        let mut checking = futures::stream::FuturesOrdered::new();
-        let mut events_open = true;
-        loop {
-            tokio::select! {
-                ev = net.events.recv(), if events_open && checking.len() < CHECKS_IN_FLIGHT => {
-                    match ev {
-                        Some(ev) => checking.push_back(to_msg(ev, cloud, me)),
-                        None => events_open = false,
-                    }
-                }
-                Some(msg) = checking.next() => {
-                    if to_core.send(msg).is_err() {
-                        return;
-                    }
-                }
-                else => return,
-            }
-        }
-    });
+    let first = start_core(&config, store, replica, identity, rx, &inbox, &announce)?;
     // Anti-entropy.
     let ticks = inbox.clone();
     let every = config.sync_every;
@@ -240,7 +169,6 @@ async fn serve(
             }
         }
     });
-
     let cors = config
         .cors
         .iter()
@@ -286,7 +214,7 @@ async fn serve(
     let app = api::router(
         api::Api {
             inbox: inbox.clone(),
-            announce,
+            announce: announce.clone(),
             auth: std::sync::Arc::new(auth::Auth::new(config.dir.clone(), config.token_rate)),
             streams: Default::default(),
             connections: connections.clone(),
@@ -312,23 +240,49 @@ async fn serve(
     // The core thread ending on its own means it failed (a panic: a damaged store page, a
     // bug): the node then exits non-zero, so a supervisor restarts it, instead of answering
     // 503 for ever.
+    // A key rotation ends the core too: it starts again under the new key, with the same
+    // store, replica and inbox, once the old network has stopped (and freed its port).
     let ended = std::sync::Arc::new(tokio::sync::Notify::new());
     let ended_tx = ended.clone();
+    let restart = (config.clone(), inbox.clone(), announce.clone());
+    let handle = tokio::runtime::Handle::current();
     let core = tokio::task::spawn_blocking(move || {
-        let joined = core.join();
-        ended_tx.notify_one();
-        joined
+        let (config, inbox, announce) = restart;
+        let (mut thread, mut net_task) = first;
+        loop {
+            let joined = thread.join();
+            let Ok(Ended::Rotated(restart)) = joined else {
+                ended_tx.notify_one();
+                return joined.map_err(|panic| {
+                    panic
+                        .downcast_ref::<String>()
+                        .cloned()
+                        .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+                        .unwrap_or_else(|| "no message".into())
+                });
+            };
+            let _ = handle.block_on(net_task);
+            let node::Restart {
+                store,
+                replica,
+                identity,
+                inbox: rx,
+            } = *restart;
+            match start_core(&config, store, replica, identity, rx, &inbox, &announce) {
+                Ok((t, n)) => (thread, net_task) = (t, n),
+                Err(e) => {
+                    ended_tx.notify_one();
+                    return Err(format!("could not start again under the new key: {e}"));
+                }
+            }
+        }
     });
     let server = serve::serve(listener, app, tls, limits, connections, shutdown_signal());
     tokio::select! {
         () = server => {}
         () = ended.notified() => {
             let why = match core.await {
-                Ok(Err(panic)) => panic
-                    .downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
-                    .unwrap_or_else(|| "no message".into()),
+                Ok(Err(why)) => why,
                 _ => "it stopped unasked".into(),
             };
             tracing::error!(%why, "the node's core thread failed; stopping");
@@ -342,6 +296,94 @@ async fn serve(
     drop(store);
     println!("stopped");
     Ok(())
+}
+
+/// The core thread and the network task that feeds it.
+type Core = (std::thread::JoinHandle<Ended>, tokio::task::JoinHandle<()>);
+
+/// Starts the network under `identity`, tells peers of a key rotation they may not know yet
+/// (under the old key), and starts the core thread on `rx`. Called again after a key rotation.
+fn start_core(
+    config: &Config,
+    store: Store,
+    replica: lcloud_core::Replica,
+    identity: Identity,
+    rx: mpsc::UnboundedReceiver<Msg>,
+    inbox: &mpsc::UnboundedSender<Msg>,
+    announce: &broadcast::Sender<node::Announced>,
+) -> Result<Core, NodeError> {
+    let cloud = store.cloud();
+    let lcloud_net::Net {
+        commands,
+        mut events,
+        peer: me,
+        task,
+    } = lcloud_net::start(lcloud_net::Config {
+        secret: identity.key().to_bytes(),
+        listen: config.listen.clone(),
+        peers: config.peers.clone(),
+        cloud: *cloud.as_bytes(),
+        redial_every: Duration::from_secs(1),
+        mdns: config.mdns,
+        gate: node::gate(replica.lattice()),
+    })?;
+    // A key rotation peers may not know yet: tell them under the old key.
+    let retiring = match lcloud_store::rotate::retired(&config.dir) {
+        Ok(Some(old)) => {
+            let exps = announce::tail(&replica, &old);
+            let (retiring, done) = announce::Retiring::new(config.dir.clone(), &old, &replica);
+            tokio::spawn(announce::run(
+                config.dir.clone(),
+                old,
+                cloud,
+                config.peers.clone(),
+                exps,
+                done,
+            ));
+            Some(retiring)
+        }
+        Ok(None) => None,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not read the retired key");
+            None
+        }
+    };
+    // The core holds the only sender of network commands: the network stops when it ends.
+    let mut node = Node::open(me, store, replica, identity, commands, announce.clone())?;
+    node.retiring = retiring;
+    let core = std::thread::Builder::new()
+        .name("lcloud-node".into())
+        .spawn(move || node.run(rx))
+        .map_err(|e| NodeError::Runtime(e.to_string()))?;
+
+    // Network events into the core's queue (and listen addresses to stdout). Experiences in
+    // pushes and sync answers are checked here, on every core, while the core thread stores
+    // the previous batch. Up to CHECKS_IN_FLIGHT batches are checked at once and handed over
+    // in the order they arrived: one batch split over the cores leaves a core idle whenever
+    // its part ends first, and the next batch's parts fill that gap.
+    let to_core = inbox.clone();
+    tokio::spawn(async move {
+        use futures::StreamExt;
+        let mut checking = futures::stream::FuturesOrdered::new();
+        let mut events_open = true;
+        loop {
+            tokio::select! {
+                ev = events.recv(), if events_open && checking.len() < CHECKS_IN_FLIGHT => {
+                    match ev {
+                        Some(ev) => checking.push_back(to_msg(ev, cloud, me)),
+                        None => events_open = false,
+                    }
+                }
+                Some(msg) = checking.next() => {
+                    if to_core.send(msg).is_err() {
+                        return;
+                    }
+                }
+                else => return,
+            }
+        }
+    });
+    Ok((core, task))
 }
 
 /// Batches of experiences checked at once by the network task (see `serve`).

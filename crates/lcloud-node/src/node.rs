@@ -15,8 +15,12 @@ use lcloud_net::{Command, Event, MessageId, Peer, node_of};
 use lcloud_store::{Identity, Store, StoreError};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
+#[path = "rotate.rs"]
+mod rotate;
 #[path = "write.rs"]
 mod write;
+
+pub use rotate::{Ended, Restart, Rotated};
 
 /// Misbehaviour points at which a peer is disconnected and refused.
 pub const BAN_SCORE: u32 = 100;
@@ -222,6 +226,8 @@ pub enum Call {
         Option<String>,
         oneshot::Sender<Result<lcloud_core::Value, String>>,
     ),
+    /// Rotate this node's key; the core then ends with [`Ended::Rotated`].
+    RotateKey(oneshot::Sender<Result<Rotated, WriteError>>),
 }
 
 /// A contract to deploy.
@@ -533,8 +539,9 @@ impl Node {
         Ok(())
     }
 
-    /// Handles messages until [`Msg::Stop`] or until every sender is gone.
-    pub fn run(mut self, mut inbox: mpsc::UnboundedReceiver<Msg>) -> Store {
+    /// Handles messages until [`Msg::Stop`], until every sender is gone, or until its key
+    /// rotated.
+    pub fn run(mut self, mut inbox: mpsc::UnboundedReceiver<Msg>) -> Ended {
         let mut next: Option<Msg> = None;
         loop {
             let msg = match next.take() {
@@ -610,6 +617,20 @@ impl Node {
                     }
                     self.write_group(group);
                 }
+                Msg::Api(Call::RotateKey(reply)) => match self.rotate_key() {
+                    Ok((rotated, identity)) => {
+                        let _ = reply.send(Ok(rotated));
+                        return Ended::Rotated(Box::new(rotate::Restart {
+                            store: self.store,
+                            replica: self.replica,
+                            identity,
+                            inbox,
+                        }));
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(e));
+                    }
+                },
                 Msg::Api(call) => self.on_call(call),
                 Msg::Tick => {
                     if self.unstored.is_some() && !self.reload() {
@@ -628,7 +649,7 @@ impl Node {
         if let Err(e) = self.store.flush() {
             tracing::warn!(error = %e, "could not write the document leaves on stopping; the next start rewrites them");
         }
-        self.store
+        Ended::Stopped(Box::new(self.store))
     }
 
     fn send(&self, cmd: Command) {
@@ -1317,6 +1338,12 @@ impl Node {
             Call::Status(reply) => {
                 let _ = reply.send(self.status());
             }
+            // Handled in `run`, which ends after it.
+            Call::RotateKey(reply) => {
+                let _ = reply.send(Err(WriteError::Unavailable(
+                    "a key rotation is handled only by the core's loop".into(),
+                )));
+            }
             Call::Metrics(reply) => {
                 let _ = reply.send(self.metrics_text());
             }
@@ -1591,7 +1618,7 @@ mod tests {
             answers.push(answer);
         }
         inbox.send(Msg::Stop).unwrap();
-        let store = node.run(rx);
+        let store = node.run(rx).into_store();
         let mut seqs = Vec::new();
         for (i, answer) in answers.into_iter().enumerate() {
             match answer.blocking_recv().unwrap() {
