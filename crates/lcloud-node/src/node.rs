@@ -603,19 +603,9 @@ impl Node {
                     more,
                 } => self.on_sync_answer(peer, summary, exps, more),
                 Msg::Api(Call::Write(ops, reply)) => {
-                    // Writes that already wait are signed together and share one commit.
-                    let mut group = vec![(ops, reply)];
-                    while group.len() < WRITES_PER_COMMIT {
-                        match inbox.try_recv() {
-                            Ok(Msg::Api(Call::Write(ops, reply))) => group.push((ops, reply)),
-                            Ok(other) => {
-                                next = Some(other);
-                                break;
-                            }
-                            Err(_) => break,
-                        }
-                    }
-                    self.write_group(group);
+                    // Writes that already wait are signed together and share one commit;
+                    // those that come while it is stored share the next.
+                    next = self.write_stream(vec![(ops, reply)], &mut inbox);
                 }
                 Msg::Api(Call::RotateKey(reply)) => match self.rotate_key() {
                     Ok((rotated, identity)) => {
@@ -1651,6 +1641,81 @@ mod tests {
             assert_eq!(doc[format!("k{i}")].as_i64(), want, "k{i}");
         }
         assert!(doc.get("big").is_none());
+    }
+
+    /// Writes that keep coming while batches are stored (signed ahead of the commit in
+    /// progress) are acknowledged with consecutive seqs, durable and published; a read sent
+    /// after a write sees it; a write refused in the middle holds up no other.
+    #[test]
+    fn writes_arriving_during_commits_are_stored_in_order_and_reads_see_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let me = Identity::load_or_create(dir.path()).unwrap();
+        let my_id = me.id();
+        let genesis = Experience::create_genesis(me.key(), Genesis::open("t"));
+        let store = Store::create(dir.path(), &genesis).unwrap();
+        let replica = store.load(&mut |_| {}).unwrap();
+        let (net, mut published) = mpsc::channel(4096);
+        let (announce, _) = broadcast::channel(1024);
+        let node = Node::open(Peer::random(), store, replica, me, net, announce).unwrap();
+        let (inbox, rx) = mpsc::unbounded_channel();
+        let core = std::thread::spawn(move || node.run(rx).into_store());
+        const N: usize = 600;
+        const REFUSED: usize = 250;
+        let mut answers = Vec::new();
+        let mut reads = Vec::new();
+        for i in 0..N {
+            let ops = if i == REFUSED {
+                Vec::new()
+            } else {
+                vec![Op::Incr {
+                    path: Path(vec![format!("k{i}")]),
+                    by: 1,
+                }]
+            };
+            let (tx, answer) = oneshot::channel();
+            inbox.send(Msg::Api(Call::Write(ops, tx))).unwrap();
+            answers.push(answer);
+            if i % 50 == 49 {
+                let (tx, read) = oneshot::channel();
+                inbox
+                    .send(Msg::Api(Call::State(Path(vec![format!("k{i}")]), tx)))
+                    .unwrap();
+                reads.push((i, read));
+            }
+            // Let some batches be stored while later writes come.
+            if i % 7 == 0 {
+                std::thread::sleep(std::time::Duration::from_micros(300));
+            }
+        }
+        inbox.send(Msg::Stop).unwrap();
+        let store = core.join().unwrap();
+        let mut seqs = Vec::new();
+        for (i, answer) in answers.into_iter().enumerate() {
+            match answer.blocking_recv().unwrap() {
+                Err(WriteError::Refused(_)) if i == REFUSED => {}
+                Ok(w) if i != REFUSED => seqs.push(w.seq),
+                other => panic!("write {i}: {other:?}"),
+            }
+        }
+        // The genesis is this node's first experience.
+        assert_eq!(seqs, (2..=N as u64).collect::<Vec<u64>>());
+        for (i, read) in reads {
+            assert_eq!(
+                read.blocking_recv().unwrap(),
+                Some(serde_json::json!(1)),
+                "the read after write {i} sees it"
+            );
+        }
+        let mut gossiped = 0;
+        while let Ok(cmd) = published.try_recv() {
+            gossiped += usize::from(matches!(cmd, Command::Publish(_)));
+        }
+        assert_eq!(gossiped, N - 1);
+        drop(store);
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.signed_seq().unwrap(), N as u64);
+        let replica = store.load(&mut |_| {}).unwrap();
+        assert_eq!(replica.lattice().height(&my_id), N as u64);
     }
 
     /// A batch split across the validation threads comes back whole and in order, each
