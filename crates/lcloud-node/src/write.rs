@@ -149,7 +149,7 @@ impl Node {
         let mut ahead: Option<Ahead> = None;
         let mut other: Option<Msg> = None;
         loop {
-            let batch = self.plan(group, ahead.as_ref());
+            let batch = self.plan(group, ahead.as_ref(), None);
             let mut ins = Inserting::default();
             let mut again = Vec::new();
             for b in [ahead.take(), batch].into_iter().flatten() {
@@ -163,7 +163,7 @@ impl Node {
             if other.is_none() && again.is_empty() && self.unstored.is_none() {
                 let (waiting, o) = drain_writes(inbox);
                 other = o;
-                ahead = self.plan(waiting, None);
+                ahead = self.plan(waiting, None, None);
             }
             let stored = self.store_inserting(ins);
             if !stored && let Some(a) = ahead.take() {
@@ -190,9 +190,14 @@ impl Node {
     }
 
     /// Plans `group` after `after` (checked against the replica and `after`'s ops, chained on
-    /// its tip, else on the replica's heads) and hands it to the signing pool. Refusals are
-    /// answered at once.
-    fn plan(&mut self, group: Vec<(Vec<Op>, Reply)>, after: Option<&Ahead>) -> Option<Ahead> {
+    /// its tip, else on the replica's heads), each with `fuel`, and hands it to the signing
+    /// pool. Refusals are answered at once.
+    fn plan(
+        &mut self,
+        group: Vec<(Vec<Op>, Reply)>,
+        after: Option<&Ahead>,
+        fuel: Option<u64>,
+    ) -> Option<Ahead> {
         if group.is_empty() {
             return None;
         }
@@ -232,7 +237,7 @@ impl Node {
             me,
             after.map(|a| a.tip),
             todo,
-            None,
+            fuel,
             |(reply, _), e| {
                 let _ = reply.send(Err(e));
             },
@@ -378,70 +383,28 @@ impl Node {
         batch: Vec<Vec<Op>>,
         fuel: Option<u64>,
     ) -> Vec<Result<Written, WriteError>> {
-        if let Some(e) = self.cannot_write() {
-            return batch.iter().map(|_| Err(e.clone())).collect();
-        }
-        let mut answers: Vec<Option<Result<Written, WriteError>>> = Vec::new();
-        answers.resize_with(batch.len(), || None);
-        let me = self.identity.id();
-        // Sign the batch as one chain, then insert it; if the replica refuses one (a rule of
-        // the cloud), the rest is drafted and signed again on top of what it accepted.
-        // What the fold would leave out or misread is refused before anything is signed.
-        let checked = {
-            let refs: Vec<&[Op]> = batch.iter().map(Vec::as_slice).collect();
-            self.replica.check_writes(&me, &refs)
-        };
-        let mut todo: Vec<(usize, Vec<Op>)> = Vec::with_capacity(batch.len());
-        for ((i, ops), check) in batch.into_iter().enumerate().zip(checked) {
-            match check {
-                Ok(()) => todo.push((i, ops)),
-                Err(e) => answers[i] = Some(Err(WriteError::Refused(e.to_string()))),
-            }
-        }
-        let mut inserted: Vec<Inserted> = Vec::new();
-        let mut written: Vec<(usize, Verified<Experience>, Vec<u8>)> = Vec::new();
-        while !todo.is_empty() {
-            let drafts = chain(self, me, None, std::mem::take(&mut todo), fuel, |i, e| {
-                answers[i] = Some(Err(e));
-            });
-            let (order, unsigned): (Vec<usize>, Vec<_>) = drafts.into_iter().unzip();
-            let signed = self
-                .signer
-                .dispatch(unsigned.into_iter().map(|u| (u, 0)).collect())
-                .wait(self.identity.key());
-            let mut signed = order.into_iter().zip(signed);
-            for (i, (exp, bytes, _)) in signed.by_ref() {
-                match self.replica.insert(exp.clone()) {
-                    Ok(out) => {
-                        inserted.push(out);
-                        written.push((i, exp, bytes));
-                    }
-                    Err(e) => {
-                        answers[i] = Some(Err(WriteError::Refused(e.to_string())));
-                        break;
-                    }
-                }
-            }
-            todo = signed
-                .map(|(i, (exp, _, _))| (i, exp.ops().to_vec()))
-                .collect();
-        }
-        let (order, exps): (Vec<usize>, Vec<_>) = written
+        let (mut todo, answers): (Vec<_>, Vec<_>) = batch
             .into_iter()
-            .map(|(i, exp, bytes)| (i, (exp, bytes)))
+            .map(|ops| {
+                let (tx, rx) = oneshot::channel();
+                ((ops, tx), rx)
+            })
             .unzip();
-        match self.store_own(&inserted, exps) {
-            Ok(done) => {
-                for (i, answer) in order.into_iter().zip(done) {
-                    answers[i] = Some(answer);
-                }
-            }
-            Err(e) => {
-                for i in order {
-                    answers[i] = Some(Err(e.clone()));
-                }
-            }
+        // Sign the batch as one chain, then insert it; if the replica refuses one (a rule of
+        // the cloud), the rest is planned and signed again on top of what it accepted. All
+        // of it is stored in one commit.
+        let mut ins = Inserting::default();
+        while let Some(b) = self.plan(std::mem::take(&mut todo), None, fuel) {
+            todo = self.insert_signed(b, &mut ins);
         }
-        answers.into_iter().map(|a| a.expect("answered")).collect()
+        self.store_inserting(ins);
+        answers
+            .into_iter()
+            .map(|mut rx| {
+                rx.try_recv().unwrap_or_else(|_| {
+                    Err(WriteError::Unavailable("the write was not answered".into()))
+                })
+            })
+            .collect()
     }
 }
