@@ -105,18 +105,7 @@ impl NodeProc {
 
     /// CPU seconds the node's process has used so far (Linux: `/proc/PID/stat`), NaN elsewhere.
     fn cpu_s(&self) -> f64 {
-        let stat =
-            std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
-        let fields: Vec<&str> = stat
-            .rsplit_once(')')
-            .map_or("", |(_, rest)| rest)
-            .split_whitespace()
-            .collect();
-        let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok());
-        match (ticks(11), ticks(12)) {
-            (Some(u), Some(s)) => (u + s) / 100.0,
-            _ => f64::NAN,
-        }
+        cpu_s_of(&self.child.id().to_string())
     }
 
     /// CPU seconds per thread name (Linux: `/proc/PID/task/*/stat`), for the diagnostic line.
@@ -557,7 +546,13 @@ fn committer_writes(base: &Path, writers: usize, each: usize) -> (f64, f64) {
 
 /// CPU seconds this process has used so far (Linux: `/proc/self/stat`), NaN elsewhere.
 fn own_cpu_s() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    cpu_s_of("self")
+}
+
+/// CPU seconds process `pid` (a number, or `self`) has used so far (Linux: `/proc/PID/stat`),
+/// NaN elsewhere.
+fn cpu_s_of(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let f: Vec<&str> = stat
         .rsplit_once(')')
         .map_or("", |(_, rest)| rest)
