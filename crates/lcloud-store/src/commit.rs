@@ -22,11 +22,12 @@ use std::thread::JoinHandle;
 
 use lcloud_core::{Doc, Experience, Id, NodeId, Op, PreparedOps, Verified};
 
+use crate::error::StoreError;
 use crate::identity::Identity;
 use crate::sign::{PendingSigs, SignPool, cores};
 use crate::signed::SignedSeq;
 use crate::state::Summary;
-use crate::store::{Store, StoreError, fold_into, plan_batch};
+use crate::store::{Store, fold_into, plan_batch};
 
 type WriteResult = Result<Verified<Experience>, StoreError>;
 

@@ -7,7 +7,7 @@ use std::path::Path;
 use ed25519_consensus::SigningKey;
 use lcloud_core::NodeId;
 
-use crate::store::StoreError;
+use crate::error::StoreError;
 
 pub(crate) const FILE: &str = "identity.key";
 
@@ -29,7 +29,7 @@ impl Identity {
         match Identity::load(dir)? {
             Some(id) => Ok(id),
             None => {
-                crate::store::create_private_dir(dir)?;
+                create_private_dir(dir)?;
                 let key = SigningKey::new(rand_core::OsRng);
                 let path = dir.join(FILE);
                 let mut opts = fs::OpenOptions::new();
@@ -83,4 +83,17 @@ impl Identity {
     pub fn id(&self) -> NodeId {
         NodeId(self.key.verification_key().to_bytes())
     }
+}
+
+/// Creates `dir` (and its parents) if missing; a directory made here is its owner's only
+/// (mode 0700), as it will hold the node's key, tokens and history.
+pub(crate) fn create_private_dir(dir: &Path) -> Result<(), StoreError> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    let mut b = fs::DirBuilder::new();
+    b.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o700);
+    b.create(dir).map_err(|e| StoreError::io(dir, e))
 }

@@ -7,7 +7,8 @@ use std::collections::HashMap;
 
 use lcloud_core::{Experience, Id, Inserted, Replica, ValidationError, Verified, validate_batch};
 
-use crate::store::{Store, StoreError};
+use crate::error::StoreError;
+use crate::store::Store;
 
 /// Signatures checked per batch.
 const BATCH: usize = 1024;

@@ -9,10 +9,12 @@
 
 pub mod bundle;
 mod commit;
+mod error;
 mod identity;
 mod import;
 mod records;
 pub mod rotate;
+mod schema;
 mod sign;
 mod signed;
 mod state;
@@ -21,8 +23,9 @@ pub mod tokens;
 mod travel;
 
 pub use commit::{BATCH_MAX, Committer, Reply, Writer};
+pub use error::StoreError;
 pub use identity::Identity;
 pub use import::ImportReport;
 pub use sign::{PendingSigs, SignPool, Signed};
-pub use store::{Store, StoreError};
+pub use store::Store;
 pub use tokens::{Denied, Scope, TokenError, TokenInfo, Tokens};

@@ -17,8 +17,8 @@ use lcloud_core::codec::item_end_stored as item_end;
 use lcloud_core::{Id, NodeId, VectorClock};
 use redb::{ReadableTable, Table, TableDefinition, WriteTransaction};
 
+use crate::error::{StoreError, corrupt};
 use crate::state::unseal_at;
-use crate::store::StoreError;
 use crate::travel::{AUTHORS, Entry};
 
 /// Arrival index of a group's first experience → sealed group.
@@ -84,10 +84,6 @@ pub(crate) const GROUP_MAX: usize = 256;
 /// node's ingest benchmark). A read of one record checks at most 32 KiB; a commit rewrites
 /// the group it appends to (`Recorder::keeping` spares it reading that group back).
 const GROUP_BYTES: usize = 32768 - 32;
-
-fn corrupt(what: String) -> StoreError {
-    StoreError::Corrupt { what }
-}
 
 fn db(e: impl Into<redb::Error>) -> StoreError {
     StoreError::Io {
@@ -293,7 +289,7 @@ impl EntryAt<'_> {
             return Ok(base);
         }
         derive(&base, self.steps, self.id)
-            .ok_or_else(|| corrupt("an index entry left out overflows the one before".into()))
+            .ok_or_else(|| corrupt("an index entry left out overflows the one before"))
     }
 }
 
@@ -642,7 +638,7 @@ impl Names {
             }
         }
         if digest != Some(authors_digest(&all)) {
-            return Err(corrupt("the authors table: checksum mismatch".into()));
+            return Err(corrupt("the authors table: checksum mismatch"));
         }
         Ok(Names {
             cloud,

@@ -20,8 +20,8 @@ use std::path::Path;
 
 use lcloud_core::{Op, Replica};
 
+use crate::error::StoreError;
 use crate::identity::{FILE, Identity};
-use crate::store::StoreError;
 
 const NEXT: &str = "identity.key.next";
 const SIGNED_NEXT: &str = "signed-seq.next";

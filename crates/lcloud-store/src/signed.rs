@@ -7,7 +7,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use crate::store::StoreError;
+use crate::error::StoreError;
 
 pub(crate) const FILE: &str = "signed-seq";
 

@@ -8,12 +8,14 @@ use std::path::{Path as FsPath, PathBuf};
 
 use lcloud_core::{
     Doc, Draft, EXPERIENCE_BYTES_MAX, Experience, ForkPolicy, Id, InsertError, Inserted, NodeId,
-    ObservesEverything, Op, Path, PreparedOps, Replica, State, ValidationError, Value, VectorClock,
-    Verified, WriteRefused, revalidate_stored,
+    ObservesEverything, Op, Path, PreparedOps, Replica, State, Value, VectorClock, Verified,
+    WriteRefused, revalidate_stored,
 };
 
-use crate::identity::Identity;
+use crate::error::{StoreError, bad_record, corrupt, map_db};
+use crate::identity::{Identity, create_private_dir};
 use crate::records::{self, Names, Recorder, Written};
+use crate::schema::{DB_FILE, FORMAT};
 use crate::sign::{self, Signed};
 use crate::signed::SignedSeq;
 use crate::state::{self, LEAVES, Summary, read_doc, sealed, unseal, write_leaves};
@@ -21,16 +23,10 @@ use crate::travel::{self, WritersFrom};
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use std::sync::Arc;
 
-const DB_FILE: &str = "store.redb";
 /// Bytes of pages redb keeps cached in memory. Its default is 1 GiB, which a long-running node
 /// grows into as the file grows; the hot pages (the tops of the trees and the recent leaves) fit
 /// in far less.
 const CACHE_BYTES: usize = 64 << 20;
-/// Store format version, in `meta["format"]`. Format 1 kept one record per experience and a
-/// separate index table; opening such a store converts it (see [`migrate_v1`]). Format 2
-/// tagged document leaves over their bytes alone (see [`migrate_v2`]). Format 3 wrote groups
-/// unpacked (see [`migrate_v3`]).
-const FORMAT: u8 = 4;
 /// Experience id → record, for experiences waiting for missing links.
 const PARKED: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("parked");
 /// Metadata: "format", "cloud".
@@ -96,112 +92,6 @@ struct PendingLeaves {
     ops: u64,
     /// Marked with [`LEAVES_STALE_AT`] (others' experiences) rather than [`LEAVES_AT`].
     stale: bool,
-}
-
-/// Why the store refused or failed. Each message names what is wrong and where.
-#[derive(Clone, Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum StoreError {
-    /// There is no store in the directory.
-    #[error("no λCLOUD store in {0}: run `lcloud init` or `lcloud join FILE` first")]
-    NoStore(PathBuf),
-    /// A store already exists.
-    #[error("a λCLOUD store already exists in {0}")]
-    AlreadyExists(PathBuf),
-    /// Another process holds the store.
-    #[error("the store in {0} is open in another process (a running `lcloud node`?)")]
-    Busy(PathBuf),
-    /// Something on disk is corrupt; nothing of it was used.
-    #[error("store corrupt: {what}")]
-    Corrupt {
-        /// What and where.
-        what: String,
-    },
-    /// The disk is full; nothing was written.
-    #[error("disk full while writing {0}: nothing was written; free space and retry")]
-    DiskFull(PathBuf),
-    /// Another I/O failure.
-    #[error("I/O error on {path}: {error}")]
-    Io {
-        /// Where.
-        path: PathBuf,
-        /// What.
-        error: String,
-    },
-    /// The store is behind what this identity has signed: probably restored from a backup.
-    #[error(
-        "this store has your chain up to seq {stored}, but this identity has signed up to seq {signed}: \
-         the store may be restored from a backup. Import a bundle (or sync from a peer) holding your \
-         chain up to seq {signed} before writing, so you never sign two different experiences at one seq"
-    )]
-    BehindSignedSeq {
-        /// Highest seq signed.
-        signed: u64,
-        /// Highest seq of this identity in the store.
-        stored: u64,
-    },
-    /// The cloud's rules refuse the write. (Not a `source`: the message already says why,
-    /// and a report of the chain would say it twice.)
-    #[error("refused: {0}")]
-    Refused(InsertError),
-    /// This node refuses to sign the write: the fold would leave it out, mask it or misread it.
-    #[error("refused: {0}")]
-    WriteRefused(WriteRefused),
-    /// The experience would be larger than the cap.
-    #[error(
-        "the experience would be {0} bytes; at most {EXPERIENCE_BYTES_MAX} are allowed: split it"
-    )]
-    TooLarge(usize),
-    /// A clock beyond what the store holds.
-    #[error("clock asks for {node}:{asked}, but this store has only {node}:{known}")]
-    ClockAhead {
-        /// The node.
-        node: NodeId,
-        /// Seq asked for.
-        asked: u64,
-        /// Seq held.
-        known: u64,
-    },
-    /// The committer has stopped.
-    #[error("the store's committer has stopped")]
-    Closed,
-    /// This write needs the whole history loaded (calls, or this node forked).
-    #[error("this write needs the full history loaded (a call, or this node's chain forked)")]
-    NeedsFullLoad,
-    /// A write was chained on an earlier one of this node that failed to commit; nothing of
-    /// it was stored.
-    #[error(
-        "an earlier write this one was chained on failed to commit; nothing of this one was stored: retry"
-    )]
-    EarlierWriteFailed,
-    /// The store was written by a newer format.
-    #[error("store format {0} is newer than this lcloud understands ({FORMAT})")]
-    NewerFormat(u8),
-}
-
-impl From<InsertError> for StoreError {
-    fn from(e: InsertError) -> StoreError {
-        StoreError::Refused(e)
-    }
-}
-
-impl From<WriteRefused> for StoreError {
-    fn from(e: WriteRefused) -> StoreError {
-        StoreError::WriteRefused(e)
-    }
-}
-
-impl StoreError {
-    pub(crate) fn io(path: &FsPath, e: std::io::Error) -> StoreError {
-        if e.kind() == std::io::ErrorKind::StorageFull || e.raw_os_error() == Some(28) {
-            StoreError::DiskFull(path.to_owned())
-        } else {
-            StoreError::Io {
-                path: path.to_owned(),
-                error: e.to_string(),
-            }
-        }
-    }
 }
 
 /// The outcome of one write in a batch.
@@ -758,16 +648,16 @@ impl Store {
                 None => {
                     replica = Some(
                         Replica::with_registry(exp, lcloud_contracts::registry())
-                            .map_err(|e| corrupt(&format!("genesis: {e}")))?,
+                            .map_err(|e| corrupt(format!("genesis: {e}")))?,
                     )
                 }
                 Some(r) => {
                     let id = exp.id();
                     let out = r
                         .insert(exp)
-                        .map_err(|e| corrupt(&format!("experience #{n} ({id}): {e}")))?;
+                        .map_err(|e| corrupt(format!("experience #{n} ({id}): {e}")))?;
                     if out.admitted.first().map(|i| u64::from(*i)) != Some(n) {
-                        return Err(corrupt(&format!(
+                        return Err(corrupt(format!(
                             "experience #{n} ({id}) is stored before what it depends on"
                         )));
                     }
@@ -784,10 +674,10 @@ impl Store {
             let id = Id(*k.value());
             let bytes = unseal(v.value(), &|| format!("parked experience {id}"))?;
             let exp = revalidate_stored(bytes, &cloud)
-                .map_err(|e| corrupt(&format!("parked experience {id}: {e}")))?;
+                .map_err(|e| corrupt(format!("parked experience {id}: {e}")))?;
             replica
                 .insert(exp)
-                .map_err(|e| corrupt(&format!("parked experience {id}: {e}")))?;
+                .map_err(|e| corrupt(format!("parked experience {id}: {e}")))?;
         }
         Ok(replica)
     }
@@ -1487,7 +1377,7 @@ impl Store {
         };
         let bytes = unseal(bytes.value(), &|| "the guarded paths".into())?;
         let paths: Vec<(Path, Id)> = lcloud_core::codec::from_canonical_stored(bytes)
-            .map_err(|e| corrupt(&format!("the guarded paths: {e}")))?;
+            .map_err(|e| corrupt(format!("the guarded paths: {e}")))?;
         Ok(lcloud_core::Guarded {
             paths: paths.into_iter().collect(),
             doc: Doc::default(),
@@ -1513,10 +1403,10 @@ impl Store {
         self.read_all(FORKS, |_, v: &[u8]| {
             let bytes = unseal(v, &|| "a stored fork proof".into())?;
             let proof: lcloud_core::ForkProof = lcloud_core::codec::from_canonical_stored(bytes)
-                .map_err(|e| corrupt(&format!("a stored fork proof: {e}")))?;
+                .map_err(|e| corrupt(format!("a stored fork proof: {e}")))?;
             proof
                 .check()
-                .map_err(|e| corrupt(&format!("a stored fork proof does not hold: {e}")))?;
+                .map_err(|e| corrupt(format!("a stored fork proof does not hold: {e}")))?;
             Ok(proof)
         })
     }
@@ -1758,7 +1648,7 @@ fn migrate_v1(db: &Database, dir: &FsPath, cloud: &Id) -> Result<(), StoreError>
             let (k, v) = row.map_err(|e| map(e.into()))?;
             let n = k.value();
             if n != expected {
-                return Err(corrupt(&format!("experience #{expected} is missing")));
+                return Err(corrupt(format!("experience #{expected} is missing")));
             }
             let bytes = unseal(v.value(), &|| format!("experience #{n}"))?;
             let exp = revalidate_stored(bytes, cloud).map_err(|e| bad_record(n, &e))?;
@@ -1766,7 +1656,7 @@ fn migrate_v1(db: &Database, dir: &FsPath, cloud: &Id) -> Result<(), StoreError>
                 None => {
                     replica = Some(
                         Replica::with_registry(exp, lcloud_contracts::registry())
-                            .map_err(|e| corrupt(&format!("genesis: {e}")))?,
+                            .map_err(|e| corrupt(format!("genesis: {e}")))?,
                     );
                     order.push((0, bytes.to_vec()));
                 }
@@ -1774,11 +1664,11 @@ fn migrate_v1(db: &Database, dir: &FsPath, cloud: &Id) -> Result<(), StoreError>
                     let id = exp.id();
                     let out = r
                         .insert(exp)
-                        .map_err(|e| corrupt(&format!("experience #{n} ({id}): {e}")))?;
+                        .map_err(|e| corrupt(format!("experience #{n} ({id}): {e}")))?;
                     match out.admitted.first() {
                         Some(idx) if u64::from(*idx) == n => order.push((*idx, bytes.to_vec())),
                         _ => {
-                            return Err(corrupt(&format!(
+                            return Err(corrupt(format!(
                                 "experience #{n} ({id}) is stored before what it depends on"
                             )));
                         }
@@ -1940,7 +1830,7 @@ fn read_tail(
         .map(u64::from_le_bytes)
         .map_err(|_| corrupt("the leaves' arrival mark is malformed"))?;
     if from > next {
-        return Err(corrupt(&format!(
+        return Err(corrupt(format!(
             "the leaves claim experience #{from}, but the store holds {next}"
         )));
     }
@@ -2001,47 +1891,4 @@ fn guard<T>(dir: &FsPath, f: impl FnOnce() -> Result<T, StoreError>) -> Result<T
             })
         }
     }
-}
-
-fn corrupt(what: &str) -> StoreError {
-    StoreError::Corrupt {
-        what: what.to_owned(),
-    }
-}
-
-fn bad_record(n: u64, e: &ValidationError) -> StoreError {
-    corrupt(&format!("experience #{n}: {e}"))
-}
-
-fn map_db(dir: &FsPath, e: impl Into<redb::Error>) -> StoreError {
-    let path = dir.join(DB_FILE);
-    match e.into() {
-        redb::Error::DatabaseAlreadyOpen => StoreError::Busy(dir.to_owned()),
-        redb::Error::Corrupted(what) => StoreError::Corrupt {
-            what: format!("{}: {what}", path.display()),
-        },
-        redb::Error::Io(io) if io.kind() == std::io::ErrorKind::InvalidData => {
-            StoreError::Corrupt {
-                what: format!("{}: {io}", path.display()),
-            }
-        }
-        redb::Error::Io(io) => StoreError::io(&path, io),
-        other => StoreError::Io {
-            path,
-            error: other.to_string(),
-        },
-    }
-}
-
-/// Creates `dir` (and its parents) if missing; a directory made here is its owner's only
-/// (mode 0700), as it will hold the node's key, tokens and history.
-pub(crate) fn create_private_dir(dir: &FsPath) -> Result<(), StoreError> {
-    if dir.is_dir() {
-        return Ok(());
-    }
-    let mut b = fs::DirBuilder::new();
-    b.recursive(true);
-    #[cfg(unix)]
-    std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o700);
-    b.create(dir).map_err(|e| StoreError::io(dir, e))
 }

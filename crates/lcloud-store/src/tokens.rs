@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 
 use rand_core::RngCore;
 
-use crate::store::StoreError;
+use crate::error::StoreError;
 
 const FILE: &str = "tokens.json";
 /// Where `lcloud init` leaves the first admin token, for the CLI on this machine.

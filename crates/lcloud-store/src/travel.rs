@@ -9,9 +9,9 @@ use lcloud_core::codec::{ByteBuf, from_canonical_stored as from_canonical, to_ca
 use lcloud_core::{Doc, Dot, Id, Leaf, NodeId, Observer, Path, VectorClock, revalidate_stored};
 use redb::{ReadableTable, TableDefinition, WriteTransaction};
 
+use crate::error::StoreError;
 use crate::records::{self, GROUPS, Names, RUNS, Records, Written};
 use crate::state::{sealed_at, unseal, unseal_at};
-use crate::store::StoreError;
 
 /// Author index (first-seen order in this store) → node id.
 pub(crate) const AUTHORS: TableDefinition<u32, &[u8; 32]> = TableDefinition::new("authors");
