@@ -9,6 +9,7 @@
 
 pub mod bundle;
 mod commit;
+mod entry;
 mod error;
 mod identity;
 mod import;

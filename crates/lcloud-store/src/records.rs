@@ -17,9 +17,9 @@ use lcloud_core::codec::item_end_stored as item_end;
 use lcloud_core::{Id, NodeId, VectorClock};
 use redb::{ReadableTable, Table, TableDefinition, WriteTransaction};
 
+use crate::entry::{AUTHORS, Entry};
 use crate::error::{StoreError, corrupt};
 use crate::state::unseal_at;
-use crate::travel::{AUTHORS, Entry};
 
 /// Arrival index of a group's first experience → sealed group.
 pub(crate) const GROUPS: TableDefinition<u64, &[u8]> = TableDefinition::new("groups");

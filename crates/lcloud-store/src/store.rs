@@ -12,6 +12,7 @@ use lcloud_core::{
     WriteRefused, revalidate_stored,
 };
 
+use crate::entry;
 use crate::error::{StoreError, bad_record, corrupt, map_db};
 use crate::identity::{Identity, create_private_dir};
 use crate::records::{self, Names, Recorder, Written};
@@ -506,7 +507,7 @@ impl Store {
                         .open_table(records::GROUPS)
                         .map_err(|e| map_db(&dir, e))?;
                     let authors = txn
-                        .open_table(travel::AUTHORS)
+                        .open_table(entry::AUTHORS)
                         .map_err(|e| map_db(&dir, e))?;
                     let names = Names::read(&authors, self.cloud)?;
                     let tail = read_tail(&dir, &meta, &groups, &names, self.next)?;
@@ -1687,7 +1688,7 @@ fn migrate_v1(db: &Database, dir: &FsPath, cloud: &Id) -> Result<(), StoreError>
         ] {
             txn.delete_table(table).map_err(|e| map(e.into()))?;
         }
-        txn.delete_table(travel::AUTHORS)
+        txn.delete_table(entry::AUTHORS)
             .map_err(|e| map(e.into()))?;
         const V1_CHAINS: TableDefinition<(u32, u64, u64), ()> = TableDefinition::new("chains");
         txn.delete_table(V1_CHAINS).map_err(|e| map(e.into()))?;
@@ -1747,7 +1748,7 @@ fn migrate_v2(db: &Database, dir: &FsPath) -> Result<(), StoreError> {
 fn migrate_v3(db: &Database, dir: &FsPath) -> Result<(), StoreError> {
     let map = |e: redb::Error| map_db(dir, e);
     let txn = db.begin_write().map_err(|e| map(e.into()))?;
-    records::seal_authors(&mut txn.open_table(travel::AUTHORS).map_err(|e| map(e.into()))?)?;
+    records::seal_authors(&mut txn.open_table(entry::AUTHORS).map_err(|e| map(e.into()))?)?;
     txn.open_table(META)
         .map_err(|e| map(e.into()))?
         .insert("format", [4u8].as_slice())

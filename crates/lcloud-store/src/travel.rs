@@ -9,12 +9,11 @@ use lcloud_core::codec::{ByteBuf, from_canonical_stored as from_canonical, to_ca
 use lcloud_core::{Doc, Dot, Id, Leaf, NodeId, Observer, Path, VectorClock, revalidate_stored};
 use redb::{ReadableTable, TableDefinition, WriteTransaction};
 
-use crate::error::StoreError;
+use crate::entry::{AUTHORS, Entry};
+use crate::error::{StoreError, corrupt};
 use crate::records::{self, GROUPS, Names, RUNS, Records, Written};
 use crate::state::{sealed_at, unseal, unseal_at};
 
-/// Author index (first-seen order in this store) → node id.
-pub(crate) const AUTHORS: TableDefinition<u32, &[u8; 32]> = TableDefinition::new("authors");
 /// Arrival count covered → sealed leaves: the document after that many arrivals.
 pub(crate) const CHECKPOINTS: TableDefinition<u64, &[u8]> = TableDefinition::new("checkpoints");
 /// Arrival count covered → the frontier clock of that checkpoint (kept apart, so finding the
@@ -29,74 +28,6 @@ pub(crate) const CHECKPOINT_WRITERS: TableDefinition<u64, &[u8]> =
 /// Ops between checkpoints, at least; past that, at least as many ops as the state has leaves,
 /// so writing checkpoints costs O(1) per op.
 pub(crate) const CHECKPOINT_OPS_MIN: u64 = 4096;
-
-/// One experience in the index.
-#[derive(Clone, Debug, PartialEq)]
-pub(crate) struct Entry {
-    pub id: Id,
-    pub author: u32,
-    pub seq: u64,
-    pub depth: u64,
-    /// Non-zero clock entries by author index.
-    pub clock: Vec<(u32, u64)>,
-}
-
-type EntryRecord = (u32, u64, u64, Vec<(u32, u64)>);
-
-impl Entry {
-    /// The stored form leaves out the id: it is the hash of the record's header, which the
-    /// record holds.
-    #[cfg(test)]
-    pub(crate) fn to_bytes(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(16 + 10 * self.clock.len());
-        Entry::encode_into(&mut out, self.author, self.seq, self.depth, &self.clock);
-        out
-    }
-
-    /// Appends the stored form of an entry to `out`: the canonical DAG-CBOR of
-    /// `[author, seq, depth, [[author, seq], …]]`, written directly (serde's encoder took a
-    /// twentieth of storing a pushed experience).
-    pub(crate) fn encode_into(
-        out: &mut Vec<u8>,
-        author: u32,
-        seq: u64,
-        depth: u64,
-        clock: &[(u32, u64)],
-    ) {
-        use lcloud_core::codec::write_head;
-        const UINT: u8 = 0;
-        const ARRAY: u8 = 4;
-        write_head(out, ARRAY, 4);
-        write_head(out, UINT, u64::from(author));
-        write_head(out, UINT, seq);
-        write_head(out, UINT, depth);
-        write_head(out, ARRAY, clock.len() as u64);
-        for (a, s) in clock {
-            write_head(out, ARRAY, 2);
-            write_head(out, UINT, u64::from(*a));
-            write_head(out, UINT, *s);
-        }
-    }
-
-    /// The entry stored as `bytes` for the experience `id`.
-    pub(crate) fn from_bytes(bytes: &[u8], id: Id) -> Result<Entry, StoreError> {
-        let (author, seq, depth, clock): EntryRecord =
-            from_canonical(bytes).map_err(|e| corrupt(&format!("an index entry: {e}")))?;
-        Ok(Entry {
-            id,
-            author,
-            seq,
-            depth,
-            clock,
-        })
-    }
-}
-
-fn corrupt(what: &str) -> StoreError {
-    StoreError::Corrupt {
-        what: what.to_owned(),
-    }
-}
 
 fn db(e: impl Into<redb::Error>) -> StoreError {
     StoreError::Io {
@@ -331,17 +262,17 @@ fn decode_checkpoint_clock(upto: u64, rec: &[u8]) -> Result<VectorClock, StoreEr
         format!("checkpoint {upto}'s clock")
     })?;
     let clock: Vec<(NodeId, u64)> =
-        from_canonical(bytes).map_err(|e| corrupt(&format!("a checkpoint clock: {e}")))?;
+        from_canonical(bytes).map_err(|e| corrupt(format!("a checkpoint clock: {e}")))?;
     Ok(VectorClock(clock.into_iter().collect()))
 }
 
 fn decode_checkpoint(rec: &[u8]) -> Result<Doc, StoreError> {
     let bytes = unseal(rec, &|| "a checkpoint".into())?;
     let leaves: Vec<(Path, ByteBuf)> =
-        from_canonical(bytes).map_err(|e| corrupt(&format!("a checkpoint: {e}")))?;
+        from_canonical(bytes).map_err(|e| corrupt(format!("a checkpoint: {e}")))?;
     let mut doc = Doc::default();
     for (path, leaf) in leaves {
-        let leaf = Leaf::from_bytes(&leaf.0).map_err(|e| corrupt(&format!("a checkpoint: {e}")))?;
+        let leaf = Leaf::from_bytes(&leaf.0).map_err(|e| corrupt(format!("a checkpoint: {e}")))?;
         doc.insert_leaf(path, leaf);
     }
     Ok(doc)
@@ -350,7 +281,7 @@ fn decode_checkpoint(rec: &[u8]) -> Result<Doc, StoreError> {
 fn decode_writers(rec: &[u8]) -> Result<Writers, StoreError> {
     let bytes = unseal(rec, &|| "a checkpoint's writers".into())?;
     let writers: Vec<(Id, u32, u64)> =
-        from_canonical(bytes).map_err(|e| corrupt(&format!("a checkpoint's writers: {e}")))?;
+        from_canonical(bytes).map_err(|e| corrupt(format!("a checkpoint's writers: {e}")))?;
     Ok(writers.into_iter().map(|(id, a, s)| (id, (a, s))).collect())
 }
 
@@ -363,7 +294,7 @@ fn resolve_writers<G: ReadableTable<u64, &'static [u8]>>(
     runs: &impl ReadableTable<(u32, u64, u64), u64>,
     records: &mut Records<'_, G>,
 ) -> Result<(Vec<(u64, Id, u64)>, Writers), StoreError> {
-    let bad = |why: &str| corrupt(&format!("checkpoint {upto}: {why}"));
+    let bad = |why: &str| corrupt(format!("checkpoint {upto}: {why}"));
     // Read in arrival order (records share groups).
     let mut at: Vec<(u64, usize)> = Vec::with_capacity(list.len());
     for (i, (author, seq)) in list.iter().enumerate() {
@@ -406,11 +337,11 @@ fn checkpoint_writers<G: ReadableTable<u64, &'static [u8]>>(
         let w = writers
             .get(upto)
             .map_err(db)?
-            .ok_or_else(|| corrupt(&format!("checkpoint {upto} has no writers")))?;
+            .ok_or_else(|| corrupt(format!("checkpoint {upto} has no writers")))?;
         return decode_writers(w.value());
     };
     let (list, _): CheckpointRefs =
-        from_canonical(refs).map_err(|e| corrupt(&format!("checkpoint {upto}: {e}")))?;
+        from_canonical(refs).map_err(|e| corrupt(format!("checkpoint {upto}: {e}")))?;
     Ok(resolve_writers(upto, &list, runs, records)?.1)
 }
 
@@ -432,10 +363,10 @@ fn read_checkpoint<G: ReadableTable<u64, &'static [u8]>>(
         let w = writers
             .get(upto)
             .map_err(db)?
-            .ok_or_else(|| corrupt(&format!("checkpoint {upto} has no writers")))?;
+            .ok_or_else(|| corrupt(format!("checkpoint {upto} has no writers")))?;
         return Ok((doc, decode_writers(w.value())?));
     };
-    let bad = |why: &str| corrupt(&format!("checkpoint {upto}: {why}"));
+    let bad = |why: &str| corrupt(format!("checkpoint {upto}: {why}"));
     let (list, leaves): CheckpointRefs = from_canonical(refs).map_err(|e| bad(&e.to_string()))?;
     let (resolved, known) = resolve_writers(upto, &list, runs, records)?;
     let dot = |w: u32, op: u32| -> Result<Dot, StoreError> {
@@ -486,7 +417,7 @@ fn read_checkpoint<G: ReadableTable<u64, &'static [u8]>>(
     for (arrival, l, r) in missing {
         if exp.as_ref().is_none_or(|(a, _)| *a != arrival) {
             let e = revalidate_stored(&records.bytes(arrival)?, cloud)
-                .map_err(|e| corrupt(&format!("experience #{arrival}: {e}")))?;
+                .map_err(|e| corrupt(format!("experience #{arrival}: {e}")))?;
             exp = Some((arrival, e));
         }
         let (_, e) = exp.as_ref().expect("just read");
@@ -591,7 +522,7 @@ pub(crate) fn document_at(
             let rec = checkpoints
                 .get(upto)
                 .map_err(db)?
-                .ok_or_else(|| corrupt(&format!("checkpoint {upto} is missing")))?;
+                .ok_or_else(|| corrupt(format!("checkpoint {upto} is missing")))?;
             let read = read_checkpoint(
                 upto,
                 rec.value(),
@@ -618,7 +549,7 @@ pub(crate) fn document_at(
             let entry = records.entry(arrival)?;
             if (entry.author, entry.seq) != (*a, seq) {
                 // The runs (whose keys no tag covers) sent the walk to another experience.
-                return Err(corrupt(&format!(
+                return Err(corrupt(format!(
                     "the index puts author #{a}'s seq {seq} at experience #{arrival}, which is not it"
                 )));
             }
@@ -642,9 +573,9 @@ pub(crate) fn document_at(
     }
     for (arrival, entry) in rest {
         let exp = revalidate_stored(&records.bytes(arrival)?, cloud)
-            .map_err(|e| corrupt(&format!("experience #{arrival}: {e}")))?;
+            .map_err(|e| corrupt(format!("experience #{arrival}: {e}")))?;
         if exp.id() != entry.id {
-            return Err(corrupt(&format!(
+            return Err(corrupt(format!(
                 "experience #{arrival} does not match its index entry"
             )));
         }
