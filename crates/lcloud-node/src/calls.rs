@@ -1,0 +1,237 @@
+//! The API's calls to the node's core: reads, writes, imports, contracts, status and metrics.
+
+use super::*;
+
+impl Node {
+    pub(super) fn contract_names(&self) -> BTreeMap<Id, String> {
+        self.store.contract_names().unwrap_or_default()
+    }
+
+    pub(super) fn on_call(&mut self, call: Call) {
+        match call {
+            Call::Write(ops, reply) => {
+                let result = self.write(vec![ops]).pop().expect("one answer per write");
+                let _ = reply.send(result);
+            }
+            Call::State(path, reply) => {
+                let state = self.replica.state();
+                let _ = reply.send(state.get(&path).map(|v| v.to_json()));
+            }
+            Call::Status(reply) => {
+                let _ = reply.send(self.status());
+            }
+            // Handled in `run`, which ends after it.
+            Call::RotateKey(reply) => {
+                let _ = reply.send(Err(WriteError::Unavailable(
+                    "a key rotation is handled only by the core's loop".into(),
+                )));
+            }
+            Call::Metrics(reply) => {
+                let _ = reply.send(self.metrics_text());
+            }
+            Call::Isolate(on) => {
+                if on {
+                    self.peers.clear();
+                }
+                self.send(Command::Isolate(on));
+            }
+            Call::BundleHead(reply) => {
+                let _ = reply.send((self.replica.lattice().len() as u64, self.generation));
+            }
+            Call::BundleRecords {
+                generation,
+                from,
+                bytes,
+                reply,
+            } => {
+                let lattice = self.replica.lattice();
+                let records = (generation == self.generation).then(|| {
+                    let mut out: Vec<Vec<u8>> = Vec::new();
+                    let mut size = 0;
+                    let mut i = from;
+                    while i < lattice.len() as u64 && (out.is_empty() || size < bytes) {
+                        let r = lattice.get(i as lcloud_core::lattice::Idx).to_bytes();
+                        size += r.len();
+                        out.push(r);
+                        i += 1;
+                    }
+                    out
+                });
+                let _ = reply.send(records);
+            }
+            Call::Aliases(reply) => {
+                let _ = reply.send(self.store.aliases().unwrap_or_default());
+            }
+            Call::Import(file, reply) => {
+                let _ = reply.send(self.import(&file));
+            }
+            Call::Deploy(d, reply) => {
+                let (id, op) = crate::contracts::deploy_op(d.code, d.init);
+                let result = self.write_contract(id, op, d.fuel);
+                // Named when it is deployed, by this write or an earlier one.
+                if let (Ok(_), Some(name)) = (&result, &d.name)
+                    && self.replica.ordered().deployed.contains_key(&id)
+                    && let Err(e) = self.store.set_contract_name(&id, name)
+                {
+                    tracing::warn!(error = %e, "the contract is deployed but its name was not stored");
+                }
+                let _ = reply.send(result);
+            }
+            Call::Invoke(c, reply) => {
+                let names = self.contract_names();
+                let result = match crate::contracts::resolve(&self.replica, &names, &c.contract) {
+                    Err(e) => Err(WriteError::Refused(e)),
+                    Ok(id) => {
+                        let op = crate::contracts::call_op(id, &c.function, c.args);
+                        self.write_contract(id, op, c.fuel)
+                    }
+                };
+                let _ = reply.send(result);
+            }
+            Call::Contracts(reply) => {
+                let names = self.contract_names();
+                let _ = reply.send(crate::contracts::deployed(&self.replica, &names));
+            }
+            Call::ContractState(name, key, reply) => {
+                let names = self.contract_names();
+                let result = crate::contracts::resolve(&self.replica, &names, &name).map(|id| {
+                    crate::contracts::state(&self.replica, &id, key.as_deref())
+                        .unwrap_or(lcloud_core::Value::Null)
+                });
+                let _ = reply.send(result);
+            }
+        }
+    }
+
+    pub(super) fn status(&self) -> Status {
+        let lattice = self.replica.lattice();
+        Status {
+            node: self.identity.id(),
+            cloud: self.replica.cloud(),
+            state: self.replica.state(),
+            cached_root: self.replica.cached_root(),
+            heads: lattice.heads().iter().copied().collect(),
+            clock: lattice.frontier().0.into_iter().collect(),
+            experiences: lattice.len(),
+            peers: self
+                .peers
+                .keys()
+                .map(|p| (p.to_string(), node_of(p)))
+                .collect(),
+            parked: lattice.parked_len(),
+            store_error: self.unstored.clone(),
+            // What parked experiences wait for and no one here holds, parked or not: the gap.
+            missing: lattice
+                .missing()
+                .filter(|id| lattice.parked_experience(id).is_none())
+                .take(MISSING_SHOWN)
+                .copied()
+                .collect(),
+            forks: lattice
+                .forks()
+                .iter()
+                .map(|f| (f.author(), f.seq(), lcloud_core::codec::to_canonical(f)))
+                .collect(),
+        }
+    }
+
+    pub(super) fn metrics_text(&self) -> String {
+        let m = &self.metrics;
+        let lattice = self.replica.lattice();
+        let mut out = String::new();
+        let mut line = |name: &str, help: &str, kind: &str, value: String| {
+            out.push_str(&format!(
+                "# HELP lcloud_{name} {help}\n# TYPE lcloud_{name} {kind}\nlcloud_{name} {value}\n"
+            ));
+        };
+        line(
+            "peers",
+            "Connected peers.",
+            "gauge",
+            self.peers.len().to_string(),
+        );
+        line(
+            "experiences",
+            "Experiences held (admitted).",
+            "gauge",
+            lattice.len().to_string(),
+        );
+        line(
+            "parked",
+            "Experiences waiting for a dependency.",
+            "gauge",
+            lattice.parked_len().to_string(),
+        );
+        line(
+            "experiences_in_total",
+            "Experiences received from peers and stored.",
+            "counter",
+            m.exps_in.to_string(),
+        );
+        line(
+            "experiences_known_total",
+            "Experiences received from peers that this node already held (checked for nothing).",
+            "counter",
+            m.exps_known.to_string(),
+        );
+        line(
+            "experiences_parked_total",
+            "Experiences received before a dependency and parked until it arrived.",
+            "counter",
+            m.exps_parked.to_string(),
+        );
+        line(
+            "experiences_out_total",
+            "Experiences sent to peers by sync.",
+            "counter",
+            m.exps_out.to_string(),
+        );
+        line(
+            "written_total",
+            "Experiences written by this node.",
+            "counter",
+            m.written.to_string(),
+        );
+        line(
+            "gossip_in_total",
+            "Gossip messages received.",
+            "counter",
+            m.gossip_in.to_string(),
+        );
+        line(
+            "syncs_served_total",
+            "Sync requests answered.",
+            "counter",
+            m.syncs.to_string(),
+        );
+        line(
+            "sync_follow_ups_total",
+            "Second sync rounds asked for because chains disagreed (forks), reconciled by hashes.",
+            "counter",
+            m.follow_ups.to_string(),
+        );
+        line(
+            "peers_banned_total",
+            "Peers disconnected for misbehaviour.",
+            "counter",
+            m.banned.to_string(),
+        );
+        // Sync lag: experiences peers are known to lack, queued to be pushed.
+        let lag: usize = self.peers.values().map(|s| s.pushing.len()).sum();
+        line(
+            "sync_lag",
+            "Experiences queued to be pushed to peers.",
+            "gauge",
+            lag.to_string(),
+        );
+        out.push_str("# HELP lcloud_rejected_total Experiences or requests refused, by reason.\n");
+        out.push_str("# TYPE lcloud_rejected_total counter\n");
+        for (reason, n) in &m.rejected {
+            out.push_str(&format!(
+                "lcloud_rejected_total{{reason=\"{}\"}} {n}\n",
+                reason.replace('\\', "\\\\").replace('"', "\\\"")
+            ));
+        }
+        out
+    }
+}
