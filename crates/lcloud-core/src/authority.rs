@@ -194,6 +194,26 @@ impl Lattice {
         }
     }
 
+    /// Experiences that make `who` a writer and that no revocation in the lattice has in its
+    /// past (the genesis counts for the creator and listed members): every experience `who`
+    /// writes from now on has one of them in its past.
+    pub(super) fn standing_grants(&self, who: &NodeId) -> Vec<Idx> {
+        let revoked = self.authority.revokes[Right::Write as usize]
+            .get(who)
+            .map_or(&[][..], Vec::as_slice);
+        let stands = |g: Idx| !revoked.iter().any(|r| *r == g || self.precedes(g, *r));
+        let from_genesis = *who == self.rules.creator
+            || self.rules.members.as_ref().is_none_or(|m| m.contains(who));
+        let mut out: Vec<Idx> = Vec::new();
+        if from_genesis && stands(0) {
+            out.push(0);
+        }
+        if let Some(grants) = self.authority.grants[Right::Write as usize].get(who) {
+            out.extend(grants.iter().copied().filter(|g| stands(*g)));
+        }
+        out
+    }
+
     /// Whether the fold keeps the experience at `idx` (the rule in the module's comment).
     fn live(&self, idx: Idx) -> bool {
         if idx == 0 {

@@ -9,6 +9,9 @@
 #[path = "authority.rs"]
 mod authority;
 pub use authority::membership_refusal;
+#[path = "stability.rs"]
+mod stability;
+pub use stability::{Stability, Witness};
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 

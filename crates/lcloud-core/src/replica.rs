@@ -513,32 +513,6 @@ impl Replica {
         order
     }
 
-    /// The stable frontier for `members`: the clock of the experiences every member has
-    /// acknowledged (some experience of each member depends on them). Assumes `members` is
-    /// the complete set of writers and none of them forks.
-    pub fn stable_frontier(&self, members: &[NodeId]) -> VectorClock {
-        let mut frontier: Option<VectorClock> = None;
-        for m in members {
-            let Some(tip) = self.lattice.tip(m) else {
-                return VectorClock::default();
-            };
-            let mut seen = self.lattice.clock(tip);
-            let own = seen.get(m) - 1;
-            seen.0.insert(*m, own);
-            frontier = Some(match frontier {
-                None => seen,
-                Some(f) => VectorClock(
-                    f.0.iter()
-                        .map(|(n, s)| (*n, (*s).min(seen.get(n))))
-                        .collect(),
-                ),
-            });
-        }
-        let mut f = frontier.unwrap_or_default();
-        f.0.retain(|_, s| *s > 0);
-        f
-    }
-
     fn resolve(&self, cut: &Cut) -> Result<CutSet, ViewError> {
         match cut {
             Cut::Clock(c) => {

@@ -309,26 +309,6 @@ fn ledger_rejections_are_deterministic_and_late_experiences_rewind() {
 }
 
 #[test]
-fn stable_frontier_only_grows_with_acknowledgements() {
-    let g = genesis();
-    let mut a = Replica::new(g.clone()).unwrap();
-    let mut b = Replica::new(g).unwrap();
-    let members = [node(0), node(1), node(2)];
-    a.write(&key(1), vec![set("/a", "1")]).unwrap();
-    b.write(&key(2), vec![set("/b", "1")]).unwrap();
-    sync(&mut a, &mut b);
-    assert_eq!(a.stable_frontier(&members), VectorClock::default());
-    a.write(&key(0), vec![set("/z", "1")]).unwrap();
-    a.write(&key(1), vec![set("/a", "2")]).unwrap();
-    b.write(&key(2), vec![set("/b", "2")]).unwrap();
-    sync(&mut a, &mut b);
-    let f = a.stable_frontier(&members);
-    // Every member's latest write depends on genesis; nodes 1 and 2 saw each other's first.
-    assert_eq!(f.get(&node(0)), 1);
-    assert_eq!(a.stable_frontier(&members), b.stable_frontier(&members));
-}
-
-#[test]
 fn own_experiences_validate_from_bytes() {
     let g = genesis();
     let mut r = Replica::new(g.clone()).unwrap();

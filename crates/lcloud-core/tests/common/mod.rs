@@ -1,6 +1,8 @@
 //! Helpers shared by the core's integration tests.
 #![allow(dead_code)]
 
+pub mod history;
+
 use ed25519_consensus::SigningKey;
 use lcloud_core::{Experience, ForkPolicy, Genesis, NodeId, Op, Path, Value, Verified};
 

@@ -1,0 +1,186 @@
+//! Causal stability: which experiences every current member has seen.
+//!
+//! An experience is *stable* when every current member has an experience that causally
+//! follows it. Nothing admitted later can then be concurrent with it or sort before it in the
+//! canonical order: every member writes on top of what it has seen, a new member writes on
+//! top of the grant that admitted it, and a removed member's concurrent writes are left out
+//! of the fold. The stable experiences are the ones at or below the *stable frontier*, a
+//! vector clock: the meet, over the current members, of what each has acknowledged.
+//!
+//! What a member has acknowledged is read off its own chain and its grants, never off its
+//! word:
+//!
+//! - the causal past of its latest experience, that experience excluded (its own next one
+//!   follows it, but nothing follows it yet);
+//! - if it forked at seq `f`, the meet of the pasts of its experiences at `f`, each
+//!   excluded: every branch follows that, and a forked member holds finality there until it
+//!   is removed;
+//! - the past of every grant that made it a member, the grant included (it may only write
+//!   on top of one), which is what a member that has not written yet has acknowledged.
+//!
+//! An author that forked is never stable from its lowest forked seq on: a member that saw one
+//! branch has not seen the other.
+//!
+//! The cost is one pass over each member's clock (members × authors) and the membership
+//! rule at the heads; it does not grow with the history. In an open cloud anyone may join
+//! and write on top of the genesis alone, so nothing is ever stable there.
+
+use super::{Idx, Lattice, clock_at};
+use crate::clock::VectorClock;
+use crate::id::NodeId;
+
+/// How far the history is stable, as this lattice shows it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Stability {
+    /// The cloud is open: anyone may write, so nothing is ever stable.
+    pub open: bool,
+    /// Every experience at or below this clock is stable (authors at 0 are left out).
+    pub frontier: VectorClock,
+    /// How many experiences are stable.
+    pub stable: u64,
+    /// How many seqs the lattice holds over all chains (a fork counts once per seq).
+    pub held: u64,
+    /// Each current member and what it has acknowledged, sorted by node.
+    pub witnesses: Vec<Witness>,
+}
+
+/// One member's part in the stable frontier.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Witness {
+    /// The member.
+    pub node: NodeId,
+    /// What it has acknowledged: its experiences follow everything at or below this clock.
+    pub seen: VectorClock,
+    /// How many experiences held here it has not acknowledged.
+    pub behind: u64,
+    /// It forked: it holds finality at its lowest forked seq until it is removed.
+    pub forked: bool,
+}
+
+impl Stability {
+    /// Whether `author`'s experience at `seq` is stable.
+    pub fn is_stable(&self, author: &NodeId, seq: u64) -> bool {
+        seq <= self.frontier.get(author)
+    }
+
+    /// The member furthest behind, when the history is not all stable: the one that holds
+    /// finality back (the smallest node id among equals). `None` when everything is stable
+    /// or the cloud is open.
+    pub fn held_back_by(&self) -> Option<&Witness> {
+        if self.stable >= self.held {
+            return None;
+        }
+        self.witnesses
+            .iter()
+            .filter(|w| w.behind > 0)
+            .max_by(|a, b| a.behind.cmp(&b.behind).then(b.node.cmp(&a.node)))
+    }
+}
+
+impl Lattice {
+    /// The stable frontier for the current members, with what each has acknowledged (see the
+    /// module's comment).
+    pub fn stability(&self) -> Stability {
+        let held: u64 = self.chains.iter().map(|c| c.len() as u64).sum();
+        let Some(members) = self.members() else {
+            return Stability {
+                open: true,
+                held,
+                ..Stability::default()
+            };
+        };
+        let seen: Vec<(NodeId, Vec<u64>)> =
+            members.iter().map(|m| (*m, self.acknowledged(m))).collect();
+        let n = self.authors.len();
+        let mut frontier: Vec<u64> = (0..n)
+            .map(|a| {
+                let height = self.chains[a].len() as u64;
+                match self.fork_seq(a as u32) {
+                    Some(f) => height.min(f - 1),
+                    None => height,
+                }
+            })
+            .collect();
+        for (_, s) in &seen {
+            for (a, f) in frontier.iter_mut().enumerate() {
+                *f = (*f).min(s[a]);
+            }
+        }
+        let witnesses = seen
+            .into_iter()
+            .map(|(node, s)| {
+                let acknowledged: u64 = s
+                    .iter()
+                    .zip(&self.chains)
+                    .map(|(q, c)| (*q).min(c.len() as u64))
+                    .sum();
+                Witness {
+                    node,
+                    seen: self.sparse(&s),
+                    behind: held - acknowledged,
+                    forked: self
+                        .author_idx(&node)
+                        .is_some_and(|a| self.fork_seq(a).is_some()),
+                }
+            })
+            .collect();
+        Stability {
+            open: false,
+            stable: frontier.iter().sum(),
+            frontier: self.sparse(&frontier),
+            held,
+            witnesses,
+        }
+    }
+
+    /// What `member` has acknowledged, as a dense clock over all authors.
+    fn acknowledged(&self, member: &NodeId) -> Vec<u64> {
+        let n = self.authors.len();
+        let mut seen = vec![0u64; n];
+        let dense = |i: Idx| -> Vec<u64> {
+            (0..n as u32)
+                .map(|a| clock_at(&self.nodes[i as usize].clock, a))
+                .collect()
+        };
+        // The pasts of its standing grants, the grants included: it writes on top of one.
+        let grants = self.standing_grants(member);
+        if let Some((first, rest)) = grants.split_first() {
+            let mut meet = dense(*first);
+            for g in rest {
+                for (m, q) in meet.iter_mut().zip(dense(*g)) {
+                    *m = (*m).min(q);
+                }
+            }
+            seen = meet;
+        }
+        // The past of its latest experience(s), them excluded.
+        if let Some(a) = self.author_idx(member) {
+            let height = self.chains[a as usize].len() as u64;
+            let top = self.fork_seq(a).unwrap_or(height);
+            let mut own: Option<Vec<u64>> = None;
+            for i in self.at_seq_of(a, top) {
+                let mut c = dense(*i);
+                c[a as usize] = top - 1;
+                own = Some(match own {
+                    None => c,
+                    Some(o) => o.iter().zip(&c).map(|(x, y)| (*x).min(*y)).collect(),
+                });
+            }
+            for (s, o) in seen.iter_mut().zip(own.unwrap_or_default()) {
+                *s = (*s).max(o);
+            }
+        }
+        seen
+    }
+
+    fn sparse(&self, dense: &[u64]) -> VectorClock {
+        VectorClock(
+            dense
+                .iter()
+                .zip(&self.authors)
+                .filter(|(s, _)| **s > 0)
+                .map(|(s, a)| (*a, *s))
+                .collect(),
+        )
+    }
+}
