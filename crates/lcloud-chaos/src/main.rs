@@ -272,6 +272,28 @@ fn describe(seed: u64, o: &sim::Outcome) -> String {
         o.set.latency(1.0) as f64 / 1e9,
         o.converged,
         &o.trace[..16],
+    ) + &finality(&o.finality)
+}
+
+/// The finality watch's part of a seed's line.
+fn finality(f: &sim::FinalityReport) -> String {
+    if !f.watched {
+        return String::new();
+    }
+    format!(
+        "; finality: {} of {} experiences stable at the end, {} frontiers watched, {}",
+        f.stable,
+        f.held,
+        f.observations,
+        if f.valid() {
+            "none moved back or came before a later write".to_owned()
+        } else {
+            format!(
+                "VIOLATED {} times: {}",
+                f.violations.len(),
+                f.violations[..f.violations.len().min(3)].join("; ")
+            )
+        }
     )
 }
 

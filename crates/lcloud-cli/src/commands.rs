@@ -172,6 +172,7 @@ pub fn run(cli: Cli) -> Result<()> {
             print(json_out, json!({"root": root.to_hex()}), || root.to_hex());
             Ok(())
         }
+        Command::Status => crate::status::offline(&dir, json_out),
         Command::Clock => {
             let node = open(&dir)?;
             let clock = node.replica.lattice().frontier();

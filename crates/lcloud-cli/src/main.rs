@@ -10,6 +10,7 @@ mod demo_contracts;
 mod membership;
 mod remote;
 mod resolve;
+mod status;
 mod token;
 
 use std::path::PathBuf;
@@ -42,8 +43,8 @@ struct Cli {
     #[arg(long, global = true)]
     json: bool,
     /// Talk to a running node's HTTP API (e.g. http://127.0.0.1:7400) instead of opening the
-    /// store: writes, `state` and `root` without cut options, `clock` and `heads`. (With
-    /// `log`, a NODE name instead shows only that node's chain.)
+    /// store: writes, `state` and `root` without cut options, `status`, `clock` and `heads`.
+    /// (With `log`, a NODE name instead shows only that node's chain.)
     #[arg(
         long = "node",
         id = "node_url",
@@ -234,6 +235,14 @@ enum Command {
         #[command(flatten)]
         cut: CutArgs,
     },
+    /// What this node holds and how far it is final: root, experiences, heads, parked, fork
+    /// proofs, and the stable frontier (what every current member has seen, so no later
+    /// experience can come before it), each member's part, and the member furthest behind,
+    /// which holds finality back. Nothing is final in an open cloud.
+    #[command(
+        after_help = "Examples:\n  lcloud status\n  lcloud --node http://127.0.0.1:7400 status --json"
+    )]
+    Status,
     /// Print the vector clock of everything this node holds.
     #[command(
         after_help = "Example:\n  lcloud clock      -> alice:4,bob:2   (usable with --at and diff)"
@@ -572,6 +581,13 @@ fn remote_run(
         Command::Root { cut } if no_cut(&cut) => {
             let v = remote.get("/api/root", &[])?;
             show(v.clone(), v["root"].as_str().unwrap_or_default().to_owned());
+        }
+        Command::Status => {
+            let v = remote.get("/api/status", &[])?;
+            show(
+                v.clone(),
+                status::render(&v, &|hex| hex[..hex.len().min(8)].to_owned()),
+            );
         }
         Command::Clock => {
             let v = remote.get("/api/clock", &[])?;

@@ -749,3 +749,49 @@ fn nodes_of(list: &serde_json::Value, k: &str) -> Vec<String> {
         .map(|m| m["node"].as_str().unwrap().to_owned())
         .collect()
 }
+
+#[test]
+fn status_shows_what_is_final_and_who_holds_it_back() {
+    let b = Node::new();
+    let bob = b.ok(&["id"]);
+    let a = Node::new();
+    a.ok(&["init", "--alias", "alice", "--member", &bob]);
+    a.ok(&["alias", "bob", &bob]);
+    a.ok(&["set", "/a", "1"]);
+    a.ok(&["set", "/a", "2"]);
+    let status = |n: &Node| -> serde_json::Value {
+        serde_json::from_str(&n.ok(&["--json", "status"])).unwrap()
+    };
+    // Bob never wrote: he has acknowledged the genesis alone, and holds the rest back.
+    let s = status(&a);
+    assert_eq!(s["experiences"], 3);
+    assert_eq!(s["finality"]["stable"], 1);
+    assert_eq!(s["finality"]["unstable"], 2);
+    assert_eq!(s["finality"]["held_back_by"]["node"], bob.as_str());
+    assert_eq!(s["finality"]["held_back_by"]["behind"], 2);
+    let human = a.ok(&["status"]);
+    assert!(human.contains("held back by bob (2 experiences"), "{human}");
+    // He joins and writes on top of Alice's writes: they are now stable.
+    b.ok(&["join", a.bundle("g.bundle").to_str().unwrap()]);
+    b.import(&a.bundle("a1.bundle"));
+    b.ok(&["set", "/b", "1"]);
+    a.import(&b.bundle("b1.bundle"));
+    let s = status(&a);
+    assert_eq!(s["finality"]["frontier"][a.ok(&["id"])], 2);
+    assert_eq!(s["finality"]["stable"], 2);
+    assert_eq!(s, status(&a), "a function of the history");
+    assert_eq!(
+        s["finality"],
+        status(&b)["finality"],
+        "the same on both nodes"
+    );
+    // Removed, Bob no longer holds anything back.
+    a.ok(&["member", "remove", "bob"]);
+    let s = status(&a);
+    assert_eq!(s["finality"]["members"].as_array().unwrap().len(), 1);
+    assert_eq!(s["finality"]["stable"], 4, "all but the removal itself");
+    // An open cloud has no finality, and says so.
+    let open = Node::new();
+    open.ok(&["init", "--open"]);
+    assert!(open.ok(&["status"]).contains("none: the cloud is open"));
+}

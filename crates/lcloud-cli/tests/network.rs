@@ -177,7 +177,7 @@ fn cloud(base: &Path, names: &[&str], members: Option<&[&str]>) -> Vec<PathBuf> 
 #[test]
 fn three_nodes_converge_and_a_killed_node_catches_up() {
     let base = tempfile::tempdir().unwrap();
-    let dirs = cloud(base.path(), &["a", "b", "c"], None);
+    let dirs = cloud(base.path(), &["a", "b", "c"], Some(&["b", "c"]));
     let a = NodeProc::start(&dirs[0], &[]);
     let b = NodeProc::start(&dirs[1], &[&a.p2p]);
     let mut c = NodeProc::start(&dirs[2], &[&b.p2p]);
@@ -190,9 +190,33 @@ fn three_nodes_converge_and_a_killed_node_catches_up() {
     let doc = a.state();
     assert_eq!(doc["count"], 3);
     assert_eq!(doc["from"], serde_json::json!({"0": 0, "1": 1, "2": 2}));
+    // Each writes once more on top of everything: the genesis and the six first writes are
+    // now seen by every member (stable), the same on every node, and the metric agrees.
+    for node in [&a, &b, &c] {
+        node.cli(&["incr", "/count"]).unwrap();
+    }
+    converge(&[&a, &b, &c]);
+    let finality = |n: &NodeProc| -> serde_json::Value {
+        let s: serde_json::Value =
+            serde_json::from_str(&n.cli(&["--json", "status"]).unwrap()).unwrap();
+        s["finality"].clone()
+    };
+    let f = finality(&a);
+    assert!(f["stable"].as_u64().unwrap() >= 7, "{f}");
+    assert_eq!(f, finality(&b));
+    assert_eq!(f, finality(&c));
+    assert!(
+        a.metrics()
+            .contains(&format!("lcloud_stable_experiences {}\n", f["stable"])),
+        "{}",
+        a.metrics()
+    );
 
     // kill -9 c, write elsewhere, restart c: it catches up and keeps what it acknowledged.
     let acked = c.cli(&["--json", "set", "/last-of-c", "true"]).unwrap();
+    let c_id = serde_json::from_str::<serde_json::Value>(&acked).unwrap()["id"].clone();
+    let c_node = lcloud(&c.dir, &["id"]);
+    let c_node = String::from_utf8_lossy(&c_node.stdout).trim().to_owned();
     c.kill9();
     let c_dir = c.dir.clone();
     drop(c);
@@ -201,10 +225,19 @@ fn three_nodes_converge_and_a_killed_node_catches_up() {
         b.cli(&["set", &format!("/while-c-was-down/{i}"), "1"])
             .unwrap();
     }
+    // The silent member is named as the one holding finality back.
+    let f = finality(&a);
+    assert_eq!(
+        f["held_back_by"]["node"],
+        c_node.as_str(),
+        "{f} (c wrote {c_id})"
+    );
+    assert!(f["held_back_by"]["behind"].as_u64().unwrap() >= 40, "{f}");
+    assert!(a.cli(&["status"]).unwrap().contains("held back by"));
     let c = NodeProc::start(&c_dir, &[&a.p2p]);
     converge(&[&a, &b, &c]);
     let doc = c.state();
-    assert_eq!(doc["count"], 23);
+    assert_eq!(doc["count"], 26);
     assert_eq!(
         doc["last-of-c"], true,
         "acknowledged before the kill: {acked}"

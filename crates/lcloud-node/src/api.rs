@@ -248,6 +248,29 @@ fn status_json(s: &Status, root: &Id) -> J {
         "store_error": s.store_error,
         "missing": s.missing.iter().map(|m| m.to_hex()).collect::<Vec<_>>(),
         "forks": s.forks.len(),
+        "finality": finality_json(&s.stability),
+    })
+}
+
+/// The stable frontier and who holds it back, as `/api/status` shows it.
+pub fn finality_json(s: &lcloud_core::Stability) -> J {
+    let clock = |c: &lcloud_core::VectorClock| {
+        c.0.iter()
+            .map(|(n, q)| (n.to_hex(), json!(q)))
+            .collect::<serde_json::Map<_, _>>()
+    };
+    json!({
+        "open": s.open,
+        "frontier": clock(&s.frontier),
+        "stable": s.stable,
+        "unstable": s.held - s.stable,
+        "held_back_by": s.held_back_by().map(|w| json!({"node": w.node.to_hex(), "behind": w.behind})),
+        "members": s.witnesses.iter().map(|w| json!({
+            "node": w.node.to_hex(),
+            "behind": w.behind,
+            "forked": w.forked,
+            "seen": clock(&w.seen),
+        })).collect::<Vec<_>>(),
     })
 }
 
@@ -738,7 +761,7 @@ fn paths_document() -> J {
                 "responses": {"200": ok_json("the value", json!({})), "400": err, "404": err}}},
             "/api/root": {"get": {"summary": "The state root.",
                 "responses": {"200": ok_json("root", json!({"type": "object", "properties": {"root": {"type": "string"}}}))}}},
-            "/api/status": {"get": {"summary": "Node, cloud, root, heads, frontier clock, experiences, peers; parked experiences and the first ids they wait for (a gap), and the number of fork proofs.",
+            "/api/status": {"get": {"summary": "Node, cloud, root, heads, frontier clock, experiences, peers; parked experiences and the first ids they wait for (a gap), the number of fork proofs, and finality: the stable frontier (what every current member has seen), how many experiences are stable and not yet, each member's part and the member furthest behind (`held_back_by`).",
                 "responses": {"200": ok_json("status", json!({"type": "object"}))}}},
             "/api/heads": {"get": {"summary": "Heads of the DAG.",
                 "responses": {"200": ok_json("ids", json!({"type": "array", "items": {"type": "string"}}))}}},

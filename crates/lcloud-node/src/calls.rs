@@ -132,6 +132,7 @@ impl Node {
                 .iter()
                 .map(|f| (f.author(), f.seq(), lcloud_core::codec::to_canonical(f)))
                 .collect(),
+            stability: lattice.stability(),
         }
     }
 
@@ -224,6 +225,30 @@ impl Node {
             "gauge",
             lag.to_string(),
         );
+        let stability = lattice.stability();
+        line(
+            "stable_experiences",
+            "Experiences every current member has seen (at or below the stable frontier).",
+            "gauge",
+            stability.stable.to_string(),
+        );
+        line(
+            "unstable_experiences",
+            "Experiences some current member has not seen yet: what finality waits for.",
+            "gauge",
+            (stability.held - stability.stable).to_string(),
+        );
+        out.push_str(
+            "# HELP lcloud_member_behind_experiences Experiences held here that a member has not acknowledged.\n",
+        );
+        out.push_str("# TYPE lcloud_member_behind_experiences gauge\n");
+        for w in &stability.witnesses {
+            out.push_str(&format!(
+                "lcloud_member_behind_experiences{{member=\"{}\"}} {}\n",
+                w.node.to_hex(),
+                w.behind
+            ));
+        }
         out.push_str("# HELP lcloud_rejected_total Experiences or requests refused, by reason.\n");
         out.push_str("# TYPE lcloud_rejected_total counter\n");
         for (reason, n) in &m.rejected {

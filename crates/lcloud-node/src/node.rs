@@ -345,6 +345,8 @@ pub struct Status {
     /// Fork proofs: authors caught signing two experiences at one place of their chain, each
     /// proof as canonical DAG-CBOR bytes (the same on every node that holds both branches).
     pub forks: Vec<(NodeId, u64, Vec<u8>)>,
+    /// How far the history is stable (seen by every current member), and who holds it back.
+    pub stability: lcloud_core::Stability,
 }
 
 impl Status {

@@ -4,7 +4,7 @@
 use ed25519_consensus::SigningKey;
 use lcloud_core::{Replica, revalidate_stored};
 
-use super::{Scenario, World};
+use super::World;
 
 impl World {
     pub(super) fn crash(&mut self, n: usize) {
@@ -65,6 +65,7 @@ impl World {
             r.insert(exp).expect("stored before");
         }
         self.nodes[n].replica = Some(r);
+        self.nodes[n].restarts += 1;
     }
 
     /// A random fault; returns whether one was applied.
@@ -137,9 +138,7 @@ impl World {
                     let up: Vec<usize> = (0..n).filter(|i| !down.contains(i)).collect();
                     let i = up[self.rng.below(up.len() as u64) as usize];
                     // A node that lost its key in a members-only cloud would need a new grant.
-                    let members_only =
-                        matches!(self.cfg.scenario, Scenario::Grant | Scenario::Revoke);
-                    if self.rng.chance(15) && !members_only {
+                    if self.rng.chance(15) && !self.cfg.members_only() {
                         self.amnesia(i);
                     } else {
                         self.crash(i);

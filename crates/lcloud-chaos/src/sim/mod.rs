@@ -27,9 +27,11 @@ use lcloud_core::{
 use crate::check::{self, CounterReport, SetReport};
 
 mod faults;
+mod finality;
 mod scenario;
 
 use crate::history::{Event, F, Kind};
+pub use finality::FinalityReport;
 pub use scenario::Scenario;
 
 const MS: u64 = 1_000_000;
@@ -65,6 +67,14 @@ pub struct Config {
 }
 
 impl Config {
+    /// Whether the cloud is members-only (so it has finality to watch): the membership
+    /// scenarios, and two seeds in eight of the faults-only ones. A node that loses its disk
+    /// loses its key, and would need a new grant, so those seeds lose no disk.
+    pub fn members_only(&self) -> bool {
+        matches!(self.scenario, Scenario::Grant | Scenario::Revoke)
+            || (self.scenario == Scenario::Faults && matches!(self.seed % 8, 2 | 4))
+    }
+
     /// The CI tier's shape for one seed.
     pub fn ci(seed: u64) -> Config {
         Config {
@@ -115,12 +125,15 @@ pub struct Outcome {
     /// Acknowledged writes of a removed member that the fold leaves out (set aside by the
     /// checkers as indeterminate).
     pub revoked: usize,
+    /// Causal stability, watched during the run (members-only clouds).
+    pub finality: FinalityReport,
 }
 
 impl Outcome {
-    /// No lost, unexpected or duplicated write, counters in bounds, converged.
+    /// No lost, unexpected or duplicated write, counters in bounds, converged, and finality
+    /// never claimed for something a later experience does not follow.
     pub fn valid(&self) -> bool {
-        self.set.valid() && self.counter.valid() && self.converged
+        self.set.valid() && self.counter.valid() && self.converged && self.finality.valid()
     }
 
     /// The scenario happened: the chain forked (and writes were refused after), or the
@@ -168,6 +181,8 @@ struct Node {
     ids: BTreeSet<Id>,
     /// Writes this node acknowledged: the history index of the `ok` and the experience.
     acked: Vec<(usize, Id)>,
+    /// Times the replica was rebuilt from the disk.
+    restarts: u64,
 }
 
 struct World {
@@ -512,6 +527,14 @@ pub fn run(cfg: Config) -> Outcome {
         .collect();
     let mut rules = Genesis::open(format!("chaos-{}", cfg.seed));
     match cfg.scenario {
+        Scenario::Faults if cfg.members_only() => {
+            rules.members = Some(
+                keys[1..]
+                    .iter()
+                    .map(|k| NodeId(k.verification_key().to_bytes()))
+                    .collect(),
+            );
+        }
         Scenario::Faults => {}
         Scenario::Fork => rules.fork_policy = ForkPolicy::Quarantine,
         Scenario::Revoke => {
@@ -540,6 +563,7 @@ pub fn run(cfg: Config) -> Outcome {
             disk: Vec::new(),
             ids: BTreeSet::new(),
             acked: Vec::new(),
+            restarts: 0,
         })
         .collect();
     let mut w = World {
@@ -583,6 +607,7 @@ pub fn run(cfg: Config) -> Outcome {
     let mut visible: BTreeMap<i64, u64> = BTreeMap::new();
     let mut pending: BTreeSet<i64> = BTreeSet::new();
     let mut next_check = 50 * MS;
+    let mut watch = finality::Watch::default();
     let check_visibility =
         |w: &World, pending: &mut BTreeSet<i64>, visible: &mut BTreeMap<i64, u64>| {
             let sets: Option<Vec<BTreeSet<i64>>> = w
@@ -603,6 +628,9 @@ pub fn run(cfg: Config) -> Outcome {
         while next_check < at {
             w.run_until(next_check, &mut next_sync);
             check_visibility(&w, &mut pending, &mut visible);
+            if next_check.is_multiple_of(500 * MS) {
+                watch.observe(&w);
+            }
             next_check += 50 * MS;
         }
         w.run_until(at, &mut next_sync);
@@ -656,6 +684,8 @@ pub fn run(cfg: Config) -> Outcome {
         }
     }
     check_visibility(&w, &mut pending, &mut visible);
+    watch.observe(&w);
+    let finality = watch.finish(&w);
     // Writes acknowledged on a chain the fold now leaves out, before the writer could know it
     // forked, were destroyed by the restored backup; one acknowledged after it knew is lost.
     // Two copies of one node that write the same op on the same state sign the same
@@ -731,6 +761,7 @@ pub fn run(cfg: Config) -> Outcome {
         refused_peers: w.refused_peers,
         forked,
         revoked,
+        finality,
     }
 }
 
@@ -764,6 +795,18 @@ mod tests {
         let o = run(Config::ci(1));
         assert!(o.amnesia >= 1, "seed 1 loses a disk");
         assert!(o.valid(), "{:?} {:?}", o.set, o.counter);
+    }
+
+    /// In a members-only cloud under partitions and crashes, the stable frontier is watched
+    /// all along: it grows, never moves back, never claims what a later write does not
+    /// follow, and every node ends with the same one.
+    #[test]
+    fn finality_is_watched_under_faults_and_holds() {
+        let o = run(Config::ci(2));
+        assert!(o.finality.watched, "seed 2 is members-only");
+        assert!(o.finality.observations > 100);
+        assert!(o.finality.stable > o.finality.held / 4, "{:?}", o.finality);
+        assert!(o.valid(), "{:?}", o.finality.violations);
     }
 
     /// The negative control: increments as last-writer-wins registers lose concurrent

@@ -1,0 +1,132 @@
+//! The finality watch: causal stability checked while the faults run.
+//!
+//! Every so often each node that is up reports its stable frontier
+//! ([`lcloud_core::Lattice::stability`]). The watch checks that:
+//!
+//! - a node's frontier never moves back while its replica lives (a restart rebuilds it from
+//!   the disk, so it starts over);
+//! - whatever a node called stable is in the past of every experience it did not hold yet
+//!   and that the fold keeps, in the history everyone ends with: no experience that comes
+//!   later is concurrent with it or sorts before it;
+//! - at the end every judged node reports the same stability, as it is a function of the
+//!   history.
+//!
+//! A fork breaks the first two (whoever holds a forked key may sign anything on top of any
+//! past), so they are checked only when no author forked.
+
+use lcloud_core::{Stability, VectorClock};
+
+use super::World;
+
+/// Most observations kept for the check against the final history.
+const KEPT_MAX: usize = 400;
+
+/// What the watch saw and found.
+#[derive(Debug, Default)]
+pub struct FinalityReport {
+    /// The cloud is members-only, so there is finality to watch.
+    pub watched: bool,
+    /// Frontiers observed.
+    pub observations: usize,
+    /// Experiences stable on the first node at the end.
+    pub stable: u64,
+    /// Experiences held by the first node at the end.
+    pub held: u64,
+    /// What went wrong, in words.
+    pub violations: Vec<String>,
+}
+
+impl FinalityReport {
+    /// Nothing went wrong.
+    pub fn valid(&self) -> bool {
+        self.violations.is_empty()
+    }
+}
+
+#[derive(Default)]
+pub(super) struct Watch {
+    /// Per node: the restart count and the frontier at the last observation.
+    last: Vec<Option<(u64, VectorClock)>>,
+    /// (node, time, frontier, what the node held then).
+    kept: Vec<(usize, u64, VectorClock, VectorClock)>,
+    report: FinalityReport,
+}
+
+impl Watch {
+    pub(super) fn observe(&mut self, w: &World) {
+        self.last.resize(w.nodes.len(), None);
+        for (n, node) in w.nodes.iter().enumerate() {
+            let Some(r) = node.replica.as_ref() else {
+                self.last[n] = None;
+                continue;
+            };
+            let lattice = r.lattice();
+            let s = lattice.stability();
+            if s.open {
+                continue;
+            }
+            self.report.watched = true;
+            self.report.observations += 1;
+            if lattice.has_forks() {
+                continue;
+            }
+            if let Some((restarts, before)) = &self.last[n]
+                && *restarts == node.restarts
+                && !before.le(&s.frontier)
+            {
+                self.report.violations.push(format!(
+                    "node {n} at {} ms: stable frontier moved back from {before:?} to {:?}",
+                    w.now / 1_000_000,
+                    s.frontier
+                ));
+            }
+            self.last[n] = Some((node.restarts, s.frontier.clone()));
+            if self.kept.len() < KEPT_MAX && !s.frontier.0.is_empty() {
+                self.kept.push((n, w.now, s.frontier, lattice.frontier()));
+            }
+        }
+    }
+
+    /// The checks against the history the judged nodes end with.
+    pub(super) fn finish(mut self, w: &World) -> FinalityReport {
+        let judged: Vec<Stability> = w
+            .judged()
+            .filter_map(|n| w.nodes[n].replica.as_ref())
+            .map(|r| r.lattice().stability())
+            .collect();
+        if let Some(first) = judged.first() {
+            self.report.stable = first.stable;
+            self.report.held = first.held;
+            if judged.iter().any(|s| s != first) {
+                self.report
+                    .violations
+                    .push("the judged nodes end with different stable frontiers".into());
+            }
+        }
+        let Some(r) = w.judged().find_map(|n| w.nodes[n].replica.as_ref()) else {
+            return self.report;
+        };
+        let lattice = r.lattice();
+        if lattice.has_forks() {
+            return self.report;
+        }
+        for (n, at, frontier, held) in &self.kept {
+            for i in 0..lattice.len() as u32 {
+                let e = lattice.get(i);
+                if e.seq() <= held.get(&e.author()) || lattice.is_void(i) {
+                    continue;
+                }
+                if !frontier.le(&lattice.clock(i)) {
+                    self.report.violations.push(format!(
+                        "node {n} at {} ms called {frontier:?} stable, but {} came later and does \
+                         not follow it",
+                        at / 1_000_000,
+                        e.id()
+                    ));
+                    break;
+                }
+            }
+        }
+        self.report
+    }
+}
