@@ -274,7 +274,8 @@ impl Doc {
             | Op::RemoveMember { .. }
             | Op::AddAdmin { .. }
             | Op::RemoveAdmin { .. }
-            | Op::RotateKey { .. } => {}
+            | Op::RotateKey { .. }
+            | Op::Attest { .. } => {}
         }
     }
 

@@ -9,6 +9,9 @@
 #[path = "authority.rs"]
 mod authority;
 pub use authority::membership_refusal;
+#[path = "checkpoint.rs"]
+mod checkpoint;
+pub use checkpoint::{CHECKPOINT_EVERY, Checkpoint};
 #[path = "stability.rs"]
 mod stability;
 pub use stability::{Stability, Witness};
@@ -186,6 +189,8 @@ pub struct Lattice {
     forked: BTreeMap<u32, u64>,
     /// Who may write and administer, and what the fold leaves out for want of a right.
     authority: authority::Authority,
+    /// Checkpoint attestations, by depth and author.
+    attestations: checkpoint::Attestations,
 }
 
 impl Lattice {
@@ -217,6 +222,7 @@ impl Lattice {
             forks: Vec::new(),
             forked: BTreeMap::new(),
             authority: Default::default(),
+            attestations: Default::default(),
         };
         lattice.admit(Arc::new(genesis), Vec::new());
         lattice.settle(0);
@@ -499,6 +505,7 @@ impl Lattice {
             let id = exp.id();
             let (idx, fork) = self.admit_with_fork(exp);
             out.revoked |= self.settle(idx);
+            self.record_attestations(idx);
             out.admitted.push(idx);
             out.forks.extend(fork);
             if self.waiting.is_empty() {

@@ -276,6 +276,16 @@ pub enum Op {
         /// The new key.
         to: NodeId,
     },
+    /// The author's attestation of a checkpoint: the state folded from every experience of
+    /// causal depth at most `depth` has root `root`. Members write one for each checkpoint
+    /// once everything up to it is stable (docs/protocol.md, "Checkpoints"); a checkpoint
+    /// every current member attested with one root is final. Changes nothing in the state.
+    Attest {
+        /// The checkpoint: a multiple of the checkpoint spacing.
+        depth: u64,
+        /// The state root at the checkpoint, as the author folded it.
+        root: Id,
+    },
 }
 
 impl Op {
@@ -451,6 +461,7 @@ impl Op {
             Op::AddAdmin { .. } => "add_admin",
             Op::RemoveAdmin { .. } => "remove_admin",
             Op::RotateKey { .. } => "rotate_key",
+            Op::Attest { .. } => "attest",
         }
     }
 }
@@ -469,6 +480,7 @@ const TAG_REMOVE_MEMBER: u8 = 9;
 const TAG_ADD_ADMIN: u8 = 10;
 const TAG_REMOVE_ADMIN: u8 = 11;
 const TAG_ROTATE_KEY: u8 = 12;
+const TAG_ATTEST: u8 = 13;
 
 impl Op {
     /// Appends the canonical DAG-CBOR of this op to `out` (what serde's encoder gives, written
@@ -515,6 +527,11 @@ impl Op {
             | Op::RotateKey { to: n } => {
                 out.extend_from_slice(&[0x82, self.membership_tag()]);
                 write_bytes(out, n.as_bytes());
+            }
+            Op::Attest { depth, root } => {
+                out.extend_from_slice(&[0x83, TAG_ATTEST]);
+                write_head(out, 0, *depth);
+                write_bytes(out, root.as_bytes());
             }
             Op::Deploy { rule, code, init } => {
                 out.extend_from_slice(&[0x84, TAG_DEPLOY]);
@@ -581,6 +598,7 @@ impl Serialize for Op {
             Op::Deploy { rule, code, init } => {
                 (TAG_DEPLOY, rule, crate::codec::ByteRef(code), init).serialize(s)
             }
+            Op::Attest { depth, root } => (TAG_ATTEST, depth, root).serialize(s),
             Op::Genesis(g) => {
                 let mut t = s.serialize_tuple(5)?;
                 t.serialize_element(&TAG_GENESIS)?;
@@ -660,6 +678,10 @@ impl<'de> Visitor<'de> for OpVisitor {
             },
             TAG_ROTATE_KEY => Op::RotateKey {
                 to: next(&mut seq, "new key")?,
+            },
+            TAG_ATTEST => Op::Attest {
+                depth: next(&mut seq, "depth")?,
+                root: next(&mut seq, "root")?,
             },
             TAG_DEPLOY => Op::Deploy {
                 rule: next(&mut seq, "fuel rule")?,
@@ -758,8 +780,15 @@ mod tests {
                 members: Some(vec![NodeId([1; 32])]),
                 fork_policy: ForkPolicy::Quarantine,
             }),
+            Op::Attest {
+                depth: 1024,
+                root: Id([7; 32]),
+            },
         ];
         let bytes = to_canonical(&ops);
+        let mut direct = Vec::new();
+        Op::encode_all_into(&ops, &mut direct);
+        assert_eq!(direct, bytes, "the direct encoder writes what serde's does");
         let back: Vec<Op> = from_canonical(&bytes).unwrap();
         assert_eq!(back, ops);
         // [0, ["a","b"], 1] is 8 bytes: the per-op overhead is a few bytes.
