@@ -24,7 +24,7 @@ pub fn offline(dir: &FsPath, json_out: bool) -> Result<()> {
         "heads": lattice.heads().iter().map(|h| h.to_hex()).collect::<Vec<_>>(),
         "parked": lattice.parked_len(),
         "forks": lattice.forks().len(),
-        "finality": lcloud_node::api::finality_json(&lattice.stability()),
+        "finality": lcloud_node::api::finality_json(&lattice.stability(), &lattice.checkpoints()),
     });
     let names = &node.names;
     print(json_out, value.clone(), || {
@@ -90,6 +90,45 @@ pub fn render(v: &J, name: &dyn Fn(&str) -> String) -> String {
                 .map(name)
                 .unwrap_or_default(),
             w.get("behind").map(count).unwrap_or(0)
+        ));
+    }
+    match f["final_checkpoint"].as_object() {
+        Some(c) => out.push(format!(
+            "checkpoint   depth {} final, root {}",
+            c.get("depth").map(count).unwrap_or(0),
+            c.get("root").and_then(J::as_str).unwrap_or("-")
+        )),
+        None => out.push("checkpoint   none final yet".into()),
+    }
+    for c in f["pending_checkpoints"].as_array().into_iter().flatten() {
+        out.push(format!(
+            "             depth {} waits for {} attestation(s)",
+            count(&c["depth"]),
+            c["missing"].as_array().map_or(0, Vec::len)
+        ));
+    }
+    for c in f["divergent_checkpoints"].as_array().into_iter().flatten() {
+        let roots = c["roots"]
+            .as_object()
+            .map(|m| {
+                m.iter()
+                    .map(|(root, by)| {
+                        let by: Vec<String> = by
+                            .as_array()
+                            .into_iter()
+                            .flatten()
+                            .filter_map(J::as_str)
+                            .map(name)
+                            .collect();
+                        format!("{} by {}", short(root), by.join(","))
+                    })
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            })
+            .unwrap_or_default();
+        out.push(format!(
+            "DIVERGENCE   depth {}: {roots}",
+            count(&c["depth"])
         ));
     }
     for m in f["members"].as_array().into_iter().flatten() {

@@ -51,6 +51,8 @@ impl Attestations {
 pub struct Checkpoint {
     /// Its depth: it holds every experience of causal depth at most this.
     pub depth: u64,
+    /// The same cut as a clock, as this lattice holds it (usable for time travel).
+    pub cut: VectorClock,
     /// Each root attested, with the members who attested it (sorted).
     pub roots: BTreeMap<Id, Vec<NodeId>>,
     /// Current members who have not attested it yet (sorted).
@@ -143,6 +145,7 @@ impl Lattice {
                 }
                 Checkpoint {
                     depth: *depth,
+                    cut: self.depth_cut(*depth),
                     roots,
                     missing: members
                         .iter()

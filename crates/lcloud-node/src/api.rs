@@ -248,12 +248,22 @@ fn status_json(s: &Status, root: &Id) -> J {
         "store_error": s.store_error,
         "missing": s.missing.iter().map(|m| m.to_hex()).collect::<Vec<_>>(),
         "forks": s.forks.len(),
-        "finality": finality_json(&s.stability),
+        "finality": finality_json(&s.stability, &s.checkpoints),
     })
 }
 
-/// The stable frontier and who holds it back, as `/api/status` shows it.
-pub fn finality_json(s: &lcloud_core::Stability) -> J {
+/// The stable frontier, who holds it back, and the checkpoints, as `/api/status` shows them:
+/// the deepest final one, those attested deeper, and every divergent one.
+pub fn finality_json(s: &lcloud_core::Stability, checkpoints: &[lcloud_core::Checkpoint]) -> J {
+    let last_final = checkpoints.iter().rev().find(|c| c.is_final());
+    let final_depth = last_final.map_or(0, |c| c.depth);
+    let checkpoint = |c: &lcloud_core::Checkpoint| {
+        json!({
+            "depth": c.depth,
+            "roots": c.roots.iter().map(|(r, by)| (r.to_hex(), json!(by.iter().map(|n| n.to_hex()).collect::<Vec<_>>()))).collect::<serde_json::Map<_, _>>(),
+            "missing": c.missing.iter().map(|n| n.to_hex()).collect::<Vec<_>>(),
+        })
+    };
     let clock = |c: &lcloud_core::VectorClock| {
         c.0.iter()
             .map(|(n, q)| (n.to_hex(), json!(q)))
@@ -271,6 +281,13 @@ pub fn finality_json(s: &lcloud_core::Stability) -> J {
             "forked": w.forked,
             "seen": clock(&w.seen),
         })).collect::<Vec<_>>(),
+        "final_checkpoint": last_final.map(|c| json!({
+            "depth": c.depth,
+            "root": c.root().map(|r| r.to_hex()),
+            "clock": clock(&c.cut),
+        })),
+        "pending_checkpoints": checkpoints.iter().filter(|c| c.depth > final_depth && !c.is_divergent()).map(checkpoint).collect::<Vec<_>>(),
+        "divergent_checkpoints": checkpoints.iter().filter(|c| c.is_divergent()).map(checkpoint).collect::<Vec<_>>(),
     })
 }
 

@@ -133,6 +133,7 @@ impl Node {
                 .map(|f| (f.author(), f.seq(), lcloud_core::codec::to_canonical(f)))
                 .collect(),
             stability: lattice.stability(),
+            checkpoints: lattice.checkpoints(),
         }
     }
 
@@ -237,6 +238,28 @@ impl Node {
             "Experiences some current member has not seen yet: what finality waits for.",
             "gauge",
             (stability.held - stability.stable).to_string(),
+        );
+        let checkpoints = lattice.checkpoints();
+        line(
+            "final_checkpoint_depth",
+            "Depth of the deepest checkpoint every current member attested with one root (0: none).",
+            "gauge",
+            checkpoints
+                .iter()
+                .rev()
+                .find(|c| c.is_final())
+                .map_or(0, |c| c.depth)
+                .to_string(),
+        );
+        line(
+            "checkpoint_divergences",
+            "Checkpoints at which members attested different state roots.",
+            "gauge",
+            checkpoints
+                .iter()
+                .filter(|c| c.is_divergent())
+                .count()
+                .to_string(),
         );
         out.push_str(
             "# HELP lcloud_member_behind_experiences Experiences held here that a member has not acknowledged.\n",

@@ -17,6 +17,8 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 
 #[path = "calls.rs"]
 mod calls;
+#[path = "finality.rs"]
+mod finality;
 #[path = "peers.rs"]
 mod peers;
 #[path = "rotate.rs"]
@@ -347,6 +349,8 @@ pub struct Status {
     pub forks: Vec<(NodeId, u64, Vec<u8>)>,
     /// How far the history is stable (seen by every current member), and who holds it back.
     pub stability: lcloud_core::Stability,
+    /// Every checkpoint the current members attested, shallowest first.
+    pub checkpoints: Vec<lcloud_core::Checkpoint>,
 }
 
 impl Status {
@@ -489,6 +493,8 @@ pub struct Node {
     signer: lcloud_store::SignPool,
     /// This node's key rotation, until a peer is seen to hold it.
     pub(crate) retiring: Option<crate::announce::Retiring>,
+    /// Checkpoints whose divergence was logged already.
+    divergences_reported: std::collections::BTreeSet<u64>,
 }
 
 impl Node {
@@ -523,6 +529,7 @@ impl Node {
             generation: 0,
             signer,
             retiring: None,
+            divergences_reported: Default::default(),
             scores: BTreeMap::new(),
             metrics: Metrics::default(),
         };
@@ -636,6 +643,7 @@ impl Node {
                     for p in peers {
                         self.start_sync(p);
                     }
+                    self.attest_due();
                 }
                 Msg::Stop => break,
             }

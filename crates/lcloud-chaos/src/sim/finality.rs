@@ -13,13 +13,56 @@
 //!
 //! A fork breaks the first two (whoever holds a forked key may sign anything on top of any
 //! past), so they are checked only when no author forked.
+//!
+//! Nodes also attest checkpoints as `lcloud node` does, at every anti-entropy tick (with a
+//! smaller spacing, so that a run has several): at the end no checkpoint may be divergent,
+//! and every judged node must fold, at every final checkpoint, the root its members attested.
 
-use lcloud_core::{Stability, VectorClock};
+use lcloud_core::{Cut, NodeId, Op, Stability, VectorClock};
 
 use super::World;
 
 /// Most observations kept for the check against the final history.
 const KEPT_MAX: usize = 400;
+/// Depths between checkpoints here.
+const EVERY: u64 = 64;
+
+impl World {
+    /// Node `n` attests the deepest due checkpoint it has not attested, if it may write.
+    pub(super) fn attest(&mut self, n: usize) {
+        let node = &mut self.nodes[n];
+        let Some(r) = node.replica.as_mut() else {
+            return;
+        };
+        let me = NodeId(node.key.verification_key().to_bytes());
+        let lattice = r.lattice();
+        let stability = lattice.stability();
+        if stability.open || !lattice.may_write(&me) || lattice.has_forks() {
+            return;
+        }
+        let Some(depth) = lattice.checkpoint_due(&stability, EVERY) else {
+            return;
+        };
+        if lattice.attested(&me, depth) {
+            return;
+        }
+        let cut = Cut::Clock(lattice.depth_cut(depth));
+        let Ok(state) = r.state_at(&cut) else {
+            return;
+        };
+        let attest = Op::Attest {
+            depth,
+            root: state.root(),
+        };
+        let Ok(exp) = r.write(&node.key, vec![attest]) else {
+            return;
+        };
+        let bytes = exp.to_bytes();
+        node.disk.push(bytes.clone());
+        node.ids.insert(exp.id());
+        self.broadcast(n, bytes);
+    }
+}
 
 /// What the watch saw and found.
 #[derive(Debug, Default)]
@@ -32,6 +75,10 @@ pub struct FinalityReport {
     pub stable: u64,
     /// Experiences held by the first node at the end.
     pub held: u64,
+    /// Final checkpoints at the end, and the deepest one's depth.
+    pub finals: usize,
+    /// The deepest final checkpoint's depth.
+    pub final_depth: u64,
     /// What went wrong, in words.
     pub violations: Vec<String>,
 }
@@ -103,10 +150,43 @@ impl Watch {
                     .push("the judged nodes end with different stable frontiers".into());
             }
         }
+        // Every judged node folds, at every final checkpoint, the root its members attested;
+        // and no checkpoint has two roots.
+        for n in w.judged() {
+            let Some(r) = w.nodes[n].replica.as_ref() else {
+                continue;
+            };
+            for c in r.lattice().checkpoints() {
+                if c.is_divergent() {
+                    self.report.violations.push(format!(
+                        "node {n}: checkpoint {} is divergent: {:?}",
+                        c.depth, c.roots
+                    ));
+                }
+                if c.is_final() {
+                    let here = r.state_at(&Cut::Clock(c.cut.clone())).map(|s| s.root());
+                    if here.as_ref().ok() != c.root().as_ref() {
+                        self.report.violations.push(format!(
+                            "node {n}: final checkpoint {} attested {:?}, folded {here:?}",
+                            c.depth,
+                            c.root()
+                        ));
+                    }
+                }
+            }
+        }
         let Some(r) = w.judged().find_map(|n| w.nodes[n].replica.as_ref()) else {
             return self.report;
         };
         let lattice = r.lattice();
+        let finals: Vec<u64> = lattice
+            .checkpoints()
+            .iter()
+            .filter(|c| c.is_final())
+            .map(|c| c.depth)
+            .collect();
+        self.report.finals = finals.len();
+        self.report.final_depth = finals.last().copied().unwrap_or(0);
         if lattice.has_forks() {
             return self.report;
         }
