@@ -4,12 +4,9 @@
 
 use lcloud_core::Id;
 use lcloud_core::codec::from_canonical_stored as from_canonical;
-use redb::TableDefinition;
 
 use crate::error::{StoreError, corrupt};
 
-/// Author index (first-seen order in this store) → node id.
-pub(crate) const AUTHORS: TableDefinition<u32, &[u8; 32]> = TableDefinition::new("authors");
 /// One experience in the index.
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) struct Entry {

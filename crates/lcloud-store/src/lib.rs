@@ -13,6 +13,7 @@ mod entry;
 mod error;
 mod identity;
 mod import;
+mod migrate;
 mod records;
 pub mod rotate;
 mod schema;

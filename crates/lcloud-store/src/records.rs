@@ -15,19 +15,12 @@ use std::borrow::Cow;
 
 use lcloud_core::codec::item_end_stored as item_end;
 use lcloud_core::{Id, NodeId, VectorClock};
-use redb::{ReadableTable, Table, TableDefinition, WriteTransaction};
+use redb::{ReadableTable, Table, WriteTransaction};
 
-use crate::entry::{AUTHORS, Entry};
+use crate::entry::Entry;
 use crate::error::{StoreError, corrupt};
+use crate::schema::{AUTHORS, GROUPS, RUNS};
 use crate::state::unseal_at;
-
-/// Arrival index of a group's first experience → sealed group.
-pub(crate) const GROUPS: TableDefinition<u64, &[u8]> = TableDefinition::new("groups");
-
-/// (author index, first seq, first arrival) → count: each author's chain as runs of
-/// consecutive seqs stored at consecutive arrivals (one entry for a whole import of one chain,
-/// or a writer's stream of commits; one per experience where authors interleave).
-pub(crate) const RUNS: TableDefinition<(u32, u64, u64), u64> = TableDefinition::new("runs");
 
 /// Visits the arrivals of `author`'s experiences at seqs `from..=to` in seq order, as
 /// `visit(seq, arrival)`, until it returns `false`. (A forked author has runs that overlap;

@@ -4,12 +4,9 @@
 
 use lcloud_core::codec::{from_canonical_stored as from_canonical, to_canonical};
 use lcloud_core::{Doc, Id, Leaf, NodeId, OrderedState, Path, Replica};
-use redb::{ReadableTable, Table, TableDefinition};
+use redb::{ReadableTable, Table};
 
 use crate::error::StoreError;
-
-/// Path key → tagged leaf bytes.
-pub(crate) const LEAVES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("leaves");
 
 /// The lattice's frontier, as much as a local write needs.
 #[derive(Clone, Debug, Default, PartialEq)]

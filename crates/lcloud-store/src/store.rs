@@ -7,55 +7,34 @@ use std::fs;
 use std::path::{Path as FsPath, PathBuf};
 
 use lcloud_core::{
-    Doc, Draft, EXPERIENCE_BYTES_MAX, Experience, ForkPolicy, Id, InsertError, Inserted, NodeId,
-    ObservesEverything, Op, Path, PreparedOps, Replica, State, Value, VectorClock, Verified,
-    WriteRefused, revalidate_stored,
+    Doc, Experience, ForkPolicy, Id, Inserted, NodeId, ObservesEverything, Op, Path, Replica,
+    State, Value, VectorClock, Verified, WriteRefused, revalidate_stored,
 };
 
-use crate::entry;
 use crate::error::{StoreError, bad_record, corrupt, map_db};
-use crate::identity::{Identity, create_private_dir};
+use crate::identity::create_private_dir;
+use crate::migrate;
 use crate::records::{self, Names, Recorder, Written};
-use crate::schema::{DB_FILE, FORMAT};
-use crate::sign::{self, Signed};
+use crate::schema::{
+    ALIASES, AUTHORS, CHECKPOINT_CLOCKS, CHECKPOINT_WRITERS, CHECKPOINTS, CONTRACT_NAMES, DB_FILE,
+    FORKS, FORMAT, GROUPS, LEAVES, META, META_CHECKPOINT, META_CLOUD, META_FORMAT, META_GUARDS,
+    META_HAS_CALLS, META_HAS_VOID, META_LEAVES_AT, META_LEAVES_STALE_AT, META_ORDERED,
+    META_SUMMARY, PARKED,
+};
 use crate::signed::SignedSeq;
-use crate::state::{self, LEAVES, Summary, read_doc, sealed, unseal, write_leaves};
+use crate::state::{self, Summary, read_doc, sealed, unseal, write_leaves};
 use crate::travel::{self, WritersFrom};
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+
+#[path = "local.rs"]
+mod local;
+pub(crate) use local::plan_batch;
 use std::sync::Arc;
 
 /// Bytes of pages redb keeps cached in memory. Its default is 1 GiB, which a long-running node
 /// grows into as the file grows; the hot pages (the tops of the trees and the recent leaves) fit
 /// in far less.
 const CACHE_BYTES: usize = 64 << 20;
-/// Experience id → record, for experiences waiting for missing links.
-const PARKED: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("parked");
-/// Metadata: "format", "cloud".
-const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
-/// (author ‖ seq ‖ id a ‖ id b) → sealed fork proof (DAG-CBOR of the two signed headers).
-const FORKS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("forks");
-/// Node id → local alias.
-const ALIASES: TableDefinition<&[u8; 32], &str> = TableDefinition::new("aliases");
-/// Local names of contracts, by contract id (like node aliases, never replicated).
-const CONTRACT_NAMES: TableDefinition<&[u8; 32], &str> = TableDefinition::new("contract_names");
-
-/// Meta key (u64, little-endian): the experiences from this arrival number on are not yet in
-/// the leaves table. The committer keeps the whole document in memory and writes the leaves
-/// that changed every [`LEAVES_EVERY`] ops rather than at every commit, so a hot key is
-/// written once per flush instead of once per commit. Readers apply this tail to what the
-/// leaves hold; opening a store writes it into the leaves.
-const LEAVES_AT: &str = "leaves_at";
-/// Meta key present once the fold leaves out an experience for want of a right: time travel
-/// then needs the full history (the index holds every experience).
-const HAS_VOID: &str = "has_void";
-
-/// Meta key (u64, little-endian): the experiences from this arrival number on are not yet in
-/// the leaves table, and some of them are other nodes' (stored by [`Store::persist_bytes`] with
-/// [`Store::defer_leaves`] on, as a running node does). Their ops cannot be applied to the
-/// leaves without knowing what each had seen, so this tail is never applied piecemeal: a clean
-/// stop ([`Store::flush`]) writes the leaves from the document in memory, and opening a store
-/// that still has the mark (the node was killed) replays the history and rewrites the leaves.
-const LEAVES_STALE_AT: &str = "leaves_stale_at";
 
 /// The fewest ops the committer lets the leaves table fall behind by (plus one batch); more
 /// when the leaves it wrote last time were large (see [`LEAVES_BYTES_PER_OP`]).
@@ -91,7 +70,7 @@ struct PendingLeaves {
     /// Where it changed since.
     touched: PathSet,
     ops: u64,
-    /// Marked with [`LEAVES_STALE_AT`] (others' experiences) rather than [`LEAVES_AT`].
+    /// Marked with [`META_LEAVES_STALE_AT`] (others' experiences) rather than [`META_LEAVES_AT`].
     stale: bool,
 }
 
@@ -256,15 +235,15 @@ impl Store {
         let txn = store.db()?.begin_write().map_err(|e| store.map_db(e))?;
         {
             let mut meta = txn.open_table(META).map_err(|e| map_db(dir, e))?;
-            meta.insert("format", [FORMAT].as_slice())
+            meta.insert(META_FORMAT, [FORMAT].as_slice())
                 .map_err(|e| map_db(dir, e))?;
-            meta.insert("cloud", genesis.id().as_bytes().as_slice())
+            meta.insert(META_CLOUD, genesis.id().as_bytes().as_slice())
                 .map_err(|e| map_db(dir, e))?;
             txn.open_table(PARKED).map_err(|e| map_db(dir, e))?;
             txn.open_table(ALIASES).map_err(|e| map_db(dir, e))?;
             let replica = Replica::with_registry(genesis.clone(), lcloud_contracts::registry())?;
             meta.insert(
-                "summary",
+                META_SUMMARY,
                 sealed(&Summary::of(&replica).to_bytes()).as_slice(),
             )
             .map_err(|e| map_db(dir, e))?;
@@ -281,13 +260,12 @@ impl Store {
                 &genesis.to_bytes(),
             )?;
             recorder.finish()?;
-            txn.open_table(travel::CHECKPOINTS)
+            txn.open_table(CHECKPOINTS).map_err(|e| map_db(dir, e))?;
+            txn.open_table(CHECKPOINT_CLOCKS)
                 .map_err(|e| map_db(dir, e))?;
-            txn.open_table(travel::CHECKPOINT_CLOCKS)
+            txn.open_table(CHECKPOINT_WRITERS)
                 .map_err(|e| map_db(dir, e))?;
-            txn.open_table(travel::CHECKPOINT_WRITERS)
-                .map_err(|e| map_db(dir, e))?;
-            meta.insert("checkpoint", checkpoint_meta(0, 0).as_slice())
+            meta.insert(META_CHECKPOINT, travel::checkpoint_meta(0, 0).as_slice())
                 .map_err(|e| map_db(dir, e))?;
         }
         txn.commit().map_err(|e| map_db(dir, e))?;
@@ -332,9 +310,12 @@ impl Store {
         let dir = self.dir.clone();
         let txn = self.db()?.begin_read().map_err(|e| map_db(&dir, e))?;
         let meta = txn.open_table(META).map_err(|e| map_db(&dir, e))?;
-        Ok(meta.get(LEAVES_AT).map_err(|e| map_db(&dir, e))?.is_some()
+        Ok(meta
+            .get(META_LEAVES_AT)
+            .map_err(|e| map_db(&dir, e))?
+            .is_some()
             || meta
-                .get(LEAVES_STALE_AT)
+                .get(META_LEAVES_STALE_AT)
                 .map_err(|e| map_db(&dir, e))?
                 .is_some())
     }
@@ -354,9 +335,12 @@ impl Store {
         {
             let txn = self.db()?.begin_read().map_err(|e| map_db(&dir, e))?;
             let meta = txn.open_table(META).map_err(|e| map_db(&dir, e))?;
-            if meta.get(LEAVES_AT).map_err(|e| map_db(&dir, e))?.is_none()
+            if meta
+                .get(META_LEAVES_AT)
+                .map_err(|e| map_db(&dir, e))?
+                .is_none()
                 && meta
-                    .get(LEAVES_STALE_AT)
+                    .get(META_LEAVES_STALE_AT)
                     .map_err(|e| map_db(&dir, e))?
                     .is_none()
             {
@@ -370,8 +354,9 @@ impl Store {
             let mut base = Doc::default();
             read_doc(&leaves, &Path::root(), &mut base)?;
             state::write_leaves_diff(&mut leaves, &base, doc, &[Path::root()])?;
-            meta.remove(LEAVES_AT).map_err(|e| map_db(&dir, e))?;
-            meta.remove(LEAVES_STALE_AT).map_err(|e| map_db(&dir, e))?;
+            meta.remove(META_LEAVES_AT).map_err(|e| map_db(&dir, e))?;
+            meta.remove(META_LEAVES_STALE_AT)
+                .map_err(|e| map_db(&dir, e))?;
         }
         txn.commit().map_err(|e| map_db(&dir, e))?;
         self.pending = None;
@@ -391,7 +376,7 @@ impl Store {
         let txn = db.begin_read().map_err(|e| map_db(dir, e))?;
         let meta = txn.open_table(META).map_err(|e| map_db(dir, e))?;
         let format = meta
-            .get("format")
+            .get(META_FORMAT)
             .map_err(|e| map_db(dir, e))?
             .map(|v| v.value().first().copied().unwrap_or(0))
             .ok_or_else(|| corrupt("the store has no format version"))?;
@@ -399,25 +384,23 @@ impl Store {
             return Err(StoreError::NewerFormat(format));
         }
         let cloud = meta
-            .get("cloud")
+            .get(META_CLOUD)
             .map_err(|e| map_db(dir, e))?
             .and_then(|v| v.value().try_into().ok())
             .map(Id)
             .ok_or_else(|| corrupt("the store names no cloud"))?;
         drop((meta, txn));
         if format < 2 {
-            migrate_v1(&db, dir, &cloud)?;
+            migrate::v1(&db, dir, &cloud)?;
         }
         if format < 3 {
-            migrate_v2(&db, dir)?;
+            migrate::v2(&db, dir)?;
         }
         if format < 4 {
-            migrate_v3(&db, dir)?;
+            migrate::v3(&db, dir)?;
         }
         let txn = db.begin_read().map_err(|e| map_db(dir, e))?;
-        let groups = txn
-            .open_table(records::GROUPS)
-            .map_err(|e| map_db(dir, e))?;
+        let groups = txn.open_table(GROUPS).map_err(|e| map_db(dir, e))?;
         let next = records::count(&groups)?;
         drop((groups, txn));
         Ok(Store {
@@ -470,7 +453,7 @@ impl Store {
     /// Brings the leaves table up to date with every committed experience: writes what the
     /// document cache holds and the table not yet, or, without the cache (after a crash or a
     /// failed commit), applies the experiences written since the leaves were — or replays the
-    /// whole history when others' experiences are among them ([`LEAVES_STALE_AT`]). Readers do
+    /// whole history when others' experiences are among them ([`META_LEAVES_STALE_AT`]). Readers do
     /// not need this for a tail of local writes (they apply it themselves); it keeps it short.
     pub fn flush(&mut self) -> Result<(), StoreError> {
         let dir = self.dir.clone();
@@ -478,10 +461,15 @@ impl Store {
             let txn = self.db()?.begin_read().map_err(|e| map_db(&dir, e))?;
             let meta = txn.open_table(META).map_err(|e| map_db(&dir, e))?;
             let stale = meta
-                .get(LEAVES_STALE_AT)
+                .get(META_LEAVES_STALE_AT)
                 .map_err(|e| map_db(&dir, e))?
                 .is_some();
-            if !stale && meta.get(LEAVES_AT).map_err(|e| map_db(&dir, e))?.is_none() {
+            if !stale
+                && meta
+                    .get(META_LEAVES_AT)
+                    .map_err(|e| map_db(&dir, e))?
+                    .is_none()
+            {
                 self.pending = None;
                 return Ok(());
             }
@@ -503,12 +491,8 @@ impl Store {
                     state::write_leaves_diff(&mut leaves, &p.base, doc, &touched)?;
                 }
                 _ => {
-                    let groups = txn
-                        .open_table(records::GROUPS)
-                        .map_err(|e| map_db(&dir, e))?;
-                    let authors = txn
-                        .open_table(entry::AUTHORS)
-                        .map_err(|e| map_db(&dir, e))?;
+                    let groups = txn.open_table(GROUPS).map_err(|e| map_db(&dir, e))?;
+                    let authors = txn.open_table(AUTHORS).map_err(|e| map_db(&dir, e))?;
                     let names = Names::read(&authors, self.cloud)?;
                     let tail = read_tail(&dir, &meta, &groups, &names, self.next)?;
                     let paths = tail_paths(&tail);
@@ -521,14 +505,15 @@ impl Store {
                     state::write_leaves_diff(&mut leaves, &base, &doc, &paths)?;
                 }
             }
-            meta.remove(LEAVES_AT).map_err(|e| map_db(&dir, e))?;
-            meta.remove(LEAVES_STALE_AT).map_err(|e| map_db(&dir, e))?;
+            meta.remove(META_LEAVES_AT).map_err(|e| map_db(&dir, e))?;
+            meta.remove(META_LEAVES_STALE_AT)
+                .map_err(|e| map_db(&dir, e))?;
         }
         txn.commit().map_err(|e| map_db(&dir, e))
     }
 
     /// The current document under each of `paths`: the leaves, and the experiences written
-    /// since the leaves were (see [`LEAVES_AT`]).
+    /// since the leaves were (see [`META_LEAVES_AT`]).
     fn current_doc(&self, txn: &redb::ReadTransaction, paths: &[Path]) -> Result<Doc, StoreError> {
         self.current_doc_with(txn, &[], paths)
     }
@@ -544,7 +529,7 @@ impl Store {
         let leaves = txn.open_table(LEAVES).map_err(|e| self.map_db(e))?;
         let meta = txn.open_table(META).map_err(|e| self.map_db(e))?;
         if meta
-            .get(LEAVES_STALE_AT)
+            .get(META_LEAVES_STALE_AT)
             .map_err(|e| self.map_db(e))?
             .is_some()
         {
@@ -557,10 +542,12 @@ impl Store {
             });
         }
         let mut doc = Doc::default();
-        let tail = if meta.get(LEAVES_AT).map_err(|e| self.map_db(e))?.is_some() {
-            let groups = txn
-                .open_table(records::GROUPS)
-                .map_err(|e| self.map_db(e))?;
+        let tail = if meta
+            .get(META_LEAVES_AT)
+            .map_err(|e| self.map_db(e))?
+            .is_some()
+        {
+            let groups = txn.open_table(GROUPS).map_err(|e| self.map_db(e))?;
             let names = Names::in_txn(txn, self.cloud)?;
             read_tail(&self.dir, &meta, &groups, &names, self.next)?
         } else {
@@ -605,9 +592,7 @@ impl Store {
         mut visit: impl FnMut(u64, &[u8]) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
         let txn = self.db()?.begin_read().map_err(|e| self.map_db(e))?;
-        let groups = txn
-            .open_table(records::GROUPS)
-            .map_err(|e| self.map_db(e))?;
+        let groups = txn.open_table(GROUPS).map_err(|e| self.map_db(e))?;
         let names = Names::in_txn(&txn, self.cloud)?;
         records::for_each(&groups, &names, 0, |n, _, bytes, _| visit(n, bytes))
     }
@@ -620,9 +605,7 @@ impl Store {
         mut visit: impl FnMut(u64, Option<(NodeId, u64)>, &[u8]) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
         let txn = self.db()?.begin_read().map_err(|e| self.map_db(e))?;
-        let groups = txn
-            .open_table(records::GROUPS)
-            .map_err(|e| self.map_db(e))?;
+        let groups = txn.open_table(GROUPS).map_err(|e| self.map_db(e))?;
         let names = Names::in_txn(&txn, self.cloud)?;
         records::for_each(&groups, &names, 0, |n, entry, bytes, _| {
             let indexed = entry.decode().ok().and_then(|e| {
@@ -795,20 +778,20 @@ impl Store {
             }
             let mut meta = txn.open_table(META).map_err(|e| map_db(&dir, e))?;
             meta.insert(
-                "summary",
+                META_SUMMARY,
                 sealed(&Summary::of(replica).to_bytes()).as_slice(),
             )
             .map_err(|e| map_db(&dir, e))?;
             let state = replica.state();
-            meta.insert("ordered", sealed(&state.ordered.to_bytes()).as_slice())
+            meta.insert(META_ORDERED, sealed(&state.ordered.to_bytes()).as_slice())
                 .map_err(|e| map_db(&dir, e))?;
             // The guarded paths alone, for the write checks and reads that need only them.
             if state.ordered.guarded.is_empty() {
-                meta.remove("guards").map_err(|e| map_db(&dir, e))?;
+                meta.remove(META_GUARDS).map_err(|e| map_db(&dir, e))?;
             } else {
                 let guards: Vec<(&Path, &Id)> = state.ordered.guarded.paths.iter().collect();
                 let bytes = lcloud_core::codec::to_canonical(&guards);
-                meta.insert("guards", sealed(&bytes).as_slice())
+                meta.insert(META_GUARDS, sealed(&bytes).as_slice())
                     .map_err(|e| map_db(&dir, e))?;
             }
             let mut leaves = txn.open_table(LEAVES).map_err(|e| map_db(&dir, e))?;
@@ -822,7 +805,7 @@ impl Store {
                 Some(before) if defer => {
                     // Written every DEFERRED_LEAVES_EVERY ops, or less often when the leaves
                     // are large (at most DEFERRED_BYTES_PER_OP per op, amortized); meanwhile
-                    // LEAVES_STALE_AT marks them. No path is tracked per write: the flush
+                    // META_LEAVES_STALE_AT marks them. No path is tracked per write: the flush
                     // compares the whole document with the leaves as last written, skipping
                     // the leaves both share (one pointer comparison each).
                     let taken = self.pending.take();
@@ -838,7 +821,7 @@ impl Store {
                         < DEFERRED_LEAVES_EVERY.max(self.deferred_bytes / DEFERRED_BYTES_PER_OP)
                     {
                         if fresh {
-                            meta.insert(LEAVES_STALE_AT, self.next.to_le_bytes().as_slice())
+                            meta.insert(META_LEAVES_STALE_AT, self.next.to_le_bytes().as_slice())
                                 .map_err(|e| map_db(&dir, e))?;
                         }
                         pending = Some(p);
@@ -851,7 +834,8 @@ impl Store {
                             &all,
                         )?);
                         if !fresh {
-                            meta.remove(LEAVES_STALE_AT).map_err(|e| map_db(&dir, e))?;
+                            meta.remove(META_LEAVES_STALE_AT)
+                                .map_err(|e| map_db(&dir, e))?;
                         }
                     }
                 }
@@ -861,11 +845,11 @@ impl Store {
                 None => write_leaves(&mut leaves, &state.doc, &owned())?,
             }
             if calls {
-                meta.insert("has_calls", [1u8].as_slice())
+                meta.insert(META_HAS_CALLS, [1u8].as_slice())
                     .map_err(|e| map_db(&dir, e))?;
             }
             if outcomes.iter().any(|o| o.revoked) || replica.lattice().void_count() > 0 {
-                meta.insert(HAS_VOID, [1u8].as_slice())
+                meta.insert(META_HAS_VOID, [1u8].as_slice())
                     .map_err(|e| map_db(&dir, e))?;
             }
             let (written, kept) = recorder.finish_keeping()?;
@@ -894,326 +878,6 @@ impl Store {
             }
         }
         Ok(())
-    }
-
-    /// Writes `ops` as this node's next experience without loading the history: the draft
-    /// comes from the stored heads and tip, and the ops apply to the stored document leaves
-    /// they touch. A local write depends on every head, so it has observed every element
-    /// already folded. Returns `None` (nothing written) when only a full load can apply the
-    /// ops: calls to order-sensitive morphisms, or a forked author.
-    pub fn write_local(
-        &mut self,
-        identity: &Identity,
-        ops: Vec<Op>,
-    ) -> Result<Option<Verified<Experience>>, StoreError> {
-        if ops.iter().any(Op::needs_history) {
-            return Ok(None);
-        }
-        match self.write_batch_local(identity, vec![ops])? {
-            None => Ok(None),
-            Some(mut results) => results.pop().expect("one result per request").map(Some),
-        }
-    }
-
-    /// Writes each entry of `batch` as one experience of this node, chained one after the
-    /// other, in **one** durable commit (one fsync for all: group commit). Signatures are
-    /// computed in parallel on all cores (ids hash headers, not signatures, so the chain is
-    /// fixed before signing). Each entry gets its own result: a refused entry (not a member,
-    /// too large) does not stop the others. `None` when only a full load can apply them
-    /// (this node forked); entries must not contain calls.
-    pub fn write_batch_local(
-        &mut self,
-        identity: &Identity,
-        batch: Vec<Vec<Op>>,
-    ) -> Result<Option<Vec<WriteResult>>, StoreError> {
-        // What the fold would misread is refused before anything is signed.
-        let shapes = {
-            let refs: Vec<&[Op]> = batch.iter().map(Vec::as_slice).collect();
-            self.check_shapes(&refs)?
-        };
-        let mut refused: Vec<Option<StoreError>> = Vec::with_capacity(batch.len());
-        let mut passed = Vec::with_capacity(batch.len());
-        for (ops, shape) in batch.into_iter().zip(shapes) {
-            let prepared = PreparedOps::new(ops);
-            match shape.and_then(|()| prepared.check_nesting()) {
-                Ok(()) => {
-                    refused.push(None);
-                    passed.push(prepared);
-                }
-                Err(e) => refused.push(Some(e.into())),
-            }
-        }
-        if passed.is_empty() {
-            return Ok(Some(refused.into_iter().flatten().map(Err).collect()));
-        }
-        let Some(written) = self.write_batch(identity, passed)? else {
-            return Ok(None);
-        };
-        let mut written = written.into_iter();
-        let results: Vec<WriteResult> = refused
-            .into_iter()
-            .map(|r| match r {
-                Some(e) => Err(e),
-                None => written.next().expect("one result per entry written"),
-            })
-            .collect();
-        let results = Some(results);
-        if let Some(last) = results.iter().flatten().flatten().map(|e| e.seq()).max() {
-            self.record_signed(last)?;
-        }
-        Ok(results)
-    }
-
-    /// [`Store::write_batch_local`] without recording the highest seq signed: the caller must
-    /// record it (the `SignedSeq` of [`Store::signed_seq_file`]) before acknowledging.
-    pub(crate) fn write_batch(
-        &mut self,
-        identity: &Identity,
-        batch: Vec<PreparedOps>,
-    ) -> Result<Option<Vec<WriteResult>>, StoreError> {
-        let me = identity.id();
-        let Some(base) = self.plan_base(&me)? else {
-            return Ok(None);
-        };
-        let mut after = base.clone();
-        let planned = plan_batch(self.cloud, &mut after, &me, batch);
-        let signed = sign_all(identity, planned);
-        self.write_signed(&me, &base, &after, signed, None)
-    }
-
-    /// The whole current document, kept in memory from now on (the committer's cache): for
-    /// a writer that folds what it writes before handing it to [`Store::write_signed`].
-    pub(crate) fn cached_document(&mut self) -> Result<Doc, StoreError> {
-        if let Some(doc) = &self.doc_cache {
-            return Ok(doc.clone());
-        }
-        // Brings the leaves up to date with everything committed, then reads them all.
-        self.flush()?;
-        let txn = self.db()?.begin_read().map_err(|e| self.map_db(e))?;
-        let leaves = txn.open_table(LEAVES).map_err(|e| self.map_db(e))?;
-        let mut doc = Doc::default();
-        read_doc(&leaves, &Path::root(), &mut doc)?;
-        self.cache_document = true;
-        self.doc_cache = Some(doc.clone());
-        Ok(doc)
-    }
-
-    /// What a batch of this node's writes is planned on: the stored summary of heads and
-    /// tips, once the highest seq signed is known not to be ahead of the store. `None` when
-    /// this node forked (only a full load can write then).
-    pub(crate) fn plan_base(&mut self, me: &NodeId) -> Result<Option<Summary>, StoreError> {
-        let dir = self.dir.clone();
-        let txn = self.db()?.begin_read().map_err(|e| map_db(&dir, e))?;
-        let meta = txn.open_table(META).map_err(|e| map_db(&dir, e))?;
-        let summary = read_summary(&meta)?;
-        if summary.forked.contains(me) {
-            return Ok(None);
-        }
-        self.check_signed_up_to(summary.tip(me).map_or(0, |(s, _)| s))?;
-        Ok(Some(summary))
-    }
-
-    /// Stores experiences of this node signed from drafts planned on `base` (with
-    /// [`plan_batch`], which advanced `base` to `after`), in one durable commit. Refuses them
-    /// all, storing nothing, when the store's summary is no longer `base` (an earlier commit
-    /// they were planned on top of failed). `folded`: the cached document with these
-    /// experiences' ops already applied, by a writer that took it from
-    /// [`Store::cached_document`] (or from the `folded` of its last successful call); used
-    /// only while the cache is kept, otherwise the ops are applied here.
-    pub(crate) fn write_signed(
-        &mut self,
-        me: &NodeId,
-        base: &Summary,
-        after: &Summary,
-        signed: Vec<Result<Signed, StoreError>>,
-        folded: Option<Doc>,
-    ) -> Result<Option<Vec<WriteResult>>, StoreError> {
-        let me = *me;
-        let dir = self.dir.clone();
-        if self.doc_cache.is_none() || self.pending.as_ref().is_some_and(|p| p.stale) {
-            self.flush()?;
-        }
-        let txn = self.db()?.begin_write().map_err(|e| map_db(&dir, e))?;
-        let mut cached = None;
-        let mut pending = None;
-        let written_last;
-        let mut flushed = None;
-        let checkpointed;
-        let stored;
-        let kept_group;
-        let results = {
-            let mut meta = txn.open_table(META).map_err(|e| map_db(&dir, e))?;
-            let summary = read_summary(&meta)?;
-            if summary.forked.contains(&me) {
-                return Ok(None);
-            }
-            if summary != *base {
-                return Err(StoreError::EarlierWriteFailed);
-            }
-            let summary = after.clone();
-            let base_heads = base.heads.clone();
-            let base_tips = base.tips.clone();
-
-            // Fold the ops into the document (cached whole, or just the touched leaves).
-            let mut leaves = txn.open_table(LEAVES).map_err(|e| map_db(&dir, e))?;
-            // The paths the batch touches, each once, leaving out those the pending leaves
-            // already list (hot keys are not cloned again at every commit).
-            let mut touched = PathSet::default();
-            let listed = self.pending.as_ref().map(|p| &p.touched);
-            for path in signed
-                .iter()
-                .flatten()
-                .flat_map(|(e, _, _)| e.ops().iter().filter_map(Op::path))
-            {
-                if !touched.contains(path) && !listed.is_some_and(|l| l.contains(path)) {
-                    touched.insert(path.clone());
-                }
-            }
-            let had_cache = self.doc_cache.is_some();
-            let mut doc = match self.doc_cache.take() {
-                Some(doc) => doc,
-                None if self.cache_document => {
-                    let mut doc = Doc::default();
-                    read_doc(&leaves, &Path::root(), &mut doc)?;
-                    doc
-                }
-                None => {
-                    let mut doc = Doc::default();
-                    for p in &touched {
-                        read_doc(&leaves, p, &mut doc)?;
-                    }
-                    doc
-                }
-            };
-            // The leaves as last written: needed only when no flush is pending (a pending
-            // flush already holds them), so the document is not cloned at every commit.
-            let before = self.pending.is_none().then(|| doc.clone());
-            let prefolded = match folded {
-                Some(f) if had_cache => {
-                    doc = f;
-                    true
-                }
-                _ => false,
-            };
-            let mut next = self.next;
-            let mut results = Vec::new();
-            let mut recorder = Recorder::open(&txn, self.cloud)?.keeping(self.kept_group.take());
-            // The first new experience has seen every head; each later one, the one before.
-            // Without forks every head is its author's chain tip. (Once an author forked, the
-            // index no longer serves time travel — forks are never forgotten — so a head that
-            // is not a tip adds nothing here.)
-            let mut clock = VectorClock::default();
-            for (head, _, author) in &base_heads {
-                if let Some((last, seen)) = &self.last_written
-                    && last == head
-                {
-                    clock.join(seen);
-                } else if let Some((_, seq, _)) = base_tips
-                    .iter()
-                    .find(|(a, _, id)| a == author && id == head)
-                    && let Some(seen) = recorder.clock_at(author, *seq)?
-                {
-                    clock.join(&seen);
-                }
-            }
-            let mut ops_added = 0u64;
-            let mut last_id = None;
-            for r in signed {
-                let (exp, bytes, depth) = match r {
-                    Ok(x) => x,
-                    Err(e) => {
-                        results.push(Err(e));
-                        continue;
-                    }
-                };
-                clock.observe(me, exp.seq());
-                last_id = Some(exp.id());
-                recorder.add(
-                    next,
-                    exp.id(),
-                    &me,
-                    exp.seq(),
-                    depth,
-                    clock.0.iter().map(|(a, s)| (a, *s)),
-                    &bytes,
-                )?;
-                ops_added += exp.ops().len() as u64;
-                if !prefolded {
-                    fold_into(&mut doc, exp.id(), depth, exp.ops());
-                }
-                next += 1;
-                results.push(Ok(exp));
-            }
-            // The leaves: with the document cached (and indexed, so a restart can redo the
-            // tail), written every LEAVES_EVERY ops; otherwise now.
-            let mut p = self.pending.take().unwrap_or_else(|| PendingLeaves {
-                base: before.unwrap_or_default(),
-                touched: PathSet::default(),
-                ops: 0,
-                stale: false,
-            });
-            let fresh = p.ops == 0 && p.touched.is_empty();
-            p.touched.extend(touched);
-            p.ops += ops_added;
-            if self.cache_document
-                && p.ops < LEAVES_EVERY.max(self.flushed_bytes / LEAVES_BYTES_PER_OP)
-            {
-                if fresh {
-                    meta.insert(LEAVES_AT, self.next.to_le_bytes().as_slice())
-                        .map_err(|e| map_db(&dir, e))?;
-                }
-                pending = Some(p);
-            } else {
-                let all: Vec<Path> = p.touched.into_iter().collect();
-                flushed = Some(state::write_leaves_diff(&mut leaves, &p.base, &doc, &all)?);
-                if !fresh {
-                    meta.remove(LEAVES_AT).map_err(|e| map_db(&dir, e))?;
-                }
-            }
-            written_last = last_id.map(|id| (id, clock));
-            meta.insert("summary", sealed(&summary.to_bytes()).as_slice())
-                .map_err(|e| map_db(&dir, e))?;
-            let frontier = VectorClock(summary.tips.iter().map(|(a, s, _)| (*a, *s)).collect());
-            let whole = self.cache_document.then_some(&doc);
-            let (written, kept) = recorder.finish_keeping()?;
-            kept_group = kept;
-            checkpointed = self.maybe_checkpoint(
-                &txn,
-                &mut meta,
-                next,
-                ops_added,
-                &frontier,
-                &|| match whole {
-                    Some(d) => Ok(Cow::Borrowed(d)),
-                    None => {
-                        let mut all = Doc::default();
-                        read_doc(&leaves, &Path::root(), &mut all)?;
-                        Ok(Cow::Owned(all))
-                    }
-                },
-                &written,
-                None,
-            )?;
-            stored = written;
-            if self.cache_document {
-                // Kept only once the commit succeeds (below); dropped if it fails.
-                cached = Some(doc);
-            }
-            results
-        };
-        txn.commit().map_err(|e| map_db(&dir, e))?;
-        self.remember_since_checkpoint(checkpointed, stored);
-        self.kept_group = kept_group;
-        self.doc_cache = cached;
-        self.pending = pending;
-        if let Some(bytes) = flushed {
-            self.flushed_bytes = bytes;
-        }
-        if written_last.is_some() {
-            self.last_written = written_last;
-        }
-        self.next += results.iter().filter(|r| r.is_ok()).count() as u64;
-        Ok(Some(results))
     }
 
     /// After a commit: what it stored joins what is remembered since the last checkpoint, or
@@ -1248,8 +912,8 @@ impl Store {
         fresh: &[Written],
         lattice: Option<&lcloud_core::Lattice>,
     ) -> Result<Option<(u64, travel::Writers)>, StoreError> {
-        let (last, since, bytes) = match meta.get("checkpoint").map_err(|e| self.map_db(e))? {
-            Some(v) => read_checkpoint_meta(v.value())?,
+        let (last, since, bytes) = match meta.get(META_CHECKPOINT).map_err(|e| self.map_db(e))? {
+            Some(v) => travel::read_checkpoint_meta(v.value())?,
             None => (0, 0, 0),
         };
         let since = since + ops_added;
@@ -1275,9 +939,9 @@ impl Store {
         } else {
             (last, since, bytes)
         };
-        let mut m = checkpoint_meta(last, since);
+        let mut m = travel::checkpoint_meta(last, since);
         m.extend_from_slice(&bytes.to_le_bytes());
-        meta.insert("checkpoint", m.as_slice())
+        meta.insert(META_CHECKPOINT, m.as_slice())
             .map_err(|e| self.map_db(e))?;
         Ok(checkpointed)
     }
@@ -1299,8 +963,14 @@ impl Store {
         let txn = self.db()?.begin_read().map_err(|e| self.map_db(e))?;
         let meta = txn.open_table(META).map_err(|e| self.map_db(e))?;
         let summary = read_summary(&meta)?;
-        let calls = meta.get("has_calls").map_err(|e| self.map_db(e))?.is_some();
-        let void = meta.get(HAS_VOID).map_err(|e| self.map_db(e))?.is_some();
+        let calls = meta
+            .get(META_HAS_CALLS)
+            .map_err(|e| self.map_db(e))?
+            .is_some();
+        let void = meta
+            .get(META_HAS_VOID)
+            .map_err(|e| self.map_db(e))?
+            .is_some();
         if !summary.forked.is_empty() || calls || void {
             return Ok(None);
         }
@@ -1341,7 +1011,7 @@ impl Store {
             }
             // A guarded subtree is in the ordered state.
             let meta = txn.open_table(META).map_err(|e| self.map_db(e))?;
-            let ordered = meta.get("ordered").map_err(|e| self.map_db(e))?;
+            let ordered = meta.get(META_ORDERED).map_err(|e| self.map_db(e))?;
             let ordered = state::ordered_from(ordered.as_ref().map(|v| v.value()))?;
             Ok(ordered.guarded.visible(&doc, path))
         })
@@ -1373,7 +1043,7 @@ impl Store {
     /// The guarded paths, as persisted with the fold (their contents are not read).
     fn guards_in(&self, txn: &redb::ReadTransaction) -> Result<lcloud_core::Guarded, StoreError> {
         let meta = txn.open_table(META).map_err(|e| self.map_db(e))?;
-        let Some(bytes) = meta.get("guards").map_err(|e| self.map_db(e))? else {
+        let Some(bytes) = meta.get(META_GUARDS).map_err(|e| self.map_db(e))? else {
             return Ok(lcloud_core::Guarded::default());
         };
         let bytes = unseal(bytes.value(), &|| "the guarded paths".into())?;
@@ -1394,7 +1064,7 @@ impl Store {
         let txn = self.db()?.begin_read().map_err(|e| self.map_db(e))?;
         let doc = self.current_doc(&txn, &[Path::root()])?;
         let meta = txn.open_table(META).map_err(|e| self.map_db(e))?;
-        let ordered = meta.get("ordered").map_err(|e| self.map_db(e))?;
+        let ordered = meta.get(META_ORDERED).map_err(|e| self.map_db(e))?;
         let ordered = state::ordered_from(ordered.as_ref().map(|v| v.value()))?;
         Ok(State { doc, ordered })
     }
@@ -1531,87 +1201,6 @@ pub(crate) fn fold_into(doc: &mut Doc, id: Id, depth: u64, ops: &[Op]) {
     }
 }
 
-/// Chains drafts of this node's writes on `summary` (advancing it past each): each depends
-/// on the one before, the first on every head. An entry the cloud's rules refuse (not a
-/// member, too large) gets its error and does not advance the chain.
-#[allow(clippy::type_complexity)]
-pub(crate) fn plan_batch(
-    cloud: Id,
-    summary: &mut Summary,
-    me: &NodeId,
-    batch: Vec<PreparedOps>,
-) -> Vec<Result<(lcloud_core::Unsigned, u64), StoreError>> {
-    let mut planned = Vec::with_capacity(batch.len());
-    for ops in batch {
-        let tip = summary.tip(me);
-        let draft = Draft {
-            cloud,
-            seq: tip.map_or(1, |(s, _)| s + 1),
-            prev: tip.map(|(_, id)| id),
-            deps: summary
-                .heads
-                .iter()
-                .filter(|(_, _, a)| a != me)
-                .map(|(id, _, _)| *id)
-                .collect(),
-            ops: Vec::new(),
-            root: None,
-            fuel: None,
-        };
-        let unsigned = draft.seal_prepared(*me, ops);
-        match check_local(summary, me, &unsigned) {
-            Err(e) => planned.push(Err(e)),
-            Ok(()) => {
-                let depth = 1 + summary.heads.iter().map(|(_, d, _)| *d).max().unwrap_or(0);
-                summary.advance(me, &unsigned, depth);
-                planned.push(Ok((unsigned, depth)));
-            }
-        }
-    }
-    planned
-}
-
-fn check_local(
-    summary: &Summary,
-    me: &NodeId,
-    unsigned: &lcloud_core::Unsigned,
-) -> Result<(), StoreError> {
-    let id = unsigned.id();
-    if !summary.may_write(me) {
-        return Err(InsertError::NotMember { id, author: *me }.into());
-    }
-    let size = unsigned.encoded_len();
-    if size > EXPERIENCE_BYTES_MAX {
-        return Err(StoreError::TooLarge(size));
-    }
-    let administers = unsigned.ops().iter().any(Op::needs_admin);
-    if administers && summary.admins.binary_search(me).is_err() {
-        return Err(InsertError::NotAdmin { id, author: *me }.into());
-    }
-    if let Some(why) = lcloud_core::membership_refusal(&summary.creator, me, unsigned.ops()) {
-        return Err(InsertError::BadMembership { id, why }.into());
-    }
-    Ok(())
-}
-
-/// Signs every planned experience, spreading the work over the machine's cores.
-#[allow(clippy::type_complexity)]
-fn sign_all(
-    identity: &Identity,
-    planned: Vec<Result<(lcloud_core::Unsigned, u64), StoreError>>,
-) -> Vec<Result<Signed, StoreError>> {
-    let mut drafts = Vec::with_capacity(planned.len());
-    let mut slots = Vec::with_capacity(planned.len());
-    for r in planned {
-        slots.push(r.map(|d| drafts.push(d)));
-    }
-    let mut signed = sign::sign_once(identity.key(), drafts).into_iter();
-    slots
-        .into_iter()
-        .map(|slot| slot.map(|()| signed.next().expect("one signature per draft")))
-        .collect()
-}
-
 /// How long opening waits for another process (another `lcloud` command) to let go.
 const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -1632,155 +1221,11 @@ fn open_waiting(dir: &FsPath) -> Result<Database, StoreError> {
     }
 }
 
-/// Converts a format-1 store in one transaction (so a crash leaves either format whole): its
-/// records (one per experience, `experiences`) and index (`index`) become record groups; the
-/// authors, chains and checkpoints are rebuilt from a load of the history, so every
-/// experience gets an index entry even in a store older than the index.
-fn migrate_v1(db: &Database, dir: &FsPath, cloud: &Id) -> Result<(), StoreError> {
-    const V1_RECORDS: TableDefinition<u64, &[u8]> = TableDefinition::new("experiences");
-    const V1_INDEX: TableDefinition<u64, &[u8]> = TableDefinition::new("index");
-    let map = |e: redb::Error| map_db(dir, e);
-    let txn = db.begin_write().map_err(|e| map(e.into()))?;
-    {
-        let old = txn.open_table(V1_RECORDS).map_err(|e| map(e.into()))?;
-        let mut replica: Option<Replica> = None;
-        let mut order: Vec<(lcloud_core::Idx, Vec<u8>)> = Vec::new();
-        for (expected, row) in (0u64..).zip(old.iter().map_err(|e| map(e.into()))?) {
-            let (k, v) = row.map_err(|e| map(e.into()))?;
-            let n = k.value();
-            if n != expected {
-                return Err(corrupt(format!("experience #{expected} is missing")));
-            }
-            let bytes = unseal(v.value(), &|| format!("experience #{n}"))?;
-            let exp = revalidate_stored(bytes, cloud).map_err(|e| bad_record(n, &e))?;
-            match replica.as_mut() {
-                None => {
-                    replica = Some(
-                        Replica::with_registry(exp, lcloud_contracts::registry())
-                            .map_err(|e| corrupt(format!("genesis: {e}")))?,
-                    );
-                    order.push((0, bytes.to_vec()));
-                }
-                Some(r) => {
-                    let id = exp.id();
-                    let out = r
-                        .insert(exp)
-                        .map_err(|e| corrupt(format!("experience #{n} ({id}): {e}")))?;
-                    match out.admitted.first() {
-                        Some(idx) if u64::from(*idx) == n => order.push((*idx, bytes.to_vec())),
-                        _ => {
-                            return Err(corrupt(format!(
-                                "experience #{n} ({id}) is stored before what it depends on"
-                            )));
-                        }
-                    }
-                }
-            }
-        }
-        drop(old);
-        let replica = replica.ok_or_else(|| corrupt("the store has no genesis"))?;
-        for table in [
-            V1_RECORDS,
-            V1_INDEX,
-            travel::CHECKPOINTS,
-            travel::CHECKPOINT_CLOCKS,
-            travel::CHECKPOINT_WRITERS,
-        ] {
-            txn.delete_table(table).map_err(|e| map(e.into()))?;
-        }
-        txn.delete_table(entry::AUTHORS)
-            .map_err(|e| map(e.into()))?;
-        const V1_CHAINS: TableDefinition<(u32, u64, u64), ()> = TableDefinition::new("chains");
-        txn.delete_table(V1_CHAINS).map_err(|e| map(e.into()))?;
-        for table in [
-            travel::CHECKPOINTS,
-            travel::CHECKPOINT_CLOCKS,
-            travel::CHECKPOINT_WRITERS,
-        ] {
-            txn.open_table(table).map_err(|e| map(e.into()))?;
-        }
-        let mut recorder = Recorder::open(&txn, *cloud)?;
-        let lattice = replica.lattice();
-        for (n, (idx, bytes)) in (0u64..).zip(&order) {
-            let exp = lattice.get(*idx);
-            recorder.add(
-                n,
-                exp.id(),
-                &exp.author(),
-                exp.seq(),
-                lattice.depth(*idx),
-                lattice.clock_entries(*idx),
-                bytes,
-            )?;
-        }
-        recorder.finish()?;
-        let mut meta = txn.open_table(META).map_err(|e| map(e.into()))?;
-        // Checkpoints start again from here (time travel before the next one replays from the
-        // start, which is slower, not wrong).
-        let mut m = checkpoint_meta(0, 0);
-        m.extend_from_slice(&0u64.to_le_bytes());
-        meta.insert("checkpoint", m.as_slice())
-            .map_err(|e| map(e.into()))?;
-        meta.insert("format", [2u8].as_slice())
-            .map_err(|e| map(e.into()))?;
-    }
-    txn.commit().map_err(|e| map(e.into()))
-}
-
-/// Format 2 → 3: every document leaf's tag covers its key too (so a leaf moved to another
-/// path by a damaged key is caught). One transaction: a crash leaves format 2 as it was.
-fn migrate_v2(db: &Database, dir: &FsPath) -> Result<(), StoreError> {
-    let map = |e: redb::Error| map_db(dir, e);
-    let txn = db.begin_write().map_err(|e| map(e.into()))?;
-    {
-        let mut leaves = txn.open_table(LEAVES).map_err(|e| map(e.into()))?;
-        state::reseal_leaves(&mut leaves)?;
-        let mut meta = txn.open_table(META).map_err(|e| map(e.into()))?;
-        meta.insert("format", [3u8].as_slice())
-            .map_err(|e| map(e.into()))?;
-    }
-    txn.commit().map_err(|e| map(e.into()))
-}
-
-/// Format 3 → 4: groups written from now on are packed (see `records`); those already
-/// written keep their layout and are read as they are. The authors table gets its digest;
-/// the format changes (an older lcloud must not open a store holding packed groups).
-fn migrate_v3(db: &Database, dir: &FsPath) -> Result<(), StoreError> {
-    let map = |e: redb::Error| map_db(dir, e);
-    let txn = db.begin_write().map_err(|e| map(e.into()))?;
-    records::seal_authors(&mut txn.open_table(entry::AUTHORS).map_err(|e| map(e.into()))?)?;
-    txn.open_table(META)
-        .map_err(|e| map(e.into()))?
-        .insert("format", [4u8].as_slice())
-        .map_err(|e| map(e.into()))?;
-    txn.commit().map_err(|e| map(e.into()))
-}
-
-fn checkpoint_meta(last: u64, since: u64) -> Vec<u8> {
-    let mut m = last.to_le_bytes().to_vec();
-    m.extend_from_slice(&since.to_le_bytes());
-    m
-}
-
-/// The last checkpoint's arrival, the ops since, and the last checkpoint's size in bytes
-/// (stores written before sizes were recorded hold its number of leaves there, or nothing).
-fn read_checkpoint_meta(bytes: &[u8]) -> Result<(u64, u64, u64), StoreError> {
-    let word = |i: usize| {
-        bytes
-            .get(i * 8..i * 8 + 8)
-            .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
-    };
-    match (word(0), word(1)) {
-        (Some(last), Some(since)) => Ok((last, since, word(2).unwrap_or(0))),
-        _ => Err(corrupt("the checkpoint record is malformed")),
-    }
-}
-
 fn read_summary(
     meta: &impl ReadableTable<&'static str, &'static [u8]>,
 ) -> Result<Summary, StoreError> {
     let rec = meta
-        .get("summary")
+        .get(META_SUMMARY)
         .map_err(|e| StoreError::Io {
             path: DB_FILE.into(),
             error: e.to_string(),
@@ -1813,7 +1258,7 @@ fn touched<'r>(replica: &'r Replica, outcomes: &[&Inserted]) -> Vec<&'r Path> {
     paths
 }
 
-/// The experiences stored since the leaves were last written (from [`LEAVES_AT`] to `next`):
+/// The experiences stored since the leaves were last written (from [`META_LEAVES_AT`] to `next`):
 /// id, depth and ops of each, in arrival order. All are this node's local writes.
 type Tail = Vec<(Id, u64, Vec<Op>)>;
 
@@ -1824,7 +1269,7 @@ fn read_tail(
     names: &Names,
     next: u64,
 ) -> Result<Tail, StoreError> {
-    let Some(from) = meta.get(LEAVES_AT).map_err(|e| map_db(dir, e))? else {
+    let Some(from) = meta.get(META_LEAVES_AT).map_err(|e| map_db(dir, e))? else {
         return Ok(Vec::new());
     };
     let from = <[u8; 8]>::try_from(from.value())

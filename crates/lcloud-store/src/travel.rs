@@ -7,23 +7,13 @@ use std::collections::{BTreeMap, HashMap};
 
 use lcloud_core::codec::{ByteBuf, from_canonical_stored as from_canonical, to_canonical};
 use lcloud_core::{Doc, Dot, Id, Leaf, NodeId, Observer, Path, VectorClock, revalidate_stored};
-use redb::{ReadableTable, TableDefinition, WriteTransaction};
+use redb::{ReadableTable, WriteTransaction};
 
-use crate::entry::{AUTHORS, Entry};
+use crate::entry::Entry;
 use crate::error::{StoreError, corrupt};
-use crate::records::{self, GROUPS, Names, RUNS, Records, Written};
+use crate::records::{self, Names, Records, Written};
+use crate::schema::{AUTHORS, CHECKPOINT_CLOCKS, CHECKPOINT_WRITERS, CHECKPOINTS, GROUPS, RUNS};
 use crate::state::{sealed_at, unseal, unseal_at};
-
-/// Arrival count covered → sealed leaves: the document after that many arrivals.
-pub(crate) const CHECKPOINTS: TableDefinition<u64, &[u8]> = TableDefinition::new("checkpoints");
-/// Arrival count covered → the frontier clock of that checkpoint (kept apart, so finding the
-/// checkpoint for a cut reads only small records).
-pub(crate) const CHECKPOINT_CLOCKS: TableDefinition<u64, &[u8]> =
-    TableDefinition::new("checkpoint_clocks");
-/// Arrival count covered → sealed (id, author index, seq) of every experience whose ops are
-/// still visible in that checkpoint's document.
-pub(crate) const CHECKPOINT_WRITERS: TableDefinition<u64, &[u8]> =
-    TableDefinition::new("checkpoint_writers");
 
 /// Ops between checkpoints, at least; past that, at least as many ops as the state has leaves,
 /// so writing checkpoints costs O(1) per op.
@@ -748,5 +738,28 @@ mod fuzz {
             decode_checkpoint_clock(5, &bad).is_err(),
             "a flipped bit is caught"
         );
+    }
+}
+
+/// The `checkpoint` meta record: the arrival count of the last time-travel checkpoint and
+/// the ops since it.
+pub(crate) fn checkpoint_meta(last: u64, since: u64) -> Vec<u8> {
+    let mut m = last.to_le_bytes().to_vec();
+    m.extend_from_slice(&since.to_le_bytes());
+    m
+}
+
+/// Reads a `checkpoint` meta record: the last checkpoint's arrival, the ops since, and the
+/// last checkpoint's size in bytes (stores written before sizes were recorded hold its number
+/// of leaves there, or nothing).
+pub(crate) fn read_checkpoint_meta(bytes: &[u8]) -> Result<(u64, u64, u64), StoreError> {
+    let word = |i: usize| {
+        bytes
+            .get(i * 8..i * 8 + 8)
+            .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
+    };
+    match (word(0), word(1)) {
+        (Some(last), Some(since)) => Ok((last, since, word(2).unwrap_or(0))),
+        _ => Err(corrupt("the checkpoint record is malformed")),
     }
 }
