@@ -14,6 +14,7 @@ mod error;
 mod identity;
 mod import;
 mod migrate;
+mod record;
 mod records;
 pub mod rotate;
 mod schema;

@@ -14,7 +14,8 @@ use lcloud_core::{
 use crate::error::{StoreError, bad_record, corrupt, map_db};
 use crate::identity::create_private_dir;
 use crate::migrate;
-use crate::records::{self, Names, Recorder, Written};
+use crate::record::Names;
+use crate::records::{self, Recorder, Written};
 use crate::schema::{
     ALIASES, AUTHORS, CHECKPOINT_CLOCKS, CHECKPOINT_WRITERS, CHECKPOINTS, CONTRACT_NAMES, DB_FILE,
     FORKS, FORMAT, GROUPS, LEAVES, META, META_CHECKPOINT, META_CLOUD, META_FORMAT, META_GUARDS,

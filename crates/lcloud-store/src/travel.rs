@@ -11,7 +11,8 @@ use redb::{ReadableTable, WriteTransaction};
 
 use crate::entry::Entry;
 use crate::error::{StoreError, corrupt};
-use crate::records::{self, Names, Records, Written};
+use crate::record::Names;
+use crate::records::{self, Records, Written};
 use crate::schema::{AUTHORS, CHECKPOINT_CLOCKS, CHECKPOINT_WRITERS, CHECKPOINTS, GROUPS, RUNS};
 use crate::state::{sealed_at, unseal, unseal_at};
 
