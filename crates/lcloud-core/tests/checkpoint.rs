@@ -209,11 +209,7 @@ proptest! {
         seed in any::<u64>(),
     ) {
         let (g, written) = busy(&steps);
-        let mut order: Vec<&Experience> = written.iter().collect();
-        let mut rng = Rng(seed);
-        for i in (1..order.len()).rev() {
-            order.swap(i, rng.below(i as u64 + 1) as usize);
-        }
+        let order = shuffled(&written, seed);
         let (last, seen) = stepwise(&g, &order);
         prop_assert!(!last.lattice().has_forks());
         for (d, root) in seen {
@@ -229,11 +225,7 @@ proptest! {
         seed in any::<u64>(),
     ) {
         let (g, written) = run(&steps);
-        let mut order: Vec<&Experience> = written.iter().collect();
-        let mut rng = Rng(seed);
-        for i in (1..order.len()).rev() {
-            order.swap(i, rng.below(i as u64 + 1) as usize);
-        }
+        let order = shuffled(&written, seed);
         let (last, seen) = stepwise(&g, &order);
         if last.lattice().has_forks() {
             return Ok(());

@@ -209,11 +209,7 @@ proptest! {
     ) {
         let (g, written) = run(&steps);
         let first = deliver(&g, &written.iter().collect::<Vec<_>>());
-        let mut order: Vec<&Experience> = written.iter().collect();
-        let mut rng = Rng(seed);
-        for i in (1..order.len()).rev() {
-            order.swap(i, rng.below(i as u64 + 1) as usize);
-        }
+        let order = shuffled(&written, seed);
         let other = deliver(&g, &order);
         prop_assert_eq!(other.lattice().parked_len(), 0);
         prop_assert_eq!(other.lattice().len(), first.lattice().len());

@@ -195,11 +195,7 @@ proptest! {
         seed in any::<u64>(),
     ) {
         let (g, written) = run(&steps);
-        let mut order: Vec<&Experience> = written.iter().collect();
-        let mut rng = Rng(seed);
-        for i in (1..order.len()).rev() {
-            order.swap(i, rng.below(i as u64 + 1) as usize);
-        }
+        let order = shuffled(&written, seed);
         let (last, after) = stepwise(&g, &order);
         let first = deliver(&g, &written.iter().collect::<Vec<_>>());
         prop_assert_eq!(stability(&first), stability(&last));

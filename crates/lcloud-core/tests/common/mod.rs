@@ -71,3 +71,14 @@ impl Rng {
         self.below(100) < percent
     }
 }
+
+/// `items` in the order of a Fisher-Yates shuffle drawn from `seed`: a random delivery order
+/// that a seed replays.
+pub fn shuffled<T>(items: &[T], seed: u64) -> Vec<&T> {
+    let mut order: Vec<&T> = items.iter().collect();
+    let mut rng = Rng(seed);
+    for i in (1..order.len()).rev() {
+        order.swap(i, rng.below(i as u64 + 1) as usize);
+    }
+    order
+}
