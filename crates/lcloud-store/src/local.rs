@@ -13,9 +13,9 @@ use lcloud_core::{
 use crate::error::{StoreError, map_db};
 use crate::identity::Identity;
 use crate::records::Recorder;
-use crate::schema::{LEAVES, META, META_LEAVES_AT, META_SUMMARY};
+use crate::schema::{LEAVES, META, META_SUMMARY};
 use crate::sign::{self, Signed};
-use crate::state::{self, Summary, read_doc, sealed};
+use crate::state::{Summary, read_doc, sealed};
 use redb::ReadableDatabase;
 
 use super::{
@@ -163,9 +163,9 @@ impl Store {
         }
         let txn = self.db()?.begin_write().map_err(|e| map_db(&dir, e))?;
         let mut cached = None;
-        let mut pending = None;
+        let pending;
         let written_last;
-        let mut flushed = None;
+        let flushed;
         let checkpointed;
         let stored;
         let kept_group;
@@ -283,21 +283,10 @@ impl Store {
             let fresh = p.ops == 0 && p.touched.is_empty();
             p.touched.extend(touched);
             p.ops += ops_added;
-            if self.cache_document
-                && p.ops < LEAVES_EVERY.max(self.flushed_bytes / LEAVES_BYTES_PER_OP)
-            {
-                if fresh {
-                    meta.insert(META_LEAVES_AT, self.next.to_le_bytes().as_slice())
-                        .map_err(|e| map_db(&dir, e))?;
-                }
-                pending = Some(p);
-            } else {
-                let all: Vec<Path> = p.touched.into_iter().collect();
-                flushed = Some(state::write_leaves_diff(&mut leaves, &p.base, &doc, &all)?);
-                if !fresh {
-                    meta.remove(META_LEAVES_AT).map_err(|e| map_db(&dir, e))?;
-                }
-            }
+            let keep = self.cache_document
+                && p.ops < LEAVES_EVERY.max(self.flushed_bytes / LEAVES_BYTES_PER_OP);
+            (pending, flushed) =
+                self.pend_or_write_leaves(&mut meta, &mut leaves, p, fresh, keep, &doc)?;
             written_last = last_id.map(|id| (id, clock));
             meta.insert(META_SUMMARY, sealed(&summary.to_bytes()).as_slice())
                 .map_err(|e| map_db(&dir, e))?;

@@ -818,27 +818,16 @@ impl Store {
                         stale: true,
                     });
                     p.ops += ops_added;
-                    if p.ops
-                        < DEFERRED_LEAVES_EVERY.max(self.deferred_bytes / DEFERRED_BYTES_PER_OP)
-                    {
-                        if fresh {
-                            meta.insert(META_LEAVES_STALE_AT, self.next.to_le_bytes().as_slice())
-                                .map_err(|e| map_db(&dir, e))?;
-                        }
-                        pending = Some(p);
-                    } else {
-                        let all: Vec<Path> = p.touched.into_iter().collect();
-                        flushed = Some(state::write_leaves_diff(
-                            &mut leaves,
-                            &p.base,
-                            &state.doc,
-                            &all,
-                        )?);
-                        if !fresh {
-                            meta.remove(META_LEAVES_STALE_AT)
-                                .map_err(|e| map_db(&dir, e))?;
-                        }
-                    }
+                    let keep = p.ops
+                        < DEFERRED_LEAVES_EVERY.max(self.deferred_bytes / DEFERRED_BYTES_PER_OP);
+                    (pending, flushed) = self.pend_or_write_leaves(
+                        &mut meta,
+                        &mut leaves,
+                        p,
+                        fresh,
+                        keep,
+                        &state.doc,
+                    )?;
                 }
                 Some(before) => {
                     state::write_leaves_diff(&mut leaves, before, &state.doc, &owned())?;
@@ -879,6 +868,41 @@ impl Store {
             }
         }
         Ok(())
+    }
+
+    /// A commit's leaf changes, `p` (`fresh`: the first since the leaves were last written):
+    /// kept pending while `keep`, the tail of arrivals since then marked in `meta` (under
+    /// [`META_LEAVES_STALE_AT`] when others' experiences are among them, else
+    /// [`META_LEAVES_AT`]); otherwise every leaf they touched is written from `doc` and the
+    /// mark removed. Returns the leaves still pending and, if written, the bytes written. The
+    /// one place both the local writes and `persist_bytes` defer leaf writes.
+    fn pend_or_write_leaves(
+        &self,
+        meta: &mut redb::Table<'_, &'static str, &'static [u8]>,
+        leaves: &mut redb::Table<'_, &'static [u8], &'static [u8]>,
+        p: PendingLeaves,
+        fresh: bool,
+        keep: bool,
+        doc: &Doc,
+    ) -> Result<(Option<PendingLeaves>, Option<u64>), StoreError> {
+        let mark = if p.stale {
+            META_LEAVES_STALE_AT
+        } else {
+            META_LEAVES_AT
+        };
+        if keep {
+            if fresh {
+                meta.insert(mark, self.next.to_le_bytes().as_slice())
+                    .map_err(|e| self.map_db(e))?;
+            }
+            return Ok((Some(p), None));
+        }
+        let all: Vec<Path> = p.touched.into_iter().collect();
+        let written = state::write_leaves_diff(leaves, &p.base, doc, &all)?;
+        if !fresh {
+            meta.remove(mark).map_err(|e| self.map_db(e))?;
+        }
+        Ok((None, Some(written)))
     }
 
     /// After a commit: what it stored joins what is remembered since the last checkpoint, or
