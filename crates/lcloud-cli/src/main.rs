@@ -584,10 +584,7 @@ fn remote_run(
         }
         Command::Status => {
             let v = remote.get("/api/status", &[])?;
-            show(
-                v.clone(),
-                status::render(&v, &|hex| hex[..hex.len().min(8)].to_owned()),
-            );
+            show(v.clone(), status::render(&v, &status::short));
         }
         Command::Clock => {
             let v = remote.get("/api/clock", &[])?;

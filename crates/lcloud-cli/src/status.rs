@@ -24,7 +24,7 @@ pub fn offline(dir: &FsPath, json_out: bool) -> Result<()> {
         "heads": lattice.heads().iter().map(|h| h.to_hex()).collect::<Vec<_>>(),
         "parked": lattice.parked_len(),
         "forks": lattice.forks().len(),
-        "finality": lcloud_node::api::finality_json(&lattice.stability(), &lattice.checkpoints()),
+        "finality": lcloud_node::api::finality_json(lattice),
     });
     let names = &node.names;
     print(json_out, value.clone(), || {
@@ -146,6 +146,8 @@ pub fn render(v: &J, name: &dyn Fn(&str) -> String) -> String {
     out.join("\n")
 }
 
-fn short(hex: &str) -> String {
-    hex[..hex.len().min(8)].to_owned()
+/// The first 8 characters of an id (whatever a node answered: never a byte slice that could
+/// split a character).
+pub fn short(hex: &str) -> String {
+    hex.chars().take(8).collect()
 }

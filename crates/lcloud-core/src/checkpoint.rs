@@ -51,8 +51,6 @@ impl Attestations {
 pub struct Checkpoint {
     /// Its depth: it holds every experience of causal depth at most this.
     pub depth: u64,
-    /// The same cut as a clock, as this lattice holds it (usable for time travel).
-    pub cut: VectorClock,
     /// Each root attested, with the members who attested it (sorted).
     pub roots: BTreeMap<Id, Vec<NodeId>>,
     /// Current members who have not attested it yet (sorted).
@@ -103,6 +101,18 @@ impl Lattice {
         (due > 0).then_some(due)
     }
 
+    /// The checkpoint `me` should attest now, if any: the deepest due one (spacing `every`),
+    /// when `me` may write and has not attested it. The one rule the node and the simulation
+    /// both follow.
+    pub fn attestation_due(&self, me: &NodeId, every: u64) -> Option<u64> {
+        let stability = self.stability();
+        if stability.open || !self.may_write(me) {
+            return None;
+        }
+        self.checkpoint_due(&stability, every)
+            .filter(|depth| !self.attested(me, *depth))
+    }
+
     /// The clock of checkpoint `depth`: per author, the highest seq of depth at most it.
     pub fn depth_cut(&self, depth: u64) -> VectorClock {
         let mut clock = VectorClock::default();
@@ -145,7 +155,6 @@ impl Lattice {
                 }
                 Checkpoint {
                     depth: *depth,
-                    cut: self.depth_cut(*depth),
                     roots,
                     missing: members
                         .iter()

@@ -248,13 +248,14 @@ fn status_json(s: &Status, root: &Id) -> J {
         "store_error": s.store_error,
         "missing": s.missing.iter().map(|m| m.to_hex()).collect::<Vec<_>>(),
         "forks": s.forks.len(),
-        "finality": finality_json(&s.stability, &s.checkpoints),
     })
 }
 
 /// The stable frontier, who holds it back, and the checkpoints, as `/api/status` shows them:
 /// the deepest final one, those attested deeper, and every divergent one.
-pub fn finality_json(s: &lcloud_core::Stability, checkpoints: &[lcloud_core::Checkpoint]) -> J {
+pub fn finality_json(lattice: &lcloud_core::Lattice) -> J {
+    let s = lattice.stability();
+    let checkpoints = lattice.checkpoints();
     let last_final = checkpoints.iter().rev().find(|c| c.is_final());
     let final_depth = last_final.map_or(0, |c| c.depth);
     let checkpoint = |c: &lcloud_core::Checkpoint| {
@@ -284,7 +285,7 @@ pub fn finality_json(s: &lcloud_core::Stability, checkpoints: &[lcloud_core::Che
         "final_checkpoint": last_final.map(|c| json!({
             "depth": c.depth,
             "root": c.root().map(|r| r.to_hex()),
-            "clock": clock(&c.cut),
+            "clock": clock(&lattice.depth_cut(c.depth)),
         })),
         "pending_checkpoints": checkpoints.iter().filter(|c| c.depth > final_depth && !c.is_divergent()).map(checkpoint).collect::<Vec<_>>(),
         "divergent_checkpoints": checkpoints.iter().filter(|c| c.is_divergent()).map(checkpoint).collect::<Vec<_>>(),
@@ -313,10 +314,17 @@ async fn forks(State(api): State<Api>) -> Response {
 }
 
 async fn status(State(api): State<Api>) -> Response {
-    match status_with_root(&api).await {
-        Ok((s, root)) => Json(status_json(&s, &root)).into_response(),
-        Err(r) => r,
-    }
+    let (s, root) = match status_with_root(&api).await {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let finality = match api.ask(Call::Finality).await {
+        Ok(f) => f,
+        Err(r) => return r,
+    };
+    let mut body = status_json(&s, &root);
+    body["finality"] = finality;
+    Json(body).into_response()
 }
 
 async fn root(State(api): State<Api>) -> Response {

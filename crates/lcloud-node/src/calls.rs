@@ -20,6 +20,9 @@ impl Node {
             Call::Status(reply) => {
                 let _ = reply.send(self.status());
             }
+            Call::Finality(reply) => {
+                let _ = reply.send(crate::api::finality_json(self.replica.lattice()));
+            }
             // Handled in `run`, which ends after it.
             Call::RotateKey(reply) => {
                 let _ = reply.send(Err(WriteError::Unavailable(
@@ -132,8 +135,6 @@ impl Node {
                 .iter()
                 .map(|f| (f.author(), f.seq(), lcloud_core::codec::to_canonical(f)))
                 .collect(),
-            stability: lattice.stability(),
-            checkpoints: lattice.checkpoints(),
         }
     }
 
@@ -141,126 +142,129 @@ impl Node {
         let m = &self.metrics;
         let lattice = self.replica.lattice();
         let mut out = String::new();
-        let mut line = |name: &str, help: &str, kind: &str, value: String| {
+        // Sync lag: experiences peers are known to lack, queued to be pushed.
+        let lag: usize = self.peers.values().map(|s| s.pushing.len()).sum();
+        let stability = lattice.stability();
+        let checkpoints = lattice.checkpoints();
+        // Name, help, kind, value: one metric each, in this order.
+        let rows: [(&str, &str, &str, String); 17] = [
+            (
+                "peers",
+                "Connected peers.",
+                "gauge",
+                self.peers.len().to_string(),
+            ),
+            (
+                "experiences",
+                "Experiences held (admitted).",
+                "gauge",
+                lattice.len().to_string(),
+            ),
+            (
+                "parked",
+                "Experiences waiting for a dependency.",
+                "gauge",
+                lattice.parked_len().to_string(),
+            ),
+            (
+                "experiences_in_total",
+                "Experiences received from peers and stored.",
+                "counter",
+                m.exps_in.to_string(),
+            ),
+            (
+                "experiences_known_total",
+                "Experiences received from peers that this node already held (checked for nothing).",
+                "counter",
+                m.exps_known.to_string(),
+            ),
+            (
+                "experiences_parked_total",
+                "Experiences received before a dependency and parked until it arrived.",
+                "counter",
+                m.exps_parked.to_string(),
+            ),
+            (
+                "experiences_out_total",
+                "Experiences sent to peers by sync.",
+                "counter",
+                m.exps_out.to_string(),
+            ),
+            (
+                "written_total",
+                "Experiences written by this node.",
+                "counter",
+                m.written.to_string(),
+            ),
+            (
+                "gossip_in_total",
+                "Gossip messages received.",
+                "counter",
+                m.gossip_in.to_string(),
+            ),
+            (
+                "syncs_served_total",
+                "Sync requests answered.",
+                "counter",
+                m.syncs.to_string(),
+            ),
+            (
+                "sync_follow_ups_total",
+                "Second sync rounds asked for because chains disagreed (forks), reconciled by hashes.",
+                "counter",
+                m.follow_ups.to_string(),
+            ),
+            (
+                "peers_banned_total",
+                "Peers disconnected for misbehaviour.",
+                "counter",
+                m.banned.to_string(),
+            ),
+            (
+                "sync_lag",
+                "Experiences queued to be pushed to peers.",
+                "gauge",
+                lag.to_string(),
+            ),
+            (
+                "stable_experiences",
+                "Experiences every current member has seen (at or below the stable frontier).",
+                "gauge",
+                stability.stable.to_string(),
+            ),
+            (
+                "unstable_experiences",
+                "Experiences some current member has not seen yet: what finality waits for.",
+                "gauge",
+                (stability.held - stability.stable).to_string(),
+            ),
+            (
+                "final_checkpoint_depth",
+                "Depth of the deepest checkpoint every current member attested with one root (0: none).",
+                "gauge",
+                checkpoints
+                    .iter()
+                    .rev()
+                    .find(|c| c.is_final())
+                    .map_or(0, |c| c.depth)
+                    .to_string(),
+            ),
+            (
+                "checkpoint_divergences",
+                "Checkpoints at which members attested different state roots.",
+                "gauge",
+                checkpoints
+                    .iter()
+                    .filter(|c| c.is_divergent())
+                    .count()
+                    .to_string(),
+            ),
+        ];
+        for (name, help, kind, value) in rows {
             out.push_str(&format!(
                 "# HELP lcloud_{name} {help}\n# TYPE lcloud_{name} {kind}\nlcloud_{name} {value}\n"
             ));
-        };
-        line(
-            "peers",
-            "Connected peers.",
-            "gauge",
-            self.peers.len().to_string(),
-        );
-        line(
-            "experiences",
-            "Experiences held (admitted).",
-            "gauge",
-            lattice.len().to_string(),
-        );
-        line(
-            "parked",
-            "Experiences waiting for a dependency.",
-            "gauge",
-            lattice.parked_len().to_string(),
-        );
-        line(
-            "experiences_in_total",
-            "Experiences received from peers and stored.",
-            "counter",
-            m.exps_in.to_string(),
-        );
-        line(
-            "experiences_known_total",
-            "Experiences received from peers that this node already held (checked for nothing).",
-            "counter",
-            m.exps_known.to_string(),
-        );
-        line(
-            "experiences_parked_total",
-            "Experiences received before a dependency and parked until it arrived.",
-            "counter",
-            m.exps_parked.to_string(),
-        );
-        line(
-            "experiences_out_total",
-            "Experiences sent to peers by sync.",
-            "counter",
-            m.exps_out.to_string(),
-        );
-        line(
-            "written_total",
-            "Experiences written by this node.",
-            "counter",
-            m.written.to_string(),
-        );
-        line(
-            "gossip_in_total",
-            "Gossip messages received.",
-            "counter",
-            m.gossip_in.to_string(),
-        );
-        line(
-            "syncs_served_total",
-            "Sync requests answered.",
-            "counter",
-            m.syncs.to_string(),
-        );
-        line(
-            "sync_follow_ups_total",
-            "Second sync rounds asked for because chains disagreed (forks), reconciled by hashes.",
-            "counter",
-            m.follow_ups.to_string(),
-        );
-        line(
-            "peers_banned_total",
-            "Peers disconnected for misbehaviour.",
-            "counter",
-            m.banned.to_string(),
-        );
-        // Sync lag: experiences peers are known to lack, queued to be pushed.
-        let lag: usize = self.peers.values().map(|s| s.pushing.len()).sum();
-        line(
-            "sync_lag",
-            "Experiences queued to be pushed to peers.",
-            "gauge",
-            lag.to_string(),
-        );
-        let stability = lattice.stability();
-        line(
-            "stable_experiences",
-            "Experiences every current member has seen (at or below the stable frontier).",
-            "gauge",
-            stability.stable.to_string(),
-        );
-        line(
-            "unstable_experiences",
-            "Experiences some current member has not seen yet: what finality waits for.",
-            "gauge",
-            (stability.held - stability.stable).to_string(),
-        );
-        let checkpoints = lattice.checkpoints();
-        line(
-            "final_checkpoint_depth",
-            "Depth of the deepest checkpoint every current member attested with one root (0: none).",
-            "gauge",
-            checkpoints
-                .iter()
-                .rev()
-                .find(|c| c.is_final())
-                .map_or(0, |c| c.depth)
-                .to_string(),
-        );
-        line(
-            "checkpoint_divergences",
-            "Checkpoints at which members attested different state roots.",
-            "gauge",
-            checkpoints
-                .iter()
-                .filter(|c| c.is_divergent())
-                .count()
-                .to_string(),
-        );
+        }
         out.push_str(
             "# HELP lcloud_member_behind_experiences Experiences held here that a member has not acknowledged.\n",
         );

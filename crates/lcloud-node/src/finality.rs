@@ -14,13 +14,10 @@ impl Node {
             return;
         }
         let me = self.identity.id();
-        let lattice = self.replica.lattice();
-        let stability = lattice.stability();
-        if stability.open || !lattice.may_write(&me) {
-            return;
-        }
-        if let Some(depth) = lattice.checkpoint_due(&stability, CHECKPOINT_EVERY)
-            && !lattice.attested(&me, depth)
+        if let Some(depth) = self
+            .replica
+            .lattice()
+            .attestation_due(&me, CHECKPOINT_EVERY)
         {
             match self.root_at_depth(depth) {
                 Ok(root) => match self.write(vec![vec![Op::Attest { depth, root }]]).pop() {

@@ -192,6 +192,10 @@ pub enum Call {
     State(Path, oneshot::Sender<Option<serde_json::Value>>),
     /// State root, heads, frontier clock, counts.
     Status(oneshot::Sender<Status>),
+    /// The stable frontier and the checkpoints, as `/api/status` shows them
+    /// ([`crate::api::finality_json`]); asked only by that route, as it costs more than the
+    /// rest of the status.
+    Finality(oneshot::Sender<serde_json::Value>),
     /// Prometheus text.
     Metrics(oneshot::Sender<String>),
     /// Cut every connection (`true`) or heal (`false`).
@@ -347,10 +351,6 @@ pub struct Status {
     /// Fork proofs: authors caught signing two experiences at one place of their chain, each
     /// proof as canonical DAG-CBOR bytes (the same on every node that holds both branches).
     pub forks: Vec<(NodeId, u64, Vec<u8>)>,
-    /// How far the history is stable (seen by every current member), and who holds it back.
-    pub stability: lcloud_core::Stability,
-    /// Every checkpoint the current members attested, shallowest first.
-    pub checkpoints: Vec<lcloud_core::Checkpoint>,
 }
 
 impl Status {

@@ -36,16 +36,12 @@ impl World {
         };
         let me = NodeId(node.key.verification_key().to_bytes());
         let lattice = r.lattice();
-        let stability = lattice.stability();
-        if stability.open || !lattice.may_write(&me) || lattice.has_forks() {
+        if lattice.has_forks() {
             return;
         }
-        let Some(depth) = lattice.checkpoint_due(&stability, EVERY) else {
+        let Some(depth) = lattice.attestation_due(&me, EVERY) else {
             return;
         };
-        if lattice.attested(&me, depth) {
-            return;
-        }
         let cut = Cut::Clock(lattice.depth_cut(depth));
         let Ok(state) = r.state_at(&cut) else {
             return;
@@ -164,7 +160,9 @@ impl Watch {
                     ));
                 }
                 if c.is_final() {
-                    let here = r.state_at(&Cut::Clock(c.cut.clone())).map(|s| s.root());
+                    let here = r
+                        .state_at(&Cut::Clock(r.lattice().depth_cut(c.depth)))
+                        .map(|s| s.root());
                     if here.as_ref().ok() != c.root().as_ref() {
                         self.report.violations.push(format!(
                             "node {n}: final checkpoint {} attested {:?}, folded {here:?}",
