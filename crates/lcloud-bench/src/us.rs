@@ -5,9 +5,10 @@ use std::path::Path;
 use std::time::Instant;
 
 use lcloud_core::codec::ByteBuf;
-use lcloud_core::sync::{self, Request, Response, Summary};
+use lcloud_core::sync::{Request, Response};
 use lcloud_core::{
-    Experience, Genesis, Op, Path as DocPath, Replica, Value, VectorClock, Verified,
+    Experience, Genesis, Limits, Op, Path as DocPath, Replica, Session, Value, VectorClock,
+    Verified,
 };
 use lcloud_store::{Committer, Identity, Store};
 use serde_json::{Value as J, json};
@@ -140,61 +141,68 @@ fn w4(n: usize) -> J {
         .chain(b.lattice().iter().skip(1))
         .map(|e| e.to_bytes().len())
         .sum();
-    let mut wire = 0usize;
     let t = Instant::now();
-    // a asks b: one round trip; b streams the rest of what a lacks as pushes, and a pushes
-    // what b lacks.
-    let req = Request::Sync {
-        summary: Summary::of(a.lattice()),
-    }
-    .to_bytes();
-    wire += req.len();
-    let Request::Sync { summary } = Request::from_bytes(&req).unwrap() else {
-        unreachable!()
-    };
-    let missing_for_a = sync::missing(b.lattice(), &summary);
-    let resp = sync::answer(b.lattice(), &summary, sync::BATCH_BYTES).to_bytes();
-    wire += resp.len();
-    let Response::Sync {
-        summary: b_summary,
-        exps,
-        ..
-    } = Response::from_bytes(&resp).unwrap()
-    else {
-        unreachable!()
-    };
-    let first = exps.len();
-    receive(&mut a, exps);
-    let push = |from: &Replica, to: &mut Replica, idxs: &[u32], wire: &mut usize| {
-        let mut rest = idxs;
-        while !rest.is_empty() {
-            let (batch, _) = sync::batch(from.lattice(), rest, sync::BATCH_BYTES);
-            let k = batch.len();
-            let msg = Request::Push {
-                cloud: from.cloud(),
-                exps: batch,
-            }
-            .to_bytes();
-            *wire += msg.len();
-            let Request::Push { exps, .. } = Request::from_bytes(&msg).unwrap() else {
-                unreachable!()
-            };
-            let ack = Response::Pushed {
-                new: k as u32,
-                rejected: 0,
-            }
-            .to_bytes();
-            *wire += ack.len();
-            receive(to, exps);
-            rest = &rest[k..];
-        }
-    };
-    push(&b, &mut a, &missing_for_a[first..], &mut wire);
-    let missing_for_b = sync::missing(a.lattice(), &b_summary);
-    push(&a, &mut b, &missing_for_b, &mut wire);
+    let (wire, round_trips) = exchange([&mut a, &mut b]);
     let secs = t.elapsed().as_secs_f64();
     json!({"secs": secs, "bytes_ratio": wire as f64 / missing_bytes as f64,
-           "round_trips": 1, "converged": u8::from(a.root() == b.root())})
+           "round_trips": round_trips, "converged": u8::from(a.root() == b.root())})
+}
+
+/// One exchange initiated by the first replica, both sides driven by the core's sync
+/// `Session` as `lcloud node run` drives it (the answer's first batch, then pushes of the rest
+/// within the window, each answered), every message encoded and decoded, delivered in
+/// order. Returns the bytes on the wire and the `Sync` round trips.
+fn exchange(replicas: [&mut Replica; 2]) -> (usize, usize) {
+    let mut sessions = [
+        Session::new(Limits::default()),
+        Session::new(Limits::default()),
+    ];
+    // (to, is a request, bytes)
+    let mut queue: std::collections::VecDeque<(usize, bool, Vec<u8>)> = Default::default();
+    let poll = |n: usize,
+                sessions: &mut [Session; 2],
+                replicas: &[&mut Replica; 2],
+                queue: &mut std::collections::VecDeque<(usize, bool, Vec<u8>)>| {
+        while let Some(req) = sessions[n].poll_request(replicas[n].lattice()) {
+            queue.push_back((1 - n, true, req.to_bytes()));
+        }
+    };
+    let (mut wire, mut trips) = (0, 0);
+    sessions[0].start();
+    poll(0, &mut sessions, &replicas, &mut queue);
+    while let Some((n, request, bytes)) = queue.pop_front() {
+        wire += bytes.len();
+        if request {
+            match Request::from_bytes(&bytes).unwrap() {
+                Request::Sync { summary } => {
+                    let answer = sessions[n].handle_sync(replicas[n].lattice(), &summary);
+                    queue.push_back((1 - n, false, answer.to_bytes()));
+                }
+                Request::Push { exps, .. } => {
+                    let new = exps.len() as u32;
+                    receive(replicas[n], exps);
+                    let ack = Response::Pushed { new, rejected: 0 };
+                    queue.push_back((1 - n, false, ack.to_bytes()));
+                }
+            }
+        } else {
+            match Response::from_bytes(&bytes).unwrap() {
+                Response::Sync {
+                    summary,
+                    exps,
+                    more,
+                } => {
+                    trips += 1;
+                    receive(replicas[n], exps);
+                    sessions[n].handle_sync_answer(replicas[n].lattice(), &summary, more);
+                }
+                Response::Pushed { .. } => sessions[n].handle_pushed(),
+                Response::Refused { reason } => panic!("refused: {reason}"),
+            }
+        }
+        poll(n, &mut sessions, &replicas, &mut queue);
+    }
+    (wire, trips)
 }
 
 fn receive(r: &mut Replica, exps: Vec<ByteBuf>) {

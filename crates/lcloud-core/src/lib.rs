@@ -41,6 +41,7 @@ pub mod lattice;
 pub mod morphism;
 pub mod op;
 pub mod replica;
+pub mod session;
 pub mod sync;
 pub mod value;
 pub mod write;
@@ -65,5 +66,6 @@ pub use morphism::{
 };
 pub use op::{ForkPolicy, Genesis, Op, Path, PathError};
 pub use replica::{Change, Cut, Replica, View, ViewError};
+pub use session::{Limits, Session};
 pub use value::{Value, ValueError};
 pub use write::{VALUE_DEPTH_MAX, WriteRefused, check_nesting, check_shapes, shape_paths};

@@ -1,14 +1,15 @@
 //! The sync protocol, driven without a network: two replicas with divergent histories end
-//! with the same history and state root, in one round trip when nothing forked.
+//! with the same history and state root, in one round trip when nothing forked. Both sides
+//! run the core's sync `Session`, as the node and the chaos simulation do.
 
 mod common;
 
 use common::*;
 use lcloud_core::codec::ByteBuf;
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, VecDeque};
 
 use lcloud_core::sync::{self, Request, Response, Summary};
-use lcloud_core::{ForkPolicy, Replica, validate};
+use lcloud_core::{ForkPolicy, Limits, Replica, Session, validate};
 
 /// Inserts experiences received as bytes (validating each); returns how many were new.
 fn receive(r: &mut Replica, exps: &[ByteBuf]) -> usize {
@@ -27,66 +28,88 @@ fn receive(r: &mut Replica, exps: &[ByteBuf]) -> usize {
 struct Cost {
     /// `Sync` round trips.
     trips: usize,
+    /// Messages sent, answers included.
+    messages: usize,
     /// Experiences sent to `a` and to `b`.
     to_a: usize,
     to_b: usize,
 }
 
-/// One full exchange initiated by `a`, every message through its byte encoding, with the
-/// follow-up round `sync::follow_up` asks for where chains disagree.
+/// One full exchange initiated by `a`, driven through the core's [`Session`] on both sides
+/// as the node drives it (the answer, then pushes of the rest within the window, a
+/// follow-up round where chains disagree), every message through its byte encoding, in
+/// order and none lost. Returns the round trips.
 fn exchange(a: &mut Replica, b: &mut Replica, max_bytes: usize) -> usize {
     exchange_cost(a, b, max_bytes).trips
 }
 
 fn exchange_cost(a: &mut Replica, b: &mut Replica, max_bytes: usize) -> Cost {
+    let limits = Limits {
+        first_bytes: max_bytes,
+        max_bytes,
+        window: 4,
+    };
     let mut cost = Cost::default();
-    let mut described = BTreeSet::new();
-    let mut describe = BTreeSet::new();
-    loop {
-        let req = Request::Sync {
-            summary: Summary::describing(a.lattice(), &describe),
-        };
-        described.extend(std::mem::take(&mut describe));
-        let req = Request::from_bytes(&req.to_bytes()).unwrap();
-        let Request::Sync { summary } = req else {
-            unreachable!()
-        };
-        let resp = sync::answer(b.lattice(), &summary, max_bytes);
-        let resp = Response::from_bytes(&resp.to_bytes()).unwrap();
-        cost.trips += 1;
-        let Response::Sync {
-            summary: theirs,
-            exps,
-            more,
-        } = resp
-        else {
-            panic!("expected a sync answer")
-        };
-        cost.to_a += exps.len();
-        receive(a, &exps);
-        // Push what b lacks, batch by batch.
-        let mut lacking = sync::missing(a.lattice(), &theirs);
-        while !lacking.is_empty() {
-            let (batch, _) = sync::batch(a.lattice(), &lacking, max_bytes);
-            let n = batch.len();
-            cost.to_b += n;
-            let push = Request::Push {
-                cloud: a.cloud(),
-                exps: batch,
-            };
-            let Request::Push { exps, .. } = Request::from_bytes(&push.to_bytes()).unwrap() else {
-                unreachable!()
-            };
-            receive(b, &exps);
-            lacking.drain(..n);
+    let mut sessions = [Session::new(limits), Session::new(limits)];
+    let replicas: [&mut Replica; 2] = [a, b];
+    // (to, is a request, bytes), delivered in order.
+    let mut wire: VecDeque<(usize, bool, Vec<u8>)> = VecDeque::new();
+    let poll = |n: usize,
+                sessions: &mut [Session; 2],
+                replicas: &[&mut Replica; 2],
+                wire: &mut VecDeque<(usize, bool, Vec<u8>)>| {
+        while let Some(req) = sessions[n].poll_request(replicas[n].lattice()) {
+            wire.push_back((1 - n, true, req.to_bytes()));
         }
-        if !more {
-            describe = sync::follow_up(a.lattice(), &theirs, &described);
-            if describe.is_empty() {
-                return cost;
+    };
+    sessions[0].start();
+    poll(0, &mut sessions, &replicas, &mut wire);
+    while let Some((n, request, bytes)) = wire.pop_front() {
+        cost.messages += 1;
+        let received = |n: usize, exps: &[ByteBuf], cost: &mut Cost| {
+            if n == 0 {
+                cost.to_a += exps.len();
+            } else {
+                cost.to_b += exps.len();
             }
+        };
+        if request {
+            match Request::from_bytes(&bytes).unwrap() {
+                Request::Sync { summary } => {
+                    let answer = sessions[n].handle_sync(replicas[n].lattice(), &summary);
+                    wire.push_back((1 - n, false, answer.to_bytes()));
+                    poll(n, &mut sessions, &replicas, &mut wire);
+                }
+                Request::Push { exps, .. } => {
+                    received(n, &exps, &mut cost);
+                    receive(replicas[n], &exps);
+                    let ack = Response::Pushed {
+                        new: 0,
+                        rejected: 0,
+                    };
+                    wire.push_back((1 - n, false, ack.to_bytes()));
+                }
+            }
+            continue;
         }
+        match Response::from_bytes(&bytes).unwrap() {
+            Response::Sync {
+                summary,
+                exps,
+                more,
+            } => {
+                cost.trips += 1;
+                received(n, &exps, &mut cost);
+                receive(replicas[n], &exps);
+                sessions[n].handle_sync_answer(replicas[n].lattice(), &summary, more);
+            }
+            Response::Pushed { .. } => sessions[n].handle_pushed(),
+            Response::Refused { reason } => panic!("refused: {reason}"),
+        }
+        poll(n, &mut sessions, &replicas, &mut wire);
     }
+    assert!(sessions.iter().all(Session::idle), "the exchange ended");
+    cost
 }
 
 fn history(r: &mut Replica, rng: &mut Rng, authors: &[u8], writes: usize) {
@@ -131,10 +154,11 @@ fn small_batches_page_through_everything_dependencies_first() {
     let mut b = Replica::new(g).unwrap();
     history(&mut a, &mut rng, &[1, 2, 3], 200);
     history(&mut b, &mut rng, &[4], 50);
-    // ~1 KB per message: many round trips, and every experience arrives after what it
-    // depends on (nothing is parked on either side).
-    let trips = exchange(&mut a, &mut b, 1024);
-    assert!(trips > 10, "{trips} round trips");
+    // ~1 KB per message: one round trip and many pushes, and every experience arrives
+    // after what it depends on (nothing is parked on either side).
+    let cost = exchange_cost(&mut a, &mut b, 1024);
+    assert_eq!(cost.trips, 1, "{cost:?}");
+    assert!(cost.messages > 20, "{cost:?}");
     assert_eq!(a.root(), b.root());
     assert_eq!(
         a.lattice().parked_len(),
@@ -383,4 +407,70 @@ fn hand_encoded_messages_are_serdes_canonical_bytes() {
     long.extend_from_slice(&[0x98, 0x01]);
     long.extend_from_slice(&bytes[at + 1..]);
     assert!(Request::from_bytes(&long).is_err());
+}
+
+#[test]
+fn a_session_keeps_its_window_doubles_its_pushes_and_ends_on_failure() {
+    let g = genesis();
+    let mut rng = Rng(11);
+    let mut a = Replica::new(g.clone()).unwrap();
+    let b = Replica::new(g).unwrap();
+    history(&mut a, &mut rng, &[1, 2], 400);
+    let limits = Limits {
+        first_bytes: 1024,
+        max_bytes: 8 * 1024,
+        window: 3,
+    };
+    // b asks; a answers with the first KiB and pushes the rest.
+    let mut asks = Session::new(limits);
+    asks.start();
+    asks.start(); // one exchange at a time
+    let Some(Request::Sync { summary }) = asks.poll_request(b.lattice()) else {
+        panic!("a sync first")
+    };
+    assert!(
+        asks.poll_request(b.lattice()).is_none(),
+        "one sync in flight"
+    );
+    asks.start();
+    assert!(asks.poll_request(b.lattice()).is_none(), "still in flight");
+    let mut answers = Session::new(limits);
+    let Response::Sync { exps, more, .. } = answers.handle_sync(a.lattice(), &summary) else {
+        panic!("a sync answer")
+    };
+    let size = |exps: &[ByteBuf]| exps.iter().map(|b| b.0.len()).sum::<usize>();
+    assert!(more && size(&exps) <= 1024, "{}", size(&exps));
+    let queued = answers.lag();
+    assert_eq!(queued + exps.len(), a.lattice().len() - 1);
+    // Three pushes, then nothing until one is answered; each at most twice the one before.
+    let mut sizes = Vec::new();
+    while let Some(req) = answers.poll_request(a.lattice()) {
+        let Request::Push { exps, .. } = req else {
+            panic!("pushes only")
+        };
+        sizes.push(size(&exps));
+    }
+    assert_eq!(sizes.len(), 3, "the window");
+    assert!(
+        sizes[0] <= 1024 && sizes[1] <= 2048 && sizes[2] <= 4096,
+        "{sizes:?}"
+    );
+    assert!(sizes[1] > 1024 && sizes[2] > 2048, "{sizes:?}");
+    answers.handle_pushed();
+    let Some(Request::Push { exps, .. }) = answers.poll_request(a.lattice()) else {
+        panic!("a push once one was answered")
+    };
+    assert!(size(&exps) > 4096 && size(&exps) <= 8192);
+    assert!(answers.poll_request(a.lattice()).is_none());
+    assert!(!answers.idle());
+    // A lost request ends the exchange: nothing more is sent until the next one.
+    answers.handle_failure();
+    assert!(answers.idle() && answers.lag() == 0);
+    assert!(answers.poll_request(a.lattice()).is_none());
+    asks.handle_failure();
+    asks.start();
+    assert!(matches!(
+        asks.poll_request(b.lattice()),
+        Some(Request::Sync { .. })
+    ));
 }

@@ -143,7 +143,7 @@ impl Node {
         let lattice = self.replica.lattice();
         let mut out = String::new();
         // Sync lag: experiences peers are known to lack, queued to be pushed.
-        let lag: usize = self.peers.values().map(|s| s.pushing.len()).sum();
+        let lag: usize = self.peers.values().map(|s| s.session.lag()).sum();
         let stability = lattice.stability();
         let checkpoints = lattice.checkpoints();
         // Name, help, kind, value: one metric each, in this order.

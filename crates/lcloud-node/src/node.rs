@@ -2,14 +2,14 @@
 //! what the network and the API ask. Nothing else touches them, so there are no locks around
 //! the state, and every change is durable before it is acknowledged or sent on.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use lcloud_core::codec::ByteBuf;
-use lcloud_core::sync::{self, Request, Response, Summary};
+use lcloud_core::sync::{Request, Response, Summary};
 use lcloud_core::{
-    Experience, Id, Idx, InsertError, Inserted, NodeId, Op, Path, Replica, ValidationError,
-    Verified,
+    Experience, Id, InsertError, Inserted, Limits, NodeId, Op, Path, Replica, Session,
+    ValidationError, Verified,
 };
 use lcloud_net::{Command, Event, MessageId, Peer, node_of};
 use lcloud_store::{Identity, Store, StoreError};
@@ -38,20 +38,6 @@ const SCORES_MAX: usize = 65_536;
 const FLOOD_POINTS: u32 = 5;
 /// Requests a peer may make per second before it is refused (and scored).
 const REQUESTS_PER_SECOND: u32 = 200;
-/// Push batches in flight to one peer (each ≤ `sync::BATCH_BYTES`, so at most 8 MiB): enough
-/// that the peer always has a batch being validated while it stores the one before (with 2,
-/// a third of both cores sat idle during a catch-up; 4 and 8 measured 45–57k and 52–63k
-/// experiences/s, docs/BENCHMARKS.md).
-const PUSH_WINDOW: u32 = 8;
-
-/// The first batch of a catch-up (the sync answer and the first push) carries at most this
-/// many bytes; each push after it doubles, up to [`sync::BATCH_BYTES`]. The peer starts
-/// validating and storing after the first few KiB instead of after a whole MiB, and the
-/// window's first batches, which travel interleaved on the connection, arrive in the order
-/// they were sent (the smallest first) rather than all at once (measured: first experience
-/// stored after ~5–10 ms instead of ~100 ms, docs/BENCHMARKS.md).
-const BATCH_FIRST_BYTES: usize = 64 << 10;
-
 /// Experiences from a peer, already checked (off the core thread; see [`check`]), each with
 /// the bytes it came as (canonical: they are stored as they are).
 pub type Checked = Vec<Result<(Verified<Experience>, ByteBuf), ValidationError>>;
@@ -431,16 +417,8 @@ fn rejected_ops(replica: &Replica, exp: &Experience) -> Vec<(u32, String)> {
 
 #[derive(Default)]
 struct PeerState {
-    /// What this peer lacks and we still have to push, in arrival order (dependencies first).
-    pushing: BTreeSet<Idx>,
-    /// Push batches sent and not yet answered.
-    pushes_in_flight: u32,
-    /// The size of the next push batch (doubling from [`BATCH_FIRST_BYTES`]; 0 = not started).
-    push_bytes: usize,
-    sync_in_flight: bool,
-    /// Authors whose branches the sync in flight describes (a follow-up round, where
-    /// chains disagreed); none are described twice in one exchange.
-    described: BTreeSet<NodeId>,
+    /// The sync session with this peer (what is in flight, what it lacks).
+    session: Session,
     window_start: Option<Instant>,
     window_requests: u32,
 }
@@ -732,7 +710,7 @@ impl Node {
                 self.generation += 1;
                 // What peers lack is found again by the next exchange.
                 for s in self.peers.values_mut() {
-                    s.pushing.clear();
+                    s.session.forget_pushes();
                 }
                 if let Err(e) = self.record_own() {
                     self.unstored = Some(e.to_string());

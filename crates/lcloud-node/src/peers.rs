@@ -122,7 +122,7 @@ impl Node {
                 // What a sync answer left for pushes goes after the answer: sent before it,
                 // the pushes would reach the peer ahead of the first batch they build on
                 // (and be parked there until it came).
-                self.push_next(peer);
+                self.poll(peer);
             }
             Event::Response { peer, response } => self.on_response(peer, response),
             Event::Malformed {
@@ -137,9 +137,7 @@ impl Node {
                 tracing::debug!(%peer, %error, "request failed");
                 // What was lost is found again by the next anti-entropy exchange.
                 if let Some(s) = self.peers.get_mut(&peer) {
-                    s.sync_in_flight = false;
-                    s.pushes_in_flight = 0;
-                    s.pushing.clear();
+                    s.session.handle_failure();
                 }
             }
         }
@@ -262,19 +260,18 @@ impl Node {
                 }
                 self.metrics.syncs += 1;
                 self.peer_holds(&summary);
-                // The first batch goes in the answer; the rest is streamed as pushes.
-                let missing = sync::missing(self.replica.lattice(), &summary);
-                let (exps, more) = sync::batch(self.replica.lattice(), &missing, BATCH_FIRST_BYTES);
-                self.metrics.exps_out += exps.len() as u64;
-                if more && let Some(s) = self.peers.get_mut(&peer) {
-                    // Pushed once the answer is on its way (see `on_net`).
-                    s.pushing.extend(missing[exps.len()..].iter().copied());
+                // The first batch goes in the answer; the rest is pushed once the answer is
+                // on its way (see `on_net`). A peer without a session (not connected as far
+                // as this thread knows) gets the first batch alone.
+                let lattice = self.replica.lattice();
+                let response = match self.peers.get_mut(&peer) {
+                    Some(s) => s.session.handle_sync(lattice, &summary),
+                    None => Session::new(Limits::default()).handle_sync(lattice, &summary),
+                };
+                if let Response::Sync { exps, .. } = &response {
+                    self.metrics.exps_out += exps.len() as u64;
                 }
-                Response::Sync {
-                    summary: sync::answering(self.replica.lattice(), &summary),
-                    exps,
-                    more,
-                }
+                response
             }
             // Pushes are checked off this thread first and arrive as `Msg::Push`; one that
             // reaches here was not (never expected): check it now.
@@ -342,14 +339,10 @@ impl Node {
         exps: Checked,
         more: bool,
     ) {
-        let described = match self.peers.get_mut(&peer) {
-            Some(s) => {
-                s.sync_in_flight = false;
-                std::mem::take(&mut s.described)
-            }
-            None => BTreeSet::new(),
-        };
         if self.unstored.is_some() {
+            if let Some(s) = self.peers.get_mut(&peer) {
+                s.session.handle_failure();
+            }
             return;
         }
         if summary.cloud != self.replica.cloud() {
@@ -360,17 +353,15 @@ impl Node {
         let mut intake = Intake::default();
         self.insert_checked(&mut intake, peer, exps);
         self.commit(intake);
-        let lacking = sync::missing(self.replica.lattice(), &summary);
-        self.queue_push(peer, lacking);
-        // Chains that disagree where neither summary said where: ask again, describing our
-        // branches of them (at most once per author and exchange).
-        if !more {
-            let again = sync::follow_up(self.replica.lattice(), &summary, &described);
-            if !again.is_empty() {
-                self.metrics.follow_ups += 1;
-                self.request_sync(peer, again, described);
-            }
+        // What the peer lacks is pushed; chains that disagree where neither summary said
+        // where are asked about again, describing our branches of them.
+        let lattice = self.replica.lattice();
+        if let Some(s) = self.peers.get_mut(&peer)
+            && s.session.handle_sync_answer(lattice, &summary, more)
+        {
+            self.metrics.follow_ups += 1;
         }
+        self.poll(peer);
     }
 
     pub(super) fn on_response(&mut self, peer: Peer, response: Response) {
@@ -386,98 +377,46 @@ impl Node {
             }
             Response::Pushed { .. } => {
                 if let Some(s) = self.peers.get_mut(&peer) {
-                    s.pushes_in_flight = s.pushes_in_flight.saturating_sub(1);
+                    s.session.handle_pushed();
                 }
-                self.push_next(peer);
+                self.poll(peer);
             }
             Response::Refused { reason } => {
                 tracing::info!(%peer, %reason, "peer refused");
                 if let Some(s) = self.peers.get_mut(&peer) {
-                    s.sync_in_flight = false;
-                    s.pushes_in_flight = 0;
-                    s.pushing.clear();
+                    s.session.handle_failure();
                 }
             }
         }
     }
 
-    /// Adds experiences `peer` lacks to what is pushed to it, and pushes.
-    pub(super) fn queue_push(&mut self, peer: Peer, idxs: impl IntoIterator<Item = Idx>) {
-        let Some(s) = self.peers.get_mut(&peer) else {
-            return;
-        };
-        s.pushing.extend(idxs);
-        self.push_next(peer);
-    }
-
+    /// Starts an exchange with `peer` (unless one is in flight) and sends its first request.
     pub(super) fn start_sync(&mut self, peer: Peer) {
-        self.request_sync(peer, BTreeSet::new(), BTreeSet::new());
+        if let Some(s) = self.peers.get_mut(&peer) {
+            s.session.start();
+        }
+        self.poll(peer);
     }
 
-    /// Sends `Sync` with our summary, describing the branches of `describe` too (`before`:
-    /// the authors earlier rounds of this exchange described).
-    pub(super) fn request_sync(
-        &mut self,
-        peer: Peer,
-        describe: BTreeSet<NodeId>,
-        before: BTreeSet<NodeId>,
-    ) {
+    /// Sends what the session with `peer` has to send: our `Sync` when one is due, pushes of
+    /// what the peer lacks while the window has room (the answers are the backpressure).
+    /// Nothing while the store is unavailable (the replica may hold what it does not).
+    pub(super) fn poll(&mut self, peer: Peer) {
         if self.unstored.is_some() {
             return;
         }
         let Some(s) = self.peers.get_mut(&peer) else {
             return;
         };
-        if s.sync_in_flight {
-            return;
+        let mut requests = Vec::new();
+        while let Some(request) = s.session.poll_request(self.replica.lattice()) {
+            requests.push(request);
         }
-        s.sync_in_flight = true;
-        let summary = Summary::describing(self.replica.lattice(), &describe);
-        s.described = before.into_iter().chain(describe).collect();
-        self.send(Command::Request {
-            peer,
-            request: Request::Sync { summary },
-        });
-    }
-
-    /// Sends batches of what `peer` lacks while fewer than [`PUSH_WINDOW`] are unanswered
-    /// (the answers are the backpressure).
-    pub(super) fn push_next(&mut self, peer: Peer) {
-        if self.unstored.is_some() {
-            return;
-        }
-        let cloud = self.replica.cloud();
-        loop {
-            let Some(s) = self.peers.get_mut(&peer) else {
-                return;
-            };
-            if s.pushing.is_empty() {
-                // The next catch-up starts small again.
-                s.push_bytes = 0;
-                return;
+        for request in requests {
+            if let Request::Push { exps, .. } = &request {
+                self.metrics.exps_out += exps.len() as u64;
             }
-            if s.pushes_in_flight >= PUSH_WINDOW {
-                return;
-            }
-            let limit = s.push_bytes.clamp(BATCH_FIRST_BYTES, sync::BATCH_BYTES);
-            s.push_bytes = (limit * 2).min(sync::BATCH_BYTES);
-            let mut exps = Vec::new();
-            let mut bytes = 0;
-            while let Some(idx) = s.pushing.first().copied() {
-                let b = self.replica.lattice().get(idx).to_bytes();
-                if !exps.is_empty() && bytes + b.len() > limit {
-                    break;
-                }
-                s.pushing.remove(&idx);
-                bytes += b.len();
-                exps.push(ByteBuf(b));
-            }
-            s.pushes_in_flight += 1;
-            self.metrics.exps_out += exps.len() as u64;
-            self.send(Command::Request {
-                peer,
-                request: Request::Push { cloud, exps },
-            });
+            self.send(Command::Request { peer, request });
         }
     }
 

@@ -9,6 +9,8 @@ use super::World;
 impl World {
     pub(super) fn crash(&mut self, n: usize) {
         self.nodes[n].replica = None;
+        // Its sessions were in memory; its peers' requests to it fail (see `net`).
+        self.sessions.retain(|(a, _), _| *a != n);
         // A node keeps its refusals in memory: a restart forgets them.
         self.refused.retain(|(a, _)| *a != n);
         self.grants_seen[n] = 0;

@@ -18,20 +18,21 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use ed25519_consensus::SigningKey;
-use lcloud_core::codec::ByteBuf;
-use lcloud_core::sync::{self, Request, Response, Summary};
+
 use lcloud_core::{
-    Experience, ForkPolicy, Genesis, Id, NodeId, Op, Path, Replica, Value, Verified, validate_batch,
+    Experience, ForkPolicy, Genesis, Id, NodeId, Op, Path, Replica, Session, Value, Verified,
 };
 
 use crate::check::{self, CounterReport, SetReport};
 
 mod faults;
 mod finality;
+mod net;
 mod scenario;
 
 use crate::history::{Event, F, Kind};
 pub use finality::FinalityReport;
+use net::Msg;
 pub use scenario::Scenario;
 
 const MS: u64 = 1_000_000;
@@ -41,8 +42,6 @@ const WRITE_PHASE: u64 = 60_000 * MS;
 const CONVERGE_MAX: u64 = 60_000 * MS;
 /// Anti-entropy period of each node.
 const SYNC_EVERY: u64 = 200 * MS;
-/// Batches are small here so that paging is exercised.
-const BATCH_BYTES: usize = 16 * 1024;
 
 /// One run's parameters.
 #[derive(Clone, Copy, Debug)]
@@ -166,12 +165,6 @@ impl Rng {
     }
 }
 
-#[derive(Clone)]
-enum Wire {
-    Req(Vec<u8>),
-    Resp(Vec<u8>),
-}
-
 struct Node {
     key: SigningKey,
     /// `None` while crashed.
@@ -191,7 +184,7 @@ struct World {
     now: u64,
     genesis: Verified<Experience>,
     nodes: Vec<Node>,
-    queue: BTreeMap<(u64, u64), (usize, usize, Wire)>,
+    queue: BTreeMap<(u64, u64), Msg>,
     seq: u64,
     blocked: BTreeSet<(usize, usize)>,
     history: Vec<Event>,
@@ -200,9 +193,8 @@ struct World {
     destroyed: BTreeSet<usize>,
     /// Disks lost.
     amnesia: usize,
-    /// Per (initiator, responder): authors the last follow-up `Sync` described (chains that
-    /// disagreed), so an exchange describes each at most once.
-    described: BTreeMap<(usize, usize), BTreeSet<NodeId>>,
+    /// Per (node, peer): the node's sync session with that peer.
+    sessions: BTreeMap<(usize, usize), Session>,
     /// (n, m): node n refuses node m (not a member); no message passes either way.
     refused: BTreeSet<(usize, usize)>,
     /// Per node: grants its replica held when it last looked at its refusals.
@@ -225,133 +217,6 @@ fn counter_path() -> Path {
 }
 
 impl World {
-    fn send(&mut self, from: usize, to: usize, wire: Wire) {
-        self.messages.0 += 1;
-        let refused = self.refused.contains(&(from, to)) || self.refused.contains(&(to, from));
-        if refused || self.blocked.contains(&(from, to)) || self.rng.chance(self.cfg.drop_pct) {
-            self.messages.1 += 1;
-            return;
-        }
-        let copies = if self.rng.chance(self.cfg.dup_pct) {
-            self.messages.2 += 1;
-            2
-        } else {
-            1
-        };
-        for _ in 0..copies {
-            let at = self.now + (1 + self.rng.below(30)) * MS;
-            self.seq += 1;
-            self.queue.insert((at, self.seq), (from, to, wire.clone()));
-        }
-    }
-
-    /// Validates and stores what a peer sent (on the node's disk first: durable).
-    fn receive(&mut self, n: usize, exps: &[ByteBuf]) {
-        let node = &mut self.nodes[n];
-        let Some(replica) = node.replica.as_mut() else {
-            return;
-        };
-        let cloud = replica.cloud();
-        let inputs: Vec<&[u8]> = exps.iter().map(|b| b.0.as_slice()).collect();
-        for (r, bytes) in validate_batch(&inputs, &cloud).into_iter().zip(inputs) {
-            let Ok(exp) = r else { continue };
-            if replica.lattice().contains(&exp.id()) {
-                continue;
-            }
-            let id = exp.id();
-            if let Ok(out) = replica.insert(exp)
-                && !out.duplicate
-            {
-                node.disk.push(bytes.to_vec());
-                node.ids.insert(id);
-            }
-        }
-        self.membership_changed(n);
-    }
-
-    fn push_missing(&mut self, from: usize, to: usize, theirs: &Summary) {
-        let Some(replica) = self.nodes[from].replica.as_ref() else {
-            return;
-        };
-        let missing = sync::missing(replica.lattice(), theirs);
-        let cloud = replica.cloud();
-        let mut rest: &[u32] = &missing;
-        let mut batches = Vec::new();
-        while !rest.is_empty() {
-            let (batch, _) = sync::batch(replica.lattice(), rest, BATCH_BYTES);
-            rest = &rest[batch.len()..];
-            batches.push(batch);
-        }
-        for exps in batches {
-            let req = Request::Push { cloud, exps }.to_bytes();
-            self.send(from, to, Wire::Req(req));
-        }
-    }
-
-    fn deliver(&mut self, from: usize, to: usize, wire: Wire) {
-        if self.nodes[to].replica.is_none() {
-            return; // crashed: the message is lost
-        }
-        if matches!(wire, Wire::Req(_)) && !self.allowed(to, from) {
-            // The node's `refuse`: a non-member is disconnected until it becomes one.
-            self.refused.insert((to, from));
-            self.refused_peers.0 += 1;
-            return;
-        }
-        match wire {
-            Wire::Req(bytes) => match Request::from_bytes(&bytes).expect("own encoding") {
-                Request::Sync { summary } => {
-                    let replica = self.nodes[to].replica.as_ref().expect("up");
-                    let answer = sync::answer(replica.lattice(), &summary, BATCH_BYTES);
-                    self.send(to, from, Wire::Resp(answer.to_bytes()));
-                }
-                Request::Push { exps, .. } => {
-                    self.receive(to, &exps);
-                    let ack = Response::Pushed {
-                        new: 0,
-                        rejected: 0,
-                    };
-                    self.send(to, from, Wire::Resp(ack.to_bytes()));
-                }
-            },
-            Wire::Resp(bytes) => {
-                if let Response::Sync {
-                    summary,
-                    exps,
-                    more,
-                } = Response::from_bytes(&bytes).expect("own encoding")
-                {
-                    self.receive(to, &exps);
-                    self.push_missing(to, from, &summary);
-                    let described = self.described.remove(&(to, from)).unwrap_or_default();
-                    if more {
-                        self.start_sync(to, from);
-                    } else if let Some(replica) = self.nodes[to].replica.as_ref() {
-                        let again = sync::follow_up(replica.lattice(), &summary, &described);
-                        if !again.is_empty() {
-                            let req = Request::Sync {
-                                summary: Summary::describing(replica.lattice(), &again),
-                            };
-                            self.described
-                                .insert((to, from), described.into_iter().chain(again).collect());
-                            self.send(to, from, Wire::Req(req.to_bytes()));
-                        }
-                    }
-                }
-            }
-        }
-    }
-
-    fn start_sync(&mut self, from: usize, to: usize) {
-        let Some(replica) = self.nodes[from].replica.as_ref() else {
-            return;
-        };
-        let req = Request::Sync {
-            summary: Summary::of(replica.lattice()),
-        };
-        self.send(from, to, Wire::Req(req.to_bytes()));
-    }
-
     /// Appends one event of node `n`'s client to the history.
     fn record(&mut self, kind: Kind, n: usize, f: F, value: i64, time: u64) {
         self.history.push(Event {
@@ -424,20 +289,6 @@ impl World {
         self.broadcast(n, bytes);
     }
 
-    /// Pushes a new experience of node `n` to every other node.
-    fn broadcast(&mut self, n: usize, bytes: Vec<u8>) {
-        let cloud = self.genesis.id();
-        for to in 0..self.nodes.len() {
-            if to != n {
-                let req = Request::Push {
-                    cloud,
-                    exps: vec![ByteBuf(bytes.clone())],
-                };
-                self.send(n, to, Wire::Req(req.to_bytes()));
-            }
-        }
-    }
-
     fn set_of(&self, n: usize) -> Option<Vec<i64>> {
         let replica = self.nodes[n].replica.as_ref()?;
         Some(match replica.state().doc.materialize(&set_path()) {
@@ -507,8 +358,8 @@ impl World {
             } else {
                 let (key, _) = self.queue.first_key_value().expect("a message");
                 let key = *key;
-                let (from, to, wire) = self.queue.remove(&key).expect("present");
-                self.deliver(from, to, wire);
+                let msg = self.queue.remove(&key).expect("present");
+                self.deliver(msg);
             }
         }
     }
@@ -574,7 +425,7 @@ pub fn run(cfg: Config) -> Outcome {
         genesis,
         nodes,
         queue: BTreeMap::new(),
-        described: BTreeMap::new(),
+        sessions: BTreeMap::new(),
         seq: 0,
         blocked: BTreeSet::new(),
         history: Vec::new(),
@@ -795,9 +646,16 @@ mod tests {
     /// their peers, and every acknowledged write some peer held survives.
     #[test]
     fn a_node_that_lost_its_disk_recovers_from_its_peers() {
-        let o = run(Config::ci(1));
-        assert!(o.amnesia >= 1, "seed 1 loses a disk");
-        assert!(o.valid(), "{:?} {:?}", o.set, o.counter);
+        // The first seeds whose faults include a lost disk (about one in six).
+        let lost: Vec<Outcome> = (1..=40)
+            .map(|seed| run(Config::ci(seed)))
+            .filter(|o| o.amnesia >= 1)
+            .take(2)
+            .collect();
+        assert_eq!(lost.len(), 2, "two of the first 40 seeds lose a disk");
+        for o in lost {
+            assert!(o.valid(), "{:?} {:?}", o.set, o.counter);
+        }
     }
 
     /// In a members-only cloud under partitions and crashes, the stable frontier is watched
