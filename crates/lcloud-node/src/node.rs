@@ -7,18 +7,19 @@ use std::time::{Duration, Instant};
 
 use lcloud_core::codec::ByteBuf;
 use lcloud_core::sync::{Request, Response, Summary};
-use lcloud_core::{
-    Experience, Id, InsertError, Inserted, Limits, NodeId, Op, Path, Replica, Session,
-    ValidationError, Verified,
-};
+use lcloud_core::{Experience, Id, InsertError, Inserted, Limits, Replica, Session, Verified};
 use lcloud_net::{Command, Event, MessageId, Peer, node_of};
 use lcloud_store::{Identity, Store, StoreError};
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc};
 
 #[path = "calls.rs"]
 mod calls;
+#[path = "check.rs"]
+mod check;
 #[path = "finality.rs"]
 mod finality;
+#[path = "msg.rs"]
+mod msg;
 #[path = "peers.rs"]
 mod peers;
 #[path = "rotate.rs"]
@@ -26,6 +27,9 @@ mod rotate;
 #[path = "write.rs"]
 mod write;
 
+use check::cores;
+pub use check::{Checked, check};
+pub use msg::*;
 pub use rotate::{Ended, Restart, Rotated};
 
 /// Misbehaviour points at which a peer is disconnected and refused.
@@ -38,10 +42,6 @@ const SCORES_MAX: usize = 65_536;
 const FLOOD_POINTS: u32 = 5;
 /// Requests a peer may make per second before it is refused (and scored).
 const REQUESTS_PER_SECOND: u32 = 200;
-/// Experiences from a peer, already checked (off the core thread; see [`check`]), each with
-/// the bytes it came as (canonical: they are stored as they are).
-pub type Checked = Vec<Result<(Verified<Experience>, ByteBuf), ValidationError>>;
-
 /// Most gossiped experiences stored in one commit when several wait.
 const GOSSIP_PER_COMMIT: usize = 512;
 
@@ -51,116 +51,6 @@ const PUSHES_PER_COMMIT: usize = 8;
 /// syncing are signed together (on every core) and share the next commit's two fsyncs.
 const WRITES_PER_COMMIT: usize = 4096;
 
-/// Cores to validate on (looked up once: the lookup reads cgroup files).
-fn cores() -> usize {
-    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    *CORES.get_or_init(|| {
-        std::thread::available_parallelism()
-            .map_or(1, |n| n.get())
-            .min(8)
-    })
-}
-
-/// Validates one part of a batch, keeping each experience's bytes beside its result.
-fn check_part(exps: Vec<ByteBuf>, cloud: &Id) -> Checked {
-    let inputs: Vec<&[u8]> = exps.iter().map(|b| b.0.as_slice()).collect();
-    let results = lcloud_core::validate_batch(&inputs, cloud);
-    results
-        .into_iter()
-        .zip(exps)
-        .map(|(r, b)| r.map(|e| (e, b)))
-        .collect()
-}
-
-type Job = Box<dyn FnOnce() + Send>;
-
-/// How much lower than the rest of the node the validation threads run (a nice value): the
-/// core thread, which stores what they checked, runs first when both want a core. Checking
-/// runs ahead of storing by at most the peers' windows, and storing is what frees them; at
-/// equal priority the core thread got two thirds of a core while three threads shared two, and
-/// became the pace of a catch-up.
-const CHECK_NICE: i32 = 5;
-
-/// Long-lived validation threads, one per core, at lower priority ([`CHECK_NICE`]). Threads
-/// spawned for each batch started cold: the batch verifier's tables landed in fresh memory
-/// every time, and its page faults cost more than a tenth of a sync's CPU time. `None` if no
-/// thread could be started (then everything is validated on the caller's).
-fn validators() -> Option<&'static std::sync::Mutex<std::sync::mpsc::Sender<Job>>> {
-    static POOL: std::sync::OnceLock<Option<std::sync::Mutex<std::sync::mpsc::Sender<Job>>>> =
-        std::sync::OnceLock::new();
-    POOL.get_or_init(|| {
-        let (tx, rx) = std::sync::mpsc::channel::<Job>();
-        let rx = std::sync::Arc::new(std::sync::Mutex::new(rx));
-        let mut started = 0;
-        for i in 1..=cores() {
-            let rx = rx.clone();
-            let spawned = std::thread::Builder::new()
-                .name(format!("lcloud-check-{i}"))
-                .spawn(move || {
-                    // Best effort: a system that refuses leaves it at the node's priority.
-                    let _ = rustix::process::setpriority_process(
-                        Some(rustix::thread::gettid()),
-                        CHECK_NICE,
-                    );
-                    loop {
-                        // A job never panics while the lock is held: it runs after `recv`.
-                        let job = rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
-                        match job {
-                            Ok(job) => job(),
-                            Err(_) => return,
-                        }
-                    }
-                });
-            started += usize::from(spawned.is_ok());
-        }
-        (started > 0).then(|| std::sync::Mutex::new(tx))
-    })
-    .as_ref()
-}
-
-/// Runs `work` over `items` split in order across the pool's threads (one part per core, so
-/// parts of batches checked at once interleave on the pool's queue), and returns the results in
-/// order. Fewer than `min` items are done on the caller's thread.
-fn on_cores<T: Send + 'static, R: Send + 'static>(
-    mut items: Vec<T>,
-    min: usize,
-    work: impl Fn(Vec<T>) -> Vec<R> + Clone + Send + 'static,
-) -> Vec<R> {
-    let ways = cores();
-    let Some(pool) = validators().filter(|_| items.len() >= min) else {
-        return work(items);
-    };
-    let chunk = items.len().div_ceil(ways);
-    // Each part answers on its own channel, collected in order.
-    let mut answers = Vec::new();
-    while !items.is_empty() {
-        let rest = items.split_off(chunk.min(items.len()));
-        let part = std::mem::replace(&mut items, rest);
-        let (tx, rx) = std::sync::mpsc::channel();
-        let work = work.clone();
-        let job: Job = Box::new(move || {
-            let _ = tx.send(work(part));
-        });
-        let sent = pool.lock().unwrap_or_else(|e| e.into_inner()).send(job);
-        if let Err(std::sync::mpsc::SendError(job)) = sent {
-            // The pool is gone (never expected): do the part here.
-            job();
-        }
-        answers.push(rx);
-    }
-    let mut done = Vec::new();
-    for rx in answers {
-        done.extend(rx.recv().expect("pool work does not panic"));
-    }
-    done
-}
-
-/// Validates experiences' bytes on every core (ZIP-215 batches).
-pub fn check(exps: Vec<ByteBuf>, cloud: &Id) -> Checked {
-    let cloud = *cloud;
-    on_cores(exps, 64, move |part| check_part(part, &cloud))
-}
-
 /// Experiences inserted into the replica and not yet stored.
 #[derive(Default)]
 struct Intake {
@@ -168,237 +58,6 @@ struct Intake {
     parked: Vec<Verified<Experience>>,
     /// The bytes each arrived as, by id (looked up once per experience stored).
     bytes: std::collections::HashMap<Id, Vec<u8>, foldhash::fast::RandomState>,
-}
-
-/// What the API asks the node.
-pub enum Call {
-    /// Write ops as one experience of this node.
-    Write(Vec<Op>, oneshot::Sender<Result<Written, WriteError>>),
-    /// The document at a path (`None`: nothing there).
-    State(Path, oneshot::Sender<Option<serde_json::Value>>),
-    /// State root, heads, frontier clock, counts.
-    Status(oneshot::Sender<Status>),
-    /// The stable frontier and the checkpoints, as `/api/status` shows them
-    /// ([`crate::api::finality_json`]); asked only by that route, as it costs more than the
-    /// rest of the status.
-    Finality(oneshot::Sender<serde_json::Value>),
-    /// Prometheus text.
-    Metrics(oneshot::Sender<String>),
-    /// Cut every connection (`true`) or heal (`false`).
-    Isolate(bool),
-    /// How many experiences are admitted, and the generation of that count (it changes when
-    /// the history is loaded again from the store, renumbering it).
-    BundleHead(oneshot::Sender<(u64, u64)>),
-    /// The canonical bytes of admitted experiences from `from` on (arrival order), at least
-    /// one and as many as fit in `bytes`, if the generation is still the one given (`None`:
-    /// it is not, start again).
-    BundleRecords {
-        /// From [`Call::BundleHead`].
-        generation: u64,
-        /// The first.
-        from: u64,
-        /// About how many bytes to send back.
-        bytes: usize,
-        /// The answer.
-        reply: oneshot::Sender<Option<Vec<Vec<u8>>>>,
-    },
-    /// The store's local aliases.
-    Aliases(oneshot::Sender<BTreeMap<NodeId, String>>),
-    /// Import a bundle file (its layout and checksum already checked, each experience
-    /// validated like a peer's).
-    Import(
-        std::path::PathBuf,
-        oneshot::Sender<Result<Imported, String>>,
-    ),
-    /// Deploy a contract, and say what the fold made of it.
-    Deploy(Deploy, oneshot::Sender<Result<ContractWritten, WriteError>>),
-    /// Call a contract, and say what the fold made of the call.
-    Invoke(Invoke, oneshot::Sender<Result<ContractWritten, WriteError>>),
-    /// The deployed contracts.
-    Contracts(oneshot::Sender<Vec<crate::contracts::Deployed>>),
-    /// A contract's state (by name or id prefix), or the value under one key of it.
-    ContractState(
-        String,
-        Option<String>,
-        oneshot::Sender<Result<lcloud_core::Value, String>>,
-    ),
-    /// Rotate this node's key; the core then ends with [`Ended::Rotated`].
-    RotateKey(oneshot::Sender<Result<Rotated, WriteError>>),
-}
-
-/// A contract to deploy.
-#[derive(Clone, Debug)]
-pub struct Deploy {
-    /// The WebAssembly module.
-    pub code: Vec<u8>,
-    /// The arguments of its `init` function.
-    pub init: lcloud_core::Value,
-    /// A local name for it.
-    pub name: Option<String>,
-    /// The fuel limit, signed into the experience (default: the runtime's).
-    pub fuel: Option<u64>,
-}
-
-/// A contract call to write.
-#[derive(Clone, Debug)]
-pub struct Invoke {
-    /// The contract: a local name or an id prefix.
-    pub contract: String,
-    /// The function.
-    pub function: String,
-    /// Its arguments.
-    pub args: lcloud_core::Value,
-    /// The fuel limit, signed into the experience (default: the runtime's).
-    pub fuel: Option<u64>,
-}
-
-/// A written call or deploy and what the fold made of it.
-#[derive(Clone, Debug)]
-pub struct ContractWritten {
-    /// The experience.
-    pub written: Written,
-    /// Accepted or rejected (as folded now: a concurrent call that sorts before it and
-    /// arrives later can still change this, the same way on every node).
-    pub outcome: crate::contracts::Outcome,
-    /// The state root afterwards.
-    pub root: Id,
-}
-
-/// What an import through the API did.
-#[derive(Clone, Debug, Default)]
-pub struct Imported {
-    /// Experiences new to this node (admitted or parked).
-    pub new: u32,
-    /// Experiences it already held.
-    pub known: u32,
-    /// Experiences refused, by reason.
-    pub rejected: BTreeMap<String, u32>,
-    /// The first refusal, in full: which record and why.
-    pub first_rejection: Option<String>,
-    /// The state root afterwards.
-    pub root: Option<Id>,
-}
-
-/// Why a write was not acknowledged.
-#[derive(Clone, Debug)]
-pub enum WriteError {
-    /// Refused: nothing was written (bad ops, too large, the rules).
-    Refused(String),
-    /// The store failed (a full disk, an I/O error): the write is not acknowledged, and it
-    /// may or may not be stored. Retry once the cause is fixed.
-    Unavailable(String),
-}
-
-impl std::fmt::Display for WriteError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            WriteError::Refused(e) | WriteError::Unavailable(e) => f.write_str(e),
-        }
-    }
-}
-
-/// A written experience.
-#[derive(Clone, Debug)]
-pub struct Written {
-    /// Its id.
-    pub id: Id,
-    /// Its seq in this node's chain.
-    pub seq: u64,
-}
-
-/// The node at a glance.
-#[derive(Clone, Debug)]
-pub struct Status {
-    /// This node.
-    pub node: NodeId,
-    /// The cloud.
-    pub cloud: Id,
-    /// The current folded state: a persistent copy, cheap to take, so that its root can be
-    /// hashed off the node's thread ([`Status::root`]). Hashing a large state takes a while;
-    /// the node keeps syncing meanwhile.
-    pub state: lcloud_core::State,
-    /// The root of `state` if the node had it already.
-    pub cached_root: Option<Id>,
-    /// Heads of the DAG.
-    pub heads: Vec<Id>,
-    /// Frontier: per author, the highest seq held.
-    pub clock: BTreeMap<NodeId, u64>,
-    /// Experiences held.
-    pub experiences: usize,
-    /// Connected peers and the node each is.
-    pub peers: Vec<(String, Option<NodeId>)>,
-    /// Experiences held back because something they link to has not arrived (a gap).
-    pub parked: usize,
-    /// The first [`MISSING_SHOWN`] ids parked experiences wait for (sorted).
-    pub missing: Vec<Id>,
-    /// Why the store cannot be used right now (a failed write that it has not recovered
-    /// from yet), if so.
-    pub store_error: Option<String>,
-    /// Fork proofs: authors caught signing two experiences at one place of their chain, each
-    /// proof as canonical DAG-CBOR bytes (the same on every node that holds both branches).
-    pub forks: Vec<(NodeId, u64, Vec<u8>)>,
-}
-
-impl Status {
-    /// State root of the current state. Hashes the whole state unless the node had it: call
-    /// it off the node's thread (the API does, on a blocking thread).
-    pub fn root(&self) -> Id {
-        self.cached_root.unwrap_or_else(|| self.state.root())
-    }
-}
-
-/// Missing ids listed in [`Status::missing`] at most.
-pub const MISSING_SHOWN: usize = 16;
-
-/// Everything the core thread receives.
-pub enum Msg {
-    /// From the network.
-    Net(Event),
-    /// A peer's `Push`, its experiences already checked.
-    Push {
-        /// Who pushed.
-        peer: Peer,
-        /// The request's token, to answer.
-        token: u64,
-        /// The cloud named in the request.
-        cloud: Id,
-        /// The experiences, checked.
-        exps: Checked,
-    },
-    /// A peer's answer to our `Sync`, its experiences already checked.
-    SyncAnswer {
-        /// Who answered.
-        peer: Peer,
-        /// Its summary.
-        summary: Summary,
-        /// The first batch of what we lack, checked.
-        exps: Checked,
-        /// The peer streams the rest as pushes.
-        more: bool,
-    },
-    /// From the API.
-    Api(Call),
-    /// Time for anti-entropy with every connected peer.
-    Tick,
-    /// Stop.
-    Stop,
-}
-
-/// One experience as announced to subscribers of the event stream.
-#[derive(Clone, Debug)]
-pub struct Announced {
-    /// Its id.
-    pub id: Id,
-    /// Its author.
-    pub author: NodeId,
-    /// Its seq.
-    pub seq: u64,
-    /// How many ops it carries.
-    pub ops: usize,
-    /// Written here (`true`) or received.
-    pub local: bool,
-    /// Its calls and deploys the fold rejected when it was stored: op index and reason.
-    pub rejected: Vec<(u32, String)>,
 }
 
 /// The calls and deploys of `exp` that `replica` rejects now, by op index.
@@ -746,7 +405,8 @@ pub(crate) fn gate(lattice: &lcloud_core::Lattice) -> lcloud_net::Gate {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use lcloud_core::{Experience, ForkPolicy, Genesis, Op, Path, Replica, Value};
+    use lcloud_core::{Experience, ForkPolicy, Genesis, NodeId, Op, Path, Value};
+    use tokio::sync::oneshot;
 
     /// Writes that wait together are signed as one chain and stored together. A write the
     /// cloud's rules refuse (this node is a member, not an admin, so it may not add members),
@@ -904,44 +564,5 @@ mod tests {
         assert_eq!(store.signed_seq().unwrap(), N as u64);
         let replica = store.load(&mut |_| {}).unwrap();
         assert_eq!(replica.lattice().height(&my_id), N as u64);
-    }
-
-    /// A batch split across the validation threads comes back whole and in order, each
-    /// experience with its own bytes and verdict, as one thread would give it; again and
-    /// again, on the same long-lived threads.
-    #[test]
-    fn a_batch_checked_in_parts_comes_back_whole_and_in_order() {
-        let key = ed25519_consensus::SigningKey::from([4; 32]);
-        let genesis = Experience::create_genesis(&key, Genesis::open("t"));
-        let mut replica = Replica::new(genesis.clone()).unwrap();
-        let mut exps: Vec<ByteBuf> = (0..301)
-            .map(|i| {
-                let op = Op::Incr {
-                    path: Path(vec![format!("k{i}")]),
-                    by: 1,
-                };
-                ByteBuf(replica.write(&key, vec![op]).unwrap().to_bytes())
-            })
-            .collect();
-        // Every seventh is tampered with (its signature no longer holds).
-        for e in exps.iter_mut().step_by(7) {
-            let last = e.0.len() - 1;
-            e.0[last] ^= 1;
-        }
-        let one = check_part(exps.clone(), &genesis.id());
-        for _ in 0..3 {
-            let parts = check(exps.clone(), &genesis.id());
-            assert_eq!(parts.len(), exps.len());
-            for ((p, o), bytes) in parts.iter().zip(&one).zip(&exps) {
-                match (p, o) {
-                    (Ok((pe, pb)), Ok((oe, _))) => {
-                        assert_eq!((pe.id(), pb), (oe.id(), bytes));
-                    }
-                    (Err(pe), Err(oe)) => assert_eq!(pe.to_string(), oe.to_string()),
-                    _ => panic!("verdicts differ"),
-                }
-            }
-        }
-        assert_eq!(one.iter().filter(|r| r.is_err()).count(), 43);
     }
 }
