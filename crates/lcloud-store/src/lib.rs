@@ -7,10 +7,12 @@
 
 #![forbid(unsafe_code)]
 
+mod authors;
 pub mod bundle;
 mod commit;
 mod entry;
 mod error;
+mod group;
 mod identity;
 mod import;
 mod migrate;

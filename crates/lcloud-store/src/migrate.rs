@@ -6,8 +6,9 @@ use std::path::Path as FsPath;
 use lcloud_core::{Id, Replica, revalidate_stored};
 use redb::{Database, ReadableTable, TableDefinition};
 
+use crate::authors;
 use crate::error::{StoreError, bad_record, corrupt, map_db};
-use crate::records::{self, Recorder};
+use crate::records::Recorder;
 use crate::schema::{
     AUTHORS, CHECKPOINT_CLOCKS, CHECKPOINT_WRITERS, CHECKPOINTS, LEAVES, META, META_CHECKPOINT,
     META_FORMAT,
@@ -126,7 +127,7 @@ pub(crate) fn v2(db: &Database, dir: &FsPath) -> Result<(), StoreError> {
 pub(crate) fn v3(db: &Database, dir: &FsPath) -> Result<(), StoreError> {
     let map = |e: redb::Error| map_db(dir, e);
     let txn = db.begin_write().map_err(|e| map(e.into()))?;
-    records::seal_authors(&mut txn.open_table(AUTHORS).map_err(|e| map(e.into()))?)?;
+    authors::seal_authors(&mut txn.open_table(AUTHORS).map_err(|e| map(e.into()))?)?;
     txn.open_table(META)
         .map_err(|e| map(e.into()))?
         .insert(META_FORMAT, [4u8].as_slice())
