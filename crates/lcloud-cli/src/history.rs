@@ -1,0 +1,227 @@
+//! A store's history as a whole: `export` and `import` (bundles), `verify` (every signature,
+//! hash and link, and the fold, checked again) and `forks` (the proofs found).
+
+use super::*;
+
+pub(super) fn export(
+    dir: &FsPath,
+    json_out: bool,
+    file: &FsPath,
+    since: Option<String>,
+) -> Result<()> {
+    let node = open(dir)?;
+    let lattice = node.replica.lattice();
+    let since = since.as_deref().map(|c| node.names.clock(c)).transpose()?;
+    let bar = progress(lattice.len() as u64, "exporting");
+    let mut records: Vec<Vec<u8>> = Vec::new();
+    for (i, e) in lattice.iter().enumerate() {
+        let old = since
+            .as_ref()
+            .is_some_and(|c| i > 0 && lattice.clock(i as u32).le(c));
+        if !old {
+            records.push(e.to_bytes());
+        }
+        bar.set_position(i as u64);
+    }
+    bar.finish_and_clear();
+    let bytes = bundle::encode(&node.store.cloud(), records.iter().map(|r| r.as_slice()));
+    let tmp = file.with_extension("partial");
+    std::fs::write(&tmp, &bytes)
+        .and_then(|_| std::fs::rename(&tmp, file))
+        .with_context(|| format!("cannot write {}", file.display()))?;
+    print(
+        json_out,
+        json!({"file": file, "experiences": records.len(), "bytes": bytes.len()}),
+        || {
+            format!(
+                "wrote {} experiences ({} bytes) to {}",
+                records.len(),
+                bytes.len(),
+                file.display()
+            )
+        },
+    );
+    Ok(())
+}
+
+pub(super) fn import(node: &mut Node, json_out: bool, file: &FsPath) -> Result<()> {
+    let bytes = read_file(file)?;
+    let b = bundle::decode(&bytes).with_context(|| format!("cannot import {}", file.display()))?;
+    let cloud = node.store.cloud();
+    if b.cloud != cloud {
+        bail!(
+            "{} is a bundle of cloud {}, but this store holds cloud {cloud}",
+            file.display(),
+            b.cloud
+        );
+    }
+    let bar = progress(b.records.len() as u64, "importing");
+    let report = node
+        .store
+        .import(&mut node.replica, &b.records, &mut |n| bar.set_position(n))?;
+    bar.finish_and_clear();
+    let rejected = report.rejected_total();
+    print(
+        json_out,
+        json!({
+            "new": report.new, "known": report.known, "parked": report.parked,
+            "rejected": report.rejected, "root": node.replica.root().to_hex(),
+        }),
+        || {
+            let mut s = format!(
+                "imported {}: {} new, {} already known, {} parked (waiting for missing experiences), {rejected} rejected",
+                file.display(),
+                report.new,
+                report.known,
+                report.parked
+            );
+            for (why, n) in &report.rejected {
+                s.push_str(&format!("\n  rejected {n} × {why}"));
+            }
+            if let Some(first) = &report.first_rejection {
+                s.push_str(&format!("\n  first rejection: {first}"));
+            }
+            s.push_str(&format!("\nroot {}", node.replica.root()));
+            s
+        },
+    );
+    if rejected > 0 {
+        let first = report.first_rejection.as_deref().unwrap_or("unknown");
+        return Err(Rejected(format!(
+            "{rejected} of the {} records of {} were rejected (the rest is imported); the first: {first}",
+            b.records.len(),
+            file.display()
+        ))
+        .into());
+    }
+    Ok(())
+}
+
+/// A command that did part of its work and refused the rest (`lcloud import` with rejected
+/// records): exits with [`Rejected::EXIT_CODE`], not the code of a usage error or a failure.
+#[derive(Debug)]
+pub struct Rejected(pub String);
+
+impl Rejected {
+    /// The exit code (clap's usage errors exit 2, other failures 1).
+    pub const EXIT_CODE: u8 = 3;
+}
+
+impl std::fmt::Display for Rejected {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Rejected {}
+
+pub(super) fn verify(dir: &FsPath, json_out: bool) -> Result<()> {
+    let store = Store::open(dir)?;
+    let cloud = store.cloud();
+    let names = Names::from_store(store.aliases()?, store.authors()?);
+    let bar = progress(store.len(), "verifying");
+    let mut replica: Option<Replica> = None;
+    store.for_each_indexed(|n, indexed, bytes| {
+        let bad = |check: &str, why: &dyn std::fmt::Display| {
+            let who = match indexed {
+                Some((author, seq)) => format!(
+                    "{}:{seq} (stored as arrival #{n}, author {author})",
+                    names.show(&author)
+                ),
+                None => format!("arrival #{n} (its index entry is unreadable)"),
+            };
+            lcloud_store::StoreError::Corrupt {
+                what: format!("experience {who} fails verification ({check}): {why}"),
+            }
+        };
+        let exp = validate(bytes, &cloud).map_err(|e| bad(e.reason(), &e))?;
+        match replica.as_mut() {
+            None => {
+                replica = Some(
+                    Replica::with_registry(exp, lcloud_contracts::registry())
+                        .map_err(|e| bad("genesis", &e))?,
+                )
+            }
+            Some(r) => {
+                r.insert(exp).map_err(|e| bad(e.reason(), &e))?;
+            }
+        }
+        bar.set_position(n);
+        Ok(())
+    })?;
+    bar.finish_and_clear();
+    let replica = replica.ok_or_else(|| anyhow!("the store holds no genesis"))?;
+    let root = replica.root();
+    let fresh = replica.refold().root();
+    if fresh != root {
+        bail!("state root mismatch: incremental fold gives {root}, a fresh fold gives {fresh}");
+    }
+    let persisted = store.state()?.root();
+    if persisted != root {
+        bail!(
+            "the persisted state (root {persisted}) differs from the fold of the history (root {root})"
+        );
+    }
+    // The time-travel index and checkpoints must give the same state at the frontier.
+    let frontier = replica.lattice().frontier();
+    if let Some(state) = store.state_at_clock(&frontier)? {
+        let indexed = state.root();
+        if indexed != root {
+            bail!(
+                "the time-travel index gives root {indexed} at the frontier, the history gives {root}"
+            );
+        }
+    }
+    let n = replica.lattice().len();
+    // Closing reads the file too: a damaged page found there fails the verification.
+    drop(store);
+    if let Some(why) = crate::engine_panic() {
+        bail!("store corrupt: the database engine failed on a damaged page ({why})");
+    }
+    print(
+        json_out,
+        json!({"experiences": n, "root": root.to_hex(), "ok": true}),
+        || format!("verified {n} experiences: every hash, signature and link holds\nroot {root}"),
+    );
+    Ok(())
+}
+
+pub(super) fn forks(dir: &FsPath, json_out: bool) -> Result<()> {
+    // Fork proofs are stored as they are found: no history is read.
+    let store = Store::open(dir)?;
+    let proofs = store.forks()?;
+    let names = Names::from_store(store.aliases()?, Vec::new());
+    if json_out {
+        let rows: Vec<_> = proofs
+            .iter()
+            .map(|p| {
+                json!({
+                    "author": p.author().to_hex(), "seq": p.seq(),
+                    "a": {"header": hex::encode(p.a.header.to_bytes()), "sig": hex::encode(p.a.sig.0)},
+                    "b": {"header": hex::encode(p.b.header.to_bytes()), "sig": hex::encode(p.b.sig.0)},
+                    "valid": p.check().is_ok(),
+                })
+            })
+            .collect();
+        println!("{}", json!({"forks": rows}));
+        return Ok(());
+    }
+    if proofs.is_empty() {
+        println!("no forks");
+    }
+    for p in &proofs {
+        let (a, b) = p.ids();
+        println!(
+            "{} forked at seq {}: {} and {} — proof {}",
+            names.show(&p.author()),
+            p.seq(),
+            a.short(),
+            b.short(),
+            match p.check() {
+                Ok(()) => "valid".to_owned(),
+                Err(e) => format!("INVALID: {e}"),
+            }
+        );
+    }
+    Ok(())
+}
