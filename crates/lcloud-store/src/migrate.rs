@@ -134,3 +134,21 @@ pub(crate) fn v3(db: &Database, dir: &FsPath) -> Result<(), StoreError> {
         .map_err(|e| map(e.into()))?;
     txn.commit().map_err(|e| map(e.into()))
 }
+
+/// Format 4 → 5: the fold merges each experience's increments of a counter into one element
+/// (`Leaf::add_increment`), so the stored leaves, which hold one per op, are merged the same
+/// way (a refold must give the persisted fold byte for byte). Checkpoints are read as they
+/// are and merged when read. One transaction; the format changes (an older lcloud would
+/// read merged leaves and checkpoints as what they are not).
+pub(crate) fn v4(db: &Database, dir: &FsPath) -> Result<(), StoreError> {
+    let map = |e: redb::Error| map_db(dir, e);
+    let txn = db.begin_write().map_err(|e| map(e.into()))?;
+    {
+        let mut leaves = txn.open_table(LEAVES).map_err(|e| map(e.into()))?;
+        state::merge_leaf_increments(&mut leaves)?;
+        let mut meta = txn.open_table(META).map_err(|e| map(e.into()))?;
+        meta.insert(META_FORMAT, [5u8].as_slice())
+            .map_err(|e| map(e.into()))?;
+    }
+    txn.commit().map_err(|e| map(e.into()))
+}

@@ -8,8 +8,9 @@ pub(crate) const DB_FILE: &str = "store.redb";
 /// Store format version, in `meta["format"]`. Format 1 kept one record per experience and a
 /// separate index table; opening such a store converts it (see `migrate::v1`). Format 2
 /// tagged document leaves over their bytes alone (see `migrate::v2`). Format 3 wrote groups
-/// unpacked (see `migrate::v3`).
-pub(crate) const FORMAT: u8 = 4;
+/// unpacked (see `migrate::v3`). Format 4 kept one element per increment op (see
+/// `migrate::v4`).
+pub(crate) const FORMAT: u8 = 5;
 
 /// Arrival index of a group's first experience → sealed group (`records.rs`).
 pub(crate) const GROUPS: TableDefinition<u64, &[u8]> = TableDefinition::new("groups");

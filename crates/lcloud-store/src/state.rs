@@ -292,6 +292,35 @@ pub(crate) fn reseal_leaves(
     Ok(())
 }
 
+/// Merges each experience's increments in every stored leaf, as the fold now does
+/// (`Leaf::merge_increments`): leaves written before format 5 hold one increment per op.
+/// Returns how many leaves changed.
+pub(crate) fn merge_leaf_increments(
+    table: &mut Table<'_, &'static [u8], &'static [u8]>,
+) -> Result<u64, StoreError> {
+    let mut rows = Vec::new();
+    for row in table.iter().map_err(db)? {
+        let (k, v) = row.map_err(db)?;
+        let key = k.value().to_vec();
+        let bytes = unseal_leaf(&key, v.value(), &|| "a document leaf".into())?;
+        let mut leaf = Leaf::from_bytes(bytes).map_err(|e| StoreError::Corrupt {
+            what: format!("a document leaf: {e}"),
+        })?;
+        if leaf.incs.len() < 2 {
+            continue;
+        }
+        let before = leaf.incs.len();
+        leaf.merge_increments();
+        if leaf.incs.len() != before {
+            rows.push((seal_leaf(&key, &leaf.to_bytes()), key));
+        }
+    }
+    for (rec, key) in &rows {
+        table.insert(key.as_slice(), rec.as_slice()).map_err(db)?;
+    }
+    Ok(rows.len() as u64)
+}
+
 /// The tag of a value stored under the u64 `key` of a table (`table` names it): over the
 /// table and the key as well as the bytes, so a damaged key, which moves the value, is caught
 /// like damaged bytes. Groups, checkpoints and checkpoint clocks are sealed so from store

@@ -408,6 +408,9 @@ impl Store {
         if format < 4 {
             migrate::v3(&db, dir)?;
         }
+        if format < 5 {
+            migrate::v4(&db, dir)?;
+        }
         let txn = db.begin_read().map_err(|e| map_db(dir, e))?;
         let groups = txn.open_table(GROUPS).map_err(|e| map_db(dir, e))?;
         let next = records::count(&groups)?;

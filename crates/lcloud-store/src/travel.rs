@@ -47,6 +47,21 @@ pub(crate) enum WritersFrom<'a, I> {
 /// register values the records hold ([`INLINE_VALUE_MAX`]).
 const CHECKPOINT_REFS: u8 = 0x02;
 
+/// Checkpoints written from format 5 on start with this byte instead: the same layout, with
+/// each experience's increments of a counter merged as the fold merges them
+/// (`Leaf::add_increment`). Those before hold one increment per op, merged when read.
+const CHECKPOINT_MERGED: u8 = 0x03;
+
+/// A checkpoint's references (after its first byte) and whether its increments are merged,
+/// or `None` for a checkpoint of copied leaves (before format 4).
+fn checkpoint_refs(bytes: &[u8]) -> Option<(&[u8], bool)> {
+    match bytes.split_first() {
+        Some((&CHECKPOINT_MERGED, refs)) => Some((refs, true)),
+        Some((&CHECKPOINT_REFS, refs)) => Some((refs, false)),
+        _ => None,
+    }
+}
+
 /// A register value whose encoding is longer than this many bytes is not copied into a
 /// checkpoint: the checkpoint names the op that wrote it, and reading the checkpoint takes
 /// the value from that op's record. (A checkpoint of a thousand 200-byte values every 4096
@@ -124,7 +139,7 @@ pub(crate) fn write_checkpoint<'a>(
 }
 
 /// The bytes of a checkpoint of `doc` whose writers are `writers` (sorted by id): see
-/// [`CHECKPOINT_REFS`].
+/// [`CHECKPOINT_MERGED`].
 fn encode_checkpoint(doc: &Doc, writers: &[(Id, u32, u64)]) -> Vec<u8> {
     let index = |id: &Id| -> u32 {
         writers
@@ -167,7 +182,7 @@ fn encode_checkpoint(doc: &Doc, writers: &[(Id, u32, u64)]) -> Vec<u8> {
         })
         .collect();
     let list: Vec<(u32, u64)> = writers.iter().map(|(_, a, s)| (*a, *s)).collect();
-    let mut out = vec![CHECKPOINT_REFS];
+    let mut out = vec![CHECKPOINT_MERGED];
     out.extend_from_slice(&to_canonical(&(list, leaves)));
     out
 }
@@ -263,7 +278,10 @@ fn decode_checkpoint(rec: &[u8]) -> Result<Doc, StoreError> {
         from_canonical(bytes).map_err(|e| corrupt(format!("a checkpoint: {e}")))?;
     let mut doc = Doc::default();
     for (path, leaf) in leaves {
-        let leaf = Leaf::from_bytes(&leaf.0).map_err(|e| corrupt(format!("a checkpoint: {e}")))?;
+        let mut leaf =
+            Leaf::from_bytes(&leaf.0).map_err(|e| corrupt(format!("a checkpoint: {e}")))?;
+        // Written before increments were merged (format 3 and older).
+        leaf.merge_increments();
         doc.insert_leaf(path, leaf);
     }
     Ok(doc)
@@ -324,7 +342,7 @@ fn checkpoint_writers<G: ReadableTable<u64, &'static [u8]>>(
     records: &mut Records<'_, G>,
 ) -> Result<Writers, StoreError> {
     let bytes = unseal_at("checkpoints", upto, rec, &|| format!("checkpoint {upto}"))?;
-    let Some(refs) = bytes.strip_prefix(&[CHECKPOINT_REFS]) else {
+    let Some((refs, _)) = checkpoint_refs(bytes) else {
         let w = writers
             .get(upto)
             .map_err(db)?
@@ -337,7 +355,8 @@ fn checkpoint_writers<G: ReadableTable<u64, &'static [u8]>>(
 }
 
 /// The document and writers of the checkpoint `rec` after `upto` arrivals, in either form:
-/// copied leaves with their writers in `writers` (before format 4), or [`CHECKPOINT_REFS`],
+/// copied leaves with their writers in `writers` (before format 4), or [`CHECKPOINT_MERGED`]
+/// (or [`CHECKPOINT_REFS`], format 4),
 /// whose writers and left-out values are read from their records (and checked to be what
 /// the checkpoint names).
 fn read_checkpoint<G: ReadableTable<u64, &'static [u8]>>(
@@ -349,7 +368,7 @@ fn read_checkpoint<G: ReadableTable<u64, &'static [u8]>>(
     cloud: &Id,
 ) -> Result<(Doc, Writers), StoreError> {
     let bytes = unseal_at("checkpoints", upto, rec, &|| format!("checkpoint {upto}"))?;
-    let Some(refs) = bytes.strip_prefix(&[CHECKPOINT_REFS]) else {
+    let Some((refs, merged)) = checkpoint_refs(bytes) else {
         let doc = decode_checkpoint(rec)?;
         let w = writers
             .get(upto)
@@ -391,6 +410,9 @@ fn read_checkpoint<G: ReadableTable<u64, &'static [u8]>>(
             leaf.incs.insert(dot(w, op)?, n);
         }
         leaf.inc_sum = leaf.incs.values().map(|n| i128::from(*n)).sum();
+        if !merged {
+            leaf.merge_increments();
+        }
         for (key, refs) in elems {
             let dots = refs
                 .into_iter()
