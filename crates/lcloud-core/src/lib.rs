@@ -40,6 +40,7 @@ pub mod id;
 pub mod lattice;
 pub mod morphism;
 pub mod op;
+pub mod path;
 pub mod replica;
 pub mod session;
 pub mod sync;

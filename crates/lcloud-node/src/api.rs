@@ -15,7 +15,11 @@ use serde_json::{Value as J, json};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::contracts::Deployed;
+
+#[path = "openapi.rs"]
+mod openapi;
 use crate::node::{Announced, Call, ContractWritten, Deploy, Invoke, Msg, Status, WriteError};
+pub use openapi::openapi_document;
 
 /// What the handlers share.
 #[derive(Clone)]
@@ -719,153 +723,4 @@ fn event_stream(
         Some((Ok(event), (rx, slot)))
     });
     Sse::new(stream).keep_alive(KeepAlive::default())
-}
-
-/// The OpenAPI 3.1 description of this API.
-/// The routes of a node served with `debug` (`--debug-api`), or without the `/debug` ones.
-pub fn openapi_document(debug: bool) -> J {
-    let mut doc = paths_document();
-    if !debug && let Some(paths) = doc["paths"].as_object_mut() {
-        paths.retain(|p, _| !p.starts_with("/debug/"));
-    }
-    // Every route answers 403 to another Host or a foreign Origin, and every POST 415 to a
-    // body of another content type (`guard.rs`); every route but the two open ones needs a
-    // token: 401 without a valid one, 403 when its scope is too small (`auth.rs`).
-    let err = |d: &str| json!({"description": d, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}});
-    if let Some(paths) = doc["paths"].as_object_mut() {
-        for (path, item) in paths.iter_mut() {
-            let Some(item) = item.as_object_mut() else {
-                continue;
-            };
-            for (method, op) in item.iter_mut() {
-                let m = axum::http::Method::from_bytes(method.to_uppercase().as_bytes())
-                    .unwrap_or(axum::http::Method::GET);
-                match crate::auth::needs(&m, path) {
-                    Some(scope) => {
-                        op["responses"]["401"] =
-                            err("no valid token (missing, malformed, unknown, revoked or expired)");
-                        op["responses"]["403"] = err(&format!(
-                            "refused by the guard (see info.description), or the token's scope is below {scope}"
-                        ));
-                        op["x-scope"] = json!(scope.as_str());
-                        op["responses"]["429"] = err(
-                            "the token made more requests a second than the node allows (--token-rate); Retry-After says when to retry",
-                        );
-                    }
-                    None => {
-                        op["responses"]["403"] = err("refused by the guard (see info.description)");
-                        op["security"] = json!([]);
-                    }
-                }
-                if method == "post" {
-                    op["responses"]["415"] = err("refused by the guard: the body's content type");
-                    op["responses"]["413"] =
-                        err("the body is larger than the route accepts (4 MiB; bundles 1 GiB)");
-                }
-            }
-        }
-    }
-    doc["security"] = json!([{"bearer": []}]);
-    doc["components"]["securitySchemes"] = json!({"bearer": {"type": "http", "scheme": "bearer",
-        "description": "A token from `lcloud token create` (scopes read < write < admin; each route's x-scope says which it needs). The node's first admin token is in its directory's admin.token."}});
-    doc
-}
-
-/// The routes of [`openapi_document`], before the guard's answers are added to each.
-fn paths_document() -> J {
-    let err = json!({"description": "error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}});
-    let ok_json = |desc: &str, schema: J| json!({"description": desc, "content": {"application/json": {"schema": schema}}});
-    json!({
-        "openapi": "3.1.0",
-        "info": {"title": "λCLOUD node API", "version": "1",
-            "description": "Requests must name the node in Host (an IP address, localhost, or a name given with --api-host, with the API's port); a browser's Origin, when sent, must be the node's own; POST bodies must be application/json (bundles: application/octet-stream). Otherwise 403 or 415."},
-        "paths": {
-            "/api/state": {"get": {
-                "summary": "The current document at a path (JSON Pointer; empty: the whole document).",
-                "parameters": [{"name": "path", "in": "query", "required": false, "schema": {"type": "string", "pattern": "^(/([^~]|~[01])*)*$"}}],
-                "responses": {"200": ok_json("the value", json!({})), "400": err, "404": err}}},
-            "/api/root": {"get": {"summary": "The state root.",
-                "responses": {"200": ok_json("root", json!({"type": "object", "properties": {"root": {"type": "string"}}}))}}},
-            "/api/status": {"get": {"summary": "Node, cloud, root, heads, frontier clock, experiences, peers; parked experiences and the first ids they wait for (a gap), the number of fork proofs, and finality: the stable frontier (what every current member has seen), how many experiences are stable and not yet, each member's part and the member furthest behind (`held_back_by`).",
-                "responses": {"200": ok_json("status", json!({"type": "object"}))}}},
-            "/api/heads": {"get": {"summary": "Heads of the DAG.",
-                "responses": {"200": ok_json("ids", json!({"type": "array", "items": {"type": "string"}}))}}},
-            "/api/clock": {"get": {"summary": "Frontier clock: node id → highest seq held.",
-                "responses": {"200": ok_json("clock", json!({"type": "object", "additionalProperties": {"type": "integer"}}))}}},
-            "/api/forks": {"get": {"summary": "Fork proofs: each author caught signing two experiences at one place of its chain, with the proof (canonical DAG-CBOR, hex; `lcloud forks` checks them).",
-                "responses": {"200": ok_json("forks", json!({"type": "array", "items": {"type": "object", "properties": {"author": {"type": "string"}, "seq": {"type": "integer"}, "proof": {"type": "string"}}}}))}}},
-            "/api/ops": {"post": {"summary": "Write ops as one experience of this node (durable before the answer).",
-                "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Ops"}}}},
-                "responses": {"200": ok_json("written", json!({"type": "object", "properties": {"id": {"type": "string"}, "seq": {"type": "integer"}}})), "400": err, "422": err, "503": err}}},
-            "/api/bundle": {
-                "get": {"summary": "Every experience the node holds, as a bundle (LCLOUD-BUNDLE-1, see docs/format.md), streamed as the client reads it.",
-                    "responses": {"200": {"description": "application/octet-stream"}, "503": err}},
-                "post": {"summary": "Import a bundle: every experience is validated; reports new, known and rejected by reason.",
-                    "requestBody": {"required": true, "content": {"application/octet-stream": {}}},
-                    "responses": {"200": ok_json("report", json!({"type": "object", "properties": {
-                        "new": {"type": "integer"}, "known": {"type": "integer"},
-                        "rejected": {"type": "object", "additionalProperties": {"type": "integer"}},
-                        "first_rejection": {"type": ["string", "null"], "description": "the first rejected record and why"},
-                        "root": {"type": ["string", "null"]}}})), "400": err,
-                        "503": err}}},
-            "/api/contracts": {
-                "get": {"summary": "The deployed contracts: id, local name, who deployed them, the deploying experience, module size, keys in their state.",
-                    "responses": {"200": ok_json("contracts", json!({"type": "array", "items": {"type": "object"}}))}},
-                "post": {"summary": "Deploy a contract (docs/contracts.md) and name it locally; answers once the deploy is folded: accepted, or rejected and why.",
-                    "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object", "required": ["code"], "additionalProperties": false, "properties": {
-                        "code": {"type": "string", "description": "the WebAssembly module, hex"},
-                        "name": {"type": ["string", "null"], "pattern": "^[A-Za-z0-9._-]{1,64}$"}, "init": {"description": "arguments of the contract's init"},
-                        "fuel": {"type": ["integer", "null"], "minimum": 1}}}}}},
-                    "responses": {"200": ok_json("outcome", json!({"$ref": "#/components/schemas/Outcome"})), "400": err, "413": err, "422": err, "503": err}}},
-            "/api/contracts/{name}/state": {"get": {"summary": "A contract's state (a map of text values), or the value under one key.",
-                "parameters": [{"name": "name", "in": "path", "required": true, "schema": {"type": "string"}},
-                    {"name": "key", "in": "query", "required": false, "schema": {"type": "string"}}],
-                "responses": {"200": ok_json("state", json!({})), "404": err}}},
-            "/api/call": {"post": {"summary": "Call a contract's function as one experience of this node; answers once the call is folded: accepted, or rejected and why (as folded now: a concurrent call that sorts before it can still change this, identically on every node).",
-                "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object", "required": ["contract", "function"], "additionalProperties": false, "properties": {
-                    "contract": {"type": "string", "description": "local name or id prefix"},
-                    "function": {"type": "string"}, "args": {}, "fuel": {"type": ["integer", "null"], "minimum": 1}}}}}},
-                "responses": {"200": ok_json("outcome", json!({"$ref": "#/components/schemas/Outcome"})), "400": err, "422": err, "503": err}}},
-            "/api/key/rotate": {"post": {"summary": "Rotate this node's key: writes the rotation (signed by the old key), switches the node's directory to a new key and starts its network again under it; the old key may write no more. Refused (422) while the previous rotation has not reached a peer, or when this node may not write.",
-                "requestBody": {"required": false, "content": {"application/json": {"schema": {"type": "object", "additionalProperties": false, "properties": {}}}}},
-                "responses": {"200": ok_json("rotated", json!({"type": "object", "properties": {"old": {"type": "string"}, "node": {"type": "string"}, "rotation": {"type": "string"}}})), "400": err, "422": err, "503": err}}},
-            "/api/aliases": {"get": {"summary": "The node's local aliases: node id → name.",
-                "responses": {"200": ok_json("aliases", json!({"type": "object", "additionalProperties": {"type": "string"}}))}}},
-            "/api/events": {"get": {"summary": "Server-sent events: one `experience` event per experience stored (written here or received), with its calls and deploys the fold rejected (`rejected`: op index and reason).",
-                "responses": {"200": {"description": "text/event-stream"}, "429": err, "503": err}}},
-            "/debug/heads": {"get": {"summary": "Heads of the DAG.", "responses": {"200": {"description": "ids"}}}},
-            "/debug/state-hash": {"get": {"summary": "The state root as text.", "responses": {"200": {"description": "hex"}}}},
-            "/debug/isolate": {"post": {"summary": "Cut every peer connection and refuse new ones (on: true), or heal (on: false).",
-                "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object", "required": ["on"], "additionalProperties": false, "properties": {"on": {"type": "boolean"}}}}}},
-                "responses": {"200": {"description": "done"}, "400": err, "503": err}}},
-            "/metrics": {"get": {"summary": "Prometheus text: peers, experiences in/out, rejections by reason, sync lag.",
-                "responses": {"200": {"description": "text/plain"}}}},
-            "/api/openapi.json": {"get": {"summary": "This document.", "responses": {"200": {"description": "OpenAPI"}}}},
-            "/api/health": {"get": {"summary": "Whether the node answers (no token needed).",
-                "responses": {"200": ok_json("ok", json!({"type": "object", "properties": {"ok": {"type": "boolean"}}}))}}}
-        },
-        "components": {"schemas": {
-            "Error": {"type": "object", "properties": {"error": {"type": "string"}}},
-            "Outcome": {"type": "object", "properties": {
-                "id": {"type": "string"}, "seq": {"type": "integer"}, "contract": {"type": "string"},
-                "accepted": {"type": "boolean"}, "reason": {"type": ["string", "null"]}, "root": {"type": "string"}}},
-            "Ops": {"type": "object", "required": ["ops"], "additionalProperties": false, "properties": {"ops": {"type": "array", "minItems": 1, "maxItems": OPS_MAX, "items": {"$ref": "#/components/schemas/Op"}}}},
-            "Op": {"oneOf": [
-                {"type": "object", "required": ["op", "path", "value"], "additionalProperties": false, "properties": {
-                    "op": {"enum": ["set", "add", "remove"]},
-                    "path": {"type": "string", "pattern": "^(/([^~]|~[01])*)*$", "description": "JSON Pointer"},
-                    "value": {}}},
-                {"type": "object", "required": ["op", "path"], "additionalProperties": false, "properties": {
-                    "op": {"const": "del"},
-                    "path": {"type": "string", "pattern": "^(/([^~]|~[01])*)*$", "description": "JSON Pointer"}}},
-                {"type": "object", "required": ["op", "path"], "additionalProperties": false, "properties": {
-                    "op": {"const": "incr"},
-                    "path": {"type": "string", "pattern": "^(/([^~]|~[01])*)*$", "description": "JSON Pointer"},
-                    "by": {"type": "integer", "minimum": -9223372036854775808i64, "maximum": 9223372036854775807i64, "description": "default 1 (a 64-bit integer)"}}},
-                {"type": "object", "required": ["op", "node"], "additionalProperties": false, "properties": {
-                    "op": {"enum": ["add_member", "remove_member", "add_admin", "remove_admin"]},
-                    "node": {"type": "string", "pattern": "^[0-9a-f]{64}$", "description": "admin tokens only; the creator cannot be removed or demoted"}}}
-            ]}
-        }}
-    })
 }
