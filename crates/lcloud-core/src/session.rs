@@ -71,8 +71,6 @@ pub struct Session {
     to_sync: Option<BTreeSet<NodeId>>,
     /// Authors whose branches this exchange has described (the one in flight included).
     described: BTreeSet<NodeId>,
-    /// Follow-up rounds asked for, in all.
-    follow_ups: u64,
 }
 
 impl Session {
@@ -124,7 +122,6 @@ impl Session {
         if again.is_empty() {
             return false;
         }
-        self.follow_ups += 1;
         self.to_sync = Some(again);
         true
     }
@@ -197,10 +194,5 @@ impl Session {
     /// True while nothing is in flight or waiting to be sent: the exchange is over.
     pub fn idle(&self) -> bool {
         !self.syncing && self.to_sync.is_none() && self.in_flight == 0 && self.pushing.is_empty()
-    }
-
-    /// Follow-up rounds this session asked for.
-    pub fn follow_ups(&self) -> u64 {
-        self.follow_ups
     }
 }
