@@ -276,14 +276,16 @@ impl Lattice {
     }
 
     /// Whether the fold leaves out experience `idx`: its author had lost the right to write
-    /// it (see the module's comment).
+    /// it (see the module's comment), or it is late for a final checkpoint
+    /// ([`Lattice::is_late`]).
     pub fn is_void(&self, idx: Idx) -> bool {
-        self.authority.is_void(idx)
+        self.authority.is_void(idx) || self.is_late(idx)
     }
 
-    /// How many experiences the fold leaves out for want of a right.
+    /// How many experiences the fold leaves out, for want of a right or late.
     pub fn void_count(&self) -> usize {
-        self.authority.voids()
+        let late_only = self.late().filter(|i| !self.authority.is_void(*i)).count();
+        self.authority.voids() + late_only
     }
 
     /// How many admitted experiences change membership: a cheap way to tell that who may

@@ -136,7 +136,8 @@ pub struct Inserted {
     pub rejected: Vec<InsertError>,
     /// Fork proofs discovered by this call.
     pub forks: Vec<ForkProof>,
-    /// A right was revoked, and experiences admitted before are now left out of the fold.
+    /// Experiences admitted before are now left out of the fold, or back in it: a right was
+    /// revoked, or a checkpoint became final and left late experiences out. Refold.
     pub revoked: bool,
 }
 
@@ -191,6 +192,8 @@ pub struct Lattice {
     authority: authority::Authority,
     /// Checkpoint attestations, by depth and author.
     attestations: checkpoint::Attestations,
+    /// What the deepest final checkpoint fixes: the late experiences.
+    fixed: checkpoint::Fixed,
 }
 
 impl Lattice {
@@ -223,6 +226,7 @@ impl Lattice {
             forked: BTreeMap::new(),
             authority: Default::default(),
             attestations: Default::default(),
+            fixed: Default::default(),
         };
         lattice.admit(Arc::new(genesis), Vec::new());
         lattice.settle(0);
@@ -506,6 +510,7 @@ impl Lattice {
             let (idx, fork) = self.admit_with_fork(exp);
             out.revoked |= self.settle(idx);
             self.record_attestations(idx);
+            out.revoked |= self.settle_finality(idx);
             out.admitted.push(idx);
             out.forks.extend(fork);
             if self.waiting.is_empty() {

@@ -295,7 +295,9 @@ impl Replica {
         if self.lattice.rules().fork_policy != ForkPolicy::Quarantine {
             return None;
         }
-        self.lattice.fork_seq(author)
+        // A fork whose other branch is late (a final checkpoint leaves it out) quarantines
+        // nothing: the fold keeps one branch, as if the other had never been written.
+        self.lattice.live_fork_seq(author)
     }
 
     /// One answer per experience `author` is about to write (in order): refused if the fold
@@ -373,14 +375,16 @@ impl Replica {
     /// The next experience `author` would write: seq, prev and deps filled in.
     pub fn draft(&self, author: &NodeId, ops: Vec<Op>) -> Draft {
         let tip = self.lattice.tip(author).map(|i| self.lattice.get(i));
+        // Not on top of what a checkpoint this author attested leaves out
+        // (`Lattice::held_apart`).
         let deps: Vec<Id> = self
             .lattice
             .heads()
             .iter()
             .filter(|h| {
-                self.lattice
-                    .experience(h)
-                    .is_some_and(|e| e.author() != *author)
+                self.lattice.idx(h).is_some_and(|i| {
+                    self.lattice.get(i).author() != *author && !self.lattice.held_apart(author, i)
+                })
             })
             .copied()
             .collect();

@@ -81,7 +81,10 @@ impl Lattice {
     /// The stable frontier for the current members, with what each has acknowledged (see the
     /// module's comment).
     pub fn stability(&self) -> Stability {
-        let held: u64 = self.chains.iter().map(|c| c.len() as u64).sum();
+        let heights: Vec<u64> = (0..self.authors.len() as u32)
+            .map(|a| self.live_height(a))
+            .collect();
+        let held: u64 = heights.iter().sum();
         let Some(members) = self.members() else {
             return Stability {
                 open: true,
@@ -93,12 +96,9 @@ impl Lattice {
             members.iter().map(|m| (*m, self.acknowledged(m))).collect();
         let n = self.authors.len();
         let mut frontier: Vec<u64> = (0..n)
-            .map(|a| {
-                let height = self.chains[a].len() as u64;
-                match self.fork_seq(a as u32) {
-                    Some(f) => height.min(f - 1),
-                    None => height,
-                }
+            .map(|a| match self.live_fork_seq(a as u32) {
+                Some(f) => heights[a].min(f - 1),
+                None => heights[a],
             })
             .collect();
         for (_, s) in &seen {
@@ -109,18 +109,14 @@ impl Lattice {
         let witnesses = seen
             .into_iter()
             .map(|(node, s)| {
-                let acknowledged: u64 = s
-                    .iter()
-                    .zip(&self.chains)
-                    .map(|(q, c)| (*q).min(c.len() as u64))
-                    .sum();
+                let acknowledged: u64 = s.iter().zip(&heights).map(|(q, h)| (*q).min(*h)).sum();
                 Witness {
                     node,
                     seen: self.sparse(&s),
                     behind: held - acknowledged,
                     forked: self
                         .author_idx(&node)
-                        .is_some_and(|a| self.fork_seq(a).is_some()),
+                        .is_some_and(|a| self.live_fork_seq(a).is_some()),
                 }
             })
             .collect();
@@ -155,11 +151,11 @@ impl Lattice {
         }
         // The past of its latest experience(s), them excluded.
         if let Some(a) = self.author_idx(member) {
-            let height = self.chains[a as usize].len() as u64;
-            let top = self.fork_seq(a).unwrap_or(height);
+            let height = self.live_height(a);
+            let top = self.live_fork_seq(a).unwrap_or(height);
             let mut own: Option<Vec<u64>> = None;
-            for i in self.at_seq_of(a, top) {
-                let mut c = dense(*i);
+            for i in self.live_at_seq(a, top) {
+                let mut c = dense(i);
                 c[a as usize] = top - 1;
                 own = Some(match own {
                     None => c,

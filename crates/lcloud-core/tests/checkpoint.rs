@@ -7,7 +7,7 @@ mod common;
 
 use common::history::{cloud, run, step};
 use common::*;
-use lcloud_core::{Checkpoint, Cut, Experience, Id, Op, Replica, Verified, validate};
+use lcloud_core::{Checkpoint, Cut, Experience, ForkPolicy, Id, Op, Replica, Verified, validate};
 use proptest::prelude::*;
 
 /// Spacing used here: small, so that short histories have checkpoints.
@@ -234,4 +234,154 @@ proptest! {
             prop_assert_eq!(root_at(&last, d), root, "checkpoint {} changed its root", d);
         }
     }
+}
+
+/// Every experience `r` holds but the genesis, in arrival order.
+fn history(r: &Replica) -> Vec<Experience> {
+    r.lattice().iter().skip(1).map(|e| (**e).clone()).collect()
+}
+
+/// Member 2 forks at its second write: branch A goes to everyone, branch B (and one more
+/// write on top of it) is kept back. Rounds go on until a checkpoint deeper than the fork is
+/// due; every member attests it and it is final. Returns the members' replicas, the
+/// checkpoint, and the withheld branch.
+fn late_fork(policy: ForkPolicy) -> (Vec<Replica>, u64, Vec<Experience>) {
+    let g = genesis_with(Some(vec![node(1), node(2)]), policy);
+    let mut rs: Vec<Replica> = (0..3).map(|_| Replica::new(g.clone()).unwrap()).collect();
+    let mut withheld = Vec::new();
+    for round in 0..8 {
+        for (i, r) in rs.iter_mut().enumerate() {
+            if i == 2 && round == 1 {
+                let mut other = r.clone();
+                let b = other.write(&key(2), vec![set("/b", "\"late\"")]).unwrap();
+                let b2 = other.write(&key(2), vec![set("/b2", "1")]).unwrap();
+                withheld = vec![b.into_inner(), b2.into_inner()];
+            }
+            r.write(&key(i as u8), vec![set("/n", &round.to_string())])
+                .unwrap();
+        }
+        sync_all(&mut rs);
+    }
+    let d = due(&rs[0]).expect("a checkpoint is due after eight rounds");
+    let fork_depth = {
+        let l = rs[0].lattice();
+        l.depth(l.at_seq(&node(2), 2)[0])
+    };
+    assert!(d >= fork_depth, "the checkpoint covers the fork's seq");
+    let root = root_at(&rs[0], d);
+    for (i, r) in rs.iter_mut().enumerate() {
+        r.write(&key(i as u8), vec![Op::Attest { depth: d, root }])
+            .unwrap();
+    }
+    sync_all(&mut rs);
+    assert_eq!(rs[0].lattice().fixed_depth(), Some(d));
+    (rs, d, withheld)
+}
+
+#[test]
+fn a_fork_that_surfaces_after_its_checkpoint_is_final_is_late_and_changes_nothing() {
+    for policy in [ForkPolicy::Concurrent, ForkPolicy::Quarantine] {
+        let (mut rs, d, withheld) = late_fork(policy);
+        let (root_d, now) = (root_at(&rs[0], d), rs[0].root());
+        let g = rs[0].lattice().get(0).clone();
+        for e in &withheld {
+            let out = rs[0]
+                .insert(validate(&e.to_bytes(), &g.id()).unwrap())
+                .unwrap();
+            assert_eq!(out.admitted.len(), 1, "admitted, not refused");
+        }
+        let l = rs[0].lattice();
+        assert!(l.has_forks(), "the fork is proven");
+        for e in &withheld {
+            let i = l.idx(&e.id()).unwrap();
+            assert!(
+                l.is_late(i) && l.is_void(i),
+                "{policy:?}: the branch is late"
+            );
+        }
+        assert_eq!(l.late_count(), 2);
+        assert_eq!(
+            root_at(&rs[0], d),
+            root_d,
+            "{policy:?}: the final state stands"
+        );
+        assert_eq!(rs[0].root(), now, "{policy:?}: nothing late is folded");
+        assert_eq!(rs[0].quarantined(&node(2)), None, "one branch is folded");
+        assert_eq!(rs[0].document().to_json().get("b"), None);
+        // Stability ignores the late branch: the next checkpoint comes due.
+        for round in 0..6 {
+            for (i, r) in rs.iter_mut().enumerate() {
+                r.write(&key(i as u8), vec![set("/m", &round.to_string())])
+                    .unwrap();
+            }
+            sync_all(&mut rs);
+        }
+        assert!(
+            due(&rs[1]).is_some_and(|next| next > d),
+            "{policy:?}: finality goes on"
+        );
+
+        // Whatever the order, every node decides alike.
+        let all = history(&rs[0]);
+        for seed in 0..8 {
+            let order = shuffled(&all, seed);
+            let (r, _) = stepwise(&g, &order);
+            assert_eq!(r.root(), rs[0].root(), "{policy:?}, order {seed}");
+            assert_eq!(r.lattice().late_count(), 2, "{policy:?}, order {seed}");
+        }
+    }
+}
+
+#[test]
+fn a_member_that_attested_never_writes_on_top_of_a_late_experience() {
+    let (mut rs, d, withheld) = late_fork(ForkPolicy::Concurrent);
+    // Member 1 has attested `d`; member 0's attestation has not reached it yet, so it does
+    // not know the checkpoint is final when the late branch arrives.
+    let g = rs[1].lattice().get(0).clone();
+    let mut one = Replica::new(g.clone()).unwrap();
+    for e in history(&rs[1]) {
+        let attests_0 = e.author() == node(0) && matches!(e.ops()[0], Op::Attest { .. });
+        if !attests_0 {
+            one.insert(validate(&e.to_bytes(), &g.id()).unwrap())
+                .unwrap();
+        }
+    }
+    assert_eq!(one.lattice().fixed_depth(), None, "not final here yet");
+    for e in &withheld {
+        one.insert(validate(&e.to_bytes(), &g.id()).unwrap())
+            .unwrap();
+    }
+    let b2 = one.lattice().idx(&withheld[1].id()).unwrap();
+    assert!(one.lattice().heads().contains(&withheld[1].id()));
+    assert!(
+        !one.lattice().is_late(b2),
+        "not late while the checkpoint is not final"
+    );
+    assert!(one.lattice().held_apart(&node(1), b2));
+    assert!(!one.lattice().held_apart(&node(0), b2) || one.lattice().attested(&node(0), d));
+    let w = one.write(&key(1), vec![set("/after", "1")]).unwrap();
+    assert!(
+        !w.header().deps.contains(&withheld[1].id()),
+        "member 1 does not build on the branch its checkpoint leaves out"
+    );
+    // Once everything meets, the write stands and the branch is late.
+    rs[0].merge(&one);
+    let l = rs[0].lattice();
+    assert!(!l.is_void(l.idx(&w.id()).unwrap()));
+    assert!(l.is_late(l.idx(&withheld[1].id()).unwrap()));
+    assert_eq!(rs[0].document().to_json()["after"], serde_json::json!(1));
+}
+
+#[test]
+fn a_member_added_after_a_final_checkpoint_leaves_it_final() {
+    let (mut rs, d, _) = late_fork(ForkPolicy::Concurrent);
+    rs[0]
+        .write(&key(0), vec![Op::AddMember { node: node(3) }])
+        .unwrap();
+    let l = rs[0].lattice();
+    assert!(l.members().unwrap().contains(&node(3)));
+    let c = l.final_checkpoint().expect("still final");
+    assert_eq!(c.depth, d);
+    assert!(c.missing.is_empty(), "node 3 was no member at depth {d}");
+    assert_eq!(l.fixed_depth(), Some(d));
 }
