@@ -429,7 +429,8 @@ impl Lattice {
         if seen(b) < seq_a {
             return false;
         }
-        if !self.forked.contains_key(&na.author) {
+        // Below the author's lowest fork its chain is one: every branch passes through `a`.
+        if self.forked.get(&na.author).is_none_or(|f| seq_a < *f) {
             return true;
         }
         // The author forked: clocks cannot tell branches apart, so search the DAG, pruned to

@@ -18,8 +18,11 @@
 //! - the past of every grant that made it a member, the grant included (it may only write
 //!   on top of one), which is what a member that has not written yet has acknowledged.
 //!
-//! An author that forked is never stable from its lowest forked seq on: a member that saw one
-//! branch has not seen the other.
+//! An author that forked and is still a member is never stable from its lowest forked seq
+//! on: a member that saw one branch has not seen the other, and the forker may sign anything
+//! on top of either. Once it is removed it writes nothing more the fold keeps, and each of
+//! its experiences from the fork on is stable once every member has acknowledged that very
+//! experience (checked branch by branch, not by clock).
 //!
 //! The cost is one pass over each member's clock (members × authors) and the membership
 //! rule at the heads; it does not grow with the history. In an open cloud anyone may join
@@ -95,16 +98,32 @@ impl Lattice {
         let seen: Vec<(NodeId, Vec<u64>)> =
             members.iter().map(|m| (*m, self.acknowledged(m))).collect();
         let n = self.authors.len();
+        // A forked author that is still a member may sign anything on top of either branch:
+        // nothing of its from its fork on is stable. One that was removed writes nothing
+        // more the fold keeps; its branches are stable as far as every member has seen
+        // every one of them (`removed_forker_frontier`).
+        let removed_forkers: Vec<u32> = (0..n as u32)
+            .filter(|a| {
+                self.live_fork_seq(*a).is_some()
+                    && members.binary_search(&self.authors[*a as usize]).is_err()
+            })
+            .collect();
         let mut frontier: Vec<u64> = (0..n)
             .map(|a| match self.live_fork_seq(a as u32) {
-                Some(f) => heights[a].min(f - 1),
-                None => heights[a],
+                Some(f) if removed_forkers.binary_search(&(a as u32)).is_err() => {
+                    heights[a].min(f - 1)
+                }
+                _ => heights[a],
             })
             .collect();
         for (_, s) in &seen {
             for (a, f) in frontier.iter_mut().enumerate() {
                 *f = (*f).min(s[a]);
             }
+        }
+        for a in removed_forkers {
+            let f = &mut frontier[a as usize];
+            *f = (*f).min(self.removed_forker_frontier(a, &members, *f));
         }
         let witnesses = seen
             .into_iter()
@@ -127,6 +146,39 @@ impl Lattice {
             held,
             witnesses,
         }
+    }
+
+    /// The highest seq `s` (at most `upto`) such that every experience of the removed,
+    /// forked author `a` at seq `s` or below that the fold may keep (not void, not late) is
+    /// acknowledged by every member: clocks cannot tell its branches apart, so each
+    /// experience from its fork on is checked against each member's own.
+    fn removed_forker_frontier(&self, a: u32, members: &[NodeId], upto: u64) -> u64 {
+        let f = self.fork_seq(a).unwrap_or(1);
+        for seq in f..=upto {
+            for e in self.live_at_seq(a, seq) {
+                if !self.is_void(e) && !members.iter().all(|m| self.acknowledges(m, e)) {
+                    return seq - 1;
+                }
+            }
+        }
+        upto
+    }
+
+    /// Whether `member` has acknowledged experience `e` (see the module's comment): it is in
+    /// the past of every standing grant of the member's, or of each of its latest
+    /// experiences (them excluded).
+    fn acknowledges(&self, member: &NodeId, e: Idx) -> bool {
+        let follows = |t: Idx| t == e || self.precedes(e, t);
+        let grants = self.standing_grants(member);
+        if !grants.is_empty() && grants.iter().all(|g| follows(*g)) {
+            return true;
+        }
+        let Some(m) = self.author_idx(member) else {
+            return false;
+        };
+        let top = self.live_fork_seq(m).unwrap_or_else(|| self.live_height(m));
+        let mut latest = self.live_at_seq(m, top).peekable();
+        latest.peek().is_some() && latest.all(|t| t != e && self.precedes(e, t))
     }
 
     /// What `member` has acknowledged, as a dense clock over all authors.

@@ -153,9 +153,60 @@ fn a_forked_member_holds_finality_at_its_fork() {
         .unwrap();
     a.write(&key(2), vec![set("/z", "9")]).unwrap();
     let s = stability(&a);
-    assert_eq!(s.frontier.get(&node(1)), 1, "its fork is never stable");
     assert!(s.frontier.get(&node(0)) >= 3, "{:?}", s.frontier);
     assert!(s.frontier.get(&node(2)) >= 2, "{:?}", s.frontier);
+    // Both branches were in the members' pasts before the removal: once removed, the forker
+    // can add nothing the fold keeps, so its branches are stable too, and checkpoints go on
+    // past the fork.
+    assert_eq!(
+        s.frontier.get(&node(1)),
+        3,
+        "both branches, and the write on one, seen by every member"
+    );
+    let fork_depth = {
+        let l = a.lattice();
+        l.at_seq(&node(1), 2)
+            .iter()
+            .map(|i| l.depth(*i))
+            .max()
+            .unwrap()
+    };
+    let due = a
+        .lattice()
+        .checkpoint_due(&s, 1)
+        .expect("a checkpoint is due");
+    assert!(due >= fork_depth, "due {due}, fork at depth {fork_depth}");
+}
+
+#[test]
+fn a_removed_forkers_branch_that_the_fold_leaves_out_holds_nothing_back() {
+    let g = cloud();
+    let mut a = Replica::new(g.clone()).unwrap();
+    let mut thief = Replica::new(g.clone()).unwrap();
+    a.write(&key(1), vec![set("/a", "1")]).unwrap();
+    sync(&mut a, &mut thief);
+    a.write(&key(1), vec![set("/a", "2")]).unwrap();
+    thief.write(&key(1), vec![set("/a", "3")]).unwrap();
+    let hidden = thief.lattice().tip(&node(1)).unwrap();
+    let hidden = thief.lattice().get(hidden).clone();
+    // The admin removes node 1 after seeing its second write, and only that branch.
+    a.write(&key(0), vec![Op::RemoveMember { node: node(1) }])
+        .unwrap();
+    for n in [2u8, 0, 2] {
+        a.write(&key(n), vec![set("/z", &n.to_string())]).unwrap();
+    }
+    assert_eq!(
+        stability(&a).frontier.get(&node(1)),
+        2,
+        "one branch, seen by all"
+    );
+    // The other branch surfaces: concurrent with the removal, the fold leaves it out, so it
+    // holds nothing back once every member has it in its past.
+    a.insert(hidden).unwrap();
+    assert!(a.lattice().has_forks());
+    let s = stability(&a);
+    assert_eq!(s.frontier.get(&node(1)), 2, "the void branch holds nothing");
+    assert_eq!(a.document().to_json()["a"], serde_json::json!(2));
 }
 
 #[test]
