@@ -281,12 +281,14 @@ fn finality(f: &sim::FinalityReport) -> String {
         return String::new();
     }
     format!(
-        "; finality: {} of {} experiences stable at the end, {} frontiers watched, {} final checkpoints (deepest {}), {}",
+        "; finality: {} of {} experiences stable at the end, {} frontiers watched, {} final checkpoints (deepest {}), {} compactions and {} roots of compacted shadows compared, {}",
         f.stable,
         f.held,
         f.observations,
         f.finals,
         f.final_depth,
+        f.compactions,
+        f.compared,
         if f.valid() {
             "none moved back or came before a later write, no divergence".to_owned()
         } else {

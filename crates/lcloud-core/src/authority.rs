@@ -161,7 +161,8 @@ impl Lattice {
     }
 
     /// Whether experience `g` makes `who` an admin: it says so (`add_admin`), or it is a key
-    /// rotation by an author who was an admin where it wrote it.
+    /// rotation by an author who was an admin where it wrote it (kept below a compaction
+    /// point: as the full history said).
     fn grants_admin(&self, g: Idx, who: &NodeId, exact: bool) -> bool {
         let exp = self.get(g);
         if exp
@@ -171,7 +172,35 @@ impl Lattice {
         {
             return true;
         }
+        if let Some(said) = self.base.admin_grant(g, exact) {
+            return said;
+        }
         self.holds(&exp.author(), Right::Admin, self.parents(g), exact)
+    }
+
+    /// [`Lattice::grants_admin`], for compaction.
+    pub(super) fn grants_admin_at(&self, g: Idx, who: &NodeId, exact: bool) -> bool {
+        self.grants_admin(g, who, exact)
+    }
+
+    /// Every experience that grants or revokes a right, in no particular order.
+    pub(super) fn authority_changes(&self) -> impl Iterator<Item = Idx> + '_ {
+        let a = &self.authority;
+        a.grants
+            .iter()
+            .chain(a.revokes.iter())
+            .flat_map(|by| by.values().flatten().copied())
+    }
+
+    /// Records the rights a kept experience grants and revokes (compaction).
+    pub(super) fn record_membership(&mut self, idx: Idx, author: NodeId, ops: &[Op]) {
+        self.authority.record(idx, author, ops);
+    }
+
+    /// Records the fold's decision for the kept experience admitted next (compaction).
+    pub(super) fn keep_void(&mut self, void: bool) {
+        self.authority.void.push(void);
+        self.authority.voids += usize::from(void);
     }
 
     /// The admission rule for an experience whose parents are all admitted.
@@ -258,7 +287,8 @@ impl Lattice {
         }
         let mut rebuilt = false;
         for i in 0..idx {
-            if self.precedes(i, idx) {
+            // What a compaction kept below its final checkpoint stands as decided.
+            if self.base.is_kept(i) || self.precedes(i, idx) {
                 continue;
             }
             let void = !self.live(i);

@@ -152,10 +152,12 @@ impl Lattice {
         let mut clock = VectorClock::default();
         for (a, chain) in self.chains.iter().enumerate() {
             let seq = if self.fork_seq(a as u32).is_none() {
-                // Depth grows along an unforked chain.
-                chain.partition_point(|i| self.depth(*i) <= depth) as u64
+                // Depth grows along an unforked chain (above the compaction point, if any:
+                // a cut below it is not asked for).
+                self.base.below(a as u32)
+                    + chain.partition_point(|i| self.depth(*i) <= depth) as u64
             } else {
-                (1..=chain.len() as u64)
+                (1..=self.chain_height(a as u32))
                     .rev()
                     .find(|s| {
                         self.live_at_seq(a as u32, *s)
@@ -412,7 +414,7 @@ impl Lattice {
 
     /// The highest seq of author index `a` held by an experience that is not late.
     pub(super) fn live_height(&self, a: u32) -> u64 {
-        let mut h = self.chains[a as usize].len() as u64;
+        let mut h = self.chain_height(a);
         while h > 0 && self.live_at_seq(a, h).next().is_none() {
             h -= 1;
         }

@@ -11,7 +11,10 @@ mod authority;
 pub use authority::membership_refusal;
 #[path = "checkpoint.rs"]
 mod checkpoint;
+#[path = "compact.rs"]
+mod compact;
 pub use checkpoint::{CHECKPOINT_EVERY, Checkpoint};
+pub use compact::CompactError;
 #[path = "stability.rs"]
 mod stability;
 pub use stability::{Stability, Witness};
@@ -98,6 +101,24 @@ pub enum InsertError {
     /// The lattice must start from a genesis.
     #[error("experience {0} is not a genesis")]
     NotGenesis(Id),
+    /// The experience is, or builds on, history this node compacted away: too old to merge.
+    #[error(
+        "experience {id} ({author}:{seq}) is behind this node's compaction point (the final \
+         checkpoint at depth {depth}, {author}:{below} and below are compacted): too old to \
+         merge; a node that still needs it must join from that checkpoint"
+    )]
+    BehindCheckpoint {
+        /// The experience.
+        id: Id,
+        /// Its author.
+        author: NodeId,
+        /// Its seq.
+        seq: u64,
+        /// The author's seqs at or below this were compacted.
+        below: u64,
+        /// The checkpoint compacted at.
+        depth: u64,
+    },
 }
 
 impl InsertError {
@@ -112,13 +133,18 @@ impl InsertError {
             InsertError::SecondGenesis(_) => "second genesis",
             InsertError::ParkedFull => "parking full",
             InsertError::NotGenesis(_) => "not a genesis",
+            InsertError::BehindCheckpoint { .. } => "behind checkpoint",
         }
     }
 
     /// Whether the experience itself breaks a rule (so whoever sent it misbehaved). `false`
-    /// only for [`InsertError::ParkedFull`], which says nothing about the experience.
+    /// for [`InsertError::ParkedFull`], which says nothing about the experience, and for
+    /// [`InsertError::BehindCheckpoint`]: a peer that is behind is not misbehaving.
     pub fn is_invalid(&self) -> bool {
-        !matches!(self, InsertError::ParkedFull)
+        !matches!(
+            self,
+            InsertError::ParkedFull | InsertError::BehindCheckpoint { .. }
+        )
     }
 }
 
@@ -194,6 +220,8 @@ pub struct Lattice {
     attestations: checkpoint::Attestations,
     /// What the deepest final checkpoint fixes: the late experiences.
     fixed: checkpoint::Fixed,
+    /// What was compacted away, if anything (`compact.rs`).
+    base: compact::Base,
 }
 
 impl Lattice {
@@ -227,6 +255,7 @@ impl Lattice {
             authority: Default::default(),
             attestations: Default::default(),
             fixed: Default::default(),
+            base: Default::default(),
         };
         lattice.admit(Arc::new(genesis), Vec::new());
         lattice.settle(0);
@@ -364,9 +393,10 @@ impl Lattice {
     /// The clock of the whole lattice: the join of all heads.
     pub fn frontier(&self) -> VectorClock {
         let mut c = VectorClock::default();
-        for (a, chain) in self.chains.iter().enumerate() {
-            if !chain.is_empty() {
-                c.observe(self.authors[a], chain.len() as u64);
+        for a in 0..self.authors.len() as u32 {
+            let h = self.chain_height(a);
+            if h > 0 {
+                c.observe(self.authors[a as usize], h);
             }
         }
         c
@@ -378,7 +408,7 @@ impl Lattice {
             return Vec::new();
         };
         let a = *a;
-        (1..=self.chains[a as usize].len() as u64)
+        (1..=self.chain_height(a))
             .flat_map(|seq| self.at_seq_of(a, seq))
             .map(|i| self.get(*i))
             .collect()
@@ -397,25 +427,34 @@ impl Lattice {
         if let Some(all) = self.forked_at.get(&(a, seq)) {
             return all;
         }
-        match seq.checked_sub(1) {
-            Some(i) => self.chains[a as usize]
-                .get(i as usize)
-                .map_or(&[], std::slice::from_ref),
-            None => &[],
+        let below = self.base.below(a);
+        if seq <= below {
+            return self.base.kept_at(a, seq);
         }
+        self.chains[a as usize]
+            .get((seq - below - 1) as usize)
+            .map_or(&[], std::slice::from_ref)
+    }
+
+    /// The highest seq held of author index `a`'s chain (compacted seqs included).
+    pub(crate) fn chain_height(&self, a: u32) -> u64 {
+        self.base.below(a) + self.chains[a as usize].len() as u64
     }
 
     /// The highest seq held of `author`'s chain (0 if none).
     pub fn height(&self, author: &NodeId) -> u64 {
         self.author_index
             .get(author)
-            .map_or(0, |a| self.chains[*a as usize].len() as u64)
+            .map_or(0, |a| self.chain_height(*a))
     }
 
     /// The latest unforked experience of `author` (its chain tip), if any.
     pub fn tip(&self, author: &NodeId) -> Option<Idx> {
         let a = *self.author_index.get(author)?;
-        self.chains[a as usize].last().copied()
+        match self.chains[a as usize].last() {
+            Some(i) => Some(*i),
+            None => self.base.kept_at(a, self.base.below(a)).first().copied(),
+        }
     }
 
     /// `a` happened strictly before `b`: `a` is in `b`'s causal past.
@@ -477,6 +516,7 @@ impl Lattice {
         if exp.header().is_genesis() {
             return Err(InsertError::SecondGenesis(id));
         }
+        self.check_not_behind(&exp)?;
         let missing: Vec<Id> = exp
             .parents()
             .filter(|p| !self.by_id.contains_key(*p))
@@ -565,6 +605,7 @@ impl Lattice {
         self.authors.push(author);
         self.author_index.insert(author, a);
         self.chains.push(Vec::new());
+        self.base.add_author();
         a
     }
 
@@ -587,12 +628,14 @@ impl Lattice {
         }
         self.heads.insert(exp.id());
         self.by_id.insert(exp.id(), idx);
+        // Seqs count from the compaction point (`check_not_behind` refused anything below).
+        let pos = (seq - self.base.below(author)) as usize;
         let chain = &mut self.chains[author as usize];
-        debug_assert!(chain.len() + 1 >= seq as usize, "admitted after its prev");
-        if chain.len() < seq as usize {
+        debug_assert!(chain.len() + 1 >= pos, "admitted after its prev");
+        if chain.len() < pos {
             chain.push(idx);
         } else {
-            let first = chain[seq as usize - 1];
+            let first = chain[pos - 1];
             self.forked_at
                 .entry((author, seq))
                 .or_insert_with(|| vec![first])
@@ -666,7 +709,7 @@ impl Lattice {
 
     /// The experiences of author index `a` with seq in `from..=to`.
     pub(crate) fn chain_range(&self, a: u32, from: u64, to: u64) -> impl Iterator<Item = Idx> {
-        let hi = to.min(self.chains[a as usize].len() as u64);
+        let hi = to.min(self.chain_height(a));
         (from.max(1)..=hi).flat_map(move |seq| self.at_seq_of(a, seq).iter().copied())
     }
 

@@ -59,8 +59,8 @@ pub use fork::{ForkProof, ForkProofError, SignedHeader};
 pub use guarded::{DocWrite, GUARDS_PER_CONTRACT_MAX, Guarded};
 pub use id::{CloudId, Id, NodeId, Sig};
 pub use lattice::{
-    CHECKPOINT_EVERY, Checkpoint, Idx, InsertError, Inserted, Lattice, Rules, Stability, Witness,
-    membership_refusal,
+    CHECKPOINT_EVERY, Checkpoint, CompactError, Idx, InsertError, Inserted, Lattice, Rules,
+    Stability, Witness, membership_refusal,
 };
 pub use morphism::{
     CallContext, Effects, Kv, Ledger, Loader, Morphism, Program, Registry, Rejection, contract_id,

@@ -17,6 +17,10 @@ use crate::op::{ForkPolicy, Op, Path};
 use crate::value::Value;
 use crate::write::{WriteRefused, check_shapes};
 
+#[path = "replica_base.rs"]
+mod base;
+use base::Base;
+
 /// Most document checkpoints kept; past this, every other one is dropped and the spacing
 /// doubles, so a cut replays at most about 1/128 of the history (or the spacing below).
 const CHECKPOINTS_MAX: usize = 256;
@@ -58,6 +62,15 @@ pub enum ViewError {
     /// A head is not in the lattice.
     #[error("unknown experience {0}")]
     UnknownExperience(Id),
+    /// The view needs history this replica compacted away.
+    #[error(
+        "this replica was compacted at a final checkpoint; the earliest cut it still holds is \
+         {earliest} (a cut must include it, and views without a node need the whole history)"
+    )]
+    Compacted {
+        /// The compaction point's clock.
+        earliest: VectorClock,
+    },
     /// The clock asks for more of a chain than this replica has.
     #[error("clock asks for {node}:{asked}, but this replica has only {node}:{known}")]
     ClockAhead {
@@ -93,6 +106,7 @@ struct Checkpoint {
 /// A replica of one cloud.
 #[derive(Clone, Debug)]
 pub struct Replica {
+    base: Option<Base>,
     lattice: Lattice,
     registry: Registry,
     doc: Doc,
@@ -123,6 +137,7 @@ impl Replica {
     ) -> Result<Replica, InsertError> {
         let lattice = Lattice::new(genesis)?;
         let mut r = Replica {
+            base: None,
             lattice,
             registry,
             doc: Doc::default(),
@@ -199,8 +214,12 @@ impl Replica {
     /// The state folded from scratch, every included experience in canonical order.
     pub fn refold(&self) -> State {
         let mut state = State::default();
+        let from = self.base.as_ref().map_or(0, |b| {
+            state.doc = b.doc.clone();
+            b.end
+        });
         for idx in self.canonical_order() {
-            if self.skipped(idx) {
+            if idx < from || self.skipped(idx) {
                 continue;
             }
             apply_doc(&mut state.doc, &self.lattice, idx);
@@ -225,7 +244,20 @@ impl Replica {
         self.checkpoint_ops = CHECKPOINT_OPS_MIN;
         self.ops_since = 0;
         self.frontier.clear();
-        let all: Vec<Idx> = (0..self.lattice.len() as Idx).collect();
+        let from = match &self.base {
+            None => 0,
+            Some(b) => {
+                self.doc = b.doc.clone();
+                self.frontier = b.clock.clone();
+                self.checkpoints.push(Checkpoint {
+                    upto: b.end as usize,
+                    clock: b.clock.clone(),
+                    doc: b.doc.clone(),
+                });
+                b.end
+            }
+        };
+        let all: Vec<Idx> = (from..self.lattice.len() as Idx).collect();
         self.fold_admitted(&all);
     }
 
@@ -413,10 +445,31 @@ impl Replica {
 
     /// Folds a view: a cut, optionally without one node.
     pub fn view(&self, view: &View) -> Result<State, ViewError> {
-        let cut = match &view.cut {
+        let mut cut = match &view.cut {
             Some(c) => Some(self.resolve(c)?),
             None => None,
         };
+        if let Some(b) = &self.base {
+            let compacted = || ViewError::Compacted {
+                earliest: self
+                    .lattice
+                    .compaction_point()
+                    .map(|(_, c)| c.clone())
+                    .unwrap_or_default(),
+            };
+            if view.without.is_some() {
+                return Err(compacted());
+            }
+            if let Some(c) = &mut cut {
+                if !dense_le(&b.clock, &c.clock) {
+                    return Err(compacted());
+                }
+                // The cut holds the whole checkpoint, so everything kept below it.
+                if let Some(set) = &mut c.exact {
+                    set[..b.end as usize].fill(true);
+                }
+            }
+        }
         let without = view.without.and_then(|n| self.lattice.author_idx(&n));
         if view.without.is_some() && without.is_none() {
             // A node with no experiences here: leaving it out changes nothing.

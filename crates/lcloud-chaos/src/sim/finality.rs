@@ -17,8 +17,14 @@
 //! Nodes also attest checkpoints as `lcloud node` does, at every anti-entropy tick (with a
 //! smaller spacing, so that a run has several): at the end no checkpoint may be divergent,
 //! and every judged node must fold, at every final checkpoint, the root its members attested.
+//!
+//! Each node that is up also has a *compacted shadow*: a copy of its replica compacted at its
+//! deepest final checkpoint ([`lcloud_core::Replica::compacted`]), compacted again at every
+//! deeper one, and fed at every observation whatever the node admitted since. The shadow must
+//! refuse nothing but what it compacted away (too old to merge) and report the node's root
+//! every time: compacted and uncompacted nodes agree under the faults.
 
-use lcloud_core::{Cut, NodeId, Op, Stability, VectorClock};
+use lcloud_core::{Cut, InsertError, NodeId, Op, Replica, Stability, VectorClock};
 
 use super::World;
 
@@ -75,6 +81,11 @@ pub struct FinalityReport {
     pub finals: usize,
     /// The deepest final checkpoint's depth.
     pub final_depth: u64,
+    /// Compactions of the shadows, and the observations at which a shadow's root was
+    /// compared with its node's.
+    pub compactions: usize,
+    /// Observations of a compacted shadow.
+    pub compared: usize,
     /// What went wrong, in words.
     pub violations: Vec<String>,
 }
@@ -92,6 +103,8 @@ pub(super) struct Watch {
     last: Vec<Option<(u64, VectorClock)>>,
     /// (node, time, frontier, what the node held then).
     kept: Vec<(usize, u64, VectorClock, VectorClock)>,
+    /// Per node: the restart count and its compacted shadow.
+    shadows: Vec<Option<(u64, Replica)>>,
     report: FinalityReport,
 }
 
@@ -127,6 +140,65 @@ impl Watch {
             if self.kept.len() < KEPT_MAX && !s.frontier.0.is_empty() {
                 self.kept.push((n, w.now, s.frontier, lattice.frontier()));
             }
+            self.shadow(n, node.restarts, r, w.now);
+        }
+    }
+
+    /// Feeds node `n`'s compacted shadow what the node admitted since, compares roots, and
+    /// compacts the shadow again (or for the first time) at a deeper final checkpoint.
+    fn shadow(&mut self, n: usize, restarts: u64, r: &Replica, now: u64) {
+        if self.shadows.len() <= n {
+            self.shadows.resize_with(n + 1, || None);
+        }
+        if self.shadows[n]
+            .as_ref()
+            .is_some_and(|(at, _)| *at != restarts)
+        {
+            self.shadows[n] = None;
+        }
+        let ms = now / 1_000_000;
+        if let Some((_, shadow)) = self.shadows[n].as_mut() {
+            for e in r.lattice().iter() {
+                if shadow.lattice().contains(&e.id()) {
+                    continue;
+                }
+                match shadow.insert(e.clone()) {
+                    Ok(_) | Err(InsertError::BehindCheckpoint { .. }) => {}
+                    Err(e) => self.report.violations.push(format!(
+                        "node {n} at {ms} ms: its compacted shadow refused {e}"
+                    )),
+                }
+            }
+            self.report.compared += 1;
+            if shadow.root() != r.root() {
+                self.report.violations.push(format!(
+                    "node {n} at {ms} ms: root {}, its compacted shadow's {}",
+                    r.root(),
+                    shadow.root()
+                ));
+                self.shadows[n] = None;
+                return;
+            }
+        }
+        let point = |x: &Replica| x.lattice().compaction_point().map(|(d, _)| *d);
+        let Some(fixed) = r.lattice().fixed_depth() else {
+            return;
+        };
+        let from = match &self.shadows[n] {
+            Some((_, shadow)) if point(shadow) < Some(fixed) => shadow,
+            Some(_) => return,
+            None => r,
+        };
+        match from.compacted() {
+            Ok(c) => {
+                self.report.compactions += 1;
+                self.shadows[n] = Some((restarts, c));
+            }
+            // The shadow may not know the checkpoint final yet: the next observation retries.
+            Err(lcloud_core::CompactError::NoFinalCheckpoint) => {}
+            Err(e) => self.report.violations.push(format!(
+                "node {n} at {ms} ms: compaction at checkpoint {fixed} failed: {e}"
+            )),
         }
     }
 

@@ -1,0 +1,245 @@
+//! Compaction: a lattice that keeps, of the history below a final checkpoint, only what the
+//! history above it still asks about.
+//!
+//! A final checkpoint never changes (`checkpoint.rs`), so what lies below it is needed only to
+//! answer questions about the experiences above it and the state it left. The compacted
+//! lattice keeps, of the experiences in the checkpoint's cut:
+//!
+//! - the genesis (the cloud's rules);
+//! - every membership change (rights are read at any cut: the grants and revocations, with
+//!   whether each key rotation carried its author's admin right, as the whole history said);
+//! - each author's last experience in the cut (what its next one links to);
+//! - every parent of an experience above the cut;
+//! - every experience the caller names: those whose ops wrote something the state still
+//!   holds (an element's dot is compared with later writes by causal order).
+//!
+//! Each kept experience keeps its depth and clock, computed from the full history; it has no
+//! parents here. Nothing else below the cut remains: the lattice's memory is the state's
+//! dots, the members' changes and the history since the checkpoint, whatever the history's
+//! length. An experience that is, or builds directly on, one of the compacted seqs is refused
+//! ([`InsertError::BehindCheckpoint`]): too old to merge.
+//!
+//! What the rights rule decided for a kept experience stands: a revocation that arrives after
+//! compaction re-decides only what is above the checkpoint.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use super::{Idx, InsertError, Lattice, Node};
+use crate::clock::VectorClock;
+use crate::experience::{Experience, Verified};
+use crate::id::Id;
+
+/// Why a lattice or replica could not be compacted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CompactError {
+    /// No checkpoint is final, so nothing is safe to drop.
+    #[error("no checkpoint is final yet: nothing below one is safe to drop")]
+    NoFinalCheckpoint,
+    /// The fold has calls to order-sensitive morphisms (contracts, the ledger), whose past
+    /// documents compaction does not keep yet.
+    #[error(
+        "this cloud has calls to contracts or other order-sensitive morphisms; compacting \
+         them is not supported yet"
+    )]
+    Calls,
+    /// Rebuilding above the checkpoint refused an experience the full lattice holds: a bug,
+    /// reported rather than compacted.
+    #[error("compaction refused experience {id}: {why}")]
+    Rebuild {
+        /// The experience.
+        id: Id,
+        /// What the rules said.
+        why: String,
+    },
+    /// The compacted replica folded to another root: a bug, reported rather than kept.
+    #[error("the compacted replica folds to root {compacted}, the full one to {full}")]
+    Diverged {
+        /// The full replica's root.
+        full: Id,
+        /// The compacted one's.
+        compacted: Id,
+    },
+}
+
+/// What was compacted away.
+#[derive(Clone, Debug, Default)]
+pub(super) struct Base {
+    /// Per author index: its seqs at or below this were compacted (0: none).
+    below: Vec<u64>,
+    /// The kept experiences below the compaction point, by (author index, seq). The cut of a
+    /// final checkpoint holds one experience per seq (a fork there either holds finality
+    /// back or has its other branch late).
+    kept: BTreeMap<(u32, u64), Idx>,
+    /// The checkpoint compacted at: its depth and clock.
+    point: Option<(u64, VectorClock)>,
+    /// Arrival indexes below this are the genesis and the kept experiences.
+    end: Idx,
+    /// For each kept key rotation: whether it made the new key an admin, read with only the
+    /// grants the fold keeps, and with every admitted one.
+    admin: BTreeMap<Idx, [bool; 2]>,
+}
+
+impl Base {
+    /// The author index's seqs at or below this were compacted.
+    pub(super) fn below(&self, a: u32) -> u64 {
+        self.below.get(a as usize).copied().unwrap_or(0)
+    }
+
+    /// The kept experience of author index `a` at `seq` (at or below the compaction point).
+    pub(super) fn kept_at(&self, a: u32, seq: u64) -> &[Idx] {
+        self.kept.get(&(a, seq)).map_or(&[], std::slice::from_ref)
+    }
+
+    pub(super) fn add_author(&mut self) {
+        if self.point.is_some() {
+            self.below.push(0);
+        }
+    }
+
+    /// Whether `idx` is the genesis or a kept experience below the compaction point.
+    pub(super) fn is_kept(&self, idx: Idx) -> bool {
+        idx < self.end
+    }
+
+    /// Whether the key rotation `g` made its new key an admin, if it is kept (`None`: ask
+    /// the lattice).
+    pub(super) fn admin_grant(&self, g: Idx, exact: bool) -> Option<bool> {
+        self.admin.get(&g).map(|r| r[usize::from(exact)])
+    }
+}
+
+impl Lattice {
+    /// This lattice compacted at its deepest final checkpoint (see the module's comment),
+    /// keeping also the experiences named in `keep` that lie in the checkpoint's cut.
+    pub fn compacted(&self, keep: &BTreeSet<Id>) -> Result<Lattice, CompactError> {
+        let depth = self.fixed_depth().ok_or(CompactError::NoFinalCheckpoint)?;
+        let cut = self.depth_cut(depth);
+        let in_cut = |i: Idx| self.depth(i) <= depth && !self.is_late(i);
+        let n = self.nodes.len() as Idx;
+        let mut kept: BTreeSet<Idx> = self.authority_changes().filter(|i| in_cut(*i)).collect();
+        for i in 0..n {
+            if !in_cut(i) && !self.is_late(i) {
+                kept.extend(self.parents(i).iter().copied().filter(|p| in_cut(*p)));
+            }
+        }
+        for (a, author) in self.authors.iter().enumerate() {
+            kept.extend(self.at_seq_of(a as u32, cut.get(author)).iter().copied());
+        }
+        kept.extend(
+            keep.iter()
+                .filter_map(|id| self.idx(id))
+                .filter(|i| in_cut(*i)),
+        );
+        kept.remove(&0);
+
+        let genesis = (*self.nodes[0].exp).clone();
+        let mut out = Lattice::new(genesis).expect("a lattice starts from its genesis");
+        out.set_parked_limits(self.parked_max.0, self.parked_max.1);
+        for author in &self.authors {
+            out.intern(*author);
+        }
+        out.base.below = self.authors.iter().map(|a| cut.get(a)).collect();
+        // The genesis (the creator's seq 1, in every cut) is kept below the point too.
+        out.chains[0].clear();
+        out.base.kept.insert((0, 1), 0);
+        out.base.point = Some((depth, cut));
+        for i in kept {
+            let node = &self.nodes[i as usize];
+            let admin = node.exp.ops().iter().find_map(|op| match op {
+                crate::op::Op::RotateKey { to } => Some([
+                    self.grants_admin_at(i, to, false),
+                    self.grants_admin_at(i, to, true),
+                ]),
+                _ => None,
+            });
+            let at = out.keep(node, self.is_void(i));
+            if let Some(admin) = admin {
+                out.base.admin.insert(at, admin);
+            }
+        }
+        out.base.end = out.nodes.len() as Idx;
+        for i in (0..n).filter(|i| !in_cut(*i) && !self.is_late(*i)) {
+            let exp = self.nodes[i as usize].exp.clone();
+            let id = exp.id();
+            if let Err(e) = out.insert_arc(exp) {
+                return Err(CompactError::Rebuild {
+                    id,
+                    why: e.to_string(),
+                });
+            }
+        }
+        // A kept experience is a head only if nothing anywhere builds on it.
+        for i in 0..out.base.end {
+            let id = out.nodes[i as usize].exp.id();
+            if !self.heads.contains(&id) {
+                out.heads.remove(&id);
+            }
+        }
+        out.forks = self.forks.clone();
+        for exp in self.parked.values() {
+            // What waits for links may now be behind the checkpoint: refused, not kept.
+            let _ = out.insert_arc(exp.clone());
+        }
+        Ok(out)
+    }
+
+    /// Admits a kept experience below the compaction point with the depth, clock and fold
+    /// decision the full history gave it. Author indexes are the full lattice's.
+    fn keep(&mut self, node: &Node, void: bool) -> Idx {
+        let idx = self.nodes.len() as Idx;
+        let exp: Arc<Verified<Experience>> = node.exp.clone();
+        let (a, seq) = (node.author, exp.seq());
+        self.by_id.insert(exp.id(), idx);
+        self.heads.insert(exp.id());
+        self.base.kept.insert((a, seq), idx);
+        if exp.ops().iter().any(crate::op::Op::is_membership) {
+            self.record_membership(idx, exp.author(), exp.ops());
+        }
+        self.keep_void(void);
+        self.nodes.push(Node {
+            exp,
+            author: a,
+            depth: node.depth,
+            parents: Box::new([]),
+            clock: node.clock.clone(),
+        });
+        idx
+    }
+
+    /// The checkpoint this lattice was compacted at: its depth and clock.
+    pub fn compaction_point(&self) -> Option<&(u64, VectorClock)> {
+        self.base.point.as_ref()
+    }
+
+    /// How many experiences below the compaction point are kept (the genesis included).
+    pub fn kept_below(&self) -> usize {
+        self.base.end as usize
+    }
+
+    /// Refuses an experience that is, or links as `prev` to, a seq compacted away.
+    pub(super) fn check_not_behind(&self, exp: &Verified<Experience>) -> Result<(), InsertError> {
+        let Some((depth, _)) = &self.base.point else {
+            return Ok(());
+        };
+        let Some(a) = self.author_idx(&exp.author()) else {
+            return Ok(());
+        };
+        let (seq, below) = (exp.seq(), self.base.below(a));
+        let prev_gone = exp
+            .header()
+            .prev
+            .is_some_and(|p| seq - 1 <= below && !self.by_id.contains_key(&p));
+        if seq <= below || prev_gone {
+            return Err(InsertError::BehindCheckpoint {
+                id: exp.id(),
+                author: exp.author(),
+                seq,
+                below,
+                depth: *depth,
+            });
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,67 @@
+//! A compacted replica's base: the state at its compaction point, from which its fold
+//! starts, and how a replica is compacted (`docs/protocol.md`, "Compaction").
+
+use std::sync::OnceLock;
+
+use super::{CHECKPOINT_OPS_MIN, Cut, Replica};
+use crate::doc::Doc;
+use crate::fold::OrderedFold;
+use crate::lattice::{CompactError, Idx};
+
+/// The state at the compaction point, when compacted: the fold starts from it.
+#[derive(Clone, Debug)]
+pub(super) struct Base {
+    /// Arrival indexes below this are kept below the compaction point (never folded).
+    pub(super) end: Idx,
+    /// The compaction point's clock, dense.
+    pub(super) clock: Vec<u64>,
+    /// The document at the compaction point.
+    pub(super) doc: Doc,
+}
+
+impl Replica {
+    /// This replica compacted at its deepest final checkpoint: the lattice keeps only what
+    /// the history above the checkpoint asks about (`Lattice::compacted`), and the fold
+    /// starts from the state at the checkpoint. Everything above it folds, reads and syncs
+    /// as before; views of cuts that do not include the checkpoint answer
+    /// `ViewError::Compacted`. The compacted replica's root is checked against this one's.
+    pub fn compacted(&self) -> Result<Replica, CompactError> {
+        if !self.ordered.calls.is_empty() || !self.ordered.state.deployed.is_empty() {
+            return Err(CompactError::Calls);
+        }
+        let depth = self
+            .lattice
+            .fixed_depth()
+            .ok_or(CompactError::NoFinalCheckpoint)?;
+        let cut = self.lattice.depth_cut(depth);
+        let at = self
+            .state_at(&Cut::Clock(cut.clone()))
+            .map_err(|_| CompactError::NoFinalCheckpoint)?;
+        let lattice = self.lattice.compacted(&at.doc.dot_experiences())?;
+        let end = lattice.kept_below() as Idx;
+        let clock = lattice.densify(&cut);
+        let mut r = Replica {
+            base: Some(Base {
+                end,
+                clock,
+                doc: at.doc,
+            }),
+            lattice,
+            registry: self.registry.clone(),
+            doc: Doc::default(),
+            ordered: OrderedFold::default(),
+            checkpoints: Vec::new(),
+            checkpoint_ops: CHECKPOINT_OPS_MIN,
+            ops_since: 0,
+            frontier: Vec::new(),
+            root: OnceLock::new(),
+            self_check: self.self_check,
+        };
+        r.rebuild();
+        let (full, compacted) = (self.root(), r.root());
+        if full != compacted {
+            return Err(CompactError::Diverged { full, compacted });
+        }
+        Ok(r)
+    }
+}
