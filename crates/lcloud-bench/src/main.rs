@@ -11,6 +11,7 @@
 //! are acknowledged; Automerge's and Loro's are in memory (neither has a durable store), so
 //! their W1–W3 rates are an upper bound for what a durable deployment of them would reach.
 
+mod compaction;
 mod contracts;
 mod peers;
 mod us;
@@ -104,6 +105,13 @@ pub fn p50_p99(mut xs: Vec<f64>) -> (f64, f64) {
 fn child(workload: &str, system: &str, size: Size) -> J {
     let mut out = match system {
         "lcloud" if workload == "w9" => contracts::run(size.calls),
+        "full" | "compacted" => {
+            let ops = match workload {
+                "w10a" => size.history,
+                _ => 10 * size.history,
+            };
+            compaction::run(ops, system == "compacted")
+        }
         "lcloud" => us::run(workload, size),
         "automerge" => peers::automerge(workload, size),
         "loro" => peers::loro(workload, size),
@@ -232,8 +240,13 @@ fn main() {
     }
     // W9: contracts, on λCLOUD only (the peers have no user code in their merge).
     let w9 = run_child(&exe, "w9", "lcloud", quick);
+    let w10: Vec<J> = ["w10a", "w10b"]
+        .iter()
+        .flat_map(|w| ["full", "compacted"].map(|m| run_child(&exe, w, m, quick)))
+        .collect();
     let mut table = render(&results, &lim, size, cores);
     table.push_str(&render_w9(&w9, &lim));
+    table.push_str(&render_w10(&w10));
     println!("\n{table}");
     if !args.iter().any(|a| a == "--no-write") {
         let command = if quick {
@@ -294,6 +307,44 @@ fn write_docs(section: &str) {
 }
 
 /// W9's table: contract calls beside the built-in fold, the runtime alone and wasmi.
+/// W10: peak memory of the core's replica with and without compaction, at two lengths.
+fn render_w10(runs: &[J]) -> String {
+    if let Some(e) = runs.iter().find_map(|r| r.get("error")) {
+        return format!("\nW10 (compaction): error: {}\n", e.as_str().unwrap_or("?"));
+    }
+    let mut t = String::from(
+        "\nW10, compaction in the core (one replica, no store: three members write 100-op experiences over 1 000 keys and attest every 256 depths; compacted at every final checkpoint, or not):\n\n| ops | mode | peak MiB | experiences held at most | compactions | s |\n|---:|---|---:|---:|---:|---:|\n",
+    );
+    for r in runs {
+        t.push_str(&format!(
+            "| {} | {} | {:.1} | {} | {} | {:.2} |\n",
+            r["ops"],
+            if r["compact"].as_bool() == Some(true) {
+                "compacted"
+            } else {
+                "full"
+            },
+            f(&r["peak_mib"]),
+            r["held_max"],
+            r["compactions"],
+            f(&r["secs"]),
+        ));
+    }
+    let peak = |i: usize| f(&runs[i]["peak_mib"]);
+    let flag = |ok: bool| if ok { "met" } else { "**missed**" };
+    let same_root = runs[0]["root"] == runs[1]["root"] && runs[2]["root"] == runs[3]["root"];
+    t.push_str(&format!(
+        "\nPeak memory from {} to {} ops: {:.2} × full, {:.2} × compacted (target: compacted does not grow with the history, ≤ 1.25 ×: {}). Compacted and full replicas end on the same root: {}.\n",
+        runs[0]["ops"],
+        runs[2]["ops"],
+        peak(2) / peak(0),
+        peak(3) / peak(1),
+        flag(peak(3) <= 1.25 * peak(1)),
+        flag(same_root),
+    ));
+    t
+}
+
 fn render_w9(w: &J, lim: &J) -> String {
     if let Some(e) = w.get("error") {
         return format!("\nW9 (contracts): error: {}\n", e.as_str().unwrap_or("?"));
