@@ -213,6 +213,11 @@ impl Lattice {
         self.base.point.as_ref()
     }
 
+    /// The highest seq of `author`'s chain compacted away (0: none).
+    pub fn compacted_seq(&self, author: &crate::id::NodeId) -> u64 {
+        self.author_idx(author).map_or(0, |a| self.base.below(a))
+    }
+
     /// How many experiences below the compaction point are kept (the genesis included).
     pub fn kept_below(&self) -> usize {
         self.base.end as usize

@@ -440,6 +440,9 @@ pub fn missing(lattice: &Lattice, theirs: &Summary) -> Vec<Idx> {
                 cur = e.header().prev.as_ref().and_then(|p| lattice.idx(p));
             }
         }
+        // Nothing at or below the compaction point: what is kept there would only wait at
+        // the peer for links it cannot get (`behind` tells a peer that lacks them).
+        let low = low.max(lattice.compacted_seq(author));
         for seq in low + 1..=height {
             out.extend(
                 lattice
@@ -452,6 +455,22 @@ pub fn missing(lattice: &Lattice, theirs: &Summary) -> Vec<Idx> {
     out.sort_unstable();
     out.dedup();
     out
+}
+
+/// Whether a replica whose summary is `theirs` lacks history that `lattice` compacted away
+/// (some author's chain ends below the compaction point there): the depth of the checkpoint
+/// compacted at, if so. [`missing`] never sends what lies at or below it; such a peer can
+/// only catch up from the checkpoint.
+pub fn behind(lattice: &Lattice, theirs: &Summary) -> Option<u64> {
+    let (depth, clock) = lattice.compaction_point()?;
+    let lacks = clock.0.iter().any(|(author, below)| {
+        let seq = theirs
+            .chains
+            .binary_search_by(|c| c.author.cmp(author))
+            .map_or(0, |i| theirs.chains[i].seq);
+        seq < *below
+    });
+    lacks.then_some(*depth)
 }
 
 /// The first batch of `missing` (at most [`BATCH_BYTES`], at least one experience) as

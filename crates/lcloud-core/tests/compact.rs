@@ -6,6 +6,7 @@
 mod common;
 
 use common::*;
+use lcloud_core::sync::Summary;
 use lcloud_core::{
     CompactError, Cut, Experience, InsertError, Op, Replica, VectorClock, Verified, View,
     ViewError, validate,
@@ -348,4 +349,61 @@ fn a_compacted_replica_goes_on_attesting_and_compacts_again() {
     assert_eq!(again.lattice().compaction_point().unwrap().0, second);
     assert_eq!(again.root(), full.root());
     assert_eq!(again.document(), full.document());
+}
+
+/// Syncs `to` from `from` with the core's protocol: `from` answers `to`'s summary until it
+/// has nothing more; returns how many experiences `from` sent.
+fn pull(to: &mut Replica, from: &Replica) -> usize {
+    let mut sent = 0;
+    loop {
+        let theirs = lcloud_core::sync::Summary::of(to.lattice());
+        let missing = lcloud_core::sync::missing(from.lattice(), &theirs);
+        if missing.is_empty() {
+            return sent;
+        }
+        let before = to.lattice().len();
+        for i in missing {
+            let _ = to.insert(from.lattice().get(i).clone());
+            sent += 1;
+        }
+        if to.lattice().len() == before {
+            return sent;
+        }
+    }
+}
+
+#[test]
+fn a_compacted_replica_syncs_what_follows_and_tells_a_peer_it_is_behind() {
+    let mut rs = long_history(40);
+    let c = rs[0].compacted().unwrap();
+    let depth = c.lattice().compaction_point().unwrap().0;
+    // A peer that has everything up to the checkpoint gets the rest and ends on the root.
+    let mut peer = rs[1].clone();
+    for round in 0..5 {
+        rs[0]
+            .write(&key(0), vec![set("/after", &round.to_string())])
+            .unwrap();
+    }
+    let mut c = c;
+    pull(&mut c, &rs[0]);
+    assert_eq!(c.root(), rs[0].root());
+    assert!(pull(&mut peer, &c) >= 5);
+    assert_eq!(peer.root(), rs[0].root());
+    assert_eq!(
+        lcloud_core::sync::behind(c.lattice(), &Summary::of(peer.lattice())),
+        None
+    );
+    // A fresh peer is told it is behind, and is sent nothing from below the checkpoint.
+    let fresh = Replica::new(cloud()).unwrap();
+    let theirs = Summary::of(fresh.lattice());
+    assert_eq!(lcloud_core::sync::behind(c.lattice(), &theirs), Some(depth));
+    for i in lcloud_core::sync::missing(c.lattice(), &theirs) {
+        let e = c.lattice().get(i);
+        assert!(
+            e.seq() > c.lattice().compacted_seq(&e.author()),
+            "sent {}:{} from below the checkpoint",
+            e.author(),
+            e.seq()
+        );
+    }
 }
