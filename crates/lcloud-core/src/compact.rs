@@ -53,6 +53,9 @@ pub enum CompactError {
         /// What the rules said.
         why: String,
     },
+    /// A base to restore does not fit together.
+    #[error("the compacted base does not fit together: {0}")]
+    Base(String),
     /// The compacted replica folded to another root: a bug, reported rather than kept.
     #[error("the compacted replica folds to root {compacted}, the full one to {full}")]
     Diverged {
@@ -61,6 +64,24 @@ pub enum CompactError {
         /// The compacted one's.
         compacted: Id,
     },
+}
+
+/// One experience kept below a compaction point, with what the full history said of it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Kept {
+    /// The experience.
+    pub exp: Arc<Verified<Experience>>,
+    /// Its causal depth.
+    pub depth: u64,
+    /// Its vector clock.
+    pub clock: VectorClock,
+    /// The fold leaves it out (the rights rule).
+    pub void: bool,
+    /// A key rotation: whether it made the new key an admin, read with every admitted grant
+    /// and with only those the fold keeps.
+    pub admin: Option<[bool; 2]>,
+    /// Nothing builds on it.
+    pub head: bool,
 }
 
 /// What was compacted away.
@@ -134,32 +155,10 @@ impl Lattice {
         );
         kept.remove(&0);
 
+        let kept: Vec<Kept> = kept.into_iter().map(|i| self.kept_at_idx(i)).collect();
         let genesis = (*self.nodes[0].exp).clone();
-        let mut out = Lattice::new(genesis).expect("a lattice starts from its genesis");
+        let mut out = Lattice::restore(genesis, depth, cut, kept)?;
         out.set_parked_limits(self.parked_max.0, self.parked_max.1);
-        for author in &self.authors {
-            out.intern(*author);
-        }
-        out.base.below = self.authors.iter().map(|a| cut.get(a)).collect();
-        // The genesis (the creator's seq 1, in every cut) is kept below the point too.
-        out.chains[0].clear();
-        out.base.kept.insert((0, 1), 0);
-        out.base.point = Some((depth, cut));
-        for i in kept {
-            let node = &self.nodes[i as usize];
-            let admin = node.exp.ops().iter().find_map(|op| match op {
-                crate::op::Op::RotateKey { to } => Some([
-                    self.grants_admin_at(i, to, false),
-                    self.grants_admin_at(i, to, true),
-                ]),
-                _ => None,
-            });
-            let at = out.keep(node, self.is_void(i));
-            if let Some(admin) = admin {
-                out.base.admin.insert(at, admin);
-            }
-        }
-        out.base.end = out.nodes.len() as Idx;
         for i in (0..n).filter(|i| !in_cut(*i) && !self.is_late(*i)) {
             let exp = self.nodes[i as usize].exp.clone();
             let id = exp.id();
@@ -170,13 +169,6 @@ impl Lattice {
                 });
             }
         }
-        // A kept experience is a head only if nothing anywhere builds on it.
-        for i in 0..out.base.end {
-            let id = out.nodes[i as usize].exp.id();
-            if !self.heads.contains(&id) {
-                out.heads.remove(&id);
-            }
-        }
         out.forks = self.forks.clone();
         for exp in self.parked.values() {
             // What waits for links may now be behind the checkpoint: refused, not kept.
@@ -185,27 +177,108 @@ impl Lattice {
         Ok(out)
     }
 
-    /// Admits a kept experience below the compaction point with the depth, clock and fold
-    /// decision the full history gave it. Author indexes are the full lattice's.
-    fn keep(&mut self, node: &Node, void: bool) -> Idx {
-        let idx = self.nodes.len() as Idx;
-        let exp: Arc<Verified<Experience>> = node.exp.clone();
-        let (a, seq) = (node.author, exp.seq());
-        self.by_id.insert(exp.id(), idx);
-        self.heads.insert(exp.id());
-        self.base.kept.insert((a, seq), idx);
-        if exp.ops().iter().any(crate::op::Op::is_membership) {
-            self.record_membership(idx, exp.author(), exp.ops());
-        }
-        self.keep_void(void);
-        self.nodes.push(Node {
-            exp,
-            author: a,
-            depth: node.depth,
-            parents: Box::new([]),
-            clock: node.clock.clone(),
+    /// What this lattice says of its experience `idx`, kept below a compaction point.
+    fn kept_at_idx(&self, i: Idx) -> Kept {
+        let node = &self.nodes[i as usize];
+        let admin = node.exp.ops().iter().find_map(|op| match op {
+            crate::op::Op::RotateKey { to } => Some([
+                self.grants_admin_at(i, to, false),
+                self.grants_admin_at(i, to, true),
+            ]),
+            _ => None,
         });
-        idx
+        Kept {
+            exp: node.exp.clone(),
+            depth: node.depth,
+            clock: self.clock(i),
+            void: self.is_void(i),
+            admin,
+            head: self.heads.contains(&node.exp.id()),
+        }
+    }
+
+    /// The experiences kept below the compaction point, the genesis excluded, with what the
+    /// full history said of each: with the compaction point's depth and clock and the
+    /// genesis, what [`Lattice::restore`] rebuilds this lattice's base from.
+    pub fn kept(&self) -> Vec<Kept> {
+        (1..self.base.end).map(|i| self.kept_at_idx(i)).collect()
+    }
+
+    /// A lattice compacted at the checkpoint of `depth` (whose cut's clock is `clock`),
+    /// holding the genesis and the `kept` experiences below it and nothing above: what
+    /// [`Lattice::compacted`] builds before it admits what lies above, and what a store or
+    /// a shallow join restores. Refuses a kept experience that does not fit the point.
+    pub fn restore(
+        genesis: Verified<Experience>,
+        depth: u64,
+        clock: VectorClock,
+        mut kept: Vec<Kept>,
+    ) -> Result<Lattice, CompactError> {
+        let bad = |why: String| CompactError::Base(why);
+        let mut out = Lattice::new(genesis).map_err(|e| bad(e.to_string()))?;
+        if clock.get(&out.rules.creator) == 0 {
+            return Err(bad(
+                "the compaction point's clock does not hold the genesis".into(),
+            ));
+        }
+        for author in clock
+            .0
+            .keys()
+            .chain(kept.iter().map(|k| &k.exp.header().author))
+        {
+            out.intern(*author);
+        }
+        out.base.below = out.authors.iter().map(|a| clock.get(a)).collect();
+        // The genesis (the creator's seq 1, in every cut) is kept below the point, and is no
+        // head: a final checkpoint has experiences on top of it.
+        out.chains[0].clear();
+        out.base.kept.insert((0, 1), 0);
+        out.heads.clear();
+        out.base.point = Some((depth, clock));
+        kept.sort_by_key(|k| (k.depth, k.exp.id()));
+        for k in kept {
+            let a = out.author_index[&k.exp.author()];
+            let (id, seq) = (k.exp.id(), k.exp.seq());
+            if k.exp.header().is_genesis() || out.by_id.contains_key(&id) {
+                return Err(bad(format!("experience {id} is kept twice")));
+            }
+            if seq > out.base.below(a) || k.depth > depth || k.clock.get(&k.exp.author()) != seq {
+                return Err(bad(format!(
+                    "kept experience {id} ({}:{seq}, depth {}) is not below the compaction point",
+                    k.exp.author(),
+                    k.depth
+                )));
+            }
+            if out.base.kept.contains_key(&(a, seq)) {
+                return Err(bad(format!(
+                    "two experiences kept at {}:{seq}",
+                    k.exp.author()
+                )));
+            }
+            let idx = out.nodes.len() as Idx;
+            out.by_id.insert(id, idx);
+            if k.head {
+                out.heads.insert(id);
+            }
+            out.base.kept.insert((a, seq), idx);
+            if k.exp.ops().iter().any(crate::op::Op::is_membership) {
+                out.record_membership(idx, k.exp.author(), k.exp.ops());
+            }
+            out.keep_void(k.void);
+            if let Some(admin) = k.admin {
+                out.base.admin.insert(idx, admin);
+            }
+            let clock = out.densify(&k.clock).into_boxed_slice();
+            out.nodes.push(Node {
+                exp: k.exp,
+                author: a,
+                depth: k.depth,
+                parents: Box::new([]),
+                clock,
+            });
+        }
+        out.base.end = out.nodes.len() as Idx;
+        Ok(out)
     }
 
     /// The checkpoint this lattice was compacted at: its depth and clock.

@@ -14,7 +14,7 @@ mod checkpoint;
 #[path = "compact.rs"]
 mod compact;
 pub use checkpoint::{CHECKPOINT_EVERY, Checkpoint};
-pub use compact::CompactError;
+pub use compact::{CompactError, Kept};
 #[path = "stability.rs"]
 mod stability;
 pub use stability::{Stability, Witness};

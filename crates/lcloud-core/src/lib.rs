@@ -59,7 +59,7 @@ pub use fork::{ForkProof, ForkProofError, SignedHeader};
 pub use guarded::{DocWrite, GUARDS_PER_CONTRACT_MAX, Guarded};
 pub use id::{CloudId, Id, NodeId, Sig};
 pub use lattice::{
-    CHECKPOINT_EVERY, Checkpoint, CompactError, Idx, InsertError, Inserted, Lattice, Rules,
+    CHECKPOINT_EVERY, Checkpoint, CompactError, Idx, InsertError, Inserted, Kept, Lattice, Rules,
     Stability, Witness, membership_refusal,
 };
 pub use morphism::{

@@ -4,9 +4,12 @@
 use std::sync::OnceLock;
 
 use super::{CHECKPOINT_OPS_MIN, Cut, Replica};
+use crate::clock::VectorClock;
 use crate::doc::Doc;
+use crate::experience::{Experience, Verified};
 use crate::fold::OrderedFold;
-use crate::lattice::{CompactError, Idx};
+use crate::lattice::{CompactError, Idx, Kept, Lattice};
+use crate::morphism::Registry;
 
 /// The state at the compaction point, when compacted: the fold starts from it.
 #[derive(Clone, Debug)]
@@ -38,16 +41,26 @@ impl Replica {
             .state_at(&Cut::Clock(cut.clone()))
             .map_err(|_| CompactError::NoFinalCheckpoint)?;
         let lattice = self.lattice.compacted(&at.doc.dot_experiences())?;
+        let mut r = Replica::on(lattice, self.registry.clone(), at.doc);
+        r.self_check = self.self_check;
+        let (full, compacted) = (self.root(), r.root());
+        if full != compacted {
+            return Err(CompactError::Diverged { full, compacted });
+        }
+        Ok(r)
+    }
+
+    /// A replica on a compacted lattice whose base holds `doc`, folded above it.
+    fn on(lattice: Lattice, registry: Registry, doc: Doc) -> Replica {
         let end = lattice.kept_below() as Idx;
-        let clock = lattice.densify(&cut);
+        let clock = lattice
+            .compaction_point()
+            .map(|(_, c)| lattice.densify(c))
+            .unwrap_or_default();
         let mut r = Replica {
-            base: Some(Base {
-                end,
-                clock,
-                doc: at.doc,
-            }),
+            base: Some(Base { end, clock, doc }),
             lattice,
-            registry: self.registry.clone(),
+            registry,
             doc: Doc::default(),
             ordered: OrderedFold::default(),
             checkpoints: Vec::new(),
@@ -55,13 +68,29 @@ impl Replica {
             ops_since: 0,
             frontier: Vec::new(),
             root: OnceLock::new(),
-            self_check: self.self_check,
+            self_check: false,
         };
         r.rebuild();
-        let (full, compacted) = (self.root(), r.root());
-        if full != compacted {
-            return Err(CompactError::Diverged { full, compacted });
-        }
-        Ok(r)
+        r
+    }
+
+    /// The document at the compaction point, if this replica is compacted.
+    pub fn base_document(&self) -> Option<&Doc> {
+        self.base.as_ref().map(|b| &b.doc)
+    }
+
+    /// A compacted replica restored from its base (`Lattice::restore`: the compaction
+    /// point, the kept experiences) and the document at the compaction point, holding nothing
+    /// above it yet: insert what lies above, in any order, and it folds as the replica it was
+    /// taken from.
+    pub fn restore(
+        genesis: Verified<Experience>,
+        registry: Registry,
+        point: (u64, VectorClock),
+        kept: Vec<Kept>,
+        doc: Doc,
+    ) -> Result<Replica, CompactError> {
+        let lattice = Lattice::restore(genesis, point.0, point.1, kept)?;
+        Ok(Replica::on(lattice, registry, doc))
     }
 }

@@ -407,3 +407,55 @@ fn a_compacted_replica_syncs_what_follows_and_tells_a_peer_it_is_behind() {
         );
     }
 }
+
+#[test]
+fn a_compacted_replica_restores_from_its_base_and_what_lies_above() {
+    let mut rs = long_history(40);
+    for round in 0..3 {
+        rs[1]
+            .write(&key(1), vec![set("/late", &round.to_string())])
+            .unwrap();
+    }
+    let full = {
+        let mut r = rs[0].clone();
+        r.merge(&rs[1]);
+        r
+    };
+    let c = full.compacted().unwrap();
+    let l = c.lattice();
+    let point = l.compaction_point().unwrap().clone();
+    let above: Vec<Verified<Experience>> = l.iter().skip(l.kept_below()).cloned().collect();
+    assert!(above.len() > 3);
+    for seed in 0..4 {
+        let mut r = Replica::restore(
+            cloud(),
+            lcloud_core::Registry::builtin(),
+            point.clone(),
+            l.kept(),
+            c.base_document().unwrap().clone(),
+        )
+        .unwrap();
+        for e in shuffled(&above, seed) {
+            r.insert(e.clone()).unwrap();
+        }
+        assert_eq!(r.root(), full.root(), "order {seed}");
+        assert_eq!(r.lattice().heads(), full.lattice().heads());
+        assert_eq!(r.lattice().stability(), full.lattice().stability());
+        assert_eq!(r.lattice().fixed_depth(), full.lattice().fixed_depth());
+    }
+    // A base that does not fit is refused, naming what is wrong.
+    let mut wrong = l.kept();
+    wrong[0].depth = point.0 + 1;
+    let err = Replica::restore(
+        cloud(),
+        lcloud_core::Registry::builtin(),
+        point.clone(),
+        wrong,
+        Default::default(),
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("not below the compaction point"),
+        "{err}"
+    );
+}
