@@ -135,9 +135,15 @@ impl Replica {
         genesis: Verified<Experience>,
         registry: Registry,
     ) -> Result<Replica, InsertError> {
-        let lattice = Lattice::new(genesis)?;
-        let mut r = Replica {
-            base: None,
+        let mut r = Replica::unfolded(Lattice::new(genesis)?, registry, None);
+        r.fold_admitted(&[0]);
+        Ok(r)
+    }
+
+    /// A replica of `lattice` (on `base`, if compacted) with nothing folded yet.
+    fn unfolded(lattice: Lattice, registry: Registry, base: Option<Base>) -> Replica {
+        Replica {
+            base,
             lattice,
             registry,
             doc: Doc::default(),
@@ -148,9 +154,7 @@ impl Replica {
             frontier: Vec::new(),
             root: OnceLock::new(),
             self_check: false,
-        };
-        r.fold_admitted(&[0]);
-        Ok(r)
+        }
     }
 
     /// The lattice.

@@ -1,13 +1,10 @@
 //! A compacted replica's base: the state at its compaction point, from which its fold
 //! starts, and how a replica is compacted (`docs/protocol.md`, "Compaction").
 
-use std::sync::OnceLock;
-
-use super::{CHECKPOINT_OPS_MIN, Cut, Replica};
+use super::{Cut, Replica};
 use crate::clock::VectorClock;
 use crate::doc::Doc;
 use crate::experience::{Experience, Verified};
-use crate::fold::OrderedFold;
 use crate::lattice::{CompactError, Idx, Kept, Lattice};
 use crate::morphism::Registry;
 
@@ -57,19 +54,7 @@ impl Replica {
             .compaction_point()
             .map(|(_, c)| lattice.densify(c))
             .unwrap_or_default();
-        let mut r = Replica {
-            base: Some(Base { end, clock, doc }),
-            lattice,
-            registry,
-            doc: Doc::default(),
-            ordered: OrderedFold::default(),
-            checkpoints: Vec::new(),
-            checkpoint_ops: CHECKPOINT_OPS_MIN,
-            ops_since: 0,
-            frontier: Vec::new(),
-            root: OnceLock::new(),
-            self_check: false,
-        };
+        let mut r = Replica::unfolded(lattice, registry, Some(Base { end, clock, doc }));
         r.rebuild();
         r
     }

@@ -126,16 +126,22 @@ fn a_new_member_does_not_pull_the_frontier_back() {
     assert_eq!(held_back_by(&a), Some(node(1)));
 }
 
-#[test]
-fn a_forked_member_holds_finality_at_its_fork() {
+/// Node 1's key used at two places: `a` and `thief` each hold one of two experiences at its
+/// seq 2 (writing `/a` = 2 and 3).
+fn forked_key() -> (Replica, Replica) {
     let g = cloud();
     let mut a = Replica::new(g.clone()).unwrap();
-    let mut thief = Replica::new(g.clone()).unwrap();
+    let mut thief = Replica::new(g).unwrap();
     a.write(&key(1), vec![set("/a", "1")]).unwrap();
     sync(&mut a, &mut thief);
-    // Node 1's key is used at two places: two experiences at its seq 2.
     a.write(&key(1), vec![set("/a", "2")]).unwrap();
     thief.write(&key(1), vec![set("/a", "3")]).unwrap();
+    (a, thief)
+}
+
+#[test]
+fn a_forked_member_holds_finality_at_its_fork() {
+    let (mut a, mut thief) = forked_key();
     sync(&mut a, &mut thief);
     for n in [0u8, 2, 1, 0, 2] {
         a.write(&key(n), vec![set("/z", &n.to_string())]).unwrap();
@@ -180,13 +186,7 @@ fn a_forked_member_holds_finality_at_its_fork() {
 
 #[test]
 fn a_removed_forkers_branch_that_the_fold_leaves_out_holds_nothing_back() {
-    let g = cloud();
-    let mut a = Replica::new(g.clone()).unwrap();
-    let mut thief = Replica::new(g.clone()).unwrap();
-    a.write(&key(1), vec![set("/a", "1")]).unwrap();
-    sync(&mut a, &mut thief);
-    a.write(&key(1), vec![set("/a", "2")]).unwrap();
-    thief.write(&key(1), vec![set("/a", "3")]).unwrap();
+    let (mut a, thief) = forked_key();
     let hidden = thief.lattice().tip(&node(1)).unwrap();
     let hidden = thief.lattice().get(hidden).clone();
     // The admin removes node 1 after seeing its second write, and only that branch.
