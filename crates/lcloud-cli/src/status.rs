@@ -100,6 +100,13 @@ pub fn render(v: &J, name: &dyn Fn(&str) -> String) -> String {
         )),
         None => out.push("checkpoint   none final yet".into()),
     }
+    let late = f.get("late").map(count).unwrap_or(0);
+    if late > 0 {
+        out.push(format!(
+            "late         {late} experience(s) left out: below the final checkpoint, seen by no \
+             member that attested it (a fork that surfaced late; see `lcloud forks`)"
+        ));
+    }
     for c in f["pending_checkpoints"].as_array().into_iter().flatten() {
         out.push(format!(
             "             depth {} waits for {} attestation(s)",

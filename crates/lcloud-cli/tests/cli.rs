@@ -841,6 +841,7 @@ fn status_shows_what_is_final_and_who_holds_it_back() {
     assert_eq!(s["finality"]["unstable"], 2);
     assert_eq!(s["finality"]["held_back_by"]["node"], bob.as_str());
     assert_eq!(s["finality"]["held_back_by"]["behind"], 2);
+    assert_eq!(s["finality"]["late"], 0);
     let human = a.ok(&["status"]);
     assert!(human.contains("held back by bob (2 experiences"), "{human}");
     // He joins and writes on top of Alice's writes: they are now stable.

@@ -305,6 +305,7 @@ fn members_attest_checkpoints_and_they_become_final() {
     );
     assert!(a.metrics().contains("lcloud_final_checkpoint_depth 256\n"));
     assert!(a.metrics().contains("lcloud_checkpoint_divergences 0\n"));
+    assert!(a.metrics().contains("lcloud_late_experiences 0\n"));
     // The attested root is the state at the checkpoint's cut: the genesis (depth 0) and the
     // first 256 writes of /n, as a stopped node folds it from its store.
     let root = finals[0]["root"].as_str().unwrap().to_owned();

@@ -291,6 +291,7 @@ pub fn finality_json(lattice: &lcloud_core::Lattice) -> J {
             "root": c.root().map(|r| r.to_hex()),
             "clock": clock(&lattice.depth_cut(c.depth)),
         })),
+        "late": lattice.late_count(),
         "pending_checkpoints": checkpoints.iter().filter(|c| c.depth > final_depth && !c.is_divergent()).map(checkpoint).collect::<Vec<_>>(),
         "divergent_checkpoints": checkpoints.iter().filter(|c| c.is_divergent()).map(checkpoint).collect::<Vec<_>>(),
     })

@@ -147,7 +147,7 @@ impl Node {
         let stability = lattice.stability();
         let checkpoints = lattice.checkpoints();
         // Name, help, kind, value: one metric each, in this order.
-        let rows: [(&str, &str, &str, String); 17] = [
+        let rows: [(&str, &str, &str, String); 18] = [
             (
                 "peers",
                 "Connected peers.",
@@ -248,6 +248,12 @@ impl Node {
                     .find(|c| c.is_final())
                     .map_or(0, |c| c.depth)
                     .to_string(),
+            ),
+            (
+                "late_experiences",
+                "Experiences below the final checkpoint that no member had seen when attesting it (a fork's other branch surfacing late): left out of the fold.",
+                "gauge",
+                lattice.late_count().to_string(),
             ),
             (
                 "checkpoint_divergences",
