@@ -177,20 +177,37 @@ impl Lattice {
     /// no deeper), so a member added later never makes a final checkpoint unfinal, and a
     /// removed one no longer counts. Empty in an open cloud.
     pub fn checkpoints(&self) -> Vec<Checkpoint> {
-        let Some(members) = self.members() else {
-            return Vec::new();
-        };
-        let since: Vec<(NodeId, u64)> = members
+        self.checkpoints_from_deepest()
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect()
+    }
+
+    /// The deepest final checkpoint, if any. Walks from the deepest attested one down, so it
+    /// usually looks at one or two, however many the history has.
+    pub fn final_checkpoint(&self) -> Option<Checkpoint> {
+        self.checkpoints_from_deepest().find(Checkpoint::is_final)
+    }
+
+    /// [`Lattice::checkpoints`], deepest first, made as they are asked for.
+    fn checkpoints_from_deepest(&self) -> impl Iterator<Item = Checkpoint> + '_ {
+        let since: Vec<(NodeId, u64)> = self
+            .members()
+            .unwrap_or_default()
             .iter()
             .map(|m| {
                 let first = self.standing_grants(m).iter().map(|g| self.depth(*g)).min();
                 (*m, first.unwrap_or(0))
             })
             .collect();
+        let open = self.rules.members.is_none();
         self.attestations
             .by_depth
             .iter()
-            .map(|(depth, by)| {
+            .rev()
+            .filter(move |_| !open)
+            .map(move |(depth, by)| {
                 let electors: Vec<NodeId> = since
                     .iter()
                     .filter(|(_, from)| from <= depth)
@@ -213,15 +230,6 @@ impl Lattice {
                 }
             })
             .filter(|c| !c.roots.is_empty())
-            .collect()
-    }
-
-    /// The deepest final checkpoint, if any.
-    pub fn final_checkpoint(&self) -> Option<Checkpoint> {
-        self.checkpoints()
-            .into_iter()
-            .rev()
-            .find(Checkpoint::is_final)
     }
 
     /// Whether `author` attested checkpoint `depth` (whatever the root).
