@@ -667,9 +667,15 @@ impl Replica {
         };
         // Checkpoints cover growing prefixes, so usability is monotone: binary search.
         let n = self.checkpoints.partition_point(usable);
+        // With no checkpoint inside the cut, start from the compaction point's document (a
+        // compacted replica's views all include it: `view` refused the others), or from
+        // nothing. Thinning may have dropped the checkpoint the base started as.
         let (mut doc, upto, base_clock) = match n.checked_sub(1).map(|i| &self.checkpoints[i]) {
             Some(cp) => (cp.doc.clone(), cp.upto, cp.clock.clone()),
-            None => (Doc::default(), 0, Vec::new()),
+            None => match &self.base {
+                Some(b) => (b.doc.clone(), b.end as usize, b.clock.clone()),
+                None => (Doc::default(), 0, Vec::new()),
+            },
         };
         let mut rest: Vec<Idx> = if cut.exact.is_none() && !self.lattice.has_forks() {
             // Walk each chain from the checkpoint's clock up to the cut's clock.
