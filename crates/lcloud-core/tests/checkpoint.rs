@@ -385,3 +385,82 @@ fn a_member_added_after_a_final_checkpoint_leaves_it_final() {
     assert!(c.missing.is_empty(), "node 3 was no member at depth {d}");
     assert_eq!(l.fixed_depth(), Some(d));
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, .. ProptestConfig::default() })]
+
+    /// Three members write in rounds with partial syncs and attest as checkpoints fall due;
+    /// member 2's key signs a second branch at a random round that is kept back until some
+    /// checkpoints are final. Whatever surfaces then, every final checkpoint keeps its root,
+    /// and in any delivery order every replica folds the same root with the same late
+    /// experiences.
+    #[test]
+    fn a_final_checkpoint_keeps_its_root_whatever_surfaces_later(
+        rounds in 4..12usize,
+        fork_at in 0..12usize,
+        links in prop::collection::vec(any::<bool>(), 6 * 12),
+        seed in any::<u64>(),
+    ) {
+        let g = genesis_with(Some(vec![node(1), node(2)]), ForkPolicy::Concurrent);
+        let mut rs: Vec<Replica> = (0..3).map(|_| Replica::new(g.clone()).unwrap()).collect();
+        let mut withheld: Vec<Experience> = Vec::new();
+        let attest = |r: &mut Replica, i: u8| {
+            if let Some(d) = r.lattice().attestation_due(&node(i), EVERY) {
+                let root = root_at(r, d);
+                r.write(&key(i), vec![Op::Attest { depth: d, root }]).unwrap();
+            }
+        };
+        for round in 0..rounds + 8 {
+            for (i, r) in rs.iter_mut().enumerate() {
+                if i == 2 && round == fork_at.min(rounds) {
+                    let mut other = r.clone();
+                    for n in 0..2 {
+                        let e = other.write(&key(2), vec![set("/b", &n.to_string())]).unwrap();
+                        withheld.push(e.into_inner());
+                    }
+                }
+                r.write(&key(i as u8), vec![set("/n", &round.to_string())]).unwrap();
+            }
+            if round < rounds {
+                // Some links carry this round, others do not.
+                for (k, (from, to)) in [(0, 1), (1, 0), (0, 2), (2, 0), (1, 2), (2, 1)].iter().enumerate() {
+                    if links[(round * 6 + k) % links.len()] {
+                        let src = rs[*from].clone();
+                        rs[*to].merge(&src);
+                    }
+                }
+            } else {
+                sync_all(&mut rs);
+            }
+            for (i, r) in rs.iter_mut().enumerate() {
+                attest(r, i as u8);
+            }
+        }
+        sync_all(&mut rs);
+        let finals: Vec<(u64, Id)> = rs[0]
+            .lattice()
+            .checkpoints()
+            .iter()
+            .filter(|c| c.is_final())
+            .map(|c| (c.depth, c.root().unwrap()))
+            .collect();
+        prop_assume!(!finals.is_empty());
+        for e in &withheld {
+            for r in rs.iter_mut() {
+                r.insert(validate(&e.to_bytes(), &g.id()).unwrap()).unwrap();
+            }
+        }
+        for r in &rs {
+            prop_assert_eq!(r.root(), rs[0].root());
+            for (d, root) in &finals {
+                let c = r.lattice().checkpoints().into_iter().find(|c| c.depth == *d).unwrap();
+                prop_assert!(c.is_final());
+                prop_assert_eq!(root_at(r, *d), *root, "checkpoint {} changed its root", d);
+            }
+        }
+        let all = history(&rs[0]);
+        let (last, _) = stepwise(&g, &shuffled(&all, seed));
+        prop_assert_eq!(last.root(), rs[0].root());
+        prop_assert_eq!(last.lattice().late_count(), rs[0].lattice().late_count());
+    }
+}
