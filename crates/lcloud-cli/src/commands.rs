@@ -21,7 +21,7 @@ mod history;
 #[path = "inspect.rs"]
 mod inspect;
 pub use history::Rejected;
-use history::{export, forks, import, verify};
+use history::{compact, export, forks, import, verify};
 use inspect::{conflicts, diff, is_now, log, state, state_from_index, view_state};
 
 /// Everything a command needs from the node's directory.
@@ -211,6 +211,7 @@ pub fn run(cli: Cli) -> Result<()> {
             import(&mut node, json_out, &file)
         }
         Command::Verify => verify(&dir, json_out),
+        Command::Compact { retain } => compact(&dir, json_out, retain),
         Command::Forks => forks(&dir, json_out),
         Command::Demo { story } => crate::demo::run(cli.dir.clone(), story),
         Command::Contract { action } => crate::contract::run(&dir, json_out, action),

@@ -120,6 +120,7 @@ pub(super) fn verify(dir: &FsPath, json_out: bool) -> Result<()> {
     let cloud = store.cloud();
     let names = Names::from_store(store.aliases()?, store.authors()?);
     let bar = progress(store.len(), "verifying");
+    let compacted = store.compaction_point()?.is_some();
     let mut replica: Option<Replica> = None;
     store.for_each_indexed(|n, indexed, bytes| {
         let bad = |check: &str, why: &dyn std::fmt::Display| {
@@ -136,6 +137,9 @@ pub(super) fn verify(dir: &FsPath, json_out: bool) -> Result<()> {
         };
         let exp = validate(bytes, &cloud).map_err(|e| bad(e.reason(), &e))?;
         match replica.as_mut() {
+            // A compacted store's experiences below its base have no parents to link to:
+            // their signatures are checked here, the rest when the store loads below.
+            _ if compacted => {}
             None => {
                 replica = Some(
                     Replica::with_registry(exp, lcloud_contracts::registry())
@@ -150,6 +154,12 @@ pub(super) fn verify(dir: &FsPath, json_out: bool) -> Result<()> {
         Ok(())
     })?;
     bar.finish_and_clear();
+    let mut headers = 0;
+    if compacted {
+        let loaded = store.load(&mut |_| {})?;
+        headers = store.verify_headers(&loaded)?;
+        replica = Some(loaded);
+    }
     let replica = replica.ok_or_else(|| anyhow!("the store holds no genesis"))?;
     let root = replica.root();
     let fresh = replica.refold().root();
@@ -180,10 +190,66 @@ pub(super) fn verify(dir: &FsPath, json_out: bool) -> Result<()> {
     }
     print(
         json_out,
-        json!({"experiences": n, "root": root.to_hex(), "ok": true}),
-        || format!("verified {n} experiences: every hash, signature and link holds\nroot {root}"),
+        json!({"experiences": n, "headers": headers, "root": root.to_hex(), "ok": true}),
+        || {
+            let held = if compacted {
+                format!(" (compacted: and {headers} signed headers of experiences dropped)")
+            } else {
+                String::new()
+            };
+            format!(
+                "verified {n} experiences{held}: every hash, signature and link holds\nroot {root}"
+            )
+        },
     );
     Ok(())
+}
+
+pub(super) fn compact(dir: &FsPath, json_out: bool, retain: crate::RetainArg) -> Result<()> {
+    let mut node = open(dir)?;
+    let retain = match retain {
+        crate::RetainArg::Headers => lcloud_store::Retain::Headers,
+        crate::RetainArg::Checkpoint => lcloud_store::Retain::Checkpoint,
+    };
+    let done = node.store.compact(&node.replica, retain)?;
+    let dropped = done.before.saturating_sub(done.after);
+    let earliest = node.names.show_clock(&done.earliest);
+    print(
+        json_out,
+        json!({
+            "depth": done.depth,
+            "earliest": done.earliest.to_string(),
+            "experiences": {"before": done.before, "after": done.after, "kept_below": done.kept_below},
+            "headers": done.headers,
+            "bytes": {"before": done.bytes.0, "after": done.bytes.1},
+            "root": node.replica.root().to_hex(),
+        }),
+        || {
+            format!(
+                "compacted at the final checkpoint of depth {}: {dropped} of {} experiences dropped \
+                 ({} kept below it{}), store {} → {}\nearliest cut held: {earliest}\nroot {} (unchanged)",
+                done.depth,
+                done.before,
+                done.kept_below,
+                if done.headers > 0 {
+                    format!(", {} signed headers held", done.headers)
+                } else {
+                    String::new()
+                },
+                human_bytes(done.bytes.0),
+                human_bytes(done.bytes.1),
+                node.replica.root(),
+            )
+        },
+    );
+    Ok(())
+}
+
+fn human_bytes(n: u64) -> String {
+    match n {
+        0..1_000_000 => format!("{:.1} kB", n as f64 / 1e3),
+        _ => format!("{:.1} MB", n as f64 / 1e6),
+    }
 }
 
 pub(super) fn forks(dir: &FsPath, json_out: bool) -> Result<()> {

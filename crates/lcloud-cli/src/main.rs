@@ -108,6 +108,15 @@ struct InitArgs {
     initial: Option<String>,
 }
 
+/// What `lcloud compact` keeps of the experiences it drops.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum RetainArg {
+    /// Each dropped experience's signed header.
+    Headers,
+    /// Nothing: the state at the checkpoint stands for them.
+    Checkpoint,
+}
+
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Create this node's identity, a store and a new cloud (with its genesis).
@@ -294,6 +303,26 @@ enum Command {
         after_help = "Example:\n  lcloud verify     (exits non-zero naming the first bad experience)"
     )]
     Verify,
+    /// Drop the history below the deepest final checkpoint (docs/store.md, "Compaction").
+    ///
+    /// Keeps the state at the checkpoint (which every member attested with the same root),
+    /// each member's last experience below it, membership changes, and the experiences the
+    /// current state still names; the rest of the history below the checkpoint goes. The
+    /// store's root is unchanged (checked before the old file is replaced). From then on,
+    /// time travel, views and diffs reach back to the checkpoint and refuse anything
+    /// earlier, naming the earliest cut held, and an experience that builds on a dropped one
+    /// is refused as too old to merge. Stop the node that holds the directory first.
+    #[command(after_help = "Examples:
+  lcloud compact                      (keeps each dropped experience's signed header)
+  lcloud compact --retain checkpoint  (keeps nothing of them: the smallest store)")]
+    Compact {
+        /// What to keep of the experiences dropped: `headers` keeps each one's signed header
+        /// (about 250 bytes, its ops left out), so `lcloud verify` still checks every chain
+        /// link and signature and a fork below the checkpoint stays provable; `checkpoint`
+        /// keeps nothing of them.
+        #[arg(long, value_enum, default_value_t = RetainArg::Headers)]
+        retain: RetainArg,
+    },
     /// List fork proofs (two signed experiences by one author at one seq) and check them.
     #[command(
         after_help = "Example:\n  lcloud forks --json   (the signed headers, hex, for anyone to check)"

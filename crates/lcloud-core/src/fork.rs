@@ -24,7 +24,8 @@ impl SignedHeader {
         }
     }
 
-    fn verify(&self) -> bool {
+    /// Whether the signature is the author's over the header (ZIP-215).
+    pub fn verify(&self) -> bool {
         VerificationKey::try_from(self.header.author.0)
             .and_then(|vk| vk.verify(&Signature::from(self.sig.0), &self.header.signing_message()))
             .is_ok()

@@ -3,7 +3,10 @@
 
 use std::path::{Path as FsPath, PathBuf};
 
-use lcloud_core::{EXPERIENCE_BYTES_MAX, InsertError, NodeId, ValidationError, WriteRefused};
+use lcloud_core::{
+    CompactError, EXPERIENCE_BYTES_MAX, InsertError, NodeId, ValidationError, VectorClock,
+    WriteRefused,
+};
 
 use crate::schema::{DB_FILE, FORMAT};
 
@@ -83,6 +86,18 @@ pub enum StoreError {
         "an earlier write this one was chained on failed to commit; nothing of this one was stored: retry"
     )]
     EarlierWriteFailed,
+    /// The store was compacted: the history a cut needs lies below its base.
+    #[error(
+        "this store was compacted at a final checkpoint; the earliest cut it still holds is \
+         {earliest} (a cut must include it)"
+    )]
+    Compacted {
+        /// The compaction point's clock.
+        earliest: VectorClock,
+    },
+    /// The store could not be compacted.
+    #[error("cannot compact: {0}")]
+    Compact(CompactError),
     /// The store was written by a newer format.
     #[error("store format {0} is newer than this lcloud understands ({FORMAT})")]
     NewerFormat(u8),

@@ -32,5 +32,5 @@ pub use error::StoreError;
 pub use identity::Identity;
 pub use import::ImportReport;
 pub use sign::{PendingSigs, SignPool, Signed};
-pub use store::Store;
+pub use store::{Compaction, Retain, Store};
 pub use tokens::{Denied, Scope, TokenError, TokenInfo, Tokens};

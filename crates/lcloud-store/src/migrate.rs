@@ -152,3 +152,16 @@ pub(crate) fn v4(db: &Database, dir: &FsPath) -> Result<(), StoreError> {
     }
     txn.commit().map_err(|e| map(e.into()))
 }
+
+/// Format 5 → 6: a format-6 store may hold a compaction base (`META_BASE`); one without is
+/// a format-5 store, so only the number changes (an older lcloud would read a compacted
+/// store's kept experiences as a history with holes).
+pub(crate) fn v5(db: &Database, dir: &FsPath) -> Result<(), StoreError> {
+    let map = |e: redb::Error| map_db(dir, e);
+    let txn = db.begin_write().map_err(|e| map(e.into()))?;
+    txn.open_table(META)
+        .map_err(|e| map(e.into()))?
+        .insert(META_FORMAT, [6u8].as_slice())
+        .map_err(|e| map(e.into()))?;
+    txn.commit().map_err(|e| map(e.into()))
+}

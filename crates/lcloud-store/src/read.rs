@@ -26,6 +26,13 @@ impl Store {
             .get(META_HAS_VOID)
             .map_err(|e| self.map_db(e))?
             .is_some();
+        if let Some(base) = self.base_meta(&meta)?
+            && !base.clock.le(clock)
+        {
+            return Err(StoreError::Compacted {
+                earliest: base.clock,
+            });
+        }
         if !summary.forked.is_empty() || calls || void {
             return Ok(None);
         }

@@ -9,8 +9,9 @@ pub(crate) const DB_FILE: &str = "store.redb";
 /// separate index table; opening such a store converts it (see `migrate::v1`). Format 2
 /// tagged document leaves over their bytes alone (see `migrate::v2`). Format 3 wrote groups
 /// unpacked (see `migrate::v3`). Format 4 kept one element per increment op (see
-/// `migrate::v4`).
-pub(crate) const FORMAT: u8 = 5;
+/// `migrate::v4`). Format 6 may hold a compaction base ([`META_BASE`]); a format-5 store
+/// is a format-6 store without one.
+pub(crate) const FORMAT: u8 = 6;
 
 /// Arrival index of a group's first experience → sealed group (`records.rs`).
 pub(crate) const GROUPS: TableDefinition<u64, &[u8]> = TableDefinition::new("groups");
@@ -74,3 +75,10 @@ pub(crate) const META_LEAVES_AT: &str = "leaves_at";
 /// stop (`Store::flush`) writes the leaves from the document in memory, and opening a store
 /// that still has the mark (the node was killed) replays the history and rewrites the leaves.
 pub(crate) const META_LEAVES_STALE_AT: &str = "leaves_stale_at";
+/// Meta key: the sealed compaction base, only in a compacted store (`base.rs`): the
+/// checkpoint compacted at (depth, clock), how many arrivals lie below it (the genesis and
+/// the kept experiences) and what the full history said of each kept one.
+pub(crate) const META_BASE: &str = "base";
+/// node id ‖ seq (big-endian) ‖ id → sealed signed header of an experience compacted away,
+/// kept with `--retain headers` (`base.rs`): its chain stays checkable without its ops.
+pub(crate) const HEADERS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("headers");

@@ -27,6 +27,8 @@ use crate::state::{self, Summary, read_doc, sealed, unseal, write_leaves};
 use crate::travel::{self, WritersFrom};
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 
+#[path = "base.rs"]
+mod base;
 #[path = "local.rs"]
 mod local;
 #[path = "names.rs"]
@@ -37,6 +39,7 @@ mod persist;
 mod read;
 #[path = "seq_guard.rs"]
 mod seq_guard;
+pub use base::{Compaction, Retain};
 pub(crate) use local::plan_batch;
 use std::sync::Arc;
 
@@ -411,6 +414,9 @@ impl Store {
         if format < 5 {
             migrate::v4(&db, dir)?;
         }
+        if format < 6 {
+            migrate::v5(&db, dir)?;
+        }
         let txn = db.begin_read().map_err(|e| map_db(dir, e))?;
         let groups = txn.open_table(GROUPS).map_err(|e| map_db(dir, e))?;
         let next = records::count(&groups)?;
@@ -636,6 +642,34 @@ impl Store {
     }
 
     fn load_unguarded(&self, progress: &mut dyn FnMut(u64)) -> Result<Replica, StoreError> {
+        let based = {
+            let txn = self.db()?.begin_read().map_err(|e| self.map_db(e))?;
+            let meta = txn.open_table(META).map_err(|e| self.map_db(e))?;
+            self.base_meta(&meta)?
+        };
+        let mut replica = match based {
+            Some(b) => self.load_compacted(b, progress)?,
+            None => self.load_history(progress)?,
+        };
+        let txn = self.db()?.begin_read().map_err(|e| self.map_db(e))?;
+        let parked = txn.open_table(PARKED).map_err(|e| self.map_db(e))?;
+        for row in parked.iter().map_err(|e| self.map_db(e))? {
+            let (k, v) = row.map_err(|e| self.map_db(e))?;
+            let id = Id(*k.value());
+            let bytes = unseal(v.value(), &|| format!("parked experience {id}"))?;
+            let exp = revalidate_stored(bytes, &self.cloud)
+                .map_err(|e| corrupt(format!("parked experience {id}: {e}")))?;
+            replica
+                .insert(exp)
+                .map_err(|e| corrupt(format!("parked experience {id}: {e}")))?;
+        }
+        Ok(replica)
+    }
+}
+
+impl Store {
+    /// Every stored experience inserted in arrival order, from the genesis on.
+    fn load_history(&self, progress: &mut dyn FnMut(u64)) -> Result<Replica, StoreError> {
         let mut replica: Option<Replica> = None;
         let cloud = self.cloud;
         self.for_each(|n, bytes| {
@@ -647,35 +681,12 @@ impl Store {
                             .map_err(|e| corrupt(format!("genesis: {e}")))?,
                     )
                 }
-                Some(r) => {
-                    let id = exp.id();
-                    let out = r
-                        .insert(exp)
-                        .map_err(|e| corrupt(format!("experience #{n} ({id}): {e}")))?;
-                    if out.admitted.first().map(|i| u64::from(*i)) != Some(n) {
-                        return Err(corrupt(format!(
-                            "experience #{n} ({id}) is stored before what it depends on"
-                        )));
-                    }
-                }
+                Some(r) => base::admit(r, exp, n)?,
             }
             progress(n);
             Ok(())
         })?;
-        let mut replica = replica.ok_or_else(|| corrupt("the store has no genesis"))?;
-        let txn = self.db()?.begin_read().map_err(|e| self.map_db(e))?;
-        let parked = txn.open_table(PARKED).map_err(|e| self.map_db(e))?;
-        for row in parked.iter().map_err(|e| self.map_db(e))? {
-            let (k, v) = row.map_err(|e| self.map_db(e))?;
-            let id = Id(*k.value());
-            let bytes = unseal(v.value(), &|| format!("parked experience {id}"))?;
-            let exp = revalidate_stored(bytes, &cloud)
-                .map_err(|e| corrupt(format!("parked experience {id}: {e}")))?;
-            replica
-                .insert(exp)
-                .map_err(|e| corrupt(format!("parked experience {id}: {e}")))?;
-        }
-        Ok(replica)
+        replica.ok_or_else(|| corrupt("the store has no genesis"))
     }
 }
 

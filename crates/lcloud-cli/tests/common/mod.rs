@@ -1,6 +1,8 @@
 //! Running the real `lcloud` binary from tests.
 #![allow(dead_code)]
 
+pub mod procs;
+
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};

@@ -1,0 +1,121 @@
+//! Finality and compaction across real nodes: members attest checkpoints, which become
+//! final with one root everywhere; a stopped node's store compacts at the final checkpoint
+//! and starts again, serving and syncing as before.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::procs::{NodeProc, cloud, converge};
+use common::{lcloud, ok};
+
+#[test]
+fn members_attest_checkpoints_and_they_become_final() {
+    let base = tempfile::tempdir().unwrap();
+    let dirs = cloud(base.path(), &["a", "b", "c"], Some(&["b", "c"]));
+    let a = NodeProc::start(&dirs[0], &[]);
+    let b = NodeProc::start(&dirs[1], &[&a.p2p]);
+    let c = NodeProc::start(&dirs[2], &[&a.p2p, &b.p2p]);
+    // One chain deeper than the first checkpoint (depth 256), then every member writes on
+    // top of it, so that everything up to it is stable.
+    for i in 0..260 {
+        a.cli(&["set", "/n", &i.to_string()]).unwrap();
+    }
+    converge(&[&a, &b, &c]);
+    for node in [&b, &c, &a] {
+        node.cli(&["incr", "/after"]).unwrap();
+        converge(&[&a, &b, &c]);
+    }
+    // At their next ticks the members attest checkpoint 256; once all three attestations
+    // are everywhere it is final, with one root, on every node.
+    let status = |n: &NodeProc| -> serde_json::Value {
+        serde_json::from_str(&n.cli(&["--json", "status"]).unwrap()).unwrap()
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let finals = loop {
+        let finals: Vec<serde_json::Value> = [&a, &b, &c]
+            .iter()
+            .map(|n| status(n)["finality"]["final_checkpoint"].clone())
+            .collect();
+        if finals.iter().all(|f| f["depth"] == 256) {
+            break finals;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "checkpoint 256 not final everywhere: {finals:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(finals.iter().all(|f| f == &finals[0]), "{finals:?}");
+    let s = status(&a);
+    assert_eq!(
+        s["finality"]["divergent_checkpoints"],
+        serde_json::json!([])
+    );
+    assert!(
+        a.cli(&["status"])
+            .unwrap()
+            .contains("checkpoint   depth 256 final")
+    );
+    assert!(a.metrics().contains("lcloud_final_checkpoint_depth 256\n"));
+    assert!(a.metrics().contains("lcloud_checkpoint_divergences 0\n"));
+    assert!(a.metrics().contains("lcloud_late_experiences 0\n"));
+    // The attested root is the state at the checkpoint's cut: the genesis (depth 0) and the
+    // first 256 writes of /n, as a stopped node folds it from its store.
+    let root = finals[0]["root"].as_str().unwrap().to_owned();
+    let a_id = String::from_utf8_lossy(&lcloud(&dirs[0], &["id"]).stdout)
+        .trim()
+        .to_owned();
+    assert_eq!(finals[0]["clock"], serde_json::json!({ a_id.clone(): 257 }));
+    drop((a, b, c));
+    let at = format!("{}:257", &a_id[..16]);
+    let out = lcloud(&dirs[1], &["root", "--at", &at]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), root, "{at}");
+    let out = lcloud(&dirs[1], &["--json", "state", "--at", &at, "/n"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "255");
+
+    // Compaction at the final checkpoint: the root stays, time travel reaches back to the
+    // checkpoint and refuses earlier cuts by name, verify still checks every link.
+    let now = ok(&dirs[1], &["root"]);
+    let before = std::fs::metadata(dirs[1].join("store.redb")).unwrap().len();
+    let done: serde_json::Value =
+        serde_json::from_str(&ok(&dirs[1], &["--json", "compact"])).unwrap();
+    assert_eq!(done["depth"], 256, "{done}");
+    assert_eq!(done["root"], now.as_str(), "{done}");
+    let kept = done["experiences"]["after"].as_u64().unwrap();
+    assert!(kept < 20, "{done}");
+    assert_eq!(
+        done["headers"].as_u64().unwrap(),
+        done["experiences"]["before"].as_u64().unwrap() - kept
+    );
+    assert_eq!(done["bytes"]["before"].as_u64().unwrap(), before);
+    assert_eq!(ok(&dirs[1], &["root"]), now);
+    assert_eq!(ok(&dirs[1], &["root", "--at", &at]), root);
+    assert_eq!(ok(&dirs[1], &["--json", "state", "--at", &at, "/n"]), "255");
+    let early = format!("{}:100", &a_id[..16]);
+    let out = lcloud(&dirs[1], &["state", "--at", &early, "/n"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("compacted") && err.contains("earliest cut"),
+        "{err}"
+    );
+    let verified: serde_json::Value =
+        serde_json::from_str(&ok(&dirs[1], &["--json", "verify"])).unwrap();
+    assert_eq!(verified["headers"], done["headers"], "{verified}");
+    // Compacting again finds nothing newer to drop below.
+    let again: serde_json::Value =
+        serde_json::from_str(&ok(&dirs[1], &["--json", "compact", "--retain", "checkpoint"]))
+            .unwrap();
+    assert_eq!(again["experiences"]["after"], kept, "{again}");
+
+    // The compacted node starts, serves the same state and goes on syncing with the others.
+    let a = NodeProc::start(&dirs[0], &[]);
+    let b = NodeProc::start(&dirs[1], &[&a.p2p]);
+    assert_eq!(b.root(), now);
+    a.cli(&["set", "/later", "1"]).unwrap();
+    b.cli(&["set", "/later-b", "2"]).unwrap();
+    converge(&[&a, &b]);
+    assert_eq!(b.state()["later"], 1);
+    assert_eq!(a.state()["later-b"], 2);
+}
+

@@ -1,0 +1,228 @@
+//! Compaction on disk (issue 20): a store compacted at its deepest final checkpoint reopens
+//! to the same root, keeps only what the history above the checkpoint asks about, answers
+//! time travel from its base on and refuses cuts before it by name, refuses what is behind
+//! the checkpoint as too old to merge, and goes on storing and compacting as before.
+
+mod common;
+
+use common::ops;
+use ed25519_consensus::SigningKey;
+use lcloud_core::{
+    CompactError, Cut, Experience, ForkPolicy, Genesis, NodeId, Op, Replica, Value, Verified,
+};
+use lcloud_store::{Retain, Store, StoreError};
+
+/// Checkpoint spacing: small, so short histories have final checkpoints.
+const EVERY: u64 = 16;
+
+fn keys() -> Vec<SigningKey> {
+    (1..=2u8).map(|k| SigningKey::from([k; 32])).collect()
+}
+
+fn id(k: &SigningKey) -> NodeId {
+    NodeId(k.verification_key().to_bytes())
+}
+
+fn genesis() -> Verified<Experience> {
+    let keys = keys();
+    Experience::create_genesis(
+        &keys[0],
+        Genesis {
+            name: "compact".into(),
+            init: Value::map(),
+            members: Some(vec![id(&keys[1])]),
+            fork_policy: ForkPolicy::Concurrent,
+        },
+    )
+}
+
+/// `rounds` rounds in which both members write seeded ops and attest what is due.
+fn grow(r: &mut Replica, rounds: usize, seed: &mut u64) {
+    let keys = keys();
+    for _ in 0..rounds {
+        for k in &keys {
+            r.write(k, ops(seed)).unwrap();
+        }
+        for k in &keys {
+            if let Some(depth) = r.lattice().attestation_due(&id(k), EVERY) {
+                let cut = Cut::Clock(r.lattice().depth_cut(depth));
+                let root = r.state_at(&cut).unwrap().root();
+                r.write(k, vec![Op::Attest { depth, root }]).unwrap();
+            }
+        }
+    }
+}
+
+/// Imports everything `source` holds into the store in `dir` (what is behind a compaction
+/// is refused, by reason); returns the refusals by reason.
+fn import(dir: &std::path::Path, source: &Replica) -> std::collections::BTreeMap<String, usize> {
+    let mut store = Store::open(dir).unwrap();
+    let mut local = store.load(&mut |_| {}).unwrap();
+    let records: Vec<Vec<u8>> = source
+        .lattice()
+        .iter()
+        .skip(1)
+        .map(|e| e.to_bytes())
+        .collect();
+    let refs: Vec<&[u8]> = records.iter().map(|r| r.as_slice()).collect();
+    store
+        .import(&mut local, &refs, &mut |_| {})
+        .unwrap()
+        .rejected
+}
+
+#[test]
+fn a_compacted_store_reopens_to_the_same_root_and_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut full = Replica::new(genesis()).unwrap();
+    let mut seed = 7;
+    grow(&mut full, 120, &mut seed);
+    Store::create(dir.path(), &genesis()).unwrap();
+    assert!(import(dir.path(), &full).is_empty());
+
+    let mut store = Store::open(dir.path()).unwrap();
+    let loaded = store.load(&mut |_| {}).unwrap();
+    assert_eq!(store.compaction_point().unwrap(), None);
+    let done = store.compact(&loaded, Retain::Checkpoint).unwrap();
+    assert_eq!(done.before, full.lattice().len() as u64);
+    assert!(
+        done.after < done.before / 2 && done.kept_below < done.after,
+        "{done:?}"
+    );
+    assert!(done.bytes.1 < done.bytes.0, "{done:?}");
+    assert_eq!(done.headers, 0);
+    drop(store);
+
+    let (store, compacted) = Store::open_loaded(dir.path(), &mut |_| {}).unwrap();
+    assert_eq!(compacted.root(), full.root());
+    assert_eq!(compacted.refold().root(), full.root());
+    assert_eq!(store.state().unwrap().root(), full.root());
+    assert_eq!(
+        compacted.lattice().compaction_point(),
+        Some(&(done.depth, done.earliest.clone()))
+    );
+    assert_eq!(
+        store.compaction_point().unwrap(),
+        Some((done.depth, done.earliest.clone()))
+    );
+    assert_eq!(compacted.lattice().len() as u64, done.after);
+
+    // Time travel: every cut that includes the base answers as the full history does; every
+    // cut that does not is refused, naming the earliest cut held.
+    let (mut answered, mut refused) = (0, 0);
+    for i in 0..full.lattice().len() as u32 {
+        let clock = full.lattice().clock(i);
+        match store.state_at_clock(&clock) {
+            Ok(state) => {
+                let want = full.state_at(&Cut::Clock(clock.clone())).unwrap().root();
+                let got = match state {
+                    Some(s) => s.root(),
+                    None => compacted.state_at(&Cut::Clock(clock)).unwrap().root(),
+                };
+                assert_eq!(got, want, "experience #{i}");
+                answered += 1;
+            }
+            Err(StoreError::Compacted { earliest }) => {
+                assert_eq!(earliest, done.earliest);
+                assert!(!done.earliest.le(&clock));
+                refused += 1;
+            }
+            Err(e) => panic!("experience #{i}: {e}"),
+        }
+    }
+    assert!(answered > 10 && refused > 10, "{answered} {refused}");
+    drop(store);
+
+    // It goes on: new writes merge; what lies behind the checkpoint is refused as too old.
+    grow(&mut full, 60, &mut seed);
+    let rejected = import(dir.path(), &full);
+    assert!(
+        rejected.keys().all(|k| k == "BehindCheckpoint") && !rejected.is_empty(),
+        "{rejected:?}"
+    );
+    let (mut store, again) = Store::open_loaded(dir.path(), &mut |_| {}).unwrap();
+    assert_eq!(again.root(), full.root());
+    assert_eq!(store.state().unwrap().root(), full.root());
+
+    // And compacts again, further up, keeping the dropped experiences' headers.
+    let second = store.compact(&again, Retain::Headers).unwrap();
+    assert!(second.depth > done.depth, "{second:?}");
+    drop(store);
+    let (store, thrice) = Store::open_loaded(dir.path(), &mut |_| {}).unwrap();
+    assert_eq!(thrice.root(), full.root());
+    assert_eq!(store.verify_headers(&thrice).unwrap(), second.headers);
+    assert!(second.headers > 0);
+}
+
+#[test]
+fn nothing_is_compacted_without_a_final_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut full = Replica::new(genesis()).unwrap();
+    let k = &keys()[0];
+    for i in 0..40 {
+        full.write(k, vec![common_set(i)]).unwrap();
+    }
+    Store::create(dir.path(), &genesis()).unwrap();
+    import(dir.path(), &full);
+    let mut store = Store::open(dir.path()).unwrap();
+    let loaded = store.load(&mut |_| {}).unwrap();
+    let before = store.len();
+    let err = store.compact(&loaded, Retain::Checkpoint).unwrap_err();
+    assert!(
+        matches!(err, StoreError::Compact(CompactError::NoFinalCheckpoint)),
+        "{err}"
+    );
+    drop(store);
+    let (store, reopened) = Store::open_loaded(dir.path(), &mut |_| {}).unwrap();
+    assert_eq!(reopened.root(), full.root());
+    assert_eq!((store.len(), store.compaction_point().unwrap()), (before, None));
+}
+
+#[test]
+fn a_damaged_kept_header_fails_verification() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut full = Replica::new(genesis()).unwrap();
+    let mut seed = 3;
+    grow(&mut full, 80, &mut seed);
+    Store::create(dir.path(), &genesis()).unwrap();
+    import(dir.path(), &full);
+    let mut store = Store::open(dir.path()).unwrap();
+    let loaded = store.load(&mut |_| {}).unwrap();
+    let done = store.compact(&loaded, Retain::Headers).unwrap();
+    assert_eq!(done.headers, done.before - done.after);
+    assert_eq!(store.verify_headers(&loaded).unwrap(), done.headers);
+    drop(store);
+
+    // Swap two headers' values: each is well sealed, but under another's key.
+    use redb::{ReadableTable, TableDefinition};
+    const HEADERS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("headers");
+    {
+        let db = redb::Database::open(dir.path().join("store.redb")).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let mut t = txn.open_table(HEADERS).unwrap();
+            let rows: Vec<(Vec<u8>, Vec<u8>)> = t
+                .iter()
+                .unwrap()
+                .take(2)
+                .map(|r| {
+                    let (k, v) = r.unwrap();
+                    (k.value().to_vec(), v.value().to_vec())
+                })
+                .collect();
+            t.insert(rows[0].0.as_slice(), rows[1].1.as_slice())
+                .unwrap();
+        }
+        txn.commit().unwrap();
+    }
+    let (store, replica) = Store::open_loaded(dir.path(), &mut |_| {}).unwrap();
+    let err = store.verify_headers(&replica).unwrap_err();
+    assert!(err.to_string().contains("its key does not name it"), "{err}");
+}
+
+fn common_set(i: i64) -> Op {
+    Op::Set {
+        path: lcloud_core::Path::parse("/x").unwrap(),
+        value: Value::Int(i),
+    }
+}
