@@ -231,6 +231,7 @@ pub fn run(cli: Cli) -> Result<()> {
                     mdns,
                     api_host,
                     debug_api,
+                    retain,
                     cors,
                     tls_cert,
                     tls_key,
@@ -281,6 +282,11 @@ pub fn run(cli: Cli) -> Result<()> {
                     write_stall: write_timeout,
                 },
                 token_rate,
+                retain: match retain {
+                    crate::NodeRetain::Full => None,
+                    crate::NodeRetain::Headers => Some(lcloud_store::Retain::Headers),
+                    crate::NodeRetain::Checkpoint => Some(lcloud_store::Retain::Checkpoint),
+                },
             })?;
             Ok(())
         }

@@ -117,6 +117,17 @@ pub(crate) enum RetainArg {
     Checkpoint,
 }
 
+/// What a node keeps of the history below its final checkpoints (`--retain`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum NodeRetain {
+    /// Everything.
+    Full,
+    /// The signed headers of what it drops.
+    Headers,
+    /// Nothing of what it drops.
+    Checkpoint,
+}
+
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Create this node's identity, a store and a new cloud (with its genesis).
@@ -441,6 +452,15 @@ enum NodeAction {
         /// harness.
         #[arg(long)]
         debug_api: bool,
+        /// What the node keeps of the history below its final checkpoints. `full` (the
+        /// default) keeps everything: time travel reaches back to the genesis and any peer,
+        /// however far behind, can catch up from this node; compaction gives both up, so it
+        /// is the operator's choice. `headers` compacts each time enough history lies below a
+        /// new final checkpoint (as `lcloud compact` does), keeping each dropped experience's
+        /// signed header; `checkpoint` keeps nothing of them. Memory then holds the state and
+        /// the history since the last final checkpoint, not the whole history.
+        #[arg(long, value_enum, default_value_t = NodeRetain::Full)]
+        retain: NodeRetain,
         /// A web origin whose pages may call the API from a browser (repeatable), e.g.
         /// `https://app.example`: answered with CORS headers, its requests still need a token.
         /// Off by default: only this node's own pages.

@@ -9,13 +9,28 @@ use std::time::{Duration, Instant};
 use common::procs::{NodeProc, cloud, converge};
 use common::{lcloud, ok};
 
+/// Copies the files of directory `from` into a new directory `to`.
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_type().unwrap().is_file() {
+            std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+        }
+    }
+}
+
 #[test]
 fn members_attest_checkpoints_and_they_become_final() {
     let base = tempfile::tempdir().unwrap();
     let dirs = cloud(base.path(), &["a", "b", "c"], Some(&["b", "c"]));
+    // b's store as it joined: later, a node far behind every checkpoint.
+    let b_old = base.path().join("b-old");
+    copy_dir(&dirs[1], &b_old);
     let a = NodeProc::start(&dirs[0], &[]);
     let b = NodeProc::start(&dirs[1], &[&a.p2p]);
-    let c = NodeProc::start(&dirs[2], &[&a.p2p, &b.p2p]);
+    // c compacts as it runs, keeping nothing of what it drops.
+    let c = NodeProc::start_with(&dirs[2], &[&a.p2p, &b.p2p], &["--retain", "checkpoint"]);
     // One chain deeper than the first checkpoint (depth 256), then every member writes on
     // top of it, so that everything up to it is stable.
     for i in 0..260 {
@@ -60,6 +75,42 @@ fn members_attest_checkpoints_and_they_become_final() {
     assert!(a.metrics().contains("lcloud_final_checkpoint_depth 256\n"));
     assert!(a.metrics().contains("lcloud_checkpoint_divergences 0\n"));
     assert!(a.metrics().contains("lcloud_late_experiences 0\n"));
+    assert!(a.metrics().contains("lcloud_compaction_depth 0\n"));
+    // c compacts at its next tick, and goes on with the same root.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while status(&c)["finality"]["compacted"].is_null() {
+        assert!(
+            Instant::now() < deadline,
+            "c did not compact: {}",
+            status(&c)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let compacted = status(&c)["finality"]["compacted"].clone();
+    assert_eq!(compacted["depth"], 256, "{compacted}");
+    assert!(
+        compacted["kept_below"].as_u64().unwrap() < 20,
+        "{compacted}"
+    );
+    assert!(c.metrics().contains("lcloud_compaction_depth 256\n"));
+    a.cli(&["set", "/after-compaction", "1"]).unwrap();
+    converge(&[&a, &b, &c]);
+    assert_eq!(c.state()["after-compaction"], 1);
+    // A node behind the checkpoint that asks c is refused by name and sent nothing.
+    drop(b);
+    let old = NodeProc::start(&b_old, &[&c.p2p]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !c
+        .metrics()
+        .contains("lcloud_rejected_total{reason=\"behind checkpoint\"}")
+    {
+        assert!(Instant::now() < deadline, "{}", c.metrics());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(old.state(), serde_json::json!({}));
+    assert_eq!(status(&old)["parked"], 0, "{}", status(&old));
+    drop(old);
     // The attested root is the state at the checkpoint's cut: the genesis (depth 0) and the
     // first 256 writes of /n, as a stopped node folds it from its store.
     let root = finals[0]["root"].as_str().unwrap().to_owned();
@@ -67,7 +118,7 @@ fn members_attest_checkpoints_and_they_become_final() {
         .trim()
         .to_owned();
     assert_eq!(finals[0]["clock"], serde_json::json!({ a_id.clone(): 257 }));
-    drop((a, b, c));
+    drop((a, c));
     let at = format!("{}:257", &a_id[..16]);
     let out = lcloud(&dirs[1], &["root", "--at", &at]);
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), root, "{at}");
@@ -103,10 +154,17 @@ fn members_attest_checkpoints_and_they_become_final() {
         serde_json::from_str(&ok(&dirs[1], &["--json", "verify"])).unwrap();
     assert_eq!(verified["headers"], done["headers"], "{verified}");
     // Compacting again finds nothing newer to drop below.
-    let again: serde_json::Value =
-        serde_json::from_str(&ok(&dirs[1], &["--json", "compact", "--retain", "checkpoint"]))
-            .unwrap();
+    let again: serde_json::Value = serde_json::from_str(&ok(
+        &dirs[1],
+        &["--json", "compact", "--retain", "checkpoint"],
+    ))
+    .unwrap();
     assert_eq!(again["experiences"]["after"], kept, "{again}");
+
+    // A write with no node running goes on the compacted chain.
+    ok(&dirs[1], &["set", "/offline", "3"]);
+    let now = ok(&dirs[1], &["root"]);
+    assert!(lcloud(&dirs[1], &["verify"]).status.success());
 
     // The compacted node starts, serves the same state and goes on syncing with the others.
     let a = NodeProc::start(&dirs[0], &[]);
@@ -117,5 +175,5 @@ fn members_attest_checkpoints_and_they_become_final() {
     converge(&[&a, &b]);
     assert_eq!(b.state()["later"], 1);
     assert_eq!(a.state()["later-b"], 2);
+    assert_eq!(a.state()["offline"], 3);
 }
-

@@ -95,6 +95,11 @@ impl Session {
     /// first batch of what it lacks; the rest is queued as pushes, to poll once the answer
     /// is sent.
     pub fn handle_sync(&mut self, lattice: &Lattice, theirs: &Summary) -> Response {
+        if let Some(depth) = sync::behind(lattice, theirs) {
+            return Response::Refused {
+                reason: sync::behind_reason(depth),
+            };
+        }
         let missing = sync::missing(lattice, theirs);
         let (exps, more) = sync::batch(lattice, &missing, self.limits.first_bytes);
         if more {
@@ -113,6 +118,10 @@ impl Session {
     /// when such a round is queued.
     pub fn handle_sync_answer(&mut self, lattice: &Lattice, theirs: &Summary, more: bool) -> bool {
         self.syncing = false;
+        if sync::behind(lattice, theirs).is_some() {
+            // What it lacks is too old to merge from here (it is told when it asks).
+            return false;
+        }
         self.pushing.extend(sync::missing(lattice, theirs));
         if more {
             // The rest comes as pushes; the next exchange finds any disagreement left.

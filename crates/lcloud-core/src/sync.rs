@@ -473,6 +473,19 @@ pub fn behind(lattice: &Lattice, theirs: &Summary) -> Option<u64> {
     lacks.then_some(*depth)
 }
 
+/// How a refusal to a peer that is [`behind`] starts (`Response::Refused`).
+pub const BEHIND: &str = "behind checkpoint";
+
+/// The refusal to a peer that is [`behind`] the checkpoint of `depth` this replica
+/// compacted at: what it lacks is too old to merge from here.
+pub fn behind_reason(depth: u64) -> String {
+    format!(
+        "{BEHIND}: this node compacted its history below the final checkpoint of depth {depth} \
+         and your chains end below it, so what you lack is too old to merge from here; sync \
+         from a node that keeps its whole history (`lcloud node run --retain full`)"
+    )
+}
+
 /// The first batch of `missing` (at most [`BATCH_BYTES`], at least one experience) as
 /// canonical bytes, and whether more remain.
 pub fn batch(lattice: &Lattice, missing: &[Idx], max_bytes: usize) -> (Vec<ByteBuf>, bool) {

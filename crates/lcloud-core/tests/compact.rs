@@ -406,6 +406,25 @@ fn a_compacted_replica_syncs_what_follows_and_tells_a_peer_it_is_behind() {
             e.seq()
         );
     }
+    // The sync session refuses it by name, and pushes it nothing when it answers.
+    let mut session = lcloud_core::Session::new(lcloud_core::Limits::default());
+    match session.handle_sync(c.lattice(), &theirs) {
+        lcloud_core::sync::Response::Refused { reason } => {
+            assert!(reason.starts_with(lcloud_core::sync::BEHIND), "{reason}");
+            assert!(reason.contains(&format!("depth {depth}")), "{reason}");
+        }
+        other => panic!("answered a peer behind the checkpoint: {other:?}"),
+    }
+    session.start();
+    assert!(session.poll_request(c.lattice()).is_some());
+    assert!(!session.handle_sync_answer(c.lattice(), &theirs, false));
+    assert_eq!(session.lag(), 0);
+    // A peer that holds the checkpoint is answered as before.
+    let ours = Summary::of(peer.lattice());
+    assert!(matches!(
+        session.handle_sync(c.lattice(), &ours),
+        lcloud_core::sync::Response::Sync { .. }
+    ));
 }
 
 #[test]

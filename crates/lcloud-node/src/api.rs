@@ -292,6 +292,11 @@ pub fn finality_json(lattice: &lcloud_core::Lattice) -> J {
             "clock": clock(&lattice.depth_cut(c.depth)),
         })),
         "late": lattice.late_count(),
+        "compacted": lattice.compaction_point().map(|(depth, earliest)| json!({
+            "depth": depth,
+            "earliest": clock(earliest),
+            "kept_below": lattice.kept_below(),
+        })),
         "pending_checkpoints": checkpoints.iter().filter(|c| c.depth > final_depth && !c.is_divergent()).map(checkpoint).collect::<Vec<_>>(),
         "divergent_checkpoints": checkpoints.iter().filter(|c| c.is_divergent()).map(checkpoint).collect::<Vec<_>>(),
     })

@@ -147,7 +147,7 @@ impl Node {
         let stability = lattice.stability();
         let checkpoints = lattice.checkpoints();
         // Name, help, kind, value: one metric each, in this order.
-        let rows: [(&str, &str, &str, String); 18] = [
+        let rows: [(&str, &str, &str, String); 19] = [
             (
                 "peers",
                 "Connected peers.",
@@ -254,6 +254,15 @@ impl Node {
                 "Experiences below the final checkpoint that no member had seen when attesting it (a fork's other branch surfacing late): left out of the fold.",
                 "gauge",
                 lattice.late_count().to_string(),
+            ),
+            (
+                "compaction_depth",
+                "Depth of the final checkpoint this node compacted its history at (0: it keeps the whole history).",
+                "gauge",
+                lattice
+                    .compaction_point()
+                    .map_or(0, |(d, _)| *d)
+                    .to_string(),
             ),
             (
                 "checkpoint_divergences",

@@ -5,6 +5,9 @@ use lcloud_core::{CHECKPOINT_EVERY, Checkpoint, Cut, Id, Op};
 
 use super::Node;
 
+/// The fewest experiences above a compacted store's base before another compaction.
+const COMPACT_ABOVE_MIN: usize = CHECKPOINT_EVERY as usize;
+
 impl Node {
     /// At every tick: if a checkpoint is due that this node has not attested, folds the
     /// state at it and writes the attestation through the ordinary write path; then reports
@@ -35,6 +38,58 @@ impl Node {
             }
         }
         self.report_divergences();
+        self.compact_due();
+    }
+
+    /// With `--retain headers|checkpoint`: compacts the store at the deepest final
+    /// checkpoint once it lies above the last compaction and the history above the base is
+    /// at least as long as what is kept below it (and [`COMPACT_ABOVE_MIN`]), so that
+    /// rewriting the store costs a bounded amount per experience; then loads the compacted
+    /// store. Memory then holds the state and the history since the last compaction.
+    fn compact_due(&mut self) {
+        let Some(retain) = self.retain else {
+            return;
+        };
+        if self.unstored.is_some() {
+            return;
+        }
+        let lattice = self.replica.lattice();
+        let Some(fixed) = lattice.fixed_depth() else {
+            return;
+        };
+        if lattice.compaction_point().is_some_and(|(d, _)| *d >= fixed) {
+            return;
+        }
+        let kept = lattice.kept_below();
+        if lattice.len() - kept < COMPACT_ABOVE_MIN.max(kept) {
+            return;
+        }
+        match self.store.compact(&self.replica, retain) {
+            Ok(done) => {
+                tracing::info!(
+                    depth = done.depth,
+                    dropped = done.before - done.after,
+                    kept = done.after,
+                    bytes_before = done.bytes.0,
+                    bytes_after = done.bytes.1,
+                    "compacted the history below a final checkpoint"
+                );
+                self.reload();
+            }
+            Err(lcloud_store::StoreError::Compact(why)) => {
+                // Nothing was changed; with calls to order-sensitive morphisms this stays so
+                // until they can be compacted: said once, at the first try.
+                if !std::mem::replace(&mut self.compaction_refused, true) {
+                    tracing::warn!(error = %why, "not compacting the history");
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "compaction failed; the store is as it was");
+                if self.store.is_closed() {
+                    self.reload();
+                }
+            }
+        }
     }
 
     /// The state root at checkpoint `depth`: from the store's time-travel index where it can

@@ -59,6 +59,9 @@ pub struct Config {
     pub limits: serve::Limits,
     /// Most requests one token may make per second (with as many at once), 0 for no limit.
     pub token_rate: u32,
+    /// Compact the store below final checkpoints, keeping this of what is dropped (`None`:
+    /// keep the whole history).
+    pub retain: Option<lcloud_store::Retain>,
 }
 
 /// Why a node could not start or stopped with an error.
@@ -351,6 +354,7 @@ fn start_core(
     // The core holds the only sender of network commands: the network stops when it ends.
     let mut node = Node::open(me, store, replica, identity, commands, announce.clone())?;
     node.retiring = retiring;
+    node.retain = config.retain;
     let core = std::thread::Builder::new()
         .name("lcloud-node".into())
         .spawn(move || node.run(rx))

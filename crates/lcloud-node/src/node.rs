@@ -132,6 +132,10 @@ pub struct Node {
     pub(crate) retiring: Option<crate::announce::Retiring>,
     /// Checkpoints whose divergence was logged already.
     divergences_reported: std::collections::BTreeSet<u64>,
+    /// Compact below final checkpoints, keeping this of what is dropped (`None`: never).
+    pub(crate) retain: Option<lcloud_store::Retain>,
+    /// Compaction was refused (calls to order-sensitive morphisms): said once.
+    compaction_refused: bool,
 }
 
 impl Node {
@@ -167,6 +171,8 @@ impl Node {
             signer,
             retiring: None,
             divergences_reported: Default::default(),
+            retain: None,
+            compaction_refused: false,
             scores: BTreeMap::new(),
             metrics: Metrics::default(),
         };

@@ -71,7 +71,7 @@ fn paths_document() -> J {
                 "responses": {"200": ok_json("the value", json!({})), "400": err, "404": err}}},
             "/api/root": {"get": {"summary": "The state root.",
                 "responses": {"200": ok_json("root", json!({"type": "object", "properties": {"root": {"type": "string"}}}))}}},
-            "/api/status": {"get": {"summary": "Node, cloud, root, heads, frontier clock, experiences, peers; parked experiences and the first ids they wait for (a gap), the number of fork proofs, and finality: the stable frontier (what every current member has seen), how many experiences are stable and not yet, each member's part and the member furthest behind (`held_back_by`).",
+            "/api/status": {"get": {"summary": "Node, cloud, root, heads, frontier clock, experiences, peers; parked experiences and the first ids they wait for (a gap), the number of fork proofs, and finality: the stable frontier (what every current member has seen), how many experiences are stable and not yet, each member's part and the member furthest behind (`held_back_by`), the deepest final checkpoint and those pending or divergent, how many experiences are late (below a final checkpoint, outside what its attestations had seen: left out of the fold), and where the node compacted its history (`compacted`: depth, earliest cut held, experiences kept below it; null while it keeps the whole history).",
                 "responses": {"200": ok_json("status", json!({"type": "object"}))}}},
             "/api/heads": {"get": {"summary": "Heads of the DAG.",
                 "responses": {"200": ok_json("ids", json!({"type": "array", "items": {"type": "string"}}))}}},

@@ -264,6 +264,13 @@ impl Node {
                 // on its way (see `on_net`). A peer without a session (not connected as far
                 // as this thread knows) gets the first batch alone.
                 let lattice = self.replica.lattice();
+                if lcloud_core::sync::behind(lattice, &summary).is_some() {
+                    *self
+                        .metrics
+                        .rejected
+                        .entry(lcloud_core::sync::BEHIND.into())
+                        .or_default() += 1;
+                }
                 let response = match self.peers.get_mut(&peer) {
                     Some(s) => s.session.handle_sync(lattice, &summary),
                     None => Session::new(Limits::default()).handle_sync(lattice, &summary),
@@ -382,7 +389,11 @@ impl Node {
                 self.poll(peer);
             }
             Response::Refused { reason } => {
-                tracing::info!(%peer, %reason, "peer refused");
+                if reason.starts_with(lcloud_core::sync::BEHIND) {
+                    tracing::warn!(%peer, %reason, "peer refused: this node is behind its checkpoint");
+                } else {
+                    tracing::info!(%peer, %reason, "peer refused");
+                }
                 if let Some(s) = self.peers.get_mut(&peer) {
                     s.session.handle_failure();
                 }

@@ -62,7 +62,10 @@ impl BaseMeta {
     fn encode(&self) -> Vec<u8> {
         let clock: Vec<(&NodeId, &u64)> = self.clock.0.iter().collect();
         sealed(&lcloud_core::codec::to_canonical(&(
-            self.depth, clock, self.end, &self.flags,
+            self.depth,
+            clock,
+            self.end,
+            &self.flags,
         )))
     }
 
@@ -143,7 +146,9 @@ impl Store {
     /// `replica`'s before it replaces the old one. Returns what it did; the store is open
     /// again on the compacted file.
     pub fn compact(&mut self, replica: &Replica, retain: Retain) -> Result<Compaction, StoreError> {
-        guard(&self.dir.clone(), || self.compact_unguarded(replica, retain))
+        guard(&self.dir.clone(), || {
+            self.compact_unguarded(replica, retain)
+        })
     }
 
     fn compact_unguarded(
@@ -159,7 +164,9 @@ impl Store {
             .cloned()
             .expect("a compacted replica has a compaction point");
         let file = self.dir.join(DB_FILE);
-        let bytes_before = fs::metadata(&file).map_err(|e| StoreError::io(&file, e))?.len();
+        let bytes_before = fs::metadata(&file)
+            .map_err(|e| StoreError::io(&file, e))?
+            .len();
         let tmp = self.dir.join(COMPACTING_DIR);
         if tmp.exists() {
             fs::remove_dir_all(&tmp).map_err(|e| StoreError::io(&tmp, e))?;
@@ -178,7 +185,9 @@ impl Store {
             .map_err(|e| StoreError::io(&self.dir, e))?;
         let _ = fs::remove_dir_all(&tmp);
         self.reopen_with(Store::open_behind)?;
-        let bytes_after = fs::metadata(&file).map_err(|e| StoreError::io(&file, e))?.len();
+        let bytes_after = fs::metadata(&file)
+            .map_err(|e| StoreError::io(&file, e))?
+            .len();
         Ok(Compaction {
             depth,
             earliest,

@@ -39,6 +39,9 @@ pub(crate) const CHECKPOINT_CLOCKS: TableDefinition<u64, &[u8]> =
 /// still visible in that checkpoint's document (written before format 4; read only).
 pub(crate) const CHECKPOINT_WRITERS: TableDefinition<u64, &[u8]> =
     TableDefinition::new("checkpoint_writers");
+/// node id ‖ seq (big-endian) ‖ id → sealed signed header of an experience compacted away,
+/// kept with `--retain headers` (`base.rs`): its chain stays checkable without its ops.
+pub(crate) const HEADERS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("headers");
 /// Node id → local alias.
 pub(crate) const ALIASES: TableDefinition<&[u8; 32], &str> = TableDefinition::new("aliases");
 /// Local names of contracts, by contract id (like node aliases, never replicated).
@@ -79,6 +82,3 @@ pub(crate) const META_LEAVES_STALE_AT: &str = "leaves_stale_at";
 /// checkpoint compacted at (depth, clock), how many arrivals lie below it (the genesis and
 /// the kept experiences) and what the full history said of each kept one.
 pub(crate) const META_BASE: &str = "base";
-/// node id ‖ seq (big-endian) ‖ id → sealed signed header of an experience compacted away,
-/// kept with `--retain headers` (`base.rs`): its chain stays checkable without its ops.
-pub(crate) const HEADERS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("headers");

@@ -172,7 +172,7 @@ impl Store {
     }
 
     /// Whether the database is closed after a failed write (see [`Store::reopen`]).
-    pub(crate) fn is_closed(&self) -> bool {
+    pub fn is_closed(&self) -> bool {
         self.db.is_none()
     }
 

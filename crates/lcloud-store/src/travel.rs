@@ -513,10 +513,11 @@ pub(crate) fn base_document(
     let runs = txn.open_table(RUNS).map_err(db)?;
     let checkpoints = txn.open_table(CHECKPOINTS).map_err(db)?;
     let writers = txn.open_table(CHECKPOINT_WRITERS).map_err(db)?;
-    let rec = checkpoints
-        .get(end)
-        .map_err(db)?
-        .ok_or_else(|| corrupt(format!("the compaction base's checkpoint ({end}) is missing")))?;
+    let rec = checkpoints.get(end).map_err(db)?.ok_or_else(|| {
+        corrupt(format!(
+            "the compaction base's checkpoint ({end}) is missing"
+        ))
+    })?;
     Ok(read_checkpoint(end, rec.value(), &writers, &runs, &mut records, cloud)?.0)
 }
 

@@ -175,7 +175,10 @@ fn nothing_is_compacted_without_a_final_checkpoint() {
     drop(store);
     let (store, reopened) = Store::open_loaded(dir.path(), &mut |_| {}).unwrap();
     assert_eq!(reopened.root(), full.root());
-    assert_eq!((store.len(), store.compaction_point().unwrap()), (before, None));
+    assert_eq!(
+        (store.len(), store.compaction_point().unwrap()),
+        (before, None)
+    );
 }
 
 #[test]
@@ -217,7 +220,10 @@ fn a_damaged_kept_header_fails_verification() {
     }
     let (store, replica) = Store::open_loaded(dir.path(), &mut |_| {}).unwrap();
     let err = store.verify_headers(&replica).unwrap_err();
-    assert!(err.to_string().contains("its key does not name it"), "{err}");
+    assert!(
+        err.to_string().contains("its key does not name it"),
+        "{err}"
+    );
 }
 
 fn common_set(i: i64) -> Op {

@@ -17,11 +17,17 @@ pub struct NodeProc {
 
 impl NodeProc {
     pub fn start(dir: &Path, peers: &[&str]) -> NodeProc {
+        NodeProc::start_with(dir, peers, &[])
+    }
+
+    /// [`NodeProc::start`] with more arguments to `node run`.
+    pub fn start_with(dir: &Path, peers: &[&str], extra: &[&str]) -> NodeProc {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_lcloud"));
         cmd.arg("--dir")
             .arg(dir)
             .args(["node", "run", "--api", "127.0.0.1:0", "--sync-every", "0.5"])
             .args(["--listen", "/ip4/127.0.0.1/tcp/0", "--debug-api"])
+            .args(extra)
             .env_remove("LCLOUD_DIR")
             .env_remove("LCLOUD_NODE")
             .stdout(Stdio::piped())
@@ -169,4 +175,3 @@ pub fn cloud(base: &Path, names: &[&str], members: Option<&[&str]>) -> Vec<PathB
     }
     dirs
 }
-
