@@ -83,7 +83,11 @@ pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Init(args) => init(&dir, json_out, args),
         Command::Token { action } => crate::token::run(&dir, json_out, action),
-        Command::Join { file, alias } => join(&dir, json_out, &file, alias),
+        Command::Join {
+            file,
+            alias,
+            shallow,
+        } => join(&dir, json_out, &file, alias, shallow),
         Command::Id => {
             let id = Identity::load_or_create(&dir)?;
             print(json_out, json!({"node": id.id().to_hex()}), || {
@@ -205,7 +209,11 @@ pub fn run(cli: Cli) -> Result<()> {
         }
         Command::Diff { from, to } => diff(&dir, json_out, &from, &to),
         Command::Log { graph } => log(&dir, json_out, graph, cli.node.clone()),
-        Command::Export { file, since } => export(&dir, json_out, &file, since),
+        Command::Export {
+            file,
+            since,
+            shallow,
+        } => export(&dir, json_out, &file, since, shallow),
         Command::Import { file } => {
             let mut node = open(&dir)?;
             import(&mut node, json_out, &file)
@@ -405,11 +413,26 @@ fn first_token(dir: &FsPath) -> Result<std::path::PathBuf> {
     Ok(dir.join(lcloud_store::tokens::ADMIN_FILE))
 }
 
-fn join(dir: &FsPath, json_out: bool, file: &FsPath, alias: Option<String>) -> Result<()> {
+fn join(
+    dir: &FsPath,
+    json_out: bool,
+    file: &FsPath,
+    alias: Option<String>,
+    shallow: bool,
+) -> Result<()> {
     if Store::exists(dir) {
         bail!("a λCLOUD store already exists in {}", dir.display());
     }
     let bytes = read_file(file)?;
+    if lcloud_store::shallow::is_shallow(&bytes) {
+        return join_shallow(dir, json_out, file, &bytes, alias);
+    }
+    if shallow {
+        bail!(
+            "{} is a bundle of the whole history, not a shallow one: make one with `lcloud export --shallow FILE`, or join without --shallow",
+            file.display()
+        );
+    }
     let b =
         bundle::decode(&bytes).with_context(|| format!("cannot join from {}", file.display()))?;
     let first = b
@@ -450,6 +473,50 @@ fn join(dir: &FsPath, json_out: bool, file: &FsPath, alias: Option<String>) -> R
             token.display()
         );
     }
+    Ok(())
+}
+
+/// Joins from a shallow bundle: restored and checked whole before anything is stored.
+fn join_shallow(
+    dir: &FsPath,
+    json_out: bool,
+    file: &FsPath,
+    bytes: &[u8],
+    alias: Option<String>,
+) -> Result<()> {
+    let restored = lcloud_store::shallow::restore(bytes)
+        .with_context(|| format!("cannot join from {}", file.display()))?;
+    let identity = Identity::load_or_create(dir)?;
+    let mut store = Store::create_compacted(dir, &restored.replica)?;
+    if let Some(a) = &alias {
+        store.set_alias(&identity.id(), a)?;
+    }
+    let token = first_token(dir)?;
+    let lattice = restored.replica.lattice();
+    let root = restored.replica.root();
+    print(
+        json_out,
+        json!({
+            "cloud": store.cloud().to_hex(),
+            "node": identity.id().to_hex(),
+            "checkpoint": {"depth": restored.depth, "root": restored.root.to_hex()},
+            "experiences": lattice.len(),
+            "root": root.to_hex(),
+        }),
+        || {
+            format!(
+                "joined cloud {} as node {} from the final checkpoint of depth {} (root {}, \
+                 attested by every member)\n{} experiences held; root {}\napi token (admin) {}",
+                store.cloud(),
+                identity.id(),
+                restored.depth,
+                restored.root,
+                lattice.len(),
+                root,
+                token.display()
+            )
+        },
+    );
     Ok(())
 }
 

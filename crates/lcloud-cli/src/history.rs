@@ -8,8 +8,26 @@ pub(super) fn export(
     json_out: bool,
     file: &FsPath,
     since: Option<String>,
+    shallow: bool,
 ) -> Result<()> {
     let node = open(dir)?;
+    if shallow {
+        let bytes = lcloud_store::shallow::export(&node.replica)?;
+        write_atomically(file, &bytes)?;
+        let depth = node.replica.lattice().fixed_depth().unwrap_or_default();
+        print(
+            json_out,
+            json!({"file": file, "bytes": bytes.len(), "checkpoint": depth}),
+            || {
+                format!(
+                    "wrote {} ({} bytes): the state at the final checkpoint of depth {depth} and everything since",
+                    file.display(),
+                    bytes.len()
+                )
+            },
+        );
+        return Ok(());
+    }
     let lattice = node.replica.lattice();
     let since = since.as_deref().map(|c| node.names.clock(c)).transpose()?;
     let bar = progress(lattice.len() as u64, "exporting");
@@ -25,10 +43,7 @@ pub(super) fn export(
     }
     bar.finish_and_clear();
     let bytes = bundle::encode(&node.store.cloud(), records.iter().map(|r| r.as_slice()));
-    let tmp = file.with_extension("partial");
-    std::fs::write(&tmp, &bytes)
-        .and_then(|_| std::fs::rename(&tmp, file))
-        .with_context(|| format!("cannot write {}", file.display()))?;
+    write_atomically(file, &bytes)?;
     print(
         json_out,
         json!({"file": file, "experiences": records.len(), "bytes": bytes.len()}),
@@ -44,8 +59,22 @@ pub(super) fn export(
     Ok(())
 }
 
+/// Writes `bytes` to `file` through a `.partial` file renamed over it.
+fn write_atomically(file: &FsPath, bytes: &[u8]) -> Result<()> {
+    let tmp = file.with_extension("partial");
+    std::fs::write(&tmp, bytes)
+        .and_then(|_| std::fs::rename(&tmp, file))
+        .with_context(|| format!("cannot write {}", file.display()))
+}
+
 pub(super) fn import(node: &mut Node, json_out: bool, file: &FsPath) -> Result<()> {
     let bytes = read_file(file)?;
+    if lcloud_store::shallow::is_shallow(&bytes) {
+        bail!(
+            "{} is a shallow bundle, which starts a new node (`lcloud join --shallow`); to merge into this one, export a bundle of the history (`lcloud export FILE`, or `--since`)",
+            file.display()
+        );
+    }
     let b = bundle::decode(&bytes).with_context(|| format!("cannot import {}", file.display()))?;
     let cloud = node.store.cloud();
     if b.cloud != cloud {
@@ -192,10 +221,10 @@ pub(super) fn verify(dir: &FsPath, json_out: bool) -> Result<()> {
         json_out,
         json!({"experiences": n, "headers": headers, "root": root.to_hex(), "ok": true}),
         || {
-            let held = if compacted {
-                format!(" (compacted: and {headers} signed headers of experiences dropped)")
-            } else {
-                String::new()
+            let held = match (compacted, headers) {
+                (false, _) => String::new(),
+                (true, 0) => " (a compacted store; no headers of what it dropped are kept)".into(),
+                (true, n) => format!(" and {n} signed headers of experiences compacted away"),
             };
             format!(
                 "verified {n} experiences{held}: every hash, signature and link holds\nroot {root}"
@@ -207,6 +236,22 @@ pub(super) fn verify(dir: &FsPath, json_out: bool) -> Result<()> {
 
 pub(super) fn compact(dir: &FsPath, json_out: bool, retain: crate::RetainArg) -> Result<()> {
     let mut node = open(dir)?;
+    let lattice = node.replica.lattice();
+    if let (Some((at, _)), Some(fixed)) = (lattice.compaction_point(), lattice.fixed_depth())
+        && *at >= fixed
+    {
+        let at = *at;
+        print(
+            json_out,
+            json!({"depth": at, "compacted": false, "root": node.replica.root().to_hex()}),
+            || {
+                format!(
+                    "already compacted at the deepest final checkpoint (depth {at}): nothing to drop"
+                )
+            },
+        );
+        return Ok(());
+    }
     let retain = match retain {
         crate::RetainArg::Headers => lcloud_store::Retain::Headers,
         crate::RetainArg::Checkpoint => lcloud_store::Retain::Checkpoint,
@@ -218,6 +263,7 @@ pub(super) fn compact(dir: &FsPath, json_out: bool, retain: crate::RetainArg) ->
         json_out,
         json!({
             "depth": done.depth,
+            "compacted": true,
             "earliest": done.earliest.to_string(),
             "experiences": {"before": done.before, "after": done.after, "kept_below": done.kept_below},
             "headers": done.headers,

@@ -136,10 +136,21 @@ enum Command {
     )]
     Init(InitArgs),
     /// Join an existing cloud from a bundle (any bundle holds the genesis).
-    #[command(after_help = "Example:\n  lcloud join /tmp/alice.bundle --alias bob")]
+    ///
+    /// A shallow bundle (`lcloud export --shallow`) starts the node from the cloud's deepest
+    /// final checkpoint instead of the whole history: the state there, the experiences it
+    /// still names, and everything since. Before anything is stored, every signature is
+    /// checked, and the members' attestations must make that checkpoint final with the root
+    /// of the state the bundle carries.
+    #[command(
+        after_help = "Examples:\n  lcloud join /tmp/alice.bundle --alias bob\n  lcloud join --shallow /tmp/alice.shallow   (from the last final checkpoint)"
+    )]
     Join {
         /// The bundle file.
         file: PathBuf,
+        /// Require a shallow bundle (a bundle of the whole history is refused).
+        #[arg(long)]
+        shallow: bool,
         /// A local name for this node.
         #[arg(long)]
         alias: Option<String>,
@@ -294,11 +305,16 @@ enum Command {
     },
     /// Write a bundle of experiences for another node (offline merge).
     #[command(
-        after_help = "Examples:\n  lcloud export /tmp/all.bundle\n  lcloud export /tmp/new.bundle --since alice:10,bob:7"
+        after_help = "Examples:\n  lcloud export /tmp/all.bundle\n  lcloud export /tmp/new.bundle --since alice:10,bob:7\n  lcloud export --shallow /tmp/from-checkpoint.shallow"
     )]
     Export {
         /// Where to write it.
         file: PathBuf,
+        /// A shallow bundle: the state at the deepest final checkpoint, its members'
+        /// attestations and everything since, for `lcloud join --shallow` (not for merging
+        /// into a node that has the history).
+        #[arg(long, conflicts_with = "since")]
+        shallow: bool,
         /// Only what is not already within this clock.
         #[arg(long, value_name = "CLOCK")]
         since: Option<String>,

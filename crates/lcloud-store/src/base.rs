@@ -173,7 +173,8 @@ impl Store {
         }
         let genesis = replica.lattice().get(0).clone();
         let mut fresh = Store::create(&tmp, &genesis)?;
-        let headers = fresh.write_compacted(self, replica, &c, retain)?;
+        let headers_of = (retain == Retain::Headers).then_some(replica);
+        let headers = fresh.write_compacted(&c, headers_of, Some(self))?;
         drop(fresh);
         // The new file is complete and synced (every commit is); the rename replaces the old
         // one at once, and the directory is synced so the rename survives a crash.
@@ -199,14 +200,28 @@ impl Store {
         })
     }
 
-    /// Writes the compacted replica `c` of `full` (the history of `old`) into this fresh
-    /// store, in one transaction. Returns how many headers it kept.
+    /// A new store in `dir` holding the compacted replica `c` (restored from a shallow
+    /// bundle, say): its base, what it keeps below it and everything above.
+    pub fn create_compacted(dir: &FsPath, c: &Replica) -> Result<Store, StoreError> {
+        if c.lattice().compaction_point().is_none() {
+            return Err(StoreError::Compact(lcloud_core::CompactError::Base(
+                "the replica is not compacted".into(),
+            )));
+        }
+        let mut store = Store::create(dir, c.lattice().get(0))?;
+        store.write_compacted(c, None, None)?;
+        Ok(store)
+    }
+
+    /// Writes the compacted replica `c` into this fresh store, in one transaction, with the
+    /// signed header of every experience of `headers_of` (the full replica it was compacted
+    /// from) that `c` dropped, and what `old` (the store compacted) holds beside the history.
+    /// Returns how many headers it kept.
     fn write_compacted(
         &mut self,
-        old: &Store,
-        full: &Replica,
         c: &Replica,
-        retain: Retain,
+        headers_of: Option<&Replica>,
+        old: Option<&Store>,
     ) -> Result<u64, StoreError> {
         let dir = self.dir.clone();
         let m = |e: redb::Error| map_db(&dir, e);
@@ -275,7 +290,7 @@ impl Store {
                     .map_err(|e| m(e.into()))?;
             }
             let mut table = txn.open_table(HEADERS).map_err(|e| m(e.into()))?;
-            if retain == Retain::Headers {
+            if let Some(full) = headers_of {
                 for exp in full.lattice().iter().filter(|e| !lattice.contains(&e.id())) {
                     let signed = SignedHeader::of(exp);
                     let bytes = lcloud_core::codec::to_canonical(&signed);
@@ -289,7 +304,9 @@ impl Store {
                 }
             }
         }
-        headers += old.copy_kept_tables(&txn)?;
+        if let Some(old) = old {
+            headers += old.copy_kept_tables(&txn)?;
+        }
         txn.commit().map_err(|e| m(e.into()))?;
         Ok(headers)
     }

@@ -20,6 +20,7 @@ mod record;
 mod records;
 pub mod rotate;
 mod schema;
+pub mod shallow;
 mod sign;
 mod signed;
 mod state;
