@@ -19,7 +19,48 @@ use serde_json::{Value as J, json};
 const OPS: usize = 100;
 
 /// Runs `ops` ops through one replica, compacting at every final checkpoint if `compact`.
-pub fn run(ops: usize, compact: bool) -> J {
+pub fn run(ops: usize, mode: &str) -> J {
+    let t = Instant::now();
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let (r, stats) = match mode {
+        "stored" => history(ops, Keep::Stored(dir.path())),
+        "compacted" => history(ops, Keep::Compacted),
+        _ => history(ops, Keep::Full),
+    };
+    json!({
+        "ops": stats.written,
+        "compact": mode != "full",
+        "mode": mode,
+        "secs": t.elapsed().as_secs_f64(),
+        "compactions": stats.compactions,
+        "held_max": stats.held_max,
+        "held_end": r.lattice().len(),
+        "root": r.root().to_string(),
+    })
+}
+
+/// What building a history did.
+struct Stats {
+    written: usize,
+    compactions: u64,
+    held_max: usize,
+}
+
+/// How W10 keeps its history.
+enum Keep<'a> {
+    /// Whole, in memory.
+    Full,
+    /// In memory, compacted at every final checkpoint.
+    Compacted,
+    /// As a node with `--retain checkpoint` holds it: every experience stored in a store in
+    /// this directory as it is written, the store compacted at a final checkpoint by the
+    /// node's rule (above its last compaction, with at least as much history above the base
+    /// as kept below it, and 256 experiences) and the replica loaded again from it.
+    Stored(&'a std::path::Path),
+}
+
+/// W10's history of `ops` ops, kept as `keep` says.
+fn history(ops: usize, keep: Keep<'_>) -> (Replica, Stats) {
     let keys: Vec<SigningKey> = (1..=3u8).map(|k| SigningKey::from([k; 32])).collect();
     let ids: Vec<NodeId> = keys
         .iter()
@@ -34,8 +75,14 @@ pub fn run(ops: usize, compact: bool) -> J {
             fork_policy: ForkPolicy::Concurrent,
         },
     );
-    let mut r = Replica::new(genesis).expect("a genesis");
-    let t = Instant::now();
+    let mut stored = match keep {
+        Keep::Stored(dir) => {
+            Some(lcloud_store::Store::create(&dir.join("w10"), &genesis).expect("a store"))
+        }
+        _ => None,
+    };
+    let compact = !matches!(keep, Keep::Full);
+    let mut r = Replica::with_registry(genesis, lcloud_contracts::registry()).expect("a genesis");
     let (mut written, mut compactions, mut held_max) = (0usize, 0u64, 0usize);
     let mut point = None;
     while written < ops {
@@ -46,7 +93,7 @@ pub fn run(ops: usize, compact: bool) -> J {
                     value: Value::Str(crate::value16(i + k)),
                 })
                 .collect();
-            r.write(key, batch).expect("a member's write");
+            write(&mut r, stored.as_mut(), key, batch);
             written += OPS;
         }
         for (key, me) in keys.iter().zip(&ids) {
@@ -54,25 +101,102 @@ pub fn run(ops: usize, compact: bool) -> J {
             if let Some(depth) = due {
                 let cut = Cut::Clock(r.lattice().depth_cut(depth));
                 let root = r.state_at(&cut).expect("a due cut").root();
-                r.write(key, vec![Op::Attest { depth, root }])
-                    .expect("an attestation");
+                write(
+                    &mut r,
+                    stored.as_mut(),
+                    key,
+                    vec![Op::Attest { depth, root }],
+                );
             }
         }
         held_max = held_max.max(r.lattice().len());
         let fixed = r.lattice().fixed_depth();
-        if compact && fixed > point {
-            r = r.compacted().expect("compaction at a final checkpoint");
-            point = fixed;
-            compactions += 1;
+        match stored.as_mut() {
+            None if compact && fixed > point => {
+                r = r.compacted().expect("compaction at a final checkpoint");
+                point = fixed;
+                compactions += 1;
+            }
+            Some(s) if fixed > point => {
+                let kept = r.lattice().kept_below();
+                if r.lattice().len() - kept >= kept.max(CHECKPOINT_EVERY as usize) {
+                    s.compact(&r, lcloud_store::Retain::Checkpoint)
+                        .expect("compaction at a final checkpoint");
+                    r = s.load(&mut |_| {}).expect("the compacted store loads");
+                    point = fixed;
+                    compactions += 1;
+                }
+            }
+            _ => {}
         }
     }
+    let stats = Stats {
+        written,
+        compactions,
+        held_max,
+    };
+    (r, stats)
+}
+
+/// `key` writes `ops` into `r`, and the experience is stored in `store` if there is one.
+fn write(r: &mut Replica, store: Option<&mut lcloud_store::Store>, key: &SigningKey, ops: Vec<Op>) {
+    let author = NodeId(key.verification_key().to_bytes());
+    let exp = Experience::sign(r.draft(&author, ops), key);
+    let out = r.insert(exp).expect("a member's write");
+    if let Some(s) = store {
+        s.persist(r, &[&out]).expect("a durable commit");
+    }
+}
+
+/// W11: a new node joining W10's cloud of `ops` ops, from a bundle of the whole history
+/// (`lcloud join FILE`: every experience validated, folded and stored) and from a shallow
+/// bundle (`lcloud join --shallow FILE`: the base and what follows, validated, restored,
+/// proven against the members' attestations and stored), each into a store on disk.
+pub fn join(ops: usize) -> J {
+    let (full, _) = history(ops, Keep::Full);
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let records: Vec<Vec<u8>> = full.lattice().iter().map(|e| e.to_bytes()).collect();
+    let cloud = full.lattice().get(0).id();
+    let bundle = lcloud_store::bundle::encode(&cloud, records.iter().map(|r| r.as_slice()));
+    drop(records);
+
+    let t = Instant::now();
+    let b = lcloud_store::bundle::decode(&bundle).expect("a bundle");
+    let genesis = lcloud_core::validate(b.records[0], &b.cloud).expect("a genesis");
+    let mut store =
+        lcloud_store::Store::create(&dir.path().join("full"), &genesis).expect("a store");
+    let mut joined =
+        Replica::with_registry(genesis, lcloud_contracts::registry()).expect("a genesis");
+    let report = store
+        .import(&mut joined, &b.records, &mut |_| {})
+        .expect("an import");
+    let full_secs = t.elapsed().as_secs_f64();
+    assert_eq!(joined.root(), full.root(), "the full join ends on the root");
+    drop((store, joined));
+
+    let t = Instant::now();
+    let shallow = lcloud_store::shallow::export(&full).expect("a final checkpoint");
+    let export_secs = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let restored = lcloud_store::shallow::restore(&shallow).expect("a proven shallow bundle");
+    lcloud_store::Store::create_compacted(&dir.path().join("shallow"), &restored.replica)
+        .expect("a compacted store");
+    let shallow_secs = t.elapsed().as_secs_f64();
+    assert_eq!(
+        restored.replica.root(),
+        full.root(),
+        "the shallow join ends on the root"
+    );
     json!({
-        "ops": written,
-        "compact": compact,
-        "secs": t.elapsed().as_secs_f64(),
-        "compactions": compactions,
-        "held_max": held_max,
-        "held_end": r.lattice().len(),
-        "root": r.root().to_string(),
+        "ops": ops,
+        "full": {"secs": full_secs, "bytes": bundle.len(), "experiences": report.new + 1},
+        "shallow": {
+            "secs": shallow_secs,
+            "bytes": shallow.len(),
+            "experiences": restored.replica.lattice().len(),
+            "export_secs": export_secs,
+            "checkpoint": restored.depth,
+        },
+        "speedup": full_secs / shallow_secs,
     })
 }

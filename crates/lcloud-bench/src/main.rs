@@ -105,12 +105,13 @@ pub fn p50_p99(mut xs: Vec<f64>) -> (f64, f64) {
 fn child(workload: &str, system: &str, size: Size) -> J {
     let mut out = match system {
         "lcloud" if workload == "w9" => contracts::run(size.calls),
-        "full" | "compacted" => {
+        "lcloud" if workload == "w11" => compaction::join(size.history),
+        "full" | "compacted" | "stored" => {
             let ops = match workload {
                 "w10a" => size.history,
                 _ => 10 * size.history,
             };
-            compaction::run(ops, system == "compacted")
+            compaction::run(ops, system)
         }
         "lcloud" => us::run(workload, size),
         "automerge" => peers::automerge(workload, size),
@@ -240,13 +241,16 @@ fn main() {
     }
     // W9: contracts, on λCLOUD only (the peers have no user code in their merge).
     let w9 = run_child(&exe, "w9", "lcloud", quick);
-    let w10: Vec<J> = ["w10a", "w10b"]
+    let mut w10: Vec<J> = ["w10a", "w10b"]
         .iter()
         .flat_map(|w| ["full", "compacted"].map(|m| run_child(&exe, w, m, quick)))
         .collect();
+    w10.extend(["w10a", "w10b"].map(|w| run_child(&exe, w, "stored", quick)));
+    let w11 = run_child(&exe, "w11", "lcloud", quick);
     let mut table = render(&results, &lim, size, cores);
     table.push_str(&render_w9(&w9, &lim));
     table.push_str(&render_w10(&w10));
+    table.push_str(&render_w11(&w11));
     println!("\n{table}");
     if !args.iter().any(|a| a == "--no-write") {
         let command = if quick {
@@ -306,6 +310,30 @@ fn write_docs(section: &str) {
     }
 }
 
+/// W11: a new node joining from a full bundle and from a shallow one.
+fn render_w11(r: &J) -> String {
+    if let Some(e) = r.get("error") {
+        return format!(
+            "\nW11 (shallow join): error: {}\n",
+            e.as_str().unwrap_or("?")
+        );
+    }
+    let speedup = f(&r["speedup"]);
+    format!(
+        "\nW11, joining W10's cloud of {} ops (into a store on disk, every signature checked): from a bundle of the whole history {:.2} s ({} experiences, {:.1} MB); from a shallow bundle {:.3} s ({} experiences, {:.2} MB; exporting it took {:.2} s). Shallow join {:.1} × faster (target ≥ 20 ×: {}).\n",
+        r["ops"],
+        f(&r["full"]["secs"]),
+        r["full"]["experiences"],
+        f(&r["full"]["bytes"]) / 1e6,
+        f(&r["shallow"]["secs"]),
+        r["shallow"]["experiences"],
+        f(&r["shallow"]["bytes"]) / 1e6,
+        f(&r["shallow"]["export_secs"]),
+        speedup,
+        if speedup >= 20.0 { "met" } else { "**missed**" },
+    )
+}
+
 /// W9's table: contract calls beside the built-in fold, the runtime alone and wasmi.
 /// W10: peak memory of the core's replica with and without compaction, at two lengths.
 fn render_w10(runs: &[J]) -> String {
@@ -313,17 +341,13 @@ fn render_w10(runs: &[J]) -> String {
         return format!("\nW10 (compaction): error: {}\n", e.as_str().unwrap_or("?"));
     }
     let mut t = String::from(
-        "\nW10, compaction in the core (one replica, no store: three members write 100-op experiences over 1 000 keys and attest every 256 depths; compacted at every final checkpoint, or not):\n\n| ops | mode | peak MiB | experiences held at most | compactions | s |\n|---:|---|---:|---:|---:|---:|\n",
+        "\nW10, compaction (three members write 100-op experiences over 1 000 keys and attest every 256 depths into one replica: full; compacted at every final checkpoint; stored, as a node with `--retain checkpoint` keeps it):\n\n| ops | mode | peak MiB | experiences held at most | compactions | s |\n|---:|---|---:|---:|---:|---:|\n",
     );
     for r in runs {
         t.push_str(&format!(
             "| {} | {} | {:.1} | {} | {} | {:.2} |\n",
             r["ops"],
-            if r["compact"].as_bool() == Some(true) {
-                "compacted"
-            } else {
-                "full"
-            },
+            r["mode"].as_str().unwrap_or("?"),
             f(&r["peak_mib"]),
             r["held_max"],
             r["compactions"],
@@ -332,7 +356,10 @@ fn render_w10(runs: &[J]) -> String {
     }
     let peak = |i: usize| f(&runs[i]["peak_mib"]);
     let flag = |ok: bool| if ok { "met" } else { "**missed**" };
-    let same_root = runs[0]["root"] == runs[1]["root"] && runs[2]["root"] == runs[3]["root"];
+    let same_root = runs[0]["root"] == runs[1]["root"]
+        && runs[2]["root"] == runs[3]["root"]
+        && runs[0]["root"] == runs[4]["root"]
+        && runs[2]["root"] == runs[5]["root"];
     t.push_str(&format!(
         "\nPeak memory from {} to {} ops: {:.2} × full, {:.2} × compacted (target: compacted does not grow with the history, ≤ 1.25 ×: {}). Compacted and full replicas end on the same root: {}.\n",
         runs[0]["ops"],
@@ -341,6 +368,13 @@ fn render_w10(runs: &[J]) -> String {
         peak(3) / peak(1),
         flag(peak(3) <= 1.25 * peak(1)),
         flag(same_root),
+    ));
+    t.push_str(&format!(
+        "Stored as a node with `--retain checkpoint` keeps it (every experience durably stored, the store compacted and loaded again): peak {:.2} × from {} to {} ops (target ≤ 1.25 ×: {}).\n",
+        peak(5) / peak(4),
+        runs[4]["ops"],
+        runs[5]["ops"],
+        flag(peak(5) <= 1.25 * peak(4)),
     ));
     t
 }

@@ -57,18 +57,7 @@ fn grow(r: &mut Replica, rounds: usize, seed: &mut u64) {
 /// is refused, by reason); returns the refusals by reason.
 fn import(dir: &std::path::Path, source: &Replica) -> std::collections::BTreeMap<String, usize> {
     let mut store = Store::open(dir).unwrap();
-    let mut local = store.load(&mut |_| {}).unwrap();
-    let records: Vec<Vec<u8>> = source
-        .lattice()
-        .iter()
-        .skip(1)
-        .map(|e| e.to_bytes())
-        .collect();
-    let refs: Vec<&[u8]> = records.iter().map(|r| r.as_slice()).collect();
-    store
-        .import(&mut local, &refs, &mut |_| {})
-        .unwrap()
-        .rejected
+    common::import_reporting(&mut store, source).1.rejected
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! Running the real `lcloud` binary from tests.
 #![allow(dead_code)]
 
+pub mod cli_node;
 pub mod procs;
 
 use std::io::{BufRead, BufReader};

@@ -77,6 +77,14 @@ pub fn import_all(
     store: &mut lcloud_store::Store,
     source: &lcloud_core::Replica,
 ) -> lcloud_core::Replica {
+    import_reporting(store, source).0
+}
+
+/// [`import_all`], with the import's report (what was refused, by reason).
+pub fn import_reporting(
+    store: &mut lcloud_store::Store,
+    source: &lcloud_core::Replica,
+) -> (lcloud_core::Replica, lcloud_store::ImportReport) {
     let mut local = store.load(&mut |_| {}).unwrap();
     let records: Vec<Vec<u8>> = source
         .lattice()
@@ -85,6 +93,6 @@ pub fn import_all(
         .map(|e| e.to_bytes())
         .collect();
     let refs: Vec<&[u8]> = records.iter().map(|r| r.as_slice()).collect();
-    store.import(&mut local, &refs, &mut |_| {}).unwrap();
-    local
+    let report = store.import(&mut local, &refs, &mut |_| {}).unwrap();
+    (local, report)
 }
