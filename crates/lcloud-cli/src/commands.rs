@@ -87,7 +87,23 @@ pub fn run(cli: Cli) -> Result<()> {
             file,
             alias,
             shallow,
-        } => join(&dir, json_out, &file, alias, shallow),
+        } => {
+            let from_url = file
+                .to_str()
+                .filter(|f| f.starts_with("http://") || f.starts_with("https://"));
+            match from_url {
+                Some(url) if shallow => {
+                    let token = crate::token::for_remote(cli.token_file.as_deref(), &dir)?;
+                    let remote = crate::remote::Remote::new(url, token, cli.ca_cert.as_deref())?;
+                    let bytes = remote.shallow()?;
+                    join_shallow(&dir, json_out, &file, &bytes, alias)
+                }
+                Some(url) => bail!(
+                    "joining from a node ({url}) takes --shallow; to join with the whole history, export a bundle on that node (`lcloud export FILE`) and join from the file"
+                ),
+                None => join(&dir, json_out, &file, alias, shallow),
+            }
+        }
         Command::Id => {
             let id = Identity::load_or_create(&dir)?;
             print(json_out, json!({"node": id.id().to_hex()}), || {
@@ -476,7 +492,8 @@ fn join(
     Ok(())
 }
 
-/// Joins from a shallow bundle: restored and checked whole before anything is stored.
+/// Joins from a shallow bundle (read from `file`, a path or a node's URL): restored and
+/// checked whole before anything is stored.
 fn join_shallow(
     dir: &FsPath,
     json_out: bool,
@@ -484,6 +501,9 @@ fn join_shallow(
     bytes: &[u8],
     alias: Option<String>,
 ) -> Result<()> {
+    if Store::exists(dir) {
+        bail!("a λCLOUD store already exists in {}", dir.display());
+    }
     let restored = lcloud_store::shallow::restore(bytes)
         .with_context(|| format!("cannot join from {}", file.display()))?;
     let identity = Identity::load_or_create(dir)?;

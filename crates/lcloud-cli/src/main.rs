@@ -143,10 +143,12 @@ enum Command {
     /// checked, and the members' attestations must make that checkpoint final with the root
     /// of the state the bundle carries.
     #[command(
-        after_help = "Examples:\n  lcloud join /tmp/alice.bundle --alias bob\n  lcloud join --shallow /tmp/alice.shallow   (from the last final checkpoint)"
+        after_help = "Examples:\n  lcloud join /tmp/alice.bundle --alias bob\n  lcloud join --shallow /tmp/alice.shallow   (from the last final checkpoint)\n  LCLOUD_TOKEN=… lcloud join --shallow https://alice.example:7400   (from a running node, read scope)"
     )]
     Join {
-        /// The bundle file.
+        /// The bundle file, or with --shallow a running node's API URL (its token from
+        /// LCLOUD_TOKEN or --token-file, read scope).
+        #[arg(value_name = "BUNDLE_OR_NODE")]
         file: PathBuf,
         /// Require a shallow bundle (a bundle of the whole history is refused).
         #[arg(long)]

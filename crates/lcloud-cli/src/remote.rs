@@ -109,6 +109,33 @@ impl Remote {
             .with_context(|| format!("cannot read the history from {}", self.base))
     }
 
+    /// A shallow bundle of the node's cloud (`lcloud join --shallow URL`).
+    pub fn shallow(&self) -> Result<Vec<u8>> {
+        let mut r = self
+            .auth(self.agent.get(format!("{}/api/bundle/shallow", self.base)))
+            .call()
+            .with_context(|| format!("cannot reach the node at {}", self.base))?;
+        let status = r.status();
+        if !status.is_success() {
+            let why = r
+                .body_mut()
+                .read_json::<J>()
+                .ok()
+                .and_then(|b| b["error"].as_str().map(str::to_owned))
+                .unwrap_or_else(|| "no reason given".into());
+            bail!(
+                "the node at {} cannot send a shallow bundle: {why} (HTTP {})",
+                self.base,
+                status.as_u16()
+            );
+        }
+        r.body_mut()
+            .with_config()
+            .limit(1 << 30)
+            .read_to_vec()
+            .with_context(|| format!("cannot read the shallow bundle from {}", self.base))
+    }
+
     /// Imports a bundle into the node.
     /// Sends the bundle in `file` to be imported, streamed from the file (never held whole),
     /// with no overall deadline: a large bundle takes as long as it takes (the node's own

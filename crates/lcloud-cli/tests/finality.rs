@@ -31,6 +31,25 @@ fn members_attest_checkpoints_and_they_become_final() {
     let b = NodeProc::start(&dirs[1], &[&a.p2p]);
     // c compacts as it runs, keeping nothing of what it drops.
     let c = NodeProc::start_with(&dirs[2], &[&a.p2p, &b.p2p], &["--retain", "checkpoint"]);
+    // No checkpoint is final yet: there is nothing to join shallow from.
+    let e = base.path().join("e");
+    let token = |d: &std::path::Path| d.join("admin.token").to_str().unwrap().to_owned();
+    let out = lcloud(
+        &e,
+        &[
+            "--token-file",
+            &token(&dirs[0]),
+            "join",
+            "--shallow",
+            &a.api,
+        ],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("no checkpoint is final yet") && err.contains("409"),
+        "{err}"
+    );
+    assert!(!e.join("store.redb").exists());
     // One chain deeper than the first checkpoint (depth 256), then every member writes on
     // top of it, so that everything up to it is stable.
     for i in 0..260 {
@@ -96,6 +115,21 @@ fn members_attest_checkpoints_and_they_become_final() {
     a.cli(&["set", "/after-compaction", "1"]).unwrap();
     converge(&[&a, &b, &c]);
     assert_eq!(c.state()["after-compaction"], 1);
+    // A new node joins shallow straight from c, over the API.
+    let joined: serde_json::Value = serde_json::from_str(&ok(
+        &e,
+        &[
+            "--json",
+            "--token-file",
+            &token(&dirs[2]),
+            "join",
+            "--shallow",
+            &c.api,
+        ],
+    ))
+    .unwrap();
+    assert_eq!(joined["checkpoint"]["depth"], 256, "{joined}");
+    assert_eq!(ok(&e, &["root"]), c.root());
     // A node behind the checkpoint that asks c is refused by name and sent nothing.
     drop(b);
     let old = NodeProc::start(&b_old, &[&c.p2p]);

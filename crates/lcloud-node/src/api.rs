@@ -148,6 +148,7 @@ pub fn router(api: Api, debug: bool, cors: &[axum::http::HeaderValue]) -> Router
             "/api/bundle",
             get(crate::bundles::bundle_out).post(crate::bundles::bundle_in),
         )
+        .route("/api/bundle/shallow", get(crate::bundles::shallow_out))
         .route("/api/aliases", get(aliases))
         .route("/api/contracts", get(contracts).post(deploy))
         .route("/api/contracts/{name}/state", get(contract_state))

@@ -191,6 +191,10 @@ mod tests {
         assert_eq!(needs(&Method::GET, "/api/openapi.json"), None);
         assert_eq!(needs(&Method::GET, "/api/state"), Some(Scope::Read));
         assert_eq!(needs(&Method::GET, "/api/bundle"), Some(Scope::Read));
+        assert_eq!(
+            needs(&Method::GET, "/api/bundle/shallow"),
+            Some(Scope::Read)
+        );
         assert_eq!(needs(&Method::POST, "/api/ops"), Some(Scope::Write));
         assert_eq!(needs(&Method::POST, "/api/call"), Some(Scope::Write));
         assert_eq!(needs(&Method::POST, "/api/bundle"), Some(Scope::Admin));

@@ -30,6 +30,19 @@ pub const UPLOADS_MAX: usize = 2;
 /// bundle (at least one experience).
 const PIECE_BYTES: usize = 256 << 10;
 
+/// `GET /api/bundle/shallow`: the state at the deepest final checkpoint, its proof and
+/// everything since, as a shallow bundle (`lcloud join --shallow URL`); 409 while no
+/// checkpoint is final. Its size is the state's plus the history since the checkpoint.
+pub(crate) async fn shallow_out(State(api): State<Api>) -> Response {
+    match api.ask(Call::Shallow).await {
+        Ok(Ok(bytes)) => {
+            ([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response()
+        }
+        Ok(Err(why)) => error(StatusCode::CONFLICT, &why),
+        Err(r) => r,
+    }
+}
+
 /// `GET /api/bundle`: every experience this node holds, as a bundle, streamed.
 pub(crate) async fn bundle_out(State(api): State<Api>) -> Response {
     let (count, generation) = match api.ask(Call::BundleHead).await {

@@ -95,6 +95,10 @@ impl Node {
                 let names = self.contract_names();
                 let _ = reply.send(crate::contracts::deployed(&self.replica, &names));
             }
+            Call::Shallow(reply) => {
+                let _ = reply
+                    .send(lcloud_store::shallow::export(&self.replica).map_err(|e| e.to_string()));
+            }
             Call::ContractState(name, key, reply) => {
                 let names = self.contract_names();
                 let result = crate::contracts::resolve(&self.replica, &names, &name).map(|id| {

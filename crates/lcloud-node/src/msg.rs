@@ -42,6 +42,9 @@ pub enum Call {
         /// The answer.
         reply: oneshot::Sender<Option<Vec<Vec<u8>>>>,
     },
+    /// A shallow bundle: the state at the deepest final checkpoint and everything since
+    /// (`lcloud_store::shallow`), or why there is none.
+    Shallow(oneshot::Sender<Result<Vec<u8>, String>>),
     /// The store's local aliases.
     Aliases(oneshot::Sender<BTreeMap<NodeId, String>>),
     /// Import a bundle file (its layout and checksum already checked, each experience

@@ -93,6 +93,9 @@ fn paths_document() -> J {
                         "first_rejection": {"type": ["string", "null"], "description": "the first rejected record and why"},
                         "root": {"type": ["string", "null"]}}})), "400": err,
                         "503": err}}},
+            "/api/bundle/shallow": {
+                "get": {"summary": "A shallow bundle (LCLOUD-SHALLOW1, see docs/store.md): the state at the deepest final checkpoint, the experiences it still names, the members' attestations and everything since, for `lcloud join --shallow URL`. 409 while no checkpoint is final.",
+                    "responses": {"200": {"description": "application/octet-stream"}, "409": err, "503": err}}},
             "/api/contracts": {
                 "get": {"summary": "The deployed contracts: id, local name, who deployed them, the deploying experience, module size, keys in their state.",
                     "responses": {"200": ok_json("contracts", json!({"type": "array", "items": {"type": "object"}}))}},
