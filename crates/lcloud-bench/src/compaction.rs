@@ -200,3 +200,76 @@ pub fn join(ops: usize) -> J {
         "speedup": full_secs / shallow_secs,
     })
 }
+
+/// W12: a store's bytes against its state's, before and after compaction (`lcloud compact
+/// --retain checkpoint`), for W1's history (`n` single-op experiences) and W2's (at least
+/// 300 experiences of 1 000 ops, so that one checkpoint is final): one member writes the workload's sets and attests each checkpoint
+/// as it falls due; the history is stored whole (as an import does), then compacted at the
+/// last final checkpoint. The state's bytes are its document's canonical DAG-CBOR.
+pub fn store_bytes(n: usize) -> J {
+    let run = |n: usize, ops_each: usize| -> J {
+        let key = SigningKey::from([1u8; 32]);
+        let me = NodeId(key.verification_key().to_bytes());
+        let genesis = Experience::create_genesis(
+            &key,
+            Genesis {
+                name: "w12".into(),
+                init: Value::map(),
+                members: Some(Vec::new()),
+                fork_policy: ForkPolicy::Concurrent,
+            },
+        );
+        let mut r =
+            Replica::with_registry(genesis.clone(), lcloud_contracts::registry()).expect("genesis");
+        for e in 0..n / ops_each {
+            let ops: Vec<Op> = (0..ops_each)
+                .map(|j| {
+                    let i = e * ops_each + j;
+                    Op::Set {
+                        path: Path(vec!["m".into(), crate::key(i)]),
+                        value: Value::Str(crate::value16(i)),
+                    }
+                })
+                .collect();
+            r.write(&key, ops).expect("a write");
+            if let Some(depth) = r.lattice().attestation_due(&me, CHECKPOINT_EVERY) {
+                let cut = Cut::Clock(r.lattice().depth_cut(depth));
+                let root = r.state_at(&cut).expect("a due cut").root();
+                r.write(&key, vec![Op::Attest { depth, root }])
+                    .expect("an attestation");
+            }
+        }
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let path = dir.path().join("s");
+        let mut store = lcloud_store::Store::create(&path, &genesis).expect("a store");
+        let records: Vec<Vec<u8>> = r.lattice().iter().skip(1).map(|e| e.to_bytes()).collect();
+        let refs: Vec<&[u8]> = records.iter().map(|x| x.as_slice()).collect();
+        let mut local = store.load(&mut |_| {}).expect("a replica");
+        store
+            .import(&mut local, &refs, &mut |_| {})
+            .expect("an import");
+        let file = path.join("store.redb");
+        let full = std::fs::metadata(&file).expect("a store file").len();
+        let done = store
+            .compact(&local, lcloud_store::Retain::Checkpoint)
+            .expect("a final checkpoint");
+        let state = lcloud_core::codec::to_canonical(
+            &r.state()
+                .doc
+                .materialize(&Path::root())
+                .unwrap_or(Value::Null),
+        )
+        .len();
+        json!({
+            "ops": (n / ops_each) * ops_each,
+            "ops_each": ops_each,
+            "state_bytes": state,
+            "full_bytes": full,
+            "compacted_bytes": done.bytes.1,
+            "kept": done.after,
+            "ratio": done.bytes.1 as f64 / state as f64,
+        })
+    };
+    // W2's 100 experiences lie below the first checkpoint (depth 256): 300 of them.
+    json!({"w1": run(n, 1), "w2": run(n.max(300_000), 1000)})
+}

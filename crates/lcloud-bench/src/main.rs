@@ -106,6 +106,7 @@ fn child(workload: &str, system: &str, size: Size) -> J {
     let mut out = match system {
         "lcloud" if workload == "w9" => contracts::run(size.calls),
         "lcloud" if workload == "w11" => compaction::join(size.history),
+        "lcloud" if workload == "w12" => compaction::store_bytes(size.n),
         "full" | "compacted" | "stored" => {
             let ops = match workload {
                 "w10a" => size.history,
@@ -247,10 +248,12 @@ fn main() {
         .collect();
     w10.extend(["w10a", "w10b"].map(|w| run_child(&exe, w, "stored", quick)));
     let w11 = run_child(&exe, "w11", "lcloud", quick);
+    let w12 = run_child(&exe, "w12", "lcloud", quick);
     let mut table = render(&results, &lim, size, cores);
     table.push_str(&render_w9(&w9, &lim));
     table.push_str(&render_w10(&w10));
     table.push_str(&render_w11(&w11));
+    table.push_str(&render_w12(&w12));
     println!("\n{table}");
     if !args.iter().any(|a| a == "--no-write") {
         let command = if quick {
@@ -308,6 +311,40 @@ fn write_docs(section: &str) {
         Ok(()) => eprintln!("wrote the results into {}", path.display()),
         Err(e) => eprintln!("cannot write {}: {e}", path.display()),
     }
+}
+
+/// W12: a store's bytes against its state's, before and after compaction.
+fn render_w12(r: &J) -> String {
+    if let Some(e) = r.get("error") {
+        return format!(
+            "\nW12 (store bytes): error: {}\n",
+            e.as_str().unwrap_or("?")
+        );
+    }
+    let mut t = String::from(
+        "\nW12, a store's bytes against its state's (one member writes the workload's sets over 1 000 keys and attests; the store compacted with `--retain checkpoint`):\n\n| history | ops | state bytes | store bytes, full | store bytes, compacted | experiences kept | compacted ÷ state |\n|---|---:|---:|---:|---:|---:|---:|\n",
+    );
+    let mut met = true;
+    for (name, w) in [
+        ("W1 (1 op each)", &r["w1"]),
+        ("W2 (1 000 ops each)", &r["w2"]),
+    ] {
+        let ratio = f(&w["ratio"]);
+        met &= ratio <= 1.1;
+        t.push_str(&format!(
+            "| {name} | {} | {} | {} | {} | {} | {ratio:.1} |\n",
+            w["ops"], w["state_bytes"], w["full_bytes"], w["compacted_bytes"], w["kept"],
+        ));
+    }
+    t.push_str(&format!(
+        "\nTarget: a compacted store ≤ 1.1 × its state: {}.\n",
+        if met {
+            "met"
+        } else {
+            "**missed** (see the notes)"
+        }
+    ));
+    t
 }
 
 /// W11: a new node joining from a full bundle and from a shallow one.
