@@ -24,6 +24,7 @@ mod interrupt;
 mod real;
 mod sim;
 mod storage;
+mod storage_compact;
 mod tokens;
 
 use clap::{Args, Parser, Subcommand};
@@ -163,6 +164,9 @@ enum Command {
     /// Internal: the child process the storage tier kills.
     #[command(hide = true)]
     StorageWriter { dir: std::path::PathBuf },
+    /// Internal: the compacting child process the storage tier kills.
+    #[command(hide = true)]
+    StorageCompactor { dir: std::path::PathBuf },
 }
 
 /// The real tier's defaults, which `ci --real` runs.
@@ -373,7 +377,7 @@ fn attacks(binary: &Binary, only: Option<String>, min_rejections_per_s: f64) -> 
 
 fn describe_storage(r: &storage::Report) -> String {
     let mut s = format!(
-        "storage: {} kill -9, {} truncations, {} flipped bits, {} backup restores, {} flipped bits under the binary ({} commands served, {} refused in one line); acknowledged lost={} corrupt accepted={} self-equivocations={}",
+        "storage: {} kill -9, {} truncations, {} flipped bits, {} backup restores, {} flipped bits under the binary ({} commands served, {} refused in one line), {} compactions killed ({} left as they were, {} compacted; each reopened with its root and compacted again); acknowledged lost={} corrupt accepted={} self-equivocations={}",
         r.rounds[0],
         r.rounds[1],
         r.rounds[2],
@@ -381,6 +385,9 @@ fn describe_storage(r: &storage::Report) -> String {
         r.rounds[4],
         r.binary_commands.0,
         r.binary_commands.1,
+        r.rounds[5],
+        r.compactions_killed[0],
+        r.compactions_killed[1],
         r.lost,
         r.corrupt_accepted,
         r.self_equivocations
@@ -539,11 +546,15 @@ fn tiers(
 
 fn main() -> ExitCode {
     let command = Cli::parse().command;
-    if !matches!(command, Command::StorageWriter { .. }) {
+    if !matches!(
+        command,
+        Command::StorageWriter { .. } | Command::StorageCompactor { .. }
+    ) {
         interrupt::install();
     }
     match command {
         Command::StorageWriter { dir } => storage::writer_child(&dir),
+        Command::StorageCompactor { dir } => storage_compact::compactor_child(&dir),
         Command::Real { run } => {
             let cfg = real::Config {
                 lcloud: run.binary.path(),

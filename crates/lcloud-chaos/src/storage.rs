@@ -17,8 +17,10 @@ use lcloud_store::{Committer, Identity, Store};
 #[derive(Debug, Default)]
 pub struct Report {
     /// Rounds run, by kind (kill -9, truncation, flipped byte, backup, flipped bit under the
-    /// binary).
-    pub rounds: [usize; 5],
+    /// binary, compaction killed).
+    pub rounds: [usize; 6],
+    /// Compactions killed that left the store as it was, and that had finished (compacted).
+    pub compactions_killed: [usize; 2],
     /// Commands the binary ran on a damaged store: (served, refused with one error line).
     pub binary_commands: (usize, usize),
     /// Acknowledged experiences missing after a kill.
@@ -97,7 +99,7 @@ fn read(dir: &Path) -> Result<(Id, usize, Id), String> {
     Ok((replica.root(), replica.lattice().len(), state.root()))
 }
 
-fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
+pub(crate) fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
     std::fs::create_dir_all(to)?;
     for entry in std::fs::read_dir(from)? {
         let entry = entry?;
@@ -122,7 +124,16 @@ pub fn run(rounds: usize, seed: u64, lcloud: Option<&Path>) -> Report {
     drop(Store::create(&dir, &genesis).expect("a store"));
     let mut acked: Vec<Id> = Vec::new();
     let exe = std::env::current_exe().expect("own path");
-    let kinds = if lcloud.is_some() { 5 } else { 4 };
+    let seeded = base.join("seeded");
+    let seeded_root = match crate::storage_compact::seed(&seeded) {
+        Ok(root) => Some(root),
+        Err(e) => {
+            report
+                .failures
+                .push(format!("cannot make a store to compact: {e}"));
+            None
+        }
+    };
     let mut cli = None;
     if let Some(bin) = lcloud {
         match CliStore::create(bin, &base.join("cli")) {
@@ -137,14 +148,21 @@ pub fn run(rounds: usize, seed: u64, lcloud: Option<&Path>) -> Report {
                 .push(format!("interrupted after {round} of {rounds} rounds"));
             break;
         }
-        let kind = round % kinds;
+        let kind = round % 6;
         report.rounds[kind] += 1;
         match kind {
             0 => kill_round(&exe, &dir, &mut rng, &mut acked, &mut report),
             1 | 2 => damage_round(&base, &dir, kind == 1, &mut rng, &mut report),
             3 => backup_round(&base, &dir, &me, &mut report),
-            _ => match &cli {
+            4 => match &cli {
                 Some(c) => c.flip_round(&mut rng, &mut report),
+                None => report.rounds[kind] -= 1,
+            },
+            _ => match seeded_root {
+                Some(root) => {
+                    let delay = rng.below(80);
+                    crate::storage_compact::round(&exe, &base, &seeded, root, delay, &mut report)
+                }
                 None => report.rounds[kind] -= 1,
             },
         }
