@@ -141,6 +141,10 @@ pub fn run(rounds: usize, seed: u64, lcloud: Option<&Path>) -> Report {
             Err(e) => report.failures.push(format!("the binary's store: {e}")),
         }
     }
+    // Kill, truncate, flip, backup; the binary's rounds with it; compaction with its store.
+    let mut kinds = vec![0, 1, 2, 3];
+    kinds.extend(cli.is_some().then_some(4));
+    kinds.extend(seeded_root.is_some().then_some(5));
     for round in 0..rounds {
         if crate::interrupt::interrupted() {
             report
@@ -148,7 +152,7 @@ pub fn run(rounds: usize, seed: u64, lcloud: Option<&Path>) -> Report {
                 .push(format!("interrupted after {round} of {rounds} rounds"));
             break;
         }
-        let kind = round % 6;
+        let kind = kinds[round % kinds.len()];
         report.rounds[kind] += 1;
         match kind {
             0 => kill_round(&exe, &dir, &mut rng, &mut acked, &mut report),

@@ -14,7 +14,11 @@ fn the_storage_tier_passes_and_says_what_it_refused() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}");
     assert!(
-        text.contains("10 kill -9, 10 truncations, 10 flipped bits, 10 backup restores"),
+        text.contains("8 kill -9, 8 truncations, 8 flipped bits, 8 backup restores"),
+        "{text}"
+    );
+    assert!(
+        text.contains("8 compactions killed") && text.contains("each reopened with its root"),
         "{text}"
     );
     assert!(
