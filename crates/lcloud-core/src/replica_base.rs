@@ -36,7 +36,7 @@ impl Replica {
         let cut = self.lattice.depth_cut(depth);
         let at = self
             .state_at(&Cut::Clock(cut.clone()))
-            .map_err(|_| CompactError::NoFinalCheckpoint)?;
+            .map_err(|e| CompactError::Base(format!("the state at the checkpoint: {e}")))?;
         let lattice = self.lattice.compacted(&at.doc.dot_experiences())?;
         let mut r = Replica::on(lattice, self.registry.clone(), at.doc);
         r.self_check = self.self_check;
