@@ -180,12 +180,17 @@ impl Store {
         // one at once, and the directory is synced so the rename survives a crash.
         let new_file = tmp.join(DB_FILE);
         self.db = None;
-        fs::rename(&new_file, &file).map_err(|e| StoreError::io(&file, e))?;
-        fs::File::open(&self.dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| StoreError::io(&self.dir, e))?;
+        let renamed = fs::rename(&new_file, &file)
+            .map_err(|e| StoreError::io(&file, e))
+            .and_then(|()| {
+                fs::File::open(&self.dir)
+                    .and_then(|d| d.sync_all())
+                    .map_err(|e| StoreError::io(&self.dir, e))
+            });
         let _ = fs::remove_dir_all(&tmp);
+        // Open whichever file is there now: the new one, or the old one if the rename failed.
         self.reopen_with(Store::open_behind)?;
+        renamed?;
         let bytes_after = fs::metadata(&file)
             .map_err(|e| StoreError::io(&file, e))?
             .len();
@@ -379,7 +384,7 @@ impl Store {
                 if replica.is_none() {
                     replica = Some(restore(&mut genesis, &mut kept)?);
                 }
-                admit(replica.as_mut().expect("just restored"), exp, n)?;
+                super::load::admit(replica.as_mut().expect("just restored"), exp, n)?;
             }
             progress(n);
             Ok(())
@@ -474,23 +479,4 @@ fn copy_table<K: redb::Key + 'static, V: redb::Value + 'static>(
         }
     }
     Ok(new)
-}
-
-/// Inserts the stored experience `exp`, arrival `n`, into `replica`, checking that it is
-/// admitted as the `n`-th (the groups are a topological order).
-pub(super) fn admit(
-    replica: &mut Replica,
-    exp: Verified<Experience>,
-    n: u64,
-) -> Result<(), StoreError> {
-    let id = exp.id();
-    let out = replica
-        .insert(exp)
-        .map_err(|e| corrupt(format!("experience #{n} ({id}): {e}")))?;
-    if out.admitted.first().map(|i| u64::from(*i)) != Some(n) {
-        return Err(corrupt(format!(
-            "experience #{n} ({id}) is stored before what it depends on"
-        )));
-    }
-    Ok(())
 }

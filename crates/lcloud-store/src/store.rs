@@ -29,6 +29,8 @@ use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, Tab
 
 #[path = "base.rs"]
 mod base;
+#[path = "load.rs"]
+mod load;
 #[path = "local.rs"]
 mod local;
 #[path = "names.rs"]
@@ -632,61 +634,6 @@ impl Store {
             });
             visit(n, indexed, bytes)
         })
-    }
-
-    /// Loads the replica: every stored experience in arrival order, then the parked ones.
-    /// Records are checked by checksum, canonical decoding, shape and links; signatures were
-    /// checked when they were first stored (`lcloud verify` checks them again).
-    pub fn load(&self, progress: &mut dyn FnMut(u64)) -> Result<Replica, StoreError> {
-        guard(&self.dir, || self.load_unguarded(progress))
-    }
-
-    fn load_unguarded(&self, progress: &mut dyn FnMut(u64)) -> Result<Replica, StoreError> {
-        let based = {
-            let txn = self.db()?.begin_read().map_err(|e| self.map_db(e))?;
-            let meta = txn.open_table(META).map_err(|e| self.map_db(e))?;
-            self.base_meta(&meta)?
-        };
-        let mut replica = match based {
-            Some(b) => self.load_compacted(b, progress)?,
-            None => self.load_history(progress)?,
-        };
-        let txn = self.db()?.begin_read().map_err(|e| self.map_db(e))?;
-        let parked = txn.open_table(PARKED).map_err(|e| self.map_db(e))?;
-        for row in parked.iter().map_err(|e| self.map_db(e))? {
-            let (k, v) = row.map_err(|e| self.map_db(e))?;
-            let id = Id(*k.value());
-            let bytes = unseal(v.value(), &|| format!("parked experience {id}"))?;
-            let exp = revalidate_stored(bytes, &self.cloud)
-                .map_err(|e| corrupt(format!("parked experience {id}: {e}")))?;
-            replica
-                .insert(exp)
-                .map_err(|e| corrupt(format!("parked experience {id}: {e}")))?;
-        }
-        Ok(replica)
-    }
-}
-
-impl Store {
-    /// Every stored experience inserted in arrival order, from the genesis on.
-    fn load_history(&self, progress: &mut dyn FnMut(u64)) -> Result<Replica, StoreError> {
-        let mut replica: Option<Replica> = None;
-        let cloud = self.cloud;
-        self.for_each(|n, bytes| {
-            let exp = revalidate_stored(bytes, &cloud).map_err(|e| bad_record(n, &e))?;
-            match replica.as_mut() {
-                None => {
-                    replica = Some(
-                        Replica::with_registry(exp, lcloud_contracts::registry())
-                            .map_err(|e| corrupt(format!("genesis: {e}")))?,
-                    )
-                }
-                Some(r) => base::admit(r, exp, n)?,
-            }
-            progress(n);
-            Ok(())
-        })?;
-        replica.ok_or_else(|| corrupt("the store has no genesis"))
     }
 }
 
