@@ -322,7 +322,7 @@ fn render_w12(r: &J) -> String {
         );
     }
     let mut t = String::from(
-        "\nW12, a store's bytes against its state's (one member writes the workload's sets over 1 000 keys and attests; the store compacted with `--retain checkpoint`):\n\n| history | ops | state bytes | store bytes, full | store bytes, compacted | experiences kept | compacted ÷ state |\n|---|---:|---:|---:|---:|---:|---:|\n",
+        "\nW12, a store's bytes against its state's (one member writes W1's and W2's sets over 1 000 keys in experiences of so many ops and attests; the store compacted with `--retain checkpoint`):\n\n| experiences of | ops | state bytes | store bytes, full | store bytes, compacted | experiences kept | compacted ÷ state |\n|---|---:|---:|---:|---:|---:|---:|\n",
     );
     let mut met = true;
     for (name, w) in [
