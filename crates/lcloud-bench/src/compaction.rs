@@ -117,15 +117,11 @@ fn history(ops: usize, keep: Keep<'_>) -> (Replica, Stats) {
                 point = fixed;
                 compactions += 1;
             }
-            Some(s) if fixed > point => {
-                let kept = r.lattice().kept_below();
-                if r.lattice().len() - kept >= kept.max(CHECKPOINT_EVERY as usize) {
-                    s.compact(&r, lcloud_store::Retain::Checkpoint)
-                        .expect("compaction at a final checkpoint");
-                    r = s.load(&mut |_| {}).expect("the compacted store loads");
-                    point = fixed;
-                    compactions += 1;
-                }
+            Some(s) if lcloud_store::compaction_due(&r) => {
+                s.compact(&r, lcloud_store::Retain::Checkpoint)
+                    .expect("compaction at a final checkpoint");
+                r = s.load(&mut |_| {}).expect("the compacted store loads");
+                compactions += 1;
             }
             _ => {}
         }

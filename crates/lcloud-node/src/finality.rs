@@ -5,9 +5,6 @@ use lcloud_core::{CHECKPOINT_EVERY, Checkpoint, Cut, Id, Op};
 
 use super::Node;
 
-/// The fewest experiences above a compacted store's base before another compaction.
-const COMPACT_ABOVE_MIN: usize = CHECKPOINT_EVERY as usize;
-
 impl Node {
     /// At every tick: if a checkpoint is due that this node has not attested, folds the
     /// state at it and writes the attestation through the ordinary write path; then reports
@@ -42,26 +39,13 @@ impl Node {
     }
 
     /// With `--retain headers|checkpoint`: compacts the store at the deepest final
-    /// checkpoint once it lies above the last compaction and the history above the base is
-    /// at least as long as what is kept below it (and [`COMPACT_ABOVE_MIN`]), so that
-    /// rewriting the store costs a bounded amount per experience; then loads the compacted
+    /// checkpoint when `lcloud_store::compaction_due` says so, then loads the compacted
     /// store. Memory then holds the state and the history since the last compaction.
     fn compact_due(&mut self) {
         let Some(retain) = self.retain else {
             return;
         };
-        if self.unstored.is_some() {
-            return;
-        }
-        let lattice = self.replica.lattice();
-        let Some(fixed) = lattice.fixed_depth() else {
-            return;
-        };
-        if lattice.compaction_point().is_some_and(|(d, _)| *d >= fixed) {
-            return;
-        }
-        let kept = lattice.kept_below();
-        if lattice.len() - kept < COMPACT_ABOVE_MIN.max(kept) {
+        if self.unstored.is_some() || !lcloud_store::compaction_due(&self.replica) {
             return;
         }
         match self.store.compact(&self.replica, retain) {

@@ -89,21 +89,42 @@ impl BaseMeta {
     }
 
     fn flags_of(k: &Kept) -> (bool, bool, u8) {
-        let admin = k
-            .admin
-            .map_or(0, |[a, b]| 1 + u8::from(a) + 2 * u8::from(b));
-        (k.void, k.head, admin)
+        (k.void, k.head, admin_bits(k.admin))
     }
+}
 
-    fn admin(bits: u8) -> Result<Option<[bool; 2]>, StoreError> {
-        match bits {
-            0 => Ok(None),
-            1..=4 => Ok(Some([(bits - 1) & 1 == 1, (bits - 1) & 2 == 2])),
-            _ => Err(corrupt(format!(
-                "the compaction base: admin flag {bits} is not 0 to 4"
-            ))),
-        }
+/// A kept key rotation's two rights decisions (`Kept::admin`) as one flag: 0 for none, else
+/// 1 + the decisions as bits. The store's base and shallow bundles both write it.
+pub(crate) fn admin_bits(admin: Option<[bool; 2]>) -> u8 {
+    admin.map_or(0, |[a, b]| 1 + u8::from(a) + 2 * u8::from(b))
+}
+
+/// [`admin_bits`] read back, or why not.
+pub(crate) fn admin_of(bits: u8) -> Result<Option<[bool; 2]>, String> {
+    match bits {
+        0 => Ok(None),
+        1..=4 => Ok(Some([(bits - 1) & 1 == 1, (bits - 1) & 2 == 2])),
+        _ => Err(format!("admin flag {bits} is not 0 to 4")),
     }
+}
+
+/// The fewest experiences above a compacted store's base before another compaction.
+pub const COMPACT_ABOVE_MIN: usize = lcloud_core::CHECKPOINT_EVERY as usize;
+
+/// Whether a node keeping `replica` with `--retain headers|checkpoint` compacts now: a final
+/// checkpoint lies above its last compaction, and the history above the base is at least as
+/// long as what it keeps below (and [`COMPACT_ABOVE_MIN`]), so that rewriting the store
+/// costs a bounded amount per experience.
+pub fn compaction_due(replica: &Replica) -> bool {
+    let lattice = replica.lattice();
+    let Some(fixed) = lattice.fixed_depth() else {
+        return false;
+    };
+    if lattice.compaction_point().is_some_and(|(d, _)| *d >= fixed) {
+        return false;
+    }
+    let kept = lattice.kept_below();
+    lattice.len() - kept >= COMPACT_ABOVE_MIN.max(kept)
 }
 
 /// The key of a dropped experience's header: node id ‖ seq (big-endian) ‖ id, so one
@@ -340,7 +361,7 @@ impl Store {
         let txn = self.db()?.begin_read().map_err(|e| self.map_db(e))?;
         let groups = txn.open_table(GROUPS).map_err(|e| self.map_db(e))?;
         let names = Names::in_txn(&txn, cloud)?;
-        let doc = travel::base_document(&txn, &cloud, base.end)?;
+        let doc = base_document(&txn, &cloud, base.end)?;
         let mut genesis = None;
         let mut kept: Vec<Kept> = Vec::with_capacity(base.flags.len());
         let mut replica: Option<Replica> = None;
@@ -377,7 +398,8 @@ impl Store {
                     depth: e.depth,
                     clock,
                     void,
-                    admin: BaseMeta::admin(admin)?,
+                    admin: admin_of(admin)
+                        .map_err(|why| corrupt(format!("the compaction base: {why}")))?,
                     head,
                 });
             } else {
@@ -456,6 +478,32 @@ impl Store {
         }
         Ok(count)
     }
+}
+
+/// The document at a compacted store's base: the checkpoint after its first `end` arrivals
+/// (the genesis and the experiences kept below the base), which compaction writes and
+/// nothing removes.
+fn base_document(txn: &redb::ReadTransaction, cloud: &Id, end: u64) -> Result<Doc, StoreError> {
+    let m = |e: redb::Error| corrupt(format!("the compaction base's checkpoint: {e}"));
+    let authors = txn.open_table(AUTHORS).map_err(|e| m(e.into()))?;
+    let groups = txn.open_table(GROUPS).map_err(|e| m(e.into()))?;
+    let mut records = crate::records::Records::new(&groups, Names::read(&authors, *cloud)?);
+    let runs = txn
+        .open_table(crate::schema::RUNS)
+        .map_err(|e| m(e.into()))?;
+    let checkpoints = txn.open_table(CHECKPOINTS).map_err(|e| m(e.into()))?;
+    let writers = txn
+        .open_table(CHECKPOINT_WRITERS)
+        .map_err(|e| m(e.into()))?;
+    let rec = checkpoints
+        .get(end)
+        .map_err(|e| m(e.into()))?
+        .ok_or_else(|| {
+            corrupt(format!(
+                "the compaction base's checkpoint ({end}) is missing"
+            ))
+        })?;
+    Ok(travel::read_checkpoint(end, rec.value(), &writers, &runs, &mut records, cloud)?.0)
 }
 
 /// Copies every row of `def` from `read` into `txn` (none if `read` has no such table);

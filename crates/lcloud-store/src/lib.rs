@@ -33,5 +33,5 @@ pub use error::StoreError;
 pub use identity::Identity;
 pub use import::ImportReport;
 pub use sign::{PendingSigs, SignPool, Signed};
-pub use store::{Compaction, Retain, Store};
+pub use store::{COMPACT_ABOVE_MIN, Compaction, Retain, Store, compaction_due};
 pub use tokens::{Denied, Scope, TokenError, TokenInfo, Tokens};

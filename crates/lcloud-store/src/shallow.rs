@@ -88,9 +88,7 @@ pub fn export(replica: &Replica) -> Result<Vec<u8>, lcloud_core::CompactError> {
         .kept()
         .into_iter()
         .map(|k| {
-            let admin = k
-                .admin
-                .map_or(0, |[a, b]| 1 + u8::from(a) + 2 * u8::from(b));
+            let admin = crate::store::admin_bits(k.admin);
             (
                 k.depth,
                 k.clock.0.into_iter().collect(),
@@ -186,11 +184,7 @@ pub fn restore(bytes: &[u8]) -> Result<Restored, ShallowError> {
     let mut restored_kept = Vec::with_capacity(kept.len());
     for (k, exp) in kept.into_iter().zip(exps.by_ref()) {
         let (d, c, void, head, admin) = k;
-        let admin = match admin {
-            0 => None,
-            1..=4 => Some([(admin - 1) & 1 == 1, (admin - 1) & 2 == 2]),
-            _ => return Err(bad(format!("admin flag {admin} is not 0 to 4"))),
-        };
+        let admin = crate::store::admin_of(admin).map_err(bad)?;
         restored_kept.push(Kept {
             exp: Arc::new(exp),
             depth: d,

@@ -41,7 +41,8 @@ mod persist;
 mod read;
 #[path = "seq_guard.rs"]
 mod seq_guard;
-pub use base::{Compaction, Retain};
+pub use base::{COMPACT_ABOVE_MIN, Compaction, Retain, compaction_due};
+pub(crate) use base::{admin_bits, admin_of};
 pub(crate) use local::plan_batch;
 use std::sync::Arc;
 

@@ -359,7 +359,7 @@ fn checkpoint_writers<G: ReadableTable<u64, &'static [u8]>>(
 /// (or [`CHECKPOINT_REFS`], format 4),
 /// whose writers and left-out values are read from their records (and checked to be what
 /// the checkpoint names).
-fn read_checkpoint<G: ReadableTable<u64, &'static [u8]>>(
+pub(crate) fn read_checkpoint<G: ReadableTable<u64, &'static [u8]>>(
     upto: u64,
     rec: &[u8],
     writers: &impl ReadableTable<u64, &'static [u8]>,
@@ -497,28 +497,6 @@ impl Observer for IndexObserver {
             _ => false,
         }
     }
-}
-
-/// The document at a compacted store's base: the checkpoint after its first `end` arrivals
-/// (the genesis and the experiences kept below the base), which compaction writes and
-/// nothing removes.
-pub(crate) fn base_document(
-    txn: &redb::ReadTransaction,
-    cloud: &Id,
-    end: u64,
-) -> Result<Doc, StoreError> {
-    let authors = txn.open_table(AUTHORS).map_err(db)?;
-    let groups = txn.open_table(GROUPS).map_err(db)?;
-    let mut records = Records::new(&groups, Names::read(&authors, *cloud)?);
-    let runs = txn.open_table(RUNS).map_err(db)?;
-    let checkpoints = txn.open_table(CHECKPOINTS).map_err(db)?;
-    let writers = txn.open_table(CHECKPOINT_WRITERS).map_err(db)?;
-    let rec = checkpoints.get(end).map_err(db)?.ok_or_else(|| {
-        corrupt(format!(
-            "the compaction base's checkpoint ({end}) is missing"
-        ))
-    })?;
-    Ok(read_checkpoint(end, rec.value(), &writers, &runs, &mut records, cloud)?.0)
 }
 
 /// The document at `clock`, from the index and checkpoints. The caller has checked that no
