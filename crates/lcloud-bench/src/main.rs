@@ -14,6 +14,7 @@
 mod compaction;
 mod contracts;
 mod peers;
+mod settle;
 mod us;
 
 use std::collections::BTreeMap;
@@ -107,6 +108,7 @@ fn child(workload: &str, system: &str, size: Size) -> J {
         "lcloud" if workload == "w9" => contracts::run(size.calls),
         "lcloud" if workload == "w11" => compaction::join(size.history),
         "lcloud" if workload == "w12" => compaction::store_bytes(size.n),
+        "settled" | "open" if workload == "w3s" => settle::child(size.n, system),
         "full" | "compacted" | "stored" => {
             let ops = match workload {
                 "w10a" => size.history,
@@ -249,11 +251,16 @@ fn main() {
     w10.extend(["w10a", "w10b"].map(|w| run_child(&exe, w, "stored", quick)));
     let w11 = run_child(&exe, "w11", "lcloud", quick);
     let w12 = run_child(&exe, "w12", "lcloud", quick);
+    let w3s = ["open", "settled"].map(|m| run_child(&exe, "w3s", m, quick));
     let mut table = render(&results, &lim, size, cores);
     table.push_str(&render_w9(&w9, &lim));
     table.push_str(&render_w10(&w10));
     table.push_str(&render_w11(&w11));
     table.push_str(&render_w12(&w12));
+    table.push_str(&render_w3s(
+        &w3s,
+        &results[&("w3".to_owned(), "loro".to_owned())],
+    ));
     println!("\n{table}");
     if !args.iter().any(|a| a == "--no-write") {
         let command = if quick {
@@ -343,6 +350,39 @@ fn render_w12(r: &J) -> String {
         } else {
             "**missed** (see the notes)"
         }
+    ));
+    t
+}
+
+/// W3 settled: W3's increments in memory, in an open cloud and in a one-member cloud that
+/// attests and compacts, against Loro's W3 of the same run.
+fn render_w3s(runs: &[J; 2], loro: &J) -> String {
+    if let Some(e) = runs.iter().find_map(|r| r.get("error")) {
+        return format!("\nW3 settled: error: {}\n", e.as_str().unwrap_or("?"));
+    }
+    let mut t = String::from(
+        "\nW3 settled (`--child w3s open|settled`): W3's increments to one counter in one core replica in memory, every experience signed; `settled`: a one-member cloud that attests each checkpoint and compacts by the node's rule, so increments below a settled checkpoint merge into one element:\n\n| cloud | batches of 1: increments/s | elements | experiences held | batches of 1 000: increments/s | peak MiB |\n|---|---:|---:|---:|---:|---:|\n",
+    );
+    for r in runs {
+        t.push_str(&format!(
+            "| {} | {:.0} | {} | {} | {:.0} | {:.1} |\n",
+            r["mode"].as_str().unwrap_or("?"),
+            f(&r["batch1_per_s"]),
+            r["batch1_elements"],
+            r["batch1_held"],
+            f(&r["batch1000_per_s"]),
+            f(&r["peak_mib"]),
+        ));
+    }
+    let flag = |ok: bool| if ok { "met" } else { "**missed**" };
+    let (settled, lo_peak, lo_rate) = (&runs[1], f(&loro["peak_mib"]), f(&loro["batch1000_per_s"]));
+    t.push_str(&format!(
+        "| Loro (W3 above) | {:.0} | — | — | {lo_rate:.0} | {lo_peak:.1} |\n\nSettled against Loro: peak {:.2} × (target ≤ 2 ×: {}); batches of 1 000 {:.2} × (target ≥ 1 ×: {}).\n",
+        f(&loro["batch1_per_s"]),
+        f(&settled["peak_mib"]) / lo_peak,
+        flag(f(&settled["peak_mib"]) <= 2.0 * lo_peak),
+        f(&settled["batch1000_per_s"]) / lo_rate,
+        flag(f(&settled["batch1000_per_s"]) >= lo_rate),
     ));
     t
 }

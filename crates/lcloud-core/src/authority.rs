@@ -160,6 +160,24 @@ impl Lattice {
         })
     }
 
+    /// Whether `who` is a member at the cut of `heads` and was one at depth `depth` already:
+    /// a grant that stands in the cut is no deeper (or the genesis lists it). The electors
+    /// of checkpoint `depth` as that cut shows them.
+    pub(super) fn member_since(&self, who: &NodeId, depth: u64, heads: &[Idx]) -> bool {
+        if !self.holds(who, Right::Write, heads, true) {
+            return false;
+        }
+        let from_genesis = *who == self.rules.creator
+            || self.rules.members.as_ref().is_none_or(|m| m.contains(who));
+        if from_genesis {
+            return true;
+        }
+        let in_cut = |i: Idx| heads.iter().any(|p| *p == i || self.precedes(i, *p));
+        self.authority.grants[Right::Write as usize]
+            .get(who)
+            .is_some_and(|gs| gs.iter().any(|g| in_cut(*g) && self.depth(*g) <= depth))
+    }
+
     /// Whether experience `g` makes `who` an admin: it says so (`add_admin`), or it is a key
     /// rotation by an author who was an admin where it wrote it (kept below a compaction
     /// point: as the full history said).
@@ -366,7 +384,7 @@ impl Lattice {
     }
 
     /// Every node the genesis or a grant names, and every author, sorted and deduplicated.
-    fn candidates(&self) -> impl Iterator<Item = NodeId> + '_ {
+    pub(super) fn candidates(&self) -> impl Iterator<Item = NodeId> + '_ {
         let mut all: Vec<NodeId> = self.authors.clone();
         all.push(self.rules.creator);
         all.extend(self.rules.members.iter().flatten().copied());

@@ -45,9 +45,36 @@ pub(super) struct Attestations {
     experiences: BTreeMap<u64, Vec<(NodeId, Idx)>>,
     /// Each author's deepest attestation: its depth and the experience.
     deepest: BTreeMap<NodeId, (u64, Idx)>,
+    /// What each attestation settles (`settle.rs`).
+    pub(super) settles: BTreeMap<Idx, super::Settle>,
 }
 
 impl Attestations {
+    /// The experiences attesting checkpoint `depth`, with their authors.
+    pub(super) fn of_depth(&self, depth: u64) -> &[(NodeId, Idx)] {
+        self.experiences.get(&depth).map_or(&[], Vec::as_slice)
+    }
+
+    /// The experiences attesting checkpoints of depth `from` or deeper.
+    pub(super) fn experiences_from(&self, from: u64) -> impl Iterator<Item = Idx> + '_ {
+        self.experiences
+            .range(from..)
+            .flat_map(|(_, at)| at.iter().map(|(_, i)| *i))
+    }
+
+    /// Records the attestations of an experience kept below a compaction point: only as
+    /// what a later experience may settle with (they decide no checkpoint's finality there).
+    pub(super) fn record_kept(&mut self, idx: Idx, author: NodeId, ops: &[Op]) {
+        for op in ops {
+            if let Op::Attest { depth, .. } = op {
+                self.experiences
+                    .entry(*depth)
+                    .or_default()
+                    .push((author, idx));
+            }
+        }
+    }
+
     /// Records the attestations among the ops of the experience `idx` by `author`.
     pub(super) fn record(&mut self, idx: Idx, author: NodeId, ops: &[Op]) {
         for op in ops {
@@ -244,6 +271,7 @@ impl Lattice {
         let exp = self.nodes[idx as usize].exp.clone();
         if exp.ops().iter().any(|o| matches!(o, Op::Attest { .. })) {
             self.attestations.record(idx, exp.author(), exp.ops());
+            self.decide_settle(idx);
         }
     }
 

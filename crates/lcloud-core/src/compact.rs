@@ -153,6 +153,12 @@ impl Lattice {
                 .filter_map(|id| self.idx(id))
                 .filter(|i| in_cut(*i)),
         );
+        // The attestations an experience above the point may still settle with (`settle.rs`).
+        kept.extend(
+            self.attestations
+                .experiences_from(depth.saturating_sub(super::SETTLE_WITHIN))
+                .filter(|i| in_cut(*i)),
+        );
         kept.remove(&0);
 
         let kept: Vec<Kept> = kept.into_iter().map(|i| self.kept_at_idx(i)).collect();
@@ -264,6 +270,8 @@ impl Lattice {
             if k.exp.ops().iter().any(crate::op::Op::is_membership) {
                 out.record_membership(idx, k.exp.author(), k.exp.ops());
             }
+            out.attestations
+                .record_kept(idx, k.exp.author(), k.exp.ops());
             out.keep_void(k.void);
             if let Some(admin) = k.admin {
                 out.base.admin.insert(idx, admin);

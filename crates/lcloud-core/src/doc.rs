@@ -191,6 +191,52 @@ impl Leaf {
         }
     }
 
+    /// Merges what a settled checkpoint's cut holds here (`in_cut`, see `settle.rs`): its
+    /// increments into one element, named by the greatest of their dots, when their sum fits
+    /// an `i64`; each set element's dots into the greatest. Returns whether anything changed.
+    /// Merging at one cut and then at a larger one, or the other way round, gives the same.
+    pub fn settle(&mut self, in_cut: &dyn Fn(&Dot) -> bool) -> bool {
+        let mut changed = false;
+        if self.incs.len() > 1 {
+            let cut: Vec<(Dot, i64)> = self
+                .incs
+                .iter()
+                .filter(|(d, _)| in_cut(d))
+                .map(|(d, n)| (*d, *n))
+                .collect();
+            let total: i128 = cut.iter().map(|(_, n)| i128::from(*n)).sum();
+            if let (Some((last, _)), Ok(total)) = (cut.last(), i64::try_from(total))
+                && cut.len() > 1
+            {
+                for (d, _) in &cut {
+                    self.incs.remove(d);
+                }
+                self.incs.insert(*last, total);
+                changed = true;
+            }
+        }
+        let many: Vec<Vec<u8>> = self
+            .elems
+            .iter()
+            .filter(|(_, ds)| ds.len() > 1 && ds.iter().filter(|d| in_cut(d)).nth(1).is_some())
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in many {
+            let Some(ds) = self.elems.get(&k) else {
+                continue;
+            };
+            let last = ds.iter().rev().find(|d| in_cut(d)).copied();
+            let kept: Vec<Dot> = ds
+                .iter()
+                .filter(|d| !in_cut(d) || Some(**d) == last)
+                .copied()
+                .collect();
+            self.elems.insert(k, kept);
+            changed = true;
+        }
+        changed
+    }
+
     fn insert_reg(&mut self, dot: Dot, value: Value) {
         match self.regs.binary_search_by(|(d, _)| d.cmp(&dot)) {
             Ok(i) => self.regs[i].1 = value,
@@ -314,6 +360,27 @@ impl Doc {
             | Op::RemoveAdmin { .. }
             | Op::RotateKey { .. }
             | Op::Attest { .. } => {}
+        }
+    }
+
+    /// Merges the elements of a settled checkpoint's cut ([`Leaf::settle`]): `depth` is the
+    /// checkpoint's (no deeper dot is in its cut) and `in_cut` says which of the others are.
+    /// Only leaves that change are replaced, so a store sees what to write.
+    pub fn settle(&mut self, depth: u64, in_cut: &dyn Fn(&Dot) -> bool) {
+        let shallow = |d: &Dot| d.depth <= depth && in_cut(d);
+        let changed: Vec<(Arc<Path>, Leaf)> = self
+            .leaves
+            .iter()
+            .filter(|(_, l)| l.incs.len() > 1 || !l.elems.is_empty())
+            .filter_map(|(p, l)| {
+                let mut leaf = (**l).clone();
+                leaf.settle(&shallow).then(|| (p.clone(), leaf))
+            })
+            .collect();
+        for (p, leaf) in changed {
+            if let Some(old) = self.leaves.get_mut(&*p) {
+                *old = Arc::new(leaf);
+            }
         }
     }
 

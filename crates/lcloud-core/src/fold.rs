@@ -229,6 +229,11 @@ pub(crate) fn apply_doc(doc: &mut Doc, lattice: &Lattice, idx: Idx) {
         };
         doc.apply(op, dot, &obs);
     }
+    if let Some(s) = lattice.settles(idx) {
+        doc.settle(s.depth, &|d: &Dot| {
+            lattice.in_settled_cut(s, d.depth, &d.exp)
+        });
+    }
 }
 
 /// Whether experience `idx` carries calls to order-sensitive morphisms.

@@ -15,6 +15,9 @@ mod checkpoint;
 mod compact;
 pub use checkpoint::{CHECKPOINT_EVERY, Checkpoint};
 pub use compact::{CompactError, Kept};
+#[path = "settle.rs"]
+mod settle;
+pub use settle::{SETTLE_WITHIN, Settle};
 #[path = "stability.rs"]
 mod stability;
 pub use stability::{Stability, Witness};

@@ -60,7 +60,7 @@ pub use guarded::{DocWrite, GUARDS_PER_CONTRACT_MAX, Guarded};
 pub use id::{CloudId, Id, NodeId, Sig};
 pub use lattice::{
     CHECKPOINT_EVERY, Checkpoint, CompactError, Idx, InsertError, Inserted, Kept, Lattice, Rules,
-    Stability, Witness, membership_refusal,
+    SETTLE_WITHIN, Settle, Stability, Witness, membership_refusal,
 };
 pub use morphism::{
     CallContext, Effects, Kv, Ledger, Loader, Morphism, Program, Registry, Rejection, contract_id,

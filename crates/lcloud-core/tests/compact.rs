@@ -8,8 +8,8 @@ mod common;
 use common::*;
 use lcloud_core::sync::Summary;
 use lcloud_core::{
-    CompactError, Cut, Experience, InsertError, Op, Replica, VectorClock, Verified, View,
-    ViewError, validate,
+    CompactError, Cut, Experience, InsertError, Op, Replica, SETTLE_WITHIN, VectorClock, Verified,
+    View, ViewError, validate,
 };
 use proptest::prelude::*;
 
@@ -227,12 +227,22 @@ fn compaction_keeps_what_the_state_needs_not_the_history() {
     let (depth, clock) = c.lattice().compaction_point().unwrap().clone();
     assert_eq!(Some(depth), full.lattice().fixed_depth());
     assert!(full.lattice().len() > 1000, "{}", full.lattice().len());
+    // Below the point: what the state and the membership need, and the attestations an
+    // experience above it may still settle with (of checkpoints within SETTLE_WITHIN of it).
+    let kept: Vec<_> = c.lattice().iter().take(c.lattice().kept_below()).collect();
+    let attests = |e: &&Verified<Experience>| {
+        e.ops()
+            .iter()
+            .all(|o| matches!(o, Op::Attest { depth: d, .. } if d + SETTLE_WITHIN >= depth))
+    };
+    let other = kept.iter().filter(|e| !attests(e)).count();
     assert!(
-        c.lattice().kept_below() < 16,
-        "kept {} of the history below the checkpoint",
-        c.lattice().kept_below()
+        other < 16,
+        "kept {other} of the history below the checkpoint"
     );
-    assert!(c.lattice().len() * 10 < full.lattice().len());
+    assert!(kept.len() < 16 + 3 * (SETTLE_WITHIN / EVERY) as usize);
+    let settling = kept.len() - other;
+    assert!((c.lattice().len() - settling) * 10 < full.lattice().len());
     assert_eq!(c.root(), full.root());
     assert_eq!(c.document(), full.document());
     // The cut at the checkpoint and anything after it: as before.

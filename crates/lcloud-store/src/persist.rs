@@ -327,6 +327,10 @@ fn touched<'r>(replica: &'r Replica, outcomes: &[&Inserted]) -> Vec<&'r Path> {
     }
     let mut paths = Vec::new();
     for idx in outcomes.iter().flat_map(|o| o.admitted.iter()) {
+        if replica.lattice().settles(*idx).is_some() {
+            // Settling merges elements under any path (`lcloud_core::Settle`).
+            return vec![&ROOT];
+        }
         for op in replica.lattice().get(*idx).ops() {
             match op {
                 Op::Genesis(_) => return vec![&ROOT],
