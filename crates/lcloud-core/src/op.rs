@@ -260,10 +260,11 @@ impl Op {
     }
 
     /// Whether a write holding this op needs the whole history, not the document alone: a
-    /// call or a deploy (they fold in canonical order), or a revocation (the fold may then
-    /// leave out experiences it holds).
+    /// call or a deploy (they fold in canonical order), a revocation (the fold may then
+    /// leave out experiences it holds), or an attestation (what it settles is read off the
+    /// lattice: `Lattice::settles`).
     pub fn needs_history(&self) -> bool {
-        self.is_ordered() || self.revokes()
+        self.is_ordered() || self.revokes() || matches!(self, Op::Attest { .. })
     }
 
     /// Whether only an admin may write this op (it changes who may write).

@@ -52,6 +52,11 @@ impl Lattice {
         self.attestations.settles.get(&idx)
     }
 
+    /// Whether any experience held here settles a checkpoint.
+    pub fn any_settled(&self) -> bool {
+        !self.attestations.settles.is_empty()
+    }
+
     /// Whether the element written by experience `exp` at depth `depth` is in the cut `s`
     /// settles: no deeper than its checkpoint and in the past of every attestation. An
     /// experience this lattice does not hold lies below its compaction point, in the cut.

@@ -302,10 +302,7 @@ impl Store {
             let state = c.state();
             meta.insert(META_ORDERED, sealed(&state.ordered.to_bytes()).as_slice())
                 .map_err(|e| m(e.into()))?;
-            if lattice.void_count() > 0 {
-                meta.insert(META_HAS_VOID, [1u8].as_slice())
-                    .map_err(|e| m(e.into()))?;
-            }
+            state::mark_full_history(&mut meta, lattice, false)?;
             let mut leaves = txn.open_table(LEAVES).map_err(|e| m(e.into()))?;
             write_leaves(&mut leaves, &state.doc, &[Path::root()])?;
             let mut parked = txn.open_table(PARKED).map_err(|e| m(e.into()))?;
@@ -478,6 +475,26 @@ impl Store {
         }
         Ok(count)
     }
+}
+
+/// Whether a compacted store's base (if it is one) holds what a settle may merge: a counter
+/// of more than one element or a set element added more than once. Such a base, written
+/// before format 7, lacks the merges of the experiences compacted away (`migrate::v6`).
+pub(crate) fn base_may_settle(txn: &redb::ReadTransaction, cloud: &Id) -> Result<bool, StoreError> {
+    let meta = txn
+        .open_table(META)
+        .map_err(|e| corrupt(format!("the meta table: {e}")))?;
+    let Some(rec) = meta
+        .get(META_BASE)
+        .map_err(|e| corrupt(format!("the compaction base: {e}")))?
+    else {
+        return Ok(false);
+    };
+    let base = BaseMeta::decode(rec.value())?;
+    let doc = base_document(txn, cloud, base.end)?;
+    Ok(doc
+        .leaves_under(&Path::root())
+        .any(|(_, l)| l.incs.len() > 1 || l.elems.values().any(|dots| dots.len() > 1)))
 }
 
 /// The document at a compacted store's base: the checkpoint after its first `end` arrivals

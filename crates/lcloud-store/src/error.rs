@@ -77,8 +77,10 @@ pub enum StoreError {
     /// The committer has stopped.
     #[error("the store's committer has stopped")]
     Closed,
-    /// This write needs the whole history loaded (calls, or this node forked).
-    #[error("this write needs the full history loaded (a call, or this node's chain forked)")]
+    /// This write needs the whole history loaded (`Op::needs_history`, or this node forked).
+    #[error(
+        "this write needs the full history loaded (a call, a deploy, a revocation or an attestation, or this node's chain forked)"
+    )]
     NeedsFullLoad,
     /// A write was chained on an earlier one of this node that failed to commit; nothing of
     /// it was stored.
@@ -98,6 +100,9 @@ pub enum StoreError {
     /// The store could not be compacted.
     #[error("cannot compact: {0}")]
     Compact(CompactError),
+    /// The store is of an older format that this lcloud cannot bring up to date.
+    #[error("the store cannot be opened by this lcloud: {0}")]
+    CannotMigrate(String),
     /// The store was written by a newer format.
     #[error("store format {0} is newer than this lcloud understands ({FORMAT})")]
     NewerFormat(u8),

@@ -11,7 +11,7 @@ use crate::error::{StoreError, bad_record, corrupt, map_db};
 use crate::records::Recorder;
 use crate::schema::{
     AUTHORS, CHECKPOINT_CLOCKS, CHECKPOINT_WRITERS, CHECKPOINTS, LEAVES, META, META_CHECKPOINT,
-    META_FORMAT,
+    META_FORMAT, META_LEAVES_STALE_AT,
 };
 use crate::state::{self, unseal};
 use crate::travel;
@@ -163,5 +163,34 @@ pub(crate) fn v5(db: &Database, dir: &FsPath) -> Result<(), StoreError> {
         .map_err(|e| map(e.into()))?
         .insert(META_FORMAT, [6u8].as_slice())
         .map_err(|e| map(e.into()))?;
+    txn.commit().map_err(|e| map(e.into()))
+}
+
+/// Format 6 → 7: the fold settles counters and sets below settled checkpoints
+/// (`lcloud_core::Settle`), so leaves written by format 6 may hold elements a fold now merges.
+/// They are marked stale: opening the store, right after this, replays the history once,
+/// rewrites them and marks whether time travel needs the full history. A compacted store
+/// cannot replay what lies below its base: one whose base holds anything a settle may merge
+/// is refused, naming what to do; one whose base holds nothing of the kind is as format 7
+/// would have written it (`base_may_settle` says which: `base::base_may_settle`). One
+/// transaction: a crash leaves format 6 as it was.
+pub(crate) fn v6(db: &Database, dir: &FsPath, base_may_settle: bool) -> Result<(), StoreError> {
+    let map = |e: redb::Error| map_db(dir, e);
+    if base_may_settle {
+        return Err(StoreError::CannotMigrate(
+            "it was compacted by an older lcloud (store format 6), and its base holds counters \
+             or sets that this version's fold merges below settled checkpoints; start this node \
+             again from a shallow bundle of a node that runs this version (`lcloud join --shallow`)"
+                .into(),
+        ));
+    }
+    let txn = db.begin_write().map_err(|e| map(e.into()))?;
+    {
+        let mut meta = txn.open_table(META).map_err(|e| map(e.into()))?;
+        meta.insert(META_LEAVES_STALE_AT, 1u64.to_le_bytes().as_slice())
+            .map_err(|e| map(e.into()))?;
+        meta.insert(META_FORMAT, [7u8].as_slice())
+            .map_err(|e| map(e.into()))?;
+    }
     txn.commit().map_err(|e| map(e.into()))
 }

@@ -177,10 +177,11 @@ impl Store {
                 meta.insert(META_HAS_CALLS, [1u8].as_slice())
                     .map_err(|e| map_db(&dir, e))?;
             }
-            if outcomes.iter().any(|o| o.revoked) || replica.lattice().void_count() > 0 {
-                meta.insert(META_HAS_VOID, [1u8].as_slice())
-                    .map_err(|e| map_db(&dir, e))?;
-            }
+            state::mark_full_history(
+                &mut meta,
+                replica.lattice(),
+                outcomes.iter().any(|o| o.revoked),
+            )?;
             let (written, kept) = recorder.finish_keeping()?;
             kept_group = kept;
             checkpointed = self.maybe_checkpoint(

@@ -9,7 +9,8 @@ impl Store {
     /// The state at `clock`, read from the index and the checkpoints without loading the
     /// history. `None` when only a full load can answer: an author forked, the cloud has calls
     /// to order-sensitive morphisms, the fold leaves out experiences of a removed member (the
-    /// index holds every experience), or the store predates the index.
+    /// index holds every experience), an experience settles a checkpoint (the index does not
+    /// say which), or the store predates the index.
     pub fn state_at_clock(&self, clock: &VectorClock) -> Result<Option<State>, StoreError> {
         guard(&self.dir, || self.state_at_clock_unguarded(clock))
     }
@@ -26,6 +27,10 @@ impl Store {
             .get(META_HAS_VOID)
             .map_err(|e| self.map_db(e))?
             .is_some();
+        let settled = meta
+            .get(META_HAS_SETTLED)
+            .map_err(|e| self.map_db(e))?
+            .is_some();
         if let Some(base) = self.base_meta(&meta)?
             && !base.clock.le(clock)
         {
@@ -33,7 +38,7 @@ impl Store {
                 earliest: base.clock,
             });
         }
-        if !summary.forked.is_empty() || calls || void {
+        if !summary.forked.is_empty() || calls || void || settled {
             return Ok(None);
         }
         for (node, asked) in &clock.0 {

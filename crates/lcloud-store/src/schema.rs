@@ -10,8 +10,9 @@ pub(crate) const DB_FILE: &str = "store.redb";
 /// tagged document leaves over their bytes alone (see `migrate::v2`). Format 3 wrote groups
 /// unpacked (see `migrate::v3`). Format 4 kept one element per increment op (see
 /// `migrate::v4`). Format 6 may hold a compaction base ([`META_BASE`]); a format-5 store
-/// is a format-6 store without one.
-pub(crate) const FORMAT: u8 = 6;
+/// is a format-6 store without one. Format 7 settles counters and sets below settled
+/// checkpoints (`migrate::v6`).
+pub(crate) const FORMAT: u8 = 7;
 
 /// Arrival index of a group's first experience → sealed group (`records.rs`).
 pub(crate) const GROUPS: TableDefinition<u64, &[u8]> = TableDefinition::new("groups");
@@ -63,6 +64,10 @@ pub(crate) const META_HAS_CALLS: &str = "has_calls";
 /// Meta key present once the fold leaves out an experience for want of a right: time travel
 /// then needs the full history (the index holds every experience).
 pub(crate) const META_HAS_VOID: &str = "has_void";
+/// Meta key present once an experience that settles a checkpoint was stored
+/// (`lcloud_core::Settle`): the index does not say what each settles, so time travel then
+/// needs the full history.
+pub(crate) const META_HAS_SETTLED: &str = "has_settled";
 /// Meta key: where the last time-travel checkpoint was written, and what it cost.
 pub(crate) const META_CHECKPOINT: &str = "checkpoint";
 /// Meta key (u64, little-endian): the experiences from this arrival number on are not yet in

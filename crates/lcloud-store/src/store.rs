@@ -19,8 +19,8 @@ use crate::records::{self, Recorder, Written};
 use crate::schema::{
     ALIASES, AUTHORS, CHECKPOINT_CLOCKS, CHECKPOINT_WRITERS, CHECKPOINTS, CONTRACT_NAMES, DB_FILE,
     FORKS, FORMAT, GROUPS, LEAVES, META, META_CHECKPOINT, META_CLOUD, META_FORMAT, META_GUARDS,
-    META_HAS_CALLS, META_HAS_VOID, META_LEAVES_AT, META_LEAVES_STALE_AT, META_ORDERED,
-    META_SUMMARY, PARKED,
+    META_HAS_CALLS, META_HAS_SETTLED, META_HAS_VOID, META_LEAVES_AT, META_LEAVES_STALE_AT,
+    META_ORDERED, META_SUMMARY, PARKED,
 };
 use crate::signed::SignedSeq;
 use crate::state::{self, Summary, read_doc, sealed, unseal, write_leaves};
@@ -310,7 +310,7 @@ impl Store {
     ) -> Result<(Store, Replica), StoreError> {
         let mut store = Store::open_behind(dir)?;
         let replica = store.load(progress)?;
-        match store.catch_up_leaves(&replica.state().doc) {
+        match store.catch_up_leaves(&replica) {
             Ok(()) => {}
             // redb refuses everything after a failed write until opened again.
             Err(StoreError::DiskFull(_)) => store.reopen_with(Store::open_behind)?,
@@ -344,8 +344,9 @@ impl Store {
         Ok(replica)
     }
 
-    /// Writes the leaves from `doc`, the fold of everything stored, if they are behind.
-    fn catch_up_leaves(&mut self, doc: &Doc) -> Result<(), StoreError> {
+    /// Writes the leaves from `replica`, loaded from everything stored, if they are behind,
+    /// with what its fold makes time travel need (`state::mark_full_history`).
+    fn catch_up_leaves(&mut self, replica: &Replica) -> Result<(), StoreError> {
         let dir = self.dir.clone();
         {
             let txn = self.db()?.begin_read().map_err(|e| map_db(&dir, e))?;
@@ -368,7 +369,8 @@ impl Store {
             let mut leaves = txn.open_table(LEAVES).map_err(|e| map_db(&dir, e))?;
             let mut base = Doc::default();
             read_doc(&leaves, &Path::root(), &mut base)?;
-            state::write_leaves_diff(&mut leaves, &base, doc, &[Path::root()])?;
+            state::write_leaves_diff(&mut leaves, &base, &replica.state().doc, &[Path::root()])?;
+            state::mark_full_history(&mut meta, replica.lattice(), false)?;
             meta.remove(META_LEAVES_AT).map_err(|e| map_db(&dir, e))?;
             meta.remove(META_LEAVES_STALE_AT)
                 .map_err(|e| map_db(&dir, e))?;
@@ -419,6 +421,12 @@ impl Store {
         }
         if format < 6 {
             migrate::v5(&db, dir)?;
+        }
+        if format < 7 {
+            let txn = db.begin_read().map_err(|e| map_db(dir, e))?;
+            let base_may_settle = base::base_may_settle(&txn, &cloud)?;
+            drop(txn);
+            migrate::v6(&db, dir, base_may_settle)?;
         }
         let txn = db.begin_read().map_err(|e| map_db(dir, e))?;
         let groups = txn.open_table(GROUPS).map_err(|e| map_db(dir, e))?;
@@ -499,8 +507,8 @@ impl Store {
         // Others' experiences since the leaves were written, and nothing in memory that holds
         // the current document: only a replay can say what the leaves must hold.
         if stale && !(self.pending.is_some() && self.doc_cache.is_some()) {
-            let doc = self.load_unguarded(&mut |_| {})?.state().doc;
-            return self.catch_up_leaves(&doc);
+            let replica = self.load_unguarded(&mut |_| {})?;
+            return self.catch_up_leaves(&replica);
         }
         let txn = self.db()?.begin_write().map_err(|e| map_db(&dir, e))?;
         {
