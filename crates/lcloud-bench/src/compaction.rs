@@ -10,9 +10,7 @@
 use std::time::Instant;
 
 use ed25519_consensus::SigningKey;
-use lcloud_core::{
-    CHECKPOINT_EVERY, Cut, Experience, ForkPolicy, Genesis, NodeId, Op, Path, Replica, Value,
-};
+use lcloud_core::{CHECKPOINT_EVERY, Cut, Experience, Genesis, NodeId, Op, Path, Replica, Value};
 use serde_json::{Value as J, json};
 
 /// Ops per experience.
@@ -66,15 +64,8 @@ fn history(ops: usize, keep: Keep<'_>) -> (Replica, Stats) {
         .iter()
         .map(|k| NodeId(k.verification_key().to_bytes()))
         .collect();
-    let genesis = Experience::create_genesis(
-        &keys[0],
-        Genesis {
-            name: "w10".into(),
-            init: Value::map(),
-            members: Some(ids[1..].to_vec()),
-            fork_policy: ForkPolicy::Concurrent,
-        },
-    );
+    let genesis =
+        Experience::create_genesis(&keys[0], Genesis::members_only("w10", ids[1..].to_vec()));
     let mut stored = match keep {
         Keep::Stored(dir) => {
             Some(lcloud_store::Store::create(&dir.join("w10"), &genesis).expect("a store"))
@@ -206,15 +197,7 @@ pub fn store_bytes(n: usize) -> J {
     let run = |n: usize, ops_each: usize| -> J {
         let key = SigningKey::from([1u8; 32]);
         let me = NodeId(key.verification_key().to_bytes());
-        let genesis = Experience::create_genesis(
-            &key,
-            Genesis {
-                name: "w12".into(),
-                init: Value::map(),
-                members: Some(Vec::new()),
-                fork_policy: ForkPolicy::Concurrent,
-            },
-        );
+        let genesis = Experience::create_genesis(&key, Genesis::members_only("w12", Vec::new()));
         let mut r =
             Replica::with_registry(genesis.clone(), lcloud_contracts::registry()).expect("genesis");
         for e in 0..n / ops_each {

@@ -7,9 +7,7 @@
 use std::time::Instant;
 
 use ed25519_consensus::SigningKey;
-use lcloud_core::{
-    CHECKPOINT_EVERY, Cut, Experience, ForkPolicy, Genesis, NodeId, Op, Path, Replica, Value,
-};
+use lcloud_core::{CHECKPOINT_EVERY, Cut, Experience, Genesis, NodeId, Op, Path, Replica, Value};
 use serde_json::{Value as J, json};
 
 /// Writes `n` increments of one counter in experiences of `batch`; returns increments per
@@ -20,11 +18,10 @@ fn run(n: usize, batch: usize, settle: bool) -> (f64, usize, usize, usize) {
     let me = NodeId(key.verification_key().to_bytes());
     let genesis = Experience::create_genesis(
         &key,
-        Genesis {
-            name: "w3s".into(),
-            init: Value::map(),
-            members: settle.then(Vec::new),
-            fork_policy: ForkPolicy::Concurrent,
+        if settle {
+            Genesis::members_only("w3s", Vec::new())
+        } else {
+            Genesis::open("w3s")
         },
     );
     let mut r = Replica::new(genesis).expect("genesis");

@@ -9,8 +9,7 @@ use std::time::Duration;
 
 use ed25519_consensus::SigningKey;
 use lcloud_core::{
-    CHECKPOINT_EVERY, Cut, Experience, ForkPolicy, Genesis, Id, NodeId, Op, Path as DocPath,
-    Replica, Value,
+    CHECKPOINT_EVERY, Cut, Experience, Genesis, Id, NodeId, Op, Path as DocPath, Replica, Value,
 };
 use lcloud_store::{Retain, Store};
 
@@ -21,15 +20,7 @@ use crate::storage::Report;
 pub(crate) fn seed(dir: &Path) -> Result<Id, String> {
     let key = SigningKey::from([9u8; 32]);
     let me = NodeId(key.verification_key().to_bytes());
-    let genesis = Experience::create_genesis(
-        &key,
-        Genesis {
-            name: "compaction".into(),
-            init: Value::map(),
-            members: Some(Vec::new()),
-            fork_policy: ForkPolicy::Concurrent,
-        },
-    );
+    let genesis = Experience::create_genesis(&key, Genesis::members_only("compaction", Vec::new()));
     let mut r = Replica::new(genesis.clone()).map_err(|e| e.to_string())?;
     for i in 0..700u64 {
         let op = Op::Set {

@@ -46,6 +46,15 @@ impl Genesis {
             fork_policy: ForkPolicy::Concurrent,
         }
     }
+
+    /// A cloud named `name` that only its creator and `members` may write (until an admin
+    /// changes that): [`Genesis::open`] otherwise.
+    pub fn members_only(name: impl Into<String>, members: Vec<NodeId>) -> Genesis {
+        Genesis {
+            members: Some(members),
+            ..Genesis::open(name)
+        }
+    }
 }
 
 /// One instruction in an experience.

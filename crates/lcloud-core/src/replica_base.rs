@@ -87,7 +87,7 @@ mod tests {
     use super::*;
     use crate::Genesis;
     use crate::id::NodeId;
-    use crate::op::{ForkPolicy, Op, Path};
+    use crate::op::{Op, Path};
     use crate::value::Value;
 
     /// A compacted replica's views start from its base when no checkpoint is inside the cut,
@@ -96,15 +96,8 @@ mod tests {
     fn a_compacted_replica_travels_from_its_base_without_checkpoints() {
         let keys: Vec<SigningKey> = (1..=2u8).map(|k| SigningKey::from([k; 32])).collect();
         let second = NodeId(keys[1].verification_key().to_bytes());
-        let genesis = Experience::create_genesis(
-            &keys[0],
-            Genesis {
-                name: "t".into(),
-                init: Value::map(),
-                members: Some(vec![second]),
-                fork_policy: ForkPolicy::Concurrent,
-            },
-        );
+        let genesis =
+            Experience::create_genesis(&keys[0], Genesis::members_only("t", vec![second]));
         let mut r = Replica::new(genesis).unwrap();
         // Kept below the base for `/keep`; its `/gone` was deleted by an experience that is
         // not kept: a replay of the kept experiences alone would bring `/gone` back.

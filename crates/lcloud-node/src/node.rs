@@ -411,7 +411,7 @@ pub(crate) fn gate(lattice: &lcloud_core::Lattice) -> lcloud_net::Gate {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use lcloud_core::{Experience, ForkPolicy, Genesis, NodeId, Op, Path, Value};
+    use lcloud_core::{Experience, Genesis, NodeId, Op, Path, Value};
     use tokio::sync::oneshot;
 
     /// Writes that wait together are signed as one chain and stored together. A write the
@@ -425,15 +425,7 @@ mod tests {
         let me = Identity::load_or_create(dir.path()).unwrap();
         let my_id = me.id();
         let admin = ed25519_consensus::SigningKey::from([8; 32]);
-        let genesis = Experience::create_genesis(
-            &admin,
-            Genesis {
-                name: "t".into(),
-                init: Value::map(),
-                members: Some(vec![my_id]),
-                fork_policy: ForkPolicy::Concurrent,
-            },
-        );
+        let genesis = Experience::create_genesis(&admin, Genesis::members_only("t", vec![my_id]));
         let store = Store::create(dir.path(), &genesis).unwrap();
         let replica = store.load(&mut |_| {}).unwrap();
         let (net, mut published) = mpsc::channel(1024);

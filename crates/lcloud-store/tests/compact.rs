@@ -7,9 +7,7 @@ mod common;
 
 use common::ops;
 use ed25519_consensus::SigningKey;
-use lcloud_core::{
-    CompactError, Cut, Experience, ForkPolicy, Genesis, NodeId, Op, Replica, Value, Verified,
-};
+use lcloud_core::{CompactError, Cut, Experience, Genesis, NodeId, Op, Replica, Value, Verified};
 use lcloud_store::{Retain, Store, StoreError};
 
 /// Checkpoint spacing: small, so short histories have final checkpoints.
@@ -27,12 +25,7 @@ fn genesis() -> Verified<Experience> {
     let keys = keys();
     Experience::create_genesis(
         &keys[0],
-        Genesis {
-            name: "compact".into(),
-            init: Value::map(),
-            members: Some(vec![id(&keys[1])]),
-            fork_policy: ForkPolicy::Concurrent,
-        },
+        Genesis::members_only("compact", vec![id(&keys[1])]),
     )
 }
 

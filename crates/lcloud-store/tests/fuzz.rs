@@ -16,7 +16,7 @@ fn fuzz_bundles() {
 /// A valid shallow bundle: two members, 60 rounds of writes and attestations.
 fn shallow_seed() -> &'static [u8] {
     use ed25519_consensus::SigningKey;
-    use lcloud_core::{Cut, Experience, ForkPolicy, Genesis, NodeId, Op, Path, Replica, Value};
+    use lcloud_core::{Cut, Experience, Genesis, NodeId, Op, Path, Replica, Value};
     static SEED: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
     SEED.get_or_init(|| {
         let keys: Vec<SigningKey> = (1..=2u8).map(|k| SigningKey::from([k; 32])).collect();
@@ -24,15 +24,8 @@ fn shallow_seed() -> &'static [u8] {
             .iter()
             .map(|k| NodeId(k.verification_key().to_bytes()))
             .collect();
-        let genesis = Experience::create_genesis(
-            &keys[0],
-            Genesis {
-                name: "fuzz".into(),
-                init: Value::map(),
-                members: Some(vec![ids[1]]),
-                fork_policy: ForkPolicy::Concurrent,
-            },
-        );
+        let genesis =
+            Experience::create_genesis(&keys[0], Genesis::members_only("fuzz", vec![ids[1]]));
         let mut r = Replica::new(genesis).unwrap();
         for i in 0..60i64 {
             for (k, id) in keys.iter().zip(&ids) {

@@ -4,22 +4,14 @@
 //! store reads back, what it loads and what it reads after reopening are the core's root, and
 //! time travel answers from the full history.
 
-use lcloud_core::{Cut, Experience, ForkPolicy, Genesis, Op, Path, Replica, Value};
+use lcloud_core::{Cut, Experience, Genesis, Op, Path, Replica};
 use lcloud_store::{Identity, Store};
 
 #[test]
 fn a_store_settles_as_the_core_does() {
     let dir = tempfile::tempdir().unwrap();
     let me = Identity::load_or_create(dir.path()).unwrap();
-    let g = Experience::create_genesis(
-        me.key(),
-        Genesis {
-            name: "settle".into(),
-            init: Value::map(),
-            members: Some(Vec::new()),
-            fork_policy: ForkPolicy::Concurrent,
-        },
-    );
+    let g = Experience::create_genesis(me.key(), Genesis::members_only("settle", Vec::new()));
     let mut store = Store::create(dir.path(), &g).unwrap();
     let c = Path(vec!["c".into()]);
     let mut refused = 0;
