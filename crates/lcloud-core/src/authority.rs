@@ -140,10 +140,7 @@ impl Lattice {
         // A grant stands unless a revocation in the cut has it in its past (or is it).
         let stands = |g: Idx| !revoked.iter().any(|r| *r == g || self.precedes(g, *r));
         let from_genesis = match right {
-            Right::Write => {
-                *who == self.rules.creator
-                    || self.rules.members.as_ref().is_none_or(|m| m.contains(who))
-            }
+            Right::Write => self.writes_from_genesis(who),
             Right::Admin => *who == self.rules.creator,
         };
         if from_genesis && stands(0) {
@@ -160,6 +157,12 @@ impl Lattice {
         })
     }
 
+    /// Whether the genesis lets `who` write: its creator, a member it lists, or anyone in an
+    /// open cloud.
+    fn writes_from_genesis(&self, who: &NodeId) -> bool {
+        *who == self.rules.creator || self.rules.members.as_ref().is_none_or(|m| m.contains(who))
+    }
+
     /// Whether `who` is a member at the cut of `heads` and was one at depth `depth` already:
     /// a grant that stands in the cut is no deeper (or the genesis lists it). The electors
     /// of checkpoint `depth` as that cut shows them.
@@ -167,9 +170,7 @@ impl Lattice {
         if !self.holds(who, Right::Write, heads, true) {
             return false;
         }
-        let from_genesis = *who == self.rules.creator
-            || self.rules.members.as_ref().is_none_or(|m| m.contains(who));
-        if from_genesis {
+        if self.writes_from_genesis(who) {
             return true;
         }
         let in_cut = |i: Idx| heads.iter().any(|p| *p == i || self.precedes(i, *p));
@@ -249,8 +250,7 @@ impl Lattice {
             .get(who)
             .map_or(&[][..], Vec::as_slice);
         let stands = |g: Idx| !revoked.iter().any(|r| *r == g || self.precedes(g, *r));
-        let from_genesis = *who == self.rules.creator
-            || self.rules.members.as_ref().is_none_or(|m| m.contains(who));
+        let from_genesis = self.writes_from_genesis(who);
         let mut out: Vec<Idx> = Vec::new();
         if from_genesis && stands(0) {
             out.push(0);
