@@ -16,11 +16,7 @@ use common::lcloud_stdin;
 /// (through the old checkpoint), is the root of the same history imported into a new store.
 #[test]
 fn a_format_4_store_merges_its_increments_and_keeps_everything() {
-    let a = Node::new();
-    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v4-store");
-    for f in ["store.redb", "identity.key", "signed-seq"] {
-        std::fs::copy(fixture.join(f), a.path().join(f)).unwrap();
-    }
+    let a = fixture_node("v4-store");
     let state = a.state();
     // Bob's 5 survive Alice's concurrent reset; Alice's 2 after it, then 2 more.
     assert_eq!(
@@ -89,11 +85,7 @@ fn a_format_4_store_merges_its_increments_and_keeps_everything() {
 /// beside the old ones.
 #[test]
 fn a_format_3_store_opens_as_it_is_and_keeps_everything() {
-    let a = Node::new();
-    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v3-store");
-    for f in ["store.redb", "identity.key", "signed-seq"] {
-        std::fs::copy(fixture.join(f), a.path().join(f)).unwrap();
-    }
+    let a = fixture_node("v3-store");
     let long = |s: &str| format!("{s}-{}", "v".repeat(42));
     // Roots at cuts before, at and after the checkpoint, as that lcloud printed them.
     let cuts = [
@@ -191,11 +183,7 @@ fn a_format_3_store_opens_as_it_is_and_keeps_everything() {
 /// and time travel, and takes new writes.
 #[test]
 fn a_format_1_store_is_converted_on_open_and_keeps_everything() {
-    let a = Node::new();
-    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v1-store");
-    for f in ["store.redb", "identity.key", "signed-seq"] {
-        std::fs::copy(fixture.join(f), a.path().join(f)).unwrap();
-    }
+    let a = fixture_node("v1-store");
     let root = "a09171583bb37bbce9094f72b5638d3f4f08b936bbcbf9f4c3d0108ba10059db";
     assert_eq!(
         a.ok(&["--json", "root"]),
@@ -230,7 +218,9 @@ fn a_format_1_store_is_converted_on_open_and_keeps_everything() {
 /// A copy of the fixture store `name` in a new node's directory.
 fn fixture_node(name: &str) -> Node {
     let a = Node::new();
-    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name);
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name);
     for f in ["store.redb", "identity.key", "signed-seq"] {
         std::fs::copy(fixture.join(f), a.path().join(f)).unwrap();
     }
@@ -274,7 +264,12 @@ fn a_format_6_store_settles_on_open_and_a_compacted_one_is_refused_by_name() {
         const META: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new("meta");
         let db = redb::Database::open(c.path().join("store.redb")).unwrap();
         let txn = db.begin_read().unwrap();
-        let format = txn.open_table(META).unwrap().get("format").unwrap().unwrap();
+        let format = txn
+            .open_table(META)
+            .unwrap()
+            .get("format")
+            .unwrap()
+            .unwrap();
         assert_eq!(format.value(), [6u8]);
     }
     assert_eq!(c.fails(&["state"]), why);
