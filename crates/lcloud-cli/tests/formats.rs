@@ -25,10 +25,7 @@ fn a_format_4_store_merges_its_increments_and_keeps_everything() {
     );
     assert!(a.ok(&["verify"]).contains("verified"), "verify passes");
     // The same history, refolded from scratch in a new store.
-    let b = Node::new();
-    let file = a.bundle("all.bundle");
-    b.ok(&["join", file.to_str().unwrap()]);
-    b.import(&file);
+    let b = refolded(&a);
     assert_eq!(a.root(), b.root());
     assert_eq!(b.state(), state);
     let clock: serde_json::Value = serde_json::from_str(&a.ok(&["--json", "clock"])).unwrap();
@@ -215,6 +212,15 @@ fn a_format_1_store_is_converted_on_open_and_keeps_everything() {
     );
 }
 
+/// A new node holding everything `a` holds, imported afresh (so refolded from scratch).
+fn refolded(a: &Node) -> Node {
+    let b = Node::new();
+    let file = a.bundle("all.bundle");
+    b.ok(&["join", file.to_str().unwrap()]);
+    b.import(&file);
+    b
+}
+
 /// A copy of the fixture store `name` in a new node's directory.
 fn fixture_node(name: &str) -> Node {
     let a = Node::new();
@@ -245,10 +251,7 @@ fn a_format_6_store_settles_on_open_and_a_compacted_one_is_refused_by_name() {
     let hits = doc.leaf(&lcloud_core::Path(vec!["hits".into()])).unwrap();
     assert!(hits.incs.len() < 100, "{} elements", hits.incs.len());
     drop(store);
-    let b = Node::new();
-    let file = a.bundle("all.bundle");
-    b.ok(&["join", file.to_str().unwrap()]);
-    b.import(&file);
+    let b = refolded(&a);
     assert_eq!(a.root(), b.root());
     assert_eq!(b.state(), state);
 

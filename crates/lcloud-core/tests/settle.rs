@@ -60,6 +60,21 @@ fn fed(g: &Verified<Experience>, exps: &[&Verified<Experience>]) -> Replica {
     r
 }
 
+/// Of `exps` (held by `r`), `e` and what precedes it.
+fn past_of<'a>(
+    r: &Replica,
+    exps: &'a [Verified<Experience>],
+    e: &Verified<Experience>,
+) -> Vec<&'a Verified<Experience>> {
+    let idx = r.lattice().idx(&e.id()).unwrap();
+    exps.iter()
+        .filter(|x| {
+            let i = r.lattice().idx(&x.id()).unwrap();
+            i == idx || r.lattice().precedes(i, idx)
+        })
+        .collect()
+}
+
 #[test]
 fn a_lone_members_counter_and_set_stay_small() {
     for closed in [true, false] {
@@ -102,17 +117,9 @@ fn a_lone_members_counter_and_set_stay_small() {
         assert_eq!(back.root(), r.root());
         for e in exps.iter().step_by(97) {
             let cut = Cut::Heads(vec![e.id()]);
-            let idx = r.lattice().idx(&e.id()).unwrap();
-            let past: Vec<&Verified<Experience>> = exps
-                .iter()
-                .filter(|x| {
-                    let i = r.lattice().idx(&x.id()).unwrap();
-                    i == idx || r.lattice().precedes(i, idx)
-                })
-                .collect();
             assert_eq!(
                 r.state_at(&cut).unwrap().root(),
-                fed(&g, &past).root(),
+                fed(&g, &past_of(&r, &exps, e)).root(),
                 "the cut at {}",
                 e.id()
             );
@@ -247,15 +254,11 @@ proptest! {
             if r.lattice().settles(idx).is_none() {
                 continue;
             }
-            let past: Vec<&Verified<Experience>> = exps
-                .iter()
-                .filter(|x| {
-                    let i = r.lattice().idx(&x.id()).unwrap();
-                    i == idx || r.lattice().precedes(i, idx)
-                })
-                .collect();
             let cut = Cut::Heads(vec![e.id()]);
-            prop_assert_eq!(r.state_at(&cut).unwrap().root(), fed(&g, &past).root());
+            prop_assert_eq!(
+                r.state_at(&cut).unwrap().root(),
+                fed(&g, &past_of(r, &exps, e)).root()
+            );
         }
         if r.lattice().fixed_depth().is_some() {
             let c = r.compacted().unwrap();
