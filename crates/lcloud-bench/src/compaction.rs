@@ -80,7 +80,7 @@ fn history(ops: usize, keep: Keep<'_>) -> (Replica, Stats) {
         for (k, key) in keys.iter().enumerate() {
             let batch: Vec<Op> = (written..written + OPS)
                 .map(|i| Op::Set {
-                    path: Path(vec![crate::key(i)]),
+                    path: Path::from(vec![crate::key(i)]),
                     value: Value::Str(crate::value16(i + k)),
                 })
                 .collect();
@@ -205,7 +205,7 @@ pub fn store_bytes(n: usize) -> J {
                 .map(|j| {
                     let i = e * ops_each + j;
                     Op::Set {
-                        path: Path(vec!["m".into(), crate::key(i)]),
+                        path: Path::from(vec!["m".into(), crate::key(i)]),
                         value: Value::Str(crate::value16(i)),
                     }
                 })

@@ -3,6 +3,7 @@
 //! beside the built-in `Ledger` morphism doing the same transfers and beside wasmi's own speed
 //! measured in the same run.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use ed25519_consensus::SigningKey;
@@ -41,7 +42,7 @@ fn ledger_transfer(i: usize) -> Op {
 
 /// A cloud with the bank deployed and every account funded, written by `key`: the genesis,
 /// then the experiences; and the bank's id.
-fn setup(key: &SigningKey) -> (Verified<Experience>, Vec<Verified<Experience>>, Id) {
+fn setup(key: &SigningKey) -> (Verified<Experience>, Vec<Arc<Verified<Experience>>>, Id) {
     let g = Experience::create_genesis(key, Genesis::open("w9"));
     let mut r = Replica::with_registry(g.clone(), lcloud_contracts::registry()).unwrap();
     let code = lcloud_examples::BANK.to_vec();
@@ -78,7 +79,7 @@ fn setup(key: &SigningKey) -> (Verified<Experience>, Vec<Verified<Experience>>, 
     (g, exps, bank)
 }
 
-fn fresh(g: &Verified<Experience>, setup: &[Verified<Experience>]) -> Replica {
+fn fresh(g: &Verified<Experience>, setup: &[Arc<Verified<Experience>>]) -> Replica {
     let mut r = Replica::with_registry(g.clone(), lcloud_contracts::registry()).unwrap();
     for e in setup {
         r.insert(e.clone()).unwrap();
@@ -87,7 +88,7 @@ fn fresh(g: &Verified<Experience>, setup: &[Verified<Experience>]) -> Replica {
 }
 
 /// Inserts `exps` into `r` and returns calls per second.
-fn fold_rate(r: &mut Replica, exps: &[Verified<Experience>]) -> f64 {
+fn fold_rate(r: &mut Replica, exps: &[Arc<Verified<Experience>>]) -> f64 {
     let t = Instant::now();
     for e in exps {
         r.insert(e.clone()).unwrap();

@@ -25,7 +25,7 @@ fn run(n: usize, batch: usize, settle: bool) -> (f64, usize, usize, usize) {
         },
     );
     let mut r = Replica::new(genesis).expect("genesis");
-    let path = Path(vec!["c".into()]);
+    let path = Path::from(vec!["c".into()]);
     let mut compactions = 0;
     let t = Instant::now();
     for _ in 0..n / batch {

@@ -27,14 +27,14 @@ fn new_store(dir: &Path) -> (Store, Identity) {
 
 fn set(i: usize) -> Op {
     Op::Set {
-        path: DocPath(vec!["m".into(), key(i)]),
+        path: DocPath::from(vec!["m".into(), key(i)]),
         value: Value::Str(value16(i)),
     }
 }
 
 fn incr() -> Op {
     Op::Incr {
-        path: DocPath(vec!["c".into()]),
+        path: DocPath::from(vec!["c".into()]),
         by: 1,
     }
 }

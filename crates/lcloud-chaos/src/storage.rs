@@ -59,7 +59,7 @@ impl Rng {
 
 fn op(i: u64) -> Op {
     Op::Set {
-        path: DocPath(vec!["k".into(), (i % 50).to_string()]),
+        path: DocPath::from(vec!["k".into(), (i % 50).to_string()]),
         value: Value::Int(i as i64),
     }
 }

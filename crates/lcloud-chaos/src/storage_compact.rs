@@ -24,7 +24,7 @@ pub(crate) fn seed(dir: &Path) -> Result<Id, String> {
     let mut r = Replica::new(genesis.clone()).map_err(|e| e.to_string())?;
     for i in 0..700u64 {
         let op = Op::Set {
-            path: DocPath(vec!["k".into(), (i % 40).to_string()]),
+            path: DocPath::from(vec!["k".into(), (i % 40).to_string()]),
             value: Value::Str(format!("{i:-<48}")),
         };
         r.write(&key, vec![op]).map_err(|e| e.to_string())?;

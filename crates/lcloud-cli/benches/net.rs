@@ -224,7 +224,7 @@ fn op(i: usize) -> Op {
         })
         .collect();
     Op::Set {
-        path: DocPath(vec!["k".into(), (i % 1000).to_string()]),
+        path: DocPath::from(vec!["k".into(), (i % 1000).to_string()]),
         value: Value::Str(s),
     }
 }

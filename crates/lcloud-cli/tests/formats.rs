@@ -248,7 +248,9 @@ fn a_format_6_store_settles_on_open_and_a_compacted_one_is_refused_by_name() {
     assert!(a.ok(&["verify"]).contains("verified"), "verify passes");
     let store = lcloud_store::Store::open(a.path()).unwrap();
     let doc = store.state().unwrap().doc;
-    let hits = doc.leaf(&lcloud_core::Path(vec!["hits".into()])).unwrap();
+    let hits = doc
+        .leaf(&lcloud_core::Path::from(vec!["hits".into()]))
+        .unwrap();
     assert!(hits.incs.len() < 100, "{} elements", hits.incs.len());
     drop(store);
     let b = refolded(&a);

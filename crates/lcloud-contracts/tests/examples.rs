@@ -7,6 +7,7 @@ use lcloud_core::{
     Experience, Genesis, Id, NodeId, Op, Replica, Value, Verified, contract_id, validate,
 };
 use proptest::prelude::*;
+use std::sync::Arc;
 
 fn key(n: u8) -> SigningKey {
     SigningKey::from([n + 1; 32])
@@ -481,13 +482,9 @@ proptest! {
         let (people, people_op) = deploy_with(lcloud_examples::SCHEMA, json(PEOPLE));
         let mut replicas: Vec<Replica> = (0..NODES).map(|_| replica(&g)).collect();
         let deploys = vec![op, reg_op, people_op];
-        let mut written = vec![replicas[0].write(&key(0), deploys).unwrap().into_inner()];
-        written.push(
-            replicas[0]
-                .write(&key(0), vec![call(bank, "mint", r#"{"to":"a0","amount":50}"#)])
-                .unwrap()
-                .into_inner(),
-        );
+        let mut written = vec![Arc::unwrap_or_clone(replicas[0].write(&key(0), deploys).unwrap()).into_inner()];
+        let mint = replicas[0].write(&key(0), vec![call(bank, "mint", r#"{"to":"a0","amount":50}"#)]);
+        written.push(Arc::unwrap_or_clone(mint.unwrap()).into_inner());
         for a in &script {
             match a {
                 Action::Transfer { node, from, to, amount } => {
@@ -495,14 +492,14 @@ proptest! {
                     let e = replicas[*node as usize]
                         .write(&key(*node), vec![call(bank, "transfer", &args)])
                         .unwrap();
-                    written.push(e.into_inner());
+                    written.push(Arc::unwrap_or_clone(e).into_inner());
                 }
                 Action::Claim { node, name } => {
                     let args = format!(r#"{{"name":"n{name}"}}"#);
                     let e = replicas[*node as usize]
                         .write(&key(*node), vec![call(reg, "claim", &args)])
                         .unwrap();
-                    written.push(e.into_inner());
+                    written.push(Arc::unwrap_or_clone(e).into_inner());
                 }
                 Action::Reserve { node, name } => {
                     let op = Op::Add {
@@ -510,14 +507,14 @@ proptest! {
                         value: Value::Str(format!("n{name}")),
                     };
                     let e = replicas[*node as usize].write(&key(*node), vec![op]).unwrap();
-                    written.push(e.into_inner());
+                    written.push(Arc::unwrap_or_clone(e).into_inner());
                 }
                 Action::Put { node, name, age } => {
                         let args = format!(r#"{{"key":"p{name}","value":{{"name":"n{node}","age":{age}}}}}"#);
                         let e = replicas[*node as usize]
                             .write(&key(*node), vec![call(people, "put", &args)])
                             .unwrap();
-                        written.push(e.into_inner());
+                        written.push(Arc::unwrap_or_clone(e).into_inner());
                 }
                 Action::Direct { node, name } => {
                     let op = Op::Set {
@@ -525,7 +522,7 @@ proptest! {
                         value: Value::Int(-1),
                     };
                     let e = replicas[*node as usize].write(&key(*node), vec![op]).unwrap();
-                    written.push(e.into_inner());
+                    written.push(Arc::unwrap_or_clone(e).into_inner());
                 }
                 Action::Sync { from, to } => {
                     let src = replicas[*from as usize].clone();

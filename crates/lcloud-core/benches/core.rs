@@ -29,7 +29,7 @@ fn op(i: usize) -> Op {
     let mut s = format!("{i:08}");
     s.extend(std::iter::repeat_n('x', PAYLOAD - s.len()));
     Op::Set {
-        path: Path(vec!["k".into(), format!("{}", i % 1000)]),
+        path: Path::from(vec!["k".into(), format!("{}", i % 1000)]),
         value: Value::Str(s),
     }
 }
@@ -41,8 +41,8 @@ fn chain(n: usize, ops_each: usize) -> (Verified<Experience>, Vec<Verified<Exper
     let k = key(1);
     let exps = (0..n)
         .map(|i| {
-            r.write(&k, (0..ops_each).map(|j| op(i * ops_each + j)).collect())
-                .unwrap()
+            let e = r.write(&k, (0..ops_each).map(|j| op(i * ops_each + j)).collect());
+            std::sync::Arc::unwrap_or_clone(e.unwrap())
         })
         .collect();
     (g, exps)

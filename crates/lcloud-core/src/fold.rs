@@ -221,14 +221,7 @@ pub(crate) fn apply_doc(doc: &mut Doc, lattice: &Lattice, idx: Idx) {
         lattice,
         current: (exp.id(), idx),
     };
-    for (i, op) in exp.ops().iter().enumerate() {
-        let dot = Dot {
-            depth,
-            exp: exp.id(),
-            op: i as u32,
-        };
-        doc.apply(op, dot, &obs);
-    }
+    doc.apply_experience(exp.ops(), depth, exp.id(), &obs);
     if let Some(s) = lattice.settles(idx) {
         doc.settle(s.depth, &|d: &Dot| {
             lattice.in_settled_cut(s, d.depth, &d.exp)

@@ -76,7 +76,7 @@ impl Guarded {
         if self.paths.is_empty() {
             return None;
         }
-        (0..=path.0.len()).find_map(|n| self.paths.get_key_value(&Path(path.0[..n].to_vec())))
+        (0..=path.0.len()).find_map(|n| self.paths.get_key_value(&Path(path.0[..n].into())))
     }
 
     /// The guarded paths strictly below `path`.

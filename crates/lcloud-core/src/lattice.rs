@@ -504,8 +504,11 @@ impl Lattice {
 
     /// Inserts a verified experience: admits it (and whatever it releases) if its links are
     /// present and the rules hold, parks it if links are missing.
-    pub fn insert(&mut self, exp: Verified<Experience>) -> Result<Inserted, InsertError> {
-        self.insert_arc(Arc::new(exp))
+    pub fn insert(
+        &mut self,
+        exp: impl Into<Arc<Verified<Experience>>>,
+    ) -> Result<Inserted, InsertError> {
+        self.insert_arc(exp.into())
     }
 
     /// [`Lattice::insert`] of an experience the caller shares (it keeps a handle, not a copy).

@@ -357,7 +357,7 @@ impl Op {
         use crate::codec::{write_bytes, write_head, write_text};
         let path = |out: &mut Vec<u8>, p: &Path| {
             write_head(out, 4, p.0.len() as u64);
-            for seg in &p.0 {
+            for seg in p.0.iter() {
                 write_text(out, seg);
             }
         };
@@ -623,7 +623,7 @@ mod tests {
         ) {
             // Often one is a prefix of the other, or they share one.
             let b = if cut % 2 == 0 { a.iter().take(cut).cloned().chain(b).collect() } else { b };
-            let (pa, pb) = (Path(a.clone()), Path(b.clone()));
+            let (pa, pb) = (Path::from(a.clone()), Path::from(b.clone()));
             prop_assert_eq!(pa.cmp(&pb), a.cmp(&b));
             prop_assert_eq!(pb.cmp(&pa), b.cmp(&a));
             prop_assert_eq!(pa.partial_cmp(&pb), Some(a.cmp(&b)));
@@ -677,7 +677,7 @@ mod tests {
             Err(PathError::NoLeadingSlash(_))
         ));
         assert!(matches!(Path::parse("/a~2"), Err(PathError::BadEscape(_))));
-        assert_eq!(Path::parse("/").unwrap().0, [""]);
+        assert_eq!(*Path::parse("/").unwrap().0, [""]);
         let deep = "/x".repeat(40);
         assert!(matches!(Path::parse(&deep), Err(PathError::TooDeep(40))));
     }

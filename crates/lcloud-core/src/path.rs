@@ -2,8 +2,9 @@
 //! path's descendants follow it directly; with caps on their depth and segment length.
 
 use std::fmt;
+use std::sync::Arc;
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// Most segments in one path.
 pub const PATH_SEGMENTS_MAX: usize = 32;
@@ -12,9 +13,29 @@ pub const PATH_SEGMENT_BYTES_MAX: usize = 256;
 
 /// A path into the document: a list of map keys. Written as a JSON Pointer (RFC 6901), e.g.
 /// `/users/alice/visits`; the empty pointer `""` is the document root.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct Path(pub Vec<String>);
+///
+/// The segments are shared: a clone is a reference count, not a copy (an op names its path,
+/// and W3's thousand increments of one counter in one experience named it a thousand times).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Default)]
+pub struct Path(pub Arc<[String]>);
+
+impl From<Vec<String>> for Path {
+    fn from(segments: Vec<String>) -> Path {
+        Path(segments.into())
+    }
+}
+
+impl Serialize for Path {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Path {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Path, D::Error> {
+        Vec::<String>::deserialize(d).map(Path::from)
+    }
+}
 
 /// The order of the segment lists (segment by segment, each by its bytes, a prefix first),
 /// written out: the document's tree compares paths at every lookup, most segments are a few
@@ -22,7 +43,7 @@ pub struct Path(pub Vec<String>);
 /// folding a `set`).
 impl Ord for Path {
     fn cmp(&self, other: &Path) -> std::cmp::Ordering {
-        for (a, b) in self.0.iter().zip(&other.0) {
+        for (a, b) in self.0.iter().zip(other.0.iter()) {
             let order = cmp_segment(a.as_bytes(), b.as_bytes());
             if order.is_ne() {
                 return order;
@@ -73,7 +94,7 @@ pub enum PathError {
 impl Path {
     /// The document root.
     pub fn root() -> Path {
-        Path(Vec::new())
+        Path::from(Vec::new())
     }
 
     /// Parses an RFC 6901 JSON Pointer.
@@ -81,7 +102,7 @@ impl Path {
     /// ```
     /// use lcloud_core::Path;
     /// let p = Path::parse("/users/a~1b/visits").unwrap();
-    /// assert_eq!(p.0, ["users", "a/b", "visits"]);
+    /// assert_eq!(*p.0, ["users", "a/b", "visits"]);
     /// assert_eq!(p.to_string(), "/users/a~1b/visits");
     /// ```
     pub fn parse(pointer: &str) -> Result<Path, PathError> {
@@ -95,7 +116,7 @@ impl Path {
         for raw in rest.split('/') {
             segments.push(unescape(raw).ok_or_else(|| PathError::BadEscape(pointer.to_owned()))?);
         }
-        let path = Path(segments);
+        let path = Path::from(segments);
         path.check()?;
         Ok(path)
     }
@@ -118,9 +139,9 @@ impl Path {
 
     /// This path extended by one key.
     pub fn child(&self, key: &str) -> Path {
-        let mut segments = self.0.clone();
+        let mut segments = self.0.to_vec();
         segments.push(key.to_owned());
-        Path(segments)
+        Path::from(segments)
     }
 }
 
@@ -143,7 +164,7 @@ fn unescape(raw: &str) -> Option<String> {
 
 impl fmt::Display for Path {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for segment in &self.0 {
+        for segment in self.0.iter() {
             write!(f, "/{}", segment.replace('~', "~0").replace('/', "~1"))?;
         }
         Ok(())

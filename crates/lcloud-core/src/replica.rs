@@ -168,8 +168,11 @@ impl Replica {
     }
 
     /// Inserts a verified experience and folds whatever it admits.
-    pub fn insert(&mut self, exp: Verified<Experience>) -> Result<Inserted, InsertError> {
-        self.insert_arc(Arc::new(exp))
+    pub fn insert(
+        &mut self,
+        exp: impl Into<Arc<Verified<Experience>>>,
+    ) -> Result<Inserted, InsertError> {
+        self.insert_arc(exp.into())
     }
 
     /// [`Replica::insert`] of an experience the caller shares (it keeps a handle, not a copy).
@@ -435,15 +438,16 @@ impl Replica {
         }
     }
 
-    /// Signs `ops` as the next experience of `key`'s chain and inserts it.
+    /// Signs `ops` as the next experience of `key`'s chain and inserts it; returns it shared
+    /// with the replica (a handle, not a copy of its ops).
     pub fn write(
         &mut self,
         key: &SigningKey,
         ops: Vec<Op>,
-    ) -> Result<Verified<Experience>, InsertError> {
+    ) -> Result<Arc<Verified<Experience>>, InsertError> {
         let author = NodeId(key.verification_key().to_bytes());
-        let exp = Experience::sign(self.draft(&author, ops), key);
-        self.insert(exp.clone())?;
+        let exp = Arc::new(Experience::sign(self.draft(&author, ops), key));
+        self.insert_arc(exp.clone())?;
         Ok(exp)
     }
 
@@ -735,7 +739,7 @@ mod tests {
         let mut r = Replica::new(genesis.clone()).unwrap();
         for i in 0..20_000i64 {
             let op = Op::Set {
-                path: Path(vec!["k".into(), (i % 1000).to_string()]),
+                path: Path::from(vec!["k".into(), (i % 1000).to_string()]),
                 value: Value::Int(i),
             };
             r.write(&key, vec![op]).unwrap();

@@ -102,14 +102,14 @@ mod tests {
         // Kept below the base for `/keep`; its `/gone` was deleted by an experience that is
         // not kept: a replay of the kept experiences alone would bring `/gone` back.
         let set = |k: &str| Op::Set {
-            path: Path(vec![k.into()]),
+            path: Path::from(vec![k.into()]),
             value: Value::Int(1),
         };
         r.write(&keys[0], vec![set("keep"), set("gone")]).unwrap();
         r.write(
             &keys[0],
             vec![Op::Del {
-                path: Path(vec!["gone".into()]),
+                path: Path::from(vec!["gone".into()]),
             }],
         )
         .unwrap();
@@ -120,7 +120,7 @@ mod tests {
         for i in 0..700i64 {
             for key in &keys {
                 let op = Op::Set {
-                    path: Path(vec![format!("k{}", i % 7)]),
+                    path: Path::from(vec![format!("k{}", i % 7)]),
                     value: Value::Int(i),
                 };
                 r.write(key, vec![op]).unwrap();

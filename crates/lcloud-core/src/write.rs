@@ -233,7 +233,7 @@ pub fn shape_paths<'a>(ops: impl IntoIterator<Item = &'a Op>) -> (Vec<Path>, Vec
     for op in ops {
         let Some(path) = op.path() else { continue };
         for n in 0..path.0.len() {
-            exact.insert(Path(path.0[..n].to_vec()));
+            exact.insert(Path(path.0[..n].into()));
         }
         if wants(op).is_some() {
             subtrees.insert(path.clone());
@@ -256,7 +256,7 @@ fn check_op(doc: &Doc, op: &Op) -> Result<(), WriteRefused> {
         return Ok(());
     };
     for n in 0..path.0.len() {
-        let at = Path(path.0[..n].to_vec());
+        let at = Path(path.0[..n].into());
         match doc.kind(&at) {
             None | Some("map") => {}
             Some(found) => {

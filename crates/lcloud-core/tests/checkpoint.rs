@@ -9,6 +9,7 @@ use common::history::{cloud, run, step};
 use common::*;
 use lcloud_core::{Checkpoint, Cut, Experience, ForkPolicy, Id, Op, Replica, Verified, validate};
 use proptest::prelude::*;
+use std::sync::Arc;
 
 /// Spacing used here: small, so that short histories have checkpoints.
 const EVERY: u64 = 2;
@@ -190,7 +191,7 @@ fn busy(steps: &[Step]) -> (Verified<Experience>, Vec<Experience>) {
             }
         };
         if let Ok(e) = rs[by as usize].write(&key(by), ops) {
-            written.push(e.into_inner());
+            written.push(Arc::unwrap_or_clone(e).into_inner());
         }
     }
     (g, written)
@@ -255,7 +256,10 @@ fn late_fork(policy: ForkPolicy) -> (Vec<Replica>, u64, Vec<Experience>) {
                 let mut other = r.clone();
                 let b = other.write(&key(2), vec![set("/b", "\"late\"")]).unwrap();
                 let b2 = other.write(&key(2), vec![set("/b2", "1")]).unwrap();
-                withheld = vec![b.into_inner(), b2.into_inner()];
+                withheld = vec![
+                    Arc::unwrap_or_clone(b).into_inner(),
+                    Arc::unwrap_or_clone(b2).into_inner(),
+                ];
             }
             r.write(&key(i as u8), vec![set("/n", &round.to_string())])
                 .unwrap();
@@ -416,7 +420,7 @@ proptest! {
                     let mut other = r.clone();
                     for n in 0..2 {
                         let e = other.write(&key(2), vec![set("/b", &n.to_string())]).unwrap();
-                        withheld.push(e.into_inner());
+                        withheld.push(Arc::unwrap_or_clone(e).into_inner());
                     }
                 }
                 r.write(&key(i as u8), vec![set("/n", &round.to_string())]).unwrap();

@@ -58,7 +58,7 @@ fn value() -> impl Strategy<Value = Value> {
 }
 
 fn path() -> impl Strategy<Value = Path> {
-    proptest::collection::vec(text(), 0..4).prop_map(Path)
+    proptest::collection::vec(text(), 0..4).prop_map(Path::from)
 }
 
 fn bytes32() -> impl Strategy<Value = [u8; 32]> {

@@ -5,6 +5,7 @@
 mod common;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use common::*;
 use lcloud_core::{Experience, Id, Ledger, Op, Replica, validate};
@@ -48,7 +49,11 @@ fn make() -> Vec<Experience> {
     let e2 = r
         .write(&key(0), vec![Op::AddMember { node: node(2) }])
         .unwrap();
-    vec![g.into_inner(), e1.into_inner(), e2.into_inner()]
+    vec![
+        g.into_inner(),
+        Arc::unwrap_or_clone(e1).into_inner(),
+        Arc::unwrap_or_clone(e2).into_inner(),
+    ]
 }
 
 #[test]

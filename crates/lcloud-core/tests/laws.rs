@@ -11,6 +11,7 @@ use lcloud_core::{
     validate_batch,
 };
 use proptest::prelude::*;
+use std::sync::Arc;
 
 const NODES: u8 = 4;
 
@@ -69,7 +70,7 @@ fn run(script: &[Action]) -> (Vec<Replica>, Vec<Experience>) {
             Action::Write { node, ops } => {
                 let ops = ops.iter().map(|b| op_from(*b)).collect();
                 let e = replicas[*node as usize].write(&key(*node), ops).unwrap();
-                written.push(e.into_inner());
+                written.push(Arc::unwrap_or_clone(e).into_inner());
             }
             Action::Sync { from, to } => {
                 let src = replicas[*from as usize].clone();

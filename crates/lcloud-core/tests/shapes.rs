@@ -8,6 +8,7 @@ mod common;
 
 use common::*;
 use lcloud_core::{Experience, Op, Replica, WriteRefused};
+use std::sync::Arc;
 
 /// Every permutation of `0..n`.
 fn permutations(n: usize) -> Vec<Vec<usize>> {
@@ -55,7 +56,7 @@ fn concurrent_writes_of_different_types_resolve_the_same_in_every_order() {
         .iter()
         .map(|(n, ops)| {
             let mut r = base.clone();
-            r.write(&key(*n), ops.clone()).unwrap().into_inner()
+            Arc::unwrap_or_clone(r.write(&key(*n), ops.clone()).unwrap()).into_inner()
         })
         .collect();
     let mut roots = std::collections::BTreeSet::new();

@@ -28,7 +28,7 @@ fn op(i: usize) -> Op {
         })
         .collect();
     Op::Set {
-        path: Path(vec!["k".into(), (i % 1000).to_string()]),
+        path: Path::from(vec!["k".into(), (i % 1000).to_string()]),
         value: Value::Str(s),
     }
 }

@@ -135,7 +135,7 @@ mod tests {
         let mut exps: Vec<ByteBuf> = (0..301)
             .map(|i| {
                 let op = Op::Incr {
-                    path: Path(vec![format!("k{i}")]),
+                    path: Path::from(vec![format!("k{i}")]),
                     by: 1,
                 };
                 ByteBuf(replica.write(&key, vec![op]).unwrap().to_bytes())

@@ -441,11 +441,11 @@ mod tests {
                     node: NodeId([9; 32]),
                 }],
                 21 => vec![Op::Set {
-                    path: Path(vec!["big".into()]),
+                    path: Path::from(vec!["big".into()]),
                     value: Value::Str("x".repeat(lcloud_core::EXPERIENCE_BYTES_MAX)),
                 }],
                 _ => vec![Op::Incr {
-                    path: Path(vec![format!("k{i}")]),
+                    path: Path::from(vec![format!("k{i}")]),
                     by: 1,
                 }],
             };
@@ -514,7 +514,7 @@ mod tests {
                 Vec::new()
             } else {
                 vec![Op::Incr {
-                    path: Path(vec![format!("k{i}")]),
+                    path: Path::from(vec![format!("k{i}")]),
                     by: 1,
                 }]
             };
@@ -524,7 +524,7 @@ mod tests {
             if i % 50 == 49 {
                 let (tx, read) = oneshot::channel();
                 inbox
-                    .send(Msg::Api(Call::State(Path(vec![format!("k{i}")]), tx)))
+                    .send(Msg::Api(Call::State(Path::from(vec![format!("k{i}")]), tx)))
                     .unwrap();
                 reads.push((i, read));
             }

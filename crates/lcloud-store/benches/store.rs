@@ -29,7 +29,7 @@ fn op(i: usize) -> Op {
     s.push_str(&format!("{i:08}"));
     s.push_str(&"x".repeat(200 - s.len()));
     Op::Set {
-        path: Path(vec!["k".into(), (i % 1000).to_string()]),
+        path: Path::from(vec!["k".into(), (i % 1000).to_string()]),
         value: Value::Str(s),
     }
 }

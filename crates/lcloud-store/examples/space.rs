@@ -16,7 +16,7 @@ fn op(i: usize) -> Op {
     let mut s = format!("{i:08}");
     s.push_str(&"x".repeat(200 - s.len()));
     Op::Set {
-        path: Path(vec!["k".into(), (i % 1000).to_string()]),
+        path: Path::from(vec!["k".into(), (i % 1000).to_string()]),
         value: Value::Str(s),
     }
 }

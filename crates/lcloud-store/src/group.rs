@@ -453,7 +453,7 @@ pub(crate) mod tests {
         let genesis = Experience::create_genesis(&key, Genesis::open("t"));
         let mut replica = Replica::new(genesis.clone()).unwrap();
         let op = Op::Set {
-            path: Path(vec!["a".into()]),
+            path: Path::from(vec!["a".into()]),
             value: Value::Str("x".repeat(200)),
         };
         let first = replica.write(&key, vec![op.clone()]).unwrap();

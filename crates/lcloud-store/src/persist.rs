@@ -324,17 +324,17 @@ fn touched<'r>(replica: &'r Replica, outcomes: &[&Inserted]) -> Vec<&'r Path> {
     if outcomes.iter().any(|o| o.revoked)
         || (quarantine && outcomes.iter().any(|o| !o.forks.is_empty()))
     {
-        return vec![&ROOT];
+        return vec![&*ROOT];
     }
     let mut paths = Vec::new();
     for idx in outcomes.iter().flat_map(|o| o.admitted.iter()) {
         if replica.lattice().settles(*idx).is_some() {
             // Settling merges elements under any path (`lcloud_core::Settle`).
-            return vec![&ROOT];
+            return vec![&*ROOT];
         }
         for op in replica.lattice().get(*idx).ops() {
             match op {
-                Op::Genesis(_) => return vec![&ROOT],
+                Op::Genesis(_) => return vec![&*ROOT],
                 other => paths.extend(other.path()),
             }
         }

@@ -194,7 +194,7 @@ impl Summary {
 /// each segment with 0x00 escaped as 0x00 0x01, then 0x00 0x00.
 pub(crate) fn path_key(path: &Path) -> Vec<u8> {
     let mut key = Vec::new();
-    for seg in &path.0 {
+    for seg in path.0.iter() {
         for b in seg.as_bytes() {
             key.push(*b);
             if *b == 0 {
@@ -223,7 +223,7 @@ fn path_from_key(key: &[u8]) -> Option<Path> {
             i += 1;
         }
     }
-    seg.is_empty().then_some(Path(segments))
+    seg.is_empty().then_some(Path::from(segments))
 }
 
 pub(crate) fn tag(bytes: &[u8]) -> [u8; 16] {

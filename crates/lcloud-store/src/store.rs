@@ -648,14 +648,7 @@ impl Store {
 
 /// Applies the ops of this node's experience `id` at `depth` to `doc`.
 pub(crate) fn fold_into(doc: &mut Doc, id: Id, depth: u64, ops: &[Op]) {
-    for (i, op) in ops.iter().enumerate() {
-        let dot = lcloud_core::Dot {
-            depth,
-            exp: id,
-            op: i as u32,
-        };
-        doc.apply(op, dot, &ObservesEverything);
-    }
+    doc.apply_experience(ops, depth, id, &ObservesEverything);
 }
 
 /// How long opening waits for another process (another `lcloud` command) to let go.
@@ -692,7 +685,7 @@ fn read_summary(
 }
 
 /// The document root, for borrowing.
-static ROOT: Path = Path(Vec::new());
+pub(crate) static ROOT: std::sync::LazyLock<Path> = std::sync::LazyLock::new(Path::root);
 
 /// The experiences stored since the leaves were last written (from [`META_LEAVES_AT`] to `next`):
 /// id, depth and ops of each, in arrival order. All are this node's local writes.
@@ -741,14 +734,7 @@ fn tail_paths(tail: &Tail) -> Vec<Path> {
 /// Applies local writes: each observed everything folded before it.
 fn apply_tail(doc: &mut Doc, tail: &Tail) {
     for (id, depth, ops) in tail {
-        for (i, op) in ops.iter().enumerate() {
-            let dot = lcloud_core::Dot {
-                depth: *depth,
-                exp: *id,
-                op: i as u32,
-            };
-            doc.apply(op, dot, &ObservesEverything);
-        }
+        fold_into(doc, *id, *depth, ops);
     }
 }
 

@@ -253,7 +253,7 @@ fn encode_leaves(doc: &Doc, root: &Path) -> Vec<u8> {
     for (path, leaf) in doc.leaves_under(root) {
         out.push(0x82);
         write_head(&mut out, 4, path.0.len() as u64);
-        for seg in &path.0 {
+        for seg in path.0.iter() {
             write_text(&mut out, seg);
         }
         leaf_bytes.clear();
@@ -460,11 +460,11 @@ pub(crate) fn read_checkpoint<G: ReadableTable<u64, &'static [u8]>>(
 fn written_at<'v>(op: &'v lcloud_core::Op, path: &Path) -> Option<&'v lcloud_core::Value> {
     use lcloud_core::{Op, Value};
     let (at, mut value) = match op {
-        Op::Set { path, value } => (&path.0, value),
-        Op::Genesis(g) => (&Vec::new(), &g.init),
+        Op::Set { path, value } => (&path.0[..], value),
+        Op::Genesis(g) => (&[][..], &g.init),
         _ => return None,
     };
-    let below = path.0.strip_prefix(at.as_slice())?;
+    let below = path.0.strip_prefix(at)?;
     for key in below {
         let Value::Map(m) = value else { return None };
         value = m.get(key)?;
@@ -592,14 +592,7 @@ pub(crate) fn document_at(
                 "experience #{arrival} does not match its index entry"
             )));
         }
-        for (i, op) in exp.ops().iter().enumerate() {
-            let dot = Dot {
-                depth: entry.depth,
-                exp: entry.id,
-                op: i as u32,
-            };
-            doc.apply(op, dot, &observer);
-        }
+        doc.apply_experience(exp.ops(), entry.depth, entry.id, &observer);
     }
     Ok(doc)
 }
@@ -628,7 +621,7 @@ mod entry_tests {
         use lcloud_core::{ObservesEverything, Op, Value};
         let mut doc = Doc::default();
         for i in 0..40u32 {
-            let path = Path(vec!["k".repeat(i as usize % 30), i.to_string()]);
+            let path = Path::from(vec!["k".repeat(i as usize % 30), i.to_string()]);
             let op = match i % 3 {
                 0 => Op::Set {
                     path,

@@ -13,7 +13,7 @@ fn a_store_settles_as_the_core_does() {
     let me = Identity::load_or_create(dir.path()).unwrap();
     let g = Experience::create_genesis(me.key(), Genesis::members_only("settle", Vec::new()));
     let mut store = Store::create(dir.path(), &g).unwrap();
-    let c = Path(vec!["c".into()]);
+    let c = Path::from(vec!["c".into()]);
     let mut refused = 0;
     for i in 0..600 {
         store

@@ -209,11 +209,11 @@ struct World {
 }
 
 fn set_path() -> Path {
-    Path(vec!["s".into()])
+    Path::from(vec!["s".into()])
 }
 
 fn counter_path() -> Path {
-    Path(vec!["c".into()])
+    Path::from(vec!["c".into()])
 }
 
 impl World {

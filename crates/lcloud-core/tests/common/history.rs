@@ -6,6 +6,7 @@
 use ed25519_consensus::SigningKey;
 use lcloud_core::{Experience, ForkPolicy, Ledger, Op, Replica, Verified, validate};
 use proptest::prelude::*;
+use std::sync::Arc;
 
 use super::*;
 
@@ -79,7 +80,7 @@ pub fn run(steps: &[Step]) -> (Verified<Experience>, Vec<Experience>) {
         };
         let key: &SigningKey = &key(by);
         if let Ok(e) = rs[at as usize].write(key, ops) {
-            written.push(e.into_inner());
+            written.push(Arc::unwrap_or_clone(e).into_inner());
         }
     }
     (g, written)
