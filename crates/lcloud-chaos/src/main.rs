@@ -313,7 +313,7 @@ fn describe_real(o: &real::Outcome) -> String {
         .count();
     let count = |k| o.history.iter().filter(|e| e.kind == k).count();
     format!(
-        "real: {} nodes as processes in network namespaces, {writes} writes ({} ok, {} fail, {} info), faults {:?}; lost={} unexpected={} duplicates={}, counter {} in [{}, {}]; converged={} T_conv {:.1}s; per heal (writes going on) p50/p99/max {:.1}/{:.1}/{:.1}s over {} heals ({} not caught up within {} s); peak RSS per node {:.0} MiB holding {} experiences; skewed clocks {}; writes acknowledged by the disk-full node after space was freed {}; fork proofs identical: {}; stores verified: {}",
+        "real: {} nodes as processes in network namespaces, {writes} writes ({} ok, {} fail, {} info), faults {:?}; lost={} unexpected={} duplicates={}, counter {} in [{}, {}]; converged={} T_conv {:.1}s; per heal (writes going on) p50/p99/max {:.1}/{:.1}/{:.1}s over {} heals ({} not caught up within {} s); peak RSS per node {:.0} MiB holding {} experiences; skewed clocks {}; writes acknowledged by the disk-full node after space was freed {}; fork proofs identical: {}; stores verified: {}; compacted (node at checkpoint) {}, then one root everywhere: {}",
         o.nodes,
         count(history::Kind::Ok),
         count(history::Kind::Fail),
@@ -343,7 +343,16 @@ fn describe_real(o: &real::Outcome) -> String {
             "all".to_owned()
         } else {
             format!("FAILED {:?}", o.verify_failures)
-        }
+        },
+        o.compacted
+            .iter()
+            .map(|(n, d)| match d {
+                Some(d) => format!("n{n} at {d}"),
+                None => format!("n{n} NEVER"),
+            })
+            .collect::<Vec<_>>()
+            .join(", "),
+        o.same_root_after_compaction
     )
 }
 

@@ -5,6 +5,12 @@
 //! halves, one way), lossy links (nft `numgen`), `kill -9` and restart, and SIGSTOP/SIGCONT
 //! pauses. Then the final heal, convergence, final reads, checks.
 //!
+//! The cloud is members-only (every node a member from the genesis), so its checkpoints become
+//! final once every member has attested them, and the nodes of [`COMPACTING`] run with
+//! `--retain checkpoint`: they compact their stores below final checkpoints under the same
+//! faults. After convergence the run waits for each of them to have compacted, then checks
+//! that every node, compacted or not, reports the same root.
+//!
 //! Needs root and `ip`/`nft`. Traffic stays inside the namespaces it creates (no route leads
 //! out); everything it starts it stops by process id, and it deletes what it created.
 
@@ -27,6 +33,10 @@ fn subnet_of_run() -> &'static str {
     NET.get_or_init(|| format!("10.233.{}", 1 + std::process::id() % 250))
 }
 const API_PORT: u16 = 7400;
+/// The nodes that keep only what their final checkpoints need (`--retain checkpoint`).
+pub const COMPACTING: [usize; 2] = [2, 3];
+/// How long after convergence the compacting nodes may take to compact.
+const COMPACT_WAIT: Duration = Duration::from_secs(30);
 const P2P_PORT: u16 = 7401;
 
 /// One run's parameters.
@@ -84,6 +94,11 @@ pub struct Outcome {
     pub forks_identical: bool,
     /// Stores that failed `lcloud verify` after the run (DAG integrity), with the reason.
     pub verify_failures: Vec<String>,
+    /// For each node of [`COMPACTING`]: the checkpoint its store was compacted at, once
+    /// converged (`None`: it never compacted within [`COMPACT_WAIT`]).
+    pub compacted: Vec<(usize, Option<u64>)>,
+    /// After the compactions, every node reported one root.
+    pub same_root_after_compaction: bool,
 }
 
 impl Outcome {
@@ -104,6 +119,8 @@ impl Outcome {
             && extra
             && self.forks_identical
             && self.verify_failures.is_empty()
+            && self.compacted.iter().all(|(_, d)| d.is_some())
+            && self.same_root_after_compaction
     }
 }
 
@@ -379,6 +396,11 @@ fn start(cfg: &Config, net: &Net, dir: &Path, i: usize, skew: Option<&Path>) -> 
         .arg("--dir")
         .arg(dir)
         .args(["node", "run", "--sync-every", "0.5"])
+        .args(if COMPACTING.contains(&i) {
+            &["--retain", "checkpoint"][..]
+        } else {
+            &[]
+        })
         .args(["--api", &format!("0.0.0.0:{API_PORT}")])
         .args(["--listen", &format!("/ip4/{subnet}.{i}/tcp/{P2P_PORT}")])
         .env_remove("LCLOUD_DIR")
@@ -553,7 +575,26 @@ pub fn run(cfg: &Config) -> Result<Outcome, String> {
             Err(String::from_utf8_lossy(&out.stderr).trim().to_owned())
         }
     };
-    lcloud(&dirs[0], &["init", "--open", "--cloud", "chaos"])?;
+    // Every node a member from the genesis: each makes its identity first.
+    let mut members = Vec::new();
+    for d in &dirs[1..] {
+        let out = Command::new(&cfg.lcloud)
+            .arg("--dir")
+            .arg(d)
+            .args(["id", "--json"])
+            .env_remove("LCLOUD_DIR")
+            .output()
+            .map_err(|e| e.to_string())?;
+        let j: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .map_err(|e| format!("`lcloud id --json` printed no JSON: {e}"))?;
+        let id = j["node"]
+            .as_str()
+            .ok_or("`lcloud id --json` named no node")?;
+        members.extend(["--member".to_owned(), id.to_owned()]);
+    }
+    let mut init = vec!["init", "--cloud", "chaos"];
+    init.extend(members.iter().map(String::as_str));
+    lcloud(&dirs[0], &init)?;
     let bundle = base.join("genesis.bundle");
     lcloud(&dirs[0], &["export", bundle.to_str().ok_or("utf-8")?])?;
     for d in &dirs[1..] {
@@ -927,6 +968,52 @@ pub fn run(cfg: &Config) -> Result<Outcome, String> {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+    // The compacting nodes compact once a checkpoint is final and enough history lies
+    // above their last compaction; then every node must still report one root.
+    let compact_wait = Instant::now();
+    let compaction_of = |i: usize| -> Option<u64> {
+        let (_, b) = http(i, "GET", "/api/status", "").ok()?;
+        let j: serde_json::Value = serde_json::from_str(&b).ok()?;
+        j["finality"]["compacted"]["depth"].as_u64()
+    };
+    let mut compacted: Vec<(usize, Option<u64>)> = COMPACTING
+        .iter()
+        .filter(|i| **i <= cfg.nodes)
+        .map(|i| (*i, None))
+        .collect();
+    while converged && compact_wait.elapsed() < COMPACT_WAIT {
+        for (i, depth) in compacted.iter_mut() {
+            *depth = depth.or_else(|| compaction_of(*i));
+        }
+        if compacted.iter().all(|(_, d)| d.is_some()) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Attestations still flow (and settle what they make final), so the roots are compared
+    // once every node holds the same heads again.
+    let same_root_after_compaction = converged && {
+        let t = Instant::now();
+        loop {
+            let status: Option<Vec<(String, String)>> = (1..=cfg.nodes)
+                .map(|i| {
+                    let (_, b) = http(i, "GET", "/api/status", "").ok()?;
+                    let j: serde_json::Value = serde_json::from_str(&b).ok()?;
+                    Some((j["root"].to_string(), j["heads"].to_string()))
+                })
+                .collect();
+            if let Some(s) = status {
+                let (roots, heads): (Vec<String>, Vec<String>) = s.into_iter().unzip();
+                if check::converged(&heads, &roots) {
+                    break true;
+                }
+            }
+            if t.elapsed() > COMPACT_WAIT {
+                break false;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
     // Final reads.
     let read = |i: usize, path: &str| -> serde_json::Value {
         http(i, "GET", &format!("/api/state?path={path}"), "")
@@ -1002,6 +1089,8 @@ pub fn run(cfg: &Config) -> Result<Outcome, String> {
         heals_timed_out,
         forks_identical,
         verify_failures,
+        compacted,
+        same_root_after_compaction,
     })
 }
 
