@@ -5,16 +5,9 @@
 use lcloud_core::{Id, NodeId};
 use redb::{ReadableTable, Table};
 
-use crate::error::{StoreError, corrupt};
+use crate::error::{StoreError, corrupt, db};
 use crate::record::Names;
 use crate::schema::AUTHORS;
-
-fn db(e: impl Into<redb::Error>) -> StoreError {
-    StoreError::Io {
-        path: "store.redb".into(),
-        error: e.into().to_string(),
-    }
-}
 
 impl Names {
     /// Reads the authors table through a read transaction.

@@ -196,6 +196,11 @@ impl Store {
         let mut fresh = Store::create(&tmp, &genesis)?;
         let headers_of = (retain == Retain::Headers).then_some(replica);
         let headers = fresh.write_compacted(&c, headers_of, Some(self))?;
+        // A new database grows by regions; giving back its free pages makes the compacted
+        // file about a third smaller (W12: 561 kB to 365 kB for W1's history).
+        if let Some(db) = fresh.db.as_mut() {
+            db.compact().map_err(|e| map_db(&tmp, e))?;
+        }
         drop(fresh);
         // The new file is complete and synced (every commit is); the rename replaces the old
         // one at once, and the directory is synced so the rename survives a crash.

@@ -143,6 +143,15 @@ pub(crate) fn bad_record(n: u64, e: &ValidationError) -> StoreError {
     corrupt(format!("experience #{n}: {e}"))
 }
 
+/// A redb error inside a transaction, named by the database file alone (the directory is
+/// not at hand there).
+pub(crate) fn db(e: impl Into<redb::Error>) -> StoreError {
+    StoreError::Io {
+        path: DB_FILE.into(),
+        error: e.into().to_string(),
+    }
+}
+
 /// A redb error on the database in `dir`, as the store's own.
 pub(crate) fn map_db(dir: &FsPath, e: impl Into<redb::Error>) -> StoreError {
     let path = dir.join(DB_FILE);

@@ -12,7 +12,7 @@ use redb::{ReadableTable, Table, WriteTransaction};
 
 use crate::authors::{AUTHORS_DIGEST, seal_authors};
 use crate::entry::Entry;
-use crate::error::{StoreError, corrupt};
+use crate::error::{StoreError, corrupt, db};
 use crate::group::{
     EntryAt, GROUP_BYTES, GROUP_MAX, PACKED, Spans, TAG_BYTES, follows, group_name, parse,
     varint_len, walk, write_varint,
@@ -56,13 +56,6 @@ pub(crate) fn chain(
         }
     }
     Ok(())
-}
-
-fn db(e: impl Into<redb::Error>) -> StoreError {
-    StoreError::Io {
-        path: "store.redb".into(),
-        error: e.into().to_string(),
-    }
 }
 
 /// Number of experiences stored: the last group's first arrival plus its count.

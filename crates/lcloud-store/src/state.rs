@@ -6,7 +6,7 @@ use lcloud_core::codec::{from_canonical_stored as from_canonical, to_canonical};
 use lcloud_core::{Doc, Id, Leaf, NodeId, OrderedState, Path, Replica};
 use redb::{ReadableTable, Table};
 
-use crate::error::StoreError;
+use crate::error::{StoreError, db};
 
 /// The lattice's frontier, as much as a local write needs.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -552,13 +552,6 @@ pub(crate) fn ordered_from(bytes: Option<&[u8]>) -> Result<OrderedState, StoreEr
                 what: format!("the order-sensitive state: {e}"),
             })
         }
-    }
-}
-
-fn db(e: impl Into<redb::Error>) -> StoreError {
-    StoreError::Io {
-        path: "store.redb".into(),
-        error: e.into().to_string(),
     }
 }
 

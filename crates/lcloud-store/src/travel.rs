@@ -10,7 +10,7 @@ use lcloud_core::{Doc, Dot, Id, Leaf, NodeId, Observer, Path, VectorClock, reval
 use redb::{ReadableTable, WriteTransaction};
 
 use crate::entry::Entry;
-use crate::error::{StoreError, corrupt};
+use crate::error::{StoreError, corrupt, db};
 use crate::record::Names;
 use crate::records::{self, Records, Written};
 use crate::schema::{AUTHORS, CHECKPOINT_CLOCKS, CHECKPOINT_WRITERS, CHECKPOINTS, GROUPS, RUNS};
@@ -19,13 +19,6 @@ use crate::state::{sealed_at, unseal, unseal_at};
 /// Ops between checkpoints, at least; past that, at least as many ops as the state has leaves,
 /// so writing checkpoints costs O(1) per op.
 pub(crate) const CHECKPOINT_OPS_MIN: u64 = 4096;
-
-fn db(e: impl Into<redb::Error>) -> StoreError {
-    StoreError::Io {
-        path: "store.redb".into(),
-        error: e.into().to_string(),
-    }
-}
 
 /// Who wrote each experience whose ops are still visible in a document: (id, author, seq).
 pub(crate) type Writers = BTreeMap<Id, (u32, u64)>;
