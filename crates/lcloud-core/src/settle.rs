@@ -29,8 +29,11 @@
 //! than [`SETTLE_WITHIN`] below its compaction point (`compact.rs`), so whatever an
 //! experience above the point settles, its attestations are there to check.
 
+use std::collections::BTreeMap;
+
 use super::{Idx, Lattice};
-use crate::id::Id;
+use crate::clock::VectorClock;
+use crate::id::{Id, NodeId};
 use crate::op::Op;
 
 /// How much deeper than the checkpoint it settles an attestation may be.
@@ -55,6 +58,36 @@ impl Lattice {
     /// Whether any experience held here settles a checkpoint.
     pub fn any_settled(&self) -> bool {
         !self.attestations.settles.is_empty()
+    }
+
+    /// Every experience held here that settles a checkpoint, with what it settles.
+    pub fn settled(&self) -> impl Iterator<Item = (Idx, &Settle)> {
+        self.attestations.settles.iter().map(|(i, s)| (*i, s))
+    }
+
+    /// The cut `s` settles as a clock: per author, the least seq every one of its attestations
+    /// has seen (each sees itself). Where no author forked, the element written by an
+    /// experience of depth at most `s.depth` is in the cut ([`Lattice::in_settled_cut`])
+    /// exactly when its seq is within this clock: how the store's time travel, which reads
+    /// clocks from its index, settles without the lattice.
+    pub fn settled_clock(&self, s: &Settle) -> VectorClock {
+        let mut meet: Option<BTreeMap<NodeId, u64>> = None;
+        for a in &s.attestations {
+            let seen: BTreeMap<NodeId, u64> =
+                self.clock_entries(*a).map(|(n, q)| (*n, q)).collect();
+            meet = Some(match meet {
+                None => seen,
+                Some(m) => m
+                    .into_iter()
+                    .filter_map(|(n, q)| seen.get(&n).map(|r| (n, q.min(*r))))
+                    .collect(),
+            });
+        }
+        let mut clock = VectorClock::default();
+        for (n, q) in meet.unwrap_or_default() {
+            clock.observe(n, q);
+        }
+        clock
     }
 
     /// Whether the element written by experience `exp` at depth `depth` is in the cut `s`

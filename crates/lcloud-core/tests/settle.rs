@@ -251,8 +251,19 @@ proptest! {
         // The cut after each settling experience, as its own history.
         for e in &exps {
             let idx = r.lattice().idx(&e.id()).unwrap();
-            if r.lattice().settles(idx).is_none() {
+            let Some(s) = r.lattice().settles(idx) else {
                 continue;
+            };
+            // The cut as a clock (what the store's time travel reads) says what the lattice says.
+            let clock = r.lattice().settled_clock(s);
+            for x in &exps {
+                let d = r.lattice().depth(r.lattice().idx(&x.id()).unwrap());
+                if d <= s.depth {
+                    prop_assert_eq!(
+                        r.lattice().in_settled_cut(s, d, &x.id()),
+                        x.seq() <= clock.get(&x.author())
+                    );
+                }
             }
             let cut = Cut::Heads(vec![e.id()]);
             prop_assert_eq!(

@@ -308,6 +308,11 @@ impl Store {
             meta.insert(META_ORDERED, sealed(&state.ordered.to_bytes()).as_slice())
                 .map_err(|e| m(e.into()))?;
             state::mark_full_history(&mut meta, lattice, false)?;
+            if lattice.any_settled() {
+                // Time travel above a base does not read what kept experiences settle.
+                meta.insert(META_HAS_SETTLED, [1u8].as_slice())
+                    .map_err(|e| m(e.into()))?;
+            }
             let mut leaves = txn.open_table(LEAVES).map_err(|e| m(e.into()))?;
             write_leaves(&mut leaves, &state.doc, &[Path::root()])?;
             let mut parked = txn.open_table(PARKED).map_err(|e| m(e.into()))?;

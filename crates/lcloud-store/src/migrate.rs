@@ -194,3 +194,19 @@ pub(crate) fn v6(db: &Database, dir: &FsPath, base_may_settle: bool) -> Result<(
     }
     txn.commit().map_err(|e| map(e.into()))
 }
+
+/// Format 7 → 8: format 8 records what each experience settles (`SETTLES`), and its time
+/// travel settles as the fold does where a format-7 store asked for the full history. A
+/// format-7 store that stored a settling experience has `META_HAS_SETTLED`, which keeps its
+/// time travel on the full history; one that did not is a format-8 store with no settles.
+/// Only the number changes (a format-7 lcloud would travel through a format-8 store without
+/// settling).
+pub(crate) fn v7(db: &Database, dir: &FsPath) -> Result<(), StoreError> {
+    let map = |e: redb::Error| map_db(dir, e);
+    let txn = db.begin_write().map_err(|e| map(e.into()))?;
+    txn.open_table(META)
+        .map_err(|e| map(e.into()))?
+        .insert(META_FORMAT, [8u8].as_slice())
+        .map_err(|e| map(e.into()))?;
+    txn.commit().map_err(|e| map(e.into()))
+}

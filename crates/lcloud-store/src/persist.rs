@@ -182,6 +182,11 @@ impl Store {
                 replica.lattice(),
                 outcomes.iter().any(|o| o.revoked),
             )?;
+            travel::record_settles(
+                &txn,
+                replica.lattice(),
+                outcomes.iter().flat_map(|o| o.admitted.iter().copied()),
+            )?;
             let (written, kept) = recorder.finish_keeping()?;
             kept_group = kept;
             checkpointed = self.maybe_checkpoint(

@@ -9,8 +9,9 @@ impl Store {
     /// The state at `clock`, read from the index and the checkpoints without loading the
     /// history. `None` when only a full load can answer: an author forked, the cloud has calls
     /// to order-sensitive morphisms, the fold leaves out experiences of a removed member (the
-    /// index holds every experience), an experience settles a checkpoint (the index does not
-    /// say which), or the store predates the index.
+    /// index holds every experience), or the store cannot say what its experiences settle
+    /// (written by format 7, or compacted with settling experiences kept). What experiences
+    /// settle is read from the `settles` table, and the replay settles as the fold does.
     pub fn state_at_clock(&self, clock: &VectorClock) -> Result<Option<State>, StoreError> {
         guard(&self.dir, || self.state_at_clock_unguarded(clock))
     }

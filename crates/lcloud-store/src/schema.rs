@@ -11,8 +11,9 @@ pub(crate) const DB_FILE: &str = "store.redb";
 /// unpacked (see `migrate::v3`). Format 4 kept one element per increment op (see
 /// `migrate::v4`). Format 6 may hold a compaction base ([`META_BASE`]); a format-5 store
 /// is a format-6 store without one. Format 7 settles counters and sets below settled
-/// checkpoints (`migrate::v6`).
-pub(crate) const FORMAT: u8 = 7;
+/// checkpoints (`migrate::v6`). Format 8 indexes what each experience settles ([`SETTLES`]),
+/// so that time travel settles as the fold does (`migrate::v7`).
+pub(crate) const FORMAT: u8 = 8;
 
 /// Arrival index of a group's first experience → sealed group (`records.rs`).
 pub(crate) const GROUPS: TableDefinition<u64, &[u8]> = TableDefinition::new("groups");
@@ -40,6 +41,9 @@ pub(crate) const CHECKPOINT_CLOCKS: TableDefinition<u64, &[u8]> =
 /// still visible in that checkpoint's document (written before format 4; read only).
 pub(crate) const CHECKPOINT_WRITERS: TableDefinition<u64, &[u8]> =
     TableDefinition::new("checkpoint_writers");
+/// Experience id → sealed (depth, clock): the checkpoint that experience settles and its cut
+/// as a clock (`lcloud_core::Lattice::settled_clock`), read by time travel (`travel.rs`).
+pub(crate) const SETTLES: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("settles");
 /// node id ‖ seq (big-endian) ‖ id → sealed signed header of an experience compacted away,
 /// kept with `--retain headers` (`base.rs`): its chain stays checkable without its ops.
 pub(crate) const HEADERS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("headers");
@@ -64,9 +68,10 @@ pub(crate) const META_HAS_CALLS: &str = "has_calls";
 /// Meta key present once the fold leaves out an experience for want of a right: time travel
 /// then needs the full history (the index holds every experience).
 pub(crate) const META_HAS_VOID: &str = "has_void";
-/// Meta key present once an experience that settles a checkpoint was stored
-/// (`lcloud_core::Settle`): the index does not say what each settles, so time travel then
-/// needs the full history.
+/// Meta key present when time travel cannot read what experiences settle
+/// (`lcloud_core::Settle`) from [`SETTLES`], so it needs the full history: in a format-7
+/// store that stored one before format 8 indexed them, and in a compacted store that holds
+/// one.
 pub(crate) const META_HAS_SETTLED: &str = "has_settled";
 /// Meta key: where the last time-travel checkpoint was written, and what it cost.
 pub(crate) const META_CHECKPOINT: &str = "checkpoint";

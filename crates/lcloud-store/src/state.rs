@@ -525,8 +525,8 @@ pub(crate) fn roots(touched: &[Path]) -> Vec<&Path> {
 /// Decodes the stored order-sensitive state.
 /// Marks in `meta` what makes time travel need the full history, as `lattice` (with
 /// `revoked`: an insert just revoked a right) shows it: experiences the fold leaves out
-/// ([`META_HAS_VOID`](crate::schema::META_HAS_VOID)) and experiences that settle
-/// ([`META_HAS_SETTLED`](crate::schema::META_HAS_SETTLED)). Marks are never removed.
+/// ([`META_HAS_VOID`](crate::schema::META_HAS_VOID)). Marks are never removed. (What
+/// experiences settle, time travel reads from the `settles` table: `travel::record_settles`.)
 pub(crate) fn mark_full_history(
     meta: &mut Table<&str, &[u8]>,
     lattice: &lcloud_core::Lattice,
@@ -534,10 +534,6 @@ pub(crate) fn mark_full_history(
 ) -> Result<(), StoreError> {
     if revoked || lattice.void_count() > 0 {
         meta.insert(crate::schema::META_HAS_VOID, [1u8].as_slice())
-            .map_err(db)?;
-    }
-    if lattice.any_settled() {
-        meta.insert(crate::schema::META_HAS_SETTLED, [1u8].as_slice())
             .map_err(db)?;
     }
     Ok(())

@@ -375,6 +375,8 @@ impl Store {
             meta.remove(META_LEAVES_STALE_AT)
                 .map_err(|e| map_db(&dir, e))?;
         }
+        let settled: Vec<lcloud_core::Idx> = replica.lattice().settled().map(|(i, _)| i).collect();
+        travel::record_settles(&txn, replica.lattice(), settled)?;
         txn.commit().map_err(|e| map_db(&dir, e))?;
         self.pending = None;
         Ok(())
@@ -427,6 +429,9 @@ impl Store {
             let base_may_settle = base::base_may_settle(&txn, &cloud)?;
             drop(txn);
             migrate::v6(&db, dir, base_may_settle)?;
+        }
+        if format < 8 {
+            migrate::v7(&db, dir)?;
         }
         let txn = db.begin_read().map_err(|e| map_db(dir, e))?;
         let groups = txn.open_table(GROUPS).map_err(|e| map_db(dir, e))?;

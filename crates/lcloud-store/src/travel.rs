@@ -13,8 +13,10 @@ use crate::entry::Entry;
 use crate::error::{StoreError, corrupt, db};
 use crate::record::Names;
 use crate::records::{self, Records, Written};
-use crate::schema::{AUTHORS, CHECKPOINT_CLOCKS, CHECKPOINT_WRITERS, CHECKPOINTS, GROUPS, RUNS};
-use crate::state::{sealed_at, unseal, unseal_at};
+use crate::schema::{
+    AUTHORS, CHECKPOINT_CLOCKS, CHECKPOINT_WRITERS, CHECKPOINTS, GROUPS, RUNS, SETTLES,
+};
+use crate::state::{sealed, sealed_at, unseal, unseal_at};
 
 /// Ops between checkpoints, at least; past that, at least as many ops as the state has leaves,
 /// so writing checkpoints costs O(1) per op.
@@ -492,6 +494,57 @@ impl Observer for IndexObserver {
     }
 }
 
+/// What an experience settles, as [`SETTLES`] keeps it: its id, the checkpoint's depth and
+/// the checkpoint's cut as a clock (`lcloud_core::Lattice::settled_clock`).
+type SettleRecord = (ByteBuf, u64, Vec<(NodeId, u64)>);
+
+/// Records in [`SETTLES`] what the experiences at `idxs` of `lattice` settle, if anything.
+pub(crate) fn record_settles(
+    txn: &WriteTransaction,
+    lattice: &lcloud_core::Lattice,
+    idxs: impl IntoIterator<Item = lcloud_core::Idx>,
+) -> Result<(), StoreError> {
+    let mut table = None;
+    for idx in idxs {
+        let Some(s) = lattice.settles(idx) else {
+            continue;
+        };
+        let table = match &mut table {
+            Some(t) => t,
+            None => table.insert(txn.open_table(SETTLES).map_err(db)?),
+        };
+        let id = lattice.get(idx).id();
+        let record: SettleRecord = (
+            ByteBuf(id.0.to_vec()),
+            s.depth,
+            lattice.settled_clock(s).0.into_iter().collect(),
+        );
+        table
+            .insert(&id.0, sealed(&to_canonical(&record)).as_slice())
+            .map_err(db)?;
+    }
+    Ok(())
+}
+
+/// What experience `id` settles, from [`SETTLES`]: the checkpoint's depth and its cut as a
+/// clock.
+fn settle_of(
+    table: &impl ReadableTable<&'static [u8; 32], &'static [u8]>,
+    id: &Id,
+) -> Result<Option<(u64, VectorClock)>, StoreError> {
+    let Some(rec) = table.get(&id.0).map_err(db)? else {
+        return Ok(None);
+    };
+    let what = || format!("what experience {} settles", id.to_hex());
+    let bytes = unseal(rec.value(), &what)?;
+    let (named, depth, clock): SettleRecord =
+        from_canonical(bytes).map_err(|e| corrupt(format!("{}: {e}", what())))?;
+    if named.0 != id.0 {
+        return Err(corrupt(format!("{} names another experience", what())));
+    }
+    Ok(Some((depth, VectorClock(clock.into_iter().collect()))))
+}
+
 /// The document at `clock`, from the index and checkpoints. The caller has checked that no
 /// author forked and that there are no calls to order-sensitive morphisms.
 pub(crate) fn document_at(
@@ -577,6 +630,12 @@ pub(crate) fn document_at(
         observer.writers.insert(entry.id, (entry.author, entry.seq));
         observer.clocks.insert(entry.id, entry.clock.clone());
     }
+    // Absent in a store that never stored a settling experience.
+    let settles = match txn.open_table(SETTLES) {
+        Ok(t) => Some(t),
+        Err(redb::TableError::TableDoesNotExist(_)) => None,
+        Err(e) => return Err(db(e)),
+    };
     for (arrival, entry) in rest {
         let exp = revalidate_stored(&records.bytes(arrival)?, cloud)
             .map_err(|e| corrupt(format!("experience #{arrival}: {e}")))?;
@@ -586,6 +645,23 @@ pub(crate) fn document_at(
             )));
         }
         doc.apply_experience(exp.ops(), entry.depth, entry.id, &observer);
+        if let Some(table) = &settles
+            && let Some((depth, cut)) = settle_of(table, &entry.id)?
+        {
+            // As the fold settles (`lcloud_core::Lattice::in_settled_cut`): no author forked
+            // here, so an element is in the cut when its writer's seq is within the clock.
+            let cut: HashMap<u32, u64> = cut
+                .0
+                .iter()
+                .filter_map(|(n, q)| Some((*by_node.get(n)?, *q)))
+                .collect();
+            let names = &observer.writers;
+            let in_cut = |d: &Dot| match names.get(&d.exp) {
+                Some((a, seq)) => cut.get(a).is_some_and(|q| seq <= q),
+                None => true,
+            };
+            doc.settle(depth, &in_cut);
+        }
     }
     Ok(doc)
 }
