@@ -157,11 +157,16 @@ pub(crate) fn v4(db: &Database, dir: &FsPath) -> Result<(), StoreError> {
 /// a format-5 store, so only the number changes (an older lcloud would read a compacted
 /// store's kept experiences as a history with holes).
 pub(crate) fn v5(db: &Database, dir: &FsPath) -> Result<(), StoreError> {
+    renumber(db, dir, 6)
+}
+
+/// Sets the format number alone, for a migration that changes nothing else.
+fn renumber(db: &Database, dir: &FsPath, format: u8) -> Result<(), StoreError> {
     let map = |e: redb::Error| map_db(dir, e);
     let txn = db.begin_write().map_err(|e| map(e.into()))?;
     txn.open_table(META)
         .map_err(|e| map(e.into()))?
-        .insert(META_FORMAT, [6u8].as_slice())
+        .insert(META_FORMAT, [format].as_slice())
         .map_err(|e| map(e.into()))?;
     txn.commit().map_err(|e| map(e.into()))
 }
@@ -202,11 +207,5 @@ pub(crate) fn v6(db: &Database, dir: &FsPath, base_may_settle: bool) -> Result<(
 /// Only the number changes (a format-7 lcloud would travel through a format-8 store without
 /// settling).
 pub(crate) fn v7(db: &Database, dir: &FsPath) -> Result<(), StoreError> {
-    let map = |e: redb::Error| map_db(dir, e);
-    let txn = db.begin_write().map_err(|e| map(e.into()))?;
-    txn.open_table(META)
-        .map_err(|e| map(e.into()))?
-        .insert(META_FORMAT, [8u8].as_slice())
-        .map_err(|e| map(e.into()))?;
-    txn.commit().map_err(|e| map(e.into()))
+    renumber(db, dir, 8)
 }
