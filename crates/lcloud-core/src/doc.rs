@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::sync::Arc;
 
-use imbl::OrdMap;
+use imbl::{OrdMap, OrdSet};
 use serde::Serialize;
 
 use crate::codec::ByteRef;
@@ -138,6 +138,12 @@ impl Leaf {
             inc_sum,
             elems: elems.into_iter().map(|(k, ds)| (k.0, ds)).collect(),
         })
+    }
+
+    /// Whether a settle may merge anything here: more than one counter element, or a set
+    /// element (one with several dots; any, so that the answer costs nothing to keep).
+    pub fn may_merge(&self) -> bool {
+        self.incs.len() > 1 || !self.elems.is_empty()
     }
 
     /// True if nothing is stored here.
@@ -330,6 +336,11 @@ pub struct Doc {
     /// from `leaves` alone (so equal leaves give equal counts); kept by [`Doc::add_leaf`] and
     /// [`Doc::drop_leaf`], the only ways a path gains or loses its leaf.
     below: OrdMap<Arc<Path>, u32>,
+    /// The paths whose leaves a settle may merge: more than one counter element, or any set
+    /// element ([`Leaf::may_merge`]). [`Doc::settle`] visits these, not every leaf (a
+    /// document of a million registers has none). Derived from `leaves` alone; kept by
+    /// [`Doc::noted`] wherever a leaf changes.
+    mergeable: OrdSet<Arc<Path>>,
 }
 
 impl Doc {
@@ -401,6 +412,8 @@ impl Doc {
                 }
                 if emptied {
                     self.drop_leaf(path);
+                } else {
+                    self.noted(path);
                 }
             }
             Op::Genesis(g) => self.write(&Path::root(), &g.init, dot),
@@ -420,12 +433,19 @@ impl Doc {
     /// Only leaves that change are replaced, so a store sees what to write.
     pub fn settle(&mut self, depth: u64, in_cut: &dyn Fn(&Dot) -> bool) {
         let shallow = |d: &Dot| d.depth <= depth && in_cut(d);
+        debug_assert!(
+            self.leaves
+                .iter()
+                .filter(|(_, l)| l.may_merge())
+                .map(|(p, _)| p)
+                .eq(self.mergeable.iter()),
+            "the mergeable paths are out of step with the leaves"
+        );
         let changed: Vec<(Arc<Path>, Leaf)> = self
-            .leaves
+            .mergeable
             .iter()
-            .filter(|(_, l)| l.incs.len() > 1 || !l.elems.is_empty())
-            .filter_map(|(p, l)| {
-                let mut leaf = (**l).clone();
+            .filter_map(|p| {
+                let mut leaf = (**self.leaves.get(&**p)?).clone();
                 leaf.settle(&shallow).then(|| (p.clone(), leaf))
             })
             .collect();
@@ -433,6 +453,7 @@ impl Doc {
             if let Some(old) = self.leaves.get_mut(&*p) {
                 *old = Arc::new(leaf);
             }
+            self.noted(&p);
         }
     }
 
@@ -440,12 +461,22 @@ impl Doc {
     /// leaves when the leaf exists. The leaf is left in place even if `f` empties it.
     fn with_leaf<R>(&mut self, path: &Path, f: impl FnOnce(&mut Leaf) -> R) -> R {
         if let Some(leaf) = self.leaves.get_mut(path) {
-            return f(Arc::make_mut(leaf));
+            let leaf = Arc::make_mut(leaf);
+            let r = f(leaf);
+            note(&mut self.mergeable, path, leaf.may_merge());
+            return r;
         }
         let mut leaf = Leaf::default();
         let r = f(&mut leaf);
         self.add_leaf(Arc::new(path.clone()), Arc::new(leaf));
         r
+    }
+
+    /// Brings [`Doc::mergeable`] in step with the leaf at `path` (or its absence) after a
+    /// change to it.
+    fn noted(&mut self, path: &Path) {
+        let may = self.leaves.get(path).is_some_and(|l| l.may_merge());
+        note(&mut self.mergeable, path, may);
     }
 
     /// Puts `leaf` at `path`, which has none, counting it under every proper prefix.
@@ -458,6 +489,9 @@ impl Doc {
             let prefix = Arc::new(Path(path.0[..n].into()));
             *self.below.entry(prefix).or_insert(0) += 1;
         }
+        if leaf.may_merge() {
+            self.mergeable.insert(path.clone());
+        }
         self.leaves.insert(path, leaf);
     }
 
@@ -466,6 +500,7 @@ impl Doc {
         if self.leaves.remove(path).is_none() {
             return;
         }
+        self.mergeable.remove(path);
         for n in 0..path.0.len() {
             let prefix = Path(path.0[..n].into());
             match self.below.get_mut(&prefix) {
@@ -526,6 +561,8 @@ impl Doc {
         }
         if emptied {
             self.drop_leaf(path);
+        } else {
+            self.noted(path);
         }
     }
 
@@ -580,7 +617,10 @@ impl Doc {
     /// Puts a leaf (read back from storage) at `path`.
     pub fn insert_leaf(&mut self, path: Path, leaf: Leaf) {
         match self.leaves.get_mut(&path) {
-            Some(old) => *old = Arc::new(leaf),
+            Some(old) => {
+                *old = Arc::new(leaf);
+                self.noted(&path);
+            }
             None => self.add_leaf(Arc::new(path), Arc::new(leaf)),
         }
     }
@@ -693,6 +733,17 @@ impl Tree<'_> {
             return Some(Value::Map(children));
         }
         leaf.and_then(Leaf::winner).cloned()
+    }
+}
+
+/// Puts `path` in `mergeable` or takes it out, as `may` says (see `Doc::mergeable`).
+fn note(mergeable: &mut OrdSet<Arc<Path>>, path: &Path, may: bool) {
+    if may != mergeable.contains(path) {
+        if may {
+            mergeable.insert(Arc::new(path.clone()));
+        } else {
+            mergeable.remove(path);
+        }
     }
 }
 
