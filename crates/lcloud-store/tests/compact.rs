@@ -88,6 +88,19 @@ fn a_compacted_store_reopens_to_the_same_root_and_goes_on() {
         Some((done.depth, done.earliest.clone()))
     );
     assert_eq!(compacted.lattice().len() as u64, done.after);
+    // Reloaded from its base, it describes every chain to its peers as the replica compacted
+    // in memory does, and a peer compacted at the same checkpoint finds it not behind.
+    let in_memory = full.compacted().unwrap();
+    let described = lcloud_core::sync::Summary::of(compacted.lattice());
+    assert_eq!(
+        described,
+        lcloud_core::sync::Summary::of(in_memory.lattice())
+    );
+    assert_eq!(described.chains.len(), full.lattice().authors().len());
+    assert_eq!(
+        lcloud_core::sync::behind(in_memory.lattice(), &described),
+        None
+    );
 
     // Time travel: every cut that includes the base answers as the full history does; every
     // cut that does not is refused, naming the earliest cut held.
