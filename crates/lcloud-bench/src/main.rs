@@ -320,13 +320,21 @@ fn write_docs(section: &str) {
     }
 }
 
+/// A target's verdict in the tables.
+fn verdict(met: bool) -> &'static str {
+    if met { "met" } else { "**missed**" }
+}
+
+/// The line that stands for a table when one of its child runs failed.
+fn failed(title: &str, runs: &[J]) -> Option<String> {
+    let e = runs.iter().find_map(|r| r.get("error"))?;
+    Some(format!("\n{title}: error: {}\n", e.as_str().unwrap_or("?")))
+}
+
 /// W12: a store's bytes against its state's, before and after compaction.
 fn render_w12(r: &J) -> String {
-    if let Some(e) = r.get("error") {
-        return format!(
-            "\nW12 (store bytes): error: {}\n",
-            e.as_str().unwrap_or("?")
-        );
+    if let Some(e) = failed("W12 (store bytes)", std::slice::from_ref(r)) {
+        return e;
     }
     let mut t = String::from(
         "\nW12, a store's bytes against its state's (one member writes W1's and W2's sets over 1 000 keys in experiences of so many ops and attests; the store compacted with `--retain checkpoint`):\n\n| experiences of | ops | state bytes | store bytes, full | store bytes, compacted | experiences kept | compacted ÷ state |\n|---|---:|---:|---:|---:|---:|---:|\n",
@@ -357,8 +365,8 @@ fn render_w12(r: &J) -> String {
 /// W3 settled: W3's increments in memory, in an open cloud and in a one-member cloud that
 /// attests and compacts, against Loro's W3 of the same run.
 fn render_w3s(runs: &[J; 2], loro: &J) -> String {
-    if let Some(e) = runs.iter().find_map(|r| r.get("error")) {
-        return format!("\nW3 settled: error: {}\n", e.as_str().unwrap_or("?"));
+    if let Some(e) = failed("W3 settled", runs) {
+        return e;
     }
     let mut t = String::from(
         "\nW3 settled (`--child w3s open|settled`): W3's increments to one counter in one core replica in memory, every experience signed; `settled`: a one-member cloud that attests each checkpoint and compacts by the node's rule, so increments below a settled checkpoint merge into one element:\n\n| cloud | batches of 1: increments/s | elements | experiences held | batches of 1 000: increments/s | peak MiB |\n|---|---:|---:|---:|---:|---:|\n",
@@ -374,26 +382,22 @@ fn render_w3s(runs: &[J; 2], loro: &J) -> String {
             f(&r["peak_mib"]),
         ));
     }
-    let flag = |ok: bool| if ok { "met" } else { "**missed**" };
     let (settled, lo_peak, lo_rate) = (&runs[1], f(&loro["peak_mib"]), f(&loro["batch1000_per_s"]));
     t.push_str(&format!(
         "| Loro (W3 above) | {:.0} | — | — | {lo_rate:.0} | {lo_peak:.1} |\n\nSettled against Loro: peak {:.2} × (target ≤ 2 ×: {}); batches of 1 000 {:.2} × (target ≥ 1 ×: {}).\n",
         f(&loro["batch1_per_s"]),
         f(&settled["peak_mib"]) / lo_peak,
-        flag(f(&settled["peak_mib"]) <= 2.0 * lo_peak),
+        verdict(f(&settled["peak_mib"]) <= 2.0 * lo_peak),
         f(&settled["batch1000_per_s"]) / lo_rate,
-        flag(f(&settled["batch1000_per_s"]) >= lo_rate),
+        verdict(f(&settled["batch1000_per_s"]) >= lo_rate),
     ));
     t
 }
 
 /// W11: a new node joining from a full bundle and from a shallow one.
 fn render_w11(r: &J) -> String {
-    if let Some(e) = r.get("error") {
-        return format!(
-            "\nW11 (shallow join): error: {}\n",
-            e.as_str().unwrap_or("?")
-        );
+    if let Some(e) = failed("W11 (shallow join)", std::slice::from_ref(r)) {
+        return e;
     }
     let speedup = f(&r["speedup"]);
     format!(
@@ -407,15 +411,15 @@ fn render_w11(r: &J) -> String {
         f(&r["shallow"]["bytes"]) / 1e6,
         f(&r["shallow"]["export_secs"]),
         speedup,
-        if speedup >= 20.0 { "met" } else { "**missed**" },
+        verdict(speedup >= 20.0),
     )
 }
 
 /// W9's table: contract calls beside the built-in fold, the runtime alone and wasmi.
 /// W10: peak memory of the core's replica with and without compaction, at two lengths.
 fn render_w10(runs: &[J]) -> String {
-    if let Some(e) = runs.iter().find_map(|r| r.get("error")) {
-        return format!("\nW10 (compaction): error: {}\n", e.as_str().unwrap_or("?"));
+    if let Some(e) = failed("W10 (compaction)", runs) {
+        return e;
     }
     let mut t = String::from(
         "\nW10, compaction (three members write 100-op experiences over 1 000 keys and attest every 256 depths into one replica: full; compacted at every final checkpoint; stored, as a node with `--retain checkpoint` keeps it):\n\n| ops | mode | peak MiB | experiences held at most | compactions | s |\n|---:|---|---:|---:|---:|---:|\n",
@@ -432,7 +436,6 @@ fn render_w10(runs: &[J]) -> String {
         ));
     }
     let peak = |i: usize| f(&runs[i]["peak_mib"]);
-    let flag = |ok: bool| if ok { "met" } else { "**missed**" };
     let same_root = runs[0]["root"] == runs[1]["root"]
         && runs[2]["root"] == runs[3]["root"]
         && runs[0]["root"] == runs[4]["root"]
@@ -443,15 +446,15 @@ fn render_w10(runs: &[J]) -> String {
         runs[2]["ops"],
         peak(2) / peak(0),
         peak(3) / peak(1),
-        flag(peak(3) <= 1.25 * peak(1)),
-        flag(same_root),
+        verdict(peak(3) <= 1.25 * peak(1)),
+        verdict(same_root),
     ));
     t.push_str(&format!(
         "Stored as a node with `--retain checkpoint` keeps it (every experience durably stored, the store compacted and loaded again): peak {:.2} × from {} to {} ops (target ≤ 1.25 ×: {}).\n",
         peak(5) / peak(4),
         runs[4]["ops"],
         runs[5]["ops"],
-        flag(peak(5) <= 1.25 * peak(4)),
+        verdict(peak(5) <= 1.25 * peak(4)),
     ));
     t
 }
@@ -463,7 +466,6 @@ fn render_w9(w: &J, lim: &J) -> String {
     let durable = f(&w["durable_calls_per_s"]);
     let interp_bound = f(&w["wasmi_instructions_per_s"]) / f(&w["fuel_per_transfer"]);
     let rewind_share = f(&w["rewind_s"]) / f(&w["forward_s"]);
-    let flag = |ok: bool| if ok { "met" } else { "**missed**" };
     let mut t = format!(
         "\nW9, contracts (λCLOUD only: neither peer runs user code in its merge). The `bank` example (contracts/bank, {} calls, one `transfer` per experience, {} accounts):\n\n| measure | value | ratio | target |\n|---|---:|---|---|\n",
         w["calls"], 1000
@@ -483,7 +485,7 @@ fn render_w9(w: &J, lim: &J) -> String {
             "{:.2} × the built-in Ledger's fold",
             durable / f(&w["ledger_calls_per_s"])
         ),
-        format!("≥ 50 000: {}", flag(durable >= 50_000.0)),
+        format!("≥ 50 000: {}", verdict(durable >= 50_000.0)),
     );
     row(
         "calls/s folded (no store)",
@@ -586,14 +588,13 @@ fn render(r: &BTreeMap<(String, String), J>, lim: &J, size: Size, cores: usize) 
     let us = |w: &str, k: &str| f(&get(w, "lcloud")[k]);
     let am = |w: &str, k: &str| f(&get(w, "automerge")[k]);
     let lo = |w: &str, k: &str| f(&get(w, "loro")[k]);
-    let flag = |ok: bool| if ok { "met" } else { "**missed**" };
     let w1 = us("w1", "ops_per_s");
     row(
         "W1 ops/s, 1 op per experience/transaction (λCLOUD: 64 concurrent durable writers)",
         "ops_per_s",
         "w1",
         format!("{:.2} of 1-core sign", w1 / f(&lim["sign"])),
-        format!("≥ 50 000: {}", flag(w1 >= 50_000.0)),
+        format!("≥ 50 000: {}", verdict(w1 >= 50_000.0)),
     );
     row(
         "W1 ops/s, one sequential writer (λCLOUD: fsync per write)",
@@ -613,7 +614,7 @@ fn render(r: &BTreeMap<(String, String), J>, lim: &J, size: Size, cores: usize) 
         format!("{:.2} × Loro", w2 / lo("w2", "ops_per_s")),
         format!(
             "≥ 1 000 000 and ≥ 2 × Loro: {}",
-            flag(w2 >= 1e6 && w2 >= 2.0 * lo("w2", "ops_per_s"))
+            verdict(w2 >= 1e6 && w2 >= 2.0 * lo("w2", "ops_per_s"))
         ),
     );
     row(
@@ -629,7 +630,7 @@ fn render(r: &BTreeMap<(String, String), J>, lim: &J, size: Size, cores: usize) 
         "batch1000_per_s",
         "w3",
         format!("{:.2} × Loro", w3 / lo("w3", "batch1000_per_s")),
-        format!("≥ Loro: {}", flag(w3 >= lo("w3", "batch1000_per_s"))),
+        format!("≥ Loro: {}", verdict(w3 >= lo("w3", "batch1000_per_s"))),
     );
     let w4 = us("w4", "secs");
     row(
@@ -639,7 +640,7 @@ fn render(r: &BTreeMap<(String, String), J>, lim: &J, size: Size, cores: usize) 
         "—".into(),
         format!(
             "faster than both: {}",
-            flag(w4 < am("w4", "secs") && w4 < lo("w4", "secs"))
+            verdict(w4 < am("w4", "secs") && w4 < lo("w4", "secs"))
         ),
     );
     let bytes = us("w4", "bytes_ratio");
@@ -648,7 +649,7 @@ fn render(r: &BTreeMap<(String, String), J>, lim: &J, size: Size, cores: usize) 
         "bytes_ratio",
         "w4",
         "—".into(),
-        format!("≤ 1.02: {}", flag(bytes <= 1.02)),
+        format!("≤ 1.02: {}", verdict(bytes <= 1.02)),
     );
     let trips = us("w4", "round_trips");
     row(
@@ -656,7 +657,7 @@ fn render(r: &BTreeMap<(String, String), J>, lim: &J, size: Size, cores: usize) 
         "round_trips",
         "w4",
         "—".into(),
-        format!("1: {}", flag(trips == 1.0)),
+        format!("1: {}", verdict(trips == 1.0)),
     );
     row(
         "W4 converged (1 = same root / same document)",
@@ -679,7 +680,7 @@ fn render(r: &BTreeMap<(String, String), J>, lim: &J, size: Size, cores: usize) 
         "bytes_per_op",
         "w2",
         format!("{:.2} × Automerge", b2 / am("w2", "bytes_per_op")),
-        format!("≤ Automerge: {}", flag(b2 <= am("w2", "bytes_per_op"))),
+        format!("≤ Automerge: {}", verdict(b2 <= am("w2", "bytes_per_op"))),
     );
     let _ = b1;
     let w6 = us("w6", "secs");
@@ -688,7 +689,10 @@ fn render(r: &BTreeMap<(String, String), J>, lim: &J, size: Size, cores: usize) 
         "secs",
         "w6",
         format!("{:.3} × Automerge", w6 / am("w6", "secs")),
-        format!("≤ 0.1 × Automerge: {}", flag(w6 <= 0.1 * am("w6", "secs"))),
+        format!(
+            "≤ 0.1 × Automerge: {}",
+            verdict(w6 <= 0.1 * am("w6", "secs"))
+        ),
     );
     let w7 = us("w7", "p50") / us("w7", "replay");
     row(
@@ -696,7 +700,7 @@ fn render(r: &BTreeMap<(String, String), J>, lim: &J, size: Size, cores: usize) 
         "p50",
         "w7",
         format!("{w7:.4} of a full replay"),
-        format!("≤ 0.01: {}", flag(w7 <= 0.01)),
+        format!("≤ 0.01: {}", verdict(w7 <= 0.01)),
     );
     row("W7 p99 s", "p99", "w7", "—".into(), "—".into());
     row(
@@ -719,7 +723,7 @@ fn render(r: &BTreeMap<(String, String), J>, lim: &J, size: Size, cores: usize) 
         peak("automerge"),
         peak("loro"),
         peak("lcloud") / peak("automerge"),
-        flag(peak("lcloud") <= 0.5 * peak("automerge"))
+        verdict(peak("lcloud") <= 0.5 * peak("automerge"))
     ));
     t.push_str("\nPeak MiB per workload (λCLOUD / Automerge / Loro): ");
     let per: Vec<String> = WORKLOADS
