@@ -426,6 +426,19 @@ fn start(cfg: &Config, net: &Net, dir: &Path, i: usize, skew: Option<&Path>) -> 
     }
 }
 
+/// Node `i`'s `/api/status`, if it answers.
+fn status_of(i: usize) -> Option<serde_json::Value> {
+    let (_, b) = http(i, "GET", "/api/status", "").ok()?;
+    serde_json::from_str(&b).ok()
+}
+
+/// Whether every node's status shows one root and the same heads.
+fn agree(status: &[serde_json::Value]) -> bool {
+    let roots: Vec<String> = status.iter().map(|j| j["root"].to_string()).collect();
+    let heads: Vec<String> = status.iter().map(|j| j["heads"].to_string()).collect();
+    check::converged(&heads, &roots)
+}
+
 /// One HTTP request with a timeout: `Ok((status, body))`, or `Err(sent)` where `sent` says
 /// whether the request may have reached the node (then the outcome is unknown).
 fn http(i: usize, method: &str, path: &str, body: &str) -> Result<(u16, String), bool> {
@@ -923,24 +936,16 @@ pub fn run(cfg: &Config) -> Result<Outcome, String> {
     let mut last_report = 0;
     let mut experiences = 0;
     while healed.elapsed() < Duration::from_secs(60) {
-        let status: Vec<Option<(String, String)>> = (1..=cfg.nodes)
-            .map(|i| {
-                http(i, "GET", "/api/status", "").ok().and_then(|(_, b)| {
-                    let j: serde_json::Value = serde_json::from_str(&b).ok()?;
-                    let held = j["experiences"].as_u64().unwrap_or(0) as usize;
-                    experiences = experiences.max(held);
-                    Some((j["root"].to_string(), j["heads"].to_string()))
-                })
-            })
-            .collect();
-        if status.iter().all(Option::is_some) {
-            let roots: Vec<_> = status.iter().flatten().map(|(r, _)| r.clone()).collect();
-            let heads: Vec<_> = status.iter().flatten().map(|(_, h)| h.clone()).collect();
-            if check::converged(&heads, &roots) {
-                converged = true;
-                t_conv = healed.elapsed().as_secs_f64();
-                break;
-            }
+        let status: Vec<Option<serde_json::Value>> = (1..=cfg.nodes).map(status_of).collect();
+        for j in status.iter().flatten() {
+            experiences = experiences.max(j["experiences"].as_u64().unwrap_or(0) as usize);
+        }
+        if let Some(all) = status.into_iter().collect::<Option<Vec<_>>>()
+            && agree(&all)
+        {
+            converged = true;
+            t_conv = healed.elapsed().as_secs_f64();
+            break;
         }
         let secs = healed.elapsed().as_secs();
         if secs >= 3 && secs != last_report {
@@ -971,11 +976,7 @@ pub fn run(cfg: &Config) -> Result<Outcome, String> {
     // The compacting nodes compact once a checkpoint is final and enough history lies
     // above their last compaction; then every node must still report one root.
     let compact_wait = Instant::now();
-    let compaction_of = |i: usize| -> Option<u64> {
-        let (_, b) = http(i, "GET", "/api/status", "").ok()?;
-        let j: serde_json::Value = serde_json::from_str(&b).ok()?;
-        j["finality"]["compacted"]["depth"].as_u64()
-    };
+    let compaction_of = |i: usize| status_of(i)?["finality"]["compacted"]["depth"].as_u64();
     let mut compacted: Vec<(usize, Option<u64>)> = COMPACTING
         .iter()
         .filter(|i| **i <= cfg.nodes)
@@ -995,18 +996,9 @@ pub fn run(cfg: &Config) -> Result<Outcome, String> {
     let same_root_after_compaction = converged && {
         let t = Instant::now();
         loop {
-            let status: Option<Vec<(String, String)>> = (1..=cfg.nodes)
-                .map(|i| {
-                    let (_, b) = http(i, "GET", "/api/status", "").ok()?;
-                    let j: serde_json::Value = serde_json::from_str(&b).ok()?;
-                    Some((j["root"].to_string(), j["heads"].to_string()))
-                })
-                .collect();
-            if let Some(s) = status {
-                let (roots, heads): (Vec<String>, Vec<String>) = s.into_iter().unzip();
-                if check::converged(&heads, &roots) {
-                    break true;
-                }
+            let status: Option<Vec<serde_json::Value>> = (1..=cfg.nodes).map(status_of).collect();
+            if status.is_some_and(|s| agree(&s)) {
+                break true;
             }
             if t.elapsed() > COMPACT_WAIT {
                 break false;
