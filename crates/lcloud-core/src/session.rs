@@ -95,9 +95,9 @@ impl Session {
     /// first batch of what it lacks; the rest is queued as pushes, to poll once the answer
     /// is sent.
     pub fn handle_sync(&mut self, lattice: &Lattice, theirs: &Summary) -> Response {
-        if let Some(depth) = sync::behind(lattice, theirs) {
+        if let Some(b) = sync::behind_by(lattice, theirs) {
             return Response::Refused {
-                reason: sync::behind_reason(depth),
+                reason: sync::behind_reason(&b),
             };
         }
         let missing = sync::missing(lattice, theirs);

@@ -457,32 +457,59 @@ pub fn missing(lattice: &Lattice, theirs: &Summary) -> Vec<Idx> {
     out
 }
 
+/// Where a peer is behind a compaction point: the first author (in id order) whose chain it
+/// holds only up to a seq this replica compacted away.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Behind {
+    /// The depth of the checkpoint compacted at.
+    pub depth: u64,
+    /// The author.
+    pub author: NodeId,
+    /// Where the peer's chain of that author ends.
+    pub theirs: u64,
+    /// The author's seq at the compaction point: this replica holds its chain above it only.
+    pub below: u64,
+}
+
 /// Whether a replica whose summary is `theirs` lacks history that `lattice` compacted away
 /// (some author's chain ends below the compaction point there): the depth of the checkpoint
 /// compacted at, if so. [`missing`] never sends what lies at or below it; such a peer can
 /// only catch up from the checkpoint.
 pub fn behind(lattice: &Lattice, theirs: &Summary) -> Option<u64> {
+    behind_by(lattice, theirs).map(|b| b.depth)
+}
+
+/// [`behind`], saying where.
+pub fn behind_by(lattice: &Lattice, theirs: &Summary) -> Option<Behind> {
     let (depth, clock) = lattice.compaction_point()?;
-    let lacks = clock.0.iter().any(|(author, below)| {
+    clock.0.iter().find_map(|(author, below)| {
         let seq = theirs
             .chains
             .binary_search_by(|c| c.author.cmp(author))
             .map_or(0, |i| theirs.chains[i].seq);
-        seq < *below
-    });
-    lacks.then_some(*depth)
+        (seq < *below).then_some(Behind {
+            depth: *depth,
+            author: *author,
+            theirs: seq,
+            below: *below,
+        })
+    })
 }
 
 /// How a refusal to a peer that is [`behind`] starts (`Response::Refused`).
 pub const BEHIND: &str = "behind checkpoint";
 
-/// The refusal to a peer that is [`behind`] the checkpoint of `depth` this replica
-/// compacted at: what it lacks is too old to merge from here.
-pub fn behind_reason(depth: u64) -> String {
+/// The refusal to a peer that is [`behind`]: what it lacks is too old to merge from here.
+pub fn behind_reason(b: &Behind) -> String {
     format!(
-        "{BEHIND}: this node compacted its history below the final checkpoint of depth {depth} \
-         and your chains end below it, so what you lack is too old to merge from here; sync \
-         from a node that keeps its whole history (`lcloud node run --retain full`)"
+        "{BEHIND}: this node compacted its history below the final checkpoint of depth {} and \
+         your chains end below it (yours of {} at seq {}, compacted here up to seq {}), so \
+         what you lack is too old to merge from here; sync from a node that keeps its whole \
+         history (`lcloud node run --retain full`)",
+        b.depth,
+        b.author.short(),
+        b.theirs,
+        b.below
     )
 }
 

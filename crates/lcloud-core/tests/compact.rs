@@ -563,3 +563,33 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_compacted_replica_summarises_its_chains_at_the_heights_the_full_one_does() {
+    let rs = long_history(40);
+    let full = &rs[0];
+    let c = full.compacted().unwrap();
+    let heights = |r: &Replica| -> Vec<(lcloud_core::NodeId, u64)> {
+        Summary::of(r.lattice())
+            .chains
+            .iter()
+            .map(|t| (t.author, t.seq))
+            .collect()
+    };
+    assert_eq!(heights(&c), heights(full));
+    assert_eq!(
+        lcloud_core::sync::behind(c.lattice(), &Summary::of(full.lattice())),
+        None
+    );
+    assert_eq!(
+        lcloud_core::sync::behind(full.lattice(), &Summary::of(c.lattice())),
+        None
+    );
+    // Two members' replicas, each compacted on its own, agree with each other.
+    let c1 = rs[1].compacted().unwrap();
+    assert_eq!(heights(&c1), heights(&c));
+    assert_eq!(
+        lcloud_core::sync::behind(c1.lattice(), &Summary::of(c.lattice())),
+        None
+    );
+}

@@ -80,6 +80,9 @@ struct PeerState {
     session: Session,
     window_start: Option<Instant>,
     window_requests: u32,
+    /// Exchanges in a row the peer refused as behind its checkpoint (a refusal can answer a
+    /// summary that arrived late, out of date: only a second one in a row is warned of).
+    behind_refusals: u32,
 }
 
 #[derive(Default)]

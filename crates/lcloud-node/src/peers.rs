@@ -363,10 +363,11 @@ impl Node {
         // What the peer lacks is pushed; chains that disagree where neither summary said
         // where are asked about again, describing our branches of them.
         let lattice = self.replica.lattice();
-        if let Some(s) = self.peers.get_mut(&peer)
-            && s.session.handle_sync_answer(lattice, &summary, more)
-        {
-            self.metrics.follow_ups += 1;
+        if let Some(s) = self.peers.get_mut(&peer) {
+            s.behind_refusals = 0;
+            if s.session.handle_sync_answer(lattice, &summary, more) {
+                self.metrics.follow_ups += 1;
+            }
         }
         self.poll(peer);
     }
@@ -389,13 +390,19 @@ impl Node {
                 self.poll(peer);
             }
             Response::Refused { reason } => {
-                if reason.starts_with(lcloud_core::sync::BEHIND) {
+                let behind = reason.starts_with(lcloud_core::sync::BEHIND);
+                let again = match self.peers.get_mut(&peer) {
+                    Some(s) => {
+                        s.session.handle_failure();
+                        s.behind_refusals = if behind { s.behind_refusals + 1 } else { 0 };
+                        s.behind_refusals
+                    }
+                    None => 1,
+                };
+                if behind && again >= 2 {
                     tracing::warn!(%peer, %reason, "peer refused: this node is behind its checkpoint");
                 } else {
                     tracing::info!(%peer, %reason, "peer refused");
-                }
-                if let Some(s) = self.peers.get_mut(&peer) {
-                    s.session.handle_failure();
                 }
             }
         }
