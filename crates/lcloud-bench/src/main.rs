@@ -14,6 +14,7 @@
 mod compaction;
 mod contracts;
 mod peers;
+mod proofs;
 mod settle;
 mod us;
 
@@ -108,6 +109,7 @@ fn child(workload: &str, system: &str, size: Size) -> J {
         "lcloud" if workload == "w9" => contracts::run(size.calls),
         "lcloud" if workload == "w11" => compaction::join(size.history),
         "lcloud" if workload == "w12" => compaction::store_bytes(size.n),
+        "lcloud" if workload == "w13" => proofs::run(size.history),
         "settled" | "open" if workload == "w3s" => settle::child(size.n, system),
         "full" | "compacted" | "stored" => {
             let ops = match workload {
@@ -251,12 +253,14 @@ fn main() {
     w10.extend(["w10a", "w10b"].map(|w| run_child(&exe, w, "stored", quick)));
     let w11 = run_child(&exe, "w11", "lcloud", quick);
     let w12 = run_child(&exe, "w12", "lcloud", quick);
+    let w13 = run_child(&exe, "w13", "lcloud", quick);
     let w3s = ["open", "settled"].map(|m| run_child(&exe, "w3s", m, quick));
     let mut table = render(&results, &lim, size, cores);
     table.push_str(&render_w9(&w9, &lim));
     table.push_str(&render_w10(&w10));
     table.push_str(&render_w11(&w11));
     table.push_str(&render_w12(&w12));
+    table.push_str(&render_w13(&w13, &lim, cores));
     table.push_str(&render_w3s(
         &w3s,
         &results[&("w3".to_owned(), "loro".to_owned())],
@@ -329,6 +333,39 @@ fn verdict(met: bool) -> &'static str {
 fn failed(title: &str, runs: &[J]) -> Option<String> {
     let e = runs.iter().find_map(|r| r.get("error"))?;
     Some(format!("\n{title}: error: {}\n", e.as_str().unwrap_or("?")))
+}
+
+/// W13: checking a proof of a long history, against the machine's verification limit.
+fn render_w13(r: &J, lim: &J, cores: usize) -> String {
+    if let Some(e) = failed("W13 (proofs)", std::slice::from_ref(r)) {
+        return e;
+    }
+    let limit = f(&lim["batch1024"]) * cores as f64;
+    let mut t = format!(
+        "\nW13, `verify-proof` of a proof of {} ops (single-op experiences by three members, attesting; checked with no store, as `lcloud verify-proof` does). Verification limit: ZIP-215 batch-1024 × {cores} cores = {limit:.0} signatures/s:\n\n| proof from | bytes | experiences checked | seconds | experiences/s | ÷ limit |\n|---|---:|---:|---:|---:|---:|\n",
+        r["ops"]
+    );
+    for name in ["full", "checkpoint"] {
+        let w = &r[name];
+        t.push_str(&format!(
+            "| {} | {} | {} | {:.2} | {:.0} | {:.2} |\n",
+            match name {
+                "full" => "the genesis (`--full`)".to_owned(),
+                _ => format!("the final checkpoint at depth {}", w["checkpoint"]),
+            },
+            w["bytes"],
+            w["experiences"],
+            f(&w["secs"]),
+            f(&w["experiences_per_s"]),
+            f(&w["experiences_per_s"]) / limit,
+        ));
+    }
+    let ratio = f(&r["full"]["experiences_per_s"]) / limit;
+    t.push_str(&format!(
+        "\nTarget: the full proof checked at ≥ 0.6 of the verification limit: {} ({ratio:.2}).\n",
+        verdict(ratio >= 0.6)
+    ));
+    t
 }
 
 /// W12: a store's bytes against its state's, before and after compaction.

@@ -294,7 +294,7 @@ pub(crate) enum Command {
     },
     /// Write a bundle of experiences for another node (offline merge).
     #[command(
-        after_help = "Examples:\n  lcloud export /tmp/all.bundle\n  lcloud export /tmp/new.bundle --since alice:10,bob:7\n  lcloud export --shallow /tmp/from-checkpoint.shallow"
+        after_help = "Examples:\n  lcloud export /tmp/all.bundle\n  lcloud export /tmp/new.bundle --since alice:10,bob:7\n  lcloud export --shallow /tmp/from-checkpoint.shallow\n  lcloud export --proof now /tmp/now.proof        (then, anywhere: lcloud verify-proof /tmp/now.proof)\n  lcloud export --proof alice:3,bob:2 /tmp/then.proof"
     )]
     Export {
         /// Where to write it.
@@ -302,11 +302,33 @@ pub(crate) enum Command {
         /// A shallow bundle: the state at the deepest final checkpoint, its members'
         /// attestations and everything since, for `lcloud join --shallow` (not for merging
         /// into a node that has the history).
-        #[arg(long, conflicts_with = "since")]
+        #[arg(long, conflicts_with_all = ["since", "proof"])]
         shallow: bool,
         /// Only what is not already within this clock.
-        #[arg(long, value_name = "CLOCK")]
+        #[arg(long, value_name = "CLOCK", conflicts_with = "proof")]
         since: Option<String>,
+        /// A proof of the state root at CUT (`now`, a clock like `alice:3,bob:5`, or heads
+        /// `@ID,ID`): what anyone needs to fold that cut again and check its root with
+        /// `lcloud verify-proof`, no store or network needed. It starts from the deepest final
+        /// checkpoint when the cut contains it (the state there and the attestations that
+        /// prove it), else from the genesis (docs/format.md, "Proofs").
+        #[arg(long, value_name = "CUT")]
+        proof: Option<String>,
+        /// With --proof: carry the whole history up to the cut, even where a final checkpoint
+        /// would do.
+        #[arg(long, requires = "proof")]
+        full: bool,
+    },
+    /// Check a proof written by `lcloud export --proof` and print the root it proves: every
+    /// signature, hash and link, the checkpoint's attestations, and the fold of the cut. Needs
+    /// no node directory and no network; exits non-zero naming what failed.
+    #[command(
+        name = "verify-proof",
+        after_help = "Example:\n  lcloud verify-proof /tmp/now.proof     (compare the root with `lcloud root --at CUT` on any node)"
+    )]
+    VerifyProof {
+        /// The proof file.
+        file: PathBuf,
     },
     /// Verify and merge a bundle. Reports new, already known, parked and rejected (by reason).
     #[command(after_help = "Example:\n  lcloud import /tmp/bob.bundle")]

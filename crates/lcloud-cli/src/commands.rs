@@ -21,7 +21,7 @@ mod history;
 #[path = "inspect.rs"]
 mod inspect;
 pub use history::Rejected;
-use history::{compact, export, forks, import, verify};
+use history::{compact, export, export_proof, forks, import, verify, verify_proof};
 use inspect::{conflicts, diff, is_now, log, state, state_from_index, view_state};
 
 /// Everything a command needs from the node's directory.
@@ -67,6 +67,10 @@ pub(crate) fn open(dir: &FsPath) -> Result<Node> {
 pub fn run(cli: Cli) -> Result<()> {
     let dir = cli.dir.clone().unwrap_or_else(default_dir);
     let json_out = cli.json;
+    if let Command::VerifyProof { file } = &cli.command {
+        // Nothing but the file: no node directory, no node.
+        return verify_proof(json_out, file);
+    }
     match cli.node.as_deref() {
         Some(url) if url.starts_with("http://") || url.starts_with("https://") => {
             let token = crate::token::for_remote(cli.token_file.as_deref(), &dir)?;
@@ -229,7 +233,20 @@ pub fn run(cli: Cli) -> Result<()> {
             file,
             since,
             shallow,
+            proof: Some(cut),
+            full,
+        } => {
+            debug_assert!(since.is_none() && !shallow);
+            export_proof(&dir, json_out, &file, &cut, full)
+        }
+        Command::Export {
+            file,
+            since,
+            shallow,
+            proof: None,
+            ..
         } => export(&dir, json_out, &file, since, shallow),
+        Command::VerifyProof { .. } => unreachable!("answered above"),
         Command::Import { file } => {
             let mut node = open(&dir)?;
             import(&mut node, json_out, &file)

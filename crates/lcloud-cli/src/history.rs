@@ -59,6 +59,109 @@ pub(super) fn export(
     Ok(())
 }
 
+/// `export --proof CUT FILE`: a proof of the root at a cut (`lcloud_store::proof`).
+pub(super) fn export_proof(
+    dir: &FsPath,
+    json_out: bool,
+    file: &FsPath,
+    cut: &str,
+    full: bool,
+) -> Result<()> {
+    let node = open(dir)?;
+    let lattice = node.replica.lattice();
+    let clock = match resolve::cut(&node.names, &node.replica, cut)? {
+        None => lattice.frontier(),
+        Some(Cut::Clock(c)) => c,
+        Some(Cut::Heads(ids)) => {
+            let mut c = lcloud_core::VectorClock::default();
+            for id in ids {
+                c.join(&lattice.clock(lattice.idx(&id).expect("resolved")));
+            }
+            c
+        }
+    };
+    let bytes = lcloud_store::proof::export(&node.replica, &clock, full)
+        .with_context(|| format!("cannot prove the cut {cut:?}"))?;
+    let checked = lcloud_store::proof::verify(&bytes).context("the proof just made")?;
+    write_atomically(file, &bytes)?;
+    print(
+        json_out,
+        json!({
+            "file": file,
+            "bytes": bytes.len(),
+            "root": checked.root.to_hex(),
+            "cut": clock_json(&checked.cut),
+            "checkpoint": checked.checkpoint,
+            "experiences": checked.experiences,
+        }),
+        || {
+            format!(
+                "wrote {} ({} bytes): proof of root {} at cut {}, {}",
+                file.display(),
+                bytes.len(),
+                checked.root.to_hex(),
+                node.names.show_clock(&checked.cut),
+                proof_from(&checked),
+            )
+        },
+    );
+    Ok(())
+}
+
+/// `verify-proof FILE`: checks a proof with nothing but the file, and prints its root.
+pub(super) fn verify_proof(json_out: bool, file: &FsPath) -> Result<()> {
+    let bytes = read_file(file)?;
+    let checked = lcloud_store::proof::verify(&bytes)
+        .with_context(|| format!("{} does not prove a root", file.display()))?;
+    print(
+        json_out,
+        json!({
+            "root": checked.root.to_hex(),
+            "cloud": checked.cloud.to_hex(),
+            "cut": clock_json(&checked.cut),
+            "checkpoint": checked.checkpoint,
+            "attested_by": checked.attested_by.iter().map(|n| n.to_hex()).collect::<Vec<_>>(),
+            "experiences": checked.experiences,
+        }),
+        || {
+            format!(
+                "{}\nproof verified: that is the root at cut {} of cloud {}, {}; every \
+                 signature, hash and link checked",
+                checked.root.to_hex(),
+                checked
+                    .cut
+                    .0
+                    .iter()
+                    .map(|(n, s)| format!("{}:{s}", n.short()))
+                    .collect::<Vec<_>>()
+                    .join(","),
+                checked.cloud.short(),
+                proof_from(&checked),
+            )
+        },
+    );
+    Ok(())
+}
+
+fn proof_from(c: &lcloud_store::proof::Checked) -> String {
+    match c.checkpoint {
+        Some(d) => format!(
+            "from the final checkpoint at depth {d} (attested by {} members) and {} \
+             experiences",
+            c.attested_by.len(),
+            c.experiences
+        ),
+        None => format!("from the genesis: {} experiences", c.experiences),
+    }
+}
+
+fn clock_json(c: &lcloud_core::VectorClock) -> serde_json::Value {
+    c.0.iter()
+        .map(|(n, s)| (n.to_hex(), json!(s)))
+        .collect::<serde_json::Map<_, _>>()
+        .into()
+}
+
 /// Writes `bytes` to `file` through a `.partial` file renamed over it.
 fn write_atomically(file: &FsPath, bytes: &[u8]) -> Result<()> {
     let tmp = file.with_extension("partial");

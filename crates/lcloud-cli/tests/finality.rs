@@ -198,6 +198,64 @@ fn members_attest_checkpoints_and_they_become_final() {
         "{err}"
     );
 
+    // Proofs of the checkpoint's cut from a's full store: from the checkpoint (the state
+    // there and its attestations) and from the genesis, each checked with nothing but the
+    // file (no node directory) to the attested root.
+    let nowhere = base.path().join("nowhere");
+    let proof = |name: &str| base.path().join(name).to_str().unwrap().to_owned();
+    ok(&dirs[0], &["export", "--proof", &at, &proof("cp.proof")]);
+    ok(
+        &dirs[0],
+        &["export", "--proof", &at, "--full", &proof("full.proof")],
+    );
+    let size = |name: &str| std::fs::metadata(proof(name)).unwrap().len();
+    assert!(size("cp.proof") * 2 < size("full.proof"));
+    for (name, checkpoint) in [
+        ("cp.proof", serde_json::json!(256)),
+        ("full.proof", serde_json::Value::Null),
+    ] {
+        let checked: serde_json::Value =
+            serde_json::from_str(&ok(&nowhere, &["--json", "verify-proof", &proof(name)])).unwrap();
+        assert_eq!(checked["root"], root.as_str(), "{name}: {checked}");
+        assert_eq!(checked["checkpoint"], checkpoint, "{name}: {checked}");
+        assert_eq!(
+            ok(&nowhere, &["verify-proof", &proof(name)]).lines().next(),
+            Some(root.as_str())
+        );
+    }
+    assert!(!nowhere.exists(), "verify-proof made a node directory");
+    // A damaged proof is refused, naming what failed.
+    let mut bytes = std::fs::read(proof("cp.proof")).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x40;
+    std::fs::write(proof("bad.proof"), &bytes).unwrap();
+    let out = lcloud(&nowhere, &["verify-proof", &proof("bad.proof")]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("does not prove a root") && err.contains("damaged"),
+        "{err}"
+    );
+    // The shallow-joined node proves what it holds, from its checkpoint on, and says why
+    // not before it.
+    ok(&d, &["export", "--proof", "now", &proof("d.proof")]);
+    assert_eq!(
+        ok(&nowhere, &["verify-proof", &proof("d.proof")])
+            .lines()
+            .next(),
+        Some(ok(&d, &["root"]).as_str())
+    );
+    let out = lcloud(
+        &d,
+        &[
+            "export",
+            "--proof",
+            &format!("{}:100", &a_id[..16]),
+            &proof("e.proof"),
+        ],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("compacted"), "{err}");
+
     // Compaction at the final checkpoint: the root stays, time travel reaches back to the
     // checkpoint and refuses earlier cuts by name, verify still checks every link.
     let now = ok(&dirs[1], &["root"]);

@@ -55,7 +55,7 @@ fn rule(e: &dyn std::fmt::Debug) -> String {
 
 /// Validates `records` in batches on every core while `admit` consumes the results, in input
 /// order, on the calling thread: signature checking and admission overlap.
-fn validate_pipelined(
+pub(crate) fn validate_pipelined(
     records: &[&[u8]],
     cloud: &Id,
     mut admit: impl FnMut(Result<Verified<Experience>, ValidationError>),

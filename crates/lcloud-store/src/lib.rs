@@ -16,6 +16,7 @@ mod group;
 mod identity;
 mod import;
 mod migrate;
+pub mod proof;
 mod record;
 mod records;
 pub mod rotate;

@@ -28,7 +28,8 @@ use std::sync::Arc;
 
 use lcloud_core::codec::ByteBuf;
 use lcloud_core::{
-    Cut, Doc, Experience, Id, Kept, Leaf, NodeId, Path, Replica, VectorClock, Verified, validate,
+    Cut, Doc, Experience, Id, Idx, Kept, Leaf, NodeId, Path, Replica, VectorClock, Verified,
+    validate,
 };
 
 use crate::bundle;
@@ -81,7 +82,13 @@ type BaseRecord = (
 /// A shallow bundle of `replica`, compacted at its deepest final checkpoint (as it is, if it
 /// is compacted there already).
 pub fn export(replica: &Replica) -> Result<Vec<u8>, lcloud_core::CompactError> {
-    let c = replica.compacted()?;
+    Ok(encode(&replica.compacted()?, &|_| true))
+}
+
+/// The shallow bundle of the compacted replica `c`: its base, the genesis, the kept
+/// experiences, and of what lies above the checkpoint those (in arrival order) that `above`
+/// keeps, which must include the links of each one it keeps.
+pub(crate) fn encode(c: &Replica, above: &dyn Fn(Idx) -> bool) -> Vec<u8> {
     let lattice = c.lattice();
     let (depth, clock) = lattice.compaction_point().cloned().expect("compacted");
     let kept: Vec<KeptRecord> = lattice
@@ -103,6 +110,7 @@ pub fn export(replica: &Replica) -> Result<Vec<u8>, lcloud_core::CompactError> {
         .leaves_under(&Path::root())
         .map(|(p, l)| (p.clone(), ByteBuf(l.to_bytes())))
         .collect();
+    let below = lattice.kept_below();
     let base = lcloud_core::codec::to_canonical(&(
         depth,
         clock.0.into_iter().collect::<Vec<_>>(),
@@ -115,12 +123,17 @@ pub fn export(replica: &Replica) -> Result<Vec<u8>, lcloud_core::CompactError> {
     out.extend_from_slice(&base);
     let check = blake3::hash(&out);
     out.extend_from_slice(check.as_bytes());
-    let records: Vec<Vec<u8>> = lattice.iter().map(|e| e.to_bytes()).collect();
+    let records: Vec<Vec<u8>> = lattice
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i < below || above(*i as Idx))
+        .map(|(_, e)| e.to_bytes())
+        .collect();
     out.extend_from_slice(&bundle::encode(
         &lattice.get(0).id(),
         records.iter().map(|r| r.as_slice()),
     ));
-    Ok(out)
+    out
 }
 
 /// Whether `bytes` start as a shallow bundle.

@@ -1,0 +1,66 @@
+//! W13: proofs of a cut's root (`lcloud export --proof`, `lcloud verify-proof`).
+//!
+//! Three members write W1's sets (16-byte values over 1 000 keys) in turn, one op per
+//! experience, and attest each checkpoint as it falls due (every 256 depths, the node's
+//! spacing), until the history holds `ops` ops. Its proof at the frontier is made twice, from
+//! the genesis (`--full`: every experience) and from the deepest final checkpoint, and each is
+//! checked as `verify-proof` checks it: no store, every signature in ZIP-215 batches on every
+//! core, every link, the attestations, the fold of the cut. The suite compares the rate of the
+//! full proof's check with the machine's verification limit measured in the same run.
+
+use std::time::Instant;
+
+use ed25519_consensus::SigningKey;
+use lcloud_core::{CHECKPOINT_EVERY, Cut, Experience, Genesis, NodeId, Op, Path, Replica, Value};
+use lcloud_store::proof;
+use serde_json::{Value as J, json};
+
+/// W13 for a history of `ops` single-op experiences.
+pub fn run(ops: usize) -> J {
+    let keys: Vec<SigningKey> = (1..=3u8).map(|k| SigningKey::from([k; 32])).collect();
+    let ids: Vec<NodeId> = keys
+        .iter()
+        .map(|k| NodeId(k.verification_key().to_bytes()))
+        .collect();
+    let genesis =
+        Experience::create_genesis(&keys[0], Genesis::members_only("w13", ids[1..].to_vec()));
+    let mut r = Replica::with_registry(genesis, lcloud_contracts::registry()).expect("a genesis");
+    let mut written = 0;
+    while written < ops {
+        for (key, me) in keys.iter().zip(&ids) {
+            let op = Op::Set {
+                path: Path::from(vec![crate::key(written)]),
+                value: Value::Str(crate::value16(written)),
+            };
+            r.write(key, vec![op]).expect("a member's write");
+            written += 1;
+            if let Some(depth) = r.lattice().attestation_due(me, CHECKPOINT_EVERY) {
+                let cut = Cut::Clock(r.lattice().depth_cut(depth));
+                let root = r.state_at(&cut).expect("a due cut").root();
+                r.write(key, vec![Op::Attest { depth, root }])
+                    .expect("an attestation");
+            }
+        }
+    }
+    let now = r.lattice().frontier();
+    let mut out = json!({"ops": written, "experiences": r.lattice().len()});
+    for (name, full) in [("full", true), ("checkpoint", false)] {
+        let bytes = proof::export(&r, &now, full).expect("a proof");
+        let t = Instant::now();
+        let checked = proof::verify(&bytes).expect("the proof holds");
+        let secs = t.elapsed().as_secs_f64();
+        assert_eq!(
+            checked.root,
+            r.root(),
+            "the proof folds to the replica's root"
+        );
+        out[name] = json!({
+            "bytes": bytes.len(),
+            "experiences": checked.experiences,
+            "checkpoint": checked.checkpoint,
+            "secs": secs,
+            "experiences_per_s": checked.experiences as f64 / secs,
+        });
+    }
+    out
+}
