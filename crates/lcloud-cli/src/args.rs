@@ -319,6 +319,19 @@ pub(crate) enum Command {
         #[arg(long, requires = "proof")]
         full: bool,
     },
+    /// Find where two nodes' states first differ: the first experience, in the fold's
+    /// canonical order, after which their roots at the same cut differ. Compares roots at
+    /// prefixes of that order (about log₂ n comparisons), each node answering from its own
+    /// store as `lcloud root --at` does, over the experiences both hold.
+    #[command(
+        after_help = "Example:\n  lcloud bisect ./alice ./bob     (two node directories; stop their nodes first)\n\nPrints the experience, the root both have just before it, and each one's root with it\n(--json: `diverged`, `experience`, `agree_at`, `differ_at`, `comparisons`)."
+    )]
+    Bisect {
+        /// One node's directory.
+        a: PathBuf,
+        /// The other's.
+        b: PathBuf,
+    },
     /// Check a proof written by `lcloud export --proof` and print the root it proves: every
     /// signature, hash and link, the checkpoint's attestations, and the fold of the cut. Needs
     /// no node directory and no network; exits non-zero naming what failed.

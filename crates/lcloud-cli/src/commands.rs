@@ -67,9 +67,12 @@ pub(crate) fn open(dir: &FsPath) -> Result<Node> {
 pub fn run(cli: Cli) -> Result<()> {
     let dir = cli.dir.clone().unwrap_or_else(default_dir);
     let json_out = cli.json;
-    if let Command::VerifyProof { file } = &cli.command {
+    match &cli.command {
         // Nothing but the file: no node directory, no node.
-        return verify_proof(json_out, file);
+        Command::VerifyProof { file } => return verify_proof(json_out, file),
+        // Two node directories of their own.
+        Command::Bisect { a, b } => return crate::bisect::run(json_out, a, b),
+        _ => {}
     }
     match cli.node.as_deref() {
         Some(url) if url.starts_with("http://") || url.starts_with("https://") => {
@@ -246,7 +249,7 @@ pub fn run(cli: Cli) -> Result<()> {
             proof: None,
             ..
         } => export(&dir, json_out, &file, since, shallow),
-        Command::VerifyProof { .. } => unreachable!("answered above"),
+        Command::VerifyProof { .. } | Command::Bisect { .. } => unreachable!("answered above"),
         Command::Import { file } => {
             let mut node = open(&dir)?;
             import(&mut node, json_out, &file)

@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 mod args;
+mod bisect;
 mod commands;
 mod contract;
 mod demo;

@@ -29,6 +29,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod bisect;
 pub mod clock;
 pub mod codec;
 pub mod doc;

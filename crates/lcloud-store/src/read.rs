@@ -52,7 +52,10 @@ impl Store {
                 });
             }
         }
-        let doc = travel::document_at(&txn, &self.cloud, clock)?;
+        #[allow(unused_mut)]
+        let mut doc = travel::document_at(&txn, &self.cloud, clock)?;
+        #[cfg(feature = "damage")]
+        damage(&self.dir, clock, &mut doc);
         Ok(Some(State {
             doc,
             ordered: Default::default(),
@@ -168,5 +171,33 @@ impl Store {
             out.push(f(k.value(), v.value())?);
         }
         Ok(out)
+    }
+}
+
+/// A test build's planted damage (feature `damage`): when `dir/damage` names an experience
+/// (`NODE:SEQ`) within `clock`, the document at that cut gains a leaf no experience wrote, as
+/// a damaged time-travel index would give.
+#[cfg(feature = "damage")]
+fn damage(dir: &std::path::Path, clock: &VectorClock, doc: &mut lcloud_core::Doc) {
+    let Ok(text) = std::fs::read_to_string(dir.join("damage")) else {
+        return;
+    };
+    let Some((node, seq)) = text.trim().split_once(':') else {
+        return;
+    };
+    let (Some(node), Ok(seq)) = (NodeId::from_hex(node), seq.parse::<u64>()) else {
+        return;
+    };
+    if clock.get(&node) >= seq {
+        let op = lcloud_core::Op::Set {
+            path: Path::parse("/damaged").expect("a path"),
+            value: lcloud_core::Value::Bool(true),
+        };
+        doc.apply_experience(
+            std::slice::from_ref(&op),
+            u64::MAX,
+            lcloud_core::Id([0xda; 32]),
+            &lcloud_core::ObservesEverything,
+        );
     }
 }
