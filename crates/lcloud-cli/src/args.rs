@@ -321,16 +321,23 @@ pub(crate) enum Command {
     },
     /// Find where two nodes' states first differ: the first experience, in the fold's
     /// canonical order, after which their roots at the same cut differ. Compares roots at
-    /// prefixes of that order (about log₂ n comparisons), each node answering from its own
-    /// store as `lcloud root --at` does, over the experiences both hold.
+    /// prefixes of that order (about log₂ n comparisons), each node answering for itself as
+    /// `lcloud root --at` does, over the experiences both hold. A node is a directory (stop
+    /// its node first) or a running node's API URL (read scope; the token as for --node).
     #[command(
-        after_help = "Example:\n  lcloud bisect ./alice ./bob     (two node directories; stop their nodes first)\n\nPrints the experience, the root both have just before it, and each one's root with it\n(--json: `diverged`, `experience`, `agree_at`, `differ_at`, `comparisons`)."
+        after_help = "Examples:\n  lcloud bisect ./alice ./bob\n  lcloud bisect http://10.0.0.1:7400 http://10.0.0.2:7400 --token-a a.token --token-b b.token\n\nPrints the experience, the root both have just before it, and each one's root with it\n(--json: `diverged`, `experience`, `agree_at`, `differ_at`, `comparisons`)."
     )]
     Bisect {
-        /// One node's directory.
-        a: PathBuf,
-        /// The other's.
-        b: PathBuf,
+        /// One node: its directory, or its API URL.
+        a: String,
+        /// The other.
+        b: String,
+        /// The API token of A, when A is a URL, in this file (else as for --node).
+        #[arg(long, value_name = "FILE")]
+        token_a: Option<PathBuf>,
+        /// The API token of B, when B is a URL, in this file (else as for --node).
+        #[arg(long, value_name = "FILE")]
+        token_b: Option<PathBuf>,
     },
     /// Check a proof written by `lcloud export --proof` and print the root it proves: every
     /// signature, hash and link, the checkpoint's attestations, and the fold of the cut. Needs

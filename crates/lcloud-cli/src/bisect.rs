@@ -1,11 +1,12 @@
 //! `lcloud bisect A B`: the first experience, in the fold's canonical order, after which two
 //! nodes' roots at the same cut differ (`lcloud_core::bisect`). Each node answers for its own
 //! cuts, the way `lcloud root --at` does: from its store's time-travel index when that can
-//! answer, else from its own fold.
+//! answer, else from its own fold. A node is a directory (its node stopped) or a running
+//! node's API URL (`GET /api/root?at=CLOCK`; its history is fetched once, for the order).
 
 use std::path::Path as FsPath;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, anyhow, bail};
 use lcloud_core::bisect::{first_difference, prefix_clock};
 use lcloud_core::{Cut, Id, Idx, Replica, VectorClock};
 use lcloud_store::Store;
@@ -13,18 +14,36 @@ use serde_json::json;
 
 use crate::commands::print;
 
-/// One node's directory, opened.
+/// One node: a directory, opened, or a running node's API.
 struct Side {
     name: String,
-    store: Store,
+    /// The node's history: its own store's, or a snapshot of a remote node's.
     replica: Replica,
+    answers: Answers,
+}
+
+enum Answers {
+    Store(Box<Store>),
+    Remote(crate::remote::Remote),
 }
 
 impl Side {
-    fn open(dir: &FsPath) -> Result<Side> {
-        let name = dir.display().to_string();
+    fn open(spec: &str, remote: &dyn Fn(&str) -> Result<crate::remote::Remote>) -> Result<Side> {
+        let name = spec.to_owned();
+        if spec.starts_with("http://") || spec.starts_with("https://") {
+            let r = remote(spec)?;
+            let snapshot = crate::remote::Snapshot::fetch(&r)
+                .with_context(|| format!("cannot fetch the history of {name}"))?;
+            let replica = Store::open(snapshot.dir())?.load(&mut |_| {})?;
+            return Ok(Side {
+                name,
+                replica,
+                answers: Answers::Remote(r),
+            });
+        }
+        let dir = FsPath::new(spec);
         if !Store::exists(dir) {
-            bail!("{name} holds no λCLOUD store (give two node directories)");
+            bail!("{name} holds no λCLOUD store (give two node directories or API URLs)");
         }
         let store = Store::open(dir).with_context(|| format!("cannot open {name}"))?;
         let replica = store
@@ -32,19 +51,35 @@ impl Side {
             .with_context(|| format!("cannot load {name}"))?;
         Ok(Side {
             name,
-            store,
             replica,
+            answers: Answers::Store(Box::new(store)),
         })
     }
 
-    /// This node's root at `clock`.
+    /// This node's root at `clock`, as it answers it.
     fn root_at(&self, clock: &VectorClock) -> Result<Id> {
-        let state = match self.store.state_at_clock(clock) {
-            Ok(Some(state)) => state,
-            Ok(None) => self.replica.state_at(&Cut::Clock(clock.clone()))?,
-            Err(e) => return Err(e).with_context(|| format!("{} at {clock}", self.name)),
-        };
-        Ok(state.root())
+        match &self.answers {
+            Answers::Store(store) => {
+                let state = match store.state_at_clock(clock) {
+                    Ok(Some(state)) => state,
+                    Ok(None) => self.replica.state_at(&Cut::Clock(clock.clone()))?,
+                    Err(e) => return Err(e).with_context(|| format!("{} at {clock}", self.name)),
+                };
+                Ok(state.root())
+            }
+            Answers::Remote(r) => {
+                let at: Vec<String> = clock
+                    .0
+                    .iter()
+                    .map(|(n, s)| format!("{}:{s}", n.to_hex()))
+                    .collect();
+                let answer = r.get("/api/root", &[("at", &at.join(","))])?;
+                answer["root"]
+                    .as_str()
+                    .and_then(Id::from_hex)
+                    .ok_or_else(|| anyhow!("{} answered no root at {clock}: {answer}", self.name))
+            }
+        }
     }
 }
 
@@ -69,8 +104,11 @@ fn short_clock(c: &VectorClock) -> String {
         .join(",")
 }
 
-pub fn run(json_out: bool, a: &FsPath, b: &FsPath) -> Result<()> {
-    let (a, b) = (Side::open(a)?, Side::open(b)?);
+/// How to reach a node given by URL.
+pub type Connect<'a> = &'a dyn Fn(&str) -> Result<crate::remote::Remote>;
+
+pub fn run(json_out: bool, a: (&str, Connect<'_>), b: (&str, Connect<'_>)) -> Result<()> {
+    let (a, b) = (Side::open(a.0, a.1)?, Side::open(b.0, b.1)?);
     if a.replica.cloud() != b.replica.cloud() {
         bail!(
             "{} and {} hold different clouds ({} and {}): nothing to compare",

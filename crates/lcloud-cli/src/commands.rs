@@ -70,8 +70,24 @@ pub fn run(cli: Cli) -> Result<()> {
     match &cli.command {
         // Nothing but the file: no node directory, no node.
         Command::VerifyProof { file } => return verify_proof(json_out, file),
-        // Two node directories of their own.
-        Command::Bisect { a, b } => return crate::bisect::run(json_out, a, b),
+        // Two nodes of their own, directories or API URLs.
+        Command::Bisect {
+            a,
+            b,
+            token_a,
+            token_b,
+        } => {
+            let remote = |url: &str, file: Option<&FsPath>| {
+                let file = file.or(cli.token_file.as_deref());
+                let token = crate::token::for_remote(file, &dir)?;
+                crate::remote::Remote::new(url, token, cli.ca_cert.as_deref())
+            };
+            let (ra, rb) = (
+                |url: &str| remote(url, token_a.as_deref()),
+                |url: &str| remote(url, token_b.as_deref()),
+            );
+            return crate::bisect::run(json_out, (a, &ra), (b, &rb));
+        }
         _ => {}
     }
     match cli.node.as_deref() {

@@ -6,6 +6,7 @@
 
 mod common;
 
+use common::procs::NodeProc;
 use common::{lcloud, ok};
 use ed25519_consensus::SigningKey;
 use lcloud_core::{Experience, Genesis, NodeId, Op, Path, Replica, Value};
@@ -92,6 +93,70 @@ fn bisect_names_the_experience_after_which_a_damaged_store_differs() {
         text.contains(&planted.id().to_hex()) && text.contains("both have root"),
         "{text}"
     );
+
+    // The same, asking two running nodes over their APIs (`GET /api/root?at=CLOCK`).
+    {
+        let (na, nb) = (NodeProc::start(&a, &[]), NodeProc::start(&b, &[]));
+        let token = |d: &std::path::Path| d.join("admin.token").to_str().unwrap().to_owned();
+        let report: serde_json::Value = serde_json::from_str(&ok(
+            tmp.path(),
+            &[
+                "--json",
+                "bisect",
+                &na.api,
+                &nb.api,
+                "--token-a",
+                &token(&a),
+                "--token-b",
+                &token(&b),
+            ],
+        ))
+        .unwrap();
+        assert_eq!(
+            report["experience"]["id"],
+            planted.id().to_hex(),
+            "{report}"
+        );
+        assert!(report["comparisons"].as_u64().unwrap() <= 18, "{report}");
+        // A cut a node does not hold, and one that is not a clock, are refused by name.
+        let ahead = format!("{}:{}", author.to_hex(), EXPERIENCES);
+        let out = lcloud(
+            tmp.path(),
+            &[
+                "--node",
+                &na.api,
+                "--token-file",
+                &token(&a),
+                "root",
+                "--at",
+                &ahead,
+            ],
+        );
+        assert!(!out.status.success());
+        let addr = na.api.trim_start_matches("http://");
+        let (status, body) = common::request(
+            addr,
+            "GET",
+            &format!("/api/root?at={ahead}"),
+            &common::auth_line(&na.api),
+            "",
+        );
+        assert!(
+            status == 404 && body.contains("has only"),
+            "{status} {body}"
+        );
+        let (status, body) = common::request(
+            addr,
+            "GET",
+            "/api/root?at=nobody:3",
+            &common::auth_line(&na.api),
+            "",
+        );
+        assert!(
+            status == 400 && body.contains("bad clock"),
+            "{status} {body}"
+        );
+    }
 
     // Without the damage, the two agree everywhere, found with one comparison.
     std::fs::remove_file(b.join("damage")).unwrap();

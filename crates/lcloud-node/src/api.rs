@@ -18,7 +18,9 @@ use crate::contracts::Deployed;
 
 #[path = "openapi.rs"]
 mod openapi;
-use crate::node::{Announced, Call, ContractWritten, Deploy, Invoke, Msg, Status, WriteError};
+use crate::node::{
+    Announced, Call, ContractWritten, CutRefused, Deploy, Invoke, Msg, Status, WriteError,
+};
 pub use openapi::openapi_document;
 
 /// What the handlers share.
@@ -338,10 +340,52 @@ async fn status(State(api): State<Api>) -> Response {
     Json(body).into_response()
 }
 
-async fn root(State(api): State<Api>) -> Response {
-    match status_with_root(&api).await {
-        Ok((_, root)) => Json(json!({"root": root.to_hex()})).into_response(),
-        Err(r) => r,
+#[derive(serde::Deserialize)]
+struct AtQuery {
+    at: Option<String>,
+}
+
+/// `GET /api/root`: the state root now, or with `?at=CLOCK` (`NODE:SEQ,…`, full hex node ids)
+/// at that past cut, as `lcloud root --at` answers it (what `lcloud bisect` compares).
+async fn root(
+    State(api): State<Api>,
+    q: Result<Query<AtQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let q = match q {
+        Ok(Query(q)) => q,
+        Err(e) => return bad_query(e),
+    };
+    let Some(at) = q.at else {
+        return match status_with_root(&api).await {
+            Ok((_, root)) => Json(json!({"root": root.to_hex()})).into_response(),
+            Err(r) => r,
+        };
+    };
+    let clock = match lcloud_core::VectorClock::parse(&at, lcloud_core::NodeId::from_hex) {
+        Ok(c) => c,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("bad clock {at:?}: {e} (NODE:SEQ,… with 64-hex-digit node ids)"),
+            );
+        }
+    };
+    let state = match api.ask(|tx| Call::StateAt(clock.clone(), tx)).await {
+        Ok(Ok(state)) => state,
+        Ok(Err(CutRefused::NotHeld(why))) => return error(StatusCode::NOT_FOUND, why),
+        Ok(Err(CutRefused::Compacted(why))) => return error(StatusCode::GONE, why),
+        Ok(Err(CutRefused::Failed(why))) => {
+            return error(StatusCode::INTERNAL_SERVER_ERROR, why);
+        }
+        Err(r) => return r,
+    };
+    match tokio::task::spawn_blocking(move || state.root()).await {
+        Ok(root) => Json(json!({
+            "root": root.to_hex(),
+            "at": clock.0.iter().map(|(n, s)| (n.to_hex(), json!(s))).collect::<serde_json::Map<_, _>>(),
+        }))
+        .into_response(),
+        Err(_) => error(StatusCode::INTERNAL_SERVER_ERROR, "hashing the state failed"),
     }
 }
 

@@ -1,10 +1,34 @@
 //! The API's calls to the node's core: reads, writes, imports, contracts, status and metrics.
 
 use super::*;
+use lcloud_core::{Cut, State, VectorClock};
 
 impl Node {
     pub(super) fn contract_names(&self) -> BTreeMap<Id, String> {
         self.store.contract_names().unwrap_or_default()
+    }
+
+    /// The state at `clock`: from the store's time-travel index when it can answer (as
+    /// `lcloud root --at` does), else from the fold.
+    fn state_at(&self, clock: VectorClock) -> Result<State, CutRefused> {
+        use lcloud_core::ViewError;
+        match self.store.state_at_clock(&clock) {
+            Ok(Some(state)) => return Ok(state),
+            Ok(None) => {}
+            Err(e @ StoreError::ClockAhead { .. }) => {
+                return Err(CutRefused::NotHeld(e.to_string()));
+            }
+            Err(e @ StoreError::Compacted { .. }) => {
+                return Err(CutRefused::Compacted(e.to_string()));
+            }
+            Err(e) => return Err(CutRefused::Failed(e.to_string())),
+        }
+        self.replica
+            .state_at(&Cut::Clock(clock))
+            .map_err(|e| match e {
+                ViewError::Compacted { .. } => CutRefused::Compacted(e.to_string()),
+                _ => CutRefused::NotHeld(e.to_string()),
+            })
     }
 
     pub(super) fn on_call(&mut self, call: Call) {
@@ -19,6 +43,9 @@ impl Node {
             }
             Call::Status(reply) => {
                 let _ = reply.send(self.status());
+            }
+            Call::StateAt(clock, reply) => {
+                let _ = reply.send(self.state_at(clock));
             }
             Call::Finality(reply) => {
                 let _ = reply.send(crate::api::finality_json(self.replica.lattice()));

@@ -4,11 +4,22 @@
 use std::collections::BTreeMap;
 
 use lcloud_core::sync::Summary;
-use lcloud_core::{Id, NodeId, Op, Path};
+use lcloud_core::{Id, NodeId, Op, Path, State, VectorClock};
 use lcloud_net::{Event, Peer};
 use tokio::sync::oneshot;
 
 use super::{Checked, Rotated};
+
+/// Why the node cannot give the state at a cut.
+#[derive(Debug)]
+pub enum CutRefused {
+    /// The cut names seqs this node does not hold.
+    NotHeld(String),
+    /// The cut lies before the node's compaction point.
+    Compacted(String),
+    /// The store failed.
+    Failed(String),
+}
 
 /// What the API asks the node.
 pub enum Call {
@@ -18,6 +29,9 @@ pub enum Call {
     State(Path, oneshot::Sender<Option<serde_json::Value>>),
     /// State root, heads, frontier clock, counts.
     Status(oneshot::Sender<Status>),
+    /// The state at a past cut (time travel), answered from the store's index when it can,
+    /// else from the fold: what `lcloud root --at` answers.
+    StateAt(VectorClock, oneshot::Sender<Result<State, CutRefused>>),
     /// The stable frontier and the checkpoints, as `/api/status` shows them
     /// ([`crate::api::finality_json`]); asked only by that route, as it costs more than the
     /// rest of the status.
