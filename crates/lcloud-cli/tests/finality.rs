@@ -224,6 +224,33 @@ fn members_attest_checkpoints_and_they_become_final() {
         );
     }
     assert!(!nowhere.exists(), "verify-proof made a node directory");
+    // Another machine, as far as a process can tell: a copy of the binary and the proof in an
+    // empty directory, an empty environment (no HOME, no LCLOUD_*), nothing else.
+    let elsewhere = base.path().join("elsewhere");
+    std::fs::create_dir(&elsewhere).unwrap();
+    std::fs::copy(env!("CARGO_BIN_EXE_lcloud"), elsewhere.join("lcloud")).unwrap();
+    std::fs::copy(proof("cp.proof"), elsewhere.join("cp.proof")).unwrap();
+    let out = std::process::Command::new(elsewhere.join("lcloud"))
+        .args(["verify-proof", "cp.proof"])
+        .current_dir(&elsewhere)
+        .env_clear()
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).lines().next(),
+        Some(root.as_str())
+    );
+    let mut left: Vec<String> = std::fs::read_dir(&elsewhere)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    assert_eq!(left, ["cp.proof", "lcloud"], "verify-proof wrote nothing");
     // A damaged proof is refused, naming what failed.
     let mut bytes = std::fs::read(proof("cp.proof")).unwrap();
     let middle = bytes.len() / 2;
