@@ -209,3 +209,11 @@ pub(crate) fn v6(db: &Database, dir: &FsPath, base_may_settle: bool) -> Result<(
 pub(crate) fn v7(db: &Database, dir: &FsPath) -> Result<(), StoreError> {
     renumber(db, dir, 8)
 }
+
+/// Format 8 → 9: format 9 stores groups and checkpoints compressed where that pays (a flag
+/// in a group's count, a kind byte of a checkpoint); what format 8 wrote reads as it is.
+/// Only the number changes (an older lcloud would take a compressed group's count for
+/// garbage).
+pub(crate) fn v8(db: &Database, dir: &FsPath) -> Result<(), StoreError> {
+    renumber(db, dir, 9)
+}

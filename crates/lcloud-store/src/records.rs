@@ -14,8 +14,8 @@ use crate::authors::{AUTHORS_DIGEST, seal_authors};
 use crate::entry::Entry;
 use crate::error::{StoreError, corrupt, db};
 use crate::group::{
-    EntryAt, GROUP_BYTES, GROUP_MAX, PACKED, Spans, TAG_BYTES, follows, group_name, parse,
-    varint_len, walk, write_varint,
+    EntryAt, GROUP_BYTES, GROUP_MAX, PACKED, Spans, TAG_BYTES, follows, group_name, pack, parse,
+    unpack, varint_len, walk, write_varint,
 };
 use crate::record::{Before, ENTRY, Names, Shape, WHOLE};
 use crate::schema::{AUTHORS, GROUPS, RUNS};
@@ -58,14 +58,23 @@ pub(crate) fn chain(
     Ok(())
 }
 
+/// The content of the group stored at `first` as `stored`: checked against its tag, and
+/// expanded if it is compressed.
+pub(crate) fn group_content(first: u64, stored: &[u8]) -> Result<Cow<'_, [u8]>, StoreError> {
+    unpack(
+        unseal_at("groups", first, stored, &|| group_name(first))?,
+        first,
+    )
+}
+
 /// Number of experiences stored: the last group's first arrival plus its count.
 pub(crate) fn count(groups: &impl ReadableTable<u64, &'static [u8]>) -> Result<u64, StoreError> {
     let Some((k, v)) = groups.last().map_err(db)? else {
         return Ok(0);
     };
     let first = k.value();
-    let content = unseal_at("groups", first, v.value(), &|| group_name(first))?;
-    Ok(first + parse(content, first)?.len() as u64)
+    let content = group_content(first, v.value())?;
+    Ok(first + parse(&content, first)?.len() as u64)
 }
 
 /// Visits every record from arrival `from` on, in arrival order: `(arrival, entry, canonical
@@ -88,9 +97,9 @@ pub(crate) fn for_each(
         if first != expected {
             return Err(corrupt(format!("experience #{expected} is missing")));
         }
-        let content = unseal_at("groups", first, v.value(), &|| group_name(first))?;
-        let spans = parse(content, first)?;
-        walk(content, &spans, first, names, |i, entry, bytes, id| {
+        let content = group_content(first, v.value())?;
+        let spans = parse(&content, first)?;
+        walk(&content, &spans, first, names, |i, entry, bytes, id| {
             let n = first + i as u64;
             if n >= from {
                 visit(n, &entry, &bytes, id)?;
@@ -150,8 +159,7 @@ impl<'a, T: ReadableTable<u64, &'static [u8]>> Records<'a, T> {
                 .ok_or_else(missing)?
                 .map_err(db)?;
             let first = row.0.value();
-            let content =
-                unseal_at("groups", first, row.1.value(), &|| group_name(first))?.to_vec();
+            let content = group_content(first, row.1.value())?.into_owned();
             let spans = parse(&content, first)?;
             if arrival - first >= spans.len() as u64 {
                 return Err(missing());
@@ -218,14 +226,17 @@ pub(crate) type Written = (Id, u32, u64);
 pub(crate) struct KeptGroup {
     first: u64,
     count: u32,
-    /// As stored: tag, then content.
-    sealed: Vec<u8>,
+    /// Room for the tag, then the content, not compressed: what the next commit appends to.
+    open: Vec<u8>,
+    /// As stored (tag, then content, compressed if it paid): to check it still is.
+    stored: Vec<u8>,
     last: (Before, Entry),
 }
 
-/// Whether a group of `sealed` bytes has room for a small record more.
-fn has_room(sealed: usize) -> bool {
-    sealed + 128 <= TAG_BYTES + GROUP_BYTES
+/// Whether a group whose content, not compressed, takes `open` bytes after room for its tag
+/// has room for a small record more.
+fn has_room(open: usize) -> bool {
+    open + 128 <= TAG_BYTES + GROUP_BYTES
 }
 
 impl<'t> Recorder<'t> {
@@ -404,29 +415,31 @@ impl<'t> Recorder<'t> {
             return Ok(None);
         };
         let first = k.value();
-        if !has_room(v.value().len()) {
-            return Ok(None);
-        }
         if let Some(kept) = kept
             && kept.first == first
-            && kept.sealed == v.value()
+            && kept.stored == v.value()
             && first + u64::from(kept.count) == arrival
         {
-            return Ok(Some(((first, kept.count, kept.sealed), kept.last)));
+            return Ok(
+                has_room(kept.open.len()).then_some(((first, kept.count, kept.open), kept.last))
+            );
         }
-        let content = unseal_at("groups", first, v.value(), &|| group_name(first))?;
+        let content = group_content(first, v.value())?;
+        if !has_room(TAG_BYTES + content.len()) {
+            return Ok(None);
+        }
         if content.get(3).is_none_or(|b| b & 0x80 == 0) {
             // A group written before format 4: its layout is not extended.
             return Ok(None);
         }
-        let spans = parse(content, first)?;
+        let spans = parse(&content, first)?;
         let n = spans.len();
         if first + n as u64 != arrival || n >= GROUP_MAX {
             return Ok(None);
         }
         let names = Names::read(&self.authors, self.cloud)?;
         let mut last_entry = None;
-        let last = walk(content, &spans, first, &names, |i, entry, _, _| {
+        let last = walk(&content, &spans, first, &names, |i, entry, _, _| {
             if i + 1 == n {
                 last_entry = Some(entry.decode()?);
             }
@@ -437,22 +450,36 @@ impl<'t> Recorder<'t> {
         };
         let mut open = Vec::with_capacity(TAG_BYTES + GROUP_BYTES + 64);
         open.extend_from_slice(&[0; TAG_BYTES]);
-        open.extend_from_slice(content);
+        open.extend_from_slice(&content);
         Ok(Some(((first, n as u32, open), (last, last_entry))))
     }
 
-    /// Seals the group being filled and writes it; returns it (first arrival, count, sealed).
-    fn close(&mut self) -> Result<Option<(u64, u32, Vec<u8>)>, StoreError> {
+    /// Seals the group being filled and writes it, compressed if that pays; returns it
+    /// (first arrival, count, the content not compressed after room for the tag, as stored).
+    #[allow(clippy::type_complexity)]
+    fn close(&mut self) -> Result<Option<(u64, u32, Vec<u8>, Vec<u8>)>, StoreError> {
         self.last = None;
         let Some((first, n, mut group)) = self.open.take() else {
             return Ok(None);
         };
         group[TAG_BYTES..TAG_BYTES + 4].copy_from_slice(&(n | PACKED).to_le_bytes());
-        // Sealed in place: the tag goes in the room left for it (a 32 KiB group is not
-        // copied once more to put 16 bytes in front of it). It covers the group's key too.
-        crate::state::seal_in_place("groups", first, &mut group);
-        self.groups.insert(first, group.as_slice()).map_err(db)?;
-        Ok(Some((first, n, group)))
+        let stored = match pack(&group[TAG_BYTES..]) {
+            Some(packed) => {
+                let mut stored = Vec::with_capacity(TAG_BYTES + packed.len());
+                stored.extend_from_slice(&[0; TAG_BYTES]);
+                stored.extend_from_slice(&packed);
+                crate::state::seal_in_place("groups", first, &mut stored);
+                stored
+            }
+            None => {
+                // Sealed in place: the tag goes in the room left for it. It covers the
+                // group's key too.
+                crate::state::seal_in_place("groups", first, &mut group);
+                group.clone()
+            }
+        };
+        self.groups.insert(first, stored.as_slice()).map_err(db)?;
+        Ok(Some((first, n, group, stored)))
     }
 
     /// Writes the group being filled. Returns what was added: (id, author index, seq) of each.
@@ -466,13 +493,14 @@ impl<'t> Recorder<'t> {
     pub fn finish_keeping(mut self) -> Result<(Vec<Written>, Option<KeptGroup>), StoreError> {
         let last = self.last.clone();
         let kept = match (self.close()?, last) {
-            (Some((first, count, sealed)), Some(last))
-                if has_room(sealed.len()) && (count as usize) < GROUP_MAX =>
+            (Some((first, count, open, stored)), Some(last))
+                if has_room(open.len()) && (count as usize) < GROUP_MAX =>
             {
                 Some(KeptGroup {
                     first,
                     count,
-                    sealed,
+                    open,
+                    stored,
                     last,
                 })
             }

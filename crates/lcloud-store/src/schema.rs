@@ -13,7 +13,7 @@ pub(crate) const DB_FILE: &str = "store.redb";
 /// is a format-6 store without one. Format 7 settles counters and sets below settled
 /// checkpoints (`migrate::v6`). Format 8 indexes what each experience settles ([`SETTLES`]),
 /// so that time travel settles as the fold does (`migrate::v7`).
-pub(crate) const FORMAT: u8 = 8;
+pub(crate) const FORMAT: u8 = 9;
 
 /// Arrival index of a group's first experience → sealed group (`records.rs`).
 pub(crate) const GROUPS: TableDefinition<u64, &[u8]> = TableDefinition::new("groups");

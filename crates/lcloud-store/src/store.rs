@@ -433,6 +433,9 @@ impl Store {
         if format < 8 {
             migrate::v7(&db, dir)?;
         }
+        if format < 9 {
+            migrate::v8(&db, dir)?;
+        }
         let txn = db.begin_read().map_err(|e| map_db(dir, e))?;
         let groups = txn.open_table(GROUPS).map_err(|e| map_db(dir, e))?;
         let next = records::count(&groups)?;

@@ -47,6 +47,54 @@ const CHECKPOINT_REFS: u8 = 0x02;
 /// (`Leaf::add_increment`). Those before hold one increment per op, merged when read.
 const CHECKPOINT_MERGED: u8 = 0x03;
 
+/// Checkpoints written from format 9 on may start with this byte instead: the length of what
+/// follows expanded (u32 LE, at most [`CHECKPOINT_UNPACKED_MAX`]), then one zstd frame of a
+/// [`CHECKPOINT_MERGED`] checkpoint. Written so when that saves at least an eighth.
+const CHECKPOINT_PACKED: u8 = 0x04;
+
+/// The most bytes a compressed checkpoint may expand to (its length is checked, after the
+/// record's tag, before anything is allocated).
+const CHECKPOINT_UNPACKED_MAX: usize = 1 << 31;
+
+/// A checkpoint's bytes as stored: compressed when that pays.
+fn pack_checkpoint(bytes: Vec<u8>) -> Vec<u8> {
+    let Ok(packed) = zstd::bulk::compress(&bytes, crate::group::LEVEL) else {
+        return bytes;
+    };
+    if packed.len() + 5 > bytes.len() - bytes.len() / 8 {
+        return bytes;
+    }
+    let mut out = Vec::with_capacity(5 + packed.len());
+    out.push(CHECKPOINT_PACKED);
+    out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+    out.extend_from_slice(&packed);
+    out
+}
+
+/// A checkpoint's bytes, unsealed, expanded if they are compressed.
+fn unpack_checkpoint(bytes: &[u8], upto: u64) -> Result<std::borrow::Cow<'_, [u8]>, StoreError> {
+    let Some((&CHECKPOINT_PACKED, rest)) = bytes.split_first() else {
+        return Ok(std::borrow::Cow::Borrowed(bytes));
+    };
+    let bad = |why: String| corrupt(format!("checkpoint {upto}: {why}"));
+    let len = rest
+        .get(..4)
+        .map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")) as usize)
+        .ok_or_else(|| bad("truncated compressed length".into()))?;
+    if len > CHECKPOINT_UNPACKED_MAX {
+        return Err(bad(format!("claims {len} bytes expanded")));
+    }
+    let out = zstd::bulk::decompress(&rest[4..], len)
+        .map_err(|e| bad(format!("its compressed bytes: {e}")))?;
+    if out.len() != len || out.first() == Some(&CHECKPOINT_PACKED) {
+        return Err(bad(format!(
+            "its compressed bytes expand to {} bytes, not the {len} it claims",
+            out.len()
+        )));
+    }
+    Ok(std::borrow::Cow::Owned(out))
+}
+
 /// A checkpoint's references (after its first byte) and whether its increments are merged,
 /// or `None` for a checkpoint of copied leaves (before format 4).
 fn checkpoint_refs(bytes: &[u8]) -> Option<(&[u8], bool)> {
@@ -117,7 +165,11 @@ pub(crate) fn write_checkpoint<'a>(
         return Ok(None);
     };
     let clock: Vec<(&NodeId, &u64)> = clock.0.iter().collect();
-    let leaves = sealed_at("checkpoints", upto, &encode_checkpoint(doc, &writers));
+    let leaves = sealed_at(
+        "checkpoints",
+        upto,
+        &pack_checkpoint(encode_checkpoint(doc, &writers)),
+    );
     txn.open_table(CHECKPOINT_CLOCKS)
         .map_err(db)?
         .insert(
@@ -336,8 +388,11 @@ fn checkpoint_writers<G: ReadableTable<u64, &'static [u8]>>(
     runs: &impl ReadableTable<(u32, u64, u64), u64>,
     records: &mut Records<'_, G>,
 ) -> Result<Writers, StoreError> {
-    let bytes = unseal_at("checkpoints", upto, rec, &|| format!("checkpoint {upto}"))?;
-    let Some((refs, _)) = checkpoint_refs(bytes) else {
+    let bytes = unpack_checkpoint(
+        unseal_at("checkpoints", upto, rec, &|| format!("checkpoint {upto}"))?,
+        upto,
+    )?;
+    let Some((refs, _)) = checkpoint_refs(&bytes) else {
         let w = writers
             .get(upto)
             .map_err(db)?
@@ -362,8 +417,11 @@ pub(crate) fn read_checkpoint<G: ReadableTable<u64, &'static [u8]>>(
     records: &mut Records<'_, G>,
     cloud: &Id,
 ) -> Result<(Doc, Writers), StoreError> {
-    let bytes = unseal_at("checkpoints", upto, rec, &|| format!("checkpoint {upto}"))?;
-    let Some((refs, merged)) = checkpoint_refs(bytes) else {
+    let bytes = unpack_checkpoint(
+        unseal_at("checkpoints", upto, rec, &|| format!("checkpoint {upto}"))?,
+        upto,
+    )?;
+    let Some((refs, merged)) = checkpoint_refs(&bytes) else {
         let doc = decode_checkpoint(rec)?;
         let w = writers
             .get(upto)
@@ -683,6 +741,47 @@ pub(crate) fn checkpoint_due(ops_since: u64, last_bytes: u64, min: u64) -> bool 
 mod entry_tests {
     use super::*;
     use crate::state::sealed;
+
+    /// A checkpoint is stored compressed when that pays, expands to what was written, and a
+    /// damaged one is refused by name.
+    #[test]
+    fn a_compressed_checkpoint_expands_to_what_was_written() {
+        let mut bytes = vec![CHECKPOINT_MERGED];
+        for i in 0..1000 {
+            bytes.extend_from_slice(format!("k{i} v{i:015}").as_bytes());
+        }
+        let stored = pack_checkpoint(bytes.clone());
+        assert_eq!(stored[0], CHECKPOINT_PACKED);
+        assert!(
+            stored.len() * 3 < bytes.len(),
+            "{} of {}",
+            stored.len(),
+            bytes.len()
+        );
+        assert_eq!(
+            unpack_checkpoint(&stored, 4).unwrap().as_ref(),
+            bytes.as_slice()
+        );
+        let short = vec![CHECKPOINT_MERGED, 1, 2, 3];
+        assert_eq!(pack_checkpoint(short.clone()), short);
+        assert_eq!(
+            unpack_checkpoint(&short, 4).unwrap().as_ref(),
+            short.as_slice()
+        );
+        let mut lying = stored.clone();
+        lying[1..5].copy_from_slice(&(bytes.len() as u32 + 1).to_le_bytes());
+        let mut huge = stored.clone();
+        huge[1..5].copy_from_slice(&u32::MAX.to_le_bytes());
+        for bad in [
+            lying,
+            huge,
+            stored[..stored.len() - 3].to_vec(),
+            vec![CHECKPOINT_PACKED],
+        ] {
+            let err = unpack_checkpoint(&bad, 4).unwrap_err().to_string();
+            assert!(err.contains("checkpoint 4"), "{err}");
+        }
+    }
 
     /// A checkpoint's leaves, written directly, are serde's canonical bytes and read back.
     #[test]
