@@ -17,8 +17,8 @@ use crate::record::{Before, ENTRY, Names, expand, record_end};
 /// The bytes of a sealed value's tag (see `state::sealed`).
 pub(crate) const TAG_BYTES: usize = 16;
 
-/// Records per group, at most.
-pub(crate) const GROUP_MAX: usize = 256;
+/// Records per group, at most (256 before format 9, whose groups may hold more compressed).
+pub(crate) const GROUP_MAX: usize = 1024;
 
 /// A group takes no record that would make its content pass this many bytes, unless it is
 /// the group's first: with its key, tag and slot a full group just fits eight 4 KiB pages
@@ -57,6 +57,30 @@ pub(crate) const UNPACKED_MAX: usize = lcloud_core::EXPERIENCE_BYTES_MAX + 64 * 
 /// zstd's level for groups and checkpoints: its fastest, which on W2's 1 000-op experiences
 /// already takes 25 bytes of ops to about 1.3.
 pub(crate) const LEVEL: i32 = 1;
+
+/// The most bytes a group's content may take before compression (format 9): a group that
+/// compresses well takes records until its compressed form nearly fills its room
+/// ([`grown_limit`]), so that it does not waste the rest of its run of pages.
+pub(crate) const GROUP_RAW_MAX: usize = 8 * GROUP_BYTES;
+
+/// How far a group whose content is `content` may grow before compression, at least `limit`:
+/// from what it compresses to now, as far as would fill seven eighths of its room
+/// compressed, up to [`GROUP_RAW_MAX`]. (Checked when a record would pass `limit`: each check
+/// compresses the group once, and moves the limit most of the way to where it ends.)
+pub(crate) fn grown_limit(content: &[u8], limit: usize) -> usize {
+    let Some(packed) = content
+        .get(4..)
+        .and_then(|r| zstd::bulk::compress(r, LEVEL).ok())
+    else {
+        return limit;
+    };
+    let stored = packed.len() + 8;
+    let target = GROUP_BYTES / 8 * 7;
+    if stored >= target {
+        return limit;
+    }
+    (content.len() * target / stored).clamp(limit, GROUP_RAW_MAX)
+}
 
 /// `content` (count, then records) as a group is stored: compressed when that pays.
 pub(crate) fn pack(content: &[u8]) -> Option<Vec<u8>> {

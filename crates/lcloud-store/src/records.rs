@@ -14,8 +14,8 @@ use crate::authors::{AUTHORS_DIGEST, seal_authors};
 use crate::entry::Entry;
 use crate::error::{StoreError, corrupt, db};
 use crate::group::{
-    EntryAt, GROUP_BYTES, GROUP_MAX, PACKED, Spans, TAG_BYTES, follows, group_name, pack, parse,
-    unpack, varint_len, walk, write_varint,
+    EntryAt, GROUP_BYTES, GROUP_MAX, GROUP_RAW_MAX, PACKED, Spans, TAG_BYTES, follows, group_name,
+    grown_limit, pack, parse, unpack, varint_len, walk, write_varint,
 };
 use crate::record::{Before, ENTRY, Names, Shape, WHOLE};
 use crate::schema::{AUTHORS, GROUPS, RUNS};
@@ -211,6 +211,8 @@ pub(crate) struct Recorder<'t> {
     last: Option<(Before, Entry)>,
     /// The group the previous commit left open, as it kept it.
     kept: Option<KeptGroup>,
+    /// The bytes the open group's content may take before compression ([`grown_limit`]).
+    limit: usize,
     written: Vec<Written>,
     /// Buffers reused for each record's clock and index entry.
     clock_scratch: Vec<(u32, u64)>,
@@ -231,12 +233,14 @@ pub(crate) struct KeptGroup {
     /// As stored (tag, then content, compressed if it paid): to check it still is.
     stored: Vec<u8>,
     last: (Before, Entry),
+    /// Its limit before compression.
+    limit: usize,
 }
 
 /// Whether a group whose content, not compressed, takes `open` bytes after room for its tag
-/// has room for a small record more.
-fn has_room(open: usize) -> bool {
-    open + 128 <= TAG_BYTES + GROUP_BYTES
+/// has room for a small record more within `limit`.
+fn has_room(open: usize, limit: usize) -> bool {
+    open + 128 <= TAG_BYTES + limit
 }
 
 impl<'t> Recorder<'t> {
@@ -259,6 +263,7 @@ impl<'t> Recorder<'t> {
             open: None,
             last: None,
             kept: None,
+            limit: GROUP_BYTES,
             written: Vec::new(),
             clock_scratch: Vec::new(),
             entry_scratch: Vec::new(),
@@ -336,7 +341,13 @@ impl<'t> Recorder<'t> {
                 first + u64::from(*n),
                 "records are added in arrival order"
             );
-            let full = *n as usize >= GROUP_MAX || content.len() - TAG_BYTES + fits > GROUP_BYTES;
+            let raw = content.len() - TAG_BYTES;
+            let mut full = *n as usize >= GROUP_MAX || raw + fits > self.limit;
+            if full && (*n as usize) < GROUP_MAX && raw + fits <= GROUP_RAW_MAX {
+                // Compressed, it may hold more.
+                self.limit = grown_limit(&content[TAG_BYTES..], self.limit);
+                full = raw + fits > self.limit;
+            }
             if full {
                 // First in a new group: nothing before it to leave out.
                 self.close()?;
@@ -420,12 +431,14 @@ impl<'t> Recorder<'t> {
             && kept.stored == v.value()
             && first + u64::from(kept.count) == arrival
         {
-            return Ok(
-                has_room(kept.open.len()).then_some(((first, kept.count, kept.open), kept.last))
-            );
+            if !has_room(kept.open.len(), kept.limit) {
+                return Ok(None);
+            }
+            self.limit = kept.limit;
+            return Ok(Some(((first, kept.count, kept.open), kept.last)));
         }
         let content = group_content(first, v.value())?;
-        if !has_room(TAG_BYTES + content.len()) {
+        if !has_room(TAG_BYTES + content.len(), GROUP_BYTES) {
             return Ok(None);
         }
         if content.get(3).is_none_or(|b| b & 0x80 == 0) {
@@ -457,8 +470,9 @@ impl<'t> Recorder<'t> {
     /// Seals the group being filled and writes it, compressed if that pays; returns it
     /// (first arrival, count, the content not compressed after room for the tag, as stored).
     #[allow(clippy::type_complexity)]
-    fn close(&mut self) -> Result<Option<(u64, u32, Vec<u8>, Vec<u8>)>, StoreError> {
+    fn close(&mut self) -> Result<Option<(u64, u32, Vec<u8>, Vec<u8>, usize)>, StoreError> {
         self.last = None;
+        let limit = std::mem::replace(&mut self.limit, GROUP_BYTES);
         let Some((first, n, mut group)) = self.open.take() else {
             return Ok(None);
         };
@@ -479,7 +493,7 @@ impl<'t> Recorder<'t> {
             }
         };
         self.groups.insert(first, stored.as_slice()).map_err(db)?;
-        Ok(Some((first, n, group, stored)))
+        Ok(Some((first, n, group, stored, limit)))
     }
 
     /// Writes the group being filled. Returns what was added: (id, author index, seq) of each.
@@ -493,8 +507,8 @@ impl<'t> Recorder<'t> {
     pub fn finish_keeping(mut self) -> Result<(Vec<Written>, Option<KeptGroup>), StoreError> {
         let last = self.last.clone();
         let kept = match (self.close()?, last) {
-            (Some((first, count, open, stored)), Some(last))
-                if has_room(open.len()) && (count as usize) < GROUP_MAX =>
+            (Some((first, count, open, stored, limit)), Some(last))
+                if has_room(open.len(), limit) && (count as usize) < GROUP_MAX =>
             {
                 Some(KeptGroup {
                     first,
@@ -502,6 +516,7 @@ impl<'t> Recorder<'t> {
                     open,
                     stored,
                     last,
+                    limit,
                 })
             }
             _ => None,
