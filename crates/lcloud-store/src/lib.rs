@@ -12,6 +12,7 @@ pub mod bundle;
 mod commit;
 mod entry;
 mod error;
+mod framed;
 mod group;
 mod identity;
 mod import;

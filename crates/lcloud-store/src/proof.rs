@@ -186,12 +186,7 @@ pub fn export(replica: &Replica, cut: &VectorClock, full: bool) -> Result<Vec<u8
         root,
         depth,
     ));
-    let mut out = Vec::with_capacity(16 + 8 + head.len() + 32 + body.len());
-    out.extend_from_slice(MAGIC);
-    out.extend_from_slice(&(head.len() as u64).to_le_bytes());
-    out.extend_from_slice(&head);
-    let check = blake3::hash(&out);
-    out.extend_from_slice(check.as_bytes());
+    let mut out = crate::framed::write(MAGIC, &head, body.len());
     out.extend_from_slice(&body);
     // What a third party will check, checked here first.
     let checked = verify(&out)?;
@@ -214,33 +209,16 @@ pub fn verify(bytes: &[u8]) -> Result<Checked, ProofError> {
     if !is_proof(bytes) {
         return Err(ProofError::NotAProof);
     }
+    let (head, body) = crate::framed::read(bytes, "head", HEAD_MAX).map_err(ProofError::Damaged)?;
     let damaged = |why: &str| ProofError::Damaged(why.into());
-    let len = bytes
-        .get(16..24)
-        .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
-        .ok_or_else(|| damaged("it ends in its header"))?;
-    if len == 0 || len > HEAD_MAX {
-        return Err(damaged(&format!(
-            "its head claims {len} bytes (1 to {HEAD_MAX} allowed)"
-        )));
-    }
-    let end = 24 + len as usize;
-    if end.checked_add(32).is_none_or(|t| t > bytes.len()) {
-        return Err(damaged("its head runs past the end of the file"));
-    }
-    if blake3::hash(&bytes[..end]).as_bytes() != &bytes[end..end + 32] {
-        return Err(damaged("the head's checksum does not match"));
-    }
-    let (cut, claimed, depth): Head =
-        lcloud_core::codec::from_canonical_capped(&bytes[24..end], end - 24)
-            .map_err(|e| damaged(&format!("its head: {e}")))?;
+    let (cut, claimed, depth): Head = lcloud_core::codec::from_canonical_capped(head, head.len())
+        .map_err(|e| damaged(&format!("its head: {e}")))?;
     if !cut.windows(2).all(|w| w[0].0 < w[1].0) || cut.iter().any(|(_, s)| *s == 0) {
         return Err(damaged(
             "its cut is not in node id order with one seq of at least 1 per node",
         ));
     }
     let cut = VectorClock(cut.into_iter().collect());
-    let body = &bytes[end + 32..];
     let (replica, experiences) = match depth {
         Some(depth) => {
             if !shallow::is_shallow(body) {

@@ -117,12 +117,7 @@ pub(crate) fn encode(c: &Replica, above: &dyn Fn(Idx) -> bool) -> Vec<u8> {
         kept,
         leaves,
     ));
-    let mut out = Vec::with_capacity(64 + base.len());
-    out.extend_from_slice(MAGIC);
-    out.extend_from_slice(&(base.len() as u64).to_le_bytes());
-    out.extend_from_slice(&base);
-    let check = blake3::hash(&out);
-    out.extend_from_slice(check.as_bytes());
+    let mut out = crate::framed::write(MAGIC, &base, 0);
     let records: Vec<Vec<u8>> = lattice
         .iter()
         .enumerate()
@@ -157,22 +152,12 @@ pub fn restore(bytes: &[u8]) -> Result<Restored, ShallowError> {
     if !is_shallow(bytes) {
         return Err(ShallowError::NotShallow);
     }
-    let damaged = |why: &str| ShallowError::Damaged(why.into());
-    let len = bytes
-        .get(16..24)
-        .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
-        .ok_or_else(|| damaged("it ends in its header"))?;
-    let end = 24usize
-        .checked_add(usize::try_from(len).map_err(|_| damaged("its base is too long"))?)
-        .filter(|e| e.checked_add(32).is_some_and(|t| t <= bytes.len()))
-        .ok_or_else(|| damaged("its base runs past the end of the file"))?;
-    if blake3::hash(&bytes[..end]).as_bytes() != &bytes[end..end + 32] {
-        return Err(damaged("the base's checksum does not match"));
-    }
+    let (base, rest) =
+        crate::framed::read(bytes, "base", u64::MAX).map_err(ShallowError::Damaged)?;
     let (depth, clock, kept, leaves): BaseRecord =
-        lcloud_core::codec::from_canonical_capped(&bytes[24..end], end - 24)
-            .map_err(|e| damaged(&format!("its base: {e}")))?;
-    let b = bundle::decode(&bytes[end + 32..])?;
+        lcloud_core::codec::from_canonical_capped(base, base.len())
+            .map_err(|e| ShallowError::Damaged(format!("its base: {e}")))?;
+    let b = bundle::decode(rest)?;
     let bad = |why: String| ShallowError::Base(why);
     if kept.len() >= b.records.len() {
         return Err(bad(format!(

@@ -5,45 +5,12 @@
 
 mod common;
 
-use common::ops;
-use ed25519_consensus::SigningKey;
-use lcloud_core::{CompactError, Cut, Experience, Genesis, NodeId, Op, Replica, Value, Verified};
+use common::members::{self, grow, keys};
+use lcloud_core::{CompactError, Cut, Experience, NodeId, Op, Replica, Value, Verified};
 use lcloud_store::{Retain, Store, StoreError};
 
-/// Checkpoint spacing: small, so short histories have final checkpoints.
-const EVERY: u64 = 16;
-
-fn keys() -> Vec<SigningKey> {
-    (1..=2u8).map(|k| SigningKey::from([k; 32])).collect()
-}
-
-fn id(k: &SigningKey) -> NodeId {
-    NodeId(k.verification_key().to_bytes())
-}
-
 fn genesis() -> Verified<Experience> {
-    let keys = keys();
-    Experience::create_genesis(
-        &keys[0],
-        Genesis::members_only("compact", vec![id(&keys[1])]),
-    )
-}
-
-/// `rounds` rounds in which both members write seeded ops and attest what is due.
-fn grow(r: &mut Replica, rounds: usize, seed: &mut u64) {
-    let keys = keys();
-    for _ in 0..rounds {
-        for k in &keys {
-            r.write(k, ops(seed)).unwrap();
-        }
-        for k in &keys {
-            if let Some(depth) = r.lattice().attestation_due(&id(k), EVERY) {
-                let cut = Cut::Clock(r.lattice().depth_cut(depth));
-                let root = r.state_at(&cut).unwrap().root();
-                r.write(k, vec![Op::Attest { depth, root }]).unwrap();
-            }
-        }
-    }
+    members::genesis("compact")
 }
 
 /// Imports everything `source` holds into the store in `dir` (what is behind a compaction

@@ -96,3 +96,44 @@ pub fn import_reporting(
     let report = store.import(&mut local, &refs, &mut |_| {}).unwrap();
     (local, report)
 }
+
+/// A members-only cloud of two members who attest checkpoints every [`members::EVERY`]
+/// depths, so that short histories have final checkpoints.
+pub mod members {
+    use ed25519_consensus::SigningKey;
+    use lcloud_core::{Cut, Experience, Genesis, NodeId, Op, Replica, Verified};
+
+    /// Checkpoint spacing: small, so short histories have final checkpoints.
+    pub const EVERY: u64 = 16;
+
+    pub fn keys() -> Vec<SigningKey> {
+        (1..=2u8).map(|k| SigningKey::from([k; 32])).collect()
+    }
+
+    pub fn id(k: &SigningKey) -> NodeId {
+        NodeId(k.verification_key().to_bytes())
+    }
+
+    /// The cloud's genesis, named `name`: the first key creates it, the second is a member.
+    pub fn genesis(name: &str) -> Verified<Experience> {
+        let keys = keys();
+        Experience::create_genesis(&keys[0], Genesis::members_only(name, vec![id(&keys[1])]))
+    }
+
+    /// `rounds` rounds in which both members write seeded ops and attest what is due.
+    pub fn grow(r: &mut Replica, rounds: usize, seed: &mut u64) {
+        let keys = keys();
+        for _ in 0..rounds {
+            for k in &keys {
+                r.write(k, super::ops(seed)).unwrap();
+            }
+            for k in &keys {
+                if let Some(depth) = r.lattice().attestation_due(&id(k), EVERY) {
+                    let cut = Cut::Clock(r.lattice().depth_cut(depth));
+                    let root = r.state_at(&cut).unwrap().root();
+                    r.write(k, vec![Op::Attest { depth, root }]).unwrap();
+                }
+            }
+        }
+    }
+}
