@@ -132,19 +132,11 @@ pub fn export(replica: &Replica, cut: &VectorClock, full: bool) -> Result<Vec<u8
         .state_at(&Cut::Clock(exact.clone()))
         .map_err(|e| ProofError::Unprovable(e.to_string()))?
         .root();
-    let checkpoint = if full {
-        None
-    } else {
-        match replica.compacted() {
-            Ok(c) => Some(c).filter(|c| {
-                c.lattice()
-                    .compaction_point()
-                    .is_some_and(|(_, at)| at.le(&exact))
-            }),
-            Err(_) => None,
-        }
-    };
-    let body = match &checkpoint {
+    // The deepest final checkpoint, compacted at, unless the whole history is asked for.
+    let deepest = if full { None } else { replica.compacted().ok() };
+    let point = |c: &Replica| c.lattice().compaction_point().cloned().expect("compacted");
+    let checkpoint = deepest.as_ref().filter(|c| point(c).1.le(&exact));
+    let body = match checkpoint {
         Some(c) => {
             let l = c.lattice();
             let depth = l.compaction_point().expect("compacted").0;
@@ -164,12 +156,25 @@ pub fn export(replica: &Replica, cut: &VectorClock, full: bool) -> Result<Vec<u8
             shallow::encode(c, &|i| needed.contains(&i) || l.clock(i).le(&exact))
         }
         None => {
-            if let Some((depth, at)) = lattice.compaction_point() {
-                return Err(ProofError::Unprovable(format!(
-                    "this store was compacted at the final checkpoint of depth {depth}, and \
-                     the history below it is gone: a proof must start from that checkpoint \
-                     (drop --full), and its cut must contain the checkpoint's ({at})"
-                )));
+            if lattice.compaction_point().is_some() {
+                let why = match (&deepest, full) {
+                    (Some(c), _) => {
+                        let (depth, at) = point(c);
+                        format!(
+                            "this store was compacted and the history below its checkpoints \
+                             is gone: a proof starts from its deepest final checkpoint (depth \
+                             {depth}), so its cut must contain that checkpoint's ({at})"
+                        )
+                    }
+                    (None, true) => "this store was compacted and the history below its \
+                                     checkpoint is gone: drop --full to start from a final \
+                                     checkpoint"
+                        .into(),
+                    (None, false) => "this store was compacted, and no proof can start from \
+                                      its checkpoint (its cloud has calls to contracts)"
+                        .into(),
+                };
+                return Err(ProofError::Unprovable(why));
             }
             let records: Vec<Vec<u8>> = std::iter::once(0)
                 .chain(within.iter().copied().filter(|&i| i != 0))
@@ -178,9 +183,7 @@ pub fn export(replica: &Replica, cut: &VectorClock, full: bool) -> Result<Vec<u8
             bundle::encode(&replica.cloud(), records.iter().map(|r| r.as_slice()))
         }
     };
-    let depth = checkpoint
-        .as_ref()
-        .and_then(|c| c.lattice().compaction_point().map(|(d, _)| *d));
+    let depth = checkpoint.map(|c| point(c).0);
     let head = lcloud_core::codec::to_canonical(&(
         exact.0.iter().map(|(n, s)| (*n, *s)).collect::<Vec<_>>(),
         root,

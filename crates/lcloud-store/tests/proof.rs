@@ -103,6 +103,20 @@ fn a_proof_from_a_final_checkpoint_is_smaller_and_proves_the_same_roots() {
             "{err}"
         );
     }
+    // Once a deeper checkpoint is final there, a cut between the two is named as too early
+    // for it.
+    let mut later = compacted.clone();
+    grow(&mut later, 60, &mut seed);
+    let deeper = later.lattice().fixed_depth().unwrap();
+    assert!(deeper > depth);
+    let err = proof::export(&later, &now, false).unwrap_err().to_string();
+    assert!(err.contains(&format!("depth {deeper}")), "{err}");
+    let checked =
+        proof::verify(&proof::export(&later, &later.lattice().frontier(), false).unwrap()).unwrap();
+    assert_eq!(
+        (checked.checkpoint, checked.root),
+        (Some(deeper), later.root())
+    );
 }
 
 /// A small proof of each kind.
