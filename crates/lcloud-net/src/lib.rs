@@ -29,8 +29,12 @@ pub use libp2p::gossipsub::MessageId;
 
 mod codec;
 
-/// The request-response protocol name (version 1 of the sync protocol).
+/// The request-response protocol name (version 1 of the sync protocol: plain frames).
 pub const SYNC_PROTOCOL: &str = "/lcloud/sync/1";
+
+/// Version 2 of the sync protocol: the same messages, each frame's message zstd-compressed
+/// when that pays. Offered first; a peer that knows only version 1 is spoken to in it.
+pub const SYNC_PROTOCOL_2: &str = "/lcloud/sync/2";
 
 /// Largest gossip message (one experience, with room for its framing).
 pub const GOSSIP_BYTES_MAX: usize = lcloud_core::EXPERIENCE_BYTES_MAX + 1024;
@@ -404,7 +408,10 @@ pub fn start(config: Config) -> Result<Net, NetError> {
             )?;
             let sync = request_response::Behaviour::with_codec(
                 codec::SyncCodec,
-                [(StreamProtocol::new(SYNC_PROTOCOL), ProtocolSupport::Full)],
+                [
+                    (StreamProtocol::new(SYNC_PROTOCOL_2), ProtocolSupport::Full),
+                    (StreamProtocol::new(SYNC_PROTOCOL), ProtocolSupport::Full),
+                ],
                 request_response::Config::default()
                     .with_request_timeout(Duration::from_secs(30))
                     .with_max_concurrent_streams(16),
