@@ -59,13 +59,7 @@ enum Keep<'a> {
 
 /// W10's history of `ops` ops, kept as `keep` says.
 fn history(ops: usize, keep: Keep<'_>) -> (Replica, Stats) {
-    let keys: Vec<SigningKey> = (1..=3u8).map(|k| SigningKey::from([k; 32])).collect();
-    let ids: Vec<NodeId> = keys
-        .iter()
-        .map(|k| NodeId(k.verification_key().to_bytes()))
-        .collect();
-    let genesis =
-        Experience::create_genesis(&keys[0], Genesis::members_only("w10", ids[1..].to_vec()));
+    let (keys, ids, genesis) = crate::three_members("w10");
     let mut stored = match keep {
         Keep::Stored(dir) => {
             Some(lcloud_store::Store::create(&dir.join("w10"), &genesis).expect("a store"))

@@ -83,6 +83,29 @@ pub fn key(i: usize) -> String {
     format!("k{}", i % 1000)
 }
 
+/// Three members' keys, their node ids, and the genesis of a members-only cloud named `name`
+/// that the first creates (W10, W11, W13).
+pub fn three_members(
+    name: &str,
+) -> (
+    Vec<ed25519_consensus::SigningKey>,
+    Vec<lcloud_core::NodeId>,
+    lcloud_core::Verified<lcloud_core::Experience>,
+) {
+    let keys: Vec<ed25519_consensus::SigningKey> = (1..=3u8)
+        .map(|k| ed25519_consensus::SigningKey::from([k; 32]))
+        .collect();
+    let ids: Vec<lcloud_core::NodeId> = keys
+        .iter()
+        .map(|k| lcloud_core::NodeId(k.verification_key().to_bytes()))
+        .collect();
+    let genesis = lcloud_core::Experience::create_genesis(
+        &keys[0],
+        lcloud_core::Genesis::members_only(name, ids[1..].to_vec()),
+    );
+    (keys, ids, genesis)
+}
+
 /// A small seeded generator (SplitMix64) for the random cuts of W7.
 pub struct Rng(pub u64);
 

@@ -11,20 +11,13 @@
 
 use std::time::Instant;
 
-use ed25519_consensus::SigningKey;
-use lcloud_core::{CHECKPOINT_EVERY, Cut, Experience, Genesis, NodeId, Op, Path, Replica, Value};
+use lcloud_core::{CHECKPOINT_EVERY, Cut, Op, Path, Replica, Value};
 use lcloud_store::proof;
 use serde_json::{Value as J, json};
 
 /// W13 for a history of `ops` single-op experiences.
 pub fn run(ops: usize) -> J {
-    let keys: Vec<SigningKey> = (1..=3u8).map(|k| SigningKey::from([k; 32])).collect();
-    let ids: Vec<NodeId> = keys
-        .iter()
-        .map(|k| NodeId(k.verification_key().to_bytes()))
-        .collect();
-    let genesis =
-        Experience::create_genesis(&keys[0], Genesis::members_only("w13", ids[1..].to_vec()));
+    let (keys, ids, genesis) = crate::three_members("w13");
     let mut r = Replica::with_registry(genesis, lcloud_contracts::registry()).expect("a genesis");
     let mut written = 0;
     while written < ops {
