@@ -12,7 +12,7 @@ use lcloud_core::{Cut, Id, Idx, Replica, VectorClock};
 use lcloud_store::Store;
 use serde_json::json;
 
-use crate::commands::print;
+use crate::commands::{clock_json, print};
 
 /// One node: a directory, opened, or a running node's API.
 struct Side {
@@ -81,13 +81,6 @@ impl Side {
             }
         }
     }
-}
-
-fn clock_json(c: &VectorClock) -> serde_json::Value {
-    c.0.iter()
-        .map(|(n, s)| (n.to_hex(), json!(s)))
-        .collect::<serde_json::Map<_, _>>()
-        .into()
 }
 
 fn plural(n: usize, what: &str) -> String {

@@ -227,9 +227,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Clock => {
             let node = open(&dir)?;
             let clock = node.replica.lattice().frontier();
-            let as_json: BTreeMap<String, u64> =
-                clock.0.iter().map(|(n, s)| (n.to_hex(), *s)).collect();
-            print(json_out, json!({"clock": as_json}), || {
+            print(json_out, json!({"clock": clock_json(&clock)}), || {
                 node.names.show_clock(&clock)
             });
             Ok(())
@@ -382,6 +380,14 @@ pub fn write_ops(command: &Command) -> Result<Option<Vec<Op>>> {
         },
         _ => return Ok(None),
     }))
+}
+
+/// A clock as JSON: node id (hex) → seq, in node id order.
+pub(crate) fn clock_json(c: &lcloud_core::VectorClock) -> serde_json::Value {
+    c.0.iter()
+        .map(|(n, s)| (n.to_hex(), json!(s)))
+        .collect::<serde_json::Map<_, _>>()
+        .into()
 }
 
 pub(crate) fn print(json_out: bool, value: serde_json::Value, human: impl FnOnce() -> String) {

@@ -80,9 +80,8 @@ pub(super) fn export_proof(
             c
         }
     };
-    let bytes = lcloud_store::proof::export(&node.replica, &clock, full)
+    let (bytes, checked) = lcloud_store::proof::export_checked(&node.replica, &clock, full)
         .with_context(|| format!("cannot prove the cut {cut:?}"))?;
-    let checked = lcloud_store::proof::verify(&bytes).context("the proof just made")?;
     write_atomically(file, &bytes)?;
     print(
         json_out,
@@ -153,13 +152,6 @@ fn proof_from(c: &lcloud_store::proof::Checked) -> String {
         ),
         None => format!("from the genesis: {} experiences", c.experiences),
     }
-}
-
-fn clock_json(c: &lcloud_core::VectorClock) -> serde_json::Value {
-    c.0.iter()
-        .map(|(n, s)| (n.to_hex(), json!(s)))
-        .collect::<serde_json::Map<_, _>>()
-        .into()
 }
 
 /// Writes `bytes` to `file` through a `.partial` file renamed over it.

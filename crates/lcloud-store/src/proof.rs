@@ -119,6 +119,15 @@ type Head = (Vec<(NodeId, u64)>, Id, Option<u64>);
 /// (unless `full`), else from the whole history. The proof is checked with [`verify`] before
 /// it is returned, and must fold to this replica's own root at the cut.
 pub fn export(replica: &Replica, cut: &VectorClock, full: bool) -> Result<Vec<u8>, ProofError> {
+    export_checked(replica, cut, full).map(|(bytes, _)| bytes)
+}
+
+/// [`export`], with what [`verify`] found in the proof (so a caller need not check it again).
+pub fn export_checked(
+    replica: &Replica,
+    cut: &VectorClock,
+    full: bool,
+) -> Result<(Vec<u8>, Checked), ProofError> {
     let lattice = replica.lattice();
     // The cut, named by what it holds: each node's highest seq within it.
     let within: Vec<Idx> = (0..lattice.len() as Idx)
@@ -199,7 +208,7 @@ pub fn export(replica: &Replica, cut: &VectorClock, full: bool) -> Result<Vec<u8
             checked.root
         )));
     }
-    Ok(out)
+    Ok((out, checked))
 }
 
 /// Whether `bytes` start as a proof.
