@@ -381,6 +381,14 @@ pub(crate) enum Command {
         #[arg(long, value_enum, default_value_t = RetainArg::Headers)]
         retain: RetainArg,
     },
+    /// Give the store file's free pages back to the file system (docs/store.md, "Closing").
+    ///
+    /// redb keeps the pages that earlier versions of its tables used, for later commits, and
+    /// grows its file by regions; a node's clean stop gives them back for files up to 256 MiB,
+    /// this command for any size. Nothing stored changes. Stop the node that holds the
+    /// directory first.
+    #[command(after_help = "Example:\n  lcloud vacuum   (prints the file's size before and after)")]
+    Vacuum,
     /// List fork proofs (two signed experiences by one author at one seq) and check them.
     #[command(
         after_help = "Example:\n  lcloud forks --json   (the signed headers, hex, for anyone to check)"

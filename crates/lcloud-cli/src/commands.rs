@@ -21,7 +21,7 @@ mod history;
 #[path = "inspect.rs"]
 mod inspect;
 pub use history::Rejected;
-use history::{compact, export, export_proof, forks, import, verify, verify_proof};
+use history::{compact, export, export_proof, forks, import, vacuum, verify, verify_proof};
 use inspect::{conflicts, diff, is_now, log, state, state_from_index, view_state};
 
 /// Everything a command needs from the node's directory.
@@ -270,6 +270,7 @@ pub fn run(cli: Cli) -> Result<()> {
         }
         Command::Verify => verify(&dir, json_out),
         Command::Compact { retain } => compact(&dir, json_out, retain),
+        Command::Vacuum => vacuum(&dir, json_out),
         Command::Forks => forks(&dir, json_out),
         Command::Demo { story } => crate::demo::run(cli.dir.clone(), story),
         Command::Contract { action } => crate::contract::run(&dir, json_out, action),

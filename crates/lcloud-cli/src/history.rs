@@ -386,6 +386,24 @@ pub(super) fn compact(dir: &FsPath, json_out: bool, retain: crate::RetainArg) ->
     Ok(())
 }
 
+pub(super) fn vacuum(dir: &FsPath, json_out: bool) -> Result<()> {
+    let done = Store::open(dir)?.vacuum()?;
+    let (before, after) = done.bytes;
+    print(
+        json_out,
+        json!({"bytes": {"before": before, "after": after}}),
+        || {
+            format!(
+                "store {} → {} ({} given back)",
+                human_bytes(before),
+                human_bytes(after),
+                human_bytes(before.saturating_sub(after))
+            )
+        },
+    );
+    Ok(())
+}
+
 fn human_bytes(n: u64) -> String {
     match n {
         0..1_000_000 => format!("{:.1} kB", n as f64 / 1e3),

@@ -295,8 +295,19 @@ async fn serve(
     // Stop the core after the API: it finishes what it is doing; everything acknowledged is
     // already durable.
     let _ = inbox.send(Msg::Stop);
-    let store = core.await.ok().and_then(|r| r.ok());
-    drop(store);
+    if let Ok(Ok(node::Ended::Stopped(store))) = core.await {
+        match store.close() {
+            Ok(closed) if closed.bytes.1 < closed.bytes.0 => tracing::info!(
+                before = closed.bytes.0,
+                after = closed.bytes.1,
+                "gave the store file's free pages back"
+            ),
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "could not close the store cleanly; the next start checks it")
+            }
+        }
+    }
     println!("stopped");
     Ok(())
 }

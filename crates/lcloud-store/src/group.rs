@@ -61,7 +61,7 @@ pub(crate) const LEVEL: i32 = 1;
 /// The most bytes a group's content may take before compression (format 9): a group that
 /// compresses well takes records until its compressed form nearly fills its room
 /// ([`grown_limit`]), so that it does not waste the rest of its run of pages.
-pub(crate) const GROUP_RAW_MAX: usize = 8 * GROUP_BYTES;
+pub(crate) const GROUP_RAW_MAX: usize = 32 * GROUP_BYTES;
 
 /// How far a group whose content is `content` may grow before compression, at least `limit`:
 /// from what it compresses to now, as far as would fill seven eighths of its room

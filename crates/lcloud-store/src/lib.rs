@@ -35,5 +35,7 @@ pub use error::StoreError;
 pub use identity::Identity;
 pub use import::ImportReport;
 pub use sign::{PendingSigs, SignPool, Signed};
-pub use store::{COMPACT_ABOVE_MIN, Compaction, Retain, Store, compaction_due};
+pub use store::{
+    CLOSE_VACUUM_MAX, COMPACT_ABOVE_MIN, Compaction, Retain, Store, Vacuumed, compaction_due,
+};
 pub use tokens::{Denied, Scope, TokenError, TokenInfo, Tokens};

@@ -29,6 +29,8 @@ use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, Tab
 
 #[path = "base.rs"]
 mod base;
+#[path = "close.rs"]
+mod close;
 #[path = "load.rs"]
 mod load;
 #[path = "local.rs"]
@@ -43,6 +45,7 @@ mod read;
 mod seq_guard;
 pub use base::{COMPACT_ABOVE_MIN, Compaction, Retain, compaction_due};
 pub(crate) use base::{admin_bits, admin_of};
+pub use close::{CLOSE_VACUUM_MAX, Vacuumed};
 pub(crate) use local::plan_batch;
 use std::sync::Arc;
 
