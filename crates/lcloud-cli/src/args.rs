@@ -282,15 +282,23 @@ pub(crate) enum Command {
         /// The later cut.
         to: String,
     },
-    /// Show the history, newest first, one lane per node; forks marked. `--node NODE` (an
-    /// alias or id prefix) shows only that node's chain.
+    /// Show the history, newest first (canonical order reversed), one lane per node; forks
+    /// and rejected contract calls marked. `--node NODE` (an alias or id prefix) shows only
+    /// that node's chain. `--limit N` shows a page of the newest N and says how to get the
+    /// next; against a running node (`--node URL`) the node answers the page from its memory.
     #[command(
-        after_help = "Examples:\n  lcloud log --graph\n  lcloud log --node bob      (only bob's chain)"
+        after_help = "Examples:\n  lcloud log --graph\n  lcloud log --node bob      (only bob's chain)\n  lcloud log --graph --limit 1000\n  lcloud log --limit 1000 --before 41.9f2c…   (the page after, as the last one said)"
     )]
     Log {
         /// Draw one lane per node.
         #[arg(long)]
         graph: bool,
+        /// Show at most this many experiences (1 to 10 000), the newest first.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=10_000))]
+        limit: Option<u64>,
+        /// Start after this cursor (`DEPTH.ID`, printed at the end of a page).
+        #[arg(long, value_name = "CURSOR")]
+        before: Option<String>,
     },
     /// Write a bundle of experiences for another node (offline merge).
     #[command(

@@ -8,7 +8,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use lcloud_core::{
     Cut, EXPERIENCE_BYTES_MAX, Experience, ForkPolicy, Genesis, Id, NodeId, OPS_MAX, Op, Replica,
-    State, Value, Verified, View, validate,
+    State, Value, Verified, validate,
 };
 use lcloud_store::{Identity, Store, bundle};
 use serde_json::json;
@@ -19,10 +19,10 @@ use crate::{Cli, Command, CutArgs, InitArgs, KeyAction, MemberAction, NodeAction
 #[path = "history.rs"]
 mod history;
 #[path = "inspect.rs"]
-mod inspect;
+pub(crate) mod inspect;
 pub use history::Rejected;
 use history::{compact, export, export_proof, forks, import, vacuum, verify, verify_proof};
-use inspect::{conflicts, diff, is_now, log, state, state_from_index, view_state};
+use inspect::{Page, conflicts, diff, log, root, state};
 
 /// Everything a command needs from the node's directory.
 pub(crate) struct Node {
@@ -212,17 +212,7 @@ pub fn run(cli: Cli) -> Result<()> {
         } => crate::membership::rotate_key(&dir, json_out),
         Command::State { path, cut } => state(&dir, json_out, path, &cut),
         Command::Conflicts { path } => conflicts(&dir, json_out, &path),
-        Command::Root { cut } => {
-            let root = if is_now(&cut) {
-                Store::open(&dir)?.state()?.root()
-            } else if let Some(state) = state_from_index(&dir, &cut)? {
-                state.root()
-            } else {
-                view_state(&open(&dir)?, &cut)?.root()
-            };
-            print(json_out, json!({"root": root.to_hex()}), || root.to_hex());
-            Ok(())
-        }
+        Command::Root { cut } => root(&dir, json_out, &cut),
         Command::Status => crate::status::offline(&dir, json_out),
         Command::Clock => {
             let node = open(&dir)?;
@@ -245,7 +235,17 @@ pub fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Diff { from, to } => diff(&dir, json_out, &from, &to),
-        Command::Log { graph } => log(&dir, json_out, graph, cli.node.clone()),
+        Command::Log {
+            graph,
+            limit,
+            before,
+        } => log(
+            &dir,
+            json_out,
+            graph,
+            cli.node.clone(),
+            &Page { limit, before },
+        ),
         Command::Export {
             file,
             since,

@@ -11,7 +11,7 @@ mod demo;
 mod demo_contracts;
 mod membership;
 mod remote;
-mod resolve;
+use lcloud_node::resolve;
 mod status;
 mod token;
 
@@ -55,19 +55,12 @@ fn remote_run(
     if matches!(command, Command::Contract { .. } | Command::Call { .. }) {
         return contract::remote(&remote, json_out, command);
     }
-    let no_cut = |cut: &CutArgs| {
-        cut.at.is_none() && cut.heads.is_none() && cut.without.is_none() && cut.seen_by.is_none()
-    };
     match command {
-        Command::State { path, cut } if no_cut(&cut) => {
-            let p = path.unwrap_or_default();
-            let v = remote.get("/api/state", &[("path", p.as_str())])?;
-            show(v.clone(), serde_json::to_string_pretty(&v)?);
-        }
-        Command::Root { cut } if no_cut(&cut) => {
-            let v = remote.get("/api/root", &[])?;
-            show(v.clone(), v["root"].as_str().unwrap_or_default().to_owned());
-        }
+        command @ (Command::State { .. }
+        | Command::Root { .. }
+        | Command::Conflicts { .. }
+        | Command::Diff { .. }
+        | Command::Log { .. }) => commands::inspect::remote(&remote, json_out, command)?,
         Command::Status => {
             let v = remote.get("/api/status", &[])?;
             show(v.clone(), status::render(&v, &status::short));
@@ -138,12 +131,7 @@ fn remote_run(
                 .into());
             }
         }
-        command @ (Command::State { .. }
-        | Command::Root { .. }
-        | Command::Conflicts { .. }
-        | Command::Diff { .. }
-        | Command::Log { .. }
-        | Command::Export { .. }
+        command @ (Command::Export { .. }
         | Command::Verify
         | Command::Forks
         | Command::Member {

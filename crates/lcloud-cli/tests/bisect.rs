@@ -153,7 +153,7 @@ fn bisect_names_the_experience_after_which_a_damaged_store_differs() {
             "",
         );
         assert!(
-            status == 400 && body.contains("bad clock"),
+            status == 422 && body.contains("bad clock"),
             "{status} {body}"
         );
     }

@@ -16,11 +16,11 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::contracts::Deployed;
 
+#[path = "history.rs"]
+mod history;
 #[path = "openapi.rs"]
 mod openapi;
-use crate::node::{
-    Announced, Call, ContractWritten, CutRefused, Deploy, Invoke, Msg, Status, WriteError,
-};
+use crate::node::{Announced, Call, ContractWritten, Deploy, Invoke, Msg, Status, WriteError};
 pub use openapi::openapi_document;
 
 /// What the handlers share.
@@ -138,8 +138,11 @@ pub fn router(api: Api, debug: bool, cors: &[axum::http::HeaderValue]) -> Router
             "/api/openapi.json",
             get(move || async move { Json(openapi_document(debug)) }),
         )
-        .route("/api/state", get(state))
-        .route("/api/root", get(root))
+        .route("/api/state", get(history::state))
+        .route("/api/root", get(history::root))
+        .route("/api/diff", get(history::diff))
+        .route("/api/log", get(history::log))
+        .route("/api/conflicts", get(history::conflicts))
         .route("/api/status", get(status))
         .route("/api/heads", get(heads))
         .route("/api/clock", get(clock))
@@ -187,47 +190,17 @@ async fn health() -> Response {
     Json(json!({"ok": true})).into_response()
 }
 
-#[derive(serde::Deserialize)]
-struct PathQuery {
-    path: Option<String>,
-}
-
 /// A query string the route cannot read: a JSON error like every other (axum's own is text).
-fn bad_query(e: axum::extract::rejection::QueryRejection) -> Response {
+pub(crate) fn bad_query(e: axum::extract::rejection::QueryRejection) -> Response {
     error(
         StatusCode::BAD_REQUEST,
         format!("bad query string: {}", e.body_text()),
     )
 }
 
-async fn state(
-    State(api): State<Api>,
-    q: Result<Query<PathQuery>, axum::extract::rejection::QueryRejection>,
-) -> Response {
-    let q = match q {
-        Ok(Query(q)) => q,
-        Err(e) => return bad_query(e),
-    };
-    let pointer = q.path.unwrap_or_default();
-    let path = match Path::parse(&pointer) {
-        Ok(p) => p,
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                format!("bad path {pointer:?}: {e} (paths are JSON Pointers like /users/alice)"),
-            );
-        }
-    };
-    match api.ask(|tx| Call::State(path, tx)).await {
-        Ok(Some(v)) => Json(v).into_response(),
-        Ok(None) => error(StatusCode::NOT_FOUND, format!("nothing at {pointer:?}")),
-        Err(r) => r,
-    }
-}
-
 /// The status with its state root, hashed on a blocking thread: the node's thread is not held
 /// while a large state is hashed.
-async fn status_with_root(api: &Api) -> Result<(Status, Id), Response> {
+pub(crate) async fn status_with_root(api: &Api) -> Result<(Status, Id), Response> {
     let s = api.ask(Call::Status).await?;
     tokio::task::spawn_blocking(move || {
         let root = s.root();
@@ -338,55 +311,6 @@ async fn status(State(api): State<Api>) -> Response {
     let mut body = status_json(&s, &root);
     body["finality"] = finality;
     Json(body).into_response()
-}
-
-#[derive(serde::Deserialize)]
-struct AtQuery {
-    at: Option<String>,
-}
-
-/// `GET /api/root`: the state root now, or with `?at=CLOCK` (`NODE:SEQ,…`, full hex node ids)
-/// at that past cut, as `lcloud root --at` answers it (what `lcloud bisect` compares).
-async fn root(
-    State(api): State<Api>,
-    q: Result<Query<AtQuery>, axum::extract::rejection::QueryRejection>,
-) -> Response {
-    let q = match q {
-        Ok(Query(q)) => q,
-        Err(e) => return bad_query(e),
-    };
-    let Some(at) = q.at else {
-        return match status_with_root(&api).await {
-            Ok((_, root)) => Json(json!({"root": root.to_hex()})).into_response(),
-            Err(r) => r,
-        };
-    };
-    let clock = match lcloud_core::VectorClock::parse(&at, lcloud_core::NodeId::from_hex) {
-        Ok(c) => c,
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                format!("bad clock {at:?}: {e} (NODE:SEQ,… with 64-hex-digit node ids)"),
-            );
-        }
-    };
-    let state = match api.ask(|tx| Call::StateAt(clock.clone(), tx)).await {
-        Ok(Ok(state)) => state,
-        Ok(Err(CutRefused::NotHeld(why))) => return error(StatusCode::NOT_FOUND, why),
-        Ok(Err(CutRefused::Compacted(why))) => return error(StatusCode::GONE, why),
-        Ok(Err(CutRefused::Failed(why))) => {
-            return error(StatusCode::INTERNAL_SERVER_ERROR, why);
-        }
-        Err(r) => return r,
-    };
-    match tokio::task::spawn_blocking(move || state.root()).await {
-        Ok(root) => Json(json!({
-            "root": root.to_hex(),
-            "at": clock.0.iter().map(|(n, s)| (n.to_hex(), json!(s))).collect::<serde_json::Map<_, _>>(),
-        }))
-        .into_response(),
-        Err(_) => error(StatusCode::INTERNAL_SERVER_ERROR, "hashing the state failed"),
-    }
 }
 
 async fn heads(State(api): State<Api>) -> Response {

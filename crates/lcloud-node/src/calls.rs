@@ -1,34 +1,54 @@
 //! The API's calls to the node's core: reads, writes, imports, contracts, status and metrics.
 
 use super::*;
-use lcloud_core::{Cut, State, VectorClock};
+use crate::inspect::{self, CutText, Refused};
+use crate::resolve::Names;
+use lcloud_core::State;
 
 impl Node {
     pub(super) fn contract_names(&self) -> BTreeMap<Id, String> {
         self.store.contract_names().unwrap_or_default()
     }
 
-    /// The state at `clock`: from the store's time-travel index when it can answer (as
-    /// `lcloud root --at` does), else from the fold.
-    fn state_at(&self, clock: VectorClock) -> Result<State, CutRefused> {
-        use lcloud_core::ViewError;
-        match self.store.state_at_clock(&clock) {
-            Ok(Some(state)) => return Ok(state),
-            Ok(None) => {}
-            Err(e @ StoreError::ClockAhead { .. }) => {
-                return Err(CutRefused::NotHeld(e.to_string()));
+    /// The names this node resolves what a client types with: its aliases, and every author
+    /// and member it knows.
+    fn names(&self) -> Names {
+        Names::new(self.store.aliases().unwrap_or_default(), &self.replica)
+    }
+
+    /// The state at `cut`: at a clock from the store's time-travel index when it can answer
+    /// (as `lcloud root --at` does), else from the fold.
+    fn view(&self, cut: &CutText) -> Result<State, Refused> {
+        let names = self.names();
+        if let Some(clock) = cut.clock_only(&names)? {
+            match self.store.state_at_clock(&clock) {
+                Ok(Some(state)) => return Ok(state),
+                Ok(None) => {}
+                Err(e @ StoreError::ClockAhead { .. }) => {
+                    return Err(Refused::NotHeld(e.to_string()));
+                }
+                Err(e @ StoreError::Compacted { .. }) => {
+                    return Err(Refused::Compacted(e.to_string()));
+                }
+                Err(e) => return Err(Refused::Failed(e.to_string())),
             }
-            Err(e @ StoreError::Compacted { .. }) => {
-                return Err(CutRefused::Compacted(e.to_string()));
-            }
-            Err(e) => return Err(CutRefused::Failed(e.to_string())),
         }
-        self.replica
-            .state_at(&Cut::Clock(clock))
-            .map_err(|e| match e {
-                ViewError::Compacted { .. } => CutRefused::Compacted(e.to_string()),
-                _ => CutRefused::NotHeld(e.to_string()),
-            })
+        Ok(self.replica.view(&cut.view(&names, &self.replica)?)?)
+    }
+
+    fn answer(&self, q: Question) -> Result<serde_json::Value, Refused> {
+        match q {
+            Question::Diff { from, to } => inspect::diff(&self.names(), &self.replica, &from, &to),
+            Question::Log {
+                only,
+                before,
+                limit,
+            } => {
+                let only = only.map(|n| self.names().node(&n)).transpose()?;
+                inspect::log(&self.replica, only, before.as_deref(), Some(limit))
+            }
+            Question::Conflicts(path) => inspect::conflicts(&self.replica, &path),
+        }
     }
 
     pub(super) fn on_call(&mut self, call: Call) {
@@ -44,8 +64,11 @@ impl Node {
             Call::Status(reply) => {
                 let _ = reply.send(self.status());
             }
-            Call::StateAt(clock, reply) => {
-                let _ = reply.send(self.state_at(clock));
+            Call::View(cut, reply) => {
+                let _ = reply.send(self.view(&cut));
+            }
+            Call::Ask(q, reply) => {
+                let _ = reply.send(self.answer(q));
             }
             Call::Finality(reply) => {
                 let _ = reply.send(crate::api::finality_json(self.replica.lattice()));

@@ -15,7 +15,9 @@ pub mod auth;
 pub mod bundles;
 pub mod contracts;
 pub mod guard;
+pub mod inspect;
 pub mod node;
+pub mod resolve;
 pub mod serve;
 
 use std::net::SocketAddr;

@@ -4,21 +4,33 @@
 use std::collections::BTreeMap;
 
 use lcloud_core::sync::Summary;
-use lcloud_core::{Id, NodeId, Op, Path, State, VectorClock};
+use lcloud_core::{Id, NodeId, Op, Path, State};
 use lcloud_net::{Event, Peer};
 use tokio::sync::oneshot;
 
 use super::{Checked, Rotated};
+use crate::inspect::{CutText, Refused};
 
-/// Why the node cannot give the state at a cut.
-#[derive(Debug)]
-pub enum CutRefused {
-    /// The cut names seqs this node does not hold.
-    NotHeld(String),
-    /// The cut lies before the node's compaction point.
-    Compacted(String),
-    /// The store failed.
-    Failed(String),
+/// A question about the history the node answers as `lcloud_node::inspect` does.
+pub enum Question {
+    /// `{"changes": …}` from one cut to another (`now`, a clock, `@IDS`).
+    Diff {
+        /// The earlier cut.
+        from: String,
+        /// The later cut.
+        to: String,
+    },
+    /// A page of the log, newest first.
+    Log {
+        /// Only this node's chain (alias or id prefix).
+        only: Option<String>,
+        /// After this cursor.
+        before: Option<String>,
+        /// At most this many rows.
+        limit: usize,
+    },
+    /// The concurrent values of a register.
+    Conflicts(Path),
 }
 
 /// What the API asks the node.
@@ -29,9 +41,14 @@ pub enum Call {
     State(Path, oneshot::Sender<Option<serde_json::Value>>),
     /// State root, heads, frontier clock, counts.
     Status(oneshot::Sender<Status>),
-    /// The state at a past cut (time travel), answered from the store's index when it can,
-    /// else from the fold: what `lcloud root --at` answers.
-    StateAt(VectorClock, oneshot::Sender<Result<State, CutRefused>>),
+    /// The state at a past cut or view (time travel), answered from the store's index when
+    /// it can, else from the fold: what `lcloud state` and `lcloud root` answer.
+    View(CutText, oneshot::Sender<Result<State, Refused>>),
+    /// A diff, a page of the log, or a register's conflicts, as JSON.
+    Ask(
+        Question,
+        oneshot::Sender<Result<serde_json::Value, Refused>>,
+    ),
     /// The stable frontier and the checkpoints, as `/api/status` shows them
     /// ([`crate::api::finality_json`]); asked only by that route, as it costs more than the
     /// rest of the status.

@@ -56,22 +56,65 @@ pub fn openapi_document(debug: bool) -> J {
     doc
 }
 
+/// The query parameters that name a cut or view (`/api/state`, `/api/root`), with `path`
+/// first when `with_path`.
+fn cut_params(with_path: bool) -> J {
+    let text = |name: &str, what: &str| json!({"name": name, "in": "query", "required": false, "description": what, "schema": {"type": "string"}});
+    let mut params = vec![
+        text("at", "a vector clock, NODE:SEQ entries comma-separated"),
+        text(
+            "heads",
+            "experience id prefixes, comma-separated: the cut they head",
+        ),
+        text("without", "a node whose ops are left out"),
+        text(
+            "seen_by",
+            "NODE@SEQ: what that node had seen when it wrote that experience",
+        ),
+    ];
+    if with_path {
+        params.insert(0, json!({"name": "path", "in": "query", "required": false, "schema": {"type": "string", "pattern": "^(/([^~]|~[01])*)*$"}}));
+    }
+    J::Array(params)
+}
+
 /// The routes of [`openapi_document`], before the guard's answers are added to each.
 fn paths_document() -> J {
     let err = json!({"description": "error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}});
     let ok_json = |desc: &str, schema: J| json!({"description": desc, "content": {"application/json": {"schema": schema}}});
+    let log_row = json!({"type": "object", "required": ["id", "author", "seq", "depth", "deps", "ops", "fork", "rejected"], "properties": {
+        "id": {"type": "string"}, "author": {"type": "string"}, "seq": {"type": "integer"}, "depth": {"type": "integer"},
+        "deps": {"type": "array", "items": {"type": "string"}}, "ops": {"type": "array", "items": {"type": "string"}},
+        "fork": {"type": "boolean"},
+        "rejected": {"type": "array", "items": {"type": "object", "properties": {"op": {"type": "integer"}, "reason": {"type": "string"}, "text": {"type": "string"}}}}}});
+    let log_page = json!({"type": "object", "required": ["log", "next"], "properties": {
+        "log": {"type": "array", "items": log_row}, "next": {"type": ["string", "null"]}}});
     json!({
         "openapi": "3.1.0",
         "info": {"title": "λCLOUD node API", "version": "1",
             "description": "Requests must name the node in Host (an IP address, localhost, or a name given with --api-host, with the API's port); a browser's Origin, when sent, must be the node's own; POST bodies must be application/json (bundles: application/octet-stream). Otherwise 403 or 415."},
         "paths": {
             "/api/state": {"get": {
-                "summary": "The current document at a path (JSON Pointer; empty: the whole document).",
-                "parameters": [{"name": "path", "in": "query", "required": false, "schema": {"type": "string", "pattern": "^(/([^~]|~[01])*)*$"}}],
-                "responses": {"200": ok_json("the value", json!({})), "400": err, "404": err}}},
-            "/api/root": {"get": {"summary": "The state root now, or with `at` (a vector clock, `NODE:SEQ` entries with 64-hex-digit node ids, comma-separated) at that past cut, as `lcloud root --at` answers it: 404 when the node does not hold the seqs it names, 410 when it lies before the node's compaction point.",
-                "parameters": [{"name": "at", "in": "query", "required": false, "schema": {"type": "string", "pattern": "^([0-9a-f]{64}:[0-9]{1,19}(,[0-9a-f]{64}:[0-9]{1,19})*)?$"}}],
-                "responses": {"200": ok_json("root", json!({"type": "object", "required": ["root"], "properties": {"root": {"type": "string"}, "at": {"type": "object", "additionalProperties": {"type": "integer"}}}})), "400": err, "404": err, "410": err}}},
+                "summary": "The document at a path (JSON Pointer; empty: the whole document), now, or at the cut or view `at`, `heads`, `without` and `seen_by` name (as `lcloud state` takes them; nodes by alias or id prefix, experiences by id prefix): at a clock alone the node answers from its time-travel index and checkpoints. 404 when the path holds nothing or the cut names seqs the node does not hold, 410 when it lies before the node's compaction point, 422 when what the query names does not resolve (a malformed clock, an unknown node or experience, more than one of `at`, `heads` and `seen_by`).",
+                "parameters": cut_params(true),
+                "responses": {"200": ok_json("the value", json!({})), "400": err, "404": err, "410": err, "422": err}}},
+            "/api/root": {"get": {"summary": "The state root now, or at the cut or view the query names (as `/api/state`; what `lcloud root` and `lcloud bisect` compare): 404 when the node does not hold the seqs it names, 410 when it lies before the node's compaction point.",
+                "parameters": cut_params(false),
+                "responses": {"200": ok_json("root", json!({"type": "object", "required": ["root"], "properties": {"root": {"type": "string"}}})), "400": err, "404": err, "410": err, "422": err}}},
+            "/api/diff": {"get": {"summary": "What changed from one cut to another, path by path (`lcloud diff`): each cut `now`, a vector clock, or `@ID,ID…` (id prefixes).",
+                "parameters": [
+                    {"name": "from", "in": "query", "required": true, "schema": {"type": "string"}},
+                    {"name": "to", "in": "query", "required": true, "schema": {"type": "string"}}],
+                "responses": {"200": ok_json("changes", json!({"type": "object", "required": ["changes"], "properties": {"changes": {"type": "array", "items": {"type": "object", "required": ["path", "before", "after"], "properties": {"path": {"type": "string"}, "before": {}, "after": {}}}}}})), "400": err, "404": err, "410": err, "422": err}}},
+            "/api/log": {"get": {"summary": "A page of the history, newest first (the canonical order reversed; `lcloud log`): at most `limit` experiences (default 1000), after the cursor `before` (a page's `next`, null on the last page), only `only`'s chain when given. Each row names the experience, its author, seq, depth, deps and ops, whether its author forked at or below it, and the contract calls the fold rejected with why.",
+                "parameters": [
+                    {"name": "only", "in": "query", "required": false, "schema": {"type": "string"}},
+                    {"name": "before", "in": "query", "required": false, "schema": {"type": "string", "pattern": "^[0-9]{1,19}\\.[0-9a-f]{64}$"}},
+                    {"name": "limit", "in": "query", "required": false, "schema": {"type": "integer", "minimum": 1, "maximum": crate::inspect::LOG_PAGE_MAX}}],
+                "responses": {"200": ok_json("page", log_page), "400": err, "422": err}}},
+            "/api/conflicts": {"get": {"summary": "The concurrent values of the register at a path, the one shown last, each with the experience that wrote it and its author (`lcloud conflicts`). 404 when no register value is there.",
+                "parameters": [{"name": "path", "in": "query", "required": true, "schema": {"type": "string", "pattern": "^(/([^~]|~[01])*)*$"}}],
+                "responses": {"200": ok_json("values", json!({"type": "object", "required": ["path", "values"], "properties": {"path": {"type": "string"}, "values": {"type": "array", "items": {"type": "object", "properties": {"experience": {"type": "string"}, "author": {"type": ["string", "null"]}, "value": {}}}}}})), "400": err, "404": err, "422": err}}},
             "/api/status": {"get": {"summary": "Node, cloud, root, heads, frontier clock, experiences, peers; parked experiences and the first ids they wait for (a gap), the number of fork proofs, and finality: the stable frontier (what every current member has seen), how many experiences are stable and not yet, each member's part and the member furthest behind (`held_back_by`), the deepest final checkpoint and those pending or divergent, how many experiences are late (below a final checkpoint, outside what its attestations had seen: left out of the fold), and where the node compacted its history (`compacted`: depth, earliest cut held, experiences kept below it; null while it keeps the whole history).",
                 "responses": {"200": ok_json("status", json!({"type": "object"}))}}},
             "/api/heads": {"get": {"summary": "Heads of the DAG.",

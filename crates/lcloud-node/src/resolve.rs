@@ -1,18 +1,32 @@
 //! Turning what a person types (aliases, id prefixes, clocks, cuts, JSON) into core values,
-//! with errors that say what was wrong.
+//! with errors that say what was wrong: the CLI resolves what it is given against a local
+//! store, a node what its API is given against its own.
 
 use std::collections::BTreeMap;
 
-use anyhow::{Context, Result, anyhow, bail};
 use lcloud_core::{Cut, Id, NodeId, Path, Replica, Value, VectorClock};
+
+/// What could not be resolved, and why, in words for the person who typed it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Unresolved(pub String);
+
+/// A resolution, or why it failed.
+pub type Result<T> = std::result::Result<T, Unresolved>;
+
+macro_rules! bail {
+    ($($t:tt)*) => { return Err(Unresolved(format!($($t)*))) };
+}
 
 /// Names for nodes: local aliases plus every author and member the replica knows.
 pub struct Names {
+    /// This store's local names for nodes.
     pub aliases: BTreeMap<NodeId, String>,
     known: Vec<NodeId>,
 }
 
 impl Names {
+    /// Names from aliases and everything `replica` knows.
     pub fn new(aliases: BTreeMap<NodeId, String>, replica: &Replica) -> Names {
         let mut known: Vec<NodeId> = replica.lattice().authors().to_vec();
         if let Some(m) = &replica.lattice().rules().members {
@@ -79,6 +93,7 @@ impl Names {
             .join(",")
     }
 
+    /// A clock written `NODE:SEQ,…`, each node an alias or an id prefix.
     pub fn clock(&self, text: &str) -> Result<VectorClock> {
         let mut failure = None;
         let clock = VectorClock::parse(text, |name| match self.node(name) {
@@ -90,8 +105,8 @@ impl Names {
         });
         match (clock, failure) {
             (Ok(c), _) => Ok(c),
-            (Err(_), Some(e)) => Err(e).with_context(|| format!("bad clock {text:?}")),
-            (Err(e), None) => Err(anyhow!(e)).with_context(|| format!("bad clock {text:?}")),
+            (Err(_), Some(e)) => bail!("bad clock {text:?}: {e}"),
+            (Err(e), None) => bail!("bad clock {text:?}: {e}"),
         }
     }
 }
@@ -128,6 +143,7 @@ pub fn cut(names: &Names, replica: &Replica, text: &str) -> Result<Option<Cut>> 
     Ok(Some(Cut::Clock(names.clock(text)?)))
 }
 
+/// `ID,ID,…` (id prefixes) as the cut those experiences head.
 pub fn heads(replica: &Replica, ids: &str) -> Result<Cut> {
     let ids: Vec<Id> = ids
         .split(',')
@@ -143,11 +159,13 @@ pub fn heads(replica: &Replica, ids: &str) -> Result<Cut> {
 pub fn seen_by(names: &Names, replica: &Replica, text: &str) -> Result<Id> {
     let (node, seq) = text
         .rsplit_once('@')
-        .ok_or_else(|| anyhow!("bad --seen-by {text:?}: expected NODE@SEQ"))?;
+        .ok_or_else(|| Unresolved(format!("bad --seen-by {text:?}: expected NODE@SEQ")))?;
     let node = names.node(node)?;
-    let seq: u64 = seq
-        .parse()
-        .map_err(|_| anyhow!("bad --seen-by {text:?}: SEQ must be a whole number"))?;
+    let seq: u64 = seq.parse().map_err(|_| {
+        Unresolved(format!(
+            "bad --seen-by {text:?}: SEQ must be a whole number"
+        ))
+    })?;
     let at: Vec<Id> = replica
         .lattice()
         .chain(&node)
@@ -168,14 +186,21 @@ pub fn seen_by(names: &Names, replica: &Replica, text: &str) -> Result<Id> {
     }
 }
 
+/// A JSON Pointer as a document path.
 pub fn path(pointer: &str) -> Result<Path> {
-    Path::parse(pointer).with_context(|| {
-        format!("bad path {pointer:?} (paths are JSON Pointers like /users/alice)")
+    Path::parse(pointer).map_err(|e| {
+        Unresolved(format!(
+            "bad path {pointer:?} (paths are JSON Pointers like /users/alice): {e}"
+        ))
     })
 }
 
+/// JSON text as a document value.
 pub fn json(text: &str) -> Result<Value> {
-    let j: serde_json::Value = serde_json::from_str(text)
-        .with_context(|| format!("malformed JSON {text:?} (strings need quotes: '\"text\"')"))?;
-    Value::from_json(&j).with_context(|| format!("unsupported JSON {text:?}"))
+    let j: serde_json::Value = serde_json::from_str(text).map_err(|e| {
+        Unresolved(format!(
+            "malformed JSON {text:?} (strings need quotes: '\"text\"'): {e}"
+        ))
+    })?;
+    Value::from_json(&j).map_err(|e| Unresolved(format!("unsupported JSON {text:?}: {e}")))
 }
