@@ -3,8 +3,9 @@
 use super::*;
 
 /// A clean close gives free pages back only from files up to this size (256 MiB): giving back
-/// walks the index pages of every table, which takes about a second per 10 GiB of file;
-/// `lcloud vacuum` does it for a store of any size.
+/// walks the index pages of every table (0.08–0.15 s on an 11 MB file, mostly two durable
+/// commits), and a stop should stay short on files far larger; `lcloud vacuum` does it for a
+/// store of any size.
 pub const CLOSE_VACUUM_MAX: u64 = 256 << 20;
 
 /// What [`Store::vacuum`] did.
@@ -21,7 +22,7 @@ impl Store {
     /// holds 450 kB of pages in a 614 kB file when its writers stop. Pages are moved down
     /// with durable commits, like any write: a crash during it leaves the store as its last
     /// commit. redb moves a page only into a free run of its size lower in the file, so some
-    /// free pages can stay (W2's file ends at 450–580 kB).
+    /// free pages can stay (W2's file ends at 426–594 kB).
     pub fn vacuum(mut self) -> Result<Vacuumed, StoreError> {
         self.flush()?;
         let file = self.dir.join(DB_FILE);
