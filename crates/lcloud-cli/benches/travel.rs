@@ -9,6 +9,9 @@
 //! 2. `lcloud --node URL log --graph --limit 1000` against a node holding 100 000 experiences
 //!    of 20 nodes (each writing on what it has seen of the others), median of 11 (target
 //!    < 0.1 s); beside it, the same page on the local store (which loads the history).
+//! 3. The debugger (`/ui`) on that history in headless Chromium, when chromedriver is
+//!    installed: when the first rows are drawn after the page begins loading (target < 1 s),
+//!    and how long redrawing the rows on screen takes at each of 200 scroll positions.
 //!
 //! Each command is the real binary, its process started and ended: what a person types.
 
@@ -226,6 +229,94 @@ fn lanes(base: &Path, n: usize, nodes: usize) {
         "log --graph --limit 1000 of {n} experiences of {nodes} nodes: --node {:.1} ms (median of 11; target < 100 ms), local store {:.0} ms (loads the history)",
         r * 1e3,
         local_secs * 1e3
+    );
+    debugger(&dir, &node, n, nodes);
+}
+
+/// The debugger's page on that history in headless Chromium (when chromedriver is installed):
+/// the first rows drawn after the page began loading (median of 5 loads), and the time to
+/// draw the rows on screen at each of 200 scroll positions across the first pages.
+fn debugger(dir: &Path, node: &NodeProc, n: usize, nodes: usize) {
+    let Ok(port) =
+        std::net::TcpListener::bind("127.0.0.1:0").map(|l| l.local_addr().unwrap().port())
+    else {
+        return;
+    };
+    let Ok(child) = Command::new("chromedriver")
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+    else {
+        println!(
+            "debugger: not measured (no chromedriver; Debian: apt-get install chromium chromium-driver)"
+        );
+        return;
+    };
+    struct Kill(Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _driver = Kill(child);
+    let t = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(t.elapsed().as_secs() < 20, "chromedriver did not listen");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let token = std::fs::read_to_string(dir.join("admin.token")).unwrap();
+    let page = format!("{}/ui#token={}", node.api, token.trim());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (paints, steps) = rt.block_on(async {
+        let mut caps = serde_json::Map::new();
+        caps.insert(
+            "goog:chromeOptions".into(),
+            serde_json::json!({"args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1400,900"]}),
+        );
+        let c = fantoccini::ClientBuilder::rustls()
+            .unwrap()
+            .capabilities(caps)
+            .connect(&format!("http://127.0.0.1:{port}"))
+            .await
+            .expect("a browser session");
+        let mut paints = Vec::new();
+        for _ in 0..5 {
+            c.goto("about:blank").await.unwrap();
+            c.goto(&page).await.unwrap();
+            let t = Instant::now();
+            loop {
+                let v = c.execute("return window.lcloudFirstPaint ?? null", vec![]).await.unwrap();
+                if let Some(ms) = v.as_f64() {
+                    paints.push(ms / 1e3);
+                    break;
+                }
+                assert!(t.elapsed().as_secs() < 30, "the page drew nothing");
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+        }
+        // Scrolling: each step moves by 37 rows and redraws what is then on screen.
+        let steps = c
+            .execute(
+                "const sc = document.getElementById('scroller'); const out = [];
+                 for (let i = 0; i < 200; i++) { sc.scrollTop = (i * 37 % 900) * 24; const t = performance.now(); render(); out.push(performance.now() - t); }
+                 return out;",
+                vec![],
+            )
+            .await
+            .unwrap();
+        let steps: Vec<f64> = steps.as_array().unwrap().iter().filter_map(|v| v.as_f64()).map(|ms| ms / 1e3).collect();
+        c.close().await.unwrap();
+        (paints, steps)
+    });
+    let mut sorted = steps.clone();
+    sorted.sort_by(|a, b| a.total_cmp(b));
+    println!(
+        "debugger on {n} experiences of {nodes} nodes: first rows drawn {:.0} ms after the page began loading (median of 5; target < 1000 ms); a scroll step redraws in {:.1} ms median, {:.1} ms p99 (200 steps; a 60 Hz frame is 16.7 ms)",
+        median(paints) * 1e3,
+        median(steps) * 1e3,
+        sorted[sorted.len() * 99 / 100] * 1e3
     );
 }
 

@@ -389,6 +389,19 @@ pub(crate) enum Command {
         #[arg(long, value_enum, default_value_t = RetainArg::Headers)]
         retain: RetainArg,
     },
+    /// Open the time-travel debugger on this directory's store: starts a node that serves
+    /// reads only, on loopback, with no network, and prints the page's address (with a read
+    /// token, valid 12 hours, revoked when it stops). The page shows the history one lane per
+    /// node, the state at any cut, diffs between cuts and who wrote each value. Stop it with
+    /// Ctrl-C. A running node serves the same page at /ui (`lcloud node run` prints it).
+    #[command(
+        after_help = "Example:\n  lcloud ui            (then open the printed http://127.0.0.1:…/ui#token=… address)\n  lcloud ui --api 127.0.0.1:7500"
+    )]
+    Ui {
+        /// Where the page and its API listen (loopback; port 0: any free port).
+        #[arg(long, default_value = "127.0.0.1:0")]
+        api: std::net::SocketAddr,
+    },
     /// Give the store file's free pages back to the file system (docs/store.md, "Closing").
     ///
     /// redb keeps the pages that earlier versions of its tables used, for later commits, and
@@ -413,6 +426,11 @@ pub(crate) enum Command {
         /// in canonical order are kept, on every node).
         #[arg(default_value = "seed", value_parser = ["seed", "contracts"])]
         story: String,
+        /// At the end, leave a node running that serves the time-travel debugger on alice's
+        /// store (reads only, loopback, no network: `lcloud ui`), and print its address.
+        /// Without it the demo stops everything it started.
+        #[arg(long)]
+        keep: bool,
     },
     /// Deploy, list and read WebAssembly contracts (docs/contracts.md).
     #[command(

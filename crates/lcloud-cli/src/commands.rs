@@ -106,6 +106,7 @@ pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Init(args) => init(&dir, json_out, args),
         Command::Token { action } => crate::token::run(&dir, json_out, action),
+        Command::Ui { api } => crate::token::ui(&dir, api),
         Command::Join {
             file,
             alias,
@@ -272,7 +273,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Compact { retain } => compact(&dir, json_out, retain),
         Command::Vacuum => vacuum(&dir, json_out),
         Command::Forks => forks(&dir, json_out),
-        Command::Demo { story } => crate::demo::run(cli.dir.clone(), story),
+        Command::Demo { story, keep } => crate::demo::run(cli.dir.clone(), story, keep),
         Command::Contract { action } => crate::contract::run(&dir, json_out, action),
         Command::Call {
             contract,
@@ -346,6 +347,8 @@ pub fn run(cli: Cli) -> Result<()> {
                     crate::NodeRetain::Headers => Some(lcloud_store::Retain::Headers),
                     crate::NodeRetain::Checkpoint => Some(lcloud_store::Retain::Checkpoint),
                 },
+                read_only: false,
+                ui_token: None,
             })?;
             Ok(())
         }

@@ -234,12 +234,55 @@ impl Demo {
     }
 }
 
-pub fn run(base: Option<PathBuf>, story: String) -> Result<()> {
+pub fn run(base: Option<PathBuf>, story: String, keep: bool) -> Result<()> {
     let base = fresh_dir(base)?;
     if story == "contracts" {
-        return crate::demo_contracts::run(base);
+        crate::demo_contracts::run(base.clone())?;
+        return if keep {
+            keep_debugger(&base, "alice")
+        } else {
+            Ok(())
+        };
     }
-    seed(base)
+    seed(base.clone())?;
+    if keep {
+        keep_debugger(&base, "alice")?;
+    }
+    Ok(())
+}
+
+/// Leaves `lcloud ui` running on `node`'s store (its output in `ui.out` there) and prints the
+/// page's address and how to stop it.
+fn keep_debugger(base: &std::path::Path, node: &str) -> Result<()> {
+    let dir = base.join(node);
+    let out = dir.join("ui.out");
+    let child = std::process::Command::new(std::env::current_exe()?)
+        .arg("--dir")
+        .arg(&dir)
+        .arg("ui")
+        .env_remove("LCLOUD_NODE")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::fs::File::create(&out)?)
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
+    let started = Instant::now();
+    let page = loop {
+        let text = std::fs::read_to_string(&out).unwrap_or_default();
+        if let Some(line) = text.lines().find(|l| l.starts_with("ui ")) {
+            break line[3..].to_owned();
+        }
+        if started.elapsed() > std::time::Duration::from_secs(60) {
+            bail!("the debugger's node did not start (see {})", out.display());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    println!(
+        "
+debugger: {page}
+          (a node serving reads only on {node}'s store; stop it with `kill {}`)",
+        child.id()
+    );
+    Ok(())
 }
 
 /// The demo's directory: the one given (empty or new), else a new temporary one.
@@ -378,7 +421,7 @@ fn seed(base: PathBuf) -> Result<()> {
         started.elapsed().as_secs_f64()
     );
     println!(
-        "explore:  {exe} --dir {dir} node run --api 127.0.0.1:7400\n          then curl -H \"Authorization: Bearer $(cat {dir}/admin.token)\" http://127.0.0.1:7400/api/state\n          (also /api/events, /metrics; /api/openapi.json needs no token)\n          or {exe} --dir {dir} log --graph   (also bob, carol; try diff, forks)",
+        "explore:  {exe} --dir {dir} node run --api 127.0.0.1:7400\n          then curl -H \"Authorization: Bearer $(cat {dir}/admin.token)\" http://127.0.0.1:7400/api/state\n          (also /api/events, /metrics; /api/openapi.json needs no token)\n          or {exe} --dir {dir} log --graph   (also bob, carol; try diff, forks)\n          or {exe} --dir {dir} ui   (the time-travel debugger in a browser; `lcloud demo --keep` leaves it running)",
         exe = d.exe.display(),
         dir = base.join("alice").display()
     );

@@ -107,3 +107,46 @@ pub fn for_remote(token_file: Option<&FsPath>, dir: &FsPath) -> Result<Option<St
     }
     Ok(tokens::admin_token(dir))
 }
+
+/// `lcloud ui`: a read token for the page (earlier ones of `lcloud ui` revoked first), a node
+/// that serves reads only on loopback with no network, and the token revoked when it stops.
+pub fn ui(dir: &FsPath, api: std::net::SocketAddr) -> Result<()> {
+    if !lcloud_store::Store::exists(dir) {
+        return Err(anyhow!(
+            "no λCLOUD store in {}: run `lcloud init` or `lcloud join` first",
+            dir.display()
+        ));
+    }
+    if !api.ip().is_loopback() {
+        return Err(anyhow!(
+            "--api {api}: the debugger listens on loopback only (127.0.0.1 or ::1); to serve it \
+             to other machines, run `lcloud node run` (its page is at /ui)"
+        ));
+    }
+    const NAME: &str = "ui";
+    let now = tokens::unix_now();
+    let mut t = Tokens::load(dir)?;
+    let _ = t.revoke(NAME);
+    let (token, info) = t.create(Scope::Read, NAME, Some(now + 12 * 3600), now)?;
+    let ran = lcloud_node::run(lcloud_node::Config {
+        dir: dir.to_owned(),
+        listen: Vec::new(),
+        peers: Vec::new(),
+        api,
+        sync_every: std::time::Duration::from_secs(3600),
+        mdns: false,
+        api_hosts: Vec::new(),
+        debug_api: false,
+        cors: Vec::new(),
+        tls: None,
+        limits: lcloud_node::serve::Limits::default(),
+        token_rate: 0,
+        retain: None,
+        read_only: true,
+        ui_token: Some(token),
+    });
+    let mut t = Tokens::load(dir)?;
+    let _ = t.revoke(&info.id);
+    ran?;
+    Ok(())
+}

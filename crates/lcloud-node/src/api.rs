@@ -159,7 +159,8 @@ pub fn router(api: Api, debug: bool, cors: &[axum::http::HeaderValue]) -> Router
         .route("/api/contracts/{name}/state", get(contract_state))
         .route("/api/call", post(call))
         .route("/api/key/rotate", post(rotate_key))
-        .route("/metrics", get(metrics));
+        .route("/metrics", get(metrics))
+        .merge(crate::ui::routes());
     if debug {
         r = r
             .route("/debug/heads", get(heads))

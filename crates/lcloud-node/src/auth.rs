@@ -51,6 +51,10 @@ pub fn needs(method: &Method, path: &str) -> Option<Scope> {
     if path == "/api/health" || path == "/api/openapi.json" {
         return None;
     }
+    // The debugger's page holds no data: it asks the API with the token it is given.
+    if (method == Method::GET || method == Method::HEAD) && crate::ui::is_page(path) {
+        return None;
+    }
     if method == Method::GET || method == Method::HEAD {
         return Some(Scope::Read);
     }

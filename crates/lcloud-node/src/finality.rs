@@ -10,7 +10,7 @@ impl Node {
     /// state at it and writes the attestation through the ordinary write path; then reports
     /// any divergence not reported yet.
     pub(crate) fn attest_due(&mut self) {
-        if self.unstored.is_some() {
+        if self.unstored.is_some() || self.read_only {
             return;
         }
         let me = self.identity.id();

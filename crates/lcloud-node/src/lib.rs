@@ -19,6 +19,7 @@ pub mod inspect;
 pub mod node;
 pub mod resolve;
 pub mod serve;
+pub mod ui;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -64,6 +65,12 @@ pub struct Config {
     /// Compact the store below final checkpoints, keeping this of what is dropped (`None`:
     /// keep the whole history).
     pub retain: Option<lcloud_store::Retain>,
+    /// Serve reads only (`lcloud ui`): the node writes no experience, and refuses every write
+    /// through its API. Give it no listen addresses and no peers, and nothing reaches it.
+    pub read_only: bool,
+    /// A token to hand the debugger's page in the address it prints (`lcloud ui`): the
+    /// fragment, which the browser never sends to the server.
+    pub ui_token: Option<String>,
 }
 
 /// Why a node could not start or stopped with an error.
@@ -203,6 +210,10 @@ async fn serve(
     })?;
     let scheme = if tls.is_some() { "https" } else { "http" };
     println!("api {scheme}://{bound}");
+    match &config.ui_token {
+        Some(t) => println!("ui {scheme}://{bound}/ui#token={t}"),
+        None => println!("ui {scheme}://{bound}/ui"),
+    }
     if !bound.ip().is_loopback() && tls.is_none() {
         tracing::warn!(
             api = %bound,
@@ -368,6 +379,7 @@ fn start_core(
     let mut node = Node::open(me, store, replica, identity, commands, announce.clone())?;
     node.retiring = retiring;
     node.retain = config.retain;
+    node.read_only = config.read_only;
     let core = std::thread::Builder::new()
         .name("lcloud-node".into())
         .spawn(move || node.run(rx))

@@ -139,7 +139,14 @@ pub struct Node {
     pub(crate) retain: Option<lcloud_store::Retain>,
     /// Compaction was refused (calls to order-sensitive morphisms): said once.
     compaction_refused: bool,
+    /// Serve reads only (`lcloud ui`): write no experience (no attestation, no write, deploy,
+    /// call, import or key rotation through the API) and compact nothing.
+    pub(crate) read_only: bool,
 }
+
+/// What a read-only node answers to anything that would write.
+pub(crate) const READ_ONLY: &str = "this node serves reads only (`lcloud ui`) and writes nothing: \
+     stop it, then write with the CLI or run `lcloud node run`";
 
 impl Node {
     /// The core over a store and the replica of its whole history (`Store::open_loaded`).
@@ -176,6 +183,7 @@ impl Node {
             divergences_reported: Default::default(),
             retain: None,
             compaction_refused: false,
+            read_only: false,
             scores: BTreeMap::new(),
             metrics: Metrics::default(),
         };
@@ -304,6 +312,9 @@ impl Node {
 
     /// Imports a bundle: validated on every core, stored in chunks of one commit each.
     fn import(&mut self, file: &std::path::Path) -> Result<Imported, String> {
+        if self.read_only {
+            return Err(READ_ONLY.into());
+        }
         let unreadable = |e: std::io::Error| format!("cannot read the received bundle: {e}");
         let f = std::fs::File::open(file).map_err(unreadable)?;
         let (b_cloud, mut records) =

@@ -10,7 +10,7 @@ use lcloud_core::{Id, NodeId, Op, Replica};
 use lcloud_store::{Identity, Store};
 use tokio::sync::mpsc;
 
-use super::{Msg, Node, WriteError};
+use super::{Msg, Node, READ_ONLY, WriteError};
 
 /// A key rotation done.
 #[derive(Clone, Debug)]
@@ -58,6 +58,9 @@ impl Node {
     /// Writes the rotation of this node's key to a new one, then switches the directory to it.
     /// Returns what was done and the new identity.
     pub(crate) fn rotate_key(&mut self) -> Result<(Rotated, Identity), WriteError> {
+        if self.read_only {
+            return Err(WriteError::Refused(READ_ONLY.into()));
+        }
         let dir = self.store.dir().to_owned();
         let unavailable = |e: lcloud_store::StoreError| WriteError::Unavailable(e.to_string());
         if lcloud_store::rotate::retired(&dir)

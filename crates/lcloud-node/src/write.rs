@@ -16,6 +16,7 @@
 //! write before it is stored, so it sees them, and nothing changes the replica between
 //! planning a batch and inserting it.
 
+use crate::node::READ_ONLY;
 use lcloud_core::{EXPERIENCE_BYTES_MAX, Experience, Id, Inserted, NodeId, Op, Unsigned, Verified};
 use lcloud_net::Command;
 use tokio::sync::{mpsc, oneshot};
@@ -114,6 +115,9 @@ impl Node {
     /// Why nothing can be written now (the store failed and cannot be opened again, or
     /// `signed-seq` is ahead of the chain), if so.
     fn cannot_write(&mut self) -> Option<WriteError> {
+        if self.read_only {
+            return Some(WriteError::Refused(READ_ONLY.into()));
+        }
         if self.unstored.is_some() && !self.reload() {
             return Some(WriteError::Unavailable(format!(
                 "the store cannot be used: {}",

@@ -1,0 +1,482 @@
+//! The time-travel debugger (`/ui`) in a real browser: headless Chromium over chromedriver,
+//! against a real `lcloud node run`, checked against what the CLI prints on the same store.
+//!
+//! Needs Debian's `chromium` and `chromium-driver` (CI installs them and sets
+//! `LCLOUD_REQUIRE_BROWSER` so that the test fails rather than skips there). Elsewhere, without
+//! them, the test prints why and does nothing else. It saves a screenshot to
+//! `target/ui.png` (`LCLOUD_UI_SCREENSHOT=FILE` to put it elsewhere: `docs/ui.png` is one).
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::cli_node::Node;
+use common::procs::NodeProc;
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::{Value as J, json};
+
+/// A chromedriver process on a free port, killed by pid when dropped.
+struct Driver {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn driver_or_skip() -> Option<Driver> {
+    let missing = ["chromedriver", "chromium"].into_iter().find(|b| {
+        Command::new("which")
+            .arg(b)
+            .output()
+            .map_or(true, |o| !o.status.success())
+    });
+    if let Some(b) = missing {
+        let why =
+            format!("{b} is not installed (Debian: apt-get install chromium chromium-driver)");
+        if std::env::var_os("LCLOUD_REQUIRE_BROWSER").is_some() {
+            panic!("LCLOUD_REQUIRE_BROWSER is set but {why}");
+        }
+        println!("SKIPPED: {why}");
+        return None;
+    }
+    // A free port, taken by chromedriver a moment later: another process may take it first,
+    // so a driver that exits, or a port that answers as something else, is tried again.
+    for _ in 0..5 {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new("chromedriver")
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chromedriver starts");
+        let mut driver = Driver {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+        };
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_secs(20) {
+            if driver.child.try_wait().unwrap().is_some() {
+                break;
+            }
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                // Listening, and still running a moment later: the port is chromedriver's
+                // (one that lost the port to another process exits at once).
+                std::thread::sleep(Duration::from_millis(200));
+                if driver.child.try_wait().unwrap().is_none() {
+                    return Some(driver);
+                }
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    panic!("chromedriver did not start on a free port in five tries");
+}
+
+async fn browser(driver: &Driver) -> Client {
+    let mut caps = serde_json::Map::new();
+    caps.insert(
+        "goog:chromeOptions".into(),
+        json!({"args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1400,900"]}),
+    );
+    ClientBuilder::rustls()
+        .expect("TLS roots")
+        .capabilities(caps)
+        .connect(&driver.url)
+        .await
+        .expect("a browser session")
+}
+
+/// Alice and Bob, apart, write concurrently (the register /t both set); they merge by bundles;
+/// Alice writes after the merge. Returns Alice's store and Bob's id prefix.
+fn partition_story() -> (Node, String) {
+    let a = Node::new();
+    a.ok(&["init", "--open", "--alias", "alice", "--cloud", "story"]);
+    let b = Node::new();
+    let file = a.bundle("genesis.bundle");
+    b.ok(&["join", file.to_str().unwrap(), "--alias", "bob"]);
+    a.ok(&["set", "/v", "1"]); // alice:2
+    a.ok(&["set", "/v", "2"]); // alice:3: the last before the partition
+    b.import(&a.bundle("a.bundle"));
+    b.ok(&["set", "/w", "\"bob\""]); // bob:1, apart
+    b.ok(&["set", "/t", "\"from bob\""]); // bob:2, apart
+    a.ok(&["set", "/t", "\"from alice\""]); // alice:4, apart
+    a.ok(&["incr", "/n", "5"]); // alice:5, apart
+    a.import(&b.bundle("b.bundle")); // healed
+    a.ok(&["add", "/s", "\"x\""]); // alice:6
+    let bob = b.ok(&["id"])[..8].to_owned();
+    (a, bob)
+}
+
+/// Polls `check` (a script returning a value) until `done` holds for its result.
+async fn until(c: &Client, script: &str, done: impl Fn(&J) -> bool, what: &str) -> J {
+    let t = Instant::now();
+    loop {
+        let v = c.execute(script, vec![]).await.expect("the script runs");
+        if done(&v) {
+            return v;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(15),
+            "{what}: last saw {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+fn local_json(a: &Node, args: &[&str]) -> J {
+    let mut all = vec!["--json"];
+    all.extend_from_slice(args);
+    serde_json::from_str(&a.ok(&all)).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_debugger_shows_the_history_the_cli_shows() {
+    let Some(driver) = driver_or_skip() else {
+        return;
+    };
+    let (a, bob) = partition_story();
+    // The node serves a copy of Alice's store; the page gets a read token.
+    let served = tempfile::tempdir().unwrap();
+    for f in [
+        "store.redb",
+        "identity.key",
+        "signed-seq",
+        "admin.token",
+        "tokens.json",
+    ] {
+        if a.path().join(f).exists() {
+            std::fs::copy(a.path().join(f), served.path().join(f)).unwrap();
+        }
+    }
+    let read: J = serde_json::from_str(&common::ok(
+        served.path(),
+        &[
+            "--json", "token", "create", "--scope", "read", "--name", "ui",
+        ],
+    ))
+    .unwrap();
+    let token = read["token"].as_str().unwrap().to_owned();
+    let node = NodeProc::start(served.path(), &[]);
+    let c = browser(&driver).await;
+    c.goto(&format!("{}/ui#token={token}", node.api))
+        .await
+        .unwrap();
+
+    // The lattice: the genesis and seven writes, in two lanes.
+    let drawn = until(
+        &c,
+        "return [document.querySelectorAll('#rows tr.row').length, new Set([...document.querySelectorAll('#edges circle')].map(e => e.getAttribute('cx'))).size]",
+        |v| v[0] == 8,
+        "eight experiences drawn",
+    )
+    .await;
+    assert_eq!(drawn[1], 2, "one lane per node");
+    // The token left the address (it stays in the tab's session storage only).
+    assert!(!c.current_url().await.unwrap().as_str().contains("token"));
+    // The rows are the log the CLI prints, newest first.
+    let log = local_json(&a, &["log"]);
+    let ids: Vec<String> = log["log"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap().to_owned())
+        .collect();
+    let shown = c
+        .execute(
+            "return [...document.querySelectorAll('#rows tr.row')].map(r => r.dataset.id)",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(shown, json!(ids));
+
+    // Clicking the last experience before the partition shows the state the CLI prints at its
+    // clock.
+    let alice = a.ok(&["id"]);
+    let alice3 = log["log"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["seq"] == 3 && r["author"] == json!(alice))
+        .expect("alice's seq 3")["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    c.find(Locator::Css(&format!("#rows tr[data-id='{alice3}']")))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let state = until(
+        &c,
+        "const t = document.getElementById('tree').dataset.state; return t ? JSON.parse(t) : null",
+        |v| !v.is_null() && v.get("w").is_none() && v.get("v").is_some(),
+        "the state at alice:3",
+    )
+    .await;
+    assert_eq!(state, local_json(&a, &["state", "--at", "alice:3"]));
+    assert_eq!(state, json!({"v": 2}));
+
+    // A second cut (Shift+click on the newest) shows the diff `lcloud diff` prints.
+    c.execute(
+        "document.querySelector('#rows tr.row').dispatchEvent(new MouseEvent('click', {bubbles: true, shiftKey: true}))",
+        vec![],
+    )
+    .await
+    .unwrap();
+    let diff = until(
+        &c,
+        "return [...document.querySelectorAll('#diff tbody tr')].map(r => [...r.cells].map(c => c.textContent))",
+        |v| v.as_array().is_some_and(|a| !a.is_empty()),
+        "the diff",
+    )
+    .await;
+    let cli = local_json(
+        &a,
+        &["diff", &format!("@{alice3}"), &format!("@{}", ids[0])],
+    );
+    let show = |v: &J| {
+        if v.is_null() {
+            "—".to_owned()
+        } else {
+            v.to_string()
+        }
+    };
+    let want: Vec<J> = cli["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|ch| json!([ch["path"], show(&ch["before"]), show(&ch["after"])]))
+        .collect();
+    assert_eq!(diff, json!(want));
+
+    // Attribution: the register both wrote, its winner and the value it won over, each
+    // linking to its experience.
+    c.find(Locator::Css("#now"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let leaf = until(
+        &c,
+        "const l = document.querySelector('#tree .leaf[data-path=\"/t\"]'); return l ? l.textContent : null",
+        |v| v.is_string(),
+        "the /t leaf now",
+    )
+    .await;
+    assert!(leaf.as_str().unwrap().contains("from"));
+    c.find(Locator::Css("#tree .leaf[data-path='/t']"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let who = until(
+        &c,
+        "return [...document.querySelectorAll('#who a')].map(a => a.dataset.id)",
+        |v| v.as_array().is_some_and(|a| a.len() == 2),
+        "who wrote /t",
+    )
+    .await;
+    let conflicts = local_json(&a, &["conflicts", "/t"]);
+    let writers: Vec<&J> = conflicts["values"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| &v["experience"])
+        .collect();
+    assert_eq!(who, json!(writers));
+
+    // The keyboard: the first row, two down, Enter picks that cut.
+    c.execute("document.querySelector('#rows tr.row').focus()", vec![])
+        .await
+        .unwrap();
+    let row = c.active_element().await.unwrap();
+    row.send_keys("\u{E015}").await.unwrap(); // ArrowDown
+    c.active_element()
+        .await
+        .unwrap()
+        .send_keys("\u{E015}")
+        .await
+        .unwrap();
+    c.active_element()
+        .await
+        .unwrap()
+        .send_keys("\u{E007}")
+        .await
+        .unwrap(); // Enter
+    until(
+        &c,
+        "return document.getElementById('cut-label').textContent",
+        |v| v.as_str().is_some_and(|s| s.contains(&ids[2][..8])),
+        "the third row's cut picked from the keyboard",
+    )
+    .await;
+
+    // A view the CLI has: without Bob.
+    c.find(Locator::Css("#without"))
+        .await
+        .unwrap()
+        .select_by_label(&bob)
+        .await
+        .unwrap();
+    c.find(Locator::Css("#cut button[type=submit]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let without = until(
+        &c,
+        "const t = document.getElementById('tree').dataset.state; const s = t ? JSON.parse(t) : null; return s && !('w' in s) ? s : null",
+        |v| !v.is_null(),
+        "the state without bob",
+    )
+    .await;
+    assert_eq!(without, local_json(&a, &["state", "--without", &bob]));
+
+    // Live: a write to the node appears in the lattice without a reload, the place kept.
+    let t = Instant::now();
+    node.cli(&["set", "/live", "1"])
+        .expect("a write to the node");
+    until(
+        &c,
+        "return document.querySelectorAll('#rows tr.row').length",
+        |v| v == 9,
+        "the new experience drawn",
+    )
+    .await;
+    println!(
+        "a live write appeared in the lattice {:.0} ms after the write command started",
+        t.elapsed().as_secs_f64() * 1e3
+    );
+
+    // Accessible basics: the lattice is a table with a caption and column headers, its rows
+    // reachable by keyboard; the graph has a text alternative in the rows themselves.
+    let a11y = c
+        .execute(
+            "const t = document.getElementById('lattice'); return [!!t.caption, t.tHead.querySelectorAll('th[scope=col]').length, document.querySelectorAll('#rows tr.row[tabindex]').length]",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(a11y, json!([true, 6, 9]));
+
+    let shot = c.screenshot().await.unwrap();
+    let file = std::env::var_os("LCLOUD_UI_SCREENSHOT").map_or_else(
+        || std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/ui.png"),
+        std::path::PathBuf::from,
+    );
+    std::fs::write(&file, shot).unwrap();
+    c.close().await.unwrap();
+}
+
+/// `lcloud ui` serves the page and reads with a read token it prints in the page's address,
+/// writes nothing (not even the attestation a member owes at depth 256), refuses every write,
+/// and revokes its token when it stops.
+#[test]
+fn lcloud_ui_serves_reads_only_and_revokes_its_token() {
+    let a = Node::new();
+    a.ok(&["init", "--alias", "alice", "--cloud", "ui"]);
+    {
+        // 300 experiences: past the depth at which a member attests a checkpoint.
+        let me = lcloud_store::Identity::load(a.path()).unwrap().unwrap();
+        let mut store = lcloud_store::Store::open(a.path()).unwrap();
+        for i in 0..300 {
+            let op = lcloud_core::Op::Set {
+                path: lcloud_core::Path::parse("/n").unwrap(),
+                value: lcloud_core::Value::Int(i),
+            };
+            store.write_local(&me, vec![op]).unwrap().unwrap();
+        }
+    }
+    let root = a.root();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_lcloud"))
+        .arg("--dir")
+        .arg(a.path())
+        .arg("ui")
+        .env_remove("LCLOUD_DIR")
+        .env_remove("LCLOUD_NODE")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut running = common::Running(child);
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stdout));
+    let (page, token) = loop {
+        let line = lines
+            .next()
+            .expect("lcloud ui prints the page's address")
+            .unwrap();
+        assert!(
+            !line.starts_with("p2p "),
+            "a read-only node listens to no peer: {line}"
+        );
+        if let Some(url) = line.strip_prefix("ui ") {
+            let (page, token) = url
+                .split_once("#token=")
+                .expect("the address carries a token");
+            break (page.to_owned(), token.to_owned());
+        }
+    };
+    let api = page
+        .trim_start_matches("http://")
+        .trim_end_matches("/ui")
+        .to_owned();
+    let bearer = format!("Authorization: Bearer {token}\r\n");
+    // The page itself needs no token; its reads take the printed one.
+    let (status, html) = common::request(&api, "GET", "/ui", "", "");
+    assert_eq!(status, 200);
+    assert!(html.contains("time-travel debugger"));
+    let (status, body) = common::request(&api, "GET", "/api/state?path=/n", &bearer, "");
+    assert_eq!((status, body.as_str()), (200, "299"));
+    let (status, _) = common::request(&api, "GET", "/api/log?limit=5", &bearer, "");
+    assert_eq!(status, 200);
+    // Writes: the read token may not; the admin token may, but the node refuses.
+    let write = r#"{"ops":[{"op":"set","path":"/x","value":1}]}"#;
+    let (status, _) = common::request(&api, "POST", "/api/ops", &bearer, write);
+    assert_eq!(status, 403);
+    let admin = std::fs::read_to_string(a.path().join("admin.token")).unwrap();
+    let admin = format!("Authorization: Bearer {}\r\n", admin.trim());
+    let (status, body) = common::request(&api, "POST", "/api/ops", &admin, write);
+    assert!(
+        status == 422 && body.contains("reads only"),
+        "{status} {body}"
+    );
+    // Stopped cleanly (SIGTERM): nothing was written, and the page's token is revoked.
+    let pid = running.0.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    running.0.wait().unwrap();
+    assert_eq!(a.root(), root, "the store is as it was");
+    let log: J = serde_json::from_str(&a.ok(&["--json", "log", "--limit", "1"])).unwrap();
+    assert_eq!(log["log"][0]["seq"], 301, "no attestation was written");
+    let tokens: J = serde_json::from_str(&a.ok(&["--json", "token", "list"])).unwrap();
+    let ui: Vec<&J> = tokens
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["name"] == "ui")
+        .collect();
+    assert_eq!(ui.len(), 1);
+    assert_eq!(ui[0]["revoked"], true, "{tokens}");
+}
