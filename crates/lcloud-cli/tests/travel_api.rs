@@ -4,45 +4,13 @@
 
 mod common;
 
-use common::cli_node::Node;
+use common::cli_node::{copy_dir, partition_story};
 use common::procs::NodeProc;
-
-/// Alice and Bob write concurrently (a register both set, a counter, a set), exchange
-/// bundles, and Alice writes once more: a history with two lanes, a merge and a conflict.
-fn history() -> (Node, String) {
-    let a = Node::new();
-    a.ok(&["init", "--open", "--alias", "alice", "--cloud", "test"]);
-    let b = Node::new();
-    let file = a.bundle("genesis.bundle");
-    b.ok(&["join", file.to_str().unwrap(), "--alias", "bob"]);
-    a.ok(&["set", "/v", "1"]); // alice:2
-    a.ok(&["set", "/v", "2"]); // alice:3
-    b.import(&a.bundle("a.bundle"));
-    b.ok(&["set", "/w", "\"bob\""]); // bob:1, saw alice:3
-    b.ok(&["set", "/t", "\"from bob\""]); // bob:2
-    a.ok(&["set", "/t", "\"from alice\""]); // alice:4, concurrent with bob:2
-    a.ok(&["incr", "/n", "5"]); // alice:5
-    a.import(&b.bundle("b.bundle"));
-    a.ok(&["add", "/s", "\"x\""]); // alice:6, after the merge
-    let bob = b.ok(&["id"])[..8].to_owned();
-    (a, bob)
-}
-
-/// A copy of `from`'s store directory (its files, not its node), for a node to serve.
-fn copy(from: &Node) -> tempfile::TempDir {
-    let to = tempfile::tempdir().unwrap();
-    for f in ["store.redb", "identity.key", "signed-seq"] {
-        if from.path().join(f).exists() {
-            std::fs::copy(from.path().join(f), to.path().join(f)).unwrap();
-        }
-    }
-    to
-}
 
 #[test]
 fn a_node_answers_time_travel_as_the_cli_does_on_its_store() {
-    let (a, bob) = history();
-    let served = copy(&a);
+    let (a, bob) = partition_story();
+    let served = copy_dir(&a);
     let node = NodeProc::start(served.path(), &[]);
     let head = a.ok(&["--json", "log", "--limit", "1"]);
     let head: serde_json::Value = serde_json::from_str(&head).unwrap();

@@ -11,7 +11,7 @@ mod common;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::cli_node::Node;
+use common::cli_node::{Node, copy_dir, partition_story};
 use common::procs::NodeProc;
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{Value as J, json};
@@ -97,27 +97,6 @@ async fn browser(driver: &Driver) -> Client {
         .expect("a browser session")
 }
 
-/// Alice and Bob, apart, write concurrently (the register /t both set); they merge by bundles;
-/// Alice writes after the merge. Returns Alice's store and Bob's id prefix.
-fn partition_story() -> (Node, String) {
-    let a = Node::new();
-    a.ok(&["init", "--open", "--alias", "alice", "--cloud", "story"]);
-    let b = Node::new();
-    let file = a.bundle("genesis.bundle");
-    b.ok(&["join", file.to_str().unwrap(), "--alias", "bob"]);
-    a.ok(&["set", "/v", "1"]); // alice:2
-    a.ok(&["set", "/v", "2"]); // alice:3: the last before the partition
-    b.import(&a.bundle("a.bundle"));
-    b.ok(&["set", "/w", "\"bob\""]); // bob:1, apart
-    b.ok(&["set", "/t", "\"from bob\""]); // bob:2, apart
-    a.ok(&["set", "/t", "\"from alice\""]); // alice:4, apart
-    a.ok(&["incr", "/n", "5"]); // alice:5, apart
-    a.import(&b.bundle("b.bundle")); // healed
-    a.ok(&["add", "/s", "\"x\""]); // alice:6
-    let bob = b.ok(&["id"])[..8].to_owned();
-    (a, bob)
-}
-
 /// Polls `check` (a script returning a value) until `done` holds for its result.
 async fn until(c: &Client, script: &str, done: impl Fn(&J) -> bool, what: &str) -> J {
     let t = Instant::now();
@@ -147,18 +126,7 @@ async fn the_debugger_shows_the_history_the_cli_shows() {
     };
     let (a, bob) = partition_story();
     // The node serves a copy of Alice's store; the page gets a read token.
-    let served = tempfile::tempdir().unwrap();
-    for f in [
-        "store.redb",
-        "identity.key",
-        "signed-seq",
-        "admin.token",
-        "tokens.json",
-    ] {
-        if a.path().join(f).exists() {
-            std::fs::copy(a.path().join(f), served.path().join(f)).unwrap();
-        }
-    }
+    let served = copy_dir(&a);
     let read: J = serde_json::from_str(&common::ok(
         served.path(),
         &[

@@ -55,3 +55,43 @@ impl Node {
         serde_json::from_str(&self.ok(&["--json", "import", file.to_str().unwrap()])).unwrap()
     }
 }
+
+/// Alice and Bob, apart, write concurrently (the register /t both set, a counter, a set); they
+/// merge by bundles; Alice writes once after the merge: two lanes, a merge and a conflict.
+/// Returns Alice's store and Bob's id prefix (8 hex digits).
+pub fn partition_story() -> (Node, String) {
+    let a = Node::new();
+    a.ok(&["init", "--open", "--alias", "alice", "--cloud", "story"]);
+    let b = Node::new();
+    let file = a.bundle("genesis.bundle");
+    b.ok(&["join", file.to_str().unwrap(), "--alias", "bob"]);
+    a.ok(&["set", "/v", "1"]); // alice:2
+    a.ok(&["set", "/v", "2"]); // alice:3: the last before the partition
+    b.import(&a.bundle("a.bundle"));
+    b.ok(&["set", "/w", "\"bob\""]); // bob:1, apart
+    b.ok(&["set", "/t", "\"from bob\""]); // bob:2, apart
+    a.ok(&["set", "/t", "\"from alice\""]); // alice:4, apart
+    a.ok(&["incr", "/n", "5"]); // alice:5, apart
+    a.import(&b.bundle("b.bundle")); // healed
+    a.ok(&["add", "/s", "\"x\""]); // alice:6
+    let bob = b.ok(&["id"])[..8].to_owned();
+    (a, bob)
+}
+
+/// A copy of `from`'s directory (its store, identity and tokens: not its lock), for a node to
+/// serve while the original stays readable by the CLI.
+pub fn copy_dir(from: &Node) -> tempfile::TempDir {
+    let to = tempfile::tempdir().unwrap();
+    for f in [
+        "store.redb",
+        "identity.key",
+        "signed-seq",
+        "admin.token",
+        "tokens.json",
+    ] {
+        if from.path().join(f).exists() {
+            std::fs::copy(from.path().join(f), to.path().join(f)).unwrap();
+        }
+    }
+    to
+}
