@@ -316,6 +316,85 @@ async fn the_debugger_shows_the_history_the_cli_shows() {
     .await;
     assert_eq!(without, local_json(&a, &["state", "--without", &bob]));
 
+    // A typed clock, and what a node had seen: as the CLI prints them.
+    c.find(Locator::Css("#without"))
+        .await
+        .unwrap()
+        .select_by_value("")
+        .await
+        .unwrap();
+    let seen = format!("{bob}@1");
+    for (field, text, args) in [
+        ("#at", "alice:2", ["state", "--at", "alice:2"]),
+        (
+            "#seen-by",
+            seen.as_str(),
+            ["state", "--seen-by", seen.as_str()],
+        ),
+    ] {
+        for f in ["#at", "#seen-by"] {
+            c.find(Locator::Css(f))
+                .await
+                .unwrap()
+                .clear()
+                .await
+                .unwrap();
+        }
+        c.find(Locator::Css(field))
+            .await
+            .unwrap()
+            .send_keys(text)
+            .await
+            .unwrap();
+        c.find(Locator::Css("#cut button[type=submit]"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        let want = local_json(&a, &args);
+        let got = until(
+            &c,
+            &format!(
+                "const t = document.getElementById('tree').dataset.state; return t && JSON.stringify(JSON.parse(t)) === JSON.stringify({want}) ? JSON.parse(t) : null"
+            ),
+            |v| !v.is_null(),
+            &format!("the state for {field} {text}"),
+        )
+        .await;
+        assert_eq!(got, want);
+    }
+
+    // Only Bob's chain in the lattice, then every node's again.
+    let only = |who: String| {
+        let c = &c;
+        async move {
+            c.find(Locator::Css("#only"))
+                .await
+                .unwrap()
+                .select_by_label(&who)
+                .await
+                .unwrap();
+        }
+    };
+    only(bob.clone()).await;
+    let chain = until(
+        &c,
+        "return [...document.querySelectorAll('#rows tr.row')].map(r => r.cells[2].textContent)",
+        |v| v.as_array().is_some_and(|a| a.len() == 2),
+        "bob's chain alone",
+    )
+    .await;
+    assert_eq!(chain, json!([bob, bob]));
+    only("(every node)".to_owned()).await;
+    until(
+        &c,
+        "return document.querySelectorAll('#rows tr.row').length",
+        |v| v == 8,
+        "every node's history again",
+    )
+    .await;
+
     // Live: a write to the node appears in the lattice without a reload, the place kept.
     let t = Instant::now();
     node.cli(&["set", "/live", "1"])
@@ -447,4 +526,189 @@ fn lcloud_ui_serves_reads_only_and_revokes_its_token() {
         .collect();
     assert_eq!(ui.len(), 1);
     assert_eq!(ui[0]["revoked"], true, "{tokens}");
+}
+
+/// Finality and contracts in the page: a member's node attests the checkpoint at depth 256
+/// (the only member: it is final at once), the page marks what lies below it final and draws
+/// the checkpoint; a contract's state is shown, and the call the fold rejected is marked with
+/// why.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_debugger_shows_final_checkpoints_and_contracts() {
+    let Some(driver) = driver_or_skip() else {
+        return;
+    };
+    let a = Node::new();
+    a.ok(&["init", "--alias", "alice", "--cloud", "final"]);
+    let wasm = a.path().join("bank.wasm");
+    std::fs::write(&wasm, lcloud_examples::BANK).unwrap();
+    a.ok(&[
+        "contract",
+        "deploy",
+        wasm.to_str().unwrap(),
+        "--name",
+        "bank",
+    ]);
+    a.ok(&["call", "bank", "mint", r#"{"to":"ann","amount":10}"#]);
+    let refused = a.run(&[
+        "call",
+        "bank",
+        "transfer",
+        r#"{"from":"ann","to":"bo","amount":70}"#,
+    ]);
+    assert!(!refused.status.success(), "the transfer is rejected");
+    {
+        let me = lcloud_store::Identity::load(a.path()).unwrap().unwrap();
+        let mut store = lcloud_store::Store::open(a.path()).unwrap();
+        for i in 0..300 {
+            let op = lcloud_core::Op::Set {
+                path: lcloud_core::Path::parse("/n").unwrap(),
+                value: lcloud_core::Value::Int(i),
+            };
+            store.write_local(&me, vec![op]).unwrap().unwrap();
+        }
+    }
+    let node = NodeProc::start(a.path(), &[]);
+    let admin = std::fs::read_to_string(a.path().join("admin.token")).unwrap();
+    let auth = format!("Authorization: Bearer {}\r\n", admin.trim());
+    let api = node.api.trim_start_matches("http://").to_owned();
+    let t = Instant::now();
+    let depth = loop {
+        let (_, body) = common::request(&api, "GET", "/api/status", &auth, "");
+        let s: J = serde_json::from_str(&body).unwrap();
+        if let Some(d) = s["finality"]["final_checkpoint"]["depth"].as_u64() {
+            break d;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "no final checkpoint: {s}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let c = browser(&driver).await;
+    c.goto(&format!("{}/ui#token={}", node.api, admin.trim()))
+        .await
+        .unwrap();
+    let rows = until(
+        &c,
+        "return document.querySelectorAll('#rows tr.row').length",
+        |v| v.as_u64().is_some_and(|n| n > 30),
+        "the history drawn",
+    )
+    .await;
+    assert!(
+        rows.as_u64().unwrap() < 304,
+        "only what is on screen is drawn: {rows}"
+    );
+    // The checkpoint: scroll to the first row at or below its depth.
+    let line = until(
+        &c,
+        &format!(
+            "const k = S.rows.findIndex(r => r.depth <= {depth}); document.getElementById('scroller').scrollTop = k * 24; render();
+             const l = document.querySelector('#edges line.checkpoint'); const row = document.querySelector('#rows tr[data-i=\"' + k + '\"]');
+             return l && row ? [Number(l.dataset.depth), row.dataset.status, S.rows[k - 1].depth > {depth}] : null"
+        ),
+        |v| !v.is_null(),
+        "the final checkpoint drawn",
+    )
+    .await;
+    assert_eq!(line, json!([depth, "final", true]));
+    // The newest experiences, above the checkpoint, are not final.
+    let top = c
+        .execute(
+            "document.getElementById('scroller').scrollTop = 0; render(); return document.querySelector('#rows tr.row').dataset.status",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_ne!(top, json!("final"));
+    // The contract and its state; the rejected call, with why.
+    let ann = until(
+        &c,
+        "const l = document.querySelector('#contracts .leaf[data-path=\"/balance~1ann\"]'); return l ? l.textContent : null",
+        |v| v.is_string(),
+        "the bank's state",
+    )
+    .await;
+    assert_eq!(ann, json!("balance/ann: \"10\""));
+    let why = until(
+        &c,
+        "const k = S.rows.findIndex(r => r.rejected.length); if (k < 0) return null; document.getElementById('scroller').scrollTop = k * 24; render();
+         const m = document.querySelector('#rows tr[data-i=\"' + k + '\"] .rejected'); return m ? m.textContent : null",
+        |v| v.is_string(),
+        "the rejected call marked",
+    )
+    .await;
+    assert!(
+        why.as_str().unwrap().contains("insufficient funds"),
+        "{why}"
+    );
+    c.close().await.unwrap();
+}
+
+/// A fork in the page: Bob signs two experiences at one seq (from a restored copy of his
+/// directory); both are marked, and the fork proof the CLI lists is shown.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_debugger_marks_forks_with_their_proof() {
+    let Some(driver) = driver_or_skip() else {
+        return;
+    };
+    let a = Node::new();
+    a.ok(&["init", "--open", "--alias", "alice", "--cloud", "forks"]);
+    let b = Node::new();
+    let file = a.bundle("genesis.bundle");
+    b.ok(&["join", file.to_str().unwrap(), "--alias", "bob"]);
+    b.ok(&["set", "/v", "1"]);
+    // A copy of Bob's store and key, without the guard that remembers what he signed.
+    let backup = tempfile::tempdir().unwrap();
+    for f in ["store.redb", "identity.key"] {
+        std::fs::copy(b.path().join(f), backup.path().join(f)).unwrap();
+    }
+    b.ok(&["set", "/v", "2"]);
+    common::ok(backup.path(), &["set", "/v", "\"other\""]);
+    let other = backup.path().join("other.bundle");
+    common::ok(backup.path(), &["export", other.to_str().unwrap()]);
+    a.import(&b.bundle("b.bundle"));
+    a.import(&other);
+    let forks = local_json(&a, &["forks"]);
+    assert_eq!(forks["forks"][0]["valid"], true, "{forks}");
+    let header = forks["forks"][0]["a"]["header"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let served = copy_dir(&a);
+    let node = NodeProc::start(served.path(), &[]);
+    let admin = std::fs::read_to_string(served.path().join("admin.token")).unwrap();
+    // The proof the node serves holds the signed headers the CLI lists.
+    let (_, listed) = common::request(
+        node.api.trim_start_matches("http://"),
+        "GET",
+        "/api/forks",
+        &format!("Authorization: Bearer {}\r\n", admin.trim()),
+        "",
+    );
+    let listed: J = serde_json::from_str(&listed).unwrap();
+    let proof = listed[0]["proof"].as_str().unwrap().to_owned();
+    assert!(proof.contains(&header), "{listed}");
+    let c = browser(&driver).await;
+    c.goto(&format!("{}/ui#token={}", node.api, admin.trim()))
+        .await
+        .unwrap();
+    let marked = until(
+        &c,
+        "return [...document.querySelectorAll('#rows tr.row')].filter(r => r.querySelector('.fork')).map(r => r.cells[3].textContent)",
+        |v| v.as_array().is_some_and(|a| a.len() == 2),
+        "the two experiences at the forked seq marked",
+    )
+    .await;
+    assert_eq!(marked, json!(["2", "2"]));
+    let shown = until(
+        &c,
+        "const c = document.querySelector('#forks code'); return c ? [c.textContent, document.getElementById('forks').textContent] : null",
+        |v| !v.is_null(),
+        "the fork proof listed",
+    )
+    .await;
+    assert_eq!(shown[0], json!(format!("{}…", &proof[..32])));
+    assert!(shown[1].as_str().unwrap().contains("at seq 2"), "{shown}");
+    c.close().await.unwrap();
 }

@@ -20,7 +20,9 @@ const S = {
   names: {},          // author hex -> alias
   stable: {},         // stable frontier clock
   final: {},          // clock of the deepest final checkpoint
+  finalDepth: null,   // its depth
   view: {},           // the state pane's cut: query parameters
+  only: '',           // the lattice shows only this node's chain when set
 };
 
 const $ = (id) => document.getElementById(id);
@@ -84,7 +86,7 @@ function addRows(rows) {
 async function loadMore() {
   if (S.next === null || S.loading) return S.loading;
   S.loading = (async () => {
-    const page = await api('/api/log', { limit: PAGE, before: S.next });
+    const page = await api('/api/log', { limit: PAGE, before: S.next, only: S.only });
     addRows(page.log);
     S.next = page.next;
     $('count').textContent = '(' + S.rows.length + (S.next ? '+' : '') + ')';
@@ -99,6 +101,8 @@ function laneX(author) { return 8 + S.lanes.indexOf(author) * LANE; }
 
 function marks(r) {
   const out = [];
+  const st = status(r);
+  if (st) out.push('<span class="' + st + '">' + (st === 'final' ? 'final' : 'stable') + '</span>');
   if (r.fork) out.push('<span class="fork" title="its author signed two experiences at one seq: forked">⋔ fork</span>');
   for (const j of r.rejected) {
     out.push('<span class="rejected" title="' + esc(j.text) + '">✗ op ' + j.op + ': ' + esc(j.text) + '</span>');
@@ -129,7 +133,7 @@ function render() {
   for (let i = first; i < last; i++) {
     const r = S.rows[i];
     const cls = ['row', r.id === S.a ? 'a' : '', r.id === S.b ? 'b' : ''].join(' ');
-    html.push('<tr class="' + cls + '" data-i="' + i + '" data-id="' + r.id + '" tabindex="' + (i === S.focus ? 0 : -1) +
+    html.push('<tr class="' + cls + '" data-i="' + i + '" data-id="' + r.id + '" data-status="' + (status(r) || 'open') + '" tabindex="' + (i === S.focus ? 0 : -1) +
       '" aria-selected="' + (r.id === S.a || r.id === S.b) + '"><td class="graph"></td><td title="' + r.id + '">' + short(r.id) +
       '</td><td title="' + r.author + '">' + esc(name(r.author)) + '</td><td>' + r.seq + '</td><td>' + esc(opNames(r.ops)) +
       (r.deps.length ? ' ← ' + r.deps.map(short).join(',') : '') + '</td><td>' + marks(r) + '</td></tr>');
@@ -160,6 +164,15 @@ function render() {
     const ring = r.id === S.a || r.id === S.b ? ' stroke="#111" stroke-width="2"' : '';
     svg.push('<circle cx="' + laneX(r.author) + '" cy="' + y(i) + '" r="5" fill="' + fill + '"' + ring + '><title>' +
       esc(name(r.author)) + ' seq ' + r.seq + (st ? ' (' + st + ')' : '') + '</title></circle>');
+  }
+  // The deepest final checkpoint: a line above the first row at or below its depth.
+  if (S.finalDepth !== null) {
+    const k = S.rows.findIndex((r) => r.depth <= S.finalDepth);
+    if (k >= first && k < last) {
+      const ly = head + k * ROW;
+      svg.push('<line class="checkpoint" data-depth="' + S.finalDepth + '" x1="0" x2="' + (width + 2000) + '" y1="' + ly + '" y2="' + ly +
+        '" stroke="#5f2b9b" stroke-dasharray="4 3"><title>final checkpoint at depth ' + S.finalDepth + ': every member attested this state</title></line>');
+    }
   }
   const edges = $('edges');
   edges.setAttribute('width', width);
@@ -273,12 +286,44 @@ async function who(path) {
   }
 }
 
+async function showForks() {
+  try {
+    const forks = await api('/api/forks');
+    $('forks').innerHTML = forks.map((f) => '<li>' + esc(name(f.author)) + ' at seq ' + f.seq +
+      ': proof <code title="canonical DAG-CBOR of the two signed headers, hex">' + esc(f.proof.slice(0, 32)) + '…</code> (' + f.proof.length / 2 + ' bytes)</li>').join('') || '<li>none</li>';
+  } catch (e) { fail(e); }
+}
+
+// Shows only `who`'s chain (every node's when empty): the history is paged in again.
+async function showOnly(who) {
+  S.only = who;
+  S.rows = []; S.byId = new Map(); S.index = new Map(); S.chain = new Map();
+  S.next = undefined; S.focus = 0;
+  $('scroller').scrollTop = 0;
+  await S.loading;
+  await loadMore();
+}
+
+async function showContracts() {
+  try {
+    const list = await api('/api/contracts');
+    const parts = [];
+    for (const c of list) {
+      const state = await api('/api/contracts/' + encodeURIComponent(c.id) + '/state').catch((e) => ({ error: e.message }));
+      parts.push('<details data-contract="' + c.id + '"><summary>' + esc(c.name || short(c.id)) + ' · deployed by ' + esc(name(c.deployed_by)) +
+        ' in <a href="#" data-id="' + c.experience + '">' + short(c.experience) + '</a> · ' + c.keys + ' keys</summary>' + tree(state, []) + '</details>');
+    }
+    $('contracts').innerHTML = parts.join('') || '<p>none</p>';
+  } catch (e) { fail(e); }
+}
+
 // ---- the node ----
 
 async function refreshStatus() {
   const s = await api('/api/status');
   S.stable = s.finality?.frontier || {};
   S.final = s.finality?.final_checkpoint?.clock || {};
+  S.finalDepth = s.finality?.final_checkpoint?.depth ?? null;
   $('node').textContent = 'node ' + name(s.node) + ' · cloud ' + short(s.cloud) + ' · ' + s.experiences + ' experiences · root ' + short(s.root);
 }
 
@@ -290,7 +335,7 @@ function arrived() {
     refreshing = null;
     const sc = $('scroller');
     const anchor = S.rows[Math.max(0, Math.floor(sc.scrollTop / ROW))]?.id;
-    const page = await api('/api/log', { limit: 100 }).catch(fail);
+    const page = await api('/api/log', { limit: 100, only: S.only }).catch(fail);
     if (!page) return;
     const added = addRows(page.log);
     if (added && sc.scrollTop > 0 && anchor !== undefined) {
@@ -300,6 +345,8 @@ function arrived() {
     render();
     refreshStatus().catch(fail);
     if (!S.view.heads && !S.view.at && !S.view.seen_by) showState();
+    showContracts();
+    showForks();
   }, 100);
 }
 
@@ -342,7 +389,10 @@ async function open() {
   await loadMore();
   const without = $('without');
   for (const a of S.lanes) without.add(new Option(name(a), a));
+  for (const a of S.lanes) $('only').add(new Option(name(a), a));
   showState();
+  showForks();
+  showContracts();
   events();
 }
 
@@ -370,12 +420,14 @@ function wire() {
     const leaf = ev.target.closest('.leaf');
     if (leaf && ev.key === 'Enter') who(leaf.dataset.path);
   });
-  $('who').addEventListener('click', (ev) => {
-    const a = ev.target.closest('a[data-id]');
-    if (!a) return;
-    ev.preventDefault();
-    jumpTo(a.dataset.id);
-  });
+  for (const list of ['who', 'contracts']) {
+    $(list).addEventListener('click', (ev) => {
+      const a = ev.target.closest('a[data-id]');
+      if (!a) return;
+      ev.preventDefault();
+      jumpTo(a.dataset.id);
+    });
+  }
   $('cut').addEventListener('submit', (ev) => {
     ev.preventDefault();
     S.a = null; S.b = null;
@@ -389,6 +441,7 @@ function wire() {
     showState();
     render();
   });
+  $('only').addEventListener('change', () => showOnly($('only').value));
   $('login').addEventListener('submit', (ev) => {
     ev.preventDefault();
     S.token = $('token').value.trim();
