@@ -267,6 +267,20 @@ async fn the_debugger_shows_the_history_the_cli_shows() {
         .map(|v| &v["experience"])
         .collect();
     assert_eq!(who, json!(writers));
+    // Each links to its experience in the lattice: the value that lost, there and focused.
+    c.find(Locator::Css("#who a"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    until(
+        &c,
+        "return document.activeElement && document.activeElement.dataset ? document.activeElement.dataset.id : null",
+        |v| v == &who[0],
+        "the lost value's experience focused in the lattice",
+    )
+    .await;
 
     // The keyboard: the first row, two down, Enter picks that cut.
     c.execute("document.querySelector('#rows tr.row').focus()", vec![])
@@ -642,6 +656,74 @@ async fn the_debugger_shows_final_checkpoints_and_contracts() {
         why.as_str().unwrap().contains("insufficient funds"),
         "{why}"
     );
+
+    // Readable contrast: every kind of text on the page against its white background, at
+    // least WCAG's 4.5:1 (the dots, graphics, at least 3:1).
+    let ratios = c
+        .execute(
+            "const lum = (css) => { const [r, g, b] = css.match(/\\d+(\\.\\d+)?/g).slice(0, 3).map(Number).map(v => v / 255)
+                 .map(v => v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4); return 0.2126 * r + 0.7152 * g + 0.0722 * b; };
+             const ratio = (css) => 1.05 / (lum(css) + 0.05);
+             const text = ['#node', '.hint', '#rows tr.row td', '#rows .rejected', '#lattice span.final', '#contracts summary a', 'h2', 'label']
+               .map(s => [s, document.querySelector(s)]).filter(([, e]) => e).map(([s, e]) => [s, ratio(getComputedStyle(e).color)]);
+             const fills = new Set();
+             for (const top of [0, S.rows.length * 24]) {
+               document.getElementById('scroller').scrollTop = top; render();
+               document.querySelectorAll('#edges circle').forEach(e => fills.add(e.getAttribute('fill')));
+             }
+             const dots = [...fills]
+               .map(hex => ['dot ' + hex, ratio('rgb(' + [1, 3, 5].map(i => parseInt(hex.slice(i, i + 2), 16)).join(',') + ')')]);
+             return [text, dots];",
+            vec![],
+        )
+        .await
+        .unwrap();
+    let (text, dots) = (ratios[0].as_array().unwrap(), ratios[1].as_array().unwrap());
+    assert!(text.len() >= 7, "text to check: {text:?}");
+    for r in text {
+        assert!(
+            r[1].as_f64().unwrap() >= 4.5,
+            "contrast of {} is {}",
+            r[0],
+            r[1]
+        );
+    }
+    assert!(dots.len() >= 2, "{dots:?}");
+    for r in dots {
+        assert!(
+            r[1].as_f64().unwrap() >= 3.0,
+            "contrast of {} is {}",
+            r[0],
+            r[1]
+        );
+    }
+
+    // Live, far down the history: a new experience arrives at the top, and the row the reader
+    // was looking at stays where it was.
+    let anchor = c
+        .execute(
+            "const sc = document.getElementById('scroller'); sc.scrollTop = 150 * 24; render();
+             return [S.rows.length, S.rows[Math.floor(sc.scrollTop / 24)].id]",
+            vec![],
+        )
+        .await
+        .unwrap();
+    let (status, body) = common::request(
+        &api,
+        "POST",
+        "/api/ops",
+        &auth,
+        r#"{"ops":[{"op":"set","path":"/late","value":1}]}"#,
+    );
+    assert_eq!(status, 200, "{body}");
+    let after = until(
+        &c,
+        "const sc = document.getElementById('scroller'); return [S.rows.length, S.rows[Math.floor(sc.scrollTop / 24)].id]",
+        |v| v[0].as_u64() > anchor[0].as_u64(),
+        "the new experience loaded",
+    )
+    .await;
+    assert_eq!(after[1], anchor[1], "the reader's place moved");
     c.close().await.unwrap();
 }
 

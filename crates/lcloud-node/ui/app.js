@@ -405,6 +405,11 @@ function wire() {
     S.focus = Number(tr.dataset.i);
     pick(tr.dataset.id, ev.shiftKey);
   });
+  // The keyboard's place follows focus, however the row got it (a click, Tab, a link).
+  $('rows').addEventListener('focusin', (ev) => {
+    const tr = ev.target.closest('tr.row');
+    if (tr) S.focus = Number(tr.dataset.i);
+  });
   $('rows').addEventListener('keydown', (ev) => {
     const i = S.focus;
     const page = Math.max(1, Math.floor($('scroller').clientHeight / ROW) - 1);
