@@ -49,7 +49,7 @@ pub fn run(dir: &FsPath, json_out: bool, action: ContractAction) -> Result<()> {
             let node = commands::open(dir)?;
             let names = node.store.contract_names()?;
             let id = c::resolve(&node.replica, &names, &contract).map_err(|e| anyhow!(e))?;
-            let v = c::state(&node.replica, &id, key.as_deref()).unwrap_or(Value::Null);
+            let v = c::state(node.replica.ordered(), &id, key.as_deref()).unwrap_or(Value::Null);
             let j = v.to_json();
             print(json_out, j.clone(), || {
                 serde_json::to_string_pretty(&j).unwrap_or_default()

@@ -644,6 +644,29 @@ async fn the_debugger_shows_final_checkpoints_and_contracts() {
     )
     .await;
     assert_eq!(ann, json!("balance/ann: \"10\""));
+    // The contract's state at a past cut, with the state pane: just after the deploy
+    // (alice:2) its init's minter and no balance yet; before it (alice:1), no contract.
+    for (clock, has, lacks) in [
+        ("alice:2", "minter", "balance/ann"),
+        ("alice:1", "was not deployed at that cut", "minter"),
+    ] {
+        let at = c.find(Locator::Css("#at")).await.unwrap();
+        at.clear().await.unwrap();
+        at.send_keys(clock).await.unwrap();
+        c.find(Locator::Css("#cut button[type=submit]"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        until(
+            &c,
+            "const d = document.querySelector('#contracts details'); return d ? d.textContent : null",
+            |v| v.as_str().is_some_and(|t| t.contains(has) && !t.contains(lacks)),
+            &format!("the bank at {clock}"),
+        )
+        .await;
+    }
     let why = until(
         &c,
         "const k = S.rows.findIndex(r => r.rejected.length); if (k < 0) return null; document.getElementById('scroller').scrollTop = k * 24; render();

@@ -589,6 +589,10 @@ async fn call(State(api): State<Api>, body: axum::body::Bytes) -> Response {
 #[derive(serde::Deserialize)]
 struct KeyQuery {
     key: Option<String>,
+    at: Option<String>,
+    heads: Option<String>,
+    without: Option<String>,
+    seen_by: Option<String>,
 }
 
 async fn contract_state(
@@ -600,9 +604,21 @@ async fn contract_state(
         Ok(Query(q)) => q,
         Err(e) => return bad_query(e),
     };
-    match api.ask(|tx| Call::ContractState(name, q.key, tx)).await {
+    let cut = crate::inspect::CutText {
+        at: q.at,
+        heads: q.heads,
+        without: q.without,
+        seen_by: q.seen_by,
+    };
+    let call = |reply| Call::ContractState {
+        name,
+        key: q.key,
+        cut,
+        reply,
+    };
+    match api.ask(call).await {
         Ok(Ok(v)) => Json(v.to_json()).into_response(),
-        Ok(Err(e)) => error(StatusCode::NOT_FOUND, e),
+        Ok(Err(r)) => history::refused(r),
         Err(r) => r,
     }
 }

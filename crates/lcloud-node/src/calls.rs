@@ -36,6 +36,29 @@ impl Node {
         Ok(self.replica.view(&cut.view(&names, &self.replica)?)?)
     }
 
+    /// A contract's state (or one key of it) now, or at `cut`; refused when no contract has
+    /// that name or it was not deployed at the cut.
+    fn contract_state(
+        &self,
+        name: &str,
+        key: Option<&str>,
+        cut: &CutText,
+    ) -> Result<lcloud_core::Value, Refused> {
+        let id = crate::contracts::resolve(&self.replica, &self.contract_names(), name)
+            .map_err(Refused::NotHeld)?;
+        let at = if cut.is_now() {
+            None
+        } else {
+            Some(self.view(cut)?)
+        };
+        let ordered = at
+            .as_ref()
+            .map_or_else(|| self.replica.ordered(), |s| &s.ordered);
+        crate::contracts::state(ordered, &id, key).ok_or_else(|| {
+            Refused::NotHeld(format!("contract {name:?} was not deployed at that cut"))
+        })
+    }
+
     fn answer(&self, q: Question) -> Result<serde_json::Value, Refused> {
         match q {
             Question::Diff { from, to } => inspect::diff(&self.names(), &self.replica, &from, &to),
@@ -149,13 +172,13 @@ impl Node {
                 let _ = reply
                     .send(lcloud_store::shallow::export(&self.replica).map_err(|e| e.to_string()));
             }
-            Call::ContractState(name, key, reply) => {
-                let names = self.contract_names();
-                let result = crate::contracts::resolve(&self.replica, &names, &name).map(|id| {
-                    crate::contracts::state(&self.replica, &id, key.as_deref())
-                        .unwrap_or(lcloud_core::Value::Null)
-                });
-                let _ = reply.send(result);
+            Call::ContractState {
+                name,
+                key,
+                cut,
+                reply,
+            } => {
+                let _ = reply.send(self.contract_state(&name, key.as_deref(), &cut));
             }
         }
     }

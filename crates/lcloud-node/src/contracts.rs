@@ -97,11 +97,15 @@ pub fn resolve(replica: &Replica, names: &BTreeMap<Id, String>, name: &str) -> R
 }
 
 /// The state of contract `id` (`None`: not deployed), or the value under `key` in it.
-pub fn state(replica: &Replica, id: &Id, key: Option<&str>) -> Option<Value> {
-    if !replica.ordered().deployed.contains_key(id) {
+pub fn state(
+    ordered: &lcloud_core::fold::OrderedState,
+    id: &Id,
+    key: Option<&str>,
+) -> Option<Value> {
+    if !ordered.deployed.contains_key(id) {
         return None;
     }
-    let kv = replica.ordered().kv.get(id);
+    let kv = ordered.kv.get(id);
     Some(match key {
         None => Value::Map(
             kv.into_iter()

@@ -12,7 +12,9 @@ type Q<T> = Result<Query<T>, axum::extract::rejection::QueryRejection>;
 /// Rows of a page of the log when the client names no limit.
 pub const LOG_PAGE_DEFAULT: usize = 1000;
 
-fn refused(r: Refused) -> Response {
+/// The answer to a question refused: 422 for what does not resolve, 404 for what is not held,
+/// 410 for what was compacted away.
+pub(super) fn refused(r: Refused) -> Response {
     let status = match &r {
         // The query string parsed; what it names does not resolve (a malformed clock, an
         // unknown node, two cuts at once): the request's content, not its form.

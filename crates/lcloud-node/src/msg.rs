@@ -90,12 +90,18 @@ pub enum Call {
     Invoke(Invoke, oneshot::Sender<Result<ContractWritten, WriteError>>),
     /// The deployed contracts.
     Contracts(oneshot::Sender<Vec<crate::contracts::Deployed>>),
-    /// A contract's state (by name or id prefix), or the value under one key of it.
-    ContractState(
-        String,
-        Option<String>,
-        oneshot::Sender<Result<lcloud_core::Value, String>>,
-    ),
+    /// A contract's state (by name or id prefix), or the value under one key of it, now or
+    /// at a cut or view.
+    ContractState {
+        /// Its name or id prefix.
+        name: String,
+        /// One key of its state.
+        key: Option<String>,
+        /// When.
+        cut: CutText,
+        /// The answer.
+        reply: oneshot::Sender<Result<lcloud_core::Value, Refused>>,
+    },
     /// Rotate this node's key; the core then ends with [`Ended::Rotated`].
     RotateKey(oneshot::Sender<Result<Rotated, WriteError>>),
 }

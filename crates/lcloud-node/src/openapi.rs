@@ -87,6 +87,11 @@ fn paths_document() -> J {
         "deps": {"type": "array", "items": {"type": "string"}}, "ops": {"type": "array", "items": {"type": "string"}},
         "fork": {"type": "boolean"},
         "rejected": {"type": "array", "items": {"type": "object", "properties": {"op": {"type": "integer"}, "reason": {"type": "string"}, "text": {"type": "string"}}}}}});
+    let mut contract_params = vec![
+        json!({"name": "name", "in": "path", "required": true, "schema": {"type": "string"}}),
+        json!({"name": "key", "in": "query", "required": false, "schema": {"type": "string"}}),
+    ];
+    contract_params.extend(cut_params(false).as_array().cloned().unwrap_or_default());
     let log_page = json!({"type": "object", "required": ["log", "next"], "properties": {
         "log": {"type": "array", "items": log_row}, "next": {"type": ["string", "null"]}}});
     json!({
@@ -149,10 +154,9 @@ fn paths_document() -> J {
                         "name": {"type": ["string", "null"], "pattern": "^[A-Za-z0-9._-]{1,64}$"}, "init": {"description": "arguments of the contract's init"},
                         "fuel": {"type": ["integer", "null"], "minimum": 1}}}}}},
                     "responses": {"200": ok_json("outcome", json!({"$ref": "#/components/schemas/Outcome"})), "400": err, "413": err, "422": err, "503": err}}},
-            "/api/contracts/{name}/state": {"get": {"summary": "A contract's state (a map of text values), or the value under one key.",
-                "parameters": [{"name": "name", "in": "path", "required": true, "schema": {"type": "string"}},
-                    {"name": "key", "in": "query", "required": false, "schema": {"type": "string"}}],
-                "responses": {"200": ok_json("state", json!({})), "404": err}}},
+            "/api/contracts/{name}/state": {"get": {"summary": "A contract's state (a map of text values), or the value under one key, now or at the cut or view `at`, `heads`, `without` and `seen_by` name (as `/api/state`): 404 when no contract has that name or it was not deployed at the cut.",
+                "parameters": contract_params,
+                "responses": {"200": ok_json("state", json!({})), "404": err, "410": err, "422": err}}},
             "/api/call": {"post": {"summary": "Call a contract's function as one experience of this node; answers once the call is folded: accepted, or rejected and why (as folded now: a concurrent call that sorts before it can still change this, identically on every node).",
                 "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object", "required": ["contract", "function"], "additionalProperties": false, "properties": {
                     "contract": {"type": "string", "description": "local name or id prefix"},

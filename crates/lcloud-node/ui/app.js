@@ -256,6 +256,7 @@ async function showState() {
     const value = await api('/api/state', params);
     $('tree').innerHTML = tree(value, []);
     $('tree').dataset.state = JSON.stringify(value);
+    showContracts();
   } catch (e) {
     $('tree').innerHTML = '';
     fail(e);
@@ -309,7 +310,9 @@ async function showContracts() {
     const list = await api('/api/contracts');
     const parts = [];
     for (const c of list) {
-      const state = await api('/api/contracts/' + encodeURIComponent(c.id) + '/state').catch((e) => ({ error: e.message }));
+      const v = S.view;
+      const state = await api('/api/contracts/' + encodeURIComponent(c.id) + '/state',
+        { heads: v.heads, at: v.at, seen_by: v.seen_by, without: v.without }).catch((e) => ({ error: e.message }));
       parts.push('<details data-contract="' + c.id + '"><summary>' + esc(c.name || short(c.id)) + ' · deployed by ' + esc(name(c.deployed_by)) +
         ' in <a href="#" data-id="' + c.experience + '">' + short(c.experience) + '</a> · ' + c.keys + ' keys</summary>' + tree(state, []) + '</details>');
     }
@@ -345,7 +348,6 @@ function arrived() {
     render();
     refreshStatus().catch(fail);
     if (!S.view.heads && !S.view.at && !S.view.seen_by) showState();
-    showContracts();
     showForks();
   }, 100);
 }
@@ -392,7 +394,6 @@ async function open() {
   for (const a of S.lanes) $('only').add(new Option(name(a), a));
   showState();
   showForks();
-  showContracts();
   events();
 }
 
