@@ -97,6 +97,30 @@ async fn browser(driver: &Driver) -> Client {
         .expect("a browser session")
 }
 
+/// `n` one-op experiences of the directory's own node, written straight to its store (the
+/// CLI would take a process each).
+fn write_many(a: &Node, n: i64) {
+    let me = lcloud_store::Identity::load(a.path()).unwrap().unwrap();
+    let mut store = lcloud_store::Store::open(a.path()).unwrap();
+    for i in 0..n {
+        let op = lcloud_core::Op::Set {
+            path: lcloud_core::Path::parse("/n").unwrap(),
+            value: lcloud_core::Value::Int(i),
+        };
+        store.write_local(&me, vec![op]).unwrap().unwrap();
+    }
+}
+
+/// Clicks the element `css` selects.
+async fn click(c: &Client, css: &str) {
+    c.find(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("no {css}: {e}"))
+        .click()
+        .await
+        .unwrap();
+}
+
 /// Polls `check` (a script returning a value) until `done` holds for its result.
 async fn until(c: &Client, script: &str, done: impl Fn(&J) -> bool, what: &str) -> J {
     let t = Instant::now();
@@ -181,12 +205,7 @@ async fn the_debugger_shows_the_history_the_cli_shows() {
         .as_str()
         .unwrap()
         .to_owned();
-    c.find(Locator::Css(&format!("#rows tr[data-id='{alice3}']")))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, &format!("#rows tr[data-id='{alice3}']")).await;
     let state = until(
         &c,
         "const t = document.getElementById('tree').dataset.state; return t ? JSON.parse(t) : null",
@@ -232,12 +251,7 @@ async fn the_debugger_shows_the_history_the_cli_shows() {
 
     // Attribution: the register both wrote, its winner and the value it won over, each
     // linking to its experience.
-    c.find(Locator::Css("#now"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, "#now").await;
     let leaf = until(
         &c,
         "const l = document.querySelector('#tree .leaf[data-path=\"/t\"]'); return l ? l.textContent : null",
@@ -246,12 +260,7 @@ async fn the_debugger_shows_the_history_the_cli_shows() {
     )
     .await;
     assert!(leaf.as_str().unwrap().contains("from"));
-    c.find(Locator::Css("#tree .leaf[data-path='/t']"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, "#tree .leaf[data-path='/t']").await;
     let who = until(
         &c,
         "return [...document.querySelectorAll('#who a')].map(a => a.dataset.id)",
@@ -268,12 +277,7 @@ async fn the_debugger_shows_the_history_the_cli_shows() {
         .collect();
     assert_eq!(who, json!(writers));
     // Each links to its experience in the lattice: the value that lost, there and focused.
-    c.find(Locator::Css("#who a"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, "#who a").await;
     until(
         &c,
         "return document.activeElement && document.activeElement.dataset ? document.activeElement.dataset.id : null",
@@ -315,12 +319,7 @@ async fn the_debugger_shows_the_history_the_cli_shows() {
         .select_by_label(&bob)
         .await
         .unwrap();
-    c.find(Locator::Css("#cut button[type=submit]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, "#cut button[type=submit]").await;
     let without = until(
         &c,
         "const t = document.getElementById('tree').dataset.state; const s = t ? JSON.parse(t) : null; return s && !('w' in s) ? s : null",
@@ -360,12 +359,7 @@ async fn the_debugger_shows_the_history_the_cli_shows() {
             .send_keys(text)
             .await
             .unwrap();
-        c.find(Locator::Css("#cut button[type=submit]"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
+        click(&c, "#cut button[type=submit]").await;
         let want = local_json(&a, &args);
         let got = until(
             &c,
@@ -452,18 +446,8 @@ async fn the_debugger_shows_the_history_the_cli_shows() {
 fn lcloud_ui_serves_reads_only_and_revokes_its_token() {
     let a = Node::new();
     a.ok(&["init", "--alias", "alice", "--cloud", "ui"]);
-    {
-        // 300 experiences: past the depth at which a member attests a checkpoint.
-        let me = lcloud_store::Identity::load(a.path()).unwrap().unwrap();
-        let mut store = lcloud_store::Store::open(a.path()).unwrap();
-        for i in 0..300 {
-            let op = lcloud_core::Op::Set {
-                path: lcloud_core::Path::parse("/n").unwrap(),
-                value: lcloud_core::Value::Int(i),
-            };
-            store.write_local(&me, vec![op]).unwrap().unwrap();
-        }
-    }
+    // Past the depth at which a member attests a checkpoint.
+    write_many(&a, 300);
     let root = a.root();
     let mut child = Command::new(env!("CARGO_BIN_EXE_lcloud"))
         .arg("--dir")
@@ -570,17 +554,7 @@ async fn the_debugger_shows_final_checkpoints_and_contracts() {
         r#"{"from":"ann","to":"bo","amount":70}"#,
     ]);
     assert!(!refused.status.success(), "the transfer is rejected");
-    {
-        let me = lcloud_store::Identity::load(a.path()).unwrap().unwrap();
-        let mut store = lcloud_store::Store::open(a.path()).unwrap();
-        for i in 0..300 {
-            let op = lcloud_core::Op::Set {
-                path: lcloud_core::Path::parse("/n").unwrap(),
-                value: lcloud_core::Value::Int(i),
-            };
-            store.write_local(&me, vec![op]).unwrap().unwrap();
-        }
-    }
+    write_many(&a, 300);
     let node = NodeProc::start(a.path(), &[]);
     let admin = std::fs::read_to_string(a.path().join("admin.token")).unwrap();
     let auth = format!("Authorization: Bearer {}\r\n", admin.trim());
@@ -653,12 +627,7 @@ async fn the_debugger_shows_final_checkpoints_and_contracts() {
         let at = c.find(Locator::Css("#at")).await.unwrap();
         at.clear().await.unwrap();
         at.send_keys(clock).await.unwrap();
-        c.find(Locator::Css("#cut button[type=submit]"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
+        click(&c, "#cut button[type=submit]").await;
         until(
             &c,
             "const d = document.querySelector('#contracts details'); return d ? d.textContent : null",
@@ -815,5 +784,106 @@ async fn the_debugger_marks_forks_with_their_proof() {
     .await;
     assert_eq!(shown[0], json!(format!("{}…", &proof[..32])));
     assert!(shown[1].as_str().unwrap().contains("at seq 2"), "{shown}");
+    c.close().await.unwrap();
+}
+
+/// The demo's own story (three daemons, a partition, the heal) in the page `lcloud demo
+/// --keep` leaves running: three lanes, every experience, and the state at the clock the demo
+/// printed before the partition equal to what the node answers the CLI.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_debugger_draws_the_demos_partition_story() {
+    let Some(driver) = driver_or_skip() else {
+        return;
+    };
+    let base = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_lcloud"))
+        .args(["demo", "--keep", "--dir"])
+        .arg(base.path().join("demo"))
+        .env_remove("LCLOUD_DIR")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let page = text
+        .lines()
+        .find_map(|l| l.strip_prefix("debugger: "))
+        .expect("the debugger's address")
+        .to_owned();
+    let pid: u32 = text
+        .split("kill ")
+        .nth(1)
+        .and_then(|r| r.split('`').next())
+        .and_then(|p| p.parse().ok())
+        .expect("its pid");
+    struct Stop(u32);
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            let _ = Command::new("kill").arg(self.0.to_string()).status();
+        }
+    }
+    let _stop = Stop(pid);
+    let before = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("the vector clock now: "))
+        .expect("the clock before the partition")
+        .to_owned();
+    let (url, token) = page.split_once("#token=").unwrap();
+    let api = url.trim_end_matches("/ui").to_owned();
+    let cli = |args: &[&str]| -> J {
+        let out = Command::new(env!("CARGO_BIN_EXE_lcloud"))
+            .args(["--node", &api, "--json"])
+            .args(args)
+            .env("LCLOUD_TOKEN", token)
+            .env_remove("LCLOUD_DIR")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let log = cli(&["log"]);
+    let ids: Vec<&J> = log["log"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| &r["id"])
+        .collect();
+    let c = browser(&driver).await;
+    c.goto(&page).await.unwrap();
+    let drawn = until(
+        &c,
+        "return [[...document.querySelectorAll('#rows tr.row')].map(r => r.dataset.id), new Set([...document.querySelectorAll('#edges circle')].map(e => e.getAttribute('cx'))).size]",
+        |v| v[0].as_array().is_some_and(|a| a.len() == ids.len()),
+        "the demo's history drawn",
+    )
+    .await;
+    assert_eq!(drawn[0], json!(ids));
+    assert_eq!(drawn[1], 3, "alice, bob and carol: three lanes");
+    let at = c.find(Locator::Css("#at")).await.unwrap();
+    at.send_keys(&before).await.unwrap();
+    click(&c, "#cut button[type=submit]").await;
+    let want = cli(&["state", "--at", &before]);
+    let got = until(
+        &c,
+        &format!(
+            "const t = document.getElementById('tree').dataset.state; return t && JSON.stringify(JSON.parse(t)) === JSON.stringify({want}) ? JSON.parse(t) : null"
+        ),
+        |v| !v.is_null(),
+        "the state before the partition",
+    )
+    .await;
+    assert_eq!(got, want);
+    assert_ne!(
+        got,
+        cli(&["state"]),
+        "the partition changed the state since"
+    );
     c.close().await.unwrap();
 }
