@@ -109,7 +109,7 @@ pub struct Store {
     /// Leaves written every [`LEAVES_EVERY`] ops by [`Store::persist_bytes`] too.
     defer_leaves: bool,
     /// Bytes of leaves the last deferred write wrote: the next waits for at least this many
-    /// bytes' worth of ops (see [`travel::BYTES_PER_OP`]).
+    /// bytes' worth of ops (see `BYTES_PER_OP` in checkpoint.rs).
     deferred_bytes: u64,
     pending: Option<PendingLeaves>,
     checkpoint_ops: u64,
