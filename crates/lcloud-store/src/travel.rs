@@ -228,8 +228,8 @@ pub(crate) fn document_at(
 #[cfg(test)]
 mod entry_tests {
     use super::*;
-    use lcloud_core::Path;
     use crate::state::sealed;
+    use lcloud_core::Path;
 
     /// A checkpoint is stored compressed when that pays, expands to what was written, and a
     /// damaged one is refused by name.
