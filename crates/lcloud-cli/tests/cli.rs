@@ -374,38 +374,13 @@ fn the_demo_converges_and_explains_itself() {
 fn the_demo_leaves_the_debugger_running_only_when_asked() {
     let base = tempfile::tempdir().unwrap();
     let dir = base.path().join("demo");
-    let out = Command::new(env!("CARGO_BIN_EXE_lcloud"))
-        .args(["demo", "--keep", "--dir"])
-        .arg(&dir)
-        .env_remove("LCLOUD_DIR")
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let page = text
-        .lines()
-        .find_map(|l| l.strip_prefix("debugger: "))
-        .unwrap_or_else(|| panic!("no debugger address in:\n{text}"));
-    let pid: u32 = text
-        .split("kill ")
-        .nth(1)
-        .and_then(|r| r.split('`').next())
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("no pid to stop in:\n{text}"));
     // Stopped by pid whatever happens below.
-    struct Stop(u32);
-    impl Drop for Stop {
-        fn drop(&mut self) {
-            let _ = Command::new("kill").arg(self.0.to_string()).status();
-        }
-    }
-    let stop = Stop(pid);
-    let (url, token) = page.split_once("#token=").expect("a token in the address");
-    let api = url.trim_start_matches("http://").trim_end_matches("/ui");
+    let demo = common::kept_demo(&dir);
+    let (api, token, pid) = (
+        demo.api.trim_start_matches("http://"),
+        &demo.token,
+        demo.pid,
+    );
     let (status, _) = common::request(api, "GET", "/ui", "", "");
     assert_eq!(status, 200);
     let (status, body) = common::request(
@@ -418,7 +393,7 @@ fn the_demo_leaves_the_debugger_running_only_when_asked() {
     assert_eq!(status, 200, "{body}");
     let log: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert!(log["log"].as_array().unwrap().len() >= 8, "{log}");
-    drop(stop);
+    drop(demo);
     let t = std::time::Instant::now();
     while std::path::Path::new(&format!("/proc/{pid}")).exists() {
         assert!(

@@ -8,94 +8,14 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::browser::{browser, click, driver_or_skip, until};
 use common::cli_node::{Node, copy_dir, partition_story};
 use common::procs::NodeProc;
-use fantoccini::{Client, ClientBuilder, Locator};
+use fantoccini::Locator;
 use serde_json::{Value as J, json};
-
-/// A chromedriver process on a free port, killed by pid when dropped.
-struct Driver {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Driver {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn driver_or_skip() -> Option<Driver> {
-    let missing = ["chromedriver", "chromium"].into_iter().find(|b| {
-        Command::new("which")
-            .arg(b)
-            .output()
-            .map_or(true, |o| !o.status.success())
-    });
-    if let Some(b) = missing {
-        let why =
-            format!("{b} is not installed (Debian: apt-get install chromium chromium-driver)");
-        if std::env::var_os("LCLOUD_REQUIRE_BROWSER").is_some() {
-            panic!("LCLOUD_REQUIRE_BROWSER is set but {why}");
-        }
-        println!("SKIPPED: {why}");
-        return None;
-    }
-    // A free port, taken by chromedriver a moment later: another process may take it first,
-    // so a driver that exits, or a port that answers as something else, is tried again.
-    for _ in 0..5 {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = Command::new("chromedriver")
-            .arg(format!("--port={port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("chromedriver starts");
-        let mut driver = Driver {
-            child,
-            url: format!("http://127.0.0.1:{port}"),
-        };
-        let t = Instant::now();
-        while t.elapsed() < Duration::from_secs(20) {
-            if driver.child.try_wait().unwrap().is_some() {
-                break;
-            }
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                // Listening, and still running a moment later: the port is chromedriver's
-                // (one that lost the port to another process exits at once).
-                std::thread::sleep(Duration::from_millis(200));
-                if driver.child.try_wait().unwrap().is_none() {
-                    return Some(driver);
-                }
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-    panic!("chromedriver did not start on a free port in five tries");
-}
-
-async fn browser(driver: &Driver) -> Client {
-    let mut caps = serde_json::Map::new();
-    caps.insert(
-        "goog:chromeOptions".into(),
-        json!({"args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1400,900"]}),
-    );
-    ClientBuilder::rustls()
-        .expect("TLS roots")
-        .capabilities(caps)
-        .connect(&driver.url)
-        .await
-        .expect("a browser session")
-}
 
 /// `n` one-op experiences of the directory's own node, written straight to its store (the
 /// CLI would take a process each).
@@ -108,32 +28,6 @@ fn write_many(a: &Node, n: i64) {
             value: lcloud_core::Value::Int(i),
         };
         store.write_local(&me, vec![op]).unwrap().unwrap();
-    }
-}
-
-/// Clicks the element `css` selects.
-async fn click(c: &Client, css: &str) {
-    c.find(Locator::Css(css))
-        .await
-        .unwrap_or_else(|e| panic!("no {css}: {e}"))
-        .click()
-        .await
-        .unwrap();
-}
-
-/// Polls `check` (a script returning a value) until `done` holds for its result.
-async fn until(c: &Client, script: &str, done: impl Fn(&J) -> bool, what: &str) -> J {
-    let t = Instant::now();
-    loop {
-        let v = c.execute(script, vec![]).await.expect("the script runs");
-        if done(&v) {
-            return v;
-        }
-        assert!(
-            t.elapsed() < Duration::from_secs(15),
-            "{what}: last saw {v}"
-        );
-        tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }
 
@@ -796,46 +690,17 @@ async fn the_debugger_draws_the_demos_partition_story() {
         return;
     };
     let base = tempfile::tempdir().unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_lcloud"))
-        .args(["demo", "--keep", "--dir"])
-        .arg(base.path().join("demo"))
-        .env_remove("LCLOUD_DIR")
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let page = text
-        .lines()
-        .find_map(|l| l.strip_prefix("debugger: "))
-        .expect("the debugger's address")
-        .to_owned();
-    let pid: u32 = text
-        .split("kill ")
-        .nth(1)
-        .and_then(|r| r.split('`').next())
-        .and_then(|p| p.parse().ok())
-        .expect("its pid");
-    struct Stop(u32);
-    impl Drop for Stop {
-        fn drop(&mut self) {
-            let _ = Command::new("kill").arg(self.0.to_string()).status();
-        }
-    }
-    let _stop = Stop(pid);
+    let demo = common::kept_demo(&base.path().join("demo"));
+    let text = &demo.text;
     let before = text
         .lines()
         .find_map(|l| l.trim().strip_prefix("the vector clock now: "))
         .expect("the clock before the partition")
         .to_owned();
-    let (url, token) = page.split_once("#token=").unwrap();
-    let api = url.trim_end_matches("/ui").to_owned();
+    let (page, api, token) = (&demo.page, &demo.api, &demo.token);
     let cli = |args: &[&str]| -> J {
         let out = Command::new(env!("CARGO_BIN_EXE_lcloud"))
-            .args(["--node", &api, "--json"])
+            .args(["--node", api, "--json"])
             .args(args)
             .env("LCLOUD_TOKEN", token)
             .env_remove("LCLOUD_DIR")
@@ -856,7 +721,7 @@ async fn the_debugger_draws_the_demos_partition_story() {
         .map(|r| &r["id"])
         .collect();
     let c = browser(&driver).await;
-    c.goto(&page).await.unwrap();
+    c.goto(page).await.unwrap();
     let drawn = until(
         &c,
         "return [[...document.querySelectorAll('#rows tr.row')].map(r => r.dataset.id), new Set([...document.querySelectorAll('#edges circle')].map(e => e.getAttribute('cx'))).size]",

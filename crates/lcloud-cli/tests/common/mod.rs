@@ -1,6 +1,7 @@
 //! Running the real `lcloud` binary from tests.
 #![allow(dead_code)]
 
+pub mod browser;
 pub mod cli_node;
 pub mod procs;
 
@@ -205,4 +206,61 @@ pub fn request(api: &str, method: &str, path: &str, headers: &str, body: &str) -
         .map(|(_, b)| b.to_owned())
         .unwrap_or_default();
     (code, body)
+}
+
+/// `lcloud demo --keep --dir DIR` run to its end, and the debugger's node it left running,
+/// stopped by pid when this is dropped.
+pub struct KeptDemo {
+    /// What the demo printed.
+    pub text: String,
+    /// The page's address, its token in the fragment.
+    pub page: String,
+    /// The debugger node's API, `http://127.0.0.1:PORT`.
+    pub api: String,
+    /// The page's read token.
+    pub token: String,
+    /// The debugger node's process.
+    pub pid: u32,
+}
+
+impl Drop for KeptDemo {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").arg(self.pid.to_string()).status();
+    }
+}
+
+/// Runs `lcloud demo --keep` in `dir` and reads the debugger's address and pid it printed.
+pub fn kept_demo(dir: &Path) -> KeptDemo {
+    let out = Command::new(env!("CARGO_BIN_EXE_lcloud"))
+        .args(["demo", "--keep", "--dir"])
+        .arg(dir)
+        .env_remove("LCLOUD_DIR")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let page = text
+        .lines()
+        .find_map(|l| l.strip_prefix("debugger: "))
+        .unwrap_or_else(|| panic!("no debugger address in:\n{text}"))
+        .to_owned();
+    let pid: u32 = text
+        .split("kill ")
+        .nth(1)
+        .and_then(|r| r.split('`').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no pid to stop in:\n{text}"));
+    let (url, token) = page.split_once("#token=").expect("a token in the address");
+    let (api, token) = (url.trim_end_matches("/ui").to_owned(), token.to_owned());
+    KeptDemo {
+        text,
+        page,
+        api,
+        token,
+        pid,
+    }
 }
