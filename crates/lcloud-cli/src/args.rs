@@ -241,11 +241,16 @@ pub(crate) enum Command {
         #[command(flatten)]
         cut: CutArgs,
     },
-    /// Show every concurrent value kept at a path, in canonical order (the last one shows).
-    #[command(after_help = "Example:\n  lcloud conflicts /title")]
+    /// Show every concurrent value kept at a path, in canonical order (the last one shows),
+    /// with the experience that wrote each and its author: now, or at a cut or view.
+    #[command(
+        after_help = "Examples:\n  lcloud conflicts /title\n  lcloud conflicts /title --at alice:3,bob:2"
+    )]
     Conflicts {
         /// JSON Pointer.
         path: String,
+        #[command(flatten)]
+        cut: CutArgs,
     },
     /// Print the state root (BLAKE3 of the folded state), now or at a cut.
     #[command(
@@ -390,17 +395,22 @@ pub(crate) enum Command {
         retain: RetainArg,
     },
     /// Open the time-travel debugger on this directory's store: starts a node that serves
-    /// reads only, on loopback, with no network, and prints the page's address (with a read
-    /// token, valid 12 hours, revoked when it stops). The page shows the history one lane per
-    /// node, the state at any cut, diffs between cuts and who wrote each value. Stop it with
-    /// Ctrl-C. A running node serves the same page at /ui (`lcloud node run` prints it).
+    /// reads only, on loopback, with no network, prints the page's address (with a read
+    /// token, valid 12 hours, revoked when it stops) and opens it in your browser (the
+    /// program $BROWSER names, else the desktop's default). The page shows the history one
+    /// lane per node, the state at any cut, diffs between cuts and who wrote each value.
+    /// Stop it with Ctrl-C. A running node serves the same page at /ui (`lcloud node run`
+    /// prints it).
     #[command(
-        after_help = "Example:\n  lcloud ui            (then open the printed http://127.0.0.1:…/ui#token=… address)\n  lcloud ui --api 127.0.0.1:7500"
+        after_help = "Examples:\n  lcloud ui\n  lcloud ui --no-open --api 127.0.0.1:7500   (then open the printed http://127.0.0.1:7500/ui#token=… address)\n  BROWSER=firefox lcloud ui"
     )]
     Ui {
         /// Where the page and its API listen (loopback; port 0: any free port).
         #[arg(long, default_value = "127.0.0.1:0")]
         api: std::net::SocketAddr,
+        /// Only print the page's address; do not start a browser.
+        #[arg(long)]
+        no_open: bool,
     },
     /// Give the store file's free pages back to the file system (docs/store.md, "Closing").
     ///
@@ -611,6 +621,21 @@ pub(crate) enum ContractAction {
         contract: String,
         /// One key of its state.
         key: Option<String>,
+    },
+    /// Who set KEY of a contract's state to the value it holds, and what it held before: each
+    /// change with the call (or the deploy) that made it, in canonical order, the last one
+    /// the writer of the value. Now, or at a cut or view. The fold is run again from its last
+    /// checkpoint at which KEY held another value, so older changes may be left out (said).
+    #[command(
+        after_help = "Examples:\n  lcloud contract writes bank balance/alice\n  lcloud contract writes bank balance/alice --at alice:3,bob:2\n  lcloud --node http://127.0.0.1:7400 contract writes bank balance/alice --json"
+    )]
+    Writes {
+        /// The contract: its local name, or a prefix of its id.
+        contract: String,
+        /// The key in its state.
+        key: String,
+        #[command(flatten)]
+        cut: CutArgs,
     },
 }
 

@@ -106,7 +106,7 @@ pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Init(args) => init(&dir, json_out, args),
         Command::Token { action } => crate::token::run(&dir, json_out, action),
-        Command::Ui { api } => crate::token::ui(&dir, api),
+        Command::Ui { api, no_open } => crate::token::ui(&dir, api, !no_open),
         Command::Join {
             file,
             alias,
@@ -212,7 +212,7 @@ pub fn run(cli: Cli) -> Result<()> {
             action: KeyAction::Rotate,
         } => crate::membership::rotate_key(&dir, json_out),
         Command::State { path, cut } => state(&dir, json_out, path, &cut),
-        Command::Conflicts { path } => conflicts(&dir, json_out, &path),
+        Command::Conflicts { path, cut } => conflicts(&dir, json_out, &path, &cut),
         Command::Root { cut } => root(&dir, json_out, &cut),
         Command::Status => crate::status::offline(&dir, json_out),
         Command::Clock => {
@@ -349,6 +349,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 },
                 read_only: false,
                 ui_token: None,
+                ui_ready: None,
             })?;
             Ok(())
         }

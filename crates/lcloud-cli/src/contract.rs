@@ -1,4 +1,4 @@
-//! `lcloud contract deploy|list|state` and `lcloud call`: contracts on a node's directory, or
+//! `lcloud contract deploy|list|state|writes` and `lcloud call`: contracts on a node's directory, or
 //! through a running node's API (`--node URL`).
 
 use std::path::Path as FsPath;
@@ -56,7 +56,60 @@ pub fn run(dir: &FsPath, json_out: bool, action: ContractAction) -> Result<()> {
             });
             Ok(())
         }
+        ContractAction::Writes { contract, key, cut } => {
+            let node = commands::open(dir)?;
+            let names = node.store.contract_names()?;
+            let id = c::resolve(&node.replica, &names, &contract).map_err(|e| anyhow!(e))?;
+            let view = crate::commands::inspect::cut_text(&cut).view(&node.names, &node.replica)?;
+            let writes = node
+                .replica
+                .contract_writes(&view, &id, &key)?
+                .ok_or_else(|| anyhow!("contract {contract:?} was not deployed at that cut"))?;
+            let j = c::writes_json(&node.replica, &id, &key, &writes);
+            print_writes(json_out, &node.names, &j);
+            Ok(())
+        }
     }
+}
+
+/// Prints who set a contract's key (`lcloud_node::contracts::writes_json`): one line per
+/// change, oldest first, the last marked as the value shown.
+pub(crate) fn print_writes(json_out: bool, names: &lcloud_node::resolve::Names, j: &J) {
+    print(json_out, j.clone(), || {
+        let changes = j["changes"].as_array().cloned().unwrap_or_default();
+        let mut lines = Vec::new();
+        if !j["complete"].as_bool().unwrap_or(true) {
+            lines.push("(earlier changes left out)".to_owned());
+        }
+        for (i, w) in changes.iter().enumerate() {
+            let mark = if i + 1 == changes.len() {
+                "  <- shown"
+            } else {
+                ""
+            };
+            let value = w["value"]
+                .as_str()
+                .map_or("(removed)".to_owned(), |v| format!("{v:?}"));
+            let author = w["author"]
+                .as_str()
+                .and_then(lcloud_core::NodeId::from_hex)
+                .map_or_else(|| "?".to_owned(), |n| names.show(&n));
+            let exp = w["experience"].as_str().unwrap_or_default();
+            lines.push(format!(
+                "{} {} by {author} (seq {}): {value}{mark}",
+                &exp[..exp.len().min(12)],
+                w["function"].as_str().unwrap_or("?"),
+                w["seq"],
+            ));
+        }
+        if changes.is_empty() {
+            lines.push(format!(
+                "{} was never set",
+                j["key"].as_str().unwrap_or_default()
+            ));
+        }
+        lines.join("\n")
+    });
 }
 
 /// Runs `lcloud call` on the directory.
@@ -256,6 +309,15 @@ pub fn remote(
                 print(json_out, v.clone(), || {
                     serde_json::to_string_pretty(&v).unwrap_or_default()
                 });
+                Ok(())
+            }
+            ContractAction::Writes { contract, key, cut } => {
+                let mut q = crate::commands::inspect::cut_query(&cut);
+                q.push(("key", key));
+                let q: Vec<(&str, &str)> = q.iter().map(|(k, v)| (*k, v.as_str())).collect();
+                let v = remote.get(&format!("/api/contracts/{contract}/writes"), &q)?;
+                let names = crate::commands::inspect::remote_names(remote)?;
+                print_writes(json_out, &names, &v);
                 Ok(())
             }
         },

@@ -7,7 +7,7 @@ use super::*;
 use lcloud_node::inspect::{self, CutText};
 use serde_json::Value as J;
 
-pub(super) fn cut_text(cut: &CutArgs) -> CutText {
+pub(crate) fn cut_text(cut: &CutArgs) -> CutText {
     CutText {
         at: cut.at.clone(),
         heads: cut.heads.clone(),
@@ -77,9 +77,10 @@ pub(crate) fn print_value(json_out: bool, value: &J) {
     }
 }
 
-pub(super) fn conflicts(dir: &FsPath, json_out: bool, path: &str) -> Result<()> {
+pub(super) fn conflicts(dir: &FsPath, json_out: bool, path: &str, cut: &CutArgs) -> Result<()> {
     let node = open(dir)?;
-    let j = inspect::conflicts(&node.replica, &resolve::path(path)?)?;
+    let view = cut_text(cut).view(&node.names, &node.replica)?;
+    let j = inspect::conflicts(&node.replica, &resolve::path(path)?, &view)?;
     print_conflicts(json_out, &node.names, &j);
     Ok(())
 }
@@ -271,7 +272,7 @@ pub(crate) fn print_log(json_out: bool, graph: bool, names: &Names, j: &J) {
 }
 
 /// The cut's query parameters, for a node's `/api/state` and `/api/root`.
-fn cut_query(cut: &CutArgs) -> Vec<(&'static str, String)> {
+pub(crate) fn cut_query(cut: &CutArgs) -> Vec<(&'static str, String)> {
     [
         ("at", &cut.at),
         ("heads", &cut.heads),
@@ -284,7 +285,7 @@ fn cut_query(cut: &CutArgs) -> Vec<(&'static str, String)> {
 }
 
 /// The node's names for nodes (its aliases), to print what it answers.
-fn remote_names(remote: &crate::remote::Remote) -> Result<Names> {
+pub(crate) fn remote_names(remote: &crate::remote::Remote) -> Result<Names> {
     let aliases = remote.get("/api/aliases", &[])?;
     let aliases = aliases
         .as_object()
@@ -319,8 +320,10 @@ pub(crate) fn remote(
                 v["root"].as_str().unwrap_or_default().to_owned()
             });
         }
-        Command::Conflicts { path } => {
-            let v = get("/api/conflicts", vec![("path", path)])?;
+        Command::Conflicts { path, cut } => {
+            let mut q = cut_query(&cut);
+            q.push(("path", path));
+            let v = get("/api/conflicts", q)?;
             print_conflicts(json_out, &remote_names(remote)?, &v);
         }
         Command::Diff { from, to } => {

@@ -110,7 +110,7 @@ pub fn for_remote(token_file: Option<&FsPath>, dir: &FsPath) -> Result<Option<St
 
 /// `lcloud ui`: a read token for the page (earlier ones of `lcloud ui` revoked first), a node
 /// that serves reads only on loopback with no network, and the token revoked when it stops.
-pub fn ui(dir: &FsPath, api: std::net::SocketAddr) -> Result<()> {
+pub fn ui(dir: &FsPath, api: std::net::SocketAddr, open: bool) -> Result<()> {
     if !lcloud_store::Store::exists(dir) {
         return Err(anyhow!(
             "no λCLOUD store in {}: run `lcloud init` or `lcloud join` first",
@@ -128,6 +128,28 @@ pub fn ui(dir: &FsPath, api: std::net::SocketAddr) -> Result<()> {
     let mut t = Tokens::load(dir)?;
     let _ = t.revoke(NAME);
     let (token, info) = t.create(Scope::Read, NAME, Some(now + 12 * 3600), now)?;
+    let (ready, page) = std::sync::mpsc::channel::<String>();
+    // Without a display (an SSH session, a server), only a program $BROWSER names can open it.
+    let var = |name| std::env::var_os(name).is_some_and(|v| !v.is_empty());
+    let headless = cfg!(target_os = "linux") && !var("DISPLAY") && !var("WAYLAND_DISPLAY");
+    if open && headless && !var("BROWSER") {
+        eprintln!(
+            "no graphical display here (DISPLAY and WAYLAND_DISPLAY are unset): open the ui \
+             address below in a browser on this machine, or forward its port"
+        );
+    } else if open {
+        std::thread::spawn(move || {
+            if let Ok(url) = page.recv() {
+                match webbrowser::open(&url) {
+                    Ok(()) => println!("opened the page in your browser"),
+                    Err(e) => eprintln!(
+                        "could not open a browser ({e}): open the ui address above yourself \
+                         (set BROWSER to choose the program)"
+                    ),
+                }
+            }
+        });
+    }
     let ran = lcloud_node::run(lcloud_node::Config {
         dir: dir.to_owned(),
         listen: Vec::new(),
@@ -144,6 +166,7 @@ pub fn ui(dir: &FsPath, api: std::net::SocketAddr) -> Result<()> {
         retain: None,
         read_only: true,
         ui_token: Some(token),
+        ui_ready: Some(ready),
     });
     let mut t = Tokens::load(dir)?;
     let _ = t.revoke(&info.id);

@@ -97,6 +97,62 @@ fn deploy_list_state_and_call_on_a_directory() {
         json(&dir, &["contract", "state", "bank", "balance/bo"]),
         "4"
     );
+    // Who set each balance: the mint, then the transfer that fit; not the refused one.
+    let writes = json(&dir, &["contract", "writes", "bank", "balance/ann"]);
+    let changes: Vec<(&str, &str)> = writes["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["function"].as_str().unwrap(),
+                c["value"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(changes, [("mint", "10"), ("transfer", "6")], "{writes}");
+    assert_eq!(
+        (&writes["value"], &writes["complete"]),
+        (&J::from("6"), &J::from(true))
+    );
+    let text = ok(&dir, &["contract", "writes", "bank", "balance/ann"]);
+    assert!(
+        text.ends_with("transfer by me (seq 5): \"6\"  <- shown"),
+        "{text}"
+    );
+    let minted = writes["changes"][0]["experience"].as_str().unwrap();
+    let at_mint = json(
+        &dir,
+        &[
+            "contract",
+            "writes",
+            "bank",
+            "balance/bo",
+            "--heads",
+            minted,
+        ],
+    );
+    assert_eq!(at_mint["changes"], J::Array(vec![]), "{at_mint}");
+    assert!(ok(&dir, &["contract", "writes", "bank", "balance/zed"]).contains("never set"));
+    // A running node answers the same (`/api/contracts/{name}/writes`).
+    {
+        let node = common::procs::NodeProc::start(&dir, &[]);
+        let args = ["--json", "contract", "writes", "bank", "balance/ann"];
+        let remote: J = serde_json::from_str(&node.cli(&args).unwrap()).unwrap();
+        assert_eq!(remote, writes);
+        let at = ["contract", "writes", "bank", "balance/ann", "--at", &before];
+        assert_eq!(node.cli(&at).unwrap(), "balance/ann was never set");
+        let without = [
+            "contract",
+            "writes",
+            "bank",
+            "balance/ann",
+            "--without",
+            "me",
+        ];
+        let refused = node.cli(&without).unwrap_err();
+        assert!(refused.contains("not deployed at that cut"), "{refused}");
+    }
     // The rejection is in the history, with its reason.
     let log = json(&dir, &["log"]);
     let rejections: Vec<&J> = log["log"]

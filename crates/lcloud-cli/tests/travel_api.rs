@@ -1,6 +1,6 @@
-//! Time travel served by a node: `lcloud --node URL state|root|diff|log|conflicts` print what
-//! the same commands print on a copy of the node's store, the node answering from its own
-//! store and memory (`/api/state`, `/api/root`, `/api/diff`, `/api/log`, `/api/conflicts`).
+//! Time travel served by a node: `lcloud --node URL state|root|diff|log|conflicts` (at cuts
+//! and views too) print what the same commands print on a copy of the node's store, the node
+//! answering from its own store and memory (`/api/state`, `/api/root`, `/api/diff`, `/api/log`, `/api/conflicts`).
 
 mod common;
 
@@ -38,6 +38,9 @@ fn a_node_answers_time_travel_as_the_cli_does_on_its_store() {
         vec!["log", "--graph", "--limit", "3"],
         vec!["--json", "conflicts", "/t"],
         vec!["conflicts", "/t"],
+        vec!["--json", "conflicts", "/t", "--at", "alice:4"],
+        vec!["conflicts", "/t", "--without", &bob],
+        vec!["--json", "conflicts", "/t", "--heads", &head],
     ];
     for args in &asked {
         let local = a.ok(args);
@@ -59,6 +62,14 @@ fn a_node_answers_time_travel_as_the_cli_does_on_its_store() {
     let conflicts: serde_json::Value =
         serde_json::from_str(&node.cli(&["--json", "conflicts", "/t"]).unwrap()).unwrap();
     assert_eq!(conflicts["values"].as_array().unwrap().len(), 2);
+    let before_heal: serde_json::Value = serde_json::from_str(
+        &node
+            .cli(&["--json", "conflicts", "/t", "--at", "alice:4"])
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(before_heal["values"][0]["value"], "from alice");
+    assert_eq!(before_heal["values"].as_array().unwrap().len(), 1);
 
     // Pages, newest first: each page's cursor leads to the next, and together they are the
     // whole log.

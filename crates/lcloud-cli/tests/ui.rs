@@ -334,19 +334,35 @@ async fn the_debugger_shows_the_history_the_cli_shows() {
 }
 
 /// `lcloud ui` serves the page and reads with a read token it prints in the page's address,
-/// writes nothing (not even the attestation a member owes at depth 256), refuses every write,
-/// and revokes its token when it stops.
+/// opens that address with the browser $BROWSER names, writes nothing (not even the
+/// attestation a member owes at depth 256), refuses every write, and revokes its token when
+/// it stops.
 #[test]
 fn lcloud_ui_serves_reads_only_and_revokes_its_token() {
+    use std::os::unix::fs::PermissionsExt;
     let a = Node::new();
     a.ok(&["init", "--alias", "alice", "--cloud", "ui"]);
     // Past the depth at which a member attests a checkpoint.
     write_many(&a, 300);
     let root = a.root();
+    // The "browser": a program that writes down the address it was asked to open.
+    let scratch = tempfile::tempdir().unwrap();
+    let opened = scratch.path().join("opened");
+    let browser = scratch.path().join("browser");
+    std::fs::write(
+        &browser,
+        format!(
+            "#!/bin/sh\necho \"$1\" > {}.part && mv {0}.part {0}\n",
+            opened.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&browser, std::fs::Permissions::from_mode(0o755)).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_lcloud"))
         .arg("--dir")
         .arg(a.path())
         .arg("ui")
+        .env("BROWSER", &browser)
         .env_remove("LCLOUD_DIR")
         .env_remove("LCLOUD_NODE")
         .stdout(Stdio::piped())
@@ -372,6 +388,13 @@ fn lcloud_ui_serves_reads_only_and_revokes_its_token() {
             break (page.to_owned(), token.to_owned());
         }
     };
+    let t = Instant::now();
+    while !opened.exists() {
+        assert!(t.elapsed() < Duration::from_secs(10), "no browser started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let asked = std::fs::read_to_string(&opened).unwrap();
+    assert_eq!(asked.trim_end(), format!("{page}#token={token}"));
     let api = page
         .trim_start_matches("http://")
         .trim_end_matches("/ui")
@@ -422,8 +445,8 @@ fn lcloud_ui_serves_reads_only_and_revokes_its_token() {
 
 /// Finality and contracts in the page: a member's node attests the checkpoint at depth 256
 /// (the only member: it is final at once), the page marks what lies below it final and draws
-/// the checkpoint; a contract's state is shown, and the call the fold rejected is marked with
-/// why.
+/// the checkpoint; a contract's state is shown with who set each key, and the call the fold
+/// rejected is marked with why.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_debugger_shows_final_checkpoints_and_contracts() {
     let Some(driver) = driver_or_skip() else {
@@ -512,6 +535,37 @@ async fn the_debugger_shows_final_checkpoints_and_contracts() {
     )
     .await;
     assert_eq!(ann, json!("balance/ann: \"10\""));
+    // Who set it: the mint, the only change; the refused transfer is not among them. The
+    // page lists the changes the node's writes route answers, linked to their experiences.
+    let (_, writes) = common::request(
+        &api,
+        "GET",
+        "/api/contracts/bank/writes?key=balance%2Fann",
+        &auth,
+        "",
+    );
+    let writes: J = serde_json::from_str(&writes).unwrap();
+    let mint = writes["changes"][0]["experience"].clone();
+    assert_eq!(writes["changes"].as_array().unwrap().len(), 1, "{writes}");
+    c.execute(
+        "const l = document.querySelector('#contracts .leaf[data-path=\"/balance~1ann\"]'); l.closest('details').open = true; l.click();",
+        vec![],
+    )
+    .await
+    .unwrap();
+    let who = until(
+        &c,
+        "const a = [...document.querySelectorAll('#who a')]; return a.length ? [a.map(a => a.dataset.id), document.getElementById('who').textContent] : null",
+        |v| !v.is_null(),
+        "who set balance/ann",
+    )
+    .await;
+    assert_eq!(who[0], json!([mint]));
+    let text = who[1].as_str().unwrap();
+    assert!(
+        text.starts_with("shown: ") && text.ends_with("mint by alice: \"10\""),
+        "{text}"
+    );
     // The contract's state at a past cut, with the state pane: just after the deploy
     // (alice:2) its init's minter and no balance yet; before it (alice:1), no contract.
     for (clock, has, lacks) in [

@@ -246,6 +246,18 @@ pub(crate) fn apply_calls(
     idx: Idx,
     past: PastDoc<'_>,
 ) {
+    apply_calls_seen(state, registry, lattice, idx, past, &mut |_, _| {});
+}
+
+/// `apply_calls`, showing `after` the state after each call or deploy op (applied or refused).
+fn apply_calls_seen(
+    state: &mut OrderedState,
+    registry: &Registry,
+    lattice: &Lattice,
+    idx: Idx,
+    past: PastDoc<'_>,
+    after: &mut dyn FnMut(Dot, &OrderedState),
+) {
     let seen = std::cell::OnceCell::new();
     let seen_doc = || seen.get_or_init(|| past(idx)).clone();
     let exp = lattice.get(idx);
@@ -328,6 +340,7 @@ pub(crate) fn apply_calls(
                 state.rejections.insert(dot, Rejected { morphism, reason });
             }
         }
+        after(dot, state);
     }
 }
 
@@ -471,13 +484,41 @@ impl OrderedFold {
         past: PastDoc<'_>,
         reuse: bool,
     ) -> OrderedState {
+        let base = self.shared(&included, reuse).next_back();
+        self.fold_from(registry, lattice, base, &included, past, &mut |_, _| {})
+    }
+
+    /// The checkpoints of the prefix this fold shares with the sub-fold of the experiences
+    /// `included` holds for (none unless `reuse`), oldest first.
+    fn shared(
+        &self,
+        included: &impl Fn(Idx) -> bool,
+        reuse: bool,
+    ) -> impl DoubleEndedIterator<Item = (&(u64, Id), &OrderedState)> {
         let shared = self
             .calls
             .iter()
             .take_while(|(_, i)| reuse && included(**i))
             .last()
             .map(|(k, _)| *k);
-        let base = shared.and_then(|s| self.checkpoints.range(..=s).next_back());
+        match shared {
+            Some(s) => self.checkpoints.range(..=s),
+            // (The smallest key: an empty range.)
+            None => self.checkpoints.range(..(0, Id([0; 32]))),
+        }
+    }
+
+    /// Folds the included calls after checkpoint `base` (all of them from nothing when
+    /// `None`), showing `seen` the state after each op.
+    fn fold_from(
+        &self,
+        registry: &Registry,
+        lattice: &Lattice,
+        base: Option<(&(u64, Id), &OrderedState)>,
+        included: &impl Fn(Idx) -> bool,
+        past: PastDoc<'_>,
+        seen: &mut dyn FnMut(Dot, &OrderedState),
+    ) -> OrderedState {
         let (mut state, from) = match base {
             Some((k, s)) => (s.clone(), Some(*k)),
             None => (OrderedState::default(), None),
@@ -486,9 +527,74 @@ impl OrderedFold {
         let rest = self.calls.range((lower, Bound::Unbounded));
         for (_, i) in rest {
             if included(*i) {
-                apply_calls(&mut state, registry, lattice, *i, past);
+                apply_calls_seen(&mut state, registry, lattice, *i, past, seen);
             }
         }
         state
     }
+
+    /// Who set `key` of contract `contract` to the value it has in the sub-fold of the
+    /// experiences `included` holds for, and the values it held before, oldest first: each
+    /// change with the op that made it, the last one the op that wrote the value it has
+    /// now. The calls are folded again from the newest checkpoint at which the key held
+    /// another value, so the changes before that one are left out (`KeyWrites::complete`
+    /// says whether the list reaches back to the deploy). `None`: the contract is not
+    /// deployed in the sub-fold.
+    #[allow(clippy::too_many_arguments)]
+    pub fn writes(
+        &self,
+        registry: &Registry,
+        lattice: &Lattice,
+        included: impl Fn(Idx) -> bool,
+        past: PastDoc<'_>,
+        reuse: bool,
+        contract: &Id,
+        key: &str,
+    ) -> Option<KeyWrites> {
+        let value_in = |s: &OrderedState| s.kv.get(contract).and_then(|kv| kv.get(key)).cloned();
+        let state = self.state_of(registry, lattice, &included, past, reuse);
+        if !state.deployed.contains_key(contract) {
+            return None;
+        }
+        let now = value_in(&state);
+        let base = self
+            .shared(&included, reuse)
+            .rev()
+            .find(|(_, s)| value_in(s) != now);
+        let mut held = base.and_then(|(_, s)| value_in(s));
+        let mut changes = Vec::new();
+        self.fold_from(registry, lattice, base, &included, past, &mut |dot, s| {
+            let value = value_in(s);
+            if value != held {
+                held.clone_from(&value);
+                changes.push(KeyWrite { dot, value });
+            }
+        });
+        Some(KeyWrites {
+            value: now,
+            changes,
+            complete: base.is_none(),
+        })
+    }
+}
+
+/// One change of a contract's key: the op that made it, and the value it left (`None`:
+/// removed).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyWrite {
+    /// The call or deploy op.
+    pub dot: Dot,
+    /// The value after it.
+    pub value: Option<String>,
+}
+
+/// A contract key's value and the changes that led to it (`OrderedFold::writes`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyWrites {
+    /// The value now (`None`: no such key).
+    pub value: Option<String>,
+    /// Changes, oldest first; the last one wrote `value`.
+    pub changes: Vec<KeyWrite>,
+    /// Whether `changes` starts at the deploy (else earlier changes are left out).
+    pub complete: bool,
 }

@@ -55,7 +55,7 @@ pub use experience::{
     DEPS_MAX, Draft, EXPERIENCE_BYTES_MAX, Experience, FORMAT_VERSION, Header, OPS_MAX,
     PreparedOps, Unsigned, ValidationError, Verified, revalidate_stored, validate, validate_batch,
 };
-pub use fold::{OrderedState, Rejected, State};
+pub use fold::{KeyWrite, KeyWrites, OrderedState, Rejected, State};
 pub use fork::{ForkProof, ForkProofError, SignedHeader};
 pub use guarded::{DocWrite, GUARDS_PER_CONTRACT_MAX, Guarded};
 pub use id::{CloudId, Id, NodeId, Sig};

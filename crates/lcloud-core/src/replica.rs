@@ -20,6 +20,8 @@ use crate::write::{WriteRefused, check_shapes};
 #[path = "replica_base.rs"]
 mod base;
 use base::Base;
+#[path = "replica_writes.rs"]
+mod writes;
 
 /// Most document checkpoints kept; past this, every other one is dropped and the spacing
 /// doubles, so a cut replays at most about 1/128 of the history (or the spacing below).
@@ -122,6 +124,12 @@ pub struct Replica {
 struct CutSet {
     clock: Vec<u64>,
     exact: Option<Vec<bool>>,
+}
+
+/// What a view includes: the experiences in `cut` (all when `None`), less `without`'s.
+struct Scope {
+    cut: Option<CutSet>,
+    without: Option<u32>,
 }
 
 impl Replica {
@@ -451,8 +459,8 @@ impl Replica {
         Ok(exp)
     }
 
-    /// Folds a view: a cut, optionally without one node.
-    pub fn view(&self, view: &View) -> Result<State, ViewError> {
+    /// What `view` includes: its cut resolved, and the index of the node it leaves out.
+    fn scope(&self, view: &View) -> Result<Scope, ViewError> {
         let mut cut = match &view.cut {
             Some(c) => Some(self.resolve(c)?),
             None => None,
@@ -478,20 +486,25 @@ impl Replica {
                 }
             }
         }
+        // A node with no experiences here: leaving it out changes nothing.
         let without = view.without.and_then(|n| self.lattice.author_idx(&n));
-        if view.without.is_some() && without.is_none() {
-            // A node with no experiences here: leaving it out changes nothing.
-            return self.view(&View {
-                cut: view.cut.clone(),
-                without: None,
-            });
-        }
-        let included = |i: Idx| {
-            !self.skipped(i)
-                && cut.as_ref().is_none_or(|c| self.in_cut(c, i))
-                && without.is_none_or(|w| self.lattice.author_seq(i).0 != w)
-        };
-        let doc = match (&cut, without) {
+        Ok(Scope { cut, without })
+    }
+
+    /// Whether the view of `scope` includes experience `i`.
+    fn includes(&self, scope: &Scope, i: Idx) -> bool {
+        !self.skipped(i)
+            && scope.cut.as_ref().is_none_or(|c| self.in_cut(c, i))
+            && scope
+                .without
+                .is_none_or(|w| self.lattice.author_seq(i).0 != w)
+    }
+
+    /// Folds a view: a cut, optionally without one node.
+    pub fn view(&self, view: &View) -> Result<State, ViewError> {
+        let scope = self.scope(view)?;
+        let included = |i: Idx| self.includes(&scope, i);
+        let doc = match (&scope.cut, scope.without) {
             (None, None) => self.doc.clone(),
             (Some(c), None) => self.doc_at(c, &included),
             (_, Some(_)) => {
@@ -502,7 +515,7 @@ impl Replica {
                 doc
             }
         };
-        let leaves_out = without.is_some();
+        let leaves_out = scope.without.is_some();
         let past = |i| self.doc_before(i, &included, leaves_out);
         let ordered =
             self.ordered

@@ -157,6 +157,7 @@ pub fn router(api: Api, debug: bool, cors: &[axum::http::HeaderValue]) -> Router
         .route("/api/aliases", get(aliases))
         .route("/api/contracts", get(contracts).post(deploy))
         .route("/api/contracts/{name}/state", get(contract_state))
+        .route("/api/contracts/{name}/writes", get(history::writes))
         .route("/api/call", post(call))
         .route("/api/key/rotate", post(rotate_key))
         .route("/metrics", get(metrics))

@@ -70,7 +70,30 @@ impl Node {
                 let only = only.map(|n| self.names().node(&n)).transpose()?;
                 inspect::log(&self.replica, only, before.as_deref(), Some(limit))
             }
-            Question::Conflicts(path) => inspect::conflicts(&self.replica, &path),
+            Question::Conflicts(path, cut) => {
+                let view = cut.view(&self.names(), &self.replica)?;
+                inspect::conflicts(&self.replica, &path, &view)
+            }
+            Question::Writes { contract, key, cut } => {
+                let id =
+                    crate::contracts::resolve(&self.replica, &self.contract_names(), &contract)
+                        .map_err(Refused::NotHeld)?;
+                let view = cut.view(&self.names(), &self.replica)?;
+                let writes = self
+                    .replica
+                    .contract_writes(&view, &id, &key)?
+                    .ok_or_else(|| {
+                        Refused::NotHeld(format!(
+                            "contract {contract:?} was not deployed at that cut"
+                        ))
+                    })?;
+                Ok(crate::contracts::writes_json(
+                    &self.replica,
+                    &id,
+                    &key,
+                    &writes,
+                ))
+            }
         }
     }
 

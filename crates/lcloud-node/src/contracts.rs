@@ -119,6 +119,49 @@ pub fn state(
     })
 }
 
+/// Who set `key` of contract `id` to its value and what it held before (oldest first), as
+/// the API and `lcloud contract writes --json` print it.
+pub fn writes_json(
+    replica: &Replica,
+    id: &Id,
+    key: &str,
+    writes: &lcloud_core::KeyWrites,
+) -> serde_json::Value {
+    let changes: Vec<serde_json::Value> = writes
+        .changes
+        .iter()
+        .map(|w| {
+            let exp = replica.lattice().experience(&w.dot.exp);
+            let function = match exp.and_then(|e| e.ops().get(w.dot.op as usize)) {
+                Some(Op::Deploy { .. }) => Some("init".to_owned()),
+                Some(Op::Call {
+                    args: Value::Map(m),
+                    ..
+                }) => match m.get("function") {
+                    Some(Value::Str(f)) => Some(f.clone()),
+                    _ => None,
+                },
+                _ => None,
+            };
+            serde_json::json!({
+                "experience": w.dot.exp.to_hex(),
+                "op": w.dot.op,
+                "author": exp.map(|e| e.author().to_hex()),
+                "seq": exp.map(|e| e.seq()),
+                "function": function,
+                "value": w.value,
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "contract": id.to_hex(),
+        "key": key,
+        "value": writes.value,
+        "changes": changes,
+        "complete": writes.complete,
+    })
+}
+
 /// What a contract call or deploy did, as folded now.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Outcome {

@@ -1,5 +1,5 @@
 //! The API's time travel: the state and root at any cut or view, the diff between two cuts, a
-//! page of the log and a register's conflicts, answered by the node from its store and memory
+//! page of the log, a register's conflicts and a contract key's writers, answered by the node from its store and memory
 //! as `lcloud` answers them on a local store (`crate::inspect`), so a client need not download
 //! the history to ask.
 
@@ -183,17 +183,60 @@ pub(super) async fn log(State(api): State<Api>, q: Q<LogQuery>) -> Response {
 #[serde(deny_unknown_fields)]
 pub(super) struct ConflictsQuery {
     path: String,
+    at: Option<String>,
+    heads: Option<String>,
+    without: Option<String>,
+    seen_by: Option<String>,
 }
 
-/// `GET /api/conflicts?path=P`: the concurrent values of the register at `path`
-/// (`lcloud conflicts`).
+/// `GET /api/conflicts?path=P`: the concurrent values of the register at `path`, now or at a
+/// cut or view (`lcloud conflicts`).
 pub(super) async fn conflicts(State(api): State<Api>, q: Q<ConflictsQuery>) -> Response {
     let q = match q {
         Ok(Query(q)) => q,
         Err(e) => return bad_query(e),
     };
     match parse_path(&q.path) {
-        Ok(p) => ask(&api, Question::Conflicts(p)).await,
+        Ok(p) => {
+            let cut = CutText {
+                at: q.at,
+                heads: q.heads,
+                without: q.without,
+                seen_by: q.seen_by,
+            };
+            ask(&api, Question::Conflicts(p, cut)).await
+        }
         Err(r) => error(StatusCode::BAD_REQUEST, r.to_string()),
     }
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct WritesQuery {
+    key: String,
+    at: Option<String>,
+    heads: Option<String>,
+    without: Option<String>,
+    seen_by: Option<String>,
+}
+
+/// `GET /api/contracts/{name}/writes?key=K`: who set key `K` of the contract to its value, now
+/// or at a cut, and what it held before (`lcloud contract writes`).
+pub(super) async fn writes(
+    State(api): State<Api>,
+    axum::extract::Path(contract): axum::extract::Path<String>,
+    q: Q<WritesQuery>,
+) -> Response {
+    let q = match q {
+        Ok(Query(q)) => q,
+        Err(e) => return bad_query(e),
+    };
+    let cut = CutText {
+        at: q.at,
+        heads: q.heads,
+        without: q.without,
+        seen_by: q.seen_by,
+    };
+    let key = q.key;
+    ask(&api, Question::Writes { contract, key, cut }).await
 }

@@ -141,8 +141,12 @@ pub fn diff(names: &Names, replica: &Replica, from: &str, to: &str) -> Result<J,
 
 /// `{"path", "values": [{"experience", "author", "value"}…]}`: the concurrent values of the
 /// register at `path`, the one shown last.
-pub fn conflicts(replica: &Replica, path: &Path) -> Result<J, Refused> {
-    let values = replica.state().doc.conflicts(path);
+pub fn conflicts(replica: &Replica, path: &Path, view: &View) -> Result<J, Refused> {
+    let values = if view.cut.is_none() && view.without.is_none() {
+        replica.state().doc.conflicts(path)
+    } else {
+        replica.view(view)?.doc.conflicts(path)
+    };
     if values.is_empty() {
         return Err(Refused::NotHeld(format!("no register value at {path}")));
     }

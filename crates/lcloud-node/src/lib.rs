@@ -71,6 +71,9 @@ pub struct Config {
     /// A token to hand the debugger's page in the address it prints (`lcloud ui`): the
     /// fragment, which the browser never sends to the server.
     pub ui_token: Option<String>,
+    /// Sent the debugger page's address (with `ui_token` in its fragment) once the API
+    /// listens: `lcloud ui` opens it in a browser.
+    pub ui_ready: Option<std::sync::mpsc::Sender<String>>,
 }
 
 /// Why a node could not start or stopped with an error.
@@ -210,9 +213,13 @@ async fn serve(
     })?;
     let scheme = if tls.is_some() { "https" } else { "http" };
     println!("api {scheme}://{bound}");
-    match &config.ui_token {
-        Some(t) => println!("ui {scheme}://{bound}/ui#token={t}"),
-        None => println!("ui {scheme}://{bound}/ui"),
+    let page = match &config.ui_token {
+        Some(t) => format!("{scheme}://{bound}/ui#token={t}"),
+        None => format!("{scheme}://{bound}/ui"),
+    };
+    println!("ui {page}");
+    if let Some(ready) = &config.ui_ready {
+        let _ = ready.send(page);
     }
     if !bound.ip().is_loopback() && tls.is_none() {
         tracing::warn!(

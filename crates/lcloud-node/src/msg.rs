@@ -29,8 +29,17 @@ pub enum Question {
         /// At most this many rows.
         limit: usize,
     },
-    /// The concurrent values of a register.
-    Conflicts(Path),
+    /// The concurrent values of a register, at a cut or view.
+    Conflicts(Path, crate::inspect::CutText),
+    /// Who set a contract's key to its value, and what it held before.
+    Writes {
+        /// The contract (local name or id prefix).
+        contract: String,
+        /// The key in its state.
+        key: String,
+        /// At this cut or view.
+        cut: crate::inspect::CutText,
+    },
 }
 
 /// What the API asks the node.

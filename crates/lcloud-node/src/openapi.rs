@@ -92,6 +92,24 @@ fn paths_document() -> J {
         json!({"name": "key", "in": "query", "required": false, "schema": {"type": "string"}}),
     ];
     contract_params.extend(cut_params(false).as_array().cloned().unwrap_or_default());
+    let mut conflicts_params = vec![
+        json!({"name": "path", "in": "query", "required": true, "schema": {"type": "string", "pattern": "^(/([^~]|~[01])*)*$"}}),
+    ];
+    conflicts_params.extend(cut_params(false).as_array().cloned().unwrap_or_default());
+    let mut writes_params = vec![
+        json!({"name": "name", "in": "path", "required": true, "schema": {"type": "string"}}),
+        json!({"name": "key", "in": "query", "required": true, "schema": {"type": "string"}}),
+    ];
+    writes_params.extend(cut_params(false).as_array().cloned().unwrap_or_default());
+    let change = json!({"type": "object", "required": ["experience", "op", "author", "seq", "function", "value"], "properties": {
+        "experience": {"type": "string"}, "op": {"type": "integer"},
+        "author": {"type": ["string", "null"]}, "seq": {"type": ["integer", "null"]},
+        "function": {"type": ["string", "null"], "description": "the function called (`init` for the deploy)"},
+        "value": {"type": ["string", "null"], "description": "the value it left (null: removed)"}}});
+    let writes = json!({"type": "object", "required": ["contract", "key", "value", "changes", "complete"], "properties": {
+        "contract": {"type": "string"}, "key": {"type": "string"}, "value": {"type": ["string", "null"]},
+        "changes": {"type": "array", "items": change, "description": "oldest first; the last one wrote `value`"},
+        "complete": {"type": "boolean", "description": "whether `changes` reaches back to the deploy; else only the changes since the fold's last checkpoint at which the key held another value"}}});
     let log_page = json!({"type": "object", "required": ["log", "next"], "properties": {
         "log": {"type": "array", "items": log_row}, "next": {"type": ["string", "null"]}}});
     json!({
@@ -117,9 +135,9 @@ fn paths_document() -> J {
                     {"name": "before", "in": "query", "required": false, "schema": {"type": "string", "pattern": "^[0-9]{1,19}\\.[0-9a-f]{64}$"}},
                     {"name": "limit", "in": "query", "required": false, "schema": {"type": "integer", "minimum": 1, "maximum": crate::inspect::LOG_PAGE_MAX}}],
                 "responses": {"200": ok_json("page", log_page), "400": err, "422": err}}},
-            "/api/conflicts": {"get": {"summary": "The concurrent values of the register at a path, the one shown last, each with the experience that wrote it and its author (`lcloud conflicts`). 404 when no register value is there.",
-                "parameters": [{"name": "path", "in": "query", "required": true, "schema": {"type": "string", "pattern": "^(/([^~]|~[01])*)*$"}}],
-                "responses": {"200": ok_json("values", json!({"type": "object", "required": ["path", "values"], "properties": {"path": {"type": "string"}, "values": {"type": "array", "items": {"type": "object", "properties": {"experience": {"type": "string"}, "author": {"type": ["string", "null"]}, "value": {}}}}}})), "400": err, "404": err, "422": err}}},
+            "/api/conflicts": {"get": {"summary": "The concurrent values of the register at a path, the one shown last, each with the experience that wrote it and its author (`lcloud conflicts`), now or at the cut or view `at`, `heads`, `without` and `seen_by` name (as `/api/state`). 404 when no register value is there or the cut names seqs the node does not hold, 410 when the cut lies before the node's compaction point.",
+                "parameters": conflicts_params,
+                "responses": {"200": ok_json("values", json!({"type": "object", "required": ["path", "values"], "properties": {"path": {"type": "string"}, "values": {"type": "array", "items": {"type": "object", "properties": {"experience": {"type": "string"}, "author": {"type": ["string", "null"]}, "value": {}}}}}})), "400": err, "404": err, "410": err, "422": err}}},
             "/api/status": {"get": {"summary": "Node, cloud, root, heads, frontier clock, experiences, peers; parked experiences and the first ids they wait for (a gap), the number of fork proofs, and finality: the stable frontier (what every current member has seen), how many experiences are stable and not yet, each member's part and the member furthest behind (`held_back_by`), the deepest final checkpoint and those pending or divergent, how many experiences are late (below a final checkpoint, outside what its attestations had seen: left out of the fold), and where the node compacted its history (`compacted`: depth, earliest cut held, experiences kept below it; null while it keeps the whole history).",
                 "responses": {"200": ok_json("status", json!({"type": "object"}))}}},
             "/api/heads": {"get": {"summary": "Heads of the DAG.",
@@ -157,6 +175,9 @@ fn paths_document() -> J {
             "/api/contracts/{name}/state": {"get": {"summary": "A contract's state (a map of text values), or the value under one key, now or at the cut or view `at`, `heads`, `without` and `seen_by` name (as `/api/state`): 404 when no contract has that name or it was not deployed at the cut.",
                 "parameters": contract_params,
                 "responses": {"200": ok_json("state", json!({})), "404": err, "410": err, "422": err}}},
+            "/api/contracts/{name}/writes": {"get": {"summary": "Who set key `key` of a contract's state to the value it holds, now or at the cut or view `at`, `heads`, `without` and `seen_by` name (as `/api/state`), and the values it held before: each change with the call (or deploy) that made it, in canonical order. 404 when no contract has that name or it was not deployed at the cut.",
+                "parameters": writes_params,
+                "responses": {"200": ok_json("writes", writes), "400": err, "404": err, "410": err, "422": err}}},
             "/api/call": {"post": {"summary": "Call a contract's function as one experience of this node; answers once the call is folded: accepted, or rejected and why (as folded now: a concurrent call that sorts before it can still change this, identically on every node).",
                 "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object", "required": ["contract", "function"], "additionalProperties": false, "properties": {
                     "contract": {"type": "string", "description": "local name or id prefix"},

@@ -23,6 +23,7 @@ const S = {
   finalDepth: null,   // its depth
   view: {},           // the state pane's cut: query parameters
   only: '',           // the lattice shows only this node's chain when set
+  contracts: new Map(), // contract id -> local name
 };
 
 const $ = (id) => document.getElementById(id);
@@ -251,9 +252,7 @@ async function showState() {
   $('error').textContent = '';
   $('cut-label').textContent = cutText();
   try {
-    const v = S.view;
-    const params = { heads: v.heads, at: v.at, seen_by: v.seen_by, without: v.without };
-    const value = await api('/api/state', params);
+    const value = await api('/api/state', viewParams());
     $('tree').innerHTML = tree(value, []);
     $('tree').dataset.state = JSON.stringify(value);
     showContracts();
@@ -275,16 +274,44 @@ async function showDiff() {
   } catch (e) { fail(e); }
 }
 
+function viewParams() {
+  const v = S.view;
+  return { heads: v.heads, at: v.at, seen_by: v.seen_by, without: v.without };
+}
+
 async function who(path) {
-  $('who-label').textContent = 'who wrote ' + (path || '/');
+  $('who-label').textContent = 'who wrote ' + (path || '/') + ' (' + cutText() + ')';
   const list = $('who');
   try {
-    const c = await api('/api/conflicts', { path });
+    const c = await api('/api/conflicts', { path, ...viewParams() });
     list.innerHTML = c.values.map((v, i) => '<li>' + (i + 1 === c.values.length ? 'shown: ' : 'lost: ') +
       '<a href="#" data-id="' + v.experience + '">' + short(v.experience) + '</a> by ' + esc(name(v.author)) + ': ' + esc(JSON.stringify(v.value)) + '</li>').join('');
   } catch (e) {
     list.innerHTML = '<li>' + esc(e.status === 404 ? 'not a register value (a counter, a set or a map holds no single writer): ' + e.message : e.message) + '</li>';
   }
+}
+
+// Who set key `key` of a contract's state (the call that made each change, oldest first; the
+// last wrote the value shown), at the cut the state pane shows.
+async function whoKey(contract, key) {
+  const label = S.contracts.get(contract) || short(contract);
+  $('who-label').textContent = 'who set ' + label + ' ' + key + ' (' + cutText() + ')';
+  const list = $('who');
+  try {
+    const w = await api('/api/contracts/' + encodeURIComponent(contract) + '/writes', { key, ...viewParams() });
+    const rows = w.changes.map((c, i) => '<li>' + (i + 1 === w.changes.length ? 'shown: ' : 'before: ') +
+      '<a href="#" data-id="' + c.experience + '">' + short(c.experience) + '</a> ' + esc(c.function || '?') + ' by ' + esc(name(c.author)) +
+      ': ' + esc(c.value === null ? '(removed)' : JSON.stringify(c.value)) + '</li>');
+    if (!w.complete) rows.unshift('<li>(earlier changes left out)</li>');
+    list.innerHTML = rows.join('') || '<li>' + esc(key) + ' was never set</li>';
+  } catch (e) {
+    list.innerHTML = '<li>' + esc(e.message) + '</li>';
+  }
+}
+
+// A JSON Pointer's one part, unescaped.
+function unpointer(path) {
+  return path.slice(1).replace(/~1/g, '/').replace(/~0/g, '~');
 }
 
 async function showForks() {
@@ -310,9 +337,9 @@ async function showContracts() {
     const list = await api('/api/contracts');
     const parts = [];
     for (const c of list) {
-      const v = S.view;
-      const state = await api('/api/contracts/' + encodeURIComponent(c.id) + '/state',
-        { heads: v.heads, at: v.at, seen_by: v.seen_by, without: v.without }).catch((e) => ({ error: e.message }));
+      S.contracts.set(c.id, c.name);
+      const state = await api('/api/contracts/' + encodeURIComponent(c.id) + '/state', viewParams())
+        .catch((e) => ({ error: e.message }));
       parts.push('<details data-contract="' + c.id + '"><summary>' + esc(c.name || short(c.id)) + ' · deployed by ' + esc(name(c.deployed_by)) +
         ' in <a href="#" data-id="' + c.experience + '">' + short(c.experience) + '</a> · ' + c.keys + ' keys</summary>' + tree(state, []) + '</details>');
     }
@@ -426,6 +453,13 @@ function wire() {
     const leaf = ev.target.closest('.leaf');
     if (leaf && ev.key === 'Enter') who(leaf.dataset.path);
   });
+  const contractKey = (ev) => {
+    const leaf = ev.target.closest('.leaf');
+    const contract = leaf?.closest('details[data-contract]')?.dataset.contract;
+    if (contract && (ev.type === 'click' || ev.key === 'Enter')) whoKey(contract, unpointer(leaf.dataset.path));
+  };
+  $('contracts').addEventListener('click', contractKey);
+  $('contracts').addEventListener('keydown', contractKey);
   for (const list of ['who', 'contracts']) {
     $(list).addEventListener('click', (ev) => {
       const a = ev.target.closest('a[data-id]');
