@@ -43,6 +43,7 @@ pub mod morphism;
 pub mod op;
 pub mod path;
 pub mod replica;
+pub mod seq;
 pub mod session;
 pub mod sync;
 pub mod value;

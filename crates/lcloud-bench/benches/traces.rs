@@ -1,0 +1,141 @@
+//! The sequence CRDT on real editing traces, beside Automerge and Loro and a plain string
+//! (no CRDT: what editing the text costs at all), in one run.
+//!
+//! `cargo bench -p lcloud-bench --bench traces` (`-- --quick`: the first 2 000 edits of each,
+//! CI's smoke test, run unoptimised with `cargo test -p lcloud-bench --bench traces -- --quick`)
+//!
+//! Each trace is replayed edit by edit as its author typed it: a delete of the range, then an
+//! insert, one transaction per edit (each system commits after every edit). λCLOUD's figure
+//! is its sequence type alone (`lcloud_core::seq::Seq`), the part of the fold a text edit will
+//! go through; it is not yet an op, so nothing is signed or stored here. Each system's final
+//! text is checked against the trace's.
+
+use std::io::Read;
+use std::time::Instant;
+
+use automerge::{AutoCommit, ObjType, ROOT, ReadDoc, TextEncoding, transaction::Transactable};
+use lcloud_core::seq::Seq;
+use lcloud_core::{Dot, Id, NodeId};
+
+/// One edit: position, characters deleted there, text inserted there.
+type Edit = (usize, usize, String);
+
+fn trace(name: &str) -> (Vec<Edit>, String) {
+    let path = format!(
+        "{}/../../data/editing-traces/{name}.json.gz",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let mut text = String::new();
+    flate2::read::GzDecoder::new(std::fs::File::open(&path).expect("the editing traces"))
+        .read_to_string(&mut text)
+        .unwrap();
+    let t: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let edits = t["txns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|x| x["patches"].as_array().unwrap().iter())
+        .map(|p| {
+            (
+                p[0].as_u64().unwrap() as usize,
+                p[1].as_u64().unwrap() as usize,
+                p[2].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    (edits, t["endContent"].as_str().unwrap().to_owned())
+}
+
+fn plain(edits: &[Edit]) -> String {
+    let mut doc: Vec<char> = Vec::new();
+    for (at, del, ins) in edits {
+        doc.splice(*at..*at + *del, ins.chars());
+    }
+    doc.into_iter().collect()
+}
+
+fn lcloud(edits: &[Edit]) -> String {
+    let mut seq: Seq<char> = Seq::new();
+    let author = NodeId([1; 32]);
+    for (n, (at, del, ins)) in edits.iter().enumerate() {
+        if *del > 0 {
+            for (id, len) in seq.ids_in(*at, *del).unwrap() {
+                seq.delete(id, len).unwrap();
+            }
+        }
+        if !ins.is_empty() {
+            let mut exp = [0u8; 32];
+            exp[..8].copy_from_slice(&(n as u64).to_be_bytes());
+            let dot = Dot {
+                depth: n as u64,
+                exp: Id(exp),
+                op: 0,
+            };
+            let origins = seq.origins_at(*at).unwrap();
+            seq.insert(dot, author, origins, ins.chars().collect())
+                .unwrap();
+        }
+    }
+    seq.iter().collect()
+}
+
+fn automerge(edits: &[Edit]) -> String {
+    let mut doc = AutoCommit::new_with_encoding(TextEncoding::UnicodeCodePoint);
+    let text = doc.put_object(ROOT, "text", ObjType::Text).unwrap();
+    doc.commit();
+    for (at, del, ins) in edits {
+        doc.splice_text(&text, *at, *del as isize, ins).unwrap();
+        doc.commit();
+    }
+    doc.text(&text).unwrap()
+}
+
+fn loro(edits: &[Edit]) -> String {
+    let doc = loro::LoroDoc::new();
+    let text = doc.get_text("text");
+    for (at, del, ins) in edits {
+        if *del > 0 {
+            text.delete(*at, *del).unwrap();
+        }
+        if !ins.is_empty() {
+            text.insert(*at, ins).unwrap();
+        }
+        doc.commit();
+    }
+    text.to_string()
+}
+
+fn main() {
+    let quick = std::env::args().any(|a| a == "--quick");
+    println!("trace             edits   system         seconds      edits/s   λCLOUD ÷ it");
+    for name in ["automerge-paper", "seph-blog1"] {
+        let (mut edits, end) = trace(name);
+        if quick {
+            edits.truncate(2_000);
+        }
+        let want = if quick { plain(&edits) } else { end };
+        let systems: [(&str, fn(&[Edit]) -> String); 4] = [
+            ("plain string", plain),
+            ("λCLOUD seq", lcloud),
+            ("Automerge", automerge),
+            ("Loro", loro),
+        ];
+        let mut secs = Vec::new();
+        for (system, run) in systems {
+            let t = Instant::now();
+            let got = run(&edits);
+            let s = t.elapsed().as_secs_f64();
+            assert!(got == want, "{system} did not reach {name}'s final text");
+            secs.push((system, s));
+        }
+        let ours = secs[1].1;
+        for (system, s) in secs {
+            println!(
+                "{name:<16} {:>7}   {system:<13} {s:>8.3} {:>12.0}   {:>6.2}",
+                edits.len(),
+                edits.len() as f64 / s,
+                s / ours,
+            );
+        }
+    }
+}

@@ -1,0 +1,587 @@
+//! Lists and text: a sequence CRDT, FugueMax in the list form Yjs integrates with (the
+//! "YjsMod" rule of Gentle's reference implementation, which Weidner and Kleppmann show to
+//! order elements exactly as FugueMax does), so concurrent runs typed at one place never
+//! interleave, forwards or backwards (maximal non-interleaving, `tests/seq.rs`).
+//!
+//! Every element is named by an [`ElemId`]: the dot of the op that inserted it and its offset
+//! in that op's run. An insert names its *origins*, the elements left and right of where it
+//! was typed (the left one may be deleted; none: the list's start or end), and every replica
+//! places it among the elements already between those origins by the same rule, so the order
+//! depends on the set of inserts, not on the order they arrive in (any order that delivers an
+//! insert after its origins, as the fold's topological order does). A delete marks elements
+//! deleted; they stay as tombstones, which later inserts may name as origins.
+//!
+//! The elements are kept in runs (an op's elements, split where another op names one inside
+//! it), the runs in chunks of at most `RUNS_MAX`, shared between clones (a checkpoint copies
+//! the chunk list, not the elements), with an index from each run's first id to its chunk.
+
+use std::sync::Arc;
+
+use imbl::OrdMap;
+use serde::{Deserialize, Serialize};
+
+use crate::doc::Dot;
+use crate::id::NodeId;
+
+/// One element of a list or text: the op that inserted it, and its offset in that op's run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ElemId {
+    /// The inserting op.
+    pub dot: Dot,
+    /// Which of its elements (0: the first).
+    pub offset: u32,
+}
+
+impl ElemId {
+    fn plus(self, k: u32) -> ElemId {
+        ElemId {
+            offset: self.offset + k,
+            ..self
+        }
+    }
+
+    /// Whether `other` is an element of the same op's run, `k` after this one.
+    fn is(self, other: ElemId, k: u32) -> bool {
+        self.dot == other.dot && self.offset.checked_add(k) == Some(other.offset)
+    }
+}
+
+/// Where an insert goes: between these two elements as the inserting replica saw them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Origins {
+    /// The element just left of the insert (deleted or not); `None`: the start.
+    pub left: Option<ElemId>,
+    /// The element just right of it, when typed; `None`: the end.
+    pub right: Option<ElemId>,
+}
+
+/// Most runs in a chunk; a chunk past it splits in two.
+const RUNS_MAX: usize = 256;
+
+/// Consecutive elements of one op's run, in the list's order.
+#[derive(Clone, Debug, PartialEq)]
+struct Run<T> {
+    id: ElemId,
+    /// Who inserted it: of two inserts between the same origins, the smaller author's
+    /// goes first (then the smaller id), as Yjs and diamond-types order by client.
+    author: NodeId,
+    /// The first element's left origin: the op's, or the element before it in the op's run
+    /// for a run split off another.
+    left: Option<ElemId>,
+    /// The op's right origin (every element of the op has it).
+    right: Option<ElemId>,
+    len: u32,
+    /// The elements; empty once deleted.
+    items: Vec<T>,
+    deleted: bool,
+}
+
+impl<T: Clone> Run<T> {
+    fn visible(&self) -> usize {
+        if self.deleted { 0 } else { self.len as usize }
+    }
+
+    /// Splits off the elements from `k` on (0 < k < len).
+    fn split(&mut self, k: u32) -> Run<T> {
+        let items = if self.deleted {
+            Vec::new()
+        } else {
+            self.items.split_off(k as usize)
+        };
+        let tail = Run {
+            id: self.id.plus(k),
+            author: self.author,
+            left: Some(self.id.plus(k - 1)),
+            right: self.right,
+            len: self.len - k,
+            items,
+            deleted: self.deleted,
+        };
+        self.len = k;
+        tail
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+struct Chunk<T> {
+    runs: Vec<Run<T>>,
+    visible: usize,
+}
+
+/// An element's place in the list as it is now: chunk, run, offset in the run. Places order
+/// as the elements do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct Place {
+    chunk: usize,
+    run: usize,
+    offset: u32,
+}
+
+/// The place past the last element.
+const END: Place = Place {
+    chunk: usize::MAX,
+    run: 0,
+    offset: 0,
+};
+
+/// Why an insert or delete was not applied. Every replica refuses the same ops: the fold
+/// applies each op after everything it names.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SeqError {
+    /// An origin or deleted element is not in the list.
+    #[error("no element {0:?} in the list")]
+    Unknown(ElemId),
+    /// The op's own elements are already there.
+    #[error("elements of {0:?} are already in the list")]
+    Duplicate(Dot),
+    /// An insert of nothing, or a run too long to name.
+    #[error("an insert must hold 1 to 2^32 - 1 elements")]
+    Length,
+    /// The right origin is not right of the left one. Two elements keep their order once
+    /// both are in a list, so every replica refuses such an insert alike.
+    #[error("the right origin {right:?} is not after the left origin {left:?}")]
+    Origins {
+        /// The left origin.
+        left: ElemId,
+        /// The right origin.
+        right: ElemId,
+    },
+    /// An index past the end.
+    #[error("index {index} is past the end of the list ({len} elements)")]
+    Index {
+        /// What was asked.
+        index: usize,
+        /// How many elements there are.
+        len: usize,
+    },
+}
+
+/// A list of `T` (text: `char`) that merges concurrent inserts and deletes.
+#[derive(Clone, Debug)]
+pub struct Seq<T> {
+    /// Chunks in list order, each under a key; keys increase along the list.
+    chunks: Vec<(u64, Arc<Chunk<T>>)>,
+    /// Each run's first element → its chunk's key.
+    at: OrdMap<ElemId, u64>,
+    visible: usize,
+    /// Most runs in a chunk, and the first gap between chunk keys (`Seq::tuned`).
+    runs_max: usize,
+    key_gap: u64,
+}
+
+impl<T> Default for Seq<T> {
+    fn default() -> Self {
+        Seq {
+            chunks: Vec::new(),
+            at: OrdMap::new(),
+            visible: 0,
+            runs_max: RUNS_MAX,
+            key_gap: KEY_GAP,
+        }
+    }
+}
+
+/// Chunk keys start this far apart, so that most splits find a key between two.
+const KEY_GAP: u64 = 1 << 32;
+
+impl<T: Clone + PartialEq> PartialEq for Seq<T> {
+    /// Equal elements, ids and origins in the same order, tombstones included (how the runs
+    /// fall into chunks is not compared).
+    fn eq(&self, other: &Self) -> bool {
+        self.visible == other.visible && self.runs().eq(other.runs())
+    }
+}
+
+impl<T: Clone> Seq<T> {
+    /// An empty list.
+    pub fn new() -> Seq<T> {
+        Seq::default()
+    }
+
+    /// An empty list whose chunks hold at most `runs_max` runs (at least 2) and whose chunk
+    /// keys start `key_gap` apart (at least 2): small values make every chunk split and key
+    /// respacing happen in small tests. The elements and their order are the same whatever
+    /// the values.
+    pub fn tuned(runs_max: usize, key_gap: u64) -> Seq<T> {
+        Seq {
+            runs_max: runs_max.max(2),
+            key_gap: key_gap.max(2),
+            ..Seq::default()
+        }
+    }
+
+    /// How many elements are not deleted.
+    pub fn len(&self) -> usize {
+        self.visible
+    }
+
+    /// Whether every element is deleted (or there never was one).
+    pub fn is_empty(&self) -> bool {
+        self.visible == 0
+    }
+
+    /// The elements not deleted, in order.
+    pub fn iter(&self) -> impl Iterator<Item = &T> + '_ {
+        self.runs().flat_map(|r| r.items.iter())
+    }
+
+    /// The elements not deleted, with their ids, in order.
+    pub fn iter_ids(&self) -> impl Iterator<Item = (ElemId, &T)> + '_ {
+        self.runs().flat_map(|r| {
+            r.items
+                .iter()
+                .enumerate()
+                .map(|(k, t)| (r.id.plus(k as u32), t))
+        })
+    }
+
+    fn runs(&self) -> impl Iterator<Item = &Run<T>> + '_ {
+        self.chunks.iter().flat_map(|(_, c)| c.runs.iter())
+    }
+
+    /// Where an insert at `index` (of the elements not deleted) goes: after the element
+    /// before it (deleted ones included), before the next element not deleted.
+    pub fn origins_at(&self, index: usize) -> Result<Origins, SeqError> {
+        if index > self.visible {
+            return Err(SeqError::Index {
+                index,
+                len: self.visible,
+            });
+        }
+        let mut left = None;
+        let mut skip = index;
+        for (_, chunk) in &self.chunks {
+            if skip >= chunk.visible && skip > 0 {
+                skip -= chunk.visible;
+                left = chunk.runs.last().map(|r| r.id.plus(r.len - 1));
+                continue;
+            }
+            for run in &chunk.runs {
+                if skip == 0 && !run.deleted {
+                    return Ok(Origins {
+                        left,
+                        right: Some(run.id),
+                    });
+                }
+                if skip < run.visible() {
+                    let k = skip as u32;
+                    return Ok(Origins {
+                        left: Some(run.id.plus(k - 1)),
+                        right: Some(run.id.plus(k)),
+                    });
+                }
+                skip -= run.visible();
+                left = Some(run.id.plus(run.len - 1));
+            }
+        }
+        Ok(Origins { left, right: None })
+    }
+
+    /// The ids of the `count` elements from `index` on (of those not deleted), as runs of
+    /// consecutive ids: what a delete of that range names.
+    pub fn ids_in(&self, index: usize, count: usize) -> Result<Vec<(ElemId, u32)>, SeqError> {
+        let end = index.checked_add(count).filter(|e| *e <= self.visible);
+        let Some(end) = end else {
+            return Err(SeqError::Index {
+                index: index.saturating_add(count),
+                len: self.visible,
+            });
+        };
+        let mut out: Vec<(ElemId, u32)> = Vec::new();
+        let mut at = 0usize;
+        for (_, chunk) in &self.chunks {
+            if at + chunk.visible <= index {
+                at += chunk.visible;
+                continue;
+            }
+            for run in &chunk.runs {
+                let (from, to) = (at.max(index), (at + run.visible()).min(end));
+                if from < to {
+                    let id = run.id.plus((from - at) as u32);
+                    let n = (to - from) as u32;
+                    match out.last_mut() {
+                        Some((last, len)) if last.is(id, *len) => *len += n,
+                        _ => out.push((id, n)),
+                    }
+                }
+                at += run.visible();
+                if at >= end {
+                    return Ok(out);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Inserts `items` as the run of op `dot`, written by `author`, between `origins`, in the
+    /// place every replica gives it.
+    pub fn insert(
+        &mut self,
+        dot: Dot,
+        author: NodeId,
+        origins: Origins,
+        items: Vec<T>,
+    ) -> Result<(), SeqError> {
+        let len = u32::try_from(items.len())
+            .ok()
+            .filter(|n| *n > 0)
+            .ok_or(SeqError::Length)?;
+        let id = ElemId { dot, offset: 0 };
+        if self.find(id).is_some() {
+            return Err(SeqError::Duplicate(dot));
+        }
+        // Origins are run boundaries from here on: the left one ends a run, the right one
+        // starts one.
+        for o in [origins.left, origins.right].into_iter().flatten() {
+            if self.find(o).is_none() {
+                return Err(SeqError::Unknown(o));
+            }
+        }
+        if let (Some(l), Some(r)) = (origins.left, origins.right)
+            && self.place(r) <= self.place(l)
+        {
+            return Err(SeqError::Origins { left: l, right: r });
+        }
+        if let Some(l) = origins.left {
+            self.split_at(l.plus(1));
+        }
+        if let Some(r) = origins.right {
+            self.split_at(r);
+        }
+        let left = origins.left.map(|l| self.place(l));
+        let right = origins.right.map_or(END, |r| self.place(r));
+        // Scan the runs between the origins (YjsMod): skip those whose left origin is right
+        // of ours, stop at one whose left origin is left of ours; among those with our left
+        // origin, go past one whose right origin is further right (tentatively, while
+        // scanning), or, with our right origin too, whose author (then id) is smaller.
+        let mut cursor = self.next_run(left);
+        let mut dest = cursor;
+        let mut scanning = false;
+        loop {
+            if !scanning {
+                dest = cursor;
+            }
+            if cursor == END || cursor == right {
+                break;
+            }
+            let other = &self.chunks[cursor.chunk].1.runs[cursor.run];
+            let oleft = other.left.map(|l| self.place(l));
+            let oright = other.right.map_or(END, |r| self.place(r));
+            if oleft < left {
+                break;
+            }
+            if oleft == left {
+                if oright < right {
+                    scanning = true;
+                } else if oright == right {
+                    if (author, id) < (other.author, other.id) {
+                        break;
+                    }
+                    scanning = false;
+                } else {
+                    scanning = false;
+                }
+            }
+            cursor = self.next_run(Some(cursor));
+        }
+        let run = Run {
+            id,
+            author,
+            left: origins.left,
+            right: origins.right,
+            len,
+            items,
+            deleted: false,
+        };
+        self.put(dest, run);
+        Ok(())
+    }
+
+    /// Marks `len` elements from `id` on deleted (those already deleted stay so).
+    pub fn delete(&mut self, id: ElemId, len: u32) -> Result<(), SeqError> {
+        let last = id.offset.checked_add(len).ok_or(SeqError::Length)?;
+        // Every element must be there: a run of consecutive ids of one op.
+        let mut k = 0;
+        while k < len {
+            let here = id.plus(k);
+            let Some((key, start)) = self.find(here) else {
+                return Err(SeqError::Unknown(here));
+            };
+            let c = self.chunk_index(key);
+            let run = self.chunks[c].1.runs.iter().find(|r| r.id == start);
+            let run_len = run.map_or(0, |r| r.len);
+            k += start.offset + run_len - here.offset;
+        }
+        self.split_at(id);
+        self.split_at(ElemId { offset: last, ..id });
+        let mut k = 0;
+        while k < len {
+            let here = id.plus(k);
+            let place = self.place(here);
+            let chunk = Arc::make_mut(&mut self.chunks[place.chunk].1);
+            let run = &mut chunk.runs[place.run];
+            if !run.deleted {
+                run.deleted = true;
+                run.items = Vec::new();
+                chunk.visible -= run.len as usize;
+                self.visible -= run.len as usize;
+            }
+            k += run.len;
+        }
+        Ok(())
+    }
+
+    /// The chunk key and first id of the run holding `id`.
+    fn find(&self, id: ElemId) -> Option<(u64, ElemId)> {
+        let (start, key) = self.at.range(..=id).next_back()?;
+        if start.dot != id.dot {
+            return None;
+        }
+        let chunk = &self.chunks[self.chunk_index(*key)].1;
+        let run = chunk.runs.iter().find(|r| r.id == *start)?;
+        (id.offset < start.offset + run.len).then_some((*key, *start))
+    }
+
+    fn chunk_index(&self, key: u64) -> usize {
+        self.chunks
+            .binary_search_by_key(&key, |(k, _)| *k)
+            .expect("the index names only chunks that are there")
+    }
+
+    /// The place of element `id`, which is there.
+    fn place(&self, id: ElemId) -> Place {
+        let (key, start) = self.find(id).expect("a known element");
+        let chunk = self.chunk_index(key);
+        let run = self.chunks[chunk]
+            .1
+            .runs
+            .iter()
+            .position(|r| r.id == start)
+            .expect("the index names runs that are there");
+        Place {
+            chunk,
+            run,
+            offset: id.offset - start.offset,
+        }
+    }
+
+    /// The first run after the run holding `place` (`None`: after the start), or `END`.
+    fn next_run(&self, place: Option<Place>) -> Place {
+        let (chunk, run) = match place {
+            None => (0, 0),
+            Some(p) => (p.chunk, p.run + 1),
+        };
+        let mut c = chunk;
+        let mut r = run;
+        while c < self.chunks.len() {
+            if r < self.chunks[c].1.runs.len() {
+                return Place {
+                    chunk: c,
+                    run: r,
+                    offset: 0,
+                };
+            }
+            c += 1;
+            r = 0;
+        }
+        END
+    }
+
+    /// Makes element `id` (if it is there) the first of its run.
+    fn split_at(&mut self, id: ElemId) {
+        let Some((key, start)) = self.find(id) else {
+            return;
+        };
+        if start == id {
+            return;
+        }
+        let c = self.chunk_index(key);
+        let chunk = Arc::make_mut(&mut self.chunks[c].1);
+        let r = chunk
+            .runs
+            .iter()
+            .position(|run| run.id == start)
+            .expect("a run the index names");
+        let tail = chunk.runs[r].split(id.offset - start.offset);
+        chunk.runs.insert(r + 1, tail);
+        self.at.insert(id, key);
+        self.balance(c);
+    }
+
+    /// Puts `run` at `dest`: before the run there, or last.
+    fn put(&mut self, dest: Place, run: Run<T>) {
+        let visible = run.visible();
+        self.visible += visible;
+        let id = run.id;
+        if self.chunks.is_empty() {
+            self.chunks.push((
+                self.key_gap,
+                Arc::new(Chunk {
+                    runs: vec![run],
+                    visible,
+                }),
+            ));
+            self.at.insert(id, self.key_gap);
+            return;
+        }
+        let (c, r) = if dest == END {
+            let c = self.chunks.len() - 1;
+            (c, self.chunks[c].1.runs.len())
+        } else {
+            (dest.chunk, dest.run)
+        };
+        let key = self.chunks[c].0;
+        let chunk = Arc::make_mut(&mut self.chunks[c].1);
+        chunk.runs.insert(r, run);
+        chunk.visible += visible;
+        self.at.insert(id, key);
+        self.balance(c);
+    }
+
+    /// Splits chunk `c` in two when it holds more than `runs_max` runs.
+    fn balance(&mut self, c: usize) {
+        if self.chunks[c].1.runs.len() <= self.runs_max {
+            return;
+        }
+        let key = self.chunks[c].0;
+        let next = self
+            .chunks
+            .get(c + 1)
+            .map_or(key + 2 * self.key_gap, |(k, _)| *k);
+        if next - key < 2 {
+            self.rekey();
+            return self.balance(c);
+        }
+        let new_key = key + (next - key) / 2;
+        let chunk = Arc::make_mut(&mut self.chunks[c].1);
+        let half = chunk.runs.len() / 2;
+        let tail: Vec<Run<T>> = chunk.runs.split_off(half);
+        let moved: usize = tail.iter().map(Run::visible).sum();
+        chunk.visible -= moved;
+        for run in &tail {
+            self.at.insert(run.id, new_key);
+        }
+        self.chunks.insert(
+            c + 1,
+            (
+                new_key,
+                Arc::new(Chunk {
+                    runs: tail,
+                    visible: moved,
+                }),
+            ),
+        );
+    }
+
+    /// Spreads the chunk keys `key_gap` apart again.
+    fn rekey(&mut self) {
+        let mut at = OrdMap::new();
+        for (i, (key, chunk)) in self.chunks.iter_mut().enumerate() {
+            *key = (i as u64 + 1) * self.key_gap;
+            for run in &chunk.runs {
+                at.insert(run.id, *key);
+            }
+        }
+        self.at = at;
+    }
+}
