@@ -20,6 +20,9 @@ use lcloud_core::{Dot, Id, NodeId};
 /// One edit: position, characters deleted there, text inserted there.
 type Edit = (usize, usize, String);
 
+/// A system: replays the edits, returns the final text.
+type Replay = fn(&[Edit]) -> String;
+
 fn trace(name: &str) -> (Vec<Edit>, String) {
     let path = format!(
         "{}/../../data/editing-traces/{name}.json.gz",
@@ -114,7 +117,7 @@ fn main() {
             edits.truncate(2_000);
         }
         let want = if quick { plain(&edits) } else { end };
-        let systems: [(&str, fn(&[Edit]) -> String); 4] = [
+        let systems: [(&str, Replay); 4] = [
             ("plain string", plain),
             ("λCLOUD seq", lcloud),
             ("Automerge", automerge),
