@@ -2,52 +2,15 @@
 //! and called through replicas, the bank partition story, first-come registration, and the law
 //! that any delivery order of the same calls gives the same state root.
 
-use ed25519_consensus::SigningKey;
-use lcloud_core::{
-    Experience, Genesis, Id, NodeId, Op, Replica, Value, Verified, contract_id, validate,
-};
+mod common;
+
+use common::{call, deploy, deploy_with, json, key, node, replica};
+use lcloud_core::{Experience, Id, Op, Replica, Value, Verified, validate};
 use proptest::prelude::*;
 use std::sync::Arc;
 
-fn key(n: u8) -> SigningKey {
-    SigningKey::from([n + 1; 32])
-}
-
-fn node(n: u8) -> NodeId {
-    NodeId(key(n).verification_key().to_bytes())
-}
-
-fn json(s: &str) -> Value {
-    Value::from_json(&serde_json::from_str(s).unwrap()).unwrap()
-}
-
 fn genesis() -> Verified<Experience> {
-    Experience::create_genesis(&key(0), Genesis::open("contracts"))
-}
-
-fn replica(g: &Verified<Experience>) -> Replica {
-    Replica::with_registry(g.clone(), lcloud_contracts::registry()).unwrap()
-}
-
-fn deploy(code: &[u8]) -> (Id, Op) {
-    deploy_with(code, Value::map())
-}
-
-fn deploy_with(code: &[u8], init: Value) -> (Id, Op) {
-    let id = contract_id(lcloud_contracts::meter::FUEL_RULE, code, &init);
-    let op = Op::Deploy {
-        rule: lcloud_contracts::meter::FUEL_RULE,
-        code: code.to_vec(),
-        init,
-    };
-    (id, op)
-}
-
-fn call(contract: Id, function: &str, args: &str) -> Op {
-    Op::Call {
-        morphism: contract,
-        args: json(&format!(r#"{{"function":"{function}","args":{args}}}"#)),
-    }
+    common::genesis("contracts")
 }
 
 /// The contract's state as a map of text values.

@@ -3,40 +3,19 @@
 //! experience at a time in canonical order, now and at cuts, with and without the fold's
 //! checkpoints to start from.
 
-use ed25519_consensus::SigningKey;
-use lcloud_core::{
-    Cut, Experience, Genesis, Id, KeyWrites, Op, Replica, Value, Verified, View, contract_id,
-};
+mod common;
+
+use common::{call, key, replica};
+use lcloud_core::{Cut, Experience, Id, KeyWrites, Op, Replica, Verified, View};
 use proptest::prelude::*;
 use std::collections::BTreeSet;
 
-fn key(n: u8) -> SigningKey {
-    SigningKey::from([n + 1; 32])
-}
-
 fn genesis() -> Verified<Experience> {
-    Experience::create_genesis(&key(0), Genesis::open("writes"))
-}
-
-fn replica(g: &Verified<Experience>) -> Replica {
-    Replica::with_registry(g.clone(), lcloud_contracts::registry()).unwrap()
+    common::genesis("writes")
 }
 
 fn bank() -> (Id, Op) {
-    let init = Value::map();
-    let code = lcloud_examples::BANK;
-    let id = contract_id(lcloud_contracts::meter::FUEL_RULE, code, &init);
-    let rule = lcloud_contracts::meter::FUEL_RULE;
-    let code = code.to_vec();
-    (id, Op::Deploy { rule, code, init })
-}
-
-fn call(contract: Id, function: &str, args: &str) -> Op {
-    let args = format!(r#"{{"function":"{function}","args":{args}}}"#);
-    Op::Call {
-        morphism: contract,
-        args: Value::from_json(&serde_json::from_str(&args).unwrap()).unwrap(),
-    }
+    common::deploy(lcloud_examples::BANK)
 }
 
 fn transfer(from: u8, to: u8, amount: u8) -> String {
