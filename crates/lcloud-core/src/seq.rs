@@ -13,7 +13,8 @@
 //!
 //! The elements are kept in runs (an op's elements, split where another op names one inside
 //! it), the runs in chunks of at most `RUNS_MAX`, shared between clones (a checkpoint copies
-//! the chunk list, not the elements), with an index from each run's first id to its chunk.
+//! the chunk list, not the elements), with an index from each run's first id to its chunk and
+//! partial sums of the chunks' lengths.
 
 use std::sync::Arc;
 
@@ -56,7 +57,7 @@ pub struct Origins {
 }
 
 /// Most runs in a chunk; a chunk past it splits in two.
-const RUNS_MAX: usize = 256;
+const RUNS_MAX: usize = 64;
 
 /// Consecutive elements of one op's run, in the list's order.
 #[derive(Clone, Debug, PartialEq)]
@@ -159,30 +160,32 @@ pub enum SeqError {
 /// A list of `T` (text: `char`) that merges concurrent inserts and deletes.
 #[derive(Clone, Debug)]
 pub struct Seq<T> {
-    /// Chunks in list order, each under a key; keys increase along the list.
-    chunks: Vec<(u64, Arc<Chunk<T>>)>,
-    /// Each run's first element → its chunk's key.
-    at: OrdMap<ElemId, u64>,
+    /// Chunks in list order, each with its id (ids are never reused).
+    chunks: Vec<(u32, Arc<Chunk<T>>)>,
+    /// Each chunk id's place in `chunks`.
+    slot: Vec<u32>,
+    /// Each run's first element → its chunk's id.
+    at: OrdMap<ElemId, u32>,
     visible: usize,
-    /// Most runs in a chunk, and the first gap between chunk keys (`Seq::tuned`).
+    /// Partial sums of the chunks' visible elements (a Fenwick tree, 1-based): the chunk
+    /// holding an index is found in log time.
+    sums: Vec<usize>,
+    /// Most runs in a chunk (`Seq::tuned`).
     runs_max: usize,
-    key_gap: u64,
 }
 
 impl<T> Default for Seq<T> {
     fn default() -> Self {
         Seq {
             chunks: Vec::new(),
+            slot: Vec::new(),
             at: OrdMap::new(),
             visible: 0,
+            sums: vec![0],
             runs_max: RUNS_MAX,
-            key_gap: KEY_GAP,
         }
     }
 }
-
-/// Chunk keys start this far apart, so that most splits find a key between two.
-const KEY_GAP: u64 = 1 << 32;
 
 impl<T: Clone + PartialEq> PartialEq for Seq<T> {
     /// Equal elements, ids and origins in the same order, tombstones included (how the runs
@@ -198,14 +201,12 @@ impl<T: Clone> Seq<T> {
         Seq::default()
     }
 
-    /// An empty list whose chunks hold at most `runs_max` runs (at least 2) and whose chunk
-    /// keys start `key_gap` apart (at least 2): small values make every chunk split and key
-    /// respacing happen in small tests. The elements and their order are the same whatever
-    /// the values.
-    pub fn tuned(runs_max: usize, key_gap: u64) -> Seq<T> {
+    /// An empty list whose chunks hold at most `runs_max` runs (at least 2): a small value
+    /// makes chunks split in small tests. The elements and their order are the same whatever
+    /// the value.
+    pub fn tuned(runs_max: usize) -> Seq<T> {
         Seq {
             runs_max: runs_max.max(2),
-            key_gap: key_gap.max(2),
             ..Seq::default()
         }
     }
@@ -248,33 +249,76 @@ impl<T: Clone> Seq<T> {
                 len: self.visible,
             });
         }
-        let mut left = None;
-        let mut skip = index;
-        for (_, chunk) in &self.chunks {
-            if skip >= chunk.visible && skip > 0 {
-                skip -= chunk.visible;
-                left = chunk.runs.last().map(|r| r.id.plus(r.len - 1));
-                continue;
+        let last_of = |c: usize| {
+            let run = self.chunks[c].1.runs.last();
+            run.map(|r| r.id.plus(r.len - 1))
+        };
+        if index == self.visible {
+            let left = self.chunks.len().checked_sub(1).and_then(last_of);
+            return Ok(Origins { left, right: None });
+        }
+        let (c, before) = self.chunk_of(index);
+        let mut left = c.checked_sub(1).and_then(last_of);
+        let mut skip = index - before;
+        for run in &self.chunks[c].1.runs {
+            if skip == 0 && !run.deleted {
+                return Ok(Origins {
+                    left,
+                    right: Some(run.id),
+                });
             }
-            for run in &chunk.runs {
-                if skip == 0 && !run.deleted {
-                    return Ok(Origins {
-                        left,
-                        right: Some(run.id),
-                    });
-                }
-                if skip < run.visible() {
-                    let k = skip as u32;
-                    return Ok(Origins {
-                        left: Some(run.id.plus(k - 1)),
-                        right: Some(run.id.plus(k)),
-                    });
-                }
-                skip -= run.visible();
-                left = Some(run.id.plus(run.len - 1));
+            if skip < run.visible() {
+                let k = skip as u32;
+                return Ok(Origins {
+                    left: Some(run.id.plus(k - 1)),
+                    right: Some(run.id.plus(k)),
+                });
+            }
+            skip -= run.visible();
+            left = Some(run.id.plus(run.len - 1));
+        }
+        unreachable!("the chunk holds the index")
+    }
+
+    /// The chunk holding the element at `index` (of those not deleted; `index` < `len()`),
+    /// and how many such elements the chunks before it hold.
+    fn chunk_of(&self, index: usize) -> (usize, usize) {
+        let n = self.chunks.len();
+        let mut pos = 0;
+        let mut before = 0;
+        let mut step = n.next_power_of_two();
+        while step > 0 {
+            let next = pos + step;
+            if next <= n && before + self.sums[next] <= index {
+                pos = next;
+                before += self.sums[next];
+            }
+            step /= 2;
+        }
+        (pos, before)
+    }
+
+    /// Adds `delta` to chunk `c`'s visible elements in the partial sums.
+    fn sums_add(&mut self, c: usize, delta: isize) {
+        let mut i = c + 1;
+        while i < self.sums.len() {
+            self.sums[i] = self.sums[i].wrapping_add_signed(delta);
+            i += i & i.wrapping_neg();
+        }
+    }
+
+    /// Builds the partial sums again (after a chunk was added).
+    fn sums_rebuild(&mut self) {
+        let n = self.chunks.len();
+        let mut sums = vec![0; n + 1];
+        for (c, (_, chunk)) in self.chunks.iter().enumerate() {
+            sums[c + 1] += chunk.visible;
+            let parent = (c + 1) + ((c + 1) & (c + 1).wrapping_neg());
+            if parent <= n {
+                sums[parent] += sums[c + 1];
             }
         }
-        Ok(Origins { left, right: None })
+        self.sums = sums;
     }
 
     /// The ids of the `count` elements from `index` on (of those not deleted), as runs of
@@ -288,12 +332,11 @@ impl<T: Clone> Seq<T> {
             });
         };
         let mut out: Vec<(ElemId, u32)> = Vec::new();
-        let mut at = 0usize;
-        for (_, chunk) in &self.chunks {
-            if at + chunk.visible <= index {
-                at += chunk.visible;
-                continue;
-            }
+        if count == 0 {
+            return Ok(out);
+        }
+        let (first, mut at) = self.chunk_of(index);
+        for (_, chunk) in &self.chunks[first..] {
             for run in &chunk.runs {
                 let (from, to) = (at.max(index), (at + run.visible()).min(end));
                 if from < to {
@@ -420,20 +463,22 @@ impl<T: Clone> Seq<T> {
             let place = self.place(here);
             let chunk = Arc::make_mut(&mut self.chunks[place.chunk].1);
             let run = &mut chunk.runs[place.run];
+            let len = run.len;
             if !run.deleted {
                 run.deleted = true;
                 run.items = Vec::new();
-                chunk.visible -= run.len as usize;
-                self.visible -= run.len as usize;
+                chunk.visible -= len as usize;
+                self.visible -= len as usize;
+                self.sums_add(place.chunk, -(len as isize));
             }
-            k += run.len;
+            k += len;
         }
         Ok(())
     }
 
     /// The chunk key and first id of the run holding `id`.
-    fn find(&self, id: ElemId) -> Option<(u64, ElemId)> {
-        let (start, key) = self.at.range(..=id).next_back()?;
+    fn find(&self, id: ElemId) -> Option<(u32, ElemId)> {
+        let (start, key) = self.at.get_prev(&id)?;
         if start.dot != id.dot {
             return None;
         }
@@ -442,10 +487,8 @@ impl<T: Clone> Seq<T> {
         (id.offset < start.offset + run.len).then_some((*key, *start))
     }
 
-    fn chunk_index(&self, key: u64) -> usize {
-        self.chunks
-            .binary_search_by_key(&key, |(k, _)| *k)
-            .expect("the index names only chunks that are there")
+    fn chunk_index(&self, chunk: u32) -> usize {
+        self.slot[chunk as usize] as usize
     }
 
     /// The place of element `id`, which is there.
@@ -515,13 +558,15 @@ impl<T: Clone> Seq<T> {
         let id = run.id;
         if self.chunks.is_empty() {
             self.chunks.push((
-                self.key_gap,
+                0,
                 Arc::new(Chunk {
                     runs: vec![run],
                     visible,
                 }),
             ));
-            self.at.insert(id, self.key_gap);
+            self.slot = vec![0];
+            self.at.insert(id, 0);
+            self.sums_rebuild();
             return;
         }
         let (c, r) = if dest == END {
@@ -535,6 +580,7 @@ impl<T: Clone> Seq<T> {
         chunk.runs.insert(r, run);
         chunk.visible += visible;
         self.at.insert(id, key);
+        self.sums_add(c, visible as isize);
         self.balance(c);
     }
 
@@ -543,45 +589,29 @@ impl<T: Clone> Seq<T> {
         if self.chunks[c].1.runs.len() <= self.runs_max {
             return;
         }
-        let key = self.chunks[c].0;
-        let next = self
-            .chunks
-            .get(c + 1)
-            .map_or(key + 2 * self.key_gap, |(k, _)| *k);
-        if next - key < 2 {
-            self.rekey();
-            return self.balance(c);
-        }
-        let new_key = key + (next - key) / 2;
+        let new_chunk = u32::try_from(self.slot.len()).expect("fewer than 2^32 chunks");
         let chunk = Arc::make_mut(&mut self.chunks[c].1);
         let half = chunk.runs.len() / 2;
         let tail: Vec<Run<T>> = chunk.runs.split_off(half);
         let moved: usize = tail.iter().map(Run::visible).sum();
         chunk.visible -= moved;
         for run in &tail {
-            self.at.insert(run.id, new_key);
+            self.at.insert(run.id, new_chunk);
         }
         self.chunks.insert(
             c + 1,
             (
-                new_key,
+                new_chunk,
                 Arc::new(Chunk {
                     runs: tail,
                     visible: moved,
                 }),
             ),
         );
-    }
-
-    /// Spreads the chunk keys `key_gap` apart again.
-    fn rekey(&mut self) {
-        let mut at = OrdMap::new();
-        for (i, (key, chunk)) in self.chunks.iter_mut().enumerate() {
-            *key = (i as u64 + 1) * self.key_gap;
-            for run in &chunk.runs {
-                at.insert(run.id, *key);
-            }
+        self.slot.push(0);
+        for (i, (id, _)) in self.chunks.iter().enumerate().skip(c + 1) {
+            self.slot[*id as usize] = i as u32;
         }
-        self.at = at;
+        self.sums_rebuild();
     }
 }

@@ -46,7 +46,7 @@ impl Replica {
     /// few splits: what a long history does, in a short test.
     fn small(n: u8) -> Replica {
         Replica {
-            seq: Seq::tuned(4, 4),
+            seq: Seq::tuned(4),
             ..Replica::new(n)
         }
     }
