@@ -17,26 +17,6 @@ use common::procs::NodeProc;
 use fantoccini::Locator;
 use serde_json::{Value as J, json};
 
-/// `n` one-op experiences of the directory's own node, written straight to its store (the
-/// CLI would take a process each).
-fn write_many(a: &Node, n: i64) {
-    let me = lcloud_store::Identity::load(a.path()).unwrap().unwrap();
-    let mut store = lcloud_store::Store::open(a.path()).unwrap();
-    for i in 0..n {
-        let op = lcloud_core::Op::Set {
-            path: lcloud_core::Path::parse("/n").unwrap(),
-            value: lcloud_core::Value::Int(i),
-        };
-        store.write_local(&me, vec![op]).unwrap().unwrap();
-    }
-}
-
-fn local_json(a: &Node, args: &[&str]) -> J {
-    let mut all = vec!["--json"];
-    all.extend_from_slice(args);
-    serde_json::from_str(&a.ok(&all)).unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn the_debugger_shows_the_history_the_cli_shows() {
     let Some(driver) = driver_or_skip() else {
@@ -71,7 +51,7 @@ async fn the_debugger_shows_the_history_the_cli_shows() {
     // The token left the address (it stays in the tab's session storage only).
     assert!(!c.current_url().await.unwrap().as_str().contains("token"));
     // The rows are the log the CLI prints, newest first.
-    let log = local_json(&a, &["log"]);
+    let log = a.json(&["log"]);
     let ids: Vec<String> = log["log"]
         .as_array()
         .unwrap()
@@ -107,7 +87,7 @@ async fn the_debugger_shows_the_history_the_cli_shows() {
         "the state at alice:3",
     )
     .await;
-    assert_eq!(state, local_json(&a, &["state", "--at", "alice:3"]));
+    assert_eq!(state, a.json(&["state", "--at", "alice:3"]));
     assert_eq!(state, json!({"v": 2}));
 
     // A second cut (Shift+click on the newest) shows the diff `lcloud diff` prints.
@@ -124,10 +104,7 @@ async fn the_debugger_shows_the_history_the_cli_shows() {
         "the diff",
     )
     .await;
-    let cli = local_json(
-        &a,
-        &["diff", &format!("@{alice3}"), &format!("@{}", ids[0])],
-    );
+    let cli = a.json(&["diff", &format!("@{alice3}"), &format!("@{}", ids[0])]);
     let show = |v: &J| {
         if v.is_null() {
             "—".to_owned()
@@ -162,7 +139,7 @@ async fn the_debugger_shows_the_history_the_cli_shows() {
         "who wrote /t",
     )
     .await;
-    let conflicts = local_json(&a, &["conflicts", "/t"]);
+    let conflicts = a.json(&["conflicts", "/t"]);
     let writers: Vec<&J> = conflicts["values"]
         .as_array()
         .unwrap()
@@ -221,7 +198,7 @@ async fn the_debugger_shows_the_history_the_cli_shows() {
         "the state without bob",
     )
     .await;
-    assert_eq!(without, local_json(&a, &["state", "--without", &bob]));
+    assert_eq!(without, a.json(&["state", "--without", &bob]));
 
     // A typed clock, and what a node had seen: as the CLI prints them.
     c.find(Locator::Css("#without"))
@@ -254,7 +231,7 @@ async fn the_debugger_shows_the_history_the_cli_shows() {
             .await
             .unwrap();
         click(&c, "#cut button[type=submit]").await;
-        let want = local_json(&a, &args);
+        let want = a.json(&args);
         let got = until(
             &c,
             &format!(
@@ -343,7 +320,7 @@ fn lcloud_ui_serves_reads_only_and_revokes_its_token() {
     let a = Node::new();
     a.ok(&["init", "--alias", "alice", "--cloud", "ui"]);
     // Past the depth at which a member attests a checkpoint.
-    write_many(&a, 300);
+    a.write_many(300);
     let root = a.root();
     // The "browser": a program that writes down the address it was asked to open.
     let scratch = tempfile::tempdir().unwrap();
@@ -471,7 +448,7 @@ async fn the_debugger_shows_final_checkpoints_and_contracts() {
         r#"{"from":"ann","to":"bo","amount":70}"#,
     ]);
     assert!(!refused.status.success(), "the transfer is rejected");
-    write_many(&a, 300);
+    a.write_many(300);
     let node = NodeProc::start(a.path(), &[]);
     let admin = std::fs::read_to_string(a.path().join("admin.token")).unwrap();
     let auth = format!("Authorization: Bearer {}\r\n", admin.trim());
@@ -691,7 +668,7 @@ async fn the_debugger_marks_forks_with_their_proof() {
     common::ok(backup.path(), &["export", other.to_str().unwrap()]);
     a.import(&b.bundle("b.bundle"));
     a.import(&other);
-    let forks = local_json(&a, &["forks"]);
+    let forks = a.json(&["forks"]);
     assert_eq!(forks["forks"][0]["valid"], true, "{forks}");
     let header = forks["forks"][0]["a"]["header"]
         .as_str()

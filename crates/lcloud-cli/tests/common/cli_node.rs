@@ -54,6 +54,25 @@ impl Node {
     pub fn import(&self, file: &Path) -> serde_json::Value {
         serde_json::from_str(&self.ok(&["--json", "import", file.to_str().unwrap()])).unwrap()
     }
+    /// What `lcloud --json ARGS` prints.
+    pub fn json(&self, args: &[&str]) -> serde_json::Value {
+        let mut all = vec!["--json"];
+        all.extend_from_slice(args);
+        serde_json::from_str(&self.ok(&all)).unwrap()
+    }
+    /// `n` one-op experiences of the directory's own node (`set /n i`), written straight to
+    /// its store (the CLI would take a process each).
+    pub fn write_many(&self, n: i64) {
+        let me = lcloud_store::Identity::load(self.path()).unwrap().unwrap();
+        let mut store = lcloud_store::Store::open(self.path()).unwrap();
+        for i in 0..n {
+            let op = lcloud_core::Op::Set {
+                path: lcloud_core::Path::parse("/n").unwrap(),
+                value: lcloud_core::Value::Int(i),
+            };
+            store.write_local(&me, vec![op]).unwrap().unwrap();
+        }
+    }
 }
 
 /// Alice and Bob, apart, write concurrently (the register /t both set, a counter, a set); they
