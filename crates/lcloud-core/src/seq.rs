@@ -226,16 +226,6 @@ impl<T: Clone> Seq<T> {
         self.runs().flat_map(|r| r.items.iter())
     }
 
-    /// The elements not deleted, with their ids, in order.
-    pub fn iter_ids(&self) -> impl Iterator<Item = (ElemId, &T)> + '_ {
-        self.runs().flat_map(|r| {
-            r.items
-                .iter()
-                .enumerate()
-                .map(|(k, t)| (r.id.plus(k as u32), t))
-        })
-    }
-
     fn runs(&self) -> impl Iterator<Item = &Run<T>> + '_ {
         self.chunks.iter().flat_map(|(_, c)| c.runs.iter())
     }
