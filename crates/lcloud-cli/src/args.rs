@@ -212,9 +212,65 @@ pub(crate) enum Command {
         /// JSON Pointer.
         path: String,
     },
+    /// Insert into the list or text at a path, before the element at INDEX (the length: at
+    /// the end). A string goes into a text as its characters; anything else goes into a
+    /// list as one element. On an empty path it makes a list (`splice` makes a text).
+    #[command(
+        after_help = "Examples:\n  lcloud insert /todo 0 '\"buy milk\"'     (a list: one element, first)\n  lcloud insert /todo 1 '{\"done\": false}'\n  lcloud splice /para 0 0 'Hello'         (a text)\n  lcloud insert /para 5 '\", world\"'      (characters into the text)\nIndexes count Unicode scalar values in text. Concurrent inserts at one place merge\nwithout interleaving."
+    )]
+    Insert {
+        /// JSON Pointer.
+        path: String,
+        /// Before which element (0: the start).
+        index: usize,
+        /// JSON value.
+        #[arg(value_name = "JSON")]
+        value: String,
+    },
+    /// Delete COUNT elements (default 1) of the list or text at a path, from INDEX on.
+    #[command(after_help = "Examples:
+  lcloud delete /todo 0
+  lcloud delete /para 5 7")]
+    Delete {
+        /// JSON Pointer.
+        path: String,
+        /// The first element deleted (0: the first).
+        index: usize,
+        /// How many.
+        #[arg(default_value_t = 1)]
+        count: usize,
+    },
+    /// Delete DELETE characters of the text at a path from INDEX on, and insert TEXT there.
+    /// On an empty path it makes a text.
+    #[command(after_help = "Examples:
+  lcloud splice /para 0 0 'Hello world'   (make the text)
+  lcloud splice /para 6 5 'there'         (Hello there)
+Indexes count Unicode scalar values.")]
+    Splice {
+        /// JSON Pointer.
+        path: String,
+        /// From which character (0: the first).
+        index: usize,
+        /// How many characters to delete.
+        delete: usize,
+        /// What to insert (may be empty).
+        text: String,
+    },
+    /// Move the list element at FROM so that it ends at index TO. Of concurrent moves of one
+    /// element, one wins (the same on every node); a concurrent delete wins over a move.
+    #[command(after_help = "Example:
+  lcloud move /todo 3 0   (the fourth element becomes the first)")]
+    Move {
+        /// JSON Pointer.
+        path: String,
+        /// The element's index now.
+        from: usize,
+        /// Its index afterwards.
+        to: usize,
+    },
     /// Read ops from stdin, one JSON object per line, and write them as one experience.
     #[command(
-        after_help = "Each line is one op:\n  {\"op\":\"set\",\"path\":\"/a\",\"value\":1}\n  {\"op\":\"incr\",\"path\":\"/n\",\"by\":2}\n  {\"op\":\"add\",\"path\":\"/s\",\"value\":\"x\"}\n  {\"op\":\"remove\",\"path\":\"/s\",\"value\":\"x\"}\n  {\"op\":\"del\",\"path\":\"/a\"}\nExample:\n  printf '%s\\n' '{\"op\":\"set\",\"path\":\"/a\",\"value\":1}' '{\"op\":\"incr\",\"path\":\"/n\"}' | lcloud batch"
+        after_help = "Each line is one op:\n  {\"op\":\"set\",\"path\":\"/a\",\"value\":1}\n  {\"op\":\"incr\",\"path\":\"/n\",\"by\":2}\n  {\"op\":\"add\",\"path\":\"/s\",\"value\":\"x\"}\n  {\"op\":\"remove\",\"path\":\"/s\",\"value\":\"x\"}\n  {\"op\":\"del\",\"path\":\"/a\"}\n  {\"op\":\"splice\",\"path\":\"/t\",\"index\":0,\"delete\":0,\"text\":\"hi\"}\n  {\"op\":\"insert\",\"path\":\"/l\",\"index\":0,\"value\":1}\n  {\"op\":\"delete\",\"path\":\"/l\",\"index\":0,\"count\":1}\n  {\"op\":\"move\",\"path\":\"/l\",\"from\":1,\"to\":0}\nExample:\n  printf '%s\\n' '{\"op\":\"set\",\"path\":\"/a\",\"value\":1}' '{\"op\":\"incr\",\"path\":\"/n\"}' | lcloud batch"
     )]
     Batch,
     /// Manage who may write: add, remove, promote to admin, demote, list.

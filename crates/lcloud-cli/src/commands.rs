@@ -7,8 +7,8 @@ use std::path::{Path as FsPath, PathBuf};
 use anyhow::{Context, Result, anyhow, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use lcloud_core::{
-    Cut, EXPERIENCE_BYTES_MAX, Experience, ForkPolicy, Genesis, Id, NodeId, OPS_MAX, Op, Replica,
-    State, Value, Verified, validate,
+    Cut, EXPERIENCE_BYTES_MAX, Edit, Experience, ForkPolicy, Genesis, Id, Items, NodeId, OPS_MAX,
+    Op, Path, Replica, State, Value, Verified, validate,
 };
 use lcloud_store::{Identity, Store, bundle};
 use serde_json::json;
@@ -193,7 +193,14 @@ pub fn run(cli: Cli) -> Result<()> {
                 path: resolve::path(&path)?,
             }],
         ),
-        Command::Batch => write(&dir, json_out, read_batch()?),
+        Command::Batch => write_edits(&dir, json_out, read_batch()?),
+        command @ (Command::Insert { .. }
+        | Command::Delete { .. }
+        | Command::Splice { .. }
+        | Command::Move { .. }) => {
+            let edits = write_edits_of(&command)?.expect("an edit command");
+            write_edits(&dir, json_out, edits)
+        }
         Command::Member {
             action: MemberAction::List,
         } => crate::membership::list(&dir, json_out),
@@ -356,8 +363,49 @@ pub fn run(cli: Cli) -> Result<()> {
     }
 }
 
+/// The edits a write command carries (parsed and checked locally), or `None` for others.
+pub fn write_edits_of(command: &Command) -> Result<Option<Vec<Edit>>> {
+    let edit = match command {
+        Command::Insert { path, index, value } => Some(Edit::Insert {
+            path: resolve::path(path)?,
+            index: *index,
+            items: match resolve::json(value)? {
+                Value::Str(s) => Items::Text(s),
+                v => Items::List(vec![v]),
+            },
+        }),
+        Command::Delete { path, index, count } => Some(Edit::Delete {
+            path: resolve::path(path)?,
+            index: *index,
+            count: *count,
+        }),
+        Command::Splice {
+            path,
+            index,
+            delete,
+            text,
+        } => Some(Edit::Splice {
+            path: resolve::path(path)?,
+            index: *index,
+            delete: *delete,
+            text: text.clone(),
+        }),
+        Command::Move { path, from, to } => Some(Edit::Move {
+            path: resolve::path(path)?,
+            from: *from,
+            to: *to,
+        }),
+        Command::Batch => return Ok(Some(read_batch()?)),
+        _ => None,
+    };
+    if let Some(edit) = edit {
+        return Ok(Some(vec![edit]));
+    }
+    Ok(write_ops(command)?.map(|ops| ops.into_iter().map(Edit::Op).collect()))
+}
+
 /// The ops a write command carries (parsed and checked locally), or `None` for others.
-pub fn write_ops(command: &Command) -> Result<Option<Vec<Op>>> {
+fn write_ops(command: &Command) -> Result<Option<Vec<Op>>> {
     Ok(Some(match command {
         Command::Set { path, value } => vec![Op::Set {
             path: resolve::path(path)?,
@@ -378,7 +426,6 @@ pub fn write_ops(command: &Command) -> Result<Option<Vec<Op>>> {
         Command::Del { path } => vec![Op::Del {
             path: resolve::path(path)?,
         }],
-        Command::Batch => read_batch()?,
         Command::Member { action } => match crate::membership::op(action, |_| None)? {
             Some(op) => vec![op],
             None => return Ok(None),
@@ -591,7 +638,7 @@ fn read_file(file: &FsPath) -> Result<Vec<u8>> {
     std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))
 }
 
-fn read_batch() -> Result<Vec<Op>> {
+fn read_batch() -> Result<Vec<Edit>> {
     let mut ops = Vec::new();
     for (n, line) in std::io::stdin().lock().lines().enumerate() {
         let line = line.context("cannot read stdin")?;
@@ -611,10 +658,35 @@ fn read_batch() -> Result<Vec<Op>> {
     Ok(ops)
 }
 
-fn batch_op(line: &str) -> Result<Op> {
+fn batch_op(line: &str) -> Result<Edit> {
     let j: serde_json::Value =
         serde_json::from_str(line).with_context(|| format!("malformed JSON {line:?}"))?;
-    Op::from_json(&j).map_err(|e| anyhow!(e))
+    Edit::from_json(&j).map_err(|e| anyhow!(e))
+}
+
+/// Writes `edits` as this node's next experience: list and text edits are turned into ops
+/// against the stored document first ([`lcloud_core::resolve`]).
+fn write_edits(dir: &FsPath, json_out: bool, edits: Vec<Edit>) -> Result<()> {
+    if edits.iter().all(|e| e.as_op().is_some()) {
+        let ops = edits
+            .into_iter()
+            .filter_map(|e| e.as_op().cloned())
+            .collect();
+        return write(dir, json_out, ops);
+    }
+    let ops = {
+        let store = Store::open(dir)?;
+        let identity = Identity::load(dir)?.ok_or_else(|| {
+            anyhow!(
+                "no identity in {}: run `lcloud init` or `lcloud join`",
+                dir.display()
+            )
+        })?;
+        let paths: Vec<Path> = edits.iter().filter_map(Edit::path).cloned().collect();
+        let doc = store.doc_under(&paths)?;
+        lcloud_core::resolve(&doc, identity.id(), edits)?
+    };
+    write(dir, json_out, ops)
 }
 
 /// Refuses ops that would do nothing because their target does not exist.

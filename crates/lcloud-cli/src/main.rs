@@ -37,7 +37,7 @@ fn remote_run(
             println!("{human}");
         }
     };
-    if let Some(ops) = commands::write_ops(&command)? {
+    if let Some(ops) = commands::write_edits_of(&command)? {
         let w = remote.write(&ops)?;
         let id = w["id"].as_str().unwrap_or_default().to_owned();
         let seq = w["seq"].as_u64().unwrap_or_default();

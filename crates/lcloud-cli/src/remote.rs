@@ -1,7 +1,7 @@
 //! `--node URL`: the commands that a running node's HTTP API can answer.
 
 use anyhow::{Context, Result, anyhow, bail};
-use lcloud_core::{Op, Value};
+use lcloud_core::{Edit, Items, Op, Value};
 use serde_json::{Value as J, json};
 
 /// A running node's API.
@@ -161,13 +161,43 @@ impl Remote {
         self.answer(path, r)
     }
 
-    pub fn write(&self, ops: &[Op]) -> Result<J> {
-        let ops: Vec<J> = ops.iter().map(op_json).collect::<Result<_>>()?;
+    pub fn write(&self, edits: &[Edit]) -> Result<J> {
+        let ops: Vec<J> = edits.iter().map(edit_json).collect::<Result<_>>()?;
         let r = self
             .auth(self.agent.post(format!("{}/api/ops", self.base)))
             .send_json(json!({ "ops": ops }));
         self.answer("the write", r)
     }
+}
+
+/// The API's JSON form of an edit (what `Edit::from_json` reads).
+fn edit_json(edit: &Edit) -> Result<J> {
+    Ok(match edit {
+        Edit::Op(op) => op_json(op)?,
+        Edit::Insert { path, index, items } => match items {
+            Items::Text(s) => {
+                json!({"op": "insert", "path": path.to_string(), "index": index, "value": s})
+            }
+            Items::List(vs) => {
+                let vs: Vec<J> = vs.iter().map(Value::to_json).collect();
+                json!({"op": "insert", "path": path.to_string(), "index": index, "values": vs})
+            }
+        },
+        Edit::Delete { path, index, count } => {
+            json!({"op": "delete", "path": path.to_string(), "index": index, "count": count})
+        }
+        Edit::Splice {
+            path,
+            index,
+            delete,
+            text,
+        } => {
+            json!({"op": "splice", "path": path.to_string(), "index": index, "delete": delete, "text": text})
+        }
+        Edit::Move { path, from, to } => {
+            json!({"op": "move", "path": path.to_string(), "from": from, "to": to})
+        }
+    })
 }
 
 /// The API's JSON form of an op (what `Op::from_json` reads).

@@ -16,8 +16,10 @@ use imbl::{OrdMap, OrdSet};
 use serde::Serialize;
 
 use crate::codec::ByteRef;
-use crate::id::Id;
+use crate::id::{Id, NodeId};
 use crate::op::{Op, Path};
+use crate::seq::SeqError;
+use crate::seq_doc::{Seqs, SeqsRecord};
 use crate::value::Value;
 
 /// Names one op: the experience's canonical sort key `(depth, id)` and the op's index. Dots
@@ -83,6 +85,8 @@ pub struct Leaf {
     pub inc_sum: i128,
     /// Set elements by canonical bytes, with the adds (sorted dots) that keep them alive.
     pub elems: OrdMap<Vec<u8>, Vec<Dot>>,
+    /// The text and list here, if any was made (`seq_doc.rs`).
+    pub seqs: Option<Box<Seqs>>,
 }
 
 impl Leaf {
@@ -95,7 +99,8 @@ impl Leaf {
 
     /// Appends [`Leaf::to_bytes`] to `out`: the canonical DAG-CBOR of `LeafRecord`
     /// (`[regs, incs, elems]`, each dot `[depth, id, op]`), written directly (tested against
-    /// serde's encoding).
+    /// serde's encoding), with the sequences' record (`seq_doc.rs`) as a fourth element
+    /// when there are any.
     pub fn encode_into(&self, out: &mut Vec<u8>) {
         use crate::codec::{write_bytes, write_head};
         let dot = |out: &mut Vec<u8>, d: &Dot| {
@@ -104,7 +109,7 @@ impl Leaf {
             write_bytes(out, d.exp.as_bytes());
             write_head(out, 0, u64::from(d.op));
         };
-        out.push(0x83);
+        out.push(if self.seqs.is_some() { 0x84 } else { 0x83 });
         write_head(out, 4, self.regs.len() as u64);
         for (d, v) in &self.regs {
             out.push(0x82);
@@ -126,17 +131,31 @@ impl Leaf {
                 dot(out, d);
             }
         }
+        if let Some(seqs) = &self.seqs {
+            serde_ipld_dagcbor::to_writer(&mut *out, &seqs.record()).expect("a vector cannot fail");
+        }
     }
 
     /// Decodes [`Leaf::to_bytes`].
     pub fn from_bytes(bytes: &[u8]) -> Result<Leaf, crate::codec::DecodeError> {
-        let (regs, incs, elems): LeafRecord = crate::codec::from_canonical_stored(bytes)?;
+        let ((regs, incs, elems), seqs): (LeafRecord, Option<Box<Seqs>>) = match bytes.first() {
+            Some(0x84) => {
+                let (regs, incs, elems, seqs): (_, _, _, SeqsRecord) =
+                    crate::codec::from_canonical_stored(bytes)?;
+                let seqs = Seqs::from_record(seqs).map_err(|e| {
+                    crate::codec::DecodeError::Shape(format!("a leaf's sequence: {e}"))
+                })?;
+                ((regs, incs, elems), Some(Box::new(seqs)))
+            }
+            _ => (crate::codec::from_canonical_stored(bytes)?, None),
+        };
         let inc_sum = incs.iter().map(|(_, n)| i128::from(*n)).sum();
         Ok(Leaf {
             regs,
             incs: incs.into_iter().collect(),
             inc_sum,
             elems: elems.into_iter().map(|(k, ds)| (k.0, ds)).collect(),
+            seqs,
         })
     }
 
@@ -148,7 +167,7 @@ impl Leaf {
 
     /// True if nothing is stored here.
     pub fn is_empty(&self) -> bool {
-        self.regs.is_empty() && self.incs.is_empty() && self.elems.is_empty()
+        self.regs.is_empty() && self.incs.is_empty() && self.elems.is_empty() && self.seqs.is_none()
     }
 
     /// The winning register value (greatest dot in canonical order).
@@ -277,10 +296,14 @@ impl Leaf {
         self.regs.iter().any(|(d, _)| obs.observed(d, by))
             || self.incs.keys().any(|d| obs.observed(d, by))
             || self.elems.values().flatten().any(|d| obs.observed(d, by))
+            || self.seqs.as_ref().is_some_and(|s| s.any_observed(by, obs))
     }
 
     fn remove_observed(&mut self, by: &Dot, obs: &dyn Observer) {
         self.regs.retain(|(d, _)| !obs.observed(d, by));
+        if let Some(seqs) = &mut self.seqs {
+            seqs.remove_observed(by, obs);
+        }
         if self.incs.is_empty() && self.elems.is_empty() {
             // A register alone (the usual leaf): nothing else to look through.
             return;
@@ -344,10 +367,17 @@ pub struct Doc {
 }
 
 impl Doc {
-    /// Applies the ops of experience `exp` at `depth`, op `i` at dot `(depth, exp, i)`, as
-    /// [`Doc::apply`] of each in turn would; a run of increments of one counter is added at
-    /// once ([`Leaf::add_increments`]).
-    pub fn apply_experience(&mut self, ops: &[Op], depth: u64, exp: Id, obs: &dyn Observer) {
+    /// Applies the ops of experience `exp` at `depth` by `author`, op `i` at dot
+    /// `(depth, exp, i)`, as [`Doc::apply`] of each in turn would; a run of increments of one
+    /// counter is added at once ([`Leaf::add_increments`]).
+    pub fn apply_experience(
+        &mut self,
+        ops: &[Op],
+        depth: u64,
+        exp: Id,
+        author: NodeId,
+        obs: &dyn Observer,
+    ) {
         let dot = |i: usize| Dot {
             depth,
             exp,
@@ -356,7 +386,7 @@ impl Doc {
         let mut i = 0;
         while i < ops.len() {
             let Op::Incr { path, .. } = &ops[i] else {
-                self.apply(&ops[i], dot(i), obs);
+                self.apply(&ops[i], dot(i), author, obs);
                 i += 1;
                 continue;
             };
@@ -373,10 +403,15 @@ impl Doc {
         }
     }
 
-    /// Applies one document op at `dot` (a genesis writes its initial value); other ops are
-    /// ignored. `obs` says which elements the op observed, and so removes.
-    pub fn apply(&mut self, op: &Op, dot: Dot, obs: &dyn Observer) {
+    /// Applies one document op at `dot`, written by `author` (a genesis writes its initial
+    /// value); other ops are ignored. `obs` says which elements the op observed, and so
+    /// removes. A list or text op that names an element not in its causal past, or not there,
+    /// changes nothing ([`Doc::apply_seq`] says why).
+    pub fn apply(&mut self, op: &Op, dot: Dot, author: NodeId, obs: &dyn Observer) {
         match op {
+            Op::Insert { .. } | Op::Delete { .. } | Op::Move { .. } => {
+                let _refused = self.apply_seq(op, dot, author, obs);
+            }
             Op::Set { path, value } => {
                 self.remove_observed_below(path, &dot, obs);
                 match value {
@@ -426,6 +461,37 @@ impl Doc {
             | Op::RotateKey { .. }
             | Op::Attest { .. } => {}
         }
+    }
+
+    /// Applies a list or text op (others are refused with [`SeqError::Length`]); a refused
+    /// op changes nothing.
+    pub fn apply_seq(
+        &mut self,
+        op: &Op,
+        dot: Dot,
+        author: NodeId,
+        obs: &dyn Observer,
+    ) -> Result<(), SeqError> {
+        let Some(path) = op.path() else {
+            return Err(SeqError::Length);
+        };
+        let r = self.with_leaf(path, |leaf| {
+            let seqs = leaf.seqs.get_or_insert_default();
+            let r = match op {
+                Op::Insert { at, items, .. } => seqs.insert(at, items, dot, author, obs),
+                Op::Delete { kind, ranges, .. } => seqs.delete(*kind, ranges, dot, obs),
+                Op::Move { elem, at, .. } => seqs.moved(*elem, at, dot, author, obs),
+                _ => Err(SeqError::Length),
+            };
+            if seqs.text.is_none() && seqs.list.is_none() {
+                leaf.seqs = None;
+            }
+            r
+        });
+        if self.leaves.get(path).is_some_and(|l| l.is_empty()) {
+            self.drop_leaf(path);
+        }
+        r
     }
 
     /// Merges the elements of a settled checkpoint's cut ([`Leaf::settle`]): `depth` is the
@@ -610,6 +676,9 @@ impl Doc {
             out.extend(leaf.regs.iter().map(|(d, _)| d.exp));
             out.extend(leaf.incs.keys().map(|d| d.exp));
             out.extend(leaf.elems.values().flatten().map(|d| d.exp));
+            if let Some(seqs) = &leaf.seqs {
+                out.extend(seqs.dots().map(|d| d.exp));
+            }
         }
         out
     }
@@ -631,7 +700,8 @@ impl Doc {
     }
 
     /// The kind of value visible at `path` (as [`Doc::materialize`] would show it): `"set"`,
-    /// `"counter"`, `"map"`, or the winning register's [`Value::kind`]; `None` if nothing.
+    /// `"counter"`, `"map"`, `"text"`, `"list"` (a sequence), or the winning register's
+    /// [`Value::kind`] (`"array"` for a list written whole); `None` if nothing.
     pub fn kind(&self, path: &Path) -> Option<&'static str> {
         let leaf = self.leaves.get(path);
         if leaf.is_some_and(|l| !l.elems.is_empty()) {
@@ -642,6 +712,9 @@ impl Doc {
         }
         if self.has_below(path) {
             return Some("map");
+        }
+        if let Some(kind) = leaf.and_then(|l| l.seqs.as_ref()?.shown()) {
+            return Some(kind.name());
         }
         leaf.and_then(|l| l.winner()).map(Value::kind)
     }
@@ -667,7 +740,7 @@ impl Doc {
 
     /// The materialised document at `path` (the root by default), or `None` if nothing is
     /// there. Precedence at one path: set elements, then a counter, then children (a map),
-    /// then the winning register value.
+    /// then a text or list, then the winning register value.
     pub fn materialize(&self, path: &Path) -> Option<Value> {
         let mut tree = Tree::default();
         for (p, leaf) in self.leaves_under(path) {
@@ -690,8 +763,18 @@ impl Doc {
                 .iter()
                 .map(|(k, ds)| (ByteRef(k), ds.iter().collect()))
                 .collect();
-            let record = (&**path, regs, incs, elems);
-            serde_ipld_dagcbor::to_writer(&mut *out, &record).expect("hash writer cannot fail");
+            // A fifth element only where there are sequences: other roots stay as they were.
+            match &leaf.seqs {
+                None => {
+                    let record = (&**path, regs, incs, elems);
+                    serde_ipld_dagcbor::to_writer(&mut *out, &record)
+                }
+                Some(seqs) => {
+                    let record = (&**path, regs, incs, elems, seqs.record());
+                    serde_ipld_dagcbor::to_writer(&mut *out, &record)
+                }
+            }
+            .expect("hash writer cannot fail");
         }
     }
 }
@@ -732,6 +815,9 @@ impl Tree<'_> {
         if !children.is_empty() {
             return Some(Value::Map(children));
         }
+        if let Some(v) = leaf.and_then(|l| l.seqs.as_ref()?.value()) {
+            return Some(v);
+        }
         leaf.and_then(Leaf::winner).cloned()
     }
 }
@@ -764,7 +850,7 @@ mod tests {
             path: Path::parse(path).unwrap(),
             value,
         };
-        doc.apply(&op, dot(depth, 0), &ObservesEverything);
+        doc.apply(&op, dot(depth, 0), NodeId([0; 32]), &ObservesEverything);
     }
 
     /// The count of leaves below each path follows sets of maps, scalars over maps, deletes
@@ -790,6 +876,7 @@ mod tests {
                 path: Path::parse("/a").unwrap(),
             },
             dot(3, 0),
+            NodeId([0; 32]),
             &ObservesEverything,
         );
         assert!(doc.is_empty());
@@ -883,15 +970,15 @@ mod tests {
             };
             let mut base = Doc::default();
             for (i, (at, n)) in before.iter().enumerate() {
-                base.apply(&op(0, *at, *n), dot(1, i as u32), &ObservesEverything);
+                base.apply(&op(0, *at, *n), dot(1, i as u32), NodeId([0; 32]), &ObservesEverything);
             }
             let ops: Vec<Op> = ops.iter().map(|(k, at, n)| op(*k, *at, *n)).collect();
             let mut one_by_one = base.clone();
             for (i, o) in ops.iter().enumerate() {
-                one_by_one.apply(o, dot(2, i as u32), &ObservesEverything);
+                one_by_one.apply(o, dot(2, i as u32), NodeId([0; 32]), &ObservesEverything);
             }
             let mut at_once = base;
-            at_once.apply_experience(&ops, 2, Id([2; 32]), &ObservesEverything);
+            at_once.apply_experience(&ops, 2, Id([2; 32]), NodeId([2; 32]), &ObservesEverything);
             proptest::prop_assert_eq!(at_once, one_by_one);
         }
     }

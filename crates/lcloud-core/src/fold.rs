@@ -221,7 +221,7 @@ pub(crate) fn apply_doc(doc: &mut Doc, lattice: &Lattice, idx: Idx) {
         lattice,
         current: (exp.id(), idx),
     };
-    doc.apply_experience(exp.ops(), depth, exp.id(), &obs);
+    doc.apply_experience(exp.ops(), depth, exp.id(), exp.author(), &obs);
     if let Some(s) = lattice.settles(idx) {
         doc.settle(s.depth, &|d: &Dot| {
             lattice.in_settled_cut(s, d.depth, &d.exp)

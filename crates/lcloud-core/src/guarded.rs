@@ -13,7 +13,7 @@
 use imbl::OrdMap;
 
 use crate::doc::{Doc, Dot, Observer};
-use crate::id::Id;
+use crate::id::{Id, NodeId};
 use crate::op::{Op, Path};
 use crate::value::Value;
 use crate::write::WriteRefused;
@@ -149,7 +149,8 @@ impl Guarded {
                 },
                 DocWrite::Del { path } => Op::Del { path: path.clone() },
             };
-            self.doc.apply(&op, dot, &Sequential);
+            // A contract writes registers only: no author is read.
+            self.doc.apply(&op, dot, NodeId([0; 32]), &Sequential);
         }
         Ok(())
     }
@@ -290,7 +291,7 @@ mod tests {
             path: p(""),
             value: json(r#"{"people":{"mallory":{"age":-1}},"title":"t"}"#),
         };
-        doc.apply(&crdt, dot(1), &Sequential);
+        doc.apply(&crdt, dot(1), NodeId([0; 32]), &Sequential);
         assert_eq!(g.visible(&doc, &p("")), Some(json(r#"{"title":"t"}"#)));
 
         let ada = DocWrite::Set {

@@ -33,6 +33,7 @@ pub mod bisect;
 pub mod clock;
 pub mod codec;
 pub mod doc;
+pub mod edit;
 pub mod experience;
 pub mod fold;
 pub mod fork;
@@ -44,6 +45,8 @@ pub mod op;
 pub mod path;
 pub mod replica;
 pub mod seq;
+mod seq_doc;
+pub mod seq_op;
 pub mod session;
 pub mod sync;
 pub mod value;
@@ -52,6 +55,7 @@ pub mod write;
 pub use clock::{ClockParseError, VectorClock};
 pub use codec::DecodeError;
 pub use doc::{Doc, Dot, Leaf, Observer, ObservesEverything};
+pub use edit::{Edit, resolve};
 pub use experience::{
     DEPS_MAX, Draft, EXPERIENCE_BYTES_MAX, Experience, FORMAT_VERSION, Header, OPS_MAX,
     PreparedOps, Unsigned, ValidationError, Verified, revalidate_stored, validate, validate_batch,
@@ -69,6 +73,9 @@ pub use morphism::{
 };
 pub use op::{ForkPolicy, Genesis, Op, Path, PathError};
 pub use replica::{Change, Cut, Replica, View, ViewError};
+pub use seq::ElemId;
+pub use seq_doc::{Seqs, Slot};
+pub use seq_op::{Between, ElemRef, Items, SeqKind};
 pub use session::{Limits, Session};
 pub use value::{Value, ValueError};
 pub use write::{VALUE_DEPTH_MAX, WriteRefused, check_nesting, check_shapes, shape_paths};

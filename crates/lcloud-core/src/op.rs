@@ -8,6 +8,7 @@ use serde::ser::SerializeTuple;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::id::{Id, NodeId};
+use crate::seq_op::{Between, ElemRef, Items, SeqKind};
 use crate::value::Value;
 
 pub use crate::path::{PATH_SEGMENT_BYTES_MAX, PATH_SEGMENTS_MAX, Path, PathError};
@@ -92,6 +93,36 @@ pub enum Op {
         path: Path,
         /// The element.
         value: Value,
+    },
+    /// Inserts `items` into the text or list at `path` (a string into text, values into a
+    /// list; the first insert makes it), between two elements: see [`crate::seq`].
+    Insert {
+        /// Where.
+        path: Path,
+        /// Between which elements.
+        at: Between,
+        /// What.
+        items: Items,
+    },
+    /// Deletes elements of the text or list at `path`: each range is `len` consecutive
+    /// elements of one insert, from the one named.
+    Delete {
+        /// Where.
+        path: Path,
+        /// Text or list.
+        kind: SeqKind,
+        /// Which elements.
+        ranges: Vec<(ElemRef, u32)>,
+    },
+    /// Moves element `elem` of the list at `path` to a new place. Of concurrent moves of one
+    /// element, the last in canonical order wins; a delete wins over a move.
+    Move {
+        /// Where.
+        path: Path,
+        /// The element moved.
+        elem: ElemRef,
+        /// Between which elements it goes.
+        at: Between,
     },
     /// Calls an order-sensitive morphism, named by its content id.
     Call {
@@ -308,7 +339,10 @@ impl Op {
             | Op::Del { path }
             | Op::Incr { path, .. }
             | Op::Add { path, .. }
-            | Op::Remove { path, .. } => Some(path),
+            | Op::Remove { path, .. }
+            | Op::Insert { path, .. }
+            | Op::Delete { path, .. }
+            | Op::Move { path, .. } => Some(path),
             _ => None,
         }
     }
@@ -321,6 +355,9 @@ impl Op {
             Op::Incr { .. } => "incr",
             Op::Add { .. } => "add",
             Op::Remove { .. } => "remove",
+            Op::Insert { .. } => "insert",
+            Op::Delete { .. } => "delete",
+            Op::Move { .. } => "move",
             Op::Call { .. } => "call",
             Op::Deploy { .. } => "deploy",
             Op::Genesis(_) => "genesis",
@@ -349,6 +386,9 @@ const TAG_ADD_ADMIN: u8 = 10;
 const TAG_REMOVE_ADMIN: u8 = 11;
 const TAG_ROTATE_KEY: u8 = 12;
 const TAG_ATTEST: u8 = 13;
+const TAG_INSERT: u8 = 14;
+const TAG_DELETE: u8 = 15;
+const TAG_MOVE: u8 = 16;
 
 impl Op {
     /// Appends the canonical DAG-CBOR of this op to `out` (what serde's encoder gives, written
@@ -406,6 +446,9 @@ impl Op {
                 write_head(out, 0, u64::from(*rule));
                 write_bytes(out, code);
                 init.encode_into(out);
+            }
+            Op::Insert { .. } | Op::Delete { .. } | Op::Move { .. } => {
+                serde_ipld_dagcbor::to_writer(&mut *out, self).expect("a vector cannot fail");
             }
             Op::Genesis(g) => {
                 out.extend_from_slice(&[0x85, TAG_GENESIS]);
@@ -467,6 +510,11 @@ impl Serialize for Op {
                 (TAG_DEPLOY, rule, crate::codec::ByteRef(code), init).serialize(s)
             }
             Op::Attest { depth, root } => (TAG_ATTEST, depth, root).serialize(s),
+            Op::Insert { path, at, items } => {
+                (TAG_INSERT, path, at.left, at.right, items).serialize(s)
+            }
+            Op::Delete { path, kind, ranges } => (TAG_DELETE, path, kind, ranges).serialize(s),
+            Op::Move { path, elem, at } => (TAG_MOVE, path, elem, at.left, at.right).serialize(s),
             Op::Genesis(g) => {
                 let mut t = s.serialize_tuple(5)?;
                 t.serialize_element(&TAG_GENESIS)?;
@@ -550,6 +598,27 @@ impl<'de> Visitor<'de> for OpVisitor {
             TAG_ATTEST => Op::Attest {
                 depth: next(&mut seq, "depth")?,
                 root: next(&mut seq, "root")?,
+            },
+            TAG_INSERT => Op::Insert {
+                path: next(&mut seq, "path")?,
+                at: Between {
+                    left: next(&mut seq, "left origin")?,
+                    right: next(&mut seq, "right origin")?,
+                },
+                items: next(&mut seq, "items")?,
+            },
+            TAG_DELETE => Op::Delete {
+                path: next(&mut seq, "path")?,
+                kind: next(&mut seq, "kind")?,
+                ranges: next(&mut seq, "ranges")?,
+            },
+            TAG_MOVE => Op::Move {
+                path: next(&mut seq, "path")?,
+                elem: next(&mut seq, "element")?,
+                at: Between {
+                    left: next(&mut seq, "left origin")?,
+                    right: next(&mut seq, "right origin")?,
+                },
             },
             TAG_DEPLOY => Op::Deploy {
                 rule: next(&mut seq, "fuel rule")?,

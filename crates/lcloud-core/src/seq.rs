@@ -25,12 +25,29 @@ use crate::doc::Dot;
 use crate::id::NodeId;
 
 /// One element of a list or text: the op that inserted it, and its offset in that op's run.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+/// Encoded as `[depth, experience id, op, offset]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ElemId {
     /// The inserting op.
     pub dot: Dot,
     /// Which of its elements (0: the first).
     pub offset: u32,
+}
+
+impl Serialize for ElemId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        (self.dot.depth, &self.dot.exp, self.dot.op, self.offset).serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for ElemId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let (depth, exp, op, offset) = <(u64, crate::id::Id, u32, u32)>::deserialize(d)?;
+        Ok(ElemId {
+            dot: Dot { depth, exp, op },
+            offset,
+        })
+    }
 }
 
 impl ElemId {
@@ -48,12 +65,76 @@ impl ElemId {
 }
 
 /// Where an insert goes: between these two elements as the inserting replica saw them.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Origins {
     /// The element just left of the insert (deleted or not); `None`: the start.
     pub left: Option<ElemId>,
     /// The element just right of it, when typed; `None`: the end.
     pub right: Option<ElemId>,
+}
+
+/// A stretch of a list as [`Seq::segments`] gives it.
+pub struct Segment<'a, T> {
+    runs: Vec<&'a Run<T>>,
+    len: u32,
+}
+
+impl<'a, T> Segment<'a, T> {
+    /// Its first element.
+    pub fn id(&self) -> ElemId {
+        self.runs[0].id
+    }
+
+    /// Who inserted it.
+    pub fn author(&self) -> NodeId {
+        self.runs[0].author
+    }
+
+    /// The op's left origin if this begins the op's run (`id().offset` is 0); `None`
+    /// otherwise (the left origin is then the element before, of the same op).
+    pub fn left(&self) -> Option<ElemId> {
+        if self.runs[0].id.offset == 0 {
+            self.runs[0].left
+        } else {
+            None
+        }
+    }
+
+    /// The op's right origin.
+    pub fn right(&self) -> Option<ElemId> {
+        self.runs[0].right
+    }
+
+    /// How many elements.
+    pub fn count(&self) -> u32 {
+        self.len
+    }
+
+    /// Whether its elements are deleted (and so hold no items).
+    pub fn deleted(&self) -> bool {
+        self.runs[0].deleted
+    }
+
+    /// Its items (none if deleted).
+    pub fn items(&self) -> impl Iterator<Item = &'a T> + '_ {
+        self.runs.iter().flat_map(|r| r.items.iter())
+    }
+}
+
+/// A segment to build a list from ([`Seq::from_segments`]).
+pub struct SegmentParts<T> {
+    /// Its first element.
+    pub id: ElemId,
+    /// Who inserted it.
+    pub author: NodeId,
+    /// The op's left origin (read only when `id.offset` is 0).
+    pub left: Option<ElemId>,
+    /// The op's right origin.
+    pub right: Option<ElemId>,
+    /// How many elements.
+    pub len: u32,
+    /// The items, or `None` if the elements are deleted.
+    pub items: Option<Vec<T>>,
 }
 
 /// Most runs in a chunk; a chunk past it splits in two.
@@ -147,6 +228,10 @@ pub enum SeqError {
         /// The right origin.
         right: ElemId,
     },
+    /// An element the op names is not in its causal past (or, named as an element of the
+    /// op's own experience, not inserted by an earlier op of it).
+    #[error("element {0:?} is not in the causal past of the op naming it")]
+    Unseen(ElemId),
     /// An index past the end.
     #[error("index {index} is past the end of the list ({len} elements)")]
     Index {
@@ -188,10 +273,33 @@ impl<T> Default for Seq<T> {
 }
 
 impl<T: Clone + PartialEq> PartialEq for Seq<T> {
-    /// Equal elements, ids and origins in the same order, tombstones included (how the runs
-    /// fall into chunks is not compared).
+    /// Equal elements, ids and origins in the same order, tombstones included: equal
+    /// [`Seq::segments`] (how elements fall into runs and chunks is not compared).
     fn eq(&self, other: &Self) -> bool {
-        self.visible == other.visible && self.runs().eq(other.runs())
+        let (mut a, mut b) = (self.segments(), other.segments());
+        self.visible == other.visible
+            && std::iter::from_fn(|| match (a.next(), b.next()) {
+                (None, None) => None,
+                (Some(a), Some(b)) => Some(
+                    (
+                        a.id(),
+                        a.author(),
+                        a.left(),
+                        a.right(),
+                        a.count(),
+                        a.deleted(),
+                    ) == (
+                        b.id(),
+                        b.author(),
+                        b.left(),
+                        b.right(),
+                        b.count(),
+                        b.deleted(),
+                    ) && a.items().eq(b.items()),
+                ),
+                _ => Some(false),
+            })
+            .all(|same| same)
     }
 }
 
@@ -433,18 +541,7 @@ impl<T: Clone> Seq<T> {
     /// Marks `len` elements from `id` on deleted (those already deleted stay so).
     pub fn delete(&mut self, id: ElemId, len: u32) -> Result<(), SeqError> {
         let last = id.offset.checked_add(len).ok_or(SeqError::Length)?;
-        // Every element must be there: a run of consecutive ids of one op.
-        let mut k = 0;
-        while k < len {
-            let here = id.plus(k);
-            let Some((key, start)) = self.find(here) else {
-                return Err(SeqError::Unknown(here));
-            };
-            let c = self.chunk_index(key);
-            let run = self.chunks[c].1.runs.iter().find(|r| r.id == start);
-            let run_len = run.map_or(0, |r| r.len);
-            k += start.offset + run_len - here.offset;
-        }
+        self.check_range(id, len)?;
         self.split_at(id);
         self.split_at(ElemId { offset: last, ..id });
         let mut k = 0;
@@ -464,6 +561,193 @@ impl<T: Clone> Seq<T> {
             k += len;
         }
         Ok(())
+    }
+
+    /// Whether all `len` elements from `id` on are here (deleted or not): a run of
+    /// consecutive ids of one op. The error names the first one missing.
+    pub fn check_range(&self, id: ElemId, len: u32) -> Result<(), SeqError> {
+        if len == 0 || id.offset.checked_add(len).is_none() {
+            return Err(SeqError::Length);
+        }
+        let mut k = 0;
+        while k < len {
+            let here = id.plus(k);
+            let Some((key, start)) = self.find(here) else {
+                return Err(SeqError::Unknown(here));
+            };
+            let c = self.chunk_index(key);
+            let run = self.chunks[c].1.runs.iter().find(|r| r.id == start);
+            let run_len = run.map_or(0, |r| r.len);
+            k += start.offset + run_len - here.offset;
+        }
+        Ok(())
+    }
+
+    /// Whether element `id` is here (deleted or not).
+    pub fn contains(&self, id: ElemId) -> bool {
+        self.find(id).is_some()
+    }
+
+    /// Element `id` if it is here and not deleted.
+    pub fn item(&self, id: ElemId) -> Option<&T> {
+        let (key, start) = self.find(id)?;
+        let chunk = &self.chunks[self.chunk_index(key)].1;
+        let run = chunk.runs.iter().find(|r| r.id == start)?;
+        run.items.get((id.offset - start.offset) as usize)
+    }
+
+    /// Element `id`, to change, if it is here and not deleted.
+    pub fn item_mut(&mut self, id: ElemId) -> Option<&mut T> {
+        let (key, start) = self.find(id)?;
+        let c = self.chunk_index(key);
+        let chunk = Arc::make_mut(&mut self.chunks[c].1);
+        let run = chunk.runs.iter_mut().find(|r| r.id == start)?;
+        run.items.get_mut((id.offset - start.offset) as usize)
+    }
+
+    /// The element at `index` (of those not deleted) and its id.
+    pub fn get(&self, index: usize) -> Option<(ElemId, &T)> {
+        if index >= self.visible {
+            return None;
+        }
+        let (c, before) = self.chunk_of(index);
+        let mut skip = index - before;
+        for run in &self.chunks[c].1.runs {
+            if skip < run.visible() {
+                return Some((run.id.plus(skip as u32), &run.items[skip]));
+            }
+            skip -= run.visible();
+        }
+        None
+    }
+
+    /// The elements not deleted with their ids, in order.
+    pub fn iter_ids(&self) -> impl Iterator<Item = (ElemId, &T)> + '_ {
+        self.runs().flat_map(|r| {
+            r.items
+                .iter()
+                .enumerate()
+                .map(|(k, t)| (r.id.plus(k as u32), t))
+        })
+    }
+
+    /// Marks deleted every element not yet deleted whose op's dot `pick` picks; returns how
+    /// many.
+    pub fn delete_where(&mut self, pick: impl Fn(&Dot) -> bool) -> usize {
+        let doomed: Vec<(ElemId, u32)> = self
+            .runs()
+            .filter(|r| !r.deleted && pick(&r.id.dot))
+            .map(|r| (r.id, r.len))
+            .collect();
+        let mut n = 0;
+        for (id, len) in doomed {
+            if self.delete(id, len).is_ok() {
+                n += len as usize;
+            }
+        }
+        n
+    }
+
+    /// Whether any element not deleted has a dot `pick` picks.
+    pub fn any_visible(&self, pick: impl Fn(&Dot) -> bool) -> bool {
+        self.runs().any(|r| !r.deleted && pick(&r.id.dot))
+    }
+
+    /// The list as its segments: each the longest stretch of consecutive elements of one
+    /// op, all deleted or none. How elements fall into runs and chunks (which depends on
+    /// the order ops arrived in) does not show: equal lists give equal segments, so the
+    /// segments are what is hashed and stored.
+    pub fn segments(&self) -> impl Iterator<Item = Segment<'_, T>> + '_ {
+        let mut runs = self.runs().peekable();
+        std::iter::from_fn(move || {
+            let first = runs.next()?;
+            let mut seg = Segment {
+                runs: vec![first],
+                len: first.len,
+            };
+            while let Some(next) = runs.peek() {
+                if next.deleted == first.deleted && first.id.is(next.id, seg.len) {
+                    seg.len += next.len;
+                    seg.runs.push(next);
+                    runs.next();
+                } else {
+                    break;
+                }
+            }
+            Some(seg)
+        })
+    }
+
+    /// A list made of `segments` in order, as [`Seq::segments`] gave them. Refused if one
+    /// is empty, holds a number of items other than its length, or names elements already
+    /// named.
+    pub fn from_segments(
+        segments: impl IntoIterator<Item = SegmentParts<T>>,
+    ) -> Result<Seq<T>, SeqError> {
+        let mut seq = Seq::new();
+        let fill = seq.runs_max / 2;
+        let mut chunk: Vec<Run<T>> = Vec::new();
+        let mut starts: Vec<ElemId> = Vec::new();
+        let flush = |seq: &mut Seq<T>, runs: &mut Vec<Run<T>>| {
+            if runs.is_empty() {
+                return;
+            }
+            let key = seq.chunks.len() as u32;
+            let visible = runs.iter().map(Run::visible).sum();
+            seq.visible += visible;
+            for r in runs.iter() {
+                seq.at.insert(r.id, key);
+            }
+            seq.chunks.push((
+                key,
+                Arc::new(Chunk {
+                    runs: std::mem::take(runs),
+                    visible,
+                }),
+            ));
+            seq.slot.push(key);
+        };
+        for s in segments {
+            let deleted = s.items.is_none();
+            let items = s.items.unwrap_or_default();
+            if s.len == 0
+                || s.id.offset.checked_add(s.len).is_none()
+                || (!deleted && items.len() != s.len as usize)
+            {
+                return Err(SeqError::Length);
+            }
+            starts.push(s.id);
+            chunk.push(Run {
+                id: s.id,
+                author: s.author,
+                left: match s.id.offset {
+                    0 => s.left,
+                    k => Some(ElemId {
+                        offset: k - 1,
+                        ..s.id
+                    }),
+                },
+                right: s.right,
+                len: s.len,
+                items,
+                deleted,
+            });
+            if chunk.len() >= fill {
+                flush(&mut seq, &mut chunk);
+            }
+        }
+        flush(&mut seq, &mut chunk);
+        // No element twice: sorted by id, each run ends before the next of its op begins.
+        let mut spans: Vec<(ElemId, u32)> = seq.runs().map(|r| (r.id, r.len)).collect();
+        spans.sort_unstable();
+        for w in spans.windows(2) {
+            let ((a, len), (b, _)) = (w[0], w[1]);
+            if a.dot == b.dot && a.offset + len > b.offset {
+                return Err(SeqError::Duplicate(b.dot));
+            }
+        }
+        seq.sums_rebuild();
+        Ok(seq)
     }
 
     /// The chunk key and first id of the run holding `id`.

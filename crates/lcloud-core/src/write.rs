@@ -10,7 +10,7 @@ use std::collections::HashMap;
 
 use crate::codec::{self, MAX_DEPTH};
 use crate::doc::{Doc, Dot, ObservesEverything};
-use crate::id::Id;
+use crate::id::NodeId;
 use crate::op::{Op, Path};
 
 /// Deepest nesting of lists and maps in one op's value: the experience (`[header, sig, ops]`),
@@ -92,6 +92,26 @@ pub enum WriteRefused {
         /// What the op needs.
         wants: &'static str,
     },
+    /// A list or text edit names a place past the end.
+    #[error(
+        "cannot {op} {path} at index {index}: it holds {len} {unit} (indexes run from 0 to {len})"
+    )]
+    Index {
+        /// The edit's name.
+        op: &'static str,
+        /// The edit's path.
+        path: Path,
+        /// The index asked for (the end of the range, for a range past the end).
+        index: usize,
+        /// How many elements there are.
+        len: usize,
+        /// `"characters"` or `"elements"`.
+        unit: &'static str,
+    },
+    /// A list or text edit that cannot be made as asked (nothing to do, or the wrong kind of
+    /// value for the path).
+    #[error("{0}")]
+    BadEdit(String),
     /// An op's value nests deeper than any node can read back.
     #[error(
         "op {index} ({op} {path}) has a value nested {depth} levels deep; at most \
@@ -160,13 +180,12 @@ pub fn check_shapes(doc: &Doc, batch: &[&[Op]]) -> Vec<Result<(), WriteRefused>>
     let mut checked = 0usize;
     // The document with the accepted ops applied, made on the first op that needs applying.
     let mut scratch: Option<Doc> = None;
-    let mut applied = 0u32;
     let mut results = Vec::with_capacity(batch.len());
-    for ops in batch {
+    for (k, ops) in batch.iter().enumerate() {
         let start = checked;
         let before = scratch.clone();
         let mut result = Ok(());
-        for op in ops.iter() {
+        for (i, op) in ops.iter().enumerate() {
             checked += 1;
             if let Err(e) = check_op(scratch.as_ref().unwrap_or(doc), op) {
                 result = Err(e);
@@ -174,15 +193,19 @@ pub fn check_shapes(doc: &Doc, batch: &[&[Op]]) -> Vec<Result<(), WriteRefused>>
             }
             if checked < total && read_later[checked - 1] {
                 // A local write observes everything before it: a dot after every folded one.
+                // Each experience of the batch its own id, greater than the one before,
+                // so an op names its own experience's elements as it will in the fold.
                 let dot = Dot {
                     depth: u64::MAX,
-                    exp: Id([0xff; 32]),
-                    op: applied,
+                    exp: crate::edit::local_exp(k),
+                    op: i as u32,
                 };
-                applied = applied.saturating_add(1);
-                scratch
-                    .get_or_insert_with(|| doc.clone())
-                    .apply(op, dot, &ObservesEverything);
+                scratch.get_or_insert_with(|| doc.clone()).apply(
+                    op,
+                    dot,
+                    NodeId([0xff; 32]),
+                    &ObservesEverything,
+                );
             }
         }
         if result.is_err() {
@@ -245,6 +268,15 @@ pub fn shape_paths<'a>(ops: impl IntoIterator<Item = &'a Op>) -> (Vec<Path>, Vec
 /// The kinds an op's target may hold, and how to name them, for ops that need one.
 fn wants(op: &Op) -> Option<(&'static [&'static str], &'static str)> {
     match op {
+        Op::Insert {
+            items: crate::seq_op::Items::Text(_),
+            ..
+        }
+        | Op::Delete {
+            kind: crate::seq_op::SeqKind::Text,
+            ..
+        } => Some((&["text"], "a text")),
+        Op::Insert { .. } | Op::Delete { .. } | Op::Move { .. } => Some((&["list"], "a list")),
         Op::Incr { .. } => Some((&["counter", "integer"], "a counter")),
         Op::Add { .. } | Op::Remove { .. } => Some((&["set"], "a set")),
         _ => None,
@@ -286,6 +318,7 @@ fn check_op(doc: &Doc, op: &Op) -> Result<(), WriteRefused> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::id::Id;
     use crate::value::Value;
 
     fn p(s: &str) -> Path {
@@ -416,7 +449,7 @@ mod tests {
                         op: applied,
                     };
                     applied += 1;
-                    scratch.apply(op, dot, &ObservesEverything);
+                    scratch.apply(op, dot, NodeId([0; 32]), &ObservesEverything);
                 }
                 Ok(())
             })
@@ -454,7 +487,7 @@ mod tests {
             for (i, op) in setup.iter().enumerate() {
                 if check_op(&doc, op).is_ok() {
                     let dot = Dot { depth: 1, exp: Id([1; 32]), op: i as u32 };
-                    doc.apply(op, dot, &ObservesEverything);
+                    doc.apply(op, dot, NodeId([0; 32]), &ObservesEverything);
                 }
             }
             let refs: Vec<&[Op]> = batch.iter().map(Vec::as_slice).collect();

@@ -4,8 +4,11 @@
 //! to exactly their final text: two by one author (`automerge-paper`, 259 778 edits, and
 //! `seph-blog1`), and one by two people typing at once (`friendsforever`) on two replicas.
 
+mod common;
+
 use std::collections::BTreeSet;
 
+use common::traces::trace;
 use lcloud_core::seq::{ElemId, Origins, Seq};
 use lcloud_core::{Dot, Id, NodeId};
 use proptest::prelude::*;
@@ -447,21 +450,6 @@ proptest! {
         let either = [format!("{head}{one}{two}{tail}"), format!("{head}{two}{one}{tail}")];
         prop_assert!(either.contains(&text), "{} is neither of {:?}", text, either);
     }
-}
-
-/// An editing trace from `data/editing-traces` (README there).
-fn trace(name: &str) -> serde_json::Value {
-    use std::io::Read;
-    let path = format!(
-        "{}/../../data/editing-traces/{name}.json.gz",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-    let mut text = String::new();
-    flate2::read::GzDecoder::new(file)
-        .read_to_string(&mut text)
-        .unwrap();
-    serde_json::from_str(&text).unwrap()
 }
 
 /// Applies a transaction's patches in order, each as the CLI would write it: a delete of

@@ -422,13 +422,14 @@ async fn write(
             format!("between 1 and {OPS_MAX} ops per write, got {}", list.len()),
         );
     }
-    let mut ops = Vec::with_capacity(list.len());
+    let mut edits = Vec::with_capacity(list.len());
     for (n, o) in list.iter().enumerate() {
-        match Op::from_json(o) {
-            Ok(op) => ops.push(op),
+        match lcloud_core::Edit::from_json(o) {
+            Ok(e) => edits.push(e),
             Err(e) => return error(StatusCode::BAD_REQUEST, format!("op {n}: {e}")),
         }
     }
+    let ops: Vec<&Op> = edits.iter().filter_map(lcloud_core::Edit::as_op).collect();
     if ops.iter().any(|o| matches!(o, Op::RotateKey { .. })) {
         return error(
             StatusCode::BAD_REQUEST,
@@ -436,7 +437,7 @@ async fn write(
         );
     }
     let admin = token.is_some_and(|t| t.scope >= lcloud_store::Scope::Admin);
-    if !admin && ops.iter().any(Op::needs_admin) {
+    if !admin && ops.iter().any(|o| o.needs_admin()) {
         api.auth
             .refused
             .scope
@@ -446,7 +447,20 @@ async fn write(
             "changing membership needs a token with scope admin",
         );
     }
-    match api.ask(|tx| Call::Write(ops, tx)).await {
+    let only_ops = ops.len() == edits.len();
+    let answer = if only_ops {
+        let ops = edits
+            .into_iter()
+            .filter_map(|e| match e {
+                lcloud_core::Edit::Op(op) => Some(op),
+                _ => None,
+            })
+            .collect();
+        api.ask(|tx| Call::Write(ops, tx)).await
+    } else {
+        api.ask(|tx| Call::Edit(edits, tx)).await
+    };
+    match answer {
         Ok(Ok(w)) => Json(json!({"id": w.id.to_hex(), "seq": w.seq})).into_response(),
         Ok(Err(WriteError::Refused(e))) => error(StatusCode::UNPROCESSABLE_ENTITY, e),
         Ok(Err(WriteError::Unavailable(e))) => error(StatusCode::SERVICE_UNAVAILABLE, e),

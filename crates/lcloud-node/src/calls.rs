@@ -103,6 +103,17 @@ impl Node {
                 let result = self.write(vec![ops]).pop().expect("one answer per write");
                 let _ = reply.send(result);
             }
+            Call::Edit(edits, reply) => {
+                // Every write before this one is in the replica (writes are stored before
+                // any other message is handled), so the indexes mean what the client saw,
+                // and every element named is in the experience's causal past.
+                let me = self.identity.id();
+                let result = match lcloud_core::resolve(&self.replica.state().doc, me, edits) {
+                    Ok(ops) => self.write(vec![ops]).pop().expect("one answer per write"),
+                    Err(e) => Err(WriteError::Refused(e.to_string())),
+                };
+                let _ = reply.send(result);
+            }
             Call::State(path, reply) => {
                 let state = self.replica.state();
                 let _ = reply.send(state.get(&path).map(|v| v.to_json()));

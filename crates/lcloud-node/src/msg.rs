@@ -46,6 +46,12 @@ pub enum Question {
 pub enum Call {
     /// Write ops as one experience of this node.
     Write(Vec<Op>, oneshot::Sender<Result<Written, WriteError>>),
+    /// Write edits (list and text edits by index among them) as one experience of this node:
+    /// resolved into ops against the replica once every write before them is in it.
+    Edit(
+        Vec<lcloud_core::Edit>,
+        oneshot::Sender<Result<Written, WriteError>>,
+    ),
     /// The document at a path (`None`: nothing there).
     State(Path, oneshot::Sender<Option<serde_json::Value>>),
     /// State root, heads, frontier clock, counts.

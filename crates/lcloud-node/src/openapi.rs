@@ -219,6 +219,27 @@ fn paths_document() -> J {
                     "op": {"const": "incr"},
                     "path": {"type": "string", "pattern": "^(/([^~]|~[01])*)*$", "description": "JSON Pointer"},
                     "by": {"type": "integer", "minimum": -9223372036854775808i64, "maximum": 9223372036854775807i64, "description": "default 1 (a 64-bit integer)"}}},
+                {"type": "object", "required": ["op", "path", "index"], "additionalProperties": false, "description": "Insert before the element at `index` (the length: at the end): a string's characters into a text; into a list, `value` as one element or each of `values`. An empty path becomes a list.", "properties": {
+                    "op": {"const": "insert"},
+                    "path": {"type": "string", "pattern": "^(/([^~]|~[01])*)*$", "description": "JSON Pointer"},
+                    "index": {"type": "integer", "minimum": 0},
+                    "value": {}, "values": {"type": "array"}}},
+                {"type": "object", "required": ["op", "path", "index"], "additionalProperties": false, "description": "Delete `count` elements (characters of a text) from `index` on.", "properties": {
+                    "op": {"const": "delete"},
+                    "path": {"type": "string", "pattern": "^(/([^~]|~[01])*)*$", "description": "JSON Pointer"},
+                    "index": {"type": "integer", "minimum": 0},
+                    "count": {"type": "integer", "minimum": 1, "description": "default 1"}}},
+                {"type": "object", "required": ["op", "path", "index", "delete", "text"], "additionalProperties": false, "description": "Delete `delete` characters of a text from `index` (Unicode scalar values) and insert `text` there. An empty path becomes a text.", "properties": {
+                    "op": {"const": "splice"},
+                    "path": {"type": "string", "pattern": "^(/([^~]|~[01])*)*$", "description": "JSON Pointer"},
+                    "index": {"type": "integer", "minimum": 0},
+                    "delete": {"type": "integer", "minimum": 0},
+                    "text": {"type": "string"}}},
+                {"type": "object", "required": ["op", "path", "from", "to"], "additionalProperties": false, "description": "Move the list element at `from` so that it ends at index `to`.", "properties": {
+                    "op": {"const": "move"},
+                    "path": {"type": "string", "pattern": "^(/([^~]|~[01])*)*$", "description": "JSON Pointer"},
+                    "from": {"type": "integer", "minimum": 0},
+                    "to": {"type": "integer", "minimum": 0}}},
                 {"type": "object", "required": ["op", "node"], "additionalProperties": false, "properties": {
                     "op": {"enum": ["add_member", "remove_member", "add_admin", "remove_admin"]},
                     "node": {"type": "string", "pattern": "^[0-9a-f]{64}$", "description": "admin tokens only; the creator cannot be removed or demoted"}}}

@@ -281,7 +281,7 @@ fn plan(
         }
         // Folding here, while the storer writes the batch before, takes it off the storer.
         for (u, depth) in &ok {
-            fold_into(doc, u.id(), *depth, u.ops());
+            fold_into(doc, u.id(), *depth, *me, u.ops());
         }
         let sigs = pool.dispatch(ok);
         let sent = batches.send(Batch::Planned(Box::new(Planned {

@@ -267,7 +267,7 @@ impl Store {
                 )?;
                 ops_added += exp.ops().len() as u64;
                 if !prefolded {
-                    fold_into(&mut doc, exp.id(), depth, exp.ops());
+                    fold_into(&mut doc, exp.id(), depth, exp.author(), exp.ops());
                 }
                 next += 1;
                 results.push(Ok(exp));

@@ -88,6 +88,20 @@ impl Store {
         })
     }
 
+    /// The current document CRDT at and below each of `paths`, with the leaf at each of
+    /// their proper prefixes: what [`lcloud_core::resolve`] needs to turn list and text
+    /// edits at `paths` into ops.
+    pub fn doc_under(&self, paths: &[Path]) -> Result<lcloud_core::Doc, StoreError> {
+        let exact: Vec<Path> = paths
+            .iter()
+            .flat_map(|p| (0..p.0.len()).map(|n| Path(p.0[..n].into())))
+            .collect();
+        guard(&self.dir, || {
+            let txn = self.db()?.begin_read().map_err(|e| self.map_db(e))?;
+            self.current_doc_with(&txn, &exact, paths)
+        })
+    }
+
     /// [`lcloud_core::check_shapes`] of this node's writes against the stored document,
     /// reading only the leaves the check looks at ([`lcloud_core::shape_paths`]).
     pub fn check_shapes(
@@ -197,6 +211,7 @@ fn damage(dir: &std::path::Path, clock: &VectorClock, doc: &mut lcloud_core::Doc
             std::slice::from_ref(&op),
             u64::MAX,
             lcloud_core::Id([0xda; 32]),
+            NodeId([0xda; 32]),
             &lcloud_core::ObservesEverything,
         );
     }

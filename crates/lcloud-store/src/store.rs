@@ -657,9 +657,10 @@ impl Store {
     }
 }
 
-/// Applies the ops of this node's experience `id` at `depth` to `doc`.
-pub(crate) fn fold_into(doc: &mut Doc, id: Id, depth: u64, ops: &[Op]) {
-    doc.apply_experience(ops, depth, id, &ObservesEverything);
+/// Applies the ops of this node's experience `id` at `depth`, written by `author` (this
+/// node), to `doc`.
+pub(crate) fn fold_into(doc: &mut Doc, id: Id, depth: u64, author: NodeId, ops: &[Op]) {
+    doc.apply_experience(ops, depth, id, author, &ObservesEverything);
 }
 
 /// How long opening waits for another process (another `lcloud` command) to let go.
@@ -700,7 +701,7 @@ pub(crate) static ROOT: std::sync::LazyLock<Path> = std::sync::LazyLock::new(Pat
 
 /// The experiences stored since the leaves were last written (from [`META_LEAVES_AT`] to `next`):
 /// id, depth and ops of each, in arrival order. All are this node's local writes.
-type Tail = Vec<(Id, u64, Vec<Op>)>;
+type Tail = Vec<(Id, u64, NodeId, Vec<Op>)>;
 
 fn read_tail(
     dir: &FsPath,
@@ -730,7 +731,7 @@ fn read_tail(
         }
         let exp = revalidate_stored(bytes, &names.cloud).map_err(|e| bad_record(n, &e))?;
         let entry = entry.decode()?;
-        tail.push((entry.id, entry.depth, exp.ops().to_vec()));
+        tail.push((entry.id, entry.depth, exp.author(), exp.ops().to_vec()));
         Ok(())
     })?;
     Ok(tail)
@@ -738,14 +739,14 @@ fn read_tail(
 
 fn tail_paths(tail: &Tail) -> Vec<Path> {
     tail.iter()
-        .flat_map(|(_, _, ops)| ops.iter().filter_map(Op::path).cloned())
+        .flat_map(|(_, _, _, ops)| ops.iter().filter_map(Op::path).cloned())
         .collect()
 }
 
 /// Applies local writes: each observed everything folded before it.
 fn apply_tail(doc: &mut Doc, tail: &Tail) {
-    for (id, depth, ops) in tail {
-        fold_into(doc, *id, *depth, ops);
+    for (id, depth, author, ops) in tail {
+        fold_into(doc, *id, *depth, *author, ops);
     }
 }
 

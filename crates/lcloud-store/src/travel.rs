@@ -203,7 +203,7 @@ pub(crate) fn document_at(
                 "experience #{arrival} does not match its index entry"
             )));
         }
-        doc.apply_experience(exp.ops(), entry.depth, entry.id, &observer);
+        doc.apply_experience(exp.ops(), entry.depth, entry.id, exp.author(), &observer);
         if let Some(table) = &settles
             && let Some((depth, cut)) = settle_of(table, &entry.id)?
         {
@@ -298,7 +298,7 @@ mod entry_tests {
                 exp: Id([i as u8; 32]),
                 op: i,
             };
-            doc.apply(&op, dot, &ObservesEverything);
+            doc.apply(&op, dot, NodeId([0; 32]), &ObservesEverything);
         }
         let root = Path::root();
         let serde: Vec<(&Path, ByteBuf)> = doc

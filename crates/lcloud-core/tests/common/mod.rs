@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod history;
+pub mod traces;
 
 use ed25519_consensus::SigningKey;
 use lcloud_core::{Experience, ForkPolicy, Genesis, NodeId, Op, Path, Value, Verified};
