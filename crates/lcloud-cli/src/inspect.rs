@@ -145,6 +145,29 @@ pub(crate) fn print_diff(json_out: bool, j: &J) {
     let show = |v: &J| Value::from_json(v).map_or_else(|_| v.to_string(), |v| v.to_string());
     for c in changes {
         let path = c["path"].as_str().unwrap_or_default();
+        if let Some(splices) = c["splices"].as_array() {
+            println!(
+                "~ {path}: {} splice{}",
+                splices.len(),
+                if splices.len() == 1 { "" } else { "s" }
+            );
+            for s in splices {
+                let del = s["delete"].as_u64().unwrap_or_default();
+                let ins = &s["insert"];
+                let ins = match ins {
+                    J::String(t) if t.is_empty() => String::new(),
+                    J::Array(a) if a.is_empty() => String::new(),
+                    v => format!(" +{}", show(v)),
+                };
+                let del = if del > 0 {
+                    format!(" -{del}")
+                } else {
+                    String::new()
+                };
+                println!("    @{}{del}{ins}", s["index"]);
+            }
+            continue;
+        }
         match (&c["before"], &c["after"]) {
             (J::Null, J::Null) => {}
             (J::Null, v) => println!("+ {path} = {}", show(v)),

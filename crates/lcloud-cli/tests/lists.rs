@@ -25,7 +25,12 @@ fn edits_by_index_on_a_store_read_back_as_strings_and_arrays() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     ok(d, &["init", "--cloud", "lists", "--open"]);
-    ok(d, &["splice", "/para", "0", "0", "Hello world"]);
+    let first: serde_json::Value = serde_json::from_str(&ok(
+        d,
+        &["--json", "splice", "/para", "0", "0", "Hello world"],
+    ))
+    .unwrap();
+    let first = format!("@{}", first["id"].as_str().unwrap());
     ok(d, &["splice", "/para", "6", "5", "thére"]);
     ok(d, &["insert", "/para", "11", "\"!\""]);
     ok(d, &["delete", "/para", "0", "1"]);
@@ -67,6 +72,27 @@ fn edits_by_index_on_a_store_read_back_as_strings_and_arrays() {
     let e = fails(d, &["set", "/para/x", "1"]);
     assert!(e.contains("holds a text"), "{e}");
     assert_eq!(ok(d, &["root"]), root);
+    // The diff of a text is its splices: applied to the text before, they give the text now.
+    let diff: serde_json::Value =
+        serde_json::from_str(&ok(d, &["--json", "diff", &first, "now"])).unwrap();
+    let para = diff["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["path"] == "/para")
+        .unwrap();
+    let mut chars: Vec<char> = para["before"].as_str().unwrap().chars().collect();
+    for s in para["splices"].as_array().unwrap() {
+        let at = s["index"].as_u64().unwrap() as usize;
+        let del = s["delete"].as_u64().unwrap() as usize;
+        chars.splice(at..at + del, s["insert"].as_str().unwrap().chars());
+    }
+    assert_eq!(chars.into_iter().collect::<String>(), "H thére!");
+    let human = ok(d, &["diff", &first, "now"]);
+    assert!(
+        human.contains("~ /para: ") && human.contains("splices"),
+        "{human}"
+    );
     let help = ok(d, &["splice", "--help"]);
     assert!(help.contains("Unicode scalar values"), "{help}");
 }

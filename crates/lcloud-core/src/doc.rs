@@ -719,13 +719,18 @@ impl Doc {
         leaf.and_then(|l| l.winner()).map(Value::kind)
     }
 
-    /// All surviving register values at `path`, in canonical order (the last one wins).
-    /// More than one means concurrent writes.
+    /// All surviving register values at `path`, in canonical order (the last one wins),
+    /// then the text and the list here if they have marks, as their values under their
+    /// newest marks (the one shown last). More than one means concurrent writes.
     pub fn conflicts(&self, path: &Path) -> Vec<(Dot, Value)> {
-        self.leaves
-            .get(path)
-            .map(|l| l.regs.clone())
-            .unwrap_or_default()
+        let Some(leaf) = self.leaves.get(path) else {
+            return Vec::new();
+        };
+        let mut out = leaf.regs.clone();
+        if let Some(seqs) = &leaf.seqs {
+            out.extend(seqs.values_by_mark());
+        }
+        out
     }
 
     /// Number of paths that hold something.

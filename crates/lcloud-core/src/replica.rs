@@ -94,6 +94,8 @@ pub struct Change {
     pub before: Option<Value>,
     /// The value in the second cut (`None`: absent).
     pub after: Option<Value>,
+    /// For a text or list in both cuts: the splices from one to the other, by element id.
+    pub splices: Option<Vec<crate::seq_doc::Splice>>,
 }
 
 #[derive(Clone, Debug)]
@@ -565,10 +567,18 @@ impl Replica {
 
     /// The documents' differences between two views, path by path.
     pub fn diff(&self, a: &View, b: &View) -> Result<Vec<Change>, ViewError> {
-        let before = self.view(a)?.get(&Path::root());
-        let after = self.view(b)?.get(&Path::root());
+        let (a, b) = (self.view(a)?, self.view(b)?);
+        let before = a.get(&Path::root());
+        let after = b.get(&Path::root());
         let mut out = Vec::new();
         diff_values(&Path::root(), before.as_ref(), after.as_ref(), &mut out);
+        for c in &mut out {
+            let x = a.doc.leaf(&c.path).and_then(|l| l.seqs.as_deref());
+            let y = b.doc.leaf(&c.path).and_then(|l| l.seqs.as_deref());
+            if let (Some(x), Some(y)) = (x, y) {
+                c.splices = crate::seq_doc::splices(x, y);
+            }
+        }
         Ok(out)
     }
 
@@ -734,6 +744,7 @@ fn diff_values(path: &Path, a: Option<&Value>, b: Option<&Value>, out: &mut Vec<
             path: path.clone(),
             before: x.cloned(),
             after: y.cloned(),
+            splices: None,
         }),
     }
 }

@@ -310,6 +310,25 @@ impl Seqs {
         })
     }
 
+    /// The text and the list, each with its newest mark if it has one, in mark order (the
+    /// one shown last).
+    pub(crate) fn values_by_mark(&self) -> Vec<(Dot, Value)> {
+        let text = self.text.as_ref().and_then(|t| {
+            let mark = *t.marks.last()?;
+            Some((mark, Value::Str(t.seq.iter().collect())))
+        });
+        let list = self.list.as_ref().and_then(|l| {
+            let mark = *l.marks.last()?;
+            Some((
+                mark,
+                Value::List(l.seq.iter().map(|s| s.value().clone()).collect()),
+            ))
+        });
+        let mut out: Vec<(Dot, Value)> = text.into_iter().chain(list).collect();
+        out.sort_by_key(|(d, _)| *d);
+        out
+    }
+
     /// Every dot an element, slot or mark here carries (tombstones included: later ops may
     /// name them).
     pub(crate) fn dots(&self) -> impl Iterator<Item = Dot> + '_ {
@@ -422,6 +441,104 @@ type SegRecord<I> = (
     u32,
     Option<I>,
 );
+
+/// One step from a text or list to another: at `index` (in the sequence as the steps
+/// before left it), delete `delete` elements and insert `insert` (a string for text, an
+/// array for a list).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Splice {
+    /// Where.
+    pub index: usize,
+    /// How many elements deleted.
+    pub delete: usize,
+    /// What is inserted.
+    pub insert: Value,
+}
+
+/// The splices that turn the sequence `a` shows into the one `b` shows, found by element
+/// id: an element in both stays, one only in `a` is deleted, one only in `b` inserted (a
+/// moved list element is deleted where it was and inserted where it is). `None` unless both
+/// show a sequence of one kind.
+pub fn splices(a: &Seqs, b: &Seqs) -> Option<Vec<Splice>> {
+    let kind = a.shown()?;
+    if b.shown()? != kind {
+        return None;
+    }
+    let (xs, ys): (Vec<(ElemId, Value)>, Vec<(ElemId, Value)>) = match kind {
+        SeqKind::Text => {
+            let items = |s: &Seqs| -> Vec<(ElemId, Value)> {
+                let t = s.text.as_ref().expect("shown");
+                let mut buf = [0u8; 4];
+                t.seq
+                    .iter_ids()
+                    .map(|(id, c)| (id, Value::Str(c.encode_utf8(&mut buf).to_owned())))
+                    .collect()
+            };
+            (items(a), items(b))
+        }
+        SeqKind::List => {
+            let items = |s: &Seqs| -> Vec<(ElemId, Value)> {
+                let l = s.list.as_ref().expect("shown");
+                l.seq
+                    .iter_ids()
+                    .map(|(id, slot)| (id, slot.value().clone()))
+                    .collect()
+            };
+            (items(a), items(b))
+        }
+    };
+    let in_a: std::collections::BTreeSet<ElemId> = xs.iter().map(|(id, _)| *id).collect();
+    let in_b: std::collections::BTreeSet<ElemId> = ys.iter().map(|(id, _)| *id).collect();
+    let (mut i, mut j, mut k) = (0, 0, 0);
+    let mut out: Vec<(usize, usize, Vec<Value>)> = Vec::new();
+    let step =
+        |out: &mut Vec<(usize, usize, Vec<Value>)>, at: usize, del: usize, ins: Option<Value>| {
+            match out.last_mut() {
+                Some((index, d, items)) if *index + items.len() == at => {
+                    *d += del;
+                    items.extend(ins);
+                }
+                _ => out.push((at, del, ins.into_iter().collect())),
+            }
+        };
+    while i < xs.len() || j < ys.len() {
+        if i < xs.len() && !in_b.contains(&xs[i].0) {
+            step(&mut out, k, 1, None);
+            i += 1;
+        } else if j < ys.len() && !in_a.contains(&ys[j].0) {
+            step(&mut out, k, 0, Some(ys[j].1.clone()));
+            k += 1;
+            j += 1;
+        } else if i < xs.len() && j < ys.len() && xs[i].0 == ys[j].0 {
+            i += 1;
+            j += 1;
+            k += 1;
+        } else {
+            // Common elements in another order: not two states of one sequence.
+            return None;
+        }
+    }
+    Some(
+        out.into_iter()
+            .map(|(index, delete, items)| Splice {
+                index,
+                delete,
+                insert: match kind {
+                    SeqKind::Text => Value::Str(
+                        items
+                            .iter()
+                            .filter_map(|v| match v {
+                                Value::Str(s) => Some(s.as_str()),
+                                _ => None,
+                            })
+                            .collect(),
+                    ),
+                    SeqKind::List => Value::List(items),
+                },
+            })
+            .collect(),
+    )
+}
 
 /// [`Seqs::record`].
 pub(crate) type SeqsRecord = (

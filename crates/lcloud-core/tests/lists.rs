@@ -12,7 +12,8 @@ use std::sync::Arc;
 use common::traces::{patches, trace};
 use common::*;
 use lcloud_core::{
-    Between, Cut, Edit, ElemRef, Experience, Items, Leaf, Op, Replica, WriteRefused, resolve,
+    Between, Cut, Edit, ElemRef, Experience, Items, Leaf, Op, Replica, Splice, Value, View,
+    WriteRefused, resolve,
 };
 use proptest::prelude::*;
 
@@ -365,7 +366,108 @@ proptest! {
             }
         }
         prop_assert_eq!(all.state_at(&Cut::Heads(vec![head])).unwrap().root(), cut.root());
+        // The diff from that cut to now: each text or list's splices turn the one into
+        // the other.
+        let from = View { cut: Some(Cut::Heads(vec![head])), without: None };
+        for c in all.diff(&from, &View::default()).unwrap() {
+            if let Some(splices) = &c.splices {
+                let got = apply_splices(c.before.clone().unwrap(), splices);
+                prop_assert_eq!(Some(got), c.after.clone(), "at {:?}", c.path);
+            }
+        }
     }
+}
+
+/// `value` (a string or an array) with `splices` applied in order.
+fn apply_splices(value: Value, splices: &[Splice]) -> Value {
+    match value {
+        Value::Str(s) => {
+            let mut chars: Vec<char> = s.chars().collect();
+            for sp in splices {
+                let Value::Str(ins) = &sp.insert else {
+                    panic!("text inserts a string")
+                };
+                chars.splice(sp.index..sp.index + sp.delete, ins.chars());
+            }
+            Value::Str(chars.into_iter().collect())
+        }
+        Value::List(mut items) => {
+            for sp in splices {
+                let Value::List(ins) = &sp.insert else {
+                    panic!("a list inserts an array")
+                };
+                items.splice(sp.index..sp.index + sp.delete, ins.iter().cloned());
+            }
+            Value::List(items)
+        }
+        other => panic!("splices of a {}", other.kind()),
+    }
+}
+
+#[test]
+fn a_diff_of_text_and_lists_is_their_splices_and_conflicts_show_what_a_text_hides() {
+    let mut r = Replica::new(genesis()).unwrap();
+    edit(
+        &mut r,
+        1,
+        vec![
+            splice("/t", 0, 0, "hello world"),
+            insert("/l", 0, "[1, 2, 3]"),
+        ],
+    )
+    .unwrap();
+    let before = View {
+        cut: Some(Cut::Heads(r.lattice().heads().iter().copied().collect())),
+        without: None,
+    };
+    edit(
+        &mut r,
+        1,
+        vec![
+            splice("/t", 6, 0, "there "),
+            splice("/t", 0, 1, "H"),
+            mv("/l", 0, 2),
+        ],
+    )
+    .unwrap();
+    let changes = r.diff(&before, &View::default()).unwrap();
+    let at = |path: &str| changes.iter().find(|c| c.path == p(path)).unwrap();
+    let text = at("/t").splices.clone().unwrap();
+    assert_eq!(
+        text,
+        vec![
+            Splice {
+                index: 0,
+                delete: 1,
+                insert: v("\"H\"")
+            },
+            Splice {
+                index: 6,
+                delete: 0,
+                insert: v("\"there \"")
+            },
+        ]
+    );
+    let list = at("/l").splices.clone().unwrap();
+    assert_eq!(
+        apply_splices(v("[1, 2, 3]"), &list),
+        v("[2, 3, 1]"),
+        "{list:?}"
+    );
+    // A register set concurrently with an insert: the text shows, the register is listed.
+    let mut b = r.clone();
+    r.write(&key(1), vec![set("/t", "7")]).unwrap();
+    edit(&mut b, 2, vec![splice("/t", 0, 0, ">")]).unwrap();
+    r.merge(&b);
+    assert_eq!(doc(&r)["t"], ">");
+    let values: Vec<Value> = r
+        .state()
+        .doc
+        .conflicts(&p("/t"))
+        .into_iter()
+        .map(|(_, v)| v)
+        .collect();
+    assert_eq!(values, vec![v("7"), v("\">\"")]);
 }
 
 /// Replays a transaction as one write of its patches (a splice each).

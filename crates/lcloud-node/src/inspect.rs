@@ -134,7 +134,16 @@ pub fn diff(names: &Names, replica: &Replica, from: &str, to: &str) -> Result<J,
     let show = |v: &Option<Value>| v.as_ref().map_or(J::Null, Value::to_json);
     let rows: Vec<J> = changes
         .iter()
-        .map(|c| json!({"path": c.path.to_string(), "before": show(&c.before), "after": show(&c.after)}))
+        .map(|c| {
+            let mut row = json!({"path": c.path.to_string(), "before": show(&c.before), "after": show(&c.after)});
+            if let Some(splices) = &c.splices {
+                row["splices"] = splices
+                    .iter()
+                    .map(|s| json!({"index": s.index, "delete": s.delete, "insert": s.insert.to_json()}))
+                    .collect();
+            }
+            row
+        })
         .collect();
     Ok(json!({"changes": rows}))
 }
