@@ -1,14 +1,18 @@
-//! The sequence CRDT on real editing traces, beside Automerge and Loro and a plain string
-//! (no CRDT: what editing the text costs at all), in one run.
+//! Lists and text on real editing traces, beside Automerge and Loro, in one run
+//! (docs/BENCHMARKS.md, "Lists and text on real editing traces").
 //!
 //! `cargo bench -p lcloud-bench --bench traces` (`-- --quick`: the first 2 000 edits of each,
 //! CI's smoke test, run unoptimised with `cargo test -p lcloud-bench --bench traces -- --quick`)
 //!
-//! Each trace is replayed edit by edit as its author typed it: a delete of the range, then an
-//! insert, one transaction per edit (each system commits after every edit). λCLOUD's figure
-//! is its sequence type alone (`lcloud_core::seq::Seq`), the part of the fold a text edit will
-//! go through; it is not yet an op, so nothing is signed or stored here. Each system's final
+//! First the sequence type alone (`lcloud_core::seq::Seq`) beside Automerge, Loro and a plain
+//! string, each trace replayed edit by edit as its author typed it (a delete of the range, then
+//! an insert, one transaction per edit). Then whole systems, each measurement in a child
+//! process of its own (`traces/system.rs`): the fold of signed experiences, writes signed and
+//! durable through the store, bytes at rest, load time and peak memory. Every system's final
 //! text is checked against the trace's.
+
+#[path = "traces/system.rs"]
+mod system;
 
 use std::io::Read;
 use std::time::Instant;
@@ -109,7 +113,27 @@ fn loro(edits: &[Edit]) -> String {
 }
 
 fn main() {
-    let quick = std::env::args().any(|a| a == "--quick");
+    let args: Vec<String> = std::env::args().collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    if let Some(i) = args.iter().position(|a| a == "--child") {
+        let (what, system, name) = (&args[i + 1], &args[i + 2], &args[i + 3]);
+        let dir = std::path::PathBuf::from(&args[i + 4]);
+        if what == "load" {
+            // The trace is not read here: its parse would be this child's peak.
+            let end = std::fs::read_to_string(dir.join("end.txt")).expect("the final text");
+            println!("{}", system::child(what, system, &[], &end, &dir));
+            return;
+        }
+        let (mut edits, end) = trace(name);
+        let end = if quick {
+            edits.truncate(2_000);
+            plain(&edits)
+        } else {
+            end
+        };
+        println!("{}", system::child(what, system, &edits, &end, &dir));
+        return;
+    }
     println!("trace             edits   system         seconds      edits/s   λCLOUD ÷ it");
     for name in ["automerge-paper", "seph-blog1"] {
         let (mut edits, end) = trace(name);
@@ -140,5 +164,15 @@ fn main() {
                 s / ours,
             );
         }
+    }
+    for name in ["automerge-paper", "seph-blog1"] {
+        let (mut edits, end) = trace(name);
+        let end = if quick {
+            edits.truncate(2_000);
+            plain(&edits)
+        } else {
+            end
+        };
+        system::report(name, edits.len(), &end, quick);
     }
 }

@@ -88,6 +88,13 @@ fn edits_by_index_on_a_store_read_back_as_strings_and_arrays() {
         chars.splice(at..at + del, s["insert"].as_str().unwrap().chars());
     }
     assert_eq!(chars.into_iter().collect::<String>(), "H thére!");
+    // Time travel from the store's index: the text as the first write left it.
+    let then: serde_json::Value = serde_json::from_str(&ok(
+        d,
+        &["--json", "state", "/para", "--heads", &first[1..]],
+    ))
+    .unwrap();
+    assert_eq!(then, "Hello world");
     let human = ok(d, &["diff", &first, "now"]);
     assert!(
         human.contains("~ /para: ") && human.contains("splices"),

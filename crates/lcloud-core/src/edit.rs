@@ -3,8 +3,9 @@
 //! edits merge. The node resolves against the document it holds: every element it names is
 //! in the causal past of the experience it then writes.
 
-use crate::doc::{Doc, Dot, ObservesEverything};
-use crate::id::{Id, NodeId};
+use crate::doc::Doc;
+use crate::dot::{Dot, ObservesEverything, local_exp};
+use crate::id::NodeId;
 use crate::op::{Op, Path};
 use crate::seq::{ElemId, Origins};
 use crate::seq_op::{Between, ElemRef, Items, SeqKind};
@@ -169,15 +170,6 @@ impl From<Op> for Edit {
     }
 }
 
-/// The id the checks give the `k`th experience of a batch of local writes: greater than every
-/// real one at the same (greatest) depth, and than the batch's earlier ones.
-pub(crate) fn local_exp(k: usize) -> Id {
-    let mut b = [0xff; 32];
-    b[..8].copy_from_slice(&(k as u64).to_be_bytes());
-    b[0] |= 0x80;
-    Id(b)
-}
-
 /// Turns the edits of one write by `author` into its ops, against `doc` (what the writer
 /// holds): each edit sees the ones before it in the write. Ops pass through unchanged; a
 /// splice becomes a delete and an insert. The error names the edit that cannot be made.
@@ -311,9 +303,9 @@ fn resolve_edit(doc: &Doc, edit: &Edit, ops: &mut Vec<Op>) -> Result<(), WriteRe
             let (kind, ranges) = match (text, list) {
                 (Some(t), _) => (
                     SeqKind::Text,
-                    t.seq
-                        .ids_in(*index, *count)
-                        .map_err(|_| past(index + count, t.seq.len(), "characters"))?,
+                    t.seq.ids_in(*index, *count).map_err(|_| {
+                        past(index.saturating_add(*count), t.seq.len(), "characters")
+                    })?,
                 ),
                 (_, Some(l)) => (SeqKind::List, list_ids(l, *index, *count, &past)?),
                 _ => return Err(wrong("a list or a text")),

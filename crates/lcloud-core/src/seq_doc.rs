@@ -18,7 +18,7 @@
 
 use imbl::OrdMap;
 
-use crate::doc::{Dot, Observer};
+use crate::dot::{Dot, Observer};
 use crate::id::NodeId;
 use crate::seq::{ElemId, Origins, SegmentParts, Seq, SeqError};
 use crate::seq_op::{Between, ElemRef, Items, SeqKind};
@@ -464,7 +464,8 @@ pub fn splices(a: &Seqs, b: &Seqs) -> Option<Vec<Splice>> {
     if b.shown()? != kind {
         return None;
     }
-    let (xs, ys): (Vec<(ElemId, Value)>, Vec<(ElemId, Value)>) = match kind {
+    type Elems = Vec<(ElemId, Value)>;
+    let (xs, ys): (Elems, Elems) = match kind {
         SeqKind::Text => {
             let items = |s: &Seqs| -> Vec<(ElemId, Value)> {
                 let t = s.text.as_ref().expect("shown");

@@ -7,7 +7,7 @@ use std::fmt;
 use serde::de::{self, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::doc::Dot;
+use crate::dot::Dot;
 use crate::id::Id;
 use crate::seq::ElemId;
 use crate::value::Value;

@@ -9,7 +9,8 @@
 use std::collections::HashMap;
 
 use crate::codec::{self, MAX_DEPTH};
-use crate::doc::{Doc, Dot, ObservesEverything};
+use crate::doc::Doc;
+use crate::dot::{Dot, ObservesEverything};
 use crate::id::NodeId;
 use crate::op::{Op, Path};
 
@@ -191,13 +192,16 @@ pub fn check_shapes(doc: &Doc, batch: &[&[Op]]) -> Vec<Result<(), WriteRefused>>
                 result = Err(e);
                 break;
             }
-            if checked < total && read_later[checked - 1] {
+            if checked < total
+                && read_later[checked - 1]
+                && changes_kind(scratch.as_ref().unwrap_or(doc), op)
+            {
                 // A local write observes everything before it: a dot after every folded one.
                 // Each experience of the batch its own id, greater than the one before,
                 // so an op names its own experience's elements as it will in the fold.
                 let dot = Dot {
                     depth: u64::MAX,
-                    exp: crate::edit::local_exp(k),
+                    exp: crate::dot::local_exp(k),
                     op: i as u32,
                 };
                 scratch.get_or_insert_with(|| doc.clone()).apply(
@@ -263,6 +267,17 @@ pub fn shape_paths<'a>(ops: impl IntoIterator<Item = &'a Op>) -> (Vec<Path>, Vec
         }
     }
     (exact.into_iter().collect(), subtrees.into_iter().collect())
+}
+
+/// Whether applying `op` to `doc` may change a kind any check reads: a list or text op does
+/// not, unless an insert makes its sequence (the path shows nothing, or another kind). A text
+/// edited by a hundred splices in one write is then checked without applying them.
+fn changes_kind(doc: &Doc, op: &Op) -> bool {
+    match op {
+        Op::Delete { .. } | Op::Move { .. } => false,
+        Op::Insert { path, items, .. } => doc.kind(path) != Some(items.kind().name()),
+        _ => true,
+    }
 }
 
 /// The kinds an op's target may hold, and how to name them, for ops that need one.

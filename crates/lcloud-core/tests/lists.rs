@@ -114,6 +114,14 @@ fn text_and_lists_edit_by_index_and_read_as_strings_and_arrays() {
     assert!(e.to_string().contains("it holds 6 characters"), "{e}");
     let e = edit(&mut r, 1, vec![mv("/t", 0, 1)]).unwrap_err();
     assert!(matches!(e, WriteRefused::WrongType { .. }), "{e}");
+    let e = edit(&mut r, 1, vec![delete("/t", usize::MAX, 2)]).unwrap_err();
+    assert!(matches!(e, WriteRefused::Index { .. }), "{e}");
+    let e = edit(&mut r, 1, vec![splice("/t", 2, usize::MAX, "x")]).unwrap_err();
+    assert!(matches!(e, WriteRefused::Index { .. }), "{e}");
+    let e = edit(&mut r, 1, vec![mv("/l", usize::MAX, usize::MAX)]).unwrap_err();
+    assert!(matches!(e, WriteRefused::Index { .. }), "{e}");
+    let e = edit(&mut r, 1, vec![insert("/l", usize::MAX, "1")]).unwrap_err();
+    assert!(matches!(e, WriteRefused::Index { .. }), "{e}");
     let e = edit(&mut r, 1, vec![delete("/l", 0, 0)]).unwrap_err();
     assert!(matches!(e, WriteRefused::BadEdit(_)), "{e}");
     r.write(

@@ -20,7 +20,7 @@
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 
-use lcloud_core::{Doc, Experience, Id, NodeId, Op, PreparedOps, Verified};
+use lcloud_core::{Doc, Edit, Experience, Id, NodeId, Op, PreparedOps, Verified};
 
 use crate::error::StoreError;
 use crate::identity::Identity;
@@ -40,7 +40,20 @@ pub type Reply = Box<dyn FnOnce(Result<Verified<Experience>, StoreError>) + Send
 struct Request {
     /// Encoded and hashed on the writer's thread, not the committer's.
     ops: PreparedOps,
+    /// List and text edits by index, turned into `ops` by the planner against the document
+    /// with every write before them (`ops` is empty until then).
+    edits: Option<Vec<Edit>>,
     reply: Reply,
+}
+
+impl Request {
+    /// Whether a write holding it needs the whole history ([`Op::needs_history`]).
+    fn needs_history(&self) -> bool {
+        match &self.edits {
+            Some(edits) => edits.iter().filter_map(Edit::as_op).any(Op::needs_history),
+            None => self.ops.ops().iter().any(Op::needs_history),
+        }
+    }
 }
 
 /// A batch on its way from the planner to the storer.
@@ -97,7 +110,37 @@ impl Writer {
         // What no reader could decode is never signed.
         ops.check_nesting()?;
         self.tx
-            .send(Request { ops, reply })
+            .send(Request {
+                ops,
+                edits: None,
+                reply,
+            })
+            .map_err(|_| StoreError::Closed)
+    }
+
+    /// Writes `edits` (list and text edits by index among them) as one experience and
+    /// returns once it is durable.
+    pub fn write_edits(&self, edits: Vec<Edit>) -> Result<Verified<Experience>, StoreError> {
+        let (tx, rx) = mpsc::channel();
+        self.submit_edits(
+            edits,
+            Box::new(move |r| {
+                let _ = tx.send(r);
+            }),
+        )?;
+        rx.recv().map_err(|_| StoreError::Closed)?
+    }
+
+    /// Queues `edits` as one experience, as [`Writer::submit`] does ops. Their indexes mean
+    /// the document with every write queued before them: the committer turns them into ops
+    /// ([`lcloud_core::resolve`]) once those are planned, so many may be in flight at once.
+    pub fn submit_edits(&self, edits: Vec<Edit>, reply: Reply) -> Result<(), StoreError> {
+        self.tx
+            .send(Request {
+                ops: PreparedOps::new(Vec::new()),
+                edits: Some(edits),
+                reply,
+            })
             .map_err(|_| StoreError::Closed)
     }
 }
@@ -233,9 +276,8 @@ fn plan(
             base = b;
             doc = d;
         }
-        let (calls, batch): (Vec<Request>, Vec<Request>) = batch
-            .into_iter()
-            .partition(|r| r.ops.ops().iter().any(Op::needs_history));
+        let (calls, batch): (Vec<Request>, Vec<Request>) =
+            batch.into_iter().partition(Request::needs_history);
         for r in calls {
             (r.reply)(Err(StoreError::NeedsFullLoad));
         }
@@ -258,33 +300,78 @@ fn plan(
             }
             continue;
         };
-        let before = tip.clone();
-        // What the fold would misread is refused before anything is signed.
-        let shapes = {
-            let refs: Vec<&[Op]> = batch.iter().map(|r| r.ops.ops()).collect();
-            lcloud_core::check_shapes(doc, &refs)
-        };
-        let (ops, replies): (Vec<PreparedOps>, Vec<Reply>) =
-            batch.into_iter().map(|r| (r.ops, r.reply)).unzip();
-        let (shaped, passed) = split_refused(ops, shapes);
-        let mut drafts = plan_batch(cloud, tip, me, passed).into_iter();
-        let mut refused = Vec::with_capacity(shaped.len());
-        let mut ok = Vec::with_capacity(shaped.len());
-        for shape in shaped {
-            match shape.map_or_else(|| drafts.next().expect("one draft per passed write"), Err) {
-                Ok(d) => {
-                    ok.push(d);
-                    refused.push(None);
+        // Writes of ops are planned together; a write of edits alone, once everything before
+        // it is folded, against the document they leave.
+        let mut rest = batch.into_iter().peekable();
+        while rest.peek().is_some() {
+            let mut segment = Vec::new();
+            while let Some(r) = rest.next_if(|r| r.edits.is_none()) {
+                segment.push(r);
+            }
+            if segment.is_empty() {
+                let mut r = rest.next().expect("a write of edits");
+                let edits = r.edits.take().expect("edits");
+                match lcloud_core::resolve(doc, *me, edits) {
+                    Ok(ops) => {
+                        r.ops = PreparedOps::new(ops);
+                        match r.ops.check_nesting() {
+                            Ok(()) => segment.push(r),
+                            Err(e) => (r.reply)(Err(e.into())),
+                        }
+                    }
+                    Err(e) => (r.reply)(Err(e.into())),
                 }
-                Err(e) => refused.push(Some(e)),
+            }
+            if !segment.is_empty()
+                && !plan_segment(cloud, me, epoch, tip, doc, pool, batches, segment)
+            {
+                return;
             }
         }
-        // Folding here, while the storer writes the batch before, takes it off the storer.
-        for (u, depth) in &ok {
-            fold_into(doc, u.id(), *depth, *me, u.ops());
+    }
+}
+
+/// Plans `batch` (writes of ops) on `tip`, folding what passes into `doc`, and hands it to
+/// the signing pool and the storer; false if the storer is gone.
+#[allow(clippy::too_many_arguments)]
+fn plan_segment(
+    cloud: Id,
+    me: &NodeId,
+    epoch: u64,
+    tip: &mut Summary,
+    doc: &mut Doc,
+    pool: &SignPool,
+    batches: &mpsc::Sender<Batch>,
+    batch: Vec<Request>,
+) -> bool {
+    let before = tip.clone();
+    // What the fold would misread is refused before anything is signed.
+    let shapes = {
+        let refs: Vec<&[Op]> = batch.iter().map(|r| r.ops.ops()).collect();
+        lcloud_core::check_shapes(doc, &refs)
+    };
+    let (ops, replies): (Vec<PreparedOps>, Vec<Reply>) =
+        batch.into_iter().map(|r| (r.ops, r.reply)).unzip();
+    let (shaped, passed) = split_refused(ops, shapes);
+    let mut drafts = plan_batch(cloud, tip, me, passed).into_iter();
+    let mut refused = Vec::with_capacity(shaped.len());
+    let mut ok = Vec::with_capacity(shaped.len());
+    for shape in shaped {
+        match shape.map_or_else(|| drafts.next().expect("one draft per passed write"), Err) {
+            Ok(d) => {
+                ok.push(d);
+                refused.push(None);
+            }
+            Err(e) => refused.push(Some(e)),
         }
-        let sigs = pool.dispatch(ok);
-        let sent = batches.send(Batch::Planned(Box::new(Planned {
+    }
+    // Folding here, while the storer writes the batch before, takes it off the storer.
+    for (u, depth) in &ok {
+        fold_into(doc, u.id(), *depth, *me, u.ops());
+    }
+    let sigs = pool.dispatch(ok);
+    batches
+        .send(Batch::Planned(Box::new(Planned {
             epoch,
             base: before,
             after: tip.clone(),
@@ -292,11 +379,8 @@ fn plan(
             refused,
             sigs,
             folded: Some(doc.clone()),
-        })));
-        if sent.is_err() {
-            return;
-        }
-    }
+        })))
+        .is_ok()
 }
 
 /// The storer: writes every planned batch waiting in one commit, then hands it to the
@@ -425,6 +509,32 @@ fn tip_to_plan_on(store: &mut Store, me: &NodeId, epoch: u64) -> Resync {
 
 /// Whether the commit failed comes back beside the answers.
 fn commit_unplanned(store: &mut Store, identity: &Identity, batch: Vec<Request>) -> (Done, bool) {
+    if batch.iter().any(|r| r.edits.is_some()) {
+        // One write at a time: each write of edits turned into ops against the store once
+        // the writes before it are in.
+        let mut answers = Vec::with_capacity(batch.len());
+        let mut failed = false;
+        for mut r in batch {
+            if let Some(edits) = r.edits.take() {
+                let paths: Vec<lcloud_core::Path> =
+                    edits.iter().filter_map(Edit::path).cloned().collect();
+                let ops = store.doc_under(&paths).and_then(|doc| {
+                    lcloud_core::resolve(&doc, identity.id(), edits).map_err(StoreError::from)
+                });
+                match ops.map(PreparedOps::new) {
+                    Ok(ops) => r.ops = ops,
+                    Err(e) => {
+                        answers.push((r.reply, Err(e)));
+                        continue;
+                    }
+                }
+            }
+            let (done, f) = commit_unplanned(store, identity, vec![r]);
+            answers.extend(done.answers);
+            failed |= f;
+        }
+        return (Done { answers }, failed);
+    }
     let (local, replies): (Vec<PreparedOps>, Vec<_>) =
         batch.into_iter().map(|r| (r.ops, r.reply)).unzip();
     // What the fold would misread is refused before anything is signed.
