@@ -53,6 +53,18 @@ fn trace(name: &str) -> (Vec<Edit>, String) {
     (edits, t["endContent"].as_str().unwrap().to_owned())
 }
 
+/// The trace's edits and final text; with `quick`, its first 2 000 edits and the text they
+/// leave.
+fn trace_or_start(name: &str, quick: bool) -> (Vec<Edit>, String) {
+    let (mut edits, end) = trace(name);
+    if !quick {
+        return (edits, end);
+    }
+    edits.truncate(2_000);
+    let end = plain(&edits);
+    (edits, end)
+}
+
 fn plain(edits: &[Edit]) -> String {
     let mut doc: Vec<char> = Vec::new();
     for (at, del, ins) in edits {
@@ -124,13 +136,7 @@ fn main() {
             println!("{}", system::child(what, system, &[], &end, &dir));
             return;
         }
-        let (mut edits, end) = trace(name);
-        let end = if quick {
-            edits.truncate(2_000);
-            plain(&edits)
-        } else {
-            end
-        };
+        let (edits, end) = trace_or_start(name, quick);
         println!("{}", system::child(what, system, &edits, &end, &dir));
         return;
     }
@@ -166,13 +172,7 @@ fn main() {
         }
     }
     for name in ["automerge-paper", "seph-blog1"] {
-        let (mut edits, end) = trace(name);
-        let end = if quick {
-            edits.truncate(2_000);
-            plain(&edits)
-        } else {
-            end
-        };
+        let (edits, end) = trace_or_start(name, quick);
         system::report(name, edits.len(), &end, quick);
     }
 }

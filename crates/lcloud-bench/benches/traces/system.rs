@@ -73,6 +73,35 @@ fn lcloud_history(
     (genesis, out)
 }
 
+/// Automerge's document after `edits`, one commit each.
+fn automerge_doc(edits: &[TraceEdit]) -> AutoCommit {
+    let mut doc = AutoCommit::new_with_encoding(TextEncoding::UnicodeCodePoint);
+    let text = doc.put_object(ROOT, "text", ObjType::Text).expect("a text");
+    doc.commit();
+    for (at, del, ins) in edits {
+        doc.splice_text(&text, *at, *del as isize, ins)
+            .expect("in range");
+        doc.commit();
+    }
+    doc
+}
+
+/// Loro's document after `edits`, one commit each.
+fn loro_doc(edits: &[TraceEdit]) -> loro::LoroDoc {
+    let doc = loro::LoroDoc::new();
+    let text = doc.get_text("text");
+    for (at, del, ins) in edits {
+        if *del > 0 {
+            text.delete(*at, *del).expect("in range");
+        }
+        if !ins.is_empty() {
+            text.insert(*at, ins).expect("in range");
+        }
+        doc.commit();
+    }
+    doc
+}
+
 /// The child for `(what, system)` on `edits`, in `dir`: its JSON answer.
 pub fn child(what: &str, system: &str, edits: &[TraceEdit], end: &str, dir: &FsPath) -> J {
     match (what, system) {
@@ -92,15 +121,7 @@ pub fn child(what: &str, system: &str, edits: &[TraceEdit], end: &str, dir: &FsP
             out
         }
         ("apply", "automerge") => {
-            let mut doc = AutoCommit::new_with_encoding(TextEncoding::UnicodeCodePoint);
-            let text = doc.put_object(ROOT, "text", ObjType::Text).expect("a text");
-            doc.commit();
-            for (at, del, ins) in edits {
-                doc.splice_text(&text, *at, *del as isize, ins)
-                    .expect("in range");
-                doc.commit();
-            }
-            let changes = doc.get_changes(&[]);
+            let changes = automerge_doc(edits).get_changes(&[]);
             let t = Instant::now();
             let mut fresh = AutoCommit::new_with_encoding(TextEncoding::UnicodeCodePoint);
             fresh.apply_changes(changes).expect("its own changes");
@@ -110,18 +131,7 @@ pub fn child(what: &str, system: &str, edits: &[TraceEdit], end: &str, dir: &FsP
             json!({"apply_s": s})
         }
         ("apply", "loro") => {
-            let doc = loro::LoroDoc::new();
-            let text = doc.get_text("text");
-            for (at, del, ins) in edits {
-                if *del > 0 {
-                    text.delete(*at, *del).expect("in range");
-                }
-                if !ins.is_empty() {
-                    text.insert(*at, ins).expect("in range");
-                }
-                doc.commit();
-            }
-            let updates = doc
+            let updates = loro_doc(edits)
                 .export(loro::ExportMode::all_updates())
                 .expect("exports");
             let t = Instant::now();
@@ -173,30 +183,14 @@ pub fn child(what: &str, system: &str, edits: &[TraceEdit], end: &str, dir: &FsP
             json!({"durable_s": s, "bytes": dir_bytes(dir), "records_bytes": records, "leaf_bytes": leaf})
         }
         ("save", "automerge") => {
-            let mut doc = AutoCommit::new_with_encoding(TextEncoding::UnicodeCodePoint);
-            let text = doc.put_object(ROOT, "text", ObjType::Text).expect("a text");
-            for (at, del, ins) in edits {
-                doc.splice_text(&text, *at, *del as isize, ins)
-                    .expect("in range");
-                doc.commit();
-            }
-            let bytes = doc.save();
+            let bytes = automerge_doc(edits).save();
             std::fs::write(dir.join("doc.automerge"), &bytes).expect("writes");
             json!({"bytes": bytes.len()})
         }
         ("save", "loro") => {
-            let doc = loro::LoroDoc::new();
-            let text = doc.get_text("text");
-            for (at, del, ins) in edits {
-                if *del > 0 {
-                    text.delete(*at, *del).expect("in range");
-                }
-                if !ins.is_empty() {
-                    text.insert(*at, ins).expect("in range");
-                }
-                doc.commit();
-            }
-            let bytes = doc.export(loro::ExportMode::Snapshot).expect("exports");
+            let bytes = loro_doc(edits)
+                .export(loro::ExportMode::Snapshot)
+                .expect("exports");
             std::fs::write(dir.join("doc.loro"), &bytes).expect("writes");
             json!({"bytes": bytes.len()})
         }
