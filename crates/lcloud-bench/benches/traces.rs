@@ -11,6 +11,8 @@
 //! durable through the store, bytes at rest, load time and peak memory. Every system's final
 //! text is checked against the trace's.
 
+#[path = "traces/merge.rs"]
+mod merge;
 #[path = "traces/system.rs"]
 mod system;
 
@@ -27,7 +29,8 @@ type Edit = (usize, usize, String);
 /// A system: replays the edits, returns the final text.
 type Replay = fn(&[Edit]) -> String;
 
-fn trace(name: &str) -> (Vec<Edit>, String) {
+/// The trace `name` as its JSON.
+fn trace_json(name: &str) -> serde_json::Value {
     let path = format!(
         "{}/../../data/editing-traces/{name}.json.gz",
         env!("CARGO_MANIFEST_DIR")
@@ -36,7 +39,11 @@ fn trace(name: &str) -> (Vec<Edit>, String) {
     flate2::read::GzDecoder::new(std::fs::File::open(&path).expect("the editing traces"))
         .read_to_string(&mut text)
         .unwrap();
-    let t: serde_json::Value = serde_json::from_str(&text).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+fn trace(name: &str) -> (Vec<Edit>, String) {
+    let t = trace_json(name);
     let edits = t["txns"]
         .as_array()
         .unwrap()
@@ -130,6 +137,10 @@ fn main() {
     if let Some(i) = args.iter().position(|a| a == "--child") {
         let (what, system, name) = (&args[i + 1], &args[i + 2], &args[i + 3]);
         let dir = std::path::PathBuf::from(&args[i + 4]);
+        if what == "merge" {
+            println!("{}", merge::child(system, &trace_json(name)));
+            return;
+        }
         if what == "load" {
             // The trace is not read here: its parse would be this child's peak.
             let end = std::fs::read_to_string(dir.join("end.txt")).expect("the final text");
@@ -174,5 +185,24 @@ fn main() {
     for name in ["automerge-paper", "seph-blog1"] {
         let (edits, end) = trace_or_start(name, quick);
         system::report(name, edits.len(), &end, quick);
+    }
+    // The concurrent trace is short (under 30 000 edits): whole, even with --quick.
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let merged: Vec<serde_json::Value> = ["lcloud", "automerge", "loro"]
+        .iter()
+        .map(|s| system::run("merge", s, "friendsforever", dir.path(), quick))
+        .collect();
+    let secs = |j: &serde_json::Value| j["merge_s"].as_f64().unwrap_or(f64::NAN);
+    println!(
+        "\nfriendsforever (two agents typing at once): a fresh document takes in both agents' whole histories"
+    );
+    println!("system        ms     they ÷ λCLOUD   reaches the trace's final text");
+    for (system, j) in ["λCLOUD", "Automerge", "Loro"].iter().zip(&merged) {
+        println!(
+            "{system:<10} {:>7.1} {:>12.2}       {}",
+            secs(j) * 1000.0,
+            secs(j) / secs(&merged[0]),
+            j["end"]
+        );
     }
 }

@@ -234,7 +234,7 @@ pub fn child(what: &str, system: &str, edits: &[TraceEdit], end: &str, dir: &FsP
 }
 
 /// Runs the child `(what, system)` for `trace` in `dir`.
-fn run(what: &str, system: &str, trace: &str, dir: &FsPath, quick: bool) -> J {
+pub fn run(what: &str, system: &str, trace: &str, dir: &FsPath, quick: bool) -> J {
     let exe = std::env::current_exe().expect("own path");
     let mut cmd = Command::new(exe);
     cmd.args(["--child", what, system, trace])
