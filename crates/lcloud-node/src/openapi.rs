@@ -82,6 +82,8 @@ fn cut_params(with_path: bool) -> J {
 fn paths_document() -> J {
     let err = json!({"description": "error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}});
     let ok_json = |desc: &str, schema: J| json!({"description": desc, "content": {"application/json": {"schema": schema}}});
+    // An index into a list or text: what the node reads as a 64-bit count.
+    let index = json!({"type": "integer", "minimum": 0, "maximum": 9223372036854775807i64});
     let log_row = json!({"type": "object", "required": ["id", "author", "seq", "depth", "deps", "ops", "fork", "rejected"], "properties": {
         "id": {"type": "string"}, "author": {"type": "string"}, "seq": {"type": "integer"}, "depth": {"type": "integer"},
         "deps": {"type": "array", "items": {"type": "string"}}, "ops": {"type": "array", "items": {"type": "string"}},
@@ -128,14 +130,14 @@ fn paths_document() -> J {
                 "parameters": [
                     {"name": "from", "in": "query", "required": true, "schema": {"type": "string"}},
                     {"name": "to", "in": "query", "required": true, "schema": {"type": "string"}}],
-                "responses": {"200": ok_json("changes", json!({"type": "object", "required": ["changes"], "properties": {"changes": {"type": "array", "items": {"type": "object", "required": ["path", "before", "after"], "properties": {"path": {"type": "string"}, "before": {}, "after": {}}}}}})), "400": err, "404": err, "410": err, "422": err}}},
+                "responses": {"200": ok_json("changes", json!({"type": "object", "required": ["changes"], "properties": {"changes": {"type": "array", "items": {"type": "object", "required": ["path", "before", "after"], "properties": {"path": {"type": "string"}, "before": {}, "after": {}, "splices": {"description": "for a text or list in both cuts: the splices from before to after, found by element id, each applied in order", "type": "array", "items": {"type": "object", "required": ["index", "delete", "insert"], "properties": {"index": {"type": "integer", "minimum": 0}, "delete": {"type": "integer", "minimum": 0}, "insert": {"description": "a string (text) or an array (list)"}}}}}}}}})), "400": err, "404": err, "410": err, "422": err}}},
             "/api/log": {"get": {"summary": "A page of the history, newest first (the canonical order reversed; `lcloud log`): at most `limit` experiences (default 1000), after the cursor `before` (a page's `next`, null on the last page), only `only`'s chain when given. Each row names the experience, its author, seq, depth, deps and ops, whether its author forked at or below it, and the contract calls the fold rejected with why.",
                 "parameters": [
                     {"name": "only", "in": "query", "required": false, "schema": {"type": "string"}},
                     {"name": "before", "in": "query", "required": false, "schema": {"type": "string", "pattern": "^[0-9]{1,19}\\.[0-9a-f]{64}$"}},
                     {"name": "limit", "in": "query", "required": false, "schema": {"type": "integer", "minimum": 1, "maximum": crate::inspect::LOG_PAGE_MAX}}],
                 "responses": {"200": ok_json("page", log_page), "400": err, "422": err}}},
-            "/api/conflicts": {"get": {"summary": "The concurrent values of the register at a path, the one shown last, each with the experience that wrote it and its author (`lcloud conflicts`), now or at the cut or view `at`, `heads`, `without` and `seen_by` name (as `/api/state`). 404 when no register value is there or the cut names seqs the node does not hold, 410 when the cut lies before the node's compaction point.",
+            "/api/conflicts": {"get": {"summary": "The concurrent values of the register at a path (and a text or list there, with its newest write), the one shown last, each with the experience that wrote it and its author (`lcloud conflicts`), now or at the cut or view `at`, `heads`, `without` and `seen_by` name (as `/api/state`). 404 when no register value is there or the cut names seqs the node does not hold, 410 when the cut lies before the node's compaction point.",
                 "parameters": conflicts_params,
                 "responses": {"200": ok_json("values", json!({"type": "object", "required": ["path", "values"], "properties": {"path": {"type": "string"}, "values": {"type": "array", "items": {"type": "object", "properties": {"experience": {"type": "string"}, "author": {"type": ["string", "null"]}, "value": {}}}}}})), "400": err, "404": err, "410": err, "422": err}}},
             "/api/status": {"get": {"summary": "Node, cloud, root, heads, frontier clock, experiences, peers; parked experiences and the first ids they wait for (a gap), the number of fork proofs, and finality: the stable frontier (what every current member has seen), how many experiences are stable and not yet, each member's part and the member furthest behind (`held_back_by`), the deepest final checkpoint and those pending or divergent, how many experiences are late (below a final checkpoint, outside what its attestations had seen: left out of the fold), and where the node compacted its history (`compacted`: depth, earliest cut held, experiences kept below it; null while it keeps the whole history).",
@@ -219,27 +221,32 @@ fn paths_document() -> J {
                     "op": {"const": "incr"},
                     "path": {"type": "string", "pattern": "^(/([^~]|~[01])*)*$", "description": "JSON Pointer"},
                     "by": {"type": "integer", "minimum": -9223372036854775808i64, "maximum": 9223372036854775807i64, "description": "default 1 (a 64-bit integer)"}}},
-                {"type": "object", "required": ["op", "path", "index"], "additionalProperties": false, "description": "Insert before the element at `index` (the length: at the end): a string's characters into a text; into a list, `value` as one element or each of `values`. An empty path becomes a list.", "properties": {
+                {"type": "object", "required": ["op", "path", "index", "value"], "additionalProperties": false, "description": "Insert before the element at `index` (the length: at the end): a string's characters into a text, anything else (or a string into a list) as one list element. An empty path becomes a list.", "properties": {
                     "op": {"const": "insert"},
                     "path": {"type": "string", "pattern": "^(/([^~]|~[01])*)*$", "description": "JSON Pointer"},
-                    "index": {"type": "integer", "minimum": 0},
-                    "value": {}, "values": {"type": "array"}}},
+                    "index": index.clone(),
+                    "value": {}}},
+                {"type": "object", "required": ["op", "path", "index", "values"], "additionalProperties": false, "description": "Insert each of `values` into the list at `path` before the element at `index`. An empty path becomes a list.", "properties": {
+                    "op": {"const": "insert"},
+                    "path": {"type": "string", "pattern": "^(/([^~]|~[01])*)*$", "description": "JSON Pointer"},
+                    "index": index.clone(),
+                    "values": {"type": "array"}}},
                 {"type": "object", "required": ["op", "path", "index"], "additionalProperties": false, "description": "Delete `count` elements (characters of a text) from `index` on.", "properties": {
                     "op": {"const": "delete"},
                     "path": {"type": "string", "pattern": "^(/([^~]|~[01])*)*$", "description": "JSON Pointer"},
-                    "index": {"type": "integer", "minimum": 0},
-                    "count": {"type": "integer", "minimum": 1, "description": "default 1"}}},
+                    "index": index.clone(),
+                    "count": {"type": "integer", "minimum": 1, "maximum": 9223372036854775807i64, "description": "default 1"}}},
                 {"type": "object", "required": ["op", "path", "index", "delete", "text"], "additionalProperties": false, "description": "Delete `delete` characters of a text from `index` (Unicode scalar values) and insert `text` there. An empty path becomes a text.", "properties": {
                     "op": {"const": "splice"},
                     "path": {"type": "string", "pattern": "^(/([^~]|~[01])*)*$", "description": "JSON Pointer"},
-                    "index": {"type": "integer", "minimum": 0},
-                    "delete": {"type": "integer", "minimum": 0},
+                    "index": index.clone(),
+                    "delete": index.clone(),
                     "text": {"type": "string"}}},
                 {"type": "object", "required": ["op", "path", "from", "to"], "additionalProperties": false, "description": "Move the list element at `from` so that it ends at index `to`.", "properties": {
                     "op": {"const": "move"},
                     "path": {"type": "string", "pattern": "^(/([^~]|~[01])*)*$", "description": "JSON Pointer"},
-                    "from": {"type": "integer", "minimum": 0},
-                    "to": {"type": "integer", "minimum": 0}}},
+                    "from": index.clone(),
+                    "to": index}},
                 {"type": "object", "required": ["op", "node"], "additionalProperties": false, "properties": {
                     "op": {"enum": ["add_member", "remove_member", "add_admin", "remove_admin"]},
                     "node": {"type": "string", "pattern": "^[0-9a-f]{64}$", "description": "admin tokens only; the creator cannot be removed or demoted"}}}
