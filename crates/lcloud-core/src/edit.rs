@@ -85,8 +85,14 @@ impl Edit {
         }
         let field = |k: &str| j.get(k).ok_or_else(|| format!("missing {k:?} in {j}"));
         let index = |k: &str| -> Result<usize, String> {
-            field(k)?
-                .as_u64()
+            let n = field(k)?;
+            // JSON's integers include `3.0` (JSON Schema says so too).
+            n.as_u64()
+                .or_else(|| {
+                    n.as_f64()
+                        .filter(|x| x.fract() == 0.0 && (0.0..1.8e19).contains(x))
+                        .map(|x| x as u64)
+                })
                 .and_then(|n| usize::try_from(n).ok())
                 .ok_or_else(|| format!("{k:?} must be a whole number, 0 or more"))
         };
@@ -437,4 +443,46 @@ fn list_ids(
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn indexes_are_whole_numbers_written_either_way_and_fields_are_exact() {
+        let edit = |s: &str| Edit::from_json(&serde_json::from_str(s).unwrap());
+        let want = Edit::Delete {
+            path: Path::parse("/t").unwrap(),
+            index: 3,
+            count: 2,
+        };
+        assert_eq!(
+            edit(r#"{"op":"delete","path":"/t","index":3,"count":2}"#),
+            Ok(want.clone())
+        );
+        assert_eq!(
+            edit(r#"{"op":"delete","path":"/t","index":3.0,"count":2.0}"#),
+            Ok(want)
+        );
+        for bad in [
+            r#"{"op":"delete","path":"/t","index":-1}"#,
+            r#"{"op":"delete","path":"/t","index":1.5}"#,
+            r#"{"op":"delete","path":"/t","index":1e300}"#,
+            r#"{"op":"move","path":"/l","from":0}"#,
+            r#"{"op":"insert","path":"/l","index":0}"#,
+            r#"{"op":"insert","path":"/l","index":0,"value":1,"values":[1]}"#,
+            r#"{"op":"splice","path":"/t","index":0,"delete":0,"text":"x","value":1}"#,
+        ] {
+            assert!(edit(bad).is_err(), "{bad}");
+        }
+        assert_eq!(
+            edit(r#"{"op":"insert","path":"/l","index":0,"values":[1,"a"]}"#),
+            Ok(Edit::Insert {
+                path: Path::parse("/l").unwrap(),
+                index: 0,
+                items: Items::List(vec![Value::Int(1), Value::Str("a".into())]),
+            })
+        );
+    }
 }
