@@ -449,8 +449,26 @@ impl<T: Clone> Seq<T> {
 
     /// Marks `len` elements from `id` on deleted (those already deleted stay so).
     pub fn delete(&mut self, id: ElemId, len: u32) -> Result<(), SeqError> {
-        let last = id.offset.checked_add(len).ok_or(SeqError::Length)?;
         self.check_range(id, len)?;
+        self.mark_deleted(id, len);
+        Ok(())
+    }
+
+    /// Marks each range deleted, as [`Seq::delete`] does, once every range is known to be
+    /// here: a refused delete changes nothing.
+    pub fn delete_ranges(&mut self, ranges: &[(ElemId, u32)]) -> Result<(), SeqError> {
+        for (id, len) in ranges {
+            self.check_range(*id, *len)?;
+        }
+        for (id, len) in ranges {
+            self.mark_deleted(*id, *len);
+        }
+        Ok(())
+    }
+
+    /// Marks the `len` elements from `id` on deleted; [`Seq::check_range`] has found them.
+    fn mark_deleted(&mut self, id: ElemId, len: u32) {
+        let last = id.offset + len;
         self.split_at(id);
         self.split_at(ElemId { offset: last, ..id });
         let mut k = 0;
@@ -469,7 +487,6 @@ impl<T: Clone> Seq<T> {
             }
             k += len;
         }
-        Ok(())
     }
 
     /// Whether all `len` elements from `id` on are here (deleted or not): a run of
@@ -550,9 +567,8 @@ impl<T: Clone> Seq<T> {
             .collect();
         let mut n = 0;
         for (id, len) in doomed {
-            if self.delete(id, len).is_ok() {
-                n += len as usize;
-            }
+            self.mark_deleted(id, len);
+            n += len as usize;
         }
         n
     }

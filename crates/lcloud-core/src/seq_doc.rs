@@ -116,6 +116,21 @@ fn origins(at: &Between, dot: &Dot, obs: &dyn Observer) -> Result<Origins, SeqEr
     })
 }
 
+/// Inserts `items` into `seq` and, if that is not refused, marks `dot`.
+fn insert_marked<T: Clone>(
+    seq: &mut Seq<T>,
+    marks: &mut Vec<Dot>,
+    items: Vec<T>,
+    dot: Dot,
+    author: NodeId,
+    origins: Origins,
+    obs: &dyn Observer,
+) -> Result<(), SeqError> {
+    seq.insert(dot, author, origins, items)?;
+    mark(marks, dot, obs);
+    Ok(())
+}
+
 /// Takes away the marks `by` observed and adds `by`'s.
 fn mark(marks: &mut Vec<Dot>, by: Dot, obs: &dyn Observer) {
     marks.retain(|m| !obs.observed(m, &by));
@@ -138,21 +153,34 @@ impl Seqs {
         match items {
             Items::Text(s) => {
                 let text = self.text.get_or_insert_default();
-                let r = text.seq.insert(dot, author, origins, s.chars().collect());
-                if r.is_ok() {
-                    mark(&mut text.marks, dot, obs);
-                } else if text.seq.segments().next().is_none() {
+                let made = s.chars().collect();
+                let r = insert_marked(
+                    &mut text.seq,
+                    &mut text.marks,
+                    made,
+                    dot,
+                    author,
+                    origins,
+                    obs,
+                );
+                if text.seq.segments().next().is_none() {
                     self.text = None;
                 }
                 r
             }
             Items::List(v) => {
                 let list = self.list.get_or_insert_default();
-                let slots = v.iter().cloned().map(Slot::Own).collect();
-                let r = list.seq.insert(dot, author, origins, slots);
-                if r.is_ok() {
-                    mark(&mut list.marks, dot, obs);
-                } else if list.seq.segments().next().is_none() {
+                let made = v.iter().cloned().map(Slot::Own).collect();
+                let r = insert_marked(
+                    &mut list.seq,
+                    &mut list.marks,
+                    made,
+                    dot,
+                    author,
+                    origins,
+                    obs,
+                );
+                if list.seq.segments().next().is_none() {
                     self.list = None;
                 }
                 r
@@ -172,30 +200,29 @@ impl Seqs {
             .iter()
             .map(|(r, n)| Ok((seen(*r, &dot, obs)?, *n)))
             .collect::<Result<_, SeqError>>()?;
+        let unknown = || match ranges.first() {
+            Some((id, _)) => SeqError::Unknown(*id),
+            None => SeqError::Length,
+        };
         match kind {
             SeqKind::Text => {
                 let Some(text) = &mut self.text else {
-                    return Err(SeqError::Unknown(ranges.first().ok_or(SeqError::Length)?.0));
+                    return Err(unknown());
                 };
-                for (id, n) in &ranges {
-                    text.seq.check_range(*id, *n)?;
-                }
-                for (id, n) in ranges {
-                    text.seq.delete(id, n)?;
-                }
+                text.seq.delete_ranges(&ranges)
             }
             SeqKind::List => {
                 let Some(list) = &mut self.list else {
-                    return Err(SeqError::Unknown(ranges.first().ok_or(SeqError::Length)?.0));
+                    return Err(unknown());
                 };
+                if list.moves.is_empty() {
+                    return list.seq.delete_ranges(&ranges);
+                }
                 for (id, n) in &ranges {
                     list.seq.check_range(*id, *n)?;
                 }
+                // A moved element is deleted where its greatest move put it.
                 for (id, n) in ranges {
-                    if list.moves.is_empty() {
-                        list.seq.delete(id, n)?;
-                        continue;
-                    }
                     for k in 0..n {
                         let elem = ElemId {
                             offset: id.offset + k,
@@ -205,9 +232,9 @@ impl Seqs {
                         list.seq.delete(slot, 1)?;
                     }
                 }
+                Ok(())
             }
         }
-        Ok(())
     }
 
     /// Applies a move of list element `elem` at `dot` by `author`.
