@@ -86,9 +86,8 @@ impl Leaf {
             Some(0x84) => {
                 let (regs, incs, elems, seqs): (_, _, _, SeqsRecord) =
                     crate::codec::from_canonical_stored(bytes)?;
-                let seqs = Seqs::from_record(seqs).map_err(|e| {
-                    crate::codec::DecodeError::Shape(format!("a leaf's sequence: {e}"))
-                })?;
+                let seqs = Seqs::from_record(seqs)
+                    .map_err(|e| crate::codec::DecodeError::Shape(format!("a leaf's {e}")))?;
                 ((regs, incs, elems), Some(Box::new(seqs)))
             }
             _ => (crate::codec::from_canonical_stored(bytes)?, None),

@@ -76,7 +76,7 @@ pub use morphism::{
 pub use op::{ForkPolicy, Genesis, Op, Path, PathError};
 pub use replica::{Change, Cut, Replica, View, ViewError};
 pub use seq::ElemId;
-pub use seq_doc::{Seqs, Slot, Splice, splices};
+pub use seq_doc::{SEGMENTS_MAX, Seqs, Slot, Splice, splices};
 pub use seq_op::{Between, ElemRef, Items, SeqKind};
 pub use session::{Limits, Session};
 pub use value::{Value, ValueError};

@@ -20,9 +20,14 @@ use imbl::OrdMap;
 
 use crate::dot::{Dot, Observer};
 use crate::id::NodeId;
-use crate::seq::{ElemId, Origins, SegmentParts, Seq, SeqError};
+use crate::seq::{ElemId, Origins, Seq, SeqError};
 use crate::seq_op::{Between, ElemRef, Items, SeqKind};
 use crate::value::Value;
+
+#[path = "seq_record.rs"]
+mod record;
+pub use record::SEGMENTS_MAX;
+pub(crate) use record::SeqsRecord;
 
 /// The sequences at one path.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -373,101 +378,7 @@ impl Seqs {
         });
         text.chain(list)
     }
-
-    /// The canonical record: `[text, list]`, each `null` or `[marks, segments]`, a list's
-    /// with its `moves` (`[[element, slot], …]`) after; a segment is `[id, author, left,
-    /// right, len, items]` with `items` `null` when deleted, else a string (text) or an
-    /// array of values (list: a slot's value, its own element's or the one moved there).
-    pub(crate) fn record(&self) -> SeqsRecord {
-        let text = self.text.as_ref().map(|t| {
-            let segs = t
-                .seq
-                .segments()
-                .map(|s| {
-                    let items = (!s.deleted()).then(|| s.items().collect::<String>());
-                    (s.id(), s.author(), s.left(), s.right(), s.count(), items)
-                })
-                .collect();
-            (t.marks.clone(), segs)
-        });
-        let list = self.list.as_ref().map(|l| {
-            let segs = l
-                .seq
-                .segments()
-                .map(|s| {
-                    let items = (!s.deleted())
-                        .then(|| s.items().map(|slot| slot.value().clone()).collect());
-                    (s.id(), s.author(), s.left(), s.right(), s.count(), items)
-                })
-                .collect();
-            let moves = l.moves.iter().map(|(e, s)| (*e, *s)).collect();
-            (l.marks.clone(), segs, moves)
-        });
-        (text, list)
-    }
-
-    /// The sequences a [`Seqs::record`] describes.
-    pub(crate) fn from_record(record: SeqsRecord) -> Result<Seqs, SeqError> {
-        let (text, list) = record;
-        let text = text
-            .map(|(marks, segs)| {
-                let parts = segs
-                    .into_iter()
-                    .map(|(id, author, left, right, len, items)| SegmentParts {
-                        id,
-                        author,
-                        left,
-                        right,
-                        len,
-                        items: items.map(|s: String| s.chars().collect()),
-                    });
-                Ok::<_, SeqError>(Text {
-                    seq: Seq::from_segments(parts)?,
-                    marks,
-                })
-            })
-            .transpose()?;
-        let list = list
-            .map(|(marks, segs, moves)| {
-                let parts = segs
-                    .into_iter()
-                    .map(|(id, author, left, right, len, items)| SegmentParts {
-                        id,
-                        author,
-                        left,
-                        right,
-                        len,
-                        items: items.map(|v: Vec<Value>| v.into_iter().map(Slot::Own).collect()),
-                    });
-                let mut seq = Seq::from_segments(parts)?;
-                // A moved element's value is in the slot of its greatest move, if that is
-                // not deleted.
-                for (elem, slot) in &moves {
-                    if let Some(item) = seq.item_mut(*slot) {
-                        let v = std::mem::take(item).into_value();
-                        *item = Slot::Moved(Box::new((*elem, v)));
-                    }
-                }
-                Ok::<_, SeqError>(List {
-                    seq,
-                    marks,
-                    moves: moves.into_iter().collect(),
-                })
-            })
-            .transpose()?;
-        Ok(Seqs { text, list })
-    }
 }
-
-/// A segment's record: `[id, author, left, right, len, items]`.
-type SegRecord<I> = (
-    ElemId,
-    NodeId,
-    Option<ElemId>,
-    Option<ElemId>,
-    u32,
-    Option<I>,
-);
 
 /// One step from a text or list to another: at `index` (in the sequence as the steps
 /// before left it), delete `delete` elements and insert `insert` (a string for text, an
@@ -567,9 +478,3 @@ pub fn splices(a: &Seqs, b: &Seqs) -> Option<Vec<Splice>> {
             .collect(),
     )
 }
-
-/// [`Seqs::record`].
-pub(crate) type SeqsRecord = (
-    Option<(Vec<Dot>, Vec<SegRecord<String>>)>,
-    Option<(Vec<Dot>, Vec<SegRecord<Vec<Value>>>, Vec<(ElemId, ElemId)>)>,
-);

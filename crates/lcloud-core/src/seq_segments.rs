@@ -129,8 +129,8 @@ impl<T: Clone> Seq<T> {
     }
 
     /// A list made of `segments` in order, as [`Seq::segments`] gave them. Refused if one
-    /// is empty, holds a number of items other than its length, or names elements already
-    /// named.
+    /// is empty, holds a number of items other than its length, names elements already
+    /// named, or has an origin that is not an element of the list.
     pub fn from_segments(
         segments: impl IntoIterator<Item = SegmentParts<T>>,
     ) -> Result<Seq<T>, SeqError> {
@@ -194,6 +194,14 @@ impl<T: Clone> Seq<T> {
             let ((a, len), (b, _)) = (w[0], w[1]);
             if a.dot == b.dot && a.offset + len > b.offset {
                 return Err(SeqError::Duplicate(b.dot));
+            }
+        }
+        // Every origin is an element of the list (the fold places runs by their origins).
+        for r in seq.runs() {
+            for o in [r.left, r.right].into_iter().flatten() {
+                if seq.find(o).is_none() {
+                    return Err(SeqError::Unknown(o));
+                }
             }
         }
         seq.sums_rebuild();
