@@ -11,8 +11,9 @@
 //! insert after its origins, as the fold's topological order does). A delete marks elements
 //! deleted; they stay as tombstones, which later inserts may name as origins.
 //!
-//! The elements are kept in runs (an op's elements, split where another op names one inside
-//! it), the runs in chunks of at most `RUNS_MAX`, shared between clones (a checkpoint copies
+//! The elements are kept in runs (an op's elements, or the elements of consecutive
+//! single-element ops of one experience typed one after the other, split where another op
+//! names one inside), the runs in chunks of at most `RUNS_MAX`, shared between clones (a checkpoint copies
 //! the chunk list, not the elements), with an index from each run's first id to its chunk and
 //! partial sums of the chunks' lengths.
 
@@ -24,8 +25,11 @@ use serde::{Deserialize, Serialize};
 use crate::dot::Dot;
 use crate::id::NodeId;
 
+#[path = "seq_run.rs"]
+mod run;
 #[path = "seq_segments.rs"]
 mod segments;
+use run::{Chunk, Run};
 pub use segments::{Segment, SegmentParts};
 
 /// One element of a list or text: the op that inserted it, and its offset in that op's run.
@@ -79,56 +83,6 @@ pub struct Origins {
 
 /// Most runs in a chunk; a chunk past it splits in two.
 const RUNS_MAX: usize = 64;
-
-/// Consecutive elements of one op's run, in the list's order.
-#[derive(Clone, Debug, PartialEq)]
-struct Run<T> {
-    id: ElemId,
-    /// Who inserted it: of two inserts between the same origins, the smaller author's
-    /// goes first (then the smaller id), as Yjs and diamond-types order by client.
-    author: NodeId,
-    /// The first element's left origin: the op's, or the element before it in the op's run
-    /// for a run split off another.
-    left: Option<ElemId>,
-    /// The op's right origin (every element of the op has it).
-    right: Option<ElemId>,
-    len: u32,
-    /// The elements; empty once deleted.
-    items: Vec<T>,
-    deleted: bool,
-}
-
-impl<T: Clone> Run<T> {
-    fn visible(&self) -> usize {
-        if self.deleted { 0 } else { self.len as usize }
-    }
-
-    /// Splits off the elements from `k` on (0 < k < len).
-    fn split(&mut self, k: u32) -> Run<T> {
-        let items = if self.deleted {
-            Vec::new()
-        } else {
-            self.items.split_off(k as usize)
-        };
-        let tail = Run {
-            id: self.id.plus(k),
-            author: self.author,
-            left: Some(self.id.plus(k - 1)),
-            right: self.right,
-            len: self.len - k,
-            items,
-            deleted: self.deleted,
-        };
-        self.len = k;
-        tail
-    }
-}
-
-#[derive(Clone, Debug, PartialEq)]
-struct Chunk<T> {
-    runs: Vec<Run<T>>,
-    visible: usize,
-}
 
 /// An element's place in the list as it is now: chunk, run, offset in the run. Places order
 /// as the elements do.
@@ -258,7 +212,7 @@ impl<T: Clone> Seq<T> {
         }
         let last_of = |c: usize| {
             let run = self.chunks[c].1.runs.last();
-            run.map(|r| r.id.plus(r.len - 1))
+            run.map(Run::last)
         };
         if index == self.visible {
             let left = self.chunks.len().checked_sub(1).and_then(last_of);
@@ -277,12 +231,12 @@ impl<T: Clone> Seq<T> {
             if skip < run.visible() {
                 let k = skip as u32;
                 return Ok(Origins {
-                    left: Some(run.id.plus(k - 1)),
-                    right: Some(run.id.plus(k)),
+                    left: Some(run.elem(k - 1)),
+                    right: Some(run.elem(k)),
                 });
             }
             skip -= run.visible();
-            left = Some(run.id.plus(run.len - 1));
+            left = Some(run.last());
         }
         unreachable!("the chunk holds the index")
     }
@@ -347,11 +301,19 @@ impl<T: Clone> Seq<T> {
             for run in &chunk.runs {
                 let (from, to) = (at.max(index), (at + run.visible()).min(end));
                 if from < to {
-                    let id = run.id.plus((from - at) as u32);
-                    let n = (to - from) as u32;
-                    match out.last_mut() {
-                        Some((last, len)) if last.is(id, *len) => *len += n,
-                        _ => out.push((id, n)),
+                    // A range names elements of one op: a run of ops gives one each.
+                    let (step, pieces) = if run.ops {
+                        (1, to - from)
+                    } else {
+                        (to - from, 1)
+                    };
+                    for p in 0..pieces {
+                        let id = run.elem((from - at + p) as u32);
+                        let n = step as u32;
+                        match out.last_mut() {
+                            Some((last, len)) if last.is(id, *len) => *len += n,
+                            _ => out.push((id, n)),
+                        }
                     }
                 }
                 at += run.visible();
@@ -393,7 +355,7 @@ impl<T: Clone> Seq<T> {
             return Err(SeqError::Origins { left: l, right: r });
         }
         if let Some(l) = origins.left {
-            self.split_at(l.plus(1));
+            self.split_after(l);
         }
         if let Some(r) = origins.right {
             self.split_at(r);
@@ -434,8 +396,33 @@ impl<T: Clone> Seq<T> {
             }
             cursor = self.next_run(Some(cursor));
         }
+        // Typing: the next single-element op of the experience whose run ends at the left
+        // origin, put right after it with the run's right origin, extends the run.
+        if let (1, Some(l), Some(lp)) = (len, origins.left, left)
+            && dest == self.next_run(Some(lp))
+        {
+            let run = &self.chunks[lp.chunk].1.runs[lp.run];
+            if run.ops
+                && !run.deleted
+                && run.right == origins.right
+                && run.author == author
+                && l.dot.depth == dot.depth
+                && l.dot.exp == dot.exp
+                && l.dot.op.checked_add(1) == Some(dot.op)
+            {
+                let chunk = Arc::make_mut(&mut self.chunks[lp.chunk].1);
+                let run = &mut chunk.runs[lp.run];
+                run.items.extend(items);
+                run.len += 1;
+                chunk.visible += 1;
+                self.visible += 1;
+                self.sums_add(lp.chunk, 1);
+                return Ok(());
+            }
+        }
         let run = Run {
             id,
+            ops: len == 1,
             author,
             left: origins.left,
             right: origins.right,
@@ -468,9 +455,8 @@ impl<T: Clone> Seq<T> {
 
     /// Marks the `len` elements from `id` on deleted; [`Seq::check_range`] has found them.
     fn mark_deleted(&mut self, id: ElemId, len: u32) {
-        let last = id.offset + len;
         self.split_at(id);
-        self.split_at(ElemId { offset: last, ..id });
+        self.split_after(id.plus(len - 1));
         let mut k = 0;
         while k < len {
             let here = id.plus(k);
@@ -503,8 +489,12 @@ impl<T: Clone> Seq<T> {
             };
             let c = self.chunk_index(key);
             let run = self.chunks[c].1.runs.iter().find(|r| r.id == start);
-            let run_len = run.map_or(0, |r| r.len);
-            k += start.offset + run_len - here.offset;
+            // A range names elements of one op: in a run of ops, only this one.
+            k += match run {
+                Some(r) if r.ops => 1,
+                Some(r) => r.len - r.index_of(here).unwrap_or(r.len),
+                None => return Err(SeqError::Unknown(here)),
+            };
         }
         Ok(())
     }
@@ -519,7 +509,7 @@ impl<T: Clone> Seq<T> {
         let (key, start) = self.find(id)?;
         let chunk = &self.chunks[self.chunk_index(key)].1;
         let run = chunk.runs.iter().find(|r| r.id == start)?;
-        run.items.get((id.offset - start.offset) as usize)
+        run.items.get(run.index_of(id)? as usize)
     }
 
     /// Element `id`, to change, if it is here and not deleted.
@@ -528,7 +518,8 @@ impl<T: Clone> Seq<T> {
         let c = self.chunk_index(key);
         let chunk = Arc::make_mut(&mut self.chunks[c].1);
         let run = chunk.runs.iter_mut().find(|r| r.id == start)?;
-        run.items.get_mut((id.offset - start.offset) as usize)
+        let k = run.index_of(id)?;
+        run.items.get_mut(k as usize)
     }
 
     /// The element at `index` (of those not deleted) and its id.
@@ -540,7 +531,7 @@ impl<T: Clone> Seq<T> {
         let mut skip = index - before;
         for run in &self.chunks[c].1.runs {
             if skip < run.visible() {
-                return Some((run.id.plus(skip as u32), &run.items[skip]));
+                return Some((run.elem(skip as u32), &run.items[skip]));
             }
             skip -= run.visible();
         }
@@ -553,7 +544,7 @@ impl<T: Clone> Seq<T> {
             r.items
                 .iter()
                 .enumerate()
-                .map(|(k, t)| (r.id.plus(k as u32), t))
+                .map(|(k, t)| (r.elem(k as u32), t))
         })
     }
 
@@ -562,8 +553,14 @@ impl<T: Clone> Seq<T> {
     pub fn delete_where(&mut self, pick: impl Fn(&Dot) -> bool) -> usize {
         let doomed: Vec<(ElemId, u32)> = self
             .runs()
-            .filter(|r| !r.deleted && pick(&r.id.dot))
-            .map(|r| (r.id, r.len))
+            .filter(|r| !r.deleted)
+            .flat_map(|r| {
+                // A run of ops: each element is an op of its own.
+                let each = if r.ops { r.len } else { 1 };
+                let len = if r.ops { 1 } else { r.len };
+                (0..each).map(move |k| (r.elem(k), len))
+            })
+            .filter(|(id, _)| pick(&id.dot))
             .collect();
         let mut n = 0;
         for (id, len) in doomed {
@@ -575,18 +572,25 @@ impl<T: Clone> Seq<T> {
 
     /// Whether any element not deleted has a dot `pick` picks.
     pub fn any_visible(&self, pick: impl Fn(&Dot) -> bool) -> bool {
-        self.runs().any(|r| !r.deleted && pick(&r.id.dot))
+        self.runs().any(|r| {
+            !r.deleted
+                && if r.ops {
+                    (0..r.len).any(|k| pick(&r.elem(k).dot))
+                } else {
+                    pick(&r.id.dot)
+                }
+        })
     }
 
     /// The chunk key and first id of the run holding `id`.
     fn find(&self, id: ElemId) -> Option<(u32, ElemId)> {
         let (start, key) = self.at.get_prev(&id)?;
-        if start.dot != id.dot {
+        if start.dot.exp != id.dot.exp {
             return None;
         }
         let chunk = &self.chunks[self.chunk_index(*key)].1;
         let run = chunk.runs.iter().find(|r| r.id == *start)?;
-        (id.offset < start.offset + run.len).then_some((*key, *start))
+        run.index_of(id).map(|_| (*key, *start))
     }
 
     fn chunk_index(&self, chunk: u32) -> usize {
@@ -597,16 +601,15 @@ impl<T: Clone> Seq<T> {
     fn place(&self, id: ElemId) -> Place {
         let (key, start) = self.find(id).expect("a known element");
         let chunk = self.chunk_index(key);
-        let run = self.chunks[chunk]
-            .1
-            .runs
+        let runs = &self.chunks[chunk].1.runs;
+        let run = runs
             .iter()
             .position(|r| r.id == start)
             .expect("the index names runs that are there");
         Place {
             chunk,
             run,
-            offset: id.offset - start.offset,
+            offset: runs[run].index_of(id).expect("the run holds it"),
         }
     }
 
@@ -647,10 +650,28 @@ impl<T: Clone> Seq<T> {
             .iter()
             .position(|run| run.id == start)
             .expect("a run the index names");
-        let tail = chunk.runs[r].split(id.offset - start.offset);
+        let k = chunk.runs[r].index_of(id).expect("the run holds it");
+        let tail = chunk.runs[r].split(k);
         chunk.runs.insert(r + 1, tail);
         self.at.insert(id, key);
         self.balance(c);
+    }
+
+    /// Makes the element after `id` in its run (if `id` is there and not its run's last)
+    /// the first of its run.
+    fn split_after(&mut self, id: ElemId) {
+        let Some((key, start)) = self.find(id) else {
+            return;
+        };
+        let chunk = &self.chunks[self.chunk_index(key)].1;
+        let next = chunk.runs.iter().find(|r| r.id == start).and_then(|r| {
+            r.index_of(id)
+                .filter(|k| k + 1 < r.len)
+                .map(|k| r.elem(k + 1))
+        });
+        if let Some(next) = next {
+            self.split_at(next);
+        }
     }
 
     /// Puts `run` at `dest`: before the run there, or last.

@@ -15,7 +15,8 @@
 //!   two neighbours never of equal value), expanding to one value per segment: the change of
 //!   the segment's experience index from the segment before, the change of its op index,
 //!   its offset, its author's index, its left origin's code, its right origin's code, its
-//!   length, and 1 if its elements are deleted;
+//!   length, and its flags: 1 if its elements are deleted, plus 2 if it is a run of
+//!   single-element ops (`Seq::segments`);
 //! - an origin's code: 0 none (the start or the end; a segment that does not begin its op's
 //!   run has its left origin implied and codes 0), 1 the same as the segment before gives
 //!   (left: its last element; right: its right origin), 2 the next entry of `refs`;
@@ -106,7 +107,7 @@ struct RleIn<'a> {
 impl<'a> RleIn<'a> {
     /// The column and the number of values it expands to.
     fn new(col: &'a [i64], which: &str) -> Result<(RleIn<'a>, u64), String> {
-        if col.len() % 2 != 0 {
+        if !col.len().is_multiple_of(2) {
             return Err(format!("the {which} column has an odd length"));
         }
         let mut total = 0u64;
@@ -228,14 +229,11 @@ impl Coder {
             };
             cols[5].push(r);
             cols[6].push(i64::from(s.count()));
-            cols[7].push(i64::from(s.deleted()));
+            cols[7].push(i64::from(s.deleted()) | i64::from(s.ops()) << 1);
             if !s.deleted() {
                 items(&s);
             }
-            last = Some(ElemId {
-                offset: id.offset + (s.count() - 1),
-                ..id
-            });
+            last = Some(s.last());
             right = s.right();
         }
         cols.map(RleOut::finish)
@@ -252,6 +250,7 @@ struct Decoder<'a> {
 /// One segment read from the columns, its items not yet.
 struct Head {
     id: ElemId,
+    ops: bool,
     author: NodeId,
     left: Option<ElemId>,
     right: Option<ElemId>,
@@ -304,7 +303,7 @@ impl<'a> Decoder<'a> {
             "left origin",
             "right origin",
             "length",
-            "deleted",
+            "flags",
         ];
         let mut ins = Vec::with_capacity(8);
         let mut n = None;
@@ -357,21 +356,35 @@ impl<'a> Decoder<'a> {
                 .ok()
                 .filter(|l| *l >= 1)
                 .ok_or("a segment's length is not 1 to 2^32 - 1")?;
-            let deleted = match v[7] {
-                0 => false,
-                1 => true,
-                d => return Err(format!("deleted flag {d}")),
-            };
-            last = Some(ElemId {
-                offset: id
-                    .offset
-                    .checked_add(len - 1)
-                    .ok_or("a segment's offsets overflow")?,
-                ..id
+            if !(0..4).contains(&v[7]) {
+                return Err(format!("flags {}", v[7]));
+            }
+            let (deleted, ops) = (v[7] & 1 == 1, v[7] & 2 == 2);
+            last = Some(if ops {
+                if id.offset != 0 {
+                    return Err("a run of ops at an offset".into());
+                }
+                let op = id.dot.op.checked_add(len - 1);
+                ElemId {
+                    dot: Dot {
+                        op: op.ok_or("a segment's ops overflow")?,
+                        ..id.dot
+                    },
+                    offset: 0,
+                }
+            } else {
+                ElemId {
+                    offset: id
+                        .offset
+                        .checked_add(len - 1)
+                        .ok_or("a segment's offsets overflow")?,
+                    ..id
+                }
             });
             right = r;
             out.push(Head {
                 id,
+                ops,
                 author,
                 left,
                 right: r,
@@ -410,6 +423,7 @@ fn parts<T>(
             };
             Ok(SegmentParts {
                 id: h.id,
+                ops: h.ops,
                 author: h.author,
                 left: h.left,
                 right: h.right,
@@ -490,7 +504,7 @@ impl Seqs {
                     return Err("it has values left over".to_string());
                 }
                 let mut seq = Seq::from_segments(parts).map_err(|e| e.to_string())?;
-                if moves.len() % 6 != 0 {
+                if !moves.len().is_multiple_of(6) {
                     return Err("its moves are not pairs of elements".to_string());
                 }
                 let mut m = Decoder::new(&exps, &authors, &moves)?;
@@ -584,13 +598,17 @@ mod tests {
             f(r.0.as_mut().unwrap());
             Seqs::from_record(r).unwrap_err()
         };
-        let cases: [(&dyn Fn(&mut TextRecord), &str); 9] = [
+        type Damage<'a> = (&'a dyn Fn(&mut TextRecord), &'a str);
+        let cases: [Damage<'_>; 9] = [
             (&|r| r.3[6][1] = 1 << 40, "more than"),
             (&|r| r.3[2].push(0), "odd length"),
             (&|r| r.3[7][1] = 0, "count below 1"),
             (&|r| r.3[3] = vec![0, 3, 1, 1], "another length"),
             (&|r| r.4.extend([0, 0, 0]), "refs left over"),
-            (&|r| r.3[4] = vec![2, r.3[6][1]], "refs run out"),
+            (
+                &|r| r.3[4] = vec![2, r.3[0].chunks(2).map(|p| p[1]).sum()],
+                "refs run out",
+            ),
             (&|r| r.5.pop().map(drop).unwrap_or(()), "items run out"),
             (&|r| r.1.reverse(), "not sorted"),
             (&|r| r.3[3][0] = 9, "author index"),

@@ -24,8 +24,19 @@ impl<'a, T> Segment<'a, T> {
         self.runs[0].author
     }
 
-    /// The op's left origin if this begins the op's run (`id().offset` is 0); `None`
-    /// otherwise (the left origin is then the element before, of the same op).
+    /// Whether its elements are of consecutive single-element ops (`(op + k, 0)`), not of
+    /// one op (`(op, offset + k)`).
+    pub fn ops(&self) -> bool {
+        self.runs[0].ops
+    }
+
+    /// Its last element.
+    pub fn last(&self) -> ElemId {
+        self.runs[0].elem(self.len - 1)
+    }
+
+    /// The first element's left origin if it begins its op's run (`id().offset` is 0);
+    /// `None` otherwise (the left origin is then the element before, of the same op).
     pub fn left(&self) -> Option<ElemId> {
         if self.runs[0].id.offset == 0 {
             self.runs[0].left
@@ -61,7 +72,9 @@ pub struct SegmentParts<T> {
     pub id: ElemId,
     /// Who inserted it.
     pub author: NodeId,
-    /// The op's left origin (read only when `id.offset` is 0).
+    /// Whether its elements are of consecutive single-element ops ([`Segment::ops`]).
+    pub ops: bool,
+    /// The first element's left origin (read only when `id.offset` is 0).
     pub left: Option<ElemId>,
     /// The op's right origin.
     pub right: Option<ElemId>,
@@ -82,6 +95,7 @@ impl<T: Clone + PartialEq> PartialEq for Seq<T> {
                 (Some(a), Some(b)) => Some(
                     (
                         a.id(),
+                        a.ops(),
                         a.author(),
                         a.left(),
                         a.right(),
@@ -89,6 +103,7 @@ impl<T: Clone + PartialEq> PartialEq for Seq<T> {
                         a.deleted(),
                     ) == (
                         b.id(),
+                        b.ops(),
                         b.author(),
                         b.left(),
                         b.right(),
@@ -103,9 +118,11 @@ impl<T: Clone + PartialEq> PartialEq for Seq<T> {
 }
 
 impl<T: Clone> Seq<T> {
-    /// The list as its segments: each the longest stretch of consecutive elements of one
-    /// op, all deleted or none. How elements fall into runs and chunks (which depends on
-    /// the order ops arrived in) does not show: equal lists give equal segments, so the
+    /// The list as its segments: each the longest stretch of consecutive elements, all
+    /// deleted or none, of one op, or of consecutive single-element ops of one experience
+    /// each with the element before as its left origin and the same right origin (typing).
+    /// Which elements those are does not depend on how they fall into runs and chunks
+    /// (which depends on the order ops arrived in): equal lists give equal segments, so the
     /// segments are what is hashed and stored.
     pub fn segments(&self) -> impl Iterator<Item = Segment<'_, T>> + '_ {
         let mut runs = self.runs().peekable();
@@ -116,7 +133,16 @@ impl<T: Clone> Seq<T> {
                 len: first.len,
             };
             while let Some(next) = runs.peek() {
-                if next.deleted == first.deleted && first.id.is(next.id, seg.len) {
+                let joins = if first.ops {
+                    next.ops
+                        && next.id == first.elem(seg.len)
+                        && next.left == Some(first.elem(seg.len - 1))
+                        && next.right == first.right
+                        && next.author == first.author
+                } else {
+                    !next.ops && first.id.is(next.id, seg.len)
+                };
+                if next.deleted == first.deleted && joins {
                     seg.len += next.len;
                     seg.runs.push(next);
                     runs.next();
@@ -137,7 +163,6 @@ impl<T: Clone> Seq<T> {
         let mut seq = Seq::new();
         let fill = seq.runs_max / 2;
         let mut chunk: Vec<Run<T>> = Vec::new();
-        let mut starts: Vec<ElemId> = Vec::new();
         let flush = |seq: &mut Seq<T>, runs: &mut Vec<Run<T>>| {
             if runs.is_empty() {
                 return;
@@ -160,15 +185,20 @@ impl<T: Clone> Seq<T> {
         for s in segments {
             let deleted = s.items.is_none();
             let items = s.items.unwrap_or_default();
-            if s.len == 0
-                || s.id.offset.checked_add(s.len).is_none()
-                || (!deleted && items.len() != s.len as usize)
-            {
+            let end = if s.ops {
+                // A run of ops names each op's one element.
+                (s.id.offset == 0)
+                    .then(|| s.id.dot.op.checked_add(s.len))
+                    .flatten()
+            } else {
+                s.id.offset.checked_add(s.len)
+            };
+            if s.len == 0 || end.is_none() || (!deleted && items.len() != s.len as usize) {
                 return Err(SeqError::Length);
             }
-            starts.push(s.id);
             chunk.push(Run {
                 id: s.id,
+                ops: s.ops,
                 author: s.author,
                 left: match s.id.offset {
                     0 => s.left,
@@ -187,13 +217,14 @@ impl<T: Clone> Seq<T> {
             }
         }
         flush(&mut seq, &mut chunk);
-        // No element twice: sorted by id, each run ends before the next of its op begins.
-        let mut spans: Vec<(ElemId, u32)> = seq.runs().map(|r| (r.id, r.len)).collect();
+        // No element twice: sorted by first element, each run's last element is before the
+        // next run's first (ids order by experience, op, offset, so a run's elements lie
+        // between its first and its last).
+        let mut spans: Vec<(ElemId, ElemId)> = seq.runs().map(|r| (r.id, r.last())).collect();
         spans.sort_unstable();
         for w in spans.windows(2) {
-            let ((a, len), (b, _)) = (w[0], w[1]);
-            if a.dot == b.dot && a.offset + len > b.offset {
-                return Err(SeqError::Duplicate(b.dot));
+            if w[0].1 >= w[1].0 {
+                return Err(SeqError::Duplicate(w[1].0.dot));
             }
         }
         // Every origin is an element of the list (the fold places runs by their origins).

@@ -59,7 +59,7 @@ impl Replica {
         let mut id = [0u8; 32];
         id[0] = self.n;
         id[1..9].copy_from_slice(&self.made.to_be_bytes());
-        let key = u64::from(self.n) << 56 | self.made;
+        let key = u64::from(self.n) << 56 | self.made << 8;
         let dot = Dot {
             depth: self.log.len() as u64,
             exp: Id(id),
@@ -104,6 +104,26 @@ impl Replica {
             text,
         };
         self.apply(key, op);
+    }
+
+    /// Types `text` at `index` as one experience of one op a character, each after the
+    /// one before (what a person typing does; the list keeps such ops in one run).
+    fn type_in(&mut self, index: usize, text: &str) {
+        let (key, dot) = self.next_dot();
+        let author = NodeId([self.n; 32]);
+        for (k, c) in text.chars().enumerate() {
+            let origins = self.seq.origins_at(index + k).unwrap();
+            let op = SeqOp::Insert {
+                dot: Dot {
+                    op: k as u32,
+                    ..dot
+                },
+                author,
+                origins: Box::new(origins),
+                text: vec![c],
+            };
+            self.apply(key | k as u64, op);
+        }
     }
 
     fn delete(&mut self, index: usize, count: usize) {
@@ -293,6 +313,7 @@ fn origins_and_ranges_name_what_the_index_shows() {
 #[derive(Clone, Debug)]
 enum Action {
     Insert { node: u8, at: u16, text: String },
+    Type { node: u8, at: u16, text: String },
     Delete { node: u8, at: u16, count: u8 },
     Sync { from: u8, to: u8 },
 }
@@ -300,6 +321,7 @@ enum Action {
 fn action() -> impl Strategy<Value = Action> {
     prop_oneof![
         4 => (0..3u8, any::<u16>(), "[a-z]{1,4}").prop_map(|(node, at, text)| Action::Insert { node, at, text }),
+        3 => (0..3u8, any::<u16>(), "[a-z]{1,6}").prop_map(|(node, at, text)| Action::Type { node, at, text }),
         2 => (0..3u8, any::<u16>(), 1..4u8).prop_map(|(node, at, count)| Action::Delete { node, at, count }),
         2 => (0..3u8, 0..3u8).prop_map(|(from, to)| Action::Sync { from, to }),
     ]
@@ -313,6 +335,11 @@ fn run(script: &[Action]) -> Vec<Replica> {
                 let r = &mut rs[*node as usize];
                 let at = usize::from(*at) % (r.seq.len() + 1);
                 r.insert(at, text);
+            }
+            Action::Type { node, at, text } => {
+                let r = &mut rs[*node as usize];
+                let at = usize::from(*at) % (r.seq.len() + 1);
+                r.type_in(at, text);
             }
             Action::Delete { node, at, count } => {
                 let r = &mut rs[*node as usize];
@@ -345,6 +372,11 @@ proptest! {
                 Action::Insert { at, text, .. } => {
                     let at = usize::from(*at) % (model.len() + 1);
                     r.insert(at, text);
+                    model.splice(at..at, text.chars());
+                }
+                Action::Type { at, text, .. } => {
+                    let at = usize::from(*at) % (model.len() + 1);
+                    r.type_in(at, text);
                     model.splice(at..at, text.chars());
                 }
                 Action::Delete { at, count, .. } if !model.is_empty() => {
@@ -536,4 +568,60 @@ fn the_concurrent_trace_replays_on_two_replicas_to_its_final_text() {
     agents[1].merge(&a0);
     assert_eq!(agents[0].seq, agents[1].seq);
     assert!(agents[0].text() == t["endContent"].as_str().unwrap());
+}
+
+/// Keystrokes of one experience, each after the one before with the same right origin,
+/// share one run (one segment); an op with another right origin, or of another
+/// experience, starts its own, whatever it is typed after.
+#[test]
+fn typing_is_one_run_while_its_origins_follow() {
+    let author = NodeId([1; 32]);
+    let d = |depth: u64, op: u32| Dot {
+        depth,
+        exp: Id([depth as u8; 32]),
+        op,
+    };
+    let e = |dot: Dot| ElemId { dot, offset: 0 };
+    let mut seq: Seq<char> = Seq::new();
+    let (l, w) = (
+        e(d(1, 0)),
+        ElemId {
+            dot: d(1, 0),
+            offset: 1,
+        },
+    );
+    let at = |left, right| Origins { left, right };
+    seq.insert(d(1, 0), author, at(None, None), vec!['L', 'W'])
+        .unwrap();
+    for (k, c) in "abc".chars().enumerate() {
+        let origins = seq.origins_at(1 + k).unwrap();
+        seq.insert(d(2, k as u32), author, origins, vec![c])
+            .unwrap();
+    }
+    assert_eq!(seq.segments().count(), 3, "L, abc, W");
+    // The next op names `c` as its left origin but the end as its right: a run of its own.
+    seq.insert(d(2, 3), author, at(Some(e(d(2, 2))), None), vec!['d'])
+        .unwrap();
+    // And an op of another experience after `d`: its own too.
+    seq.insert(d(3, 0), author, at(Some(e(d(2, 3))), Some(w)), vec!['e'])
+        .unwrap();
+    assert_eq!(seq.iter().collect::<String>(), "LabcdeW");
+    let segs: Vec<(ElemId, u32, Option<ElemId>)> = seq
+        .segments()
+        .map(|s| (s.id(), s.count(), s.right()))
+        .collect();
+    assert_eq!(
+        segs,
+        [
+            (l, 1, None),
+            (e(d(2, 0)), 3, Some(w)),
+            (e(d(2, 3)), 1, None),
+            (e(d(3, 0)), 1, Some(w)),
+            (w, 1, None),
+        ]
+    );
+    // A delete inside the run splits it.
+    seq.delete(e(d(2, 1)), 1).unwrap();
+    assert_eq!(seq.iter().collect::<String>(), "LacdeW");
+    assert_eq!(seq.segments().count(), 7);
 }
