@@ -189,16 +189,23 @@ pub fn resolve(doc: &Doc, author: NodeId, edits: Vec<Edit>) -> Result<Vec<Op>, W
             })
             .collect());
     }
-    let mut scratch = doc.clone();
+    // Each edit sees the ones before it: a copy of the document takes them in, made only
+    // once an edit has one after it (a copy's first write to a large text copies the
+    // text's chunk list, so a write of one edit, the usual, makes none).
+    let mut scratch: Option<Doc> = None;
     let mut ops = Vec::with_capacity(edits.len() + 1);
-    for edit in edits {
+    let n = edits.len();
+    for (k, edit) in edits.into_iter().enumerate() {
         let start = ops.len();
         match edit {
             Edit::Op(op) => ops.push(op),
-            edit => resolve_edit(&scratch, &edit, &mut ops)?,
+            edit => resolve_edit(scratch.as_ref().unwrap_or(doc), &edit, &mut ops)?,
         }
-        for (i, op) in ops.iter().enumerate().skip(start) {
-            scratch.apply(op, here(i), author, &ObservesEverything);
+        if k + 1 < n {
+            let scratch = scratch.get_or_insert_with(|| doc.clone());
+            for (i, op) in ops.iter().enumerate().skip(start) {
+                scratch.apply(op, here(i), author, &ObservesEverything);
+            }
         }
     }
     Ok(ops)

@@ -187,6 +187,11 @@ impl<T: Clone> Seq<T> {
         self.visible
     }
 
+    /// Whether no element was ever inserted (deleted ones count).
+    pub fn is_bare(&self) -> bool {
+        self.chunks.is_empty()
+    }
+
     /// Whether every element is deleted (or there never was one).
     pub fn is_empty(&self) -> bool {
         self.visible == 0
@@ -342,26 +347,36 @@ impl<T: Clone> Seq<T> {
         if self.find(id).is_some() {
             return Err(SeqError::Duplicate(dot));
         }
-        // Origins are run boundaries from here on: the left one ends a run, the right one
-        // starts one.
-        for o in [origins.left, origins.right].into_iter().flatten() {
-            if self.find(o).is_none() {
-                return Err(SeqError::Unknown(o));
-            }
-        }
-        if let (Some(l), Some(r)) = (origins.left, origins.right)
-            && self.place(r) <= self.place(l)
+        let place = |o: Option<ElemId>| {
+            o.map(|o| self.try_place(o).ok_or(SeqError::Unknown(o)))
+                .transpose()
+        };
+        let (mut left, mut right) = (place(origins.left)?, place(origins.right)?);
+        if let (Some(l), Some(r)) = (left, right)
+            && r <= l
         {
-            return Err(SeqError::Origins { left: l, right: r });
+            return Err(SeqError::Origins {
+                left: origins.left.expect("placed"),
+                right: origins.right.expect("placed"),
+            });
         }
-        if let Some(l) = origins.left {
-            self.split_after(l);
+        // Origins are run boundaries from here on: the left one ends a run, the right one
+        // starts one. Typing after what was just typed splits nothing, and looks nothing up
+        // again.
+        let ends_run = |p: Place| p.offset + 1 == self.chunks[p.chunk].1.runs[p.run].len;
+        let split_left = left.is_some_and(|p| !ends_run(p));
+        let split_right = right.is_some_and(|p| p.offset > 0);
+        if split_left || split_right {
+            if let (true, Some(l)) = (split_left, origins.left) {
+                self.split_after(l);
+            }
+            if let (true, Some(r)) = (split_right, origins.right) {
+                self.split_at(r);
+            }
+            left = origins.left.map(|l| self.place(l));
+            right = origins.right.map(|r| self.place(r));
         }
-        if let Some(r) = origins.right {
-            self.split_at(r);
-        }
-        let left = origins.left.map(|l| self.place(l));
-        let right = origins.right.map_or(END, |r| self.place(r));
+        let right = right.unwrap_or(END);
         // Scan the runs between the origins (YjsMod): skip those whose left origin is right
         // of ours, stop at one whose left origin is left of ours; among those with our left
         // origin, go past one whose right origin is further right (tentatively, while
@@ -599,18 +614,23 @@ impl<T: Clone> Seq<T> {
 
     /// The place of element `id`, which is there.
     fn place(&self, id: ElemId) -> Place {
-        let (key, start) = self.find(id).expect("a known element");
-        let chunk = self.chunk_index(key);
+        self.try_place(id).expect("a known element")
+    }
+
+    /// The place of element `id`, if it is there.
+    fn try_place(&self, id: ElemId) -> Option<Place> {
+        let (start, key) = self.at.get_prev(&id)?;
+        if start.dot.exp != id.dot.exp {
+            return None;
+        }
+        let chunk = self.chunk_index(*key);
         let runs = &self.chunks[chunk].1.runs;
-        let run = runs
-            .iter()
-            .position(|r| r.id == start)
-            .expect("the index names runs that are there");
-        Place {
+        let run = runs.iter().position(|r| r.id == *start)?;
+        Some(Place {
             chunk,
             run,
-            offset: runs[run].index_of(id).expect("the run holds it"),
-        }
+            offset: runs[run].index_of(id)?,
+        })
     }
 
     /// The first run after the run holding `place` (`None`: after the start), or `END`.

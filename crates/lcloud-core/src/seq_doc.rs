@@ -168,7 +168,7 @@ impl Seqs {
                     origins,
                     obs,
                 );
-                if text.seq.segments().next().is_none() {
+                if text.seq.is_bare() {
                     self.text = None;
                 }
                 r
@@ -185,7 +185,7 @@ impl Seqs {
                     origins,
                     obs,
                 );
-                if list.seq.segments().next().is_none() {
+                if list.seq.is_bare() {
                     self.list = None;
                 }
                 r
