@@ -1,11 +1,11 @@
-//! Lists and text on real editing traces, beside Automerge and Loro, in one run
+//! Lists and text on real editing traces, beside Automerge, Loro and diamond-types, in one run
 //! (docs/BENCHMARKS.md, "Lists and text on real editing traces").
 //!
 //! `cargo bench -p lcloud-bench --bench traces` (`-- --quick`: the first 2 000 edits of each,
 //! CI's smoke test, run unoptimised with `cargo test -p lcloud-bench --bench traces -- --quick`)
 //!
-//! First the sequence type alone (`lcloud_core::seq::Seq`) beside Automerge, Loro and a plain
-//! string, each trace replayed edit by edit as its author typed it (a delete of the range, then
+//! First the sequence type alone (`lcloud_core::seq::Seq`) beside Automerge, Loro,
+//! diamond-types and a plain string, each trace replayed edit by edit as its author typed it (a delete of the range, then
 //! an insert, one transaction per edit). Then whole systems, each measurement in a child
 //! process of its own (`traces/system.rs`): the fold of signed experiences, writes signed and
 //! durable through the store, bytes at rest, load time and peak memory. Every system's final
@@ -116,6 +116,20 @@ fn automerge(edits: &[Edit]) -> String {
     doc.text(&text).unwrap()
 }
 
+fn diamond(edits: &[Edit]) -> String {
+    let mut doc = diamond_types::list::ListCRDT::new();
+    let agent = doc.get_or_create_agent_id("a");
+    for (at, del, ins) in edits {
+        if *del > 0 {
+            doc.delete_without_content(agent, *at..*at + *del);
+        }
+        if !ins.is_empty() {
+            doc.insert(agent, *at, ins);
+        }
+    }
+    doc.branch.content().to_string()
+}
+
 fn loro(edits: &[Edit]) -> String {
     let doc = loro::LoroDoc::new();
     let text = doc.get_text("text");
@@ -158,11 +172,12 @@ fn main() {
             edits.truncate(2_000);
         }
         let want = if quick { plain(&edits) } else { end };
-        let systems: [(&str, Replay); 4] = [
+        let systems: [(&str, Replay); 5] = [
             ("plain string", plain),
             ("λCLOUD seq", lcloud),
             ("Automerge", automerge),
             ("Loro", loro),
+            ("diamond-types", diamond),
         ];
         let mut secs = Vec::new();
         for (system, run) in systems {

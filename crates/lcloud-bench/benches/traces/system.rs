@@ -1,8 +1,8 @@
 //! The traces through whole systems, each measurement in a child process of its own (so
 //! each peak is its own): the fold of signed experiences (one per edit, and 100 edits each)
-//! beside Automerge's `apply_changes` and Loro's `import` of the same history; λCLOUD signed
-//! and durable through the store's committer; bytes at rest of the final document with its
-//! full history; and its load time and peak memory.
+//! beside Automerge's `apply_changes`, Loro's `import` and diamond-types' `merge_data_and_ff`
+//! of the same history; λCLOUD signed and durable through the store's committer; bytes at
+//! rest of the final document with its full history; and its load time and peak memory.
 
 use std::path::Path as FsPath;
 use std::process::Command;
@@ -102,6 +102,22 @@ fn loro_doc(edits: &[TraceEdit]) -> loro::LoroDoc {
     doc
 }
 
+/// diamond-types' document after `edits` (it has no commits: every edit is its own
+/// operation in its log).
+fn diamond_doc(edits: &[TraceEdit]) -> diamond_types::list::ListCRDT {
+    let mut doc = diamond_types::list::ListCRDT::new();
+    let agent = doc.get_or_create_agent_id("a");
+    for (at, del, ins) in edits {
+        if *del > 0 {
+            doc.delete_without_content(agent, *at..*at + *del);
+        }
+        if !ins.is_empty() {
+            doc.insert(agent, *at, ins);
+        }
+    }
+    doc
+}
+
 /// The child for `(what, system)` on `edits`, in `dir`: its JSON answer.
 pub fn child(what: &str, system: &str, edits: &[TraceEdit], end: &str, dir: &FsPath) -> J {
     match (what, system) {
@@ -182,6 +198,34 @@ pub fn child(what: &str, system: &str, edits: &[TraceEdit], end: &str, dir: &FsP
             drop(store);
             json!({"durable_s": s, "bytes": dir_bytes(dir), "records_bytes": records, "leaf_bytes": leaf})
         }
+        ("apply", "dt") => {
+            let bytes = diamond_doc(edits)
+                .oplog
+                .encode(diamond_types::list::encoding::ENCODE_FULL);
+            let t = Instant::now();
+            let mut fresh = diamond_types::list::ListCRDT::new();
+            fresh.merge_data_and_ff(&bytes).expect("its own log");
+            let got = fresh.branch.content().to_string();
+            let s = t.elapsed().as_secs_f64();
+            assert!(got == end);
+            json!({"apply_s": s})
+        }
+        ("save", "dt") => {
+            let bytes = diamond_doc(edits)
+                .oplog
+                .encode(diamond_types::list::encoding::ENCODE_FULL);
+            std::fs::write(dir.join("doc.dt"), &bytes).expect("writes");
+            json!({"bytes": bytes.len()})
+        }
+        ("load", "dt") => {
+            let bytes = std::fs::read(dir.join("doc.dt")).expect("saved");
+            let t = Instant::now();
+            let doc = diamond_types::list::ListCRDT::load_from(&bytes).expect("loads");
+            let got = doc.branch.content().to_string();
+            let s = t.elapsed().as_secs_f64();
+            assert!(got == end);
+            json!({"load_s": s, "peak_mib": peak_mib()})
+        }
         ("save", "automerge") => {
             let bytes = automerge_doc(edits).save();
             std::fs::write(dir.join("doc.automerge"), &bytes).expect("writes");
@@ -258,7 +302,7 @@ pub fn report(trace: &str, edits: usize, end: &str, quick: bool) {
         d
     };
     let mut r = std::collections::BTreeMap::new();
-    for system in ["lcloud", "automerge", "loro"] {
+    for system in ["lcloud", "automerge", "loro", "dt"] {
         let d = dir(system);
         let mut j = run("apply", system, trace, &d, quick);
         let stored = if system == "lcloud" {
@@ -276,22 +320,27 @@ pub fn report(trace: &str, edits: usize, end: &str, quick: bool) {
         r.insert(system, j);
     }
     let rate = |s: &J| edits as f64 / s.as_f64().unwrap_or(f64::NAN);
-    let (l, a, o) = (&r["lcloud"], &r["automerge"], &r["loro"]);
+    let (l, a, o, d) = (&r["lcloud"], &r["automerge"], &r["loro"], &r["dt"]);
     println!("\n{trace}: {edits} edits, each system in child processes of its own");
-    println!("measure                           λCLOUD      Automerge         Loro    λ÷A     λ÷L");
-    let row = |name: &str, ours: f64, am: f64, lo: f64, higher_is_better: bool| {
-        let (ra, rl) = if higher_is_better {
-            (ours / am, ours / lo)
+    println!(
+        "measure                           λCLOUD      Automerge         Loro  diamond-types    λ÷A     λ÷L     λ÷D"
+    );
+    let row = |name: &str, ours: f64, am: f64, lo: f64, dt: f64, higher_is_better: bool| {
+        let (ra, rl, rd) = if higher_is_better {
+            (ours / am, ours / lo, ours / dt)
         } else {
-            (am / ours, lo / ours)
+            (am / ours, lo / ours, dt / ours)
         };
-        println!("{name:<30} {ours:>12.0} {am:>14.0} {lo:>12.0} {ra:>7.2} {rl:>7.2}");
+        println!(
+            "{name:<30} {ours:>12.0} {am:>14.0} {lo:>12.0} {dt:>14.0} {ra:>7.2} {rl:>7.2} {rd:>7.2}"
+        );
     };
     row(
         "apply, 1 exp/edit (edits/s)",
         rate(&l["apply_s"]),
         rate(&a["apply_s"]),
         rate(&o["apply_s"]),
+        rate(&d["apply_s"]),
         true,
     );
     row(
@@ -299,6 +348,7 @@ pub fn report(trace: &str, edits: usize, end: &str, quick: bool) {
         rate(&l["apply100_s"]),
         rate(&a["apply_s"]),
         rate(&o["apply_s"]),
+        rate(&d["apply_s"]),
         true,
     );
     println!(
@@ -311,6 +361,7 @@ pub fn report(trace: &str, edits: usize, end: &str, quick: bool) {
         bytes(l),
         bytes(a),
         bytes(o),
+        bytes(d),
         false,
     );
     let ms = |j: &J, k: &str| j[k].as_f64().unwrap_or(f64::NAN) * 1000.0;
@@ -319,6 +370,7 @@ pub fn report(trace: &str, edits: usize, end: &str, quick: bool) {
         ms(l, "load_s"),
         ms(a, "load_s"),
         ms(o, "load_s"),
+        ms(d, "load_s"),
         false,
     );
     row(
@@ -326,6 +378,7 @@ pub fn report(trace: &str, edits: usize, end: &str, quick: bool) {
         l["peak_mib"].as_f64().unwrap_or(f64::NAN),
         a["peak_mib"].as_f64().unwrap_or(f64::NAN),
         o["peak_mib"].as_f64().unwrap_or(f64::NAN),
+        d["peak_mib"].as_f64().unwrap_or(f64::NAN),
         false,
     );
     println!(
