@@ -117,17 +117,7 @@ fn automerge(edits: &[Edit]) -> String {
 }
 
 fn diamond(edits: &[Edit]) -> String {
-    let mut doc = diamond_types::list::ListCRDT::new();
-    let agent = doc.get_or_create_agent_id("a");
-    for (at, del, ins) in edits {
-        if *del > 0 {
-            doc.delete_without_content(agent, *at..*at + *del);
-        }
-        if !ins.is_empty() {
-            doc.insert(agent, *at, ins);
-        }
-    }
-    doc.branch.content().to_string()
+    system::diamond_doc(edits).branch.content().to_string()
 }
 
 fn loro(edits: &[Edit]) -> String {

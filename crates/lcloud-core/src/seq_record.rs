@@ -188,6 +188,18 @@ impl Coder {
             .extend([x, u64::from(e.dot.op), u64::from(e.offset)]);
     }
 
+    /// An origin's code: 0 none, 1 `same` (what the segment before gives), else 2 and a ref.
+    fn code(&mut self, origin: Option<ElemId>, same: Option<ElemId>) -> i64 {
+        match origin {
+            None => 0,
+            Some(o) if Some(o) == same => 1,
+            Some(o) => {
+                self.push_ref(&o);
+                2
+            }
+        }
+    }
+
     /// The columns of `seq`, calling `items` with each undeleted segment.
     fn columns<'a, T: Clone + 'a>(
         &mut self,
@@ -210,23 +222,9 @@ impl Coder {
                 .binary_search(&s.author())
                 .expect("every author is listed");
             cols[3].push(a as i64);
-            let left = match s.left() {
-                None => 0,
-                Some(l) if Some(l) == last => 1,
-                Some(l) => {
-                    self.push_ref(&l);
-                    2
-                }
-            };
+            let left = self.code(s.left(), last);
             cols[4].push(left);
-            let r = match s.right() {
-                None => 0,
-                Some(r) if Some(r) == right => 1,
-                Some(r) => {
-                    self.push_ref(&r);
-                    2
-                }
-            };
+            let r = self.code(s.right(), right);
             cols[5].push(r);
             cols[6].push(i64::from(s.count()));
             cols[7].push(i64::from(s.deleted()) | i64::from(s.ops()) << 1);

@@ -104,7 +104,7 @@ fn loro_doc(edits: &[TraceEdit]) -> loro::LoroDoc {
 
 /// diamond-types' document after `edits` (it has no commits: every edit is its own
 /// operation in its log).
-fn diamond_doc(edits: &[TraceEdit]) -> diamond_types::list::ListCRDT {
+pub fn diamond_doc(edits: &[TraceEdit]) -> diamond_types::list::ListCRDT {
     let mut doc = diamond_types::list::ListCRDT::new();
     let agent = doc.get_or_create_agent_id("a");
     for (at, del, ins) in edits {
